@@ -1,0 +1,201 @@
+"""`agecheck` command line: parses arguments, loads the config once, sets up logging and hands
+over to the module that owns each job. Config problems print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge_app import __version__
+from edge_app.config import Config, ConfigError, load
+
+log = logging.getLogger("agecheck")
+
+
+def setup_logging(cfg: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, cfg.logging.level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _face_report(path: str, index: int, res, rgb_shape, notes: list[str]) -> dict:
+    faces = []
+    for i, f in enumerate(res.faces):
+        x, y, w, h = f.box
+        faces.append({"index": i + 1, "box": [round(x), round(y), round(w), round(h)], "score": round(f.score, 3),
+                      "chosen": i == res.chosen})
+    out = {"file": path, "width": rgb_shape[1], "height": rgb_shape[0], "notes": notes, "faces": faces}
+    if res.aligned is not None:
+        q = res.aligned.quality
+        out["quality"] = {"iod_px": q.iod_px, "sharpness": q.sharpness, "yaw_deg": q.yaw_deg,
+                          "pitch_deg": q.pitch_deg, "brightness": q.brightness}
+        out["usable"] = res.aligned.ok
+        out["rejected_because"] = list(res.aligned.rejected)
+    return out
+
+
+def _print_face_report(rep: dict) -> None:
+    note = f" [{'; '.join(rep['notes'])}]" if rep["notes"] else ""
+    print(f"{rep['file']}: {len(rep['faces'])} face(s) in {rep['width']}x{rep['height']}{note}")
+    for f in rep["faces"]:
+        x, y, w, h = f["box"]
+        mark = "  <- chosen (shopper)" if f["chosen"] else ""
+        print(f"  face {f['index']}: box x={x} y={y} {w}x{h}, score {f['score']:.2f}{mark}")
+    if "quality" in rep:
+        q = rep["quality"]
+        print(f"  quality: eyes {q['iod_px']:.0f} px apart, sharpness {q['sharpness']:.0f}, "
+              f"yaw {q['yaw_deg']:.0f} deg, pitch {q['pitch_deg']:.0f} deg, brightness {q['brightness']:.0f}")
+        if rep["usable"]:
+            print("  gate: usable")
+        else:
+            print("  gate: rejected - " + "; ".join(rep["rejected_because"]))
+
+
+def _crop_target(save: str | None, photo: str, many: bool) -> Path | None:
+    if not save:
+        return None
+    if many:
+        return Path(save) / f"{Path(photo).stem}_aligned.png"
+    return Path(save)
+
+
+def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
+    import cv2
+
+    from edge_app.faces import FacePipeline, ImageError, load_image
+
+    many = len(args.photos) > 1
+    if args.save_crop and many:
+        Path(args.save_crop).mkdir(parents=True, exist_ok=True)
+    failures = 0
+    reports = []
+    with FacePipeline(cfg.faces) as pipe:
+        for i, photo in enumerate(args.photos):
+            try:
+                rgb, notes = load_image(photo, cfg.faces.max_image_pixels)
+            except ImageError as exc:
+                failures += 1
+                print(f"error: {exc}", file=sys.stderr)
+                reports.append({"file": photo, "error": str(exc)})
+                continue
+            res = pipe.process(rgb)
+            rep = _face_report(photo, i, res, rgb.shape, notes)
+            if not res.faces:
+                failures += 1
+                rep["error"] = "no face found"
+            target = _crop_target(args.save_crop, photo, many)
+            if target is not None and res.aligned is not None:
+                # Written only because the user asked for it by name (privacy rule).
+                if not cv2.imwrite(str(target), cv2.cvtColor(res.aligned.crop, cv2.COLOR_RGB2BGR)):
+                    print(f"error: could not write crop to {target}", file=sys.stderr)
+                    failures += 1
+                else:
+                    rep["crop_written"] = str(target)
+            reports.append(rep)
+            if not args.json:
+                _print_face_report(rep)
+                if not res.faces:
+                    print("  no face found")
+                if "crop_written" in rep:
+                    print(f"  aligned crop written to {rep['crop_written']}")
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    return 1 if failures else 0
+
+
+def cmd_estimate(args: argparse.Namespace, cfg: Config) -> int:
+    from edge_app.estimate import run_estimate
+
+    return run_estimate(args, cfg)
+
+
+def _delegate(module: str):
+    def run(args: argparse.Namespace, cfg: Config) -> int:
+        import importlib
+
+        return importlib.import_module(module).main(args, cfg)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="agecheck", description="Checkout-camera age check (Challenge 25) for tills.")
+    ap.add_argument("--version", action="version", version=f"agecheck {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", default=None, help="config.yaml (default: built-in defaults)")
+
+    p = sub.add_parser("faces", help="find, choose, align and quality-check the face(s) in photos")
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--save-crop", metavar="PATH",
+                   help="write the aligned crop here (a file for one photo, a folder for several); never by default")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common(p)
+    p.set_defaults(func=cmd_faces)
+
+    p = sub.add_parser("estimate", help="age, band and policy decision for the face in each photo")
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--model", default=None, help="a .tflite model instead of model.path from the config")
+    common(p)
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("run", help="run the till service (camera, POS trigger, checks, MQTT events)")
+    p.add_argument("--demo", action="store_true",
+                   help="self-contained demo: own loopback broker, sample video, simulated POS")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.service"))
+
+    p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
+    p.add_argument("--db", default=None, help="SQLite file for the feed (default from config)")
+    p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.feed"))
+
+    p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
+    p.add_argument("--since", default=None, help="start date (YYYY-MM-DD), inclusive")
+    p.add_argument("--until", default=None, help="end date (YYYY-MM-DD), inclusive")
+    p.add_argument("--db", default=None, help="SQLite file written by `agecheck feed`")
+    p.add_argument("--out", default="agecheck-report", help="folder for report.md and charts")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.report"))
+
+    p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--images", default=None, help="folder of face photos instead of the sample photo")
+    p.add_argument("--json", action="store_true")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.bench"))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"agecheck: config error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg)
+    try:
+        return int(args.func(args, cfg) or 0)
+    except ConfigError as exc:
+        print(f"agecheck: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

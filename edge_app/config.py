@@ -1,0 +1,243 @@
+"""Configuration: the one place that reads config.yaml, validates every key and hands typed,
+frozen dataclasses to the rest of the app.
+
+Every problem is raised as a ConfigError whose message names the key and the fix, so the CLI can
+print one line and exit with code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO_ROOT / "models" / "age_resnet10_int8.tflite"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person editing config.yaml."""
+
+
+def _rng(lo: float | None = None, hi: float | None = None, **extra: Any) -> dict:
+    return {"min": lo, "max": hi, **extra}
+
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    # Device index ("0"), a video file, or an RTSP/HTTP URL; kept as text so all three fit.
+    source: str = "0"
+    fps: float = field(default=15.0, metadata=_rng(1, 120))
+    width: int = field(default=640, metadata=_rng(64, 8192))
+    height: int = field(default=480, metadata=_rng(64, 8192))
+    buffer_seconds: float = field(default=1.5, metadata=_rng(0.2, 10))
+    loop: bool = False
+    reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.1, 600))
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    enabled: bool = False
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class MQTTConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=1883, metadata=_rng(1, 65535))
+    keepalive: int = field(default=30, metadata=_rng(5, 3600))
+    username: Optional[str] = None
+    # The password is never in config.yaml: a file path, or the name of a systemd credential
+    # (read from $CREDENTIALS_DIRECTORY/<name>).
+    password_file: Optional[str] = None
+    password_credential: Optional[str] = None
+    client_id: Optional[str] = None
+    tls: TLSConfig = field(default_factory=TLSConfig)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    legal_age: int = field(default=18, metadata=_rng(10, 30))
+    challenge_age: int = field(default=25, metadata=_rng(10, 40))
+    # Years subtracted from the estimate before comparing it with challenge_age, on top of the
+    # spread measured over frames.
+    margin_years: float = field(default=0.0, metadata=_rng(0, 20))
+
+
+@dataclass(frozen=True)
+class FacesConfig:
+    detector: Literal["short", "full"] = "short"
+    min_confidence: float = field(default=0.5, metadata=_rng(0.05, 0.99))
+    output_size: int = field(default=64, metadata=_rng(32, 512))
+    margin: float = field(default=0.0, metadata=_rng(-0.3, 1.0))
+    # Quality gate.
+    min_iod_px: float = field(default=20.0, metadata=_rng(0, 1000))
+    min_sharpness: float = field(default=15.0, metadata=_rng(0, 1e6))
+    max_yaw_deg: float = field(default=35.0, metadata=_rng(0, 90))
+    max_pitch_deg: float = field(default=30.0, metadata=_rng(0, 90))
+    min_brightness: float = field(default=40.0, metadata=_rng(0, 255))
+    max_brightness: float = field(default=225.0, metadata=_rng(0, 255))
+    max_image_pixels: int = field(default=40_000_000, metadata=_rng(1_000, 500_000_000))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = str(DEFAULT_MODEL)
+    threads: int = field(default=2, metadata=_rng(1, 64))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    store_id: str = "store-001"
+    till_id: str = "till-01"
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key, meta)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a mapping of settings, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: must be {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key}: must be text, got {value!r}")
+        value = str(value)
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in fields:
+            where = f"{prefix}.{name}" if prefix else str(name)
+            close = [f for f in fields if f.startswith(str(name)[:3])]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown setting{hint}; allowed here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _convert(data[name], hints[name], key, dict(f.metadata))
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    for key in ("store_id", "till_id"):
+        if not _ID.match(getattr(cfg, key)):
+            raise ConfigError(
+                f"{key}: use lower-case ASCII letters, digits, '-' or '_' (it becomes part of the "
+                f"MQTT topic), got {getattr(cfg, key)!r}"
+            )
+    if cfg.policy.challenge_age < cfg.policy.legal_age:
+        raise ConfigError(
+            "policy.challenge_age: must be at least policy.legal_age "
+            f"({cfg.policy.challenge_age} < {cfg.policy.legal_age})"
+        )
+    if cfg.faces.min_brightness >= cfg.faces.max_brightness:
+        raise ConfigError("faces.min_brightness: must be below faces.max_brightness")
+    if cfg.mqtt.password_file and cfg.mqtt.password_credential:
+        raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
+
+
+def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
+    """Validate a mapping (as read from YAML) into a Config. Relative paths resolve against
+    base_dir (the directory of the YAML file)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("config: the file must hold a mapping of settings at the top level")
+    cfg = _build(Config, data, "")
+    _check(cfg)
+    if base_dir is not None:
+        model_path = Path(cfg.model.path)
+        if not model_path.is_absolute():
+            cfg = dataclasses.replace(
+                cfg, model=dataclasses.replace(cfg.model, path=str((base_dir / model_path).resolve()))
+            )
+    return cfg
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate config.yaml. None means the built-in defaults."""
+    if path is None:
+        return from_dict({}, REPO_ROOT)
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config: file {str(p)!r} does not exist; pass --config PATH to an existing file")
+    if not p.is_file():
+        raise ConfigError(f"config: {str(p)!r} is not a file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config: {p} is not valid YAML{where}; fix the syntax there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {p} is not a UTF-8 text file") from None
+    return from_dict(data, p.resolve().parent)
+
+
+def require_model_file(cfg: Config) -> Path:
+    """The model path must exist before anything tries to load it."""
+    p = Path(cfg.model.path)
+    if not p.is_file():
+        raise ConfigError(f"model.path: file {str(p)!r} does not exist; point it at a .tflite model")
+    return p

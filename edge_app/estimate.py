@@ -1,0 +1,63 @@
+"""`agecheck estimate`: age, band and policy decision for the face in each photo, with the
+shipped model; the same faces → model → policy path the till uses, on still photos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edge_app.config import Config, ConfigError
+from edge_app.faces import FacePipeline, ImageError, load_image
+from edge_app.model import AgeModel, ModelError
+from edge_app.policy import decide
+
+
+def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
+    path = args.model or cfg.model.path
+    try:
+        model = AgeModel(path, cfg.model.threads)
+    except ModelError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
+    failures = 0
+    results = []
+    with FacePipeline(cfg.faces) as pipe:
+        for photo in args.photos:
+            try:
+                rgb, notes = load_image(photo, cfg.faces.max_image_pixels)
+            except ImageError as exc:
+                failures += 1
+                print(f"error: {exc}", file=sys.stderr)
+                results.append({"file": photo, "error": str(exc)})
+                continue
+            res = pipe.process(rgb)
+            if res.aligned is None:
+                failures += 1
+                pol = decide([], cfg.policy)
+                results.append({"file": photo, "faces": 0, "decision": pol.decision, "error": "no face found"})
+                if not args.json:
+                    print(f"{photo}: no face found -> {pol.decision.upper()} (ask for ID)")
+                continue
+            est = model.predict(res.aligned.crop)
+            pol = decide([est.age], cfg.policy)
+            rec = {
+                "file": photo,
+                "faces": len(res.faces),
+                "age": round(est.age, 1),
+                "age_band": pol.age_band,
+                "decision": pol.decision,
+                "challenge_age": cfg.policy.challenge_age,
+                "usable": res.aligned.ok,
+                "rejected_because": list(res.aligned.rejected),
+                "notes": notes,
+                "model_id": model.model_id,
+            }
+            results.append(rec)
+            if not args.json:
+                warn = "" if res.aligned.ok else f"  (the till would retry: {'; '.join(res.aligned.rejected)})"
+                extra = f" [{'; '.join(notes)}]" if notes else ""
+                print(f"{photo}: age {est.age:.1f} (band {pol.age_band}), {len(res.faces)} face(s) -> "
+                      f"{pol.decision.upper()} under Challenge {cfg.policy.challenge_age}{warn}{extra}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failures else 0

@@ -1,0 +1,96 @@
+"""Event schema: the JSON documents published over MQTT (DESIGN.md "Events over MQTT"), their
+topics, and a validator the feed and the tests share. Never an image, crop or embedding."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "agecheck/v1"
+EVENT_KINDS = ("check", "alert", "ack", "integrity")
+ACK_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def topic(store_id: str, till_id: str, leaf: str) -> str:
+    return f"{TOPIC_ROOT}/{store_id}/{till_id}/{leaf}"
+
+
+def new_event(kind: str, store_id: str, till_id: str, transaction_id: str | None, **fields: Any) -> dict:
+    """A new event dict with the common envelope filled in."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {kind!r}")
+    return {
+        "event_id": str(uuid.uuid4()),
+        "schema": SCHEMA_VERSION,
+        "kind": kind,
+        "ts": now_iso(),
+        "store_id": store_id,
+        "till_id": till_id,
+        "transaction_id": transaction_id,
+        **fields,
+    }
+
+
+def encode(event: dict) -> bytes:
+    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
+# Required fields per kind, beyond the envelope, with the JSON types they must have.
+_NUM = (int, float)
+_ENVELOPE = {"event_id": str, "schema": int, "kind": str, "ts": str, "store_id": str, "till_id": str}
+_REQUIRED: dict[str, dict[str, Any]] = {
+    "check": {
+        "trigger": dict, "frames_used": int, "faces_seen": int, "decision": str,
+        "age": (*_NUM, type(None)), "age_low": (*_NUM, type(None)), "age_high": (*_NUM, type(None)),
+        "age_band": (str, type(None)), "policy": dict, "model_id": str, "latency_ms": dict,
+    },
+    "alert": {"check_event_id": str, "decision": str, "age_band": (str, type(None)), "item": dict},
+    "ack": {"alert_event_id": str, "answer": str, "decision_time_s": _NUM},
+    "integrity": {"alert_event_id": str, "seconds_after_alert": _NUM},
+}
+_FORBIDDEN = ("image", "crop", "face", "embedding", "jpeg", "png", "pixels")
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def validate(event: Any) -> dict:
+    """Raise SchemaError naming the first problem; return the event when it is valid."""
+    if not isinstance(event, dict):
+        raise SchemaError("event is not a JSON object")
+    for k, t in _ENVELOPE.items():
+        if k not in event:
+            raise SchemaError(f"missing field {k!r}")
+        if not isinstance(event[k], t) or isinstance(event[k], bool):
+            raise SchemaError(f"field {k!r} has the wrong type")
+    if event["schema"] != SCHEMA_VERSION:
+        raise SchemaError(f"unknown schema version {event['schema']!r} (this build reads {SCHEMA_VERSION})")
+    try:
+        uuid.UUID(event["event_id"])
+    except ValueError:
+        raise SchemaError("event_id is not a UUID") from None
+    if "transaction_id" not in event:
+        raise SchemaError("missing field 'transaction_id'")
+    kind = event["kind"]
+    if kind not in _REQUIRED:
+        raise SchemaError(f"unknown event kind {kind!r}")
+    for k, t in _REQUIRED[kind].items():
+        if k not in event:
+            raise SchemaError(f"{kind} event: missing field {k!r}")
+        if not isinstance(event[k], t) or isinstance(event[k], bool):
+            raise SchemaError(f"{kind} event: field {k!r} has the wrong type")
+    for k in event:
+        if any(bad in k.lower() for bad in _FORBIDDEN) and k not in ("faces_seen",):
+            raise SchemaError(f"field {k!r} looks like image data; events never carry images")
+    if kind == "ack" and event["answer"] not in ACK_ANSWERS:
+        raise SchemaError(f"ack event: answer must be one of {', '.join(ACK_ANSWERS)}")
+    return event

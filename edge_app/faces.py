@@ -1,0 +1,317 @@
+"""Face pipeline shared by the till and the training code: load/validate an image, detect faces
+with MediaPipe (models bundled in the wheel), choose the shopper, similarity-align to the
+canonical template, and measure quality for the gate.
+
+The training code calls exactly this module, so the model learns on the crops the till makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.config import FacesConfig
+
+log = logging.getLogger(__name__)
+
+# Canonical template: where the detector's keypoints (subject's right eye, left eye, nose tip,
+# mouth centre) land in the aligned crop, as fractions of its side at margin 0. Fitted as the
+# symmetrised median of MediaPipe's keypoints on 400 UTKFace photos, so the crop reproduces the
+# dlib-chip framing the pretrained age net was trained on (a tighter crop costs it accuracy).
+TEMPLATE_VERSION = "mp-utk-v1"
+TEMPLATE = np.array(
+    [[0.302, 0.309], [0.698, 0.309], [0.500, 0.537], [0.500, 0.727]], dtype=np.float64
+)
+# Eyes carry most of the geometry; nose and mouth steady scale and rotation against keypoint noise.
+_TEMPLATE_WEIGHTS = np.array([1.0, 1.0, 0.5, 0.5])
+# Tight photos (a face that fills the picture) are retried with this much border on each side.
+_RETRY_PAD = 0.3
+
+
+class ImageError(ValueError):
+    """A photo that cannot be used, with a message naming the problem."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detection in frame pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x, y, width, height
+    score: float
+    # (6, 2): subject's right eye, left eye, nose tip, mouth centre, right ear, left ear.
+    keypoints: np.ndarray = field(repr=False)
+
+    @property
+    def iod(self) -> float:
+        return float(np.linalg.norm(self.keypoints[1] - self.keypoints[0]))
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+
+@dataclass(frozen=True)
+class Quality:
+    iod_px: float
+    sharpness: float
+    yaw_deg: float
+    pitch_deg: float
+    brightness: float
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    face: Face
+    crop: np.ndarray = field(repr=False)  # RGB uint8, output_size x output_size
+    matrix: np.ndarray = field(repr=False)  # 2x3 frame -> crop
+    quality: Quality
+    rejected: tuple[str, ...]  # reasons the gate refused it; empty when usable
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    faces: tuple[Face, ...]
+    chosen: int | None  # index into faces
+    aligned: AlignedFace | None  # the chosen face, aligned and gated
+
+
+def load_image(path: str | Path, max_pixels: int = 40_000_000) -> tuple[np.ndarray, list[str]]:
+    """Read a photo as RGB uint8. Returns the image and notes about conversions made; raises
+    ImageError naming the problem for anything unusable."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: file does not exist")
+    if not p.is_file():
+        raise ImageError(f"{p}: not a file")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: file is empty (0 bytes)")
+    # Read the header first so a huge image is refused before it is decoded into memory.
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+    except UnidentifiedImageError:
+        raise ImageError(f"{p}: not an image file (format not recognised)") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{p}: cannot read image ({exc})") from None
+    if w * h > max_pixels:
+        raise ImageError(f"{p}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit {max_pixels / 1e6:.0f} MP)")
+    raw = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ImageError(f"{p}: not a readable image (decoding failed)")
+    return to_rgb(raw, str(p))
+
+
+def to_rgb(raw: np.ndarray, name: str = "image") -> tuple[np.ndarray, list[str]]:
+    """Normalise an OpenCV (BGR order) array of any common layout to RGB uint8."""
+    notes: list[str] = []
+    if raw.size == 0 or min(raw.shape[:2]) < 1:
+        raise ImageError(f"{name}: image is empty (0 pixels)")
+    if min(raw.shape[:2]) < 16:
+        raise ImageError(f"{name}: image too small ({raw.shape[1]}x{raw.shape[0]}), need at least 16x16")
+    if raw.dtype == np.uint16:
+        raw = (raw / 257).astype(np.uint8)
+        notes.append("16-bit image converted to 8-bit")
+    elif raw.dtype != np.uint8:
+        raise ImageError(f"{name}: unsupported pixel type {raw.dtype}")
+    if raw.ndim == 2 or (raw.ndim == 3 and raw.shape[2] == 1):
+        notes.append("grey-scale image converted to RGB")
+        return cv2.cvtColor(raw.reshape(raw.shape[:2]), cv2.COLOR_GRAY2RGB), notes
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        notes.append("4-channel image: alpha channel dropped")
+        return cv2.cvtColor(raw, cv2.COLOR_BGRA2RGB), notes
+    if raw.ndim == 3 and raw.shape[2] == 3:
+        return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB), notes
+    raise ImageError(f"{name}: unsupported image layout {raw.shape}")
+
+
+def choose_shopper(faces: tuple[Face, ...] | list[Face], frame_shape: tuple[int, ...]) -> int | None:
+    """Index of the shopper: the largest face, discounted by its distance from the frame centre
+    (someone queueing behind is smaller and off-centre)."""
+    if not faces:
+        return None
+    h, w = frame_shape[:2]
+    diag = math.hypot(w, h)
+
+    def score(f: Face) -> float:
+        cx, cy = f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2
+        off = math.hypot(cx - w / 2, cy - h / 2) / (diag / 2)  # 0 centre .. 1 corner
+        return f.area * (1.0 - 0.5 * off)
+
+    return max(range(len(faces)), key=lambda i: score(faces[i]))
+
+
+def template_points(output_size: int, margin: float) -> np.ndarray:
+    """Template keypoints in crop pixels; margin > 0 shows more around the face."""
+    return (0.5 + (TEMPLATE - 0.5) / (1.0 + margin)) * output_size
+
+
+def similarity_matrix(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least-squares similarity (rotation, uniform scale, translation) mapping src to
+    dst, as a 2x3 matrix. Closed form, deterministic."""
+    w = weights / weights.sum()
+    mu_s = (src * w[:, None]).sum(0)
+    mu_d = (dst * w[:, None]).sum(0)
+    s = src - mu_s
+    d = dst - mu_d
+    # For a similarity [a -b; b a]: minimise sum w |A s - d|^2.
+    denom = (w * (s**2).sum(1)).sum()
+    a = (w * (s[:, 0] * d[:, 0] + s[:, 1] * d[:, 1])).sum() / denom
+    b = (w * (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0])).sum() / denom
+    rot = np.array([[a, -b], [b, a]])
+    t = mu_d - rot @ mu_s
+    return np.hstack([rot, t[:, None]])
+
+
+def estimate_pose(kp: np.ndarray) -> tuple[float, float]:
+    """Rough yaw and pitch in degrees from the six detector keypoints: enough for a gate that
+    refuses profile and strongly tilted faces, not a head-pose estimator."""
+    reye, leye, nose, mouth, rear, lear = kp
+    d_r = np.linalg.norm(nose - rear)
+    d_l = np.linalg.norm(nose - lear)
+    yaw = math.degrees(math.asin(float(np.clip((d_r - d_l) / max(d_r + d_l, 1e-6) * 1.6, -1, 1))))
+    eye_mid = (reye + leye) / 2
+    axis = mouth - eye_mid
+    length = float(np.linalg.norm(axis))
+    if length < 1e-6:
+        return yaw, 0.0
+    ratio = float(np.dot(nose - eye_mid, axis) / length**2)
+    frontal = (TEMPLATE[2, 1] - TEMPLATE[0, 1]) / (TEMPLATE[3, 1] - TEMPLATE[0, 1])
+    pitch = math.degrees(math.asin(float(np.clip((ratio - frontal) * 2.5, -1, 1))))
+    return yaw, pitch
+
+
+def measure_quality(face: Face, crop: np.ndarray) -> Quality:
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    # Centre of the crop only, so background texture does not count as sharp face detail.
+    n = grey.shape[0]
+    c = grey[n // 5 : n - n // 5, n // 5 : n - n // 5]
+    sharp = float(cv2.Laplacian(c, cv2.CV_64F).var())
+    yaw, pitch = estimate_pose(face.keypoints)
+    return Quality(
+        iod_px=round(face.iod, 2),
+        sharpness=round(sharp, 2),
+        yaw_deg=round(yaw, 1),
+        pitch_deg=round(pitch, 1),
+        brightness=round(float(c.mean()), 1),
+    )
+
+
+def gate(q: Quality, cfg: FacesConfig) -> tuple[str, ...]:
+    reasons = []
+    if q.iod_px < cfg.min_iod_px:
+        reasons.append(f"too small (eyes {q.iod_px:.0f} px apart, need {cfg.min_iod_px:.0f})")
+    if q.sharpness < cfg.min_sharpness:
+        reasons.append(f"blurred (sharpness {q.sharpness:.0f}, need {cfg.min_sharpness:.0f})")
+    if abs(q.yaw_deg) > cfg.max_yaw_deg:
+        reasons.append(f"turned sideways (yaw {q.yaw_deg:.0f} deg, limit {cfg.max_yaw_deg:.0f})")
+    if abs(q.pitch_deg) > cfg.max_pitch_deg:
+        reasons.append(f"tilted up/down (pitch {q.pitch_deg:.0f} deg, limit {cfg.max_pitch_deg:.0f})")
+    if q.brightness < cfg.min_brightness:
+        reasons.append(f"too dark (brightness {q.brightness:.0f}, need {cfg.min_brightness:.0f})")
+    if q.brightness > cfg.max_brightness:
+        reasons.append(f"too bright (brightness {q.brightness:.0f}, limit {cfg.max_brightness:.0f})")
+    return tuple(reasons)
+
+
+class FacePipeline:
+    """Detector loaded once; call from one worker thread at a time (a lock enforces it, since
+    MediaPipe graphs are not re-entrant)."""
+
+    def __init__(self, cfg: FacesConfig):
+        import mediapipe as mp  # heavy import, kept off module import time
+
+        self.cfg = cfg
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=0 if cfg.detector == "short" else 1,
+            min_detection_confidence=cfg.min_confidence,
+        )
+        self._lock = threading.Lock()
+        self._dst = template_points(cfg.output_size, cfg.margin)
+
+    def close(self) -> None:
+        self._detector.close()
+
+    def __enter__(self) -> "FacePipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, rgb: np.ndarray, pad: int) -> list[Face]:
+        img = rgb
+        if pad:
+            img = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        with self._lock:
+            res = self._detector.process(np.ascontiguousarray(img))
+        out: list[Face] = []
+        h, w = img.shape[:2]
+        for det in res.detections or []:
+            bb = det.location_data.relative_bounding_box
+            kp = np.array([[k.x * w - pad, k.y * h - pad] for k in det.location_data.relative_keypoints])
+            out.append(
+                Face(
+                    box=(bb.xmin * w - pad, bb.ymin * h - pad, bb.width * w, bb.height * h),
+                    score=float(det.score[0]),
+                    keypoints=kp,
+                )
+            )
+        return out
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an RGB frame. A face that fills the picture is found by retrying with a
+        border around it."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ImageError(f"expected an RGB uint8 image, got shape {rgb.shape} {rgb.dtype}")
+        faces = self._run(rgb, 0)
+        if not faces:
+            faces = self._run(rgb, int(_RETRY_PAD * max(rgb.shape[:2])))
+        return faces
+
+    def align(self, rgb: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned crop and the 2x3 frame->crop matrix."""
+        m = similarity_matrix(face.keypoints[:4], self._dst, _TEMPLATE_WEIGHTS)
+        n = self.cfg.output_size
+        src, warp = rgb, m
+        scale = math.hypot(m[0, 0], m[1, 0])
+        if scale < 0.8:
+            # A plain bilinear warp aliases when it shrinks a lot; shrink the face region with
+            # area averaging first, so a 1080p frame and a 200 px photo give the same crop.
+            inv = cv2.invertAffineTransform(m)
+            corners = inv[:, :2] @ np.array([[0, 0], [n, 0], [0, n], [n, n]], float).T + inv[:, 2:]
+            h, w = rgb.shape[:2]
+            x0, y0 = (max(0, int(math.floor(v)) - 2) for v in corners.min(1))
+            x1, y1 = min(w, int(math.ceil(corners[0].max())) + 2), min(h, int(math.ceil(corners[1].max())) + 2)
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                roi = rgb[y0:y1, x0:x1]
+                size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+                src = cv2.resize(roi, size, interpolation=cv2.INTER_AREA)
+                sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+                warp = m.copy()
+                warp[:, 0] /= sx
+                warp[:, 1] /= sy
+                warp[:, 2] = m[:, 2] + m[:, :2] @ np.array([x0, y0], float)
+        crop = cv2.warpAffine(src, warp, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return crop, m
+
+    def align_and_gate(self, rgb: np.ndarray, face: Face) -> AlignedFace:
+        crop, m = self.align(rgb, face)
+        q = measure_quality(face, crop)
+        return AlignedFace(face=face, crop=crop, matrix=m, quality=q, rejected=gate(q, self.cfg))
+
+    def process(self, rgb: np.ndarray) -> FrameFaces:
+        faces = tuple(self.detect(rgb))
+        idx = choose_shopper(faces, rgb.shape)
+        aligned = self.align_and_gate(rgb, faces[idx]) if idx is not None else None
+        return FrameFaces(faces=faces, chosen=idx, aligned=aligned)

@@ -1,0 +1,118 @@
+"""Age model runtime: loads the shipped int8 TFLite ResNet and its model card once, and turns
+aligned face crops into age estimates. The same class runs the till and `training.evaluate`.
+
+Runtime preference: ai-edge-litert (maintained), then tflite_runtime, then tensorflow.lite.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class ModelError(RuntimeError):
+    """The model file or its card cannot be used; the message names the file and the fix."""
+
+
+def _interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+    except ImportError:
+        raise ModelError("no TFLite runtime installed: pip install ai-edge-litert") from None
+
+
+@dataclass(frozen=True)
+class AgeEstimate:
+    age: float  # expectation of the age distribution, years
+    spread: float  # standard deviation of that distribution, years
+
+
+def card_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+class AgeModel:
+    """One interpreter, loaded once; `predict` is serialised by a lock so the service's worker and
+    a benchmark thread cannot interleave tensor writes."""
+
+    def __init__(self, path: str | Path, threads: int = 2, flip_average: bool | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file {str(self.path)!r} does not exist; set model.path in the config")
+        cp = card_path(self.path)
+        self.card: dict = {}
+        if cp.is_file():
+            try:
+                self.card = json.loads(cp.read_text())
+            except json.JSONDecodeError as exc:
+                raise ModelError(f"model card {cp} is not valid JSON ({exc})") from None
+        try:
+            self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path} is not a usable TFLite model ({exc})") from None
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        shape = self._in["shape"]
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+            raise ModelError(f"{self.path}: expected an NHWC RGB square input, got shape {list(shape)}")
+        self.input_size = int(shape[1])
+        self.num_ages = int(self._out["shape"][-1])
+        self._ages = np.arange(self.num_ages, dtype=np.float64)
+        self.flip_average = bool(self.card.get("flip_average", False)) if flip_average is None else flip_average
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return str(self.card.get("model_id", self.path.stem))
+
+    def _quantize_input(self, crop: np.ndarray) -> np.ndarray:
+        dtype = self._in["dtype"]
+        x = crop.astype(np.float32)[None]
+        if dtype == np.float32:
+            return x
+        scale, zero = self._in["quantization"]
+        if scale == 0:
+            return x.astype(dtype)
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+    def _probs(self, crop: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], self._quantize_input(crop))
+        self._interp.invoke()
+        out = self._interp.get_tensor(self._out["index"])[0]
+        if out.dtype != np.float32:
+            scale, zero = self._out["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        total = float(out.sum())
+        return out / total if total > 0 else out
+
+    def predict(self, crop: np.ndarray) -> AgeEstimate:
+        """Age of one aligned RGB uint8 crop (input_size x input_size x 3)."""
+        if crop.shape != (self.input_size, self.input_size, 3):
+            raise ValueError(f"crop must be {self.input_size}x{self.input_size}x3, got {crop.shape}")
+        with self._lock:
+            p = self._probs(crop)
+            if self.flip_average:
+                p = (p + self._probs(crop[:, ::-1])) / 2
+        mean = float(p @ self._ages)
+        spread = float(np.sqrt(max(0.0, p @ (self._ages - mean) ** 2)))
+        return AgeEstimate(age=mean, spread=spread)

@@ -1,0 +1,44 @@
+"""agecheck: checkout-camera age check (Challenge 25) for supermarket tills."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="agecheck",
+    version="0.1.0",
+    description="Checkout-camera age estimation (Challenge 25) with MediaPipe and an int8 TFLite ResNet",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["edge_app", "edge_app.*", "training", "training.*"]),
+    install_requires=[
+        # 0.10.21 is the last release that bundles its face models in the wheel; later ones
+        # download them at run time, which a till cannot rely on.
+        "mediapipe==0.10.21",
+        # mediapipe 0.10.21 is built against numpy 1.x and protobuf 4.x.
+        "numpy>=1.26,<2",
+        "protobuf>=4.25,<5",
+        # mediapipe already pulls opencv-contrib-python: never add a second cv2 wheel. 4.12+
+        # requires numpy 2.
+        "opencv-contrib-python>=4.8,<4.12",
+        "ai-edge-litert>=1.2,<3",
+        "paho-mqtt>=2,<3",
+        "pyyaml>=6",
+        "pillow>=10",
+        # Ships the public-domain NASA "astronaut" photo used by the demo and the benchmark.
+        "scikit-image>=0.22",
+    ],
+    extras_require={
+        "train": [
+            # 2.19 is the last TensorFlow that accepts protobuf<5, so it shares an environment
+            # with mediapipe 0.10.21.
+            "tensorflow-cpu==2.19.*; platform_machine=='x86_64'",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "pandas>=2",
+            "matplotlib>=3.8",
+        ],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+        ],
+    },
+    entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},
+)

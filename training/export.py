@@ -1,0 +1,113 @@
+"""export: a trained Keras age model → full-integer int8 TFLite (uint8 in, uint8 out) with a
+representative set drawn from training crops, plus the JSON model card beside it.
+
+    python -m training.export --model RUN/best.keras --data CACHE_DATASET_DIR \
+        --out models/age_resnet10_int8.tflite [--float-out PATH] [--train-info RUN/train.json]
+
+The card's metrics are filled in by `python -m training.evaluate ... --update-card`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.faces import TEMPLATE, TEMPLATE_VERSION
+from training.train import load_split
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def convert(model, representative: np.ndarray | None) -> bytes:
+    """int8 when a representative set is given, float32 otherwise."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if representative is not None:
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+
+        def rep():
+            for img in representative:
+                yield [img[None].astype(np.float32)]
+
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
+    return conv.convert()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="trained .keras model")
+    ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
+    ap.add_argument("--out", type=Path, required=True, help="int8 .tflite to write (card goes beside it)")
+    ap.add_argument("--float-out", type=Path, default=None, help="also write a float32 .tflite (benchmarks)")
+    ap.add_argument("--train-info", type=Path, default=None, help="train.json of the run, for the card")
+    ap.add_argument("--representative", type=int, default=500, help="training crops used to calibrate int8")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flip-average", action="store_true", help="the till averages the crop and its mirror")
+    a = ap.parse_args(argv)
+
+    import keras
+
+    model = keras.models.load_model(a.model, compile=False)
+    size = int(model.input_shape[1])
+    x, _ = load_split(a.data, "train")
+    rng = np.random.default_rng(a.seed)
+    rep = x[rng.choice(len(x), min(a.representative, len(x)), replace=False)]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_bytes(convert(model, rep))
+    if a.float_out:
+        a.float_out.parent.mkdir(parents=True, exist_ok=True)
+        a.float_out.write_bytes(convert(model, None))
+
+    dataset = json.loads((a.data / "dataset.json").read_text())
+    train_info = json.loads(a.train_info.read_text()) if a.train_info and a.train_info.exists() else {}
+    card = {
+        "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
+        "file": a.out.name,
+        "sha256": sha256(a.out),
+        "size_bytes": a.out.stat().st_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": "ResNet-10 (dlib-style, 3 stages 64/128/256, BN, avg-pool shortcuts), "
+        "softmax over ages 0-100, age = expectation",
+        "parameters": int(model.count_params()),
+        "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
+        "quantization": "full integer int8 (uint8 input and output), representative set of "
+        f"{len(rep)} training crops",
+        "input": {"size": size, "layout": "NHWC", "channels": "RGB", "dtype": "uint8",
+                  "normalisation": "inside the model: (pixel - [122.782, 117.001, 104.298]) / 256"},
+        "output": {"classes": int(model.output_shape[-1]), "meaning": "probability of each age 0..100 in years"},
+        "flip_average": bool(a.flip_average),
+        "alignment": {"template_version": TEMPLATE_VERSION, "template": TEMPLATE.tolist(),
+                      "output_size": dataset["output_size"], "margin": dataset["margin"],
+                      "pipeline": "edge_app.faces (MediaPipe short-range detector keypoints, similarity)"},
+        "training_data": {
+            "name": "UTKFace (aligned & cropped)",
+            "licence": "non-commercial research only; photos (c) their owners. This is a DEMONSTRATION "
+            "model: retrain on licensed photos before commercial use (see README).",
+            "labelled": dataset["labelled"], "unique_after_dedup": dataset["unique"],
+            "detected": dataset["detected"], "per_split": dataset["per_split"],
+            "split": "by duplicate group (file content hash)", "split_seed": dataset["seed"],
+            "fractions": dataset["fractions"],
+        },
+        "training": train_info,
+        "metrics": {},
+    }
+    a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB) and {a.out.with_suffix('.json')}")
+    if a.float_out:
+        print(f"wrote {a.float_out} ({a.float_out.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,253 @@
+"""train: fine-tune the age ResNet (Keras, TensorFlow backend) on the aligned crops that
+`training.prepare` cached, with augmentation that imitates till cameras and a loss aimed at the
+Challenge-25 gate. Resumable; the same code runs on a CPU or a GPU (mixed precision there).
+
+    python -m training.train --data CACHE_DATASET_DIR --init model.keras --out RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+AGES = 101  # classes 0..100
+CHALLENGE_AGE = 25
+
+
+def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    crops = np.load(data / "crops.npy", mmap_mode="r")
+    rows, ages = [], []
+    with open(data / "index.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["split"] == split:
+                rows.append(int(r["row"]))
+                ages.append(float(r["age"]))
+    return np.ascontiguousarray(crops[rows]), np.array(ages, np.float32)
+
+
+def soft_labels(ages, sigma):
+    """Gaussian label distribution over 0..100; sigma grows with age because labels of older
+    faces are noisier."""
+    import tensorflow as tf
+
+    k = tf.range(AGES, dtype=tf.float32)[None, :]
+    a = tf.clip_by_value(tf.cast(ages, tf.float32), 0.0, AGES - 1.0)[:, None]
+    s = sigma + 0.03 * a
+    d = tf.exp(-0.5 * tf.square((k - a) / s))
+    return d / tf.reduce_sum(d, axis=1, keepdims=True)
+
+
+def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float):
+    """Soft-label cross-entropy + L1 on the expectation, with over-estimating a face under the
+    challenge age costing more than under-estimating it, + a term that pushes the probability
+    of '25 or older' down for faces of 20 and younger (a minor approved is the costly error)."""
+    import tensorflow as tf
+
+    ks = tf.range(AGES, dtype=tf.float32)
+    older = tf.cast(ks >= CHALLENGE_AGE, tf.float32)
+
+    def loss(y_true, probs):
+        y = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        p = tf.cast(probs, tf.float32)
+        p = tf.clip_by_value(p, 1e-7, 1.0)
+        ce = -tf.reduce_sum(soft_labels(y, sigma) * tf.math.log(p), axis=1)
+        exp = tf.reduce_sum(p * ks[None, :], axis=1)
+        err = exp - y
+        young = tf.cast(y < CHALLENGE_AGE, tf.float32)
+        w = 1.0 + (over_young - 1.0) * young * tf.cast(err > 0, tf.float32)
+        l1 = w * tf.abs(err)
+        p_old = tf.reduce_sum(p * older[None, :], axis=1)
+        gate = tf.cast(y <= 20, tf.float32) * -tf.math.log(tf.clip_by_value(1.0 - p_old, 1e-6, 1.0))
+        return ce + l1_weight * l1 + gate_weight * gate
+
+    return loss
+
+
+def augment_batch(x, training_seed=None):
+    """Till-camera augmentation on a batch of uint8-valued float crops: flip, small rotation /
+    scale / shift, brightness/contrast, blur, grey-scale. All vectorised, cheap at 64 px."""
+    import tensorflow as tf
+
+    b = tf.shape(x)[0]
+    n = tf.cast(tf.shape(x)[1], tf.float32)
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
+    ang = tf.random.uniform([b], -10.0, 10.0) * math.pi / 180
+    sc = tf.random.uniform([b], 0.92, 1.08)
+    tx = tf.random.uniform([b], -0.04, 0.04) * n
+    ty = tf.random.uniform([b], -0.04, 0.04) * n
+    c, s = tf.cos(ang) / sc, tf.sin(ang) / sc
+    cx = cy = (n - 1) / 2
+    # Output->input mapping for ImageProjectiveTransformV3: rotate/scale about the centre.
+    a0, a1 = c, -s
+    b0, b1 = s, c
+    a2 = cx - a0 * cx - a1 * cy + tx
+    b2 = cy - b0 * cx - b1 * cy + ty
+    z = tf.zeros([b])
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, z, z], axis=1)
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="REFLECT",
+    )
+    # Blur on a quarter of the images (focus, motion, low-resolution webcams).
+    g = tf.constant([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+    k = tf.tile((g[:, None] * g[None, :])[:, :, None, None], [1, 1, 3, 1])
+    blurred = tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME")
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.25, blurred, x)
+    # Grey-scale on a tenth (IR / mono cameras).
+    grey = tf.image.rgb_to_grayscale(x)
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.1, tf.tile(grey, [1, 1, 1, 3]), x)
+    # Brightness and contrast (till lighting), then colour cast.
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    contrast = tf.random.uniform([b, 1, 1, 1], 0.7, 1.3)
+    bright = tf.random.uniform([b, 1, 1, 1], -30.0, 30.0)
+    cast = tf.random.uniform([b, 1, 1, 3], 0.92, 1.08)
+    x = ((x - mean) * contrast + mean + bright) * cast
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def jpeg_one(img):
+    import tensorflow as tf
+
+    u8 = tf.cast(img, tf.uint8)
+    return tf.cond(
+        tf.random.uniform([]) < 0.3,
+        lambda: tf.image.random_jpeg_quality(u8, 30, 90),
+        lambda: u8,
+    )
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, train: bool, seed: int):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if train:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda a, b: (jpeg_one(a), b), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=train)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if train:
+        ds = ds.map(lambda a, b: (augment_batch(a), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def expectation(probs: np.ndarray) -> np.ndarray:
+    return probs.astype(np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
+
+
+def gate_figures(pred: np.ndarray, age: np.ndarray) -> dict:
+    minors = (age >= 13) & (age <= 17)
+    adults = age >= 25
+    return {
+        "mae": float(np.mean(np.abs(pred - age))),
+        "minors_at_25_plus": float(np.mean(pred[minors] >= 25)) if minors.any() else float("nan"),
+        "adults_under_25": float(np.mean(pred[adults] < 25)) if adults.any() else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
+    ap.add_argument("--init", type=Path, required=True, help="starting .keras model (from training.port)")
+    ap.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs (outside the repo)")
+    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--weight-decay", type=float, default=5e-4)
+    ap.add_argument("--sigma", type=float, default=1.5)
+    ap.add_argument("--l1", type=float, default=0.05)
+    ap.add_argument("--over-young", type=float, default=2.0, help="cost factor of over-estimating a face under 25")
+    ap.add_argument("--gate", type=float, default=0.5, help="weight of the '20 or younger looks 25+' term")
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
+    a = ap.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(a.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    a.out.mkdir(parents=True, exist_ok=True)
+    xtr, ytr = load_split(a.data, "train")
+    xva, yva = load_split(a.data, "val")
+    if a.limit:
+        xtr, ytr = xtr[: a.limit], ytr[: a.limit]
+        xva, yva = xva[: max(64, a.limit // 4)], yva[: max(64, a.limit // 4)]
+    print(f"train {len(xtr)}, val {len(xva)}, device {'GPU' if gpus else 'CPU'}", flush=True)
+
+    model = keras.models.load_model(a.init, compile=False)
+    if gpus:
+        # Rebuild under the mixed policy, keeping the ported weights; softmax stays float32.
+        cfg = model.get_config()
+        weights = model.get_weights()
+        model = keras.Model.from_config(cfg)
+        model.set_weights(weights)
+    steps = len(xtr) // a.batch
+    total = steps * a.epochs
+    warm = max(1, steps // 2)
+    sched = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=a.lr / 10, decay_steps=total - warm, warmup_target=a.lr, warmup_steps=warm, alpha=0.02
+    )
+    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
+    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate), jit_compile=False)
+
+    class ValGate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probs = self.model.predict(xva.astype(np.float32), batch_size=256, verbose=0)
+            flip = self.model.predict(xva[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
+            f = gate_figures(expectation(probs), yva)
+            ff = gate_figures(expectation((probs + flip) / 2), yva)
+            logs["val_mae"] = f["mae"]
+            logs["val_minors_25"] = f["minors_at_25_plus"]
+            logs["val_adults_u25"] = f["adults_under_25"]
+            logs["val_mae_flip"] = ff["mae"]
+            print(
+                f"\nepoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {ff['mae']:.3f}), "
+                f"13-17 at 25+ {f['minors_at_25_plus']:.3%}, 25+ under 25 {f['adults_under_25']:.3%}",
+                flush=True,
+            )
+
+    callbacks = [
+        ValGate(),
+        keras.callbacks.BackupAndRestore(str(a.out / "backup")),
+        keras.callbacks.ModelCheckpoint(str(a.out / "best.keras"), monitor="val_mae", mode="min", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(a.out / "last.keras")),
+        keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=a.patience),
+        keras.callbacks.CSVLogger(str(a.out / "history.csv"), append=True),
+    ]
+    t0 = time.time()
+    model.fit(
+        make_dataset(xtr, ytr, a.batch, True, a.seed),
+        epochs=a.epochs,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    elapsed = time.time() - t0
+    prev = {}
+    info_path = a.out / "train.json"
+    if info_path.exists():
+        prev = json.loads(info_path.read_text())
+    info = {
+        "args": {k: str(v) for k, v in vars(a).items()},
+        "train_images": len(xtr),
+        "val_images": len(xva),
+        "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
+        # A resumed run adds its time to the earlier part's.
+        "train_seconds": round(prev.get("train_seconds", 0) + elapsed, 1),
+    }
+    info_path.write_text(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
