@@ -99,6 +99,61 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class RestrictedItem:
+    category: str = "alcohol"
+    min_age: int = field(default=18, metadata=_rng(1, 30))
+
+
+@dataclass(frozen=True)
+class TriggersConfig:
+    """Which POS scans start a check, and the local demo triggers (off by default)."""
+
+    restricted_categories: tuple[RestrictedItem, ...] = (RestrictedItem(),)
+    restricted_skus: tuple[str, ...] = ()
+    # A repeat scan in the same transaction reuses the open result for this long.
+    reuse_seconds: float = field(default=120.0, metadata=_rng(0, 3600))
+    max_payload_bytes: int = field(default=4096, metadata=_rng(64, 1_000_000))
+    http_port: Optional[int] = field(default=None, metadata=_rng(1, 65535))  # loopback only
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    time_budget_ms: int = field(default=1500, metadata=_rng(50, 30_000))
+    lookback_seconds: float = field(default=1.0, metadata=_rng(0, 10))
+    extra_frames: int = field(default=3, metadata=_rng(0, 100))
+    min_frames: int = field(default=1, metadata=_rng(1, 100))
+    max_frames: int = field(default=8, metadata=_rng(1, 100))
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    # Relative paths resolve against $STATE_DIRECTORY (systemd StateDirectory=) when set.
+    path: str = "outbox.sqlite3"
+    max_events: int = field(default=100_000, metadata=_rng(10, 10_000_000))
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    enabled: bool = False
+    always_on_top: bool = True
+    width: int = field(default=640, metadata=_rng(200, 4000))
+    height: int = field(default=300, metadata=_rng(120, 3000))
+    # How long an approve banner stays up; alerts stay until answered.
+    approve_seconds: float = field(default=4.0, metadata=_rng(0.5, 120))
+
+
+@dataclass(frozen=True)
+class IntegrityConfig:
+    grace_seconds: float = field(default=5.0, metadata=_rng(0, 3600))
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    db_path: str = "agecheck-feed.sqlite3"
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -112,6 +167,12 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     faces: FacesConfig = field(default_factory=FacesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    triggers: TriggersConfig = field(default_factory=TriggersConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
@@ -136,6 +197,13 @@ def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a mapping of settings, got {value!r}")
         return _build(tp, value, key)
+    if origin is tuple:
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_convert(v, item_tp, f"{key}[{i}]", {}) for i, v in enumerate(value))
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
