@@ -139,18 +139,38 @@ class DisplayConfig:
     always_on_top: bool = True
     width: int = field(default=640, metadata=_rng(200, 4000))
     height: int = field(default=300, metadata=_rng(120, 3000))
+    position: Literal["top-right", "top-left", "bottom-right", "bottom-left", "center"] = "top-right"
     # How long an approve banner stays up; alerts stay until answered.
     approve_seconds: float = field(default=4.0, metadata=_rng(0.5, 120))
+    # Keys 1/2/3 only reach the window when it has the keyboard focus; a touch screen or mouse
+    # works either way, so a till whose POS must keep the focus can turn this off.
+    take_focus: bool = True
+    # The standalone `agecheck display` keeps the cashier's answers here until the broker has
+    # them (relative to $STATE_DIRECTORY when systemd sets it).
+    outbox_path: str = "display-outbox.sqlite3"
 
 
 @dataclass(frozen=True)
 class IntegrityConfig:
+    # After a pos/sale, how long an unanswered alert waits for the cashier's answer before it
+    # becomes an integrity event (the answer and the sale travel different paths).
     grace_seconds: float = field(default=5.0, metadata=_rng(0, 3600))
+    # Alerts whose transaction never reports a sale are forgotten after this long.
+    forget_after_seconds: float = field(default=4 * 3600.0, metadata=_rng(60, 7 * 86400))
 
 
 @dataclass(frozen=True)
 class FeedConfig:
     db_path: str = "agecheck-feed.sqlite3"
+    # Fixed client id + a session kept by the broker: events published while the feed is away
+    # are delivered when it comes back. Default: agecheck-feed-<store_id> (or -all-stores).
+    client_id: Optional[str] = None
+    session_expiry_seconds: int = field(default=7 * 86400, metadata=_rng(0, 365 * 86400))
+    # Bigger payloads are quarantined, not parsed.
+    max_payload_bytes: int = field(default=65536, metadata=_rng(1024, 16 * 1024 * 1024))
+    # Days in the report are calendar days in this IANA zone (e.g. Europe/London); null means
+    # the timezone of the machine running the report.
+    timezone: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +281,16 @@ def _check(cfg: Config) -> None:
         )
     if cfg.faces.min_brightness >= cfg.faces.max_brightness:
         raise ConfigError("faces.min_brightness: must be below faces.max_brightness")
+    if cfg.feed.timezone is not None:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(cfg.feed.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"feed.timezone: {cfg.feed.timezone!r} is not a known IANA timezone "
+                "(for example Europe/London), or null for this machine's timezone"
+            ) from None
     if cfg.mqtt.password_file and cfg.mqtt.password_credential:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
 
