@@ -8,6 +8,7 @@ print one line and exit with code 2 instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -64,6 +65,8 @@ class MQTTConfig:
     password_file: Optional[str] = None
     password_credential: Optional[str] = None
     client_id: Optional[str] = None
+    # Back-off ceiling between reconnect attempts when the broker is unreachable.
+    reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.5, 600))
     tls: TLSConfig = field(default_factory=TLSConfig)
 
 
@@ -128,8 +131,11 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class OutboxConfig:
-    # Relative paths resolve against $STATE_DIRECTORY (systemd StateDirectory=) when set.
+    # Relative paths resolve against $STATE_DIRECTORY (systemd StateDirectory=) when set, else
+    # against the directory of the config file.
     path: str = "outbox.sqlite3"
+    # When full, the OLDEST undelivered event is dropped (logged with its event_id and counted
+    # in the retained state) so the newest checks keep flowing once the broker is back.
     max_events: int = field(default=100_000, metadata=_rng(10, 10_000_000))
 
 
@@ -310,6 +316,13 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
             cfg = dataclasses.replace(
                 cfg, model=dataclasses.replace(cfg.model, path=str((base_dir / model_path).resolve()))
             )
+    outbox_path = Path(cfg.outbox.path)
+    if not outbox_path.is_absolute():
+        # systemd may pass several state directories separated by ':'; ours is the first.
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        root = Path(state_dir) if state_dir else base_dir
+        if root is not None:
+            cfg = dataclasses.replace(cfg, outbox=dataclasses.replace(cfg.outbox, path=str(root / outbox_path)))
     return cfg
 
 
