@@ -1,0 +1,195 @@
+"""Helpers shared by the feed, integrity and display tests: synthetic events, a QoS 1 publisher
+that waits for PUBACK, a config file pointing at a test broker, and a subprocess whose output is
+collected line by line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from edge_app import events
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def check_event(store="store-001", till="till-01", txn="T-1", decision="check_id", age=21.0,
+                ts: str | None = None, **extra) -> dict:
+    low, high = (None, None) if age is None else (age - 2.0, age + 2.0)
+    band = None if age is None else ("13-17" if age < 18 else "18-24" if age < 25 else "25-34" if age < 35 else "35-49")
+    ev = events.new_event(
+        "check", store, till, txn,
+        trigger={"source": "pos", "sku": "5000112637922", "category": "alcohol", "name": "Lager 4x440ml"},
+        frames_used=5, faces_seen=1, decision=decision, age=age, age_low=low, age_high=high, age_band=band,
+        policy={"legal_age": 18, "challenge_age": 25, "margin_years": 0.0}, model_id="age_resnet10_int8",
+        latency_ms={"total": 120.0}, **extra,
+    )
+    if ts:
+        ev["ts"] = ts
+    return ev
+
+
+def alert_event(check: dict, ts: str | None = None) -> dict:
+    ev = events.new_event("alert", check["store_id"], check["till_id"], check["transaction_id"],
+                          check_event_id=check["event_id"], decision=check["decision"], age_band=check["age_band"],
+                          item=dict(check["trigger"]))
+    if ts:
+        ev["ts"] = ts
+    return ev
+
+
+def ack_event(alert: dict, answer: str, seconds: float = 3.0, ts: str | None = None) -> dict:
+    ev = events.new_event("ack", alert["store_id"], alert["till_id"], alert["transaction_id"],
+                          alert_event_id=alert["event_id"], answer=answer, decision_time_s=seconds)
+    if ts:
+        ev["ts"] = ts
+    return ev
+
+
+def event_topic(ev: dict) -> str:
+    return events.topic(ev["store_id"], ev["till_id"], f"events/{ev['kind']}")
+
+
+class Publisher:
+    """QoS 1 publishes that return only once the broker has acknowledged them."""
+
+    def __init__(self, port: int) -> None:
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{os.getpid()}-{time.time_ns()}")
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def raw(self, topic: str, payload: bytes | str) -> None:
+        self.c.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
+
+    def event(self, ev: dict) -> None:
+        self.raw(event_topic(ev), events.encode(ev))
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+class Collector:
+    """Subscribes and keeps every message (topic, decoded JSON or raw bytes)."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, object]] = []
+        self._cv = threading.Condition()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.time_ns()}")
+        self.c.on_message = self._on_message
+        subscribed = threading.Event()
+        self.c.on_subscribe = lambda *a: subscribed.set()
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        self.c.subscribe(topic, qos=1)
+        assert subscribed.wait(10), "subscription not acknowledged"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            body: object = json.loads(msg.payload)
+        except ValueError:
+            body = msg.payload
+        with self._cv:
+            self.messages.append((msg.topic, body))
+            self._cv.notify_all()
+
+    def wait_for(self, pred: Callable[[str, object], bool], timeout: float = 10.0):
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for t, b in self.messages:
+                    if pred(t, b):
+                        return b
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no matching message within {timeout}s; got {self.messages!r}")
+                self._cv.wait(left)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def write_config(path: Path, port: int, **sections) -> Path:
+    data = {"store_id": "store-001", "till_id": "till-01", "mqtt": {"host": "127.0.0.1", "port": port}}
+    data.update(sections)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Proc:
+    """`python -m edge_app.cli ...` with stdout+stderr collected by a reader thread."""
+
+    def __init__(self, args: list[str], env: dict | None = None, cwd: Path | None = None) -> None:
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.p = subprocess.Popen([sys.executable, "-m", "edge_app.cli", *args], cwd=cwd or REPO, env=full_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._cv = threading.Condition()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            with self._cv:
+                self.lines.append(line.rstrip("\n"))
+                self._cv.notify_all()
+
+    def wait_line(self, needle: str, timeout: float = 15.0, after: int = 0) -> int:
+        """Index of the first line (from `after`) containing needle."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for i in range(after, len(self.lines)):
+                    if needle in self.lines[i]:
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.p.poll() is not None and not self._t.is_alive()):
+                    raise AssertionError(f"no line with {needle!r}; output:\n" + "\n".join(self.lines))
+                self._cv.wait(min(left, 0.2))
+
+    @property
+    def output(self) -> str:
+        with self._cv:
+            return "\n".join(self.lines)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._t.join(timeout=2)
+        return self.p.returncode
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def db_query(path: Path, sql: str, *params) -> list[tuple]:
+    if not path.exists():
+        return []
+    con = sqlite3.connect(str(path), timeout=5)
+    try:
+        return con.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []  # the feed has not created its tables yet
+    finally:
+        con.close()
