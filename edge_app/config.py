@@ -152,7 +152,7 @@ class DisplayConfig:
     # works either way, so a till whose POS must keep the focus can turn this off.
     take_focus: bool = True
     # The standalone `agecheck display` keeps the cashier's answers here until the broker has
-    # them (relative to $STATE_DIRECTORY when systemd sets it).
+    # them (relative to $STATE_DIRECTORY when systemd sets it, else to the config file's folder).
     outbox_path: str = "display-outbox.sqlite3"
 
 
@@ -323,6 +323,14 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
         root = Path(state_dir) if state_dir else base_dir
         if root is not None:
             cfg = dataclasses.replace(cfg, outbox=dataclasses.replace(cfg.outbox, path=str(root / outbox_path)))
+    display_outbox = Path(cfg.display.outbox_path)
+    if not display_outbox.is_absolute():
+        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        root = Path(state_dir) if state_dir else base_dir
+        if root is not None:
+            cfg = dataclasses.replace(
+                cfg, display=dataclasses.replace(cfg.display, outbox_path=str(root / display_outbox))
+            )
     return cfg
 
 

@@ -301,7 +301,7 @@ def make_client(m: MQTTConfig, client_id: str):
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"mqtt.tls: cannot load the certificate files ({exc})") from None
         client.tls_insecure_set(m.tls.insecure)
-    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(m.reconnect_max_seconds)))
     return client
 
 

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from edge_app import events
+from edge_app.policy import age_band
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def check_event(store="store-001", till="till-01", txn="T-1", decision="check_id", age=21.0,
                 ts: str | None = None, **extra) -> dict:
     low, high = (None, None) if age is None else (age - 2.0, age + 2.0)
-    band = None if age is None else ("13-17" if age < 18 else "18-24" if age < 25 else "25-34" if age < 35 else "35-49")
+    band = None if age is None else age_band(age)
     ev = events.new_event(
         "check", store, till, txn,
         trigger={"source": "pos", "sku": "5000112637922", "category": "alcohol", "name": "Lager 4x440ml"},
