@@ -20,6 +20,9 @@ setup(
         "opencv-contrib-python>=4.8,<4.12",
         "ai-edge-litert>=1.2,<3",
         "paho-mqtt>=2,<3",
+        # systemd READY/WATCHDOG notifications in pure Python (no libsystemd headers to build
+        # against on the till). The protocol is stable; 0.3.2 is the current release.
+        "sdnotify==0.3.2",
         "pyyaml>=6",
         "pillow>=10",
         # Ships the public-domain NASA "astronaut" photo used by the demo and the benchmark.

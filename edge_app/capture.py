@@ -1,0 +1,269 @@
+"""Capture: owns the camera. A daemon thread reads frames from a device index, a video file or an
+RTSP/HTTP URL through OpenCV into a ring buffer holding the last `camera.buffer_seconds`, reports
+the camera going down and up, and reconnects with back-off.
+
+No face or model work happens here: while the till is idle this thread is all that runs. Frames
+live in memory only (privacy); nothing in this module writes an image anywhere.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import cv2
+import numpy as np
+
+from edge_app.config import CameraConfig
+
+log = logging.getLogger(__name__)
+
+CameraStatus = Literal["starting", "up", "down"]
+
+# First retry after this long; doubles on each failure up to camera.reconnect_max_seconds.
+_FIRST_RETRY_S = 0.5
+# Network streams: give up opening/reading after this long instead of hanging the thread (a
+# hung read would starve the watchdog, which is the right outcome only for a truly stuck driver).
+_STREAM_TIMEOUT_MS = 5000
+# Sleeps are sliced so the heartbeat stays fresh and stop() is prompt.
+_TICK_S = 0.25
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # increasing from 0 for the life of the Capture
+    t: float  # time.monotonic() when it was grabbed
+    image: np.ndarray = field(repr=False)  # BGR uint8, as OpenCV delivers it
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: Literal["device", "file", "stream"]
+    target: int | str
+
+    def describe(self) -> str:
+        return {"device": "camera device", "file": "video file", "stream": "stream"}[self.kind] + f" {self.target}"
+
+
+def parse_source(source: str) -> SourceSpec:
+    """camera.source as text: a device index ("0"), a URL (rtsp://, http://...), or a file path."""
+    s = source.strip()
+    if s.isdigit():
+        return SourceSpec("device", int(s))
+    if "://" in s:
+        return SourceSpec("stream", s)
+    if s.startswith("/dev/video"):
+        return SourceSpec("device", s)
+    return SourceSpec("file", s)
+
+
+class FrameBuffer:
+    """Thread-safe ring of the most recent frames, pruned by age."""
+
+    def __init__(self, seconds: float, fps: float):
+        self.seconds = seconds
+        self._frames: collections.deque[Frame] = collections.deque(maxlen=max(2, math.ceil(seconds * fps * 2) + 2))
+        self._cond = threading.Condition()
+
+    def append(self, frame: Frame) -> None:
+        with self._cond:
+            self._frames.append(frame)
+            limit = frame.t - self.seconds
+            while self._frames and self._frames[0].t < limit:
+                self._frames.popleft()
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._frames.clear()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)
+
+    def latest(self) -> Frame | None:
+        with self._cond:
+            return self._frames[-1] if self._frames else None
+
+    def between(self, t0: float, t1: float) -> list[Frame]:
+        with self._cond:
+            return [f for f in self._frames if t0 <= f.t <= t1]
+
+    def wait_after(self, index: int, timeout: float) -> Frame | None:
+        """The newest frame with an index above `index`, waiting up to `timeout` seconds for one."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                if self._frames and self._frames[-1].index > index:
+                    return self._frames[-1]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+
+class Capture:
+    """Runs the camera thread. `on_status(status, reason)` is called on every change between
+    up and down (from the capture thread; keep it quick)."""
+
+    def __init__(self, cfg: CameraConfig, on_status: Callable[[CameraStatus, str], None] | None = None):
+        self.cfg = cfg
+        self.source = parse_source(cfg.source)
+        self.buffer = FrameBuffer(cfg.buffer_seconds, cfg.fps)
+        self._on_status = on_status
+        self._status: CameraStatus = "starting"
+        self._reason = "not started"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._index = 0
+        self.heartbeat = time.monotonic()
+        self.frames_read = 0
+        # OpenCV prints a warning for every failed open; our own log line says it once, better.
+        cv2.setLogLevel(2)  # 2 = errors only
+
+    @property
+    def status(self) -> CameraStatus:
+        return self._status
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def start(self) -> "Capture":
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.buffer.clear()
+
+    # -- thread ------------------------------------------------------------------------------
+    def _set_status(self, status: CameraStatus, reason: str) -> None:
+        changed = status != self._status
+        self._status, self._reason = status, reason
+        if not changed:
+            return
+        if status == "up":
+            log.info("camera up: %s (%s)", self.source.describe(), reason)
+        else:
+            # Old frames would describe a scene the camera no longer sees.
+            self.buffer.clear()
+            log.warning("camera down: %s (%s); retrying with back-off up to %.0f s",
+                        self.source.describe(), reason, self.cfg.reconnect_max_seconds)
+        if self._on_status is not None:
+            try:
+                self._on_status(status, reason)
+            except Exception:  # a listener must not take the camera thread with it
+                log.exception("camera status listener failed")
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep in slices, feeding the heartbeat; False when asked to stop."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            left = end - self.heartbeat
+            if left <= 0:
+                return True
+            self._stop.wait(min(left, _TICK_S))
+        return False
+
+    def _open(self) -> tuple[cv2.VideoCapture | None, str]:
+        src = self.source
+        if src.kind == "file":
+            p = Path(str(src.target))
+            if not p.is_file():
+                return None, f"video file {p} not found"
+            cap = cv2.VideoCapture(str(p))
+        elif src.kind == "stream":
+            cap = cv2.VideoCapture(str(src.target), cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS])
+        else:
+            cap = cv2.VideoCapture(src.target)
+            if cap.isOpened():
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
+                cap.set(cv2.CAP_PROP_FPS, self.cfg.fps)
+        if not cap.isOpened():
+            cap.release()
+            return None, f"cannot open {src.describe()}"
+        return cap, "opened"
+
+    def _run(self) -> None:
+        retry = _FIRST_RETRY_S
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            cap, why = self._open()
+            if cap is None:
+                self._set_status("down", why)
+                if not self._sleep(retry):
+                    break
+                retry = min(retry * 2, self.cfg.reconnect_max_seconds)
+                continue
+            try:
+                ended, why = self._read(cap)
+            finally:
+                cap.release()
+            if self._stop.is_set():
+                break
+            if ended and self.source.kind == "file":
+                if self.cfg.loop:
+                    continue  # reopen at once: a vanished file shows up as a failed open
+                self._set_status("down", "video file ended (camera.loop is false)")
+                log.info("video file ended and camera.loop is false: the camera stays down")
+                self._sleep(math.inf)
+                break
+            self._set_status("down", why)
+            if not self._sleep(retry):
+                break
+            retry = min(retry * 2, self.cfg.reconnect_max_seconds)
+
+    def _read(self, cap: cv2.VideoCapture) -> tuple[bool, str]:
+        """Read until the source fails. Returns (ended_normally, reason)."""
+        is_file = self.source.kind == "file"
+        keep_every = 1.0 / self.cfg.fps
+        # A file plays at its own rate (or camera.fps when it does not say); a camera paces itself.
+        file_fps = cap.get(cv2.CAP_PROP_FPS) if is_file else 0.0
+        pace = 1.0 / (file_fps if 1.0 <= file_fps <= 120.0 else self.cfg.fps) if is_file else 0.0
+        last_kept = -math.inf
+        next_due = time.monotonic()
+        got_any = False
+        while not self._stop.is_set():
+            if pace:
+                wait = next_due - time.monotonic()
+                if wait > 0 and not self._sleep(wait):
+                    break
+                next_due = max(next_due + pace, time.monotonic() - pace)
+            ok, image = cap.read()
+            now = time.monotonic()
+            self.heartbeat = now
+            if not ok or image is None:
+                if is_file:
+                    return True, "end of video file"
+                return False, "no frame from the camera (unplugged or stream ended)"
+            if not got_any:
+                got_any = True
+                h, w = image.shape[:2]
+                self._set_status("up", f"{w}x{h}")
+            # Keep at most camera.fps frames a second (the slack absorbs capture jitter).
+            if now - last_kept < keep_every * 0.75:
+                continue
+            last_kept = now
+            if image.ndim == 2:
+                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+            self.buffer.append(Frame(self._index, now, image))
+            self._index += 1
+            self.frames_read += 1
+        return False, "stopped"

@@ -1,0 +1,191 @@
+"""Check: one age check, from a restricted scan to its events. Owns the choice of frames (a few
+from the ring buffer just before the scan, then fresh ones after it), the per-frame path
+faces -> quality gate -> model, the time budget, the call to policy.decide, and the check/alert
+event documents with per-stage latency. Nothing visual leaves this module: frames and crops are
+dropped when run() returns; the events carry numbers only.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+
+from edge_app import events
+from edge_app.capture import Frame, FrameBuffer
+from edge_app.config import Config
+from edge_app.faces import FacePipeline, ImageError, choose_shopper
+from edge_app.model import AgeModel
+from edge_app.policy import PolicyResult, decide
+from edge_app.triggers import Trigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    check: dict  # the events/check document
+    alert: dict | None  # the events/alert document when the decision is not approve
+    result: PolicyResult
+    # The shopper's face box (x, y, w, h in frame pixels) in each frame that gave an age. Kept in
+    # memory for diagnostics and tests; never published.
+    shopper_boxes: tuple[tuple[float, float, float, float], ...]
+
+
+def spread(frames: list[Frame], n: int) -> list[Frame]:
+    """At most n frames, evenly spaced, always including the newest."""
+    if len(frames) <= n:
+        return list(frames)
+    if n == 1:
+        return [frames[-1]]
+    step = (len(frames) - 1) / (n - 1)
+    return [frames[round(i * step)] for i in range(n)]
+
+
+@dataclass
+class _Tally:
+    ages: list[float] = dataclasses.field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
+    rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    faces_seen: int = 0
+    frames_seen: int = 0
+    after: int = 0
+    ms: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"queue": 0.0, "wait": 0.0, "detect": 0.0, "align": 0.0, "model": 0.0,
+                                 "policy": 0.0, "total": 0.0})
+
+
+class CheckRunner:
+    """Runs checks one at a time (the service has one worker thread)."""
+
+    def __init__(self, cfg: Config, buffer: FrameBuffer, pipeline: FacePipeline, model: AgeModel,
+                 camera_status: Callable[[], str] = lambda: "up", clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.buffer = buffer
+        self.pipeline = pipeline
+        self.model = model
+        self.camera_status = camera_status
+        self.clock = clock
+
+    def _frame(self, frame: Frame, t: _Tally) -> None:
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        a = self.clock()
+        faces = self.pipeline.detect(rgb)
+        b = self.clock()
+        t.ms["detect"] += (b - a) * 1000
+        t.faces_seen = max(t.faces_seen, len(faces))
+        idx = choose_shopper(faces, rgb.shape)
+        if idx is None:
+            return
+        aligned = self.pipeline.align_and_gate(rgb, faces[idx])
+        c = self.clock()
+        t.ms["align"] += (c - b) * 1000
+        if not aligned.ok:
+            for reason in aligned.rejected:
+                t.rejected[reason.split(" (")[0]] += 1
+            return
+        est = self.model.predict(aligned.crop)
+        t.ms["model"] += (self.clock() - c) * 1000
+        t.ages.append(est.age)
+        t.boxes.append(tuple(float(v) for v in faces[idx].box))
+
+    def run(self, trigger: Trigger, heartbeat: Callable[[], None] | None = None) -> CheckOutcome:
+        cc = self.cfg.check
+        beat = heartbeat or (lambda: None)
+        started = self.clock()
+        # The budget runs from when the worker picks the scan up, so a scan queued behind another
+        # still gets a full look; the queueing time is reported as latency_ms.queue.
+        deadline = started + cc.time_budget_ms / 1000.0
+        t0 = trigger.received
+        t = _Tally()
+        t.ms["queue"] = max(0.0, started - t0) * 1000
+        before = self.buffer.between(t0 - cc.lookback_seconds, t0)
+        todo = collections.deque(spread(before, max(1, cc.max_frames - cc.extra_frames)))
+        seen = before[-1].index if before else -1
+        while True:
+            if not todo:
+                if len(t.ages) >= cc.max_frames or (t.after >= cc.extra_frames and len(t.ages) >= cc.min_frames):
+                    break
+                left = deadline - self.clock()
+                if left <= 0:
+                    break
+                w = self.clock()
+                # The newest frame only: if the model is slower than the camera, stale frames are skipped.
+                f = self.buffer.wait_after(seen, min(left, 0.5))
+                t.ms["wait"] += (self.clock() - w) * 1000
+                beat()
+                if f is None:
+                    continue
+                seen = f.index
+                todo.append(f)
+            frame = todo.popleft()
+            if frame.t > t0:
+                t.after += 1
+            try:
+                self._frame(frame, t)
+            except ImageError as exc:
+                log.warning("skipping an unusable camera frame: %s", exc)
+            t.frames_seen += 1
+            beat()
+            if len(t.ages) >= cc.max_frames or self.clock() >= deadline:
+                break
+        return self._outcome(trigger, t)
+
+    def _outcome(self, trigger: Trigger, t: _Tally) -> CheckOutcome:
+        cfg = self.cfg
+        item = trigger.scan.item
+        p0 = self.clock()
+        # The item's legal age may be above the configured one (21 for some items); Challenge
+        # 25 never drops below it.
+        pol_cfg = dataclasses.replace(cfg.policy, legal_age=trigger.min_age,
+                                      challenge_age=max(cfg.policy.challenge_age, trigger.min_age))
+        res = decide(t.ages, pol_cfg, cfg.check.min_frames)
+        end = self.clock()
+        t.ms["policy"] = (end - p0) * 1000
+        t.ms["total"] = (end - trigger.received) * 1000
+        camera = self.camera_status()
+        reason = res.reason
+        if res.decision == "no_face":
+            if camera != "up":
+                reason = f"camera {camera}; {reason}"
+            elif t.rejected:
+                reason += "; faces rejected as " + ", ".join(f"{k} x{n}" for k, n in t.rejected.most_common(3))
+            elif t.faces_seen == 0:
+                reason += f"; no face in {t.frames_seen} frame(s)"
+        check = events.new_event(
+            "check", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+            trigger={"source": trigger.source, "sku": item.sku, "category": item.category,
+                     "min_age": trigger.min_age, "received_ts": trigger.received_ts},
+            frames_seen=t.frames_seen,
+            frames_used=res.frames_used,
+            faces_seen=t.faces_seen,
+            age=res.age, age_low=res.age_low, age_high=res.age_high, age_band=res.age_band,
+            spread=res.spread,
+            decision=res.decision,
+            reason=reason,
+            policy={"legal_age": res.legal_age, "challenge_age": res.challenge_age,
+                    "margin_years": cfg.policy.margin_years, "min_frames": cfg.check.min_frames},
+            model_id=self.model.model_id,
+            latency_ms={k: round(v, 1) for k, v in t.ms.items()},
+            camera=camera,
+            gate_rejections=dict(t.rejected),
+        )
+        events.validate(check)
+        alert = None
+        if res.decision != "approve":
+            alert = events.new_event(
+                "alert", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+                check_event_id=check["event_id"],
+                decision=res.decision,
+                age_band=res.age_band,
+                age=res.age,
+                item={"sku": item.sku, "category": item.category, "min_age": trigger.min_age},
+                reason=reason,
+            )
+            events.validate(alert)
+        return CheckOutcome(check, alert, res, tuple(t.boxes))

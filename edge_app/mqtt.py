@@ -1,0 +1,291 @@
+"""MQTT link of the till service: owns the paho client (v2 callback API, MQTT 5, QoS 1), the
+retained `availability` (Last Will `offline`) and `state` topics, the `pos/scan` and `pos/sale`
+subscriptions, and the in-order delivery of the outbox to the broker.
+
+Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
+oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
+itself re-sends the rows that were in flight; new rows wait until those are acknowledged, so
+the broker sees the events in the order they were stored. Consumers de-duplicate by event_id
+(a QoS 1 message may arrive twice when a connection drops between PUBLISH and PUBACK).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+
+from edge_app import events
+from edge_app.config import Config, ConfigError, MQTTConfig
+from edge_app.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+WINDOW = 10  # events in flight at once; enough for a LAN broker, small enough to re-send cheaply
+
+
+def read_password(m: MQTTConfig) -> str | None:
+    """The broker password from mqtt.password_file or the systemd credential named by
+    mqtt.password_credential ($CREDENTIALS_DIRECTORY/<name>); never from config.yaml."""
+    if m.password_file:
+        try:
+            return Path(m.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {m.password_file!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"mqtt.password_file: {m.password_file!r} is not UTF-8 text") from None
+    if m.password_credential:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise ConfigError("mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
+                              "(run under systemd with LoadCredential=, or use mqtt.password_file)")
+        try:
+            return (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_credential: cannot read credential "
+                              f"{m.password_credential!r} ({exc.strerror})") from None
+    return None
+
+
+def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
+    """A paho v2 client (MQTT 5) with the broker settings from the config applied. Raises
+    ConfigError naming the key for a missing password or unreadable TLS files."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    password = read_password(m)
+    if password is not None and not m.username:
+        raise ConfigError("mqtt.username: a password is configured but no username; set mqtt.username")
+    if m.username:
+        client.username_pw_set(m.username, password)
+    if m.tls.enabled:
+        for key in ("ca_file", "cert_file", "key_file"):
+            f = getattr(m.tls, key)
+            if f and not Path(f).is_file():
+                raise ConfigError(f"mqtt.tls.{key}: file {f!r} does not exist")
+        try:
+            client.tls_set(ca_certs=m.tls.ca_file, certfile=m.tls.cert_file, keyfile=m.tls.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls: cannot load the certificate files ({exc})") from None
+        client.tls_insecure_set(m.tls.insecure)
+    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(round(m.reconnect_max_seconds))))
+    return client
+
+
+class MqttLink:
+    """Connects in the background and keeps reconnecting; never raises on a broker outage.
+
+    `on_message(leaf, payload)` gets every message on pos/scan and pos/sale (leaf is
+    "pos/scan" or "pos/sale"), on paho's network thread: keep it quick. `state()` builds the
+    retained state document; it is published on every connect and on `publish_state()`.
+    """
+
+    def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes], None],
+                 state: Callable[[], dict]):
+        self.cfg = cfg
+        self.outbox = outbox
+        self._on_message_cb = on_message
+        self._state_cb = state
+        self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
+        self.client_id = cfg.mqtt.client_id or f"agecheck-{cfg.store_id}-{cfg.till_id}"
+        self.client = make_client(cfg.mqtt, self.client_id)
+        self.client.will_set(self._topic("availability"), b"offline", qos=1, retain=True)
+        # Room for our window plus the retained availability/state messages.
+        self.client.max_inflight_messages_set(WINDOW + 10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self._cond = threading.Condition()
+        self._connected = False
+        self._generation = 0  # bumped on every connect
+        self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (outbox seq, generation)
+        self._acked: set[int] = set()  # mids acknowledged before we recorded them
+        self._other_mids: set[int] = set()  # availability/state publishes (not outbox rows)
+        self._last_sent = 0  # highest outbox seq handed to paho
+        self._stop = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._ever_connected = False
+        self.delivered = 0
+        self.heartbeat = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> "MqttLink":
+        m = self.cfg.mqtt
+        log.info("connecting to MQTT broker %s:%d as %s%s", m.host, m.port,
+                 self.client_id, " (TLS)" if m.tls.enabled else "")
+        # connect_async + loop_start: an unreachable broker at start-up is retried like any
+        # other outage instead of stopping the service.
+        self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        self.client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        return self
+
+    def stop(self, flush_timeout: float = 3.0) -> None:
+        """Deliver what can be delivered within `flush_timeout`, publish `offline` (retained)
+        and disconnect. Undelivered events stay in the outbox for the next start."""
+        deadline = time.monotonic() + flush_timeout
+        with self._cond:
+            while self._connected and (self._inflight or self.outbox.after(self._last_sent, 1)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join(5)
+        if self._connected:
+            info = self.client.publish(self._topic("availability"), b"offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass  # connection went away meanwhile: the Last Will says offline instead
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def wake(self) -> None:
+        """A new row is in the outbox."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def publish_state(self) -> None:
+        if not self._connected:
+            return
+        try:
+            payload = json.dumps(self._state_cb(), separators=(",", ":"), sort_keys=True).encode()
+        except Exception:
+            log.exception("could not build the state document")
+            return
+        self._publish_other(self._topic("state"), payload, retain=True)
+
+    # -- paho callbacks (network thread) --------------------------------------------------------------
+    def _publish_other(self, topic: str, payload: bytes, retain: bool) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._cond:
+            if info.mid in self._acked:
+                self._acked.discard(info.mid)
+            else:
+                self._other_mids.add(info.mid)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("MQTT broker %s:%d refused the connection: %s (check mqtt.username, the password and "
+                      "the broker's ACL)", self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+            return
+        with self._cond:
+            self._connected = True
+            self._generation += 1
+            self._cond.notify_all()
+        again = "re" if self._ever_connected else ""
+        self._ever_connected = True
+        log.info("%sconnected to MQTT broker %s:%d; outbox holds %d event(s) to deliver", again,
+                 self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
+        self._publish_other(self._topic("availability"), b"online", retain=True)
+        self.publish_state()
+        client.subscribe([(self._topic("pos/scan"), 1), (self._topic("pos/sale"), 1)])
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        log.warning("cannot reach MQTT broker %s:%d; retrying (events wait in the outbox, %d now)",
+                    self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._cond:
+            was = self._connected
+            self._connected = False
+            self._cond.notify_all()
+        if was and not self._stop.is_set():
+            log.warning("lost the MQTT broker (%s); events wait in the outbox (%d now); reconnecting",
+                        reason_code, self.outbox.depth())
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            # The broker refused it (ACL, quota): keep the row, it will be retried after reconnect.
+            log.error("MQTT broker refused message %d: %s", mid, reason_code)
+        with self._cond:
+            if mid in self._other_mids:
+                self._other_mids.discard(mid)
+            else:
+                self._acked.add(mid)
+            self._cond.notify_all()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        prefix = self._topic("")
+        leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
+        try:
+            self._on_message_cb(leaf, bytes(msg.payload))
+        except Exception:  # a bad message must never take paho's thread down with it
+            log.exception("handling a message on %s failed; message dropped", msg.topic)
+
+    # -- delivery (sender thread) ----------------------------------------------------------------
+    def _settle_acks(self) -> list[int]:
+        """Outbox seqs acknowledged since the last call (lock held)."""
+        done = []
+        for mid in [m for m in self._acked if m in self._inflight]:
+            self._acked.discard(mid)
+            done.append(self._inflight.pop(mid)[0])
+        return done
+
+    def _can_send(self) -> bool:
+        if not self._connected or len(self._inflight) >= WINDOW:
+            return False
+        # Rows from before the last reconnect are being re-sent by paho: let them land first.
+        return all(gen == self._generation for _, gen in self._inflight.values())
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            with self._cond:
+                done = self._settle_acks()
+                sendable = self._can_send()
+                if not done and not sendable:
+                    self._cond.wait(0.5)
+                    done = self._settle_acks()
+                    sendable = self._can_send()
+                room = WINDOW - len(self._inflight)
+                gen = self._generation
+            try:
+                for seq in done:
+                    self.outbox.delete(seq)
+                    self.delivered += 1
+                if not sendable or room <= 0:
+                    continue
+                rows = self.outbox.after(self._last_sent, room)
+                if not rows:
+                    with self._cond:
+                        if not self._acked:
+                            self._cond.wait(0.5)
+                    continue
+                for row in rows:
+                    info = self.client.publish(row.topic, row.payload, qos=1)
+                    with self._cond:
+                        if info.mid in self._acked:
+                            self._acked.discard(info.mid)
+                            done_now = True
+                        else:
+                            self._inflight[info.mid] = (row.seq, gen)
+                            done_now = False
+                    self._last_sent = row.seq
+                    if done_now:
+                        self.outbox.delete(row.seq)
+                        self.delivered += 1
+            except Exception:  # keep delivering: a transient disk or socket error is retried
+                log.exception("outbox delivery failed; retrying in 1 s")
+                self._stop.wait(1.0)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._inflight)

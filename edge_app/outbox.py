@@ -1,0 +1,170 @@
+"""Outbox: the on-disk queue between "an event happened" and "the broker has it". Owns the SQLite
+file: an event is committed (WAL, synchronous=FULL, so it survives a power cut) before anyone
+tries to publish it, read back oldest first, and deleted only when the broker acknowledged it.
+
+Bounded by `outbox.max_events`. When full, the OLDEST undelivered event is dropped to make room:
+the newest checks are the ones the store manager and the integrity report still need, and a
+till that has been offline for so long has an operational problem anyway. Every drop is logged
+with the event id and counted in a persistent `dropped_total` that the service puts in its
+retained `state`, so it is never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class OutboxError(RuntimeError):
+    """The outbox file cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int  # delivery order
+    event_id: str
+    topic: str
+    payload: bytes
+    created: float  # epoch seconds when stored
+
+
+class Outbox:
+    """One SQLite connection shared by the threads that store and acknowledge events."""
+
+    def __init__(self, path: str | Path, max_events: int):
+        self.path = Path(path)
+        self.max_events = max_events
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not self._is_corrupt(exc):
+                raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
+            # Keep the bad file for inspection rather than deleting what might still be read.
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+            self.path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    side.rename(aside.with_name(aside.name + suffix))
+            log.error("outbox %s is not a readable SQLite database (%s); moved it to %s and started an "
+                      "empty one", self.path, exc, aside)
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as exc2:
+                raise OutboxError(f"cannot open outbox {self.path} ({exc2})") from None
+        self._depth = self._count()
+
+    @staticmethod
+    def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+        text = str(exc).lower()
+        return "not a database" in text or "malformed" in text or "corrupt" in text
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(str(self.path), timeout=10, isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise OutboxError(f"outbox {self.path}: the file system does not support SQLite WAL mode")
+            # FULL: every commit is fsync'ed to the WAL before put() returns.
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            row = db.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({row[0] if row else 'no answer'})")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- API -----------------------------------------------------------------------------------
+    def put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
+        """Store one event durably. Returns the event ids dropped to make room (normally none).
+        Storing the same event_id twice is a no-op."""
+        dropped: list[str] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    excess = self._depth + 1 - self.max_events
+                    if excess > 0:
+                        rows = self._db.execute("SELECT seq, event_id FROM events ORDER BY seq LIMIT ?",
+                                                (excess,)).fetchall()
+                        self._db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+                        dropped = [r[1] for r in rows]
+                        self._db.execute(
+                            "INSERT INTO meta(key, value) VALUES('dropped_total', ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (len(rows),))
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                        (event_id, topic, sqlite3.Binary(payload), time.time()))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot store event {event_id} in outbox {self.path} ({exc})") from None
+            self._depth += cur.rowcount - len(dropped)
+        for eid in dropped:
+            log.error("outbox full (%d events, outbox.max_events): dropped the oldest undelivered event %s "
+                      "to store %s", self.max_events, eid, event_id)
+        return dropped
+
+    def after(self, seq: int, limit: int) -> list[OutboxRow]:
+        """Up to `limit` stored events with a sequence number above `seq`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, event_id, topic, payload, created FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit)).fetchall()
+        return [OutboxRow(int(r[0]), r[1], r[2], bytes(r[3]), float(r[4])) for r in rows]
+
+    def delete(self, seq: int) -> None:
+        """The broker has the event: forget it."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            self._depth -= cur.rowcount
+
+    def depth(self) -> int:
+        with self._lock:
+            return self._depth
+
+    @property
+    def full(self) -> bool:
+        return self.depth() >= self.max_events
+
+    def dropped_total(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'dropped_total'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
