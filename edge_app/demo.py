@@ -57,9 +57,11 @@ def find_mosquitto() -> str:
 
 class LocalBroker:
     """A private Mosquitto on 127.0.0.1. stop() and start() again keep the same port, for outage
-    tests. Its config and log live in a temporary folder removed by close()."""
+    tests; with `persistent` it also keeps retained messages and client sessions across that
+    restart (saved on SIGTERM, like a production broker). Its config, log and database live in a
+    temporary folder removed by close()."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, persistent: bool = False):
         self.binary = find_mosquitto()
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -68,13 +70,15 @@ class LocalBroker:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
-            "persistence false",
+            "persistence true" if persistent else "persistence false",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
             "log_type notice",
             "max_queued_messages 100000",
         ]
+        if persistent:
+            lines.append(f"persistence_location {self.dir}/")
         if os.geteuid() == 0:
             # Run as root only because we are root already; otherwise it drops to 'mosquitto',
             # which cannot write the log in our temporary folder.

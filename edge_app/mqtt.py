@@ -103,8 +103,11 @@ class MqttLink:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._cond = threading.Condition()
         self._connected = False
+        # Set once the broker has acknowledged our pos/scan and pos/sale subscriptions.
+        self.subscribed = threading.Event()
         self._generation = 0  # bumped on every connect
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (outbox seq, generation)
         self._acked: set[int] = set()  # mids acknowledged before we recorded them
@@ -198,11 +201,20 @@ class MqttLink:
         self.publish_state()
         client.subscribe([(self._topic("pos/scan"), 1), (self._topic("pos/sale"), 1)])
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        bad = [rc for rc in reason_codes if rc.is_failure]
+        if bad:
+            log.error("MQTT broker refused the pos/scan or pos/sale subscription (%s): no POS scans will "
+                      "arrive; check the broker's ACL for this till", ", ".join(str(rc) for rc in bad))
+            return
+        self.subscribed.set()
+
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("cannot reach MQTT broker %s:%d; retrying (events wait in the outbox, %d now)",
                     self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.subscribed.clear()
         with self._cond:
             was = self._connected
             self._connected = False

@@ -104,6 +104,7 @@ class Service:
         self._closers: list[Callable[[], object]] = []
         self.http: HttpTrigger | None = None
         self._full_reported = False
+        self._stopped = False
 
     def _close_pipeline(self) -> None:
         if self._own_pipeline:
@@ -300,6 +301,9 @@ class Service:
                 self.link.publish_state()
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self.notifier.stopping()
         log.info("stopping")
         if self.http is not None:
