@@ -8,6 +8,7 @@ print one line and exit with code 2 instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -81,7 +82,9 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class FacesConfig:
-    detector: Literal["short", "full"] = "short"
+    # Model that searches the whole frame: "full" finds small faces further from the camera;
+    # keypoints always come from a short-range second look around the chosen face.
+    detector: Literal["short", "full"] = "full"
     min_confidence: float = field(default=0.5, metadata=_rng(0.05, 0.99))
     output_size: int = field(default=64, metadata=_rng(32, 512))
     margin: float = field(default=0.0, metadata=_rng(-0.3, 1.0))
@@ -262,7 +265,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     for name in data:
         if name not in fields:
             where = f"{prefix}.{name}" if prefix else str(name)
-            close = [f for f in fields if f.startswith(str(name)[:3])]
+            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{where}: unknown setting{hint}; allowed here: {', '.join(fields)}")
     kwargs = {}

@@ -424,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, help="CSV with file_name,real_age")
     parser.add_argument("--n", type=int, default=300, help="photos used to calibrate and check")
     parser.add_argument("--num-classes", type=int, default=101)
+    parser.add_argument("--calibrate-data", type=Path, default=None,
+                        help="dataset folder from training.prepare: calibrate the batch norms on "
+                        "512 of its aligned training crops (what fine-tuning will see)")
     args = parser.parse_args(argv)
 
     if args.images is not None:
@@ -436,6 +439,13 @@ def main(argv: list[str] | None = None) -> int:
         real_ages = None
         print("no --images: checking on 32 random-noise images, batch norms not calibrated")
     calib = faces if args.images is not None else None
+    if args.calibrate_data is not None:
+        from training.train import load_split
+
+        crops, _ = load_split(args.calibrate_data, "train")
+        pick = np.random.default_rng(0).choice(len(crops), min(512, len(crops)), replace=False)
+        calib = crops[np.sort(pick)].astype(np.float32)
+        print(f"calibrating batch norms on {len(calib)} aligned training crops from {args.calibrate_data}")
 
     ref = onnx_reference(args.onnx, faces)
     ref_age = expected_age(ref)

@@ -1,0 +1,81 @@
+"""Config validation: every problem stops start-up with one line naming the key, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edge_app import config as C
+from tests.helpers import REPO
+
+
+def test_shipped_config_is_valid():
+    cfg = C.load(REPO / "config.yaml")
+    assert cfg.policy.challenge_age == 25
+    assert cfg.model.path.endswith("age_resnet10_int8.tflite")
+
+
+@pytest.mark.parametrize(
+    "data, key, words",
+    [
+        ({"camra": {}}, "camra", "unknown setting"),
+        ({"mqtt": {"prot": 1883}}, "mqtt.prot", "did you mean 'port'"),
+        ({"mqtt": {"port": "abc"}}, "mqtt.port", "must be an integer"),
+        ({"mqtt": {"port": 70000}}, "mqtt.port", "between 1 and 65535"),
+        ({"policy": {"challenge_age": 16, "legal_age": 18}}, "policy.challenge_age", "at least"),
+        ({"faces": {"detector": "huge"}}, "faces.detector", "one of"),
+        ({"camera": {"loop": "yes"}}, "camera.loop", "true or false"),
+        ({"store_id": "Store 1"}, "store_id", "lower-case"),
+        ({"triggers": {"restricted_categories": [{"category": "alcohol", "min_age": "x"}]}},
+         "triggers.restricted_categories[0].min_age", "integer"),
+        ({"camera": 5}, "camera", "mapping"),
+    ],
+)
+def test_bad_values_name_the_key(data, key, words):
+    with pytest.raises(C.ConfigError) as exc:
+        C.from_dict(data)
+    msg = str(exc.value)
+    assert msg.startswith(key + ":"), msg
+    assert words in msg
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "content, key",
+    [
+        ("mqtt:\n  port: seventy\n", "mqtt.port"),
+        ("unknown_section: 1\n", "unknown_section"),
+        ("policy:\n  legal_age: 200\n", "policy.legal_age"),
+        ("mqtt: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_cli_exits_2_with_one_line(tmp_path, content, key):
+    p = tmp_path / "config.yaml"
+    p.write_text(content)
+    r = _run_cli("faces", "--config", str(p), "nothing.jpg")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert key in lines[0] and "Traceback" not in r.stderr
+
+
+def test_cli_missing_config_file(tmp_path):
+    r = _run_cli("faces", "--config", str(tmp_path / "nope.yaml"), "x.jpg")
+    assert r.returncode == 2
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_relative_model_path_resolves_against_config_dir(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  path: m/x.tflite\n")
+    assert C.load(p).model.path == str((tmp_path / "m" / "x.tflite").resolve())
+
+
+def test_version():
+    r = _run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("agecheck ")

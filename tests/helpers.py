@@ -1,0 +1,37 @@
+"""Shared test helpers: where the shared data lives and the free sample photo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO.parent / "shared"))
+UTKFACE = SHARED / "datasets" / "utkface"
+MODEL = REPO / "models" / "age_resnet10_int8.tflite"
+
+
+def astronaut() -> np.ndarray:
+    """Public-domain NASA portrait shipped inside scikit-image (RGB uint8, 512x512)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+def need_utkface() -> Path:
+    if not (UTKFACE / "labels.csv").is_file():
+        pytest.skip(f"UTKFace photos not found at {UTKFACE} (set AGECHECK_SHARED to the shared folder)")
+    return UTKFACE
+
+
+def utk_sample(n: int, seed: int = 0) -> list[tuple[Path, float]]:
+    import csv
+
+    root = need_utkface()
+    with open(root / "labels.csv", newline="") as fh:
+        rows = [(root / "images" / r["file_name"], float(r["real_age"])) for r in csv.DictReader(fh)]
+    rng = np.random.default_rng(seed)
+    return [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
