@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=_delegate("edge_app.service"))
 
+    p = sub.add_parser("display", help="cashier alert window as its own process (subscribes to the local broker)")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.display"))
+
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
     p.add_argument("--db", default=None, help="SQLite file for the feed (default from config)")
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")

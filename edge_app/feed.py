@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import signal
 import sqlite3
-import ssl
 import sys
 import threading
 from dataclasses import dataclass
@@ -28,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from edge_app import events
-from edge_app.config import Config, ConfigError, MQTTConfig
+from edge_app.config import Config
+from edge_app.mqtt import make_client
 
 log = logging.getLogger(__name__)
 
@@ -268,43 +267,6 @@ class TablePrinter:
 
 
 # -- MQTT ----------------------------------------------------------------------------------------
-def read_password(m: MQTTConfig) -> str | None:
-    if m.password_file:
-        try:
-            return Path(m.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {m.password_file!r} ({exc.strerror})") from None
-    if m.password_credential:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not cred_dir:
-            raise ConfigError("mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
-                              "(run under systemd with LoadCredential=, or use mqtt.password_file)")
-        try:
-            return (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_credential: cannot read credential "
-                              f"{m.password_credential!r} ({exc.strerror})") from None
-    return None
-
-
-def make_client(m: MQTTConfig, client_id: str):
-    """A paho v2 client (MQTT 5) with the broker settings from the config applied."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    if m.username:
-        client.username_pw_set(m.username, read_password(m))
-    if m.tls.enabled:
-        try:
-            client.tls_set(ca_certs=m.tls.ca_file, certfile=m.tls.cert_file, keyfile=m.tls.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"mqtt.tls: cannot load the certificate files ({exc})") from None
-        client.tls_insecure_set(m.tls.insecure)
-    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(m.reconnect_max_seconds)))
-    return client
-
-
 def session_properties(expiry_s: int):
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties

@@ -80,18 +80,22 @@ class Publisher:
 
 
 class Collector:
-    """Subscribes and keeps every message (topic, decoded JSON or raw bytes)."""
+    """Subscribes and keeps every message (topic, decoded JSON or raw bytes). persistent=True:
+    a broker-side session (MQTT 3.1.1 clean_session=False) that keeps collecting for us while we
+    reconnect after a broker restart."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, port: int, topic: str, persistent: bool = False) -> None:
         self.messages: list[tuple[str, object]] = []
         self._cv = threading.Condition()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.time_ns()}")
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.time_ns()}",
+                             clean_session=not persistent)
+        self.c.reconnect_delay_set(1, 2)
         self.c.on_message = self._on_message
         subscribed = threading.Event()
         self.c.on_subscribe = lambda *a: subscribed.set()
+        self.c.on_connect = lambda client, *a: client.subscribe(topic, qos=1)
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
-        self.c.subscribe(topic, qos=1)
         assert subscribed.wait(10), "subscription not acknowledged"
 
     def _on_message(self, client, userdata, msg) -> None:

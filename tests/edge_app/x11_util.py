@@ -1,0 +1,97 @@
+"""A real X server for the alert-window tests: Xvfb on a free display number (it picks one itself
+with -displayfd), plus screenshots and xdotool input against it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+
+def start_xvfb(width: int = 1280, height: int = 800):
+    """(process, ':N'); skips the test when Xvfb or xdotool is missing."""
+    for tool, pkg in (("Xvfb", "xvfb"), ("xdotool", "xdotool")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install {pkg}); the alert window is tested on a real X server")
+    r, w = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", f"{width}x{height}x24",
+                             "-nolisten", "tcp", "-noreset"], pass_fds=(w,), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.close(w)
+    try:
+        buf = b""
+        deadline = time.monotonic() + 15
+        while not buf.endswith(b"\n"):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("Xvfb did not start")
+            chunk = os.read(r, 16)
+            if not chunk:
+                raise RuntimeError("Xvfb exited before reporting its display number")
+            buf += chunk
+    finally:
+        os.close(r)
+    return proc, ":" + buf.decode().strip()
+
+
+@pytest.fixture(scope="module")
+def xvfb():
+    proc, display = start_xvfb()
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    try:
+        yield display
+    finally:
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def xdotool(*args: str) -> str:
+    out = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=15)
+    if out.returncode not in (0, 1):  # 1: "search" found nothing
+        raise RuntimeError(f"xdotool {' '.join(args)} failed: {out.stderr}")
+    return out.stdout.strip()
+
+
+def screenshot(box: tuple[int, int, int, int]):
+    """What is on the X screen inside box=(x, y, w, h), read back from the X server."""
+    from PIL import ImageGrab
+
+    x, y, w, h = box
+    return ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=os.environ["DISPLAY"]).convert("RGB")
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+def _colours(img) -> Counter:
+    return Counter({c: n for n, c in img.getcolors(img.width * img.height)})
+
+
+def dominant(img) -> tuple[tuple[int, int, int], float]:
+    """The most common colour and its share of the pixels."""
+    colour, n = _colours(img).most_common(1)[0]
+    return colour, n / (img.width * img.height)
+
+
+def share_of(img, colour: tuple[int, int, int]) -> float:
+    return _colours(img)[colour] / (img.width * img.height)
+
+
+def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.03)
