@@ -1,0 +1,94 @@
+"""prepare: de-duplication, the split's leakage rule, resumability and what is cached where."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from edge_app.config import FacesConfig
+from training.prepare import assign_splits, dedupe, prepare
+from tests.helpers import need_utkface
+
+
+def test_assign_splits_is_stable_and_by_key():
+    keys = [f"k{i}" for i in range(1000)]
+    a = assign_splits(keys, seed=5, val=0.1, test=0.15)
+    b = assign_splits(list(reversed(keys)) + keys[:10], seed=5, val=0.1, test=0.15)
+    assert a == b  # order and repeats do not matter, only the set of keys and the seed
+    counts = {s: sum(v == s for v in a.values()) for s in ("train", "val", "test")}
+    assert counts == {"train": 750, "val": 100, "test": 150}
+    assert assign_splits(keys, seed=6, val=0.1, test=0.15) != a
+
+
+def test_dedupe_keeps_one_per_group_and_drops_conflicts():
+    rows = [
+        {"file_name": "a.jpg", "age": 30.0, "md5": "x"},
+        {"file_name": "b.jpg", "age": 32.0, "md5": "x"},
+        {"file_name": "c.jpg", "age": 10.0, "md5": "y"},
+        {"file_name": "d.jpg", "age": 60.0, "md5": "y"},
+        {"file_name": "e.jpg", "age": 44.0, "md5": "z"},
+    ]
+    kept, dropped = dedupe(rows)
+    assert sorted(r["file_name"] for r in kept) == ["a.jpg", "e.jpg"]
+    assert [r for r in kept if r["file_name"] == "a.jpg"][0]["age"] == 31.0
+    reasons = {r["file_name"]: r["reason"] for r in dropped}
+    assert "duplicate of a.jpg" in reasons["b.jpg"]
+    assert "conflicting ages" in reasons["c.jpg"] and "conflicting ages" in reasons["d.jpg"]
+
+
+def test_prepare_on_real_photos_no_leakage(tmp_path):
+    root = need_utkface()
+    with open(root / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    dups = [r for r in rows if int(r["dup_group_size"]) > 1]
+    groups: dict[str, list[dict]] = {}
+    for r in dups:
+        groups.setdefault(r["md5"], []).append(r)
+    pick = [r for g in list(groups.values())[:25] for r in g]
+    rng = np.random.default_rng(3)
+    singles = [rows[i] for i in rng.choice(len(rows), 40, replace=False) if int(rows[i]["dup_group_size"]) == 1]
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name", "real_age"])
+        for r in pick + singles:
+            w.writerow([r["file_name"], r["real_age"]])
+    cache = tmp_path / "cache"
+    out = prepare(root / "images", labels, cache, seed=11, val=0.2, test=0.3, faces_cfg=FacesConfig())
+
+    with open(out / "split.csv", newline="") as fh:
+        split_rows = list(csv.DictReader(fh))
+    by_md5: dict[str, set[str]] = {}
+    for r in split_rows:
+        by_md5.setdefault(r["md5"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_md5.values())
+    assert len(split_rows) == len(by_md5)  # one photo per duplicate group
+    names = {r["file_name"] for r in split_rows}
+    for g in list(groups.values())[:25]:
+        assert len(names & {r["file_name"] for r in g}) <= 1
+    crops = np.load(out / "crops.npy")
+    with open(out / "index.csv", newline="") as fh:
+        index = list(csv.DictReader(fh))
+    assert crops.shape[1:] == (64, 64, 3) and len(index) == len(crops)
+    assert (out / "rejected.csv").read_text().count("\n") >= 1 + sum(len(g) - 1 for g in list(groups.values())[:25])
+
+    # Resumable: a second run re-uses the aligned chunks and gives the same crops.
+    parts = sorted((out / "parts").glob("*.npz"))
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+    prepare(root / "images", labels, cache, seed=11, val=0.2, test=0.3, faces_cfg=FacesConfig())
+    assert [p.stat().st_mtime_ns for p in parts] == mtimes
+    assert np.array_equal(np.load(out / "crops.npy"), crops)
+
+
+def test_prepare_refuses_cache_inside_repo(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    labels = tmp_path / "l.csv"
+    labels.write_text("file_name,real_age\n")
+    r = subprocess.run([sys.executable, "-m", "training.prepare", "--images", str(tmp_path), "--labels", str(labels),
+                        "--cache", str(REPO / "cache")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "inside the repository" in r.stderr
