@@ -141,6 +141,13 @@ class FeedStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the row must be on disk before paho sends PUBACK (power cut on the shop PC).
             self._db.execute("PRAGMA synchronous=FULL")
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
+            missing = {"event_id", "kind", "ts", "till_id", "received_at", "payload"} - cols
+            if cols and missing:
+                # Another program's SQLite file (e.g. a till outbox) that also has `events`.
+                self._db.close()
+                raise FeedDBError(f"{self.path}: cannot use it as the feed database (its events table has no "
+                                  f"{', '.join(sorted(missing))} column; is it another program's file?)")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise FeedDBError(f"{self.path}: cannot use it as the feed database ({exc})") from None

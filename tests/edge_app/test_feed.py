@@ -52,6 +52,14 @@ def test_store_rejects_a_file_that_is_not_sqlite(tmp_path):
         FeedStore(p)
 
 
+def test_store_rejects_a_till_outbox(tmp_path):
+    from edge_app.outbox import Outbox
+
+    Outbox(tmp_path / "outbox.sqlite3", 10).close()
+    with pytest.raises(FeedDBError, match="another program's file"):
+        FeedStore(tmp_path / "outbox.sqlite3")
+
+
 def test_table_is_readable():
     out = io.StringIO()
     tp = TablePrinter(out, tz=None, show_store=False)
