@@ -275,7 +275,7 @@ class CashierDisplay:
         root.protocol("WM_DELETE_WINDOW", self._hide)
 
         family = "DejaVu Sans" if "DejaVu Sans" in tkfont.families(root) else "Helvetica"
-        # Negative sizes are pixels: the same physical size whatever the screen's DPI setting.
+        # Negative sizes are pixels, so the text keeps its proportion to the window (sized in pixels).
         self._fonts = {
             "title": tkfont.Font(root, family=family, size=-int(h * 0.24), weight="bold"),
             "age": tkfont.Font(root, family=family, size=-int(h * 0.09), weight="bold"),
