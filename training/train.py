@@ -218,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
     callbacks = [
         ValGate(),
-        keras.callbacks.BackupAndRestore(str(a.out / "backup")),
+        # Kept after the run, so a later call with more --epochs continues from the last epoch
+        # (weights, optimizer state, epoch counter) instead of starting over.
+        keras.callbacks.BackupAndRestore(str(a.out / "backup"), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(a.out / "best.keras"), monitor="val_mae", mode="min", save_best_only=True),
         keras.callbacks.ModelCheckpoint(str(a.out / "last.keras")),
         keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=a.patience),
