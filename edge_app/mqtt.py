@@ -1,6 +1,6 @@
 """MQTT link of the till service: owns the paho client (v2 callback API, MQTT 5, QoS 1), the
-retained `availability` (Last Will `offline`) and `state` topics, the `pos/scan` and `pos/sale`
-subscriptions, and the in-order delivery of the outbox to the broker.
+retained `availability` (Last Will `offline`) and `state` topics, the `pos/scan`, `pos/sale` and
+`events/ack` subscriptions, and the in-order delivery of the outbox to the broker.
 
 Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
 oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import events
 from edge_app.config import Config, ConfigError, MQTTConfig
@@ -81,8 +82,8 @@ def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
 class MqttLink:
     """Connects in the background and keeps reconnecting; never raises on a broker outage.
 
-    `on_message(leaf, payload)` gets every message on pos/scan and pos/sale (leaf is
-    "pos/scan" or "pos/sale"), on paho's network thread: keep it quick. `state()` builds the
+    `on_message(leaf, payload)` gets every message on pos/scan, pos/sale and events/ack (leaf
+    is e.g. "pos/scan"), on paho's network thread: keep it quick. `state()` builds the
     retained state document; it is published on every connect and on `publish_state()`.
     """
 
@@ -199,12 +200,16 @@ class MqttLink:
                  self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
         self._publish_other(self._topic("availability"), b"online", retain=True)
         self.publish_state()
-        client.subscribe([(self._topic("pos/scan"), 1), (self._topic("pos/sale"), 1)])
+        # No-local on events/ack: answers from a standalone cashier display reach us, our own
+        # (display inside the service) do not come back a second time.
+        client.subscribe([(self._topic("pos/scan"), SubscribeOptions(qos=1)),
+                          (self._topic("pos/sale"), SubscribeOptions(qos=1)),
+                          (self._topic("events/ack"), SubscribeOptions(qos=1, noLocal=True))])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         bad = [rc for rc in reason_codes if rc.is_failure]
         if bad:
-            log.error("MQTT broker refused the pos/scan or pos/sale subscription (%s): no POS scans will "
+            log.error("MQTT broker refused a subscription (%s): POS scans or cashier answers will not "
                       "arrive; check the broker's ACL for this till", ", ".join(str(rc) for rc in bad))
             return
         self.subscribed.set()

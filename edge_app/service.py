@@ -6,8 +6,9 @@ Hooks for the modules that plug into a running service (cashier display, integri
 
 * `service.event_listeners` - callables given every event dict that goes through
   `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
-  safely in the outbox. Called on the publishing thread: return quickly (hand work to your own
-  thread), and exceptions are logged, never propagated.
+  safely in the outbox, and the cashier's answers (`ack`) that another process of this till
+  (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
+  thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
 * `service.publish_event(event)` - the one way to send an event: validates it against
   edge_app.events, stores it in the outbox (durable before it is published), wakes the MQTT
   sender, then calls the listeners. Raises SchemaError / OutboxError so the caller can retry.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import queue
 import signal
@@ -120,6 +122,9 @@ class Service:
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
+        self._tell_listeners(event)
+
+    def _tell_listeners(self, event: dict) -> None:
         for listener in list(self.event_listeners):
             try:
                 listener(event)
@@ -174,8 +179,27 @@ class Service:
                     listener(payload)
                 except Exception:
                     log.exception("sale listener %r failed", listener)
+        elif leaf == "events/ack":
+            self._on_remote_ack(payload, max_bytes)
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
+
+    def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
+        """A cashier's answer published by a standalone display: the integrity check needs it."""
+        try:
+            if len(payload) > max_bytes:
+                raise events.SchemaError(f"payload is {len(payload)} bytes, more than the {max_bytes} allowed")
+            ev = events.validate(json.loads(payload.decode("utf-8")))
+            if ev["kind"] != "ack":
+                raise events.SchemaError(f"a {ev['kind']!r} event on the ack topic")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("events/ack: payload is not JSON text (%s); message dropped", exc)
+            return
+        except events.SchemaError as exc:
+            log.warning("events/ack: %s; message dropped", exc)
+            return
+        self.counts["acks_received"] += 1
+        self._tell_listeners(ev)
 
     def _on_camera(self, status: str, reason: str) -> None:
         self.notifier.status(f"camera {status}: {reason}")

@@ -149,9 +149,18 @@ class Recorder:
             return list(self.messages)
 
     def events(self, kind: str | None = None) -> list[dict]:
+        """Event documents received so far (anything that is not a JSON object is skipped)."""
         with self._cond:
-            out = [json.loads(p) for t, p, _ in self.messages if "/events/" in t]
-        return [e for e in out if kind is None or e["kind"] == kind]
+            raw = [p for t, p, _ in self.messages if "/events/" in t]
+        out = []
+        for p in raw:
+            try:
+                ev = json.loads(p)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and (kind is None or ev.get("kind") == kind):
+                out.append(ev)
+        return out
 
     def wait_events(self, kind: str, n: int, timeout: float = 20.0) -> list[dict]:
         self.wait_for(lambda m: len(self.events(kind)) >= n, timeout, f"{n} {kind} event(s)")

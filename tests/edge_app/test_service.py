@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 
 import pytest
 
@@ -196,19 +197,38 @@ def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_brok
     rec.close()
 
 
-def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_broker, start_service):
+def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_broker, start_service, caplog):
     cfg = service_config(tmp_path, empty_video(tmp_path / "empty.avi"), mqtt_broker,
                          check={"time_budget_ms": 400})
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
+    heard = []
+    svc.event_listeners.append(heard.append)
     wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
-    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-9")])
-    alert = rec.wait_events("alert", 1)[0]
-    assert alert["decision"] == "no_face"
-    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale", [b'{"transaction_id": "T-9"}'])
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-8"), scan("T-9")])
+    alerts = {a["transaction_id"]: a for a in rec.wait_events("alert", 2)}
+    assert alerts["T-9"]["decision"] == "no_face"
+
+    # T-8: a standalone cashier display answers on the broker; the service hears it.
+    ack = events.new_event("ack", "store-001", "till-01", "T-8", alert_event_id=alerts["T-8"]["event_id"],
+                           answer="id_checked_over_age", decision_time_s=2.5)
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [events.encode(ack), b"{nope"])
+    wait_until(lambda: any(e["event_id"] == ack["event_id"] for e in heard), 10, "the remote ack")
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale",
+            [b'{"transaction_id": "T-8"}', b'{"transaction_id": "T-9"}'])
     integ = rec.wait_events("integrity", 1)[0]
     events.validate(integ)
-    assert integ["alert_event_id"] == alert["event_id"] and integ["transaction_id"] == "T-9"
+    assert integ["alert_event_id"] == alerts["T-9"]["event_id"] and integ["transaction_id"] == "T-9"
+    wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
+    assert [e["transaction_id"] for e in rec.events("integrity")] == ["T-9"]  # T-8 had its ID check
+    assert "events/ack: payload is not JSON text" in caplog.text
+    # An answer given on the service's own display goes out once and does not echo back in.
+    own = events.new_event("ack", "store-001", "till-01", "T-9", alert_event_id=alerts["T-9"]["event_id"],
+                           answer="no_id_check", decision_time_s=9.0)
+    svc.publish_event(own)
+    rec.wait_for(lambda m: any(own["event_id"].encode() in p for _, p, _ in m), 10, "our own ack on the broker")
+    time.sleep(0.3)
+    assert svc.counts["acks_received"] == 1 and sum(e["event_id"] == own["event_id"] for e in heard) == 1
     rec.close()
 
 
