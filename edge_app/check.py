@@ -1,8 +1,10 @@
 """Check: one age check, from a restricted scan to its events. Owns the choice of frames (a few
 from the ring buffer just before the scan, then fresh ones after it), the per-frame path
-faces -> quality gate -> model, the time budget, the call to policy.decide, and the check/alert
-event documents with per-stage latency. Nothing visual leaves this module: frames and crops are
-dropped when run() returns; the events carry numbers only.
+edge_app.faces (detect, shopper, align, quality gate) -> edge_app.model, the time budget, the
+call to policy.decide, and the check/alert event documents with per-stage latency (ms: queue =
+waiting for the worker, wait = waiting for camera frames, faces, model, policy, total = scan to
+decision). Nothing visual leaves this module: frames and crops are dropped when run() returns;
+the events carry numbers only.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import cv2
 from edge_app import events
 from edge_app.capture import Frame, FrameBuffer
 from edge_app.config import Config
-from edge_app.faces import FacePipeline, ImageError, choose_shopper
+from edge_app.faces import FacePipeline, ImageError
 from edge_app.model import AgeModel
 from edge_app.policy import PolicyResult, decide
 from edge_app.triggers import Trigger
@@ -56,8 +58,8 @@ class _Tally:
     frames_seen: int = 0
     after: int = 0
     ms: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"queue": 0.0, "wait": 0.0, "detect": 0.0, "align": 0.0, "model": 0.0,
-                                 "policy": 0.0, "total": 0.0})
+        default_factory=lambda: {"queue": 0.0, "wait": 0.0, "faces": 0.0, "model": 0.0, "policy": 0.0,
+                                 "total": 0.0})
 
 
 class CheckRunner:
@@ -75,24 +77,23 @@ class CheckRunner:
     def _frame(self, frame: Frame, t: _Tally) -> None:
         rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         a = self.clock()
-        faces = self.pipeline.detect(rgb)
+        # The whole shared face path (detect, choose the shopper, refine, align, gate) exactly as
+        # training uses it, so the model sees the crops it was trained on.
+        res = self.pipeline.process(rgb)
         b = self.clock()
-        t.ms["detect"] += (b - a) * 1000
-        t.faces_seen = max(t.faces_seen, len(faces))
-        idx = choose_shopper(faces, rgb.shape)
-        if idx is None:
+        t.ms["faces"] += (b - a) * 1000
+        t.faces_seen = max(t.faces_seen, len(res.faces))
+        aligned = res.aligned
+        if aligned is None:
             return
-        aligned = self.pipeline.align_and_gate(rgb, faces[idx])
-        c = self.clock()
-        t.ms["align"] += (c - b) * 1000
         if not aligned.ok:
             for reason in aligned.rejected:
                 t.rejected[reason.split(" (")[0]] += 1
             return
         est = self.model.predict(aligned.crop)
-        t.ms["model"] += (self.clock() - c) * 1000
+        t.ms["model"] += (self.clock() - b) * 1000
         t.ages.append(est.age)
-        t.boxes.append(tuple(float(v) for v in faces[idx].box))
+        t.boxes.append(tuple(float(v) for v in aligned.face.box))
 
     def run(self, trigger: Trigger, heartbeat: Callable[[], None] | None = None) -> CheckOutcome:
         cc = self.cfg.check
