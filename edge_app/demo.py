@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,7 +62,7 @@ class LocalBroker:
     restart (saved on SIGTERM, like a production broker). Its config, log and database live in a
     temporary folder removed by close()."""
 
-    def __init__(self, port: int | None = None, persistent: bool = False):
+    def __init__(self, port: int | None = None, persistent: bool = False, extra_config: tuple[str, ...] = ()):
         self.binary = find_mosquitto()
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -79,6 +80,7 @@ class LocalBroker:
         ]
         if persistent:
             lines.append(f"persistence_location {self.dir}/")
+        lines += list(extra_config)
         if os.geteuid() == 0:
             # Run as root only because we are root already; otherwise it drops to 'mosquitto',
             # which cannot write the log in our temporary folder.
@@ -118,6 +120,11 @@ class LocalBroker:
                     self.proc.kill()
                     self.proc.wait()
             self.proc = None
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its ACL and password files."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def restart(self, down_s: float = 0.0) -> None:
         self.stop()

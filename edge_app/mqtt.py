@@ -30,6 +30,7 @@ from edge_app.outbox import Outbox
 log = logging.getLogger(__name__)
 
 WINDOW = 10  # events in flight at once; enough for a LAN broker, small enough to re-send cheaply
+REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before sending it again
 
 
 def read_password(m: MQTTConfig) -> str | None:
@@ -111,7 +112,9 @@ class MqttLink:
         self.subscribed = threading.Event()
         self._generation = 0  # bumped on every connect
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (outbox seq, generation)
-        self._acked: set[int] = set()  # mids acknowledged before we recorded them
+        # PUBACKs not yet settled: mid -> accepted (False: the broker refused it, e.g. ACL).
+        self._acked: dict[int, bool] = {}
+        self._hold_until = 0.0  # after a refusal, pause before trying that row again
         self._other_mids: set[int] = set()  # availability/state publishes (not outbox rows)
         self._last_sent = 0  # highest outbox seq handed to paho
         self._stop = threading.Event()
@@ -180,9 +183,7 @@ class MqttLink:
     def _publish_other(self, topic: str, payload: bytes, retain: bool) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         with self._cond:
-            if info.mid in self._acked:
-                self._acked.discard(info.mid)
-            else:
+            if self._acked.pop(info.mid, None) is None:
                 self._other_mids.add(info.mid)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -229,14 +230,13 @@ class MqttLink:
                         reason_code, self.outbox.depth())
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            # The broker refused it (ACL, quota): keep the row, it will be retried after reconnect.
-            log.error("MQTT broker refused message %d: %s", mid, reason_code)
         with self._cond:
             if mid in self._other_mids:
                 self._other_mids.discard(mid)
+                if reason_code.is_failure:
+                    log.error("MQTT broker refused our availability/state message: %s", reason_code)
             else:
-                self._acked.add(mid)
+                self._acked[mid] = not reason_code.is_failure
             self._cond.notify_all()
 
     def _on_message(self, client, userdata, msg) -> None:
@@ -249,15 +249,25 @@ class MqttLink:
 
     # -- delivery (sender thread) ----------------------------------------------------------------
     def _settle_acks(self) -> list[int]:
-        """Outbox seqs acknowledged since the last call (lock held)."""
+        """Outbox seqs acknowledged since the last call (lock held). A refused row stays in the
+        outbox and is sent again (from it on, to keep the order) after REFUSED_RETRY_S."""
         done = []
         for mid in [m for m in self._acked if m in self._inflight]:
-            self._acked.discard(mid)
-            done.append(self._inflight.pop(mid)[0])
+            seq = self._inflight.pop(mid)[0]
+            if self._acked.pop(mid):
+                done.append(seq)
+            else:
+                self._refused(seq)
         return done
 
+    def _refused(self, seq: int) -> None:
+        log.error("MQTT broker refused outbox event #%d (check the broker's ACL for this till's events topics); "
+                  "it stays in the outbox and is retried in %.0f s", seq, REFUSED_RETRY_S)
+        self._last_sent = min(self._last_sent, seq - 1)
+        self._hold_until = time.monotonic() + REFUSED_RETRY_S
+
     def _can_send(self) -> bool:
-        if not self._connected or len(self._inflight) >= WINDOW:
+        if not self._connected or len(self._inflight) >= WINDOW or time.monotonic() < self._hold_until:
             return False
         # Rows from before the last reconnect are being re-sent by paho: let them land first.
         return all(gen == self._generation for _, gen in self._inflight.values())
@@ -289,16 +299,17 @@ class MqttLink:
                 for row in rows:
                     info = self.client.publish(row.topic, row.payload, qos=1)
                     with self._cond:
-                        if info.mid in self._acked:
-                            self._acked.discard(info.mid)
-                            done_now = True
-                        else:
+                        self._last_sent = row.seq
+                        accepted = self._acked.pop(info.mid, None)
+                        if accepted is None:
                             self._inflight[info.mid] = (row.seq, gen)
-                            done_now = False
-                    self._last_sent = row.seq
-                    if done_now:
+                        elif not accepted:
+                            self._refused(row.seq)
+                    if accepted:
                         self.outbox.delete(row.seq)
                         self.delivered += 1
+                    if accepted is False:
+                        break
             except Exception:  # keep delivering: a transient disk or socket error is retried
                 log.exception("outbox delivery failed; retrying in 1 s")
                 self._stop.wait(1.0)

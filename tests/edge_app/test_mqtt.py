@@ -137,3 +137,30 @@ def test_credential_without_systemd_says_how_to_fix(monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(ConfigError, match=r"CREDENTIALS_DIRECTORY is not set .*LoadCredential="):
         read_password(MQTTConfig(username="u", password_credential="mqtt-password"))
+
+
+def test_event_refused_by_the_broker_stays_in_the_outbox_until_allowed(tmp_path, monkeypatch, caplog):
+    from edge_app import mqtt as M
+    from edge_app.demo import LocalBroker
+
+    monkeypatch.setattr(M, "REFUSED_RETRY_S", 0.5)
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite agecheck/v1/store-001/till-01/availability\n"
+                   "topic readwrite agecheck/v1/store-001/till-01/state\n"
+                   "topic read agecheck/#\n")  # events/#: not allowed to publish
+    with LocalBroker(extra_config=(f"acl_file {acl}",)) as broker:
+        rec = Recorder(broker.host, broker.port, topic=TOPIC)
+        link, box = _link(tmp_path, broker.port)
+        ids = _fill(box, 0, 3)
+        link.start()
+        try:
+            wait_until(lambda: "refused outbox event" in caplog.text, 10, "the refusal")
+            assert box.depth() == 3 and "retried" in caplog.text and not rec.messages
+            acl.write_text("topic readwrite agecheck/#\n")
+            broker.reload()
+            rec.wait_for(lambda m: {json.loads(p)["event_id"] for _, p, _ in m} >= set(ids), 15, "events once allowed")
+            wait_until(lambda: box.depth() == 0, 10, "outbox drained")
+            rec.close()
+        finally:
+            link.stop()
+            box.close()
