@@ -7,11 +7,14 @@ The training code calls exactly this module, so the model learns on the crops th
 
 from __future__ import annotations
 
+import importlib.abc
 import logging
 import math
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -234,12 +237,49 @@ def gate(q: Quality, cfg: FacesConfig) -> tuple[str, ...]:
     return tuple(reasons)
 
 
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    """Makes `import tensorflow...` fail as on a till, where TensorFlow is not installed."""
+
+    def find_spec(self, name: str, path=None, target=None):  # noqa: ANN001 - importlib's signature
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden while importing mediapipe)", name=name)
+        return None
+
+
+_MP_IMPORT_LOCK = threading.Lock()
+
+
+def import_mediapipe() -> ModuleType:
+    """`import mediapipe`, without TensorFlow.
+
+    mediapipe 0.10.21's package import runs `mediapipe.tasks`, whose optional_dependencies try
+    `from tensorflow.tools.docs import doc_controls` (a docs decorator) and use a no-op when that
+    fails. Where TensorFlow is installed (the training and test environment) that one line
+    imports all of it: about 5 s and 600 MB more for the till service, which never uses it. So
+    TensorFlow is hidden for the duration of the import, giving exactly the till's behaviour.
+    A process that has already imported TensorFlow (training) gets a plain import."""
+    with _MP_IMPORT_LOCK:
+        if "mediapipe" in sys.modules or "tensorflow" in sys.modules:
+            import mediapipe
+
+            return mediapipe
+        hider = _NoTensorFlow()
+        # A failed import leaves nothing in sys.modules, so a later `import tensorflow` (the
+        # training code after building its face pipeline) loads the real one.
+        sys.meta_path.insert(0, hider)
+        try:
+            import mediapipe
+        finally:
+            sys.meta_path.remove(hider)
+        return mediapipe
+
+
 class FacePipeline:
     """Detector loaded once; call from one worker thread at a time (a lock enforces it, since
     MediaPipe graphs are not re-entrant)."""
 
     def __init__(self, cfg: FacesConfig):
-        import mediapipe as mp  # heavy import, kept off module import time
+        mp = import_mediapipe()  # heavy import, kept off module import time
 
         self.cfg = cfg
         fd = mp.solutions.face_detection.FaceDetection
