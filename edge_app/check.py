@@ -1,10 +1,11 @@
-"""Check: one age check, from a restricted scan to its events. Owns the choice of frames (a few
-from the ring buffer just before the scan, then fresh ones after it), the per-frame path
-edge_app.faces (detect, shopper, align, quality gate) -> edge_app.model, the time budget, the
-call to policy.decide, and the check/alert event documents with per-stage latency (ms: queue =
-waiting for the worker, wait = waiting for camera frames, faces, model, policy, total = scan to
-decision). Nothing visual leaves this module: frames and crops are dropped when run() returns;
-the events carry numbers only.
+"""Check: one age check, from a restricted scan to its events. Owns the choice of frames (up to
+max_frames from the ring buffer just before the scan, newest first; fresh ones after it when
+extra_frames asks for them or the buffer held no usable face), the early decision once
+agree_frames usable frames agree, the per-frame path edge_app.faces (detect, shopper, align,
+quality gate) -> edge_app.model, the time budget, the call to policy.decide, and the check/alert
+event documents with per-stage latency (ms: queue = waiting for the worker, wait = waiting for
+camera frames, faces, model, policy, total = scan to decision). Nothing visual leaves this
+module: frames and crops are dropped when run() returns; the events carry numbers only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import cv2
 
 from edge_app import events
 from edge_app.capture import Frame, FrameBuffer
-from edge_app.config import Config
+from edge_app.config import Config, PolicyConfig
 from edge_app.faces import FacePipeline, ImageError
 from edge_app.model import AgeModel
 from edge_app.policy import PolicyResult, decide
@@ -106,8 +107,11 @@ class CheckRunner:
         t = _Tally()
         t.ms["queue"] = max(0.0, started - t0) * 1000
         before = self.buffer.between(t0 - cc.lookback_seconds, t0)
-        todo = collections.deque(spread(before, max(1, cc.max_frames - cc.extra_frames)))
+        # Newest first: the shopper in front of the camera at the moment of the scan, and an
+        # early decision (agree_frames) is then made on the frames closest to it.
+        todo = collections.deque(reversed(spread(before, max(1, cc.max_frames - cc.extra_frames))))
         seen = before[-1].index if before else -1
+        pol = self._policy(trigger)
         while True:
             if not todo:
                 if len(t.ages) >= cc.max_frames or (t.after >= cc.extra_frames and len(t.ages) >= cc.min_frames):
@@ -135,16 +139,29 @@ class CheckRunner:
             beat()
             if len(t.ages) >= cc.max_frames or self.clock() >= deadline:
                 break
-        return self._outcome(trigger, t)
+            if t.after >= cc.extra_frames and self._agreed(t.ages, pol):
+                break
+        return self._outcome(trigger, t, pol)
 
-    def _outcome(self, trigger: Trigger, t: _Tally) -> CheckOutcome:
+    def _policy(self, trigger: Trigger) -> PolicyConfig:
+        # The item's legal age may be above the configured one (21 for some items); Challenge
+        # 25 never drops below it.
+        p = self.cfg.policy
+        return dataclasses.replace(p, legal_age=trigger.min_age, challenge_age=max(p.challenge_age, trigger.min_age))
+
+    def _agreed(self, ages: list[float], pol: PolicyConfig) -> bool:
+        """Enough usable frames, and each of them alone gives the decision they give together:
+        more frames of the same person a fraction of a second apart would not change it."""
+        cc = self.cfg.check
+        if not cc.agree_frames or len(ages) < max(cc.agree_frames, cc.min_frames):
+            return False
+        together = decide(ages, pol, cc.min_frames).decision
+        return all(decide([a], pol).decision == together for a in ages)
+
+    def _outcome(self, trigger: Trigger, t: _Tally, pol_cfg: PolicyConfig) -> CheckOutcome:
         cfg = self.cfg
         item = trigger.scan.item
         p0 = self.clock()
-        # The item's legal age may be above the configured one (21 for some items); Challenge
-        # 25 never drops below it.
-        pol_cfg = dataclasses.replace(cfg.policy, legal_age=trigger.min_age,
-                                      challenge_age=max(cfg.policy.challenge_age, trigger.min_age))
         res = decide(t.ages, pol_cfg, cfg.check.min_frames)
         end = self.clock()
         t.ms["policy"] = (end - p0) * 1000

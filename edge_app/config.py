@@ -127,9 +127,15 @@ class TriggersConfig:
 class CheckConfig:
     time_budget_ms: int = field(default=1500, metadata=_rng(50, 30_000))
     lookback_seconds: float = field(default=1.0, metadata=_rng(0, 10))
-    extra_frames: int = field(default=3, metadata=_rng(0, 100))
+    # Fresh frames required after the scan. 0: the ring buffer (the shopper at the moment of the
+    # scan) is enough, and new frames are waited for only when it holds no usable face; waiting
+    # for 3 new frames at 15 fps alone cost ~200 ms per check (issue 6).
+    extra_frames: int = field(default=0, metadata=_rng(0, 100))
     min_frames: int = field(default=1, metadata=_rng(1, 100))
-    max_frames: int = field(default=8, metadata=_rng(1, 100))
+    max_frames: int = field(default=6, metadata=_rng(1, 100))
+    # Decide as soon as this many usable frames agree: every one of them, on its own, gives the
+    # same decision as their aggregate. Borderline shoppers still get up to max_frames. 0: off.
+    agree_frames: int = field(default=3, metadata=_rng(0, 100))
 
 
 @dataclass(frozen=True)

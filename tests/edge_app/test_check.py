@@ -148,3 +148,33 @@ def test_two_real_people_the_age_is_the_shopper_s(tmp_path, cfg, pipeline, model
         assert ev["age"] < 18 and ev["decision"] == "check_id", ev["age"]
     else:
         assert 15 <= ev["age"] <= 70, ev["age"]
+
+
+def _clear_cut(cfg):
+    """A policy under which the astronaut (adult, well under 60) is unambiguously check_id in
+    every frame, whatever the shipped model's exact estimate: approve would need 60+."""
+    return dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, challenge_age=40, margin_years=20))
+
+
+def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline, model):
+    out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
+               max_frames=6, extra_frames=0)
+    ev = out.check
+    assert ev["decision"] == "check_id"
+    assert ev["frames_used"] == 3 and ev["frames_seen"] == 3  # stopped as soon as three agreed
+    assert ev["latency_ms"]["wait"] == 0  # all from the ring buffer: no camera wait
+
+
+def test_without_early_decision_every_buffered_frame_counts(tmp_path, cfg, pipeline, model):
+    out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=0,
+               max_frames=6, extra_frames=0)
+    assert out.check["frames_used"] == 6 and out.check["frames_seen"] == 6
+
+
+def test_extra_frames_are_still_taken_after_the_scan_when_configured(tmp_path, cfg, pipeline, model):
+    out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
+               max_frames=8, extra_frames=2)
+    ev = out.check
+    # Two frames newer than the scan had to arrive (the camera runs at 15 fps) before deciding.
+    assert ev["frames_seen"] >= 3 and ev["latency_ms"]["wait"] > 0
+    assert ev["latency_ms"]["total"] >= 1000 / FPS
