@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
 import signal
 import sys
@@ -56,7 +57,11 @@ TITLES = {"approve": "APPROVE", "check_id": "CHECK ID", "no_face": "NO FACE"}
 STALE_SECONDS = 300.0
 # An alert whose check never arrives is shown from the alert alone after this long.
 ALERT_WITHOUT_CHECK_MS = 1500
+# Posted events wake the Tk thread at once through a pipe it watches (a file handler); the
+# timer is only a safety net then. Polling alone (no file handlers: not a Unix Tk) uses the
+# short interval, which then adds up to that much to the time an alert takes to appear.
 POLL_MS = 50
+SAFETY_POLL_MS = 500
 
 
 class DisplayError(RuntimeError):
@@ -157,6 +162,12 @@ class CashierDisplay:
         self.till_id = till_id
         self._on_ack = on_ack
         self._q: queue.Queue = queue.Queue()
+        # (read, write) ends of the wake-up pipe while the Tk thread watches it; the lock keeps
+        # a writer from using a closed (possibly reused) descriptor.
+        self._wake_fds: tuple[int, int] | None = None
+        self._wake_lock = threading.Lock()
+        self._closing = False
+        self._poll_ms = POLL_MS
         self._ready = threading.Event()
         self._init_error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -166,6 +177,9 @@ class CashierDisplay:
         self._pending_alerts: dict[str, dict] = {}
         self._checks: dict[str, dict] = {}
         self._hide_job = None
+        # monotonic time the shown banner reached the screen (None until it has); see _mark_drawn.
+        self._drawn_at: float | None = None
+        self._await_expose = False
         # Read by other threads (tests, the service's state); replaced whole, never mutated.
         self.snapshot: dict[str, Any] = {"visible": False}
         self.window_id: int | None = None
@@ -174,18 +188,27 @@ class CashierDisplay:
     def post(self, check_event: dict | None, alert_event: dict | None = None) -> None:
         """Show a check (with its alert when it is one). Any thread."""
         if check_event is not None:
-            self._q.put(("event", check_event))
+            self._put(("event", check_event))
         if alert_event is not None:
-            self._q.put(("event", alert_event))
+            self._put(("event", alert_event))
 
     def on_event(self, event: dict) -> None:
         """Listener for the service or the broker: takes check and alert events (others are
         ignored) in any order; an alert is paired with its check by check_event_id. Any thread."""
         if isinstance(event, dict) and event.get("kind") in ("check", "alert"):
-            self._q.put(("event", event))
+            self._put(("event", event))
 
     def close(self) -> None:
-        self._q.put(("close", None))
+        self._put(("close", None))
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        self._q.put(item)
+        with self._wake_lock:
+            if self._wake_fds is not None:
+                try:
+                    os.write(self._wake_fds[1], b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full of wake-ups already: the Tk thread is on its way
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         if not self._ready.wait(timeout):
@@ -239,6 +262,16 @@ class CashierDisplay:
         import gc
 
         root = self._tk_root
+        with self._wake_lock:
+            fds, self._wake_fds = self._wake_fds, None
+        if fds is not None:
+            if root is not None:
+                try:
+                    root.tk.deletefilehandler(fds[0])
+                except Exception:
+                    pass
+            for fd in fds:
+                os.close(fd)
         self._root = self._tk_root = None
         self._title = self._age = self._info = self._text = self._banner = self._answers = self._status = None
         self._buttons = {}
@@ -253,7 +286,6 @@ class CashierDisplay:
 
     # -- Tk (display thread only) ---------------------------------------------------------------
     def _build(self) -> None:
-        import os
         import tkinter as tk
         import tkinter.font as tkfont
 
@@ -312,10 +344,39 @@ class CashierDisplay:
         # Geometry for the snapshot is only known once the window manager has mapped it.
         root.bind("<Map>", lambda e: e.widget is root and self._publish_snapshot(), add="+")
         root.bind("<Configure>", lambda e: e.widget is root and self._shown and self._publish_snapshot(), add="+")
+        # A banner shown on a hidden window is painted once the X server exposes it.
+        self._title.bind("<Expose>", self._on_expose, add="+")
         root.withdraw()  # idle: nothing on screen
         root.update_idletasks()
         self.window_id = int(root.wm_frame(), 16)
-        root.after(POLL_MS, self._poll)
+        self._poll_ms = SAFETY_POLL_MS if self._watch_wake_pipe(root) else POLL_MS
+        root.after(self._poll_ms, self._poll)
+
+    def _watch_wake_pipe(self, root) -> bool:
+        """Let posted events wake the Tk thread at once instead of waiting for the next poll."""
+        import tkinter as tk
+
+        r, w = os.pipe()
+        try:
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            root.tk.createfilehandler(r, tk.READABLE, self._on_wake)
+        except (AttributeError, tk.TclError, OSError):  # Tk without file handlers: poll only
+            os.close(r)
+            os.close(w)
+            return False
+        with self._wake_lock:
+            self._wake_fds = (r, w)
+        self._on_wake(r, 0)  # anything posted while the window was being built
+        return True
+
+    def _on_wake(self, fd: int, mask: int) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self._drain()
 
     def _x(self, root, w: int) -> int:
         sw = root.winfo_screenwidth()
@@ -328,10 +389,19 @@ class CashierDisplay:
         return max(0, sh - h) if pos.startswith("bottom") else (max(0, (sh - h) // 2) if pos == "center" else 0)
 
     def _poll(self) -> None:
+        self._drain()
+        if not self._closing:
+            self._root.after(self._poll_ms, self._poll)
+
+    def _drain(self) -> None:
+        """Handle everything posted so far (Tk thread)."""
+        if self._closing:
+            return
         try:
             while True:
                 what, ev = self._q.get_nowait()
                 if what == "close":
+                    self._closing = True
                     self.snapshot = {"visible": False, "closed": True}
                     self._root.quit()  # mainloop returns; _release_tk destroys on this thread
                     return
@@ -341,7 +411,6 @@ class CashierDisplay:
                     log.exception("display: could not show event %s", ev.get("event_id") if isinstance(ev, dict) else ev)
         except queue.Empty:
             pass
-        self._root.after(POLL_MS, self._poll)
 
     def _handle(self, ev: dict) -> None:
         if ev.get("till_id") not in (None, self.till_id) or ev.get("store_id") not in (None, self.store_id):
@@ -398,7 +467,9 @@ class CashierDisplay:
 
     def _show(self, check: dict | None, alert: dict | None) -> None:
         b = banner_for(check, alert)
+        was_hidden = self._root.state() == "withdrawn"
         self._shown = _Shown(b, check, alert, time.monotonic())
+        self._drawn_at = None
         self._banner.configure(bg=b.bg)
         self._text.configure(bg=b.bg)
         self._title.configure(text=b.title, bg=b.bg, fg=b.fg)
@@ -421,9 +492,30 @@ class CashierDisplay:
         if b.needs_answer and self.cfg.take_focus:
             self._root.focus_force()
         self._root.update_idletasks()
+        if was_hidden:
+            self._await_expose = True  # painted when the X server exposes the window
+        else:
+            self._mark_drawn()
         self._publish_snapshot()
         # Once more when the window manager has placed it (the geometry the snapshot reports).
         self._root.after(100, self._publish_snapshot)
+
+    def _on_expose(self, event) -> None:
+        if self._await_expose and self._shown is not None:
+            self._await_expose = False
+            # After Tk's own redraw of the exposed widgets, which is queued as idle work too.
+            self._root.after_idle(self._mark_drawn)
+
+    def _mark_drawn(self) -> None:
+        """Record when the banner is on the screen: pending redraws done, then a round trip to
+        the X server (winfo_pointerxy waits for its reply, so every drawing request before it
+        has been carried out). Reported as snapshot['drawn_at'] (time.monotonic())."""
+        if self._shown is None:
+            return
+        self._root.update_idletasks()
+        self._root.winfo_pointerxy()
+        self._drawn_at = time.monotonic()
+        self._publish_snapshot()
 
     def _set_answerable(self, on: bool) -> None:
         for b in self._buttons.values():
@@ -468,6 +560,8 @@ class CashierDisplay:
             self._root.after_cancel(self._hide_job)
             self._hide_job = None
         self._shown = None
+        self._drawn_at = None
+        self._await_expose = False
         self._root.withdraw()
         self._publish_snapshot()
 
@@ -480,6 +574,7 @@ class CashierDisplay:
                 kind=s.banner.kind, title=s.banner.title, age_text=s.banner.age_text,
                 info=self._info.cget("text"), answerable=s.alert is not None,
                 alert_event_id=(s.alert or {}).get("event_id"), status=status,
+                transaction_id=(s.check or s.alert or {}).get("transaction_id"), drawn_at=self._drawn_at,
                 geometry=(r.winfo_rootx(), r.winfo_rooty(), r.winfo_width(), r.winfo_height()),
                 title_box=self._box(self._title),
                 buttons={a: self._box(b) for a, b in self._buttons.items()} if s.banner.needs_answer else {},
