@@ -62,7 +62,9 @@ class Till:
         self.feed = Feed(self.cfg, self.db, out=io.StringIO()).start()
         assert self.feed.connected.wait(10)
         self.service = Service(self.cfg).start()
-        wait_until(lambda: self.service.link.connected, what="the service to connect")
+        # Subscribed, not merely connected: a scan published before the broker has the
+        # service's pos/scan subscription would be lost.
+        wait_until(self.service.link.subscribed.is_set, what="the service to subscribe to its POS topics")
         self.pub = Publisher(broker.port)
 
     def scan(self, txn: str) -> dict:
