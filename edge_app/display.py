@@ -8,8 +8,9 @@ It owns:
 
 * `banner_for` - what the banner says and its colours, a pure function of the check/alert events;
 * `CashierDisplay` - the Tk window. `post()`/`on_event()` may be called from any thread (a queue
-  polled by Tk's after()); everything Tk happens on the display's own thread. Run it with `run()`
-  on the main thread, or `start_in_thread()` inside the service;
+  whose writers wake the Tk thread through a pipe it watches); everything Tk happens on the
+  display's own thread. Run it with `run()` on the main thread, or `start_in_thread()` inside
+  the service;
 * `AckLink` + `main` - `agecheck display`: the window as its own process, subscribed to this till's
   events/check and events/alert on the local broker, answers kept in an SQLite outbox until the
   broker acknowledges them, reconnecting by itself across broker restarts.
