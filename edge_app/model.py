@@ -78,6 +78,13 @@ class AgeModel:
         self.num_ages = int(self._out["shape"][-1])
         self._ages = np.arange(self.num_ages, dtype=np.float64)
         self.flip_average = bool(self.card.get("flip_average", False)) if flip_average is None else flip_average
+        # Optional monotone piecewise-linear map of the raw estimate, fitted on the validation
+        # split by training.export (the card says how and why); identity when absent.
+        amap = self.card.get("age_map") or {}
+        self._map_x = np.asarray(amap.get("x", []), float)
+        self._map_y = np.asarray(amap.get("y", []), float)
+        if len(self._map_x) != len(self._map_y) or (len(self._map_x) and np.any(np.diff(self._map_x) <= 0)):
+            raise ModelError(f"model card {cp}: age_map needs increasing x knots and as many y values")
         self._lock = threading.Lock()
 
     @property
@@ -119,4 +126,6 @@ class AgeModel:
                 p = (p + self._probs(crop[:, ::-1])) / 2
         mean = float(p @ self._ages)
         spread = float(np.sqrt(max(0.0, p @ (self._ages - mean) ** 2)))
+        if len(self._map_x):
+            mean = float(np.interp(mean, self._map_x, self._map_y))
         return AgeEstimate(age=mean, spread=spread)

@@ -44,6 +44,33 @@ def convert(model, representative: np.ndarray | None) -> bytes:
     return conv.convert()
 
 
+def gate_map(t: float, challenge: float = 25.0, lo: float = 18.0, hi: float = 40.0) -> dict:
+    """A monotone piecewise-linear map that moves the raw estimate t onto the challenge age:
+    [lo, t] is stretched onto [lo, challenge] and [t, hi] onto [challenge, hi]; identity
+    outside. t > challenge makes the till more careful around the gate (a raw 26 reads as under
+    25), which is where a minor's face is most often over-estimated."""
+    return {"x": [0.0, lo, t, hi, 100.0], "y": [0.0, lo, challenge, hi, 100.0]}
+
+
+def fit_gate_map(raw: np.ndarray, ages: np.ndarray, max_minor_share: float, max_t: float = 32.0) -> tuple[dict | None, list[dict]]:
+    """Pick, on the validation split, the smallest shift that brings the share of 13-17-year-olds
+    estimated at 25 or more down to max_minor_share. Returns the map (None when no shift is
+    needed) and the trade-off table for the card."""
+    from training.train import gate_figures
+
+    table = []
+    chosen = None
+    for t in np.arange(25.0, max_t + 1e-9, 0.25):
+        m = gate_map(float(t))
+        f = gate_figures(np.interp(raw, m["x"], m["y"]), ages)
+        table.append({"t": round(float(t), 2), **{k: round(v, 4) for k, v in f.items()}})
+        if chosen is None and f["minors_at_25_plus"] <= max_minor_share:
+            chosen = float(t)
+    if chosen is None or chosen <= 25.0:
+        return None, table
+    return {**gate_map(chosen), "t": chosen}, table
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="trained .keras model")
@@ -54,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--representative", type=int, default=500, help="training crops used to calibrate int8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flip-average", action="store_true", help="the till averages the crop and its mirror")
+    ap.add_argument("--gate-target", type=float, default=None,
+                    help="fit an age map on the VALIDATION split so that at most this share of "
+                    "13-17-year-olds is estimated at 25+ (e.g. 0.03); recorded in the card")
     a = ap.parse_args(argv)
 
     import keras
@@ -102,6 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         "training": train_info,
         "metrics": {},
     }
+    if a.gate_target is not None:
+        from edge_app.model import AgeModel
+
+        a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        xv, yv = load_split(a.data, "val")
+        q = AgeModel(a.out, flip_average=a.flip_average)
+        raw = np.array([q.predict(c).age for c in xv])
+        amap, table = fit_gate_map(raw, yv, a.gate_target)
+        card["age_map"] = amap
+        card["age_map_fit"] = {"on": f"validation split ({len(xv)} crops)", "target_minor_share": a.gate_target,
+                               "tradeoff": table}
+        if amap:
+            print(f"age map: raw {amap['t']:.2f} reads as 25 (fitted on validation)")
+        else:
+            print("age map: none needed on validation")
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB) and {a.out.with_suffix('.json')}")
     if a.float_out:

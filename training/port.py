@@ -424,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, help="CSV with file_name,real_age")
     parser.add_argument("--n", type=int, default=300, help="photos used to calibrate and check")
     parser.add_argument("--num-classes", type=int, default=101)
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="input side of the saved model (default: the crop size of --calibrate-data, else 64); "
+                        "the net is fully convolutional, so the ported weights work at any size")
     parser.add_argument("--calibrate-data", type=Path, default=None,
                         help="dataset folder from training.prepare: calibrate the batch norms on "
                         "512 of its aligned training crops (what fine-tuning will see)")
@@ -446,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         pick = np.random.default_rng(0).choice(len(crops), min(512, len(crops)), replace=False)
         calib = crops[np.sort(pick)].astype(np.float32)
         print(f"calibrating batch norms on {len(calib)} aligned training crops from {args.calibrate_data}")
+    size = args.input_size or (calib.shape[1] if args.calibrate_data is not None else 64)
 
     ref = onnx_reference(args.onnx, faces)
     ref_age = expected_age(ref)
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  max |dp|   = {np.abs(probs - ref).max():.3e}")
     print(f"  max |dage| = {np.abs(age - ref_age).max():.3e} years")
 
-    widened = port_onnx_weights(args.onnx, calib, num_classes=args.num_classes)
+    widened = port_onnx_weights(args.onnx, calib, num_classes=args.num_classes, input_size=size)
     wide_age = expected_age(predict(widened, faces))
     d = np.abs(wide_age - ref_age)
     print(f"widened {args.num_classes}-class head (ages 0..{args.num_classes - 1}) vs ONNX age:")
