@@ -747,7 +747,9 @@ def run(args: argparse.Namespace, cfg) -> dict[str, Any]:
         f32_note = ""
         if f32_path.is_file():
             t = time.perf_counter()
-            model_f32 = AgeModel(f32_path, cfg.model.threads)
+            # Same work per crop as the int8 model: its card may ask for flip averaging (two
+            # invocations per crop), and the float32 file usually has no card of its own.
+            model_f32 = AgeModel(f32_path, cfg.model.threads, flip_average=model.flip_average)
             f32_load_ms = (time.perf_counter() - t) * 1000
             if model_f32.input_size != model.input_size:
                 f32_note = f"{f32_path} takes {model_f32.input_size} px, the int8 model {model.input_size} px"
@@ -775,7 +777,8 @@ def run(args: argparse.Namespace, cfg) -> dict[str, Any]:
     usable = f"{st.usable}/{st.frames} frames with a usable face"
     rows.append(dist_row("detect", "detect (find + refine the shopper)", "ms/frame", st.detect, note=usable))
     rows.append(dist_row("align", "align + quality gate", "ms/frame", st.align))
-    rows.append(dist_row("infer", "infer int8", "ms/frame", st.infer, note=Path(cfg.model.path).name))
+    flip = "; flip-averaged: 2 invocations per crop" if model.flip_average else ""
+    rows.append(dist_row("infer", "infer int8", "ms/frame", st.infer, note=Path(cfg.model.path).name + flip))
     rows.append(dist_row("aggregate", "aggregate + policy", "ms/check", st.aggregate,
                          note=f"{cfg.check.max_frames} ages per call"))
     rows.append(dist_row("publish", "publish (outbox + MQTT to a subscriber)", "ms/event", lat.publish))
