@@ -19,6 +19,9 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
         model = AgeModel(path, cfg.model.threads)
     except ModelError as exc:
         raise ConfigError(f"model.path: {exc}") from None
+    if model.input_size != cfg.faces.output_size:
+        raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input size "
+                          f"{model.input_size} ({path}); set faces.output_size: {model.input_size}")
     failures = 0
     results = []
     with FacePipeline(cfg.faces) as pipe:

@@ -53,7 +53,8 @@ class AgeModel:
     """One interpreter, loaded once; `predict` is serialised by a lock so the service's worker and
     a benchmark thread cannot interleave tensor writes."""
 
-    def __init__(self, path: str | Path, threads: int = 2, flip_average: bool | None = None):
+    def __init__(self, path: str | Path, threads: int = 2, flip_average: bool | None = None,
+                 use_age_map: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file {str(self.path)!r} does not exist; set model.path in the config")
@@ -80,7 +81,7 @@ class AgeModel:
         self.flip_average = bool(self.card.get("flip_average", False)) if flip_average is None else flip_average
         # Optional monotone piecewise-linear map of the raw estimate, fitted on the validation
         # split by training.export (the card says how and why); identity when absent.
-        amap = self.card.get("age_map") or {}
+        amap = (self.card.get("age_map") or {}) if use_age_map else {}
         self._map_x = np.asarray(amap.get("x", []), float)
         self._map_y = np.asarray(amap.get("y", []), float)
         if len(self._map_x) != len(self._map_y) or (len(self._map_x) and np.any(np.diff(self._map_x) <= 0)):

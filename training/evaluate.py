@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-card", action="store_true", help="record the figures in the model card")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-age-map", action="store_true",
+                    help="ignore the card's age map: figures of the network's raw estimate")
     a = ap.parse_args(argv)
     for p, flag in ((a.images, "--images"), (a.labels, "--labels"), (a.model, "--model")):
         if not p.exists():
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         ap.error("no labelled photos to evaluate")
     faces_cfg = FacesConfig()
-    model = AgeModel(a.model, a.threads)
+    model = AgeModel(a.model, a.threads, use_age_map=not a.no_age_map)
     if model.input_size != faces_cfg.output_size:
         ap.error(f"model input {model.input_size}px differs from the face crop size {faces_cfg.output_size}px")
     t0 = time.time()
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in preds:
             w.writerow([p.file_name, f"{p.real_age:g}", f"{p.pred:.3f}", p.detected])
     m = metrics(preds)
-    print(f"model {a.model} ({model.model_id}), labels {a.labels}" + (f", split {a.split}" if a.split else ""))
+    mapped = "raw estimate (age map ignored)" if a.no_age_map else ("with the card's age map" if model.card.get("age_map") else "no age map")
+    print(f"model {a.model} ({model.model_id}, {mapped}), labels {a.labels}" + (f", split {a.split}" if a.split else ""))
     print(format_metrics(m))
     print(f"({time.time() - t0:.0f} s; predictions in {a.predictions})")
     report = a.report or a.predictions.with_name(a.predictions.stem + "_report")
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         cp = card_path(a.model)
         card = json.loads(cp.read_text()) if cp.exists() else {}
         key = f"{a.labels.parent.name}/{a.labels.name}" + (f":{a.split}" if a.split else "")
+        key += ":raw" if a.no_age_map else ""
         card.setdefault("metrics", {})[key] = m
         cp.write_text(json.dumps(card, indent=2) + "\n")
         print(f"figures recorded in {cp} under metrics[{key!r}]")

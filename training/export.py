@@ -148,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("age map: none needed on validation")
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    if a.float_out:
+        # The float build gets the same card (flip, age map) so that the two files are compared
+        # on equal terms by evaluate and bench; only the file facts differ.
+        fcard = {**card, "model_id": f"{a.float_out.stem}-{sha256(a.float_out)[:8]}", "file": a.float_out.name,
+                 "sha256": sha256(a.float_out), "size_bytes": a.float_out.stat().st_size,
+                 "quantization": "none (float32 weights and activations)", "metrics": {},
+                 "input": {**card["input"], "dtype": "float32"}}
+        a.float_out.with_suffix(".json").write_text(json.dumps(fcard, indent=2) + "\n")
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB) and {a.out.with_suffix('.json')}")
     if a.float_out:
         print(f"wrote {a.float_out} ({a.float_out.stat().st_size / 1e6:.2f} MB)")

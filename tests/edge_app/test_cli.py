@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_app.config import FacesConfig
 from tests.helpers import MODEL, REPO, astronaut
 
 
@@ -59,7 +60,8 @@ def test_faces_writes_crop_only_when_asked(photos, tmp_path):
     r = run("faces", str(photos / "astronaut.png"), "--save-crop", str(target))
     assert r.returncode == 0, r.stderr
     crop = cv2.imread(str(target))
-    assert crop.shape == (64, 64, 3)
+    n = FacesConfig().output_size
+    assert crop.shape == (n, n, 3)
 
 
 def test_faces_json(photos):

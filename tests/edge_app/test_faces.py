@@ -40,7 +40,8 @@ def test_finds_the_astronaut(pipe):
     res = pipe.process(astronaut())
     assert len(res.faces) == 1
     assert res.aligned is not None and res.aligned.ok, res.aligned.rejected
-    assert res.aligned.crop.shape == (64, 64, 3) and res.aligned.crop.dtype == np.uint8
+    n = FacesConfig().output_size
+    assert res.aligned.crop.shape == (n, n, 3) and res.aligned.crop.dtype == np.uint8
     f = res.faces[0]
     # Subject's right eye is on the image's left.
     assert f.keypoints[0, 0] < f.keypoints[1, 0]
@@ -58,14 +59,15 @@ def test_alignment_puts_eyes_on_template(pipe, angle, scale, shift):
     kp = res.faces[res.chosen].keypoints
     a = res.aligned.matrix
     eyes_in_crop = (a[:, :2] @ kp[:2].T + a[:, 2:]).T
-    dst = template_points(64, 0.0)[:2]
+    n = pipe.cfg.output_size
+    dst = template_points(n, 0.0)[:2]
     assert np.abs(eyes_in_crop - dst).max() < 1.0, eyes_in_crop - dst
     # Keypoints follow the warp (detector equivariance), within 2% of the inter-ocular distance
     # measured in the original photo.
     expect = (m[:, :2] @ base.faces[0].keypoints[:2].T + m[:, 2:]).T
     assert np.abs(expect - kp[:2]).max() < 0.05 * base.faces[0].iod * scale + 1.5
     # The face itself (centre of the crop) looks the same as in the unwarped photo.
-    c = slice(16, 48)
+    c = slice(n // 4, 3 * n // 4)
     diff = np.abs(res.aligned.crop[c, c].astype(int) - base.aligned.crop[c, c].astype(int)).mean()
     print(f"crop difference in the face region: {diff:.1f} grey levels")
     assert diff < 12, diff

@@ -55,7 +55,7 @@ def test_export_convert_int8_agrees_with_keras(real_crops):
 
     crops, _ = real_crops
     rep, check = crops[:120], crops[120:]
-    model = port_onnx_weights(ONNX, rep.astype(np.float32), num_classes=101, input_size=64)
+    model = port_onnx_weights(ONNX, rep.astype(np.float32), num_classes=101, input_size=crops.shape[1])
     data = convert(model, rep)
     import tempfile
     from pathlib import Path

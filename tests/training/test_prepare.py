@@ -70,7 +70,8 @@ def test_prepare_on_real_photos_no_leakage(tmp_path):
     crops = np.load(out / "crops.npy")
     with open(out / "index.csv", newline="") as fh:
         index = list(csv.DictReader(fh))
-    assert crops.shape[1:] == (64, 64, 3) and len(index) == len(crops)
+    n = FacesConfig().output_size
+    assert crops.shape[1:] == (n, n, 3) and len(index) == len(crops)
     assert (out / "rejected.csv").read_text().count("\n") >= 1 + sum(len(g) - 1 for g in list(groups.values())[:25])
 
     # Resumable: a second run re-uses the aligned chunks and gives the same crops.
