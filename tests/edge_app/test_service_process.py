@@ -147,7 +147,7 @@ def test_sigkill_with_events_in_the_outbox_then_restart_delivers_them(tmp_path, 
     ({"mqtt": {"username": "till", "password_credential": "mqtt-password"}}, "mqtt.password_credential",
      "CREDENTIALS_DIRECTORY is not set"),
     ({"model": {"path": "/nonexistent/model.tflite"}}, "model.path", "does not exist"),
-    ({"faces": {"output_size": 96}}, "faces.output_size", "does not match the model's input size"),
+    ({"faces": {"output_size": 64}}, "faces.output_size", "does not match the model's input size"),
 ])
 def test_service_config_problems_name_the_key(tmp_path, monkeypatch, section, key, words):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)

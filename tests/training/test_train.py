@@ -52,7 +52,7 @@ def test_tiny_training_run_resumes(tmp_path):
     data = prepare(images, labels, tmp_path / "cache", seed=1, val=0.3, test=0.1, faces_cfg=FacesConfig())
     crops = np.load(data / "crops.npy")
     init = tmp_path / "init.keras"
-    port_onnx_weights(ONNX, crops[:32].astype(np.float32)).save(init)
+    port_onnx_weights(ONNX, crops[:32].astype(np.float32), input_size=crops.shape[1]).save(init)
     run = tmp_path / "run"
     args = ["--data", str(data), "--init", str(init), "--out", str(run), "--batch", "16", "--epochs", "1"]
     assert train_main(args) == 0
