@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_delegate("edge_app.report"))
 
     p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
-    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--frames", type=int, default=300,
+                   help="frames for the per-stage figures (default 300; the other parts scale with it)")
     p.add_argument("--images", default=None, help="folder of face photos instead of the sample photo")
     p.add_argument("--float-model", default=None,
                    help="float32 .tflite of the same model to compare (default: beside the int8 one)")
