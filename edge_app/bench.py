@@ -140,7 +140,6 @@ def photo_video(paths: list[Path], out: Path, fps: float, width: int, height: in
     """An MJPG video showing each photo for `seconds_each`, swaying a little in front of the
     demo backdrop, like a shopper at the till. Returns the path and how many photos were used."""
     import cv2
-    import numpy as np
 
     from edge_app.demo import _paste, background
     from edge_app.faces import ImageError, load_image

@@ -68,7 +68,7 @@ def _crop_target(save: str | None, photo: str, many: bool) -> Path | None:
 def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
     import cv2
 
-    from edge_app.faces import FacePipeline, ImageError, load_image
+    from edge_app.faces import FacePipeline, read_photos
 
     many = len(args.photos) > 1
     if args.save_crop and many:
@@ -76,13 +76,11 @@ def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
     failures = 0
     reports = []
     with FacePipeline(cfg.faces) as pipe:
-        for i, photo in enumerate(args.photos):
-            try:
-                rgb, notes = load_image(photo, cfg.faces.max_image_pixels)
-            except ImageError as exc:
+        for i, (photo, rgb, notes, error) in enumerate(read_photos(args.photos, cfg.faces.max_image_pixels)):
+            if error:
                 failures += 1
-                print(f"error: {exc}", file=sys.stderr)
-                reports.append({"file": photo, "error": str(exc)})
+                print(f"error: {error}", file=sys.stderr)
+                reports.append({"file": photo, "error": error})
                 continue
             res = pipe.process(rgb)
             rep = _face_report(photo, i, res, rgb.shape, notes)

@@ -8,7 +8,7 @@ import json
 import sys
 
 from edge_app.config import Config, ConfigError
-from edge_app.faces import FacePipeline, ImageError, load_image
+from edge_app.faces import FacePipeline, read_photos
 from edge_app.model import AgeModel, ModelError
 from edge_app.policy import decide
 
@@ -25,13 +25,11 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
     failures = 0
     results = []
     with FacePipeline(cfg.faces) as pipe:
-        for photo in args.photos:
-            try:
-                rgb, notes = load_image(photo, cfg.faces.max_image_pixels)
-            except ImageError as exc:
+        for photo, rgb, notes, error in read_photos(args.photos, cfg.faces.max_image_pixels):
+            if error:
                 failures += 1
-                print(f"error: {exc}", file=sys.stderr)
-                results.append({"file": photo, "error": str(exc)})
+                print(f"error: {error}", file=sys.stderr)
+                results.append({"file": photo, "error": error})
                 continue
             res = pipe.process(rgb)
             if res.aligned is None:

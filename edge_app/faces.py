@@ -125,6 +125,18 @@ def load_image(path: str | Path, max_pixels: int = 40_000_000) -> tuple[np.ndarr
     return to_rgb(raw, str(p))
 
 
+def read_photos(paths, max_pixels: int = 40_000_000):
+    """Each photo in turn as (path, rgb, notes, error). A bad photo yields its error message
+    instead of an image and the loop goes on, so one broken file never stops a batch."""
+    for path in paths:
+        try:
+            rgb, notes = load_image(path, max_pixels)
+        except ImageError as exc:
+            yield path, None, [], str(exc)
+            continue
+        yield path, rgb, notes, None
+
+
 def to_rgb(raw: np.ndarray, name: str = "image") -> tuple[np.ndarray, list[str]]:
     """Normalise an OpenCV (BGR order) array of any common layout to RGB uint8."""
     notes: list[str] = []

@@ -27,7 +27,7 @@ import numpy as np
 from edge_app.config import FacesConfig, ModelConfig
 from edge_app.faces import FacePipeline, ImageError, load_image
 from edge_app.model import AgeModel, card_path
-from edge_app.policy import BANDS, age_band
+from edge_app.policy import BANDS
 
 
 @dataclass(frozen=True)
