@@ -261,17 +261,20 @@ class _NoTensorFlow(importlib.abc.MetaPathFinder):
 _MP_IMPORT_LOCK = threading.Lock()
 
 
-def import_mediapipe() -> ModuleType:
-    """`import mediapipe`, without TensorFlow.
+def import_mediapipe(hide_tensorflow: bool = False) -> ModuleType:
+    """`import mediapipe`, optionally without TensorFlow.
 
     mediapipe 0.10.21's package import runs `mediapipe.tasks`, whose optional_dependencies try
     `from tensorflow.tools.docs import doc_controls` (a docs decorator) and use a no-op when that
     fails. Where TensorFlow is installed (the training and test environment) that one line
     imports all of it: about 5 s and 600 MB more for the till service, which never uses it. So
-    TensorFlow is hidden for the duration of the import, giving exactly the till's behaviour.
-    A process that has already imported TensorFlow (training) gets a plain import."""
+    `hide_tensorflow` hides it for the duration of the import, giving exactly the till's
+    behaviour. Only a process that will never import TensorFlow may ask for that (the
+    `agecheck run` service does): once mediapipe's native libraries are loaded without it, a
+    later `import tensorflow` in the same process was seen to spin forever in its extension
+    loader. A process that has already imported TensorFlow (training) gets a plain import."""
     with _MP_IMPORT_LOCK:
-        if "mediapipe" in sys.modules or "tensorflow" in sys.modules:
+        if not hide_tensorflow or "mediapipe" in sys.modules or "tensorflow" in sys.modules:
             import mediapipe
 
             return mediapipe

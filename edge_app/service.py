@@ -159,19 +159,12 @@ class Service:
     def _on_mqtt(self, leaf: str, payload: bytes) -> None:
         max_bytes = self.cfg.triggers.max_payload_bytes
         if leaf == "pos/scan":
-            try:
-                scan = parse_scan(payload, max_bytes)
-            except PosMessageError as exc:
-                self.counts["pos_rejected"] += 1
-                log.warning("%s; message dropped (%d bytes: %s)", exc, len(payload), _preview(payload))
-                return
-            self.submit(scan, "pos")
+            scan = self._parse_pos(parse_scan, payload)
+            if scan is not None:
+                self.submit(scan, "pos")
         elif leaf == "pos/sale":
-            try:
-                sale = parse_sale(payload, max_bytes)
-            except SaleError as exc:
-                self.counts["pos_rejected"] += 1
-                log.warning("%s; message dropped (%d bytes: %s)", exc, len(payload), _preview(payload))
+            sale = self._parse_pos(parse_sale, payload)
+            if sale is None:
                 return
             self.txns.close(sale.transaction_id)
             for listener in list(self.sale_listeners):
@@ -183,6 +176,15 @@ class Service:
             self._on_remote_ack(payload, max_bytes)
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
+
+    def _parse_pos(self, parse, payload: bytes):
+        """A POS message parsed, or None after logging why it was dropped (never raises)."""
+        try:
+            return parse(payload, self.cfg.triggers.max_payload_bytes)
+        except (PosMessageError, SaleError) as exc:
+            self.counts["pos_rejected"] += 1
+            log.warning("%s; message dropped (%d bytes: %s)", exc, len(payload), _preview(payload))
+            return None
 
     def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""
@@ -364,6 +366,10 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
+    # This process never needs TensorFlow: keep mediapipe from loading it (start-up, memory).
+    from edge_app.faces import import_mediapipe
+
+    import_mediapipe(hide_tensorflow=True)
     if getattr(args, "demo", False):
         from edge_app import demo
 
