@@ -24,7 +24,7 @@ def setup_logging(cfg: Config) -> None:
     )
 
 
-def _face_report(path: str, index: int, res, rgb_shape, notes: list[str]) -> dict:
+def _face_report(path: str, res, rgb_shape, notes: list[str]) -> dict:
     faces = []
     for i, f in enumerate(res.faces):
         x, y, w, h = f.box
@@ -76,14 +76,14 @@ def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
     failures = 0
     reports = []
     with FacePipeline(cfg.faces) as pipe:
-        for i, (photo, rgb, notes, error) in enumerate(read_photos(args.photos, cfg.faces.max_image_pixels)):
+        for photo, rgb, notes, error in read_photos(args.photos, cfg.faces.max_image_pixels):
             if error:
                 failures += 1
                 print(f"error: {error}", file=sys.stderr)
                 reports.append({"file": photo, "error": error})
                 continue
             res = pipe.process(rgb)
-            rep = _face_report(photo, i, res, rgb.shape, notes)
+            rep = _face_report(photo, res, rgb.shape, notes)
             if not res.faces:
                 failures += 1
                 rep["error"] = "no face found"

@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.gate_target is not None:
         from edge_app.model import AgeModel
 
-        a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         xv, yv = load_split(a.data, "val")
-        q = AgeModel(a.out, flip_average=a.flip_average)
+        # The raw estimate: an age map in a card left by an earlier export must not count.
+        q = AgeModel(a.out, flip_average=a.flip_average, use_age_map=False)
         raw = np.array([q.predict(c).age for c in xv])
         amap, table = fit_gate_map(raw, yv, a.gate_target)
         card["age_map"] = amap

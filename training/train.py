@@ -70,7 +70,7 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
     return loss
 
 
-def augment_batch(x, training_seed=None):
+def augment_batch(x):
     """Till-camera augmentation on a batch of uint8-valued float crops: flip, small rotation /
     scale / shift, brightness/contrast, blur, grey-scale. All vectorised, cheap at 64 px."""
     import tensorflow as tf
