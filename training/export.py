@@ -44,33 +44,6 @@ def convert(model, representative: np.ndarray | None) -> bytes:
     return conv.convert()
 
 
-def gate_map(t: float, challenge: float = 25.0, lo: float = 18.0, hi: float = 40.0) -> dict:
-    """A monotone piecewise-linear map that moves the raw estimate t onto the challenge age:
-    [lo, t] is stretched onto [lo, challenge] and [t, hi] onto [challenge, hi]; identity
-    outside. t > challenge makes the till more careful around the gate (a raw 26 reads as under
-    25), which is where a minor's face is most often over-estimated."""
-    return {"x": [0.0, lo, t, hi, 100.0], "y": [0.0, lo, challenge, hi, 100.0]}
-
-
-def fit_gate_map(raw: np.ndarray, ages: np.ndarray, max_minor_share: float, max_t: float = 32.0) -> tuple[dict | None, list[dict]]:
-    """Pick, on the validation split, the smallest shift that brings the share of 13-17-year-olds
-    estimated at 25 or more down to max_minor_share. Returns the map (None when no shift is
-    needed) and the trade-off table for the card."""
-    from training.train import gate_figures
-
-    table = []
-    chosen = None
-    for t in np.arange(25.0, max_t + 1e-9, 0.25):
-        m = gate_map(float(t))
-        f = gate_figures(np.interp(raw, m["x"], m["y"]), ages)
-        table.append({"t": round(float(t), 2), **{k: round(v, 4) for k, v in f.items()}})
-        if chosen is None and f["minors_at_25_plus"] <= max_minor_share:
-            chosen = float(t)
-    if chosen is None or chosen <= 25.0:
-        return None, table
-    return {**gate_map(chosen), "t": chosen}, table
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="trained .keras model")
@@ -84,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gate-target", type=float, default=None,
                     help="fit an age map on the VALIDATION split so that at most this share of "
                     "13-17-year-olds is estimated at 25+ (e.g. 0.03); recorded in the card")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also fit a monotone least-absolute-error calibration of the estimate on "
+                    "the VALIDATION split (training.calibrate), applied before the gate shift")
     a = ap.parse_args(argv)
 
     import keras
@@ -132,21 +108,24 @@ def main(argv: list[str] | None = None) -> int:
         "training": train_info,
         "metrics": {},
     }
-    if a.gate_target is not None:
+    if a.gate_target is not None or a.calibrate:
         from edge_app.model import AgeModel
+        from training.calibrate import fit_age_map
 
         xv, yv = load_split(a.data, "val")
         # The raw estimate: an age map in a card left by an earlier export must not count.
         q = AgeModel(a.out, flip_average=a.flip_average, use_age_map=False)
         raw = np.array([q.predict(c).age for c in xv])
-        amap, table = fit_gate_map(raw, yv, a.gate_target)
+        amap, info = fit_age_map(raw, yv, a.gate_target, a.calibrate)
         card["age_map"] = amap
-        card["age_map_fit"] = {"on": f"validation split ({len(xv)} crops)", "target_minor_share": a.gate_target,
-                               "tradeoff": table}
-        if amap:
-            print(f"age map: raw {amap['t']:.2f} reads as 25 (fitted on validation)")
-        else:
-            print("age map: none needed on validation")
+        card["age_map_fit"] = {"on": f"validation split ({len(xv)} crops)", **info}
+        for k in ("raw", "calibrated", "final"):
+            if k in info:
+                f = info[k]
+                print(f"validation {k:>10}: MAE {f['mae']:.3f}, 13-17 at 25+ {100 * f['minors_at_25_plus']:.2f}%, "
+                      f"25+ under 25 {100 * f['adults_under_25']:.2f}%")
+        if amap and amap.get("t"):
+            print(f"age map: a raw {np.interp(25.0, amap['y'], amap['x']):.2f} reads as 25 (fitted on validation)")
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     if a.float_out:
         # The float build gets the same card (flip, age map) so that the two files are compared

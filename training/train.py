@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.calibrate import gate_figures
+
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = 25
 
@@ -139,16 +141,6 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, train: bool, seed: in
 
 def expectation(probs: np.ndarray) -> np.ndarray:
     return probs.astype(np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
-
-
-def gate_figures(pred: np.ndarray, age: np.ndarray) -> dict:
-    minors = (age >= 13) & (age <= 17)
-    adults = age >= 25
-    return {
-        "mae": float(np.mean(np.abs(pred - age))),
-        "minors_at_25_plus": float(np.mean(pred[minors] >= 25)) if minors.any() else float("nan"),
-        "adults_under_25": float(np.mean(pred[adults] < 25)) if adults.any() else float("nan"),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
