@@ -611,134 +611,52 @@ def attach(service) -> Callable[[], None]:
 
 # -- standalone: `agecheck display` -----------------------------------------------------------------
 class AckLink:
-    """The standalone window's broker connection: subscribes to this till's events/check and
-    events/alert, and delivers answers from an SQLite outbox oldest first, deleting each only on
-    its PUBACK. paho reconnects by itself (and re-sends what was in flight), so a broker restart
-    costs nothing but a delay."""
+    """The standalone window's broker connection: an `mqtt.MqttLink` that subscribes to this
+    till's events/check and events/alert (a persistent session, so alerts published while the
+    window restarts still reach it) and delivers answers from the display's own SQLite outbox,
+    oldest first, deleting each only on its PUBACK. It never speaks for the till (no
+    availability or state)."""
 
-    SESSION_EXPIRY_S = 300  # alerts published while the window restarts still reach it
+    SESSION_EXPIRY_S = 300
 
     def __init__(self, cfg: Config, on_event: Callable[[dict], None]) -> None:
-        from edge_app.mqtt import make_client
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        from edge_app.mqtt import MqttLink
         from edge_app.outbox import Outbox
 
-        self.cfg = cfg
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
-        self._topics = [events.topic(cfg.store_id, cfg.till_id, f"events/{k}") for k in ("check", "alert")]
-        self.client_id = f"agecheck-display-{cfg.store_id}-{cfg.till_id}"
-        self.client = make_client(cfg.mqtt, self.client_id)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_connect_fail = self._on_connect_fail
-        self.client.on_publish = self._on_publish
-        self.client.on_message = self._on_message
-        self._cond = threading.Condition()
-        self._connected = False
-        self._inflight: dict[int, int] = {}  # mid -> outbox seq
-        self._early_acks: set[int] = set()
-        self._last_sent = 0
-        self._stop = threading.Event()
-        self._sender = threading.Thread(target=self._send_loop, name="ack-sender", daemon=True)
+        self.link = MqttLink(cfg, self.outbox, self._on_message, None,
+                             client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
+                             subscriptions=[(f"events/{k}", SubscribeOptions(qos=1)) for k in ("check", "alert")],
+                             session_expiry_s=self.SESSION_EXPIRY_S, name="display")
 
     def start(self) -> "AckLink":
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.SESSION_EXPIRY_S
-        m = self.cfg.mqtt
-        self.client.connect_async(m.host, m.port, m.keepalive, clean_start=False, properties=props)
-        self.client.loop_start()
-        self._sender.start()
+        self.link.start()
         return self
 
     def publish(self, ack: dict) -> None:
         """Store the answer durably (raises if it cannot be stored) and wake the sender."""
         topic = events.topic(ack["store_id"], ack["till_id"], "events/ack")
         self.outbox.put(topic, events.encode(ack), ack["event_id"])
-        with self._cond:
-            self._cond.notify_all()
+        self.link.wake()
 
     def stop(self, flush_timeout: float = 3.0) -> None:
-        deadline = time.monotonic() + flush_timeout
-        with self._cond:
-            while self._connected and (self._inflight or self.outbox.after(self._last_sent, 1)):
-                if deadline - time.monotonic() <= 0:
-                    break
-                self._cond.wait(0.1)
-            self._stop.set()
-            self._cond.notify_all()
-        self._sender.join(5)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.link.stop(flush_timeout)
         self.outbox.close()
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self.link.connected
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("display: broker refused the connection: %s", reason_code)
-            return
-        client.subscribe([(t, 1) for t in self._topics])
-        log.info("display: connected to %s:%d; %d answer(s) waiting in the outbox",
-                 self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
-        with self._cond:
-            self._connected = True
-            self._cond.notify_all()
-
-    def _on_connect_fail(self, client, userdata) -> None:
-        log.warning("display: cannot reach the broker at %s:%d; retrying", self.cfg.mqtt.host, self.cfg.mqtt.port)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        with self._cond:
-            self._connected = False
-        if not self._stop.is_set():
-            log.warning("display: lost the broker (%s); reconnecting", reason_code)
-
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, leaf: str, payload: bytes) -> None:
         try:
-            ev = events.validate(json.loads(msg.payload))
+            ev = events.validate(json.loads(payload))
         except (ValueError, events.SchemaError) as exc:
-            log.warning("display: ignoring a bad message on %s: %s", msg.topic, exc)
+            log.warning("display: ignoring a bad message on %s: %s", leaf, exc)
             return
         self._on_event(ev)
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._cond:
-            seq = self._inflight.pop(mid, None)
-            if seq is None:
-                self._early_acks.add(mid)
-            self._cond.notify_all()
-        if seq is not None:
-            self.outbox.delete(seq)
-
-    def _send_loop(self) -> None:
-        # One answer in flight at a time: answers are a few per hour and order must be kept.
-        while not self._stop.is_set():
-            with self._cond:
-                if not self._connected or self._inflight:
-                    self._cond.wait(0.5)
-                    continue
-            rows = self.outbox.after(self._last_sent, 1)
-            if not rows:
-                with self._cond:
-                    self._cond.wait(0.5)
-                continue
-            row = rows[0]
-            info = self.client.publish(row.topic, row.payload, qos=1)
-            with self._cond:
-                if info.mid in self._early_acks:
-                    self._early_acks.discard(info.mid)
-                    done = True
-                else:
-                    self._inflight[info.mid] = row.seq
-                    done = False
-            self._last_sent = row.seq
-            if done:
-                self.outbox.delete(row.seq)
 
 
 def main(args, cfg: Config) -> int:

@@ -1,6 +1,7 @@
-"""MQTT link of the till service: owns the paho client (v2 callback API, MQTT 5, QoS 1), the
-retained `availability` (Last Will `offline`) and `state` topics, the `pos/scan`, `pos/sale` and
-`events/ack` subscriptions, and the in-order delivery of the outbox to the broker.
+"""MQTT link: owns the paho client (v2 callback API, MQTT 5, QoS 1) and the in-order delivery of
+an outbox to the broker; for the till service also the retained `availability` (Last Will
+`offline`) and `state` topics and the `pos/scan`, `pos/sale` and `events/ack` subscriptions. The
+standalone cashier display uses the same link for its answers.
 
 Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
 oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
@@ -80,24 +81,41 @@ def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
     return client
 
 
+# The till service's subscriptions. No-local on events/ack: answers from a standalone cashier
+# display reach the service, its own (display inside the service) do not come back a second time.
+SERVICE_SUBSCRIPTIONS = (("pos/scan", SubscribeOptions(qos=1)), ("pos/sale", SubscribeOptions(qos=1)),
+                         ("events/ack", SubscribeOptions(qos=1, noLocal=True)))
+
+
 class MqttLink:
     """Connects in the background and keeps reconnecting; never raises on a broker outage.
 
-    `on_message(leaf, payload)` gets every message on pos/scan, pos/sale and events/ack (leaf
-    is e.g. "pos/scan"), on paho's network thread: keep it quick. `state()` builds the
-    retained state document; it is published on every connect and on `publish_state()`.
+    `on_message(leaf, payload)` gets every message on the subscribed topics of this till (leaf
+    is e.g. "pos/scan"), on paho's network thread: keep it quick.
+
+    The till service passes `state`, a function that builds the retained state document: the
+    link then owns the till's `availability` (Last Will `offline`) and `state` topics. A client
+    that must not speak for the till (the standalone cashier display) passes `state=None`, its
+    own `client_id` and `subscriptions`, and `session_expiry_s` so that messages published while
+    it restarts still reach it.
     """
 
     def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes], None],
-                 state: Callable[[], dict]):
+                 state: Callable[[], dict] | None, *, client_id: str | None = None,
+                 subscriptions=SERVICE_SUBSCRIPTIONS, session_expiry_s: int | None = None,
+                 name: str = "MQTT"):
         self.cfg = cfg
         self.outbox = outbox
         self._on_message_cb = on_message
         self._state_cb = state
+        self._subscriptions = tuple(subscriptions)
+        self._session_expiry_s = session_expiry_s
+        self._name = name  # how the log lines name this link
         self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
-        self.client_id = cfg.mqtt.client_id or f"agecheck-{cfg.store_id}-{cfg.till_id}"
+        self.client_id = client_id or cfg.mqtt.client_id or f"agecheck-{cfg.store_id}-{cfg.till_id}"
         self.client = make_client(cfg.mqtt, self.client_id)
-        self.client.will_set(self._topic("availability"), b"offline", qos=1, retain=True)
+        if state is not None:
+            self.client.will_set(self._topic("availability"), b"offline", qos=1, retain=True)
         # Room for our window plus the retained availability/state messages.
         self.client.max_inflight_messages_set(WINDOW + 10)
         self.client.on_connect = self._on_connect
@@ -130,7 +148,15 @@ class MqttLink:
                  self.client_id, " (TLS)" if m.tls.enabled else "")
         # connect_async + loop_start: an unreachable broker at start-up is retried like any
         # other outage instead of stopping the service.
-        self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        if self._session_expiry_s is None:
+            self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        else:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry_s
+            self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
         self.client.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
@@ -151,7 +177,7 @@ class MqttLink:
             self._cond.notify_all()
         if self._sender is not None:
             self._sender.join(5)
-        if self._connected:
+        if self._connected and self._state_cb is not None:
             info = self.client.publish(self._topic("availability"), b"offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
@@ -170,7 +196,7 @@ class MqttLink:
             self._cond.notify_all()
 
     def publish_state(self) -> None:
-        if not self._connected:
+        if not self._connected or self._state_cb is None:
             return
         try:
             payload = json.dumps(self._state_cb(), separators=(",", ":"), sort_keys=True).encode()
@@ -188,36 +214,34 @@ class MqttLink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("MQTT broker %s:%d refused the connection: %s (check mqtt.username, the password and "
-                      "the broker's ACL)", self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+            log.error("%s: broker %s:%d refused the connection: %s (check mqtt.username, the password and "
+                      "the broker's ACL)", self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
             return
         with self._cond:
             self._connected = True
             self._generation += 1
             self._cond.notify_all()
-        again = "re" if self._ever_connected else ""
+        again = " again" if self._ever_connected else ""
         self._ever_connected = True
-        log.info("%sconnected to MQTT broker %s:%d; outbox holds %d event(s) to deliver", again,
-                 self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
-        self._publish_other(self._topic("availability"), b"online", retain=True)
-        self.publish_state()
-        # No-local on events/ack: answers from a standalone cashier display reach us, our own
-        # (display inside the service) do not come back a second time.
-        client.subscribe([(self._topic("pos/scan"), SubscribeOptions(qos=1)),
-                          (self._topic("pos/sale"), SubscribeOptions(qos=1)),
-                          (self._topic("events/ack"), SubscribeOptions(qos=1, noLocal=True))])
+        log.info("%s: connected to broker %s:%d%s; outbox holds %d event(s) to deliver", self._name,
+                 self.cfg.mqtt.host, self.cfg.mqtt.port, again, self.outbox.depth())
+        if self._state_cb is not None:
+            self._publish_other(self._topic("availability"), b"online", retain=True)
+            self.publish_state()
+        client.subscribe([(self._topic(leaf), opts) for leaf, opts in self._subscriptions])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         bad = [rc for rc in reason_codes if rc.is_failure]
         if bad:
-            log.error("MQTT broker refused a subscription (%s): POS scans or cashier answers will not "
-                      "arrive; check the broker's ACL for this till", ", ".join(str(rc) for rc in bad))
+            log.error("%s: broker refused a subscription to %s (%s); check the broker's ACL for this till",
+                      self._name, ", ".join(leaf for leaf, _ in self._subscriptions),
+                      ", ".join(str(rc) for rc in bad))
             return
         self.subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        log.warning("cannot reach MQTT broker %s:%d; retrying (events wait in the outbox, %d now)",
-                    self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
+        log.warning("%s: cannot reach broker %s:%d; retrying (events wait in the outbox, %d now)",
+                    self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.subscribed.clear()
@@ -226,8 +250,8 @@ class MqttLink:
             self._connected = False
             self._cond.notify_all()
         if was and not self._stop.is_set():
-            log.warning("lost the MQTT broker (%s); events wait in the outbox (%d now); reconnecting",
-                        reason_code, self.outbox.depth())
+            log.warning("%s: lost the broker (%s); events wait in the outbox (%d now); reconnecting",
+                        self._name, reason_code, self.outbox.depth())
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
