@@ -10,7 +10,9 @@ The card's metrics are filled in by `python -m training.evaluate ... --update-ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +43,10 @@ def convert(model, representative: np.ndarray | None) -> bytes:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.uint8
-    return conv.convert()
+    # Keras prints the whole SavedModel signature (hundreds of lines) while converting; the user
+    # only needs the file, so that chatter is kept off the terminal.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return conv.convert()
 
 
 def main(argv: list[str] | None = None) -> int:
