@@ -46,8 +46,9 @@ def metrics(preds: list[Prediction]) -> dict:
     minors = (real >= 13) & (real <= 17)
     adults = real >= 25
     by_band = {}
+    whole = np.floor(real)  # bands are whole years, as in edge_app.policy.age_band: 24.5 is 18-24
     for name, lo, hi in BANDS:
-        m = (real >= lo) & (real <= hi)
+        m = (whole >= lo) & (whole <= hi)
         by_band[name] = {"n": int(m.sum()), "mae": round(float(err[m].mean()), 3) if m.any() else None}
     return {
         "n": len(preds),

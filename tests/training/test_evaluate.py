@@ -1,0 +1,108 @@
+"""evaluate: the interface other tools rely on (arguments, predictions CSV, printed figures,
+report), run as a real command on real UTKFace photos with the shipped model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import MODEL, REPO, utk_sample
+
+
+def evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.evaluate", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photo_set(tmp_path_factory):
+    """A folder of 24 real faces plus one photo with no face in it, and the labels CSV."""
+    d = tmp_path_factory.mktemp("eval")
+    images = d / "images"
+    images.mkdir()
+    rows = []
+    for path, age in utk_sample(24, seed=11):
+        shutil.copy(path, images / path.name)
+        rows.append((path.name, age))
+    # Smooth noise: nothing a face detector could take for a face.
+    noise = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(noise).resize((300, 300), Image.BILINEAR).save(images / "no_face.jpg")
+    rows.append(("no_face.jpg", 40.0))
+    labels = d / "labels.csv"
+    with open(labels, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name", "real_age", "note"])
+        w.writerows((n, f"{a:g}", "x") for n, a in rows)
+    return images, labels, dict(rows)
+
+
+def test_evaluate_interface_and_figures(tmp_path, photo_set):
+    images, labels, ages = photo_set
+    out = tmp_path / "pred.csv"
+    r = evaluate("--images", str(images), "--labels", str(labels), "--model", str(MODEL), "--predictions", str(out))
+    assert r.returncode == 0, r.stderr
+    with open(out, newline="") as fh:
+        reader = csv.reader(fh)
+        assert next(reader) == ["file_name", "real_age", "pred", "detected"]
+        rows = {row[0]: row for row in reader}
+    assert set(rows) == set(ages)
+    # The photo without a face is still estimated, from the whole photo, and marked 0.
+    assert rows["no_face.jpg"][3] == "0" and 0 <= float(rows["no_face.jpg"][2]) <= 100
+    faces = [row for name, row in rows.items() if name != "no_face.jpg"]
+    assert all(row[3] == "1" for row in faces)
+    err = np.array([abs(float(row[2]) - float(row[1])) for row in faces])
+    assert err.mean() < 10  # the shipped model on real faces, not noise
+
+    printed = r.stdout
+    all_err = np.array([abs(float(row[2]) - float(row[1])) for row in rows.values()])
+    assert "n                         25" in printed
+    assert f"MAE                       {all_err.mean():.3f} years" in printed
+    for label in ("CS@5", "MAE by band", "0-12", "13-17", "18-24", "25-34", "35-49", "50-64", "65+",
+                  "13-17 estimated 25+", "25+ estimated under 25"):
+        assert label in printed, label
+    assert f"detection rate            {100 * 24 / 25:.2f}%" in printed
+    report = tmp_path / "pred_report"
+    for f in ("report.md", "age_histogram.png", "pred_vs_real.png", "error_by_band.png"):
+        assert (report / f).stat().st_size > 0, f
+    assert Image.open(report / "pred_vs_real.png").size[0] > 300
+
+
+def test_split_and_card_update(tmp_path, photo_set):
+    images, labels, ages = photo_set
+    split = tmp_path / "split.csv"
+    names = sorted(ages)
+    with open(split, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name", "real_age", "split"])
+        for i, n in enumerate(names):
+            w.writerow([n, ages[n], "test" if i % 3 == 0 else "train"])
+    model = tmp_path / "m.tflite"
+    shutil.copy(MODEL, model)
+    shutil.copy(MODEL.with_suffix(".json"), model.with_suffix(".json"))
+    r = evaluate("--images", str(images), "--labels", str(split), "--split", "test", "--model", str(model),
+                 "--predictions", str(tmp_path / "p.csv"), "--update-card", "--no-age-map")
+    assert r.returncode == 0, r.stderr
+    n = sum(1 for i in range(len(names)) if i % 3 == 0)
+    assert f"n                         {n}" in r.stdout and "raw estimate" in r.stdout
+    card = json.loads(model.with_suffix(".json").read_text())
+    recorded = card["metrics"][f"{tmp_path.name}/split.csv:test:raw"]
+    assert recorded["n"] == n
+
+
+def test_bad_input_is_named(tmp_path, photo_set):
+    images, labels, _ = photo_set
+    r = evaluate("--images", str(images), "--labels", str(tmp_path / "missing.csv"), "--predictions", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and "--labels" in r.stderr and "does not exist" in r.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,age\na.jpg,3\n")
+    r = evaluate("--images", str(images), "--labels", str(bad), "--predictions", str(tmp_path / "p.csv"))
+    assert r.returncode != 0 and "file_name,real_age" in r.stderr
+    r = evaluate("--images", str(images), "--labels", str(labels), "--split", "test", "--predictions", str(tmp_path / "p.csv"))
+    assert r.returncode != 0 and "split" in r.stderr
