@@ -40,6 +40,9 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "pandas>=2",
+            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6); the
+            # default install already has it through scikit-image.
+            "scipy>=1.9",
         ],
         "dev": [
             "pytest>=8",
