@@ -175,6 +175,8 @@ def test_extra_frames_are_still_taken_after_the_scan_when_configured(tmp_path, c
     out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
                max_frames=8, extra_frames=2)
     ev = out.check
-    # Two frames newer than the scan had to arrive (the camera runs at 15 fps) before deciding.
-    assert ev["frames_seen"] >= 3 and ev["latency_ms"]["wait"] > 0
+    # Two frames newer than the scan had to arrive (the camera runs at 15 fps) before deciding:
+    # the second comes at least a frame interval after the scan. (latency_ms.wait may round to
+    # 0: both can arrive while the buffered frames are being processed.)
+    assert ev["frames_seen"] >= 3
     assert ev["latency_ms"]["total"] >= 1000 / FPS
