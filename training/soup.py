@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.calibrate import gate_figures
-from training.train import expectation, load_split
+from training.train import load_split, val_figures
 
 
 def average_weights(models) -> list[np.ndarray]:
@@ -54,14 +53,6 @@ def recalibrate_batch_norms(model, images: np.ndarray, batch: int = 128) -> None
         var = np.maximum(acc[1] / count - mean * mean, 0.0)
         gamma, beta, _, _ = layer.get_weights()
         layer.set_weights([gamma, beta, mean.astype(np.float32), var.astype(np.float32)])
-
-
-def val_figures(model, xv: np.ndarray, yv: np.ndarray) -> dict:
-    probs = model.predict(xv.astype(np.float32), batch_size=256, verbose=0)
-    flip = model.predict(xv[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
-    f = gate_figures(expectation(probs), yv)
-    f["mae_flip"] = gate_figures(expectation((probs + flip) / 2), yv)["mae"]
-    return f
 
 
 def main(argv: list[str] | None = None) -> int:

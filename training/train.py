@@ -143,6 +143,16 @@ def expectation(probs: np.ndarray) -> np.ndarray:
     return probs.astype(np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
 
 
+def val_figures(model, xv: np.ndarray, yv: np.ndarray) -> dict:
+    """Gate figures of a Keras model on validation crops, plus the MAE of the mirror average
+    (what the till computes when the card asks for flip averaging)."""
+    probs = model.predict(xv.astype(np.float32), batch_size=256, verbose=0)
+    flip = model.predict(xv[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
+    f = gate_figures(expectation(probs), yv)
+    f["mae_flip"] = gate_figures(expectation((probs + flip) / 2), yv)["mae"]
+    return f
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
@@ -196,16 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            probs = self.model.predict(xva.astype(np.float32), batch_size=256, verbose=0)
-            flip = self.model.predict(xva[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
-            f = gate_figures(expectation(probs), yva)
-            ff = gate_figures(expectation((probs + flip) / 2), yva)
+            f = val_figures(self.model, xva, yva)
             logs["val_mae"] = f["mae"]
             logs["val_minors_25"] = f["minors_at_25_plus"]
             logs["val_adults_u25"] = f["adults_under_25"]
-            logs["val_mae_flip"] = ff["mae"]
+            logs["val_mae_flip"] = f["mae_flip"]
             print(
-                f"\nepoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {ff['mae']:.3f}), "
+                f"\nepoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}), "
                 f"13-17 at 25+ {f['minors_at_25_plus']:.3%}, 25+ under 25 {f['adults_under_25']:.3%}",
                 flush=True,
             )
