@@ -117,12 +117,9 @@ def fit_age_map(raw: np.ndarray, ages: np.ndarray, gate_target: float | None, ca
     if gate_target is not None:
         t, table = fit_gate(est, ages, gate_target)
         info.update({"target_minor_share": gate_target, "gate_window": list(GATE_WINDOW), "tradeoff": table})
-    gate = gate_map(t) if t else None
-    if cal and gate:
-        amap = compose(cal, gate)
-    else:
-        amap = cal or gate
-    if amap is not None and t:
-        amap = {**amap, "t": t}
+    amap = cal
+    if t:
+        gate = gate_map(t)
+        amap = {**(compose(cal, gate) if cal else gate), "t": t}
     info["final"] = gate_figures(apply(amap, raw), ages)
     return amap, info

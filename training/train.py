@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.calibrate import gate_figures
+from training.calibrate import CHALLENGE, gate_figures
 
 AGES = 101  # classes 0..100
-CHALLENGE_AGE = 25
+CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
 
 
 def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
