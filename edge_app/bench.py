@@ -736,6 +736,7 @@ class Measured:
     f32_path: Path
     f32_load_ms: float | None  # None: no float32 comparison (see f32_note)
     f32_note: str
+    members: int = 1  # networks in the model file (a pair: the second sees the mirror)
 
 
 def load_models(cfg, f32_path: Path) -> tuple[Any, Any, float, float | None, str]:
@@ -794,7 +795,8 @@ def run(args: argparse.Namespace, cfg) -> dict[str, Any]:
         tp = {1: measure_throughput(tconf, cores[:1], tp_seconds)}
         tp[2] = (measure_throughput(tconf, cores[:2], tp_seconds) if len(cores) >= 2
                  else (None, "n/a: this process may use only one core"))
-    m = Measured(st, lat, svc, tp, model.model_id, model.flip_average, load_ms, f32_path, f32_ms, f32_note)
+    m = Measured(st, lat, svc, tp, model.model_id, model.flip_average, load_ms, f32_path, f32_ms, f32_note,
+                 int(model.card.get("members", 1)))
     rows = table(cfg, m)
     meta = {
         "source": source,
@@ -822,6 +824,8 @@ def table(cfg, m: Measured) -> list[Row]:
     rows.append(dist_row("detect", "detect (find + refine the shopper)", "ms/frame", st.detect, note=usable))
     rows.append(dist_row("align", "align + quality gate", "ms/frame", st.align))
     flip = "; flip-averaged: 2 invocations per crop" if m.flip_average else ""
+    if m.members == 2:
+        flip += "; a pair: 2 networks in one invocation, the second on the mirror"
     rows.append(dist_row("infer", "infer int8", "ms/frame", st.infer, note=Path(cfg.model.path).name + flip))
     rows.append(dist_row("aggregate", "aggregate + policy", "ms/check", st.aggregate,
                          note=f"{cfg.check.max_frames} ages per call"))

@@ -4,6 +4,11 @@ representative set drawn from training crops, plus the JSON model card beside it
     python -m training.export --model RUN/best.keras --data CACHE_DATASET_DIR \
         --out models/age_resnet10_int8.tflite [--float-out PATH] [--train-info RUN/train.json]
 
+Given `--model` twice (with a `--train-info` for each), it exports one file holding both networks:
+the first sees the crop, the second its mirror image, and their age distributions are averaged.
+Two runs disagree more than a crop and its mirror do, so the pair estimates better than one
+mirror-averaged network, for the same two network passes per face.
+
 The card's metrics are filled in by `python -m training.evaluate ... --update-card`.
 """
 
@@ -49,13 +54,39 @@ def convert(model, representative: np.ndarray | None) -> bytes:
         return conv.convert()
 
 
+def pair(models):
+    """One Keras model averaging the members' age distributions; odd members see the mirror image.
+    The mirror is taken inside the graph so that the till still runs one file with one call."""
+    import keras
+
+    if len(models) == 1:
+        return models[0]
+    inp = keras.Input(shape=models[0].input_shape[1:], name="crop")
+    mirror = keras.ops.flip(inp, axis=2)
+    outs = []
+    for i, m in enumerate(models):
+        # Loaded runs share one layer name; a functional model needs them distinct.
+        m.name = f"member_{i + 1}"
+        outs.append(m(mirror if i % 2 else inp))
+    return keras.Model(inp, keras.layers.Average(name="mean_probabilities")(outs), name="age_pair")
+
+
+def training_info(paths: list[Path]) -> dict:
+    infos = [json.loads(p.read_text()) for p in paths if p.exists()]
+    if len(infos) <= 1:
+        return infos[0] if infos else {}
+    return {"members": infos, "train_seconds": round(sum(float(i.get("train_seconds", 0)) for i in infos), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, required=True, help="trained .keras model")
+    ap.add_argument("--model", type=Path, required=True, action="append",
+                    help="trained .keras model; give it twice for a pair (the second sees the mirror)")
     ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
     ap.add_argument("--out", type=Path, required=True, help="int8 .tflite to write (card goes beside it)")
     ap.add_argument("--float-out", type=Path, default=None, help="also write a float32 .tflite (benchmarks)")
-    ap.add_argument("--train-info", type=Path, default=None, help="train.json of the run, for the card")
+    ap.add_argument("--train-info", type=Path, action="append", default=[],
+                    help="train.json of the run, for the card (once per --model)")
     ap.add_argument("--representative", type=int, default=500, help="training crops used to calibrate int8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flip-average", action="store_true", help="the till averages the crop and its mirror")
@@ -69,7 +100,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    model = keras.models.load_model(a.model, compile=False)
+    for p in a.model:
+        if not p.exists():
+            ap.error(f"--model {p}: no such file")
+    if len(a.model) > 2:
+        ap.error("--model: one network, or two for a pair")
+    members = [keras.models.load_model(p, compile=False) for p in a.model]
+    if len({m.input_shape for m in members}) > 1:
+        ap.error("--model: the pair's networks must take the same input size")
+    model = pair(members)
     size = int(model.input_shape[1])
     x, _ = load_split(a.data, "train")
     rng = np.random.default_rng(a.seed)
@@ -81,15 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         a.float_out.write_bytes(convert(model, None))
 
     dataset = json.loads((a.data / "dataset.json").read_text())
-    train_info = json.loads(a.train_info.read_text()) if a.train_info and a.train_info.exists() else {}
+    train_info = training_info(a.train_info)
+    resnet = "ResNet-10 (dlib-style, 3 stages 64/128/256, BN, avg-pool shortcuts), softmax over ages 0-100"
     card = {
         "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
         "file": a.out.name,
         "sha256": sha256(a.out),
         "size_bytes": a.out.stat().st_size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": "ResNet-10 (dlib-style, 3 stages 64/128/256, BN, avg-pool shortcuts), "
-        "softmax over ages 0-100, age = expectation",
+        "architecture": f"{resnet}, age = expectation" if len(members) == 1 else
+        f"two {resnet} (separately trained runs); the first sees the crop, the second its mirror "
+        "image, their distributions are averaged; age = expectation",
+        "members": len(members),
         "parameters": int(model.count_params()),
         "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
         "quantization": "full integer int8 (uint8 input and output), representative set of "

@@ -70,3 +70,88 @@ def test_export_convert_int8_agrees_with_keras(real_crops):
     diff = np.abs(aq - af)
     print(f"\nexported int8 vs Keras float on {len(check)} faces: mean |d| {diff.mean():.3f}, max {diff.max():.2f}")
     assert diff.mean() < 1.0
+
+
+@pytest.fixture(scope="module")
+def two_members(real_crops):
+    """The ported CC0 net and a second member that estimates older (its last bias tilted), so
+    that the pair's two halves differ and which one saw the mirror shows."""
+    if not ONNX.exists():
+        pytest.skip(f"pretrained weights not found at {ONNX}")
+    import keras
+
+    from training.port import port_onnx_weights
+
+    crops, _ = real_crops
+    a = port_onnx_weights(ONNX, crops[:120].astype(np.float32), num_classes=101, input_size=crops.shape[1])
+    b = keras.models.clone_model(a)
+    b.set_weights(a.get_weights())
+    dense = b.layers[-1] if b.layers[-1].weights else b.layers[-2]
+    w = dense.get_weights()
+    w[-1] = w[-1] + np.linspace(-1.0, 1.0, w[-1].shape[0], dtype=np.float32)
+    dense.set_weights(w)
+    return a, b
+
+
+def test_pair_averages_the_first_on_the_crop_and_the_second_on_its_mirror(real_crops, two_members):
+    from training.export import pair
+
+    crops, _ = real_crops
+    a, b = two_members
+    x = crops[120:160].astype(np.float32)
+    got = pair([a, b]).predict(x, verbose=0)
+    want = (a.predict(x, verbose=0) + b.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # The tilt makes the second member older, so the test would notice a pair that ignored it.
+    ages = np.arange(101)
+    assert (b.predict(x, verbose=0) @ ages).mean() > (a.predict(x, verbose=0) @ ages).mean() + 2
+
+
+def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path, capsys):
+    """`export --model A --model B`: one int8 file the till runs with one call per face, which
+    agrees with the Keras pair, and a card that says what it holds."""
+    import json
+
+    from training.export import main, pair
+
+    crops, ages = real_crops
+    a, b = two_members
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "crops.npy", crops)
+    splits = ["train"] * 150 + ["val"] * (len(crops) - 150)
+    (data / "index.csv").write_text("row,age,split\n" + "".join(
+        f"{i},{age},{s}\n" for i, (age, s) in enumerate(zip(ages, splits))))
+    (data / "dataset.json").write_text(json.dumps({
+        "labelled": len(crops), "unique": len(crops), "detected": len(crops),
+        "per_split": {"train": 150, "val": len(crops) - 150}, "seed": 0,
+        "fractions": [0.8, 0.2, 0.0], "output_size": crops.shape[1], "margin": 0.0}))
+    a.save(tmp_path / "a.keras")
+    b.save(tmp_path / "b.keras")
+    for name, secs in (("a", 10.0), ("b", 20.0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"train_seconds": secs}))
+    out = tmp_path / "models" / "pair_int8.tflite"
+    assert main(["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
+                 "--data", str(data), "--out", str(out), "--representative", "100",
+                 "--train-info", str(tmp_path / "a.json"), "--train-info", str(tmp_path / "b.json")]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["members"] == 2 and card["flip_average"] is False
+    assert "mirror" in card["architecture"]
+    assert card["training"]["train_seconds"] == 30.0 and len(card["training"]["members"]) == 2
+    assert card["parameters"] == a.count_params() + b.count_params()
+
+    q = AgeModel(out)
+    check = crops[150:]
+    aq = np.array([q.predict(c).age for c in check])
+    af = pair([a, b]).predict(check.astype(np.float32), verbose=0) @ np.arange(101)
+    diff = np.abs(aq - af)
+    print(f"\npair int8 vs Keras pair on {len(check)} faces: mean |d| {diff.mean():.3f}, max {diff.max():.2f}")
+    assert diff.mean() < 1.0
+
+
+def test_export_cli_names_a_missing_model(tmp_path, capsys):
+    from training.export import main
+
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "nope.keras"), "--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
+    assert "nope.keras: no such file" in capsys.readouterr().err
