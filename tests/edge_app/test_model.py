@@ -3,6 +3,7 @@ optional age map, and clear errors for a bad file or card."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -27,7 +28,11 @@ def test_shipped_model_and_card(crop):
     m = AgeModel(MODEL)
     assert m.input_size == crop.shape[0] and m.num_ages == 101
     card = m.card
-    assert card["sha256"] and card["alignment"]["template_version"]
+    assert card["alignment"]["template_version"]
+    # The card describes this very file (a re-export without its card, or the reverse, shows here).
+    data = MODEL.read_bytes()
+    assert card["sha256"] == hashlib.sha256(data).hexdigest() and card["size_bytes"] == len(data)
+    assert card["model_id"].endswith(card["sha256"][:8]) and card["file"] == MODEL.name
     est = m.predict(crop)
     assert 15 < est.age < 70 and est.spread > 0
     with pytest.raises(ValueError, match="crop must be"):
