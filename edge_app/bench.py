@@ -823,10 +823,10 @@ def table(cfg, m: Measured) -> list[Row]:
     usable = f"{st.usable}/{st.frames} frames with a usable face"
     rows.append(dist_row("detect", "detect (find + refine the shopper)", "ms/frame", st.detect, note=usable))
     rows.append(dist_row("align", "align + quality gate", "ms/frame", st.align))
-    flip = "; flip-averaged: 2 invocations per crop" if m.flip_average else ""
+    passes = "; flip-averaged: 2 invocations per crop" if m.flip_average else ""
     if m.members == 2:
-        flip += "; a pair: 2 networks in one invocation, the second on the mirror"
-    rows.append(dist_row("infer", "infer int8", "ms/frame", st.infer, note=Path(cfg.model.path).name + flip))
+        passes += "; a pair: 2 networks in one invocation, the second on the mirror"
+    rows.append(dist_row("infer", "infer int8", "ms/frame", st.infer, note=Path(cfg.model.path).name + passes))
     rows.append(dist_row("aggregate", "aggregate + policy", "ms/check", st.aggregate,
                          note=f"{cfg.check.max_frames} ages per call"))
     rows.append(dist_row("publish", "publish (outbox + MQTT to a subscriber)", "ms/event", lat.publish))
