@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.faces import TEMPLATE, TEMPLATE_VERSION
-from training.train import load_split
+from training.train import chain_seconds, load_split
 
 
 def sha256(path: Path) -> str:
@@ -72,10 +72,10 @@ def pair(models):
 
 
 def training_info(paths: list[Path]) -> dict:
-    infos = [json.loads(p.read_text()) for p in paths if p.exists()]
+    infos = [json.loads(p.read_text()) for p in paths]
     if len(infos) <= 1:
         return infos[0] if infos else {}
-    return {"members": infos, "train_seconds": round(sum(float(i.get("train_seconds", 0)) for i in infos), 1)}
+    return {"members": infos, "train_seconds": round(sum(chain_seconds(i) for i in infos), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--model {p}: no such file")
     if len(a.model) > 2:
         ap.error("--model: one network, or two for a pair")
+    for p in a.train_info:
+        if not p.exists():
+            ap.error(f"--train-info {p}: no such file")
+    if a.train_info and len(a.train_info) != len(a.model):
+        # One run's info on a pair's card would describe it as a single network.
+        ap.error(f"--train-info: give one per --model ({len(a.model)}), got {len(a.train_info)}")
     members = [keras.models.load_model(p, compile=False) for p in a.model]
     if len({m.input_shape for m in members}) > 1:
         ap.error("--model: the pair's networks must take the same input size")

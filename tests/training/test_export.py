@@ -155,3 +155,19 @@ def test_export_cli_names_a_missing_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "nope.keras"), "--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
     assert "nope.keras: no such file" in capsys.readouterr().err
+
+
+def test_export_cli_names_a_missing_or_unmatched_train_info(tmp_path, capsys):
+    """A pair's card built from one run's train.json would describe it as a single network."""
+    from training.export import main
+
+    for name in ("a.keras", "b.keras", "a.json"):
+        (tmp_path / name).write_text("{}")
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")]
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "a.keras"), "--train-info", str(tmp_path / "gone.json")] + base)
+    assert "gone.json: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
+              "--train-info", str(tmp_path / "a.json")] + base)
+    assert "give one per --model (2), got 1" in capsys.readouterr().err
