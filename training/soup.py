@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.train import load_split, val_figures
+from training.train import chain_seconds, load_split, val_figures
 
 
 def average_weights(models) -> list[np.ndarray]:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_images": len(xv),
         "device": infos[0].get("device"),
         # The recipe's cost: every ingredient's training plus the averaging.
-        "train_seconds": round(sum(float(i.get("train_seconds", 0)) for i in infos) + time.time() - t0, 1),
+        "train_seconds": round(sum(chain_seconds(i) for i in infos) + time.time() - t0, 1),
         "validation": {name: f for name, f in rows},
     }
     a.out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")

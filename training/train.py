@@ -143,6 +143,11 @@ def expectation(probs: np.ndarray) -> np.ndarray:
     return probs.astype(np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
 
 
+def chain_seconds(info: dict) -> float:
+    """Training time of a run including the runs it started from (train.json's fields)."""
+    return float(info.get("chain_train_seconds", info.get("train_seconds", 0)))
+
+
 def val_figures(model, xv: np.ndarray, yv: np.ndarray) -> dict:
     """Gate figures of a Keras model on validation crops, plus the MAE of the mirror average
     (what the till computes when the card asks for flip averaging)."""
@@ -156,7 +161,9 @@ def val_figures(model, xv: np.ndarray, yv: np.ndarray) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
-    ap.add_argument("--init", type=Path, required=True, help="starting .keras model (from training.port)")
+    ap.add_argument("--init", type=Path, required=True,
+                    help="starting .keras model: from training.port, or a run's best.keras/last.keras "
+                    "(its crop size may differ from --data's; the net is rebuilt for the new size)")
     ap.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs (outside the repo)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
@@ -189,7 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train {len(xtr)}, val {len(xva)}, device {'GPU' if gpus else 'CPU'}", flush=True)
 
     model = keras.models.load_model(a.init, compile=False)
-    if gpus:
+    size = int(xtr.shape[1])
+    if int(model.input.shape[1]) != size:
+        # A run at another crop size (e.g. a 96 px run continued on 128 px crops): the net is fully
+        # convolutional, so the same weights go into the same ResNet built for this size.
+        from training.port import build_age_resnet
+
+        print(f"--init takes {model.input.shape[1]} px; rebuilding it for the {size} px crops", flush=True)
+        weights = model.get_weights()
+        model = build_age_resnet(input_size=size, num_classes=int(model.output.shape[-1]))
+        model.set_weights(weights)
+    elif gpus:
         # Rebuild under the mixed policy, keeping the ported weights; softmax stays float32.
         cfg = model.get_config()
         weights = model.get_weights()
@@ -247,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         # A resumed run adds its time to the earlier part's.
         "train_seconds": round(prev.get("train_seconds", 0) + elapsed, 1),
     }
+    init_info = a.init.parent / "train.json"
+    if init_info.exists():
+        # Started from another run (e.g. a 96 px run continued at 128 px): the recipe's time is
+        # the whole chain's, so the card can report it.
+        info["init_run"] = json.loads(init_info.read_text())
+        info["chain_train_seconds"] = round(info["train_seconds"] + chain_seconds(info["init_run"]), 1)
     info_path.write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
     return 0

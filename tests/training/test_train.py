@@ -64,3 +64,23 @@ def test_tiny_training_run_resumes(tmp_path):
         epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
     assert epochs == [0, 1]
     assert json.loads((run / "train.json").read_text())["train_seconds"] > first
+
+    # Continued on crops of another size (how a 96 px run goes on at 128 px): the same weights in
+    # the ResNet built for the new size, and train.json counts the whole chain's time.
+    import cv2
+    import keras
+
+    big = tmp_path / "big"
+    big.mkdir()
+    size = crops.shape[1] + 32
+    np.save(big / "crops.npy", np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) for c in crops]))
+    for name in ("index.csv", "dataset.json"):
+        (big / name).write_bytes((data / name).read_bytes())
+    run2 = tmp_path / "run2"
+    assert train_main(["--data", str(big), "--init", str(run / "last.keras"), "--out", str(run2),
+                       "--batch", "16", "--epochs", "1"]) == 0
+    assert keras.models.load_model(run2 / "best.keras", compile=False).input_shape == (None, size, size, 3)
+    info = json.loads((run2 / "train.json").read_text())
+    whole = json.loads((run / "train.json").read_text())["train_seconds"]
+    assert info["init_run"]["train_seconds"] == whole
+    assert info["chain_train_seconds"] == pytest.approx(info["train_seconds"] + whole, abs=0.11)
