@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(prev.get("train_seconds", 0) + elapsed, 1),
     }
     init_info = a.init.parent / "train.json"
-    if init_info.exists():
+    if init_info.exists() and a.init.parent.resolve() != a.out.resolve():
         # Started from another run (e.g. a 96 px run continued at 128 px): the recipe's time is
         # the whole chain's, so the card can report it.
         info["init_run"] = json.loads(init_info.read_text())
