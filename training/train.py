@@ -148,6 +148,18 @@ def chain_seconds(info: dict) -> float:
     return float(info.get("chain_train_seconds", info.get("train_seconds", 0)))
 
 
+def rebuild(model, size: int):
+    """The same age ResNet built anew for `size` px crops, with `model`'s weights: the net is
+    fully convolutional, so a run can go on at another crop size. Building anew (not from the
+    saved config, whose layers keep their float32 policy) also puts it under the current dtype
+    policy, i.e. mixed precision on a GPU, with the softmax kept float32."""
+    from training.port import build_age_resnet
+
+    fresh = build_age_resnet(input_size=size, num_classes=int(model.output.shape[-1]))
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
 def val_figures(model, xv: np.ndarray, yv: np.ndarray) -> dict:
     """Gate figures of a Keras model on validation crops, plus the MAE of the mirror average
     (what the till computes when the card asks for flip averaging)."""
@@ -198,20 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     model = keras.models.load_model(a.init, compile=False)
     size = int(xtr.shape[1])
     if int(model.input.shape[1]) != size:
-        # A run at another crop size (e.g. a 96 px run continued on 128 px crops): the net is fully
-        # convolutional, so the same weights go into the same ResNet built for this size.
-        from training.port import build_age_resnet
-
         print(f"--init takes {model.input.shape[1]} px; rebuilding it for the {size} px crops", flush=True)
-        weights = model.get_weights()
-        model = build_age_resnet(input_size=size, num_classes=int(model.output.shape[-1]))
-        model.set_weights(weights)
-    elif gpus:
-        # Rebuild under the mixed policy, keeping the ported weights; softmax stays float32.
-        cfg = model.get_config()
-        weights = model.get_weights()
-        model = keras.Model.from_config(cfg)
-        model.set_weights(weights)
+    if gpus or int(model.input.shape[1]) != size:
+        model = rebuild(model, size)
     steps = len(xtr) // a.batch
     total = steps * a.epochs
     warm = max(1, steps // 2)

@@ -84,3 +84,24 @@ def test_tiny_training_run_resumes(tmp_path):
     whole = json.loads((run / "train.json").read_text())["train_seconds"]
     assert info["init_run"]["train_seconds"] == whole
     assert info["chain_train_seconds"] == pytest.approx(info["train_seconds"] + whole, abs=0.11)
+
+
+def test_rebuild_runs_mixed_precision_and_keeps_the_weights():
+    """On a GPU, train rebuilds the net under the mixed_float16 policy. A model re-made from its
+    saved config would keep every layer's float32 policy, so this checks the policy took hold."""
+    import keras
+
+    from training.port import build_age_resnet
+    from training.train import rebuild
+
+    src = build_age_resnet(input_size=64)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        got = rebuild(src, 96)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert got.input_shape == (None, 96, 96, 3)
+    assert got.get_layer("stem_conv").compute_dtype == "float16"
+    assert got.get_layer("age_probs").compute_dtype == "float32"
+    for a, b in zip(src.get_weights(), got.get_weights()):
+        np.testing.assert_array_equal(a, b)
