@@ -298,11 +298,15 @@ class Feed:
         self.client_id = cfg.feed.client_id or f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}"
         self.table = TablePrinter(out, tz, show_store=all_stores)
         self.connected = threading.Event()
+        # Set on the broker's SUBACK: only from then on are events published to the store kept
+        # for us (on a new session), so "subscribed" is reported then, not when asked for.
+        self.subscribed = threading.Event()
         self._stopping = False
         self._client = make_client(cfg.mqtt, self.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_connect_fail = self._on_connect_fail
         # PUBACK only after the row is committed (see _on_message).
         self._client.manual_ack_set(True)
@@ -330,14 +334,23 @@ class Feed:
         client.subscribe(self.topic, qos=1)
         resumed = "resumed" if flags.session_present else "new"
         self.table.note(f"connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.client_id} "
-                        f"({resumed} session), subscribed to {self.topic}")
+                        f"({resumed} session)")
         self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            self.table.note(f"broker refused the subscription to {self.topic}: {refused[0]}")
+            return
+        self.table.note(f"subscribed to {self.topic}")
+        self.subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.table.note(f"cannot reach the broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}; retrying")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if self._stopping:
             return
         self.table.note(f"broker connection lost ({reason_code}); reconnecting")

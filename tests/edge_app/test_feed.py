@@ -95,6 +95,8 @@ def test_feed_dedupes_across_broker_restart(tmp_path):
         pub = None
         try:
             feed.wait_line("new session")
+            # A new session holds nothing for us until the broker has the subscription.
+            feed.wait_line("subscribed to")
             pub = Publisher(broker.port)
             first = [check_event(txn=f"T-{i}", till=f"till-0{i % 2 + 1}") for i in range(3)]
             for ev in first:

@@ -60,7 +60,7 @@ class Till:
         self.cfg = service_config(tmp, broker.port, display)
         self.db = tmp / "feed.sqlite3"
         self.feed = Feed(self.cfg, self.db, out=io.StringIO()).start()
-        assert self.feed.connected.wait(10)
+        assert self.feed.subscribed.wait(10)
         self.service = Service(self.cfg).start()
         # Subscribed, not merely connected: a scan published before the broker has the
         # service's pos/scan subscription would be lost.
