@@ -297,7 +297,6 @@ class Feed:
         self.topic = subscription(cfg, all_stores)
         self.client_id = cfg.feed.client_id or f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}"
         self.table = TablePrinter(out, tz, show_store=all_stores)
-        self.connected = threading.Event()
         # Set on the broker's SUBACK: only from then on are events published to the store kept
         # for us (on a new session), so "subscribed" is reported then, not when asked for.
         self.subscribed = threading.Event()
@@ -335,7 +334,6 @@ class Feed:
         resumed = "resumed" if flags.session_present else "new"
         self.table.note(f"connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.client_id} "
                         f"({resumed} session)")
-        self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [rc for rc in reason_codes if rc.is_failure]
@@ -349,7 +347,6 @@ class Feed:
         self.table.note(f"cannot reach the broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}; retrying")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
         self.subscribed.clear()
         if self._stopping:
             return
