@@ -175,7 +175,7 @@ def build_age_resnet(input_size: int = 64, num_classes: int = 101) -> keras.Mode
     x = _identity_block(x, "s3b2")
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dense(num_classes, name="logits")(x)
-    # float32 even under a mixed-precision policy (a GPU run at a new size builds the net anew).
+    # float32 even under a mixed-precision policy (train builds the net anew under it on a GPU).
     outputs = keras.layers.Softmax(name="age_probs", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="age_resnet")
 

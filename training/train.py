@@ -209,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
     model = keras.models.load_model(a.init, compile=False)
     size = int(xtr.shape[1])
-    if int(model.input.shape[1]) != size:
+    resized = int(model.input.shape[1]) != size
+    if resized:
         print(f"--init takes {model.input.shape[1]} px; rebuilding it for the {size} px crops", flush=True)
-    if gpus or int(model.input.shape[1]) != size:
+    if gpus or resized:
         model = rebuild(model, size)
     steps = len(xtr) // a.batch
     total = steps * a.epochs
