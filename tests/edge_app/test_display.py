@@ -56,10 +56,17 @@ def window(xvfb):
     d.join(5)
 
 
+def laid_out(s: dict) -> bool:
+    """The window is placed and its answer buttons (if any) sit inside it, below its top. Tk can
+    report a snapshot before it has laid the buttons out; they then read as 1x1 at y 0."""
+    x, y, w, h = s.get("geometry", (0, 0, 0, 0))
+    return w >= 100 and all(b[3] > 1 and y < b[1] < y + h for b in s.get("buttons", {}).values())
+
+
 def shown(d: CashierDisplay, answerable: bool | None = None) -> dict:
     def ok():
         s = d.snapshot
-        if not s.get("visible") or s.get("geometry", (0, 0, 0, 0))[2] < 100:
+        if not s.get("visible") or not laid_out(s):
             return None
         if answerable is not None and s.get("answerable") != answerable:
             return None
@@ -95,10 +102,9 @@ def test_idle_window_shows_nothing(window):
 def test_banner_colour_and_text_on_screen(window, decision, age, tmp_path):
     c = check_event(decision=decision, age=age, txn="T-501")
     window.post(c, None if decision == "approve" else alert_event(c))
-    snap = shown(window)
     bg, fg = (hex_rgb(x) for x in COLOURS[decision])
-    wait_for(lambda: dominant(banner_pixels(window.snapshot))[0] == bg, what="the banner painted")
-    img = banner_pixels(window.snapshot)
+    wait_for(lambda: dominant(banner_pixels(shown(window)))[0] == bg, what="the banner painted")
+    img = banner_pixels(shown(window))
     img.save(tmp_path / f"banner-{decision}.png")  # kept with the test's temp files for a look
     colour, share = dominant(img)
     assert colour == bg and share > 0.6, (colour, share)
