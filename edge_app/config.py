@@ -86,7 +86,7 @@ class FacesConfig:
     # keypoints always come from a short-range second look around the chosen face.
     detector: Literal["short", "full"] = "full"
     min_confidence: float = field(default=0.5, metadata=_rng(0.05, 0.99))
-    output_size: int = field(default=96, metadata=_rng(32, 512))
+    output_size: int = field(default=112, metadata=_rng(32, 512))
     margin: float = field(default=0.0, metadata=_rng(-0.3, 1.0))
     # Quality gate.
     min_iod_px: float = field(default=20.0, metadata=_rng(0, 1000))

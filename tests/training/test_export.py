@@ -117,15 +117,7 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
     crops, ages = real_crops
     a, b = two_members
     data = tmp_path / "data"
-    data.mkdir()
-    np.save(data / "crops.npy", crops)
-    splits = ["train"] * 150 + ["val"] * (len(crops) - 150)
-    (data / "index.csv").write_text("row,age,split\n" + "".join(
-        f"{i},{age},{s}\n" for i, (age, s) in enumerate(zip(ages, splits))))
-    (data / "dataset.json").write_text(json.dumps({
-        "labelled": len(crops), "unique": len(crops), "detected": len(crops),
-        "per_split": {"train": 150, "val": len(crops) - 150}, "seed": 0,
-        "fractions": [0.8, 0.2, 0.0], "output_size": crops.shape[1], "margin": 0.0}))
+    write_dataset(data, crops, ages)
     a.save(tmp_path / "a.keras")
     b.save(tmp_path / "b.keras")
     for name, secs in (("a", 10.0), ("b", 20.0)):
@@ -147,6 +139,67 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
     diff = np.abs(aq - af)
     print(f"\npair int8 vs Keras pair on {len(check)} faces: mean |d| {diff.mean():.3f}, max {diff.max():.2f}")
     assert diff.mean() < 1.0
+
+
+def write_dataset(data, crops, ages, n_train: int = 150) -> None:
+    """A minimal prepare-style dataset folder (crops.npy, index.csv, dataset.json)."""
+    import json
+
+    data.mkdir()
+    np.save(data / "crops.npy", crops)
+    splits = ["train"] * n_train + ["val"] * (len(crops) - n_train)
+    (data / "index.csv").write_text("row,age,split\n" + "".join(
+        f"{i},{age},{s}\n" for i, (age, s) in enumerate(zip(ages, splits))))
+    (data / "dataset.json").write_text(json.dumps({
+        "labelled": len(crops), "unique": len(crops), "detected": len(crops),
+        "per_split": {"train": n_train, "val": len(crops) - n_train}, "seed": 0,
+        "fractions": [0.8, 0.2, 0.0], "output_size": crops.shape[1], "margin": 0.0}))
+
+
+def test_pair_of_two_crop_sizes_resizes_for_the_smaller(real_crops, two_members, tmp_path, capsys):
+    """A pair trained at two crop sizes: the file takes the larger, the smaller network sees the
+    crop resized inside the graph, and export refuses crops of the wrong size for the file."""
+    import json
+
+    import tensorflow as tf
+
+    from training.export import main, pair
+    from training.train import rebuild
+
+    crops, ages = real_crops
+    big, tilted = two_members
+    small_size = crops.shape[1] - 16
+    small = rebuild(tilted, small_size)
+    x = crops[150:190].astype(np.float32)
+    got = pair([big, small]).predict(x, verbose=0)
+    resized = tf.image.resize(x[:, :, ::-1], (small_size, small_size), method="bilinear").numpy()
+    want = (big.predict(x, verbose=0) + small.predict(resized, verbose=0)) / 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    data = tmp_path / "data"
+    write_dataset(data, crops, ages)
+    big.save(tmp_path / "big.keras")
+    small.save(tmp_path / "small.keras")
+    out = tmp_path / "mixed_int8.tflite"
+    assert main(["--model", str(tmp_path / "big.keras"), "--model", str(tmp_path / "small.keras"),
+                 "--data", str(data), "--out", str(out), "--representative", "100"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["input"]["size"] == crops.shape[1] and card["member_input_sizes"] == [crops.shape[1], small_size]
+    q = AgeModel(out)
+    assert q.input_size == crops.shape[1]
+    aq = np.array([q.predict(c).age for c in crops[150:]])
+    af = pair([big, small]).predict(crops[150:].astype(np.float32), verbose=0) @ np.arange(101)
+    assert np.abs(aq - af).mean() < 1.0
+
+    # Crops cut for the smaller network cannot calibrate or fit the file that takes the larger.
+    small_data = tmp_path / "small_data"
+    write_dataset(small_data, resized.astype(np.uint8), ages[150:190], n_train=30)
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "big.keras"), "--model", str(tmp_path / "small.keras"),
+              "--data", str(small_data), "--out", str(tmp_path / "bad.tflite")])
+    err = capsys.readouterr().err
+    assert f"holds {small_size} px crops, but the file takes {crops.shape[1]} px" in err
+    assert f"prepare --size {crops.shape[1]}" in err and not (tmp_path / "bad.tflite").exists()
 
 
 def test_export_cli_names_a_missing_model(tmp_path, capsys):
@@ -171,3 +224,12 @@ def test_export_cli_names_a_missing_or_unmatched_train_info(tmp_path, capsys):
         main(["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
               "--train-info", str(tmp_path / "a.json")] + base)
     assert "give one per --model (2), got 1" in capsys.readouterr().err
+
+
+def test_export_cli_names_a_folder_that_prepare_did_not_write(tmp_path, capsys):
+    from training.export import main
+
+    (tmp_path / "a.keras").write_text("{}")
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "a.keras"), "--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
+    assert "no dataset.json there; give a folder written by training.prepare" in capsys.readouterr().err
