@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_app.config import FacesConfig, ModelConfig
 from edge_app.faces import FacePipeline, ImageError, load_image
-from edge_app.model import AgeModel, card_path
+from edge_app.model import AgeModel, ModelError, card_path
 from edge_app.policy import BANDS
 
 
@@ -207,10 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = rows[: a.limit]
     if not rows:
         ap.error("no labelled photos to evaluate")
-    faces_cfg = FacesConfig()
-    model = AgeModel(a.model, a.threads, use_age_map=not a.no_age_map)
-    if model.input_size != faces_cfg.output_size:
-        ap.error(f"model input {model.input_size}px differs from the face crop size {faces_cfg.output_size}px")
+    try:
+        model = AgeModel(a.model, a.threads, use_age_map=not a.no_age_map)
+    except ModelError as exc:
+        ap.error(str(exc))
+    # The till's face code with the crop size the model takes, as a till configured for this
+    # model would run it (faces.output_size must equal the model's input there).
+    faces_cfg = FacesConfig(output_size=model.input_size)
     t0 = time.time()
     with FacePipeline(faces_cfg) as pipe:
         preds, problems = predict_all(rows, a.images, pipe, model, faces_cfg.max_image_pixels)

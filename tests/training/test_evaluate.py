@@ -106,3 +106,8 @@ def test_bad_input_is_named(tmp_path, photo_set):
     assert r.returncode != 0 and "file_name,real_age" in r.stderr
     r = evaluate("--images", str(images), "--labels", str(labels), "--split", "test", "--predictions", str(tmp_path / "p.csv"))
     assert r.returncode != 0 and "split" in r.stderr
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model")
+    r = evaluate("--images", str(images), "--labels", str(labels), "--model", str(junk), "--predictions", str(tmp_path / "p.csv"))
+    assert r.returncode == 2 and "junk.tflite" in r.stderr and "not a usable TFLite model" in r.stderr
+    assert "Traceback" not in r.stderr
