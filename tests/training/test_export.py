@@ -3,6 +3,8 @@ runtime), gives the ages of the float model on real aligned faces."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -110,8 +112,6 @@ def test_pair_averages_the_first_on_the_crop_and_the_second_on_its_mirror(real_c
 def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path, capsys):
     """`export --model A --model B`: one int8 file the till runs with one call per face, which
     agrees with the Keras pair, and a card that says what it holds."""
-    import json
-
     from training.export import main, pair
 
     crops, ages = real_crops
@@ -143,8 +143,6 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
 
 def write_dataset(data, crops, ages, n_train: int = 150) -> None:
     """A minimal prepare-style dataset folder (crops.npy, index.csv, dataset.json)."""
-    import json
-
     data.mkdir()
     np.save(data / "crops.npy", crops)
     splits = ["train"] * n_train + ["val"] * (len(crops) - n_train)
@@ -159,8 +157,6 @@ def write_dataset(data, crops, ages, n_train: int = 150) -> None:
 def test_pair_of_two_crop_sizes_resizes_for_the_smaller(real_crops, two_members, tmp_path, capsys):
     """A pair trained at two crop sizes: the file takes the larger, the smaller network sees the
     crop resized inside the graph, and export refuses crops of the wrong size for the file."""
-    import json
-
     import tensorflow as tf
 
     from training.export import main, pair
