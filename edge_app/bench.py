@@ -336,11 +336,11 @@ def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32) -> S
     import cv2
 
     from edge_app.faces import choose_shopper
-    from edge_app.policy import decide
+    from edge_app.policy import decide_calibrated
 
     clock = time.perf_counter
     f = StageFigures()
-    group: list[float] = []
+    group: list = []  # (age, distribution) of the frames of one simulated check
     for i, bgr in enumerate(video_frames(video, n_frames + WARMUP_FRAMES)):
         keep = i >= WARMUP_FRAMES
         # Same steps as CheckRunner._frame -> FacePipeline.process, with a clock between them.
@@ -383,10 +383,11 @@ def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32) -> S
             f.infer_f32.append((t5 - t4) * 1000)
             f.infer_warm.append((t6 - t5) * 1000)
             f.ages_f32.append(est32.age)
-        group.append(est.age)
+        group.append((est.age, est.probs))
         if len(group) == cfg.check.max_frames:
             a = clock()
-            decide(group, cfg.policy, cfg.check.min_frames)
+            decide_calibrated([g[0] for g in group], [g[1] for g in group], cfg.policy, model.rules,
+                              cfg.check.min_frames)
             f.aggregate.append((clock() - a) * 1000)
             group = []
     return f

@@ -2,7 +2,8 @@
 max_frames from the ring buffer just before the scan, newest first; fresh ones after it when
 extra_frames asks for them or the buffer held no usable face), the early decision once
 agree_frames usable frames agree, the per-frame path edge_app.faces (detect, shopper, align,
-quality gate) -> edge_app.model, the time budget, the call to policy.decide, and the check/alert
+quality gate) -> edge_app.model, the time budget, the call to policy.decide_calibrated, and the
+check/alert
 event documents with per-stage latency (ms: queue = waiting for the worker, wait = waiting for
 camera frames, faces, model, policy, total = scan to decision). Nothing visual leaves this
 module: frames and crops are dropped when run() returns; the events carry numbers only.
@@ -24,7 +25,7 @@ from edge_app.capture import Frame, FrameBuffer
 from edge_app.config import Config, PolicyConfig
 from edge_app.faces import FacePipeline, ImageError
 from edge_app.model import AgeModel
-from edge_app.policy import PolicyResult, decide
+from edge_app.policy import PolicyResult, decide_calibrated
 from edge_app.triggers import Trigger
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def spread(frames: list[Frame], n: int) -> list[Frame]:
 @dataclass
 class _Tally:
     ages: list[float] = dataclasses.field(default_factory=list)
+    probs: list = dataclasses.field(default_factory=list)  # each frame's age distribution
     boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
     rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     faces_seen: int = 0
@@ -94,6 +96,8 @@ class CheckRunner:
         est = self.model.predict(aligned.crop)
         t.ms["model"] += (self.clock() - b) * 1000
         t.ages.append(est.age)
+        if est.probs is not None:
+            t.probs.append(est.probs)
         t.boxes.append(tuple(float(v) for v in aligned.face.box))
 
     def run(self, trigger: Trigger, heartbeat: Callable[[], None] | None = None) -> CheckOutcome:
@@ -139,7 +143,7 @@ class CheckRunner:
             beat()
             if len(t.ages) >= cc.max_frames or self.clock() >= deadline:
                 break
-            if t.after >= cc.extra_frames and self._agreed(t.ages, pol):
+            if t.after >= cc.extra_frames and self._agreed(t, pol):
                 break
         return self._outcome(trigger, t, pol)
 
@@ -149,20 +153,24 @@ class CheckRunner:
         p = self.cfg.policy
         return dataclasses.replace(p, legal_age=trigger.min_age, challenge_age=max(p.challenge_age, trigger.min_age))
 
-    def _agreed(self, ages: list[float], pol: PolicyConfig) -> bool:
+    def _decide(self, t: _Tally, pol: PolicyConfig, min_frames: int) -> PolicyResult:
+        return decide_calibrated(t.ages, t.probs, pol, self.model.rules, min_frames)
+
+    def _agreed(self, t: _Tally, pol: PolicyConfig) -> bool:
         """Enough usable frames, and each of them alone gives the decision they give together:
         more frames of the same person a fraction of a second apart would not change it."""
         cc = self.cfg.check
-        if not cc.agree_frames or len(ages) < max(cc.agree_frames, cc.min_frames):
+        if not cc.agree_frames or len(t.ages) < max(cc.agree_frames, cc.min_frames):
             return False
-        together = decide(ages, pol, cc.min_frames).decision
-        return all(decide([a], pol).decision == together for a in ages)
+        together = self._decide(t, pol, cc.min_frames).decision
+        singles = (_Tally(ages=[a], probs=t.probs[i : i + 1]) for i, a in enumerate(t.ages))
+        return all(self._decide(one, pol, 1).decision == together for one in singles)
 
     def _outcome(self, trigger: Trigger, t: _Tally, pol_cfg: PolicyConfig) -> CheckOutcome:
         cfg = self.cfg
         item = trigger.scan.item
         p0 = self.clock()
-        res = decide(t.ages, pol_cfg, cfg.check.min_frames)
+        res = self._decide(t, pol_cfg, cfg.check.min_frames)
         end = self.clock()
         t.ms["policy"] = (end - p0) * 1000
         t.ms["total"] = (end - trigger.received) * 1000
@@ -184,10 +192,12 @@ class CheckRunner:
             faces_seen=t.faces_seen,
             age=res.age, age_low=res.age_low, age_high=res.age_high, age_band=res.age_band,
             spread=res.spread,
+            p_over=res.p_over,
             decision=res.decision,
             reason=reason,
             policy={"legal_age": res.legal_age, "challenge_age": res.challenge_age,
-                    "margin_years": cfg.policy.margin_years, "min_frames": cfg.check.min_frames},
+                    "margin_years": cfg.policy.margin_years, "min_frames": cfg.check.min_frames,
+                    "rule": "calibrated" if res.p_over is not None else "margin"},
             model_id=self.model.model_id,
             latency_ms={k: round(v, 1) for k, v in t.ms.items()},
             camera=camera,

@@ -10,7 +10,7 @@ import sys
 from edge_app.config import Config, ConfigError
 from edge_app.faces import FacePipeline, read_photos
 from edge_app.model import AgeModel, ModelError
-from edge_app.policy import decide
+from edge_app.policy import decide_calibrated
 
 
 def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
@@ -34,18 +34,21 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
             res = pipe.process(rgb)
             if res.aligned is None:
                 failures += 1
-                pol = decide([], cfg.policy)
+                pol = decide_calibrated([], [], cfg.policy, model.rules)
                 results.append({"file": photo, "faces": 0, "decision": pol.decision, "error": "no face found"})
                 if not args.json:
                     print(f"{photo}: no face found -> {pol.decision.upper()} (ask for ID)")
                 continue
             est = model.predict(res.aligned.crop)
-            pol = decide([est.age], cfg.policy)
+            pol = decide_calibrated([est.age], [est.probs], cfg.policy, model.rules)
             rec = {
                 "file": photo,
                 "faces": len(res.faces),
                 "age": round(est.age, 1),
                 "age_band": pol.age_band,
+                "age_low": pol.age_low,
+                "age_high": pol.age_high,
+                "p_over": pol.p_over,
                 "decision": pol.decision,
                 "challenge_age": cfg.policy.challenge_age,
                 "usable": res.aligned.ok,
@@ -57,7 +60,9 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
             if not args.json:
                 warn = "" if res.aligned.ok else f"  (the till would retry: {'; '.join(res.aligned.rejected)})"
                 extra = f" [{'; '.join(notes)}]" if notes else ""
-                print(f"{photo}: age {est.age:.1f} (band {pol.age_band}), {len(res.faces)} face(s) -> "
+                p = "" if pol.p_over is None else f", P({cfg.policy.challenge_age}+) {pol.p_over:.2f}"
+                print(f"{photo}: age {est.age:.1f} (range {pol.age_low:.0f}-{pol.age_high:.0f}, band {pol.age_band}{p}), "
+                      f"{len(res.faces)} face(s) -> "
                       f"{pol.decision.upper()} under Challenge {cfg.policy.challenge_age}{warn}{extra}")
     if args.json:
         print(json.dumps(results, indent=2))

@@ -7,11 +7,14 @@ Runtime preference: ai-edge-litert (maintained), then tflite_runtime, then tenso
 from __future__ import annotations
 
 import json
+import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edge_app.policy import DecisionRules, GateRule
 
 
 class ModelError(RuntimeError):
@@ -41,8 +44,37 @@ def _interpreter_class():
 
 @dataclass(frozen=True)
 class AgeEstimate:
-    age: float  # expectation of the age distribution, years
+    age: float  # expectation of the age distribution (through the card's age map), years
     spread: float  # standard deviation of that distribution, years
+    # The distribution over ages 0..N-1 (crop and mirror averaged when the card asks for it);
+    # the calibrated decision is built from it. Never leaves the process.
+    probs: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+def decision_rules(card: dict, where: Path) -> DecisionRules | None:
+    """The card's calibrated decision (key ``decision``), checked; None when it has none."""
+    d = card.get("decision")
+    if not d:
+        return None
+    try:
+        gates = []
+        for g in d["gates"]:
+            raw = tuple(float(v) for v in g["raw"])
+            cal = tuple(float(v) for v in g["calibrated"])
+            thr = float(g["threshold"])
+            ok = (len(raw) == len(cal) >= 2 and all(b > a for a, b in zip(raw, raw[1:]))
+                  and all(b >= a for a, b in zip(cal, cal[1:])) and all(0 <= v <= 1 for v in raw + cal)
+                  and 0 <= thr <= 1)
+            if not ok:
+                raise ValueError(f"gate for challenge age {g.get('challenge_age')} is not a monotone map within 0..1")
+            gates.append(GateRule(int(g["challenge_age"]), raw, cal, thr))
+        level = float(d["interval"]["level"])
+        temp = float(d["interval"]["temperature"])
+        if not (0 < level < 1 and math.isfinite(temp) and temp > 0):
+            raise ValueError(f"interval level {level} / temperature {temp} out of range")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"model card {where}: decision is malformed ({exc})") from None
+    return DecisionRules(tuple(gates), level, temp)
 
 
 def card_path(model_path: Path) -> Path:
@@ -86,6 +118,7 @@ class AgeModel:
         self._map_y = np.asarray(amap.get("y", []), float)
         if len(self._map_x) != len(self._map_y) or (len(self._map_x) and np.any(np.diff(self._map_x) <= 0)):
             raise ModelError(f"model card {cp}: age_map needs increasing x knots and as many y values")
+        self.rules = decision_rules(self.card, cp)
         self._lock = threading.Lock()
 
     @property
@@ -129,4 +162,4 @@ class AgeModel:
         spread = float(np.sqrt(max(0.0, p @ (self._ages - mean) ** 2)))
         if len(self._map_x):
             mean = float(np.interp(mean, self._map_x, self._map_y))
-        return AgeEstimate(age=mean, spread=spread)
+        return AgeEstimate(age=mean, spread=spread, probs=p)

@@ -1,15 +1,27 @@
 """Policy: from per-frame age estimates to the cashier's instruction (approve / check_id /
-no_face). Pure functions only; thresholds come from PolicyConfig."""
+no_face). Pure functions only; thresholds come from PolicyConfig and, for a model whose card
+carries one, from the card's calibrated decision (`GateRule`).
+
+The calibrated decision: the frames' age distributions (each already the mean of the crop and
+its mirror) are averaged; the mass at or over the challenge age is mapped through the card's
+monotone calibration to P(shopper >= challenge age); the till approves only when that clears the
+card's threshold. The age range shown is the card's calibrated interval (e.g. 80%) of the same
+averaged distribution, not the spread between frames.
+"""
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import numpy as np
+
 from edge_app.config import PolicyConfig
 
 Decision = Literal["approve", "check_id", "no_face"]
+DECISIONS: tuple[Decision, ...] = ("approve", "check_id", "no_face")
 
 # Bands used in every report and in the evaluation (upper bound inclusive).
 BANDS: tuple[tuple[str, int, int], ...] = (
@@ -32,6 +44,32 @@ def age_band(age: float) -> str:
 
 
 @dataclass(frozen=True)
+class GateRule:
+    """The card's calibrated decision for one challenge age: `raw` -> `calibrated` is a monotone
+    map of the distribution's mass at or over the challenge age, fitted on validation; approve
+    when the calibrated probability is at least `threshold`."""
+
+    challenge_age: int
+    raw: tuple[float, ...]
+    calibrated: tuple[float, ...]
+    threshold: float
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    """What a model card says about decisions: one GateRule per challenge age it was fitted for,
+    and the temperature that makes the distribution's central `interval_level` interval cover
+    that share of validation ages."""
+
+    gates: tuple[GateRule, ...]
+    interval_level: float = 0.8
+    interval_temperature: float = 1.0
+
+    def gate(self, challenge_age: int) -> GateRule | None:
+        return next((g for g in self.gates if g.challenge_age == challenge_age), None)
+
+
+@dataclass(frozen=True)
 class PolicyResult:
     decision: Decision
     age: float | None
@@ -43,6 +81,7 @@ class PolicyResult:
     legal_age: int
     challenge_age: int
     reason: str
+    p_over: float | None = None  # calibrated P(age >= challenge age); None under the margin rule
 
 
 def aggregate(ages: Sequence[float]) -> tuple[float, float]:
@@ -57,12 +96,39 @@ def aggregate(ages: Sequence[float]) -> tuple[float, float]:
     return med, (q[2] - q[0]) / 1.349
 
 
+def raw_p_over(probs: np.ndarray, challenge_age: int) -> float:
+    """The distribution's mass at or over the challenge age (class k is age k)."""
+    return float(np.clip(np.sum(probs[int(challenge_age):]), 0.0, 1.0))
+
+
+def calibrated_p_over(probs: np.ndarray, gate: GateRule) -> float:
+    return float(np.interp(raw_p_over(probs, gate.challenge_age), gate.raw, gate.calibrated))
+
+
+def age_interval(probs: np.ndarray, level: float, temperature: float) -> tuple[float, float]:
+    """Central `level` interval of the distribution sharpened or widened by `temperature`
+    (p ** (1/T), renormalised); ages are the class centres, the cdf is interpolated between."""
+    logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None)) / temperature
+    q = np.exp(logp - logp.max())
+    q /= q.sum()
+    cdf = np.cumsum(q)
+    ages = np.arange(len(q), dtype=np.float64)
+    lo = float(np.interp((1 - level) / 2, cdf, ages))
+    hi = float(np.interp((1 + level) / 2, cdf, ages))
+    return lo, hi
+
+
+def _no_face(n: int, min_frames: int, cfg: PolicyConfig) -> PolicyResult:
+    return PolicyResult("no_face", None, None, None, None, None, n, cfg.legal_age, cfg.challenge_age,
+                        f"{n} usable face frame(s), need {max(1, min_frames)}")
+
+
 def decide(ages: Sequence[float], cfg: PolicyConfig, min_frames: int = 1) -> PolicyResult:
-    """approve only when the aggregated estimate minus its uncertainty is at or above the
-    challenge age; otherwise check_id; too few usable frames means no_face (ask for ID too)."""
+    """The margin rule, for a model whose card has no calibrated decision: approve only when the
+    aggregated estimate minus its uncertainty is at or above the challenge age; otherwise
+    check_id; too few usable frames means no_face (ask for ID too)."""
     if len(ages) < max(1, min_frames):
-        return PolicyResult("no_face", None, None, None, None, None, len(ages), cfg.legal_age, cfg.challenge_age,
-                            f"{len(ages)} usable face frame(s), need {max(1, min_frames)}")
+        return _no_face(len(ages), min_frames, cfg)
     age, spread = aggregate(ages)
     unc = spread + cfg.margin_years
     low, high = age - unc, age + unc
@@ -74,3 +140,33 @@ def decide(ages: Sequence[float], cfg: PolicyConfig, min_frames: int = 1) -> Pol
         reason = f"estimate {age:.1f} - {unc:.1f} < challenge age {cfg.challenge_age}"
     return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2),
                         len(ages), cfg.legal_age, cfg.challenge_age, reason)
+
+
+def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], cfg: PolicyConfig,
+                      rules: DecisionRules | None, min_frames: int = 1) -> PolicyResult:
+    """The till's decision. When the card has a calibrated rule for this challenge age: approve
+    only when P(age >= challenge age), from the frames' averaged distribution, clears the card's
+    threshold (policy.margin_years does not apply: the threshold already holds the margin the
+    validation data asked for). Otherwise the margin rule (`decide`)."""
+    gate = rules.gate(cfg.challenge_age) if rules else None
+    if gate is None or not probs:
+        return decide(ages, cfg, min_frames)
+    if len(ages) < max(1, min_frames):
+        return _no_face(len(ages), min_frames, cfg)
+    age, spread = aggregate(ages)
+    mean = np.mean(np.stack([np.asarray(p, np.float64) for p in probs]), axis=0)
+    p = calibrated_p_over(mean, gate)
+    low, high = age_interval(mean, rules.interval_level, rules.interval_temperature)
+    # The interval is of the raw distribution; the shown estimate is the card's mapped age, so
+    # the range is widened to contain it rather than shown beside it.
+    low, high = min(low, age), max(high, age)
+    if p >= gate.threshold:
+        decision: Decision = "approve"
+        reason = f"P(age >= {cfg.challenge_age}) {p:.3f} >= threshold {gate.threshold:.3f}"
+    else:
+        decision = "check_id"
+        reason = f"P(age >= {cfg.challenge_age}) {p:.3f} < threshold {gate.threshold:.3f}"
+    if not math.isfinite(p):
+        decision, reason = "check_id", "the model gave no usable probability"
+    return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2),
+                        len(ages), cfg.legal_age, cfg.challenge_age, reason, round(p, 4))

@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO.parent / "shared"))
 UTKFACE = SHARED / "datasets" / "utkface"
+AAF = SHARED / "datasets" / "aaf-train"
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
 
 
@@ -25,6 +26,12 @@ def need_utkface() -> Path:
     if not (UTKFACE / "labels.csv").is_file():
         pytest.skip(f"UTKFace photos not found at {UTKFACE} (set AGECHECK_SHARED to the shared folder)")
     return UTKFACE
+
+
+def need_aaf() -> Path:
+    if not (AAF / "labels.csv").is_file():
+        pytest.skip(f"All-Age-Faces photos not found at {AAF} (set AGECHECK_SHARED to the shared folder)")
+    return AAF
 
 
 def utk_sample(n: int, seed: int = 0) -> list[tuple[Path, float]]:

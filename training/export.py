@@ -26,7 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.faces import TEMPLATE, TEMPLATE_VERSION
-from training.train import chain_seconds, load_split
+from training.dataset import load_split
+from training.train import chain_seconds
+
+
+# What the card says of the sources this project trains on (names are prepare's folder names).
+SOURCE_NAMES = {"utkface": "UTKFace (aligned & cropped)", "aaf-train": "All-Age-Faces, training list"}
+SOURCE_LICENCES = {
+    "utkface": "non-commercial research only; photos (c) their owners",
+    "aaf-train": "no licence stated by its distribution; treated as research-only",
+}
 
 
 def sha256(path: Path) -> str:
@@ -106,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", action="store_true",
                     help="also fit a monotone least-absolute-error calibration of the estimate on "
                     "the VALIDATION split (training.calibrate), applied before the gate shift")
+    ap.add_argument("--minors-approved", type=float, default=None,
+                    help="fit the calibrated decision on the VALIDATION split (training.decision): the "
+                    "threshold approves at most this share of 13-17-year-olds over all sources (e.g. 0.015)")
+    ap.add_argument("--minors-approved-each", type=float, default=None,
+                    help="with --minors-approved: at most this share in each source (default: the same)")
+    ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
     a = ap.parse_args(argv)
 
     import keras
@@ -132,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         # The representative set and the age-map fit must be the crops the till will feed the file.
         ap.error(f"--data {a.data} holds {dataset['output_size']} px crops, but the file takes {size} px "
                  f"(the largest network's input); give a cache made by `prepare --size {size}`")
-    x, _ = load_split(a.data, "train")
+    x = load_split(a.data, "train").x
     rng = np.random.default_rng(a.seed)
     rep = x[rng.choice(len(x), min(a.representative, len(x)), replace=False)]
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,25 +184,38 @@ def main(argv: list[str] | None = None) -> int:
                       "output_size": dataset["output_size"], "margin": dataset["margin"],
                       "pipeline": "edge_app.faces (MediaPipe short-range detector keypoints, similarity)"},
         "training_data": {
-            "name": "UTKFace (aligned & cropped)",
-            "licence": "non-commercial research only; photos (c) their owners. This is a DEMONSTRATION "
+            "name": " + ".join(SOURCE_NAMES.get(s, s) for s in dataset.get("sources", {"data": 0})),
+            "sources": {s: {"name": SOURCE_NAMES.get(s, s), "licence": SOURCE_LICENCES.get(s, "as its owner grants"),
+                            **{k: v for k, v in d.items() if k not in ("images", "labels")}}
+                        for s, d in dataset.get("sources", {}).items()},
+            "licence": "research-only data sets; photos (c) their owners. This is a DEMONSTRATION "
             "model: retrain on licensed photos before commercial use (see README).",
             "labelled": dataset["labelled"], "unique_after_dedup": dataset["unique"],
             "detected": dataset["detected"], "per_split": dataset["per_split"],
-            "split": "by duplicate group (file content hash)", "split_seed": dataset["seed"],
+            "split": "by duplicate group (file content hash), each source on its own", "split_seed": dataset["seed"],
             "fractions": dataset["fractions"],
         },
         "training": train_info,
         "metrics": {},
     }
-    if a.gate_target is not None or a.calibrate:
+    if a.gate_target is not None or a.calibrate or a.minors_approved is not None:
         from edge_app.model import AgeModel
         from training.calibrate import fit_age_map
 
-        xv, yv = load_split(a.data, "val")
+        val = load_split(a.data, "val")
+        xv, yv = val.x, val.age
         # The raw estimate: an age map in a card left by an earlier export must not count.
         q = AgeModel(a.out, flip_average=a.flip_average, use_age_map=False)
-        raw = np.array([q.predict(c).age for c in xv])
+        ests = [q.predict(c) for c in xv]
+        raw = np.array([e.age for e in ests])
+    if a.minors_approved is not None:
+        from training.decision import fit_decision, summary
+
+        each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
+        card["decision"] = fit_decision(np.stack([e.probs for e in ests]), yv, val.source, a.minors_approved,
+                                        each, a.interval)
+        print("\n".join(summary(card["decision"], val.sources())))
+    if a.gate_target is not None or a.calibrate:
         amap, info = fit_age_map(raw, yv, a.gate_target, a.calibrate)
         card["age_map"] = amap
         card["age_map_fit"] = {"on": f"validation split ({len(xv)} crops)", **info}

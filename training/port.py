@@ -444,9 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no --images: checking on 32 random-noise images, batch norms not calibrated")
     calib = faces if args.images is not None else None
     if args.calibrate_data is not None:
-        from training.train import load_split
+        from training.dataset import load_split
 
-        crops, _ = load_split(args.calibrate_data, "train")
+        crops = load_split(args.calibrate_data, "train").x
         pick = np.random.default_rng(0).choice(len(crops), min(512, len(crops)), replace=False)
         calib = crops[np.sort(pick)].astype(np.float32)
         print(f"calibrating batch norms on {len(calib)} aligned training crops from {args.calibrate_data}")

@@ -1,12 +1,16 @@
-"""prepare: turn a folder of labelled photos into aligned face crops (made by the till's own
-edge_app.faces), de-duplicated and split train/val/test by duplicate group, cached OUTSIDE the
-repo.
+"""prepare: turn one or more folders of labelled photos (the *sources*) into aligned face crops
+(made by the till's own edge_app.faces), de-duplicated and split train/val/test by duplicate
+group within each source, cached OUTSIDE the repo.
 
-    python -m training.prepare --images DIR --labels CSV [--cache DIR] [--seed 1234]
+    python -m training.prepare --images DIR --labels CSV [--images DIR --labels CSV ...]
+        [--sources FILE] [--cache DIR] [--seed 1234] [--size 112]
 
-The labels CSV needs `file_name,real_age` (UTKFace and APPA-REAL layouts both work). The cache
+Each labels CSV needs `file_name,real_age` (UTKFace, All-Age-Faces and APPA-REAL layouts all
+work); optional `gender` (1 female, 0 male) and `race` columns are carried through so that
+`training.evaluate` can break its figures down by them. A source is named after its folder
+(`.../utkface/images` -> `utkface`) unless `--name` or the sources file names it. The cache
 directory comes from --cache or $AGECHECK_CACHE (default ~/.cache/agecheck). Re-running skips
-work already done (crops are written in chunks).
+work already done (crops are written in chunks, per source).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,30 +32,83 @@ from edge_app.faces import TEMPLATE_VERSION, FacePipeline, ImageError, load_imag
 
 CHUNK = 1000
 SPLITS = ("train", "val", "test")
+# Optional label columns kept with each photo (for breakdowns in evaluate); "" when absent.
+EXTRA_COLUMNS = ("gender", "race")
+
+
+class LabelsError(ValueError):
+    """A labels CSV or sources file that cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One folder of photos with its labels CSV, under a short name recorded with each photo."""
+
+    name: str
+    images: Path
+    labels: Path
 
 
 def default_cache() -> Path:
     return Path(os.environ.get("AGECHECK_CACHE", Path.home() / ".cache" / "agecheck"))
 
 
-def dataset_dir(cache: Path, output_size: int, margin: float) -> Path:
-    return cache / f"crops-{TEMPLATE_VERSION}-{output_size}px-m{margin:g}"
+def dataset_dir(cache: Path, output_size: int, margin: float, sources: tuple[str, ...] = ()) -> Path:
+    """One source keeps the name it has always had; several are named in the folder, so a
+    UTKFace-only cache and a two-source cache live side by side."""
+    base = f"crops-{TEMPLATE_VERSION}-{output_size}px-m{margin:g}"
+    return cache / (base if len(sources) <= 1 else base + "-" + "+".join(sources))
 
 
-def read_labels(path: Path) -> list[tuple[str, float]]:
+def source_name(images: Path) -> str:
+    """`.../utkface/images` -> `utkface`; `.../my-photos` -> `my-photos`."""
+    p = images.resolve()
+    return p.parent.name if p.name.lower() in {"images", "imgs", "photos", "img"} else p.name
+
+
+def read_sources_file(path: Path) -> list[Source]:
+    """A CSV with `name,images,labels`; relative paths are relative to the file."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"name", "images", "labels"} - set(reader.fieldnames or [])
+        if missing:
+            raise LabelsError(f"{path}: sources file lacks column(s) {', '.join(sorted(missing))}; need name,images,labels")
+        return [Source(r["name"].strip(), path.parent / r["images"].strip(), path.parent / r["labels"].strip())
+                for r in reader if r["name"].strip()]
+
+
+def check_sources(sources: list[Source]) -> None:
+    if not sources:
+        raise LabelsError("no sources: give --images DIR --labels CSV (once per source) or --sources FILE")
+    names = [s.name for s in sources]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise LabelsError(f"two sources are named {', '.join(dup)}; give each its own --name")
+    for s in sources:
+        for p, what in ((s.images, "images folder"), (s.labels, "labels CSV")):
+            if not p.exists():
+                raise LabelsError(f"source {s.name}: {what} {p} does not exist")
+
+
+def read_labels(path: Path) -> list[dict]:
+    """Rows of a labels CSV as dicts with file_name, age and the optional columns."""
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = {"file_name", "real_age"} - set(reader.fieldnames or [])
         if missing:
-            sys.exit(f"error: {path} lacks column(s) {', '.join(sorted(missing))}; need file_name,real_age")
+            raise LabelsError(f"{path} lacks column(s) {', '.join(sorted(missing))}; need file_name,real_age")
         for i, row in enumerate(reader, start=2):
             try:
                 age = float(row["real_age"])
             except (TypeError, ValueError):
                 print(f"warning: {path}:{i}: age {row['real_age']!r} is not a number; row skipped", file=sys.stderr)
                 continue
-            rows.append((row["file_name"], age))
+            if not np.isfinite(age) or not 0 <= age <= 130:
+                print(f"warning: {path}:{i}: age {row['real_age']!r} is not an age; row skipped", file=sys.stderr)
+                continue
+            rows.append({"file_name": row["file_name"], "age": age,
+                         **{c: (row.get(c) or "").strip() for c in EXTRA_COLUMNS}})
     return rows
 
 
@@ -98,125 +155,191 @@ def _save_chunk(path: Path, crops: list[np.ndarray], meta: list[dict]) -> None:
     tmp.replace(path)
 
 
-def prepare(images: Path, labels: Path, cache: Path, seed: int, val: float, test: float, faces_cfg: FacesConfig) -> Path:
-    out = dataset_dir(cache, faces_cfg.output_size, faces_cfg.margin)
-    parts = out / "parts"
+def _hashes(source: Source, rows: list[dict], out: Path) -> dict[str, str | None]:
+    """Content hashes, cached per source: de-duplication and the split depend only on the files."""
+    path = out / f"hashes-{source.name}.json"
+    legacy = out / "hashes.json"  # caches written before sources had names
+    hashes = json.loads((path if path.exists() else legacy).read_text()) if (path.exists() or legacy.exists()) else {}
+    for r in rows:
+        if r["file_name"] not in hashes:
+            p = source.images / r["file_name"]
+            hashes[r["file_name"]] = file_md5(p) if p.is_file() else None
+    path.write_text(json.dumps(hashes))
+    return hashes
+
+
+def _align(source: Source, kept: list[dict], parts: Path, faces_cfg: FacesConfig) -> None:
     parts.mkdir(parents=True, exist_ok=True)
-    rows = read_labels(labels)
-    print(f"{len(rows)} labelled photos in {labels}")
-
-    # Content hashes first: de-duplication and the split depend only on the files, not on faces.
-    hashes_path = out / "hashes.json"
-    hashes = json.loads(hashes_path.read_text()) if hashes_path.exists() else {}
-    missing = []
-    for name, _ in rows:
-        if name not in hashes:
-            p = images / name
-            hashes[name] = file_md5(p) if p.is_file() else None
-    hashes_path.write_text(json.dumps(hashes))
-    table = []
-    for name, age in rows:
-        if hashes[name] is None:
-            missing.append({"file_name": name, "age": age, "md5": "", "reason": "file missing"})
-        else:
-            table.append({"file_name": name, "age": age, "md5": hashes[name]})
-    kept, dropped = dedupe(table)
-    dropped += missing
-    split_of = assign_splits([r["md5"] for r in kept], seed, val, test)
-    print(f"{len(kept)} unique photos after de-duplication; {len(dropped)} dropped (see rejected.csv)")
-
+    todo = [c for c in range(0, len(kept), CHUNK) if not (parts / f"part_{c // CHUNK:05d}.npz").exists()]
+    if not todo:
+        return
     pipe = FacePipeline(faces_cfg)
     t0 = time.time()
-    for c in range(0, len(kept), CHUNK):
-        path = parts / f"part_{c // CHUNK:05d}.npz"
-        if path.exists():
-            continue
-        crops, meta = [], []
-        for r in kept[c : c + CHUNK]:
-            try:
-                rgb, _ = load_image(images / r["file_name"], faces_cfg.max_image_pixels)
-            except ImageError as exc:
-                meta.append({**r, "detected": 0, "reason": str(exc)})
-                continue
-            res = pipe.process(rgb)
-            if res.aligned is None:
-                meta.append({**r, "detected": 0, "reason": "no face detected"})
-                continue
-            crops.append(res.aligned.crop)
-            meta.append({**r, "detected": 1, "reason": "; ".join(res.aligned.rejected), **asdict(res.aligned.quality)})
-        _save_chunk(path, crops, meta)
-        done = min(c + CHUNK, len(kept))
-        print(f"  aligned {done}/{len(kept)} ({time.time() - t0:.0f} s)", flush=True)
-    pipe.close()
+    try:
+        for c in todo:
+            crops, meta = [], []
+            for r in kept[c : c + CHUNK]:
+                try:
+                    rgb, _ = load_image(source.images / r["file_name"], faces_cfg.max_image_pixels)
+                except ImageError as exc:
+                    meta.append({**r, "detected": 0, "reason": str(exc)})
+                    continue
+                res = pipe.process(rgb)
+                if res.aligned is None:
+                    meta.append({**r, "detected": 0, "reason": "no face detected"})
+                    continue
+                crops.append(res.aligned.crop)
+                meta.append({**r, "detected": 1, "reason": "; ".join(res.aligned.rejected), **asdict(res.aligned.quality)})
+            _save_chunk(parts / f"part_{c // CHUNK:05d}.npz", crops, meta)
+            done = min(c + CHUNK, len(kept))
+            print(f"  {source.name}: aligned {done}/{len(kept)} ({time.time() - t0:.0f} s)", flush=True)
+    finally:
+        pipe.close()
+
+
+def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, test: float,
+                    faces_cfg: FacesConfig) -> Path:
+    """Align, de-duplicate and split every source; returns the dataset folder. Each source is
+    split on its own (same seed), so every split holds every source in the same proportions and
+    a source's split does not change when another source is added."""
+    check_sources(sources)
+    out = dataset_dir(cache, faces_cfg.output_size, faces_cfg.margin, tuple(s.name for s in sources))
+    out.mkdir(parents=True, exist_ok=True)
+    seen_md5: dict[str, str] = {}
+    kept_all, dropped_all, labelled = [], [], {}
+    for src in sources:
+        rows = read_labels(src.labels)
+        labelled[src.name] = len(rows)
+        print(f"{src.name}: {len(rows)} labelled photos in {src.labels}")
+        hashes = _hashes(src, rows, out)
+        table, dropped = [], []
+        for r in rows:
+            md5 = hashes[r["file_name"]]
+            if md5 is None:
+                dropped.append({**r, "source": src.name, "md5": "", "reason": "file missing"})
+            else:
+                table.append({**r, "source": src.name, "md5": md5})
+        kept, dups = dedupe(table)
+        dropped += dups
+        # A photo already in an earlier source stays there only: no copy may straddle splits.
+        cross = [r for r in kept if r["md5"] in seen_md5]
+        dropped += [{**r, "reason": f"same photo as in source {seen_md5[r['md5']]}"} for r in cross]
+        kept = [r for r in kept if r["md5"] not in seen_md5]
+        seen_md5.update({r["md5"]: src.name for r in kept})
+        split_of = assign_splits([r["md5"] for r in kept], seed, val, test)
+        for r in kept:
+            r["split"] = split_of[r["md5"]]
+        print(f"{src.name}: {len(kept)} unique photos after de-duplication; {len(dropped)} dropped (see rejected.csv)")
+        # Parts of a single-source cache made before sources had names live in parts/ itself.
+        parts = out / "parts" if len(sources) == 1 and (out / "parts" / "part_00000.npz").exists() else out / "parts" / src.name
+        _align(src, kept, parts, faces_cfg)
+        kept_all += kept
+        dropped_all += dropped
 
     all_crops, all_meta = [], []
-    for path in sorted(parts.glob("part_*.npz")):
-        z = np.load(path)
-        meta = json.loads(str(z["meta"]))
-        det = [m for m in meta if m["detected"]]
-        if det:
-            all_crops.append(z["crops"])
-        all_meta.extend(meta)
+    for src in sources:
+        parts = out / "parts" if len(sources) == 1 and (out / "parts" / "part_00000.npz").exists() else out / "parts" / src.name
+        for path in sorted(parts.glob("part_*.npz")):
+            z = np.load(path)
+            meta = json.loads(str(z["meta"]))
+            if any(m["detected"] for m in meta):
+                all_crops.append(z["crops"])
+            all_meta.extend({"source": src.name, **m} for m in meta)
     crops = np.concatenate(all_crops)
     detected = [m for m in all_meta if m["detected"]]
-    assert len(detected) == len(crops)
+    if len(detected) != len(crops):
+        raise RuntimeError(f"cache {out} is inconsistent ({len(detected)} faces, {len(crops)} crops); delete it and run again")
+    split_of = {(r["source"], r["md5"]): r["split"] for r in kept_all}
     for m in detected:
-        m["split"] = split_of[m["md5"]]
+        m["split"] = split_of[(m["source"], m["md5"])]
     np.save(out / "crops.npy", crops)
+    extra = list(EXTRA_COLUMNS)
     with open(out / "index.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["row", "file_name", "age", "md5", "split", "gate"])
+        w.writerow(["row", "file_name", "age", "md5", "split", "gate", "source", *extra])
         for i, m in enumerate(detected):
-            w.writerow([i, m["file_name"], m["age"], m["md5"], m["split"], m["reason"]])
+            w.writerow([i, m["file_name"], m["age"], m["md5"], m["split"], m["reason"], m["source"],
+                        *(m.get(c, "") for c in extra)])
     with open(out / "rejected.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["file_name", "age", "reason"])
-        for m in dropped + [m for m in all_meta if not m["detected"]]:
-            w.writerow([m["file_name"], m["age"], m["reason"]])
-    # The split file is what evaluate and the tests read: one line per labelled photo kept.
+        w.writerow(["file_name", "age", "reason", "source"])
+        for m in dropped_all + [m for m in all_meta if not m["detected"]]:
+            w.writerow([m["file_name"], m["age"], m["reason"], m["source"]])
+    # The split file is a labels CSV that evaluate reads: one line per labelled photo kept.
     with open(out / "split.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["file_name", "real_age", "md5", "split"])
-        for r in kept:
-            w.writerow([r["file_name"], r["age"], r["md5"], split_of[r["md5"]]])
+        w.writerow(["file_name", "real_age", "md5", "split", "source", *extra])
+        for r in kept_all:
+            w.writerow([r["file_name"], r["age"], r["md5"], r["split"], r["source"], *(r.get(c, "") for c in extra)])
+    per_source = {}
+    for src in sources:
+        det = [m for m in detected if m["source"] == src.name]
+        uniq = sum(1 for r in kept_all if r["source"] == src.name)
+        per_source[src.name] = {
+            "images": str(src.images), "labels": str(src.labels), "labelled": labelled[src.name],
+            "unique": uniq, "detected": len(det), "detection_rate": round(len(det) / max(1, uniq), 4),
+            "per_split": {s: sum(1 for m in det if m["split"] == s) for s in SPLITS},
+        }
     info = {
-        "images": str(images),
-        "labels": str(labels),
+        "sources": per_source,
         "seed": seed,
         "fractions": {"val": val, "test": test},
         "template_version": TEMPLATE_VERSION,
         "output_size": faces_cfg.output_size,
         "margin": faces_cfg.margin,
-        "labelled": len(rows),
-        "unique": len(kept),
+        "labelled": sum(labelled.values()),
+        "unique": len(kept_all),
         "detected": len(detected),
-        "detection_rate": round(len(detected) / max(1, len(kept)), 4),
+        "detection_rate": round(len(detected) / max(1, len(kept_all)), 4),
         "per_split": {s: sum(1 for m in detected if m["split"] == s) for s in SPLITS},
     }
+    if len(sources) == 1:  # the single-source fields earlier caches had
+        info.update(images=str(sources[0].images), labels=str(sources[0].labels))
     (out / "dataset.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
     return out
 
 
+def prepare(images: Path, labels: Path, cache: Path, seed: int, val: float, test: float, faces_cfg: FacesConfig) -> Path:
+    """One source: the folder and labels CSV this command always took."""
+    return prepare_sources([Source(source_name(images), images, labels)], cache, seed, val, test, faces_cfg)
+
+
+def sources_from_args(images: list[Path], labels: list[Path], names: list[str], sources_file: Path | None) -> list[Source]:
+    if len(images) != len(labels):
+        raise LabelsError(f"--images given {len(images)} time(s) and --labels {len(labels)}: give them in pairs, one pair per source")
+    if names and len(names) != len(images):
+        raise LabelsError(f"--name given {len(names)} time(s) for {len(images)} source(s): name every source or none")
+    out = [Source(names[i] if names else source_name(im), im, lb) for i, (im, lb) in enumerate(zip(images, labels))]
+    if sources_file is not None:
+        if not sources_file.is_file():
+            raise LabelsError(f"--sources: {sources_file} does not exist")
+        out += read_sources_file(sources_file)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.prepare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", type=Path, required=True, help="folder of photos")
-    ap.add_argument("--labels", type=Path, required=True, help="CSV with file_name,real_age")
+    ap.add_argument("--images", type=Path, action="append", default=[], help="folder of photos (once per source)")
+    ap.add_argument("--labels", type=Path, action="append", default=[], help="CSV with file_name,real_age (once per source)")
+    ap.add_argument("--name", action="append", default=[], help="name of each source (default: its folder's name)")
+    ap.add_argument("--sources", type=Path, default=None, help="CSV with name,images,labels, one row per source")
     ap.add_argument("--cache", type=Path, default=None, help="cache folder outside the repo (default $AGECHECK_CACHE or ~/.cache/agecheck)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--val", type=float, default=0.10)
     ap.add_argument("--test", type=float, default=0.15)
     ap.add_argument("--size", type=int, default=FacesConfig.output_size, help="crop side in pixels")
     a = ap.parse_args(argv)
-    for p, what in ((a.images, "--images"), (a.labels, "--labels")):
-        if not p.exists():
-            ap.error(f"{what}: {p} does not exist")
     cache = a.cache or default_cache()
     repo = Path(__file__).resolve().parent.parent
     if cache.resolve().is_relative_to(repo):
         ap.error(f"--cache: {cache} is inside the repository; face crops must stay outside it")
-    cfg = FacesConfig(output_size=a.size)
-    prepare(a.images, a.labels, cache, a.seed, a.val, a.test, cfg)
+    try:
+        sources = sources_from_args(a.images, a.labels, a.name, a.sources)
+        check_sources(sources)
+        prepare_sources(sources, cache, a.seed, a.val, a.test, FacesConfig(output_size=a.size))
+    except LabelsError as exc:
+        ap.error(str(exc))
     return 0
 
 

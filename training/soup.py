@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.train import chain_seconds, load_split, val_figures
+from training.dataset import load_split
+from training.train import chain_seconds, val_figures
 
 
 def average_weights(models) -> list[np.ndarray]:
@@ -74,17 +75,17 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     models = [keras.models.load_model(p, compile=False) for p in a.models]
-    xv, yv = load_split(a.data, "val")
+    val = load_split(a.data, "val")
     rows = []
     for p, m in zip(a.models, models):
-        rows.append((str(p), val_figures(m, xv, yv)))
+        rows.append((str(p), val_figures(m, val)))
     soup = keras.models.clone_model(models[0])
     soup.set_weights(average_weights(models))
-    xt, _ = load_split(a.data, "train")
+    xt = load_split(a.data, "train").x
     rng = np.random.default_rng(a.seed)
     recalibrate_batch_norms(soup, xt[rng.choice(len(xt), min(a.bn_crops, len(xt)), replace=False)])
-    rows.append(("soup", val_figures(soup, xv, yv)))
-    print(f"validation split ({len(xv)} crops):")
+    rows.append(("soup", val_figures(soup, val)))
+    print(f"validation split ({len(val)} crops):")
     for name, f in rows:
         print(f"  {name}: MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}), 13-17 at 25+ "
               f"{100 * f['minors_at_25_plus']:.2f}%, 25+ under 25 {100 * f['adults_under_25']:.2f}%")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "soup_of": [{"model": str(p), **i} for p, i in zip(a.models, infos)],
         "soup_seconds": round(time.time() - t0, 1),
         "train_images": infos[0].get("train_images"),
-        "val_images": len(xv),
+        "val_images": len(val),
         "device": infos[0].get("device"),
         # The recipe's cost: every ingredient's training plus the averaging.
         "train_seconds": round(sum(chain_seconds(i) for i in infos) + time.time() - t0, 1),

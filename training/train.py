@@ -8,7 +8,6 @@ Challenge-25 gate. Resumable; the same code runs on a CPU or a GPU (mixed precis
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -18,20 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from training.calibrate import CHALLENGE, gate_figures
+from training.dataset import Split, band_index, cell_weights, load_split
 
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
-
-
-def load_split(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    crops = np.load(data / "crops.npy", mmap_mode="r")
-    rows, ages = [], []
-    with open(data / "index.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["split"] == split:
-                rows.append(int(r["row"]))
-                ages.append(float(r["age"]))
-    return np.ascontiguousarray(crops[rows]), np.array(ages, np.float32)
 
 
 def soft_labels(ages, sigma):
@@ -125,12 +114,31 @@ def jpeg_one(img):
     )
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, train: bool, seed: int):
+def make_dataset(data: Split, batch: int, train: bool, seed: int, balance: float = 0.0,
+                 boost: dict[int, float] | None = None):
+    """Batches of (crop, age). With balance > 0 the training stream samples (source, age band)
+    cells by `dataset.cell_weights` instead of in proportion to their size; it is endless, so
+    fit() is given the number of steps an epoch."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if train and balance > 0:
+        weights = cell_weights(data, balance, boost or {})
+        bands = band_index(data.age)
+        parts, probs = [], []
+        for (src, band), w in sorted(weights.items()):
+            m = (data.source == src) & (bands == band)
+            parts.append(
+                tf.data.Dataset.from_tensor_slices((data.x[m], data.age[m]))
+                .shuffle(int(m.sum()), seed=seed + len(parts), reshuffle_each_iteration=True)
+                .repeat()
+            )
+            probs.append(w)
+        ds = tf.data.Dataset.sample_from_datasets(parts, weights=probs, seed=seed)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((data.x, data.age))
+        if train:
+            ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     if train:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         ds = ds.map(lambda a, b: (jpeg_one(a), b), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=train)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
@@ -160,13 +168,20 @@ def rebuild(model, size: int):
     return fresh
 
 
-def val_figures(model, xv: np.ndarray, yv: np.ndarray) -> dict:
+def val_figures(model, val: Split) -> dict:
     """Gate figures of a Keras model on validation crops, plus the MAE of the mirror average
-    (what the till computes when the card asks for flip averaging)."""
-    probs = model.predict(xv.astype(np.float32), batch_size=256, verbose=0)
-    flip = model.predict(xv[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
-    f = gate_figures(expectation(probs), yv)
-    f["mae_flip"] = gate_figures(expectation((probs + flip) / 2), yv)["mae"]
+    (what the till computes), overall and per source; `worst_mae_flip` is the worst source's,
+    which is what checkpoints are chosen on (a model must carry over to every population)."""
+    probs = model.predict(val.x.astype(np.float32), batch_size=256, verbose=0)
+    flip = model.predict(val.x[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
+    f = gate_figures(expectation(probs), val.age)
+    both = expectation((probs + flip) / 2)
+    f["mae_flip"] = gate_figures(both, val.age)["mae"]
+    f["per_source"] = {}
+    for src in val.sources():
+        m = val.source == src
+        f["per_source"][src] = {**gate_figures(both[m], val.age[m]), "n": int(m.sum())}
+    f["worst_mae_flip"] = max(v["mae"] for v in f["per_source"].values())
     return f
 
 
@@ -189,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="early-stopping patience in epochs; the gains come at the low-LR end of the cosine "
                     "schedule, so by default a 10-epoch run is not stopped early (best.keras still keeps the best)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--balance", type=float, default=0.0,
+                    help="sample (source, age band) cells with weight count**BALANCE within a source and sources "
+                    "by the square root of their size (0: plain shuffling in proportion to the data)")
+    ap.add_argument("--boost-young", type=float, default=1.0,
+                    help="with --balance, extra sampling weight for the 13-17 and 18-24 bands")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
     a = ap.parse_args(argv)
 
@@ -200,21 +220,21 @@ def main(argv: list[str] | None = None) -> int:
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     a.out.mkdir(parents=True, exist_ok=True)
-    xtr, ytr = load_split(a.data, "train")
-    xva, yva = load_split(a.data, "val")
+    tr = load_split(a.data, "train")
+    va = load_split(a.data, "val")
     if a.limit:
-        xtr, ytr = xtr[: a.limit], ytr[: a.limit]
-        xva, yva = xva[: max(64, a.limit // 4)], yva[: max(64, a.limit // 4)]
-    print(f"train {len(xtr)}, val {len(xva)}, device {'GPU' if gpus else 'CPU'}", flush=True)
+        tr, va = tr.take(a.limit), va.take(max(64, a.limit // 4))
+    counts = ", ".join(f"{s} {int((tr.source == s).sum())}/{int((va.source == s).sum())}" for s in tr.sources())
+    print(f"train {len(tr)}, val {len(va)} ({counts}), device {'GPU' if gpus else 'CPU'}", flush=True)
 
     model = keras.models.load_model(a.init, compile=False)
-    size = int(xtr.shape[1])
+    size = int(tr.x.shape[1])
     resized = int(model.input.shape[1]) != size
     if resized:
         print(f"--init takes {model.input.shape[1]} px; rebuilding it for the {size} px crops", flush=True)
     if gpus or resized:
         model = rebuild(model, size)
-    steps = len(xtr) // a.batch
+    steps = len(tr) // a.batch
     total = steps * a.epochs
     warm = max(1, steps // 2)
     sched = keras.optimizers.schedules.CosineDecay(
@@ -225,14 +245,22 @@ def main(argv: list[str] | None = None) -> int:
 
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            f = val_figures(self.model, xva, yva)
+            f = val_figures(self.model, va)
             logs["val_mae"] = f["mae"]
             logs["val_minors_25"] = f["minors_at_25_plus"]
             logs["val_adults_u25"] = f["adults_under_25"]
             logs["val_mae_flip"] = f["mae_flip"]
+            logs["val_worst_mae_flip"] = f["worst_mae_flip"]
+            for src, g in f["per_source"].items():
+                logs[f"val_mae_flip_{src}"] = g["mae"]
+            per = "; ".join(
+                f"{src} {g['mae']:.3f}, 13-17 at 25+ {g['minors_at_25_plus']:.1%}, 25+ under 25 {g['adults_under_25']:.1%}"
+                for src, g in f["per_source"].items()
+            )
             print(
-                f"\nepoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}), "
-                f"13-17 at 25+ {f['minors_at_25_plus']:.3%}, 25+ under 25 {f['adults_under_25']:.3%}",
+                f"\nepoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}, worst source "
+                f"{f['worst_mae_flip']:.3f}), 13-17 at 25+ {f['minors_at_25_plus']:.3%}, "
+                f"25+ under 25 {f['adults_under_25']:.3%}; per source (flip-avg): {per}",
                 flush=True,
             )
 
@@ -241,15 +269,20 @@ def main(argv: list[str] | None = None) -> int:
         # Kept after the run, so a later call with more --epochs continues from the last epoch
         # (weights, optimizer state, epoch counter) instead of starting over.
         keras.callbacks.BackupAndRestore(str(a.out / "backup"), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(a.out / "best.keras"), monitor="val_mae", mode="min", save_best_only=True),
+        # Chosen on the worst source's validation MAE, not a pooled one: the largest source
+        # would otherwise decide alone.
+        keras.callbacks.ModelCheckpoint(str(a.out / "best.keras"), monitor="val_worst_mae_flip", mode="min",
+                                        save_best_only=True),
         keras.callbacks.ModelCheckpoint(str(a.out / "last.keras")),
-        keras.callbacks.EarlyStopping(monitor="val_mae", mode="min", patience=a.patience),
+        keras.callbacks.EarlyStopping(monitor="val_worst_mae_flip", mode="min", patience=a.patience),
         keras.callbacks.CSVLogger(str(a.out / "history.csv"), append=True),
     ]
     t0 = time.time()
+    boost = {1: a.boost_young, 2: a.boost_young}  # bands 13-17 and 18-24 of dataset.SAMPLING_BANDS
     model.fit(
-        make_dataset(xtr, ytr, a.batch, True, a.seed),
+        make_dataset(tr, a.batch, True, a.seed, a.balance, boost),
         epochs=a.epochs,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=2,
     )
@@ -260,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         prev = json.loads(info_path.read_text())
     info = {
         "args": {k: str(v) for k, v in vars(a).items()},
-        "train_images": len(xtr),
-        "val_images": len(xva),
+        "train_images": len(tr),
+        "val_images": len(va),
+        "sources": {s: {"train": int((tr.source == s).sum()), "val": int((va.source == s).sum())} for s in tr.sources()},
         "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
         # A resumed run adds its time to the earlier part's.
         "train_seconds": round(prev.get("train_seconds", 0) + elapsed, 1),

@@ -50,11 +50,12 @@ def test_evaluate_interface_and_figures(tmp_path, photo_set):
     assert r.returncode == 0, r.stderr
     with open(out, newline="") as fh:
         reader = csv.reader(fh)
-        assert next(reader) == ["file_name", "real_age", "pred", "detected"]
+        assert next(reader) == ["file_name", "real_age", "pred", "detected", "decision", "p_over"]
         rows = {row[0]: row for row in reader}
     assert set(rows) == set(ages)
     # The photo without a face is still estimated, from the whole photo, and marked 0.
     assert rows["no_face.jpg"][3] == "0" and 0 <= float(rows["no_face.jpg"][2]) <= 100
+    assert rows["no_face.jpg"][4] == "no_face"
     faces = [row for name, row in rows.items() if name != "no_face.jpg"]
     assert all(row[3] == "1" for row in faces)
     err = np.array([abs(float(row[2]) - float(row[1])) for row in faces])
@@ -69,7 +70,9 @@ def test_evaluate_interface_and_figures(tmp_path, photo_set):
         assert label in printed, label
     assert f"detection rate            {100 * 24 / 25:.2f}%" in printed
     report = tmp_path / "pred_report"
-    for f in ("report.md", "age_histogram.png", "pred_vs_real.png", "error_by_band.png"):
+    assert "13-17 approved" in printed and "25+ sent to ID" in printed
+    assert "by source" not in printed and "by gender" not in printed  # no such columns in these labels
+    for f in ("report.md", "age_histogram.png", "pred_vs_real.png", "error_by_band.png", "gate_curve.png"):
         assert (report / f).stat().st_size > 0, f
     assert Image.open(report / "pred_vs_real.png").size[0] > 300
 
@@ -111,3 +114,52 @@ def test_bad_input_is_named(tmp_path, photo_set):
     r = evaluate("--images", str(images), "--labels", str(labels), "--model", str(junk), "--predictions", str(tmp_path / "p.csv"))
     assert r.returncode == 2 and "junk.tflite" in r.stderr and "not a usable TFLite model" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_decision_column_agrees_with_agecheck_estimate(tmp_path, photo_set):
+    images, labels, _ = photo_set
+    out = tmp_path / "pred.csv"
+    r = evaluate("--images", str(images), "--labels", str(labels), "--model", str(MODEL), "--predictions", str(out))
+    assert r.returncode == 0, r.stderr
+    with open(out, newline="") as fh:
+        rows = {row["file_name"]: row for row in csv.DictReader(fh)}
+    names = sorted(rows)
+    est = subprocess.run([sys.executable, "-m", "edge_app.cli", "estimate", "--json", "--model", str(MODEL),
+                          *[str(images / n) for n in names]], cwd=REPO, capture_output=True, text=True, timeout=300)
+    by_file = {rec["file"].rsplit("/", 1)[-1]: rec for rec in json.loads(est.stdout)}
+    assert set(by_file) == set(rows)
+    for name, row in rows.items():
+        assert row["decision"] == by_file[name]["decision"], name
+        if row["decision"] != "no_face":
+            assert abs(float(row["p_over"]) - by_file[name]["p_over"]) < 1e-3, name
+            # The decision follows the card's threshold on p_over.
+            thr = next(g["threshold"] for g in json.loads(MODEL.with_suffix(".json").read_text())["decision"]["gates"]
+                       if g["challenge_age"] == 25)
+            assert (row["decision"] == "approve") == (float(row["p_over"]) >= thr), name
+    assert {r["decision"] for r in rows.values()} >= {"no_face"}
+
+
+def test_breakdown_by_source_sex_and_ethnicity(tmp_path, photo_set):
+    images, labels, ages = photo_set
+    rich = tmp_path / "rich.csv"
+    names = sorted(ages)
+    with open(rich, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name", "real_age", "source", "gender", "race"])
+        for i, n in enumerate(names):
+            w.writerow([n, ages[n], "a" if i % 2 else "b", i % 2, "" if i == 0 else i % 3])
+    out = tmp_path / "pred.csv"
+    r = evaluate("--images", f"a={images}", "--images", f"b={images}", "--labels", str(rich), "--model", str(MODEL),
+                 "--predictions", str(out))
+    assert r.returncode == 0, r.stderr
+    for label in ("by source:", "by gender:", "by race:", "women", "men", "White", "Black", "Asian",
+                  "by gender within source:", "a / women", "b / men"):
+        assert label in r.stdout, label
+    with open(out, newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[-3:] == ["source", "gender", "race"]
+    report = (tmp_path / "pred_report" / "report.md").read_text()
+    assert "## By group" in report and "Gate curve" in report and "| threshold |" in report
+    # A source with no folder for it is named, not a traceback.
+    r = evaluate("--images", f"a={images}", "--labels", str(rich), "--model", str(MODEL), "--predictions", str(out))
+    assert r.returncode == 2 and "source 'b'" in r.stderr and "Traceback" not in r.stderr

@@ -93,3 +93,82 @@ def test_prepare_refuses_cache_inside_repo(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training.prepare", "--images", str(tmp_path), "--labels", str(labels),
                         "--cache", str(REPO / "cache")], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2 and "inside the repository" in r.stderr
+
+
+def _labelled_sample(root, n_groups: int, n_single: int, seed: int) -> list[dict]:
+    """Rows of a real labels CSV: every copy of n_groups byte-identical groups, plus singles."""
+    with open(root / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["md5"], []).append(r)
+    dup = [g for g in groups.values() if len(g) > 1][:n_groups]
+    rng = np.random.default_rng(seed)
+    singles = [rows[i] for i in rng.choice(len(rows), 4 * n_single, replace=False) if len(groups[rows[i]["md5"]]) == 1]
+    return [r for g in dup for r in g] + singles[:n_single]
+
+
+def test_two_sources_split_by_group_within_each_source(tmp_path):
+    from tests.helpers import need_aaf
+    from training.prepare import Source, prepare_sources
+
+    utk, aaf = need_utkface(), need_aaf()
+    sources = []
+    for name, root, seed in (("utkface", utk, 1), ("aaf-train", aaf, 2)):
+        labels = tmp_path / f"{name}.csv"
+        picked = _labelled_sample(root, 12, 40, seed)
+        with open(labels, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["file_name", "real_age", "gender"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(picked)
+        sources.append(Source(name, root / "images", labels))
+    out = prepare_sources(sources, tmp_path / "cache", seed=5, val=0.2, test=0.3, faces_cfg=FacesConfig())
+    assert out.name.endswith("-utkface+aaf-train")
+
+    with open(out / "split.csv", newline="") as fh:
+        split_rows = list(csv.DictReader(fh))
+    assert {"source", "gender"} <= set(split_rows[0])
+    by_md5: dict[str, set[str]] = {}
+    for r in split_rows:
+        by_md5.setdefault(r["md5"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_md5.values())  # no duplicate group straddles two splits
+    assert len(split_rows) == len(by_md5)
+    for src in ("utkface", "aaf-train"):
+        got = {r["split"] for r in split_rows if r["source"] == src}
+        assert got == {"train", "val", "test"}, (src, got)  # every source in every split
+        assert {r["gender"] for r in split_rows if r["source"] == src} <= {"0", "1"}
+    # Each source is split on its own: the UTKFace rows split as they would alone.
+    alone = prepare(utk / "images", sources[0].labels, tmp_path / "cache1", seed=5, val=0.2, test=0.3,
+                    faces_cfg=FacesConfig())
+    with open(alone / "split.csv", newline="") as fh:
+        alone_split = {r["file_name"]: r["split"] for r in csv.DictReader(fh)}
+    assert alone_split == {r["file_name"]: r["split"] for r in split_rows if r["source"] == "utkface"}
+
+    from training.dataset import load_split
+
+    for split in ("train", "val", "test"):
+        s = load_split(out, split)
+        assert set(s.sources()) == {"utkface", "aaf-train"} and len(s.x) == len(s.age) == len(s.source)
+    info = __import__("json").loads((out / "dataset.json").read_text())
+    assert set(info["sources"]) == {"utkface", "aaf-train"}
+
+
+def test_sources_file_and_unpaired_arguments(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "l.csv").write_text("file_name,real_age\n")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "training.prepare", *a, "--cache", str(tmp_path / "c")],  # noqa: E731
+                                    capture_output=True, text=True, cwd=REPO, timeout=120)
+    r = run("--images", str(tmp_path / "imgs"), "--images", str(tmp_path / "imgs"), "--labels", str(tmp_path / "l.csv"))
+    assert r.returncode == 2 and "in pairs" in r.stderr
+    (tmp_path / "sources.csv").write_text("name,images,labels\nmine,imgs,nope.csv\n")
+    r = run("--sources", str(tmp_path / "sources.csv"))
+    assert r.returncode == 2 and "source mine" in r.stderr and "nope.csv" in r.stderr
+    (tmp_path / "bad.csv").write_text("name,folder\n")
+    r = run("--sources", str(tmp_path / "bad.csv"))
+    assert r.returncode == 2 and "name,images,labels" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,189 @@
+"""decision: fits the card's calibrated decision on the validation split (both sources).
+
+For each challenge age: a monotone (isotonic) map from the distribution's mass at or over that
+age to the observed share of faces at or over it, each source weighted equally so the larger one
+does not decide alone; then the threshold on the calibrated probability that approves at most a
+target share of 13-17-year-olds. And one temperature for the age interval shown to the cashier,
+chosen so the central interval covers its nominal share of validation ages. The till applies
+the result with `edge_app.policy` (np.interp and a comparison), never with this module.
+
+    python -m training.decision --model models/age_resnet10_int8.tflite --data CACHE_DATASET_DIR \
+        --minors-approved 0.015 [--minors-approved-each 0.03]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.policy import age_interval, raw_p_over
+
+CHALLENGE_AGES = (21, 25)  # Challenge 21 and Challenge 25; the item's legal age never exceeds these here
+MINORS = (13, 17)
+
+
+def source_weights(sources: np.ndarray) -> np.ndarray:
+    """Each source's photos together weigh the same."""
+    sources = np.asarray(sources)
+    w = np.ones(len(sources), float)
+    for s in set(sources.tolist()):
+        m = sources == s
+        w[m] = 1.0 / m.sum()
+    return w * len(sources) / w.sum()
+
+
+def fit_isotonic(raw: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> tuple[list[float], list[float]]:
+    """Increasing step fit of outcome on raw (scipy's PAVA), as piecewise-linear knots through
+    the ends of each step; raw 0 and 1 are pinned to the first and last step."""
+    from scipy.optimize import isotonic_regression
+
+    order = np.argsort(raw, kind="stable")
+    x, y, w = raw[order], outcome[order].astype(float), weights[order]
+    fit = isotonic_regression(y, weights=w, increasing=True)
+    vals, blocks = fit.x, fit.blocks
+    xs, ys = [0.0], [round(float(vals[0]), 6)]
+    for b0, b1 in zip(blocks[:-1], blocks[1:]):
+        for xv in (round(float(x[b0]), 6), round(float(x[b1 - 1]), 6)):
+            if xv > xs[-1]:  # knots strictly increasing after rounding, as the card requires
+                xs.append(xv)
+                ys.append(round(float(vals[b0]), 6))
+    if xs[-1] < 1.0:
+        xs.append(1.0)
+        ys.append(round(float(vals[-1]), 6))
+    ys = np.maximum.accumulate(np.clip(ys, 0, 1))
+    return xs, [float(v) for v in ys]
+
+
+def gate_table(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, thresholds, challenge_age: int = 25) -> list[dict]:
+    """Share of 13-17 approved and of faces at or over the challenge age sent to ID, pooled and
+    per source, per threshold."""
+    minors = (ages >= MINORS[0]) & (ages < MINORS[1] + 1)
+    adults = ages >= challenge_age
+    rows = []
+    for t in thresholds:
+        ok = p >= t
+        row = {"threshold": round(float(t), 4),
+               "minors_approved": float(ok[minors].mean()) if minors.any() else float("nan"),
+               "adults_to_id": float((~ok[adults]).mean()) if adults.any() else float("nan")}
+        for s in sorted(set(sources.tolist())):
+            m = sources == s
+            row[f"{s}:minors_approved"] = float(ok[m & minors].mean()) if (m & minors).any() else float("nan")
+            row[f"{s}:adults_to_id"] = float((~ok[m & adults]).mean()) if (m & adults).any() else float("nan")
+        rows.append(row)
+    return rows
+
+
+def choose_threshold(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, pooled: float, each: float,
+                     challenge_age: int = 25) -> float:
+    """The lowest threshold whose share of approved 13-17-year-olds is at most `pooled` over all
+    sources and at most `each` in every source (lowest: the fewest adults sent to ID)."""
+    cands = np.unique(np.concatenate([p, [1.0 + 1e-9]]))
+    for row in gate_table(p, ages, sources, cands, challenge_age):
+        per = [v for k, v in row.items() if k.endswith(":minors_approved") and np.isfinite(v)]
+        if row["minors_approved"] <= pooled and all(v <= each for v in per):
+            return row["threshold"]
+    return float(cands[-1])
+
+
+def fit_temperature(probs: np.ndarray, ages: np.ndarray, weights: np.ndarray, level: float) -> float:
+    """Temperature whose central `level` interval covers `level` of validation ages (weighted)."""
+    lo_t, hi_t = 0.3, 5.0
+    for _ in range(30):  # coverage rises with the temperature: bisect
+        t = (lo_t + hi_t) / 2
+        cover = np.average([lo <= a <= hi for (lo, hi), a in
+                            ((age_interval(q, level, t), a) for q, a in zip(probs, ages))], weights=weights)
+        lo_t, hi_t = (t, hi_t) if cover < level else (lo_t, t)
+    return round((lo_t + hi_t) / 2, 4)
+
+
+def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minors_pooled: float,
+                 minors_each: float, level: float = 0.8) -> dict:
+    """The card's `decision` block, with the validation figures it was chosen on."""
+    probs, ages, sources = np.asarray(probs, float), np.asarray(ages, float), np.asarray(sources)
+    w = source_weights(sources)
+    gates, fit = [], {}
+    for c in CHALLENGE_AGES:
+        raw = np.array([raw_p_over(q, c) for q in probs])
+        xs, ys = fit_isotonic(raw, ages >= c, w)
+        cal = np.interp(raw, xs, ys)
+        thr = choose_threshold(cal, ages, sources, minors_pooled, minors_each, c)
+        gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
+        grid = np.round(np.linspace(0, 1, 41), 3)
+        fit[str(c)] = {
+            "chosen": gate_table(cal, ages, sources, [thr], c)[0],
+            "curve": gate_table(cal, ages, sources, grid, c),
+        }
+    temp = fit_temperature(probs, ages, w, level)
+    return {
+        "method": "isotonic calibration of P(age >= challenge age) on validation, sources weighted equally; "
+                  "approve when it is at least the threshold",
+        "gates": gates,
+        "target": {"minors_approved_pooled": minors_pooled, "minors_approved_each_source": minors_each},
+        "interval": {"level": level, "temperature": temp},
+        "fit": {"on": f"validation split ({len(ages)} crops: " + ", ".join(
+            f"{s} {int((sources == s).sum())}" for s in sorted(set(sources.tolist()))) + ")", **fit},
+    }
+
+
+def summary(decision: dict, sources: list[str]) -> list[str]:
+    lines = []
+    for c, f in decision["fit"].items():
+        if c == "on":
+            continue
+        ch = f["chosen"]
+        per = "; ".join(f"{s} {100 * ch[f'{s}:minors_approved']:.1f}% / {100 * ch[f'{s}:adults_to_id']:.1f}%"
+                        for s in sources)
+        lines.append(f"validation, challenge {c}: threshold {ch['threshold']:.3f}: 13-17 approved "
+                     f"{100 * ch['minors_approved']:.2f}%, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
+                     f"(per source, approved / to ID: {per})")
+    lines.append(f"age interval: {100 * decision['interval']['level']:.0f}% at temperature "
+                 f"{decision['interval']['temperature']}")
+    return lines
+
+
+def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, level: float) -> dict:
+    """The decision block for a TFLite file, from its distributions on the validation crops."""
+    from edge_app.model import AgeModel
+    from training.dataset import load_split
+
+    val = load_split(data, "val")
+    model = AgeModel(model_path, use_age_map=False)
+    if model.input_size != val.x.shape[1]:
+        raise ValueError(f"{data} holds {val.x.shape[1]} px crops but {model_path} takes {model.input_size} px")
+    probs = np.stack([model.predict(c).probs for c in val.x])
+    decision = fit_decision(probs, val.age, val.source, pooled, each, level)
+    print("\n".join(summary(decision, val.sources())))
+    return decision
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.decision",
+                                 description="fit (again) the calibrated decision in a model's card, on validation")
+    ap.add_argument("--model", type=Path, required=True, help="the .tflite whose card gets the decision")
+    ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
+    ap.add_argument("--minors-approved", type=float, required=True,
+                    help="share of 13-17-year-olds the threshold may approve over all sources (e.g. 0.015)")
+    ap.add_argument("--minors-approved-each", type=float, default=None, help="the same in each source (default: the same)")
+    ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
+    a = ap.parse_args(argv)
+    for p, flag in ((a.model, "--model"), (a.data / "index.csv", "--data")):
+        if not p.exists():
+            ap.error(f"{flag}: {p} does not exist")
+    each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
+    try:
+        decision = fit_for_model(a.model, a.data, a.minors_approved, each, a.interval)
+    except ValueError as exc:
+        ap.error(str(exc))
+    cp = a.model.with_suffix(".json")
+    card = json.loads(cp.read_text()) if cp.exists() else {}
+    card["decision"] = decision
+    cp.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"decision recorded in {cp}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
