@@ -47,6 +47,8 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # The layering contract in pyproject.toml, checked by tests/test_layers.py.
+            "import-linter>=2.1,<3",
         ],
     },
     entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},

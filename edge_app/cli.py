@@ -68,7 +68,7 @@ def _crop_target(save: str | None, photo: str, many: bool) -> Path | None:
 def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
     import cv2
 
-    from edge_app.faces import FacePipeline, read_photos
+    from edge_app.vision.faces import FacePipeline, read_photos
 
     many = len(args.photos) > 1
     if args.save_crop and many:
@@ -108,9 +108,28 @@ def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace, cfg: Config) -> int:
-    from edge_app.estimate import run_estimate
+    from edge_app.devtools.photos import run_estimate
 
     return run_estimate(args, cfg)
+
+
+def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
+    # The demo wraps the service (its own broker, video and POS), so the command line picks one.
+    if args.demo:
+        from edge_app.vision.faces import import_mediapipe
+
+        import_mediapipe(hide_tensorflow=True)
+        from edge_app.devtools import demo
+
+        return demo.main(args, cfg)
+    from edge_app.till import service
+
+    plugins = []
+    if cfg.display.enabled:
+        from edge_app.cashier.window import attach
+
+        plugins.append(attach)
+    return service.main(args, cfg, plugins)
 
 
 def _delegate(module: str):
@@ -149,17 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="self-contained demo: own loopback broker, sample video, simulated POS")
     common(p)
-    p.set_defaults(func=_delegate("edge_app.service"))
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("display", help="cashier alert window as its own process (subscribes to the local broker)")
     common(p)
-    p.set_defaults(func=_delegate("edge_app.display"))
+    p.set_defaults(func=_delegate("edge_app.cashier.window"))
 
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
     p.add_argument("--db", default=None, help="SQLite file for the feed (default from config)")
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
     common(p)
-    p.set_defaults(func=_delegate("edge_app.feed"))
+    p.set_defaults(func=_delegate("edge_app.manager.feed"))
 
     p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
     p.add_argument("--since", default=None, help="start date (YYYY-MM-DD), inclusive")
@@ -167,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="SQLite file written by `agecheck feed`")
     p.add_argument("--out", default="agecheck-report", help="folder for report.md and charts")
     common(p)
-    p.set_defaults(func=_delegate("edge_app.report"))
+    p.set_defaults(func=_delegate("edge_app.manager.report"))
 
     p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
     p.add_argument("--frames", type=int, default=300,
@@ -177,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float32 .tflite of the same model to compare (default: beside the int8 one)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     common(p)
-    p.set_defaults(func=_delegate("edge_app.bench"))
+    p.set_defaults(func=_delegate("edge_app.devtools.bench"))
     return ap
 
 

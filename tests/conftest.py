@@ -1,7 +1,7 @@
 """Fixtures shared by every test folder.
 
 `mqtt_broker`: a real Mosquitto on a free 127.0.0.1 port, private to one test, with a temporary
-config. It yields an `edge_app.demo.LocalBroker`: `.host`, `.port`, and `.stop()` / `.start()` /
+config. It yields an `edge_app.devtools.sim.LocalBroker`: `.host`, `.port`, and `.stop()` / `.start()` /
 `.restart(down_s)` that keep the same port, for broker-outage tests. Like a production broker it
 persists retained messages and sessions (in its temporary folder) across such a restart, so a
 subscriber with a persistent session misses nothing published while it was reconnecting.
@@ -15,7 +15,7 @@ import pytest
 
 @pytest.fixture
 def mqtt_broker():
-    from edge_app.demo import LocalBroker
+    from edge_app.devtools.sim import LocalBroker
 
     try:
         broker = LocalBroker(persistent=True)

@@ -8,7 +8,7 @@ Two monotone piecewise-linear maps of the network's raw estimate, composed into 
 2. a gate shift that makes the till more careful around the challenge age: the (calibrated)
    estimate t reads as 25, so that at most a chosen share of 13-17-year-olds is estimated at 25+.
 
-The map is applied by `edge_app.model.AgeModel` (card key ``age_map``); the till only ever
+The map is applied by `edge_app.vision.model.AgeModel` (card key ``age_map``); the till only ever
 interpolates it.
 """
 

@@ -5,7 +5,7 @@ age to the observed share of faces at or over it, each source weighted equally s
 does not decide alone; then the threshold on the calibrated probability that approves at most a
 target share of 13-17-year-olds. And one temperature for the age interval shown to the cashier,
 chosen so the central interval covers its nominal share of validation ages. The till applies
-the result with `edge_app.policy` (np.interp and a comparison), never with this module.
+the result with `edge_app.core.policy` (np.interp and a comparison), never with this module.
 
     python -m training.decision --model models/age_resnet10_int8.tflite --data CACHE_DATASET_DIR \
         --minors-approved 0.015 [--minors-approved-each 0.03]
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.policy import age_interval, raw_p_over
+from edge_app.core.policy import age_interval, raw_p_over
 
 CHALLENGE_AGES = (21, 25)  # Challenge 21 and Challenge 25; the item's legal age never exceeds these here
 MINORS = (13, 17)
@@ -146,7 +146,7 @@ def summary(decision: dict, sources: list[str]) -> list[str]:
 
 def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, level: float) -> dict:
     """The decision block for a TFLite file, from its distributions on the validation crops."""
-    from edge_app.model import AgeModel
+    from edge_app.vision.model import AgeModel
     from training.dataset import load_split
 
     val = load_split(data, "val")

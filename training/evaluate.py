@@ -1,5 +1,5 @@
-"""evaluate: run labelled photos through the SAME code the till uses (edge_app.faces for
-detection and alignment, the TFLite file through edge_app.model, edge_app.policy for the
+"""evaluate: run labelled photos through the SAME code the till uses (edge_app.vision.faces for
+detection and alignment, the TFLite file through edge_app.vision.model, edge_app.core.policy for the
 decision) and report the figures that matter for the Challenge-25 gate, for everyone and for
 each source, sex and ethnicity group the labels name.
 
@@ -31,9 +31,9 @@ import cv2
 import numpy as np
 
 from edge_app.config import FacesConfig, ModelConfig, PolicyConfig
-from edge_app.faces import FacePipeline, ImageError, load_image
-from edge_app.model import AgeModel, ModelError, card_path
-from edge_app.policy import BANDS, decide_calibrated
+from edge_app.vision.faces import FacePipeline, ImageError, load_image
+from edge_app.vision.model import AgeModel, ModelError, card_path
+from edge_app.core.policy import BANDS, decide_calibrated
 
 GROUP_COLUMNS = ("source", "gender", "race")
 SEX_NAMES = {"0": "men", "1": "women"}  # UTKFace's and All-Age-Faces' coding
@@ -87,7 +87,7 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
     adults = real >= 25
     approved = decision == "approve"
     by_band = {}
-    whole = np.floor(real)  # bands are whole years, as in edge_app.policy.age_band: 24.5 is 18-24
+    whole = np.floor(real)  # bands are whole years, as in edge_app.core.policy.age_band: 24.5 is 18-24
     for name, lo, hi in BANDS:
         m = (whole >= lo) & (whole <= hi)
         by_band[name] = {"n": int(m.sum()), "mae": round(float(err[m].mean()), 3) if m.any() else None}

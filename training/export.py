@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.faces import TEMPLATE, TEMPLATE_VERSION
+from edge_app.vision.faces import TEMPLATE, TEMPLATE_VERSION
 from training.dataset import load_split
 from training.train import chain_seconds
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "flip_average": bool(a.flip_average),
         "alignment": {"template_version": TEMPLATE_VERSION, "template": TEMPLATE.tolist(),
                       "output_size": dataset["output_size"], "margin": dataset["margin"],
-                      "pipeline": "edge_app.faces (MediaPipe short-range detector keypoints, similarity)"},
+                      "pipeline": "edge_app.vision.faces (MediaPipe short-range detector keypoints, similarity)"},
         "training_data": {
             "name": " + ".join(SOURCE_NAMES.get(s, s) for s in dataset.get("sources", {"data": 0})),
             "sources": {s: {"name": SOURCE_NAMES.get(s, s), "licence": SOURCE_LICENCES.get(s, "as its owner grants"),
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {},
     }
     if a.gate_target is not None or a.calibrate or a.minors_approved is not None:
-        from edge_app.model import AgeModel
+        from edge_app.vision.model import AgeModel
         from training.calibrate import fit_age_map
 
         val = load_split(a.data, "val")

@@ -1,5 +1,5 @@
 """prepare: turn one or more folders of labelled photos (the *sources*) into aligned face crops
-(made by the till's own edge_app.faces), de-duplicated and split train/val/test by duplicate
+(made by the till's own edge_app.vision.faces), de-duplicated and split train/val/test by duplicate
 group within each source, cached OUTSIDE the repo.
 
     python -m training.prepare --images DIR --labels CSV [--images DIR --labels CSV ...]
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.config import FacesConfig
-from edge_app.faces import TEMPLATE_VERSION, FacePipeline, ImageError, load_image
+from edge_app.vision.faces import TEMPLATE_VERSION, FacePipeline, ImageError, load_image
 
 CHUNK = 1000
 SPLITS = ("train", "val", "test")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from training.calibrate import CHALLENGE, gate_figures
+from training.arch import expected_age
 from training.dataset import Split, band_index, cell_weights, load_split
 
 AGES = 101  # classes 0..100
@@ -147,10 +148,6 @@ def make_dataset(data: Split, batch: int, train: bool, seed: int, balance: float
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def expectation(probs: np.ndarray) -> np.ndarray:
-    return probs.astype(np.float64) @ np.arange(probs.shape[1], dtype=np.float64)
-
-
 def chain_seconds(info: dict) -> float:
     """Training time of a run including the runs it started from (train.json's fields)."""
     return float(info.get("chain_train_seconds", info.get("train_seconds", 0)))
@@ -161,7 +158,7 @@ def rebuild(model, size: int):
     fully convolutional, so a run can go on at another crop size. Building anew (not from the
     saved config, whose layers keep their float32 policy) also puts it under the current dtype
     policy, i.e. mixed precision on a GPU, with the softmax kept float32."""
-    from training.port import build_age_resnet
+    from training.arch import build_age_resnet
 
     fresh = build_age_resnet(input_size=size, num_classes=int(model.output.shape[-1]))
     fresh.set_weights(model.get_weights())
@@ -174,8 +171,8 @@ def val_figures(model, val: Split) -> dict:
     which is what checkpoints are chosen on (a model must carry over to every population)."""
     probs = model.predict(val.x.astype(np.float32), batch_size=256, verbose=0)
     flip = model.predict(val.x[:, :, ::-1].astype(np.float32), batch_size=256, verbose=0)
-    f = gate_figures(expectation(probs), val.age)
-    both = expectation((probs + flip) / 2)
+    f = gate_figures(expected_age(probs), val.age)
+    both = expected_age((probs + flip) / 2)
     f["mae_flip"] = gate_figures(both, val.age)["mae"]
     f["per_source"] = {}
     for src in val.sources():

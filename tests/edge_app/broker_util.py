@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_app.demo import LocalBroker
+from edge_app.devtools.sim import LocalBroker
 
 
 class Broker(LocalBroker):

@@ -17,8 +17,8 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 import yaml
 
-from edge_app import events
-from edge_app.policy import age_band
+from edge_app.core import events
+from edge_app.core.policy import age_band
 
 REPO = Path(__file__).resolve().parents[2]
 

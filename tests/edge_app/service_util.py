@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_app import config as C
-from edge_app.demo import background
+from edge_app.devtools.sim import background
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO.parent / "shared"))

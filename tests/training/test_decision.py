@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_app.policy import GateRule, age_interval, calibrated_p_over
+from edge_app.core.policy import GateRule, age_interval, calibrated_p_over
 from training.decision import choose_threshold, fit_decision, fit_isotonic, source_weights
 
 

@@ -1,4 +1,4 @@
-"""export and inference agree: the int8 TFLite file, run through edge_app.model (the till's
+"""export and inference agree: the int8 TFLite file, run through edge_app.vision.model (the till's
 runtime), gives the ages of the float model on real aligned faces."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge_app.config import FacesConfig
-from edge_app.faces import FacePipeline, load_image
-from edge_app.model import AgeModel
+from edge_app.vision.faces import FacePipeline, load_image
+from edge_app.vision.model import AgeModel
 from tests.helpers import MODEL, REPO, SHARED, utk_sample
 
 FLOAT_MODEL = REPO / "models" / "age_resnet10_float32.tflite"

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from training import port
+from training import arch, port
 
 SHARED = Path(os.environ.get("AGECHECK_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 ONNX_PATH = SHARED / "weights" / "cydral-age-resnet10" / "age-v1.onnx"
@@ -55,7 +55,7 @@ def widened(faces: np.ndarray) -> keras.Model:
 
 
 def test_architecture_is_standard_and_round_trips(tmp_path: Path) -> None:
-    model = port.build_age_resnet(input_size=64, num_classes=101)
+    model = arch.build_age_resnet(input_size=64, num_classes=101)
     assert model.input.name == "image"
     assert tuple(model.input.shape) == (None, 64, 64, 3)
     assert tuple(model.output.shape) == (None, 101)
@@ -78,8 +78,8 @@ def test_faithful_port_matches_onnx(faithful_uncalibrated: keras.Model, faces: n
     probs = port.predict(faithful_uncalibrated, faces)
     assert probs.shape == onnx_probs.shape == (N_FACES, 81)
     assert np.abs(probs - onnx_probs).max() < 1e-3
-    ages = port.expected_age(probs)
-    assert np.abs(ages - port.expected_age(onnx_probs)).max() < 1e-2
+    ages = arch.expected_age(probs)
+    assert np.abs(ages - arch.expected_age(onnx_probs)).max() < 1e-2
 
 
 @needs_shared
@@ -108,5 +108,5 @@ def test_widened_head_keeps_onnx_behaviour(widened: keras.Model, faces: np.ndarr
     assert np.abs(probs[:, 80:].sum(axis=1) - onnx_probs[:, 80]).max() < 1e-3
     # Expected age over 0..100 stays close to the ONNX age (measured ~0.3 years mean abs: only
     # faces with mass on "80" move, by up to 10 years; class 0 moves by 0.25).
-    diff = np.abs(port.expected_age(probs) - port.expected_age(onnx_probs))
+    diff = np.abs(arch.expected_age(probs) - arch.expected_age(onnx_probs))
     assert diff.mean() < 1.0

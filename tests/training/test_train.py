@@ -91,7 +91,7 @@ def test_rebuild_runs_mixed_precision_and_keeps_the_weights():
     saved config would keep every layer's float32 policy, so this checks the policy took hold."""
     import keras
 
-    from training.port import build_age_resnet
+    from training.arch import build_age_resnet
     from training.train import rebuild
 
     src = build_age_resnet(input_size=64)

@@ -1,0 +1,1 @@
+"""The cashier's alert window (`agecheck display` or inside the till service)."""

@@ -1,0 +1,1 @@
+"""The shared core: typed events and the words they carry, and the policy that turns age estimates into a decision. Imports nothing above it."""

@@ -1,0 +1,223 @@
+"""Simulation kit: the throw-away parts that stand in for a till's surroundings, shared by the
+demo, the benchmark and the tests:
+
+* `LocalBroker` - a Mosquitto on a free 127.0.0.1 port with a temporary config (persistent on
+  request, for outage tests);
+* `make_demo_video` - a short video made from the public-domain NASA astronaut portrait that
+  ships with scikit-image (a face that moves a little, then an empty till);
+* `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
+  seconds, like a till's POS would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SCAN_EVERY_S = 4.0
+SALE_AFTER_S = 2.5
+DEMO_ITEM = {"sku": "5010677850100", "category": "alcohol", "name": "Lager 4x440ml", "min_age": 18}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str:
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise FileNotFoundError("mosquitto is not installed: apt-get install mosquitto (or brew install mosquitto)")
+
+
+class LocalBroker:
+    """A private Mosquitto on 127.0.0.1. stop() and start() again keep the same port, for outage
+    tests; with `persistent` it also keeps retained messages and client sessions across that
+    restart (saved on SIGTERM, like a production broker). Its config, log and database live in a
+    temporary folder removed by close()."""
+
+    def __init__(self, port: int | None = None, persistent: bool = False, extra_config: tuple[str, ...] = ()):
+        self.binary = find_mosquitto()
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="agecheck-mosquitto-"))
+        self.log_path = self.dir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true" if persistent else "persistence false",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_queued_messages 100000",
+        ]
+        if persistent:
+            lines.append(f"persistence_location {self.dir}/")
+        lines += list(extra_config)
+        if os.geteuid() == 0:
+            # Run as root only because we are root already; otherwise it drops to 'mosquitto',
+            # which cannot write the log in our temporary folder.
+            lines.append("user root")
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def _port_open(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex((self.host, self.port)) == 0
+
+    def start(self, timeout: float = 10.0) -> "LocalBroker":
+        # Its own session: a Ctrl-C in the terminal must not kill the broker before the service
+        # has published `offline` through it.
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not self._port_open():
+            if self.proc.poll() is not None:
+                text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                raise RuntimeError(f"mosquitto exited with code {self.proc.returncode}: {text.strip()[-500:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not open port {self.port} within {timeout:.0f} s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its ACL and password files."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "LocalBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _paste(frame: np.ndarray, img: np.ndarray, x0: int, y0: int) -> None:
+    h, w = img.shape[:2]
+    fx0, fy0 = max(0, x0), max(0, y0)
+    fx1, fy1 = min(frame.shape[1], x0 + w), min(frame.shape[0], y0 + h)
+    if fx1 > fx0 and fy1 > fy0:
+        frame[fy0:fy1, fx0:fx1] = img[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+
+
+def background(width: int, height: int) -> np.ndarray:
+    """A plain shop-ish backdrop (BGR): a vertical grey gradient with a counter edge."""
+    g = np.linspace(150, 95, height, dtype=np.float32)[:, None]
+    bg = np.repeat(np.repeat(g, width, axis=1)[:, :, None], 3, axis=2)
+    bg[int(height * 0.85):] = (60, 70, 80)
+    return bg.astype(np.uint8)
+
+
+def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, face_seconds: float = 8.0,
+                    width: int = 640, height: int = 480) -> Path:
+    """Write an MJPG .avi: the astronaut portrait (public domain, from scikit-image) swaying a
+    little for `face_seconds`, then the empty backdrop for the rest."""
+    from skimage import data
+
+    portrait = cv2.cvtColor(np.ascontiguousarray(data.astronaut()), cv2.COLOR_RGB2BGR)
+    size = int(height * 1.1)  # her face then spans ~22% of the frame width, like a shopper at a till
+    portrait = cv2.resize(portrait, (size, size), interpolation=cv2.INTER_AREA)
+    bg = background(width, height)
+    path = Path(path)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
+    try:
+        for i in range(int(round(seconds * fps))):
+            t = i / fps
+            frame = bg.copy()
+            if t < face_seconds:
+                dx = int(18 * math.sin(2 * math.pi * t / 3.0))
+                dy = int(6 * math.sin(2 * math.pi * t / 2.0))
+                _paste(frame, portrait, (width - size) // 2 + dx, int(height * 0.02) + dy)
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path
+
+
+class SimulatedPos:
+    """Publishes `pos/scan` for an alcohol item every `every_s` seconds (new transaction each
+    time) and the matching `pos/sale` `sale_after_s` later."""
+
+    def __init__(self, host: str, port: int, store_id: str, till_id: str, every_s: float = SCAN_EVERY_S,
+                 sale_after_s: float = SALE_AFTER_S, first_after_s: float = 2.0):
+        import paho.mqtt.client as mqtt
+
+        from edge_app.core import events
+
+        self._scan_topic = events.topic(store_id, till_id, "pos/scan")
+        self._sale_topic = events.topic(store_id, till_id, "pos/sale")
+        self.every_s, self.sale_after_s, self.first_after_s = every_s, sale_after_s, first_after_s
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-pos-{till_id}")
+        self.client.connect_async(host, port)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-pos", daemon=True)
+        self.scans = 0
+
+    def start(self) -> "SimulatedPos":
+        self.client.loop_start()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        if self._stop.wait(self.first_after_s):
+            return
+        for n in itertools.count(1):
+            txn = f"demo-{n:04d}"
+            self.client.publish(self._scan_topic, json.dumps({**DEMO_ITEM, "transaction_id": txn}), qos=1)
+            self.scans += 1
+            if self._stop.wait(self.sale_after_s):
+                return
+            self.client.publish(self._sale_topic, json.dumps({"transaction_id": txn}), qos=1)
+            if self._stop.wait(max(0.0, self.every_s - self.sale_after_s)):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,1 @@
+"""The till service (`agecheck run`): camera, POS triggers, the check, integrity watch and systemd notification."""

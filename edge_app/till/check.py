@@ -1,0 +1,219 @@
+"""Check: one age check, from a restricted scan to its events. Owns the choice of frames (up to
+max_frames from the ring buffer just before the scan, newest first; fresh ones after it when
+extra_frames asks for them or the buffer held no usable face), the early decision once
+agree_frames usable frames agree, the per-frame path edge_app.vision.faces (detect, shopper, align,
+quality gate) -> edge_app.vision.model, the time budget, the call to policy.decide_calibrated, and the
+check/alert
+event documents with per-stage latency (ms: queue = waiting for the worker, wait = waiting for
+camera frames, faces, model, policy, total = scan to decision). Nothing visual leaves this
+module: frames and crops are dropped when run() returns; the events carry numbers only.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+
+from edge_app.core import events
+from edge_app.till.capture import Frame, FrameBuffer
+from edge_app.config import Config, PolicyConfig
+from edge_app.vision.faces import FacePipeline, ImageError
+from edge_app.vision.model import AgeModel
+from edge_app.core.policy import PolicyResult, decide_calibrated
+from edge_app.till.triggers import Trigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    check: dict  # the events/check document
+    alert: dict | None  # the events/alert document when the decision is not approve
+    result: PolicyResult
+    # The shopper's face box (x, y, w, h in frame pixels) in each frame that gave an age. Kept in
+    # memory for diagnostics and tests; never published.
+    shopper_boxes: tuple[tuple[float, float, float, float], ...]
+
+
+def spread(frames: list[Frame], n: int) -> list[Frame]:
+    """At most n frames, evenly spaced, always including the newest."""
+    if len(frames) <= n:
+        return list(frames)
+    if n == 1:
+        return [frames[-1]]
+    step = (len(frames) - 1) / (n - 1)
+    return [frames[round(i * step)] for i in range(n)]
+
+
+@dataclass
+class _Tally:
+    ages: list[float] = dataclasses.field(default_factory=list)
+    probs: list = dataclasses.field(default_factory=list)  # each frame's age distribution
+    boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
+    rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    faces_seen: int = 0
+    frames_seen: int = 0
+    after: int = 0
+    ms: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"queue": 0.0, "wait": 0.0, "faces": 0.0, "model": 0.0, "policy": 0.0,
+                                 "total": 0.0})
+
+
+class CheckRunner:
+    """Runs checks one at a time (the service has one worker thread)."""
+
+    def __init__(self, cfg: Config, buffer: FrameBuffer, pipeline: FacePipeline, model: AgeModel,
+                 camera_status: Callable[[], str] = lambda: "up", clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self.buffer = buffer
+        self.pipeline = pipeline
+        self.model = model
+        self.camera_status = camera_status
+        self.clock = clock
+
+    def _frame(self, frame: Frame, t: _Tally) -> None:
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        a = self.clock()
+        # The whole shared face path (detect, choose the shopper, refine, align, gate) exactly as
+        # training uses it, so the model sees the crops it was trained on.
+        res = self.pipeline.process(rgb)
+        b = self.clock()
+        t.ms["faces"] += (b - a) * 1000
+        t.faces_seen = max(t.faces_seen, len(res.faces))
+        aligned = res.aligned
+        if aligned is None:
+            return
+        if not aligned.ok:
+            for reason in aligned.rejected:
+                t.rejected[reason.split(" (")[0]] += 1
+            return
+        est = self.model.predict(aligned.crop)
+        t.ms["model"] += (self.clock() - b) * 1000
+        t.ages.append(est.age)
+        if est.probs is not None:
+            t.probs.append(est.probs)
+        t.boxes.append(tuple(float(v) for v in aligned.face.box))
+
+    def run(self, trigger: Trigger, heartbeat: Callable[[], None] | None = None) -> CheckOutcome:
+        cc = self.cfg.check
+        beat = heartbeat or (lambda: None)
+        started = self.clock()
+        # The budget runs from when the worker picks the scan up, so a scan queued behind another
+        # still gets a full look; the queueing time is reported as latency_ms.queue.
+        deadline = started + cc.time_budget_ms / 1000.0
+        t0 = trigger.received
+        t = _Tally()
+        t.ms["queue"] = max(0.0, started - t0) * 1000
+        before = self.buffer.between(t0 - cc.lookback_seconds, t0)
+        # Newest first: the shopper in front of the camera at the moment of the scan, and an
+        # early decision (agree_frames) is then made on the frames closest to it.
+        todo = collections.deque(reversed(spread(before, max(1, cc.max_frames - cc.extra_frames))))
+        seen = before[-1].index if before else -1
+        pol = self._policy(trigger)
+        while True:
+            if not todo:
+                if len(t.ages) >= cc.max_frames or (t.after >= cc.extra_frames and len(t.ages) >= cc.min_frames):
+                    break
+                left = deadline - self.clock()
+                if left <= 0:
+                    break
+                w = self.clock()
+                # The newest frame only: if the model is slower than the camera, stale frames are skipped.
+                f = self.buffer.wait_after(seen, min(left, 0.5))
+                t.ms["wait"] += (self.clock() - w) * 1000
+                beat()
+                if f is None:
+                    continue
+                seen = f.index
+                todo.append(f)
+            frame = todo.popleft()
+            if frame.t > t0:
+                t.after += 1
+            try:
+                self._frame(frame, t)
+            except ImageError as exc:
+                log.warning("skipping an unusable camera frame: %s", exc)
+            t.frames_seen += 1
+            beat()
+            if len(t.ages) >= cc.max_frames or self.clock() >= deadline:
+                break
+            if t.after >= cc.extra_frames and self._agreed(t, pol):
+                break
+        return self._outcome(trigger, t, pol)
+
+    def _policy(self, trigger: Trigger) -> PolicyConfig:
+        # The item's legal age may be above the configured one (21 for some items); Challenge
+        # 25 never drops below it.
+        p = self.cfg.policy
+        return dataclasses.replace(p, legal_age=trigger.min_age, challenge_age=max(p.challenge_age, trigger.min_age))
+
+    def _decide(self, t: _Tally, pol: PolicyConfig, min_frames: int) -> PolicyResult:
+        return decide_calibrated(t.ages, t.probs, pol, self.model.rules, min_frames)
+
+    def _agreed(self, t: _Tally, pol: PolicyConfig) -> bool:
+        """Enough usable frames, and each of them alone gives the decision they give together:
+        more frames of the same person a fraction of a second apart would not change it."""
+        cc = self.cfg.check
+        if not cc.agree_frames or len(t.ages) < max(cc.agree_frames, cc.min_frames):
+            return False
+        together = self._decide(t, pol, cc.min_frames).decision
+        singles = (_Tally(ages=[a], probs=t.probs[i : i + 1]) for i, a in enumerate(t.ages))
+        return all(self._decide(one, pol, 1).decision == together for one in singles)
+
+    def _outcome(self, trigger: Trigger, t: _Tally, pol_cfg: PolicyConfig) -> CheckOutcome:
+        cfg = self.cfg
+        item = trigger.scan.item
+        p0 = self.clock()
+        res = self._decide(t, pol_cfg, cfg.check.min_frames)
+        end = self.clock()
+        t.ms["policy"] = (end - p0) * 1000
+        t.ms["total"] = (end - trigger.received) * 1000
+        camera = self.camera_status()
+        reason = res.reason
+        if res.decision == "no_face":
+            if camera != "up":
+                reason = f"camera {camera}; {reason}"
+            elif t.rejected:
+                reason += "; faces rejected as " + ", ".join(f"{k} x{n}" for k, n in t.rejected.most_common(3))
+            elif t.faces_seen == 0:
+                reason += f"; no face in {t.frames_seen} frame(s)"
+        check = events.new_event(
+            "check", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+            trigger={"source": trigger.source, "sku": item.sku, "category": item.category,
+                     "min_age": trigger.min_age, "received_ts": trigger.received_ts},
+            frames_seen=t.frames_seen,
+            frames_used=res.frames_used,
+            faces_seen=t.faces_seen,
+            age=res.age, age_low=res.age_low, age_high=res.age_high, age_band=res.age_band,
+            spread=res.spread,
+            p_over=res.p_over,
+            decision=res.decision,
+            reason=reason,
+            policy={"legal_age": res.legal_age, "challenge_age": res.challenge_age,
+                    "margin_years": cfg.policy.margin_years, "min_frames": cfg.check.min_frames,
+                    "rule": "calibrated" if res.p_over is not None else "margin"},
+            model_id=self.model.model_id,
+            latency_ms={k: round(v, 1) for k, v in t.ms.items()},
+            camera=camera,
+            gate_rejections=dict(t.rejected),
+        )
+        events.validate(check)
+        alert = None
+        if res.decision != "approve":
+            alert = events.new_event(
+                "alert", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+                check_event_id=check["event_id"],
+                decision=res.decision,
+                age_band=res.age_band,
+                age=res.age,
+                item={"sku": item.sku, "category": item.category, "min_age": trigger.min_age},
+                reason=reason,
+            )
+            events.validate(alert)
+        return CheckOutcome(check, alert, res, tuple(t.boxes))

@@ -1,0 +1,380 @@
+"""Service: `agecheck run`. Wires capture -> triggers -> check -> outbox -> MQTT, feeds the systemd
+watchdog from the loops that must keep moving, and shuts down cleanly on SIGTERM/Ctrl-C
+(publishing `offline`). `agecheck run --demo` is the command line's: edge_app.devtools.demo.
+
+Hooks for the modules that plug into a running service (cashier display, integrity tracker):
+
+* `service.attach(on_event=..., on_sale=...)` - on_event is given every event dict that goes through
+  `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
+  safely in the outbox, and the cashier's answers (`ack`) that another process of this till
+  (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
+  thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
+* `service.publish_event(event)` - the one way to send an event: validates it against
+  edge_app.core.events, stores it in the outbox (durable before it is published), wakes the MQTT
+  sender, then calls the listeners. Raises SchemaError / OutboxError so the caller can retry.
+* on_sale is given the raw payload (bytes) of every `pos/sale` message,
+  already validated by `edge_app.till.integrity.parse_sale` (malformed ones are logged and dropped).
+* `service.submit(scan, source)` - start a check for a scan (what the MQTT, HTTP and stdin
+  triggers call); returns a Submission whose `result` future resolves to the CheckOutcome.
+* Plug-ins: the integrity monitor is attached here; the callables given as `plugins` (the command
+  line gives the cashier window's `attach` when `display.enabled` is true: the till does not
+  import the cashier's package) are called once at start with the service, and the `shutdown()`
+  of what they return is called at shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from typing import Callable, Sequence, TextIO
+
+from edge_app import __version__
+from edge_app.core import events
+from edge_app.till.capture import Capture
+from edge_app.till.check import CheckOutcome, CheckRunner
+from edge_app.config import Config, ConfigError, require_model_file
+from edge_app.till.integrity import SaleError, parse_sale
+from edge_app.transport.mqtt import MqttLink
+from edge_app.till.sd_notify import Notifier, WatchdogFeeder
+from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.till.triggers import (HttpTrigger, PosMessageError, Scan, StdinTrigger, Submission, TransactionMemory,
+                               Trigger, now_pair, parse_scan, restriction)
+
+log = logging.getLogger("agecheck.service")
+
+QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
+STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
+
+
+def _preview(payload: bytes, n: int = 60) -> str:
+    text = payload[:n].decode("utf-8", "replace")
+    return repr(text) + ("..." if len(payload) > n else "")
+
+
+class Service:
+    def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
+                 stdin: TextIO | None = None, plugins: Sequence[Callable[["Service"], object]] = ()):
+        from edge_app.vision.faces import FacePipeline
+        from edge_app.vision.model import AgeModel, ModelError
+
+        self.cfg = cfg
+        self.notifier = notifier or Notifier()
+        self._stdin = stdin if stdin is not None else sys.stdin
+        if model is None:
+            require_model_file(cfg)
+            try:
+                model = AgeModel(cfg.model.path, cfg.model.threads)
+            except ModelError as exc:
+                raise ConfigError(f"model.path: {exc}") from None
+        if model.input_size != cfg.faces.output_size:
+            raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input size "
+                              f"{model.input_size} ({cfg.model.path}); set faces.output_size: {model.input_size}")
+        self.model = model
+        self._own_pipeline = pipeline is None
+        self.pipeline = pipeline or FacePipeline(cfg.faces)
+        try:
+            self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_events)
+        except OutboxError as exc:
+            self._close_pipeline()
+            raise ConfigError(f"outbox.path: {exc}") from None
+        try:
+            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state)
+        except ConfigError:
+            self.outbox.close()
+            self._close_pipeline()
+            raise
+        self.capture = Capture(cfg.camera, on_status=self._on_camera)
+        self.checker = CheckRunner(cfg, self.capture.buffer, self.pipeline, self.model,
+                                   camera_status=lambda: self.capture.status)
+        self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
+        self._event_listeners: list[Callable[[dict], object]] = []
+        self._sale_listeners: list[Callable[[bytes], object]] = []
+        self._plugins = tuple(plugins)
+        self.counts: Counter = Counter()
+        self.last_check: dict | None = None
+        self.started_ts = events.now_iso()
+        self.worker_heartbeat = time.monotonic()
+        self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._closers: list[Callable[[], object]] = []
+        self.http: HttpTrigger | None = None
+        self._full_reported = False
+        self._stopped = False
+
+    def attach(self, on_event: Callable[[dict], object] | None = None,
+               on_sale: Callable[[bytes], object] | None = None) -> None:
+        """Listen to every event the service publishes or hears (on_event) and to every valid
+        `pos/sale` payload (on_sale); see the module docstring for the threads they run on."""
+        if on_event is not None:
+            self._event_listeners.append(on_event)
+        if on_sale is not None:
+            self._sale_listeners.append(on_sale)
+
+    def _close_pipeline(self) -> None:
+        if self._own_pipeline:
+            self.pipeline.close()
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def publish_event(self, event: dict) -> None:
+        events.validate(event)
+        dropped = self.outbox.put(events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"),
+                                  events.encode(event), event["event_id"])
+        self.link.wake()
+        self.counts[f"events_{event['kind']}"] += 1
+        if dropped or (self.outbox.full != self._full_reported):
+            self._full_reported = self.outbox.full
+            self.link.publish_state()
+        self._tell_listeners(event)
+
+    def _tell_listeners(self, event: dict) -> None:
+        for listener in list(self._event_listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed on %s event %s", listener, event["kind"], event["event_id"])
+
+    def submit(self, scan: Scan, source: str) -> Submission:
+        item = scan.item
+        min_age = restriction(item, self.cfg.triggers, self.cfg.policy.legal_age)
+        if min_age is None:
+            log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
+            return Submission("not_restricted", f"{item.sku} ({item.category}) is not age restricted")
+        now, iso = now_pair()
+        fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
+        if reused:
+            self.counts["scans_reused"] += 1
+            log.info("repeat restricted scan (%s) in transaction %s: reusing its open check",
+                     item.sku, scan.transaction_id)
+            return Submission("reused", f"transaction {scan.transaction_id} already has an open check", fut)
+        try:
+            self._queue.put_nowait((Trigger(scan, source, min_age, now, iso), fut))  # type: ignore[arg-type]
+        except queue.Full:
+            self.txns.close(scan.transaction_id)
+            fut.cancel()
+            log.error("%d scans already wait for a check: scan of %s in transaction %s dropped (ask for ID)",
+                      QUEUE_MAX, item.sku, scan.transaction_id)
+            return Submission("busy", "too many checks waiting; ask for ID")
+        self.counts["scans_restricted"] += 1
+        return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def _on_mqtt(self, leaf: str, payload: bytes) -> None:
+        max_bytes = self.cfg.triggers.max_payload_bytes
+        if leaf == "pos/scan":
+            scan = self._parse_pos(parse_scan, payload)
+            if scan is not None:
+                self.submit(scan, "pos")
+        elif leaf == "pos/sale":
+            sale = self._parse_pos(parse_sale, payload)
+            if sale is None:
+                return
+            self.txns.close(sale.transaction_id)
+            for listener in list(self._sale_listeners):
+                try:
+                    listener(payload)
+                except Exception:
+                    log.exception("sale listener %r failed", listener)
+        elif leaf == "events/ack":
+            self._on_remote_ack(payload, max_bytes)
+        else:
+            log.warning("message on unexpected topic %s dropped", leaf)
+
+    def _parse_pos(self, parse, payload: bytes):
+        """A POS message parsed, or None after logging why it was dropped (never raises)."""
+        try:
+            return parse(payload, self.cfg.triggers.max_payload_bytes)
+        except (PosMessageError, SaleError) as exc:
+            self.counts["pos_rejected"] += 1
+            log.warning("%s; message dropped (%d bytes: %s)", exc, len(payload), _preview(payload))
+            return None
+
+    def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
+        """A cashier's answer published by a standalone display: the integrity check needs it."""
+        try:
+            if len(payload) > max_bytes:
+                raise events.SchemaError(f"payload is {len(payload)} bytes, more than the {max_bytes} allowed")
+            ev = events.validate(json.loads(payload.decode("utf-8")))
+            if ev["kind"] != "ack":
+                raise events.SchemaError(f"a {ev['kind']!r} event on the ack topic")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("events/ack: payload is not JSON text (%s); message dropped", exc)
+            return
+        except events.SchemaError as exc:
+            log.warning("events/ack: %s; message dropped", exc)
+            return
+        self.counts["acks_received"] += 1
+        self._tell_listeners(ev)
+
+    def _on_camera(self, status: str, reason: str) -> None:
+        self.notifier.status(f"camera {status}: {reason}")
+        self.link.publish_state()
+
+    # -- state -------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "ts": events.now_iso(),
+            "status": "online",
+            "version": __version__,
+            "model_id": self.model.model_id,
+            "camera": self.capture.status,
+            "camera_detail": self.capture.reason,
+            "outbox_depth": self.outbox.depth(),
+            "outbox_max": self.outbox.max_events,
+            "outbox_full": self.outbox.full,
+            "outbox_dropped": self.outbox.dropped_total(),
+            "checks": self.counts["events_check"],
+            "last_check": self.last_check,
+            "started": self.started_ts,
+        }
+
+    # -- worker ------------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        self.worker_heartbeat = time.monotonic()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._beat()
+            try:
+                trig, fut = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                outcome = self.checker.run(trig, heartbeat=self._beat)
+            except Exception as exc:  # one broken check must not end the service
+                log.exception("check for transaction %s failed", trig.scan.transaction_id)
+                fut.set_exception(exc)
+                continue
+            self._deliver(outcome)
+            fut.set_result(outcome)
+
+    def _deliver(self, outcome: CheckOutcome) -> None:
+        c = outcome.check
+        self.last_check = {"event_id": c["event_id"], "ts": c["ts"], "transaction_id": c["transaction_id"],
+                           "decision": c["decision"], "age": c["age"], "age_band": c["age_band"]}
+        age = f"age {c['age']:.1f} ({c['age_band']})" if c["age"] is not None else "no age"
+        log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c["event_id"][:8],
+                 c["transaction_id"], c["decision"].upper(), age, c["frames_used"], c["frames_seen"],
+                 c["faces_seen"], c["latency_ms"]["total"])
+        for ev in (c, outcome.alert):
+            if ev is None:
+                continue
+            try:
+                self.publish_event(ev)
+            except Exception:
+                log.exception("could not store %s event %s in the outbox", ev["kind"], ev["event_id"])
+        self.link.publish_state()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> "Service":
+        cfg = self.cfg
+        self.capture.start()
+        self.link.start()
+        self._worker = threading.Thread(target=self._work, name="check-worker", daemon=True)
+        self._worker.start()
+        if cfg.triggers.http_port:
+            try:
+                self.http = HttpTrigger(cfg.triggers.http_port, self.submit, cfg.triggers,
+                                        wait_s=cfg.check.time_budget_ms / 1000 + 10).start()
+            except OSError as exc:
+                self.stop()
+                raise ConfigError(f"triggers.http_port: cannot listen on 127.0.0.1:{cfg.triggers.http_port} "
+                                  f"({exc.strerror})") from None
+        if cfg.triggers.stdin:
+            StdinTrigger(self._stdin, self.submit, cfg.triggers).start()
+        self._attach_plugins()
+        log.info("agecheck %s running: store %s till %s, model %s, camera %s", __version__, cfg.store_id,
+                 cfg.till_id, self.model.model_id, cfg.camera.source)
+        self.notifier.ready(f"running; camera {self.capture.status}")
+        return self
+
+    def _attach_plugins(self) -> None:
+        from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
+
+        cfg = self.cfg
+        tracker = IntegrityTracker(cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds,
+                                   cfg.integrity.forget_after_seconds)
+        monitor = IntegrityMonitor(tracker, self.publish_event, max_payload_bytes=cfg.triggers.max_payload_bytes)
+        self.attach(on_event=monitor.on_event, on_sale=monitor.on_sale_payload)
+        monitor.start()
+        self._closers.append(monitor.stop)
+        for plugin in self._plugins:
+            attached = plugin(self)
+            if hasattr(attached, "shutdown"):
+                self._closers.append(attached.shutdown)
+
+    def run(self, stop: threading.Event) -> None:
+        """Main loop (main thread): watchdog pings and periodic state until `stop` is set."""
+        feeder = WatchdogFeeder(self.notifier, {
+            "capture": lambda: self.capture.heartbeat,
+            "check": lambda: self.worker_heartbeat,
+            "mqtt-sender": lambda: self.link.heartbeat,
+        })
+        next_state = time.monotonic() + STATE_EVERY_S
+        tick = min(1.0, feeder.period) if feeder.active else 1.0
+        while not stop.wait(tick):
+            feeder.tick()
+            if time.monotonic() >= next_state:
+                next_state = time.monotonic() + STATE_EVERY_S
+                self.link.publish_state()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.notifier.stopping()
+        log.info("stopping")
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                log.exception("stopping a plug-in failed")
+        self._closers.clear()
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(self.cfg.check.time_budget_ms / 1000 + 5)
+            self._worker = None
+        waiting = self._queue.qsize()
+        if waiting:
+            log.warning("%d scan(s) were still waiting for a check at shutdown", waiting)
+        self.capture.stop()
+        self.link.stop()
+        left = self.outbox.depth()
+        self.outbox.close()
+        self._close_pipeline()
+        log.info("stopped; %d event(s) left in the outbox for the next start", left)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum, frame) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[Callable[[Service], object]] = ()) -> int:
+    # This process never needs TensorFlow: keep mediapipe from loading it (start-up, memory).
+    from edge_app.vision.faces import import_mediapipe
+
+    import_mediapipe(hide_tensorflow=True)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    service = Service(cfg, plugins=plugins).start()
+    try:
+        service.run(stop)
+    finally:
+        service.stop()
+    return 0

@@ -1,0 +1,300 @@
+"""Triggers: what starts an age check. Owns the POS `pos/scan` message format (parsing with errors
+that name the problem), the decision whether an item is age restricted, the per-transaction
+memory that lets repeat scans reuse the open result, and the two local demo triggers (a line on
+stdin, and an HTTP endpoint bound to 127.0.0.1 only). Both are off by default.
+
+`pos/sale` is parsed by `edge_app.till.integrity.parse_sale`, which owns what a completed sale means.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Literal, TextIO
+
+from edge_app.config import TriggersConfig
+from edge_app.core.events import now_iso
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 128
+MIN_AGE_RANGE = (1, 99)
+
+
+class PosMessageError(ValueError):
+    """A POS message that cannot be used; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    category: str
+    min_age: int | None = None  # the POS's own age limit for the item, when it sends one
+
+
+@dataclass(frozen=True)
+class Scan:
+    item: Item
+    transaction_id: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A restricted scan accepted for a check."""
+
+    scan: Scan
+    source: Literal["pos", "http", "stdin"]
+    min_age: int  # legal age that applies to this item
+    received: float  # time.monotonic() on arrival: the check looks back from here
+    received_ts: str  # the same moment as UTC ISO 8601, for the event
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What happened to a scan handed to the service."""
+
+    status: Literal["started", "reused", "not_restricted", "busy"]
+    detail: str
+    # Resolves to the CheckOutcome of the (new or reused) check; None when no check applies.
+    result: Future | None = None
+
+
+def _text(data: dict, key: str, where: str, default: str | None) -> str:
+    if key not in data or data[key] is None:
+        if default is not None:
+            return default
+        raise PosMessageError(f"{where}: missing field {key!r}")
+    v = data[key]
+    # Barcodes and transaction numbers often arrive as JSON numbers; accept and keep them as text.
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise PosMessageError(f"{where}: field {key!r} must be text, got {type(v).__name__}")
+    v = str(v).strip()
+    if not v:
+        raise PosMessageError(f"{where}: field {key!r} is empty")
+    if len(v) > MAX_TEXT:
+        raise PosMessageError(f"{where}: field {key!r} is longer than {MAX_TEXT} characters")
+    if not v.isprintable():
+        raise PosMessageError(f"{where}: field {key!r} contains control characters")
+    return v
+
+
+def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = None) -> Scan:
+    """`{"sku": ..., "category": ..., "transaction_id": ..., "min_age": optional}` -> Scan.
+    With `defaults` (local demo triggers) missing fields are filled in and a transaction id is
+    made up; from the POS every field is required. Unknown fields are ignored."""
+    where = "pos/scan"
+    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    if len(raw) > max_bytes:
+        raise PosMessageError(f"{where}: payload is {len(raw)} bytes, more than the {max_bytes} allowed "
+                              "(triggers.max_payload_bytes)")
+    if defaults is not None and not raw.strip():
+        raw = b"{}"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PosMessageError(f"{where}: payload is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise PosMessageError(f"{where}: payload is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise PosMessageError(f"{where}: payload must be a JSON object, got {type(data).__name__}")
+    d = defaults
+    sku = _text(data, "sku", where, d.sku if d else None)
+    category = _text(data, "category", where, d.category if d else None)
+    txn = _text(data, "transaction_id", where, f"local-{uuid.uuid4().hex[:12]}" if d else None)
+    min_age = data.get("min_age", d.min_age if d else None)
+    if min_age is not None:
+        lo, hi = MIN_AGE_RANGE
+        if isinstance(min_age, bool) or not isinstance(min_age, int):
+            raise PosMessageError(f"{where}: field 'min_age' must be a whole number of years or null, "
+                                  f"got {type(min_age).__name__}")
+        if not lo <= min_age <= hi:
+            raise PosMessageError(f"{where}: field 'min_age' must be between {lo} and {hi}, got {min_age}")
+    return Scan(Item(sku, category, min_age), txn)
+
+
+def restriction(item: Item, cfg: TriggersConfig, default_age: int) -> int | None:
+    """The legal age that applies when the item is age restricted, else None. Restricted when its
+    category or SKU is listed in the config, or when the POS sends a min_age; the highest age
+    named by any of them wins."""
+    ages: list[int] = []
+    if item.min_age:
+        ages.append(item.min_age)
+    cat = item.category.casefold()
+    ages += [rc.min_age for rc in cfg.restricted_categories if rc.category.casefold() == cat]
+    if item.sku in cfg.restricted_skus:
+        ages.append(default_age)
+    return max(ages) if ages else None
+
+
+def default_item(cfg: TriggersConfig) -> Item:
+    """What a bare local trigger (empty line, empty POST) scans: the first restricted category."""
+    if cfg.restricted_categories:
+        rc = cfg.restricted_categories[0]
+        return Item("local-test", rc.category, rc.min_age)
+    return Item("local-test", "alcohol", 18)
+
+
+class TransactionMemory:
+    """Open checks per transaction: a repeat scan within `reuse_seconds` of a check (even one
+    still running) gets that check's result instead of a new one. Thread-safe."""
+
+    def __init__(self, reuse_seconds: float, max_open: int = 1000):
+        self.reuse_seconds = reuse_seconds
+        self.max_open = max_open
+        self._open: dict[str, tuple[float, Future]] = {}
+        self._lock = threading.Lock()
+
+    def open_or_reuse(self, transaction_id: str, now: float) -> tuple[Future, bool]:
+        """(future, reused). A new future must be resolved by the caller."""
+        with self._lock:
+            self._prune(now)
+            hit = self._open.get(transaction_id)
+            if hit is not None:
+                return hit[1], True
+            fut: Future = Future()
+            self._open[transaction_id] = (now, fut)
+            if len(self._open) > self.max_open:
+                # A POS that never closes transactions must not grow this without bound.
+                oldest = min(self._open, key=lambda k: self._open[k][0])
+                del self._open[oldest]
+            return fut, False
+
+    def close(self, transaction_id: str) -> None:
+        """The sale is done: a later scan with the same id starts a fresh check."""
+        with self._lock:
+            self._open.pop(transaction_id, None)
+
+    def _prune(self, now: float) -> None:
+        for k in [k for k, (t, f) in self._open.items() if f.done() and now - t > self.reuse_seconds]:
+            del self._open[k]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+SubmitFn = Callable[[Scan, str], Submission]
+
+
+def _outcome_json(sub: Submission, wait_s: float) -> tuple[int, dict]:
+    if sub.result is None:
+        return 200, {"status": sub.status, "detail": sub.detail}
+    try:
+        outcome = sub.result.result(timeout=wait_s)
+    except FutureTimeout:
+        return 202, {"status": sub.status, "detail": "check still running"}
+    except Exception as exc:  # the check itself failed; say so instead of hanging up
+        return 500, {"status": "error", "detail": str(exc)}
+    return 200, {"status": sub.status, "detail": sub.detail, "check": outcome.check, "alert": outcome.alert}
+
+
+class HttpTrigger:
+    """Local demo trigger on 127.0.0.1 only: `POST /scan` with a pos/scan JSON body (every field
+    optional) starts a check and answers with the check event when it is done."""
+
+    def __init__(self, port: int, submit: SubmitFn, cfg: TriggersConfig, wait_s: float):
+        defaults = default_item(cfg)
+        max_bytes = cfg.max_payload_bytes
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "agecheck"
+
+            def _reply(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode("utf-8")
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                self._reply(200 if self.path == "/" else 404,
+                            {"usage": "POST /scan with JSON {sku, category, transaction_id, min_age}, all optional"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                if self.path != "/scan":
+                    self._reply(404, {"error": f"unknown path {self.path}; use POST /scan"})
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    self._reply(400, {"error": "Content-Length is not a number"})
+                    return
+                if length > max_bytes:
+                    self.close_connection = True  # the body is left unread
+                    self._reply(413, {"error": f"body is {length} bytes, more than the {max_bytes} allowed"})
+                    return
+                try:
+                    scan = parse_scan(self.rfile.read(length), max_bytes, defaults)
+                except PosMessageError as exc:
+                    log.warning("%s; local HTTP scan dropped", exc)
+                    self._reply(400, {"error": str(exc)})
+                    return
+                self._reply(*_outcome_json(submit(scan, "http"), wait_s))
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                log.debug("http trigger: " + fmt, *args)
+
+        # Loopback only, whatever the config says: this endpoint has no authentication.
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> "HttpTrigger":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http-trigger", daemon=True)
+        self._thread.start()
+        log.info("local HTTP trigger on http://127.0.0.1:%d/scan", self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._server.server_close()
+
+
+class StdinTrigger:
+    """Local demo trigger: each line on the stream starts a check. An empty line scans the
+    default restricted item; a line of JSON is read like a pos/scan payload."""
+
+    def __init__(self, stream: TextIO, submit: SubmitFn, cfg: TriggersConfig):
+        self._stream = stream
+        self._submit = submit
+        self._defaults = default_item(cfg)
+        self._max_bytes = cfg.max_payload_bytes
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "StdinTrigger":
+        self._thread = threading.Thread(target=self._run, name="stdin-trigger", daemon=True)
+        self._thread.start()
+        log.info("stdin trigger: press Enter (or type a JSON scan) to start a check")
+        return self
+
+    def _run(self) -> None:
+        # A daemon thread: a blocked readline() must not hold up shutdown, so there is no stop().
+        for line in self._stream:
+            try:
+                scan = parse_scan(line.strip(), self._max_bytes, self._defaults)
+            except PosMessageError as exc:
+                log.warning("%s; stdin line ignored", exc)
+                continue
+            sub = self._submit(scan, "stdin")
+            log.info("stdin scan %s: %s", scan.transaction_id, sub.detail)
+        log.info("stdin closed: the stdin trigger stops (the service goes on)")
+
+
+def now_pair() -> tuple[float, str]:
+    """(monotonic, UTC ISO) for the same moment."""
+    return time.monotonic(), now_iso()

@@ -1,0 +1,1 @@
+"""Delivery: the on-disk outbox and the MQTT link that drains it."""

@@ -1,0 +1,343 @@
+"""MQTT link: owns the paho client (v2 callback API, MQTT 5, QoS 1) and the in-order delivery of
+an outbox to the broker; for the till service also the retained `availability` (Last Will
+`offline`) and `state` topics and the `pos/scan`, `pos/sale` and `events/ack` subscriptions. The
+standalone cashier display uses the same link for its answers.
+
+Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
+oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
+itself re-sends the rows that were in flight; new rows wait until those are acknowledged, so
+the broker sees the events in the order they were stored. Consumers de-duplicate by event_id
+(a QoS 1 message may arrive twice when a connection drops between PUBLISH and PUBACK).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edge_app.core import events
+from edge_app.config import Config, ConfigError, MQTTConfig
+from edge_app.transport.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+WINDOW = 10  # events in flight at once; enough for a LAN broker, small enough to re-send cheaply
+REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before sending it again
+
+
+def read_password(m: MQTTConfig) -> str | None:
+    """The broker password from mqtt.password_file or the systemd credential named by
+    mqtt.password_credential ($CREDENTIALS_DIRECTORY/<name>); never from config.yaml."""
+    if m.password_file:
+        try:
+            return Path(m.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {m.password_file!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"mqtt.password_file: {m.password_file!r} is not UTF-8 text") from None
+    if m.password_credential:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise ConfigError("mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
+                              "(run under systemd with LoadCredential=, or use mqtt.password_file)")
+        try:
+            return (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_credential: cannot read credential "
+                              f"{m.password_credential!r} ({exc.strerror})") from None
+    return None
+
+
+def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
+    """A paho v2 client (MQTT 5) with the broker settings from the config applied. Raises
+    ConfigError naming the key for a missing password or unreadable TLS files."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    password = read_password(m)
+    if password is not None and not m.username:
+        raise ConfigError("mqtt.username: a password is configured but no username; set mqtt.username")
+    if m.username:
+        client.username_pw_set(m.username, password)
+    if m.tls.enabled:
+        for key in ("ca_file", "cert_file", "key_file"):
+            f = getattr(m.tls, key)
+            if f and not Path(f).is_file():
+                raise ConfigError(f"mqtt.tls.{key}: file {f!r} does not exist")
+        try:
+            client.tls_set(ca_certs=m.tls.ca_file, certfile=m.tls.cert_file, keyfile=m.tls.key_file,
+                           cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls: cannot load the certificate files ({exc})") from None
+        client.tls_insecure_set(m.tls.insecure)
+    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(round(m.reconnect_max_seconds))))
+    return client
+
+
+# The till service's subscriptions. No-local on events/ack: answers from a standalone cashier
+# display reach the service, its own (display inside the service) do not come back a second time.
+SERVICE_SUBSCRIPTIONS = (("pos/scan", SubscribeOptions(qos=1)), ("pos/sale", SubscribeOptions(qos=1)),
+                         ("events/ack", SubscribeOptions(qos=1, noLocal=True)))
+
+
+class MqttLink:
+    """Connects in the background and keeps reconnecting; never raises on a broker outage.
+
+    `on_message(leaf, payload)` gets every message on the subscribed topics of this till (leaf
+    is e.g. "pos/scan"), on paho's network thread: keep it quick.
+
+    The till service passes `state`, a function that builds the retained state document: the
+    link then owns the till's `availability` (Last Will `offline`) and `state` topics. A client
+    that must not speak for the till (the standalone cashier display) passes `state=None`, its
+    own `client_id` and `subscriptions`, and `session_expiry_s` so that messages published while
+    it restarts still reach it.
+    """
+
+    def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes], None],
+                 state: Callable[[], dict] | None, *, client_id: str | None = None,
+                 subscriptions=SERVICE_SUBSCRIPTIONS, session_expiry_s: int | None = None,
+                 name: str = "MQTT"):
+        self.cfg = cfg
+        self.outbox = outbox
+        self._on_message_cb = on_message
+        self._state_cb = state
+        self._subscriptions = tuple(subscriptions)
+        self._session_expiry_s = session_expiry_s
+        self._name = name  # how the log lines name this link
+        self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
+        self.client_id = client_id or cfg.mqtt.client_id or f"agecheck-{cfg.store_id}-{cfg.till_id}"
+        self.client = make_client(cfg.mqtt, self.client_id)
+        if state is not None:
+            self.client.will_set(self._topic("availability"), b"offline", qos=1, retain=True)
+        # Room for our window plus the retained availability/state messages.
+        self.client.max_inflight_messages_set(WINDOW + 10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._cond = threading.Condition()
+        self._connected = False
+        # Set once the broker has acknowledged our pos/scan and pos/sale subscriptions.
+        self.subscribed = threading.Event()
+        self._generation = 0  # bumped on every connect
+        self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (outbox seq, generation)
+        # PUBACKs not yet settled: mid -> accepted (False: the broker refused it, e.g. ACL).
+        self._acked: dict[int, bool] = {}
+        self._hold_until = 0.0  # after a refusal, pause before trying that row again
+        self._other_mids: set[int] = set()  # availability/state publishes (not outbox rows)
+        self._last_sent = 0  # highest outbox seq handed to paho
+        self._stop = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._ever_connected = False
+        self.delivered = 0
+        self.heartbeat = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> "MqttLink":
+        m = self.cfg.mqtt
+        log.info("connecting to MQTT broker %s:%d as %s%s", m.host, m.port,
+                 self.client_id, " (TLS)" if m.tls.enabled else "")
+        # connect_async + loop_start: an unreachable broker at start-up is retried like any
+        # other outage instead of stopping the service.
+        if self._session_expiry_s is None:
+            self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        else:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry_s
+            self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
+        self.client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+        return self
+
+    def stop(self, flush_timeout: float = 3.0) -> None:
+        """Deliver what can be delivered within `flush_timeout`, publish `offline` (retained)
+        and disconnect. Undelivered events stay in the outbox for the next start."""
+        deadline = time.monotonic() + flush_timeout
+        with self._cond:
+            while self._connected and (self._inflight or self.outbox.after(self._last_sent, 1)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join(5)
+        if self._connected and self._state_cb is not None:
+            info = self.client.publish(self._topic("availability"), b"offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass  # connection went away meanwhile: the Last Will says offline instead
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def wake(self) -> None:
+        """A new row is in the outbox."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def publish_state(self) -> None:
+        if not self._connected or self._state_cb is None:
+            return
+        try:
+            payload = json.dumps(self._state_cb(), separators=(",", ":"), sort_keys=True).encode()
+        except Exception:
+            log.exception("could not build the state document")
+            return
+        self._publish_other(self._topic("state"), payload, retain=True)
+
+    # -- paho callbacks (network thread) --------------------------------------------------------------
+    def _publish_other(self, topic: str, payload: bytes, retain: bool) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._cond:
+            if self._acked.pop(info.mid, None) is None:
+                self._other_mids.add(info.mid)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("%s: broker %s:%d refused the connection: %s (check mqtt.username, the password and "
+                      "the broker's ACL)", self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+            return
+        with self._cond:
+            self._connected = True
+            self._generation += 1
+            self._cond.notify_all()
+        again = " again" if self._ever_connected else ""
+        self._ever_connected = True
+        log.info("%s: connected to broker %s:%d%s; outbox holds %d event(s) to deliver", self._name,
+                 self.cfg.mqtt.host, self.cfg.mqtt.port, again, self.outbox.depth())
+        if self._state_cb is not None:
+            self._publish_other(self._topic("availability"), b"online", retain=True)
+            self.publish_state()
+        client.subscribe([(self._topic(leaf), opts) for leaf, opts in self._subscriptions])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        bad = [rc for rc in reason_codes if rc.is_failure]
+        if bad:
+            log.error("%s: broker refused a subscription to %s (%s); check the broker's ACL for this till",
+                      self._name, ", ".join(leaf for leaf, _ in self._subscriptions),
+                      ", ".join(str(rc) for rc in bad))
+            return
+        self.subscribed.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        log.warning("%s: cannot reach broker %s:%d; retrying (events wait in the outbox, %d now)",
+                    self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.subscribed.clear()
+        with self._cond:
+            was = self._connected
+            self._connected = False
+            self._cond.notify_all()
+        if was and not self._stop.is_set():
+            log.warning("%s: lost the broker (%s); events wait in the outbox (%d now); reconnecting",
+                        self._name, reason_code, self.outbox.depth())
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._cond:
+            if mid in self._other_mids:
+                self._other_mids.discard(mid)
+                if reason_code.is_failure:
+                    log.error("MQTT broker refused our availability/state message: %s", reason_code)
+            else:
+                self._acked[mid] = not reason_code.is_failure
+            self._cond.notify_all()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        prefix = self._topic("")
+        leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
+        try:
+            self._on_message_cb(leaf, bytes(msg.payload))
+        except Exception:  # a bad message must never take paho's thread down with it
+            log.exception("handling a message on %s failed; message dropped", msg.topic)
+
+    # -- delivery (sender thread) ----------------------------------------------------------------
+    def _settle_acks(self) -> list[int]:
+        """Outbox seqs acknowledged since the last call (lock held). A refused row stays in the
+        outbox and is sent again (from it on, to keep the order) after REFUSED_RETRY_S."""
+        done = []
+        for mid in [m for m in self._acked if m in self._inflight]:
+            seq = self._inflight.pop(mid)[0]
+            if self._acked.pop(mid):
+                done.append(seq)
+            else:
+                self._refused(seq)
+        return done
+
+    def _refused(self, seq: int) -> None:
+        log.error("MQTT broker refused outbox event #%d (check the broker's ACL for this till's events topics); "
+                  "it stays in the outbox and is retried in %.0f s", seq, REFUSED_RETRY_S)
+        self._last_sent = min(self._last_sent, seq - 1)
+        self._hold_until = time.monotonic() + REFUSED_RETRY_S
+
+    def _can_send(self) -> bool:
+        if not self._connected or len(self._inflight) >= WINDOW or time.monotonic() < self._hold_until:
+            return False
+        # Rows from before the last reconnect are being re-sent by paho: let them land first.
+        return all(gen == self._generation for _, gen in self._inflight.values())
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            with self._cond:
+                done = self._settle_acks()
+                sendable = self._can_send()
+                if not done and not sendable:
+                    self._cond.wait(0.5)
+                    done = self._settle_acks()
+                    sendable = self._can_send()
+                room = WINDOW - len(self._inflight)
+                gen = self._generation
+            try:
+                for seq in done:
+                    self.outbox.delete(seq)
+                    self.delivered += 1
+                if not sendable or room <= 0:
+                    continue
+                rows = self.outbox.after(self._last_sent, room)
+                if not rows:
+                    with self._cond:
+                        if not self._acked:
+                            self._cond.wait(0.5)
+                    continue
+                for row in rows:
+                    info = self.client.publish(row.topic, row.payload, qos=1)
+                    with self._cond:
+                        self._last_sent = row.seq
+                        accepted = self._acked.pop(info.mid, None)
+                        if accepted is None:
+                            self._inflight[info.mid] = (row.seq, gen)
+                        elif not accepted:
+                            self._refused(row.seq)
+                    if accepted:
+                        self.outbox.delete(row.seq)
+                        self.delivered += 1
+                    if accepted is False:
+                        break
+            except Exception:  # keep delivering: a transient disk or socket error is retried
+                log.exception("outbox delivery failed; retrying in 1 s")
+                self._stop.wait(1.0)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._inflight)

@@ -1,0 +1,108 @@
+"""`agecheck display` as its own process: a real window under Xvfb, fed by a real Mosquitto,
+answered with real key presses; answers reach the broker through the display's SQLite outbox,
+including one given while the broker is down, and the window carries on after a broker restart."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from edge_app.cashier.window import COLOURS
+from tests.edge_app.broker_util import Broker
+from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
+from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401
+
+ACK_TOPIC = "agecheck/v1/store-001/till-01/events/ack"
+
+
+def window_box() -> tuple[int, int, int, int] | None:
+    ids = xdotool("search", "--onlyvisible", "--classname", "agecheck").split()
+    if not ids:
+        return None
+    geo = dict(line.split("=", 1) for line in xdotool("getwindowgeometry", "--shell", ids[-1]).splitlines())
+    return int(geo["X"]), int(geo["Y"]), int(geo["WIDTH"]), int(geo["HEIGHT"])
+
+
+def banner_colour(box) -> tuple[int, int, int]:
+    x, y, w, h = box
+    return dominant(screenshot((x, y, w, h // 2)))[0]  # the top half is all banner
+
+
+def show_and_wait(pub: Publisher, decision: str, age, txn: str) -> dict:
+    c = check_event(decision=decision, age=age, txn=txn)
+    a = alert_event(c)
+    pub.event(c)
+    pub.event(a)
+    want = hex_rgb(COLOURS[decision][0])
+    wait_for(lambda: (b := window_box()) and banner_colour(b) == want, timeout=15,
+             what=f"the {decision} banner on screen")
+    return a
+
+
+def outbox_rows(path) -> int:
+    con = sqlite3.connect(str(path))
+    try:
+        return con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
+    outbox = tmp_path / "display-outbox.sqlite3"
+    with Broker(persistent=True) as broker:
+        cfg = write_config(tmp_path / "config.yaml", broker.port,
+                           display={"position": "top-left", "outbox_path": str(outbox)},
+                           mqtt={"host": "127.0.0.1", "port": broker.port, "reconnect_max_seconds": 1})
+        acks = Collector(broker.port, ACK_TOPIC, persistent=True)
+        proc = Proc(["display", "--config", str(cfg)])
+        pub = None
+        try:
+            proc.wait_line("window ready")
+            first = proc.wait_line("display: connected")
+            assert window_box() is None  # idle: nothing on screen
+            pub = Publisher(broker.port)
+
+            # 1. A red CHECK ID banner, answered with key 1.
+            a1 = show_and_wait(pub, "check_id", 19.0, "T-1")
+            screenshot(window_box()).save(tmp_path / "check_id.png")
+            xdotool("key", "1")
+            ack1 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a1["event_id"])
+            assert ack1["answer"] == "id_checked_over_age" and ack1["transaction_id"] == "T-1"
+            wait_for(lambda: window_box() is None, what="the window to hide")
+
+            # 2. An amber NO FACE banner answered with key 3 while the broker is down: the answer
+            #    waits in the outbox and arrives once the broker is back.
+            a2 = show_and_wait(pub, "no_face", None, "T-2")
+            pub.close()
+            pub = None
+            broker.stop()
+            xdotool("key", "3")
+            wait_for(lambda: outbox.exists() and outbox_rows(outbox) == 1, what="the answer kept in the outbox")
+            broker.start()
+            ack2 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a2["event_id"],
+                                 timeout=20)
+            assert ack2["answer"] == "no_id_check" and ack2["transaction_id"] == "T-2"
+            wait_for(lambda: outbox_rows(outbox) == 0, what="the outbox to drain")
+
+            # 3. After the restart the window still gets alerts: key 2.
+            proc.wait_line("display: connected", after=first + 1, timeout=20)
+            pub = Publisher(broker.port)
+            a3 = show_and_wait(pub, "check_id", 16.0, "T-3")
+            xdotool("key", "2")
+            ack3 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a3["event_id"])
+            assert ack3["answer"] == "id_checked_under_age_refused"
+        finally:
+            if pub:
+                pub.close()
+            rc = proc.stop()
+            acks.close()
+    assert rc == 0, proc.output
+    ids = [b["event_id"] for _, b in acks.messages]
+    assert len(set(ids)) == 3  # three answers (a QoS 1 redelivery may repeat one; de-duplicated by id)
+
+
+def test_display_without_a_screen_says_so(tmp_path):
+    proc = Proc(["display", "--config", str(write_config(tmp_path / "c.yaml", 1883))], env={"DISPLAY": ""})
+    assert proc.p.wait(timeout=30) == 2
+    proc.stop()
+    assert "no screen: $DISPLAY is not set" in proc.output
+    assert not (tmp_path / "display-outbox.sqlite3").exists()

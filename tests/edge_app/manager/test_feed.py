@@ -1,0 +1,155 @@
+"""Manager feed: storage rules (unit) and the real `agecheck feed` process against a real
+Mosquitto that is restarted under it."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from edge_app.core import events
+from edge_app.manager.feed import FeedDBError, FeedStore, TablePrinter, subscription
+from edge_app.config import from_dict
+from tests.edge_app.broker_util import Broker
+from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, db_query, event_topic,
+                                      wait_until, write_config)
+
+
+def test_store_dedupes_and_quarantines(tmp_path):
+    st = FeedStore(tmp_path / "feed.sqlite3", max_payload_bytes=4096)
+    c = check_event()
+    a = alert_event(c)
+    assert st.add(event_topic(c), events.encode(c)).status == "new"
+    assert st.add(event_topic(a), events.encode(a)).status == "new"
+    assert st.add(event_topic(c), events.encode(c)).status == "duplicate"
+
+    bad = {
+        b"{not json": "malformed JSON",
+        b"\xff\xfe\x00": "not UTF-8",
+        json.dumps({**check_event(), "schema": 2}).encode(): "unknown schema version 2",
+        json.dumps({**check_event(), "image": "AAAA"}).encode(): "events never carry images",
+        json.dumps({k: v for k, v in check_event().items() if k != "decision"}).encode(): "missing field 'decision'",
+        b"x" * 5000: "more than feed.max_payload_bytes",
+    }
+    for payload, why in bad.items():
+        res = st.add(event_topic(c), payload)
+        assert res.status == "quarantined" and why in res.reason, (payload[:40], res.reason)
+    other = check_event(till="till-02")
+    res = st.add(event_topic(c), events.encode(other))  # a till-02 event on till-01's topic
+    assert res.status == "quarantined" and "came on store-001/till-01/check" in res.reason
+    assert st.counts() == {"events": 2, "quarantined": len(bad) + 1, "duplicates": 1}
+    st.close()
+    # Kept aside with the reason and the payload, for a person to look at.
+    rows = db_query(tmp_path / "feed.sqlite3", "SELECT reason, size, payload FROM quarantine ORDER BY id")
+    assert rows[0][2] == b"{not json" and rows[0][1] == 9
+
+
+def test_store_rejects_a_file_that_is_not_sqlite(tmp_path):
+    p = tmp_path / "feed.sqlite3"
+    p.write_text("this is a text file, not a database\n" * 20)
+    with pytest.raises(FeedDBError, match="cannot use it as the feed database"):
+        FeedStore(p)
+
+
+def test_store_rejects_a_till_outbox(tmp_path):
+    from edge_app.transport.outbox import Outbox
+
+    Outbox(tmp_path / "outbox.sqlite3", 10).close()
+    with pytest.raises(FeedDBError, match="another program's file"):
+        FeedStore(tmp_path / "outbox.sqlite3")
+
+
+def test_table_is_readable():
+    out = io.StringIO()
+    tp = TablePrinter(out, tz=None, show_store=False)
+    c = check_event(txn="T-77", age=19.4)
+    tp.event(c)
+    tp.event(ack_event(alert_event(c), "id_checked_over_age", seconds=2.34))
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() [:3] == ["time", "till", "kind"]
+    assert "CHECK ID" in lines[2] and "18-24 (19)" in lines[2] and "T-77" in lines[2] and "till-01" in lines[2]
+    assert "ID ok, over age (2.3s)" in lines[3]
+
+
+def test_subscription_topics():
+    cfg = from_dict({"store_id": "store-042"})
+    assert subscription(cfg, False) == "agecheck/v1/store-042/+/events/+"
+    assert subscription(cfg, True) == "agecheck/v1/+/+/events/+"
+
+
+def _count(db, table="events"):
+    return db_query(db, f"SELECT COUNT(*) FROM {table}")[0][0] if db_query(db, "SELECT 1") else 0
+
+
+def _dups(db):
+    rows = db_query(db, "SELECT value FROM counters WHERE name='duplicates'")
+    return rows[0][0] if rows else 0
+
+
+def test_feed_dedupes_across_broker_restart(tmp_path):
+    db = tmp_path / "feed.sqlite3"
+    with Broker(persistent=True) as broker:
+        cfg = write_config(tmp_path / "config.yaml", broker.port)
+        feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
+        pub = None
+        try:
+            feed.wait_line("new session")
+            # A new session holds nothing for us until the broker has the subscription.
+            feed.wait_line("subscribed to")
+            pub = Publisher(broker.port)
+            first = [check_event(txn=f"T-{i}", till=f"till-0{i % 2 + 1}") for i in range(3)]
+            for ev in first:
+                pub.event(ev)
+            pub.raw("agecheck/v1/store-001/till-01/events/check", b'{"event_id": ')  # malformed
+            pub.raw("agecheck/v1/store-001/till-01/events/check",
+                    json.dumps({**check_event(), "schema": 99}).encode())  # a future schema
+            pub.event(check_event(store="store-002"))  # another store: not subscribed
+            wait_until(lambda: _count(db) == 3 and _count(db, "quarantine") == 2, what="first events stored")
+
+            mark = len(feed.lines)
+            broker.restart()
+            pub.close()
+            feed.wait_line("resumed session", timeout=20, after=mark)
+            pub = Publisher(broker.port)
+            new = [check_event(txn="T-3"), alert_event(first[0])]
+            for ev in first + new:  # duplicates of all three, and two new ones
+                pub.event(ev)
+            wait_until(lambda: _count(db) == 5, what="new events after the restart")
+            # At least the three republished; a QoS 1 redelivery of a message whose PUBACK was cut
+            # off by the restart adds one more, and is ignored the same way.
+            wait_until(lambda: _dups(db) >= 3, what="three duplicates counted")
+
+            # The feed is away; the broker keeps its session (and restarts meanwhile).
+            assert feed.stop() == 0
+            late = check_event(txn="T-late", decision="approve", age=41.0)
+            pub.event(late)
+            pub.close()
+            pub = None
+            broker.restart()
+            feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
+            feed.wait_line("resumed session", timeout=20)
+            wait_until(lambda: _count(db) == 6, what="the event published while the feed was away")
+            assert feed.stop() == 0
+        finally:
+            if pub:
+                pub.close()
+            feed.stop()
+
+    ids = {r[0] for r in db_query(db, "SELECT event_id FROM events")}
+    assert ids == {e["event_id"] for e in first + new + [late]}
+    assert db_query(db, "SELECT COUNT(*) FROM events WHERE store_id != 'store-001'") == [(0,)]
+    reasons = [r[0] for r in db_query(db, "SELECT reason FROM quarantine ORDER BY id")]
+    assert "malformed JSON" in reasons[0] and "unknown schema version 99" in reasons[1]
+    out = feed.output
+    assert "APPROVE" in out and "41" in out and "T-late" in out
+    assert "6 events stored" in out and "2 quarantined" in out
+
+
+def test_feed_reports_a_bad_database(tmp_path):
+    bad = tmp_path / "feed.sqlite3"
+    bad.write_text("not a database\n" * 50)
+    p = Proc(["feed", "--db", str(bad)])
+    assert p.p.wait(timeout=30) == 2
+    p.stop()
+    assert "cannot use it as the feed database" in p.output

@@ -1,0 +1,179 @@
+"""Manager report on a stored day of synthetic events: the figures in report.md are checked
+against numbers worked out by hand, and the charts are real PNG files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge_app.core import events
+from edge_app.config import from_dict
+from edge_app.manager.feed import FeedStore
+from edge_app.manager.report import ReportInputError, build, parse_period
+from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, write_config
+
+DAY = "2025-03-14"
+
+
+def at(hms: str, day: str = DAY) -> str:
+    return f"{day}T{hms}.000Z"
+
+
+def store_day(db: Path) -> None:
+    """till-01: 11 checks (7 approve, 3 check_id, 1 no_face), 4 alerts, 3 answers (2 s, 4 s, 6 s),
+    2 integrity events. till-02: 5 checks, 1 alert answered after midnight. Plus events on the
+    days before and after that must not count."""
+    evs: list[dict] = []
+    minute = iter(range(10, 60))
+
+    def t() -> str:
+        return at(f"10:{next(minute):02d}:00")
+
+    for txn, age in [("T-101", 34), ("T-102", 41), ("T-103", 52), ("T-104", 29), ("T-105", 38), ("T-106", 67)]:
+        evs.append(check_event(txn=txn, decision="approve", age=age, ts=t()))
+    evs.append(check_event(txn="T-101", decision="approve", age=35, ts=t()))  # a second scan, same shopper
+    for txn, age, answer, secs in [("T-107", 19, "id_checked_over_age", 2.0),
+                                   ("T-108", 16, "id_checked_under_age_refused", 4.0),
+                                   ("T-109", 22, "no_id_check", 6.0),
+                                   ("T-110", None, None, None)]:
+        c = check_event(txn=txn, decision="check_id" if age else "no_face", age=age, ts=t())
+        a = alert_event(c, ts=c["ts"])
+        evs += [c, a]
+        if answer:
+            evs.append(ack_event(a, answer, secs, ts=t()))
+        if answer in (None, "no_id_check"):
+            evs.append(events.new_event("integrity", "store-001", "till-01", txn, alert_event_id=a["event_id"],
+                                        seconds_after_alert=30.0, reason="unanswered" if not answer else
+                                        "answered_no_id_check"))
+            evs[-1]["ts"] = t()
+    for txn, age in [("T-201", 45), ("T-202", 27), ("T-203", 31), ("T-204", 58)]:
+        evs.append(check_event(till="till-02", txn=txn, decision="approve", age=age, ts=t()))
+    c = check_event(till="till-02", txn="T-205", decision="check_id", age=23, ts=at("23:59:00"))
+    a = alert_event(c, ts=c["ts"])
+    evs += [c, a, ack_event(a, "id_checked_over_age", 3.0, ts=at("00:00:30", "2025-03-15"))]
+    evs.append(check_event(txn="T-099", decision="check_id", age=17, ts=at("23:59:59", "2025-03-13")))
+
+    st = FeedStore(db)
+    for ev in evs:
+        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
+    st.add("agecheck/v1/store-001/till-01/events/check", b"{oops", received_at=at("12:00:00"))
+    st.close()
+
+
+def row(md: str, first: str) -> list[str]:
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no table row starting with {first!r} in:\n{md}")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    db = tmp / "feed.sqlite3"
+    store_day(db)
+    cfg = from_dict({"feed": {"timezone": "UTC"}})
+    path, summary = build(str(db), tmp / "out", DAY, DAY, cfg)
+    return path, path.read_text(encoding="utf-8"), summary
+
+
+def test_report_figures_per_till(report):
+    _, md, _ = report
+    # till | checks approve check-ID no-face | alerts answers ok refused no-check | integrity answered median
+    assert row(md, "till-01")[1:] == ["11", "7", "3", "1", "4", "3", "1", "1", "1", "2", "75%", "4.0 s"]
+    # The alert was answered after midnight: answered, but the answer belongs to the next day.
+    assert row(md, "till-02")[1:] == ["5", "4", "1", "0", "1", "0", "0", "0", "0", "0", "100%", "–"]
+    assert row(md, "**all tills**")[1:] == ["16", "11", "4", "1", "5", "3", "1", "1", "1", "2", "80%", "4.0 s"]
+    assert row(md, DAY)[1] == "till-01"  # the per-day table
+    assert "2025-03-13" not in md and "T-099" not in md
+
+
+def test_report_age_band_mix(report):
+    _, md, summary = report
+    expected = {"0-12": 0, "13-17": 1, "18-24": 3, "25-34": 3, "35-49": 4, "50-64": 2, "65+": 1}
+    for band, n in expected.items():
+        assert row(md, band)[1] == str(n), band
+    assert row(md, "35-49")[2] == "29%"  # 4 of 14
+    assert "(14 with an estimate; 1 without a usable face)" in md
+    assert dict(summary.bands) == {k: v for k, v in expected.items() if v}
+
+
+def test_report_lists_integrity_events_and_quarantine(report):
+    _, md, _ = report
+    section = md.split("## Integrity events")[1].split("##")[0]
+    assert "T-109" in section and "no ID check" in section
+    assert "T-110" in section and "no answer" in section
+    assert "1 message(s) quarantined" in md
+    assert "**2** integrity events" in md
+
+
+def test_report_charts_are_png(report):
+    path, md, _ = report
+    for name in ("age_bands.png", "alerts_per_till_day.png"):
+        f = path.parent / name
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(f) as im:
+            assert im.size[0] >= 500 and im.size[1] >= 300
+            # Not a blank canvas: the bars are drawn.
+            assert len(im.convert("RGB").getcolors(1 << 16) or []) > 10
+        assert f"]({name})" in md
+
+
+def test_report_days_follow_the_timezone(tmp_path):
+    db = tmp_path / "feed.sqlite3"
+    st = FeedStore(db)
+    late = check_event(decision="approve", age=40, ts="2025-03-13T23:30:00.000Z")  # 00:30 in Berlin
+    st.add(event_topic(late), events.encode(late))
+    st.close()
+    _, s = build(str(db), tmp_path / "berlin", DAY, DAY, from_dict({"feed": {"timezone": "Europe/Berlin"}}))
+    assert s.totals().checks == 1
+    _, s = build(str(db), tmp_path / "utc", DAY, DAY, from_dict({"feed": {"timezone": "UTC"}}))
+    assert s.totals().checks == 0
+    assert "No events were stored for this period" in (tmp_path / "utc" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("since, until, message", [
+    ("2025-02-30", None, "--since: '2025-02-30' is not a date; use YYYY-MM-DD"),
+    ("14/03/2025", None, "--since: '14/03/2025' is not a date"),
+    (None, "yesterday", "--until: 'yesterday' is not a date"),
+    ("2025-03-15", "2025-03-14", "--since 2025-03-15 is after --until 2025-03-14"),
+    ("2020-01-01", "2025-01-01", "at most 366 days"),
+])
+def test_bad_dates(since, until, message):
+    with pytest.raises(ReportInputError, match=re.escape(message)):
+        parse_period(since, until, today=__import__("datetime").date(2025, 3, 20))
+
+
+def test_default_period_is_the_last_week():
+    import datetime as dt
+
+    p = parse_period(None, None, today=dt.date(2025, 3, 20))
+    assert (p.since, p.until) == (dt.date(2025, 3, 14), dt.date(2025, 3, 20))
+
+
+def test_report_command(tmp_path):
+    db = tmp_path / "feed.sqlite3"
+    store_day(db)
+    cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"})
+    ok = Proc(["report", "--config", str(cfg), "--db", str(db), "--since", DAY, "--until", DAY,
+               "--out", str(tmp_path / "out")])
+    assert ok.p.wait(timeout=60) == 0, ok.output
+    ok.stop()
+    assert "16 checks, 5 alerts, 80% answered, median decision 4.0 s, 2 integrity events" in ok.output
+    assert (tmp_path / "out" / "report.md").is_file()
+
+    bad = Proc(["report", "--db", str(tmp_path / "missing.sqlite3"), "--since", DAY, "--until", DAY])
+    assert bad.p.wait(timeout=60) == 2
+    bad.stop()
+    assert "does not exist; run `agecheck feed` first" in bad.output
+
+    notdb = tmp_path / "notes.txt"
+    notdb.write_text("hello\n" * 100)
+    bad = Proc(["report", "--db", str(notdb), "--since", "2025-13-01"])
+    assert bad.p.wait(timeout=60) == 2
+    bad.stop()
+    assert "--since: '2025-13-01' is not a date" in bad.output

@@ -1,0 +1,116 @@
+"""Capture: the ring buffer, a video file played as a camera, and a camera that vanishes and
+comes back (status down/up, reconnect with back-off, the thread never dies)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_app.till.capture import Capture, Frame, FrameBuffer, parse_source
+from edge_app.config import CameraConfig
+from tests.edge_app.service_util import FPS, astronaut_video, wait_until
+
+
+def _frame(i: int, t: float) -> Frame:
+    return Frame(i, t, np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize("text, kind, target", [
+    ("0", "device", 0), (" 2 ", "device", 2), ("/dev/video1", "device", "/dev/video1"),
+    ("rtsp://cam.local/stream", "stream", "rtsp://cam.local/stream"),
+    ("http://10.0.0.5/mjpg", "stream", "http://10.0.0.5/mjpg"), ("demo.avi", "file", "demo.avi"),
+])
+def test_parse_source(text, kind, target):
+    s = parse_source(text)
+    assert (s.kind, s.target) == (kind, target)
+
+
+def test_ring_buffer_keeps_only_the_last_seconds():
+    buf = FrameBuffer(seconds=1.0, fps=10)
+    for i in range(40):
+        buf.append(_frame(i, 100.0 + i * 0.1))
+    ts = [f.t for f in buf.between(0, 1e9)]
+    assert ts[-1] == pytest.approx(103.9)
+    assert ts[0] >= 103.9 - 1.0 - 1e-9
+    assert len(ts) <= 11
+    assert [f.index for f in buf.between(103.45, 103.75)] == [35, 36, 37]
+
+
+def test_wait_after_returns_the_newest_new_frame_or_times_out():
+    buf = FrameBuffer(seconds=5, fps=10)
+    buf.append(_frame(0, 1.0))
+    assert buf.wait_after(0, 0.05) is None
+
+    def later():
+        time.sleep(0.1)
+        buf.append(_frame(1, 1.1))
+        buf.append(_frame(2, 1.2))
+
+    threading.Thread(target=later).start()
+    got = buf.wait_after(0, 5)
+    assert got is not None and got.index in (1, 2)
+
+
+def test_video_file_fills_the_buffer_at_the_camera_rate(tmp_path):
+    video = astronaut_video(tmp_path / "a.avi", seconds=1.0)
+    cap = Capture(CameraConfig(source=str(video), loop=True, fps=FPS, buffer_seconds=1.0)).start()
+    try:
+        wait_until(lambda: cap.status == "up", 10, "camera up")
+        time.sleep(1.6)  # longer than the clip: it loops
+        frames = cap.buffer.between(0, time.monotonic())
+        assert frames[0].image.shape == (480, 640, 3) and frames[0].image.dtype == np.uint8
+        # ~buffer_seconds of frames at ~fps (generous: the box is busy)
+        assert 8 <= len(frames) <= 17, len(frames)
+        assert all(b.t > a.t and b.index > a.index for a, b in zip(frames, frames[1:]))
+        assert frames[-1].t - frames[0].t <= 1.0 + 1e-6
+        assert cap.frames_read > 18  # looped past the 15-frame clip
+    finally:
+        cap.stop()
+
+
+def test_camera_vanishes_and_comes_back(tmp_path):
+    video = astronaut_video(tmp_path / "cam.avi", seconds=0.5)
+    changes: list[tuple[str, str]] = []
+    cap = Capture(CameraConfig(source=str(video), loop=True, fps=FPS, reconnect_max_seconds=0.5),
+                  on_status=lambda s, r: changes.append((s, r))).start()
+    try:
+        wait_until(lambda: cap.status == "up", 10, "camera up")
+        hidden = video.rename(tmp_path / "unplugged.avi")
+        wait_until(lambda: cap.status == "down", 10, "camera down")
+        assert "not found" in cap.reason
+        assert len(cap.buffer) == 0  # frames of a scene the camera no longer sees are dropped
+        beat = cap.heartbeat
+        time.sleep(0.6)
+        assert cap.heartbeat > beat  # the thread keeps running while the camera is away
+        hidden.rename(video)
+        wait_until(lambda: cap.status == "up", 10, "camera back up")
+        n = cap.frames_read
+        wait_until(lambda: cap.frames_read > n + 3, 10, "frames again")
+    finally:
+        cap.stop()
+    assert [s for s, _ in changes] == ["up", "down", "up"]
+
+
+def test_missing_device_is_down_and_retried_without_crashing():
+    cap = Capture(CameraConfig(source="/dev/video97", reconnect_max_seconds=0.2)).start()
+    try:
+        wait_until(lambda: cap.status == "down", 10, "camera down")
+        assert "cannot open camera device /dev/video97" in cap.reason
+        beat = cap.heartbeat
+        time.sleep(0.5)
+        assert cap.heartbeat > beat
+    finally:
+        cap.stop()
+
+
+def test_video_without_loop_ends_down(tmp_path):
+    video = astronaut_video(tmp_path / "short.avi", seconds=0.4)
+    cap = Capture(CameraConfig(source=str(video), loop=False, fps=FPS)).start()
+    try:
+        wait_until(lambda: cap.status == "down", 10, "end of video")
+        assert "camera.loop is false" in cap.reason
+    finally:
+        cap.stop()

@@ -1,0 +1,254 @@
+"""The till service in-process against a real Mosquitto, with the real model and a real face
+photo played as the camera: a POS scan becomes a schema-valid check event, bad POS messages are
+dropped without stopping anything, a broker outage loses nothing and keeps the order, the camera
+going away and coming back shows in the retained state, and a sale on an unanswered alert
+becomes an integrity event."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+
+import pytest
+
+from edge_app.core import events
+from edge_app.config import load
+from edge_app.devtools.sim import free_port
+from edge_app.vision.faces import FacePipeline
+from edge_app.vision.model import AgeModel
+from edge_app.till.service import Service
+from edge_app.till.triggers import Item, Scan
+from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
+                                         service_config, wait_until)
+
+ROOT = "agecheck/v1/store-001/till-01"
+
+
+@pytest.fixture(scope="module")
+def parts():
+    cfg = load(None)
+    with FacePipeline(cfg.faces) as pipe:
+        yield pipe, AgeModel(cfg.model.path, cfg.model.threads)
+
+
+@pytest.fixture
+def start_service(parts):
+    running: list[Service] = []
+
+    def start(cfg) -> Service:
+        svc = Service(cfg, pipeline=parts[0], model=parts[1]).start()
+        running.append(svc)
+        return svc
+
+    yield start
+    for svc in running:
+        svc.stop()
+
+
+def scan(txn: str, sku="5010677850100", category="alcohol", **extra) -> bytes:
+    return json.dumps({"sku": sku, "category": category, "transaction_id": txn, **extra}).encode()
+
+
+def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service, caplog):
+    rec = Recorder(mqtt_broker.host, mqtt_broker.port)
+    cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker)
+    svc = start_service(cfg)
+    seen = []
+    svc.attach(on_event=lambda ev: 1 / 0)  # a broken plug-in must not stop anything
+    svc.attach(on_event=seen.append)
+    rec.wait_last("availability", lambda p: p == b"online", what="online")
+    rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up in state")
+    wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "subscribed, video")
+
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [
+        scan("T-bread", sku="123", category="bakery"),  # not restricted: no check
+        scan("T-1"),
+        scan("T-1", sku="999"),  # second bottle in the same basket: reuses the open check
+    ])
+    checks = rec.wait_events("check", 1)
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-2")])
+    checks = rec.wait_events("check", 2)
+
+    assert [c["transaction_id"] for c in checks] == ["T-1", "T-2"]
+    ev = checks[0]
+    events.validate(ev)
+    assert ev["store_id"] == "store-001" and ev["till_id"] == "till-01"
+    assert ev["trigger"]["source"] == "pos" and ev["trigger"]["sku"] == "5010677850100"
+    assert 15 <= ev["age"] <= 70 and ev["decision"] in ("approve", "check_id"), ev
+    assert ev["frames_used"] >= 1 and ev["faces_seen"] == 1 and ev["camera"] == "up"
+    # Each check that is not an approve is followed by its alert (published just after it).
+    expected_alerts = sum(c["decision"] != "approve" for c in checks)
+    alerts = rec.wait_events("alert", expected_alerts) if expected_alerts else rec.events("alert")
+    for c in checks:
+        matching = [a for a in alerts if a["check_event_id"] == c["event_id"]]
+        assert len(matching) == (0 if c["decision"] == "approve" else 1)
+    for a in alerts:
+        events.validate(a)
+    # Local listeners too. They are told after the event is in the outbox and the sender woken,
+    # so a subscriber can have a check before they do: wait rather than look once.
+    wait_until(lambda: {e["event_id"] for e in seen} >= {c["event_id"] for c in checks}, 5,
+               "local listeners told of both checks")
+    assert "event listener" in caplog.text and "ZeroDivisionError" in caplog.text
+
+    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["last_check"] is not None
+                                     and json.loads(p)["last_check"]["transaction_id"] == "T-2"))
+    assert state["model_id"] == svc.model.model_id and state["version"]
+    assert state["last_check"]["decision"] == checks[1]["decision"]
+    wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
+    assert svc.counts["scans_reused"] == 1
+
+    svc.stop()
+    assert retained(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/availability") == b"offline"
+    rec.close()
+
+
+def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mqtt_broker, start_service,
+                                                                      caplog):
+    cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
+                         triggers={"max_payload_bytes": 4096})
+    rec = Recorder(mqtt_broker.host, mqtt_broker.port)
+    svc = start_service(cfg)
+    wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
+    bad_scans = [
+        b"{this is not json",
+        b'{"category": "alcohol", "transaction_id": "T-x"}',
+        b'{"sku": "1", "category": "alcohol", "transaction_id": ["T"]}',
+        b'{"sku": "1", "category": "alcohol", "transaction_id": "T-y", "min_age": "eighteen"}',
+        b"\x00\xff" * 10,
+        json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T-z", "x": "a" * 1_000_000}).encode(),
+    ]
+    with caplog.at_level(logging.WARNING):
+        publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", bad_scans)
+        publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale", [b"[]", b'{"transaction_id": 3.5}'])
+        publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-good")])
+        checks = rec.wait_events("check", 1)
+    assert [c["transaction_id"] for c in checks] == ["T-good"]
+    for words in ["not valid JSON", "missing field 'sku'", "'transaction_id' must be text",
+                  "'min_age' must be a whole number", "not UTF-8", "more than the 4096 allowed",
+                  "pos/sale: payload must be a JSON object", "pos/sale: field 'transaction_id' must be text"]:
+        assert words in caplog.text, words
+    assert caplog.text.count("message dropped") >= 8
+    assert "a" * 100 not in caplog.text  # a huge payload is previewed, not dumped
+    assert svc.counts["pos_rejected"] == 8
+    rec.close()
+
+
+def test_broker_outage_during_checks_loses_nothing_and_keeps_order(tmp_path, mqtt_broker, start_service):
+    rec = Recorder(mqtt_broker.host, mqtt_broker.port, topic=f"{ROOT}/events/#")  # persistent session
+    cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker)
+    svc = start_service(cfg)
+    wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "service up")
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-0")])
+    rec.wait_events("check", 1)
+
+    mqtt_broker.stop()
+    wait_until(lambda: not svc.link.connected, 10, "service sees the outage")
+    # The POS cannot reach us either: scans come from the local trigger meanwhile.
+    futures = [svc.submit(Scan(Item("5010677850100", "alcohol"), f"T-{i}"), "stdin").result for i in (1, 2, 3)]
+    outcomes = [f.result(timeout=30) for f in futures]
+    stored = 3 + sum(o.alert is not None for o in outcomes)
+    assert svc.outbox.depth() == stored
+    assert svc.state()["outbox_depth"] == stored
+
+    mqtt_broker.start()
+    rec.wait_events("check", 4, timeout=30)
+    wait_until(lambda: svc.outbox.depth() == 0, 15, "outbox drained")
+    checks = rec.events("check")
+    firsts = list({c["event_id"]: c for c in checks}.values())  # de-duplicated by event_id
+    assert [c["transaction_id"] for c in firsts] == ["T-0", "T-1", "T-2", "T-3"]
+    assert {c["event_id"] for c in firsts[1:]} == {o.check["event_id"] for o in outcomes}
+    alerts = {a["event_id"] for a in rec.events("alert")}
+    assert alerts >= {o.alert["event_id"] for o in outcomes if o.alert}
+    # Within the stream, each alert follows its check (stored right after it).
+    stream = [json.loads(p)["event_id"] for t, p, _ in rec.messages]
+    for o in outcomes:
+        if o.alert:
+            assert stream.index(o.check["event_id"]) < stream.index(o.alert["event_id"])
+    rec.close()
+
+
+def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_broker, start_service):
+    video = astronaut_video(tmp_path / "cam.avi", seconds=0.6)
+    port = free_port()
+    cfg = service_config(tmp_path, video, mqtt_broker, triggers={"http_port": port},
+                         check={"time_budget_ms": 600})
+    rec = Recorder(mqtt_broker.host, mqtt_broker.port)
+    svc = start_service(cfg)
+    rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up")
+
+    def http_scan(txn: str) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}))
+        r = conn.getresponse()
+        assert r.status == 200
+        return json.loads(r.read())
+
+    hidden = video.rename(tmp_path / "unplugged.avi")
+    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["camera"] == "down", what="camera down"))
+    assert "not found" in state["camera_detail"]
+    down = http_scan("T-down")
+    assert down["check"]["decision"] == "no_face" and down["check"]["camera"] == "down"
+    assert down["alert"]["decision"] == "no_face"
+
+    hidden.rename(video)
+    rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up again")
+    wait_until(lambda: len(svc.capture.buffer) >= 8, 10, "frames again")
+    up = http_scan("T-up")
+    assert up["status"] == "started" and 15 <= up["check"]["age"] <= 70
+    cams = [json.loads(p)["camera"] for t, p, _ in rec.messages if t.endswith("/state")]
+    assert "down" in cams and cams[-1] == "up"
+    rec.close()
+
+
+def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_broker, start_service, caplog):
+    cfg = service_config(tmp_path, empty_video(tmp_path / "empty.avi"), mqtt_broker,
+                         check={"time_budget_ms": 400})
+    rec = Recorder(mqtt_broker.host, mqtt_broker.port)
+    svc = start_service(cfg)
+    heard = []
+    svc.attach(on_event=heard.append)
+    wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-8"), scan("T-9")])
+    alerts = {a["transaction_id"]: a for a in rec.wait_events("alert", 2)}
+    assert alerts["T-9"]["decision"] == "no_face"
+
+    # T-8: a standalone cashier display answers on the broker; the service hears it.
+    ack = events.new_event("ack", "store-001", "till-01", "T-8", alert_event_id=alerts["T-8"]["event_id"],
+                           answer="id_checked_over_age", decision_time_s=2.5)
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [events.encode(ack), b"{nope"])
+    wait_until(lambda: any(e["event_id"] == ack["event_id"] for e in heard), 10, "the remote ack")
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale",
+            [b'{"transaction_id": "T-8"}', b'{"transaction_id": "T-9"}'])
+    integ = rec.wait_events("integrity", 1)[0]
+    events.validate(integ)
+    assert integ["alert_event_id"] == alerts["T-9"]["event_id"] and integ["transaction_id"] == "T-9"
+    wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
+    assert [e["transaction_id"] for e in rec.events("integrity")] == ["T-9"]  # T-8 had its ID check
+    assert "events/ack: payload is not JSON text" in caplog.text
+    # An answer given on the service's own display goes out once and does not echo back in.
+    own = events.new_event("ack", "store-001", "till-01", "T-9", alert_event_id=alerts["T-9"]["event_id"],
+                           answer="no_id_check", decision_time_s=9.0)
+    svc.publish_event(own)
+    rec.wait_for(lambda m: any(own["event_id"].encode() in p for _, p, _ in m), 10, "our own ack on the broker")
+    time.sleep(0.3)
+    assert svc.counts["acks_received"] == 1 and sum(e["event_id"] == own["event_id"] for e in heard) == 1
+    rec.close()
+
+
+def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, caplog):
+    mqtt_broker.stop()
+    cfg = service_config(tmp_path, empty_video(tmp_path / "e.avi"), mqtt_broker, outbox={"max_events": 10})
+    svc = start_service(cfg)
+    ids = []
+    for i in range(12):
+        ev = events.new_event("integrity", "store-001", "till-01", f"T{i}", alert_event_id="a", seconds_after_alert=1)
+        svc.publish_event(ev)
+        ids.append(ev["event_id"])
+    st = svc.state()
+    assert st["outbox_full"] and st["outbox_depth"] == 10 and st["outbox_dropped"] == 2
+    assert [r.event_id for r in svc.outbox.after(0, 20)] == ids[2:]
+    assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text
+    with pytest.raises(events.SchemaError):
+        svc.publish_event({"kind": "check"})  # a plug-in bug is refused, not stored

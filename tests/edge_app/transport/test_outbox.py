@@ -1,0 +1,103 @@
+"""Outbox: durable, ordered, bounded (oldest dropped, never silently), survives SIGKILL, and a
+corrupt file is moved aside instead of stopping the till."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from edge_app.transport.outbox import Outbox, OutboxError
+from tests.edge_app.service_util import REPO
+
+
+def _put(box: Outbox, n: int, start: int = 0) -> list[str]:
+    ids = [f"ev-{i:04d}" for i in range(start, start + n)]
+    for eid in ids:
+        box.put("agecheck/v1/s/t/events/check", f'{{"event_id":"{eid}"}}'.encode(), eid)
+    return ids
+
+
+def test_rows_come_back_oldest_first_and_go_when_acknowledged(tmp_path):
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    ids = _put(box, 5)
+    rows = box.after(0, 3)
+    assert [r.event_id for r in rows] == ids[:3] and rows[0].payload.startswith(b'{"event_id"')
+    assert [r.event_id for r in box.after(rows[-1].seq, 10)] == ids[3:]
+    box.delete(rows[0].seq)
+    assert box.depth() == 4
+    box.put("t", b"{}", ids[1])  # the same event again (a retry) is stored once
+    assert box.depth() == 4
+    box.close()
+
+
+def test_wal_and_full_sync_and_survives_reopen(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 100)
+    ids = _put(box, 3)
+    box.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+    box = Outbox(path, 100)
+    assert [r.event_id for r in box.after(0, 10)] == ids
+    box.close()
+
+
+def test_events_survive_sigkill_right_after_put(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    code = textwrap.dedent(f"""
+        import os, signal
+        from edge_app.transport.outbox import Outbox
+        box = Outbox({str(path)!r}, 1000)
+        for i in range(50):
+            box.put("t", b"x" * 100, f"ev-{{i}}")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
+    assert r.returncode == -9, r.stderr.decode()
+    box = Outbox(path, 1000)
+    assert [x.event_id for x in box.after(0, 100)] == [f"ev-{i}" for i in range(50)]
+    box.close()
+
+
+def test_full_outbox_drops_the_oldest_loudly_and_counts_it(tmp_path, caplog):
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 10)
+    ids = _put(box, 10)
+    assert box.full
+    with caplog.at_level(logging.ERROR):
+        dropped = box.put("t", b"{}", "ev-new")
+    assert dropped == [ids[0]]
+    assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text and "outbox.max_events" in caplog.text
+    assert box.depth() == 10
+    assert [r.event_id for r in box.after(0, 20)] == ids[1:] + ["ev-new"]
+    box.close()
+    box = Outbox(path, 10)
+    assert box.dropped_total() == 1  # the count survives a restart, for the retained state
+    box.close()
+
+
+def test_corrupt_file_is_moved_aside_and_a_new_outbox_started(tmp_path, caplog):
+    path = tmp_path / "o.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.ERROR):
+        box = Outbox(path, 10)
+    aside = list(tmp_path.glob("o.sqlite3.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    assert "not a readable SQLite database" in caplog.text
+    _put(box, 1)
+    assert box.depth() == 1
+    box.close()
+
+
+def test_unusable_location_names_the_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutboxError) as ei:
+        Outbox(blocker / "sub" / "o.sqlite3", 10)
+    assert str(blocker / "sub" / "o.sqlite3") in str(ei.value)
