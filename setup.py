@@ -1,13 +1,41 @@
 """agecheck: checkout-camera age check (Challenge 25) for supermarket tills."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# Files a till needs besides the code, copied into edge_app/data/ of the wheel from where the
+# project keeps them, by name (the model is retrained and replaced under the same names). The
+# same table is edge_app/resources.py, which finds them at run time.
+SHIPPED = {
+    "models/age_resnet10_int8.tflite": "models/age_resnet10_int8.tflite",
+    "models/age_resnet10_int8.json": "models/age_resnet10_int8.json",
+    "config.yaml": "config.yaml",
+    "systemd/agecheck.service": "systemd/agecheck.service",
+}
+
+
+class BuildPyWithShippedFiles(build_py):
+    def run(self):
+        super().run()
+        data = Path(self.build_lib) / "edge_app" / "data"
+        for source, packaged in SHIPPED.items():
+            (data / packaged).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(__file__).resolve().parent / source, data / packaged)
+
 
 setup(
     name="agecheck",
     version="0.1.0",
     description="Checkout-camera age estimation (Challenge 25) with MediaPipe and an int8 TFLite ResNet",
     python_requires=">=3.11,<3.13",
+    license="Apache-2.0",  # the code; the shipped model's terms are in NOTICE and docs/licences.md
     packages=find_packages(include=["edge_app", "edge_app.*", "training", "training.*"]),
+    # The demo photo lives in the package itself; the rest comes from SHIPPED above.
+    package_data={"edge_app": ["data/*.png"]},
+    cmdclass={"build_py": BuildPyWithShippedFiles},
     install_requires=[
         # 0.10.21 is the last release that bundles its face models in the wheel; later ones
         # download them at run time, which a till cannot rely on.
@@ -25,8 +53,6 @@ setup(
         "sdnotify==0.3.2",
         "pyyaml>=6",
         "pillow>=10",
-        # Ships the public-domain NASA "astronaut" photo used by the demo and the benchmark.
-        "scikit-image>=0.22",
         # Charts in `agecheck report`, which store managers run from the default install (so it
         # is no longer only in [train]). 3.8 is the first release with wheels for Python 3.12,
         # the top of python_requires; <4 keeps a stable major. All of 3.8-3.x accept numpy<2.
@@ -40,8 +66,7 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "pandas>=2",
-            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6); the
-            # default install already has it through scikit-image.
+            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6).
             "scipy>=1.9",
         ],
         "dev": [

@@ -19,8 +19,12 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "age_resnet10_int8.tflite"
+from edge_app import resources
+
+# Where an installed till keeps its config (the Debian package's conffile), and the variable that
+# points elsewhere; `locate` tries them in order after --config.
+SYSTEM_CONFIG = Path("/etc/agecheck/config.yaml")
+CONFIG_ENV = "AGECHECK_CONFIG"
 
 
 class ConfigError(Exception):
@@ -100,7 +104,8 @@ class FacesConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = str(DEFAULT_MODEL)
+    # Default: the model shipped with agecheck (inside the package, or models/ in a checkout).
+    path: str = field(default_factory=resources.default_model_path)
     threads: int = field(default=2, metadata=_rng(1, 64))
 
 
@@ -343,10 +348,38 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
     return cfg
 
 
+def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Mapping[str, str] | None = None,
+           system: Path | None = None) -> Path | None:
+    """The config file to use: --config, then $AGECHECK_CONFIG, then /etc/agecheck/config.yaml.
+    None (the built-in defaults) only when the caller says defaults are safe for its job;
+    otherwise a ConfigError that lists every place looked at."""
+    environ = os.environ if environ is None else environ
+    system = SYSTEM_CONFIG if system is None else system
+    if explicit is not None:
+        return Path(explicit)  # load() names it when it is missing
+    from_env = environ.get(CONFIG_ENV, "").strip()
+    if from_env:
+        p = Path(from_env)
+        if not p.is_file():
+            raise ConfigError(f"config: ${CONFIG_ENV} points at {str(p)!r}, which is not a file; "
+                              f"fix the variable or pass --config PATH")
+        return p
+    if system.is_file():
+        return system
+    if allow_defaults:
+        return None
+    raise ConfigError(
+        f"config: no config file found (looked at --config: not given; ${CONFIG_ENV}: not set; "
+        f"{system}: does not exist); this command needs one: pass --config PATH, set ${CONFIG_ENV}, "
+        f"or install the example ({resources.EXAMPLE_CONFIG.packaged} in the package) as {system}"
+    )
+
+
 def load(path: str | Path | None) -> Config:
-    """Read and validate config.yaml. None means the built-in defaults."""
+    """Read and validate config.yaml. None means the built-in defaults (relative paths then
+    resolve against the working directory)."""
     if path is None:
-        return from_dict({}, REPO_ROOT)
+        return from_dict({}, Path.cwd())
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config: file {str(p)!r} does not exist; pass --config PATH to an existing file")

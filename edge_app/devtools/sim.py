@@ -3,8 +3,8 @@ demo, the benchmark and the tests:
 
 * `LocalBroker` - a Mosquitto on a free 127.0.0.1 port with a temporary config (persistent on
   request, for outage tests);
-* `make_demo_video` - a short video made from the public-domain NASA astronaut portrait that
-  ships with scikit-image (a face that moves a little, then an empty till);
+* `make_demo_video` - a short video made from the public-domain NASA astronaut portrait shipped
+  in the package (a face that moves a little, then an empty till);
 * `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
   seconds, like a till's POS would.
 """
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge_app import resources
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
@@ -151,13 +153,20 @@ def background(width: int, height: int) -> np.ndarray:
     return bg.astype(np.uint8)
 
 
+def demo_photo_bgr() -> np.ndarray:
+    """The public-domain NASA astronaut portrait shipped with agecheck (BGR uint8, 512x512)."""
+    path = resources.path(resources.DEMO_PHOTO)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RuntimeError(f"cannot decode the demo photo {path}; reinstall agecheck")
+    return img
+
+
 def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, face_seconds: float = 8.0,
                     width: int = 640, height: int = 480) -> Path:
-    """Write an MJPG .avi: the astronaut portrait (public domain, from scikit-image) swaying a
-    little for `face_seconds`, then the empty backdrop for the rest."""
-    from skimage import data
-
-    portrait = cv2.cvtColor(np.ascontiguousarray(data.astronaut()), cv2.COLOR_RGB2BGR)
+    """Write an MJPG .avi: the astronaut portrait (public domain, shipped in the package) swaying
+    a little for `face_seconds`, then the empty backdrop for the rest."""
+    portrait = demo_photo_bgr()
     size = int(height * 1.1)  # her face then spans ~22% of the frame width, like a shopper at a till
     portrait = cv2.resize(portrait, (size, size), interpolation=cv2.INTER_AREA)
     bg = background(width, height)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -79,3 +80,49 @@ def test_relative_model_path_resolves_against_config_dir(tmp_path):
 def test_version():
     r = _run_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("agecheck ")
+
+
+# -- where the config comes from: --config, $AGECHECK_CONFIG, /etc/agecheck/config.yaml ----------
+def _yaml(path, store):
+    path.write_text(f"store_id: {store}\n")
+    return path
+
+
+def test_locate_tries_flag_then_variable_then_system_file(tmp_path):
+    flag, env, system = _yaml(tmp_path / "a.yaml", "a"), _yaml(tmp_path / "b.yaml", "b"), _yaml(tmp_path / "c.yaml", "c")
+    environ = {C.CONFIG_ENV: str(env)}
+    assert C.locate(str(flag), False, environ, system) == flag
+    assert C.locate(None, False, environ, system) == env
+    assert C.locate(None, False, {}, system) == system
+    assert C.load(C.locate(None, False, {}, system)).store_id == "c"
+    assert C.locate(None, True, {}, tmp_path / "none.yaml") is None  # defaults, where allowed
+
+
+def test_no_config_anywhere_says_where_it_looked(tmp_path):
+    with pytest.raises(C.ConfigError) as exc:
+        C.locate(None, False, {}, tmp_path / "etc.yaml")
+    msg = str(exc.value)
+    assert "--config: not given" in msg and "$AGECHECK_CONFIG: not set" in msg
+    assert f"{tmp_path / 'etc.yaml'}: does not exist" in msg
+
+
+def test_a_variable_pointing_nowhere_is_an_error_not_a_fallback(tmp_path):
+    system = _yaml(tmp_path / "c.yaml", "c")
+    with pytest.raises(C.ConfigError, match=r"\$AGECHECK_CONFIG points at .*missing.yaml"):
+        C.locate(None, True, {C.CONFIG_ENV: str(tmp_path / "missing.yaml")}, system)
+
+
+def test_the_service_needs_a_config_the_photo_tools_do_not(tmp_path):
+    if C.SYSTEM_CONFIG.exists():
+        pytest.skip(f"{C.SYSTEM_CONFIG} exists on this machine")
+    env = {k: v for k, v in os.environ.items() if k != C.CONFIG_ENV}
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "run"], capture_output=True, text=True,
+                       cwd=REPO, timeout=120, env=env)
+    assert r.returncode == 2 and "no config file found" in r.stderr and str(C.SYSTEM_CONFIG) in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert r.returncode == 1 and "file does not exist" in r.stderr  # ran, on the built-in defaults
+    env[C.CONFIG_ENV] = str(_yaml(tmp_path / "env.yaml", "Bad Store"))
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert r.returncode == 2 and "store_id" in r.stderr  # the variable's file was the one read

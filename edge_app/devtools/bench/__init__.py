@@ -1,5 +1,5 @@
 """Bench: `agecheck bench` (or `python -m edge_app.devtools.bench`). Measures what the till app costs the
-till PC, on real face photos played as video (the public-domain scikit-image astronaut by default,
+till PC, on real face photos played as video (the public-domain astronaut photo shipped with agecheck by default,
 `--images DIR` for a folder of photos) with the shipped model, and prints one table:
 
 * per stage (detect, align, infer, aggregate, publish): median and p95 ms;
@@ -182,7 +182,7 @@ def make_video(images: Path | None, out: Path, fps: float, width: int, height: i
     if images is None:
         # The face stays in view the whole clip: every trigger finds the shopper at the till.
         make_demo_video(out, seconds=seconds, fps=fps, face_seconds=seconds, width=width, height=height)
-        return out, "the scikit-image astronaut (public domain) played as video"
+        return out, "the NASA astronaut photo shipped with agecheck (public domain) played as video"
     paths = photo_paths(images)
     _, used = photo_video(paths, out, fps, width, height, max(0.5, seconds / max(1, len(paths))), max_pixels)
     return out, f"{used} photo(s) from {images} played as video"
