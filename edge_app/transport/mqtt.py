@@ -50,10 +50,16 @@ def read_password(m: MQTTConfig) -> str | None:
             raise ConfigError("mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
                               "(run under systemd with LoadCredential=, or use mqtt.password_file)")
         try:
-            return (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
+            text = (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"mqtt.password_credential: cannot read credential "
                               f"{m.password_credential!r} ({exc.strerror})") from None
+        if not text:
+            # The unit's SetCredential= default when the installer has written no password file:
+            # the same unit serves brokers with and without a password.
+            log.info("mqtt: credential %r is empty: connecting without a password", m.password_credential)
+            return None
+        return text
     return None
 
 
