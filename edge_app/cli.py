@@ -148,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, defaults_ok: bool = True) -> None:
         # Built-in defaults are only safe where a wrong store/till id or broker cannot publish
-        # anything in a store's name: the service and the programs on the store's broker need
-        # a real config.
+        # anything in a store's name: the service and the cashier window need a real config.
         fallback = "then the built-in defaults" if defaults_ok else "one of them is required"
         p.add_argument("--config", default=None,
                        help=f"config.yaml (default: ${CONFIG_ENV}, then {SYSTEM_CONFIG}, {fallback})")
@@ -183,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
     p.add_argument("--db", default=None, help="SQLite file for the feed (default from config)")
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
-    common(p, defaults_ok=False)
+    common(p)  # it only reads
     p.set_defaults(func=_delegate("edge_app.manager.feed"))
 
     p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
