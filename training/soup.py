@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import load_split
+from training.data import load_split
 from training.train import chain_seconds, val_figures
 
 
