@@ -1,4 +1,4 @@
-"""Event schema: the JSON documents published over MQTT (DESIGN.md "Events over MQTT"), their
+"""Event schema: the JSON documents published over MQTT (docs/design.md, "Events over MQTT"), their
 topics, and a validator the feed and the tests share. Never an image, crop or embedding."""
 
 from __future__ import annotations
