@@ -6,7 +6,8 @@ demo, the benchmark and the tests:
 * `make_demo_video` - a short video made from the public-domain NASA astronaut portrait that
   ships with scikit-image (a face that moves a little, then an empty till);
 * `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
-  seconds, like a till's POS would.
+  seconds, like a till's POS would;
+* `Xvfb` - a private X server for the cashier window where there is no screen (bench, tests).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +38,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout` s; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def find_mosquitto() -> str:
@@ -101,13 +114,7 @@ class LocalBroker:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            end_process(self.proc)
             self.proc = None
 
     def reload(self) -> None:
@@ -221,3 +228,59 @@ class SimulatedPos:
         self._thread.join(2)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Xvfb:
+    """A private X server on 127.0.0.1 only, on a free display number that Xvfb picks itself
+    (-displayfd), so parallel runs never race for one. start() returns once it accepts clients;
+    stop() ends it. It does not touch $DISPLAY: the caller decides who draws on it."""
+
+    def __init__(self, width: int = 1280, height: int = 800):
+        self.width, self.height = width, height
+        self.proc: subprocess.Popen | None = None
+        self.display: str | None = None  # ":N" once started
+
+    def start(self, timeout: float = 15.0) -> "Xvfb":
+        binary = shutil.which("Xvfb")
+        if binary is None:
+            raise FileNotFoundError("Xvfb is not installed: apt-get install xvfb")
+        r, w = os.pipe()
+        # -noreset: the server stays as it is when its last client (a window under test) closes.
+        self.proc = subprocess.Popen([binary, "-displayfd", str(w), "-screen", "0", f"{self.width}x{self.height}x24",
+                                      "-nolisten", "tcp", "-noreset"], pass_fds=(w,), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(w)
+        try:
+            self.display = ":" + self._read_display(r, time.monotonic() + timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        finally:
+            os.close(r)
+        return self
+
+    def _read_display(self, fd: int, deadline: float) -> str:
+        """The display number Xvfb writes (with a newline) once it is ready for clients."""
+        buf = b""
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            # select, not a bare read: an Xvfb that hangs must not hang its caller.
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise RuntimeError("Xvfb did not report a display within the time allowed")
+            chunk = os.read(fd, 16)
+            if not chunk:
+                code = self.proc.poll() if self.proc else None
+                raise RuntimeError(f"Xvfb exited (code {code}) before reporting its display number")
+            buf += chunk
+        return buf.decode().strip()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            end_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> "Xvfb":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
