@@ -5,6 +5,7 @@ demo, the benchmark and the tests:
   request, for outage tests);
 * `make_demo_video` - a short video made from the public-domain NASA astronaut portrait that
   ships with scikit-image (a face that moves a little, then an empty till);
+* `Pos` - a till's POS on MQTT: a scan of the demo item, the sale that closes it, on request;
 * `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
   seconds, like a till's POS would;
 * `Xvfb` - a private X server for the cashier window where there is no screen (bench, tests).
@@ -142,7 +143,8 @@ class LocalBroker:
         self.close()
 
 
-def _paste(frame: np.ndarray, img: np.ndarray, x0: int, y0: int) -> None:
+def paste(frame: np.ndarray, img: np.ndarray, x0: int, y0: int) -> None:
+    """Draw img onto frame with its top-left corner at (x0, y0), clipped to the frame."""
     h, w = img.shape[:2]
     fx0, fy0 = max(0, x0), max(0, y0)
     fx1, fy1 = min(frame.shape[1], x0 + w), min(frame.shape[0], y0 + h)
@@ -158,6 +160,14 @@ def background(width: int, height: int) -> np.ndarray:
     return bg.astype(np.uint8)
 
 
+def mjpg_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    """An open OpenCV writer of an MJPG .avi (a codec every OpenCV build can write and read)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
+    return writer
+
+
 def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, face_seconds: float = 8.0,
                     width: int = 640, height: int = 480) -> Path:
     """Write an MJPG .avi: the astronaut portrait (public domain, from scikit-image) swaying a
@@ -169,9 +179,7 @@ def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, 
     portrait = cv2.resize(portrait, (size, size), interpolation=cv2.INTER_AREA)
     bg = background(width, height)
     path = Path(path)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
+    writer = mjpg_writer(path, fps, width, height)
     try:
         for i in range(int(round(seconds * fps))):
             t = i / fps
@@ -179,11 +187,46 @@ def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, 
             if t < face_seconds:
                 dx = int(18 * math.sin(2 * math.pi * t / 3.0))
                 dy = int(6 * math.sin(2 * math.pi * t / 2.0))
-                _paste(frame, portrait, (width - size) // 2 + dx, int(height * 0.02) + dy)
+                paste(frame, portrait, (width - size) // 2 + dx, int(height * 0.02) + dy)
             writer.write(frame)
     finally:
         writer.release()
     return path
+
+
+class Pos:
+    """A till's POS on MQTT: publishes a scan of the demo item and the sale that closes its
+    transaction (QoS 1, as a POS must not lose either). `connected` is set once the broker
+    has accepted the connection."""
+
+    def __init__(self, host: str, port: int, store_id: str, till_id: str, name: str = "pos"):
+        import paho.mqtt.client as mqtt
+
+        from edge_app.core import events
+
+        self._scan_topic = events.topic(store_id, till_id, "pos/scan")
+        self._sale_topic = events.topic(store_id, till_id, "pos/sale")
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-{name}-{till_id}-{os.getpid()}")
+        self.client.on_connect = lambda *a: self.connected.set()
+        # Asynchronous: a POS that starts before its broker connects when the broker comes up.
+        self.client.connect_async(host, port)
+        self.client.loop_start()
+
+    def scan(self, txn: str) -> float:
+        """Publish a scan of the demo item; returns the monotonic time just before it was handed
+        to the client (a clock for how long the till takes to answer)."""
+        payload = json.dumps({**DEMO_ITEM, "transaction_id": txn})
+        t = time.monotonic()
+        self.client.publish(self._scan_topic, payload, qos=1)
+        return t
+
+    def sale(self, txn: str) -> None:
+        self.client.publish(self._sale_topic, json.dumps({"transaction_id": txn}), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class SimulatedPos:
@@ -192,42 +235,37 @@ class SimulatedPos:
 
     def __init__(self, host: str, port: int, store_id: str, till_id: str, every_s: float = SCAN_EVERY_S,
                  sale_after_s: float = SALE_AFTER_S, first_after_s: float = 2.0):
-        import paho.mqtt.client as mqtt
-
-        from edge_app.core import events
-
-        self._scan_topic = events.topic(store_id, till_id, "pos/scan")
-        self._sale_topic = events.topic(store_id, till_id, "pos/sale")
+        self._where = (host, port, store_id, till_id)
         self.every_s, self.sale_after_s, self.first_after_s = every_s, sale_after_s, first_after_s
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-pos-{till_id}")
-        self.client.connect_async(host, port)
+        self._pos: Pos | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-pos", daemon=True)
         self.scans = 0
 
     def start(self) -> "SimulatedPos":
-        self.client.loop_start()
+        self._pos = Pos(*self._where, name="demo-pos")
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        assert self._pos is not None
         if self._stop.wait(self.first_after_s):
             return
         for n in itertools.count(1):
             txn = f"demo-{n:04d}"
-            self.client.publish(self._scan_topic, json.dumps({**DEMO_ITEM, "transaction_id": txn}), qos=1)
+            self._pos.scan(txn)
             self.scans += 1
             if self._stop.wait(self.sale_after_s):
                 return
-            self.client.publish(self._sale_topic, json.dumps({"transaction_id": txn}), qos=1)
+            self._pos.sale(txn)
             if self._stop.wait(max(0.0, self.every_s - self.sale_after_s)):
                 return
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self._pos is not None:
+            self._pos.close()
 
 
 class Xvfb:
