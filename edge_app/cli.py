@@ -192,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=_delegate("edge_app.manager.report"))
 
+    p = sub.add_parser("dashboard", help="store manager / head office: web dashboard over the feed's store")
+    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL (default from config)")
+    p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8050; 0 = any free port)")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (prompt or stdin) and print the hash for dashboard.password_hash")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.manager.dashboard"))
+
     p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
     p.add_argument("--frames", type=int, default=300,
                    help="frames for the per-stage figures (default 300; the other parts scale with it)")
