@@ -158,7 +158,9 @@ class Database:
         except psycopg.Error as exc:
             raise StoreError(f"{self.target.label}: cannot connect ({str(exc).strip()})") from None
         if self.read_only:
-            con.read_only = True
+            # autocommit statements run outside psycopg's own transactions, so the session
+            # itself is made read-only (psycopg's read_only attribute would not apply).
+            con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         return con
 
     def _errors(self) -> tuple[type[BaseException], ...]:
