@@ -83,6 +83,9 @@ class LocalBroker:
         ]
         if persistent:
             lines.append(f"persistence_location {self.dir}/")
+        # A shipped config (deploy/mosquitto) passed in extra_config decides its own options.
+        given = {ln.split()[0] for ln in extra_config if ln.strip() and not ln.lstrip().startswith("#")}
+        lines = [ln for ln in lines if ln.split()[0] not in given or ln.split()[0] in ("listener", "log_dest")]
         lines += list(extra_config)
         if os.geteuid() == 0:
             # Run as root only because we are root already; otherwise it drops to 'mosquitto',

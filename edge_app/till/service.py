@@ -135,8 +135,9 @@ class Service:
     def publish_event(self, event: dict) -> None:
         self._tell(self._publishing_listeners, event)
         events.validate(event)
-        dropped = self.outbox.put(events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"),
-                                  events.encode(event), event["event_id"])
+        # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
+        event, dropped = self.outbox.put_event(
+            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"), event, self.cfg.till_id)
         self.link.wake()
         self.counts[f"events_{event['kind']}"] += 1
         if dropped or (self.outbox.full != self._full_reported):
@@ -242,6 +243,7 @@ class Service:
             "outbox_max": self.outbox.max_events,
             "outbox_full": self.outbox.full,
             "outbox_dropped": self.outbox.dropped_total(),
+            "last_seq": self.outbox.last_seq(),
             "checks": self.counts["events_check"],
             "last_check": self.last_check,
             "started": self.started_ts,
