@@ -27,7 +27,7 @@ from edge_app.config import Config
 from edge_app.manager.db import Database
 from edge_app.manager.feed import integrity_reason, local_dt, outcome_text
 from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInputError, Summary, _timezone,
-                                     attention, open_db, parse_period, summarize, to_json, write_csv)
+                                     open_db, parse_period, summarize, to_json, write_csv)
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
