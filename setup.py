@@ -33,8 +33,12 @@ setup(
     python_requires=">=3.11,<3.13",
     license="Apache-2.0",  # the code; the shipped model's terms are in NOTICE and docs/licences.md
     packages=find_packages(include=["edge_app", "edge_app.*", "training", "training.*"]),
-    # The demo photo lives in the package itself; the rest comes from SHIPPED above.
-    package_data={"edge_app": ["data/*.png"]},
+    package_data={
+        # The demo photo lives in the package itself; the rest comes from SHIPPED above.
+        "edge_app": ["data/*.png"],
+        # The dashboard's page templates and Chart.js (vendored from npm, MIT; see its README).
+        "edge_app.manager": ["templates/*.html", "static/*"],
+    },
     cmdclass={"build_py": BuildPyWithShippedFiles},
     install_requires=[
         # 0.10.21 is the last release that bundles its face models in the wheel; later ones
@@ -59,6 +63,22 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
+        # The manager's computer, not the till: `pip install 'agecheck[manager]'`. Kept out of
+        # install_requires so the till runtime (requirements/till.lock, the .deb) stays under
+        # 500 MB and serves no web page; `agecheck dashboard` and a postgresql:// store name
+        # this extra when it is missing.
+        "manager": [
+            # `agecheck dashboard`: a small, well-kept web framework (Flask, with Jinja templates
+            # that escape what they show) and a pure-Python production WSGI server (waitress:
+            # no compiler, runs the same on a manager's Windows PC). Flask 3 / waitress 3 are
+            # current.
+            "flask>=3,<4",
+            "waitress>=3,<4",
+            # The feed and dashboard also take a postgresql:// URL (a head office's event
+            # store). psycopg 3 is the maintained PostgreSQL driver; [binary] brings its own
+            # libpq.
+            "psycopg[binary]>=3.1,<4",
+        ],
         "train": [
             # 2.19 is the last TensorFlow that accepts protobuf<5, so it shares an environment
             # with mediapipe 0.10.21.
@@ -74,6 +94,8 @@ setup(
             "pytest-timeout>=2.3",
             # The layering contract in pyproject.toml, checked by tests/test_layers.py.
             "import-linter>=2.1,<3",
+            # Drives Debian's chromium (chromium-driver) headless in the dashboard tests.
+            "selenium>=4.20,<5",
         ],
     },
     entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},

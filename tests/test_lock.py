@@ -13,9 +13,10 @@ from pathlib import Path
 from tests.helpers import REPO
 
 LOCK = REPO / "requirements" / "till.lock"
-# What the runtime leaves out, with the reason in requirements/till-nodeps.in.
+# What the runtime leaves out, with the reason in requirements/till-nodeps.in; and the [manager]
+# extra of setup.py (the dashboard and PostgreSQL run on a manager's computer, not the till).
 LEFT_OUT = {"jax", "jaxlib", "sentencepiece", "sounddevice", "scikit-image", "scipy", "ml-dtypes", "tensorflow",
-            "tensorflow-cpu", "opencv-contrib-python"}
+            "tensorflow-cpu", "opencv-contrib-python", "flask", "werkzeug", "waitress", "psycopg", "psycopg-binary"}
 
 
 def norm(name: str) -> str:
