@@ -2,8 +2,9 @@
 persistent MQTT session, stores each event once in SQLite (de-duplicated by event_id), and
 prints them live as a table.
 
-It owns the feed database (read by `edge_app.manager.report`): table `events` (one row per event_id),
-table `quarantine` (malformed JSON, unknown schema versions, events that fail validation or do
+It owns the feed database (read by `edge_app.manager.report`): table `events` (one row per event_id,
+column `replaces_event_id` for the cashier's corrections (Undo), read with
+`edge_app.core.answers` by `answer_for`), table `quarantine` (malformed JSON, unknown schema versions, events that fail validation or do
 not match their topic - kept once per distinct message with the reason and a count, never parsed
 again) and table `counters`
 (duplicates seen). A message is acknowledged to the broker (manual PUBACK) only after its row is
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from edge_app.core import events
+from edge_app.core.answers import current_answer
 from edge_app.config import Config
 from edge_app.transport.mqtt import make_client
 
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS events (
     decision_time_s REAL,
     topic TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    replaces_event_id TEXT
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_alert ON events (alert_event_id);
@@ -148,6 +151,10 @@ class FeedStore:
                 self._db.close()
                 raise FeedDBError(f"{self.path}: cannot use it as the feed database (its events table has no "
                                   f"{', '.join(sorted(missing))} column; is it another program's file?)")
+            if cols and "replaces_event_id" not in cols:
+                # A feed database from before corrections existed: the column is added in place
+                # (older rows have no corrections, so NULL is right for them).
+                self._db.execute("ALTER TABLE events ADD COLUMN replaces_event_id TEXT")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise FeedDBError(f"{self.path}: cannot use it as the feed database ({exc})") from None
@@ -169,13 +176,13 @@ class FeedStore:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO events (event_id, kind, schema, ts, store_id, till_id, transaction_id,"
                 " decision, answer, age, age_low, age_high, age_band, alert_event_id, decision_time_s, topic,"
-                " received_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " received_at, payload, replaces_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     ev["event_id"], ev["kind"], ev["schema"], ev["ts"], ev["store_id"], ev["till_id"],
                     _text(ev.get("transaction_id")), _text(ev.get("decision")), _text(ev.get("answer")),
                     _num(ev.get("age")), _num(ev.get("age_low")), _num(ev.get("age_high")),
                     _text(ev.get("age_band")), _text(ev.get("alert_event_id")), _num(ev.get("decision_time_s")),
-                    topic, received_at, payload.decode("utf-8"),
+                    topic, received_at, payload.decode("utf-8"), _text(ev.get("replaces_event_id")),
                 ),
             )
             if cur.rowcount == 1:
@@ -185,6 +192,22 @@ class FeedStore:
                 " ON CONFLICT(name) DO UPDATE SET value = value + 1"
             )
             return Stored("duplicate", ev)
+
+    def acks_for(self, alert_event_id: str) -> list[dict]:
+        """Every ack stored for an alert (answers and corrections), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM events WHERE kind = 'ack' AND alert_event_id = ? ORDER BY ts",
+                                    (alert_event_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def answer_for(self, alert_event_id: str) -> str | None:
+        """The cashier's answer to an alert as it stands after any Undo: None when unanswered."""
+        return current_answer(self.acks_for(alert_event_id))
+
+    def event(self, event_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM events WHERE event_id = ?", (event_id,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -207,14 +230,21 @@ _ANSWER_TEXT = {
 _DECISION_TEXT = {"approve": "APPROVE", "check_id": "CHECK ID", "no_face": "NO FACE"}
 
 
-def outcome_text(ev: dict) -> str:
+def outcome_text(ev: dict, replaced: dict | None = None) -> str:
+    """What a row says; for a correction, `replaced` is the ack it names when the feed has it."""
     kind = ev.get("kind")
     if kind in ("check", "alert"):
+        if kind == "check" and ev.get("decision") == "no_face" and ev.get("camera") not in (None, "up"):
+            return "CAMERA DOWN"
         return _DECISION_TEXT.get(ev.get("decision"), str(ev.get("decision")))
     if kind == "ack":
+        was = _ANSWER_TEXT.get((replaced or {}).get("answer"), "an answer")
+        if ev.get("answer") == events.ACK_UNDONE:
+            return f"UNDONE: {was}"
         t = ev.get("decision_time_s")
         after = f" ({t:.1f}s)" if isinstance(t, (int, float)) else ""
-        return _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
+        text = _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
+        return f"{text}, was {was}" if ev.get("replaces_event_id") else text
     if kind == "integrity":
         return f"SOLD, NO ID +{ev.get('seconds_after_alert', 0):.0f}s"
     return ""
@@ -240,7 +270,7 @@ class TablePrinter:
         self.tz = tz
         self.show_store = show_store
         self.rows = 0
-        cols = [("time", 8), ("till", 10), ("kind", 9), ("decision / answer", 26), ("age", 13), ("transaction", 18)]
+        cols = [("time", 8), ("till", 10), ("kind", 9), ("decision / answer", 40), ("age", 13), ("transaction", 18)]
         if show_store:
             cols.insert(1, ("store", 12))
         self.cols = cols
@@ -252,7 +282,7 @@ class TablePrinter:
         self.out.write(self._line([c for c, _ in self.cols]) + "\n")
         self.out.write(self._line(["-" * w for _, w in self.cols]) + "\n")
 
-    def event(self, ev: dict) -> None:
+    def event(self, ev: dict, replaced: dict | None = None) -> None:
         if self.rows % self.HEADER_EVERY == 0:
             self.header()
         self.rows += 1
@@ -261,7 +291,7 @@ class TablePrinter:
             age = str(ev["age_band"])
             if isinstance(ev.get("age"), (int, float)):
                 age += f" ({ev['age']:.0f})"
-        values = [local_time(ev["ts"], self.tz), ev["till_id"], ev["kind"], outcome_text(ev), age,
+        values = [local_time(ev["ts"], self.tz), ev["till_id"], ev["kind"], outcome_text(ev, replaced), age,
                   ev.get("transaction_id") or "-"]
         if self.show_store:
             values.insert(1, ev["store_id"])
@@ -362,7 +392,8 @@ class Feed:
             return
         client.ack(msg.mid, msg.qos)
         if res.status == "new":
-            self.table.event(res.event)
+            replaces = res.event.get("replaces_event_id")
+            self.table.event(res.event, self.store.event(replaces) if isinstance(replaces, str) else None)
         elif res.status == "quarantined":
             self.table.note(f"quarantined a message on {msg.topic}: {res.reason}")
         else:

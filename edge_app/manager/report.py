@@ -5,7 +5,10 @@ It owns the figures and how they are defined:
 
 * per till and per day (calendar days in feed.timezone, or this machine's timezone): checks and
   their decisions, alerts, answers (by kind), integrity events, the share of alerts that got an
-  answer, and the median decision time (seconds from the alert on screen to the answer);
+  answer, and the median decision time (seconds from the alert on screen to the answer). Answers
+  are those that stand after the cashier's corrections (`edge_app.core.answers`): an answer taken
+  back with Undo is counted under *undone*, not as an answer, and an alert whose only answer
+  was undone is unanswered;
 * the age-band mix of the people buying age-restricted items: every check is triggered by a
   restricted scan, so each transaction counts once, with its latest check that has an age estimate;
 * the integrity events one by one (a manager follows them up);
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Iterable
 
 from edge_app.config import Config
+from edge_app.core.answers import standing
+from edge_app.core.events import ACK_ANSWERS
 from edge_app.core.policy import BANDS
 
 MAX_DAYS = 366
@@ -91,6 +96,7 @@ class TillDay:
     alerts: int = 0
     answered_alerts: int = 0
     answers: Counter = field(default_factory=Counter)
+    undone: int = 0  # answers the cashier took back (Undo) or replaced
     integrity: int = 0
     decision_times: list[float] = field(default_factory=list)
 
@@ -108,6 +114,7 @@ class TillDay:
         self.alerts += other.alerts
         self.answered_alerts += other.answered_alerts
         self.answers.update(other.answers)
+        self.undone += other.undone
         self.integrity += other.integrity
         self.decision_times.extend(other.decision_times)
 
@@ -159,8 +166,11 @@ def summarize(con: sqlite3.Connection, period: Period, tz: tzinfo | None) -> Sum
         " alert_event_id, decision_time_s, payload FROM events WHERE substr(ts, 1, 10) BETWEEN ? AND ?"
         " ORDER BY ts", (lo, hi)).fetchall()
     # Answers may come after midnight or after the period; an alert counts as answered either way.
-    answered = {r[0] for r in con.execute(
-        "SELECT DISTINCT alert_event_id FROM events WHERE kind = 'ack' AND alert_event_id IS NOT NULL")}
+    # Corrections may too, so which answers stand is worked out over every ack stored.
+    stand = standing(json.loads(r[0]) for r in con.execute(
+        "SELECT payload FROM events WHERE kind = 'ack' AND alert_event_id IS NOT NULL"))
+    answered = {alert for alert, acks in stand.items() if acks}
+    standing_ids = {a["event_id"] for acks in stand.values() for a in acks}
 
     cells: dict[tuple[str, date], TillDay] = {}
     stores: set[str] = set()
@@ -187,9 +197,12 @@ def summarize(con: sqlite3.Connection, period: Period, tz: tzinfo | None) -> Sum
             if event_id in answered:
                 cell.answered_alerts += 1
         elif kind == "ack":
-            cell.answers[answer] += 1
-            if dt_s is not None:
-                cell.decision_times.append(float(dt_s))
+            if event_id in standing_ids:
+                cell.answers[answer] += 1
+                if dt_s is not None:
+                    cell.decision_times.append(float(dt_s))
+            elif answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
+                cell.undone += 1
         elif kind == "integrity":
             cell.integrity += 1
             ev = json.loads(payload)
@@ -246,11 +259,11 @@ def _till_row(label: str, r: TillDay) -> list[str]:
     d = r.decisions
     return [label, r.checks, d["approve"], d["check_id"], d["no_face"], r.alerts, sum(r.answers.values()),
             r.answers["id_checked_over_age"], r.answers["id_checked_under_age_refused"], r.answers["no_id_check"],
-            r.integrity, _pct(r.share_answered), _secs(r.median_decision_s)]
+            r.undone, r.integrity, _pct(r.share_answered), _secs(r.median_decision_s)]
 
 
 _TILL_HEADER = ["", "checks", "approve", "check ID", "no face", "alerts", "answers", "ID ok", "refused",
-                "no ID check", "integrity", "alerts answered", "median decision"]
+                "no ID check", "undone", "integrity", "alerts answered", "median decision"]
 
 
 def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, str]) -> str:
@@ -272,7 +285,8 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
              "with no ID check recorded.")
     L.append(f"- Answers: {t.answers['id_checked_over_age']} ID checked, over age · "
              f"{t.answers['id_checked_under_age_refused']} ID checked, under age / refused · "
-             f"{t.answers['no_id_check']} no ID check.")
+             f"{t.answers['no_id_check']} no ID check"
+             + (f" · {t.undone} taken back by the cashier (Undo)." if t.undone else "."))
     L.append("")
     L += ["## Per till", ""]
     L += _table(["till"] + _TILL_HEADER[1:], [_till_row(till, s.totals(till)) for till in s.tills]
@@ -323,7 +337,9 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
           "- *checks*: age estimates run on a restricted scan; *alerts*: checks that were not `approve` "
           "(`check_id` or `no_face`), so the cashier was asked to check ID.",
           "- *alerts answered*: alerts of that till and day with at least one cashier answer (the answer may "
-          "come later). *median decision*: seconds from the alert on screen to the cashier's answer.",
+          "come later). *median decision*: seconds from the alert on screen to the cashier's answer. "
+          "*undone*: answers the cashier took back with Undo (or replaced); they are not counted as "
+          "answers, and an alert whose only answer was undone counts as unanswered.",
           "- *integrity*: the POS reported the sale of a transaction whose alert had no ID check recorded "
           "(no answer, or the answer “no ID check”) after the grace period.", ""]
     return "\n".join(L)
