@@ -553,12 +553,19 @@ class Xserver:
 
 
 def _press_answer(display) -> None:
-    """Answer an alert like a cashier (key 1), so a later approval is shown, not held back."""
+    """Answer an alert like a cashier (a click on "ID checked – over age"; keys need the window
+    to have the focus), so a later approval is shown, not held back."""
     if shutil.which("xdotool") is None:
         return
-    subprocess.run(["xdotool", "key", "1"], capture_output=True, timeout=10)
+    snap = display.snapshot
+    box = (snap.get("buttons") or {}).get("id_checked_over_age")
+    if not box or not snap.get("answerable"):
+        return
+    x, y, w, h = box
+    subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
+                   capture_output=True, timeout=10)
     deadline = time.monotonic() + 2
-    while display.snapshot.get("visible") and time.monotonic() < deadline:
+    while display.snapshot.get("alert_event_id") == snap.get("alert_event_id") and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -644,7 +651,7 @@ def measure_latency(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, 
                     time.sleep(0.005)
                 if snap.get("transaction_id") == txn and snap.get("drawn_at"):
                     out.visible.append((snap["drawn_at"] - t_pub) * 1000)
-                    if snap.get("kind") != "approve":
+                    if snap.get("answerable"):
                         _press_answer(display)
             # Triggers land at random phases of the camera's frame clock, like real scans.
             time.sleep(0.25 + rnd.random() * 0.25)
