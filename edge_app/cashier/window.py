@@ -524,8 +524,10 @@ class CashierDisplay:
         for name in ("banner", "top", "main"):
             W[name].configure(bg=b.bg)
         W["symbol"].configure(text=b.symbol, bg=b.bg, fg=b.fg)
-        # The situation on one line and the action on the next ("NO FACE SEEN —" / "ASK FOR ID").
-        W["title"].configure(text=b.title.replace(" — ", " —\n"), bg=b.bg, fg=b.fg)
+        # A long one: the situation on one line and the action on the next ("NO FACE SEEN —" /
+        # "ASK FOR ID") rather than wherever the words happen to wrap.
+        title = b.title.replace(" — ", " —\n") if len(b.title) > 20 else b.title
+        W["title"].configure(text=title, bg=b.bg, fg=b.fg)
         W["detail"].configure(text=b.detail, bg=b.bg, fg=b.fg)
         W["item"].configure(text=b.item_text, bg=b.bg, fg=b.fg)
         W["txn"].configure(text=f"Sale {b.transaction_id}" if b.transaction_id else "", bg=b.bg, fg=b.fg)
