@@ -5,6 +5,7 @@ autostart entry, deploy/autostart/agecheck-display.desktop), it needs no systemd
 * `display_config` - the broker login it uses: `display.mqtt_username`/`mqtt_password_file` (or
   `--password-file`) when given, since the till's password is a systemd credential only the
   service can read; a clear error naming the fix when that is all there is;
+* `display_publisher` - the `publisher` its answers are numbered under ("<till_id>:display");
 * `AckLink` - its broker connection: this till's events/check, events/alert and events/ack
   (answers from another display) on a persistent session, answers kept in its own SQLite outbox
   in the user's state folder until the broker has them;
@@ -49,6 +50,12 @@ def display_config(cfg: Config, password_file: str | None = None) -> Config:
     return dataclasses.replace(cfg, mqtt=m)
 
 
+def display_publisher(till_id: str) -> str:
+    """The `publisher` of the answers a standalone window sends for a till (':' cannot occur in
+    a till id, so it never names a till service)."""
+    return f"{till_id}:display"
+
+
 class AckLink:
     """The standalone window's broker connection: an `mqtt.MqttLink` that subscribes to this
     till's events/check and events/alert (a persistent session, so alerts published while the
@@ -84,7 +91,8 @@ class AckLink:
     def publish(self, ack: dict) -> None:
         """Store the answer durably (raises if it cannot be stored) and wake the sender."""
         topic = events.topic(ack["store_id"], ack["till_id"], "events/ack")
-        self.outbox.put(topic, events.encode(ack), ack["event_id"])
+        # Its own numbering, apart from the till's: the window has its own outbox.
+        self.outbox.put_event(topic, ack, display_publisher(ack["till_id"]))
         self.link.wake()
 
     def stop(self, flush_timeout: float = 3.0) -> None:

@@ -44,7 +44,9 @@ class Item:
 class Scan:
     item: Item
     transaction_id: str
-    operator_id: str | None = None  # the cashier's POS login, when the POS sends it
+    # The cashier logged in at the POS, when the POS sends it: the manager's "needs attention"
+    # list names cashiers as well as tills.
+    operator_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
             press(2)
             ack3 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a3["event_id"])
             assert ack3["answer"] == "id_checked_under_age_refused"
+            # Numbered by the window's own outbox, apart from the till's events, across the restart.
+            assert [(a["publisher"], a["seq"]) for a in (ack1, ack2, ack3)] == [
+                ("till-01:display", 1), ("till-01:display", 2), ("till-01:display", 3)]
         finally:
             if pub:
                 pub.close()

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from edge_app.core import events
+from edge_app.manager.db import MIGRATIONS
 from edge_app.manager.feed import FeedDBError, FeedStore, TablePrinter, subscription
 from edge_app.config import from_dict
 from tests.edge_app.broker_util import Broker
@@ -107,11 +108,14 @@ def test_a_feed_database_from_before_corrections_is_upgraded(tmp_path):
     c = check_event()
     st.add(event_topic(c), events.encode(c))
     st.close()
-    con = sqlite3.connect(db)  # as an older build left it: no replaces_event_id column
+    con = sqlite3.connect(db)  # as an older build left it: migrations 1-2 only, no replaces_event_id column
     con.execute("ALTER TABLE events DROP COLUMN replaces_event_id")
+    con.execute("DELETE FROM schema_migrations WHERE version > 2")
     con.commit()
     con.close()
     st = FeedStore(db)
+    assert "replaces_event_id" in st.db.columns("events")
+    assert st.db.query("SELECT MAX(version) FROM schema_migrations") == [(len(MIGRATIONS),)]
     a = alert_event(c)
     first = ack_event(a, "no_id_check")
     for ev in (a, first, correction(first)):
