@@ -176,8 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("display", help="cashier alert window as its own process (subscribes to the local broker)")
+    p.add_argument("--password-file", default=None, metavar="PATH",
+                   help="broker password for the window (instead of display.mqtt_password_file)")
     common(p, defaults_ok=False)
-    p.set_defaults(func=_delegate("edge_app.cashier.window"))
+    p.set_defaults(func=_delegate("edge_app.cashier.standalone"))
 
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
     p.add_argument("--db", default=None,

@@ -162,12 +162,28 @@ class DisplayConfig:
     position: Literal["top-right", "top-left", "bottom-right", "bottom-left", "center"] = "top-right"
     # How long an approve banner stays up; alerts stay until answered.
     approve_seconds: float = field(default=4.0, metadata=_rng(0.5, 120))
-    # Keys 1/2/3 only reach the window when it has the keyboard focus; a touch screen or mouse
-    # works either way, so a till whose POS must keep the focus can turn this off.
-    take_focus: bool = True
+    # Off: an alert never takes the keyboard from the POS, so digits typed into the POS as an
+    # alert appears cannot answer it. Buttons (click, touch) always work; keys 1/2/3 work once
+    # the cashier has put the focus on the window. On: the window takes the focus for each alert
+    # (the key delay below still applies).
+    take_focus: bool = False
+    # Keys answer only after the window has shown the alert, and held the focus, this long: a
+    # key already on its way when the alert appeared is not an answer.
+    key_delay_seconds: float = field(default=0.7, metadata=_rng(0, 5))
+    # After an answer, the window shows what was recorded with an Undo button for this long.
+    undo_seconds: float = field(default=5.0, metadata=_rng(1, 60))
+    # An unanswered alert stays on the window's list (even after its sale) until answered or
+    # this old; an expired alert is logged, and the integrity check has it if it was sold.
+    alert_expire_seconds: float = field(default=1800.0, metadata=_rng(60, 86400))
     # The standalone `agecheck display` keeps the cashier's answers here until the broker has
-    # them (relative to $STATE_DIRECTORY when systemd sets it, else to the config file's folder).
+    # them. A relative path is in the desktop user's state folder: $STATE_DIRECTORY (a systemd
+    # unit's), else $XDG_STATE_HOME/agecheck, else ~/.local/state/agecheck.
     outbox_path: str = "display-outbox.sqlite3"
+    # The standalone window's own broker login (e.g. a user that may only read alerts and
+    # publish answers). The till's password is a systemd credential that a desktop session
+    # cannot read, so the window gets its password from a file readable by the cashier's user.
+    mqtt_username: Optional[str] = None
+    mqtt_password_file: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +341,9 @@ def _check(cfg: Config) -> None:
             ) from None
     if cfg.mqtt.password_file and cfg.mqtt.password_credential:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
+    if cfg.display.mqtt_password_file and not (cfg.display.mqtt_username or cfg.mqtt.username):
+        raise ConfigError("display.mqtt_username: a password file is set for the window but no user name "
+                          "(set display.mqtt_username, or mqtt.username to share the till's)")
 
 
 def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
@@ -349,14 +368,10 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
         root = Path(state_dir) if state_dir else base_dir
         if root is not None:
             cfg = dataclasses.replace(cfg, outbox=dataclasses.replace(cfg.outbox, path=str(root / outbox_path)))
-    display_outbox = Path(cfg.display.outbox_path)
+    display_outbox = Path(cfg.display.outbox_path).expanduser()
     if not display_outbox.is_absolute():
-        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        root = Path(state_dir) if state_dir else base_dir
-        if root is not None:
-            cfg = dataclasses.replace(
-                cfg, display=dataclasses.replace(cfg.display, outbox_path=str(root / display_outbox))
-            )
+        display_outbox = user_state_dir() / display_outbox
+    cfg = dataclasses.replace(cfg, display=dataclasses.replace(cfg.display, outbox_path=str(display_outbox)))
     return cfg
 
 
@@ -385,6 +400,18 @@ def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Ma
         f"{system}: does not exist); this command needs one: pass --config PATH, set ${CONFIG_ENV}, "
         f"or install the example ({resources.EXAMPLE_CONFIG.packaged} in the package) as {system}"
     )
+
+
+def user_state_dir() -> Path:
+    """The folder for a desktop program's state (the standalone cashier window's answers): the
+    systemd unit's $STATE_DIRECTORY when there is one, else the XDG state folder."""
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_dir:
+        return Path(state_dir)
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative $XDG_STATE_HOME is invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "agecheck"
 
 
 def load(path: str | Path | None) -> Config:

@@ -8,6 +8,8 @@ demo, the benchmark and the tests:
 * `Pos` - a till's POS on MQTT: a scan of the demo item, the sale that closes it, on request;
 * `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
   seconds, like a till's POS would;
+* `SimulatedCashier` - answers every other alert over MQTT, as a second cashier display would,
+  so the demo shows answered alerts and, for the others, integrity events;
 * `Xvfb` - a private X server for the cashier window where there is no screen (bench, tests).
 """
 
@@ -334,3 +336,60 @@ class Xvfb:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SimulatedCashier:
+    """Hears this till's alerts and answers every `answer_every`-th one "ID checked – over age"
+    `after_s` seconds later (before the simulated sale), publishing the ack as a standalone
+    cashier display would; the others are left for the person at the window, or for the
+    integrity check."""
+
+    def __init__(self, host: str, port: int, store_id: str, till_id: str, answer_every: int = 2,
+                 after_s: float = 1.5):
+        import paho.mqtt.client as mqtt
+
+        from edge_app.core import events
+
+        self._events = events
+        self.store_id, self.till_id = store_id, till_id
+        self.answer_every, self.after_s = answer_every, after_s
+        self._alert_topic = events.topic(store_id, till_id, "events/alert")
+        self._ack_topic = events.topic(store_id, till_id, "events/ack")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-cashier-{till_id}")
+        self.client.on_connect = lambda c, *a: c.subscribe(self._alert_topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect_async(host, port)
+        self.alerts = 0
+        self.answered = 0
+        self._timers: list[threading.Timer] = []
+
+    def start(self) -> "SimulatedCashier":
+        self.client.loop_start()
+        return self
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            alert = self._events.validate(json.loads(msg.payload))
+        except (ValueError, self._events.SchemaError):
+            return
+        self.alerts += 1
+        if self.alerts % self.answer_every:
+            return
+        t = threading.Timer(self.after_s, self._answer, (alert,))
+        t.daemon = True
+        self._timers.append(t)
+        t.start()
+
+    def _answer(self, alert: dict) -> None:
+        ack = self._events.new_event("ack", self.store_id, self.till_id, alert["transaction_id"],
+                                     alert_event_id=alert["event_id"], answer="id_checked_over_age",
+                                     decision_time_s=self.after_s, check_event_id=alert.get("check_event_id"),
+                                     via="simulated")
+        self.client.publish(self._ack_topic, self._events.encode(ack), qos=1)
+        self.answered += 1
+
+    def stop(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        self.client.disconnect()
+        self.client.loop_stop()

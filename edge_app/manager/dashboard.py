@@ -138,8 +138,13 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
         except ValueError:
             ev = {}
         reason = integrity_reason(ev.get("reason")) if kind == "integrity" else (ev.get("reason") or "")
+        replaced = None
+        if kind == "ack" and isinstance(ev.get("replaces_event_id"), str):
+            # A correction (Undo) says which answer it took back, as the feed's live table does.
+            got = db.query("SELECT payload FROM events WHERE event_id = ?", (ev["replaces_event_id"],))
+            replaced = json.loads(got[0][0]) if got else None
         out.append({"time": dt.strftime("%Y-%m-%d %H:%M:%S"), "store_id": store, "till_id": till, "kind": kind,
-                    "decision": decision or "", "answer": answer or "", "outcome": outcome_text(ev) if ev else "",
+                    "decision": decision or "", "answer": answer or "", "outcome": outcome_text(ev, replaced) if ev else "",
                     "reason": reason, "operator_id": operator or "", "transaction_id": txn or "",
                     "age_band": band or "", "seq": seq if seq is not None else "", "event_id": event_id})
         if len(out) >= limit:

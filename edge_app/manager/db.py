@@ -74,6 +74,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS events_publisher_seq ON events (store_id, publisher, seq)",
         "CREATE INDEX IF NOT EXISTS events_store_ts ON events (store_id, ts)",
     ],
+    # 3: the cashier's corrections (Undo): an ack names the ack it replaces. Which answers stand is
+    # decided by edge_app.core.answers from the stored payloads, so rows from before need no back-fill.
+    [
+        "ALTER TABLE events ADD COLUMN replaces_event_id TEXT",
+    ],
 ]
 
 

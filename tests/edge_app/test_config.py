@@ -32,6 +32,12 @@ def test_shipped_config_is_valid():
         ({"triggers": {"restricted_categories": [{"category": "alcohol", "min_age": "x"}]}},
          "triggers.restricted_categories[0].min_age", "integer"),
         ({"camera": 5}, "camera", "mapping"),
+        ({"display": {"key_delay_seconds": 9}}, "display.key_delay_seconds", "between 0 and 5"),
+        ({"display": {"key_delay_seconds": "soon"}}, "display.key_delay_seconds", "must be a number"),
+        ({"display": {"undo_seconds": 0}}, "display.undo_seconds", "between 1 and 60"),
+        ({"display": {"alert_expire_seconds": 5}}, "display.alert_expire_seconds", "between 60 and 86400"),
+        ({"display": {"take_focus": "no"}}, "display.take_focus", "true or false"),
+        ({"display": {"mqtt_password_file": "/etc/agecheck/display-pw"}}, "display.mqtt_username", "no user name"),
     ],
 )
 def test_bad_values_name_the_key(data, key, words):
@@ -126,3 +132,20 @@ def test_the_service_needs_a_config_the_photo_tools_do_not(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
                        capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     assert r.returncode == 2 and "store_id" in r.stderr  # the variable's file was the one read
+
+
+def test_display_outbox_is_in_the_users_state_folder(tmp_path, monkeypatch):
+    """`agecheck display` runs as the desktop user: its answers never default to the config's
+    folder (/etc/agecheck, not writable by that user)."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    cfg = C.from_dict({}, tmp_path / "etc")
+    assert cfg.display.outbox_path == str(tmp_path / "xdg" / "agecheck" / "display-outbox.sqlite3")
+    assert cfg.display.take_focus is False and cfg.display.key_delay_seconds == 0.7
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")  # the XDG spec: only absolute paths count
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert C.from_dict({}).display.outbox_path == str(tmp_path / "home" / ".local" / "state" / "agecheck"
+                                                      / "display-outbox.sqlite3")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "unit"))  # a systemd --user unit's own
+    assert C.from_dict({}).display.outbox_path == str(tmp_path / "unit" / "display-outbox.sqlite3")
+    assert C.from_dict({"display": {"outbox_path": "/var/tmp/x.sqlite3"}}).display.outbox_path == "/var/tmp/x.sqlite3"
