@@ -1,6 +1,6 @@
 """`agecheck display`: the cashier window as its own process, for a till where the service runs
 under systemd and cannot reach the cashier's desktop. Started from the desktop session (an XDG
-autostart entry, deploy/autostart/agecheck-display.desktop), it needs no systemd of its own:
+autostart entry, /etc/xdg/autostart/agecheck-display.desktop from the Debian package), it needs no systemd of its own:
 
 * `display_config` - the broker login it uses: `display.mqtt_username`/`mqtt_password_file` (or
   `--password-file`) when given, since the till's password is a systemd credential only the

@@ -1,6 +1,7 @@
-"""The XDG autostart entry that starts `agecheck display` in the cashier's desktop session: a
-valid desktop entry (desktop-file-validate), and its command line is one `agecheck` accepts,
-with the same install paths as the systemd unit."""
+"""The XDG autostart entry the Debian package installs to start `agecheck display` in the
+cashier's desktop session: a valid desktop entry (desktop-file-validate) that runs the package's
+launcher, whose command line is one `agecheck` accepts, with the same install paths as the
+systemd unit."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from edge_app.cli import build_parser
 from tests.helpers import REPO
 
-ENTRY = REPO / "deploy" / "autostart" / "agecheck-display.desktop"
+ENTRY = REPO / "packaging" / "debian" / "agecheck-display.desktop"
+LAUNCHER = REPO / "packaging" / "debian" / "agecheck-display"
 
 
 def entry() -> configparser.SectionProxy:
@@ -34,10 +36,14 @@ def test_entry_is_valid():
 def test_entry_starts_the_window_like_the_service_is_installed():
     e = entry()
     assert e["Type"] == "Application" and e["Terminal"] == "false"
-    argv = shlex.split(e["Exec"])
+    build_deb = (REPO / "scripts" / "build-deb").read_text()
+    assert f"packaging/debian/{LAUNCHER.name}" in build_deb and shlex.split(e["Exec"])[0].endswith(LAUNCHER.name)
+    last = [line for line in LAUNCHER.read_text().splitlines() if line.strip() and not line.startswith("#")][-1]
+    argv = shlex.split(last)
+    argv = argv[argv.index("exec") + 1:]
     unit = (REPO / "systemd" / "agecheck.service").read_text()
     service_exec = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[10:])
-    assert argv[0] == service_exec[0]  # the same install (/opt/agecheck/.venv)
+    assert argv[0] == service_exec[0]  # the same install (/opt/agecheck/venv)
     args = build_parser().parse_args(argv[1:])
     assert args.command == "display"
     assert args.config == service_exec[service_exec.index("--config") + 1]  # the same config file
