@@ -81,10 +81,11 @@ def choose_threshold(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, poole
     """The lowest threshold whose share of approved 13-17-year-olds is at most `pooled` over all
     sources and at most `each` in every source (lowest: the fewest adults sent to ID)."""
     cands = np.unique(np.concatenate([p, [1.0 + 1e-9]]))
-    for row in gate_table(p, ages, sources, cands, challenge_age):
+    for t, row in zip(cands, gate_table(p, ages, sources, cands, challenge_age)):
         per = [v for k, v in row.items() if k.endswith(":minors_approved") and np.isfinite(v)]
         if row["minors_approved"] <= pooled and all(v <= each for v in per):
-            return row["threshold"]
+            # The exact value: the table's rounded one could fall below it and approve one more.
+            return float(t)
     return float(cands[-1])
 
 

@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", action="append", required=True,
                     help="folder of the photos; NAME=DIR for the photos of source NAME (repeat per source)")
     ap.add_argument("--labels", type=Path, required=True)
-    ap.add_argument("--model", type=Path, default=Path(ModelConfig.path))
+    ap.add_argument("--model", type=Path, default=Path(ModelConfig().path))
     ap.add_argument("--predictions", type=Path, required=True, help="CSV to write")
     ap.add_argument("--split", default=None, help="only rows whose 'split' column has this value")
     ap.add_argument("--report", type=Path, default=None, help="folder for report.md and PNG plots")

@@ -64,6 +64,14 @@ def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():
     assert abs(cover - 0.8) < 0.03
 
 
+def test_the_threshold_is_exact_not_rounded_below_a_minor():
+    # Two calibrated values 2e-5 apart: a threshold rounded to 4 decimals would approve both.
+    p = np.array([0.12344, 0.12346, 0.9, 0.95])
+    ages = np.array([15.0, 16.0, 40.0, 50.0])
+    t = choose_threshold(p, ages, np.array(["a"] * 4), 0.5, 0.5)
+    assert t == 0.12346 and (p[:2] >= t).sum() == 1
+
+
 def test_a_stricter_target_gives_a_higher_threshold():
     probs, ages, sources = data(seed=2)
     p = np.array([q[25:].sum() for q in probs])
