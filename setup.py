@@ -86,8 +86,9 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "pandas>=2",
-            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6).
-            "scipy>=1.9",
+            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6);
+            # training.decision calibrates P(age >= challenge) with isotonic regression (1.12+).
+            "scipy>=1.12",
         ],
         "dev": [
             "pytest>=8",
