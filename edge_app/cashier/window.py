@@ -20,7 +20,6 @@ Privacy: events carry no image and neither does this window; nothing visual is w
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
-from edge_app.core import events
+from edge_app.core import events, payloads
 from edge_app.config import Config, DisplayConfig
 
 log = logging.getLogger(__name__)
@@ -627,6 +626,7 @@ class AckLink:
 
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
+        self._max_bytes = cfg.feed.max_payload_bytes
         self.link = MqttLink(cfg, self.outbox, self._on_message, None,
                              client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
                              subscriptions=[(f"events/{k}", SubscribeOptions(qos=1)) for k in ("check", "alert")],
@@ -652,9 +652,10 @@ class AckLink:
 
     def _on_message(self, leaf: str, payload: bytes) -> None:
         try:
-            ev = events.validate(json.loads(payload))
-        except (ValueError, events.SchemaError) as exc:
-            log.warning("display: ignoring a bad message on %s: %s", leaf, exc)
+            ev = events.validate(payloads.parse(payload, payloads.Limits(self._max_bytes)))
+        except (payloads.PayloadError, events.SchemaError) as exc:
+            # Acknowledged all the same (returning normally): a redelivery would fail again.
+            log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))
             return
         self._on_event(ev)
 

@@ -14,7 +14,6 @@ than a loss.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import sqlite3
@@ -25,7 +24,7 @@ from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from edge_app.core import events
+from edge_app.core import events, payloads
 from edge_app.config import Config
 from edge_app.transport.mqtt import make_client
 
@@ -100,11 +99,9 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[dict | No
     if len(payload) > max_bytes:
         return None, f"payload is {len(payload)} bytes, more than feed.max_payload_bytes={max_bytes}"
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "malformed JSON: payload is not UTF-8"
-    except json.JSONDecodeError as exc:
-        return None, f"malformed JSON: {exc.msg} at character {exc.pos}"
+        data = payloads.parse(payload, payloads.Limits(max_bytes))
+    except payloads.PayloadError as exc:
+        return None, f"malformed JSON: {exc}"
     try:
         ev = events.validate(data)
     except events.SchemaError as exc:
@@ -155,17 +152,9 @@ class FeedStore:
     def add(self, topic: str, payload: bytes, received_at: str | None = None) -> Stored:
         received_at = received_at or events.now_iso()
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
+        if ev is None:
+            return self.quarantine(topic, payload, reason or "unusable", received_at)
         with self._lock:
-            if ev is None:
-                digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + bytes(payload)).hexdigest()
-                self._db.execute(
-                    "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
-                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET times = times + 1,"
-                    " last_received_at = excluded.last_received_at",
-                    (digest, received_at, received_at, topic, reason, len(payload),
-                     bytes(payload[:QUARANTINE_KEEP_BYTES])),
-                )
-                return Stored("quarantined", None, reason)
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO events (event_id, kind, schema, ts, store_id, till_id, transaction_id,"
                 " decision, answer, age, age_low, age_high, age_band, alert_event_id, decision_time_s, topic,"
@@ -185,6 +174,20 @@ class FeedStore:
                 " ON CONFLICT(name) DO UPDATE SET value = value + 1"
             )
             return Stored("duplicate", ev)
+
+    def quarantine(self, topic: str, payload: bytes, reason: str, received_at: str | None = None) -> Stored:
+        """Keep a message aside with the reason it cannot be used (once per distinct message)."""
+        received_at = received_at or events.now_iso()
+        digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + bytes(payload)).hexdigest()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET times = times + 1,"
+                " last_received_at = excluded.last_received_at",
+                (digest, received_at, received_at, topic, reason, len(payload),
+                 bytes(payload[:QUARANTINE_KEEP_BYTES])),
+            )
+        return Stored("quarantined", None, reason)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -353,6 +356,21 @@ class Feed:
         self.table.note(f"broker connection lost ({reason_code}); reconnecting")
 
     def _on_message(self, client, userdata, msg) -> None:
+        # Nothing may escape this callback: an exception here would end paho's network thread
+        # while the process stays up, and the unacknowledged message would stop the feed again
+        # on every restart (a poison message).
+        try:
+            self._store_message(client, msg)
+        except Exception as exc:
+            log.exception("feed: handling a message on %s failed", msg.topic)
+            try:
+                self.store.quarantine(msg.topic, bytes(msg.payload), f"could not be handled: {exc!r}"[:500])
+                client.ack(msg.mid, msg.qos)
+                self.table.note(f"quarantined a message on {msg.topic}: it could not be handled ({exc!r})")
+            except Exception:
+                log.exception("feed: could not quarantine the message on %s; it stays with the broker", msg.topic)
+
+    def _store_message(self, client, msg) -> None:
         try:
             res = self.store.add(msg.topic, msg.payload)
         except sqlite3.Error as exc:

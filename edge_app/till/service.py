@@ -25,7 +25,6 @@ Hooks for the modules that plug into a running service (cashier display, integri
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
 import signal
@@ -37,7 +36,7 @@ from concurrent.futures import Future
 from typing import Callable, Sequence, TextIO
 
 from edge_app import __version__
-from edge_app.core import events
+from edge_app.core import events, payloads
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, require_model_file
@@ -100,6 +99,7 @@ class Service:
         self._plugins = tuple(plugins)
         self.counts: Counter = Counter()
         self.last_check: dict | None = None
+        self.last_quarantined: dict | None = None
         self.started_ts = events.now_iso()
         self.worker_heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
@@ -194,22 +194,25 @@ class Service:
             return parse(payload, self.cfg.triggers.max_payload_bytes)
         except (PosMessageError, SaleError) as exc:
             self.counts["pos_rejected"] += 1
-            log.warning("%s; message dropped (%d bytes: %s)", exc, len(payload), _preview(payload))
+            self._quarantine("pos", str(exc), payload)
             return None
+
+    def _quarantine(self, where: str, reason: str, payload: bytes) -> None:
+        """A message that cannot be used: logged with its reason and a preview, counted in
+        `state`, and acknowledged (by returning normally) so the broker does not send it again."""
+        self.counts["messages_quarantined"] += 1
+        self.last_quarantined = {"ts": events.now_iso(), "topic": where, "reason": reason[:300]}
+        log.warning("%s; message quarantined (%d bytes: %s)", reason if reason.startswith(where) else
+                    f"{where}: {reason}", len(payload), _preview(payload))
 
     def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""
         try:
-            if len(payload) > max_bytes:
-                raise events.SchemaError(f"payload is {len(payload)} bytes, more than the {max_bytes} allowed")
-            ev = events.validate(json.loads(payload.decode("utf-8")))
+            ev = events.validate(payloads.parse(payload, payloads.Limits(max_bytes)))
             if ev["kind"] != "ack":
                 raise events.SchemaError(f"a {ev['kind']!r} event on the ack topic")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            log.warning("events/ack: payload is not JSON text (%s); message dropped", exc)
-            return
-        except events.SchemaError as exc:
-            log.warning("events/ack: %s; message dropped", exc)
+        except (payloads.PayloadError, events.SchemaError) as exc:
+            self._quarantine("events/ack", str(exc), payload)
             return
         self.counts["acks_received"] += 1
         self._tell_listeners(ev)
@@ -232,6 +235,8 @@ class Service:
             "outbox_full": self.outbox.full,
             "outbox_dropped": self.outbox.dropped_total(),
             "checks": self.counts["events_check"],
+            "messages_quarantined": self.counts["messages_quarantined"],
+            "last_quarantined": self.last_quarantined,
             "last_check": self.last_check,
             "started": self.started_ts,
         }

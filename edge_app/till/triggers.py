@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Literal, TextIO
 
 from edge_app.config import TriggersConfig
+from edge_app.core import payloads
 from edge_app.core.events import now_iso
 
 log = logging.getLogger(__name__)
@@ -90,20 +91,16 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
     With `defaults` (local demo triggers) missing fields are filled in and a transaction id is
     made up; from the POS every field is required. Unknown fields are ignored."""
     where = "pos/scan"
-    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(raw) > max_bytes:
         raise PosMessageError(f"{where}: payload is {len(raw)} bytes, more than the {max_bytes} allowed "
                               "(triggers.max_payload_bytes)")
     if defaults is not None and not raw.strip():
         raw = b"{}"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise PosMessageError(f"{where}: payload is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise PosMessageError(f"{where}: payload is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(data, dict):
-        raise PosMessageError(f"{where}: payload must be a JSON object, got {type(data).__name__}")
+        data = payloads.parse_object(raw, payloads.Limits(max_bytes))
+    except payloads.PayloadError as exc:
+        raise PosMessageError(f"{where}: {exc}") from None
     d = defaults
     sku = _text(data, "sku", where, d.sku if d else None)
     category = _text(data, "category", where, d.category if d else None)
@@ -282,15 +279,40 @@ class StdinTrigger:
         log.info("stdin trigger: press Enter (or type a JSON scan) to start a check")
         return self
 
+    def _lines(self):
+        """Each line as bytes, cut at max_payload_bytes + 1 so one endless line cannot fill the
+        memory; bytes (the binary buffer under a text stream) so a line that is not UTF-8 is one
+        bad line instead of an exception inside the stream's iterator."""
+        binary = getattr(self._stream, "buffer", None)
+        if binary is not None:
+            read = binary.readline
+        else:
+            def read(n: int) -> bytes:
+                return self._stream.readline(n).encode("utf-8", "surrogatepass")
+        limit = self._max_bytes + 1
+        while True:
+            line = read(limit)
+            if not line:
+                return
+            if len(line) >= limit and not line.endswith(b"\n"):
+                rest = line
+                while rest and not rest.endswith(b"\n"):  # drop the rest of this line unread
+                    rest = read(limit)
+            yield line
+
     def _run(self) -> None:
         # A daemon thread: a blocked readline() must not hold up shutdown, so there is no stop().
-        for line in self._stream:
+        for line in self._lines():
             try:
                 scan = parse_scan(line.strip(), self._max_bytes, self._defaults)
             except PosMessageError as exc:
                 log.warning("%s; stdin line ignored", exc)
                 continue
-            sub = self._submit(scan, "stdin")
+            try:
+                sub = self._submit(scan, "stdin")
+            except Exception:  # one failed submit must not end the trigger
+                log.exception("stdin scan %s could not be submitted", scan.transaction_id)
+                continue
             log.info("stdin scan %s: %s", scan.transaction_id, sub.detail)
         log.info("stdin closed: the stdin trigger stops (the service goes on)")
 

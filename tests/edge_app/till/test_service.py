@@ -107,7 +107,7 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
 def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mqtt_broker, start_service,
                                                                       caplog):
     cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
-                         triggers={"max_payload_bytes": 4096})
+                         triggers={"max_payload_bytes": 8192})
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
     wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
@@ -118,20 +118,31 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
         b'{"sku": "1", "category": "alcohol", "transaction_id": "T-y", "min_age": "eighteen"}',
         b"\x00\xff" * 10,
         json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T-z", "x": "a" * 1_000_000}).encode(),
+        # Poison: each of these used to raise past the JSON error handling (RecursionError,
+        # ValueError from the int digit limit) or sneak a non-JSON NaN through.
+        b"[" * 2000 + b"]" * 2000,
+        b'{"sku": "1", "category": "alcohol", "transaction_id": ' + b"7" * 5001 + b"}",
+        b'{"sku": "1", "category": "alcohol", "transaction_id": "T-n", "min_age": NaN}',
     ]
     with caplog.at_level(logging.WARNING):
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", bad_scans)
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale", [b"[]", b'{"transaction_id": 3.5}'])
+        publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [b"{" * 3000, b"-" + b"1" * 5001])
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-good")])
         checks = rec.wait_events("check", 1)
     assert [c["transaction_id"] for c in checks] == ["T-good"]
     for words in ["not valid JSON", "missing field 'sku'", "'transaction_id' must be text",
-                  "'min_age' must be a whole number", "not UTF-8", "more than the 4096 allowed",
-                  "pos/sale: payload must be a JSON object", "pos/sale: field 'transaction_id' must be text"]:
+                  "'min_age' must be a whole number", "not UTF-8", "more than the 8192 allowed",
+                  "pos/sale: payload must be a JSON object", "pos/sale: field 'transaction_id' must be text",
+                  "nested more than 32 levels", "a number of 5001 characters", "NaN is not a JSON number",
+                  "events/ack: JSON nested more than"]:
         assert words in caplog.text, words
-    assert caplog.text.count("message dropped") >= 8
+    assert caplog.text.count("message quarantined") >= 13
     assert "a" * 100 not in caplog.text  # a huge payload is previewed, not dumped
-    assert svc.counts["pos_rejected"] == 8
+    assert svc.counts["pos_rejected"] == 11
+    assert svc.counts["messages_quarantined"] == 13
+    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["messages_quarantined"] == 13))
+    assert "events/ack" in state["last_quarantined"]["topic"] and state["last_quarantined"]["reason"]
     rec.close()
 
 

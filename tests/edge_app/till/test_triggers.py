@@ -135,3 +135,26 @@ def test_stdin_trigger_reads_lines_and_skips_bad_ones(caplog):
     time.sleep(0.1)
     assert [c[0].transaction_id for c in calls][1] == "S2" and len(calls) == 2
     assert "not valid JSON" in caplog.text
+
+
+def test_stdin_trigger_survives_poison_lines(caplog):
+    """A real pipe (as under a shell): bytes that are not UTF-8, 4 KB of nesting, a 5,001-digit
+    number and an endless line each end up as one warning, and the next line still scans."""
+    import os
+
+    r, w = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(r, "rb"), encoding="utf-8")
+    calls = []
+    StdinTrigger(stream, _done_submit(calls), CFG).start()
+    with os.fdopen(w, "wb") as pipe:
+        pipe.write(b"\xff\xfe not text\n")
+        pipe.write(b"[" * 250 + b"]" * 250 + b"\n")
+        pipe.write(b'{"transaction_id": ' + b"9" * 300 + b"}\n")
+        pipe.write(b'{"sku": "' + b"x" * 100_000 + b'"}\n')  # far over max_payload_bytes
+        pipe.write(b'{"sku": "7", "category": "alcohol", "transaction_id": "after-poison"}\n')
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [c[0].transaction_id for c in calls] == ["after-poison"]
+    for words in ("not UTF-8", "nested more than 32 levels", "a number of 300 characters", "more than the 512"):
+        assert words in caplog.text, words
