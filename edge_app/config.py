@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -32,6 +33,16 @@ def _rng(lo: float | None = None, hi: float | None = None, **extra: Any) -> dict
 
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# Any text setting longer than this is a paste accident (the longest real ones are paths).
+MAX_TEXT = 4096
+# config.yaml is a few kilobytes; nesting beyond this is never a setting (the deepest is 4).
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NESTING = 32
+
+
+def _text(max_len: int = MAX_TEXT, **extra: Any) -> dict:
+    return {"max_len": max_len, **extra}
 
 
 @dataclass(frozen=True)
@@ -57,15 +68,18 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class MQTTConfig:
-    host: str = "127.0.0.1"
+    # A DNS name is at most 253 characters.
+    host: str = field(default="127.0.0.1", metadata=_text(253))
     port: int = field(default=1883, metadata=_rng(1, 65535))
     keepalive: int = field(default=30, metadata=_rng(5, 3600))
-    username: Optional[str] = None
+    username: Optional[str] = field(default=None, metadata=_text(256))
     # The password is never in config.yaml: a file path, or the name of a systemd credential
     # (read from $CREDENTIALS_DIRECTORY/<name>).
     password_file: Optional[str] = None
     password_credential: Optional[str] = None
-    client_id: Optional[str] = None
+    # MQTT allows long ids but brokers refuse or truncate them; a 70,000-character id used to
+    # "run" without ever connecting.
+    client_id: Optional[str] = field(default=None, metadata=_text(128))
     # Back-off ceiling between reconnect attempts when the broker is unreachable.
     reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.5, 600))
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -179,13 +193,13 @@ class FeedConfig:
     db_path: str = "agecheck-feed.sqlite3"
     # Fixed client id + a session kept by the broker: events published while the feed is away
     # are delivered when it comes back. Default: agecheck-feed-<store_id> (or -all-stores).
-    client_id: Optional[str] = None
+    client_id: Optional[str] = field(default=None, metadata=_text(128))
     session_expiry_seconds: int = field(default=7 * 86400, metadata=_rng(0, 365 * 86400))
     # Bigger payloads are quarantined, not parsed.
     max_payload_bytes: int = field(default=65536, metadata=_rng(1024, 16 * 1024 * 1024))
     # Days in the report are calendar days in this IANA zone (e.g. Europe/London); null means
     # the timezone of the machine running the report.
-    timezone: Optional[str] = None
+    timezone: Optional[str] = field(default=None, metadata=_text(128))
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,12 @@ def _type_name(tp: Any) -> str:
     )
 
 
+def _short(value: Any, n: int = 60) -> str:
+    """repr() cut short, so a pasted megabyte never becomes a megabyte-long error line."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
 def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -230,35 +250,48 @@ def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping of settings, got {value!r}")
+            raise ConfigError(f"{key}: must be a mapping of settings, got {_short(value)}")
         return _build(tp, value, key)
     if origin is tuple:
         if value is None:
             value = []
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{key}: must be a list, got {_short(value)}")
         item_tp = typing.get_args(tp)[0]
         return tuple(_convert(v, item_tp, f"{key}[{i}]", {}) for i, v in enumerate(value))
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{key}: must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: must be {_type_name(tp)}, got {_short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {_short(value)}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            raise ConfigError(f"{key}: must be a number, got {_short(value)}")
         value = float(value)
+        # NaN passes every comparison below (and then e.g. switches a quality gate off), and
+        # neither NaN nor infinity can be written into an event as JSON.
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     elif tp is str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key}: must be text, got {_short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}: must be text, got {value!r}")
         value = str(value)
+        max_len = meta.get("max_len", MAX_TEXT)
+        if not value.strip():
+            raise ConfigError(f"{key}: must not be empty (leave the setting out to use the default)")
+        if len(value) > max_len:
+            raise ConfigError(f"{key}: is {len(value)} characters long, at most {max_len} allowed")
+        if not value.isprintable():
+            raise ConfigError(f"{key}: contains control characters (a stray tab, newline or NUL?)")
     lo, hi = meta.get("min"), meta.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value!r}")
@@ -301,7 +334,12 @@ def _check(cfg: Config) -> None:
 
         try:
             zoneinfo.ZoneInfo(cfg.feed.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except IsADirectoryError:
+            raise ConfigError(
+                f"feed.timezone: {cfg.feed.timezone!r} is a region, not a timezone; name a zone in it "
+                "(for example Europe/London), or null for this machine's timezone"
+            ) from None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(
                 f"feed.timezone: {cfg.feed.timezone!r} is not a known IANA timezone "
                 "(for example Europe/London), or null for this machine's timezone"
@@ -343,6 +381,24 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
     return cfg
 
 
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """yaml.safe_load with a nesting limit: PyYAML composes nested nodes recursively, so a file
+    nested 5,000 deep used to end in a RecursionError and a 3,000-line traceback."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"nested more than {MAX_NESTING} levels deep at line {mark.line + 1}; "
+                                  "no setting is nested like that")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load(path: str | Path | None) -> Config:
     """Read and validate config.yaml. None means the built-in defaults."""
     if path is None:
@@ -353,13 +409,27 @@ def load(path: str | Path | None) -> Config:
     if not p.is_file():
         raise ConfigError(f"config: {str(p)!r} is not a file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p} ({exc.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(f"config: {p} is {size} bytes; a config file is at most {MAX_FILE_BYTES} bytes")
+    try:
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_DepthLimitedLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"config: {p}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config: {p} is nested too deeply to read") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p} ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config: {p} is not valid YAML{where}; fix the syntax there") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config: {p} is not a UTF-8 text file") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits (int() refuses it)
+        raise ConfigError(f"config: {p} holds a value that cannot be read ({str(exc)[:120]})") from None
     return from_dict(data, p.resolve().parent)
 
 

@@ -67,23 +67,29 @@ class Service:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
-        if model is None:
-            require_model_file(cfg)
-            try:
-                model = AgeModel(cfg.model.path, cfg.model.threads)
-            except ModelError as exc:
-                raise ConfigError(f"model.path: {exc}") from None
-        if model.input_size != cfg.faces.output_size:
-            raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input size "
-                              f"{model.input_size} ({cfg.model.path}); set faces.output_size: {model.input_size}")
-        self.model = model
-        self._own_pipeline = pipeline is None
-        self.pipeline = pipeline or FacePipeline(cfg.faces)
+        # The outbox first: it is the cheapest to open and the likeliest to be misconfigured, and
+        # a refusal then comes before the model and MediaPipe have printed anything.
         try:
             self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_events)
         except OutboxError as exc:
-            self._close_pipeline()
             raise ConfigError(f"outbox.path: {exc}") from None
+        self._own_pipeline = pipeline is None
+        try:
+            if model is None:
+                require_model_file(cfg)
+                try:
+                    model = AgeModel(cfg.model.path, cfg.model.threads)
+                except ModelError as exc:
+                    raise ConfigError(f"model.path: {exc}") from None
+            if model.input_size != cfg.faces.output_size:
+                raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input "
+                                  f"size {model.input_size} ({cfg.model.path}); set faces.output_size: "
+                                  f"{model.input_size}")
+            self.model = model
+            self.pipeline = pipeline or FacePipeline(cfg.faces)
+        except BaseException:
+            self.outbox.close()
+            raise
         try:
             self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state)
         except ConfigError:

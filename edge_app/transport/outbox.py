@@ -12,6 +12,7 @@ retained `state`, so it is never silent.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -31,6 +32,25 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Stamped in the SQLite header (offset 68) of every outbox this program creates: "AgOb".
+APPLICATION_ID = 0x41674F62
+
+
+def create_private(path: Path) -> bool:
+    """Create `path` empty with mode 0600 if it does not exist (SQLite then opens it as a new
+    database and gives its -wal/-shm files the same mode): events name transactions and ages,
+    which other local users have no business reading. True when it was created here."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError:
+        return False  # the open that follows names the problem
+    os.close(fd)
+    return True
 
 
 class OutboxError(RuntimeError):
@@ -57,12 +77,16 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
+        created = create_private(self.path)
+        if not created:
+            self._check_ours()
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
-            if not self._is_corrupt(exc):
+            if not self._is_corrupt(exc) or not self._header_is_ours():
                 raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
-            # Keep the bad file for inspection rather than deleting what might still be read.
+            # Our own file, damaged: keep it for inspection rather than deleting what might
+            # still be read, and start a new one so the till keeps recording.
             aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
             self.path.rename(aside)
             for suffix in ("-wal", "-shm"):
@@ -71,11 +95,56 @@ class Outbox:
                     side.rename(aside.with_name(aside.name + suffix))
             log.error("outbox %s is not a readable SQLite database (%s); moved it to %s and started an "
                       "empty one", self.path, exc, aside)
+            create_private(self.path)
             try:
                 self._db = self._open()
             except sqlite3.DatabaseError as exc2:
                 raise OutboxError(f"cannot open outbox {self.path} ({exc2})") from None
         self._depth = self._count()
+
+    def _header(self) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(100)
+        except OSError as exc:
+            raise OutboxError(f"cannot read outbox {self.path} ({exc.strerror})") from None
+
+    def _header_is_ours(self) -> bool:
+        head = self._header()
+        return head.startswith(SQLITE_MAGIC) and len(head) >= 72 and \
+            int.from_bytes(head[68:72], "big") == APPLICATION_ID
+
+    def _check_ours(self) -> None:
+        """Refuse (OutboxError) a file that is not an outbox this program made: outbox.path
+        pointing at someone's file must never get that file renamed, rewritten or extended."""
+        if self.path.is_dir():
+            raise OutboxError(f"outbox {self.path} is a folder; point the setting at a file")
+        head = self._header()
+        if not head:
+            return  # empty: nothing in it to lose (SQLite starts a new database there)
+        foreign = (f"{self.path} exists and is not an agecheck outbox; it is left untouched: point the setting "
+                   "at a new file, or move that file away")
+        if not head.startswith(SQLITE_MAGIC):
+            raise OutboxError(foreign + " (it is not an SQLite database)")
+        if self._header_is_ours():
+            return
+        # application_id 0: an outbox from before the id was stamped, or another program's
+        # SQLite file. Ours has exactly our tables with our columns.
+        try:
+            # immutable: no locks, no -wal/-shm files created beside someone else's database.
+            db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, timeout=10)
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                cols = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(foreign + f" (it cannot be read as one: {exc})") from None
+        if not tables:
+            return  # no tables at all: there is nothing in it to lose
+        if tables - {"events", "meta", "sqlite_sequence"} or cols != ["seq", "event_id", "topic", "payload",
+                                                                      "created"]:
+            raise OutboxError(foreign + " (it is another program's SQLite database)")
 
     @staticmethod
     def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -88,6 +157,11 @@ class Outbox:
         except sqlite3.OperationalError as exc:
             raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
         try:
+            if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                # Before WAL mode is switched on, so that on a new file the stamp is written to the
+                # database file itself at once (not to the WAL, where a SIGKILL before the first
+                # checkpoint would leave the file looking like nobody's).
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise OutboxError(f"outbox {self.path}: the file system does not support SQLite WAL mode")

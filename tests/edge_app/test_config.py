@@ -79,3 +79,53 @@ def test_relative_model_path_resolves_against_config_dir(tmp_path):
 def test_version():
     r = _run_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("agecheck ")
+
+
+def _deep_yaml(n: int) -> str:
+    return "camera: " + "[" * n + "]" * n + "\n"
+
+
+# Values that passed validation and then broke at run time (issue 15): each must now stop
+# `agecheck` with exit code 2 and one line that names the key.
+RUNTIME_BREAKERS = [
+    ("camera:\n  fps: .nan\n", "camera.fps: must be a finite number"),
+    ("policy:\n  margin_years: .nan\n", "policy.margin_years: must be a finite number"),
+    ("faces:\n  max_yaw_deg: .nan\n", "faces.max_yaw_deg: must be a finite number"),
+    ("camera:\n  buffer_seconds: .inf\n", "camera.buffer_seconds: must be a finite number"),
+    ("faces:\n  min_sharpness: -.inf\n", "faces.min_sharpness: must be a finite number"),
+    ("mqtt:\n  host: ''\n", "mqtt.host: must not be empty"),
+    ("mqtt:\n  host: '   '\n", "mqtt.host: must not be empty"),
+    ("mqtt:\n  client_id: " + "x" * 70_000 + "\n", "mqtt.client_id: is 70000 characters long, at most 128"),
+    ("camera:\n  source: \"0\\n1\"\n", "camera.source: contains control characters"),
+    ("model:\n  path: \"a\\0b\"\n", "model.path: contains control characters"),
+    (_deep_yaml(5000), "nested more than 32 levels deep at line 1"),
+    ("mqtt:\n  port: " + "9" * 5000 + "\n", "holds a value that cannot be read"),
+    ("feed:\n  timezone: Europe\n", "feed.timezone: 'Europe' is a region, not a timezone"),
+    ("feed:\n  timezone: Not/A_Zone\n", "feed.timezone: 'Not/A_Zone' is not a known IANA timezone"),
+    ("triggers:\n  restricted_skus: ['']\n", "triggers.restricted_skus[0]: must not be empty"),
+]
+
+
+@pytest.mark.parametrize("content, words", RUNTIME_BREAKERS, ids=[w.split(":")[0] + "-" + str(i)
+                                                                  for i, (_, w) in enumerate(RUNTIME_BREAKERS)])
+def test_values_that_broke_at_run_time_exit_2_with_one_line(tmp_path, content, words):
+    p = tmp_path / "config.yaml"
+    p.write_text(content)
+    r = _run_cli("report", "--config", str(p), "--db", str(tmp_path / "none.sqlite3"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert words in lines[0] and len(lines[0]) < 400, lines[0][:500]
+
+
+def test_outbox_path_at_someone_elses_file_is_refused_and_left_alone(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("the store manager's notes\n")
+    p = tmp_path / "config.yaml"
+    p.write_text(f"outbox:\n  path: {mine}\n")
+    r = _run_cli("run", "--config", str(p))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "outbox.path:" in lines[0] and "is not an agecheck outbox" in lines[0], r.stderr
+    assert mine.read_text() == "the store manager's notes\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["config.yaml", "notes.txt"]
