@@ -82,6 +82,9 @@ class MQTTConfig:
     client_id: Optional[str] = field(default=None, metadata=_text(128))
     # Back-off ceiling between reconnect attempts when the broker is unreachable.
     reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.5, 600))
+    # The service's subscriptions (pos/scan, pos/sale, events/ack) live in a broker session kept
+    # this long while the service is away, so scans published while it restarts still arrive.
+    session_expiry_seconds: int = field(default=3600, metadata=_rng(0, 7 * 86400))
     tls: TLSConfig = field(default_factory=TLSConfig)
 
 
@@ -133,6 +136,10 @@ class TriggersConfig:
     # A repeat scan in the same transaction reuses the open result for this long.
     reuse_seconds: float = field(default=120.0, metadata=_rng(0, 3600))
     max_payload_bytes: int = field(default=4096, metadata=_rng(64, 1_000_000))
+    # A pos/scan whose `ts` is older than this when it reaches the till (e.g. queued by the
+    # broker while the service restarted) is recorded as a `missed` event instead of checked:
+    # the shopper is gone and the camera would look at the next one.
+    max_scan_age_seconds: float = field(default=20.0, metadata=_rng(1, 3600))
     http_port: Optional[int] = field(default=None, metadata=_rng(1, 65535))  # loopback only
     stdin: bool = False
 

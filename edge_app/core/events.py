@@ -10,7 +10,10 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
-EVENT_KINDS = ("check", "alert", "ack", "integrity")
+EVENT_KINDS = ("check", "alert", "ack", "integrity", "missed")
+# Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
+# checks already waiting, the service stopping with it still queued, or the check itself failing.
+MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
 ACK_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
 
 
@@ -54,6 +57,7 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     "alert": {"check_event_id": str, "decision": str, "age_band": (str, type(None)), "item": dict},
     "ack": {"alert_event_id": str, "answer": str, "decision_time_s": _NUM},
     "integrity": {"alert_event_id": str, "seconds_after_alert": _NUM},
+    "missed": {"trigger": dict, "reason": str, "detail": str},
 }
 _FORBIDDEN = ("image", "crop", "face", "embedding", "jpeg", "png", "pixels")
 
@@ -92,4 +96,6 @@ def validate(event: Any) -> dict:
             raise SchemaError(f"field {k!r} looks like image data; events never carry images")
     if kind == "ack" and event["answer"] not in ACK_ANSWERS:
         raise SchemaError(f"ack event: answer must be one of {', '.join(ACK_ANSWERS)}")
+    if kind == "missed" and event["reason"] not in MISSED_REASONS:
+        raise SchemaError(f"missed event: reason must be one of {', '.join(MISSED_REASONS)}")
     return event

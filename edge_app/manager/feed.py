@@ -27,6 +27,7 @@ from typing import Any, Literal, TextIO
 from edge_app.core import events, payloads
 from edge_app.config import Config
 from edge_app.transport.mqtt import make_client
+from edge_app.transport.outbox import create_private
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class FeedStore:
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        create_private(self.path)  # 0600: the feed names transactions and estimated ages
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -218,6 +220,8 @@ def outcome_text(ev: dict) -> str:
         t = ev.get("decision_time_s")
         after = f" ({t:.1f}s)" if isinstance(t, (int, float)) else ""
         return _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
+    if kind == "missed":
+        return f"NOT CHECKED: {ev.get('reason')}"
     if kind == "integrity":
         return f"SOLD, NO ID +{ev.get('seconds_after_alert', 0):.0f}s"
     return ""

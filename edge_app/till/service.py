@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
+from datetime import datetime, timezone
 from typing import Callable, Sequence, TextIO
 
 from edge_app import __version__
@@ -91,7 +92,10 @@ class Service:
             self.outbox.close()
             raise
         try:
-            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state)
+            # A persistent session (stable client id, clean_start False, an expiry): scans the POS
+            # publishes while the service restarts are kept by the broker and arrive afterwards.
+            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state,
+                                 session_expiry_s=cfg.mqtt.session_expiry_seconds)
         except ConfigError:
             self.outbox.close()
             self._close_pipeline()
@@ -115,6 +119,9 @@ class Service:
         self.http: HttpTrigger | None = None
         self._full_reported = False
         self._stopped = False
+        # Cleared at shutdown (under the lock) so that no scan is queued after the queue is drained.
+        self._accepting = True
+        self._accepting_lock = threading.Lock()
 
     def attach(self, on_event: Callable[[dict], object] | None = None,
                on_sale: Callable[[bytes], object] | None = None) -> None:
@@ -155,6 +162,24 @@ class Service:
             log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
             return Submission("not_restricted", f"{item.sku} ({item.category}) is not age restricted")
         now, iso = now_pair()
+        if scan.sent_at is not None:
+            age_s = time.time() - scan.sent_at
+            if age_s > self.cfg.triggers.max_scan_age_seconds:
+                detail = (f"scan reached the till {age_s:.0f} s after the POS sent it (more than "
+                          f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
+                          "is no longer in front of the camera")
+                log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
+                self._missed(scan, source, min_age, iso, "stale", detail)
+                return Submission("missed", detail)
+        with self._accepting_lock:
+            if not self._accepting:
+                detail = "the service is stopping"
+                self._missed(scan, source, min_age, iso, "shutdown", detail)
+                return Submission("missed", detail)
+            return self._enqueue(scan, source, min_age, now, iso)
+
+    def _enqueue(self, scan: Scan, source: str, min_age: int, now: float, iso: str) -> Submission:
+        item = scan.item
         fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
         if reused:
             self.counts["scans_reused"] += 1
@@ -166,11 +191,30 @@ class Service:
         except queue.Full:
             self.txns.close(scan.transaction_id)
             fut.cancel()
-            log.error("%d scans already wait for a check: scan of %s in transaction %s dropped (ask for ID)",
+            log.error("%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
                       QUEUE_MAX, item.sku, scan.transaction_id)
+            self._missed(scan, source, min_age, iso, "queue_full",
+                         f"{QUEUE_MAX} scans were already waiting for a check")
             return Submission("busy", "too many checks waiting; ask for ID")
         self.counts["scans_restricted"] += 1
         return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
+
+    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: str, detail: str) -> None:
+        """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
+        saying why (never raises: it runs on the MQTT thread and in shutdown)."""
+        self.counts[f"missed_{reason}"] += 1
+        trigger = {"source": source, "sku": scan.item.sku, "category": scan.item.category, "min_age": min_age,
+                   "received_ts": received_ts}
+        if scan.sent_at is not None:
+            trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+        ev = events.new_event("missed", self.cfg.store_id, self.cfg.till_id, scan.transaction_id,
+                              trigger=trigger, reason=reason, detail=detail)
+        try:
+            self.publish_event(ev)
+        except Exception:
+            log.exception("could not record the missed scan of %s in transaction %s", scan.item.sku,
+                          scan.transaction_id)
 
     # -- inputs ------------------------------------------------------------------------------------
     def _on_mqtt(self, leaf: str, payload: bytes) -> None:
@@ -240,8 +284,10 @@ class Service:
             "outbox_max": self.outbox.max_events,
             "outbox_full": self.outbox.full,
             "outbox_dropped": self.outbox.dropped_total(),
+            "mqtt_subscribed": self.link.subscribed.is_set(),
             "checks": self.counts["events_check"],
             "messages_quarantined": self.counts["messages_quarantined"],
+            "scans_missed": {r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
             "last_quarantined": self.last_quarantined,
             "last_check": self.last_check,
             "started": self.started_ts,
@@ -262,6 +308,8 @@ class Service:
                 outcome = self.checker.run(trig, heartbeat=self._beat)
             except Exception as exc:  # one broken check must not end the service
                 log.exception("check for transaction %s failed", trig.scan.transaction_id)
+                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "check_failed",
+                             f"the check failed: {exc!r}"[:300])
                 fut.set_exception(exc)
                 continue
             self._deliver(outcome)
@@ -356,9 +404,20 @@ class Service:
         if self._worker is not None:
             self._worker.join(self.cfg.check.time_budget_ms / 1000 + 5)
             self._worker = None
-        waiting = self._queue.qsize()
+        with self._accepting_lock:
+            self._accepting = False
+        waiting = 0
+        while True:
+            try:
+                trig, fut = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            waiting += 1
+            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "shutdown",
+                         "the service stopped before this scan's check could run")
+            fut.cancel()
         if waiting:
-            log.warning("%d scan(s) were still waiting for a check at shutdown", waiting)
+            log.warning("%d scan(s) were still waiting for a check at shutdown; recorded as missed", waiting)
         self.capture.stop()
         self.link.stop()
         left = self.outbox.depth()

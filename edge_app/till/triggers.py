@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Literal, TextIO
 
@@ -44,6 +45,8 @@ class Item:
 class Scan:
     item: Item
     transaction_id: str
+    # When the POS says it scanned (its optional `ts`), as epoch seconds; None when not sent.
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Trigger:
 class Submission:
     """What happened to a scan handed to the service."""
 
-    status: Literal["started", "reused", "not_restricted", "busy"]
+    status: Literal["started", "reused", "not_restricted", "busy", "missed"]
     detail: str
     # Resolves to the CheckOutcome of the (new or reused) check; None when no check applies.
     result: Future | None = None
@@ -113,7 +116,22 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
                                   f"got {type(min_age).__name__}")
         if not lo <= min_age <= hi:
             raise PosMessageError(f"{where}: field 'min_age' must be between {lo} and {hi}, got {min_age}")
-    return Scan(Item(sku, category, min_age), txn)
+    return Scan(Item(sku, category, min_age), txn, _sent_at(data.get("ts")))
+
+
+def _sent_at(ts: Any) -> float | None:
+    """The POS's `ts` (ISO 8601 with a zone) as epoch seconds. A missing or unreadable one is
+    None: the scan is still checked (a check is worth more than a precise age), only the
+    stale-scan rule cannot apply to it."""
+    if not isinstance(ts, str) or len(ts) > 64:
+        return None
+    try:
+        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return None
+    return dt.timestamp()
 
 
 def restriction(item: Item, cfg: TriggersConfig, default_age: int) -> int | None:

@@ -238,6 +238,7 @@ class MqttLink:
                       ", ".join(str(rc) for rc in bad))
             return
         self.subscribed.set()
+        self.publish_state()  # the state says whether scans can reach us
 
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("%s: cannot reach broker %s:%d; retrying (events wait in the outbox, %d now)",

@@ -200,3 +200,18 @@ def test_poison_messages_are_quarantined_and_the_feed_goes_on(tmp_path):
                   "out of range"):
         assert words in reasons, reasons
     assert "Traceback" not in feed.output
+
+
+def test_new_feed_database_is_private(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        st = FeedStore(tmp_path / "feed.sqlite3")
+        st.add(event_topic(check_event()), events.encode(check_event()))
+    finally:
+        os.umask(old)
+    for p in tmp_path.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    st.close()

@@ -20,6 +20,7 @@ from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
 from edge_app.till.triggers import Item, Scan
+from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
                                          service_config, wait_until)
 
@@ -237,7 +238,7 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     assert integ["alert_event_id"] == alerts["T-9"]["event_id"] and integ["transaction_id"] == "T-9"
     wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
     assert [e["transaction_id"] for e in rec.events("integrity")] == ["T-9"]  # T-8 had its ID check
-    assert "events/ack: payload is not JSON text" in caplog.text
+    assert "events/ack: not valid JSON" in caplog.text and "message quarantined" in caplog.text
     # An answer given on the service's own display goes out once and does not echo back in.
     own = events.new_event("ack", "store-001", "till-01", "T-9", alert_event_id=alerts["T-9"]["event_id"],
                            answer="no_id_check", decision_time_s=9.0)
@@ -263,3 +264,31 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text
     with pytest.raises(events.SchemaError):
         svc.publish_event({"kind": "check"})  # a plug-in bug is refused, not stored
+
+
+def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
+    """No worker running (as while the service is busy or stopping): the 17th and 18th scans find
+    the queue full, and the 16 waiting ones are recorded at shutdown; a stale scan is recorded
+    and never queued. Every one of them is a schema-valid `missed` event in the outbox."""
+    from datetime import datetime, timedelta, timezone
+
+    from edge_app.till.service import QUEUE_MAX
+
+    cfg = service_config(tmp_path, empty_video(tmp_path / "e.avi"), None, triggers={"max_scan_age_seconds": 20})
+    svc = Service(cfg, pipeline=parts[0], model=parts[1])
+    subs = [svc.submit(Scan(Item("5010677850100", "alcohol"), f"Q-{i}"), "pos") for i in range(QUEUE_MAX + 2)]
+    assert [s.status for s in subs] == ["started"] * QUEUE_MAX + ["busy"] * 2
+    old = (datetime.now(timezone.utc) - timedelta(seconds=90)).timestamp()
+    stale = svc.submit(Scan(Item("5010677850100", "alcohol"), "Q-stale", sent_at=old), "pos")
+    assert stale.status == "missed" and "90 s after the POS sent it" in stale.detail
+    assert svc.state()["scans_missed"] == {"stale": 1, "queue_full": 2, "shutdown": 0, "check_failed": 0}
+    svc.stop()
+    box = Outbox(cfg.outbox.path, 100)
+    rows = [json.loads(r.payload) for r in box.after(0, 100)]
+    box.close()
+    for ev in rows:
+        events.validate(ev)
+    got = {(ev["transaction_id"], ev["reason"]) for ev in rows}
+    assert got == ({(f"Q-{i}", "shutdown") for i in range(QUEUE_MAX)} | {(f"Q-{QUEUE_MAX}", "queue_full"),
+                   (f"Q-{QUEUE_MAX + 1}", "queue_full"), ("Q-stale", "stale")})
+    assert {ev["kind"] for ev in rows} == {"missed"} and rows[0]["trigger"]["sku"] == "5010677850100"
