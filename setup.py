@@ -31,6 +31,14 @@ setup(
         # is no longer only in [train]). 3.8 is the first release with wheels for Python 3.12,
         # the top of python_requires; <4 keeps a stable major. All of 3.8-3.x accept numpy<2.
         "matplotlib>=3.8,<4",
+        # `agecheck dashboard`: a small, well-kept web framework (Flask, with Jinja templates
+        # that escape what they show) and a pure-Python production WSGI server (waitress: no
+        # compiler, runs the same on a manager's Windows PC). Flask 3 / waitress 3 are current.
+        "flask>=3,<4",
+        "waitress>=3,<4",
+        # The feed and dashboard also take a postgresql:// URL (a head office's event store).
+        # psycopg 3 is the maintained PostgreSQL driver; [binary] brings its own libpq.
+        "psycopg[binary]>=3.1,<4",
     ],
     extras_require={
         "train": [
@@ -52,7 +60,11 @@ setup(
             # Property-based fuzzing of the parsers that read bytes from outside (pos/scan,
             # pos/sale, events on the feed): tests/edge_app/core/test_payloads.py.
             "hypothesis>=6.100,<7",
+            # Drives Debian's chromium (chromium-driver) headless in the dashboard tests.
+            "selenium>=4.20,<5",
         ],
     },
+    # The dashboard's page templates and Chart.js (vendored from npm, MIT; see its README).
+    package_data={"edge_app.manager": ["templates/*.html", "static/*"]},
     entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},
 )

@@ -79,7 +79,10 @@ def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
         for photo, rgb, notes, error in read_photos(args.photos, cfg.faces.max_image_pixels):
             if error:
                 failures += 1
-                print(f"error: {error}", file=sys.stderr)
+                # One write per line: MediaPipe's threads write to the same stderr, and print()'s
+                # separate write of the newline let their warnings land inside our line.
+                sys.stderr.write(f"error: {error}\n")
+                sys.stderr.flush()
                 reports.append({"file": photo, "error": error})
                 continue
             res = pipe.process(rgb)
@@ -175,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_delegate("edge_app.cashier.window"))
 
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
-    p.add_argument("--db", default=None, help="SQLite file for the feed (default from config)")
+    p.add_argument("--db", default=None,
+                   help="where to store events: a SQLite file, or a postgresql:// URL (default from config)")
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
     common(p)
     p.set_defaults(func=_delegate("edge_app.manager.feed"))
@@ -183,10 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
     p.add_argument("--since", default=None, help="start date (YYYY-MM-DD), inclusive")
     p.add_argument("--until", default=None, help="end date (YYYY-MM-DD), inclusive")
-    p.add_argument("--db", default=None, help="SQLite file written by `agecheck feed`")
-    p.add_argument("--out", default="agecheck-report", help="folder for report.md and charts")
+    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL")
+    p.add_argument("--store", default=None, help="only this store (default: every store in the database)")
+    p.add_argument("--out", default="agecheck-report",
+                   help="folder for report.md, report.json, per_till.csv and the charts")
+    p.add_argument("--json", action="store_true", help="print report.json instead of the one-line summary")
     common(p)
     p.set_defaults(func=_delegate("edge_app.manager.report"))
+
+    p = sub.add_parser("dashboard", help="store manager / head office: web dashboard over the feed's store")
+    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL (default from config)")
+    p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8050; 0 = any free port)")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (prompt or stdin) and print the hash for dashboard.password_hash")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.manager.dashboard"))
 
     p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
     p.add_argument("--frames", type=int, default=300,

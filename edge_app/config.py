@@ -210,6 +210,17 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    # Only this computer can open the dashboard unless host is set to another address (e.g.
+    # 0.0.0.0); then a password is required: password_hash from `agecheck dashboard
+    # --hash-password` (the password itself is never written in config.yaml).
+    host: str = "127.0.0.1"
+    port: int = field(default=8050, metadata=_rng(1, 65535))
+    username: str = "manager"
+    password_hash: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -229,6 +240,7 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 

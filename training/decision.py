@@ -147,7 +147,7 @@ def summary(decision: dict, sources: list[str]) -> list[str]:
 def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, level: float) -> dict:
     """The decision block for a TFLite file, from its distributions on the validation crops."""
     from edge_app.vision.model import AgeModel
-    from training.dataset import load_split
+    from training.data import load_split
 
     val = load_split(data, "val")
     model = AgeModel(model_path, use_age_map=False)

@@ -34,8 +34,8 @@ from edge_app.config import FacesConfig, ModelConfig, PolicyConfig
 from edge_app.vision.faces import FacePipeline, ImageError, load_image
 from edge_app.vision.model import AgeModel, ModelError, card_path
 from edge_app.core.policy import BANDS, decide_calibrated
+from training.data import GROUP_COLUMNS, LabelledPhoto, LabelsError, read_labels
 
-GROUP_COLUMNS = ("source", "gender", "race")
 SEX_NAMES = {"0": "men", "1": "women"}  # UTKFace's and All-Age-Faces' coding
 RACE_NAMES = {"0": "White", "1": "Black", "2": "Asian", "3": "Indian", "4": "Other"}  # UTKFace's coding
 BOOTSTRAP = 2000
@@ -43,13 +43,6 @@ BOOTSTRAP = 2000
 
 class EvaluateError(ValueError):
     """Input evaluate cannot use; the message names it."""
-
-
-@dataclass(frozen=True)
-class LabelledPhoto:
-    file_name: str
-    real_age: float
-    groups: dict  # column -> value for the optional GROUP_COLUMNS present
 
 
 @dataclass(frozen=True)
@@ -197,30 +190,6 @@ def format_breakdown(groups: dict) -> str:
     return "\n".join(lines)
 
 
-def read_labels(path: Path, split: str | None) -> list[LabelledPhoto]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or [])
-        if not {"file_name", "real_age"} <= cols:
-            raise EvaluateError(f"{path} must have the columns file_name,real_age")
-        if split and "split" not in cols:
-            raise EvaluateError(f"--split given but {path} has no 'split' column (use the split.csv from training.prepare)")
-        present = [c for c in GROUP_COLUMNS if c in cols]
-        rows = []
-        for i, r in enumerate(reader, start=2):
-            if split and r["split"] != split:
-                continue
-            try:
-                age = float(r["real_age"])
-            except ValueError:
-                age = float("nan")
-            if not np.isfinite(age):
-                print(f"warning: {path}:{i}: age {r['real_age']!r} is not a number; skipped", file=sys.stderr)
-                continue
-            rows.append(LabelledPhoto(r["file_name"], age, {c: (r[c] or "").strip() for c in present}))
-        return rows
-
-
 def image_dirs(specs: list[str]) -> dict[str | None, Path]:
     """--images DIR (any source) or NAME=DIR (the photos of source NAME)."""
     out: dict[str | None, Path] = {}
@@ -234,7 +203,7 @@ def image_dirs(specs: list[str]) -> dict[str | None, Path]:
 
 
 def photo_path(row: LabelledPhoto, dirs: dict[str | None, Path]) -> Path:
-    src = row.groups.get("source")
+    src = row.columns.get("source")
     folder = dirs.get(src) if src in dirs else dirs.get(None)
     if folder is None:
         raise EvaluateError(f"no --images folder for source {src!r}: give --images {src}=DIR")
@@ -260,7 +229,8 @@ def predict_all(rows: list[LabelledPhoto], dirs: dict[str | None, Path], pipe: F
         est = model.predict(crop)
         # The same call `agecheck estimate` makes: one frame, no face means no_face.
         pol = decide_calibrated([est.age] if det else [], [est.probs] if det else [], policy, model.rules)
-        out.append(Prediction(row.file_name, row.real_age, round(est.age, 3), det, pol.decision, pol.p_over, row.groups))
+        groups = {c: v for c, v in row.columns.items() if c in GROUP_COLUMNS}
+        out.append(Prediction(row.file_name, row.real_age, round(est.age, 3), det, pol.decision, pol.p_over, groups))
         if (i + 1) % 1000 == 0:
             print(f"  {i + 1}/{len(rows)} photos ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return out, problems
@@ -359,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
             rows = rows[: a.limit]
         if not rows:
             raise EvaluateError("no labelled photos to evaluate")
-        for src in sorted({r.groups.get("source") for r in rows} - {None}):
+        for src in sorted({r.columns.get("source") for r in rows} - {None}):
             if src not in dirs and None not in dirs:
                 raise EvaluateError(f"no --images folder for source {src!r}: give --images {src}=DIR")
         model = AgeModel(a.model, a.threads, use_age_map=not a.no_age_map)
-    except (EvaluateError, ModelError) as exc:
+    except (EvaluateError, LabelsError, ModelError) as exc:
         ap.error(str(exc))
     # The till's face code with the crop size the model takes, as a till configured for this
     # model would run it (faces.output_size must equal the model's input there).

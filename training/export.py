@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.vision.faces import TEMPLATE, TEMPLATE_VERSION
-from training.dataset import load_split
+from training.data import load_split
 from training.train import chain_seconds
 
 

@@ -28,7 +28,6 @@ Keras layers: input ``image`` (float32 RGB 0..255, NHWC); output ``age_probs`` (
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import math
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 
 from training.arch import (BN_EPSILON, CONV_SPECS, ONNX_INPUT_SIZE, ONNX_NUM_CLASSES, PIXEL_SCALE,
                            RGB_MEANS, build_age_resnet, expected_age)
+from training.data import read_labels
 
 # --------------------------------------------------------------------------------------------
 # Reading the ONNX graph
@@ -254,8 +254,7 @@ def load_faces(images_dir: Path, labels_csv: Path, n: int, size: int = ONNX_INPU
 
     Kept in memory only: the dataset's licence forbids writing faces or crops into the project.
     """
-    with open(labels_csv, newline="") as fh:
-        rows = [(r["file_name"], float(r["real_age"])) for r in csv.DictReader(fh)]
+    rows = [(r.file_name, r.real_age) for r in read_labels(labels_csv)]
     order = np.random.default_rng(seed).permutation(len(rows))
     images: list[np.ndarray] = []
     ages: list[float] = []
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no --images: checking on 32 random-noise images, batch norms not calibrated")
     calib = faces if args.images is not None else None
     if args.calibrate_data is not None:
-        from training.dataset import load_split
+        from training.data import load_split
 
         crops = load_split(args.calibrate_data, "train").x
         pick = np.random.default_rng(0).choice(len(crops), min(512, len(crops)), replace=False)

@@ -20,7 +20,6 @@ import csv
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,15 +28,12 @@ import numpy as np
 
 from edge_app.config import FacesConfig
 from edge_app.vision.faces import TEMPLATE_VERSION, FacePipeline, ImageError, load_image
+from training.data import LabelsError, read_labels
 
 CHUNK = 1000
 SPLITS = ("train", "val", "test")
 # Optional label columns kept with each photo (for breakdowns in evaluate); "" when absent.
 EXTRA_COLUMNS = ("gender", "race")
-
-
-class LabelsError(ValueError):
-    """A labels CSV or sources file that cannot be used; the message names the file and why."""
 
 
 @dataclass(frozen=True)
@@ -90,26 +86,10 @@ def check_sources(sources: list[Source]) -> None:
                 raise LabelsError(f"source {s.name}: {what} {p} does not exist")
 
 
-def read_labels(path: Path) -> list[dict]:
-    """Rows of a labels CSV as dicts with file_name, age and the optional columns."""
-    rows = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"file_name", "real_age"} - set(reader.fieldnames or [])
-        if missing:
-            raise LabelsError(f"{path} lacks column(s) {', '.join(sorted(missing))}; need file_name,real_age")
-        for i, row in enumerate(reader, start=2):
-            try:
-                age = float(row["real_age"])
-            except (TypeError, ValueError):
-                print(f"warning: {path}:{i}: age {row['real_age']!r} is not a number; row skipped", file=sys.stderr)
-                continue
-            if not np.isfinite(age) or not 0 <= age <= 130:
-                print(f"warning: {path}:{i}: age {row['real_age']!r} is not an age; row skipped", file=sys.stderr)
-                continue
-            rows.append({"file_name": row["file_name"], "age": age,
-                         **{c: (row.get(c) or "").strip() for c in EXTRA_COLUMNS}})
-    return rows
+def label_rows(path: Path) -> list[dict]:
+    """prepare's working rows: file_name, age and the optional columns it carries through."""
+    return [{"file_name": r.file_name, "age": r.real_age, **{c: r.columns.get(c, "") for c in EXTRA_COLUMNS}}
+            for r in read_labels(path)]
 
 
 def file_md5(path: Path) -> str:
@@ -208,7 +188,7 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
     seen_md5: dict[str, str] = {}
     kept_all, dropped_all, labelled = [], [], {}
     for src in sources:
-        rows = read_labels(src.labels)
+        rows = label_rows(src.labels)
         labelled[src.name] = len(rows)
         print(f"{src.name}: {len(rows)} labelled photos in {src.labels}")
         hashes = _hashes(src, rows, out)

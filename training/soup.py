@@ -18,15 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from training.dataset import load_split
+from training.data import load_split
 from training.train import chain_seconds, val_figures
+
+
+class SoupError(ValueError):
+    """Models that cannot be averaged; the message says why."""
 
 
 def average_weights(models) -> list[np.ndarray]:
     """Element-wise mean of the models' weights (same architecture required)."""
     shapes = [[w.shape for w in m.get_weights()] for m in models]
     if any(s != shapes[0] for s in shapes[1:]):
-        raise SystemExit("soup: the models do not share one architecture; cannot average them")
+        raise SoupError("the models do not share one architecture; cannot average them")
     per_model = [m.get_weights() for m in models]
     return [np.mean([w[i].astype(np.float64) for w in per_model], axis=0).astype(per_model[0][i].dtype)
             for i in range(len(per_model[0]))]
@@ -80,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     for p, m in zip(a.models, models):
         rows.append((str(p), val_figures(m, val)))
     soup = keras.models.clone_model(models[0])
-    soup.set_weights(average_weights(models))
+    try:
+        soup.set_weights(average_weights(models))
+    except SoupError as exc:
+        ap.error(str(exc))
     xt = load_split(a.data, "train").x
     rng = np.random.default_rng(a.seed)
     recalibrate_batch_norms(soup, xt[rng.choice(len(xt), min(a.bn_crops, len(xt)), replace=False)])

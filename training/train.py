@@ -18,7 +18,7 @@ import numpy as np
 
 from training.calibrate import CHALLENGE, gate_figures
 from training.arch import expected_age
-from training.dataset import Split, band_index, cell_weights, load_split
+from training.data import Split, band_index, cell_weights, load_split
 
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures

@@ -609,6 +609,12 @@ def attach(service) -> "CashierDisplay":
 
 
 # -- standalone: `agecheck display` -----------------------------------------------------------------
+def display_publisher(till_id: str) -> str:
+    """The `publisher` of the answers a standalone window sends for a till (':' cannot occur in
+    a till id, so it never names a till service)."""
+    return f"{till_id}:display"
+
+
 class AckLink:
     """The standalone window's broker connection: an `mqtt.MqttLink` that subscribes to this
     till's events/check and events/alert (a persistent session, so alerts published while the
@@ -639,7 +645,8 @@ class AckLink:
     def publish(self, ack: dict) -> None:
         """Store the answer durably (raises if it cannot be stored) and wake the sender."""
         topic = events.topic(ack["store_id"], ack["till_id"], "events/ack")
-        self.outbox.put(topic, events.encode(ack), ack["event_id"])
+        # Its own numbering, apart from the till's: the window has its own outbox.
+        self.outbox.put_event(topic, ack, display_publisher(ack["till_id"]))
         self.link.wake()
 
     def stop(self, flush_timeout: float = 3.0) -> None:

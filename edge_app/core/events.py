@@ -1,4 +1,4 @@
-"""Event schema: the JSON documents published over MQTT (DESIGN.md "Events over MQTT"), their
+"""Event schema: the JSON documents published over MQTT (docs/design.md, "Events over MQTT"), their
 topics, and a validator the feed and the tests share. Never an image, crop or embedding."""
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ def encode(event: dict) -> bytes:
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
+def decode(payload: bytes) -> dict:
+    return json.loads(payload.decode("utf-8"))
+
+
 # Required fields per kind, beyond the envelope, with the JSON types they must have.
 _NUM = (int, float)
 _ENVELOPE = {"event_id": str, "schema": int, "kind": str, "ts": str, "store_id": str, "till_id": str}
@@ -59,6 +63,12 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     "integrity": {"alert_event_id": str, "seconds_after_alert": _NUM},
     "missed": {"trigger": dict, "reason": str, "detail": str},
 }
+# Optional envelope fields. `publisher` names the program that stored the event in its outbox
+# (the till service: its till_id; a standalone cashier window: "<till_id>:display") and `seq` counts
+# that outbox's events from 1, without holes, across restarts: a consumer that sees 7 then 10
+# knows two events of that publisher never reached it. `operator_id` is the cashier logged in at
+# the POS, when the POS sends it.
+_OPTIONAL: dict[str, Any] = {"seq": int, "publisher": str, "operator_id": (str, type(None))}
 _FORBIDDEN = ("image", "crop", "face", "embedding", "jpeg", "png", "pixels")
 
 
@@ -91,6 +101,13 @@ def validate(event: Any) -> dict:
             raise SchemaError(f"{kind} event: missing field {k!r}")
         if not isinstance(event[k], t) or isinstance(event[k], bool):
             raise SchemaError(f"{kind} event: field {k!r} has the wrong type")
+    for k, t in _OPTIONAL.items():
+        if k in event and (not isinstance(event[k], t) or isinstance(event[k], bool)):
+            raise SchemaError(f"field {k!r} has the wrong type")
+    if "seq" in event and event["seq"] < 1:
+        raise SchemaError(f"field 'seq' must be 1 or more, got {event['seq']}")
+    if ("seq" in event) != ("publisher" in event):
+        raise SchemaError("fields 'seq' and 'publisher' come together; one is missing")
     for k in event:
         if any(bad in k.lower() for bad in _FORBIDDEN) and k not in ("faces_seen",):
             raise SchemaError(f"field {k!r} looks like image data; events never carry images")

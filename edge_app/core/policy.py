@@ -123,6 +123,14 @@ def _no_face(n: int, min_frames: int, cfg: PolicyConfig) -> PolicyResult:
                         f"{n} usable face frame(s), need {max(1, min_frames)}")
 
 
+def _verdict(ok: bool, measured: str, bound: str, age: float, low: float, high: float, spread: float, n: int,
+             cfg: PolicyConfig, p_over: float | None = None) -> PolicyResult:
+    """approve when `ok`, else check_id, with the comparison that decided it as the reason."""
+    decision: Decision = "approve" if ok else "check_id"
+    return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2), n,
+                        cfg.legal_age, cfg.challenge_age, f"{measured} {'>=' if ok else '<'} {bound}", p_over)
+
+
 def decide(ages: Sequence[float], cfg: PolicyConfig, min_frames: int = 1) -> PolicyResult:
     """The margin rule, for a model whose card has no calibrated decision: approve only when the
     aggregated estimate minus its uncertainty is at or above the challenge age; otherwise
@@ -131,15 +139,8 @@ def decide(ages: Sequence[float], cfg: PolicyConfig, min_frames: int = 1) -> Pol
         return _no_face(len(ages), min_frames, cfg)
     age, spread = aggregate(ages)
     unc = spread + cfg.margin_years
-    low, high = age - unc, age + unc
-    if low >= cfg.challenge_age:
-        decision: Decision = "approve"
-        reason = f"estimate {age:.1f} - {unc:.1f} >= challenge age {cfg.challenge_age}"
-    else:
-        decision = "check_id"
-        reason = f"estimate {age:.1f} - {unc:.1f} < challenge age {cfg.challenge_age}"
-    return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2),
-                        len(ages), cfg.legal_age, cfg.challenge_age, reason)
+    return _verdict(age - unc >= cfg.challenge_age, f"estimate {age:.1f} - {unc:.1f}",
+                    f"challenge age {cfg.challenge_age}", age, age - unc, age + unc, spread, len(ages), cfg)
 
 
 def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], cfg: PolicyConfig,
@@ -160,13 +161,6 @@ def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], cfg: P
     # The interval is of the raw distribution; the shown estimate is the card's mapped age, so
     # the range is widened to contain it rather than shown beside it.
     low, high = min(low, age), max(high, age)
-    if p >= gate.threshold:
-        decision: Decision = "approve"
-        reason = f"P(age >= {cfg.challenge_age}) {p:.3f} >= threshold {gate.threshold:.3f}"
-    else:
-        decision = "check_id"
-        reason = f"P(age >= {cfg.challenge_age}) {p:.3f} < threshold {gate.threshold:.3f}"
-    if not math.isfinite(p):
-        decision, reason = "check_id", "the model gave no usable probability"
-    return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2),
-                        len(ages), cfg.legal_age, cfg.challenge_age, reason, round(p, 4))
+    # A probability that is not a number approves nobody (NaN >= t is false) and is not published.
+    return _verdict(p >= gate.threshold, f"P(age >= {cfg.challenge_age}) {p:.3f}", f"threshold {gate.threshold:.3f}",
+                    age, low, high, spread, len(ages), cfg, round(p, 4) if math.isfinite(p) else None)

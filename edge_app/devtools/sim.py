@@ -5,8 +5,10 @@ demo, the benchmark and the tests:
   request, for outage tests);
 * `make_demo_video` - a short video made from the public-domain NASA astronaut portrait that
   ships with scikit-image (a face that moves a little, then an empty till);
+* `Pos` - a till's POS on MQTT: a scan of the demo item, the sale that closes it, on request;
 * `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
-  seconds, like a till's POS would.
+  seconds, like a till's POS would;
+* `Xvfb` - a private X server for the cashier window where there is no screen (bench, tests).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +39,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def end_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout` s; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def find_mosquitto() -> str:
@@ -69,6 +83,9 @@ class LocalBroker:
         ]
         if persistent:
             lines.append(f"persistence_location {self.dir}/")
+        # A shipped config (deploy/mosquitto) passed in extra_config decides its own options.
+        given = {ln.split()[0] for ln in extra_config if ln.strip() and not ln.lstrip().startswith("#")}
+        lines = [ln for ln in lines if ln.split()[0] not in given or ln.split()[0] in ("listener", "log_dest")]
         lines += list(extra_config)
         if os.geteuid() == 0:
             # Run as root only because we are root already; otherwise it drops to 'mosquitto',
@@ -101,13 +118,7 @@ class LocalBroker:
 
     def stop(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            end_process(self.proc)
             self.proc = None
 
     def reload(self) -> None:
@@ -135,7 +146,8 @@ class LocalBroker:
         self.close()
 
 
-def _paste(frame: np.ndarray, img: np.ndarray, x0: int, y0: int) -> None:
+def paste(frame: np.ndarray, img: np.ndarray, x0: int, y0: int) -> None:
+    """Draw img onto frame with its top-left corner at (x0, y0), clipped to the frame."""
     h, w = img.shape[:2]
     fx0, fy0 = max(0, x0), max(0, y0)
     fx1, fy1 = min(frame.shape[1], x0 + w), min(frame.shape[0], y0 + h)
@@ -151,6 +163,14 @@ def background(width: int, height: int) -> np.ndarray:
     return bg.astype(np.uint8)
 
 
+def mjpg_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    """An open OpenCV writer of an MJPG .avi (a codec every OpenCV build can write and read)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
+    return writer
+
+
 def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, face_seconds: float = 8.0,
                     width: int = 640, height: int = 480) -> Path:
     """Write an MJPG .avi: the astronaut portrait (public domain, from scikit-image) swaying a
@@ -162,9 +182,7 @@ def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, 
     portrait = cv2.resize(portrait, (size, size), interpolation=cv2.INTER_AREA)
     bg = background(width, height)
     path = Path(path)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
+    writer = mjpg_writer(path, fps, width, height)
     try:
         for i in range(int(round(seconds * fps))):
             t = i / fps
@@ -172,11 +190,46 @@ def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, 
             if t < face_seconds:
                 dx = int(18 * math.sin(2 * math.pi * t / 3.0))
                 dy = int(6 * math.sin(2 * math.pi * t / 2.0))
-                _paste(frame, portrait, (width - size) // 2 + dx, int(height * 0.02) + dy)
+                paste(frame, portrait, (width - size) // 2 + dx, int(height * 0.02) + dy)
             writer.write(frame)
     finally:
         writer.release()
     return path
+
+
+class Pos:
+    """A till's POS on MQTT: publishes a scan of the demo item and the sale that closes its
+    transaction (QoS 1, as a POS must not lose either). `connected` is set once the broker
+    has accepted the connection."""
+
+    def __init__(self, host: str, port: int, store_id: str, till_id: str, name: str = "pos"):
+        import paho.mqtt.client as mqtt
+
+        from edge_app.core import events
+
+        self._scan_topic = events.topic(store_id, till_id, "pos/scan")
+        self._sale_topic = events.topic(store_id, till_id, "pos/sale")
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-{name}-{till_id}-{os.getpid()}")
+        self.client.on_connect = lambda *a: self.connected.set()
+        # Asynchronous: a POS that starts before its broker connects when the broker comes up.
+        self.client.connect_async(host, port)
+        self.client.loop_start()
+
+    def scan(self, txn: str) -> float:
+        """Publish a scan of the demo item; returns the monotonic time just before it was handed
+        to the client (a clock for how long the till takes to answer)."""
+        payload = json.dumps({**DEMO_ITEM, "transaction_id": txn})
+        t = time.monotonic()
+        self.client.publish(self._scan_topic, payload, qos=1)
+        return t
+
+    def sale(self, txn: str) -> None:
+        self.client.publish(self._sale_topic, json.dumps({"transaction_id": txn}), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class SimulatedPos:
@@ -185,39 +238,90 @@ class SimulatedPos:
 
     def __init__(self, host: str, port: int, store_id: str, till_id: str, every_s: float = SCAN_EVERY_S,
                  sale_after_s: float = SALE_AFTER_S, first_after_s: float = 2.0):
-        import paho.mqtt.client as mqtt
-
-        from edge_app.core import events
-
-        self._scan_topic = events.topic(store_id, till_id, "pos/scan")
-        self._sale_topic = events.topic(store_id, till_id, "pos/sale")
+        self._where = (host, port, store_id, till_id)
         self.every_s, self.sale_after_s, self.first_after_s = every_s, sale_after_s, first_after_s
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-pos-{till_id}")
-        self.client.connect_async(host, port)
+        self._pos: Pos | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-pos", daemon=True)
         self.scans = 0
 
     def start(self) -> "SimulatedPos":
-        self.client.loop_start()
+        self._pos = Pos(*self._where, name="demo-pos")
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        assert self._pos is not None
         if self._stop.wait(self.first_after_s):
             return
         for n in itertools.count(1):
             txn = f"demo-{n:04d}"
-            self.client.publish(self._scan_topic, json.dumps({**DEMO_ITEM, "transaction_id": txn}), qos=1)
+            self._pos.scan(txn)
             self.scans += 1
             if self._stop.wait(self.sale_after_s):
                 return
-            self.client.publish(self._sale_topic, json.dumps({"transaction_id": txn}), qos=1)
+            self._pos.sale(txn)
             if self._stop.wait(max(0.0, self.every_s - self.sale_after_s)):
                 return
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self._pos is not None:
+            self._pos.close()
+
+
+class Xvfb:
+    """A private X server on 127.0.0.1 only, on a free display number that Xvfb picks itself
+    (-displayfd), so parallel runs never race for one. start() returns once it accepts clients;
+    stop() ends it. It does not touch $DISPLAY: the caller decides who draws on it."""
+
+    def __init__(self, width: int = 1280, height: int = 800):
+        self.width, self.height = width, height
+        self.proc: subprocess.Popen | None = None
+        self.display: str | None = None  # ":N" once started
+
+    def start(self, timeout: float = 15.0) -> "Xvfb":
+        binary = shutil.which("Xvfb")
+        if binary is None:
+            raise FileNotFoundError("Xvfb is not installed: apt-get install xvfb")
+        r, w = os.pipe()
+        # -noreset: the server stays as it is when its last client (a window under test) closes.
+        self.proc = subprocess.Popen([binary, "-displayfd", str(w), "-screen", "0", f"{self.width}x{self.height}x24",
+                                      "-nolisten", "tcp", "-noreset"], pass_fds=(w,), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(w)
+        try:
+            self.display = ":" + self._read_display(r, time.monotonic() + timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        finally:
+            os.close(r)
+        return self
+
+    def _read_display(self, fd: int, deadline: float) -> str:
+        """The display number Xvfb writes (with a newline) once it is ready for clients."""
+        buf = b""
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            # select, not a bare read: an Xvfb that hangs must not hang its caller.
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise RuntimeError("Xvfb did not report a display within the time allowed")
+            chunk = os.read(fd, 16)
+            if not chunk:
+                code = self.proc.poll() if self.proc else None
+                raise RuntimeError(f"Xvfb exited (code {code}) before reporting its display number")
+            buf += chunk
+        return buf.decode().strip()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            end_process(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> "Xvfb":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

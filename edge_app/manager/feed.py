@@ -1,14 +1,20 @@
 """Manager feed (`agecheck feed`): subscribes to one store's (or every store's) events with a
-persistent MQTT session, stores each event once in SQLite (de-duplicated by event_id), and
-prints them live as a table.
+persistent MQTT session, stores each event once (de-duplicated by event_id) in the event store
+(`edge_app.manager.db`: a SQLite file, or PostgreSQL for a head office), and prints them live as a
+table.
 
-It owns the feed database (read by `edge_app.manager.report`): table `events` (one row per event_id),
+It owns what goes into the store (read by `edge_app.manager.report` and `.dashboard`): table
+`events` (one row per event_id, with the store, till, publisher and sequence number),
 table `quarantine` (malformed JSON, unknown schema versions, events that fail validation or do
 not match their topic - kept once per distinct message with the reason and a count, never parsed
 again) and table `counters`
 (duplicates seen). A message is acknowledged to the broker (manual PUBACK) only after its row is
 committed, so a crash or a full disk between the two means a redelivery (de-duplicated) rather
 than a loss.
+
+Gaps: events carry their publisher's sequence number (`transport.outbox`). The holes in those
+numbers are worked out from what is stored (`gap_rows`), so an event that arrives late closes its
+hole; the live table prints a line when a new event shows a hole below it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import signal
-import sqlite3
 import sys
 import threading
 from dataclasses import dataclass
@@ -26,55 +31,14 @@ from typing import Any, Literal, TextIO
 
 from edge_app.core import events, payloads
 from edge_app.config import Config
+from edge_app.manager.db import Database, StoreError
+from edge_app.manager.db import target as db_target
 from edge_app.transport.mqtt import make_client
-from edge_app.transport.outbox import create_private
 
 log = logging.getLogger(__name__)
 
 # Quarantined payloads are kept up to this size; the real size is stored next to them.
 QUARANTINE_KEEP_BYTES = 1024 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    event_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    schema INTEGER NOT NULL,
-    ts TEXT NOT NULL,
-    store_id TEXT NOT NULL,
-    till_id TEXT NOT NULL,
-    transaction_id TEXT,
-    decision TEXT,
-    answer TEXT,
-    age REAL,
-    age_low REAL,
-    age_high REAL,
-    age_band TEXT,
-    alert_event_id TEXT,
-    decision_time_s REAL,
-    topic TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_alert ON events (alert_event_id);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    -- sha256 of topic + payload: a redelivered bad message is one row seen twice
-    digest TEXT NOT NULL UNIQUE,
-    received_at TEXT NOT NULL,
-    last_received_at TEXT NOT NULL,
-    times INTEGER NOT NULL DEFAULT 1,
-    topic TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
 
 class FeedDBError(Exception):
     """The feed database cannot be opened or is not one of ours."""
@@ -85,6 +49,7 @@ class Stored:
     status: Literal["new", "duplicate", "quarantined"]
     event: dict | None = None
     reason: str | None = None
+    gap: "Gap | None" = None  # a new event that shows some before it are missing
 
 
 def _topic_parts(topic: str) -> tuple[str, str, str] | None:
@@ -125,82 +90,125 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else (None if v is None else str(v))
 
 
+_INSERT = (
+    "INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, transaction_id, decision, answer, age,"
+    " age_low, age_high, age_band, alert_event_id, decision_time_s, topic, received_at, payload, publisher, seq,"
+    " operator_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Events of one publisher that never reached the feed: numbers after_seq+1 .. before_seq-1,
+    sent between after_ts and before_ts."""
+
+    store_id: str
+    publisher: str
+    till_id: str
+    after_seq: int
+    before_seq: int
+    after_ts: str
+    before_ts: str
+
+    @property
+    def missing(self) -> int:
+        return self.before_seq - self.after_seq - 1
+
+
+def gap_rows(db: Database, store: str | None = None) -> list[Gap]:
+    """Every hole in every publisher's sequence numbers (a late event that fills a hole closes
+    it: the holes are worked out from what is stored, not remembered)."""
+    where = "publisher IS NOT NULL" + (" AND store_id = ?" if store else "")
+    rows = db.query(
+        "SELECT store_id, publisher, till_id, prev_seq, seq, prev_ts, ts FROM ("
+        " SELECT store_id, publisher, till_id, seq, ts,"
+        "  LAG(seq) OVER (PARTITION BY store_id, publisher ORDER BY seq) AS prev_seq,"
+        "  LAG(ts) OVER (PARTITION BY store_id, publisher ORDER BY seq) AS prev_ts"
+        f" FROM events WHERE {where}) AS numbered WHERE seq > prev_seq + 1 ORDER BY store_id, publisher, seq",
+        (store,) if store else ())
+    return [Gap(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6]) for r in rows]
+
+
 class FeedStore:
-    """The feed's SQLite file. Safe to share between threads (one connection, one lock)."""
+    """The feed's event store (a SQLite file or a PostgreSQL database, see `db`). Safe to share
+    between threads. Every insert is idempotent (ON CONFLICT DO NOTHING on event_id), so two feeds
+    writing the same events into one PostgreSQL store each keep one row per event."""
 
     def __init__(self, path: str | Path, max_payload_bytes: int = 65536) -> None:
-        self.path = Path(path)
         self.max_payload_bytes = max_payload_bytes
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        create_private(self.path)  # 0600: the feed names transactions and estimated ages
         try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: the row must be on disk before paho sends PUBACK (power cut on the shop PC).
-            self._db.execute("PRAGMA synchronous=FULL")
-            cols = {r[1] for r in self._db.execute("PRAGMA table_info(events)")}
-            missing = {"event_id", "kind", "ts", "till_id", "received_at", "payload"} - cols
-            if cols and missing:
-                # Another program's SQLite file (e.g. a till outbox) that also has `events`.
-                self._db.close()
-                raise FeedDBError(f"{self.path}: cannot use it as the feed database (its events table has no "
-                                  f"{', '.join(sorted(missing))} column; is it another program's file?)")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise FeedDBError(f"{self.path}: cannot use it as the feed database ({exc})") from None
+            tgt = db_target(path)
+            self.label = tgt.label
+            self.db = Database(tgt, read_only=False)
+            if self.db.dialect == "sqlite" and self.db.has_table("events"):
+                missing = {"event_id", "kind", "ts", "till_id", "received_at", "payload"} - self.db.columns("events")
+                if missing:
+                    # Another program's SQLite file (e.g. a till outbox) that also has `events`.
+                    self.db.close()
+                    raise FeedDBError(f"{path}: cannot use it as the feed database (its events table has no "
+                                      f"{', '.join(sorted(missing))} column; is it another program's file?)")
+            self.db.migrate()
+        except StoreError as exc:
+            msg = str(exc)
+            if "cannot use it as the feed database" not in msg:
+                msg = f"cannot use it as the feed database: {msg}"
+            raise FeedDBError(msg) from None
+        self.path = path
 
     def add(self, topic: str, payload: bytes, received_at: str | None = None) -> Stored:
+        """Store one message (raises StoreError when the database cannot take it: then it must
+        not be acknowledged)."""
         received_at = received_at or events.now_iso()
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
             return self.quarantine(topic, payload, reason or "unusable", received_at)
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO events (event_id, kind, schema, ts, store_id, till_id, transaction_id,"
-                " decision, answer, age, age_low, age_high, age_band, alert_event_id, decision_time_s, topic,"
-                " received_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    ev["event_id"], ev["kind"], ev["schema"], ev["ts"], ev["store_id"], ev["till_id"],
-                    _text(ev.get("transaction_id")), _text(ev.get("decision")), _text(ev.get("answer")),
-                    _num(ev.get("age")), _num(ev.get("age_low")), _num(ev.get("age_high")),
-                    _text(ev.get("age_band")), _text(ev.get("alert_event_id")), _num(ev.get("decision_time_s")),
-                    topic, received_at, payload.decode("utf-8"),
-                ),
-            )
-            if cur.rowcount == 1:
-                return Stored("new", ev)
-            self._db.execute(
-                "INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + 1"
-            )
-            return Stored("duplicate", ev)
+        seq = ev.get("seq")
+        n = self.db.execute(_INSERT, (
+            ev["event_id"], ev["kind"], ev["schema"], ev["ts"], ev["store_id"], ev["till_id"],
+            _text(ev.get("transaction_id")), _text(ev.get("decision")), _text(ev.get("answer")),
+            _num(ev.get("age")), _num(ev.get("age_low")), _num(ev.get("age_high")),
+            _text(ev.get("age_band")), _text(ev.get("alert_event_id")), _num(ev.get("decision_time_s")),
+            topic, received_at, payload.decode("utf-8"), _text(ev.get("publisher")),
+            seq if isinstance(seq, int) else None, _text(ev.get("operator_id")),
+        ))
+        if n == 1:
+            return Stored("new", ev, gap=self._gap_before(ev))
+        self.db.execute("INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
+                        " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
+        return Stored("duplicate", ev)
+
+    def _gap_before(self, ev: dict) -> Gap | None:
+        """The hole just below this event's number, when earlier events of its publisher are
+        stored but the ones right before it are not."""
+        seq, pub = ev.get("seq"), ev.get("publisher")
+        if not isinstance(seq, int) or not isinstance(pub, str) or seq <= 1:
+            return None
+        rows = self.db.query("SELECT seq, ts FROM events WHERE store_id = ? AND publisher = ? AND seq < ?"
+                             " ORDER BY seq DESC LIMIT 1", (ev["store_id"], pub, seq))
+        if not rows or rows[0][0] >= seq - 1:
+            return None
+        return Gap(ev["store_id"], pub, ev["till_id"], int(rows[0][0]), seq, rows[0][1], ev["ts"])
 
     def quarantine(self, topic: str, payload: bytes, reason: str, received_at: str | None = None) -> Stored:
         """Keep a message aside with the reason it cannot be used (once per distinct message)."""
         received_at = received_at or events.now_iso()
         digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + bytes(payload)).hexdigest()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(digest) DO UPDATE SET times = times + 1,"
-                " last_received_at = excluded.last_received_at",
-                (digest, received_at, received_at, topic, reason, len(payload),
-                 bytes(payload[:QUARANTINE_KEEP_BYTES])),
-            )
+        self.db.execute(
+            "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (digest) DO UPDATE SET times = quarantine.times + 1,"
+            " last_received_at = excluded.last_received_at",
+            (digest, received_at, received_at, topic, reason, len(payload), bytes(payload[:QUARANTINE_KEEP_BYTES])),
+        )
         return Stored("quarantined", None, reason)
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            n = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-            q = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-            d = self._db.execute("SELECT value FROM counters WHERE name='duplicates'").fetchone()
-        return {"events": n, "quarantined": q, "duplicates": d[0] if d else 0}
+        n = self.db.query("SELECT COUNT(*) FROM events")[0][0]
+        q = self.db.query("SELECT COUNT(*) FROM quarantine")[0][0]
+        d = self.db.query("SELECT value FROM counters WHERE name='duplicates'")
+        return {"events": int(n), "quarantined": int(q), "duplicates": int(d[0][0]) if d else 0}
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
 
 # -- the live table ------------------------------------------------------------------------------
@@ -223,22 +231,56 @@ def outcome_text(ev: dict) -> str:
     if kind == "missed":
         return f"NOT CHECKED: {ev.get('reason')}"
     if kind == "integrity":
-        return f"SOLD, NO ID +{ev.get('seconds_after_alert', 0):.0f}s"
+        return f"SOLD, NO ID +{ev.get('seconds_after_alert', 0):.0f}s: {integrity_reason(ev.get('reason'))}"
     return ""
 
 
-def local_time(ts: str, tz: tzinfo | None) -> str:
+def integrity_reason(reason: str | None) -> str:
+    """Why an integrity event was raised, in the manager's words."""
+    if reason == "answered_no_id_check":
+        return "cashier answered no ID check"
+    if reason == "unanswered":
+        return "alert not answered"
+    return reason or "no ID check recorded"
+
+
+def gap_text(g: Gap, tz: tzinfo | None, with_store: bool = False) -> str:
+    """'till-03: 12 events missing between 14:02 and 14:09' (dates added when they differ)."""
+    a, b = local_dt(g.after_ts, tz), local_dt(g.before_ts, tz)
+    if a and b and a.date() == b.date():
+        span = f"on {a:%Y-%m-%d} between {a:%H:%M} and {b:%H:%M}"
+    elif a and b:
+        span = f"between {a:%Y-%m-%d %H:%M} and {b:%Y-%m-%d %H:%M}"
+    else:
+        span = f"between {g.after_ts} and {g.before_ts}"
+    who = f"{g.store_id}/{g.publisher}" if with_store else g.publisher
+    n = g.missing
+    return (f"{who}: {n} event{'s' if n != 1 else ''} missing {span} "
+            f"(numbers {g.after_seq + 1}-{g.before_seq - 1} never arrived)")
+
+
+def local_dt(ts: str, tz: tzinfo | None) -> datetime | None:
+    """An event time in `tz` (None = this machine's); a time without an offset is UTC, as every
+    producer writes it."""
     try:
         dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return ts[:8]
+    except (ValueError, AttributeError):
+        return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(tz).strftime("%H:%M:%S")
+    return dt.astimezone(tz)
+
+
+def local_time(ts: str, tz: tzinfo | None) -> str:
+    """Date and time: a feed left running for days must say which day a line is from."""
+    dt = local_dt(ts, tz)
+    return ts[:19] if dt is None else dt.strftime("%Y-%m-%d %H:%M:%S")
 
 
 class TablePrinter:
-    """Fixed-width rows for a terminal; the header is repeated so it stays on screen."""
+    """Fixed-width rows for a terminal; the header is repeated so it stays on screen. One line per
+    check, answer and integrity event; an alert is not printed on a line of its own, because it
+    is the check's decision (CHECK ID / NO FACE, already on the check's line) shown to the cashier."""
 
     HEADER_EVERY = 40
 
@@ -247,7 +289,8 @@ class TablePrinter:
         self.tz = tz
         self.show_store = show_store
         self.rows = 0
-        cols = [("time", 8), ("till", 10), ("kind", 9), ("decision / answer", 26), ("age", 13), ("transaction", 18)]
+        cols = [("time", 19), ("till", 10), ("kind", 9), ("decision / answer / why", 44), ("age", 13),
+                ("transaction", 18)]
         if show_store:
             cols.insert(1, ("store", 12))
         self.cols = cols
@@ -260,6 +303,8 @@ class TablePrinter:
         self.out.write(self._line(["-" * w for _, w in self.cols]) + "\n")
 
     def event(self, ev: dict) -> None:
+        if ev.get("kind") == "alert":
+            return
         if self.rows % self.HEADER_EVERY == 0:
             self.header()
         self.rows += 1
@@ -377,7 +422,7 @@ class Feed:
     def _store_message(self, client, msg) -> None:
         try:
             res = self.store.add(msg.topic, msg.payload)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             # Not acknowledged: the broker sends it again on the next connection.
             log.error("feed: could not store a message from %s: %s", msg.topic, exc)
             self.table.note(f"could not store a message from {msg.topic} ({exc}); it stays with the broker")
@@ -385,6 +430,9 @@ class Feed:
         client.ack(msg.mid, msg.qos)
         if res.status == "new":
             self.table.event(res.event)
+            if res.gap is not None:
+                log.warning("feed: %s", gap_text(res.gap, self.table.tz, True))
+                self.table.note(gap_text(res.gap, self.table.tz, self.table.show_store))
         elif res.status == "quarantined":
             self.table.note(f"quarantined a message on {msg.topic}: {res.reason}")
         else:
@@ -404,7 +452,7 @@ def main(args, cfg: Config) -> int:
         print(f"agecheck feed: {exc}", file=sys.stderr)
         return 2
     c = feed.store.counts()
-    print(f"agecheck feed: {db_path}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
+    print(f"agecheck feed: {feed.store.label}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
           f"connecting to {cfg.mqtt.host}:{cfg.mqtt.port} (Ctrl-C to stop)", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,5 +1,7 @@
-"""Manager report (`agecheck report`): reads the feed database written by `agecheck feed` and
-writes report.md with two PNG charts for a period of days.
+"""Manager report (`agecheck report`): reads the event store written by `agecheck feed` (SQLite
+or PostgreSQL) and writes report.md with two PNG charts, report.json and per_till.csv for a
+period of days, for one store (`--store`) or all of them (one section per store: stores are
+never merged).
 
 It owns the figures and how they are defined:
 
@@ -9,13 +11,16 @@ It owns the figures and how they are defined:
 * the age-band mix of the people buying age-restricted items: every check is triggered by a
   restricted scan, so each transaction counts once, with its latest check that has an age estimate;
 * the integrity events one by one (a manager follows them up);
-* what was quarantined by the feed in the period.
+* the "needs attention" list: tills and cashiers with sales after an unanswered alert or a
+  "no ID check" answer, with the times to find on CCTV;
+* missing events (holes in the tills' event numbers) and what was quarantined by the feed.
+
+The dashboard (`edge_app.manager.dashboard`) shows these same figures.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -26,6 +31,8 @@ from typing import Iterable
 
 from edge_app.config import Config
 from edge_app.core.policy import BANDS
+from edge_app.manager.db import Database, StoreError, open_store
+from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason
 
 MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
@@ -86,17 +93,24 @@ def local_day(ts: str, tz: tzinfo | None) -> date | None:
 class TillDay:
     till_id: str
     day: date
+    store_id: str = ""
     checks: int = 0
     decisions: Counter = field(default_factory=Counter)
     alerts: int = 0
     answered_alerts: int = 0
+    id_checked_alerts: int = 0  # alerts answered "ID checked" (over age, or under age / refused)
     answers: Counter = field(default_factory=Counter)
     integrity: int = 0
+    missed: int = 0  # restricted scans that got no check (`missed` events: stale, queue full, ...)
     decision_times: list[float] = field(default_factory=list)
 
     @property
     def share_answered(self) -> float | None:
         return self.answered_alerts / self.alerts if self.alerts else None
+
+    @property
+    def share_id_checked(self) -> float | None:
+        return self.id_checked_alerts / self.alerts if self.alerts else None
 
     @property
     def median_decision_s(self) -> float | None:
@@ -107,74 +121,104 @@ class TillDay:
         self.decisions.update(other.decisions)
         self.alerts += other.alerts
         self.answered_alerts += other.answered_alerts
+        self.id_checked_alerts += other.id_checked_alerts
         self.answers.update(other.answers)
         self.integrity += other.integrity
+        self.missed += other.missed
         self.decision_times.extend(other.decision_times)
+
+    def figures(self) -> dict:
+        """The figures as plain JSON values (report.json, the dashboard, CSV)."""
+        return {"checks": self.checks, "approve": self.decisions["approve"], "check_id": self.decisions["check_id"],
+                "no_face": self.decisions["no_face"], "alerts": self.alerts,
+                "alerts_answered": self.answered_alerts, "alerts_id_checked": self.id_checked_alerts,
+                "share_alerts_id_checked": self.share_id_checked,
+                **{f"answers_{a}": self.answers[a] for a in _ANSWERS},
+                "integrity": self.integrity, "missed": self.missed, "median_answer_s": self.median_decision_s}
 
 
 @dataclass
 class Summary:
     period: Period
     store_ids: list[str]
-    rows: dict[tuple[str, date], TillDay]
+    rows: dict[tuple[str, str, date], TillDay]  # (store, till, day)
     bands: Counter
     bands_by_category: dict[str, Counter]
     shoppers_without_estimate: int
     integrity_events: list[dict]
     quarantined: int
     events_total: int
+    gaps: list[Gap] = field(default_factory=list)
 
-    def totals(self, till: str | None = None) -> TillDay:
-        t = TillDay(till or "all tills", self.period.since)
-        for (till_id, _), r in self.rows.items():
-            if till is None or till_id == till:
+    def totals(self, till: str | None = None, store: str | None = None) -> TillDay:
+        t = TillDay(till or "all tills", self.period.since, store or "")
+        for (store_id, till_id, _), r in self.rows.items():
+            if (till is None or till_id == till) and (store is None or store_id == store):
                 t.add(r)
         return t
 
     @property
-    def tills(self) -> list[str]:
-        return sorted({k[0] for k in self.rows})
+    def tills(self) -> list[tuple[str, str]]:
+        """(store, till) pairs: till-01 of two stores are two tills."""
+        return sorted({k[:2] for k in self.rows})
 
 
-def open_db(path: str | Path) -> sqlite3.Connection:
-    p = Path(path)
-    if not p.is_file():
-        raise ReportInputError(f"--db: {str(p)!r} does not exist; run `agecheck feed` first to collect events "
-                               "(or pass --db to the feed's database)")
+def open_db(path: str | Path) -> Database:
+    """The feed's store, read-only (a SQLite file or a postgresql:// URL)."""
     try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-        con.execute("SELECT event_id, kind, ts, till_id, payload FROM events LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise ReportInputError(f"--db: {str(p)!r} is not a database written by `agecheck feed` ({exc})") from None
-    return con
+        db = open_store(path, read_only=True)
+    except StoreError as exc:
+        msg = str(exc)
+        if "does not exist" in msg:
+            raise ReportInputError(f"--db: {str(path)!r} does not exist; run `agecheck feed` first to collect "
+                                   "events (or pass --db to the feed's database)") from None
+        raise ReportInputError(f"--db: {msg}") from None
+    try:
+        db.query("SELECT event_id, kind, ts, store_id, till_id, payload FROM events LIMIT 1")
+    except StoreError as exc:
+        db.close()
+        raise ReportInputError(f"--db: {db.target.label!r} is not a database written by `agecheck feed` ({exc})") from None
+    return db
 
 
-def summarize(con: sqlite3.Connection, period: Period, tz: tzinfo | None) -> Summary:
+def _optional_columns(db: Database) -> bool:
+    """A feed database from before sequence numbers has no publisher/seq/operator columns."""
+    return "operator_id" in db.columns("events")
+
+
+def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None = None) -> Summary:
     # A coarse filter on the UTC date (a local day can start the previous UTC day), then exact
     # local days in Python.
     lo = (period.since - timedelta(days=1)).isoformat()
-    hi = (period.until + timedelta(days=1)).isoformat()
-    rows = con.execute(
+    hi = (period.until + timedelta(days=2)).isoformat()
+    where = "ts >= ? AND ts < ?" + (" AND store_id = ?" if store else "")
+    params: tuple = (lo, hi, store) if store else (lo, hi)
+    operator = "operator_id" if _optional_columns(db) else "NULL"
+    rows = db.query(
         "SELECT event_id, kind, ts, store_id, till_id, transaction_id, decision, answer, age, age_band,"
-        " alert_event_id, decision_time_s, payload FROM events WHERE substr(ts, 1, 10) BETWEEN ? AND ?"
-        " ORDER BY ts", (lo, hi)).fetchall()
+        f" alert_event_id, decision_time_s, payload, {operator} FROM events WHERE {where} ORDER BY ts", params)
     # Answers may come after midnight or after the period; an alert counts as answered either way.
-    answered = {r[0] for r in con.execute(
-        "SELECT DISTINCT alert_event_id FROM events WHERE kind = 'ack' AND alert_event_id IS NOT NULL")}
+    answers: dict[str, set[str]] = defaultdict(set)
+    for alert_id, answer in db.query("SELECT alert_event_id, answer FROM events WHERE kind = 'ack'"
+                                     " AND alert_event_id IS NOT NULL"):
+        answers[alert_id].add(answer)
+    alerts: dict[str, dict] = {}  # alert id -> what an integrity line needs of it
 
-    cells: dict[tuple[str, date], TillDay] = {}
+    cells: dict[tuple[str, str, date], TillDay] = {}
     stores: set[str] = set()
     latest_check: dict[str, tuple[str, str | None, str]] = {}  # shopper key -> (ts, band, category)
     integrity: list[dict] = []
     total = 0
     for (event_id, kind, ts, store_id, till_id, txn, decision, answer, age, band, alert_id, dt_s,
-         payload) in rows:
+         payload, operator_id) in rows:
         day = local_day(ts, tz)
+        if kind == "alert":
+            alerts[event_id] = {"ts": ts, "operator_id": operator_id}
         if day is None or not (period.since <= day <= period.until):
             continue
         total += 1
         stores.add(store_id)
-        cell = cells.setdefault((till_id, day), TillDay(till_id, day))
+        cell = cells.setdefault((store_id, till_id, day), TillDay(till_id, day, store_id))
         if kind == "check":
             cell.checks += 1
             cell.decisions[decision] += 1
@@ -184,19 +228,37 @@ def summarize(con: sqlite3.Connection, period: Period, tz: tzinfo | None) -> Sum
                 latest_check[key] = (ts, band, _category(payload))
         elif kind == "alert":
             cell.alerts += 1
-            if event_id in answered:
+            got = answers.get(event_id, set())
+            if got:
                 cell.answered_alerts += 1
+            if got & {"id_checked_over_age", "id_checked_under_age_refused"}:
+                cell.id_checked_alerts += 1
         elif kind == "ack":
             cell.answers[answer] += 1
             if dt_s is not None:
                 cell.decision_times.append(float(dt_s))
+        elif kind == "missed":
+            cell.missed += 1
         elif kind == "integrity":
             cell.integrity += 1
             ev = json.loads(payload)
             local = local_dt(ts, tz).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[union-attr]
-            integrity.append({"ts": ts, "local": local, "day": day, "till_id": till_id, "transaction_id": txn,
-                              "seconds_after_alert": ev.get("seconds_after_alert"),
+            integrity.append({"ts": ts, "local": local, "day": day, "store_id": store_id, "till_id": till_id,
+                              "transaction_id": txn, "seconds_after_alert": ev.get("seconds_after_alert"),
                               "reason": ev.get("reason", ""), "alert_event_id": alert_id})
+
+    for e in integrity:
+        # The moment to find on CCTV: the alert on the till's screen, and the sale after it.
+        a = alerts.get(e["alert_event_id"] or "")
+        if a is None and e["alert_event_id"]:
+            got = db.query(f"SELECT ts, {operator} FROM events WHERE event_id = ?", (e["alert_event_id"],))
+            a = {"ts": got[0][0], "operator_id": got[0][1]} if got else None
+        e["operator_id"] = a["operator_id"] if a else None
+        e["alert_local"] = _local_text(a["ts"], tz) if a else None
+        secs = e["seconds_after_alert"]
+        alert_dt = local_dt(a["ts"], tz) if a else None
+        e["sale_local"] = ((alert_dt + timedelta(seconds=float(secs))).strftime("%Y-%m-%d %H:%M:%S")
+                           if alert_dt and isinstance(secs, (int, float)) else None)
 
     bands: Counter = Counter()
     by_cat: dict[str, Counter] = defaultdict(Counter)
@@ -208,13 +270,22 @@ def summarize(con: sqlite3.Connection, period: Period, tz: tzinfo | None) -> Sum
         bands[band] += 1
         by_cat[cat or "unknown"][band] += 1
 
-    q = con.execute("SELECT received_at FROM quarantine").fetchall() if _has_table(con, "quarantine") else []
+    q = db.query("SELECT received_at FROM quarantine") if db.has_table("quarantine") else []
     quarantined = sum(1 for (r,) in q if (d := local_day(r, tz)) is not None and period.since <= d <= period.until)
-    return Summary(period, sorted(stores), cells, bands, dict(by_cat), no_estimate, integrity, quarantined, total)
+    gaps = []
+    if _optional_columns(db):
+        for g in gap_rows(db, store):
+            a, b = local_day(g.after_ts, tz), local_day(g.before_ts, tz)
+            if a is not None and b is not None and a <= period.until and b >= period.since:
+                gaps.append(g)
+                stores.add(g.store_id)
+    return Summary(period, sorted(stores), cells, bands, dict(by_cat), no_estimate, integrity, quarantined, total,
+                   gaps)
 
 
-def _has_table(con: sqlite3.Connection, name: str) -> bool:
-    return con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+def _local_text(ts: str, tz: tzinfo | None) -> str:
+    dt = local_dt(ts, tz)
+    return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else ts
 
 
 def _category(payload: str) -> str | None:
@@ -223,6 +294,24 @@ def _category(payload: str) -> str | None:
     except ValueError:
         return None
     return trig.get("category") if isinstance(trig, dict) and isinstance(trig.get("category"), str) else None
+
+
+def attention(s: Summary) -> list[dict]:
+    """Tills and cashiers with sales after an unanswered alert or a "no ID check" answer, worst
+    first, each with the moments (alert shown, sale completed) to look up on CCTV."""
+    groups: dict[tuple[str, str, str | None], list[dict]] = defaultdict(list)
+    for e in s.integrity_events:
+        groups[(e["store_id"], e["till_id"], e.get("operator_id"))].append(e)
+    out = []
+    for (store_id, till_id, operator_id), evs in groups.items():
+        out.append({"store_id": store_id, "till_id": till_id, "operator_id": operator_id, "sales": len(evs),
+                    "unanswered": sum(1 for e in evs if e["reason"] != "answered_no_id_check"),
+                    "answered_no_id_check": sum(1 for e in evs if e["reason"] == "answered_no_id_check"),
+                    "moments": [{"alert_shown": e["alert_local"], "sale_completed": e["sale_local"],
+                                 "reported": e["local"], "transaction_id": e["transaction_id"],
+                                 "why": integrity_reason(e["reason"])} for e in evs]})
+    out.sort(key=lambda g: (-g["sales"], g["store_id"], g["till_id"], g["operator_id"] or ""))
+    return out
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -249,11 +338,17 @@ def _till_row(label: str, r: TillDay) -> list[str]:
             r.integrity, _pct(r.share_answered), _secs(r.median_decision_s)]
 
 
+def _id_row(store: str, till: str, r: TillDay) -> list:
+    return [store, till, r.alerts, r.id_checked_alerts, r.answered_alerts - r.id_checked_alerts,
+            r.alerts - r.answered_alerts, _pct(r.share_id_checked)]
+
+
 _TILL_HEADER = ["", "checks", "approve", "check ID", "no face", "alerts", "answers", "ID ok", "refused",
                 "no ID check", "integrity", "alerts answered", "median decision"]
 
 
-def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, str]) -> str:
+def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, str],
+                    tz: tzinfo | None = None) -> str:
     p = s.period
     span = p.since.isoformat() if p.since == p.until else f"{p.since.isoformat()} to {p.until.isoformat()}"
     t = s.totals()
@@ -270,21 +365,50 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
              f"**{_secs(t.median_decision_s)}**.")
     L.append(f"- **{t.integrity}** integrity event{'s' if t.integrity != 1 else ''}: a sale completed on an alert "
              "with no ID check recorded.")
+    if t.missed:
+        L.append(f"- **{t.missed}** restricted scan{'s' if t.missed != 1 else ''} not checked (`missed` events: the "
+                 "scan was stale, the till was busy or stopping, or the check failed); ask the till's staff.")
     L.append(f"- Answers: {t.answers['id_checked_over_age']} ID checked, over age · "
              f"{t.answers['id_checked_under_age_refused']} ID checked, under age / refused · "
              f"{t.answers['no_id_check']} no ID check.")
     L.append("")
-    L += ["## Per till", ""]
-    L += _table(["till"] + _TILL_HEADER[1:], [_till_row(till, s.totals(till)) for till in s.tills]
-                + [_till_row("**all tills**", t)])
+    multi = len(s.store_ids) > 1
+    for store_id in s.store_ids:
+        # One section per store: till-01 of two stores are two rows, never one.
+        mine = [k for k in s.tills if k[0] == store_id]
+        L += [f"## Per till{f': {store_id}' if multi else ''}", "", f"Store **{store_id}**.", ""]
+        L += _table(["till"] + _TILL_HEADER[1:], [_till_row(till, s.totals(till, store_id)) for _, till in mine]
+                    + [_till_row(f"**all tills{f' of {store_id}' if multi else ''}**", s.totals(store=store_id))])
+        L.append("")
+        L += [f"## Per till and day{f': {store_id}' if multi else ''}", ""]
+        keys = sorted((k for k in s.rows if k[0] == store_id), key=lambda k: (k[2], k[1]))
+        L += _table(["day", "till"] + _TILL_HEADER[1:], text_cols=2, rows=
+                    [[k[2].isoformat(), *_till_row(k[1], s.rows[k])] for k in keys]
+                    or [["–"] * (len(_TILL_HEADER) + 1)])
+        L.append("")
+    if multi:
+        L += ["## All stores", ""]
+        L += _table(["store"] + _TILL_HEADER[1:], [_till_row(st, s.totals(store=st)) for st in s.store_ids]
+                    + [_till_row("**all stores**", t)])
+        L.append("")
+    L += ["## Were IDs checked?", "",
+          "Per till, what became of the alerts (the cashier was asked to check ID): the till that sells "
+          "without checks stands out here.", ""]
+    L += _table(["store", "till", "alerts", "ID checked", "answered no ID check", "not answered",
+                 "alerts with ID check"], text_cols=2, rows=[_id_row(st, till, s.totals(till, st)) for st, till in s.tills])
     L.append("")
-    L += ["## Per till and day", ""]
-    keys = sorted(s.rows, key=lambda k: (k[1], k[0]))
-    L += _table(["day", "till"] + _TILL_HEADER[1:], text_cols=2, rows=
-                [[k[1].isoformat(), *_till_row(k[0], s.rows[k])] for k in keys] or [["–"] * (len(_TILL_HEADER) + 1)])
+    if "id_checks" in charts:
+        L += [f"![ID checks on alerts, per till]({charts['id_checks']})", ""]
+
+    L += ["## Missing events", ""]
+    if s.gaps:
+        L.append("Events that tills sent but the feed never received (found from each till's event numbers); "
+                 "the figures above do not include them.")
+        L.append("")
+        L += [f"- {gap_text(g, tz, with_store=multi)}" for g in s.gaps]
+    else:
+        L.append("None: every till's events arrived without a hole in their numbers.")
     L.append("")
-    if "alerts" in charts:
-        L += [f"![Alerts per till per day]({charts['alerts']})", ""]
 
     L += ["## Who buys age-restricted items: age bands", ""]
     n = sum(s.bands.values())
@@ -308,9 +432,13 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
 
     L += ["## Integrity events", ""]
     if s.integrity_events:
-        L += _table(["time", "till", "transaction", "sold after alert", "why"], text_cols=5, rows=
-                    [[e["local"], e["till_id"], e["transaction_id"] or "–",
-                      _secs(e["seconds_after_alert"]),
+        L.append("A sale completed on an alert with no ID check recorded. The times are for finding the "
+                 "moment on CCTV: the alert on the till's screen, then the sale.")
+        L.append("")
+        L += _table(["time", "store", "till", "cashier", "transaction", "alert shown", "sale completed",
+                     "sold after alert", "why"], text_cols=9, rows=
+                    [[e["local"], e["store_id"], e["till_id"], e.get("operator_id") or "–", e["transaction_id"] or "–",
+                      e.get("alert_local") or "–", e.get("sale_local") or "–", _secs(e["seconds_after_alert"]),
                       "cashier answered “no ID check”" if e["reason"] == "answered_no_id_check" else "no answer"]
                      for e in s.integrity_events])
     else:
@@ -319,13 +447,18 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
     L += ["## Data quality", ""]
     L.append(f"- {s.events_total} events in the period; {s.quarantined} message(s) quarantined by the feed "
              "(malformed or unknown schema; see the `quarantine` table in the database).")
+    missing = sum(g.missing for g in s.gaps)
+    L.append(f"- {missing} event(s) missing in {len(s.gaps)} gap(s) (see “Missing events”).")
     L += ["", "## How the figures are defined", "",
           "- *checks*: age estimates run on a restricted scan; *alerts*: checks that were not `approve` "
           "(`check_id` or `no_face`), so the cashier was asked to check ID.",
           "- *alerts answered*: alerts of that till and day with at least one cashier answer (the answer may "
           "come later). *median decision*: seconds from the alert on screen to the cashier's answer.",
           "- *integrity*: the POS reported the sale of a transaction whose alert had no ID check recorded "
-          "(no answer, or the answer “no ID check”) after the grace period.", ""]
+          "(no answer, or the answer “no ID check”) after the grace period.",
+          "- *alerts with ID check*: alerts answered “ID checked” (over age, or under age / refused).",
+          "- *missing events*: every till numbers its events; a hole in the numbers the feed received is "
+          "events lost on the way (a broker queue limit reached, a till outbox full).", ""]
     return "\n".join(L)
 
 
@@ -350,25 +483,77 @@ def write_charts(s: Summary, out: Path) -> dict[str, str]:
     plt.close(fig)
     charts["bands"] = "age_bands.png"
 
-    days, tills = s.period.days, s.tills or ["–"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(days) * max(1, len(tills)) + 2), 3.6), dpi=100)
-    width = 0.8 / len(tills)
-    for i, till in enumerate(tills):
-        ys = [s.rows[(till, d)].alerts if (till, d) in s.rows else 0 for d in days]
-        ax.bar([j + i * width - 0.4 + width / 2 for j in range(len(days))], ys, width, label=till)
-    ax.set_xticks(range(len(days)), [d.strftime("%a %d %b") for d in days],
-                  rotation=45 if len(days) > 7 else 0, ha="right" if len(days) > 7 else "center")
-    ax.set_ylabel("alerts")
-    ax.set_title("Alerts (ID checks asked) per till per day")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    # What became of the alerts, one bar per till: the same size for a day, a week or a year,
+    # and a till that sells without checks is the one with the long red part.
+    tills = s.tills
+    multi = len(s.store_ids) > 1
+    labels = [f"{st}/{t}" if multi else t for st, t in tills] or ["–"]
+    parts = [("ID checked", "#2e8b57", lambda r: r.id_checked_alerts),
+             ("answered: no ID check", "#c0392b", lambda r: r.answered_alerts - r.id_checked_alerts),
+             ("not answered", "#e67e22", lambda r: r.alerts - r.answered_alerts)]
+    fig, ax = plt.subplots(figsize=(7, max(3.6, 0.45 * len(labels) + 1.6)), dpi=100)
+    left = [0] * len(labels)
+    for name, colour, fn in parts:
+        vals = [fn(s.totals(t, st)) for st, t in tills] or [0]
+        ax.barh(labels, vals, left=left, color=colour, label=name)
+        left = [a + b for a, b in zip(left, vals)]
+    for i, (st, t) in enumerate(tills):
+        share = s.totals(t, st).share_id_checked
+        ax.text(left[i], i, f"  {_pct(share)} with ID check", va="center", fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("alerts (ID check asked)")
+    ax.set_title(f"Were IDs checked? Alerts per till, {s.period.since} to {s.period.until}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(0, max(left + [1]) * 1.3)
     ax.spines[["top", "right"]].set_visible(False)
-    if s.tills:
-        ax.legend(frameon=False, fontsize="small")
+    ax.legend(frameon=False, fontsize="small", loc="lower right")
     fig.tight_layout()
-    fig.savefig(out / "alerts_per_till_day.png")
+    fig.savefig(out / "id_checks_per_till.png")
     plt.close(fig)
-    charts["alerts"] = "alerts_per_till_day.png"
+    charts["id_checks"] = "id_checks_per_till.png"
     return charts
+
+
+def to_json(s: Summary, tz: tzinfo | None) -> dict:
+    """Everything in report.md as data (report.json, `--json`)."""
+    return {
+        "period": {"since": s.period.since.isoformat(), "until": s.period.until.isoformat()},
+        "stores": s.store_ids,
+        "totals": s.totals().figures(),
+        "per_till": [{"store_id": st, "till_id": t, **s.totals(t, st).figures()} for st, t in s.tills],
+        "per_till_day": [{"store_id": k[0], "till_id": k[1], "day": k[2].isoformat(), **r.figures()}
+                         for k, r in sorted(s.rows.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))],
+        "needs_attention": attention(s),
+        "integrity_events": [{k: (v.isoformat() if isinstance(v, date) else v) for k, v in e.items()}
+                             for e in s.integrity_events],
+        "missing_events": [{"store_id": g.store_id, "publisher": g.publisher, "till_id": g.till_id,
+                            "missing": g.missing, "first_missing_seq": g.after_seq + 1,
+                            "last_missing_seq": g.before_seq - 1, "after_ts": g.after_ts, "before_ts": g.before_ts,
+                            "text": gap_text(g, tz)} for g in s.gaps],
+        "age_bands": {"note": "camera estimates of the shopper's age, not verified ages",
+                      "shoppers": {b: s.bands[b] for b in BAND_NAMES},
+                      "without_estimate": s.shoppers_without_estimate},
+        "quarantined": s.quarantined,
+        "events": s.events_total,
+    }
+
+
+PER_TILL_CSV = ["store_id", "till_id", "checks", "approve", "check_id", "no_face", "alerts", "alerts_answered",
+                "alerts_id_checked", "share_alerts_id_checked",
+                *[f"answers_{a}" for a in _ANSWERS], "integrity", "missed", "median_answer_s"]
+
+
+def write_csv(rows: list[dict], columns: list[str], path: Path | None = None) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    if path is not None:
+        path.write_text(buf.getvalue(), encoding="utf-8")
+    return buf.getvalue()
 
 
 def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
@@ -380,7 +565,9 @@ def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
     return None, f"this computer's timezone ({datetime.now().astimezone().tzname() or local})"
 
 
-def build(db_path: str, out_dir: str | Path, since: str | None, until: str | None, cfg: Config) -> tuple[Path, Summary]:
+def build(db_path: str, out_dir: str | Path, since: str | None, until: str | None, cfg: Config,
+          store: str | None = None) -> tuple[Path, Summary]:
+    """report.md, report.json, per_till.csv and the charts in out_dir."""
     tz, tz_name = _timezone(cfg)
     today = datetime.now(tz).date() if tz else datetime.now().date()
     period = parse_period(since, until, today)
@@ -389,28 +576,37 @@ def build(db_path: str, out_dir: str | Path, since: str | None, until: str | Non
         raise ReportInputError(f"--out: {str(out)!r} is a file; give a folder for report.md and the charts")
     con = open_db(db_path)
     try:
-        summary = summarize(con, period, tz)
+        summary = summarize(con, period, tz, store)
+        label = con.target.label
     finally:
         con.close()
+    if store and not summary.store_ids:
+        summary.store_ids.append(store)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportInputError(f"--out: cannot create {str(out)!r} ({exc.strerror})") from None
     charts = write_charts(summary, out)
     report = out / "report.md"
-    report.write_text(render_markdown(summary, str(db_path), tz_name, charts), encoding="utf-8")
+    report.write_text(render_markdown(summary, label, tz_name, charts, tz), encoding="utf-8")
+    data = to_json(summary, tz)
+    (out / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_csv(data["per_till"], PER_TILL_CSV, out / "per_till.csv")
     return report, summary
 
 
 def main(args, cfg: Config) -> int:
     db = args.db or cfg.feed.db_path
     try:
-        report, s = build(db, args.out, args.since, args.until, cfg)
+        report, s = build(db, args.out, args.since, args.until, cfg, getattr(args, "store", None))
     except ReportInputError as exc:
         print(f"agecheck report: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "json", False):
+        print((report.parent / "report.json").read_text(encoding="utf-8"))
+        return 0
     t = s.totals()
     print(f"agecheck report: {report} ({s.period.since} to {s.period.until}): {t.checks} checks, {t.alerts} alerts, "
           f"{_pct(t.share_answered)} answered, median decision {_secs(t.median_decision_s)}, "
-          f"{t.integrity} integrity events")
+          f"{t.integrity} integrity events, {sum(g.missing for g in s.gaps)} events missing")
     return 0

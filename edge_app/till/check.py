@@ -202,6 +202,7 @@ class CheckRunner:
             latency_ms={k: round(v, 1) for k, v in t.ms.items()},
             camera=camera,
             gate_rejections=dict(t.rejected),
+            **({"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}),
         )
         events.validate(check)
         alert = None
@@ -214,6 +215,7 @@ class CheckRunner:
                 age=res.age,
                 item={"sku": item.sku, "category": item.category, "min_age": trigger.min_age},
                 reason=reason,
+                **({"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}),
             )
             events.validate(alert)
         return CheckOutcome(check, alert, res, tuple(t.boxes))

@@ -1,5 +1,5 @@
 """Integrity: notices a sale completed on an alert that has no ID check recorded, and turns it into
-an `events/integrity` event (DESIGN.md "Events over MQTT").
+an `events/integrity` event (docs/design.md, "Events over MQTT").
 
 It owns three things:
 

@@ -12,6 +12,9 @@ Hooks for the modules that plug into a running service (cashier display, integri
 * `service.publish_event(event)` - the one way to send an event: validates it against
   edge_app.core.events, stores it in the outbox (durable before it is published), wakes the MQTT
   sender, then calls the listeners. Raises SchemaError / OutboxError so the caller can retry.
+* `service.attach(on_publishing=...)` - given each event publish_event is handed, before it is
+  validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
+  times outbox + MQTT with it). Same threads and error handling as on_event.
 * on_sale is given the raw payload (bytes) of every `pos/sale` message,
   already validated by `edge_app.till.integrity.parse_sale` (malformed ones are logged and dropped).
 * `service.submit(scan, source)` - start a check for a scan (what the MQTT, HTTP and stdin
@@ -106,6 +109,7 @@ class Service:
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
         self._event_listeners: list[Callable[[dict], object]] = []
         self._sale_listeners: list[Callable[[bytes], object]] = []
+        self._publishing_listeners: list[Callable[[dict], object]] = []
         self._plugins = tuple(plugins)
         self.counts: Counter = Counter()
         self.last_check: dict | None = None
@@ -124,13 +128,17 @@ class Service:
         self._accepting_lock = threading.Lock()
 
     def attach(self, on_event: Callable[[dict], object] | None = None,
-               on_sale: Callable[[bytes], object] | None = None) -> None:
-        """Listen to every event the service publishes or hears (on_event) and to every valid
-        `pos/sale` payload (on_sale); see the module docstring for the threads they run on."""
+               on_sale: Callable[[bytes], object] | None = None,
+               on_publishing: Callable[[dict], object] | None = None) -> None:
+        """Listen to every event the service publishes or hears (on_event), to every valid
+        `pos/sale` payload (on_sale) and to every event as publish_event starts on it
+        (on_publishing); see the module docstring for the threads they run on."""
         if on_event is not None:
             self._event_listeners.append(on_event)
         if on_sale is not None:
             self._sale_listeners.append(on_sale)
+        if on_publishing is not None:
+            self._publishing_listeners.append(on_publishing)
 
     def _close_pipeline(self) -> None:
         if self._own_pipeline:
@@ -138,22 +146,26 @@ class Service:
 
     # -- hooks -----------------------------------------------------------------------------------
     def publish_event(self, event: dict) -> None:
+        self._tell(self._publishing_listeners, event)
         events.validate(event)
-        dropped = self.outbox.put(events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"),
-                                  events.encode(event), event["event_id"])
+        # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
+        event, dropped = self.outbox.put_event(
+            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"), event, self.cfg.till_id)
         self.link.wake()
         self.counts[f"events_{event['kind']}"] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
-        self._tell_listeners(event)
+        self._tell(self._event_listeners, event)
 
-    def _tell_listeners(self, event: dict) -> None:
-        for listener in list(self._event_listeners):
+    @staticmethod
+    def _tell(listeners: list[Callable[[dict], object]], event: dict) -> None:
+        for listener in list(listeners):
             try:
                 listener(event)
             except Exception:
-                log.exception("event listener %r failed on %s event %s", listener, event["kind"], event["event_id"])
+                log.exception("event listener %r failed on %s event %s", listener, event.get("kind"),
+                              event.get("event_id"))
 
     def submit(self, scan: Scan, source: str) -> Submission:
         item = scan.item
@@ -209,7 +221,8 @@ class Service:
             trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z")
         ev = events.new_event("missed", self.cfg.store_id, self.cfg.till_id, scan.transaction_id,
-                              trigger=trigger, reason=reason, detail=detail)
+                              trigger=trigger, reason=reason, detail=detail,
+                              **({"operator_id": scan.operator_id} if scan.operator_id else {}))
         try:
             self.publish_event(ev)
         except Exception:
@@ -265,7 +278,7 @@ class Service:
             self._quarantine("events/ack", str(exc), payload)
             return
         self.counts["acks_received"] += 1
-        self._tell_listeners(ev)
+        self._tell(self._event_listeners, ev)
 
     def _on_camera(self, status: str, reason: str) -> None:
         self.notifier.status(f"camera {status}: {reason}")
@@ -285,6 +298,7 @@ class Service:
             "outbox_full": self.outbox.full,
             "outbox_dropped": self.outbox.dropped_total(),
             "mqtt_subscribed": self.link.subscribed.is_set(),
+            "last_seq": self.outbox.last_seq(),
             "checks": self.counts["events_check"],
             "messages_quarantined": self.counts["messages_quarantined"],
             "scans_missed": {r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},

@@ -47,6 +47,9 @@ class Scan:
     transaction_id: str
     # When the POS says it scanned (its optional `ts`), as epoch seconds; None when not sent.
     sent_at: float | None = None
+    # The cashier logged in at the POS, when the POS sends it: the manager's "needs attention"
+    # list names cashiers as well as tills.
+    operator_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def _text(data: dict, key: str, where: str, default: str | None) -> str:
 
 
 def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = None) -> Scan:
-    """`{"sku": ..., "category": ..., "transaction_id": ..., "min_age": optional}` -> Scan.
+    """`{"sku": ..., "category": ..., "transaction_id": ..., "min_age": optional, "operator_id":
+    optional}` -> Scan.
     With `defaults` (local demo triggers) missing fields are filled in and a transaction id is
     made up; from the POS every field is required. Unknown fields are ignored."""
     where = "pos/scan"
@@ -116,7 +120,8 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
                                   f"got {type(min_age).__name__}")
         if not lo <= min_age <= hi:
             raise PosMessageError(f"{where}: field 'min_age' must be between {lo} and {hi}, got {min_age}")
-    return Scan(Item(sku, category, min_age), txn, _sent_at(data.get("ts")))
+    operator = _text(data, "operator_id", where, None) if data.get("operator_id") is not None else None
+    return Scan(Item(sku, category, min_age), txn, sent_at=_sent_at(data.get("ts")), operator_id=operator)
 
 
 def _sent_at(ts: Any) -> float | None:

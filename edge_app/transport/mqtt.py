@@ -228,7 +228,10 @@ class MqttLink:
         if self._state_cb is not None:
             self._publish_other(self._topic("availability"), b"online", retain=True)
             self.publish_state()
-        client.subscribe([(self._topic(leaf), opts) for leaf, opts in self._subscriptions])
+        if self._subscriptions:
+            client.subscribe([(self._topic(leaf), opts) for leaf, opts in self._subscriptions])
+        else:
+            self.subscribed.set()  # a link that only delivers its outbox
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         bad = [rc for rc in reason_codes if rc.is_failure]

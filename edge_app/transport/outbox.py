@@ -7,6 +7,12 @@ the newest checks are the ones the store manager and the integrity report still 
 till that has been offline for so long has an operational problem anyway. Every drop is logged
 with the event id and counted in a persistent `dropped_total` that the service puts in its
 retained `state`, so it is never silent.
+
+It also numbers what it stores (`put_event`): each event gets the next publisher sequence number
+(`seq`, kept in the same file and committed in the same transaction as the event, so it survives
+restarts and power cuts and never repeats or skips). A consumer that sees a hole in a publisher's
+numbers knows events were lost on the way (a dropped oldest event here, a broker queue limit).
+A corrupt file moved aside starts a new count at 1.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+from edge_app.core import events
 
 log = logging.getLogger(__name__)
 
@@ -181,22 +190,13 @@ class Outbox:
 
     # -- API -----------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
-        """Store one event durably. Returns the event ids dropped to make room (normally none).
-        Storing the same event_id twice is a no-op."""
-        dropped: list[str] = []
+        """Store one already encoded message durably, without numbering it. Returns the event ids
+        dropped to make room (normally none). Storing the same event_id twice is a no-op."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    excess = self._depth + 1 - self.max_events
-                    if excess > 0:
-                        rows = self._db.execute("SELECT seq, event_id FROM events ORDER BY seq LIMIT ?",
-                                                (excess,)).fetchall()
-                        self._db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
-                        dropped = [r[1] for r in rows]
-                        self._db.execute(
-                            "INSERT INTO meta(key, value) VALUES('dropped_total', ?) "
-                            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (len(rows),))
+                    dropped = self._make_room()
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
                         (event_id, topic, sqlite3.Binary(payload), time.time()))
@@ -207,10 +207,63 @@ class Outbox:
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot store event {event_id} in outbox {self.path} ({exc})") from None
             self._depth += cur.rowcount - len(dropped)
+        self._log_dropped(dropped, event_id)
+        return dropped
+
+    def put_event(self, topic: str, event: dict[str, Any], publisher: str) -> tuple[dict[str, Any], list[str]]:
+        """Number the event (`seq`, `publisher`), encode it and store it durably, all in one
+        transaction. Returns the event as stored and the event ids dropped to make room. Storing
+        an event_id that is already here stores nothing and uses no number."""
+        dropped: list[str] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._db.execute("SELECT payload FROM events WHERE event_id = ?",
+                                           (event["event_id"],)).fetchone()
+                    if row is not None:
+                        self._db.execute("COMMIT")
+                        return events.decode(bytes(row[0])), []
+                    got = self._db.execute("SELECT value FROM meta WHERE key = 'publisher_seq'").fetchone()
+                    seq = (int(got[0]) if got else 0) + 1
+                    stored = {**event, "seq": seq, "publisher": publisher}
+                    payload = events.encode(stored)
+                    self._db.execute("INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
+                                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
+                    dropped = self._make_room()
+                    self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                                     (event["event_id"], topic, sqlite3.Binary(payload), time.time()))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot store event {event.get('event_id')} in outbox {self.path} ({exc})") from None
+            self._depth += 1 - len(dropped)
+        self._log_dropped(dropped, event["event_id"])
+        return stored, dropped
+
+    def _make_room(self) -> list[str]:
+        """Inside a write transaction: delete the oldest rows so one more fits; count them."""
+        excess = self._depth + 1 - self.max_events
+        if excess <= 0:
+            return []
+        rows = self._db.execute("SELECT seq, event_id FROM events ORDER BY seq LIMIT ?", (excess,)).fetchall()
+        self._db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+        self._db.execute("INSERT INTO meta(key, value) VALUES('dropped_total', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (len(rows),))
+        return [r[1] for r in rows]
+
+    def _log_dropped(self, dropped: list[str], event_id: str) -> None:
         for eid in dropped:
             log.error("outbox full (%d events, outbox.max_events): dropped the oldest undelivered event %s "
                       "to store %s", self.max_events, eid, event_id)
-        return dropped
+
+    def last_seq(self) -> int:
+        """The publisher sequence number of the newest event stored (0 before the first)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'publisher_seq'").fetchone()
+        return int(row[0]) if row else 0
 
     def after(self, seq: int, limit: int) -> list[OutboxRow]:
         """Up to `limit` stored events with a sequence number above `seq`, oldest first."""

@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,11 +443,36 @@ class FacePipeline:
         q = measure_quality(face, crop)
         return AlignedFace(face=face, crop=crop, matrix=m, quality=q, rejected=gate(q, self.cfg))
 
-    def process(self, rgb: np.ndarray) -> FrameFaces:
+    def process(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> FrameFaces:
+        """The whole face path for one RGB frame: detect, choose the shopper, refine, align, gate.
+
+        `timings`, when given, is filled with the wall time (ms) of each stage that ran:
+        "detect" (all faces and the choice of shopper), "refine" and "align" (align + gate); a
+        frame without a face has only "detect". The result is the same with or without it."""
+        lap = _Laps(timings)
         faces = tuple(self.detect(rgb))
         idx = choose_shopper(faces, rgb.shape)
+        lap("detect")
         if idx is None:
             return FrameFaces(faces=faces, chosen=None, aligned=None)
         faces = faces[:idx] + (self.refine(rgb, faces[idx]),) + faces[idx + 1 :]
+        lap("refine")
         aligned = self.align_and_gate(rgb, faces[idx])
+        lap("align")
         return FrameFaces(faces=faces, chosen=idx, aligned=aligned)
+
+
+class _Laps:
+    """Stage clock for FacePipeline.process: each call records the time since the previous one
+    under a stage name; it reads no clock at all when nobody asked for timings."""
+
+    def __init__(self, into: dict[str, float] | None):
+        self._into = into
+        self._last = time.perf_counter() if into is not None else 0.0
+
+    def __call__(self, stage: str) -> None:
+        if self._into is None:
+            return
+        now = time.perf_counter()
+        self._into[stage] = (now - self._last) * 1000
+        self._last = now

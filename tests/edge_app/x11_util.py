@@ -11,30 +11,16 @@ from collections import Counter
 
 import pytest
 
+from edge_app.devtools.sim import Xvfb
+
 
 def start_xvfb(width: int = 1280, height: int = 800):
     """(process, ':N'); skips the test when Xvfb or xdotool is missing."""
     for tool, pkg in (("Xvfb", "xvfb"), ("xdotool", "xdotool")):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (apt-get install {pkg}); the alert window is tested on a real X server")
-    r, w = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", f"{width}x{height}x24",
-                             "-nolisten", "tcp", "-noreset"], pass_fds=(w,), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    os.close(w)
-    try:
-        buf = b""
-        deadline = time.monotonic() + 15
-        while not buf.endswith(b"\n"):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("Xvfb did not start")
-            chunk = os.read(r, 16)
-            if not chunk:
-                raise RuntimeError("Xvfb exited before reporting its display number")
-            buf += chunk
-    finally:
-        os.close(r)
-    return proc, ":" + buf.decode().strip()
+    x = Xvfb(width, height).start()
+    return x.proc, x.display
 
 
 @pytest.fixture(scope="module")

@@ -125,9 +125,16 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
     out = tmp_path / "models" / "pair_int8.tflite"
     assert main(["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
                  "--data", str(data), "--out", str(out), "--representative", "100",
-                 "--train-info", str(tmp_path / "a.json"), "--train-info", str(tmp_path / "b.json")]) == 0
+                 "--train-info", str(tmp_path / "a.json"), "--train-info", str(tmp_path / "b.json"),
+                 "--minors-approved", "0.05"]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["members"] == 2 and card["flip_average"] is False
+    # The calibrated decision, fitted on the validation crops, is one the till can load.
+    assert "challenge 25: threshold" in capsys.readouterr().out
+    rules = AgeModel(out).rules
+    gate = rules.gate(25)
+    assert gate is not None and 0 <= gate.threshold <= 1 and rules.interval_temperature > 0
+    assert card["decision"]["fit"]["25"]["chosen"]["threshold"] == gate.threshold
     assert "mirror" in card["architecture"]
     assert card["training"]["train_seconds"] == 30.0 and len(card["training"]["members"]) == 2
     assert card["parameters"] == a.count_params() + b.count_params()

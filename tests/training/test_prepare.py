@@ -144,7 +144,7 @@ def test_two_sources_split_by_group_within_each_source(tmp_path):
         alone_split = {r["file_name"]: r["split"] for r in csv.DictReader(fh)}
     assert alone_split == {r["file_name"]: r["split"] for r in split_rows if r["source"] == "utkface"}
 
-    from training.dataset import load_split
+    from training.data import load_split
 
     for split in ("train", "val", "test"):
         s = load_split(out, split)

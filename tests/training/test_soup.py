@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from training.soup import average_weights, recalibrate_batch_norms  # noqa: E402
+from training.soup import SoupError, average_weights, recalibrate_batch_norms  # noqa: E402
 
 
 def tiny(seed: int, filters: int = 4) -> "keras.Model":
@@ -27,7 +27,7 @@ def test_average_weights_is_the_element_wise_mean():
 
 
 def test_models_of_different_shapes_are_refused():
-    with pytest.raises(SystemExit, match="architecture"):
+    with pytest.raises(SoupError, match="architecture"):
         average_weights([tiny(1), tiny(1, filters=5)])
 
 

@@ -1,5 +1,5 @@
 """`python -m edge_app.devtools.bench --worker ...`: the benchmark's pinned worker processes."""
 
-from edge_app.devtools.bench import worker_main
+from edge_app.devtools.bench.throughput import worker_main
 
 raise SystemExit(worker_main())

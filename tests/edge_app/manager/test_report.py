@@ -113,7 +113,7 @@ def test_report_lists_integrity_events_and_quarantine(report):
 
 def test_report_charts_are_png(report):
     path, md, _ = report
-    for name in ("age_bands.png", "alerts_per_till_day.png"):
+    for name in ("age_bands.png", "id_checks_per_till.png"):
         f = path.parent / name
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(f) as im:

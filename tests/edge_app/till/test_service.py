@@ -59,6 +59,12 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     seen = []
     svc.attach(on_event=lambda ev: 1 / 0)  # a broken plug-in must not stop anything
     svc.attach(on_event=seen.append)
+    # The bench's clock for publishing: told before the event is stored, and a broken one too
+    # stops nothing.
+    order: list[tuple[str, str]] = []
+    svc.attach(on_publishing=lambda ev: 1 / 0)
+    svc.attach(on_publishing=lambda ev: order.append(("publishing", ev["event_id"])),
+               on_event=lambda ev: order.append(("stored", ev["event_id"])))
     rec.wait_last("availability", lambda p: p == b"online", what="online")
     rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up in state")
     wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "subscribed, video")
@@ -92,6 +98,8 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     wait_until(lambda: {e["event_id"] for e in seen} >= {c["event_id"] for c in checks}, 5,
                "local listeners told of both checks")
     assert "event listener" in caplog.text and "ZeroDivisionError" in caplog.text
+    for c in checks:
+        assert order.index(("publishing", c["event_id"])) < order.index(("stored", c["event_id"]))
 
     state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["last_check"] is not None
                                      and json.loads(p)["last_check"]["transaction_id"] == "T-2"))

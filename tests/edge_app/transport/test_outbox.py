@@ -170,3 +170,24 @@ def test_unusable_location_names_the_file(tmp_path):
     with pytest.raises(OutboxError) as ei:
         Outbox(blocker / "sub" / "o.sqlite3", 10)
     assert str(blocker / "sub" / "o.sqlite3") in str(ei.value)
+
+
+def test_events_are_numbered_per_publisher_across_restarts(tmp_path):
+    from tests.edge_app.feed_util import check_event
+
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 100)
+    first = [box.put_event("t", check_event(txn=f"T-{i}"), "till-01")[0] for i in range(3)]
+    assert [(e["publisher"], e["seq"]) for e in first] == [("till-01", 1), ("till-01", 2), ("till-01", 3)]
+    # What is stored (and sent) is the numbered event.
+    assert [b'"seq":2' in r.payload for r in box.after(0, 10)] == [False, True, False]
+    # The same event again (a retry) keeps its number and uses none.
+    again, dropped = box.put_event("t", {**first[1], "seq": 99}, "till-01")
+    assert again["seq"] == 2 and dropped == []
+    for r in box.after(0, 10):
+        box.delete(r.seq)  # delivered: the count goes on all the same
+    box.close()
+    box = Outbox(path, 100)
+    assert box.put_event("t", check_event(txn="T-after-restart"), "till-01")[0]["seq"] == 4
+    assert box.last_seq() == 4
+    box.close()

@@ -133,6 +133,28 @@ def test_deterministic(pipe):
     assert np.array_equal(a.aligned.crop, b.aligned.crop)
 
 
+def test_stage_timings_add_up_and_change_nothing(pipe):
+    """The bench's per-stage figures come from process() itself: every stage that ran is timed,
+    the stages together fit inside the call, and the result is the one without timings."""
+    import time
+
+    img = astronaut()
+    plain = pipe.process(img)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    timed = pipe.process(img, timings)
+    wall_ms = (time.perf_counter() - t0) * 1000
+    assert list(timings) == ["detect", "refine", "align"]
+    assert all(v > 0 for v in timings.values()), timings
+    assert sum(timings.values()) <= wall_ms
+    assert timed.chosen == plain.chosen and np.array_equal(timed.aligned.crop, plain.aligned.crop)
+    assert timed.aligned.quality == plain.aligned.quality
+
+    empty: dict[str, float] = {}
+    res = pipe.process(np.full((240, 320, 3), 128, np.uint8), empty)
+    assert res.aligned is None and list(empty) == ["detect"] and empty["detect"] > 0
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 

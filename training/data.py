@@ -1,13 +1,63 @@
-"""dataset: reading the crops cache that `training.prepare` writes (crops.npy + index.csv), one
-split at a time, with the source and band of every crop for sampling and per-source figures."""
+"""data: reading labelled photos (a labels CSV: `file_name,real_age` and optional columns) and the
+crops cache that `training.prepare` writes (crops.npy + index.csv), one split at a time, with the
+source and band of every crop for sampling and per-source figures."""
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# Optional label columns kept with each photo: for breakdowns in evaluate and for prepare's split.
+GROUP_COLUMNS = ("source", "gender", "race")
+
+
+class LabelsError(ValueError):
+    """A labels CSV or sources file that cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class LabelledPhoto:
+    """One row of a labels CSV: the photo's file name (relative to its images folder), its age,
+    and the optional columns present (GROUP_COLUMNS and `split`), "" where a row leaves one empty."""
+
+    file_name: str
+    real_age: float
+    columns: dict = field(default_factory=dict)
+
+
+def read_labels(path: Path, split: str | None = None) -> list[LabelledPhoto]:
+    """The rows of a labels CSV (UTKFace, All-Age-Faces, APPA-REAL and prepare's split.csv all
+    fit); rows whose age is not a number in 0..130 are skipped with a warning naming the line.
+    With `split`, only the rows of that split (the CSV must then have a `split` column)."""
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise LabelsError(f"{path}: cannot read ({exc.strerror})") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        if not {"file_name", "real_age"} <= cols:
+            raise LabelsError(f"{path} must have the columns file_name,real_age")
+        if split and "split" not in cols:
+            raise LabelsError(f"--split given but {path} has no 'split' column (use the split.csv from training.prepare)")
+        keep = [c for c in (*GROUP_COLUMNS, "split") if c in cols]
+        rows = []
+        for i, r in enumerate(reader, start=2):
+            if split and r["split"] != split:
+                continue
+            try:
+                age = float(r["real_age"])
+            except (TypeError, ValueError):
+                age = float("nan")
+            if not (np.isfinite(age) and 0 <= age <= 130):
+                print(f"warning: {path}:{i}: age {r['real_age']!r} is not an age; row skipped", file=sys.stderr)
+                continue
+            rows.append(LabelledPhoto(r["file_name"], age, {c: (r[c] or "").strip() for c in keep}))
+        return rows
 
 # Age bands used to balance sampling; the gate lives between the second and the fourth.
 SAMPLING_BANDS = ((0, 12), (13, 17), (18, 24), (25, 34), (35, 49), (50, 64), (65, 200))

@@ -1,0 +1,96 @@
+"""Bench table: which figures the table shows, in what order, with the issue's targets (printed
+beside the figures; the bench reports a miss, it does not fail on one) - from everything one run
+measured (`Measured`) to the list of `Row`s."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_app.devtools.bench.figures import Row, dist_row, na_row, value_row
+from edge_app.devtools.bench.latency import LatencyFigures
+from edge_app.devtools.bench.service_figures import IDLE_FPS, ServiceFigures
+from edge_app.devtools.bench.stages import StageFigures
+
+
+@dataclass
+class Measured:
+    """Everything one bench run measured, before it becomes table rows."""
+
+    stages: StageFigures
+    latency: LatencyFigures
+    service: ServiceFigures
+    throughput: dict[int, tuple[float | None, str]]  # cores -> (checks/s, note)
+    model_id: str
+    flip_average: bool
+    load_ms: float
+    f32_path: Path
+    f32_load_ms: float | None  # None: no float32 comparison (see f32_note)
+    f32_note: str
+    members: int = 1  # networks in the model file (a pair: the second sees the mirror)
+
+
+def _ratio_ok(v: float) -> bool:
+    return v >= 2.0
+
+
+def table(cfg, m: Measured) -> list[Row]:
+    """The rows of the one table, in the order printed, with the issue's targets."""
+    st, lat, svc = m.stages, m.latency, m.service
+    rows: list[Row] = []
+    usable = f"{st.usable}/{st.frames} frames with a usable face"
+    rows.append(dist_row("detect", "detect (find + refine the shopper)", "ms/frame", st.detect, note=usable))
+    rows.append(dist_row("align", "align + quality gate", "ms/frame", st.align))
+    passes = "; flip-averaged: 2 invocations per crop" if m.flip_average else ""
+    if m.members == 2:
+        passes += "; a pair: 2 networks in one invocation, the second on the mirror"
+    rows.append(dist_row("infer", "infer int8", "ms/frame", st.infer, note=Path(cfg.model.path).name + passes))
+    rows.append(dist_row("aggregate", "aggregate + policy", "ms/check", st.aggregate,
+                         note=f"{cfg.check.max_frames} ages per call"))
+    rows.append(dist_row("publish", "publish (outbox + MQTT to a subscriber)", "ms/event", lat.publish))
+    rows.append(dist_row("face_path", "detect + align + infer", "ms/frame", st.face_path, "p95 <= 15", 15.0))
+    speedup = "int8 speed-up over float32 (warm medians)"
+    if m.f32_load_ms is not None:
+        rows.append(dist_row("infer_f32", "infer float32", "ms/frame", st.infer_f32, note=m.f32_path.name))
+        rows.append(dist_row("infer_warm", "infer int8, right after float32", "ms/frame", st.infer_warm,
+                             note="same crop, warm cache: the like-for-like pair"))
+        ratio = statistics.median(st.infer_f32) / statistics.median(st.infer_warm) if st.infer_warm else None
+        agree = statistics.median(abs(a - b) for a, b in zip(st.ages, st.ages_f32)) if st.ages_f32 else None
+        rows.append(value_row("int8_speedup", speedup, "x", ratio, ">= 2", _ratio_ok,
+                              note=f"median |age int8 - float32| {agree:.2f} y" if agree is not None else ""))
+    else:
+        rows.append(na_row("infer_f32", "infer float32", "ms/frame", m.f32_note))
+        rows.append(na_row("int8_speedup", speedup, "x", "no float32 model", ">= 2"))
+    fu = statistics.median(lat.frames_used) if lat.frames_used else 0
+    fs = statistics.median(lat.frames_seen) if lat.frames_seen else 0
+    dec = ", ".join(f"{k} {v}" for k, v in sorted(lat.decisions.items()))
+    rows.append(dist_row("trigger_decision", "trigger -> decision (buffer warm)", "ms", lat.decision, "p95 <= 120",
+                         120.0, note=f"median {fu:g}/{fs:g} frames used/seen; {dec}"
+                         + (f"; {lat.missed} missed" if lat.missed else "")))
+    rows.append(dist_row("pos_to_event", "POS scan -> check event on the broker", "ms", lat.pos_to_event))
+    if lat.visible:
+        rows.append(dist_row("trigger_visible", "POS scan -> alert drawn on screen", "ms", lat.visible,
+                             note=f"Tk window under {lat.screen}"))
+    else:
+        rows.append(Row("trigger_visible", "POS scan -> alert drawn on screen", "ms",
+                        note=lat.display_note or "n/a: the banner was never seen drawn"))
+    for n in (1, 2):
+        value, note = m.throughput[n]
+        if value is not None:
+            note += "; one check at a time (the service's single check worker)"
+        rows.append(value_row(f"throughput_{n}", f"throughput, {n} core{'s' if n > 1 else ''}", "checks/s", value,
+                              note=note))
+    rows.append(value_row("idle_cpu", f"idle CPU, camera at {IDLE_FPS:.0f} fps", "% of a core", svc.idle_cpu_pct,
+                          "<= 5", lambda v: v <= 5.0,
+                          note=f"whole service process over {svc.idle_window_s:.0f} s, every frame kept"
+                          if svc.idle_cpu_pct is not None else svc.note))
+    rows.append(value_row("rss", "resident memory after warm-up", "MB", svc.rss_mb, "<= 350", lambda v: v <= 350.0,
+                          note=f"peak {svc.hwm_mb:.0f} MB" if svc.hwm_mb else svc.note))
+    rows.append(value_row("model_load", "model load int8 (incl. runtime import)", "ms", m.load_ms))
+    if m.f32_load_ms is not None:
+        rows.append(value_row("model_load_f32", "model load float32", "ms", m.f32_load_ms))
+    tf = {True: "TensorFlow loaded", False: "no TensorFlow loaded", None: ""}[svc.tensorflow_loaded]
+    rows.append(value_row("startup", "start-up to retained `online`", "s", svc.startup_s, "<= 3", lambda v: v <= 3.0,
+                          note=f"`agecheck run` child process; {tf}" if svc.startup_s is not None else svc.note))
+    return rows

@@ -1,0 +1,266 @@
+"""The manager's event store: one small connection class over SQLite (the embedded default, a
+file beside the feed) or PostgreSQL (a head office's server, `postgresql://...` URLs, psycopg 3),
+and the schema both share, built by numbered migrations.
+
+Why not an ORM: the feed writes one idempotent INSERT per event and the report and dashboard run
+a handful of SELECTs that both databases understand; a placeholder swap (`?` -> `%s`) and three
+column types are all that differ. The schema version is kept in `schema_migrations`, so a feed
+database written by an older build gains the new columns when it is next opened for writing.
+
+Read-only opening (report, dashboard) never creates or migrates anything: SQLite is opened with
+`mode=ro`, PostgreSQL sessions are read-only transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+from edge_app.transport.outbox import create_private
+
+Dialect = Literal["sqlite", "postgresql"]
+
+# Column types that differ; everything else is written once for both.
+_TYPES = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
+    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "real": "DOUBLE PRECISION"},
+}
+
+# Each migration is a list of statements; never edit one that has shipped, add the next.
+MIGRATIONS: list[list[str]] = [
+    # 1: the schema of the first feed (SQLite files from then already have it: IF NOT EXISTS).
+    [
+        """CREATE TABLE IF NOT EXISTS events (
+            event_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            schema INTEGER NOT NULL,
+            ts TEXT NOT NULL,
+            store_id TEXT NOT NULL,
+            till_id TEXT NOT NULL,
+            transaction_id TEXT,
+            decision TEXT,
+            answer TEXT,
+            age {real},
+            age_low {real},
+            age_high {real},
+            age_band TEXT,
+            alert_event_id TEXT,
+            decision_time_s {real},
+            topic TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+        "CREATE INDEX IF NOT EXISTS events_alert ON events (alert_event_id)",
+        """CREATE TABLE IF NOT EXISTS quarantine (
+            id {serial},
+            digest TEXT NOT NULL UNIQUE,
+            received_at TEXT NOT NULL,
+            last_received_at TEXT NOT NULL,
+            times INTEGER NOT NULL DEFAULT 1,
+            topic TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            payload {blob} NOT NULL
+        )""",
+        "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    ],
+    # 2: per-publisher sequence numbers (gaps), the cashier, and the store as a dimension.
+    [
+        "ALTER TABLE events ADD COLUMN publisher TEXT",
+        "ALTER TABLE events ADD COLUMN seq INTEGER",
+        "ALTER TABLE events ADD COLUMN operator_id TEXT",
+        "CREATE INDEX IF NOT EXISTS events_publisher_seq ON events (store_id, publisher, seq)",
+        "CREATE INDEX IF NOT EXISTS events_store_ts ON events (store_id, ts)",
+    ],
+]
+
+
+class StoreError(Exception):
+    """The database cannot be reached or used; the message names it and the reason."""
+
+
+@dataclass(frozen=True)
+class Target:
+    dialect: Dialect
+    where: str  # a file path, or the URL (as given; the password is never printed, see `label`)
+
+    @property
+    def label(self) -> str:
+        if self.dialect == "sqlite":
+            return self.where
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            d = conninfo_to_dict(self.where)
+        except Exception:  # a malformed URL is reported when connecting
+            return "postgresql://…"
+        return f"postgresql://{d.get('user', '')}@{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
+
+
+def target(db: str | Path) -> Target:
+    text = str(db)
+    if text.startswith(("postgresql://", "postgres://")):
+        return Target("postgresql", text)
+    if "://" in text:
+        raise StoreError(f"--db: {text.split('://')[0]}:// databases are not supported; give a SQLite file "
+                         "path or a postgresql:// URL")
+    return Target("sqlite", text)
+
+
+class Database:
+    """One connection, shared by threads behind a lock. `?` placeholders in SQL work for both
+    databases. Driver errors come out as StoreError; a lost PostgreSQL connection is opened
+    again on the next call (the feed then gets its redelivery)."""
+
+    def __init__(self, tgt: Target, read_only: bool) -> None:
+        self.target = tgt
+        self.dialect: Dialect = tgt.dialect
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._con: Any = None
+        self._connect()
+
+    # -- connection ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        if self.dialect == "sqlite":
+            self._con = self._connect_sqlite()
+        else:
+            self._con = self._connect_pg()
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
+        p = Path(self.target.where)
+        try:
+            if self.read_only:
+                if not p.is_file():
+                    raise StoreError(f"{p}: does not exist; run `agecheck feed` first to collect events "
+                                     "(or pass --db to the feed's database)")
+                con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False)
+            else:
+                if p.parent and not p.parent.exists():
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                create_private(p)  # 0600: the feed names transactions and estimated ages
+                con = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None, timeout=10)
+                con.execute("PRAGMA journal_mode=WAL")
+                # FULL: a row must be on disk before the feed sends PUBACK (power cut on the shop PC).
+                con.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{p}: cannot use it as the feed database ({exc})") from None
+        return con
+
+    def _connect_pg(self):
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from None
+        try:
+            con = psycopg.connect(self.target.where, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.target.label}: cannot connect ({str(exc).strip()})") from None
+        if self.read_only:
+            # autocommit statements run outside psycopg's own transactions, so the session
+            # itself is made read-only (psycopg's read_only attribute would not apply).
+            con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        return con
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        if self.dialect == "sqlite":
+            return (sqlite3.Error,)
+        import psycopg
+
+        return (psycopg.Error,)
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    # -- statements ----------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        with self._lock:
+            return self._run(lambda: self._con.execute(self._sql(sql), tuple(params)).rowcount, sql)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._run(lambda: [tuple(r) for r in self._con.execute(self._sql(sql), tuple(params)).fetchall()],
+                             sql)
+
+    def _run(self, fn, sql: str):
+        if self._con is None or (self.dialect == "postgresql" and self._con.closed):
+            self._connect()
+        try:
+            return fn()
+        except self._errors() as exc:
+            if self.dialect == "postgresql" and self._con.closed:
+                self._con = None  # reconnect next time
+            raise StoreError(f"{self.target.label}: {str(exc).strip()} (in: {' '.join(sql.split())[:80]})") from None
+
+    def has_table(self, name: str) -> bool:
+        if self.dialect == "sqlite":
+            rows = self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        else:
+            rows = self.query("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
+                              " AND table_name = ?", (name,))
+        return bool(rows)
+
+    def columns(self, table: str) -> set[str]:
+        if self.dialect == "sqlite":
+            return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
+        return {r[0] for r in self.query("SELECT column_name FROM information_schema.columns WHERE "
+                                         "table_schema = current_schema() AND table_name = ?", (table,))}
+
+    # -- schema --------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Bring the schema to the newest version; returns it. Each step commits with its
+        version number, so an interrupted upgrade resumes where it stopped."""
+        with self._lock:
+            self.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            done = {r[0] for r in self.query("SELECT version FROM schema_migrations")}
+            for version, steps in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                self._apply(version, steps)
+            return len(MIGRATIONS)
+
+    def _apply(self, version: int, steps: Iterable[str]) -> None:
+        types = _TYPES[self.dialect]
+        from edge_app.core.events import now_iso
+
+        if self.dialect == "sqlite":
+            self.execute("BEGIN IMMEDIATE")
+        else:
+            self._con.autocommit = False
+        try:
+            for stmt in steps:
+                if stmt.startswith("ALTER TABLE events ADD COLUMN"):
+                    col = stmt.split()[5]
+                    if col in self.columns("events"):
+                        continue  # added by hand or by a half-finished older upgrade
+                self.execute(stmt.format(**types))
+            self.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, now_iso()))
+            if self.dialect == "sqlite":
+                self.execute("COMMIT")
+            else:
+                self._con.commit()
+        except BaseException:
+            if self.dialect == "sqlite":
+                self._con.execute("ROLLBACK")
+            elif self._con is not None and not self._con.closed:
+                self._con.rollback()
+            raise
+        finally:
+            if self.dialect == "postgresql" and self._con is not None and not self._con.closed:
+                self._con.autocommit = True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+
+def open_store(db: str | Path, read_only: bool = False) -> Database:
+    """Open (and, for writing, create and migrate) the event store named by a path or URL."""
+    return Database(target(db), read_only)
