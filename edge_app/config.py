@@ -167,6 +167,9 @@ class OutboxConfig:
     # When full, the OLDEST undelivered event is dropped (logged with its event_id and counted
     # in the retained state) so the newest checks keep flowing once the broker is back.
     max_events: int = field(default=100_000, metadata=_rng(10, 10_000_000))
+    # While the outbox cannot write (disk full), events wait in memory, at most this many (a check
+    # is 1-2 KB), and are written when space returns; beyond it the oldest is lost, counted.
+    memory_max_events: int = field(default=5000, metadata=_rng(10, 1_000_000))
 
 
 @dataclass(frozen=True)

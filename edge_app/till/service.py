@@ -6,12 +6,15 @@ Hooks for the modules that plug into a running service (cashier display, integri
 
 * `service.attach(on_event=..., on_sale=...)` - on_event is given every event dict that goes through
   `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
-  safely in the outbox, and the cashier's answers (`ack`) that another process of this till
+  safely in the outbox (or held in memory while the disk is full), and the cashier's answers (`ack`) that another process of this till
   (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
   thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
 * `service.publish_event(event)` - the one way to send an event: validates it against
   edge_app.core.events, stores it in the outbox (durable before it is published), wakes the MQTT
-  sender, then calls the listeners. Raises SchemaError / OutboxError so the caller can retry.
+  sender, then calls the listeners. Raises SchemaError for an invalid event. When the outbox
+  cannot write (disk full) the event is held in memory by the OutboxWriter and written when it
+  can again; listeners are told all the same (the check was answered on screen), and `state`
+  says `degraded: true` meanwhile.
 * `service.attach(on_publishing=...)` - given each event publish_event is handed, before it is
   validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
@@ -47,7 +50,7 @@ from edge_app.config import Config, ConfigError, require_model_file
 from edge_app.till.integrity import SaleError, parse_sale
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
-from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
 from edge_app.till.triggers import (HttpTrigger, PosMessageError, Scan, StdinTrigger, Submission, TransactionMemory,
                                Trigger, now_pair, parse_scan, restriction)
 
@@ -111,6 +114,9 @@ class Service:
         self._sale_listeners: list[Callable[[bytes], object]] = []
         self._publishing_listeners: list[Callable[[dict], object]] = []
         self._plugins = tuple(plugins)
+        # Every event goes through the writer: on a full disk it holds events in memory instead
+        # of losing what the cashier was already shown.
+        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
         self.counts: Counter = Counter()
         self.last_check: dict | None = None
         self.last_quarantined: dict | None = None
@@ -149,14 +155,26 @@ class Service:
         self._tell(self._publishing_listeners, event)
         events.validate(event)
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
-        event, dropped = self.outbox.put_event(
+        event, dropped, written = self.writer.put_event(
             events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"), event, self.cfg.till_id)
-        self.link.wake()
+        if written:
+            self.link.wake()
         self.counts[f"events_{event['kind']}"] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
         self._tell(self._event_listeners, event)
+
+    def _on_recording(self) -> None:
+        """The outbox stopped or started taking writes again: say so in `state` and to systemd."""
+        st = self.writer.status()
+        if st.degraded:
+            self.notifier.status(f"NOT RECORDING: the outbox cannot write ({st.last_error}); "
+                                 f"{st.held} event(s) held in memory")
+        else:
+            self.notifier.status(f"recording again; camera {self.capture.status}")
+        self.link.wake()
+        self.link.publish_state()
 
     @staticmethod
     def _tell(listeners: list[Callable[[dict], object]], event: dict) -> None:
@@ -286,6 +304,7 @@ class Service:
 
     # -- state -------------------------------------------------------------------------------------
     def state(self) -> dict:
+        rec = self.writer.status()
         return {
             "ts": events.now_iso(),
             "status": "online",
@@ -297,6 +316,13 @@ class Service:
             "outbox_max": self.outbox.max_events,
             "outbox_full": self.outbox.full,
             "outbox_dropped": self.outbox.dropped_total(),
+            # Recording: false `degraded` means every event so far is in the outbox (or delivered).
+            "degraded": rec.degraded,
+            "outbox_write_errors": rec.write_errors,
+            "outbox_held": rec.held,
+            "outbox_held_max": rec.held_max,
+            "outbox_held_dropped": rec.held_dropped,
+            "outbox_error": rec.last_error,
             "mqtt_subscribed": self.link.subscribed.is_set(),
             "last_seq": self.outbox.last_seq(),
             "checks": self.counts["events_check"],
@@ -350,6 +376,7 @@ class Service:
     def start(self) -> "Service":
         cfg = self.cfg
         self.capture.start()
+        self.writer.start()
         self.link.start()
         self._worker = threading.Thread(target=self._work, name="check-worker", daemon=True)
         self._worker.start()
@@ -433,6 +460,7 @@ class Service:
         if waiting:
             log.warning("%d scan(s) were still waiting for a check at shutdown; recorded as missed", waiting)
         self.capture.stop()
+        self.writer.close()  # a last try to store what a full disk held back (logs what is lost)
         self.link.stop()
         left = self.outbox.depth()
         self.outbox.close()
