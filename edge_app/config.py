@@ -141,6 +141,16 @@ class TriggersConfig:
     # the shopper is gone and the camera would look at the next one.
     max_scan_age_seconds: float = field(default=20.0, metadata=_rng(1, 3600))
     http_port: Optional[int] = field(default=None, metadata=_rng(1, 65535))  # loopback only
+    # The HTTP trigger's limits: connections served at once (more get 503), seconds a
+    # connection may stay silent, and seconds to send a whole request (a slow drip is cut off).
+    http_max_connections: int = field(default=8, metadata=_rng(1, 256))
+    http_idle_timeout_seconds: float = field(default=5.0, metadata=_rng(0.1, 300))
+    http_read_timeout_seconds: float = field(default=10.0, metadata=_rng(0.1, 300))
+    # Optional shared token (`Authorization: Bearer <token>`): another local user's process can
+    # reach a loopback port too. Like the MQTT password, never in config.yaml: a file, or the
+    # name of a systemd credential.
+    http_token_file: Optional[str] = None
+    http_token_credential: Optional[str] = None
     stdin: bool = False
 
 
@@ -368,6 +378,8 @@ def _check(cfg: Config) -> None:
             ) from None
     if cfg.mqtt.password_file and cfg.mqtt.password_credential:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
+    if cfg.triggers.http_token_file and cfg.triggers.http_token_credential:
+        raise ConfigError("triggers.http_token_file: set either http_token_file or http_token_credential, not both")
 
 
 def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
@@ -453,6 +465,31 @@ def load(path: str | Path | None) -> Config:
     except ValueError as exc:  # e.g. an integer of thousands of digits (int() refuses it)
         raise ConfigError(f"config: {p} holds a value that cannot be read ({str(exc)[:120]})") from None
     return from_dict(data, p.resolve().parent)
+
+
+def read_secret(file: str | None, credential: str | None, key: str) -> str | None:
+    """A secret from a file, or from the systemd credential of that name
+    ($CREDENTIALS_DIRECTORY/<name>); None when neither is set. `key` is the settings' prefix
+    (e.g. "mqtt.password") that error messages name."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}_file: cannot read {file!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{key}_file: {file!r} is not UTF-8 text") from None
+    if credential:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise ConfigError(f"{key}_credential: $CREDENTIALS_DIRECTORY is not set "
+                              f"(run under systemd with LoadCredential=, or use {key}_file)")
+        try:
+            return (Path(cred_dir) / credential).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}_credential: cannot read credential {credential!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{key}_credential: credential {credential!r} is not UTF-8 text") from None
+    return None
 
 
 def require_model_file(cfg: Config) -> Path:

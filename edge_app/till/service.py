@@ -46,7 +46,7 @@ from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
-from edge_app.config import Config, ConfigError, require_model_file
+from edge_app.config import Config, ConfigError, read_secret, require_model_file
 from edge_app.till.integrity import SaleError, parse_sale
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
@@ -382,8 +382,16 @@ class Service:
         self._worker.start()
         if cfg.triggers.http_port:
             try:
+                token = read_secret(cfg.triggers.http_token_file, cfg.triggers.http_token_credential,
+                                    "triggers.http_token")
+                if token == "":
+                    raise ConfigError("triggers.http_token: the token file is empty")
+            except ConfigError:
+                self.stop()
+                raise
+            try:
                 self.http = HttpTrigger(cfg.triggers.http_port, self.submit, cfg.triggers,
-                                        wait_s=cfg.check.time_budget_ms / 1000 + 10).start()
+                                        wait_s=cfg.check.time_budget_ms / 1000 + 10, token=token).start()
             except OSError as exc:
                 self.stop()
                 raise ConfigError(f"triggers.http_port: cannot listen on 127.0.0.1:{cfg.triggers.http_port} "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 import threading
 import time
@@ -25,7 +24,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
-from edge_app.config import Config, ConfigError, MQTTConfig
+from edge_app.config import Config, ConfigError, MQTTConfig, read_secret
 from edge_app.transport.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -37,24 +36,7 @@ REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before s
 def read_password(m: MQTTConfig) -> str | None:
     """The broker password from mqtt.password_file or the systemd credential named by
     mqtt.password_credential ($CREDENTIALS_DIRECTORY/<name>); never from config.yaml."""
-    if m.password_file:
-        try:
-            return Path(m.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {m.password_file!r} ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"mqtt.password_file: {m.password_file!r} is not UTF-8 text") from None
-    if m.password_credential:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not cred_dir:
-            raise ConfigError("mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
-                              "(run under systemd with LoadCredential=, or use mqtt.password_file)")
-        try:
-            return (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_credential: cannot read credential "
-                              f"{m.password_credential!r} ({exc.strerror})") from None
-    return None
+    return read_secret(m.password_file, m.password_credential, "mqtt.password")
 
 
 def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:

@@ -129,3 +129,19 @@ def test_outbox_path_at_someone_elses_file_is_refused_and_left_alone(tmp_path):
     assert len(lines) == 1 and "outbox.path:" in lines[0] and "is not an agecheck outbox" in lines[0], r.stderr
     assert mine.read_text() == "the store manager's notes\n"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["config.yaml", "notes.txt"]
+
+
+def test_http_token_comes_from_a_file_or_a_credential_never_both(tmp_path, monkeypatch):
+    
+    with pytest.raises(C.ConfigError, match="either http_token_file or http_token_credential"):
+        C.from_dict({"triggers": {"http_token_file": "a", "http_token_credential": "b"}})
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    assert C.read_secret(str(token), None, "triggers.http_token") == "t0ken"
+    with pytest.raises(C.ConfigError, match=r"^triggers.http_token_file: cannot read '.*nope' \(No such file"):
+        C.read_secret(str(tmp_path / "nope"), None, "triggers.http_token")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(C.ConfigError, match=r"^triggers.http_token_credential: \$CREDENTIALS_DIRECTORY is not set"):
+        C.read_secret(None, "agecheck-http", "triggers.http_token")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert C.read_secret(None, "token", "triggers.http_token") == "t0ken"

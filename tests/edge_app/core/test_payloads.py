@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_app.core import events, payloads
+from edge_app.core import events
 from edge_app.core.payloads import Limits, PayloadError, nesting_depth, parse, parse_object
 from edge_app.manager.feed import check_message
 from edge_app.till.integrity import SaleError, parse_sale

@@ -200,7 +200,8 @@ def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_brok
 
     def http_scan(txn: str) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}))
+        conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}),
+                     headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         assert r.status == 200
         return json.loads(r.read())
