@@ -33,7 +33,7 @@ from edge_app.core import events, payloads
 from edge_app.config import Config
 from edge_app.manager.db import Database, StoreError
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import make_client
+from edge_app.transport.mqtt import make_client, trust_warnings
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +451,10 @@ def main(args, cfg: Config) -> int:
     except FeedDBError as exc:
         print(f"agecheck feed: {exc}", file=sys.stderr)
         return 2
+    for warning in trust_warnings(cfg.mqtt):
+        # The feed is what the manager trusts: a forged approval stored here looks real.
+        log.warning("feed: NOT SECURE: %s", warning)
+        print(f"agecheck feed: NOT SECURE: {warning}", file=sys.stderr, flush=True)
     c = feed.store.counts()
     print(f"agecheck feed: {feed.store.label}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
           f"connecting to {cfg.mqtt.host}:{cfg.mqtt.port} (Ctrl-C to stop)", flush=True)

@@ -324,6 +324,8 @@ class Service:
             "outbox_held_dropped": rec.held_dropped,
             "outbox_error": rec.last_error,
             "mqtt_subscribed": self.link.subscribed.is_set(),
+            # Non-empty when the broker link can be read or forged (no TLS, no credentials).
+            "security_warnings": self.link.trust_warnings,
             "last_seq": self.outbox.last_seq(),
             "checks": self.counts["events_check"],
             "messages_quarantined": self.counts["messages_quarantined"],
