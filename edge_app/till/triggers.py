@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -264,6 +265,15 @@ class _LimitedServer(ThreadingHTTPServer):
         finally:
             self._slots.release()
 
+    def handle_error(self, request, client_address) -> None:
+        # socketserver prints a traceback to stderr by default; a client that goes away (or is
+        # cut off by a timeout) is normal here and worth one line.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("http trigger: connection from %s ended early (%s)", client_address[0], exc)
+        else:
+            log.error("http trigger: a request from %s failed", client_address[0], exc_info=exc)
+
 
 class HttpTrigger:
     """Local demo trigger on 127.0.0.1 only: `POST /scan` with a pos/scan JSON body (every field
@@ -323,8 +333,26 @@ class HttpTrigger:
 
             def _refuse(self, code: int, error: str) -> None:
                 log.warning("http trigger: request refused (%d): %s", code, error)
-                self.close_connection = True  # whatever body there is stays unread
+                self.close_connection = True
                 self._reply(code, {"error": error})
+                self._linger()
+
+            def _linger(self) -> None:
+                """After a refusal: half-close, then read away (and drop) what the client still
+                sends, at most max_bytes and within the read deadline. Closing with unread bytes
+                makes the kernel reset the connection, and the client may lose our answer."""
+                self._reading = True  # the deadline applies again
+                try:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_WR)
+                    left = max_bytes
+                    while left > 0:
+                        chunk = self.rfile.read1(min(left, 4096))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                except OSError:
+                    pass
 
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 self._reply(200 if self.path == "/" else 404,
