@@ -1,13 +1,45 @@
 """agecheck: checkout-camera age check (Challenge 25) for supermarket tills."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+# Files a till needs besides the code, copied into edge_app/data/ of the wheel from where the
+# project keeps them, by name (the model is retrained and replaced under the same names). The
+# same table is edge_app/resources.py, which finds them at run time.
+SHIPPED = {
+    "models/age_resnet10_int8.tflite": "models/age_resnet10_int8.tflite",
+    "models/age_resnet10_int8.json": "models/age_resnet10_int8.json",
+    "config.yaml": "config.yaml",
+    "systemd/agecheck.service": "systemd/agecheck.service",
+}
+
+
+class BuildPyWithShippedFiles(build_py):
+    def run(self):
+        super().run()
+        data = Path(self.build_lib) / "edge_app" / "data"
+        for source, packaged in SHIPPED.items():
+            (data / packaged).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(__file__).resolve().parent / source, data / packaged)
+
 
 setup(
     name="agecheck",
     version="0.1.0",
     description="Checkout-camera age estimation (Challenge 25) with MediaPipe and an int8 TFLite ResNet",
     python_requires=">=3.11,<3.13",
+    license="Apache-2.0",  # the code; the shipped model's terms are in NOTICE and docs/licences.md
     packages=find_packages(include=["edge_app", "edge_app.*", "training", "training.*"]),
+    package_data={
+        # The demo photo lives in the package itself; the rest comes from SHIPPED above.
+        "edge_app": ["data/*.png"],
+        # The dashboard's page templates and Chart.js (vendored from npm, MIT; see its README).
+        "edge_app.manager": ["templates/*.html", "static/*"],
+    },
+    cmdclass={"build_py": BuildPyWithShippedFiles},
     install_requires=[
         # 0.10.21 is the last release that bundles its face models in the wheel; later ones
         # download them at run time, which a till cannot rely on.
@@ -25,22 +57,28 @@ setup(
         "sdnotify==0.3.2",
         "pyyaml>=6",
         "pillow>=10",
-        # Ships the public-domain NASA "astronaut" photo used by the demo and the benchmark.
-        "scikit-image>=0.22",
         # Charts in `agecheck report`, which store managers run from the default install (so it
         # is no longer only in [train]). 3.8 is the first release with wheels for Python 3.12,
         # the top of python_requires; <4 keeps a stable major. All of 3.8-3.x accept numpy<2.
         "matplotlib>=3.8,<4",
-        # `agecheck dashboard`: a small, well-kept web framework (Flask, with Jinja templates
-        # that escape what they show) and a pure-Python production WSGI server (waitress: no
-        # compiler, runs the same on a manager's Windows PC). Flask 3 / waitress 3 are current.
-        "flask>=3,<4",
-        "waitress>=3,<4",
-        # The feed and dashboard also take a postgresql:// URL (a head office's event store).
-        # psycopg 3 is the maintained PostgreSQL driver; [binary] brings its own libpq.
-        "psycopg[binary]>=3.1,<4",
     ],
     extras_require={
+        # The manager's computer, not the till: `pip install 'agecheck[manager]'`. Kept out of
+        # install_requires so the till runtime (requirements/till.lock, the .deb) stays under
+        # 500 MB and serves no web page; `agecheck dashboard` and a postgresql:// store name
+        # this extra when it is missing.
+        "manager": [
+            # `agecheck dashboard`: a small, well-kept web framework (Flask, with Jinja templates
+            # that escape what they show) and a pure-Python production WSGI server (waitress:
+            # no compiler, runs the same on a manager's Windows PC). Flask 3 / waitress 3 are
+            # current.
+            "flask>=3,<4",
+            "waitress>=3,<4",
+            # The feed and dashboard also take a postgresql:// URL (a head office's event
+            # store). psycopg 3 is the maintained PostgreSQL driver; [binary] brings its own
+            # libpq.
+            "psycopg[binary]>=3.1,<4",
+        ],
         "train": [
             # 2.19 is the last TensorFlow that accepts protobuf<5, so it shares an environment
             # with mediapipe 0.10.21.
@@ -48,8 +86,7 @@ setup(
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "pandas>=2",
-            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6); the
-            # default install already has it through scikit-image.
+            # training.calibrate fits the age map as a linear programme (HiGHS, since 1.6).
             "scipy>=1.9",
         ],
         "dev": [
@@ -64,7 +101,5 @@ setup(
             "selenium>=4.20,<5",
         ],
     },
-    # The dashboard's page templates and Chart.js (vendored from npm, MIT; see its README).
-    package_data={"edge_app.manager": ["templates/*.html", "static/*"]},
     entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},
 )

@@ -9,8 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from edge_app import __version__
-from edge_app.config import Config, ConfigError, load
+from edge_app import __version__, nativelog
+from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
 
 log = logging.getLogger("agecheck")
 
@@ -149,8 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"agecheck {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default=None, help="config.yaml (default: built-in defaults)")
+    def common(p: argparse.ArgumentParser, defaults_ok: bool = True) -> None:
+        # Built-in defaults are only safe where a wrong store/till id or broker cannot publish
+        # anything in a store's name: the service and the cashier window need a real config.
+        fallback = "then the built-in defaults" if defaults_ok else "one of them is required"
+        p.add_argument("--config", default=None,
+                       help=f"config.yaml (default: ${CONFIG_ENV}, then {SYSTEM_CONFIG}, {fallback})")
+        p.set_defaults(defaults_ok=defaults_ok)
 
     p = sub.add_parser("faces", help="find, choose, align and quality-check the face(s) in photos")
     p.add_argument("photos", nargs="+", metavar="PHOTO")
@@ -170,18 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the till service (camera, POS trigger, checks, MQTT events)")
     p.add_argument("--demo", action="store_true",
                    help="self-contained demo: own loopback broker, sample video, simulated POS")
-    common(p)
+    common(p, defaults_ok=False)  # except with --demo (its own broker): see main()
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("display", help="cashier alert window as its own process (subscribes to the local broker)")
-    common(p)
-    p.set_defaults(func=_delegate("edge_app.cashier.window"))
+    p.add_argument("--password-file", default=None, metavar="PATH",
+                   help="broker password for the window (instead of display.mqtt_password_file)")
+    common(p, defaults_ok=False)
+    p.set_defaults(func=_delegate("edge_app.cashier.standalone"))
 
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
     p.add_argument("--db", default=None,
                    help="where to store events: a SQLite file, or a postgresql:// URL (default from config)")
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
-    common(p)
+    common(p)  # it only reads
     p.set_defaults(func=_delegate("edge_app.manager.feed"))
 
     p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
@@ -216,17 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, filter_native: bool = True) -> int:
+    """The `agecheck` program. `filter_native` puts edge_app.nativelog in front of fd 2, which is
+    right for a process of its own and wrong for a caller that shares its stderr (pass False)."""
     ap = build_parser()
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
     try:
-        cfg = load(args.config)
+        # Resolved once here and put back in args, so a worker process started by a command
+        # (the bench's) reads the same file.
+        found = locate(args.config, args.defaults_ok or bool(getattr(args, "demo", False)))
+        args.config = None if found is None else str(found)
+        cfg = load(found)
     except ConfigError as exc:
         print(f"agecheck: config error: {exc}", file=sys.stderr)
         return 2
+    if filter_native:
+        # Before any command imports OpenCV, MediaPipe or TFLite.
+        nativelog.install(show_noise=cfg.logging.level == "DEBUG")
     setup_logging(cfg)
     try:
         return int(args.func(args, cfg) or 0)

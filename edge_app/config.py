@@ -20,8 +20,12 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "age_resnet10_int8.tflite"
+from edge_app import resources
+
+# Where an installed till keeps its config (the Debian package's conffile), and the variable that
+# points elsewhere; `locate` tries them in order after --config.
+SYSTEM_CONFIG = Path("/etc/agecheck/config.yaml")
+CONFIG_ENV = "AGECHECK_CONFIG"
 
 
 class ConfigError(Exception):
@@ -117,7 +121,8 @@ class FacesConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = str(DEFAULT_MODEL)
+    # Default: the model shipped with agecheck (inside the package, or models/ in a checkout).
+    path: str = field(default_factory=resources.default_model_path)
     threads: int = field(default=2, metadata=_rng(1, 64))
 
 
@@ -191,12 +196,28 @@ class DisplayConfig:
     position: Literal["top-right", "top-left", "bottom-right", "bottom-left", "center"] = "top-right"
     # How long an approve banner stays up; alerts stay until answered.
     approve_seconds: float = field(default=4.0, metadata=_rng(0.5, 120))
-    # Keys 1/2/3 only reach the window when it has the keyboard focus; a touch screen or mouse
-    # works either way, so a till whose POS must keep the focus can turn this off.
-    take_focus: bool = True
+    # Off: an alert never takes the keyboard from the POS, so digits typed into the POS as an
+    # alert appears cannot answer it. Buttons (click, touch) always work; keys 1/2/3 work once
+    # the cashier has put the focus on the window. On: the window takes the focus for each alert
+    # (the key delay below still applies).
+    take_focus: bool = False
+    # Keys answer only after the window has shown the alert, and held the focus, this long: a
+    # key already on its way when the alert appeared is not an answer.
+    key_delay_seconds: float = field(default=0.7, metadata=_rng(0, 5))
+    # After an answer, the window shows what was recorded with an Undo button for this long.
+    undo_seconds: float = field(default=5.0, metadata=_rng(1, 60))
+    # An unanswered alert stays on the window's list (even after its sale) until answered or
+    # this old; an expired alert is logged, and the integrity check has it if it was sold.
+    alert_expire_seconds: float = field(default=1800.0, metadata=_rng(60, 86400))
     # The standalone `agecheck display` keeps the cashier's answers here until the broker has
-    # them (relative to $STATE_DIRECTORY when systemd sets it, else to the config file's folder).
+    # them. A relative path is in the desktop user's state folder: $STATE_DIRECTORY (a systemd
+    # unit's), else $XDG_STATE_HOME/agecheck, else ~/.local/state/agecheck.
     outbox_path: str = "display-outbox.sqlite3"
+    # The standalone window's own broker login (e.g. a user that may only read alerts and
+    # publish answers). The till's password is a systemd credential that a desktop session
+    # cannot read, so the window gets its password from a file readable by the cashier's user.
+    mqtt_username: Optional[str] = field(default=None, metadata=_text(256))  # as mqtt.username
+    mqtt_password_file: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +401,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
     if cfg.triggers.http_token_file and cfg.triggers.http_token_credential:
         raise ConfigError("triggers.http_token_file: set either http_token_file or http_token_credential, not both")
+    if cfg.display.mqtt_password_file and not (cfg.display.mqtt_username or cfg.mqtt.username):
+        raise ConfigError("display.mqtt_username: a password file is set for the window but no user name "
+                          "(set display.mqtt_username, or mqtt.username to share the till's)")
 
 
 def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
@@ -404,14 +428,10 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
         root = Path(state_dir) if state_dir else base_dir
         if root is not None:
             cfg = dataclasses.replace(cfg, outbox=dataclasses.replace(cfg.outbox, path=str(root / outbox_path)))
-    display_outbox = Path(cfg.display.outbox_path)
+    display_outbox = Path(cfg.display.outbox_path).expanduser()
     if not display_outbox.is_absolute():
-        state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-        root = Path(state_dir) if state_dir else base_dir
-        if root is not None:
-            cfg = dataclasses.replace(
-                cfg, display=dataclasses.replace(cfg.display, outbox_path=str(root / display_outbox))
-            )
+        display_outbox = user_state_dir() / display_outbox
+    cfg = dataclasses.replace(cfg, display=dataclasses.replace(cfg.display, outbox_path=str(display_outbox)))
     return cfg
 
 
@@ -433,10 +453,50 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Mapping[str, str] | None = None,
+           system: Path | None = None) -> Path | None:
+    """The config file to use: --config, then $AGECHECK_CONFIG, then /etc/agecheck/config.yaml.
+    None (the built-in defaults) only when the caller says defaults are safe for its job;
+    otherwise a ConfigError that lists every place looked at."""
+    environ = os.environ if environ is None else environ
+    system = SYSTEM_CONFIG if system is None else system
+    if explicit is not None:
+        return Path(explicit)  # load() names it when it is missing
+    from_env = environ.get(CONFIG_ENV, "").strip()
+    if from_env:
+        p = Path(from_env)
+        if not p.is_file():
+            raise ConfigError(f"config: ${CONFIG_ENV} points at {str(p)!r}, which is not a file; "
+                              f"fix the variable or pass --config PATH")
+        return p
+    if system.is_file():
+        return system
+    if allow_defaults:
+        return None
+    raise ConfigError(
+        f"config: no config file found (looked at --config: not given; ${CONFIG_ENV}: not set; "
+        f"{system}: does not exist); this command needs one: pass --config PATH, set ${CONFIG_ENV}, "
+        f"or install the example ({resources.EXAMPLE_CONFIG.packaged} in the package) as {system}"
+    )
+
+
+def user_state_dir() -> Path:
+    """The folder for a desktop program's state (the standalone cashier window's answers): the
+    systemd unit's $STATE_DIRECTORY when there is one, else the XDG state folder."""
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_dir:
+        return Path(state_dir)
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec: a relative $XDG_STATE_HOME is invalid and must be ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "agecheck"
+
+
 def load(path: str | Path | None) -> Config:
-    """Read and validate config.yaml. None means the built-in defaults."""
+    """Read and validate config.yaml. None means the built-in defaults (relative paths then
+    resolve against the working directory)."""
     if path is None:
-        return from_dict({}, REPO_ROOT)
+        return from_dict({}, Path.cwd())
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config: file {str(p)!r} does not exist; pass --config PATH to an existing file")

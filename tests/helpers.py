@@ -16,10 +16,10 @@ MODEL = REPO / "models" / "age_resnet10_int8.tflite"
 
 
 def astronaut() -> np.ndarray:
-    """Public-domain NASA portrait shipped inside scikit-image (RGB uint8, 512x512)."""
-    from skimage import data
+    """Public-domain NASA portrait shipped with agecheck (RGB uint8, 512x512)."""
+    from edge_app.devtools.sim import demo_photo_bgr
 
-    return np.ascontiguousarray(data.astronaut())
+    return np.ascontiguousarray(demo_photo_bgr()[:, :, ::-1])
 
 
 def need_utkface() -> Path:

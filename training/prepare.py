@@ -148,6 +148,13 @@ def _hashes(source: Source, rows: list[dict], out: Path) -> dict[str, str | None
     return hashes
 
 
+def _parts_dir(out: Path, source: Source, n_sources: int) -> Path:
+    """Where a source's aligned chunks live: parts/<source>/, except in a single-source cache
+    made before sources had names, whose chunks live in parts/ itself."""
+    legacy = out / "parts"
+    return legacy if n_sources == 1 and (legacy / "part_00000.npz").exists() else legacy / source.name
+
+
 def _align(source: Source, kept: list[dict], parts: Path, faces_cfg: FacesConfig) -> None:
     parts.mkdir(parents=True, exist_ok=True)
     todo = [c for c in range(0, len(kept), CHUNK) if not (parts / f"part_{c // CHUNK:05d}.npz").exists()]
@@ -210,16 +217,13 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
         for r in kept:
             r["split"] = split_of[r["md5"]]
         print(f"{src.name}: {len(kept)} unique photos after de-duplication; {len(dropped)} dropped (see rejected.csv)")
-        # Parts of a single-source cache made before sources had names live in parts/ itself.
-        parts = out / "parts" if len(sources) == 1 and (out / "parts" / "part_00000.npz").exists() else out / "parts" / src.name
-        _align(src, kept, parts, faces_cfg)
+        _align(src, kept, _parts_dir(out, src, len(sources)), faces_cfg)
         kept_all += kept
         dropped_all += dropped
 
     all_crops, all_meta = [], []
     for src in sources:
-        parts = out / "parts" if len(sources) == 1 and (out / "parts" / "part_00000.npz").exists() else out / "parts" / src.name
-        for path in sorted(parts.glob("part_*.npz")):
+        for path in sorted(_parts_dir(out, src, len(sources)).glob("part_*.npz")):
             z = np.load(path)
             meta = json.loads(str(z["meta"]))
             if any(m["detected"] for m in meta):

@@ -1,19 +1,27 @@
-"""Cashier alert window: a small always-on-top Tk window on the till screen that shows nothing while
-idle and, on a check, a large colour-coded banner (green APPROVE / red CHECK ID / amber NO FACE)
-with the estimated age range, the policy in force and the item. The cashier answers an alert with
-key 1/2/3 or a click; the answer becomes an `ack` event handed to a callback (the service's durable
-outbox, or this module's own one in standalone mode).
+"""Cashier alert window: a small always-on-top Tk window on the till screen that shows nothing
+while idle and, on a check, the banner of `edge_app.cashier.banner` (the instruction, its symbol
+and colour, the camera's estimate as a range, the item). The cashier answers with a button
+(click or touch) or, once the window has the keyboard focus, key 1/2/3; each answer becomes an
+`ack` event handed to a callback (the service's durable outbox, or the standalone window's own,
+see `edge_app.cashier.standalone`).
 
-It owns:
+Answers need intent:
 
-* `banner_for` - what the banner says and its colours, a pure function of the check/alert events;
-* `CashierDisplay` - the Tk window. `post()`/`on_event()` may be called from any thread (a queue
-  whose writers wake the Tk thread through a pipe it watches); everything Tk happens on the
-  display's own thread. Run it with `run()` on the main thread, or `start_in_thread()` inside
-  the service;
-* `AckLink` + `main` - `agecheck display`: the window as its own process, subscribed to this till's
-  events/check and events/alert on the local broker, answers kept in an SQLite outbox until the
-  broker acknowledges them, reconnecting by itself across broker restarts.
+* the window does not take the keyboard focus unless `display.take_focus` asks for it, so digits
+  typed into the POS while an alert appears stay in the POS;
+* a key counts only when the window has held the focus and shown this alert for
+  `display.key_delay_seconds` (a key already on its way when the alert appeared is ignored, and
+  the window says so); buttons always work;
+* after an answer the window shows what was recorded, with an Undo button, for
+  `display.undo_seconds`; Undo publishes a correcting ack (`replaces_event_id`, answer
+  `undone`) and puts the alert back.
+
+No alert is lost on screen: unanswered alerts wait in an `AlertQueue` (the newest shown, with a
+count of the others), each until it is answered here or on another display, or expires.
+
+`CashierDisplay.post()`/`on_event()` may be called from any thread (a queue whose writers wake
+the Tk thread through a pipe it watches); everything Tk happens on the display's own thread.
+Run it with `run()` on the main thread, or `start_in_thread()` inside the service (`attach`).
 
 Privacy: events carry no image and neither does this window; nothing visual is written anywhere.
 """
@@ -21,114 +29,43 @@ Privacy: events carry no image and neither does this window; nothing visual is w
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
-import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-from edge_app.core import events, payloads
-from edge_app.config import Config, DisplayConfig
+from edge_app.cashier.banner import (STYLES, AlertQueue, Banner, Pending, banner_for, recorded_banner,
+                                     waiting_text)
+from edge_app.config import DisplayConfig
+from edge_app.core import events
+from edge_app.core.answers import ANSWER_LABELS
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["approve", "check_id", "no_face"]
-
-ANSWER_LABELS: dict[str, str] = {
-    "id_checked_over_age": "ID checked – over age",
-    "id_checked_under_age_refused": "ID checked – under age / refused",
-    "no_id_check": "No ID check",
-}
 ANSWER_KEYS: dict[str, str] = {"1": "id_checked_over_age", "2": "id_checked_under_age_refused", "3": "no_id_check"}
-
-# High-contrast pairs (WCAG contrast >= 5:1): white on green/red, near-black on amber.
-COLOURS: dict[str, tuple[str, str]] = {
-    "approve": ("#0b7a2e", "#ffffff"),
-    "check_id": ("#c8102e", "#ffffff"),
-    "no_face": ("#ffb000", "#111111"),
-}
-TITLES = {"approve": "APPROVE", "check_id": "CHECK ID", "no_face": "NO FACE"}
+# Kept for the tests and the bench: the banner colours by decision word.
+COLOURS: dict[str, tuple[str, str]] = {d: (STYLES[k].bg, STYLES[k].fg) for d, k in
+                                       (("approve", "ok"), ("check_id", "ask_id"), ("no_face", "no_face"),
+                                        ("camera_down", "camera_down"))}
 # Checks older than this (a display restarting onto a queued session) are not shown.
 STALE_SECONDS = 300.0
 # An alert whose check never arrives is shown from the alert alone after this long.
-ALERT_WITHOUT_CHECK_MS = 1500
+ALERT_WITHOUT_CHECK_S = 1.5
 # Posted events wake the Tk thread at once through a pipe it watches (a file handler); the
 # timer is only a safety net then. Polling alone (no file handlers: not a Unix Tk) uses the
 # short interval, which then adds up to that much to the time an alert takes to appear.
 POLL_MS = 50
 SAFETY_POLL_MS = 500
+UNDO_BG = "#1b1b1b"
 
 
 class DisplayError(RuntimeError):
     """The window cannot be opened (no screen, no Tk); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Banner:
-    kind: Kind
-    title: str
-    age_text: str
-    policy_text: str
-    item_text: str
-    bg: str
-    fg: str
-
-    @property
-    def needs_answer(self) -> bool:
-        return self.kind != "approve"
-
-
-def _item_text(item: Any) -> str:
-    if not isinstance(item, dict):
-        return ""
-    name = item.get("name") or item.get("description") or (f"SKU {item['sku']}" if item.get("sku") else "")
-    cat = item.get("category")
-    min_age = item.get("min_age")
-    extra = " ".join(str(x) for x in (cat, f"{min_age}+" if min_age else None) if x)
-    text = f"{name} ({extra})" if name and extra else str(name or extra)
-    return text if len(text) <= 48 else text[:47] + "…"
-
-
-def _age_text(ev: dict | None, kind: Kind) -> str:
-    if kind == "no_face" or ev is None:
-        return "No usable face – ask for ID" if kind == "no_face" else ""
-    lo, hi, age = ev.get("age_low"), ev.get("age_high"), ev.get("age")
-    ask = " – ask for ID" if kind == "check_id" else ""
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-        a, b = max(0, math.floor(lo)), math.ceil(hi)
-        return (f"Estimated age {a}–{b}" if b > a else f"Estimated age {a}") + ask
-    if isinstance(age, (int, float)):
-        return f"Estimated age about {round(age)}{ask}"
-    if ev.get("age_band"):
-        return f"Estimated age {ev['age_band']}{ask}"
-    return "Ask for ID" if ask else ""
-
-
-def _policy_text(check: dict | None) -> str:
-    pol = check.get("policy") if check else None
-    if not isinstance(pol, dict):
-        return ""
-    ch, legal = pol.get("challenge_age"), pol.get("legal_age")
-    if ch and legal and ch != legal:
-        return f"Challenge {ch} · legal age {legal}"
-    return f"Legal age {legal or ch}" if (legal or ch) else ""
-
-
-def banner_for(check: dict | None, alert: dict | None = None) -> Banner:
-    """The banner for a check (and its alert, if any). Either may be missing, not both."""
-    src = check or alert
-    if src is None:
-        raise ValueError("banner_for needs a check or an alert event")
-    decision = src.get("decision")
-    kind: Kind = decision if decision in COLOURS else "check_id"  # unknown: the safe side
-    item = (alert or {}).get("item") or (check or {}).get("trigger")
-    bg, fg = COLOURS[kind]
-    return Banner(kind, TITLES[kind], _age_text(check or alert, kind), _policy_text(check), _item_text(item), bg, fg)
 
 
 def _is_stale(ev: dict, now: float) -> bool:
@@ -142,19 +79,31 @@ def _is_stale(ev: dict, now: float) -> bool:
 
 
 @dataclass
-class _Shown:
+class _Recent:
+    """The last answer, while Undo is offered."""
+
+    pending: Pending
+    ack: dict
+    until: float  # monotonic
+
+
+@dataclass(frozen=True)
+class _View:
+    """What is on screen: `ident` changes when the cashier is shown something else (the key
+    delay then starts again)."""
+
+    ident: tuple
     banner: Banner
-    check: dict | None
-    alert: dict | None
-    shown_at: float  # monotonic, for the decision time
+    pending: Pending | None  # the alert being shown, when it is one
 
 
 AckCallback = Callable[[dict], Any]
 
 
 class CashierDisplay:
-    """The alert window. `on_ack(event)` is called on the display thread with each answer; if it
-    raises, the alert stays up with a message so the cashier can answer again (nothing lost)."""
+    """The alert window. `on_ack(event)` is called on the display thread with each answer and
+    each Undo; if it raises, the window keeps the alert (or the Undo button) with a message so
+    the cashier can press again (nothing lost)."""
 
     def __init__(self, cfg: DisplayConfig, store_id: str, till_id: str, on_ack: AckCallback) -> None:
         self.cfg = cfg
@@ -173,13 +122,22 @@ class CashierDisplay:
         self._thread: threading.Thread | None = None
         self._root = None
         self._tk_root = None
-        self._shown: _Shown | None = None
-        self._pending_alerts: dict[str, dict] = {}
-        self._checks: dict[str, dict] = {}
-        self._hide_job = None
-        # monotonic time the shown banner reached the screen (None until it has); see _mark_drawn.
+        # What the window knows (Tk thread only).
+        self._alerts = AlertQueue(cfg.alert_expire_seconds, ALERT_WITHOUT_CHECK_S)
+        self._approve: tuple[dict, float] | None = None  # an approval on screen, until
+        self._recent: _Recent | None = None
+        self._done: OrderedDict[str, None] = OrderedDict()  # check/alert ids answered: not shown again
+        self._own_acks: OrderedDict[str, None] = OrderedDict()
+        self._view: _View | None = None
+        self._render_job = None
+        self._status_text: str | None = None
+        # monotonic times: the shown view reached the screen (see _mark_drawn), and the window got
+        # the keyboard focus; a key answers only when both are key_delay_seconds old.
         self._drawn_at: float | None = None
+        self._focus_since: float | None = None
         self._await_expose = False
+        self._keys_ignored = 0
+        self._expired = 0
         # Read by other threads (tests, the service's state); replaced whole, never mutated.
         self.snapshot: dict[str, Any] = {"visible": False}
         self.window_id: int | None = None
@@ -193,9 +151,10 @@ class CashierDisplay:
             self._put(("event", alert_event))
 
     def on_event(self, event: dict) -> None:
-        """Listener for the service or the broker: takes check and alert events (others are
-        ignored) in any order; an alert is paired with its check by check_event_id. Any thread."""
-        if isinstance(event, dict) and event.get("kind") in ("check", "alert"):
+        """Listener for the service or the broker: takes check and alert events in any order (an
+        alert is paired with its check by check_event_id) and acks (an alert answered on another
+        display leaves this one's list); others are ignored. Any thread."""
+        if isinstance(event, dict) and event.get("kind") in ("check", "alert", "ack"):
             self._put(("event", event))
 
     def close(self) -> None:
@@ -228,11 +187,11 @@ class CashierDisplay:
         if self._thread is not None:
             self._thread.join(timeout)
 
-
     def shutdown(self) -> None:
         """Close the window and wait for its thread (the service calls this at shutdown)."""
         self.close()
         self.join(5)
+
     def open(self) -> None:
         """Create the (hidden) window; raises DisplayError when there is no screen. Call from
         the thread that will run the window."""
@@ -278,7 +237,7 @@ class CashierDisplay:
             for fd in fds:
                 os.close(fd)
         self._root = self._tk_root = None
-        self._title = self._age = self._info = self._text = self._banner = self._answers = self._status = None
+        self._w = {}
         self._buttons = {}
         self._fonts = {}
         if root is not None:
@@ -312,45 +271,72 @@ class CashierDisplay:
         root.protocol("WM_DELETE_WINDOW", self._hide)
 
         family = "DejaVu Sans" if "DejaVu Sans" in tkfont.families(root) else "Helvetica"
-        # Negative sizes are pixels, so the text keeps its proportion to the window (sized in pixels).
-        self._fonts = {
-            "title": tkfont.Font(root, family=family, size=-int(h * 0.24), weight="bold"),
-            "age": tkfont.Font(root, family=family, size=-int(h * 0.09), weight="bold"),
-            "info": tkfont.Font(root, family=family, size=-int(h * 0.068), weight="bold"),
-            "button": tkfont.Font(root, family=family, size=-max(12, int(h * 0.056)), weight="bold"),
-            "status": tkfont.Font(root, family=family, size=-max(11, int(h * 0.05))),
-        }
-        self._banner = tk.Frame(root, bg="#000000")
-        self._banner.pack(side="top", fill="both", expand=True)
-        # The text block sits in the middle of whatever height the banner gets (an approve
-        # banner has no answer row under it).
-        self._text = tk.Frame(self._banner, bg="#000000")
-        self._text.pack(expand=True)
-        self._title = tk.Label(self._text, font=self._fonts["title"])
-        self._age = tk.Label(self._text, font=self._fonts["age"])
-        self._info = tk.Label(self._text, font=self._fonts["info"], wraplength=w - 20)
-        for lab in (self._title, self._age, self._info):
-            lab.pack(side="top", fill="x", padx=8)
 
-        self._answers = tk.Frame(root, bg="#222222")
-        self._buttons: dict[str, tk.Button] = {}
+        def font(share: float, least: int, bold: bool = True):
+            # Negative sizes are pixels, so the text keeps its proportion to the window (sized in pixels).
+            return tkfont.Font(root, family=family, size=-max(least, int(h * share)),
+                               weight="bold" if bold else "normal")
+
+        self._fonts = {"symbol": font(0.27, 30), "title": font(0.115, 16), "detail": font(0.068, 12),
+                       "item": font(0.06, 11, bold=False), "waiting": font(0.058, 11),
+                       "button": font(0.052, 11), "status": font(0.048, 11, bold=False)}
+        root.columnconfigure(0, weight=1)
+        root.rowconfigure(0, weight=1)
+        W: dict[str, Any] = {}
+        W["banner"] = tk.Frame(root, bg="#000000")
+        W["banner"].grid(row=0, column=0, sticky="nsew")
+        # Top line: which transaction, and how many more alerts wait behind this one.
+        W["top"] = tk.Frame(W["banner"], bg="#000000")
+        W["top"].pack(side="top", fill="x")
+        W["txn"] = tk.Label(W["top"], font=self._fonts["item"], anchor="w")
+        W["txn"].pack(side="left", padx=8, pady=(4, 0))
+        W["waiting"] = tk.Label(W["top"], font=self._fonts["waiting"], bg="#ffffff", fg="#000000", padx=8)
+        # The instruction: symbol and words side by side, in the middle of the banner.
+        W["main"] = tk.Frame(W["banner"], bg="#000000")
+        W["main"].pack(side="top", expand=True)
+        W["symbol"] = tk.Label(W["main"], font=self._fonts["symbol"], width=2)
+        W["symbol"].pack(side="left", padx=(6, 4))
+        W["title"] = tk.Label(W["main"], font=self._fonts["title"], justify="left", anchor="w",
+                              wraplength=int(w * 0.72))
+        W["title"].pack(side="left", padx=(0, 8))
+        W["detail"] = tk.Label(W["banner"], font=self._fonts["detail"], wraplength=w - 20)
+        W["detail"].pack(side="top", fill="x", padx=8)
+        W["item"] = tk.Label(W["banner"], font=self._fonts["item"], wraplength=w - 20)
+        W["item"].pack(side="top", fill="x", padx=8, pady=(0, 6))
+
+        W["answers"] = tk.Frame(root, bg="#222222")
+        self._buttons = {}
         for col, (key, answer) in enumerate(ANSWER_KEYS.items()):
-            b = tk.Button(self._answers, text=f"[{key}]  {ANSWER_LABELS[answer]}", font=self._fonts["button"],
+            b = tk.Button(W["answers"], text=f"[{key}]  {ANSWER_LABELS[answer]}", font=self._fonts["button"],
                           wraplength=w // 3 - 24, bg="#f2f2f2", fg="#000000", activebackground="#d9d9d9",
                           relief="raised", bd=3, command=lambda a=answer: self._answer(a, "click"))
             b.grid(row=0, column=col, sticky="nsew", padx=4, pady=4)
-            self._answers.columnconfigure(col, weight=1, uniform="answers")
+            W["answers"].columnconfigure(col, weight=1, uniform="answers")
             self._buttons[answer] = b
-        self._status = tk.Label(root, font=self._fonts["status"], bg="#222222", fg="#ffffff", anchor="w")
+        W["undo"] = tk.Frame(root, bg=UNDO_BG)
+        W["undo_text"] = tk.Label(W["undo"], font=self._fonts["status"], bg=UNDO_BG, fg="#ffffff", anchor="w",
+                                  justify="left", wraplength=int(w * 0.7))
+        W["undo_text"].pack(side="left", fill="x", expand=True, padx=8)
+        W["undo_button"] = tk.Button(W["undo"], text="Undo", font=self._fonts["button"], bg="#ffffff", fg="#000000",
+                                     activebackground="#d9d9d9", relief="raised", bd=3, padx=14, command=self._undo)
+        W["undo_button"].pack(side="right", padx=4, pady=4)
+        W["status"] = tk.Label(root, font=self._fonts["status"], bg="#222222", fg="#ffffff", anchor="w")
+        self._w = W
 
         for key, answer in ANSWER_KEYS.items():
             for seq in (f"<Key-{key}>", f"<KP_{key}>"):
-                root.bind(seq, lambda e, a=answer: self._answer(a, "key"))
+                root.bind(seq, lambda e, a=answer: self._key(a))
+        root.bind("<FocusIn>", self._on_focus_in, add="+")
+        root.bind("<FocusOut>", lambda e: self._root.after_idle(self._check_focus), add="+")
+        # Clicking the banner (not a button) asks for the keys: an act of the cashier's, unlike
+        # an alert appearing.
+        for name in ("banner", "top", "main", "symbol", "title", "detail", "item", "txn"):
+            W[name].bind("<Button-1>", lambda e: self._root.focus_force(), add="+")
         # Geometry for the snapshot is only known once the window manager has mapped it.
         root.bind("<Map>", lambda e: e.widget is root and self._publish_snapshot(), add="+")
-        root.bind("<Configure>", lambda e: e.widget is root and self._shown and self._publish_snapshot(), add="+")
+        root.bind("<Configure>", lambda e: e.widget is root and self._view and self._publish_snapshot(), add="+")
         # A banner shown on a hidden window is painted once the X server exposes it.
-        self._title.bind("<Expose>", self._on_expose, add="+")
+        W["title"].bind("<Expose>", self._on_expose, add="+")
         root.withdraw()  # idle: nothing on screen
         root.update_idletasks()
         self.window_id = int(root.wm_frame(), 16)
@@ -399,9 +385,10 @@ class CashierDisplay:
             self._root.after(self._poll_ms, self._poll)
 
     def _drain(self) -> None:
-        """Handle everything posted so far (Tk thread)."""
+        """Handle everything posted so far (Tk thread), then draw once."""
         if self._closing:
             return
+        changed = False
         try:
             while True:
                 what, ev = self._q.get_nowait()
@@ -411,102 +398,162 @@ class CashierDisplay:
                     self._root.quit()  # mainloop returns; _release_tk destroys on this thread
                     return
                 try:
-                    self._handle(ev)
+                    changed = self._handle(ev) or changed
                 except Exception:  # one odd event must not take the window down
                     log.exception("display: could not show event %s", ev.get("event_id") if isinstance(ev, dict) else ev)
         except queue.Empty:
             pass
+        if changed:
+            self._render()
 
-    def _handle(self, ev: dict) -> None:
-        if ev.get("till_id") not in (None, self.till_id) or ev.get("store_id") not in (None, self.store_id):
-            return
-        if _is_stale(ev, time.time()):
-            log.info("display: not showing %s %s: older than %.0f s", ev.get("kind"), ev.get("event_id"), STALE_SECONDS)
-            return
-        if ev.get("kind") == "check":
-            self._on_check(ev)
-        elif ev.get("kind") == "alert":
-            self._on_alert(ev)
-
-    def _open_alert(self) -> bool:
-        return self._shown is not None and self._shown.banner.needs_answer
-
-    def _on_check(self, check: dict) -> None:
-        self._remember(self._checks, check["event_id"], check)
-        alert = self._pending_alerts.pop(check["event_id"], None)
-        if check.get("decision") == "approve" and self._open_alert():
-            # An unanswered alert outranks a later approval; the approval is in the feed anyway.
-            log.info("display: approve for %s not shown over an unanswered alert", check.get("transaction_id"))
-            return
-        if self._open_alert() and self._shown.alert is None:
-            log.info("display: alert for check %s replaced before its alert event arrived",
-                     self._shown.check and self._shown.check.get("event_id"))
-        self._show(check, alert)
-
-    def _on_alert(self, alert: dict) -> None:
-        cid = alert.get("check_event_id")
-        s = self._shown
-        if s is not None and s.check is not None and s.check.get("event_id") == cid:
-            if s.alert is None:
-                self._shown = _Shown(s.banner, s.check, alert, s.shown_at)
-                self._set_answerable(True)
-            return
-        check = self._checks.get(cid)
-        if check is not None:  # its check was shown and replaced, or skipped: show the pair now
-            self._show(check, alert)
-            return
-        self._remember(self._pending_alerts, cid, alert)
-        self._root.after(ALERT_WITHOUT_CHECK_MS, lambda: self._alert_alone(cid))
-
-    def _alert_alone(self, cid: str) -> None:
-        alert = self._pending_alerts.pop(cid, None)
-        if alert is not None:
-            log.warning("display: alert %s arrived without its check; showing it on its own", alert.get("event_id"))
-            self._show(None, alert)
-
+    # -- what the window knows -------------------------------------------------------------------
     @staticmethod
-    def _remember(d: dict, key: str, value: dict, keep: int = 50) -> None:
-        d[key] = value
+    def _remember(d: OrderedDict, key: str, keep: int = 500) -> None:
+        d[key] = None
         while len(d) > keep:
-            d.pop(next(iter(d)))
+            d.popitem(last=False)
 
-    def _show(self, check: dict | None, alert: dict | None) -> None:
-        b = banner_for(check, alert)
+    def _handle(self, ev: dict) -> bool:
+        """Take one event in; True when the screen may need to change."""
+        if ev.get("till_id") not in (None, self.till_id) or ev.get("store_id") not in (None, self.store_id):
+            return False
+        kind = ev.get("kind")
+        if kind == "ack":
+            return self._on_remote_ack(ev)
+        if _is_stale(ev, time.time()):
+            log.info("display: not showing %s %s: older than %.0f s", kind, ev.get("event_id"), STALE_SECONDS)
+            return False
+        now = time.monotonic()
+        if kind == "check":
+            if ev["event_id"] in self._done:
+                return False
+            if ev.get("decision") == "approve":
+                if len(self._alerts.visible(now)):
+                    # An unanswered alert outranks a later approval; the approval is in the feed anyway.
+                    log.info("display: approve for %s not shown over an unanswered alert", ev.get("transaction_id"))
+                    return False
+                self._approve = (ev, now + self.cfg.approve_seconds)
+                return True
+            self._approve = None
+            self._alerts.add_check(ev, now)
+            return True
+        if kind == "alert":
+            if ev.get("check_event_id") in self._done or ev.get("event_id") in self._done:
+                return False  # answered already (a redelivery, or its check came late)
+            self._approve = None
+            self._alerts.add_alert(ev, now)
+            return True
+        return False
+
+    def _on_remote_ack(self, ack: dict) -> bool:
+        """An answer given on another display for this till: that alert leaves this list too."""
+        if ack.get("event_id") in self._own_acks or ack.get("answer") not in events.ACK_ANSWERS:
+            return False
+        p = self._alerts.remove_alert(str(ack.get("alert_event_id")))
+        if p is None:
+            return False
+        self._remember(self._done, p.key)
+        log.info("display: alert %s was answered elsewhere (%s)", ack.get("alert_event_id"), ack.get("answer"))
+        return True
+
+    # -- drawing -----------------------------------------------------------------------------------
+    def _current_view(self, now: float) -> _View | None:
+        cur = self._alerts.current(now)
+        if cur is not None:
+            b = cur.banner
+            return _View(("alert", cur.key, b.title), b, cur)
+        if self._approve is not None:
+            check = self._approve[0]
+            return _View(("approve", check["event_id"]), banner_for(check), None)
+        if self._recent is not None:
+            r = self._recent
+            return _View(("recorded", r.ack["event_id"]),
+                         recorded_banner(r.ack["answer"], r.ack.get("transaction_id")), None)
+        return None
+
+    def _render(self) -> None:
+        """Put on screen what should be there now, and plan the next change that comes by itself
+        (an approval or the Undo offer running out, a late alert showing, an alert expiring)."""
+        now = time.monotonic()
+        for p in self._alerts.expire(now):
+            self._expired += 1
+            self._remember(self._done, p.key)
+            log.warning("display: alert %s (transaction %s) expired unanswered after %.0f s",
+                        p.alert_event_id or p.key, (p.check or p.alert or {}).get("transaction_id"),
+                        self.cfg.alert_expire_seconds)
+        if self._approve is not None and now >= self._approve[1]:
+            self._approve = None
+        if self._recent is not None and now >= self._recent.until:
+            self._recent = None
+        view = self._current_view(now)
+        if self._render_job is not None:
+            self._root.after_cancel(self._render_job)
+            self._render_job = None
+        due = [t for t in (self._approve[1] if self._approve else None,
+                           self._recent.until if self._recent else None,
+                           self._alerts.next_change(now)) if t is not None]
+        if due:
+            self._render_job = self._root.after(max(10, int((min(due) - now) * 1000) + 5), self._render)
+        if view is None:
+            self._hide()
+            return
         was_hidden = self._root.state() == "withdrawn"
-        self._shown = _Shown(b, check, alert, time.monotonic())
-        self._drawn_at = None
-        self._banner.configure(bg=b.bg)
-        self._text.configure(bg=b.bg)
-        self._title.configure(text=b.title, bg=b.bg, fg=b.fg)
-        self._age.configure(text=b.age_text, bg=b.bg, fg=b.fg)
-        info = " · ".join(t for t in (b.policy_text, b.item_text) if t)
-        self._info.configure(text=info, bg=b.bg, fg=b.fg)
-        if self._hide_job is not None:
-            self._root.after_cancel(self._hide_job)
-            self._hide_job = None
-        if b.needs_answer:
-            self._answers.pack(side="bottom", fill="x", before=self._banner)
-            self._status.pack_forget()
-            self._set_answerable(alert is not None)
-        else:
-            self._answers.pack_forget()
-            self._status.pack_forget()
-            self._hide_job = self._root.after(int(self.cfg.approve_seconds * 1000), self._hide)
+        new = self._view is None or self._view.ident != view.ident
+        self._view = view
+        self._paint(view, now)
+        if new:
+            self._drawn_at = None
+            self._status_text = None
+            self._w["status"].grid_remove()
         self._root.deiconify()
         self._root.lift()
-        if b.needs_answer and self.cfg.take_focus:
+        if new and view.banner.needs_answer and self.cfg.take_focus:
             self._root.focus_force()
         self._root.update_idletasks()
-        if was_hidden:
-            self._await_expose = True  # painted when the X server exposes the window
-        else:
-            self._mark_drawn()
+        if new:
+            if was_hidden:
+                self._await_expose = True  # painted when the X server exposes the window
+            else:
+                self._mark_drawn()
         self._publish_snapshot()
         # Once more when the window manager has placed it (the geometry the snapshot reports).
         self._root.after(100, self._publish_snapshot)
 
+    def _paint(self, view: _View, now: float) -> None:
+        b, W = view.banner, self._w
+        for name in ("banner", "top", "main"):
+            W[name].configure(bg=b.bg)
+        W["symbol"].configure(text=b.symbol, bg=b.bg, fg=b.fg)
+        # A long one: the situation on one line and the action on the next ("NO FACE SEEN —" /
+        # "ASK FOR ID") rather than wherever the words happen to wrap.
+        title = b.title.replace(" — ", " —\n") if len(b.title) > 20 else b.title
+        W["title"].configure(text=title, bg=b.bg, fg=b.fg)
+        W["detail"].configure(text=b.detail, bg=b.bg, fg=b.fg)
+        W["item"].configure(text=b.item_text, bg=b.bg, fg=b.fg)
+        W["txn"].configure(text=f"Sale {b.transaction_id}" if b.transaction_id else "", bg=b.bg, fg=b.fg)
+        waiting = waiting_text(self._alerts.waiting(now)) if view.pending is not None else ""
+        W["waiting"].configure(text=waiting)
+        if waiting:
+            W["waiting"].pack(side="right", padx=6, pady=(6, 0))
+        else:
+            W["waiting"].pack_forget()
+        if view.pending is not None:
+            W["answers"].grid(row=1, column=0, sticky="ew")
+            answerable = view.pending.alert is not None
+            for btn in self._buttons.values():
+                btn.configure(state="normal" if answerable else "disabled")
+        else:
+            W["answers"].grid_remove()
+        r = self._recent
+        if r is not None:
+            W["undo_text"].configure(text=f"Recorded for sale {r.ack.get('transaction_id') or '–'}: "
+                                          f"{ANSWER_LABELS.get(r.ack['answer'], r.ack['answer'])}")
+            W["undo"].grid(row=2, column=0, sticky="ew")
+        else:
+            W["undo"].grid_remove()
+
     def _on_expose(self, event) -> None:
-        if self._await_expose and self._shown is not None:
+        if self._await_expose and self._view is not None:
             self._await_expose = False
             # After Tk's own redraw of the exposed widgets, which is queued as idle work too.
             self._root.after_idle(self._mark_drawn)
@@ -515,74 +562,138 @@ class CashierDisplay:
         """Record when the banner is on the screen: pending redraws done, then a round trip to
         the X server (winfo_pointerxy waits for its reply, so every drawing request before it
         has been carried out). Reported as snapshot['drawn_at'] (time.monotonic())."""
-        if self._shown is None:
+        if self._view is None:
             return
         self._root.update_idletasks()
         self._root.winfo_pointerxy()
         self._drawn_at = time.monotonic()
         self._publish_snapshot()
 
-    def _set_answerable(self, on: bool) -> None:
-        for b in self._buttons.values():
-            b.configure(state="normal" if on else "disabled")
-        self._publish_snapshot()
+    # -- the keyboard ------------------------------------------------------------------------------
+    def _on_focus_in(self, event) -> None:
+        if self._focus_since is None:
+            self._focus_since = time.monotonic()
 
-    def _answer(self, answer: str, via: str) -> None:
-        s = self._shown
-        if s is None or not s.banner.needs_answer:
+    def _check_focus(self) -> None:
+        """After a FocusOut: still ours if the focus only moved inside the window."""
+        if self._root is not None and self._root.focus_get() is None:
+            self._focus_since = None
+
+    def _key(self, answer: str) -> None:
+        """Key 1/2/3. It reaches us only while the window has the X focus; it answers only when
+        the window has had the focus and shown this alert for key_delay_seconds."""
+        v = self._view
+        if v is None or v.pending is None:
             return
-        if s.alert is None:
+        now = time.monotonic()
+        delay = self.cfg.key_delay_seconds
+        if (self._focus_since is None or self._drawn_at is None or now - self._focus_since < delay
+                or now - self._drawn_at < delay):
+            self._keys_ignored += 1
+            log.info("display: key for %s ignored: the alert had been on screen (with the focus) less than %.1f s",
+                     answer, delay)
+            self._set_status("Key ignored: the alert had only just appeared. Read it, then press again.")
+            return
+        self._answer(answer, "key")
+
+    # -- answers -----------------------------------------------------------------------------------
+    def _answer(self, answer: str, via: str) -> None:
+        v = self._view
+        if v is None or v.pending is None:
+            return
+        p = v.pending
+        if p.alert is None:
             self._set_status("Alert not registered yet – press again in a moment", error=True)
             return
-        alert = s.alert
+        alert = p.alert
+        now = time.monotonic()
         ack = events.new_event(
             "ack", self.store_id, self.till_id, alert.get("transaction_id"),
-            alert_event_id=alert["event_id"], answer=answer,
-            decision_time_s=round(time.monotonic() - s.shown_at, 2),
+            alert_event_id=alert["event_id"], answer=answer, decision_time_s=round(now - p.added, 2),
             check_event_id=alert.get("check_event_id"), via=via,
         )
+        if not self._send(ack, "Answer NOT saved (%s) – press again"):
+            return
+        log.info("display: %s answered %s (%s, %.1f s)", alert.get("transaction_id"), answer, via,
+                 ack["decision_time_s"])
+        self._alerts.remove_alert(alert["event_id"])
+        self._remember(self._done, p.key)
+        self._recent = _Recent(p, ack, now + self.cfg.undo_seconds)
+        self.snapshot = {**self.snapshot, "last_ack": ack}
+        self._render()
+
+    def _undo(self) -> None:
+        r = self._recent
+        if r is None:
+            return
+        now = time.monotonic()
+        a = r.ack
+        fix = events.new_event(
+            "ack", self.store_id, self.till_id, a.get("transaction_id"),
+            alert_event_id=a["alert_event_id"], answer=events.ACK_UNDONE,
+            decision_time_s=round(now - r.pending.added, 2), check_event_id=a.get("check_event_id"),
+            via="click", replaces_event_id=a["event_id"],
+        )
+        if not self._send(fix, "Undo NOT saved (%s) – press Undo again"):
+            return
+        log.info("display: %s: answer %s undone", a.get("transaction_id"), a["answer"])
+        self._recent = None
+        self._done.pop(r.pending.key, None)
+        self._alerts.restore(r.pending, now)
+        self.snapshot = {**self.snapshot, "last_ack": fix}
+        self._render()
+
+    def _send(self, ack: dict, failure: str) -> bool:
         events.validate(ack)
+        self._remember(self._own_acks, ack["event_id"])
         try:
             self._on_ack(ack)
         except Exception as exc:
             # Only text in the log record: the exception's traceback holds Tk objects, which must
             # not outlive the display thread (Tcl aborts when another thread frees them).
-            log.error("display: could not record the answer to alert %s: %s", alert["event_id"], repr(exc))
-            self._set_status(f"Answer NOT saved ({exc}) – press again", error=True)
-            return
-        log.info("display: %s answered %s (%s, %.1f s)", alert.get("transaction_id"), answer, via,
-                 ack["decision_time_s"])
-        self.snapshot = {**self.snapshot, "last_ack": ack}
-        self._hide()
+            log.error("display: could not record %s for alert %s: %s", ack["answer"], ack["alert_event_id"],
+                      repr(exc))
+            self._set_status(failure % exc, error=True)
+            return False
+        return True
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self._status.configure(text=text, fg="#ffd0d0" if error else "#ffffff")
-        self._status.pack(side="bottom", fill="x", before=self._answers)
-        self._publish_snapshot(status=text)
-
-    def _hide(self) -> None:
-        if self._hide_job is not None:
-            self._root.after_cancel(self._hide_job)
-            self._hide_job = None
-        self._shown = None
-        self._drawn_at = None
-        self._await_expose = False
-        self._root.withdraw()
+        self._status_text = text
+        self._w["status"].configure(text=text, fg="#ffd0d0" if error else "#ffffff")
+        self._w["status"].grid(row=3, column=0, sticky="ew")
         self._publish_snapshot()
 
-    def _publish_snapshot(self, status: str | None = None) -> None:
-        s = self._shown
-        snap: dict[str, Any] = {"visible": s is not None, "last_ack": self.snapshot.get("last_ack")}
-        if s is not None:
-            r = self._root
+    def _hide(self) -> None:
+        self._view = None
+        self._drawn_at = None
+        self._await_expose = False
+        self._status_text = None
+        if self._root is not None:
+            self._w["status"].grid_remove()
+            self._root.withdraw()
+        self._publish_snapshot()
+
+    def _publish_snapshot(self) -> None:
+        v = self._view
+        snap: dict[str, Any] = {"visible": v is not None, "last_ack": self.snapshot.get("last_ack"),
+                                "keys_ignored": self._keys_ignored, "expired": self._expired,
+                                "queued": len(self._alerts)}
+        if v is not None and self._root is not None:
+            r, b, W = self._root, v.banner, self._w
+            undo = self._recent is not None
             snap.update(
-                kind=s.banner.kind, title=s.banner.title, age_text=s.banner.age_text,
-                info=self._info.cget("text"), answerable=s.alert is not None,
-                alert_event_id=(s.alert or {}).get("event_id"), status=status,
-                transaction_id=(s.check or s.alert or {}).get("transaction_id"), drawn_at=self._drawn_at,
+                kind=b.kind, title=b.title, symbol=b.symbol, detail=b.detail, item=b.item_text,
+                waiting=W["waiting"].cget("text"), bg=b.bg, fg=b.fg,
+                answerable=v.pending is not None and v.pending.alert is not None,
+                alert_event_id=v.pending.alert_event_id if v.pending else None, status=self._status_text,
+                transaction_id=b.transaction_id, drawn_at=self._drawn_at,
                 geometry=(r.winfo_rootx(), r.winfo_rooty(), r.winfo_width(), r.winfo_height()),
-                title_box=self._box(self._title),
-                buttons={a: self._box(b) for a, b in self._buttons.items()} if s.banner.needs_answer else {},
+                title_box=self._box(W["title"]), symbol_box=self._box(W["symbol"]),
+                banner_box=self._box(W["banner"]),
+                waiting_box=self._box(W["waiting"]) if W["waiting"].cget("text") else None,
+                buttons={a: self._box(btn) for a, btn in self._buttons.items()} if v.pending else {},
+                undo=self._box(W["undo_button"]) if undo else None,
+                undo_text=W["undo_text"].cget("text") if undo else None,
             )
         self.snapshot = snap
 
@@ -606,91 +717,3 @@ def attach(service) -> "CashierDisplay":
         raise ConfigError(f"display.enabled: {exc}; set display.enabled: false to run without the window") from None
     service.attach(on_event=display.on_event)
     return display
-
-
-# -- standalone: `agecheck display` -----------------------------------------------------------------
-def display_publisher(till_id: str) -> str:
-    """The `publisher` of the answers a standalone window sends for a till (':' cannot occur in
-    a till id, so it never names a till service)."""
-    return f"{till_id}:display"
-
-
-class AckLink:
-    """The standalone window's broker connection: an `mqtt.MqttLink` that subscribes to this
-    till's events/check and events/alert (a persistent session, so alerts published while the
-    window restarts still reach it) and delivers answers from the display's own SQLite outbox,
-    oldest first, deleting each only on its PUBACK. It never speaks for the till (no
-    availability or state)."""
-
-    SESSION_EXPIRY_S = 300
-
-    def __init__(self, cfg: Config, on_event: Callable[[dict], None]) -> None:
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
-        from edge_app.transport.mqtt import MqttLink
-        from edge_app.transport.outbox import Outbox
-
-        self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
-        self._on_event = on_event
-        self._max_bytes = cfg.feed.max_payload_bytes
-        self.link = MqttLink(cfg, self.outbox, self._on_message, None,
-                             client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
-                             subscriptions=[(f"events/{k}", SubscribeOptions(qos=1)) for k in ("check", "alert")],
-                             session_expiry_s=self.SESSION_EXPIRY_S, name="display")
-
-    def start(self) -> "AckLink":
-        self.link.start()
-        return self
-
-    def publish(self, ack: dict) -> None:
-        """Store the answer durably (raises if it cannot be stored) and wake the sender."""
-        topic = events.topic(ack["store_id"], ack["till_id"], "events/ack")
-        # Its own numbering, apart from the till's: the window has its own outbox.
-        self.outbox.put_event(topic, ack, display_publisher(ack["till_id"]))
-        self.link.wake()
-
-    def stop(self, flush_timeout: float = 3.0) -> None:
-        self.link.stop(flush_timeout)
-        self.outbox.close()
-
-    @property
-    def connected(self) -> bool:
-        return self.link.connected
-
-    def _on_message(self, leaf: str, payload: bytes) -> None:
-        try:
-            ev = events.validate(payloads.parse(payload, payloads.Limits(self._max_bytes)))
-        except (payloads.PayloadError, events.SchemaError) as exc:
-            # Acknowledged all the same (returning normally): a redelivery would fail again.
-            log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))
-            return
-        self._on_event(ev)
-
-
-def main(args, cfg: Config) -> int:
-    """`agecheck display`: the alert window as its own process next to the service."""
-    from edge_app.transport.outbox import OutboxError
-
-    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev))
-    try:
-        display.open()
-    except DisplayError as exc:
-        print(f"agecheck display: {exc}", file=sys.stderr)
-        return 2
-    try:
-        link = AckLink(cfg, display.on_event)
-    except OutboxError as exc:
-        print(f"agecheck display: {exc}", file=sys.stderr)
-        display.close()
-        display.run()  # processes the close on this thread and frees Tk here
-        return 2
-    signal.signal(signal.SIGTERM, lambda *_: display.close())
-    link.start()
-    print(f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "
-          f"{cfg.display.outbox_path} until the broker at {cfg.mqtt.host}:{cfg.mqtt.port} has them", flush=True)
-    try:
-        display.run()
-    except KeyboardInterrupt:
-        pass
-    link.stop()
-    return 0

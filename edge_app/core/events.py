@@ -15,6 +15,11 @@ EVENT_KINDS = ("check", "alert", "ack", "integrity", "missed")
 # checks already waiting, the service stopping with it still queued, or the check itself failing.
 MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
 ACK_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
+# The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo): the
+# alert is unanswered again until a new ack for it arrives.
+ACK_UNDONE = "undone"
+# Free text from the POS (product name, operator login) travels in events up to this length.
+MAX_POS_TEXT = 128
 
 
 def now_iso() -> str:
@@ -111,8 +116,51 @@ def validate(event: Any) -> dict:
     for k in event:
         if any(bad in k.lower() for bad in _FORBIDDEN) and k not in ("faces_seen",):
             raise SchemaError(f"field {k!r} looks like image data; events never carry images")
-    if kind == "ack" and event["answer"] not in ACK_ANSWERS:
-        raise SchemaError(f"ack event: answer must be one of {', '.join(ACK_ANSWERS)}")
+    if kind == "ack":
+        _validate_ack(event)
     if kind == "missed" and event["reason"] not in MISSED_REASONS:
         raise SchemaError(f"missed event: reason must be one of {', '.join(MISSED_REASONS)}")
+    if kind in ("check", "alert", "missed"):
+        _validate_pos_text(event, kind)
     return event
+
+
+def _is_uuid(v: Any) -> bool:
+    try:
+        uuid.UUID(v)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _validate_ack(event: dict) -> None:
+    answer = event["answer"]
+    if answer not in (*ACK_ANSWERS, ACK_UNDONE):
+        raise SchemaError(f"ack event: answer must be one of {', '.join((*ACK_ANSWERS, ACK_UNDONE))}")
+    replaces = event.get("replaces_event_id")
+    if replaces is not None:
+        if not isinstance(replaces, str) or not _is_uuid(replaces):
+            raise SchemaError("ack event: replaces_event_id must be the event_id (a UUID) of the ack it corrects")
+        if replaces == event["event_id"]:
+            raise SchemaError("ack event: replaces_event_id names the event itself")
+    elif answer == ACK_UNDONE:
+        raise SchemaError(f"ack event: answer {ACK_UNDONE!r} needs replaces_event_id (the ack it withdraws)")
+
+
+def _check_text(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise SchemaError(f"{where} must be text")
+    if not value.strip() or len(value) > MAX_POS_TEXT:
+        raise SchemaError(f"{where} must be 1 to {MAX_POS_TEXT} characters")
+    if not value.isprintable():
+        raise SchemaError(f"{where} contains control characters")
+
+
+def _validate_pos_text(event: dict, kind: str) -> None:
+    """The POS's free text (product name, operator) reaches a cashier's screen and a manager's
+    report: bounded and printable wherever it travels."""
+    box = event.get("item" if kind == "alert" else "trigger")
+    if isinstance(box, dict) and box.get("name") is not None:
+        _check_text(box["name"], f"{kind} event: item name")
+    if event.get("operator_id") is not None:
+        _check_text(event["operator_id"], f"{kind} event: operator_id")

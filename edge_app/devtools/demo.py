@@ -1,7 +1,8 @@
 """Demo: `agecheck run --demo`, the service on a machine with no camera, no broker and nothing
 configured: the simulation kit (`devtools.sim`: a local broker, a sample video deleted on exit,
-a simulated POS) around the real service, and a printer that shows each check's decision and
-age as it happens, until Ctrl-C or SIGTERM.
+a simulated POS, a simulated second cashier that answers every other alert) around the real
+service, the cashier window when there is a screen ($DISPLAY), and a printer that shows each
+check, answer and integrity event as it happens, until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -17,8 +19,8 @@ from pathlib import Path
 from typing import TextIO
 
 
-from edge_app.config import Config, MQTTConfig, TLSConfig
-from edge_app.devtools.sim import SCAN_EVERY_S, LocalBroker, SimulatedPos, make_demo_video
+from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
+from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
 
 log = logging.getLogger("agecheck.demo")
 
@@ -39,9 +41,13 @@ class Printer:
             line = (f"{clock} check {self.count:3d}  txn {ev['transaction_id']}  {ev['decision'].upper():8s} "
                     f"{age}  -> {hint}   [{ev['frames_used']}/{ev['frames_seen']} frames, "
                     f"{ev['latency_ms']['total']:.0f} ms]")
+        elif ev["kind"] == "ack":
+            who = {"simulated": "simulated cashier", "click": "window, click", "key": "window, key"}
+            line = (f"{clock} answer     txn {ev['transaction_id']}  {ev['answer']}  "
+                    f"({who.get(ev.get('via'), ev.get('via') or 'another display')})")
         elif ev["kind"] == "integrity":
             line = (f"{clock} integrity  txn {ev['transaction_id']} sold {ev['seconds_after_alert']:.1f} s after "
-                    f"an alert with no ID check recorded (no cashier display in the demo)")
+                    f"an alert with no ID check recorded ({ev.get('reason')})")
         else:
             return
         with self._lock:
@@ -57,8 +63,33 @@ def demo_config(cfg: Config, video: Path, port: int, state_dir: Path) -> Config:
                         reconnect_max_seconds=2.0),
         outbox=dataclasses.replace(cfg.outbox, path=str(state_dir / "outbox.sqlite3")),
         triggers=dataclasses.replace(cfg.triggers, http_port=None, stdin=False),
-        display=dataclasses.replace(cfg.display, enabled=False),
+        # The window when there is a screen to show it on; its own outbox is not used in the
+        # service, but the path must not point at the user's real one.
+        display=dataclasses.replace(cfg.display, enabled=bool(os.environ.get("DISPLAY")),
+                                    outbox_path=str(state_dir / "display-outbox.sqlite3")),
     )
+
+
+def _service(dcfg: Config, service_cls):
+    """The service, with the cashier window when there is a screen; and a function that says,
+    once the service has started, where the window is (or why there is none)."""
+    if not dcfg.display.enabled:
+        return service_cls(dcfg), lambda: ("no screen here: run it with DISPLAY set (on the desktop, or "
+                                           "`xvfb-run -a scripts/run`) to see the cashier window")
+    from edge_app.cashier.window import attach
+
+    failed: list[str] = []
+
+    def window(svc):
+        try:
+            return attach(svc)
+        except ConfigError as exc:  # a $DISPLAY that cannot be opened: the demo goes on without it
+            failed.append(str(exc).split(";")[0])
+            return None
+
+    return service_cls(dcfg, plugins=[window]), lambda: (
+        f"no cashier window: {failed[0]}" if failed
+        else f"the cashier window is on display {os.environ.get('DISPLAY')}: click its buttons")
 
 
 def main(args: argparse.Namespace, cfg: Config, out: TextIO | None = None) -> int:
@@ -74,22 +105,26 @@ def main(args: argparse.Namespace, cfg: Config, out: TextIO | None = None) -> in
         except (FileNotFoundError, RuntimeError) as exc:
             print(f"agecheck demo: cannot start a local MQTT broker: {exc}", file=sys.stderr)
             return 1
-        service = pos = None
+        service = pos = cashier = None
         printer = Printer(out)
         try:
             video = make_demo_video(tmpdir / "astronaut-demo.avi", fps=cfg.camera.fps)
             dcfg = demo_config(cfg, video, broker.port, tmpdir)
-            service = Service(dcfg)
+            service, window_note = _service(dcfg, Service)
             service.attach(on_event=printer)
             service.start()
             pos = SimulatedPos(broker.host, broker.port, dcfg.store_id, dcfg.till_id).start()
+            cashier = SimulatedCashier(broker.host, broker.port, dcfg.store_id, dcfg.till_id).start()
             print(f"agecheck demo: broker 127.0.0.1:{broker.port}, camera = a sample video of the public-domain "
                   f"NASA astronaut portrait (8 s face, 4 s empty till), simulated POS scans alcohol every "
-                  f"{SCAN_EVERY_S:.0f} s. Watch the events with:\n"
+                  f"{SCAN_EVERY_S:.0f} s and closes the sale {SALE_AFTER_S:.1f} s later; a simulated cashier "
+                  f"answers every other alert, the rest are yours ({window_note()}). Watch the events with:\n"
                   f"  mosquitto_sub -h 127.0.0.1 -p {broker.port} -t 'agecheck/#' -v\n"
                   f"Ctrl-C to stop.", file=out, flush=True)
             service.run(stop)
         finally:
+            if cashier is not None:
+                cashier.stop()
             if pos is not None:
                 pos.stop()
             if service is not None:

@@ -3,11 +3,13 @@ demo, the benchmark and the tests:
 
 * `LocalBroker` - a Mosquitto on a free 127.0.0.1 port with a temporary config (persistent on
   request, for outage tests);
-* `make_demo_video` - a short video made from the public-domain NASA astronaut portrait that
-  ships with scikit-image (a face that moves a little, then an empty till);
+* `make_demo_video` - a short video made from the public-domain NASA astronaut portrait shipped
+  in the package (a face that moves a little, then an empty till);
 * `Pos` - a till's POS on MQTT: a scan of the demo item, the sale that closes it, on request;
 * `SimulatedPos` - publishes an alcohol scan (and, shortly after, the sale) over MQTT every few
   seconds, like a till's POS would;
+* `SimulatedCashier` - answers every other alert over MQTT, as a second cashier display would,
+  so the demo shows answered alerts and, for the others, integrity events;
 * `Xvfb` - a private X server for the cashier window where there is no screen (bench, tests).
 """
 
@@ -29,6 +31,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from edge_app import resources
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
@@ -163,6 +167,15 @@ def background(width: int, height: int) -> np.ndarray:
     return bg.astype(np.uint8)
 
 
+def demo_photo_bgr() -> np.ndarray:
+    """The public-domain NASA astronaut portrait shipped with agecheck (BGR uint8, 512x512)."""
+    path = resources.path(resources.DEMO_PHOTO)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RuntimeError(f"cannot decode the demo photo {path}; reinstall agecheck")
+    return img
+
+
 def mjpg_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
     """An open OpenCV writer of an MJPG .avi (a codec every OpenCV build can write and read)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
@@ -173,11 +186,9 @@ def mjpg_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWri
 
 def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, face_seconds: float = 8.0,
                     width: int = 640, height: int = 480) -> Path:
-    """Write an MJPG .avi: the astronaut portrait (public domain, from scikit-image) swaying a
-    little for `face_seconds`, then the empty backdrop for the rest."""
-    from skimage import data
-
-    portrait = cv2.cvtColor(np.ascontiguousarray(data.astronaut()), cv2.COLOR_RGB2BGR)
+    """Write an MJPG .avi: the astronaut portrait (public domain, shipped in the package) swaying
+    a little for `face_seconds`, then the empty backdrop for the rest."""
+    portrait = demo_photo_bgr()
     size = int(height * 1.1)  # her face then spans ~22% of the frame width, like a shopper at a till
     portrait = cv2.resize(portrait, (size, size), interpolation=cv2.INTER_AREA)
     bg = background(width, height)
@@ -325,3 +336,60 @@ class Xvfb:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SimulatedCashier:
+    """Hears this till's alerts and answers every `answer_every`-th one "ID checked – over age"
+    `after_s` seconds later (before the simulated sale), publishing the ack as a standalone
+    cashier display would; the others are left for the person at the window, or for the
+    integrity check."""
+
+    def __init__(self, host: str, port: int, store_id: str, till_id: str, answer_every: int = 2,
+                 after_s: float = 1.5):
+        import paho.mqtt.client as mqtt
+
+        from edge_app.core import events
+
+        self._events = events
+        self.store_id, self.till_id = store_id, till_id
+        self.answer_every, self.after_s = answer_every, after_s
+        self._alert_topic = events.topic(store_id, till_id, "events/alert")
+        self._ack_topic = events.topic(store_id, till_id, "events/ack")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-cashier-{till_id}")
+        self.client.on_connect = lambda c, *a: c.subscribe(self._alert_topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect_async(host, port)
+        self.alerts = 0
+        self.answered = 0
+        self._timers: list[threading.Timer] = []
+
+    def start(self) -> "SimulatedCashier":
+        self.client.loop_start()
+        return self
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            alert = self._events.validate(json.loads(msg.payload))
+        except (ValueError, self._events.SchemaError):
+            return
+        self.alerts += 1
+        if self.alerts % self.answer_every:
+            return
+        t = threading.Timer(self.after_s, self._answer, (alert,))
+        t.daemon = True
+        self._timers.append(t)
+        t.start()
+
+    def _answer(self, alert: dict) -> None:
+        ack = self._events.new_event("ack", self.store_id, self.till_id, alert["transaction_id"],
+                                     alert_event_id=alert["event_id"], answer="id_checked_over_age",
+                                     decision_time_s=self.after_s, check_event_id=alert.get("check_event_id"),
+                                     via="simulated")
+        self.client.publish(self._ack_topic, self._events.encode(ack), qos=1)
+        self.answered += 1
+
+    def stop(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        self.client.disconnect()
+        self.client.loop_stop()

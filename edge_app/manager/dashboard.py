@@ -37,8 +37,29 @@ EVENT_COLUMNS = ["time", "store_id", "till_id", "kind", "decision", "answer", "o
 KINDS = events.EVENT_KINDS
 
 
+# Flask, waitress and psycopg are the [manager] extra (setup.py): a till's runtime leaves them out.
+MANAGER_EXTRA = "pip install 'agecheck[manager]'"
+WEB_LIBRARIES = ("flask", "waitress")
+
+
 class DashboardError(Exception):
     """A set-up the dashboard refuses to start with (the message says what to change)."""
+
+
+def require_web_libraries() -> None:
+    """Raises DashboardError naming the extra to install when Flask or waitress is missing (an
+    agecheck installed for a till: the wheel's plain install or the .deb)."""
+    import importlib
+
+    missing = []
+    for name in WEB_LIBRARIES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise DashboardError(f"the dashboard needs {' and '.join(missing)}, which a till's install leaves out; "
+                             f"on the manager's computer install agecheck with its manager extra: {MANAGER_EXTRA}")
 
 
 @dataclass(frozen=True)
@@ -118,8 +139,13 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
         except ValueError:
             ev = {}
         reason = integrity_reason(ev.get("reason")) if kind == "integrity" else (ev.get("reason") or "")
+        replaced = None
+        if kind == "ack" and isinstance(ev.get("replaces_event_id"), str):
+            # A correction (Undo) says which answer it took back, as the feed's live table does.
+            got = db.query("SELECT payload FROM events WHERE event_id = ?", (ev["replaces_event_id"],))
+            replaced = json.loads(got[0][0]) if got else None
         out.append({"time": dt.strftime("%Y-%m-%d %H:%M:%S"), "store_id": store, "till_id": till, "kind": kind,
-                    "decision": decision or "", "answer": answer or "", "outcome": outcome_text(ev) if ev else "",
+                    "decision": decision or "", "answer": answer or "", "outcome": outcome_text(ev, replaced) if ev else "",
                     "reason": reason, "operator_id": operator or "", "transaction_id": txn or "",
                     "age_band": band or "", "seq": seq if seq is not None else "", "event_id": event_id})
         if len(out) >= limit:
@@ -246,6 +272,11 @@ def hash_password(password: str) -> str:
 
 
 def main(args, cfg: Config) -> int:
+    try:
+        require_web_libraries()
+    except DashboardError as exc:
+        print(f"agecheck dashboard: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "hash_password", False):
         pw = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("Dashboard password: ")
         if len(pw) < 8:

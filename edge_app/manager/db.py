@@ -76,6 +76,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS events_publisher_seq ON events (store_id, publisher, seq)",
         "CREATE INDEX IF NOT EXISTS events_store_ts ON events (store_id, ts)",
     ],
+    # 3: the cashier's corrections (Undo): an ack names the ack it replaces. Which answers stand is
+    # decided by edge_app.core.answers from the stored payloads, so rows from before need no back-fill.
+    [
+        "ALTER TABLE events ADD COLUMN replaces_event_id TEXT",
+    ],
 ]
 
 
@@ -92,11 +97,11 @@ class Target:
     def label(self) -> str:
         if self.dialect == "sqlite":
             return self.where
-        from psycopg.conninfo import conninfo_to_dict
-
         try:
+            from psycopg.conninfo import conninfo_to_dict
+
             d = conninfo_to_dict(self.where)
-        except Exception:  # a malformed URL is reported when connecting
+        except Exception:  # no psycopg (said when connecting), or a malformed URL (ditto)
             return "postgresql://…"
         return f"postgresql://{d.get('user', '')}@{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
 
@@ -155,7 +160,10 @@ class Database:
         try:
             import psycopg
         except ImportError:
-            raise StoreError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from None
+            # The [manager] extra (setup.py); a till's install leaves it out.
+            raise StoreError("a postgresql:// store needs psycopg 3, which a till's install leaves out; on the "
+                             "manager's computer install agecheck with its manager extra: "
+                             "pip install 'agecheck[manager]'") from None
         try:
             con = psycopg.connect(self.target.where, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:

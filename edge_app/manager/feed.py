@@ -4,8 +4,9 @@ persistent MQTT session, stores each event once (de-duplicated by event_id) in t
 table.
 
 It owns what goes into the store (read by `edge_app.manager.report` and `.dashboard`): table
-`events` (one row per event_id, with the store, till, publisher and sequence number),
-table `quarantine` (malformed JSON, unknown schema versions, events that fail validation or do
+`events` (one row per event_id, with the store, till, publisher and sequence number, and
+`replaces_event_id` for the cashier's corrections (Undo), read with `edge_app.core.answers` by
+`answer_for`), table `quarantine` (malformed JSON, unknown schema versions, events that fail validation or do
 not match their topic - kept once per distinct message with the reason and a count, never parsed
 again) and table `counters`
 (duplicates seen). A message is acknowledged to the broker (manual PUBACK) only after its row is
@@ -20,6 +21,7 @@ hole; the live table prints a line when a new event shows a hole below it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import signal
 import sys
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from edge_app.core import events, payloads
+from edge_app.core.answers import current_answer
 from edge_app.config import Config
 from edge_app.manager.db import Database, StoreError
 from edge_app.manager.db import target as db_target
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Quarantined payloads are kept up to this size; the real size is stored next to them.
 QUARANTINE_KEEP_BYTES = 1024 * 1024
+
 
 class FeedDBError(Exception):
     """The feed database cannot be opened or is not one of ours."""
@@ -93,7 +97,8 @@ def _text(v: Any) -> str | None:
 _INSERT = (
     "INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, transaction_id, decision, answer, age,"
     " age_low, age_high, age_band, alert_event_id, decision_time_s, topic, received_at, payload, publisher, seq,"
-    " operator_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
+    " operator_id, replaces_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (event_id) DO NOTHING"
 )
 
 
@@ -169,7 +174,7 @@ class FeedStore:
             _num(ev.get("age")), _num(ev.get("age_low")), _num(ev.get("age_high")),
             _text(ev.get("age_band")), _text(ev.get("alert_event_id")), _num(ev.get("decision_time_s")),
             topic, received_at, payload.decode("utf-8"), _text(ev.get("publisher")),
-            seq if isinstance(seq, int) else None, _text(ev.get("operator_id")),
+            seq if isinstance(seq, int) else None, _text(ev.get("operator_id")), _text(ev.get("replaces_event_id")),
         ))
         if n == 1:
             return Stored("new", ev, gap=self._gap_before(ev))
@@ -201,6 +206,20 @@ class FeedStore:
         )
         return Stored("quarantined", None, reason)
 
+    def acks_for(self, alert_event_id: str) -> list[dict]:
+        """Every ack stored for an alert (answers and corrections), oldest first."""
+        rows = self.db.query("SELECT payload FROM events WHERE kind = 'ack' AND alert_event_id = ? ORDER BY ts",
+                             (alert_event_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    def answer_for(self, alert_event_id: str) -> str | None:
+        """The cashier's answer to an alert as it stands after any Undo: None when unanswered."""
+        return current_answer(self.acks_for(alert_event_id))
+
+    def event(self, event_id: str) -> dict | None:
+        rows = self.db.query("SELECT payload FROM events WHERE event_id = ?", (event_id,))
+        return json.loads(rows[0][0]) if rows else None
+
     def counts(self) -> dict[str, int]:
         n = self.db.query("SELECT COUNT(*) FROM events")[0][0]
         q = self.db.query("SELECT COUNT(*) FROM quarantine")[0][0]
@@ -220,14 +239,21 @@ _ANSWER_TEXT = {
 _DECISION_TEXT = {"approve": "APPROVE", "check_id": "CHECK ID", "no_face": "NO FACE"}
 
 
-def outcome_text(ev: dict) -> str:
+def outcome_text(ev: dict, replaced: dict | None = None) -> str:
+    """What a row says; for a correction, `replaced` is the ack it names when the feed has it."""
     kind = ev.get("kind")
     if kind in ("check", "alert"):
+        if kind == "check" and ev.get("decision") == "no_face" and ev.get("camera") not in (None, "up"):
+            return "CAMERA DOWN"
         return _DECISION_TEXT.get(ev.get("decision"), str(ev.get("decision")))
     if kind == "ack":
+        was = _ANSWER_TEXT.get((replaced or {}).get("answer"), "an answer")
+        if ev.get("answer") == events.ACK_UNDONE:
+            return f"UNDONE: {was}"
         t = ev.get("decision_time_s")
         after = f" ({t:.1f}s)" if isinstance(t, (int, float)) else ""
-        return _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
+        text = _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
+        return f"{text}, was {was}" if ev.get("replaces_event_id") else text
     if kind == "missed":
         return f"NOT CHECKED: {ev.get('reason')}"
     if kind == "integrity":
@@ -302,7 +328,7 @@ class TablePrinter:
         self.out.write(self._line([c for c, _ in self.cols]) + "\n")
         self.out.write(self._line(["-" * w for _, w in self.cols]) + "\n")
 
-    def event(self, ev: dict) -> None:
+    def event(self, ev: dict, replaced: dict | None = None) -> None:
         if ev.get("kind") == "alert":
             return
         if self.rows % self.HEADER_EVERY == 0:
@@ -313,7 +339,7 @@ class TablePrinter:
             age = str(ev["age_band"])
             if isinstance(ev.get("age"), (int, float)):
                 age += f" ({ev['age']:.0f})"
-        values = [local_time(ev["ts"], self.tz), ev["till_id"], ev["kind"], outcome_text(ev), age,
+        values = [local_time(ev["ts"], self.tz), ev["till_id"], ev["kind"], outcome_text(ev, replaced), age,
                   ev.get("transaction_id") or "-"]
         if self.show_store:
             values.insert(1, ev["store_id"])
@@ -429,7 +455,8 @@ class Feed:
             return
         client.ack(msg.mid, msg.qos)
         if res.status == "new":
-            self.table.event(res.event)
+            replaces = res.event.get("replaces_event_id")
+            self.table.event(res.event, self.store.event(replaces) if isinstance(replaces, str) else None)
             if res.gap is not None:
                 log.warning("feed: %s", gap_text(res.gap, self.table.tz, True))
                 self.table.note(gap_text(res.gap, self.table.tz, self.table.show_store))

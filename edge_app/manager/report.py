@@ -7,7 +7,10 @@ It owns the figures and how they are defined:
 
 * per till and per day (calendar days in feed.timezone, or this machine's timezone): checks and
   their decisions, alerts, answers (by kind), integrity events, the share of alerts that got an
-  answer, and the median decision time (seconds from the alert on screen to the answer);
+  answer, and the median decision time (seconds from the alert on screen to the answer). Answers
+  are those that stand after the cashier's corrections (`edge_app.core.answers`): an answer taken
+  back with Undo is counted under *undone*, not as an answer, and an alert whose only answer
+  was undone is unanswered;
 * the age-band mix of the people buying age-restricted items: every check is triggered by a
   restricted scan, so each transaction counts once, with its latest check that has an age estimate;
 * the integrity events one by one (a manager follows them up);
@@ -30,13 +33,14 @@ from pathlib import Path
 from typing import Iterable
 
 from edge_app.config import Config
+from edge_app.core.answers import covered, standing
+from edge_app.core.events import ACK_ANSWERS
 from edge_app.core.policy import BANDS
 from edge_app.manager.db import Database, StoreError, open_store
 from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason
 
 MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
-_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
 
 
 class ReportInputError(Exception):
@@ -100,6 +104,7 @@ class TillDay:
     answered_alerts: int = 0
     id_checked_alerts: int = 0  # alerts answered "ID checked" (over age, or under age / refused)
     answers: Counter = field(default_factory=Counter)
+    undone: int = 0  # answers the cashier took back (Undo) or replaced
     integrity: int = 0
     missed: int = 0  # restricted scans that got no check (`missed` events: stale, queue full, ...)
     decision_times: list[float] = field(default_factory=list)
@@ -123,6 +128,7 @@ class TillDay:
         self.answered_alerts += other.answered_alerts
         self.id_checked_alerts += other.id_checked_alerts
         self.answers.update(other.answers)
+        self.undone += other.undone
         self.integrity += other.integrity
         self.missed += other.missed
         self.decision_times.extend(other.decision_times)
@@ -133,7 +139,7 @@ class TillDay:
                 "no_face": self.decisions["no_face"], "alerts": self.alerts,
                 "alerts_answered": self.answered_alerts, "alerts_id_checked": self.id_checked_alerts,
                 "share_alerts_id_checked": self.share_id_checked,
-                **{f"answers_{a}": self.answers[a] for a in _ANSWERS},
+                **{f"answers_{a}": self.answers[a] for a in ACK_ANSWERS}, "answers_undone": self.undone,
                 "integrity": self.integrity, "missed": self.missed, "median_answer_s": self.median_decision_s}
 
 
@@ -198,10 +204,12 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
         "SELECT event_id, kind, ts, store_id, till_id, transaction_id, decision, answer, age, age_band,"
         f" alert_event_id, decision_time_s, payload, {operator} FROM events WHERE {where} ORDER BY ts", params)
     # Answers may come after midnight or after the period; an alert counts as answered either way.
-    answers: dict[str, set[str]] = defaultdict(set)
-    for alert_id, answer in db.query("SELECT alert_event_id, answer FROM events WHERE kind = 'ack'"
-                                     " AND alert_event_id IS NOT NULL"):
-        answers[alert_id].add(answer)
+    # Corrections (Undo) may too, so which answers stand is worked out over every ack stored, by
+    # the same rule the till's integrity check uses (core.answers).
+    stand = standing(json.loads(p) for (p,) in db.query(
+        "SELECT payload FROM events WHERE kind = 'ack' AND alert_event_id IS NOT NULL"))
+    answers = {alert: {a["answer"] for a in acks} for alert, acks in stand.items()}
+    standing_ids = {a["event_id"] for acks in stand.values() for a in acks}
     alerts: dict[str, dict] = {}  # alert id -> what an integrity line needs of it
 
     cells: dict[tuple[str, str, date], TillDay] = {}
@@ -231,12 +239,15 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
             got = answers.get(event_id, set())
             if got:
                 cell.answered_alerts += 1
-            if got & {"id_checked_over_age", "id_checked_under_age_refused"}:
+            if covered(got):
                 cell.id_checked_alerts += 1
         elif kind == "ack":
-            cell.answers[answer] += 1
-            if dt_s is not None:
-                cell.decision_times.append(float(dt_s))
+            if event_id in standing_ids:
+                cell.answers[answer] += 1
+                if dt_s is not None:
+                    cell.decision_times.append(float(dt_s))
+            elif answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
+                cell.undone += 1
         elif kind == "missed":
             cell.missed += 1
         elif kind == "integrity":
@@ -335,7 +346,7 @@ def _till_row(label: str, r: TillDay) -> list[str]:
     d = r.decisions
     return [label, r.checks, d["approve"], d["check_id"], d["no_face"], r.alerts, sum(r.answers.values()),
             r.answers["id_checked_over_age"], r.answers["id_checked_under_age_refused"], r.answers["no_id_check"],
-            r.integrity, _pct(r.share_answered), _secs(r.median_decision_s)]
+            r.undone, r.integrity, _pct(r.share_answered), _secs(r.median_decision_s)]
 
 
 def _id_row(store: str, till: str, r: TillDay) -> list:
@@ -344,7 +355,7 @@ def _id_row(store: str, till: str, r: TillDay) -> list:
 
 
 _TILL_HEADER = ["", "checks", "approve", "check ID", "no face", "alerts", "answers", "ID ok", "refused",
-                "no ID check", "integrity", "alerts answered", "median decision"]
+                "no ID check", "undone", "integrity", "alerts answered", "median decision"]
 
 
 def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, str],
@@ -370,7 +381,8 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
                  "scan was stale, the till was busy or stopping, or the check failed); ask the till's staff.")
     L.append(f"- Answers: {t.answers['id_checked_over_age']} ID checked, over age · "
              f"{t.answers['id_checked_under_age_refused']} ID checked, under age / refused · "
-             f"{t.answers['no_id_check']} no ID check.")
+             f"{t.answers['no_id_check']} no ID check"
+             + (f" · {t.undone} taken back by the cashier (Undo)." if t.undone else "."))
     L.append("")
     multi = len(s.store_ids) > 1
     for store_id in s.store_ids:
@@ -453,7 +465,9 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
           "- *checks*: age estimates run on a restricted scan; *alerts*: checks that were not `approve` "
           "(`check_id` or `no_face`), so the cashier was asked to check ID.",
           "- *alerts answered*: alerts of that till and day with at least one cashier answer (the answer may "
-          "come later). *median decision*: seconds from the alert on screen to the cashier's answer.",
+          "come later). *median decision*: seconds from the alert on screen to the cashier's answer. "
+          "*undone*: answers the cashier took back with Undo (or replaced); they are not counted as "
+          "answers, and an alert whose only answer was undone counts as unanswered.",
           "- *integrity*: the POS reported the sale of a transaction whose alert had no ID check recorded "
           "(no answer, or the answer “no ID check”) after the grace period.",
           "- *alerts with ID check*: alerts answered “ID checked” (over age, or under age / refused).",
@@ -540,7 +554,7 @@ def to_json(s: Summary, tz: tzinfo | None) -> dict:
 
 PER_TILL_CSV = ["store_id", "till_id", "checks", "approve", "check_id", "no_face", "alerts", "alerts_answered",
                 "alerts_id_checked", "share_alerts_id_checked",
-                *[f"answers_{a}" for a in _ANSWERS], "integrity", "missed", "median_answer_s"]
+                *[f"answers_{a}" for a in ACK_ANSWERS], "answers_undone", "integrity", "missed", "median_answer_s"]
 
 
 def write_csv(rows: list[dict], columns: list[str], path: Path | None = None) -> str:

@@ -33,6 +33,9 @@ _FIRST_RETRY_S = 0.5
 _STREAM_TIMEOUT_MS = 5000
 # Sleeps are sliced so the heartbeat stays fresh and stop() is prompt.
 _TICK_S = 0.25
+# A camera that stays down is logged once when it goes, then reminded at this interval, so the
+# journal shows the outage without a line per retry.
+REMIND_EVERY_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,13 @@ class Capture:
         self._index = 0
         self.heartbeat = time.monotonic()
         self.frames_read = 0
-        # OpenCV prints a warning for every failed open; our own log line says it once, better.
-        cv2.setLogLevel(2)  # 2 = errors only
+        self.open_attempts = 0
+        self.remind_every_s = REMIND_EVERY_S
+        self._down_since = self._last_said = time.monotonic()
+        # OpenCV logs an error for every failed open ("Camera index out of range"); our own log
+        # lines say it once. 1 = fatal only; at DEBUG its lines are kept (edge_app.nativelog
+        # shows them marked as native).
+        cv2.setLogLevel(2 if log.isEnabledFor(logging.DEBUG) else 1)
 
     @property
     def status(self) -> CameraStatus:
@@ -152,12 +160,20 @@ class Capture:
     # -- thread ------------------------------------------------------------------------------
     def _set_status(self, status: CameraStatus, reason: str) -> None:
         changed = status != self._status
+        was = self._status
         self._status, self._reason = status, reason
+        now = time.monotonic()
         if not changed:
+            if status == "down" and now - self._last_said >= self.remind_every_s:
+                self._last_said = now
+                log.warning("camera still down after %.0f s: %s (%s); still retrying",
+                            now - self._down_since, self.source.describe(), reason)
             return
         if status == "up":
-            log.info("camera up: %s (%s)", self.source.describe(), reason)
+            after = f", after {now - self._down_since:.0f} s down" if was == "down" else ""
+            log.info("camera up: %s (%s%s)", self.source.describe(), reason, after)
         else:
+            self._down_since = self._last_said = now
             # Old frames would describe a scene the camera no longer sees.
             self.buffer.clear()
             log.warning("camera down: %s (%s); retrying with back-off up to %.0f s",
@@ -181,6 +197,7 @@ class Capture:
 
     def _open(self) -> tuple[cv2.VideoCapture | None, str]:
         src = self.source
+        self.open_attempts += 1
         if src.kind == "file":
             p = Path(str(src.target))
             if not p.is_file():

@@ -183,10 +183,13 @@ class CheckRunner:
                 reason += "; faces rejected as " + ", ".join(f"{k} x{n}" for k, n in t.rejected.most_common(3))
             elif t.faces_seen == 0:
                 reason += f"; no face in {t.frames_seen} frame(s)"
+        # The POS's product name and operator travel only when it sent them (the fields are optional).
+        named = {"name": item.name} if item.name else {}
+        operator = {"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}
         check = events.new_event(
             "check", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
             trigger={"source": trigger.source, "sku": item.sku, "category": item.category,
-                     "min_age": trigger.min_age, "received_ts": trigger.received_ts},
+                     "min_age": trigger.min_age, "received_ts": trigger.received_ts, **named},
             frames_seen=t.frames_seen,
             frames_used=res.frames_used,
             faces_seen=t.faces_seen,
@@ -202,7 +205,7 @@ class CheckRunner:
             latency_ms={k: round(v, 1) for k, v in t.ms.items()},
             camera=camera,
             gate_rejections=dict(t.rejected),
-            **({"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}),
+            **operator,
         )
         events.validate(check)
         alert = None
@@ -213,9 +216,11 @@ class CheckRunner:
                 decision=res.decision,
                 age_band=res.age_band,
                 age=res.age,
-                item={"sku": item.sku, "category": item.category, "min_age": trigger.min_age},
+                item={"sku": item.sku, "category": item.category, "min_age": trigger.min_age, **named},
                 reason=reason,
-                **({"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}),
+                # The window tells a camera fault from a shopper out of view even without the check.
+                camera=camera,
+                **operator,
             )
             events.validate(alert)
         return CheckOutcome(check, alert, res, tuple(t.boxes))

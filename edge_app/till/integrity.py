@@ -23,6 +23,10 @@ The rule (the manager's question is "did the cashier check ID before selling?"):
   no answer at all gives reason `unanswered`).
 * A refusal (`id_checked_under_age_refused`) covers the transaction: the rest of the basket may
   still be sold, and `pos/sale` does not say whether the restricted item stayed in it.
+* A correction (an ack with `replaces_event_id`, published when the cashier presses Undo) takes
+  the answer it names back, as `edge_app.core.answers.standing` reads it: an undone "ID checked"
+  no longer covers the transaction. A sale is therefore judged when its grace period ends, not
+  when it arrives, so an Undo pressed just after the sale still counts.
 * Answers that arrive after the integrity event was emitted do not withdraw it; the feed has both.
 """
 
@@ -36,10 +40,9 @@ from datetime import datetime
 from typing import Any, Callable
 
 from edge_app.core import events, payloads
+from edge_app.core.answers import covered, standing
 
 log = logging.getLogger(__name__)
-
-COVERING_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused")
 MAX_TRANSACTION_ID = 128
 
 
@@ -91,7 +94,11 @@ class _Alert:
     check_event_id: str | None
     decision: str | None
     raised_at: float
-    answer: str | None = None
+    acks: list[dict] = field(default_factory=list)  # every answer and correction heard for it
+
+    @property
+    def answers(self) -> list[str]:
+        return [a["answer"] for a in standing(self.acks).get(self.alert_event_id, [])]
 
 
 @dataclass
@@ -103,7 +110,7 @@ class _Transaction:
 
     @property
     def covered(self) -> bool:
-        return any(a.answer in COVERING_ANSWERS for a in self.alerts)
+        return any(covered(a.answers) for a in self.alerts)
 
 
 class IntegrityTracker:
@@ -123,7 +130,7 @@ class IntegrityTracker:
         self._lock = threading.Lock()
         self._txns: dict[str, _Transaction] = {}
         self._alert_txn: dict[str, str] = {}
-        self._early_acks: dict[str, tuple[str, float]] = {}
+        self._early_acks: dict[str, tuple[list[dict], float]] = {}
 
     # -- inputs -----------------------------------------------------------------------------
     def on_alert(self, alert_event: dict, when: float | None = None) -> None:
@@ -141,7 +148,7 @@ class IntegrityTracker:
             alert = _Alert(alert_id, alert_event.get("check_event_id"), alert_event.get("decision"), raised)
             early = self._early_acks.pop(alert_id, None)
             if early:
-                alert.answer = early[0]
+                alert.acks.extend(early[0])
             txn.alerts.append(alert)
             self._alert_txn[alert_id] = txn_id
             self._prune(raised)
@@ -149,19 +156,22 @@ class IntegrityTracker:
     def on_ack(self, ack_event: dict, when: float | None = None) -> None:
         alert_id = ack_event.get("alert_event_id")
         answer = ack_event.get("answer")
-        if not isinstance(alert_id, str) or answer not in events.ACK_ANSWERS:
-            log.warning("integrity: ignoring an ack without a valid alert_event_id/answer")
+        if (not isinstance(alert_id, str) or not isinstance(ack_event.get("event_id"), str)
+                or answer not in (*events.ACK_ANSWERS, events.ACK_UNDONE)):
+            log.warning("integrity: ignoring an ack without a valid event_id/alert_event_id/answer")
             return
         now = when if when is not None else time.time()
         with self._lock:
             txn_id = self._alert_txn.get(alert_id)
             if txn_id is None:
-                self._early_acks[alert_id] = (answer, now)
+                acks, _ = self._early_acks.get(alert_id, ([], now))
+                self._early_acks[alert_id] = ([*acks, ack_event], now)
                 return
+            # Every answer is kept: which ones stand (a later "no_id_check" does not take back an
+            # ID check; an Undo does) is decided by core.answers when the sale is judged.
             for a in self._txns[txn_id].alerts:
-                # A later "no_id_check" must not undo an ID check already recorded.
-                if a.alert_event_id == alert_id and a.answer not in COVERING_ANSWERS:
-                    a.answer = answer
+                if a.alert_event_id == alert_id:
+                    a.acks.append(ack_event)
 
     def on_sale(self, transaction_id: str, when: float | None = None) -> list[dict]:
         """Record a completed sale. Returns the integrity events due now (with a grace period
@@ -170,11 +180,10 @@ class IntegrityTracker:
         with self._lock:
             txn = self._txns.get(transaction_id)
             if txn is not None and txn.sold_at is None:
-                if txn.covered:
-                    self._forget(txn)
-                else:
-                    txn.sold_at = now
-                    txn.due_at = now + self.grace_seconds
+                # Judged when the grace period ends even when covered now: an Undo of the
+                # answer may still come in that time.
+                txn.sold_at = now
+                txn.due_at = now + self.grace_seconds
         return self.poll(now)
 
     def on_event(self, event: dict) -> None:
@@ -211,7 +220,7 @@ class IntegrityTracker:
     # -- internals (lock held) ----------------------------------------------------------------
     def _integrity_event(self, txn: _Transaction) -> dict:
         first = min(txn.alerts, key=lambda a: a.raised_at)
-        answered_no = any(a.answer == "no_id_check" for a in txn.alerts)
+        answered_no = any("no_id_check" in a.answers for a in txn.alerts)
         assert txn.sold_at is not None
         return events.new_event(
             "integrity", self.store_id, self.till_id, txn.transaction_id,

@@ -235,6 +235,8 @@ class Service:
         self.counts[f"missed_{reason}"] += 1
         trigger = {"source": source, "sku": scan.item.sku, "category": scan.item.category, "min_age": min_age,
                    "received_ts": received_ts}
+        if scan.item.name:
+            trigger["name"] = scan.item.name
         if scan.sent_at is not None:
             trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z")

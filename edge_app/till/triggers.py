@@ -42,17 +42,18 @@ class Item:
     sku: str
     category: str
     min_age: int | None = None  # the POS's own age limit for the item, when it sends one
+    name: str | None = None  # the product name the cashier knows it by, when the POS sends one
 
 
 @dataclass(frozen=True)
 class Scan:
     item: Item
     transaction_id: str
-    # When the POS says it scanned (its optional `ts`), as epoch seconds; None when not sent.
-    sent_at: float | None = None
     # The cashier logged in at the POS, when the POS sends it: the manager's "needs attention"
     # list names cashiers as well as tills.
     operator_id: str | None = None
+    # When the POS says it scanned (its optional `ts`), as epoch seconds; None when not sent.
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,17 @@ def _text(data: dict, key: str, where: str, default: str | None) -> str:
     return v
 
 
+def _optional_text(data: dict, key: str, where: str) -> str | None:
+    """An optional free-text field: absent or null is None; otherwise the same rules as the
+    required ones (text, not empty, at most MAX_TEXT characters, no control characters)."""
+    if data.get(key) is None:
+        return None
+    return _text(data, key, where, None)
+
+
 def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = None) -> Scan:
-    """`{"sku": ..., "category": ..., "transaction_id": ..., "min_age": optional, "operator_id":
-    optional}` -> Scan.
+    """`{"sku": ..., "category": ..., "transaction_id": ..., "min_age": optional, "name": optional,
+    "operator_id": optional}` -> Scan.
     With `defaults` (local demo triggers) missing fields are filled in and a transaction id is
     made up; from the POS every field is required. Unknown fields are ignored."""
     where = "pos/scan"
@@ -123,8 +132,9 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
                                   f"got {type(min_age).__name__}")
         if not lo <= min_age <= hi:
             raise PosMessageError(f"{where}: field 'min_age' must be between {lo} and {hi}, got {min_age}")
-    operator = _text(data, "operator_id", where, None) if data.get("operator_id") is not None else None
-    return Scan(Item(sku, category, min_age), txn, sent_at=_sent_at(data.get("ts")), operator_id=operator)
+    name = _optional_text(data, "name", where) if "name" in data else (d.name if d else None)
+    operator = _optional_text(data, "operator_id", where)
+    return Scan(Item(sku, category, min_age, name), txn, sent_at=_sent_at(data.get("ts")), operator_id=operator)
 
 
 def _sent_at(ts: Any) -> float | None:
@@ -357,7 +367,7 @@ class HttpTrigger:
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 self._reply(200 if self.path == "/" else 404,
                             {"usage": "POST /scan, Content-Type: application/json, body {sku, category, "
-                                      "transaction_id, min_age}, all optional"})
+                                      "transaction_id, min_age, name, operator_id}, all optional"})
 
             def do_POST(self) -> None:  # noqa: N802
                 if self.path != "/scan":

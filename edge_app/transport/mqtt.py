@@ -37,7 +37,13 @@ REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before s
 def read_password(m: MQTTConfig) -> str | None:
     """The broker password from mqtt.password_file or the systemd credential named by
     mqtt.password_credential ($CREDENTIALS_DIRECTORY/<name>); never from config.yaml."""
-    return read_secret(m.password_file, m.password_credential, "mqtt.password")
+    secret = read_secret(m.password_file, m.password_credential, "mqtt.password")
+    if secret == "" and not m.password_file and m.password_credential:
+        # The unit's SetCredential= default when the installer has written no password file:
+        # the same unit serves brokers with and without a password.
+        log.info("mqtt: credential %r is empty: connecting without a password", m.password_credential)
+        return None
+    return secret
 
 
 def is_loopback(host: str) -> bool:

@@ -30,10 +30,10 @@ W, H = 640, 480
 
 
 def astronaut_bgr() -> np.ndarray:
-    """The public-domain NASA portrait shipped with scikit-image, BGR."""
-    from skimage import data
+    """The public-domain NASA portrait shipped with agecheck, BGR."""
+    from edge_app.devtools.sim import demo_photo_bgr
 
-    return cv2.cvtColor(np.ascontiguousarray(data.astronaut()), cv2.COLOR_RGB2BGR)
+    return demo_photo_bgr()
 
 
 def astronaut_head() -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,6 +32,12 @@ def test_shipped_config_is_valid():
         ({"triggers": {"restricted_categories": [{"category": "alcohol", "min_age": "x"}]}},
          "triggers.restricted_categories[0].min_age", "integer"),
         ({"camera": 5}, "camera", "mapping"),
+        ({"display": {"key_delay_seconds": 9}}, "display.key_delay_seconds", "between 0 and 5"),
+        ({"display": {"key_delay_seconds": "soon"}}, "display.key_delay_seconds", "must be a number"),
+        ({"display": {"undo_seconds": 0}}, "display.undo_seconds", "between 1 and 60"),
+        ({"display": {"alert_expire_seconds": 5}}, "display.alert_expire_seconds", "between 60 and 86400"),
+        ({"display": {"take_focus": "no"}}, "display.take_focus", "true or false"),
+        ({"display": {"mqtt_password_file": "/etc/agecheck/display-pw"}}, "display.mqtt_username", "no user name"),
     ],
 )
 def test_bad_values_name_the_key(data, key, words):
@@ -103,6 +110,16 @@ RUNTIME_BREAKERS = [
     ("feed:\n  timezone: Europe\n", "feed.timezone: 'Europe' is a region, not a timezone"),
     ("feed:\n  timezone: Not/A_Zone\n", "feed.timezone: 'Not/A_Zone' is not a known IANA timezone"),
     ("triggers:\n  restricted_skus: ['']\n", "triggers.restricted_skus[0]: must not be empty"),
+    # The cashier window's settings (issue 16) and the disk-full memory bound get the same rules.
+    ("display:\n  undo_seconds: .nan\n", "display.undo_seconds: must be a finite number"),
+    ("display:\n  alert_expire_seconds: .inf\n", "display.alert_expire_seconds: must be a finite number"),
+    ("display:\n  key_delay_seconds: .nan\n", "display.key_delay_seconds: must be a finite number"),
+    ("display:\n  mqtt_username: ''\n", "display.mqtt_username: must not be empty"),
+    ("display:\n  mqtt_username: " + "u" * 300 + "\n", "display.mqtt_username: is 300 characters long, at most 256"),
+    ("display:\n  mqtt_password_file: '  '\n", "display.mqtt_password_file: must not be empty"),
+    ("display:\n  outbox_path: \"a\\tb\"\n", "display.outbox_path: contains control characters"),
+    ("outbox:\n  memory_max_events: .nan\n", "outbox.memory_max_events: must be an integer"),
+    ("outbox:\n  memory_max_events: 5\n", "outbox.memory_max_events: must be between 10 and"),
 ]
 
 
@@ -132,7 +149,6 @@ def test_outbox_path_at_someone_elses_file_is_refused_and_left_alone(tmp_path):
 
 
 def test_http_token_comes_from_a_file_or_a_credential_never_both(tmp_path, monkeypatch):
-    
     with pytest.raises(C.ConfigError, match="either http_token_file or http_token_credential"):
         C.from_dict({"triggers": {"http_token_file": "a", "http_token_credential": "b"}})
     token = tmp_path / "token"
@@ -145,3 +161,81 @@ def test_http_token_comes_from_a_file_or_a_credential_never_both(tmp_path, monke
         C.read_secret(None, "agecheck-http", "triggers.http_token")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert C.read_secret(None, "token", "triggers.http_token") == "t0ken"
+
+
+# -- where the config comes from: --config, $AGECHECK_CONFIG, /etc/agecheck/config.yaml ----------
+def _yaml(path, store):
+    path.write_text(f"store_id: {store}\n")
+    return path
+
+
+def test_locate_tries_flag_then_variable_then_system_file(tmp_path):
+    flag, env, system = _yaml(tmp_path / "a.yaml", "a"), _yaml(tmp_path / "b.yaml", "b"), _yaml(tmp_path / "c.yaml", "c")
+    environ = {C.CONFIG_ENV: str(env)}
+    assert C.locate(str(flag), False, environ, system) == flag
+    assert C.locate(None, False, environ, system) == env
+    assert C.locate(None, False, {}, system) == system
+    assert C.load(C.locate(None, False, {}, system)).store_id == "c"
+    assert C.locate(None, True, {}, tmp_path / "none.yaml") is None  # defaults, where allowed
+
+
+def test_no_config_anywhere_says_where_it_looked(tmp_path):
+    with pytest.raises(C.ConfigError) as exc:
+        C.locate(None, False, {}, tmp_path / "etc.yaml")
+    msg = str(exc.value)
+    assert "--config: not given" in msg and "$AGECHECK_CONFIG: not set" in msg
+    assert f"{tmp_path / 'etc.yaml'}: does not exist" in msg
+
+
+def test_a_variable_pointing_nowhere_is_an_error_not_a_fallback(tmp_path):
+    system = _yaml(tmp_path / "c.yaml", "c")
+    with pytest.raises(C.ConfigError, match=r"\$AGECHECK_CONFIG points at .*missing.yaml"):
+        C.locate(None, True, {C.CONFIG_ENV: str(tmp_path / "missing.yaml")}, system)
+
+
+def test_the_service_needs_a_config_the_photo_tools_do_not(tmp_path):
+    if C.SYSTEM_CONFIG.exists():
+        pytest.skip(f"{C.SYSTEM_CONFIG} exists on this machine")
+    env = {k: v for k, v in os.environ.items() if k != C.CONFIG_ENV}
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "run"], capture_output=True, text=True,
+                       cwd=REPO, timeout=120, env=env)
+    assert r.returncode == 2 and "no config file found" in r.stderr and str(C.SYSTEM_CONFIG) in r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert r.returncode == 1 and "file does not exist" in r.stderr  # ran, on the built-in defaults
+    env[C.CONFIG_ENV] = str(_yaml(tmp_path / "env.yaml", "Bad Store"))
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    assert r.returncode == 2 and "store_id" in r.stderr  # the variable's file was the one read
+
+
+def test_display_outbox_is_in_the_users_state_folder(tmp_path, monkeypatch):
+    """`agecheck display` runs as the desktop user: its answers never default to the config's
+    folder (/etc/agecheck, not writable by that user)."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    cfg = C.from_dict({}, tmp_path / "etc")
+    assert cfg.display.outbox_path == str(tmp_path / "xdg" / "agecheck" / "display-outbox.sqlite3")
+    assert cfg.display.take_focus is False and cfg.display.key_delay_seconds == 0.7
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")  # the XDG spec: only absolute paths count
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert C.from_dict({}).display.outbox_path == str(tmp_path / "home" / ".local" / "state" / "agecheck"
+                                                      / "display-outbox.sqlite3")
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "unit"))  # a systemd --user unit's own
+    assert C.from_dict({}).display.outbox_path == str(tmp_path / "unit" / "display-outbox.sqlite3")
+    assert C.from_dict({"display": {"outbox_path": "/var/tmp/x.sqlite3"}}).display.outbox_path == "/var/tmp/x.sqlite3"
+
+
+def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path):
+    """`locate` only finds the file; `load` reads it with the depth-limited loader whichever way
+    it was found."""
+    p = tmp_path / "deep.yaml"
+    p.write_text(_deep_yaml(5000))
+    with pytest.raises(C.ConfigError, match="nested more than 32 levels deep at line 1"):
+        C.load(C.locate(None, False, {C.CONFIG_ENV: str(p)}, tmp_path / "none.yaml"))
+    env = {k: v for k, v in os.environ.items() if k != C.CONFIG_ENV}
+    env[C.CONFIG_ENV] = str(p)
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "report", "--db", str(tmp_path / "none.sqlite3")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "nested more than 32 levels deep" in lines[0], r.stderr[-2000:]

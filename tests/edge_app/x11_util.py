@@ -46,6 +46,17 @@ def xdotool(*args: str) -> str:
     return out.stdout.strip()
 
 
+def click(box: tuple[int, int, int, int]) -> None:
+    """A real left click in the middle of box=(x, y, w, h)."""
+    x, y, w, h = box
+    cx, cy = x + w // 2, y + h // 2
+    # --sync waits for the pointer to move, forever when it is there already.
+    here = dict(kv.split(":") for kv in xdotool("getmouselocation").split()[:2])
+    if (int(here["x"]), int(here["y"])) != (cx, cy):
+        xdotool("mousemove", "--sync", str(cx), str(cy))
+    xdotool("click", "1")
+
+
 def screenshot(box: tuple[int, int, int, int]):
     """What is on the X screen inside box=(x, y, w, h), read back from the X server."""
     from PIL import ImageGrab
@@ -81,3 +92,64 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.03)
+
+
+_POS_SCRIPT = r"""
+import sys, tkinter as tk
+root = tk.Tk(className="posmock")
+root.title("POS")
+root.geometry(sys.argv[1])
+entry = tk.Entry(root, font=("DejaVu Sans", 20))
+entry.pack(fill="both", expand=True)
+entry.focus_set()
+last = [None]
+def report():
+    text = entry.get()
+    if text != last[0]:
+        last[0] = text
+        print("TEXT " + repr(text), flush=True)
+    root.after(50, report)
+root.after(50, report)
+print("READY", flush=True)
+root.mainloop()
+"""
+
+
+class PosWindow:
+    """A stand-in for the till's POS: a real window in another process with a text field that
+    holds the keyboard focus (set explicitly, as a window manager would), and reports what is
+    typed into it."""
+
+    def __init__(self, geometry: str = "420x120+700+500") -> None:
+        import sys
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.text = ""
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(15):
+            self.close()
+            raise RuntimeError("the POS stand-in window did not start")
+        self.window = wait_for(lambda: xdotool("search", "--classname", "posmock").split(), what="the POS window")[0]
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("READY"):
+                self._ready.set()
+            elif line.startswith("TEXT "):
+                import ast
+
+                self.text = ast.literal_eval(line[5:].strip())
+
+    def focus(self) -> None:
+        xdotool("windowfocus", "--sync", self.window)
+
+    def has_focus(self) -> bool:
+        return xdotool("getwindowfocus") == self.window
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

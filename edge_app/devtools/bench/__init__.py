@@ -1,6 +1,6 @@
 """Bench: `agecheck bench`. Measures what the till app costs the till PC, on real face photos
-played as video (the public-domain scikit-image astronaut by default, `--images DIR` for a folder
-of photos) with the shipped model, and prints one table:
+played as video (the public-domain astronaut photo shipped with agecheck by default, `--images DIR`
+for a folder of photos) with the shipped model, and prints one table:
 
 * per stage (detect, align, infer, aggregate, publish): median and p95 ms (stages.py; publish in
   latency.py);

@@ -60,12 +60,20 @@ def cashier_screen() -> Iterator[tuple[str, str]]:
 
 
 def _press_answer(display) -> None:
-    """Answer an alert like a cashier (key 1), so a later approval is shown, not held back."""
+    """Answer an alert like a cashier (a click on "ID checked – over age"; keys count only while
+    the window has the focus, which it does not take), so a later approval is shown, not held
+    back."""
     if shutil.which("xdotool") is None:
         return
-    subprocess.run(["xdotool", "key", "1"], capture_output=True, timeout=10)
+    snap = display.snapshot
+    box = (snap.get("buttons") or {}).get("id_checked_over_age")
+    if not box or not snap.get("answerable"):
+        return
+    x, y, w, h = box
+    subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
+                   capture_output=True, timeout=10)
     deadline = time.monotonic() + 2
-    while display.snapshot.get("visible") and time.monotonic() < deadline:
+    while display.snapshot.get("alert_event_id") == snap.get("alert_event_id") and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -79,7 +87,7 @@ def _drawn_at(display, txn: str) -> float | None:
             break
         time.sleep(0.005)
     if snap.get("transaction_id") == txn and snap.get("drawn_at"):
-        if snap.get("kind") != "approve":
+        if snap.get("answerable"):
             _press_answer(display)
         return snap["drawn_at"]
     return None

@@ -1,7 +1,7 @@
-"""Bench video: the bench's camera, made from photos (the public-domain scikit-image astronaut by
-default, or a folder of face photos swaying in front of the demo backdrop like a shopper at the
-till), and its frames decoded by OpenCV as the camera's are. Frames stay in memory; only the
-video file is written, into the bench's temporary folder."""
+"""Bench video: the bench's camera, made from photos (the public-domain astronaut photo shipped
+with agecheck by default, or a folder of face photos swaying in front of the demo backdrop like a
+shopper at the till), and its frames decoded by OpenCV as the camera's are. Frames stay in memory;
+only the video file is written, into the bench's temporary folder."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def make_video(images: Path | None, out: Path, fps: float, width: int, height: i
     if images is None:
         # The face stays in view the whole clip: every trigger finds the shopper at the till.
         make_demo_video(out, seconds=seconds, fps=fps, face_seconds=seconds, width=width, height=height)
-        return out, "the scikit-image astronaut (public domain) played as video"
+        return out, "the NASA astronaut photo shipped with agecheck (public domain) played as video"
     paths = photo_paths(images)
     _, used = photo_video(paths, out, fps, width, height, max(0.5, seconds / max(1, len(paths))), max_pixels)
     return out, f"{used} photo(s) from {images} played as video"

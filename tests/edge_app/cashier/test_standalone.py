@@ -1,15 +1,22 @@
 """`agecheck display` as its own process: a real window under Xvfb, fed by a real Mosquitto,
-answered with real key presses; answers reach the broker through the display's SQLite outbox,
-including one given while the broker is down, and the window carries on after a broker restart."""
+answered with real clicks; answers reach the broker through the display's SQLite outbox,
+including one given while the broker is down, and the window carries on after a broker restart.
+It runs from a desktop session without systemd: its outbox in the user's XDG state folder, its
+broker password from a file it is given, against a broker that requires one."""
 
 from __future__ import annotations
 
 import sqlite3
 
+import subprocess
+
+import pytest
+
 from edge_app.cashier.window import COLOURS
+from edge_app.devtools.sim import LocalBroker
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
-from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401
+from tests.edge_app.x11_util import click, dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401
 
 ACK_TOPIC = "agecheck/v1/store-001/till-01/events/ack"
 
@@ -38,6 +45,12 @@ def show_and_wait(pub: Publisher, decision: str, age, txn: str) -> dict:
     return a
 
 
+def press(answer: int) -> None:
+    """Click answer button 1, 2 or 3: the bottom row of the window, in thirds."""
+    x, y, w, h = window_box()
+    click((x + (answer - 1) * w // 3, y + h - 40, w // 3, 20))
+
+
 def outbox_rows(path) -> int:
     con = sqlite3.connect(str(path))
     try:
@@ -50,7 +63,7 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
     outbox = tmp_path / "display-outbox.sqlite3"
     with Broker(persistent=True) as broker:
         cfg = write_config(tmp_path / "config.yaml", broker.port,
-                           display={"position": "top-left", "outbox_path": str(outbox)},
+                           display={"position": "top-left", "outbox_path": str(outbox), "undo_seconds": 1},
                            mqtt={"host": "127.0.0.1", "port": broker.port, "reconnect_max_seconds": 1})
         acks = Collector(broker.port, ACK_TOPIC, persistent=True)
         proc = Proc(["display", "--config", str(cfg)])
@@ -61,21 +74,21 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
             assert window_box() is None  # idle: nothing on screen
             pub = Publisher(broker.port)
 
-            # 1. A red CHECK ID banner, answered with key 1.
+            # 1. A red ASK FOR ID banner, answered with button 1.
             a1 = show_and_wait(pub, "check_id", 19.0, "T-1")
             screenshot(window_box()).save(tmp_path / "check_id.png")
-            xdotool("key", "1")
+            press(1)
             ack1 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a1["event_id"])
             assert ack1["answer"] == "id_checked_over_age" and ack1["transaction_id"] == "T-1"
             wait_for(lambda: window_box() is None, what="the window to hide")
 
-            # 2. An amber NO FACE banner answered with key 3 while the broker is down: the answer
-            #    waits in the outbox and arrives once the broker is back.
+            # 2. An amber NO FACE banner answered with button 3 while the broker is down: the
+            #    answer waits in the outbox and arrives once the broker is back.
             a2 = show_and_wait(pub, "no_face", None, "T-2")
             pub.close()
             pub = None
             broker.stop()
-            xdotool("key", "3")
+            press(3)
             wait_for(lambda: outbox.exists() and outbox_rows(outbox) == 1, what="the answer kept in the outbox")
             broker.start()
             ack2 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a2["event_id"],
@@ -83,13 +96,17 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
             assert ack2["answer"] == "no_id_check" and ack2["transaction_id"] == "T-2"
             wait_for(lambda: outbox_rows(outbox) == 0, what="the outbox to drain")
 
-            # 3. After the restart the window still gets alerts: key 2.
+            # 3. After the restart the window still gets alerts: button 2.
             proc.wait_line("display: connected", after=first + 1, timeout=20)
+            wait_for(lambda: window_box() is None, what="the confirmation of answer 2 to go")
             pub = Publisher(broker.port)
             a3 = show_and_wait(pub, "check_id", 16.0, "T-3")
-            xdotool("key", "2")
+            press(2)
             ack3 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a3["event_id"])
             assert ack3["answer"] == "id_checked_under_age_refused"
+            # Numbered by the window's own outbox, apart from the till's events, across the restart.
+            assert [(a["publisher"], a["seq"]) for a in (ack1, ack2, ack3)] == [
+                ("till-01:display", 1), ("till-01:display", 2), ("till-01:display", 3)]
         finally:
             if pub:
                 pub.close()
@@ -106,3 +123,114 @@ def test_display_without_a_screen_says_so(tmp_path):
     proc.stop()
     assert "no screen: $DISPLAY is not set" in proc.output
     assert not (tmp_path / "display-outbox.sqlite3").exists()
+
+
+def mosquitto_password_file(path, user: str, password: str):
+    try:
+        subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), user, password], check=True,
+                       capture_output=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("mosquitto_passwd is not installed (it comes with mosquitto)")
+    path.chmod(0o644)  # mosquitto runs as root here and reads it either way
+    return path
+
+
+def test_standalone_display_from_a_desktop_session(xvfb, tmp_path):
+    """Set up as docs/cashier.md says: the till's config names a systemd credential for the
+    service, and the window gets its own login from display.mqtt_password_file. No
+    $CREDENTIALS_DIRECTORY, no $STATE_DIRECTORY: the answers go to $XDG_STATE_HOME/agecheck."""
+    pwfile = mosquitto_password_file(tmp_path / "mosquitto.passwd", "cashier-display", "display-pass")
+    secret = tmp_path / "display-mqtt-password"
+    secret.write_text("display-pass\n")
+    secret.chmod(0o600)
+    state = tmp_path / "state"
+    broker = LocalBroker(extra_config=(f"password_file {pwfile}",))
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    with broker:
+        cfg = write_config(tmp_path / "config.yaml", broker.port,
+                           mqtt={"host": "127.0.0.1", "port": broker.port, "username": "till",
+                                 "password_credential": "mqtt-password"},
+                           display={"position": "top-left", "mqtt_username": "cashier-display",
+                                    "mqtt_password_file": str(secret)})
+        env = {"XDG_STATE_HOME": str(state), "CREDENTIALS_DIRECTORY": "", "STATE_DIRECTORY": ""}
+        proc = Proc(["display", "--config", str(cfg)], env=env)
+        try:
+            proc.wait_line("window ready")
+            proc.wait_line("display: connected")
+            outbox = state / "agecheck" / "display-outbox.sqlite3"
+            assert outbox.is_file() and (state / "agecheck").stat().st_mode & 0o777 == 0o700
+            assert str(outbox) in proc.output
+        finally:
+            rc = proc.stop()
+    assert rc == 0, proc.output
+    assert "CREDENTIALS_DIRECTORY" not in proc.output
+
+
+def test_standalone_display_says_how_to_give_it_a_password(xvfb, tmp_path):
+    """The till's credential alone: a one-line message naming the fix, exit 2, no window."""
+    cfg = write_config(tmp_path / "config.yaml", 1883,
+                       mqtt={"host": "127.0.0.1", "port": 1883, "username": "till",
+                             "password_credential": "mqtt-password"})
+    proc = Proc(["display", "--config", str(cfg)], env={"CREDENTIALS_DIRECTORY": "",
+                                                         "XDG_STATE_HOME": str(tmp_path / "state")})
+    assert proc.p.wait(timeout=30) == 2
+    proc.stop()
+    assert "display.mqtt_password_file" in proc.output and "--password-file" in proc.output
+    assert "Traceback" not in proc.output
+    # Given a file on the command line, the same config gets past the password (and then finds
+    # no broker, which it waits for like any other outage).
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    proc = Proc(["display", "--config", str(cfg), "--password-file", str(pw)],
+                env={"CREDENTIALS_DIRECTORY": "", "XDG_STATE_HOME": str(tmp_path / "state")})
+    try:
+        proc.wait_line("window ready")
+    finally:
+        assert proc.stop() == 0
+
+
+# -- the window's own broker link: what it lets in, and how it says its login is unsafe ------------
+def test_the_windows_link_quarantines_what_the_parser_refuses(tmp_path, caplog):
+    """The standalone window reads the broker with the same inbound parser as the service and
+    the feed: a deep-nesting bomb, NaN or an oversize message is one log line and no banner; a
+    valid alert still gets through."""
+    from edge_app import config as C
+    from edge_app.cashier.standalone import AckLink
+    from edge_app.core import events
+
+    cfg = C.from_dict({"display": {"outbox_path": str(tmp_path / "display.sqlite3")}})
+    shown: list[dict] = []
+    link = AckLink(cfg, shown.append)
+    try:
+        bad = [b"[" * 100_000, b'{"schema": NaN}', b'{"x":"' + b"a" * (cfg.feed.max_payload_bytes + 1) + b'"}']
+        with caplog.at_level("WARNING", logger="edge_app.cashier.standalone"):
+            for payload in bad:
+                link._on_message("events/alert", payload)
+        assert shown == []
+        quarantined = [r.getMessage() for r in caplog.records if "quarantined a message" in r.getMessage()]
+        assert len(quarantined) == len(bad), quarantined
+        alert = alert_event(check_event())
+        link._on_message("events/alert", events.encode(alert))
+        assert shown == [alert]
+    finally:
+        link.outbox.close()
+
+
+def test_trust_warnings_cover_the_windows_own_login(tmp_path):
+    """The window connects with display.mqtt_username when it has one: the warnings are about
+    that login, not the till's."""
+    from edge_app import config as C
+    from edge_app.cashier.standalone import display_config
+    from edge_app.transport.mqtt import trust_warnings
+
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    remote = {"host": "10.1.2.3", "tls": {"enabled": True}}
+    cfg = C.from_dict({"mqtt": remote, "display": {"mqtt_username": "window", "mqtt_password_file": str(pw)}})
+    assert trust_warnings(display_config(cfg).mqtt) == []
+    # The same broker with the window given only a password file (no user anywhere): anonymous.
+    got = trust_warnings(display_config(C.from_dict({"mqtt": remote}), password_file=str(pw)).mqtt)
+    assert len(got) == 1 and "no mqtt.username" in got[0]
+    plain = C.from_dict({"mqtt": {"host": "10.1.2.3"}, "display": {"mqtt_username": "window",
+                                                                   "mqtt_password_file": str(pw)}})
+    assert any("tls.enabled is false" in w for w in trust_warnings(display_config(plain).mqtt))

@@ -1,43 +1,26 @@
 """The cashier alert window, for real: a Tk window on an Xvfb screen, driven from another thread
 the way the service drives it, read back with screenshots and answered with real key presses and
-mouse clicks (xdotool)."""
+mouse clicks (xdotool), next to a second real window (a POS stand-in) that holds the focus."""
 
 from __future__ import annotations
 
 import queue
 import time
 
+import numpy as np
 import pytest
 
-from edge_app.core import events
+from edge_app.cashier.banner import STYLES
+from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
-from edge_app.cashier.window import COLOURS, CashierDisplay, banner_for
+from edge_app.core import events
 from tests.edge_app.feed_util import alert_event, check_event
-from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, share_of, wait_for, xdotool, xvfb  # noqa: F401
-
-
-# -- the banner's words (no screen needed) ----------------------------------------------------------
-def test_banner_texts():
-    c = check_event(decision="check_id", age=21.0)
-    b = banner_for(c, alert_event(c))
-    assert (b.title, b.kind, b.bg) == ("CHECK ID", "check_id", COLOURS["check_id"][0])
-    assert b.age_text == "Estimated age 19–23 – ask for ID"
-    assert b.policy_text == "Challenge 25 · legal age 18"
-    assert b.item_text == "Lager 4x440ml (alcohol)"
-    a = banner_for(check_event(decision="approve", age=40.0))
-    assert (a.title, a.needs_answer, a.age_text) == ("APPROVE", False, "Estimated age 38–42")
-    n = banner_for(check_event(decision="no_face", age=None))
-    assert (n.title, n.fg, n.age_text) == ("NO FACE", "#111111", "No usable face – ask for ID")
-    # An alert on its own (its check lost): still a red banner with the band it carries.
-    only = banner_for(None, alert_event(c))
-    assert only.title == "CHECK ID" and "18-24" in only.age_text
-    # An unknown decision errs on the side of asking for ID.
-    assert banner_for({"decision": "maybe"}).kind == "check_id"
+from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, wait_for,  # noqa: F401
+                                     xdotool, xvfb)
 
 
 # -- the window ---------------------------------------------------------------------------------------
-@pytest.fixture
-def window(xvfb):
+def make_window(**cfg) -> CashierDisplay:
     acks: queue.Queue = queue.Queue()
     failures = {"n": 0}
 
@@ -47,10 +30,17 @@ def window(xvfb):
             raise OSError("disk full")
         acks.put(ev)
 
-    cfg = DisplayConfig(enabled=True, width=640, height=300, position="top-left", approve_seconds=1.0)
-    d = CashierDisplay(cfg, "store-001", "till-01", on_ack).start_in_thread()
+    conf = DisplayConfig(enabled=True, width=640, height=300, position="top-left", approve_seconds=1.0,
+                         **cfg)
+    d = CashierDisplay(conf, "store-001", "till-01", on_ack).start_in_thread()
     d.acks = acks
     d.failures = failures
+    return d
+
+
+@pytest.fixture
+def window(xvfb):
+    d = make_window()
     yield d
     d.close()
     d.join(5)
@@ -63,33 +53,43 @@ def laid_out(s: dict) -> bool:
     return w >= 100 and all(b[3] > 1 and y < b[1] < y + h for b in s.get("buttons", {}).values())
 
 
-def shown(d: CashierDisplay, answerable: bool | None = None) -> dict:
+def shown(d: CashierDisplay, answerable: bool | None = None, alert: dict | None = None, **want) -> dict:
     def ok():
         s = d.snapshot
-        if not s.get("visible") or not laid_out(s):
+        if not s.get("visible") or not laid_out(s) or s.get("drawn_at") is None:
             return None
         if answerable is not None and s.get("answerable") != answerable:
             return None
+        if alert is not None and s.get("alert_event_id") != alert["event_id"]:
+            return None
+        if any(s.get(k) != v for k, v in want.items()):
+            return None
         return s
-    return wait_for(ok, what="the banner on screen")
+    return wait_for(ok, what=f"the banner on screen ({answerable=}, {want})")
+
+
+def press(d: CashierDisplay, answer: str) -> None:
+    click(shown(d)["buttons"][answer])
 
 
 def banner_pixels(snap: dict):
-    """Screenshot of the banner (the window above the answer buttons)."""
-    x, y, w, h = snap["geometry"]
-    top_of_buttons = min((b[1] for b in snap["buttons"].values()), default=y + h)
-    return screenshot((x, y, w, top_of_buttons - y - 6))
+    return screenshot(snap["banner_box"])
 
 
 def visible_windows() -> list[str]:
     return xdotool("search", "--onlyvisible", "--classname", "agecheck").split()
 
 
-def post_alert(d: CashierDisplay, decision="check_id", age=19.0, txn="T-500"):
-    c = check_event(decision=decision, age=age, txn=txn)
+def post_alert(d: CashierDisplay, decision="check_id", age=19.0, txn="T-500", **extra):
+    c = check_event(decision=decision, age=age, txn=txn, **extra)
     a = alert_event(c)
     d.post(c, a)
     return c, a
+
+
+def no_ack(d: CashierDisplay, wait: float = 0.5) -> None:
+    with pytest.raises(queue.Empty):
+        d.acks.get(timeout=wait)
 
 
 def test_idle_window_shows_nothing(window):
@@ -98,80 +98,189 @@ def test_idle_window_shows_nothing(window):
     assert visible_windows() == []
 
 
-@pytest.mark.parametrize("decision, age", [("check_id", 19.0), ("no_face", None), ("approve", 44.0)])
-def test_banner_colour_and_text_on_screen(window, decision, age, tmp_path):
-    c = check_event(decision=decision, age=age, txn="T-501")
-    window.post(c, None if decision == "approve" else alert_event(c))
-    bg, fg = (hex_rgb(x) for x in COLOURS[decision])
-    wait_for(lambda: dominant(banner_pixels(shown(window)))[0] == bg, what="the banner painted")
-    img = banner_pixels(shown(window))
-    img.save(tmp_path / f"banner-{decision}.png")  # kept with the test's temp files for a look
-    colour, share = dominant(img)
-    assert colour == bg and share > 0.6, (colour, share)
-    # The title is really drawn: its box holds a good amount of text-coloured pixels.
-    wait_for(lambda: 0.04 < share_of(screenshot(window.snapshot["title_box"]), fg) < 0.6,
-             timeout=5, what=f"the title text in {fg} inside {window.snapshot.get('title_box')}")
-    snap = window.snapshot
-    assert snap["title"] == {"check_id": "CHECK ID", "no_face": "NO FACE", "approve": "APPROVE"}[decision]
-    assert "Challenge 25" in snap["info"] and "Lager" in snap["info"]
-    if decision == "approve":
-        assert snap["buttons"] == {}
-        wait_for(lambda: not window.snapshot["visible"], timeout=5, what="the approve banner to go away")
-        assert visible_windows() == []
-    else:
-        assert set(snap["buttons"]) == set(events.ACK_ANSWERS)
+STATES = [  # decision, camera, style, title, symbol
+    ("check_id", "up", "ask_id", "ASK FOR ID", "✗"),
+    ("no_face", "up", "no_face", "NO FACE SEEN — ASK FOR ID", "?"),
+    ("no_face", "down", "camera_down", "CAMERA DOWN — ASK FOR ID", "!"),
+    ("approve", "up", "ok", "OK — no ID needed", "✓"),
+]
 
 
-@pytest.mark.parametrize("key, answer", [("1", "id_checked_over_age"), ("2", "id_checked_under_age_refused"),
-                                         ("3", "no_id_check")])
-def test_key_answers_the_alert(window, key, answer):
-    c, a = post_alert(window, txn=f"T-6{key}")
-    shown(window, answerable=True)
-    time.sleep(0.2)  # the cashier takes a moment
-    xdotool("key", key)  # a real key press (XTEST) into the focused window
+def test_each_banner_state_on_screen(window, tmp_path):
+    """Colour, symbol and words of every state, read back from the X server."""
+    symbols = {}
+    for decision, camera, style, title, symbol in STATES:
+        c = check_event(decision=decision, age=None if decision == "no_face" else (19.0 if decision == "check_id"
+                                                                                   else 44.0),
+                        txn=f"T-{style}", camera=camera)
+        window.post(c, None if decision == "approve" else alert_event(c))
+        bg, fg = hex_rgb(STYLES[style].bg), hex_rgb(STYLES[style].fg)
+        snap = shown(window, kind=style)
+        wait_for(lambda: dominant(banner_pixels(window.snapshot))[0] == bg, what=f"the {style} banner painted")
+        img = banner_pixels(window.snapshot)
+        img.save(tmp_path / f"banner-{style}.png")  # kept with the test's temp files for a look
+        colour, share = dominant(img)
+        assert colour == bg and share > 0.5, (style, colour, share)
+        # The words and the symbol are really drawn in the text colour.
+        wait_for(lambda: 0.04 < share_of(screenshot(window.snapshot["title_box"]), fg) < 0.7, timeout=5,
+                 what=f"the {style} title in {fg}")
+        sym = screenshot(window.snapshot["symbol_box"])
+        assert 0.03 < share_of(sym, fg) < 0.7, style
+        symbols[style] = np.all(np.asarray(sym) == fg, axis=2)
+        assert (snap["title"], snap["symbol"], snap["transaction_id"]) == (title, symbol, f"T-{style}")
+        assert "Lager 4x440ml" in snap["item"]
+        if decision == "approve":
+            assert snap["buttons"] == {} and "Challenge 25" in snap["detail"]
+            wait_for(lambda: not window.snapshot["visible"], timeout=5, what="the approve banner to go away")
+            assert visible_windows() == []
+        else:
+            assert set(snap["buttons"]) == set(events.ACK_ANSWERS)
+            press(window, "no_id_check")
+            assert window.acks.get(timeout=5)["transaction_id"] == f"T-{style}"
+            shown(window, kind="recorded")
+    # Four different shapes: the symbol alone tells the states apart.
+    masks = list(symbols.values())
+    assert all(a.shape != b.shape or (a != b).mean() > 0.02 for i, a in enumerate(masks) for b in masks[i + 1:])
+
+
+def test_typing_into_the_pos_never_answers(xvfb):
+    """The POS has the focus; an alert appears while the cashier types digits into it."""
+    d = make_window()
+    pos = PosWindow()
+    try:
+        pos.focus()
+        xdotool("type", "--delay", "40", "12")
+        wait_for(lambda: pos.text == "12", what="the POS to get the first digits")
+        c, a = post_alert(d, txn="T-4001")
+        # The pointer rests on the alert, as a hand near the screen might leave it.
+        x, y, w, h = shown(d, answerable=True)["title_box"]
+        xdotool("mousemove", str(x + 5), str(y + 5))
+        for _ in range(3):
+            xdotool("type", "--delay", "120", "1231")
+        wait_for(lambda: pos.text == "12" + "1231" * 3, what="every digit in the POS")
+        no_ack(d, wait=1.0)
+        assert d.snapshot["visible"] and d.snapshot["alert_event_id"] == a["event_id"]
+        assert d.snapshot["keys_ignored"] == 0  # the keys never reached the window at all
+        # A click still answers at once.
+        press(d, "id_checked_under_age_refused")
+        ack = d.acks.get(timeout=5)
+        assert ack["answer"] == "id_checked_under_age_refused" and ack["via"] == "click"
+        assert pos.text == "12" + "1231" * 3
+    finally:
+        pos.close()
+        d.close()
+        d.join(5)
+
+
+def test_keys_need_the_focus_and_a_moment(xvfb):
+    d = make_window(key_delay_seconds=1.5)
+    try:
+        _, a = post_alert(d, txn="T-61")
+        snap = shown(d, answerable=True)
+        click(snap["title_box"])  # the cashier taps the banner: the keys are for the window now
+        xdotool("key", "1")  # at once: too soon to be a reading of this alert
+        wait_for(lambda: d.snapshot["keys_ignored"] == 1, what="the early key to be ignored")
+        assert "Key ignored" in d.snapshot["status"]
+        no_ack(d, wait=0.3)
+        time.sleep(1.6)
+        xdotool("key", "2")
+        ack = d.acks.get(timeout=5)
+        events.validate(ack)
+        assert ack["answer"] == "id_checked_under_age_refused" and ack["via"] == "key"
+        assert ack["alert_event_id"] == a["event_id"] and ack["transaction_id"] == "T-61"
+        assert ack["decision_time_s"] > 1.5
+    finally:
+        d.close()
+        d.join(5)
+
+
+def test_default_key_delay_and_focus():
+    cfg = DisplayConfig()
+    assert cfg.take_focus is False and cfg.key_delay_seconds == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("answer", list(events.ACK_ANSWERS))
+def test_click_answers_at_once(window, answer):
+    c, a = post_alert(window, decision="no_face", age=None, txn="T-7")
+    snap = shown(window, answerable=True)
+    click(snap["buttons"][answer])
     ack = window.acks.get(timeout=5)
     events.validate(ack)
-    assert ack["kind"] == "ack" and ack["answer"] == answer and ack["via"] == "key"
+    assert ack["answer"] == answer and ack["via"] == "click" and "replaces_event_id" not in ack
     assert ack["alert_event_id"] == a["event_id"] and ack["check_event_id"] == c["event_id"]
-    assert ack["transaction_id"] == f"T-6{key}" and ack["till_id"] == "till-01"
-    assert 0.15 < ack["decision_time_s"] < 5
-    wait_for(lambda: not window.snapshot["visible"], what="the window to hide after the answer")
-    assert window.acks.empty()
+    assert ack["till_id"] == "till-01" and 0 < ack["decision_time_s"] < 5
 
 
-def test_click_answers_the_alert(window):
-    _, a = post_alert(window, decision="no_face", age=None)
-    snap = shown(window, answerable=True)
-    x, y, w, h = snap["buttons"]["id_checked_under_age_refused"]
-    xdotool("mousemove", "--sync", str(x + w // 2), str(y + h // 2))
-    xdotool("click", "1")
-    ack = window.acks.get(timeout=5)
-    assert ack["answer"] == "id_checked_under_age_refused" and ack["via"] == "click"
-    assert ack["alert_event_id"] == a["event_id"]
+def test_undo_corrects_the_answer(window):
+    _, a = post_alert(window, txn="T-800")
+    press(window, "id_checked_over_age")
+    first = window.acks.get(timeout=5)
+    # What was recorded, with Undo, for a few seconds.
+    snap = shown(window, kind="recorded")
+    assert snap["detail"] == "ID checked – over age" and "T-800" in snap["undo_text"]
+    click(snap["undo"])
+    fix = window.acks.get(timeout=5)
+    events.validate(fix)
+    assert fix["answer"] == events.ACK_UNDONE and fix["replaces_event_id"] == first["event_id"]
+    assert fix["alert_event_id"] == a["event_id"] and fix["transaction_id"] == "T-800"
+    # The alert is back, answerable again.
+    shown(window, answerable=True, alert=a, kind="ask_id")
+    assert window.snapshot["undo"] is None
+    press(window, "id_checked_under_age_refused")
+    again = window.acks.get(timeout=5)
+    assert again["answer"] == "id_checked_under_age_refused" and again["alert_event_id"] == a["event_id"]
+
+
+def test_undo_is_offered_for_a_few_seconds(xvfb):
+    d = make_window(undo_seconds=1.0)
+    try:
+        post_alert(d, txn="T-801")
+        press(d, "no_id_check")
+        d.acks.get(timeout=5)
+        shown(d, kind="recorded")
+        wait_for(lambda: not d.snapshot["visible"], timeout=5, what="the confirmation to go")
+        assert visible_windows() == []
+    finally:
+        d.close()
+        d.join(5)
+
+
+def test_two_alerts_in_a_row_are_both_answerable(window):
+    _, a1 = post_alert(window, txn="T-3001")
+    shown(window, alert=a1)
+    _, a2 = post_alert(window, decision="no_face", age=None, txn="T-3002")
+    snap = shown(window, answerable=True, alert=a2, waiting="+1 more alert waiting")
+    assert wait_for(lambda: window.snapshot.get("waiting_box"), what="the count on screen")
+    # The count is drawn: dark text on its white patch.
+    assert share_of(screenshot(window.snapshot["waiting_box"]), (0, 0, 0)) > 0.03
+    click(snap["buttons"]["id_checked_over_age"])
+    assert window.acks.get(timeout=5)["alert_event_id"] == a2["event_id"]
+    # The first one comes back on top, with the Undo for the second below it.
+    snap = shown(window, answerable=True, alert=a1, waiting="")
+    assert "T-3002" in snap["undo_text"]
+    click(snap["buttons"]["no_id_check"])
+    assert window.acks.get(timeout=5)["alert_event_id"] == a1["event_id"]
 
 
 def test_answer_waits_for_the_alert_event(window):
     c = check_event(decision="check_id", age=17.0, txn="T-700")
     window.on_event(c)  # the check first; its alert comes a moment later
-    shown(window, answerable=False)
-    xdotool("key", "1")
-    wait_for(lambda: "not registered" in (window.snapshot.get("status") or ""), what="the 'press again' note")
-    assert window.acks.empty()
+    snap = shown(window, answerable=False)
+    click(snap["buttons"]["id_checked_over_age"])  # disabled: nothing happens
+    no_ack(window, wait=0.3)
     a = alert_event(c)
     window.on_event(a)
-    shown(window, answerable=True)
-    xdotool("key", "1")
+    press(window, "id_checked_over_age")
     assert window.acks.get(timeout=5)["alert_event_id"] == a["event_id"]
 
 
 def test_a_failed_save_keeps_the_alert(window):
     window.failures["n"] = 1
-    _, a = post_alert(window, txn="T-800")
-    shown(window, answerable=True)
-    xdotool("key", "2")
+    _, a = post_alert(window, txn="T-801")
+    press(window, "id_checked_under_age_refused")
     wait_for(lambda: "NOT saved" in (window.snapshot.get("status") or ""), what="the error on screen")
     assert window.snapshot["visible"] and window.acks.empty()
-    xdotool("key", "2")
+    press(window, "id_checked_under_age_refused")
     assert window.acks.get(timeout=5)["alert_event_id"] == a["event_id"]
 
 
@@ -180,9 +289,34 @@ def test_approve_does_not_hide_an_unanswered_alert(window):
     shown(window, answerable=True)
     window.post(check_event(decision="approve", age=50.0, txn="T-901"))
     time.sleep(0.4)
-    assert window.snapshot["title"] == "CHECK ID" and window.snapshot["alert_event_id"] == a["event_id"]
-    xdotool("key", "1")
+    assert window.snapshot["title"] == "ASK FOR ID" and window.snapshot["alert_event_id"] == a["event_id"]
+    press(window, "id_checked_over_age")
     assert window.acks.get(timeout=5)["transaction_id"] == "T-900"
+
+
+def test_an_alert_answered_elsewhere_leaves_the_list(window):
+    _, a1 = post_alert(window, txn="T-910")
+    _, a2 = post_alert(window, txn="T-911")
+    shown(window, alert=a2, waiting="+1 more alert waiting")
+    other = events.new_event("ack", "store-001", "till-01", "T-911", alert_event_id=a2["event_id"],
+                             answer="id_checked_over_age", decision_time_s=2.0)
+    window.on_event(other)
+    shown(window, alert=a1, waiting="")
+    window.on_event(alert_event(check_event(txn="T-911")) | {"event_id": a2["event_id"]})  # redelivered: not back
+    time.sleep(0.3)
+    assert window.snapshot["alert_event_id"] == a1["event_id"] and window.snapshot["waiting"] == ""
+
+
+def test_an_unanswered_alert_expires(xvfb):
+    d = make_window(alert_expire_seconds=1.0)  # (config.yaml allows 60 s at least)
+    try:
+        post_alert(d, txn="T-920")
+        shown(d, answerable=True)
+        wait_for(lambda: not d.snapshot["visible"], timeout=5, what="the alert to expire")
+        assert d.snapshot["expired"] == 1 and d.snapshot["queued"] == 0
+    finally:
+        d.close()
+        d.join(5)
 
 
 def test_other_tills_and_stale_events_are_ignored(window):

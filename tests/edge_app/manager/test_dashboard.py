@@ -11,8 +11,6 @@ import json
 import re
 import shutil
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -121,6 +119,28 @@ def test_pages_and_exports_without_a_browser(feed_db):
     assert client.get("/static/chart.umd.min.js").status_code == 200
 
 
+def test_the_dashboard_honours_the_cashiers_undo(tmp_path):
+    """An "ID checked" taken back with Undo is not an ID check: the alert counts as unanswered,
+    the answer is counted as undone, and the event list says which answer the Undo took back."""
+    c = check_event(store="store-042", till="till-01", txn="T-U", age=19.0, ts=at("10:00:00"))
+    a = alert_event(c, ts=at("10:00:00"))
+    wrong = ack_event(a, "id_checked_over_age", 0.4, ts=at("10:00:01"))
+    undo = ack_event(a, events.ACK_UNDONE, 2.0, ts=at("10:00:03"))
+    undo["replaces_event_id"] = wrong["event_id"]
+    st = FeedStore(tmp_path / "feed.sqlite3")
+    for ev in (c, a, wrong, events.validate(undo)):
+        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
+    st.close()
+    client = create_app(str(tmp_path / "feed.sqlite3"), from_dict({"feed": {"timezone": "UTC"}})).test_client()
+    t = json.loads(client.get(f"/summary.json?since={DAY}&until={DAY}").data)["totals"]
+    assert (t["alerts"], t["alerts_answered"], t["alerts_id_checked"]) == (1, 0, 0)
+    assert (t["answers_id_checked_over_age"], t["answers_undone"]) == (0, 1)
+    rows = json.loads(client.get(f"/events.json?since={DAY}&until={DAY}&kind=ack").data)["events"]
+    assert [r["outcome"] for r in rows] == ["UNDONE: ID ok, over age", "ID ok, over age (0.4s)"]
+    per_till = list(csv.DictReader(io.StringIO(client.get(f"/per_till.csv?since={DAY}&until={DAY}").data.decode())))
+    assert per_till[0]["answers_undone"] == "1"
+
+
 def test_a_password_is_asked_for_when_configured(feed_db):
     cfg = from_dict({"feed": {"timezone": "UTC"}})
     client = create_app(str(feed_db), cfg, hash_password("correct horse")).test_client()
@@ -170,6 +190,15 @@ def _wait(pred, timeout: float = 20.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def _downloaded(folder: Path, suffix: str) -> list[Path]:
+    """Finished downloads only: Chromium can show the file under its name before it has written
+    it (seen on a loaded machine as an empty JSON file), so wait until nothing is in progress and
+    the file has content."""
+    if any(folder.glob("*.crdownload")):
+        return []
+    return [p for p in folder.glob(f"*{suffix}") if p.stat().st_size > 0]
 
 
 def test_dashboard_in_a_headless_browser(tmp_path, feed_db):
@@ -242,12 +271,12 @@ def test_dashboard_in_a_headless_browser(tmp_path, feed_db):
 
         # Export what is shown: the browser downloads it.
         driver.find_element(By.ID, "export-csv").click()
-        csv_file = _wait(lambda: [p for p in downloads.glob("*.csv")], what="the CSV download")[0]
+        csv_file = _wait(lambda: _downloaded(downloads, ".csv"), what="the CSV download")[0]
         got = list(csv.DictReader(io.StringIO(csv_file.read_text())))
         assert len(got) == 2 and {r["kind"] for r in got} == {"integrity"} and {r["store_id"] for r in got} == {"store-042"}
         assert {r["reason"] for r in got} == {"cashier answered no ID check", "alert not answered"}
         driver.find_element(By.ID, "export-json").click()
-        json_file = _wait(lambda: [p for p in downloads.glob("*.json")], what="the JSON download")[0]
+        json_file = _wait(lambda: _downloaded(downloads, ".json"), what="the JSON download")[0]
         body = json.loads(json_file.read_text())
         assert body["filters"]["kind"] == "integrity" and len(body["events"]) == 2
     finally:

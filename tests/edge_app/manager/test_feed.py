@@ -9,6 +9,7 @@ import json
 import pytest
 
 from edge_app.core import events
+from edge_app.manager.db import MIGRATIONS
 from edge_app.manager.feed import FeedDBError, FeedStore, TablePrinter, subscription
 from edge_app.config import from_dict
 from tests.edge_app.broker_util import Broker
@@ -70,6 +71,71 @@ def test_table_is_readable():
     assert lines[0].split() [:3] == ["time", "till", "kind"]
     assert "CHECK ID" in lines[2] and "18-24 (19)" in lines[2] and "T-77" in lines[2] and "till-01" in lines[2]
     assert "ID ok, over age (2.3s)" in lines[3]
+
+
+def correction(ack: dict, answer: str = events.ACK_UNDONE) -> dict:
+    return events.validate(events.new_event("ack", ack["store_id"], ack["till_id"], ack["transaction_id"],
+                                            alert_event_id=ack["alert_event_id"], answer=answer,
+                                            decision_time_s=4.0, replaces_event_id=ack["event_id"]))
+
+
+def test_store_reads_a_correction(tmp_path):
+    st = FeedStore(tmp_path / "feed.sqlite3")
+    c = check_event(txn="T-5")
+    a = alert_event(c)
+    first = ack_event(a, "id_checked_over_age")
+    undo = correction(first)
+    for ev in (c, a, first):
+        st.add(event_topic(ev), events.encode(ev))
+    assert st.answer_for(a["event_id"]) == "id_checked_over_age"
+    assert st.add(event_topic(undo), events.encode(undo)).status == "new"
+    assert st.answer_for(a["event_id"]) is None  # undone: unanswered again
+    again = ack_event(a, "id_checked_under_age_refused", seconds=6.0)
+    st.add(event_topic(again), events.encode(again))
+    assert st.answer_for(a["event_id"]) == "id_checked_under_age_refused"
+    assert [x["event_id"] for x in st.acks_for(a["event_id"])] == [first["event_id"], undo["event_id"],
+                                                                   again["event_id"]]
+    st.close()
+    assert db_query(tmp_path / "feed.sqlite3", "SELECT replaces_event_id FROM events WHERE event_id = ?",
+                    undo["event_id"]) == [(first["event_id"],)]
+
+
+def test_a_feed_database_from_before_corrections_is_upgraded(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.sqlite3"
+    st = FeedStore(db)
+    c = check_event()
+    st.add(event_topic(c), events.encode(c))
+    st.close()
+    con = sqlite3.connect(db)  # as an older build left it: migrations 1-2 only, no replaces_event_id column
+    con.execute("ALTER TABLE events DROP COLUMN replaces_event_id")
+    con.execute("DELETE FROM schema_migrations WHERE version > 2")
+    con.commit()
+    con.close()
+    st = FeedStore(db)
+    assert "replaces_event_id" in st.db.columns("events")
+    assert st.db.query("SELECT MAX(version) FROM schema_migrations") == [(len(MIGRATIONS),)]
+    a = alert_event(c)
+    first = ack_event(a, "no_id_check")
+    for ev in (a, first, correction(first)):
+        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
+    assert st.answer_for(a["event_id"]) is None and st.counts()["events"] == 4
+    st.close()
+
+
+def test_table_shows_corrections_and_camera_down():
+    out = io.StringIO()
+    tp = TablePrinter(out, tz=None, show_store=False)
+    c = check_event(txn="T-78", decision="no_face", age=None, camera="down")
+    first = ack_event(alert_event(c), "id_checked_over_age")
+    tp.event(c)
+    tp.event(correction(first), first)
+    tp.event(correction(first, "no_id_check"), first)
+    lines = out.getvalue().splitlines()
+    assert "CAMERA DOWN" in lines[2]
+    assert "UNDONE: ID ok, over age" in lines[3]
+    assert "NO ID CHECK (4.0s), was ID ok, over age" in lines[4]
 
 
 def test_subscription_topics():

@@ -69,3 +69,7 @@ def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
     assert sorted((e["transaction_id"], e["reason"], e["outcome"], e["operator_id"]) for e in rows) == [
         ("T-2", "stale", outcome_text(stored[1]), "C-3"), ("T-4", "queue_full", outcome_text(stored[3]), "C-3")]
     assert outcome_text(stored[1]) == "NOT CHECKED: stale"
+    page = client.get(f"/?since={DAY}&until={DAY}")
+    assert page.status_code == 200
+    assert "Restricted scans not checked (missed: stale, till busy or stopping, check failed): 2." in page.get_data(
+        as_text=True)

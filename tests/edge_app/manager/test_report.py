@@ -23,7 +23,8 @@ def at(hms: str, day: str = DAY) -> str:
 
 
 def store_day(db: Path) -> None:
-    """till-01: 11 checks (7 approve, 3 check_id, 1 no_face), 4 alerts, 3 answers (2 s, 4 s, 6 s),
+    """till-01: 11 checks (7 approve, 3 check_id, 1 no_face), 4 alerts, 3 answers (2 s, 4 s, 6 s)
+    and 2 more taken back with Undo (T-109 then answered again, T-110 left unanswered),
     2 integrity events. till-02: 5 checks, 1 alert answered after midnight. Plus events on the
     days before and after that must not count."""
     evs: list[dict] = []
@@ -42,6 +43,12 @@ def store_day(db: Path) -> None:
         c = check_event(txn=txn, decision="check_id" if age else "no_face", age=age, ts=t())
         a = alert_event(c, ts=c["ts"])
         evs += [c, a]
+        if txn in ("T-109", "T-110"):
+            # An answer pressed by accident and taken back with Undo: not an answer, not a decision time.
+            wrong = ack_event(a, "id_checked_over_age", 0.4, ts=t())
+            undo = ack_event(a, events.ACK_UNDONE, 1.0, ts=t())
+            undo["replaces_event_id"] = wrong["event_id"]
+            evs += [wrong, events.validate(undo)]
         if answer:
             evs.append(ack_event(a, answer, secs, ts=t()))
         if answer in (None, "no_id_check"):
@@ -83,11 +90,14 @@ def report(tmp_path_factory):
 
 def test_report_figures_per_till(report):
     _, md, _ = report
-    # till | checks approve check-ID no-face | alerts answers ok refused no-check | integrity answered median
-    assert row(md, "till-01")[1:] == ["11", "7", "3", "1", "4", "3", "1", "1", "1", "2", "75%", "4.0 s"]
+    # till | checks approve check-ID no-face | alerts answers ok refused no-check undone | integrity answered
+    # median
+    assert row(md, "till-01")[1:] == ["11", "7", "3", "1", "4", "3", "1", "1", "1", "2", "2", "75%", "4.0 s"]
     # The alert was answered after midnight: answered, but the answer belongs to the next day.
-    assert row(md, "till-02")[1:] == ["5", "4", "1", "0", "1", "0", "0", "0", "0", "0", "100%", "–"]
-    assert row(md, "**all tills**")[1:] == ["16", "11", "4", "1", "5", "3", "1", "1", "1", "2", "80%", "4.0 s"]
+    assert row(md, "till-02")[1:] == ["5", "4", "1", "0", "1", "0", "0", "0", "0", "0", "0", "100%", "–"]
+    assert row(md, "**all tills**")[1:] == ["16", "11", "4", "1", "5", "3", "1", "1", "1", "2", "2", "80%",
+                                            "4.0 s"]
+    assert "2 taken back by the cashier (Undo)" in md
     assert row(md, DAY)[1] == "till-01"  # the per-day table
     assert "2025-03-13" not in md and "T-099" not in md
 

@@ -3,6 +3,7 @@ comes back (status down/up, reconnect with back-off, the thread never dies)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -114,3 +115,45 @@ def test_video_without_loop_ends_down(tmp_path):
         assert "camera.loop is false" in cap.reason
     finally:
         cap.stop()
+
+
+def _capture_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "edge_app.till.capture"]
+
+
+def test_a_camera_that_stays_down_logs_once_not_per_retry(caplog, capfd):
+    """60 failed opens of a camera index that is not there (OpenCV's "Camera index out of
+    range"), the retry rate of a minute-long outage at 1 s back-off: one log line, and nothing
+    from OpenCV on the process's stderr."""
+    caplog.set_level(logging.INFO, logger="edge_app.till.capture")
+    cap = Capture(CameraConfig(source="7", reconnect_max_seconds=0.1)).start()
+    try:
+        wait_until(lambda: cap.open_attempts >= 60, 60, "60 camera retries")
+    finally:
+        cap.stop()
+    lines = _capture_lines(caplog)
+    assert len(lines) == 1 and lines[0].startswith("camera down: camera device 7"), lines
+    err = capfd.readouterr().err
+    assert "Camera index out of range" not in err and "[ERROR" not in err, err
+
+
+def test_a_long_outage_is_reminded_and_its_end_logged(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edge_app.till.capture")
+    video = astronaut_video(tmp_path / "cam.avi", seconds=0.5)
+    hidden = video.rename(tmp_path / "unplugged.avi")
+    cap = Capture(CameraConfig(source=str(video), loop=True, fps=FPS, reconnect_max_seconds=0.1))
+    cap.remind_every_s = 1.0
+    cap.start()
+    try:
+        wait_until(lambda: any("still down" in m for m in _capture_lines(caplog)), 10, "a reminder")
+        attempts = cap.open_attempts
+        hidden.rename(video)
+        wait_until(lambda: cap.status == "up", 10, "camera back up")
+    finally:
+        cap.stop()
+    lines = _capture_lines(caplog)
+    assert attempts > 5  # many retries behind those few lines
+    assert lines[0].startswith("camera down:")
+    assert any(m.startswith("camera still down after") for m in lines[1:-1])
+    assert "s down)" in lines[-1] and lines[-1].startswith("camera up:")
+    assert len(lines) <= 4, lines

@@ -38,7 +38,7 @@ def model(cfg):
     return AgeModel(cfg.model.path, cfg.model.threads)
 
 
-def _run(cfg, pipeline, model, video, min_age=18, settle=1.2, **overrides):
+def _run(cfg, pipeline, model, video, min_age=18, settle=1.2, scan=None, **overrides):
     if overrides:
         cfg = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, **overrides))
     cap = Capture(C.CameraConfig(source=str(video), loop=True, fps=FPS)).start()
@@ -46,7 +46,7 @@ def _run(cfg, pipeline, model, video, min_age=18, settle=1.2, **overrides):
         wait_until(lambda: cap.status == "up", 10, "camera up")
         time.sleep(settle)  # let the lookback window fill, as at a real till
         now, iso = now_pair()
-        trig = Trigger(Scan(Item("5010677850100", "alcohol", None), "T-1"), "pos", min_age, now, iso)
+        trig = Trigger(scan or Scan(Item("5010677850100", "alcohol", None), "T-1"), "pos", min_age, now, iso)
         runner = CheckRunner(cfg, cap.buffer, pipeline, model, camera_status=lambda: cap.status)
         return runner.run(trig)
     finally:
@@ -88,7 +88,8 @@ def test_adult_face_gives_a_plausible_age_and_a_valid_event(tmp_path, cfg, pipel
 
 def test_empty_till_is_no_face_within_the_budget(tmp_path, cfg, pipeline, model):
     t0 = time.monotonic()
-    out = _run(cfg, pipeline, model, empty_video(tmp_path / "e.avi"), settle=0.5, time_budget_ms=600)
+    scan = Scan(Item("5010677850100", "alcohol", None, "Lager 4x440ml"), "T-1", "op-17")
+    out = _run(cfg, pipeline, model, empty_video(tmp_path / "e.avi"), settle=0.5, time_budget_ms=600, scan=scan)
     elapsed = time.monotonic() - t0 - 0.5
     ev = out.check
     assert ev["decision"] == "no_face" and ev["age"] is None and ev["frames_used"] == 0
@@ -98,7 +99,11 @@ def test_empty_till_is_no_face_within_the_budget(tmp_path, cfg, pipeline, model)
     alert = out.alert
     events.validate(alert)
     assert alert["decision"] == "no_face" and alert["check_event_id"] == ev["event_id"]
-    assert alert["item"] == {"sku": "5010677850100", "category": "alcohol", "min_age": 18}
+    # The POS's product name and operator travel with both events; the camera was up.
+    assert alert["item"] == {"sku": "5010677850100", "category": "alcohol", "min_age": 18, "name": "Lager 4x440ml"}
+    assert ev["trigger"]["name"] == "Lager 4x440ml"
+    assert ev["operator_id"] == alert["operator_id"] == "op-17"
+    assert ev["camera"] == alert["camera"] == "up"
 
 
 def test_camera_down_is_no_face_and_says_so(cfg, pipeline, model):
@@ -108,7 +113,8 @@ def test_camera_down_is_no_face_and_says_so(cfg, pipeline, model):
     trig = Trigger(Scan(Item("1", "alcohol"), "T-2"), "pos", 18, now, iso)
     c = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, time_budget_ms=200))
     out = CheckRunner(c, FrameBuffer(1.5, FPS), pipeline, model, camera_status=lambda: "down").run(trig)
-    assert out.check["decision"] == "no_face" and out.check["camera"] == "down"
+    assert out.check["decision"] == "no_face" and out.check["camera"] == "down" and out.alert["camera"] == "down"
+    assert "name" not in out.check["trigger"] and "operator_id" not in out.check  # only when the POS sends them
     assert out.check["reason"].startswith("camera down")
 
 

@@ -17,9 +17,11 @@ def alert(txn: str | None = "T-1", decision: str = "check_id") -> dict:
                             decision=decision, age_band="18-24", item={"sku": "5000", "category": "alcohol"})
 
 
-def ack(alert_ev: dict, answer: str) -> dict:
-    return events.new_event("ack", "store-001", "till-01", alert_ev["transaction_id"],
-                            alert_event_id=alert_ev["event_id"], answer=answer, decision_time_s=2.0)
+def ack(alert_ev: dict, answer: str, replaces: dict | None = None) -> dict:
+    extra = {"replaces_event_id": replaces["event_id"]} if replaces else {}
+    return events.validate(events.new_event("ack", "store-001", "till-01", alert_ev["transaction_id"],
+                                            alert_event_id=alert_ev["event_id"], answer=answer,
+                                            decision_time_s=2.0, **extra))
 
 
 def tracker(grace: float = 5.0) -> IntegrityTracker:
@@ -80,6 +82,67 @@ def test_no_id_check_does_not_undo_a_recorded_check():
     tr.on_alert(a, when=T0)
     tr.on_ack(ack(a, "id_checked_over_age"), when=T0 + 1)
     tr.on_ack(ack(a, "no_id_check"), when=T0 + 2)
+    assert tr.on_sale("T-1", when=T0 + 3) == []
+
+
+def test_an_undone_id_check_no_longer_covers_the_sale():
+    tr = tracker(grace=0)
+    a = alert()
+    tr.on_alert(a, when=T0)
+    first = ack(a, "id_checked_over_age")  # pressed by accident
+    tr.on_ack(first, when=T0 + 1)
+    tr.on_ack(ack(a, events.ACK_UNDONE, replaces=first), when=T0 + 2)  # Undo
+    out = tr.on_sale("T-1", when=T0 + 3)
+    assert len(out) == 1 and out[0]["reason"] == "unanswered"
+
+
+def test_undo_then_a_new_answer():
+    tr = tracker(grace=0)
+    a = alert()
+    tr.on_alert(a, when=T0)
+    wrong = ack(a, "no_id_check")
+    tr.on_ack(wrong, when=T0 + 1)
+    tr.on_ack(ack(a, events.ACK_UNDONE, replaces=wrong), when=T0 + 2)
+    tr.on_ack(ack(a, "id_checked_under_age_refused"), when=T0 + 3)
+    assert tr.on_sale("T-1", when=T0 + 4) == []
+
+
+def test_undo_pressed_just_after_the_sale_counts():
+    tr = tracker(grace=5)
+    a = alert()
+    tr.on_alert(a, when=T0)
+    first = ack(a, "id_checked_over_age")
+    tr.on_ack(first, when=T0 + 1)
+    assert tr.on_sale("T-1", when=T0 + 2) == []
+    tr.on_ack(ack(a, events.ACK_UNDONE, replaces=first), when=T0 + 3)
+    out = tr.poll(T0 + 7)
+    assert len(out) == 1 and out[0]["alert_event_id"] == a["event_id"]
+    # Covered and not undone: nothing, and the transaction is forgotten once judged.
+    b = alert("T-2")
+    tr.on_alert(b, when=T0)
+    tr.on_ack(ack(b, "id_checked_over_age"), when=T0 + 1)
+    tr.on_sale("T-2", when=T0 + 2)
+    assert tr.poll(T0 + 8) == [] and tr.open_alerts == 0
+
+
+def test_a_correction_arriving_before_the_answer_it_names():
+    tr = tracker(grace=0)
+    a = alert()
+    first = ack(a, "id_checked_over_age")
+    tr.on_ack(ack(a, events.ACK_UNDONE, replaces=first), when=T0)  # both before the alert, out of order
+    tr.on_alert(a, when=T0 + 0.1)
+    tr.on_ack(first, when=T0 + 0.2)
+    assert len(tr.on_sale("T-1", when=T0 + 1)) == 1
+
+
+def test_a_correction_cannot_withdraw_another_alerts_answer():
+    tr = tracker(grace=0)
+    a, b = alert("T-1"), alert("T-2")
+    tr.on_alert(a, when=T0)
+    tr.on_alert(b, when=T0)
+    ok = ack(a, "id_checked_over_age")
+    tr.on_ack(ok, when=T0 + 1)
+    tr.on_ack(ack(b, events.ACK_UNDONE, replaces=ok), when=T0 + 2)  # names T-1's answer
     assert tr.on_sale("T-1", when=T0 + 3) == []
 
 

@@ -1,7 +1,8 @@
 """Integrity events from real `pos/sale` messages over a real Mosquitto, produced by the real till
 service (its integrity plug-in, outbox and MQTT link) and stored by the real manager feed. The
 camera plays a blank video, so every check ends `no_face` and raises an alert without any face
-photo being needed. With the cashier window on (under Xvfb), the answers are real key presses."""
+photo being needed. With the cashier window on (under Xvfb), the answers are real clicks, and an
+Undo is a real correction that the feed stores and the integrity check honours."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from edge_app.config import from_dict
 from edge_app.manager.feed import Feed
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Publisher, db_query, wait_until
-from tests.edge_app.x11_util import wait_for, xdotool, xvfb  # noqa: F401
+from tests.edge_app.x11_util import click, wait_for, xvfb  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
@@ -63,8 +64,14 @@ class Till:
         assert self.feed.subscribed.wait(10)
         from edge_app.cashier.window import attach
 
+        self.windows: list = []
+
+        def window_plugin(svc):
+            self.windows.append(attach(svc))
+            return self.windows[-1]
+
         # The command line hands the window to the service when display.enabled is true.
-        self.service = Service(self.cfg, plugins=[attach] if display else []).start()
+        self.service = Service(self.cfg, plugins=[window_plugin] if display else []).start()
         # Subscribed, not merely connected: a scan published before the broker has the
         # service's pos/scan subscription would be lost.
         wait_until(self.service.link.subscribed.is_set, what="the service to subscribe to its POS topics")
@@ -75,6 +82,22 @@ class Till:
                                                   "transaction_id": txn}))
         wait_until(lambda: self.stored("alert", txn), timeout=20, what=f"the alert for {txn} in the feed")
         return self.stored("alert", txn)[0]
+
+    def on_screen(self, alert: dict, **want) -> dict:
+        """The window's state once it shows this alert (or, with kind=..., that view)."""
+        w = self.windows[0]
+
+        def ok():
+            s = w.snapshot
+            if not (s.get("visible") and s.get("drawn_at")):
+                return None
+            if want.get("kind") is None and s.get("alert_event_id") != alert["event_id"]:
+                return None
+            return s if all(s.get(k) == v for k, v in want.items()) else None
+        return wait_for(ok, timeout=10, what=f"the window showing {alert['transaction_id']} {want}")
+
+    def answer(self, alert: dict, answer: str) -> None:
+        click(self.on_screen(alert, answerable=True)["buttons"][answer])
 
     def sale(self, txn: str) -> None:
         self.pub.raw(f"{POS}/sale", json.dumps({"transaction_id": txn, "ts": events.now_iso()}))
@@ -132,9 +155,7 @@ def test_service_with_cashier_window(xvfb, tmp_path):
         try:
             # "No ID check" pressed, then the sale: an integrity event that says so.
             alert = till.scan("T-201")
-            wait_for(lambda: xdotool("search", "--onlyvisible", "--classname", "agecheck"), what="the window")
-            time.sleep(0.3)
-            xdotool("key", "3")
+            till.answer(alert, "no_id_check")
             wait_until(lambda: till.stored("ack", "T-201"), timeout=10, what="the answer in the feed")
             ack = till.stored("ack", "T-201")[0]
             assert ack["answer"] == "no_id_check" and ack["alert_event_id"] == alert["event_id"]
@@ -143,13 +164,25 @@ def test_service_with_cashier_window(xvfb, tmp_path):
             assert till.stored("integrity", "T-201")[0]["reason"] == "answered_no_id_check"
 
             # ID checked, then the sale: no integrity event.
-            till.scan("T-202")
-            wait_for(lambda: xdotool("search", "--onlyvisible", "--classname", "agecheck"), what="the window")
-            time.sleep(0.3)
-            xdotool("key", "1")
+            alert = till.scan("T-202")
+            till.answer(alert, "id_checked_over_age")
             wait_until(lambda: till.stored("ack", "T-202"), timeout=10, what="the second answer")
             till.sale("T-202")
             time.sleep(1.5)
             assert till.stored("integrity", "T-202") == []
+
+            # "ID checked" pressed by mistake and taken back with Undo, then the sale: the
+            # correction reaches the feed and the sale is an integrity event after all.
+            alert = till.scan("T-203")
+            till.answer(alert, "id_checked_over_age")
+            click(till.on_screen(alert, kind="recorded")["undo"])
+            wait_until(lambda: len(till.stored("ack", "T-203")) == 2, timeout=10, what="the correction in the feed")
+            first, fix = sorted(till.stored("ack", "T-203"), key=lambda a: a["ts"])
+            assert fix["answer"] == events.ACK_UNDONE and fix["replaces_event_id"] == first["event_id"]
+            assert till.feed.store.answer_for(alert["event_id"]) is None  # the feed shows it unanswered
+            till.on_screen(alert, answerable=True)  # and the window shows the alert again
+            till.sale("T-203")
+            wait_until(lambda: till.stored("integrity", "T-203"), timeout=10, what="the integrity event for T-203")
+            assert till.stored("integrity", "T-203")[0]["reason"] == "unanswered"
         finally:
             till.close()

@@ -64,9 +64,9 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
     stop = threading.Event()
     pos = Publisher(mqtt_broker.port)
 
-    def scan(txn: str, ts: datetime | None = None) -> None:
+    def scan(txn: str, ts: datetime | None = None, **extra: str) -> None:
         body = {"sku": "5010677850100", "category": "alcohol", "transaction_id": txn,
-                "ts": _iso(ts or datetime.now(timezone.utc))}
+                "ts": _iso(ts or datetime.now(timezone.utc)), **extra}
         pos.raw(f"{ROOT}/pos/scan", json.dumps(body))
         sent.append(txn)
 
@@ -101,7 +101,7 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
         mark = len(rec.messages)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        scan("R-stale", datetime.now(timezone.utc) - timedelta(seconds=600))
+        scan("R-stale", datetime.now(timezone.utc) - timedelta(seconds=600), name="Lager 4x440ml", operator_id="C-7")
         proc = _start(cfg_path, log)
         wait_until(lambda: set(sent) <= set(_records(rec)), 180, "a record for every scan")
     finally:
@@ -116,6 +116,8 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
     stale = records["R-stale"]
     assert [e["kind"] for e in stale] == ["missed"] and stale[0]["reason"] == "stale"
     assert "max_scan_age_seconds" in stale[0]["detail"] and stale[0]["trigger"]["sent_ts"]
+    # What the cashier and the manager know the scan by travels with the record of it, too.
+    assert (stale[0]["trigger"]["name"], stale[0]["operator_id"]) == ("Lager 4x440ml", "C-7")
     # Scans published while the service was down arrived when it was back: checked, or (when it
     # was stopped again before their turn) recorded as missed at shutdown.
     assert len(while_down) >= RESTARTS

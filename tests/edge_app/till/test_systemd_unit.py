@@ -34,6 +34,9 @@ def test_unit_has_notify_watchdog_restart_user_state_credential_and_camera_acces
     assert "char-video4linux rw" in d["DeviceAllow"]
     assert d["StateDirectory"] == ["agecheck"]
     assert d["LoadCredential"][0].startswith("mqtt-password:")
+    # The same credential with an empty default: the unit starts without a password file.
+    assert d["SetCredential"] == ["mqtt-password:\\n"]  # a bare newline: stripped to no password
+    assert d["ConditionPathExists"] == ["!/etc/agecheck/NOT-CONFIGURED"]
     assert d["ExecStart"][0].split()[1:3] == ["run", "--config"]
     assert "PrivateDevices" not in d  # it would hide /dev/video*
 
@@ -43,7 +46,7 @@ def test_systemd_accepts_the_unit(tmp_path):
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
     # verify checks that ExecStart's program exists: point it at this Python for the check.
-    text = UNIT.read_text().replace("/opt/agecheck/.venv/bin/agecheck", sys.executable)
+    text = UNIT.read_text().replace("/opt/agecheck/venv/bin/agecheck", sys.executable)
     unit = tmp_path / "agecheck.service"
     unit.write_text(text)
     r = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)

@@ -24,7 +24,15 @@ CFG = TriggersConfig(restricted_categories=(RestrictedItem("alcohol", 18), Restr
 def test_valid_scan_accepts_numeric_codes_and_ignores_extra_fields():
     s = parse_scan(b'{"sku": 5010677850100, "category": "Alcohol", "transaction_id": 77, '
                    b'"min_age": 21, "name": "Lager", "price": 4.5}', 512)
-    assert s == Scan(Item("5010677850100", "Alcohol", 21), "77")
+    assert s == Scan(Item("5010677850100", "Alcohol", 21, "Lager"), "77")
+
+
+def test_scan_carries_an_optional_name_and_operator():
+    s = parse_scan(b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": " Red wine 75cl ", '
+                   b'"operator_id": 1042}', 512)
+    assert s.item.name == "Red wine 75cl" and s.operator_id == "1042"
+    s = parse_scan(b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": null}', 512)
+    assert s.item.name is None and s.operator_id is None
 
 
 @pytest.mark.parametrize("payload, words", [
@@ -43,6 +51,14 @@ def test_valid_scan_accepts_numeric_codes_and_ignores_extra_fields():
     (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": 18.5}', "'min_age' must be a whole"),
     (b'{"sku": "1\\u0000", "category": "alcohol", "transaction_id": "T1"}', "control characters"),
     (json.dumps({"sku": "x" * 200, "category": "alcohol", "transaction_id": "T1"}).encode(), "longer than 128"),
+    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": "Gin\x1b[31m"}).encode(),
+     "'name' contains control characters"),
+    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": "y" * 129}).encode(),
+     "'name' is longer than 128"),
+    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": ["Gin"]}).encode(),
+     "'name' must be text, got list"),
+    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "operator_id": "a\nb"}).encode(),
+     "'operator_id' contains control characters"),
     (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "pad": "x" * 600}).encode(),
      "more than the 512 allowed"),
 ])

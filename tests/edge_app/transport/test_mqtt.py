@@ -115,6 +115,9 @@ def test_password_from_file_or_systemd_credential(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
     assert read_password(MQTTConfig(username="till", password_credential="mqtt-password")) == "from-systemd"
     assert read_password(MQTTConfig()) is None
+    # The unit's SetCredential= default when no password file was written: no password.
+    (cred / "mqtt-password").write_text("\n")
+    assert read_password(MQTTConfig(password_credential="mqtt-password")) is None
 
 
 @pytest.mark.parametrize("m, key, words", [

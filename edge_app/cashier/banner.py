@@ -1,0 +1,278 @@
+"""Banner model: what the cashier window shows, as pure functions and small classes with no Tk in
+them, so every word, colour and rule here is tested without a screen.
+
+It owns:
+
+* `banner_for` - from a check (and its alert) to a `Banner`: the instruction first ("ASK FOR ID",
+  "OK — no ID needed", "NO FACE SEEN — ASK FOR ID", "CAMERA DOWN — ASK FOR ID"), a symbol that
+  carries the meaning without colour (✓ ✗ ? !), colours with a contrast of at least 4.5:1, and
+  the camera's estimate second, as a range ("about 17–26": the model's calibrated interval when
+  the check has one, else the age band) rather than an age that reads as exact;
+* `recorded_banner` - what is shown after an answer, while Undo is offered;
+* `AlertQueue` - the unanswered alerts: the newest is shown, the others wait with a visible
+  count, each stays until answered (here or on another display) or until it expires.
+
+Privacy: only the numbers and words of the events; nothing visual comes in or goes out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from edge_app.core.answers import ANSWER_LABELS
+
+Kind = Literal["ok", "ask_id", "no_face", "camera_down", "recorded"]
+
+
+@dataclass(frozen=True)
+class Style:
+    bg: str
+    fg: str
+    symbol: str
+
+
+# The symbol says the same as the colour for a reader who cannot tell red from green. Every pair
+# is at least 4.5:1 (WCAG AA for normal text; the banner text is far larger): see contrast().
+STYLES: dict[str, Style] = {
+    "ok": Style("#0b7a2e", "#ffffff", "✓"),
+    "ask_id": Style("#c8102e", "#ffffff", "✗"),
+    "no_face": Style("#ffb000", "#111111", "?"),
+    # Dark blue: apart from the amber of NO FACE in hue and in lightness, so a camera fault is
+    # not read as a shopper who looked away.
+    "camera_down": Style("#1d3f8f", "#ffffff", "!"),
+    "recorded": Style("#2e2e2e", "#ffffff", "✓"),
+}
+TITLES: dict[str, str] = {
+    "ok": "OK — no ID needed",
+    "ask_id": "ASK FOR ID",
+    "no_face": "NO FACE SEEN — ASK FOR ID",
+    "camera_down": "CAMERA DOWN — ASK FOR ID",
+    "recorded": "Answer recorded",
+}
+_DECISION_KIND = {"approve": "ok", "check_id": "ask_id", "no_face": "no_face"}
+# An item name longer than this is cut with an ellipsis so the line stays on the window.
+ITEM_CHARS = 48
+
+
+@dataclass(frozen=True)
+class Banner:
+    kind: Kind
+    title: str
+    symbol: str
+    detail: str  # the camera's estimate and the rule, second to the instruction
+    item_text: str
+    transaction_id: str | None
+    bg: str
+    fg: str
+
+    @property
+    def needs_answer(self) -> bool:
+        return self.kind in ("ask_id", "no_face", "camera_down")
+
+
+def _relative_luminance(colour: str) -> float:
+    def chan(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * chan(r) + 0.7152 * chan(g) + 0.0722 * chan(b)
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours (1 to 21)."""
+    a, b = sorted((_relative_luminance(fg), _relative_luminance(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def kind_of(check: dict | None, alert: dict | None = None) -> Kind:
+    """The banner for a decision. A camera that was not up makes a no-face check its own kind;
+    a decision this build does not know errs on the side of asking for ID."""
+    src = check or alert or {}
+    kind = _DECISION_KIND.get(src.get("decision"), "ask_id")
+    camera = (check or {}).get("camera", (alert or {}).get("camera"))
+    if kind == "no_face" and camera not in (None, "up"):
+        return "camera_down"
+    return kind  # type: ignore[return-value]
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def estimate_text(check: dict | None, alert: dict | None = None) -> str:
+    """The camera's estimate as a range the cashier will not read as a precise age: the model's
+    calibrated interval (a check decided by the calibrated rule carries p_over and its
+    age_low/age_high) or else the age band; nothing without a face."""
+    src = check or alert or {}
+    if src.get("decision") == "no_face":
+        return ""
+    lo, hi = _num(src.get("age_low")), _num(src.get("age_high"))
+    calibrated = check is not None and (_num(check.get("p_over")) is not None
+                                        or (check.get("policy") or {}).get("rule") == "calibrated")
+    if calibrated and lo is not None and hi is not None:
+        a, b = max(0, round(lo)), round(hi)
+        return f"camera estimate about {a}–{b}" if b > a else f"camera estimate about {a}"
+    band = src.get("age_band")
+    if isinstance(band, str) and band:
+        if band.endswith("+"):
+            return f"camera estimate {band[:-1]} or over"
+        return "camera estimate about " + band.replace("-", "–")
+    return ""
+
+
+def _rule_text(check: dict | None) -> str:
+    pol = (check or {}).get("policy")
+    if not isinstance(pol, dict):
+        return ""
+    ch, legal = pol.get("challenge_age"), pol.get("legal_age")
+    if ch and legal and ch != legal:
+        return f"Challenge {ch}"
+    return f"legal age {legal or ch}" if (legal or ch) else ""
+
+
+def item_text(item: Any) -> str:
+    """The product as the cashier knows it: its name from the POS when the scan carried one,
+    else its SKU; with the age limit."""
+    if not isinstance(item, dict):
+        return ""
+    name = item.get("name") if isinstance(item.get("name"), str) and item.get("name").strip() else None
+    label = name.strip() if name else (f"SKU {item['sku']}" if item.get("sku") else "")
+    if len(label) > ITEM_CHARS:
+        label = label[:ITEM_CHARS - 1] + "…"
+    min_age = item.get("min_age")
+    return f"{label} · {min_age}+" if label and isinstance(min_age, int) else label
+
+
+def banner_for(check: dict | None, alert: dict | None = None) -> Banner:
+    """The banner for a check (and its alert, if any). Either may be missing, not both."""
+    if check is None and alert is None:
+        raise ValueError("banner_for needs a check or an alert event")
+    kind = kind_of(check, alert)
+    style = STYLES[kind]
+    detail = " · ".join(t for t in (estimate_text(check, alert), _rule_text(check)) if t)
+    item = (alert or {}).get("item") or (check or {}).get("trigger")
+    txn = (check or alert or {}).get("transaction_id")
+    return Banner(kind, TITLES[kind], style.symbol, detail[:1].upper() + detail[1:], item_text(item),
+                  txn if isinstance(txn, str) else None, style.bg, style.fg)
+
+
+def recorded_banner(answer: str, transaction_id: str | None) -> Banner:
+    style = STYLES["recorded"]
+    return Banner("recorded", TITLES["recorded"], style.symbol, ANSWER_LABELS.get(answer, answer), "",
+                  transaction_id, style.bg, style.fg)
+
+
+def waiting_text(n: int) -> str:
+    return "" if n <= 0 else f"+{n} more alert{'s' if n != 1 else ''} waiting"
+
+
+# -- the queue of unanswered alerts -----------------------------------------------------------------
+@dataclass
+class Pending:
+    """One alert on the window's list: keyed by its check's event_id (the check and its alert
+    arrive separately, in either order)."""
+
+    key: str
+    check: dict | None = None
+    alert: dict | None = None
+    added: float = 0.0  # monotonic; the decision time runs from here
+    visible_from: float = 0.0  # an alert whose check is late waits a moment for it
+    order: int = 0  # newest is highest
+
+    @property
+    def alert_event_id(self) -> str | None:
+        return (self.alert or {}).get("event_id")
+
+    @property
+    def banner(self) -> Banner:
+        return banner_for(self.check, self.alert)
+
+
+@dataclass
+class AlertQueue:
+    """Unanswered alerts, newest first on screen. Time comes in as arguments (monotonic seconds)."""
+
+    expire_seconds: float
+    alert_without_check_seconds: float = 1.5
+    keep: int = 200  # more than a till can raise before anyone answers; the oldest go first
+    _items: dict[str, Pending] = field(default_factory=dict)
+    _next: int = 0
+
+    def _order(self) -> int:
+        self._next += 1
+        return self._next
+
+    def add_check(self, check: dict, now: float) -> Pending | None:
+        """A check that needs an answer joins the list (an approval never does)."""
+        if banner_for(check).kind == "ok":
+            return None
+        key = check["event_id"]
+        p = self._items.get(key)
+        if p is None:
+            p = self._items[key] = Pending(key, check=check, added=now, visible_from=now, order=self._order())
+        else:
+            p.check = check
+            p.visible_from = min(p.visible_from, now)
+        self._trim()
+        return p
+
+    def add_alert(self, alert: dict, now: float) -> Pending:
+        key = alert.get("check_event_id") or alert["event_id"]
+        p = self._items.get(key)
+        if p is None:
+            p = self._items[key] = Pending(key, alert=alert, added=now,
+                                           visible_from=now + self.alert_without_check_seconds, order=self._order())
+        else:
+            p.alert = alert
+        self._trim()
+        return p
+
+    def knows_alert(self, alert_event_id: str) -> bool:
+        return any(p.alert_event_id == alert_event_id for p in self._items.values())
+
+    def remove_alert(self, alert_event_id: str) -> Pending | None:
+        for k, p in list(self._items.items()):
+            if p.alert_event_id == alert_event_id:
+                return self._items.pop(k)
+        return None
+
+    def restore(self, p: Pending, now: float) -> Pending:
+        """An answer undone: the alert is back, on top, as if it had just come."""
+        p = replace(p, order=self._order(), visible_from=now)
+        self._items[p.key] = p
+        return p
+
+    def expire(self, now: float) -> list[Pending]:
+        gone = [p for p in self._items.values() if now - p.added >= self.expire_seconds]
+        for p in gone:
+            del self._items[p.key]
+        return gone
+
+    def visible(self, now: float) -> list[Pending]:
+        """What the cashier sees, newest first."""
+        return sorted((p for p in self._items.values() if p.visible_from <= now), key=lambda p: -p.order)
+
+    def current(self, now: float) -> Pending | None:
+        v = self.visible(now)
+        return v[0] if v else None
+
+    def waiting(self, now: float) -> int:
+        """Alerts on the list besides the one shown."""
+        return max(0, len(self.visible(now)) - 1)
+
+    def next_change(self, now: float) -> float | None:
+        """When the list will change by itself (a late alert shows, or one expires)."""
+        times = [p.visible_from for p in self._items.values() if p.visible_from > now]
+        times += [p.added + self.expire_seconds for p in self._items.values()]
+        return min(times) if times else None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _trim(self) -> None:
+        while len(self._items) > self.keep:
+            oldest = min(self._items.values(), key=lambda p: p.order)
+            del self._items[oldest.key]

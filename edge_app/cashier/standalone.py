@@ -1,0 +1,157 @@
+"""`agecheck display`: the cashier window as its own process, for a till where the service runs
+under systemd and cannot reach the cashier's desktop. Started from the desktop session (an XDG
+autostart entry, /etc/xdg/autostart/agecheck-display.desktop from the Debian package), it needs no systemd of its own:
+
+* `display_config` - the broker login it uses: `display.mqtt_username`/`mqtt_password_file` (or
+  `--password-file`) when given, since the till's password is a systemd credential only the
+  service can read; a clear error naming the fix when that is all there is;
+* `display_publisher` - the `publisher` its answers are numbered under ("<till_id>:display");
+* `AckLink` - its broker connection: this till's events/check, events/alert and events/ack
+  (answers from another display) on a persistent session, answers kept in its own SQLite outbox
+  in the user's state folder until the broker has them;
+* `main` - the process: the window on the main thread, reconnecting by itself across broker
+  restarts, SIGTERM closes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from edge_app.cashier.window import CashierDisplay, DisplayError
+from edge_app.config import Config, ConfigError
+from edge_app.core import events, payloads
+
+log = logging.getLogger(__name__)
+
+
+def display_config(cfg: Config, password_file: str | None = None) -> Config:
+    """The config the standalone window connects with. Raises ConfigError when the only broker
+    password is a systemd credential and this process has none ($CREDENTIALS_DIRECTORY unset)."""
+    d, m = cfg.display, cfg.mqtt
+    pw_file = password_file or d.mqtt_password_file
+    if pw_file:
+        m = dataclasses.replace(m, username=d.mqtt_username or m.username, password_file=pw_file,
+                                password_credential=None)
+    elif d.mqtt_username:
+        m = dataclasses.replace(m, username=d.mqtt_username, password_file=None, password_credential=None)
+    elif m.password_credential and not os.environ.get("CREDENTIALS_DIRECTORY"):
+        raise ConfigError(
+            "display.mqtt_password_file: the broker password in this config is the till service's systemd "
+            f"credential (mqtt.password_credential: {m.password_credential}), which a desktop session cannot "
+            "read; give the window a password file its user can read (display.mqtt_password_file, or "
+            "`agecheck display --password-file PATH`), see docs/cashier.md")
+    return dataclasses.replace(cfg, mqtt=m)
+
+
+def display_publisher(till_id: str) -> str:
+    """The `publisher` of the answers a standalone window sends for a till (':' cannot occur in
+    a till id, so it never names a till service)."""
+    return f"{till_id}:display"
+
+
+class AckLink:
+    """The standalone window's broker connection: an `mqtt.MqttLink` that subscribes to this
+    till's events/check and events/alert (a persistent session, so alerts published while the
+    window restarts still reach it) and events/ack from other clients (an alert answered on
+    another display leaves this one), and delivers answers from the display's own SQLite
+    outbox, oldest first, deleting each only on its PUBACK. It never speaks for the till (no
+    availability or state)."""
+
+    SESSION_EXPIRY_S = 300
+
+    def __init__(self, cfg: Config, on_event: Callable[[dict], None]) -> None:
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        from edge_app.transport.mqtt import MqttLink
+        from edge_app.transport.outbox import Outbox
+
+        self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
+        self._on_event = on_event
+        self._max_bytes = cfg.feed.max_payload_bytes
+        subs = [(f"events/{k}", SubscribeOptions(qos=1)) for k in ("check", "alert")]
+        subs.append(("events/ack", SubscribeOptions(qos=1, noLocal=True)))  # our own come back otherwise
+        try:
+            self.link = MqttLink(cfg, self.outbox, self._on_message, None,
+                                 client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
+                                 subscriptions=subs, session_expiry_s=self.SESSION_EXPIRY_S, name="display")
+        except BaseException:
+            self.outbox.close()
+            raise
+
+    def start(self) -> "AckLink":
+        self.link.start()
+        return self
+
+    def publish(self, ack: dict) -> None:
+        """Store the answer durably (raises if it cannot be stored) and wake the sender."""
+        topic = events.topic(ack["store_id"], ack["till_id"], "events/ack")
+        # Its own numbering, apart from the till's: the window has its own outbox.
+        self.outbox.put_event(topic, ack, display_publisher(ack["till_id"]))
+        self.link.wake()
+
+    def stop(self, flush_timeout: float = 3.0) -> None:
+        self.link.stop(flush_timeout)
+        self.outbox.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    def _on_message(self, leaf: str, payload: bytes) -> None:
+        try:
+            ev = events.validate(payloads.parse(payload, payloads.Limits(self._max_bytes)))
+        except (payloads.PayloadError, events.SchemaError) as exc:
+            # Acknowledged all the same (returning normally): a redelivery would fail again.
+            log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))
+            return
+        self._on_event(ev)
+
+
+def _state_folder(path: str) -> None:
+    """The outbox's folder, private to the cashier's user when we make it."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"display.outbox_path: cannot create the folder {str(folder)!r} for the window's "
+                          f"answers ({exc.strerror}); point display.outbox_path at a folder this user can "
+                          "write") from None
+
+
+def main(args, cfg: Config) -> int:
+    """`agecheck display`: the alert window as its own process next to the service."""
+    from edge_app.transport.mqtt import read_password
+    from edge_app.transport.outbox import OutboxError
+
+    cfg = display_config(cfg, getattr(args, "password_file", None))
+    read_password(cfg.mqtt)  # a missing or unreadable password file is said before any window opens
+    _state_folder(cfg.display.outbox_path)
+    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev))
+    try:
+        display.open()
+    except DisplayError as exc:
+        print(f"agecheck display: {exc}", file=sys.stderr)
+        return 2
+    try:
+        link = AckLink(cfg, display.on_event)
+    except (OutboxError, ConfigError) as exc:
+        print(f"agecheck display: {exc}", file=sys.stderr)
+        display.close()
+        display.run()  # processes the close on this thread and frees Tk here
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: display.close())
+    link.start()
+    print(f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "
+          f"{cfg.display.outbox_path} until the broker at {cfg.mqtt.host}:{cfg.mqtt.port} has them", flush=True)
+    try:
+        display.run()
+    except KeyboardInterrupt:
+        pass
+    link.stop()
+    return 0

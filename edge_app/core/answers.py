@@ -1,0 +1,56 @@
+"""Answers: the cashier's answer words with their labels, and which answers stand once the
+cashier's corrections (Undo) are taken into account. Pure functions over ack events, shared by the
+integrity check (till), the feed and the report (manager) so all three read a correction alike.
+
+A correction is an ack with `replaces_event_id`: it withdraws the ack it names (answer `undone`,
+the alert is unanswered again) or puts another answer in its place. It only counts when the ack it
+names belongs to the same alert: one alert's answer cannot withdraw another's.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from edge_app.core.events import ACK_ANSWERS, ACK_UNDONE
+
+ANSWER_LABELS: dict[str, str] = {
+    "id_checked_over_age": "ID checked – over age",
+    "id_checked_under_age_refused": "ID checked – under age / refused",
+    "no_id_check": "No ID check",
+    ACK_UNDONE: "Answer undone",
+}
+COVERING_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused")
+
+
+def standing(acks: Iterable[dict]) -> dict[str, list[dict]]:
+    """alert_event_id -> the acks that still stand, oldest first: each ack not replaced by a
+    correction of the same alert, corrections that withdraw (answer `undone`) left out.
+    Acks may come in any order (a correction before the answer it names still removes it);
+    a repeated event_id (QoS 1 redelivery) counts once."""
+    by_id: dict[str, dict] = {}
+    for a in acks:
+        if isinstance(a, dict) and isinstance(a.get("event_id"), str) and isinstance(a.get("alert_event_id"), str):
+            by_id.setdefault(a["event_id"], a)
+    replaced = {(a["alert_event_id"], a["replaces_event_id"]) for a in by_id.values()
+                if isinstance(a.get("replaces_event_id"), str)}
+    out: dict[str, list[dict]] = {}
+    for eid, a in by_id.items():
+        alert = a["alert_event_id"]
+        out.setdefault(alert, [])
+        if (alert, eid) in replaced or a.get("answer") not in ACK_ANSWERS:
+            continue
+        out[alert].append(a)
+    for lst in out.values():
+        lst.sort(key=lambda a: str(a.get("ts", "")))
+    return out
+
+
+def current_answer(acks: Iterable[dict]) -> str | None:
+    """The answer that stands for one alert's acks: the latest one still standing, or None."""
+    lst = [a for group in standing(acks).values() for a in group]
+    return lst[-1]["answer"] if lst else None
+
+
+def covered(answers: Iterable[str | None]) -> bool:
+    """An alert (or a transaction) is covered when any standing answer says ID was checked."""
+    return any(a in COVERING_ANSWERS for a in answers)

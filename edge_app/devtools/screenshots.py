@@ -1,0 +1,158 @@
+"""Screenshots of the cashier window for the docs (`python -m edge_app.devtools.screenshots DIR`):
+each banner state drawn by the real window on a private Xvfb from made-up events (no photo is
+involved), and the window as `agecheck run --demo` shows it (the demo's camera is the
+public-domain NASA astronaut portrait). Writes cashier-banners.png and cashier-window.png.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge_app.config import DisplayConfig
+from edge_app.core import events
+
+GAP = 12
+
+
+def _grab(box):
+    from PIL import ImageGrab
+
+    x, y, w, h = box
+    return ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=os.environ["DISPLAY"]).convert("RGB")
+
+
+def _wait(pred, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise RuntimeError("the window did not show what was expected in time")
+
+
+def _events(decision: str, txn: str, camera: str = "up", low: float = 16.6, high: float = 25.8):
+    age = None if decision == "no_face" else (low + high) / 2
+    check = events.new_event(
+        "check", "store-001", "till-01", txn,
+        trigger={"source": "pos", "sku": "5010677850100", "category": "alcohol", "min_age": 18,
+                 "name": "Lager 4x440ml"},
+        frames_used=0 if age is None else 3, faces_seen=0 if age is None else 1, decision=decision, age=age,
+        age_low=None if age is None else low, age_high=None if age is None else high,
+        age_band=None if age is None else "18-24", p_over=None if age is None else 0.3,
+        policy={"legal_age": 18, "challenge_age": 25, "rule": "calibrated"}, model_id="example",
+        latency_ms={"total": 100.0}, camera=camera)
+    alert = None if decision == "approve" else events.new_event(
+        "alert", "store-001", "till-01", txn, check_event_id=check["event_id"], decision=decision,
+        age_band=check["age_band"], item=dict(check["trigger"]), camera=camera)
+    return check, alert
+
+
+def banners(out: Path) -> Path:
+    """Every state, one under the other: ask for ID, no face, camera down, OK, two alerts waiting,
+    and the confirmation with Undo."""
+    from PIL import Image
+
+    from edge_app.cashier.window import CashierDisplay
+
+    acks: queue.Queue = queue.Queue()
+    d = CashierDisplay(DisplayConfig(position="top-left", undo_seconds=60, approve_seconds=60), "store-001",
+                       "till-01", acks.put).start_in_thread()
+    shots = []
+    try:
+        def shot(**want):
+            snap = _wait(lambda: (s := d.snapshot).get("drawn_at") and all(s.get(k) == v for k, v in want.items())
+                         and s)
+            time.sleep(0.3)
+            shots.append(_grab(d.snapshot["geometry"]))
+            return snap
+
+        def answer(snap, which="id_checked_over_age"):
+            x, y, w, h = snap["buttons"][which]
+            subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
+                           check=True, timeout=15)
+            acks.get(timeout=10)
+
+        d.post(*_events("approve", "T-4000", low=31.2, high=44.9))
+        shot(kind="ok")
+        for decision, txn, camera, kind in (("check_id", "T-4001", "up", "ask_id"),
+                                            ("no_face", "T-4002", "up", "no_face"),
+                                            ("no_face", "T-4003", "down", "camera_down")):
+            d.post(*_events(decision, txn, camera))
+            snap = shot(kind=kind, transaction_id=txn)
+        answer(snap)  # T-4003 answered: T-4002 comes back on top, the Undo for T-4003 below it
+        shot(transaction_id="T-4002")
+        answer(d.snapshot)
+        answer(_wait(lambda: d.snapshot.get("transaction_id") == "T-4001" and d.snapshot))
+        shot(kind="recorded")
+    finally:
+        d.close()
+        d.join(5)
+    width = max(i.width for i in shots)
+    sheet = Image.new("RGB", (width * 2 + GAP, (shots[0].height + GAP) * ((len(shots) + 1) // 2)), "white")
+    for k, img in enumerate(shots):
+        sheet.paste(img, ((k % 2) * (width + GAP), (k // 2) * (img.height + GAP)))
+    path = out / "cashier-banners.png"
+    sheet.save(path)
+    return path
+
+
+def demo_window(out: Path, seconds: float = 60.0) -> Path:
+    """The window as the demo shows it: the first alert it raises, else its first banner."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--demo"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = None
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ids = subprocess.run(["xdotool", "search", "--onlyvisible", "--classname", "agecheck"],
+                                 capture_output=True, text=True, timeout=15).stdout.split()
+            if ids:
+                geo = dict(line.split("=", 1) for line in subprocess.run(
+                    ["xdotool", "getwindowgeometry", "--shell", ids[-1]], capture_output=True, text=True,
+                    timeout=15).stdout.split())
+                time.sleep(0.4)
+                img = _grab((int(geo["X"]), int(geo["Y"]), int(geo["WIDTH"]), int(geo["HEIGHT"])))
+                first = first or img
+                if img.getpixel((img.width // 2, img.height - 10)) != img.getpixel((img.width // 2, 10)):
+                    first = img  # answer buttons at the bottom: an alert
+                    break
+            time.sleep(0.2)
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(30)
+    if first is None:
+        raise RuntimeError("the demo showed no window")
+    path = out / "cashier-window.png"
+    first.save(path)
+    return path
+
+
+def main(argv: list[str]) -> int:
+    from edge_app.devtools.bench import Xserver
+
+    out = Path(argv[0] if argv else "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.pop("DISPLAY", None)  # always a private screen: nothing else in the picture
+    xs = Xserver().start()
+    if xs.display is None:
+        print(f"screenshots: {xs.reason}", file=sys.stderr)
+        return 2
+    try:
+        for p in (banners(out), demo_window(out)):
+            print(f"wrote {p}")
+    finally:
+        xs.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
