@@ -95,6 +95,9 @@ setup(
             "pytest-timeout>=2.3",
             # The layering contract in pyproject.toml, checked by tests/test_layers.py.
             "import-linter>=2.1,<3",
+            # Property-based fuzzing of the parsers that read bytes from outside (pos/scan,
+            # pos/sale, events on the feed): tests/edge_app/core/test_payloads.py.
+            "hypothesis>=6.100,<7",
             # Drives Debian's chromium (chromium-driver) headless in the dashboard tests.
             "selenium>=4.20,<5",
         ],

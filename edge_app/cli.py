@@ -79,7 +79,10 @@ def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
         for photo, rgb, notes, error in read_photos(args.photos, cfg.faces.max_image_pixels):
             if error:
                 failures += 1
-                print(f"error: {error}", file=sys.stderr)
+                # One write per line: MediaPipe's threads write to the same stderr, and print()'s
+                # separate write of the newline let their warnings land inside our line.
+                sys.stderr.write(f"error: {error}\n")
+                sys.stderr.flush()
                 reports.append({"file": photo, "error": error})
                 continue
             res = pipe.process(rgb)

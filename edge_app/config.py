@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -37,6 +38,16 @@ def _rng(lo: float | None = None, hi: float | None = None, **extra: Any) -> dict
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
+# Any text setting longer than this is a paste accident (the longest real ones are paths).
+MAX_TEXT = 4096
+# config.yaml is a few kilobytes; nesting beyond this is never a setting (the deepest is 4).
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NESTING = 32
+
+
+def _text(max_len: int = MAX_TEXT, **extra: Any) -> dict:
+    return {"max_len": max_len, **extra}
+
 
 @dataclass(frozen=True)
 class CameraConfig:
@@ -61,17 +72,23 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class MQTTConfig:
-    host: str = "127.0.0.1"
+    # A DNS name is at most 253 characters.
+    host: str = field(default="127.0.0.1", metadata=_text(253))
     port: int = field(default=1883, metadata=_rng(1, 65535))
     keepalive: int = field(default=30, metadata=_rng(5, 3600))
-    username: Optional[str] = None
+    username: Optional[str] = field(default=None, metadata=_text(256))
     # The password is never in config.yaml: a file path, or the name of a systemd credential
     # (read from $CREDENTIALS_DIRECTORY/<name>).
     password_file: Optional[str] = None
     password_credential: Optional[str] = None
-    client_id: Optional[str] = None
+    # MQTT allows long ids but brokers refuse or truncate them; a 70,000-character id used to
+    # "run" without ever connecting.
+    client_id: Optional[str] = field(default=None, metadata=_text(128))
     # Back-off ceiling between reconnect attempts when the broker is unreachable.
     reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.5, 600))
+    # The service's subscriptions (pos/scan, pos/sale, events/ack) live in a broker session kept
+    # this long while the service is away, so scans published while it restarts still arrive.
+    session_expiry_seconds: int = field(default=3600, metadata=_rng(0, 7 * 86400))
     tls: TLSConfig = field(default_factory=TLSConfig)
 
 
@@ -124,7 +141,21 @@ class TriggersConfig:
     # A repeat scan in the same transaction reuses the open result for this long.
     reuse_seconds: float = field(default=120.0, metadata=_rng(0, 3600))
     max_payload_bytes: int = field(default=4096, metadata=_rng(64, 1_000_000))
+    # A pos/scan whose `ts` is older than this when it reaches the till (e.g. queued by the
+    # broker while the service restarted) is recorded as a `missed` event instead of checked:
+    # the shopper is gone and the camera would look at the next one.
+    max_scan_age_seconds: float = field(default=20.0, metadata=_rng(1, 3600))
     http_port: Optional[int] = field(default=None, metadata=_rng(1, 65535))  # loopback only
+    # The HTTP trigger's limits: connections served at once (more get 503), seconds a
+    # connection may stay silent, and seconds to send a whole request (a slow drip is cut off).
+    http_max_connections: int = field(default=8, metadata=_rng(1, 256))
+    http_idle_timeout_seconds: float = field(default=5.0, metadata=_rng(0.1, 300))
+    http_read_timeout_seconds: float = field(default=10.0, metadata=_rng(0.1, 300))
+    # Optional shared token (`Authorization: Bearer <token>`): another local user's process can
+    # reach a loopback port too. Like the MQTT password, never in config.yaml: a file, or the
+    # name of a systemd credential.
+    http_token_file: Optional[str] = None
+    http_token_credential: Optional[str] = None
     stdin: bool = False
 
 
@@ -151,6 +182,9 @@ class OutboxConfig:
     # When full, the OLDEST undelivered event is dropped (logged with its event_id and counted
     # in the retained state) so the newest checks keep flowing once the broker is back.
     max_events: int = field(default=100_000, metadata=_rng(10, 10_000_000))
+    # While the outbox cannot write (disk full), events wait in memory, at most this many (a check
+    # is 1-2 KB), and are written when space returns; beyond it the oldest is lost, counted.
+    memory_max_events: int = field(default=5000, metadata=_rng(10, 1_000_000))
 
 
 @dataclass(frozen=True)
@@ -182,7 +216,7 @@ class DisplayConfig:
     # The standalone window's own broker login (e.g. a user that may only read alerts and
     # publish answers). The till's password is a systemd credential that a desktop session
     # cannot read, so the window gets its password from a file readable by the cashier's user.
-    mqtt_username: Optional[str] = None
+    mqtt_username: Optional[str] = field(default=None, metadata=_text(256))  # as mqtt.username
     mqtt_password_file: Optional[str] = None
 
 
@@ -200,13 +234,13 @@ class FeedConfig:
     db_path: str = "agecheck-feed.sqlite3"
     # Fixed client id + a session kept by the broker: events published while the feed is away
     # are delivered when it comes back. Default: agecheck-feed-<store_id> (or -all-stores).
-    client_id: Optional[str] = None
+    client_id: Optional[str] = field(default=None, metadata=_text(128))
     session_expiry_seconds: int = field(default=7 * 86400, metadata=_rng(0, 365 * 86400))
     # Bigger payloads are quarantined, not parsed.
     max_payload_bytes: int = field(default=65536, metadata=_rng(1024, 16 * 1024 * 1024))
     # Days in the report are calendar days in this IANA zone (e.g. Europe/London); null means
     # the timezone of the machine running the report.
-    timezone: Optional[str] = None
+    timezone: Optional[str] = field(default=None, metadata=_text(128))
 
 
 @dataclass(frozen=True)
@@ -252,6 +286,12 @@ def _type_name(tp: Any) -> str:
     )
 
 
+def _short(value: Any, n: int = 60) -> str:
+    """repr() cut short, so a pasted megabyte never becomes a megabyte-long error line."""
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
 def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -263,35 +303,48 @@ def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: must be a mapping of settings, got {value!r}")
+            raise ConfigError(f"{key}: must be a mapping of settings, got {_short(value)}")
         return _build(tp, value, key)
     if origin is tuple:
         if value is None:
             value = []
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{key}: must be a list, got {_short(value)}")
         item_tp = typing.get_args(tp)[0]
         return tuple(_convert(v, item_tp, f"{key}[{i}]", {}) for i, v in enumerate(value))
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{key}: must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: must be {_type_name(tp)}, got {_short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {_short(value)}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            raise ConfigError(f"{key}: must be a number, got {_short(value)}")
         value = float(value)
+        # NaN passes every comparison below (and then e.g. switches a quality gate off), and
+        # neither NaN nor infinity can be written into an event as JSON.
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     elif tp is str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key}: must be text, got {_short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}: must be text, got {value!r}")
         value = str(value)
+        max_len = meta.get("max_len", MAX_TEXT)
+        if not value.strip():
+            raise ConfigError(f"{key}: must not be empty (leave the setting out to use the default)")
+        if len(value) > max_len:
+            raise ConfigError(f"{key}: is {len(value)} characters long, at most {max_len} allowed")
+        if not value.isprintable():
+            raise ConfigError(f"{key}: contains control characters (a stray tab, newline or NUL?)")
     lo, hi = meta.get("min"), meta.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value!r}")
@@ -334,13 +387,20 @@ def _check(cfg: Config) -> None:
 
         try:
             zoneinfo.ZoneInfo(cfg.feed.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except IsADirectoryError:
+            raise ConfigError(
+                f"feed.timezone: {cfg.feed.timezone!r} is a region, not a timezone; name a zone in it "
+                "(for example Europe/London), or null for this machine's timezone"
+            ) from None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(
                 f"feed.timezone: {cfg.feed.timezone!r} is not a known IANA timezone "
                 "(for example Europe/London), or null for this machine's timezone"
             ) from None
     if cfg.mqtt.password_file and cfg.mqtt.password_credential:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
+    if cfg.triggers.http_token_file and cfg.triggers.http_token_credential:
+        raise ConfigError("triggers.http_token_file: set either http_token_file or http_token_credential, not both")
     if cfg.display.mqtt_password_file and not (cfg.display.mqtt_username or cfg.mqtt.username):
         raise ConfigError("display.mqtt_username: a password file is set for the window but no user name "
                           "(set display.mqtt_username, or mqtt.username to share the till's)")
@@ -373,6 +433,24 @@ def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:
         display_outbox = user_state_dir() / display_outbox
     cfg = dataclasses.replace(cfg, display=dataclasses.replace(cfg.display, outbox_path=str(display_outbox)))
     return cfg
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """yaml.safe_load with a nesting limit: PyYAML composes nested nodes recursively, so a file
+    nested 5,000 deep used to end in a RecursionError and a 3,000-line traceback."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"nested more than {MAX_NESTING} levels deep at line {mark.line + 1}; "
+                                  "no setting is nested like that")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Mapping[str, str] | None = None,
@@ -425,14 +503,53 @@ def load(path: str | Path | None) -> Config:
     if not p.is_file():
         raise ConfigError(f"config: {str(p)!r} is not a file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p} ({exc.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise ConfigError(f"config: {p} is {size} bytes; a config file is at most {MAX_FILE_BYTES} bytes")
+    try:
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_DepthLimitedLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"config: {p}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config: {p} is nested too deeply to read") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p} ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config: {p} is not valid YAML{where}; fix the syntax there") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config: {p} is not a UTF-8 text file") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits (int() refuses it)
+        raise ConfigError(f"config: {p} holds a value that cannot be read ({str(exc)[:120]})") from None
     return from_dict(data, p.resolve().parent)
+
+
+def read_secret(file: str | None, credential: str | None, key: str) -> str | None:
+    """A secret from a file, or from the systemd credential of that name
+    ($CREDENTIALS_DIRECTORY/<name>); None when neither is set. `key` is the settings' prefix
+    (e.g. "mqtt.password") that error messages name."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}_file: cannot read {file!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{key}_file: {file!r} is not UTF-8 text") from None
+    if credential:
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not cred_dir:
+            raise ConfigError(f"{key}_credential: $CREDENTIALS_DIRECTORY is not set "
+                              f"(run under systemd with LoadCredential=, or use {key}_file)")
+        try:
+            return (Path(cred_dir) / credential).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}_credential: cannot read credential {credential!r} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{key}_credential: credential {credential!r} is not UTF-8 text") from None
+    return None
 
 
 def require_model_file(cfg: Config) -> Path:

@@ -16,7 +16,6 @@ autostart entry, /etc/xdg/autostart/agecheck-display.desktop from the Debian pac
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import Callable
 
 from edge_app.cashier.window import CashierDisplay, DisplayError
 from edge_app.config import Config, ConfigError
-from edge_app.core import events
+from edge_app.core import events, payloads
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,7 @@ class AckLink:
 
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
+        self._max_bytes = cfg.feed.max_payload_bytes
         subs = [(f"events/{k}", SubscribeOptions(qos=1)) for k in ("check", "alert")]
         subs.append(("events/ack", SubscribeOptions(qos=1, noLocal=True)))  # our own come back otherwise
         try:
@@ -105,9 +105,10 @@ class AckLink:
 
     def _on_message(self, leaf: str, payload: bytes) -> None:
         try:
-            ev = events.validate(json.loads(payload))
-        except (ValueError, events.SchemaError) as exc:
-            log.warning("display: ignoring a bad message on %s: %s", leaf, exc)
+            ev = events.validate(payloads.parse(payload, payloads.Limits(self._max_bytes)))
+        except (payloads.PayloadError, events.SchemaError) as exc:
+            # Acknowledged all the same (returning normally): a redelivery would fail again.
+            log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))
             return
         self._on_event(ev)
 

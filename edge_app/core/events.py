@@ -10,7 +10,10 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
-EVENT_KINDS = ("check", "alert", "ack", "integrity")
+EVENT_KINDS = ("check", "alert", "ack", "integrity", "missed")
+# Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
+# checks already waiting, the service stopping with it still queued, or the check itself failing.
+MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
 ACK_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
 # The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo): the
 # alert is unanswered again until a new ack for it arrives.
@@ -63,6 +66,7 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     "alert": {"check_event_id": str, "decision": str, "age_band": (str, type(None)), "item": dict},
     "ack": {"alert_event_id": str, "answer": str, "decision_time_s": _NUM},
     "integrity": {"alert_event_id": str, "seconds_after_alert": _NUM},
+    "missed": {"trigger": dict, "reason": str, "detail": str},
 }
 # Optional envelope fields. `publisher` names the program that stored the event in its outbox
 # (the till service: its till_id; a standalone cashier window: "<till_id>:display") and `seq` counts
@@ -114,7 +118,9 @@ def validate(event: Any) -> dict:
             raise SchemaError(f"field {k!r} looks like image data; events never carry images")
     if kind == "ack":
         _validate_ack(event)
-    if kind in ("check", "alert"):
+    if kind == "missed" and event["reason"] not in MISSED_REASONS:
+        raise SchemaError(f"missed event: reason must be one of {', '.join(MISSED_REASONS)}")
+    if kind in ("check", "alert", "missed"):
         _validate_pos_text(event, kind)
     return event
 
@@ -153,7 +159,7 @@ def _check_text(value: Any, where: str) -> None:
 def _validate_pos_text(event: dict, kind: str) -> None:
     """The POS's free text (product name, operator) reaches a cashier's screen and a manager's
     report: bounded and printable wherever it travels."""
-    box = event.get("trigger" if kind == "check" else "item")
+    box = event.get("item" if kind == "alert" else "trigger")
     if isinstance(box, dict) and box.get("name") is not None:
         _check_text(box["name"], f"{kind} event: item name")
     if event.get("operator_id") is not None:

@@ -24,6 +24,7 @@ from datetime import date, timedelta, tzinfo
 from typing import Any
 
 from edge_app.config import Config
+from edge_app.core import events
 from edge_app.manager.db import Database
 from edge_app.manager.feed import integrity_reason, local_dt, outcome_text
 from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInputError, Summary, _timezone,
@@ -33,7 +34,7 @@ EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filte
 EXPORT_LIMIT = 200_000
 EVENT_COLUMNS = ["time", "store_id", "till_id", "kind", "decision", "answer", "outcome", "reason", "operator_id",
                  "transaction_id", "age_band", "seq", "event_id"]
-KINDS = ("check", "alert", "ack", "integrity")
+KINDS = events.EVENT_KINDS
 
 
 # Flask, waitress and psycopg are the [manager] extra (setup.py): a till's runtime leaves them out.

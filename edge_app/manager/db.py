@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
+from edge_app.transport.outbox import create_private
+
 Dialect = Literal["sqlite", "postgresql"]
 
 # Column types that differ; everything else is written once for both.
@@ -145,6 +147,7 @@ class Database:
             else:
                 if p.parent and not p.parent.exists():
                     p.parent.mkdir(parents=True, exist_ok=True)
+                create_private(p)  # 0600: the feed names transactions and estimated ages
                 con = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None, timeout=10)
                 con.execute("PRAGMA journal_mode=WAL")
                 # FULL: a row must be on disk before the feed sends PUBACK (power cut on the shop PC).

@@ -31,12 +31,12 @@ from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from edge_app.core import events
+from edge_app.core import events, payloads
 from edge_app.core.answers import current_answer
 from edge_app.config import Config
 from edge_app.manager.db import Database, StoreError
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import make_client
+from edge_app.transport.mqtt import make_client, trust_warnings
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,9 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[dict | No
     if len(payload) > max_bytes:
         return None, f"payload is {len(payload)} bytes, more than feed.max_payload_bytes={max_bytes}"
     try:
-        data = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "malformed JSON: payload is not UTF-8"
-    except json.JSONDecodeError as exc:
-        return None, f"malformed JSON: {exc.msg} at character {exc.pos}"
+        data = payloads.parse(payload, payloads.Limits(max_bytes))
+    except payloads.PayloadError as exc:
+        return None, f"malformed JSON: {exc}"
     try:
         ev = events.validate(data)
     except events.SchemaError as exc:
@@ -168,14 +166,7 @@ class FeedStore:
         received_at = received_at or events.now_iso()
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
-            digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + bytes(payload)).hexdigest()
-            self.db.execute(
-                "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (digest) DO UPDATE SET times = quarantine.times + 1,"
-                " last_received_at = excluded.last_received_at",
-                (digest, received_at, received_at, topic, reason, len(payload), bytes(payload[:QUARANTINE_KEEP_BYTES])),
-            )
-            return Stored("quarantined", None, reason)
+            return self.quarantine(topic, payload, reason or "unusable", received_at)
         seq = ev.get("seq")
         n = self.db.execute(_INSERT, (
             ev["event_id"], ev["kind"], ev["schema"], ev["ts"], ev["store_id"], ev["till_id"],
@@ -202,6 +193,18 @@ class FeedStore:
         if not rows or rows[0][0] >= seq - 1:
             return None
         return Gap(ev["store_id"], pub, ev["till_id"], int(rows[0][0]), seq, rows[0][1], ev["ts"])
+
+    def quarantine(self, topic: str, payload: bytes, reason: str, received_at: str | None = None) -> Stored:
+        """Keep a message aside with the reason it cannot be used (once per distinct message)."""
+        received_at = received_at or events.now_iso()
+        digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + bytes(payload)).hexdigest()
+        self.db.execute(
+            "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (digest) DO UPDATE SET times = quarantine.times + 1,"
+            " last_received_at = excluded.last_received_at",
+            (digest, received_at, received_at, topic, reason, len(payload), bytes(payload[:QUARANTINE_KEEP_BYTES])),
+        )
+        return Stored("quarantined", None, reason)
 
     def acks_for(self, alert_event_id: str) -> list[dict]:
         """Every ack stored for an alert (answers and corrections), oldest first."""
@@ -251,6 +254,8 @@ def outcome_text(ev: dict, replaced: dict | None = None) -> str:
         after = f" ({t:.1f}s)" if isinstance(t, (int, float)) else ""
         text = _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
         return f"{text}, was {was}" if ev.get("replaces_event_id") else text
+    if kind == "missed":
+        return f"NOT CHECKED: {ev.get('reason')}"
     if kind == "integrity":
         return f"SOLD, NO ID +{ev.get('seconds_after_alert', 0):.0f}s: {integrity_reason(ev.get('reason'))}"
     return ""
@@ -426,6 +431,21 @@ class Feed:
         self.table.note(f"broker connection lost ({reason_code}); reconnecting")
 
     def _on_message(self, client, userdata, msg) -> None:
+        # Nothing may escape this callback: an exception here would end paho's network thread
+        # while the process stays up, and the unacknowledged message would stop the feed again
+        # on every restart (a poison message).
+        try:
+            self._store_message(client, msg)
+        except Exception as exc:
+            log.exception("feed: handling a message on %s failed", msg.topic)
+            try:
+                self.store.quarantine(msg.topic, bytes(msg.payload), f"could not be handled: {exc!r}"[:500])
+                client.ack(msg.mid, msg.qos)
+                self.table.note(f"quarantined a message on {msg.topic}: it could not be handled ({exc!r})")
+            except Exception:
+                log.exception("feed: could not quarantine the message on %s; it stays with the broker", msg.topic)
+
+    def _store_message(self, client, msg) -> None:
         try:
             res = self.store.add(msg.topic, msg.payload)
         except StoreError as exc:
@@ -458,6 +478,10 @@ def main(args, cfg: Config) -> int:
     except FeedDBError as exc:
         print(f"agecheck feed: {exc}", file=sys.stderr)
         return 2
+    for warning in trust_warnings(cfg.mqtt):
+        # The feed is what the manager trusts: a forged approval stored here looks real.
+        log.warning("feed: NOT SECURE: %s", warning)
+        print(f"agecheck feed: NOT SECURE: {warning}", file=sys.stderr, flush=True)
     c = feed.store.counts()
     print(f"agecheck feed: {feed.store.label}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
           f"connecting to {cfg.mqtt.host}:{cfg.mqtt.port} (Ctrl-C to stop)", flush=True)

@@ -106,6 +106,7 @@ class TillDay:
     answers: Counter = field(default_factory=Counter)
     undone: int = 0  # answers the cashier took back (Undo) or replaced
     integrity: int = 0
+    missed: int = 0  # restricted scans that got no check (`missed` events: stale, queue full, ...)
     decision_times: list[float] = field(default_factory=list)
 
     @property
@@ -129,6 +130,7 @@ class TillDay:
         self.answers.update(other.answers)
         self.undone += other.undone
         self.integrity += other.integrity
+        self.missed += other.missed
         self.decision_times.extend(other.decision_times)
 
     def figures(self) -> dict:
@@ -138,7 +140,7 @@ class TillDay:
                 "alerts_answered": self.answered_alerts, "alerts_id_checked": self.id_checked_alerts,
                 "share_alerts_id_checked": self.share_id_checked,
                 **{f"answers_{a}": self.answers[a] for a in ACK_ANSWERS}, "answers_undone": self.undone,
-                "integrity": self.integrity, "median_answer_s": self.median_decision_s}
+                "integrity": self.integrity, "missed": self.missed, "median_answer_s": self.median_decision_s}
 
 
 @dataclass
@@ -246,6 +248,8 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
                     cell.decision_times.append(float(dt_s))
             elif answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
                 cell.undone += 1
+        elif kind == "missed":
+            cell.missed += 1
         elif kind == "integrity":
             cell.integrity += 1
             ev = json.loads(payload)
@@ -372,6 +376,9 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
              f"**{_secs(t.median_decision_s)}**.")
     L.append(f"- **{t.integrity}** integrity event{'s' if t.integrity != 1 else ''}: a sale completed on an alert "
              "with no ID check recorded.")
+    if t.missed:
+        L.append(f"- **{t.missed}** restricted scan{'s' if t.missed != 1 else ''} not checked (`missed` events: the "
+                 "scan was stale, the till was busy or stopping, or the check failed); ask the till's staff.")
     L.append(f"- Answers: {t.answers['id_checked_over_age']} ID checked, over age · "
              f"{t.answers['id_checked_under_age_refused']} ID checked, under age / refused · "
              f"{t.answers['no_id_check']} no ID check"
@@ -547,7 +554,7 @@ def to_json(s: Summary, tz: tzinfo | None) -> dict:
 
 PER_TILL_CSV = ["store_id", "till_id", "checks", "approve", "check_id", "no_face", "alerts", "alerts_answered",
                 "alerts_id_checked", "share_alerts_id_checked",
-                *[f"answers_{a}" for a in ACK_ANSWERS], "answers_undone", "integrity", "median_answer_s"]
+                *[f"answers_{a}" for a in ACK_ANSWERS], "answers_undone", "integrity", "missed", "median_answer_s"]
 
 
 def write_csv(rows: list[dict], columns: list[str], path: Path | None = None) -> str:

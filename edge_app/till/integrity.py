@@ -32,7 +32,6 @@ The rule (the manager's question is "did the cashier check ID before selling?"):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from edge_app.core import events
+from edge_app.core import events, payloads
 from edge_app.core.answers import covered, standing
 
 log = logging.getLogger(__name__)
@@ -60,17 +59,10 @@ class Sale:
 
 def parse_sale(payload: bytes | str, max_bytes: int = 4096) -> Sale:
     """`{"transaction_id": "T-1", "ts": "...optional..."}` -> Sale. Other fields are ignored."""
-    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-    if len(raw) > max_bytes:
-        raise SaleError(f"pos/sale: payload is {len(raw)} bytes, more than the {max_bytes} allowed")
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SaleError("pos/sale: payload is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise SaleError(f"pos/sale: payload is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(data, dict):
-        raise SaleError(f"pos/sale: payload must be a JSON object, got {type(data).__name__}")
+        data = payloads.parse_object(payload, payloads.Limits(max_bytes))
+    except payloads.PayloadError as exc:
+        raise SaleError(f"pos/sale: {exc}") from None
     if "transaction_id" not in data:
         raise SaleError("pos/sale: missing field 'transaction_id'")
     txn = data["transaction_id"]

@@ -6,12 +6,15 @@ Hooks for the modules that plug into a running service (cashier display, integri
 
 * `service.attach(on_event=..., on_sale=...)` - on_event is given every event dict that goes through
   `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
-  safely in the outbox, and the cashier's answers (`ack`) that another process of this till
+  safely in the outbox (or held in memory while the disk is full), and the cashier's answers (`ack`) that another process of this till
   (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
   thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
 * `service.publish_event(event)` - the one way to send an event: validates it against
   edge_app.core.events, stores it in the outbox (durable before it is published), wakes the MQTT
-  sender, then calls the listeners. Raises SchemaError / OutboxError so the caller can retry.
+  sender, then calls the listeners. Raises SchemaError for an invalid event. When the outbox
+  cannot write (disk full) the event is held in memory by the OutboxWriter and written when it
+  can again; listeners are told all the same (the check was answered on screen), and `state`
+  says `degraded: true` meanwhile.
 * `service.attach(on_publishing=...)` - given each event publish_event is handed, before it is
   validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
@@ -28,7 +31,6 @@ Hooks for the modules that plug into a running service (cashier display, integri
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
 import signal
@@ -37,17 +39,18 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
+from datetime import datetime, timezone
 from typing import Callable, Sequence, TextIO
 
 from edge_app import __version__
-from edge_app.core import events
+from edge_app.core import events, payloads
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
-from edge_app.config import Config, ConfigError, require_model_file
+from edge_app.config import Config, ConfigError, read_secret, require_model_file
 from edge_app.till.integrity import SaleError, parse_sale
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
-from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
 from edge_app.till.triggers import (HttpTrigger, PosMessageError, Scan, StdinTrigger, Submission, TransactionMemory,
                                Trigger, now_pair, parse_scan, restriction)
 
@@ -71,25 +74,34 @@ class Service:
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
-        if model is None:
-            require_model_file(cfg)
-            try:
-                model = AgeModel(cfg.model.path, cfg.model.threads)
-            except ModelError as exc:
-                raise ConfigError(f"model.path: {exc}") from None
-        if model.input_size != cfg.faces.output_size:
-            raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input size "
-                              f"{model.input_size} ({cfg.model.path}); set faces.output_size: {model.input_size}")
-        self.model = model
-        self._own_pipeline = pipeline is None
-        self.pipeline = pipeline or FacePipeline(cfg.faces)
+        # The outbox first: it is the cheapest to open and the likeliest to be misconfigured, and
+        # a refusal then comes before the model and MediaPipe have printed anything.
         try:
             self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_events)
         except OutboxError as exc:
-            self._close_pipeline()
             raise ConfigError(f"outbox.path: {exc}") from None
+        self._own_pipeline = pipeline is None
         try:
-            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state)
+            if model is None:
+                require_model_file(cfg)
+                try:
+                    model = AgeModel(cfg.model.path, cfg.model.threads)
+                except ModelError as exc:
+                    raise ConfigError(f"model.path: {exc}") from None
+            if model.input_size != cfg.faces.output_size:
+                raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input "
+                                  f"size {model.input_size} ({cfg.model.path}); set faces.output_size: "
+                                  f"{model.input_size}")
+            self.model = model
+            self.pipeline = pipeline or FacePipeline(cfg.faces)
+        except BaseException:
+            self.outbox.close()
+            raise
+        try:
+            # A persistent session (stable client id, clean_start False, an expiry): scans the POS
+            # publishes while the service restarts are kept by the broker and arrive afterwards.
+            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state,
+                                 session_expiry_s=cfg.mqtt.session_expiry_seconds)
         except ConfigError:
             self.outbox.close()
             self._close_pipeline()
@@ -102,8 +114,12 @@ class Service:
         self._sale_listeners: list[Callable[[bytes], object]] = []
         self._publishing_listeners: list[Callable[[dict], object]] = []
         self._plugins = tuple(plugins)
+        # Every event goes through the writer: on a full disk it holds events in memory instead
+        # of losing what the cashier was already shown.
+        self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
         self.counts: Counter = Counter()
         self.last_check: dict | None = None
+        self.last_quarantined: dict | None = None
         self.started_ts = events.now_iso()
         self.worker_heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
@@ -113,6 +129,9 @@ class Service:
         self.http: HttpTrigger | None = None
         self._full_reported = False
         self._stopped = False
+        # Cleared at shutdown (under the lock) so that no scan is queued after the queue is drained.
+        self._accepting = True
+        self._accepting_lock = threading.Lock()
 
     def attach(self, on_event: Callable[[dict], object] | None = None,
                on_sale: Callable[[bytes], object] | None = None,
@@ -136,14 +155,26 @@ class Service:
         self._tell(self._publishing_listeners, event)
         events.validate(event)
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
-        event, dropped = self.outbox.put_event(
+        event, dropped, written = self.writer.put_event(
             events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"), event, self.cfg.till_id)
-        self.link.wake()
+        if written:
+            self.link.wake()
         self.counts[f"events_{event['kind']}"] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
         self._tell(self._event_listeners, event)
+
+    def _on_recording(self) -> None:
+        """The outbox stopped or started taking writes again: say so in `state` and to systemd."""
+        st = self.writer.status()
+        if st.degraded:
+            self.notifier.status(f"NOT RECORDING: the outbox cannot write ({st.last_error}); "
+                                 f"{st.held} event(s) held in memory")
+        else:
+            self.notifier.status(f"recording again; camera {self.capture.status}")
+        self.link.wake()
+        self.link.publish_state()
 
     @staticmethod
     def _tell(listeners: list[Callable[[dict], object]], event: dict) -> None:
@@ -161,6 +192,24 @@ class Service:
             log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
             return Submission("not_restricted", f"{item.sku} ({item.category}) is not age restricted")
         now, iso = now_pair()
+        if scan.sent_at is not None:
+            age_s = time.time() - scan.sent_at
+            if age_s > self.cfg.triggers.max_scan_age_seconds:
+                detail = (f"scan reached the till {age_s:.0f} s after the POS sent it (more than "
+                          f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
+                          "is no longer in front of the camera")
+                log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
+                self._missed(scan, source, min_age, iso, "stale", detail)
+                return Submission("missed", detail)
+        with self._accepting_lock:
+            if not self._accepting:
+                detail = "the service is stopping"
+                self._missed(scan, source, min_age, iso, "shutdown", detail)
+                return Submission("missed", detail)
+            return self._enqueue(scan, source, min_age, now, iso)
+
+    def _enqueue(self, scan: Scan, source: str, min_age: int, now: float, iso: str) -> Submission:
+        item = scan.item
         fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
         if reused:
             self.counts["scans_reused"] += 1
@@ -172,11 +221,33 @@ class Service:
         except queue.Full:
             self.txns.close(scan.transaction_id)
             fut.cancel()
-            log.error("%d scans already wait for a check: scan of %s in transaction %s dropped (ask for ID)",
+            log.error("%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
                       QUEUE_MAX, item.sku, scan.transaction_id)
+            self._missed(scan, source, min_age, iso, "queue_full",
+                         f"{QUEUE_MAX} scans were already waiting for a check")
             return Submission("busy", "too many checks waiting; ask for ID")
         self.counts["scans_restricted"] += 1
         return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
+
+    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: str, detail: str) -> None:
+        """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
+        saying why (never raises: it runs on the MQTT thread and in shutdown)."""
+        self.counts[f"missed_{reason}"] += 1
+        trigger = {"source": source, "sku": scan.item.sku, "category": scan.item.category, "min_age": min_age,
+                   "received_ts": received_ts}
+        if scan.item.name:
+            trigger["name"] = scan.item.name
+        if scan.sent_at is not None:
+            trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+        ev = events.new_event("missed", self.cfg.store_id, self.cfg.till_id, scan.transaction_id,
+                              trigger=trigger, reason=reason, detail=detail,
+                              **({"operator_id": scan.operator_id} if scan.operator_id else {}))
+        try:
+            self.publish_event(ev)
+        except Exception:
+            log.exception("could not record the missed scan of %s in transaction %s", scan.item.sku,
+                          scan.transaction_id)
 
     # -- inputs ------------------------------------------------------------------------------------
     def _on_mqtt(self, leaf: str, payload: bytes) -> None:
@@ -206,22 +277,25 @@ class Service:
             return parse(payload, self.cfg.triggers.max_payload_bytes)
         except (PosMessageError, SaleError) as exc:
             self.counts["pos_rejected"] += 1
-            log.warning("%s; message dropped (%d bytes: %s)", exc, len(payload), _preview(payload))
+            self._quarantine("pos", str(exc), payload)
             return None
+
+    def _quarantine(self, where: str, reason: str, payload: bytes) -> None:
+        """A message that cannot be used: logged with its reason and a preview, counted in
+        `state`, and acknowledged (by returning normally) so the broker does not send it again."""
+        self.counts["messages_quarantined"] += 1
+        self.last_quarantined = {"ts": events.now_iso(), "topic": where, "reason": reason[:300]}
+        log.warning("%s; message quarantined (%d bytes: %s)", reason if reason.startswith(where) else
+                    f"{where}: {reason}", len(payload), _preview(payload))
 
     def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""
         try:
-            if len(payload) > max_bytes:
-                raise events.SchemaError(f"payload is {len(payload)} bytes, more than the {max_bytes} allowed")
-            ev = events.validate(json.loads(payload.decode("utf-8")))
+            ev = events.validate(payloads.parse(payload, payloads.Limits(max_bytes)))
             if ev["kind"] != "ack":
                 raise events.SchemaError(f"a {ev['kind']!r} event on the ack topic")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            log.warning("events/ack: payload is not JSON text (%s); message dropped", exc)
-            return
-        except events.SchemaError as exc:
-            log.warning("events/ack: %s; message dropped", exc)
+        except (payloads.PayloadError, events.SchemaError) as exc:
+            self._quarantine("events/ack", str(exc), payload)
             return
         self.counts["acks_received"] += 1
         self._tell(self._event_listeners, ev)
@@ -232,6 +306,7 @@ class Service:
 
     # -- state -------------------------------------------------------------------------------------
     def state(self) -> dict:
+        rec = self.writer.status()
         return {
             "ts": events.now_iso(),
             "status": "online",
@@ -243,8 +318,21 @@ class Service:
             "outbox_max": self.outbox.max_events,
             "outbox_full": self.outbox.full,
             "outbox_dropped": self.outbox.dropped_total(),
+            # Recording: false `degraded` means every event so far is in the outbox (or delivered).
+            "degraded": rec.degraded,
+            "outbox_write_errors": rec.write_errors,
+            "outbox_held": rec.held,
+            "outbox_held_max": rec.held_max,
+            "outbox_held_dropped": rec.held_dropped,
+            "outbox_error": rec.last_error,
+            "mqtt_subscribed": self.link.subscribed.is_set(),
+            # Non-empty when the broker link can be read or forged (no TLS, no credentials).
+            "security_warnings": self.link.trust_warnings,
             "last_seq": self.outbox.last_seq(),
             "checks": self.counts["events_check"],
+            "messages_quarantined": self.counts["messages_quarantined"],
+            "scans_missed": {r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
+            "last_quarantined": self.last_quarantined,
             "last_check": self.last_check,
             "started": self.started_ts,
         }
@@ -264,6 +352,8 @@ class Service:
                 outcome = self.checker.run(trig, heartbeat=self._beat)
             except Exception as exc:  # one broken check must not end the service
                 log.exception("check for transaction %s failed", trig.scan.transaction_id)
+                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "check_failed",
+                             f"the check failed: {exc!r}"[:300])
                 fut.set_exception(exc)
                 continue
             self._deliver(outcome)
@@ -290,13 +380,22 @@ class Service:
     def start(self) -> "Service":
         cfg = self.cfg
         self.capture.start()
+        self.writer.start()
         self.link.start()
         self._worker = threading.Thread(target=self._work, name="check-worker", daemon=True)
         self._worker.start()
         if cfg.triggers.http_port:
             try:
+                token = read_secret(cfg.triggers.http_token_file, cfg.triggers.http_token_credential,
+                                    "triggers.http_token")
+                if token == "":
+                    raise ConfigError("triggers.http_token: the token file is empty")
+            except ConfigError:
+                self.stop()
+                raise
+            try:
                 self.http = HttpTrigger(cfg.triggers.http_port, self.submit, cfg.triggers,
-                                        wait_s=cfg.check.time_budget_ms / 1000 + 10).start()
+                                        wait_s=cfg.check.time_budget_ms / 1000 + 10, token=token).start()
             except OSError as exc:
                 self.stop()
                 raise ConfigError(f"triggers.http_port: cannot listen on 127.0.0.1:{cfg.triggers.http_port} "
@@ -358,10 +457,22 @@ class Service:
         if self._worker is not None:
             self._worker.join(self.cfg.check.time_budget_ms / 1000 + 5)
             self._worker = None
-        waiting = self._queue.qsize()
+        with self._accepting_lock:
+            self._accepting = False
+        waiting = 0
+        while True:
+            try:
+                trig, fut = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            waiting += 1
+            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "shutdown",
+                         "the service stopped before this scan's check could run")
+            fut.cancel()
         if waiting:
-            log.warning("%d scan(s) were still waiting for a check at shutdown", waiting)
+            log.warning("%d scan(s) were still waiting for a check at shutdown; recorded as missed", waiting)
         self.capture.stop()
+        self.writer.close()  # a last try to store what a full disk held back (logs what is lost)
         self.link.stop()
         left = self.outbox.depth()
         self.outbox.close()

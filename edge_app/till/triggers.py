@@ -8,18 +8,23 @@ stdin, and an HTTP endpoint bound to 127.0.0.1 only). Both are off by default.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import socket
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Literal, TextIO
 
 from edge_app.config import TriggersConfig
+from edge_app.core import payloads
 from edge_app.core.events import now_iso
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,8 @@ class Scan:
     # The cashier logged in at the POS, when the POS sends it: the manager's "needs attention"
     # list names cashiers as well as tills.
     operator_id: str | None = None
+    # When the POS says it scanned (its optional `ts`), as epoch seconds; None when not sent.
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class Trigger:
 class Submission:
     """What happened to a scan handed to the service."""
 
-    status: Literal["started", "reused", "not_restricted", "busy"]
+    status: Literal["started", "reused", "not_restricted", "busy", "missed"]
     detail: str
     # Resolves to the CheckOutcome of the (new or reused) check; None when no check applies.
     result: Future | None = None
@@ -103,20 +110,16 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
     With `defaults` (local demo triggers) missing fields are filled in and a transaction id is
     made up; from the POS every field is required. Unknown fields are ignored."""
     where = "pos/scan"
-    raw = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(raw) > max_bytes:
         raise PosMessageError(f"{where}: payload is {len(raw)} bytes, more than the {max_bytes} allowed "
                               "(triggers.max_payload_bytes)")
     if defaults is not None and not raw.strip():
         raw = b"{}"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise PosMessageError(f"{where}: payload is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise PosMessageError(f"{where}: payload is not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(data, dict):
-        raise PosMessageError(f"{where}: payload must be a JSON object, got {type(data).__name__}")
+        data = payloads.parse_object(raw, payloads.Limits(max_bytes))
+    except payloads.PayloadError as exc:
+        raise PosMessageError(f"{where}: {exc}") from None
     d = defaults
     sku = _text(data, "sku", where, d.sku if d else None)
     category = _text(data, "category", where, d.category if d else None)
@@ -131,7 +134,22 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
             raise PosMessageError(f"{where}: field 'min_age' must be between {lo} and {hi}, got {min_age}")
     name = _optional_text(data, "name", where) if "name" in data else (d.name if d else None)
     operator = _optional_text(data, "operator_id", where)
-    return Scan(Item(sku, category, min_age, name), txn, operator)
+    return Scan(Item(sku, category, min_age, name), txn, sent_at=_sent_at(data.get("ts")), operator_id=operator)
+
+
+def _sent_at(ts: Any) -> float | None:
+    """The POS's `ts` (ISO 8601 with a zone) as epoch seconds. A missing or unreadable one is
+    None: the scan is still checked (a check is worth more than a precise age), only the
+    stale-scan rule cannot apply to it."""
+    if not isinstance(ts, str) or len(ts) > 64:
+        return None
+    try:
+        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return None
+    return dt.timestamp()
 
 
 def restriction(item: Item, cfg: TriggersConfig, default_age: int) -> int | None:
@@ -210,62 +228,210 @@ def _outcome_json(sub: Submission, wait_s: float) -> tuple[int, dict]:
     return 200, {"status": sub.status, "detail": sub.detail, "check": outcome.check, "alert": outcome.alert}
 
 
+# Host headers the trigger answers: a web page that rebinds its own name to 127.0.0.1 (DNS
+# rebinding) sends its own name here, and is refused.
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _is_json(content_type: str | None) -> bool:
+    return (content_type or "").split(";")[0].strip().lower() == "application/json"
+
+
+class _LimitedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on connections served at once: one more is answered 503 and
+    closed at once, so idle or slow clients can never take all of the service's file handles."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            body = json.dumps({"error": f"more than {self.max_connections} connections at once "
+                                        "(triggers.http_max_connections); try again"}).encode()
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() +
+                                b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        # socketserver prints a traceback to stderr by default; a client that goes away (or is
+        # cut off by a timeout) is normal here and worth one line.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("http trigger: connection from %s ended early (%s)", client_address[0], exc)
+        else:
+            log.error("http trigger: a request from %s failed", client_address[0], exc_info=exc)
+
+
 class HttpTrigger:
     """Local demo trigger on 127.0.0.1 only: `POST /scan` with a pos/scan JSON body (every field
-    optional) starts a check and answers with the check event when it is done."""
+    optional) starts a check and answers with the check event when it is done.
 
-    def __init__(self, port: int, submit: SubmitFn, cfg: TriggersConfig, wait_s: float):
+    Hostile clients in mind (any local process, and web pages in the till's browser): a check
+    starts only on a complete, valid request: `Content-Type: application/json` (a cross-site
+    form or `text/plain` POST cannot send it without a CORS preflight, which is not answered), a
+    loopback `Host`, a `Content-Length` (no chunked bodies) of at most max_payload_bytes, the
+    whole body within the read timeout, and the shared token when one is configured. A silent
+    connection is closed after the idle timeout, a slow one after the read timeout, and at most
+    http_max_connections are served at once. One request per connection (HTTP/1.0)."""
+
+    def __init__(self, port: int, submit: SubmitFn, cfg: TriggersConfig, wait_s: float, token: str | None = None):
         defaults = default_item(cfg)
         max_bytes = cfg.max_payload_bytes
+        read_timeout = cfg.http_read_timeout_seconds
+        expected = f"Bearer {token}".encode() if token else None
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "agecheck"
+            # Socket timeout: a connection that sends nothing for this long is closed.
+            timeout = cfg.http_idle_timeout_seconds
+
+            def setup(self) -> None:
+                super().setup()
+                # The whole request (line, headers, body) must arrive within read_timeout: a
+                # per-read timeout alone lets a client drip one byte every few seconds forever.
+                self._reading = True
+                self._deadline = threading.Timer(read_timeout, self._too_slow)
+                self._deadline.daemon = True
+                self._deadline.start()
+
+            def finish(self) -> None:
+                self._deadline.cancel()
+                super().finish()
+
+            def _too_slow(self) -> None:
+                if self._reading:
+                    log.warning("http trigger: request from %s not complete within %g s "
+                                "(triggers.http_read_timeout_seconds); connection closed", self.client_address[0],
+                                read_timeout)
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
             def _reply(self, code: int, body: dict) -> None:
+                self._reading = False
                 data = json.dumps(body).encode("utf-8")
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _refuse(self, code: int, error: str) -> None:
+                log.warning("http trigger: request refused (%d): %s", code, error)
+                self.close_connection = True
+                self._reply(code, {"error": error})
+                self._linger()
+
+            def _linger(self) -> None:
+                """After a refusal: half-close, then read away (and drop) what the client still
+                sends, at most max_bytes and within the read deadline. Closing with unread bytes
+                makes the kernel reset the connection, and the client may lose our answer."""
+                self._reading = True  # the deadline applies again
+                try:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_WR)
+                    left = max_bytes
+                    while left > 0:
+                        chunk = self.rfile.read1(min(left, 4096))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                except OSError:
+                    pass
+
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 self._reply(200 if self.path == "/" else 404,
-                            {"usage": "POST /scan with JSON {sku, category, transaction_id, min_age, name, "
-                                      "operator_id}, all optional"})
+                            {"usage": "POST /scan, Content-Type: application/json, body {sku, category, "
+                                      "transaction_id, min_age, name, operator_id}, all optional"})
 
             def do_POST(self) -> None:  # noqa: N802
                 if self.path != "/scan":
-                    self._reply(404, {"error": f"unknown path {self.path}; use POST /scan"})
+                    self._refuse(404, f"unknown path {self.path}; use POST /scan")
                     return
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    self._reply(400, {"error": "Content-Length is not a number"})
+                host = (self.headers.get("Host") or "").strip().lower()
+                if host.rsplit(":", 1)[0] not in _LOOPBACK_HOSTS:
+                    self._refuse(403, f"Host {host[:80]!r} is not this machine (127.0.0.1 or localhost)")
                     return
+                if expected is not None:
+                    got = (self.headers.get("Authorization") or "").strip().encode("utf-8", "replace")
+                    if not hmac.compare_digest(got, expected):
+                        self._refuse(401, "missing or wrong token (Authorization: Bearer <token>, "
+                                          "triggers.http_token_file)")
+                        return
+                if not _is_json(self.headers.get("Content-Type")):
+                    self._refuse(415, "Content-Type must be application/json")
+                    return
+                if self.headers.get("Transfer-Encoding"):
+                    self._refuse(411, "send the body with a Content-Length, not Transfer-Encoding")
+                    return
+                text = self.headers.get("Content-Length")
+                if text is None:
+                    self._refuse(411, "Content-Length is required")
+                    return
+                if not text.strip().isdigit():
+                    self._refuse(400, f"Content-Length must be a whole number of bytes, got {text[:40]!r}")
+                    return
+                length = int(text)
                 if length > max_bytes:
-                    self.close_connection = True  # the body is left unread
-                    self._reply(413, {"error": f"body is {length} bytes, more than the {max_bytes} allowed"})
+                    self._refuse(413, f"body is {length} bytes, more than the {max_bytes} allowed")
                     return
                 try:
-                    scan = parse_scan(self.rfile.read(length), max_bytes, defaults)
+                    body = self.rfile.read(length)
+                except OSError:  # the idle timeout, or the read deadline shut the socket
+                    body = b""
+                if len(body) != length:
+                    log.warning("http trigger: request from %s ended after %d of %d body bytes; no check started",
+                                self.client_address[0], len(body), length)
+                    self.close_connection = True
+                    return
+                self._reading = False
+                self._deadline.cancel()
+                try:
+                    scan = parse_scan(body, max_bytes, defaults)
                 except PosMessageError as exc:
-                    log.warning("%s; local HTTP scan dropped", exc)
-                    self._reply(400, {"error": str(exc)})
+                    self._refuse(400, str(exc))
                     return
                 self._reply(*_outcome_json(submit(scan, "http"), wait_s))
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("http trigger: " + fmt, *args)
 
-        # Loopback only, whatever the config says: this endpoint has no authentication.
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        # Loopback only, whatever the config says.
+        self._server = _LimitedServer(("127.0.0.1", port), Handler, cfg.http_max_connections)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    @property
+    def refused_connections(self) -> int:
+        return self._server.refused
 
     def start(self) -> "HttpTrigger":
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-trigger", daemon=True)
@@ -298,15 +464,40 @@ class StdinTrigger:
         log.info("stdin trigger: press Enter (or type a JSON scan) to start a check")
         return self
 
+    def _lines(self):
+        """Each line as bytes, cut at max_payload_bytes + 1 so one endless line cannot fill the
+        memory; bytes (the binary buffer under a text stream) so a line that is not UTF-8 is one
+        bad line instead of an exception inside the stream's iterator."""
+        binary = getattr(self._stream, "buffer", None)
+        if binary is not None:
+            read = binary.readline
+        else:
+            def read(n: int) -> bytes:
+                return self._stream.readline(n).encode("utf-8", "surrogatepass")
+        limit = self._max_bytes + 1
+        while True:
+            line = read(limit)
+            if not line:
+                return
+            if len(line) >= limit and not line.endswith(b"\n"):
+                rest = line
+                while rest and not rest.endswith(b"\n"):  # drop the rest of this line unread
+                    rest = read(limit)
+            yield line
+
     def _run(self) -> None:
         # A daemon thread: a blocked readline() must not hold up shutdown, so there is no stop().
-        for line in self._stream:
+        for line in self._lines():
             try:
                 scan = parse_scan(line.strip(), self._max_bytes, self._defaults)
             except PosMessageError as exc:
                 log.warning("%s; stdin line ignored", exc)
                 continue
-            sub = self._submit(scan, "stdin")
+            try:
+                sub = self._submit(scan, "stdin")
+            except Exception:  # one failed submit must not end the trigger
+                log.exception("stdin scan %s could not be submitted", scan.transaction_id)
+                continue
             log.info("stdin scan %s: %s", scan.transaction_id, sub.detail)
         log.info("stdin closed: the stdin trigger stops (the service goes on)")
 

@@ -12,9 +12,9 @@ the broker sees the events in the order they were stored. Consumers de-duplicate
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
-import os
 import ssl
 import threading
 import time
@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
-from edge_app.config import Config, ConfigError, MQTTConfig
+from edge_app.config import Config, ConfigError, MQTTConfig, read_secret
 from edge_app.transport.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -37,30 +37,45 @@ REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before s
 def read_password(m: MQTTConfig) -> str | None:
     """The broker password from mqtt.password_file or the systemd credential named by
     mqtt.password_credential ($CREDENTIALS_DIRECTORY/<name>); never from config.yaml."""
-    if m.password_file:
-        try:
-            return Path(m.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {m.password_file!r} ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"mqtt.password_file: {m.password_file!r} is not UTF-8 text") from None
-    if m.password_credential:
-        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not cred_dir:
-            raise ConfigError("mqtt.password_credential: $CREDENTIALS_DIRECTORY is not set "
-                              "(run under systemd with LoadCredential=, or use mqtt.password_file)")
-        try:
-            text = (Path(cred_dir) / m.password_credential).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_credential: cannot read credential "
-                              f"{m.password_credential!r} ({exc.strerror})") from None
-        if not text:
-            # The unit's SetCredential= default when the installer has written no password file:
-            # the same unit serves brokers with and without a password.
-            log.info("mqtt: credential %r is empty: connecting without a password", m.password_credential)
-            return None
-        return text
-    return None
+    secret = read_secret(m.password_file, m.password_credential, "mqtt.password")
+    if secret == "" and not m.password_file and m.password_credential:
+        # The unit's SetCredential= default when the installer has written no password file:
+        # the same unit serves brokers with and without a password.
+        log.info("mqtt: credential %r is empty: connecting without a password", m.password_credential)
+        return None
+    return secret
+
+
+def is_loopback(host: str) -> bool:
+    """True for this machine (localhost, 127.0.0.0/8, ::1); names other than localhost are not
+    resolved: a name may point elsewhere tomorrow."""
+    name = host.strip().lower()
+    if name in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def trust_warnings(m: MQTTConfig) -> list[str]:
+    """What makes the link to this broker forgeable or readable by others, one sentence each
+    (none for a broker on this machine). Logged at start-up and kept in the till's `state`."""
+    if is_loopback(m.host):
+        return []
+    where = f"broker {m.host}:{m.port} is not on this machine"
+    out = []
+    if not m.tls.enabled:
+        out.append(f"{where} and mqtt.tls.enabled is false: estimated ages, the cashier's answers and the "
+                   "password cross the network readable and changeable by anyone on it")
+    elif m.tls.insecure:
+        out.append("mqtt.tls.insecure is true: the broker's certificate is not checked against its name, so "
+                   "another machine can pose as the broker")
+    if not m.username:
+        out.append(f"{where} and no mqtt.username is set: that broker lets anonymous clients in, and any of "
+                   "them can publish forged scans, answers and events or read every check "
+                   "(see docs/security.md and deploy/mosquitto/agecheck-secure.conf)")
+    return out
 
 
 def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
@@ -146,12 +161,15 @@ class MqttLink:
         self._ever_connected = False
         self.delivered = 0
         self.heartbeat = time.monotonic()
+        self.trust_warnings = trust_warnings(cfg.mqtt)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "MqttLink":
         m = self.cfg.mqtt
         log.info("connecting to MQTT broker %s:%d as %s%s", m.host, m.port,
                  self.client_id, " (TLS)" if m.tls.enabled else "")
+        for warning in self.trust_warnings:
+            log.warning("%s: NOT SECURE: %s", self._name, warning)
         # connect_async + loop_start: an unreachable broker at start-up is retried like any
         # other outage instead of stopping the service.
         if self._session_expiry_s is None:
@@ -247,6 +265,7 @@ class MqttLink:
                       ", ".join(str(rc) for rc in bad))
             return
         self.subscribed.set()
+        self.publish_state()  # the state says whether scans can reach us
 
     def _on_connect_fail(self, client, userdata) -> None:
         log.warning("%s: cannot reach broker %s:%d; retrying (events wait in the outbox, %d now)",

@@ -13,18 +13,24 @@ It also numbers what it stores (`put_event`): each event gets the next publisher
 restarts and power cuts and never repeats or skips). A consumer that sees a hole in a publisher's
 numbers knows events were lost on the way (a dropped oldest event here, a broker queue limit).
 A corrupt file moved aside starts a new count at 1.
+
+`OutboxWriter` sits in front of it in the till service: when the outbox cannot write (a full
+disk), events wait in memory, bounded, and are written in order when it can again; the service's
+`state` says so meanwhile (`degraded`, `outbox_write_errors`, `outbox_held`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge_app.core import events
 
@@ -40,6 +46,28 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+# A write failure (disk full) is logged at most this often, not once per event.
+LOG_EVERY_S = 60.0
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# Stamped in the SQLite header (offset 68) of every outbox this program creates: "AgOb".
+APPLICATION_ID = 0x41674F62
+
+
+def create_private(path: Path) -> bool:
+    """Create `path` empty with mode 0600 if it does not exist (SQLite then opens it as a new
+    database and gives its -wal/-shm files the same mode): events name transactions and ages,
+    which other local users have no business reading. True when it was created here."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError:
+        return False  # the open that follows names the problem
+    os.close(fd)
+    return True
 
 
 class OutboxError(RuntimeError):
@@ -66,12 +94,16 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
+        created = create_private(self.path)
+        if not created:
+            self._check_ours()
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
-            if not self._is_corrupt(exc):
+            if not self._is_corrupt(exc) or not self._header_is_ours():
                 raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
-            # Keep the bad file for inspection rather than deleting what might still be read.
+            # Our own file, damaged: keep it for inspection rather than deleting what might
+            # still be read, and start a new one so the till keeps recording.
             aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
             self.path.rename(aside)
             for suffix in ("-wal", "-shm"):
@@ -80,11 +112,58 @@ class Outbox:
                     side.rename(aside.with_name(aside.name + suffix))
             log.error("outbox %s is not a readable SQLite database (%s); moved it to %s and started an "
                       "empty one", self.path, exc, aside)
+            create_private(self.path)
             try:
                 self._db = self._open()
             except sqlite3.DatabaseError as exc2:
                 raise OutboxError(f"cannot open outbox {self.path} ({exc2})") from None
         self._depth = self._count()
+        self._undeleted: list[int] = []  # delivered rows whose DELETE could not be written yet
+        self._delete_logged = -LOG_EVERY_S
+
+    def _header(self) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(100)
+        except OSError as exc:
+            raise OutboxError(f"cannot read outbox {self.path} ({exc.strerror})") from None
+
+    def _header_is_ours(self) -> bool:
+        head = self._header()
+        return head.startswith(SQLITE_MAGIC) and len(head) >= 72 and \
+            int.from_bytes(head[68:72], "big") == APPLICATION_ID
+
+    def _check_ours(self) -> None:
+        """Refuse (OutboxError) a file that is not an outbox this program made: outbox.path
+        pointing at someone's file must never get that file renamed, rewritten or extended."""
+        if self.path.is_dir():
+            raise OutboxError(f"outbox {self.path} is a folder; point the setting at a file")
+        head = self._header()
+        if not head:
+            return  # empty: nothing in it to lose (SQLite starts a new database there)
+        foreign = (f"{self.path} exists and is not an agecheck outbox; it is left untouched: point the setting "
+                   "at a new file, or move that file away")
+        if not head.startswith(SQLITE_MAGIC):
+            raise OutboxError(foreign + " (it is not an SQLite database)")
+        if self._header_is_ours():
+            return
+        # application_id 0: an outbox from before the id was stamped, or another program's
+        # SQLite file. Ours has exactly our tables with our columns.
+        try:
+            # immutable: no locks, no -wal/-shm files created beside someone else's database.
+            db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, timeout=10)
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                cols = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(foreign + f" (it cannot be read as one: {exc})") from None
+        if not tables:
+            return  # no tables at all: there is nothing in it to lose
+        if tables - {"events", "meta", "sqlite_sequence"} or cols != ["seq", "event_id", "topic", "payload",
+                                                                      "created"]:
+            raise OutboxError(foreign + " (it is another program's SQLite database)")
 
     @staticmethod
     def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -97,6 +176,11 @@ class Outbox:
         except sqlite3.OperationalError as exc:
             raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
         try:
+            if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                # Before WAL mode is switched on, so that on a new file the stamp is written to the
+                # database file itself at once (not to the WAL, where a SIGKILL before the first
+                # checkpoint would leave the file looking like nobody's).
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise OutboxError(f"outbox {self.path}: the file system does not support SQLite WAL mode")
@@ -128,7 +212,7 @@ class Outbox:
                         (event_id, topic, sqlite3.Binary(payload), time.time()))
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot store event {event_id} in outbox {self.path} ({exc})") from None
@@ -156,18 +240,34 @@ class Outbox:
                     payload = events.encode(stored)
                     self._db.execute("INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
                                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
-                    dropped = self._make_room()
-                    self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                                     (event["event_id"], topic, sqlite3.Binary(payload), time.time()))
-                    self._db.execute("COMMIT")
+                    undeleted = self._delete_undeleted()
+                    self._depth -= undeleted
+                    try:
+                        dropped = self._make_room()
+                        self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                                         (event["event_id"], topic, sqlite3.Binary(payload), time.time()))
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._depth += undeleted
+                        raise
+                    self._undeleted.clear()
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     raise
             except sqlite3.Error as exc:
                 raise OutboxError(f"cannot store event {event.get('event_id')} in outbox {self.path} ({exc})") from None
             self._depth += 1 - len(dropped)
         self._log_dropped(dropped, event["event_id"])
         return stored, dropped
+
+    def _rollback(self) -> None:
+        # After SQLITE_FULL or an I/O error SQLite may have rolled the transaction back itself;
+        # a second ROLLBACK would then raise and hide the error that names the cause.
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def _make_room(self) -> list[str]:
         """Inside a write transaction: delete the oldest rows so one more fits; count them."""
@@ -200,10 +300,29 @@ class Outbox:
         return [OutboxRow(int(r[0]), r[1], r[2], bytes(r[3]), float(r[4])) for r in rows]
 
     def delete(self, seq: int) -> None:
-        """The broker has the event: forget it."""
+        """The broker has the event: forget it. A delete that cannot be written (disk full) is
+        remembered and tried again with the next one, never raised: the row is delivered, and at
+        worst a restart sends it again (consumers de-duplicate by event_id)."""
         with self._lock:
-            cur = self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
-            self._depth -= cur.rowcount
+            self._undeleted.append(seq)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                n = self._delete_undeleted()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                now = time.monotonic()
+                if now - self._delete_logged >= LOG_EVERY_S:
+                    self._delete_logged = now
+                    log.error("outbox %s: cannot remove %d delivered event(s) (%s); retrying with the next one",
+                              self.path, len(self._undeleted), exc)
+                return
+            self._undeleted.clear()
+            self._depth -= n
+
+    def _delete_undeleted(self) -> int:
+        """Inside a write transaction: delete the delivered rows a full disk kept here."""
+        return sum(self._db.execute("DELETE FROM events WHERE seq = ?", (s,)).rowcount for s in self._undeleted)
 
     def depth(self) -> int:
         with self._lock:
@@ -221,3 +340,159 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True)
+class WriterStatus:
+    """What the till's retained `state` says about recording."""
+
+    held: int  # events in memory, waiting for the outbox to take them
+    held_max: int
+    write_errors: int  # events that could not be written when they happened (since start)
+    held_dropped: int  # events lost because memory was full too (oldest first)
+    last_error: str | None  # why the outbox refuses writes now; None when it takes them
+
+    @property
+    def degraded(self) -> bool:
+        return self.held > 0
+
+
+class OutboxWriter:
+    """Stores events in the outbox, and holds them in memory (in order, at most `max_held`) while
+    the outbox cannot write, e.g. on a full disk: the check was answered on the cashier's screen,
+    so its record must not be thrown away because the disk is full for a while. A background
+    thread retries every `retry_s`; held events are written (and numbered) in their order as
+    soon as the outbox takes writes again. Failures are logged when they start, at most once per
+    `log_every_s` while they last, and when they end; never one traceback per event.
+
+    When memory is full too, the OLDEST held event is dropped (the outbox's own rule) and
+    counted in `held_dropped`."""
+
+    def __init__(self, outbox: Outbox, max_held: int, on_change: Callable[[], object] | None = None,
+                 retry_s: float = 2.0, log_every_s: float = LOG_EVERY_S) -> None:
+        self.outbox = outbox
+        self.max_held = max_held
+        self._on_change = on_change
+        self._retry_s = retry_s
+        self._log_every_s = log_every_s
+        self._held: deque[tuple[str, dict[str, Any], str]] = deque()
+        # Serialises writes, so events reach the outbox (and get their numbers) in order.
+        self._lock = threading.Lock()
+        self._write_errors = 0
+        self._held_dropped = 0
+        self._dropped_since_log = 0
+        self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._last_log = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "OutboxWriter":
+        self._thread = threading.Thread(target=self._retry_loop, name="outbox-retry", daemon=True)
+        self._thread.start()
+        return self
+
+    def status(self) -> WriterStatus:
+        with self._lock:
+            return WriterStatus(len(self._held), self.max_held, self._write_errors, self._held_dropped,
+                                self._last_error)
+
+    def put_event(self, topic: str, event: dict[str, Any], publisher: str) -> tuple[dict[str, Any], list[str], bool]:
+        """Store the event, or hold it. Returns the event (numbered when stored), the event ids
+        the outbox dropped to make room, and whether it is stored. Never raises OutboxError."""
+        with self._lock:
+            was_degraded = bool(self._held)
+            self._held.append((topic, event, publisher))
+            stored, dropped = self._flush()
+            written = event["event_id"] in stored
+            if not written:
+                self._write_errors += 1
+                self._trim()
+                self._log_failure()
+            now_degraded = bool(self._held)
+        self._changed(was_degraded, now_degraded)
+        return stored.get(event["event_id"], event), dropped, written
+
+    def flush(self) -> int:
+        """Try to write what is held; returns how many events were written."""
+        with self._lock:
+            if not self._held:
+                return 0
+            stored, _ = self._flush()
+            if self._held:
+                self._log_failure()
+        self._changed(True, bool(self._held))
+        return len(stored)
+
+    def _flush(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """(lock held) Write held events oldest first until one fails."""
+        stored: dict[str, dict[str, Any]] = {}
+        dropped: list[str] = []
+        while self._held:
+            topic, event, publisher = self._held[0]
+            try:
+                ev, d = self.outbox.put_event(topic, event, publisher)
+            except OutboxError as exc:
+                self._last_error = str(exc)
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                break
+            self._held.popleft()
+            stored[ev["event_id"]] = ev
+            dropped += d
+        if not self._held and self._failing_since is not None:
+            log.warning("outbox %s stores events again: %d event(s) held in memory for %.0f s are written%s",
+                        self.outbox.path, len(stored), time.monotonic() - self._failing_since,
+                        f"; {self._held_dropped} were lost when memory was full too" if self._held_dropped else "")
+            self._failing_since = None
+            self._last_error = None
+            self._last_log = 0.0
+        return stored, dropped
+
+    def _trim(self) -> None:
+        while len(self._held) > self.max_held:
+            self._held.popleft()
+            self._held_dropped += 1
+            self._dropped_since_log += 1
+
+    def _log_failure(self) -> None:
+        now = time.monotonic()
+        if self._last_log and now - self._last_log < self._log_every_s:
+            return
+        first = not self._last_log
+        self._last_log = now
+        lost = (f"; {self._dropped_since_log} oldest event(s) lost since the last message (memory full, "
+                f"outbox.memory_max_events={self.max_held})" if self._dropped_since_log else "")
+        self._dropped_since_log = 0
+        log.error("%s: %d event(s) held in memory (at most %d) and retried every %g s until it can write "
+                  "again%s", self._last_error if first else f"outbox {self.outbox.path} still cannot store events",
+                  len(self._held), self.max_held, self._retry_s, lost)
+
+    def _changed(self, was: bool, now: bool) -> None:
+        if was != now and self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:
+                log.exception("outbox status listener failed")
+
+    def _retry_loop(self) -> None:
+        while not self._stop.wait(self._retry_s):
+            try:
+                self.flush()
+            except Exception:  # the retry loop must outlive anything one attempt does
+                log.exception("retrying the held events failed")
+
+    def close(self) -> int:
+        """Stop retrying, try a last time; returns how many events could not be written (lost)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.flush()
+        with self._lock:
+            left = [ev["event_id"] for _, ev, _ in self._held]
+        if left:
+            log.error("outbox %s cannot store events (%s): %d event(s) held in memory are lost at shutdown: %s",
+                      self.outbox.path, self._last_error, len(left), ", ".join(left[:20]) +
+                      (" ..." if len(left) > 20 else ""))
+        return len(left)

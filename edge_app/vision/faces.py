@@ -8,11 +8,15 @@ The training code calls exactly this module, so the model learns on the crops th
 from __future__ import annotations
 
 import importlib.abc
+import io
 import logging
 import math
+import os
+import stat
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -98,44 +102,79 @@ class FrameFaces:
     aligned: AlignedFace | None  # the chosen face, aligned and gated
 
 
-def load_image(path: str | Path, max_pixels: int = 40_000_000) -> tuple[np.ndarray, list[str]]:
+def display_name(path: str | bytes | Path) -> str:
+    """A file name that can always be printed: bytes that are not UTF-8 (kept by Python as
+    surrogates) are shown as \\x escapes instead of making print() raise."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def load_image(path: str | bytes | Path, max_pixels: int = 40_000_000) -> tuple[np.ndarray, list[str]]:
     """Read a photo as RGB uint8. Returns the image and notes about conversions made; raises
-    ImageError naming the problem for anything unusable."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{p}: file does not exist")
-    if not p.is_file():
-        raise ImageError(f"{p}: not a file")
-    if p.stat().st_size == 0:
-        raise ImageError(f"{p}: file is empty (0 bytes)")
-    # Read the header first so a huge image is refused before it is decoded into memory.
+    ImageError naming the problem for anything unusable.
+
+    The bytes are read by Python and decoded from memory (cv2.imdecode), never by handing the
+    path to OpenCV: cv2.imread crashed the whole process on a file name that is not valid UTF-8.
+    The pixel count is read from the header first, so memory stays bounded by max_pixels."""
+    name = display_name(path)
+    p = Path(os.fsdecode(path))
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ImageError(f"{name}: file does not exist") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied (cannot look at the file)") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{name}: not a file")
+    if st.st_size == 0:
+        raise ImageError(f"{name}: file is empty (0 bytes)")
+    # No compressed photo of max_pixels is bigger than raw 16-bit RGBA of that size.
+    max_bytes = max_pixels * 8 + (1 << 20)
+    if st.st_size > max_bytes:
+        raise ImageError(f"{name}: file is {st.st_size / 1e6:.0f} MB, too big for an image of at most "
+                         f"{max_pixels / 1e6:.0f} MP (faces.max_image_pixels)")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied (cannot read the file)") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror})") from None
+    # The header first, so a huge image is refused before it is decoded into memory.
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(p) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning; the limit that applies is ours, checked just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
     except UnidentifiedImageError:
-        raise ImageError(f"{p}: not an image file (format not recognised)") from None
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{p}: cannot read image ({exc})") from None
+        raise ImageError(f"{name}: not an image file (format not recognised)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{name}: cannot read image ({exc})") from None
     if w * h > max_pixels:
-        raise ImageError(f"{p}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit {max_pixels / 1e6:.0f} MP)")
-    raw = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        raise ImageError(f"{name}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP, limit {max_pixels / 1e6:.0f} MP)")
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    del data
     if raw is None:
-        raise ImageError(f"{p}: not a readable image (decoding failed)")
-    return to_rgb(raw, str(p))
+        raise ImageError(f"{name}: not a readable image (decoding failed)")
+    return to_rgb(raw, name)
 
 
 def read_photos(paths, max_pixels: int = 40_000_000):
-    """Each photo in turn as (path, rgb, notes, error). A bad photo yields its error message
-    instead of an image and the loop goes on, so one broken file never stops a batch."""
+    """Each photo in turn as (name, rgb, notes, error); name is printable whatever bytes the
+    file name holds. A bad photo yields its error message instead of an image and the loop goes
+    on, so one broken file never stops a batch."""
     for path in paths:
+        name = display_name(path)
         try:
             rgb, notes = load_image(path, max_pixels)
         except ImageError as exc:
-            yield path, None, [], str(exc)
+            yield name, None, [], str(exc)
             continue
-        yield path, rgb, notes, None
+        yield name, rgb, notes, None
 
 
 def to_rgb(raw: np.ndarray, name: str = "image") -> tuple[np.ndarray, list[str]]:

@@ -89,3 +89,63 @@ def test_estimate_with_shipped_model(photos):
 def test_estimate_bad_model_path_exits_2(photos, tmp_path):
     r = run("estimate", "--model", str(tmp_path / "none.tflite"), str(photos / "astronaut.png"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def _without_root_powers() -> list[str]:
+    """As root, file permissions do not apply; drop the capabilities that bypass them so a
+    locked folder is locked for the command under test too."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv (util-linux): cannot test permission errors")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_non_utf8_file_names_are_processed(photos, tmp_path):
+    """A file name that is not valid UTF-8 used to segfault OpenCV and end the whole batch."""
+    import os
+
+    src = (photos / "astronaut.png").read_bytes()
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff.png")
+    with open(odd, "wb") as f:
+        f.write(src)
+    good = str(photos / "grey.png")
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", odd, good], capture_output=True, cwd=REPO,
+                       timeout=300)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "caf\\xe9-\\xff.png: 1 face(s)" in out and "grey.png: 1 face(s)" in out
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "estimate", "--json", odd], capture_output=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()
+    [rep] = json.loads(r.stdout)
+    assert rep["file"].endswith("caf\\xe9-\\xff.png") and rep["age"] > 0
+
+
+def test_permission_errors_are_one_line_per_file(photos, tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.png").write_bytes((photos / "astronaut.png").read_bytes())
+    unreadable = tmp_path / "b.png"
+    unreadable.write_bytes((photos / "astronaut.png").read_bytes())
+    os.chmod(unreadable, 0)
+    os.chmod(locked, 0)
+    try:
+        r = subprocess.run([*_without_root_powers(), sys.executable, "-m", "edge_app.cli", "faces",
+                            str(locked / "a.png"), str(unreadable), str(photos / "astronaut.png")],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    finally:
+        os.chmod(locked, 0o755)
+    assert r.returncode == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: {locked / 'a.png'}: permission denied (cannot look at the file)",
+                      f"error: {unreadable}: permission denied (cannot read the file)"], r.stderr
+    assert "Traceback" not in r.stderr
+    assert "astronaut.png: 1 face(s)" in r.stdout  # the batch went on

@@ -88,6 +88,81 @@ def test_version():
     assert r.returncode == 0 and r.stdout.startswith("agecheck ")
 
 
+def _deep_yaml(n: int) -> str:
+    return "camera: " + "[" * n + "]" * n + "\n"
+
+
+# Values that passed validation and then broke at run time (issue 15): each must now stop
+# `agecheck` with exit code 2 and one line that names the key.
+RUNTIME_BREAKERS = [
+    ("camera:\n  fps: .nan\n", "camera.fps: must be a finite number"),
+    ("policy:\n  margin_years: .nan\n", "policy.margin_years: must be a finite number"),
+    ("faces:\n  max_yaw_deg: .nan\n", "faces.max_yaw_deg: must be a finite number"),
+    ("camera:\n  buffer_seconds: .inf\n", "camera.buffer_seconds: must be a finite number"),
+    ("faces:\n  min_sharpness: -.inf\n", "faces.min_sharpness: must be a finite number"),
+    ("mqtt:\n  host: ''\n", "mqtt.host: must not be empty"),
+    ("mqtt:\n  host: '   '\n", "mqtt.host: must not be empty"),
+    ("mqtt:\n  client_id: " + "x" * 70_000 + "\n", "mqtt.client_id: is 70000 characters long, at most 128"),
+    ("camera:\n  source: \"0\\n1\"\n", "camera.source: contains control characters"),
+    ("model:\n  path: \"a\\0b\"\n", "model.path: contains control characters"),
+    (_deep_yaml(5000), "nested more than 32 levels deep at line 1"),
+    ("mqtt:\n  port: " + "9" * 5000 + "\n", "holds a value that cannot be read"),
+    ("feed:\n  timezone: Europe\n", "feed.timezone: 'Europe' is a region, not a timezone"),
+    ("feed:\n  timezone: Not/A_Zone\n", "feed.timezone: 'Not/A_Zone' is not a known IANA timezone"),
+    ("triggers:\n  restricted_skus: ['']\n", "triggers.restricted_skus[0]: must not be empty"),
+    # The cashier window's settings (issue 16) and the disk-full memory bound get the same rules.
+    ("display:\n  undo_seconds: .nan\n", "display.undo_seconds: must be a finite number"),
+    ("display:\n  alert_expire_seconds: .inf\n", "display.alert_expire_seconds: must be a finite number"),
+    ("display:\n  key_delay_seconds: .nan\n", "display.key_delay_seconds: must be a finite number"),
+    ("display:\n  mqtt_username: ''\n", "display.mqtt_username: must not be empty"),
+    ("display:\n  mqtt_username: " + "u" * 300 + "\n", "display.mqtt_username: is 300 characters long, at most 256"),
+    ("display:\n  mqtt_password_file: '  '\n", "display.mqtt_password_file: must not be empty"),
+    ("display:\n  outbox_path: \"a\\tb\"\n", "display.outbox_path: contains control characters"),
+    ("outbox:\n  memory_max_events: .nan\n", "outbox.memory_max_events: must be an integer"),
+    ("outbox:\n  memory_max_events: 5\n", "outbox.memory_max_events: must be between 10 and"),
+]
+
+
+@pytest.mark.parametrize("content, words", RUNTIME_BREAKERS, ids=[w.split(":")[0] + "-" + str(i)
+                                                                  for i, (_, w) in enumerate(RUNTIME_BREAKERS)])
+def test_values_that_broke_at_run_time_exit_2_with_one_line(tmp_path, content, words):
+    p = tmp_path / "config.yaml"
+    p.write_text(content)
+    r = _run_cli("report", "--config", str(p), "--db", str(tmp_path / "none.sqlite3"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert words in lines[0] and len(lines[0]) < 400, lines[0][:500]
+
+
+def test_outbox_path_at_someone_elses_file_is_refused_and_left_alone(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("the store manager's notes\n")
+    p = tmp_path / "config.yaml"
+    p.write_text(f"outbox:\n  path: {mine}\n")
+    r = _run_cli("run", "--config", str(p))
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "outbox.path:" in lines[0] and "is not an agecheck outbox" in lines[0], r.stderr
+    assert mine.read_text() == "the store manager's notes\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["config.yaml", "notes.txt"]
+
+
+def test_http_token_comes_from_a_file_or_a_credential_never_both(tmp_path, monkeypatch):
+    with pytest.raises(C.ConfigError, match="either http_token_file or http_token_credential"):
+        C.from_dict({"triggers": {"http_token_file": "a", "http_token_credential": "b"}})
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    assert C.read_secret(str(token), None, "triggers.http_token") == "t0ken"
+    with pytest.raises(C.ConfigError, match=r"^triggers.http_token_file: cannot read '.*nope' \(No such file"):
+        C.read_secret(str(tmp_path / "nope"), None, "triggers.http_token")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(C.ConfigError, match=r"^triggers.http_token_credential: \$CREDENTIALS_DIRECTORY is not set"):
+        C.read_secret(None, "agecheck-http", "triggers.http_token")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert C.read_secret(None, "token", "triggers.http_token") == "t0ken"
+
+
 # -- where the config comes from: --config, $AGECHECK_CONFIG, /etc/agecheck/config.yaml ----------
 def _yaml(path, store):
     path.write_text(f"store_id: {store}\n")
@@ -149,3 +224,18 @@ def test_display_outbox_is_in_the_users_state_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "unit"))  # a systemd --user unit's own
     assert C.from_dict({}).display.outbox_path == str(tmp_path / "unit" / "display-outbox.sqlite3")
     assert C.from_dict({"display": {"outbox_path": "/var/tmp/x.sqlite3"}}).display.outbox_path == "/var/tmp/x.sqlite3"
+
+
+def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path):
+    """`locate` only finds the file; `load` reads it with the depth-limited loader whichever way
+    it was found."""
+    p = tmp_path / "deep.yaml"
+    p.write_text(_deep_yaml(5000))
+    with pytest.raises(C.ConfigError, match="nested more than 32 levels deep at line 1"):
+        C.load(C.locate(None, False, {C.CONFIG_ENV: str(p)}, tmp_path / "none.yaml"))
+    env = {k: v for k, v in os.environ.items() if k != C.CONFIG_ENV}
+    env[C.CONFIG_ENV] = str(p)
+    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "report", "--db", str(tmp_path / "none.sqlite3")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "nested more than 32 levels deep" in lines[0], r.stderr[-2000:]

@@ -187,3 +187,50 @@ def test_standalone_display_says_how_to_give_it_a_password(xvfb, tmp_path):
         proc.wait_line("window ready")
     finally:
         assert proc.stop() == 0
+
+
+# -- the window's own broker link: what it lets in, and how it says its login is unsafe ------------
+def test_the_windows_link_quarantines_what_the_parser_refuses(tmp_path, caplog):
+    """The standalone window reads the broker with the same inbound parser as the service and
+    the feed: a deep-nesting bomb, NaN or an oversize message is one log line and no banner; a
+    valid alert still gets through."""
+    from edge_app import config as C
+    from edge_app.cashier.standalone import AckLink
+    from edge_app.core import events
+
+    cfg = C.from_dict({"display": {"outbox_path": str(tmp_path / "display.sqlite3")}})
+    shown: list[dict] = []
+    link = AckLink(cfg, shown.append)
+    try:
+        bad = [b"[" * 100_000, b'{"schema": NaN}', b'{"x":"' + b"a" * (cfg.feed.max_payload_bytes + 1) + b'"}']
+        with caplog.at_level("WARNING", logger="edge_app.cashier.standalone"):
+            for payload in bad:
+                link._on_message("events/alert", payload)
+        assert shown == []
+        quarantined = [r.getMessage() for r in caplog.records if "quarantined a message" in r.getMessage()]
+        assert len(quarantined) == len(bad), quarantined
+        alert = alert_event(check_event())
+        link._on_message("events/alert", events.encode(alert))
+        assert shown == [alert]
+    finally:
+        link.outbox.close()
+
+
+def test_trust_warnings_cover_the_windows_own_login(tmp_path):
+    """The window connects with display.mqtt_username when it has one: the warnings are about
+    that login, not the till's."""
+    from edge_app import config as C
+    from edge_app.cashier.standalone import display_config
+    from edge_app.transport.mqtt import trust_warnings
+
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    remote = {"host": "10.1.2.3", "tls": {"enabled": True}}
+    cfg = C.from_dict({"mqtt": remote, "display": {"mqtt_username": "window", "mqtt_password_file": str(pw)}})
+    assert trust_warnings(display_config(cfg).mqtt) == []
+    # The same broker with the window given only a password file (no user anywhere): anonymous.
+    got = trust_warnings(display_config(C.from_dict({"mqtt": remote}), password_file=str(pw)).mqtt)
+    assert len(got) == 1 and "no mqtt.username" in got[0]
+    plain = C.from_dict({"mqtt": {"host": "10.1.2.3"}, "display": {"mqtt_username": "window",
+                                                                   "mqtt_password_file": str(pw)}})
+    assert any("tls.enabled is false" in w for w in trust_warnings(display_config(plain).mqtt))

@@ -219,3 +219,65 @@ def test_feed_reports_a_bad_database(tmp_path):
     assert p.p.wait(timeout=30) == 2
     p.stop()
     assert "cannot use it as the feed database" in p.output
+
+
+POISON = {
+    "4 KB of nesting": b"[" * 2048 + b"]" * 2048,
+    "deep object": b'{"a":' * 1000 + b"1" + b"}" * 1000,
+    "5,001-digit number": b'{"event_id": ' + b"9" * 5001 + b"}",
+    "NaN": json.dumps({**check_event(), "age": float("nan")}).encode(),  # Python writes a bare NaN
+    "1e999": b'{"age": 1e999}',
+}
+
+
+def test_poison_messages_are_quarantined_and_the_feed_goes_on(tmp_path):
+    """Each of these used to end the feed's MQTT thread (the process stayed up, stored nothing
+    more, and got the same message again on every restart). Now each is a quarantine row, and
+    the events published after them are stored."""
+    db = tmp_path / "feed.sqlite3"
+    with Broker(persistent=True) as broker:
+        cfg = write_config(tmp_path / "config.yaml", broker.port)
+        feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
+        pub = Publisher(broker.port)
+        try:
+            feed.wait_line("subscribed to")
+            for payload in POISON.values():
+                pub.raw("agecheck/v1/store-001/till-01/events/check", payload)
+            after = [check_event(txn=f"T-after-{i}") for i in range(3)]
+            for ev in after:
+                pub.event(ev)
+            wait_until(lambda: _count(db) == 3 and _count(db, "quarantine") == len(POISON),
+                       what="the events after the poison stored")
+            # Acknowledged: a restart of the feed does not get them again.
+            assert feed.stop() == 0
+            feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
+            feed.wait_line("resumed session")
+            pub.event(check_event(txn="T-later"))
+            wait_until(lambda: _count(db) == 4, what="an event after the restart")
+        finally:
+            pub.close()
+            feed.stop()
+    assert {r[0] for r in db_query(db, "SELECT transaction_id FROM events")} == {
+        "T-after-0", "T-after-1", "T-after-2", "T-later"}
+    rows = db_query(db, "SELECT reason, times FROM quarantine ORDER BY id")
+    assert [t for _, t in rows] == [1] * len(POISON)  # never redelivered
+    reasons = " | ".join(r for r, _ in rows)
+    for words in ("nested more than 32 levels", "a number of 5001 characters", "NaN is not a JSON number",
+                  "out of range"):
+        assert words in reasons, reasons
+    assert "Traceback" not in feed.output
+
+
+def test_new_feed_database_is_private(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        st = FeedStore(tmp_path / "feed.sqlite3")
+        st.add(event_topic(check_event()), events.encode(check_event()))
+    finally:
+        os.umask(old)
+    for p in tmp_path.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    st.close()

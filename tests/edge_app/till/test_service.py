@@ -20,6 +20,7 @@ from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
 from edge_app.till.triggers import Item, Scan
+from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
                                          service_config, wait_until)
 
@@ -115,7 +116,7 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
 def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mqtt_broker, start_service,
                                                                       caplog):
     cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
-                         triggers={"max_payload_bytes": 4096})
+                         triggers={"max_payload_bytes": 8192})
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
     wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
@@ -126,20 +127,31 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
         b'{"sku": "1", "category": "alcohol", "transaction_id": "T-y", "min_age": "eighteen"}',
         b"\x00\xff" * 10,
         json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T-z", "x": "a" * 1_000_000}).encode(),
+        # Poison: each of these used to raise past the JSON error handling (RecursionError,
+        # ValueError from the int digit limit) or sneak a non-JSON NaN through.
+        b"[" * 2000 + b"]" * 2000,
+        b'{"sku": "1", "category": "alcohol", "transaction_id": ' + b"7" * 5001 + b"}",
+        b'{"sku": "1", "category": "alcohol", "transaction_id": "T-n", "min_age": NaN}',
     ]
     with caplog.at_level(logging.WARNING):
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", bad_scans)
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale", [b"[]", b'{"transaction_id": 3.5}'])
+        publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [b"{" * 3000, b"-" + b"1" * 5001])
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-good")])
         checks = rec.wait_events("check", 1)
     assert [c["transaction_id"] for c in checks] == ["T-good"]
     for words in ["not valid JSON", "missing field 'sku'", "'transaction_id' must be text",
-                  "'min_age' must be a whole number", "not UTF-8", "more than the 4096 allowed",
-                  "pos/sale: payload must be a JSON object", "pos/sale: field 'transaction_id' must be text"]:
+                  "'min_age' must be a whole number", "not UTF-8", "more than the 8192 allowed",
+                  "pos/sale: payload must be a JSON object", "pos/sale: field 'transaction_id' must be text",
+                  "nested more than 32 levels", "a number of 5001 characters", "NaN is not a JSON number",
+                  "events/ack: JSON nested more than"]:
         assert words in caplog.text, words
-    assert caplog.text.count("message dropped") >= 8
+    assert caplog.text.count("message quarantined") >= 13
     assert "a" * 100 not in caplog.text  # a huge payload is previewed, not dumped
-    assert svc.counts["pos_rejected"] == 8
+    assert svc.counts["pos_rejected"] == 11
+    assert svc.counts["messages_quarantined"] == 13
+    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["messages_quarantined"] == 13))
+    assert "events/ack" in state["last_quarantined"]["topic"] and state["last_quarantined"]["reason"]
     rec.close()
 
 
@@ -188,7 +200,8 @@ def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_brok
 
     def http_scan(txn: str) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}))
+        conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}),
+                     headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         assert r.status == 200
         return json.loads(r.read())
@@ -234,7 +247,7 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     assert integ["alert_event_id"] == alerts["T-9"]["event_id"] and integ["transaction_id"] == "T-9"
     wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
     assert [e["transaction_id"] for e in rec.events("integrity")] == ["T-9"]  # T-8 had its ID check
-    assert "events/ack: payload is not JSON text" in caplog.text
+    assert "events/ack: not valid JSON" in caplog.text and "message quarantined" in caplog.text
     # An answer given on the service's own display goes out once and does not echo back in.
     own = events.new_event("ack", "store-001", "till-01", "T-9", alert_event_id=alerts["T-9"]["event_id"],
                            answer="no_id_check", decision_time_s=9.0)
@@ -260,3 +273,31 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text
     with pytest.raises(events.SchemaError):
         svc.publish_event({"kind": "check"})  # a plug-in bug is refused, not stored
+
+
+def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
+    """No worker running (as while the service is busy or stopping): the 17th and 18th scans find
+    the queue full, and the 16 waiting ones are recorded at shutdown; a stale scan is recorded
+    and never queued. Every one of them is a schema-valid `missed` event in the outbox."""
+    from datetime import datetime, timedelta, timezone
+
+    from edge_app.till.service import QUEUE_MAX
+
+    cfg = service_config(tmp_path, empty_video(tmp_path / "e.avi"), None, triggers={"max_scan_age_seconds": 20})
+    svc = Service(cfg, pipeline=parts[0], model=parts[1])
+    subs = [svc.submit(Scan(Item("5010677850100", "alcohol"), f"Q-{i}"), "pos") for i in range(QUEUE_MAX + 2)]
+    assert [s.status for s in subs] == ["started"] * QUEUE_MAX + ["busy"] * 2
+    old = (datetime.now(timezone.utc) - timedelta(seconds=90)).timestamp()
+    stale = svc.submit(Scan(Item("5010677850100", "alcohol"), "Q-stale", sent_at=old), "pos")
+    assert stale.status == "missed" and "90 s after the POS sent it" in stale.detail
+    assert svc.state()["scans_missed"] == {"stale": 1, "queue_full": 2, "shutdown": 0, "check_failed": 0}
+    svc.stop()
+    box = Outbox(cfg.outbox.path, 100)
+    rows = [json.loads(r.payload) for r in box.after(0, 100)]
+    box.close()
+    for ev in rows:
+        events.validate(ev)
+    got = {(ev["transaction_id"], ev["reason"]) for ev in rows}
+    assert got == ({(f"Q-{i}", "shutdown") for i in range(QUEUE_MAX)} | {(f"Q-{QUEUE_MAX}", "queue_full"),
+                   (f"Q-{QUEUE_MAX + 1}", "queue_full"), ("Q-stale", "stale")})
+    assert {ev["kind"] for ev in rows} == {"missed"} and rows[0]["trigger"]["sku"] == "5010677850100"

@@ -59,7 +59,8 @@ def _wait_http(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90
 
 def _scan(port: int, txn: str) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}))
+    conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}),
+                     headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     body = json.loads(r.read())
     assert r.status == 200, body

@@ -116,7 +116,7 @@ def _done_submit(calls):
 
 def _post(port, path, body: bytes, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", path, body=body, headers=headers or {})
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
     r = conn.getresponse()
     return r.status, json.loads(r.read() or b"{}")
 
@@ -151,3 +151,177 @@ def test_stdin_trigger_reads_lines_and_skips_bad_ones(caplog):
     time.sleep(0.1)
     assert [c[0].transaction_id for c in calls][1] == "S2" and len(calls) == 2
     assert "not valid JSON" in caplog.text
+
+
+def test_stdin_trigger_survives_poison_lines(caplog):
+    """A real pipe (as under a shell): bytes that are not UTF-8, 4 KB of nesting, a 5,001-digit
+    number and an endless line each end up as one warning, and the next line still scans."""
+    import os
+
+    r, w = os.pipe()
+    stream = io.TextIOWrapper(os.fdopen(r, "rb"), encoding="utf-8")
+    calls = []
+    StdinTrigger(stream, _done_submit(calls), CFG).start()
+    with os.fdopen(w, "wb") as pipe:
+        pipe.write(b"\xff\xfe not text\n")
+        pipe.write(b"[" * 250 + b"]" * 250 + b"\n")
+        pipe.write(b'{"transaction_id": ' + b"9" * 300 + b"}\n")
+        pipe.write(b'{"sku": "' + b"x" * 100_000 + b'"}\n')  # far over max_payload_bytes
+        pipe.write(b'{"sku": "7", "category": "alcohol", "transaction_id": "after-poison"}\n')
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [c[0].transaction_id for c in calls] == ["after-poison"]
+    for words in ("not UTF-8", "nested more than 32 levels", "a number of 300 characters", "more than the 512"):
+        assert words in caplog.text, words
+
+
+# -- the HTTP trigger against hostile clients (raw sockets) --------------------------------------
+
+HOSTILE = TriggersConfig(max_payload_bytes=512, http_max_connections=3, http_idle_timeout_seconds=0.5,
+                         http_read_timeout_seconds=1.5)
+
+
+def _request(body: bytes = b'{"transaction_id": "R1"}', length: str | None = "auto",
+             ctype: str | None = "application/json", host: str = "127.0.0.1", extra: str = "") -> bytes:
+    head = f"POST /scan HTTP/1.1\r\nHost: {host}\r\n"
+    if ctype is not None:
+        head += f"Content-Type: {ctype}\r\n"
+    if length is not None:
+        head += f"Content-Length: {len(body) if length == 'auto' else length}\r\n"
+    return (head + extra + "\r\n").encode() + body
+
+
+def _talk(port: int, data: bytes, timeout: float = 10.0) -> tuple[int | None, bytes, float]:
+    """Send `data`, read until the server closes; (status or None, body, seconds until closed)."""
+    import socket
+
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        if data:
+            s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                got = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not got:
+                break
+            chunks.append(got)
+    raw = b"".join(chunks)
+    took = time.monotonic() - t0
+    if not raw:
+        return None, b"", took
+    status = int(raw.split(b" ", 2)[1])
+    return status, raw.split(b"\r\n\r\n", 1)[-1], took
+
+
+@pytest.fixture
+def hostile_http():
+    calls: list = []
+    trig = HttpTrigger(free_port(), _done_submit(calls), HOSTILE, wait_s=5).start()
+    yield trig, calls
+    trig.stop()
+
+
+@pytest.mark.parametrize("data, status, words", [
+    (_request(length="-1"), 400, b"whole number"),
+    (_request(length=None), 411, b"Content-Length is required"),
+    (_request(length="abc"), 400, b"whole number"),
+    (_request(length="200000000"), 413, b"more than the 512 allowed"),
+    (_request(ctype="text/plain"), 415, b"application/json"),
+    (_request(ctype=None), 415, b"application/json"),
+    (_request(ctype="application/x-www-form-urlencoded"), 415, b"application/json"),
+    (_request(host="evil.example:8765"), 403, b"not this machine"),
+    (_request(length=None, extra="Transfer-Encoding: chunked\r\n"), 411, b"Transfer-Encoding"),
+])
+def test_http_trigger_refuses_bad_requests_without_starting_a_check(hostile_http, data, status, words):
+    trig, calls = hostile_http
+    got, body, _ = _talk(trig.port, data)
+    assert got == status and words in body, (got, body)
+    assert calls == []
+    # The trigger still works for a good request afterwards.
+    assert _talk(trig.port, _request())[0] == 200 and len(calls) == 1
+
+
+def test_a_body_cut_off_half_way_starts_no_check(hostile_http):
+    import socket
+
+    trig, calls = hostile_http
+    body = b'{"transaction_id": "CUT-1", "sku": "5000000000001"}'
+    with socket.create_connection(("127.0.0.1", trig.port), timeout=10) as s:
+        s.sendall(_request(body)[: -len(body) // 2])
+        s.shutdown(socket.SHUT_WR)  # the client goes away mid-body
+        assert s.recv(100) == b""  # closed without an answer
+    assert calls == []
+
+
+def test_silent_and_dripping_connections_are_closed(hostile_http):
+    import socket
+
+    trig, calls = hostile_http
+    status, _, took = _talk(trig.port, b"")  # connects, never says anything
+    assert status is None and took < 5, took
+    # One byte at a time, each well inside the idle timeout: the whole-request deadline ends it.
+    req = _request()
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", trig.port), timeout=10) as s:
+        closed = False
+        for b in req:
+            try:
+                s.sendall(bytes([b]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            s.settimeout(0.2)
+            try:
+                if s.recv(100) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed, "a dripping client kept its connection for the whole request"
+    assert 1.0 < time.monotonic() - t0 < 6
+    assert calls == []
+
+
+def test_connection_limit_answers_503_and_recovers():
+    import dataclasses
+    import socket
+
+    from tests.edge_app.service_util import wait_until
+
+    calls: list = []
+    # Timeouts far longer than the test, so the held connections keep their slots until closed.
+    cfg = dataclasses.replace(HOSTILE, http_idle_timeout_seconds=60, http_read_timeout_seconds=60)
+    trig = HttpTrigger(free_port(), _done_submit(calls), cfg, wait_s=5).start()
+    held = [socket.create_connection(("127.0.0.1", trig.port), timeout=30) for _ in range(3)]
+    try:
+        for s in held:
+            s.sendall(b"POST /scan HTTP/1.1\r\n")  # a request begun, never finished
+        status, body, took = _talk(trig.port, _request())
+        assert status == 503 and b"http_max_connections" in body and took < 5, (status, body)
+        assert trig.refused_connections >= 1 and calls == []
+        for s in held:
+            s.close()
+        # Slots come back as the held connections end.
+        wait_until(lambda: _talk(trig.port, _request())[0] == 200, 10, "a slot free again")
+        assert len(calls) == 1
+    finally:
+        for s in held:
+            s.close()
+        trig.stop()
+
+
+def test_shared_token_is_required_when_configured():
+    calls: list = []
+    trig = HttpTrigger(free_port(), _done_submit(calls), HOSTILE, wait_s=5, token="s3cret-t0ken").start()
+    try:
+        assert _talk(trig.port, _request())[0] == 401
+        assert _talk(trig.port, _request(extra="Authorization: Bearer wrong\r\n"))[0] == 401
+        assert calls == []
+        assert _talk(trig.port, _request(extra="Authorization: Bearer s3cret-t0ken\r\n"))[0] == 200
+        assert len(calls) == 1
+    finally:
+        trig.stop()

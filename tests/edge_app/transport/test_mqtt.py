@@ -167,3 +167,24 @@ def test_event_refused_by_the_broker_stays_in_the_outbox_until_allowed(tmp_path,
         finally:
             link.stop()
             box.close()
+
+
+@pytest.mark.parametrize("mqtt_cfg, expected", [
+    ({"host": "127.0.0.1"}, []),
+    ({"host": "localhost"}, []),
+    ({"host": "::1"}, []),
+    ({"host": "127.0.0.53"}, []),
+    ({"host": "broker.store.lan", "username": "till-01", "tls": {"enabled": True, "ca_file": None}}, []),
+    ({"host": "192.168.1.20", "username": "till-01"}, ["mqtt.tls.enabled is false"]),
+    ({"host": "broker.store.lan", "tls": {"enabled": True}}, ["no mqtt.username"]),
+    ({"host": "10.0.0.5"}, ["mqtt.tls.enabled is false", "no mqtt.username"]),
+    ({"host": "10.0.0.5", "username": "t", "tls": {"enabled": True, "insecure": True}}, ["mqtt.tls.insecure is true"]),
+])
+def test_trust_warnings_for_a_broker_elsewhere(mqtt_cfg, expected):
+    from edge_app.config import from_dict
+    from edge_app.transport.mqtt import trust_warnings
+
+    got = trust_warnings(from_dict({"mqtt": mqtt_cfg}).mqtt)
+    assert len(got) == len(expected), got
+    for text, words in zip(got, expected):
+        assert words in text, text

@@ -1,5 +1,6 @@
-"""Outbox: durable, ordered, bounded (oldest dropped, never silently), survives SIGKILL, and a
-corrupt file is moved aside instead of stopping the till."""
+"""Outbox: durable, ordered, bounded (oldest dropped, never silently), survives SIGKILL, its own
+corrupt file is moved aside instead of stopping the till, a file it did not create is never
+touched, and a new file is private (0600)."""
 
 from __future__ import annotations
 
@@ -82,16 +83,84 @@ def test_full_outbox_drops_the_oldest_loudly_and_counts_it(tmp_path, caplog):
     box.close()
 
 
-def test_corrupt_file_is_moved_aside_and_a_new_outbox_started(tmp_path, caplog):
+def test_our_corrupt_outbox_is_moved_aside_and_a_new_outbox_started(tmp_path, caplog):
     path = tmp_path / "o.sqlite3"
-    path.write_bytes(b"this is not a database" * 100)
+    box = Outbox(path, 10)
+    _put(box, 3)
+    box.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 4096
+    data[4096:] = b"\xa5" * (len(data) - 4096)  # every page after the first is garbage
+    path.write_bytes(bytes(data))
     with caplog.at_level(logging.ERROR):
         box = Outbox(path, 10)
     aside = list(tmp_path.glob("o.sqlite3.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    assert len(aside) == 1 and aside[0].read_bytes()[4096:] == bytes(data[4096:])
     assert "not a readable SQLite database" in caplog.text
     _put(box, 1)
     assert box.depth() == 1
+    box.close()
+
+
+def _another_programs_sqlite(path):
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE customers (name TEXT)")
+    db.execute("INSERT INTO customers VALUES ('kept')")
+    db.commit()
+    db.close()
+
+
+def _feed_database(path):
+    from edge_app.manager.feed import FeedStore
+
+    FeedStore(path).close()
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: p.write_bytes(b"this is not a database" * 100), "not an SQLite database"),
+    (lambda p: p.write_text("notes I did not want moved\n"), "not an SQLite database"),
+    (_another_programs_sqlite, "another program's SQLite database"),
+    (_feed_database, "another program's SQLite database"),
+])
+def test_a_file_it_did_not_create_is_never_touched(tmp_path, make, why):
+    path = tmp_path / "o.sqlite3"
+    make(path)
+    before = path.read_bytes()
+    with pytest.raises(OutboxError) as ei:
+        Outbox(path, 10)
+    msg = str(ei.value)
+    assert str(path) in msg and "is not an agecheck outbox" in msg and why in msg and "left untouched" in msg
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.sqlite3"]  # nothing renamed, nothing beside it
+
+
+def test_an_outbox_from_before_the_application_id_is_still_ours(tmp_path):
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 10)
+    ids = _put(box, 2)
+    box.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA application_id = 0")  # as written by earlier versions
+    db.commit()
+    db.close()
+    box = Outbox(path, 10)
+    assert [r.event_id for r in box.after(0, 10)] == ids
+    box.close()
+
+
+def test_new_outbox_is_private(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "o.sqlite3"
+    old = os.umask(0o022)
+    try:
+        box = Outbox(path, 10)
+        _put(box, 1)
+    finally:
+        os.umask(old)
+    for p in [path, *tmp_path.glob("o.sqlite3-*")]:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     box.close()
 
 

@@ -173,6 +173,22 @@ def test_load_image_errors(tmp_path):
         load_image(tmp_path / "big.png", max_pixels=4_000_000)
     with pytest.raises(ImageError, match="not a file"):
         load_image(tmp_path)
+    # A file too big to be a photo of at most max_pixels is refused before it is read.
+    (tmp_path / "padded.png").write_bytes(b"\x89PNG" + b"\0" * 2_000_000)
+    with pytest.raises(ImageError, match="too big for an image of at most"):
+        load_image(tmp_path / "padded.png", max_pixels=1000)
+
+
+def test_load_image_takes_any_bytes_as_a_name(tmp_path):
+    import os
+
+    name = os.path.join(os.fsencode(tmp_path), b"\xff\xfe-photo.png")
+    with open(name, "wb") as f:
+        f.write(cv2.imencode(".png", cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))[1].tobytes())
+    rgb, _ = load_image(name)
+    assert rgb.shape == (512, 512, 3)
+    rgb2, _ = load_image(os.fsdecode(name))  # the str Python makes of it (surrogates)
+    assert (rgb == rgb2).all()
 
 
 def test_grey_and_rgba_are_converted(tmp_path):

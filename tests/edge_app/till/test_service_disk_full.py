@@ -1,0 +1,83 @@
+"""The till service with its outbox on a real small tmpfs that fills up, the real model, a face
+video as camera and a real Mosquitto: checks go on being answered (the listeners, i.e. the
+cashier's screen, hear every event), the retained `state` says the till is not recording
+(`degraded`, `outbox_write_errors`, `outbox_held`), the log has one line about it and no
+traceback, and when the space comes back every event answered meanwhile reaches the broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from edge_app.config import load
+from edge_app.vision.faces import FacePipeline
+from edge_app.vision.model import AgeModel
+from edge_app.till.service import Service
+from edge_app.till.triggers import Item, Scan
+from tests.edge_app.disk_util import Filler, small_tmpfs
+from tests.edge_app.service_util import Recorder, astronaut_video, service_config, wait_until
+
+
+@pytest.fixture(scope="module")
+def parts():
+    cfg = load(None)
+    with FacePipeline(cfg.faces) as pipe:
+        yield pipe, AgeModel(cfg.model.path, cfg.model.threads)
+
+
+def _state(rec: Recorder, pred, what: str) -> dict:
+    return json.loads(rec.wait_last("state", lambda p: pred(json.loads(p)), timeout=30, what=what))
+
+
+def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog):
+    caplog.set_level(logging.INFO)
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
+                             outbox={"path": str(disk / "outbox.sqlite3")})
+        rec = Recorder(mqtt_broker.host, mqtt_broker.port)
+        svc = Service(cfg, pipeline=parts[0], model=parts[1]).start()
+        filler = Filler(disk)
+        try:
+            shown: list[dict] = []  # what the cashier's window would have been told
+            svc.attach(on_event=lambda ev: shown.append(ev) if ev["kind"] in ("check", "alert") else None)
+            wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 20,
+                       "subscribed, video")
+            assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)
+            rec.wait_events("check", 1)
+            _state(rec, lambda s: s["degraded"] is False and s["outbox_write_errors"] == 0, "recording")
+
+            filler.fill()
+            txns = [f"T-full-{i}" for i in range(4)]
+            for txn in txns:
+                outcome = svc.submit(Scan(Item("5010677850100", "alcohol"), txn), "pos").result.result(30)
+                assert outcome.check["transaction_id"] == txn
+            st = _state(rec, lambda s: s["degraded"] and s["outbox_held"] >= 1, "degraded in state")
+            assert st["outbox_write_errors"] >= 1 and "full" in st["outbox_error"], st
+            assert st["outbox_held_dropped"] == 0
+            held = svc.writer.status().held
+            answered = {e["event_id"] for e in shown if e["transaction_id"] in txns}
+            assert held >= 1 and len(answered) >= len(txns)
+            # While full: answered on screen, not at the broker.
+            at_broker = {e["event_id"] for e in rec.events()}
+            assert answered - at_broker, "nothing was held back by the full disk?"
+        finally:
+            filler.release()
+        try:
+            rec.wait_for(lambda m: answered <= {e["event_id"] for e in rec.events()}, 30,
+                         "every answered event at the broker")
+            st = _state(rec, lambda s: s["degraded"] is False and s["outbox_held"] == 0, "recording again")
+            assert st["outbox_held_dropped"] == 0 and st["outbox_error"] is None
+            assert st["outbox_write_errors"] >= 1  # the count stays: something happened today
+            # Numbered in order with no hole: the feed sees no gap.
+            seqs = sorted(e["seq"] for e in rec.events() if e.get("publisher") == "till-01")
+            assert seqs == list(range(1, len(seqs) + 1))
+        finally:
+            svc.stop()
+            rec.close()
+    assert not [r for r in caplog.records if r.exc_info], \
+        [r.getMessage() for r in caplog.records if r.exc_info]
+    full = [r for r in caplog.records if r.levelno >= logging.ERROR and "held in memory" in r.getMessage()]
+    assert len(full) == 1, [r.getMessage() for r in full]
+    assert any("stores events again" in r.getMessage() for r in caplog.records)
