@@ -114,7 +114,7 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
         grid = np.round(np.linspace(0, 1, 41), 3)
         fit[str(c)] = {
-            "chosen": gate_table(cal, ages, sources, [thr], c)[0],
+            "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
         }
     temp = fit_temperature(probs, ages, w, level)
