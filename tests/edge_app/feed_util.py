@@ -1,6 +1,7 @@
-"""Helpers shared by the feed, integrity and display tests: synthetic events, a QoS 1 publisher
-that waits for PUBACK, a config file pointing at a test broker, and a subprocess whose output is
-collected line by line."""
+"""Helpers shared by the feed, integrity and display tests: synthetic events (and a week of them),
+a QoS 1 publisher that waits for PUBACK, a till's outbox and MQTT link numbering and delivering
+events, a config file pointing at a test broker, and a subprocess whose output is collected line
+by line."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as mqtt
 import yaml
 
+from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.policy import age_band
+from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[2]
+WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=timezone.utc)
 
 
 def check_event(store="store-001", till="till-01", txn="T-1", decision="check_id", age=21.0,
@@ -198,3 +204,46 @@ def db_query(path: Path, sql: str, *params) -> list[tuple]:
         return []  # the feed has not created its tables yet
     finally:
         con.close()
+
+
+def week_of(till: str, n_sales: int, start: datetime = WEEK_START, store: str = "store-001") -> list[dict]:
+    """n_sales restricted sales spread over 7 days, each a check, an alert and an answer."""
+    out = []
+    step = timedelta(days=7) / n_sales
+    for i in range(n_sales):
+        t = start + i * step
+        c = check_event(store=store, till=till, txn=f"{store}-{till}-{i}", ts=_iso(t))
+        a = alert_event(c, ts=_iso(t + timedelta(seconds=1)))
+        out += [c, a, ack_event(a, "id_checked_over_age", ts=_iso(t + timedelta(seconds=4)))]
+    return out
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Till:
+    """What a till service does with an event: number it in its outbox (seq, publisher = the
+    till), deliver it in order over the real MQTT link."""
+
+    def __init__(self, tmp: Path, port: int, till: str, store: str = "store-001") -> None:
+        self.cfg = from_dict({"store_id": store, "till_id": till, "mqtt": {"host": "127.0.0.1", "port": port}})
+        self.outbox = Outbox(tmp / f"{store}-{till}-outbox.sqlite3", 100_000)
+
+    def store(self, evs: list[dict]) -> None:
+        for ev in evs:
+            self.outbox.put_event(events.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"), ev,
+                                  ev["till_id"])
+
+    def deliver(self, timeout: float = 60.0) -> None:
+        """Connect, send everything stored, disconnect (a link is not started twice)."""
+        link = MqttLink(self.cfg, self.outbox, lambda leaf, payload: None, None,
+                        client_id=f"test-{self.cfg.store_id}-{self.cfg.till_id}", subscriptions=())
+        link.start()
+        try:
+            wait_until(lambda: self.outbox.depth() == 0, timeout, f"{self.cfg.till_id}'s outbox delivered")
+        finally:
+            link.stop(flush_timeout=5)
+
+    def close(self) -> None:
+        self.outbox.close()

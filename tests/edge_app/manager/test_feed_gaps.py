@@ -5,22 +5,17 @@ restart; with more queued than the broker's limit, the feed and the report name 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timezone
 from pathlib import Path
 
 import pytest
 
 from edge_app.config import from_dict
-from edge_app.core import events
 from edge_app.manager.db import open_store
 from edge_app.manager.feed import gap_rows, gap_text
-from edge_app.transport.mqtt import MqttLink
-from edge_app.transport.outbox import Outbox
-from tests.edge_app.feed_util import (REPO, Proc, ack_event, alert_event, check_event, db_query, wait_until,
-                                      write_config)
+from tests.edge_app.feed_util import REPO, Proc, Till, check_event, db_query, wait_until, week_of, write_config
 
 SHIPPED = REPO / "deploy" / "mosquitto" / "agecheck-store.conf"
-WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=timezone.utc)
 
 
 def shipped_config(**override: str) -> tuple[str, ...]:
@@ -30,48 +25,6 @@ def shipped_config(**override: str) -> tuple[str, ...]:
         key = line.split()[0] if line.strip() and not line.startswith("#") else None
         lines.append(f"{key} {override[key]}" if key in override else line)
     return tuple(lines)
-
-
-def week_of(till: str, n_sales: int, start: datetime = WEEK_START) -> list[dict]:
-    """n_sales restricted sales spread over 7 days, each a check, an alert and an answer."""
-    out = []
-    step = timedelta(days=7) / n_sales
-    for i in range(n_sales):
-        t = start + i * step
-        c = check_event(till=till, txn=f"{till}-{i}", ts=_iso(t))
-        a = alert_event(c, ts=_iso(t + timedelta(seconds=1)))
-        out += [c, a, ack_event(a, "id_checked_over_age", ts=_iso(t + timedelta(seconds=4)))]
-    return out
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Till:
-    """What a till service does with an event: number it in its outbox, deliver it in order."""
-
-    def __init__(self, tmp: Path, port: int, till: str) -> None:
-        self.cfg = from_dict({"store_id": "store-001", "till_id": till, "mqtt": {"host": "127.0.0.1", "port": port}})
-        self.outbox = Outbox(tmp / f"{till}-outbox.sqlite3", 100_000)
-
-    def store(self, evs: list[dict]) -> None:
-        for ev in evs:
-            self.outbox.put_event(events.topic("store-001", ev["till_id"], f"events/{ev['kind']}"), ev,
-                                  ev["till_id"])
-
-    def deliver(self, timeout: float = 60.0) -> None:
-        """Connect, send everything stored, disconnect (a link is not started twice)."""
-        link = MqttLink(self.cfg, self.outbox, lambda leaf, payload: None, None,
-                        client_id=f"test-{self.cfg.till_id}", subscriptions=())
-        link.start()
-        try:
-            wait_until(lambda: self.outbox.depth() == 0, timeout, f"{self.cfg.till_id}'s outbox delivered")
-        finally:
-            link.stop(flush_timeout=5)
-
-    def close(self) -> None:
-        self.outbox.close()
 
 
 def _count(db: Path) -> int:
