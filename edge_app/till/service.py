@@ -326,6 +326,8 @@ class Service:
             "outbox_held_dropped": rec.held_dropped,
             "outbox_error": rec.last_error,
             "mqtt_subscribed": self.link.subscribed.is_set(),
+            # Why the broker cannot be used (a refused login, a TLS check), null while connected.
+            "mqtt_error": self.link.error,
             # Non-empty when the broker link can be read or forged (no TLS, no credentials).
             "security_warnings": self.link.trust_warnings,
             "last_seq": self.outbox.last_seq(),
