@@ -62,6 +62,10 @@ ALERT_WITHOUT_CHECK_S = 1.5
 POLL_MS = 50
 SAFETY_POLL_MS = 500
 UNDO_BG = "#1b1b1b"
+# The mark on every banner while the till cannot store events: small (the banner's instruction
+# stays what the cashier reads first) and black, a colour no banner uses.
+NOT_RECORDING = "NOT RECORDING"
+NOT_RECORDING_BG = "#000000"
 
 
 class DisplayError(RuntimeError):
@@ -138,6 +142,8 @@ class CashierDisplay:
         self._await_expose = False
         self._keys_ignored = 0
         self._expired = 0
+        # Why the till is not recording (its outbox cannot write), None while it is: a small mark.
+        self._not_recording: str | None = None
         # Read by other threads (tests, the service's state); replaced whole, never mutated.
         self.snapshot: dict[str, Any] = {"visible": False}
         self.window_id: int | None = None
@@ -156,6 +162,12 @@ class CashierDisplay:
         display leaves this one's list); others are ignored. Any thread."""
         if isinstance(event, dict) and event.get("kind") in ("check", "alert", "ack"):
             self._put(("event", event))
+
+    def set_recording(self, status: dict) -> None:
+        """Listener for the service's recording state ({"degraded": bool, "outbox_error": str}):
+        while the till's outbox cannot write, every banner carries a small NOT RECORDING mark, so
+        the cashier knows the checks are answered but not stored. Any thread."""
+        self._put(("recording", status))
 
     def close(self) -> None:
         self._put(("close", None))
@@ -291,6 +303,8 @@ class CashierDisplay:
         W["txn"] = tk.Label(W["top"], font=self._fonts["item"], anchor="w")
         W["txn"].pack(side="left", padx=8, pady=(4, 0))
         W["waiting"] = tk.Label(W["top"], font=self._fonts["waiting"], bg="#ffffff", fg="#000000", padx=8)
+        W["recording"] = tk.Label(W["top"], text=NOT_RECORDING, font=self._fonts["status"], bg=NOT_RECORDING_BG,
+                                  fg="#ffffff", padx=6)
         # The instruction: symbol and words side by side, in the middle of the banner.
         W["main"] = tk.Frame(W["banner"], bg="#000000")
         W["main"].pack(side="top", expand=True)
@@ -397,6 +411,9 @@ class CashierDisplay:
                     self.snapshot = {"visible": False, "closed": True}
                     self._root.quit()  # mainloop returns; _release_tk destroys on this thread
                     return
+                if what == "recording":
+                    self._show_recording(ev)
+                    continue
                 try:
                     changed = self._handle(ev) or changed
                 except Exception:  # one odd event must not take the window down
@@ -657,6 +674,21 @@ class CashierDisplay:
             return False
         return True
 
+    def _show_recording(self, status: dict) -> None:
+        degraded = bool(status.get("degraded")) if isinstance(status, dict) else False
+        reason = (status.get("outbox_error") or "the outbox cannot write") if degraded else None
+        if reason == self._not_recording:
+            return
+        if (reason is None) != (self._not_recording is None):
+            log.warning("display: %s", f"showing NOT RECORDING ({reason})" if reason else "recording again")
+        self._not_recording = reason
+        if reason is None:
+            self._w["recording"].pack_forget()
+        else:
+            # Right-most in the top line, before the "N waiting" count.
+            self._w["recording"].pack(side="right", padx=(4, 8), pady=(4, 0))
+        self._publish_snapshot()
+
     def _set_status(self, text: str, error: bool = False) -> None:
         self._status_text = text
         self._w["status"].configure(text=text, fg="#ffd0d0" if error else "#ffffff")
@@ -677,7 +709,7 @@ class CashierDisplay:
         v = self._view
         snap: dict[str, Any] = {"visible": v is not None, "last_ack": self.snapshot.get("last_ack"),
                                 "keys_ignored": self._keys_ignored, "expired": self._expired,
-                                "queued": len(self._alerts)}
+                                "queued": len(self._alerts), "not_recording": self._not_recording}
         if v is not None and self._root is not None:
             r, b, W = self._root, v.banner, self._w
             undo = self._recent is not None
@@ -694,6 +726,7 @@ class CashierDisplay:
                 buttons={a: self._box(btn) for a, btn in self._buttons.items()} if v.pending else {},
                 undo=self._box(W["undo_button"]) if undo else None,
                 undo_text=W["undo_text"].cget("text") if undo else None,
+                recording_box=self._box(W["recording"]) if self._not_recording else None,
             )
         self.snapshot = snap
 
@@ -715,5 +748,5 @@ def attach(service) -> "CashierDisplay":
         display.start_in_thread()
     except DisplayError as exc:
         raise ConfigError(f"display.enabled: {exc}; set display.enabled: false to run without the window") from None
-    service.attach(on_event=display.on_event)
+    service.attach(on_event=display.on_event, on_recording=display.set_recording)
     return display

@@ -18,6 +18,8 @@ Hooks for the modules that plug into a running service (cashier display, integri
 * `service.attach(on_publishing=...)` - given each event publish_event is handed, before it is
   validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
+* `service.attach(on_recording=...)` - given {"degraded": bool, "outbox_error": str | None} at once
+  and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
 * on_sale is given the raw payload (bytes) of every `pos/sale` message,
   already validated by `edge_app.till.integrity.parse_sale` (malformed ones are logged and dropped).
 * `service.submit(scan, source)` - start a check for a scan (what the MQTT, HTTP and stdin
@@ -113,6 +115,7 @@ class Service:
         self._event_listeners: list[Callable[[dict], object]] = []
         self._sale_listeners: list[Callable[[bytes], object]] = []
         self._publishing_listeners: list[Callable[[dict], object]] = []
+        self._recording_listeners: list[Callable[[dict], object]] = []
         self._plugins = tuple(plugins)
         # Every event goes through the writer: on a full disk it holds events in memory instead
         # of losing what the cashier was already shown.
@@ -135,16 +138,22 @@ class Service:
 
     def attach(self, on_event: Callable[[dict], object] | None = None,
                on_sale: Callable[[bytes], object] | None = None,
-               on_publishing: Callable[[dict], object] | None = None) -> None:
+               on_publishing: Callable[[dict], object] | None = None,
+               on_recording: Callable[[dict], object] | None = None) -> None:
         """Listen to every event the service publishes or hears (on_event), to every valid
         `pos/sale` payload (on_sale) and to every event as publish_event starts on it
-        (on_publishing); see the module docstring for the threads they run on."""
+        (on_publishing), and to whether the outbox records (on_recording: told the current
+        {"degraded", "outbox_error"} at once and on each change); see the module docstring for
+        the threads they run on."""
         if on_event is not None:
             self._event_listeners.append(on_event)
         if on_sale is not None:
             self._sale_listeners.append(on_sale)
         if on_publishing is not None:
             self._publishing_listeners.append(on_publishing)
+        if on_recording is not None:
+            self._recording_listeners.append(on_recording)
+            self._tell([on_recording], self._recording())
 
     def _close_pipeline(self) -> None:
         if self._own_pipeline:
@@ -175,6 +184,11 @@ class Service:
             self.notifier.status(f"recording again; camera {self.capture.status}")
         self.link.wake()
         self.link.publish_state()
+        self._tell(self._recording_listeners, self._recording())
+
+    def _recording(self) -> dict:
+        st = self.writer.status()
+        return {"degraded": st.degraded, "outbox_error": st.last_error}
 
     @staticmethod
     def _tell(listeners: list[Callable[[dict], object]], event: dict) -> None:
@@ -326,6 +340,8 @@ class Service:
             "outbox_held_dropped": rec.held_dropped,
             "outbox_error": rec.last_error,
             "mqtt_subscribed": self.link.subscribed.is_set(),
+            # Why the broker cannot be used (a refused login, a TLS check), null while connected.
+            "mqtt_error": self.link.error,
             # Non-empty when the broker link can be read or forged (no TLS, no credentials).
             "security_warnings": self.link.trust_warnings,
             "last_seq": self.outbox.last_seq(),

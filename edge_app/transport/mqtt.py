@@ -15,7 +15,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
+import socket
 import ssl
+import stat
+import sys
 import threading
 import time
 from pathlib import Path
@@ -58,13 +62,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def password_file_warning(m: MQTTConfig) -> str | None:
+    """A sentence when mqtt.password_file can be read (or written) by users other than its owner;
+    None when it cannot, or when there is no such file (a missing file is read_password's error)."""
+    if not m.password_file:
+        return None
+    try:
+        mode = os.stat(m.password_file).st_mode
+    except OSError:
+        return None
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return None
+    return (f"the broker password file {m.password_file} can be read by other users of this machine "
+            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {m.password_file}")
+
+
 def trust_warnings(m: MQTTConfig) -> list[str]:
-    """What makes the link to this broker forgeable or readable by others, one sentence each
-    (none for a broker on this machine). Logged at start-up and kept in the till's `state`."""
+    """What makes the link to this broker forgeable or readable by others, one sentence each.
+    Logged at start-up and kept in the till's `state`. A broker on this machine needs neither TLS
+    nor a login, but a password file open to others is said about wherever the broker is."""
+    pw = password_file_warning(m)
+    out = [pw] if pw else []
     if is_loopback(m.host):
-        return []
+        return out
     where = f"broker {m.host}:{m.port} is not on this machine"
-    out = []
     if not m.tls.enabled:
         out.append(f"{where} and mqtt.tls.enabled is false: estimated ages, the cashier's answers and the "
                    "password cross the network readable and changeable by anyone on it")
@@ -98,8 +119,63 @@ def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"mqtt.tls: cannot load the certificate files ({exc})") from None
         client.tls_insecure_set(m.tls.insecure)
-    client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(round(m.reconnect_max_seconds))))
+    client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max(m))
     return client
+
+
+def reconnect_max(m: MQTTConfig) -> int:
+    """paho's reconnect back-off cap in whole seconds."""
+    return max(1, int(round(m.reconnect_max_seconds)))
+
+
+# Verify codes (OpenSSL X509_V_ERR_*) that mean: the certificate chain ends at a CA we do not trust.
+_UNTRUSTED_CA = {2, 18, 19, 20, 21}
+_EXPIRED = {9, 10}  # not yet valid, expired
+
+
+def connect_error(exc: BaseException | None, m: MQTTConfig) -> str:
+    """Why a connection attempt to the broker failed, in words that name the check that failed
+    and the setting to look at. `exc` is what paho's connect raised (None when unknown)."""
+    where = f"{m.host}:{m.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        msg = exc.verify_message or str(exc)
+        if "mismatch" in msg.lower():
+            return (f"TLS: the broker's certificate is not valid for the name {m.host!r} ({msg}); set mqtt.host "
+                    "to a name the certificate holds, or give the broker a certificate for this name")
+        if exc.verify_code in _UNTRUSTED_CA:
+            ca = m.tls.ca_file or "the system's CA list"
+            return (f"TLS: the broker's certificate is not signed by a CA this till trusts ({msg}); "
+                    f"mqtt.tls.ca_file must be the CA that signed it (now: {ca})")
+        if exc.verify_code in _EXPIRED:
+            return f"TLS: the broker's certificate is outside its validity dates ({msg}); check its dates and this PC's clock"
+        return f"TLS: certificate verify failed: {msg}"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        if reason == "WRONG_VERSION_NUMBER":
+            return f"TLS: {where} did not answer in TLS ({reason}); is it the broker's TLS listener?"
+        if "CERTIFICATE" in reason:
+            return (f"TLS: the broker refused this till's client certificate ({reason}); check "
+                    "mqtt.tls.cert_file / key_file and the broker's require_certificate")
+        return f"TLS handshake with {where} failed ({reason})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing accepts connections on {where} (connection refused): is the broker running?"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the broker's name {m.host!r} ({exc.strerror or exc})"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {where} (timed out)"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where} ({exc.strerror or exc})"
+    return f"cannot reach {where}"
+
+
+def login_refused(reason_code) -> str:
+    """The `mqtt_error` for a CONNACK that refused us (bad user name or password, not authorised...)."""
+    return f"broker refused the login: {str(reason_code).lower()}"
+
+
+def _lasting(exc: BaseException | None) -> bool:
+    """A connect failure that retrying in a second cannot cure (a certificate, a TLS setting)."""
+    return isinstance(exc, ssl.SSLError)
 
 
 # The till service's subscriptions. No-local on events/ack: answers from a standalone cashier
@@ -162,6 +238,11 @@ class MqttLink:
         self.delivered = 0
         self.heartbeat = time.monotonic()
         self.trust_warnings = trust_warnings(cfg.mqtt)
+        # Why the broker cannot be used now, in words (None while connected); the till's `state`.
+        self.error: str | None = None
+        self.connect_failures = 0  # attempts that failed (TCP, TLS or a refused login) since start
+        self._logged_error: str | None = None
+        self._backed_off = False  # paho's reconnect delay is pinned at its maximum
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "MqttLink":
@@ -236,11 +317,35 @@ class MqttLink:
             if self._acked.pop(info.mid, None) is None:
                 self._other_mids.add(info.mid)
 
+    def _failed(self, error: str, lasting: bool, hint: str) -> None:
+        """One failed attempt. A lasting cause (a refused login, a certificate) pins paho's back-off
+        at mqtt.reconnect_max_seconds at once; a cause is logged when it first appears or changes,
+        not on every attempt, so a wrong password is one line, not one a second."""
+        self.connect_failures += 1
+        self.error = error
+        if lasting and not self._backed_off:
+            top = reconnect_max(self.cfg.mqtt)
+            self.client.reconnect_delay_set(min_delay=top, max_delay=top)
+            self._backed_off = True
+        if error != self._logged_error:
+            self._logged_error = error
+            log.log(logging.ERROR if lasting else logging.WARNING,
+                    "%s: broker %s:%d: %s%s; events wait in the outbox (%d now); retrying every %d s at most",
+                    self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, error, hint, self.outbox.depth(),
+                    reconnect_max(self.cfg.mqtt))
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error("%s: broker %s:%d refused the connection: %s (check mqtt.username, the password and "
-                      "the broker's ACL)", self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+            user = self.cfg.mqtt.username
+            self._failed(login_refused(reason_code), True,
+                         f" (as user {user!r}: check mqtt.username and the password)" if user else
+                         " (no mqtt.username is set: this broker wants a login)")
             return
+        if self._backed_off:
+            self.client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max(self.cfg.mqtt))
+            self._backed_off = False
+        self.error = None
+        self._logged_error = None
         with self._cond:
             self._connected = True
             self._generation += 1
@@ -268,8 +373,10 @@ class MqttLink:
         self.publish_state()  # the state says whether scans can reach us
 
     def _on_connect_fail(self, client, userdata) -> None:
-        log.warning("%s: cannot reach broker %s:%d; retrying (events wait in the outbox, %d now)",
-                    self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
+        # paho calls this from inside its `except OSError:` around the connect, so the cause
+        # (refused, unresolvable, a TLS verify error) is the exception being handled.
+        exc = sys.exc_info()[1]
+        self._failed(connect_error(exc, self.cfg.mqtt), _lasting(exc), "")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.subscribed.clear()

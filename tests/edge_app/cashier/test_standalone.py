@@ -225,6 +225,7 @@ def test_trust_warnings_cover_the_windows_own_login(tmp_path):
 
     pw = tmp_path / "pw"
     pw.write_text("x")
+    pw.chmod(0o600)  # one open to others would add its own warning
     remote = {"host": "10.1.2.3", "tls": {"enabled": True}}
     cfg = C.from_dict({"mqtt": remote, "display": {"mqtt_username": "window", "mqtt_password_file": str(pw)}})
     assert trust_warnings(display_config(cfg).mqtt) == []

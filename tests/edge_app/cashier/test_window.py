@@ -325,3 +325,37 @@ def test_other_tills_and_stale_events_are_ignored(window):
     window.post(old, alert_event(old))
     time.sleep(0.4)
     assert window.snapshot["visible"] is False
+
+
+def test_not_recording_mark_while_the_outbox_cannot_write(window):
+    """The service says its outbox cannot write: a small black NOT RECORDING mark sits on the
+    banner (the banner keeps its colour and stays answerable); it goes when recording resumes."""
+    from edge_app.cashier.window import NOT_RECORDING_BG
+
+    window.set_recording({"degraded": True, "outbox_error": "No space left on device"})
+    c = check_event(decision="check_id", age=19.0, txn="T-norec")
+    window.post(c, alert_event(c))
+    snap = shown(window, answerable=True, not_recording="No space left on device")
+    wait_for(lambda: window.snapshot.get("recording_box") and window.snapshot["recording_box"][2] > 1,
+             what="the mark laid out")
+    snap = window.snapshot
+    mark, banner = snap["recording_box"], snap["banner_box"]
+    # Small, inside the banner's top line.
+    assert mark[2] * mark[3] < 0.06 * banner[2] * banner[3], (mark, banner)
+    assert banner[1] <= mark[1] and mark[1] + mark[3] <= banner[1] + banner[3] // 3
+    black, white = hex_rgb(NOT_RECORDING_BG), (255, 255, 255)
+    wait_for(lambda: dominant(screenshot(window.snapshot["recording_box"]))[0] == black, what="the mark painted")
+    img = screenshot(window.snapshot["recording_box"])
+    assert 0.01 < share_of(img, white) < 0.6  # its words, drawn (anti-aliased: few pure white pixels)
+    colour, share = dominant(banner_pixels(window.snapshot))
+    assert colour == hex_rgb(STYLES["ask_id"].bg) and share > 0.5  # the instruction is still the banner
+    press(window, "id_checked_over_age")
+    assert window.acks.get(timeout=5)["answer"] == "id_checked_over_age"
+
+    window.set_recording({"degraded": False, "outbox_error": None})
+    wait_for(lambda: window.snapshot.get("not_recording") is None and window.snapshot.get("recording_box") is None,
+             what="the mark gone")
+    c2 = check_event(decision="check_id", age=19.0, txn="T-rec")
+    window.post(c2, alert_event(c2))
+    snap = shown(window, answerable=True, alert=None, transaction_id="T-rec")
+    assert snap["recording_box"] is None and snap["not_recording"] is None

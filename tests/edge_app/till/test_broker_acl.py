@@ -149,6 +149,7 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
     ca = tmp_path / "ca.crt"
     for user, pw in USERS.items():
         (tmp_path / f"{user}.pw").write_text(pw + "\n")
+        (tmp_path / f"{user}.pw").chmod(0o600)  # a password file open to others is warned about
 
     def cfg_for(user: str) -> dict:
         return {"host": "127.0.0.1", "port": tls_port, "username": user, "password_file": str(tmp_path / f"{user}.pw"),

@@ -2,7 +2,8 @@
 video as camera and a real Mosquitto: checks go on being answered (the listeners, i.e. the
 cashier's screen, hear every event), the retained `state` says the till is not recording
 (`degraded`, `outbox_write_errors`, `outbox_held`), the log has one line about it and no
-traceback, and when the space comes back every event answered meanwhile reaches the broker."""
+traceback, the service's cashier window (real, on Xvfb) carries its NOT RECORDING mark, and when
+the space comes back every event answered meanwhile reaches the broker and the mark goes."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from edge_app.till.service import Service
 from edge_app.till.triggers import Item, Scan
 from tests.edge_app.disk_util import Filler, small_tmpfs
 from tests.edge_app.service_util import Recorder, astronaut_video, service_config, wait_until
+from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, xvfb  # noqa: F401  (xvfb: fixture)
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +33,20 @@ def _state(rec: Recorder, pred, what: str) -> dict:
     return json.loads(rec.wait_last("state", lambda p: pred(json.loads(p)), timeout=30, what=what))
 
 
-def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog):
+def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog, xvfb):
+    from edge_app.cashier.window import NOT_RECORDING_BG, attach as window_attach
+
     caplog.set_level(logging.INFO)
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        # The approval banner stays up long enough to be read back with its mark.
         cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
-                             outbox={"path": str(disk / "outbox.sqlite3")})
+                             outbox={"path": str(disk / "outbox.sqlite3")},
+                             display={"enabled": True, "position": "top-left", "approve_seconds": 60})
         rec = Recorder(mqtt_broker.host, mqtt_broker.port)
-        svc = Service(cfg, pipeline=parts[0], model=parts[1]).start()
+        windows = []
+        svc = Service(cfg, pipeline=parts[0], model=parts[1],
+                      plugins=(lambda s: windows.append(window_attach(s)) or windows[-1],)).start()
+        window = windows[0]
         filler = Filler(disk)
         try:
             shown: list[dict] = []  # what the cashier's window would have been told
@@ -47,6 +56,8 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
             assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)
             rec.wait_events("check", 1)
             _state(rec, lambda s: s["degraded"] is False and s["outbox_write_errors"] == 0, "recording")
+            wait_until(lambda: window.snapshot.get("transaction_id") == "T-before", 10, "the check on screen")
+            assert window.snapshot["not_recording"] is None and window.snapshot["recording_box"] is None
 
             filler.fill()
             txns = [f"T-full-{i}" for i in range(4)]
@@ -56,6 +67,12 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
             st = _state(rec, lambda s: s["degraded"] and s["outbox_held"] >= 1, "degraded in state")
             assert st["outbox_write_errors"] >= 1 and "full" in st["outbox_error"], st
             assert st["outbox_held_dropped"] == 0
+            wait_until(lambda: window.snapshot.get("transaction_id") == txns[-1]
+                       and (window.snapshot.get("recording_box") or (0, 0, 0))[2] > 1, 10,
+                       "the last check on screen with the NOT RECORDING mark")
+            assert "full" in window.snapshot["not_recording"]
+            wait_until(lambda: dominant(screenshot(window.snapshot["recording_box"]))[0]
+                       == hex_rgb(NOT_RECORDING_BG), 10, "the mark painted")
             held = svc.writer.status().held
             answered = {e["event_id"] for e in shown if e["transaction_id"] in txns}
             assert held >= 1 and len(answered) >= len(txns)
@@ -68,6 +85,8 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
             rec.wait_for(lambda m: answered <= {e["event_id"] for e in rec.events()}, 30,
                          "every answered event at the broker")
             st = _state(rec, lambda s: s["degraded"] is False and s["outbox_held"] == 0, "recording again")
+            wait_until(lambda: window.snapshot.get("not_recording") is None
+                       and window.snapshot.get("recording_box") is None, 10, "the mark gone")
             assert st["outbox_held_dropped"] == 0 and st["outbox_error"] is None
             assert st["outbox_write_errors"] >= 1  # the count stays: something happened today
             # Numbered in order with no hole: the feed sees no gap.

@@ -5,14 +5,19 @@ live in config.yaml."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import ssl
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from edge_app import config as C
 from edge_app.config import ConfigError, MQTTConfig, TLSConfig
-from edge_app.transport.mqtt import MqttLink, make_client, read_password
+from edge_app.transport.mqtt import (MqttLink, connect_error, login_refused, make_client, read_password,
+                                     trust_warnings)
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import REPO, Recorder, retained, wait_until
 
@@ -188,3 +193,146 @@ def test_trust_warnings_for_a_broker_elsewhere(mqtt_cfg, expected):
     assert len(got) == len(expected), got
     for text, words in zip(got, expected):
         assert words in text, text
+
+
+# -- errors that name their cause ------------------------------------------------------------------
+
+def _errors(caplog, words: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "edge_app.transport.mqtt" and words in r.getMessage()]
+
+
+def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplog):
+    import shutil
+    import subprocess
+
+    from edge_app.devtools.sim import LocalBroker
+
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "till-01", "right"], check=True,
+                   capture_output=True, timeout=30)
+    try:
+        broker = LocalBroker(extra_config=("allow_anonymous false", f"password_file {passwd}")).start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    pw = tmp_path / "till-pw"
+    pw.write_text("wrong\n")
+    pw.chmod(0o600)
+    cfg = C.from_dict({"mqtt": {"port": broker.port, "username": "till-01", "password_file": str(pw),
+                                "reconnect_max_seconds": 3}}, REPO)
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {"mqtt_error": link.error})
+    assert link.trust_warnings == []  # a 0600 password file on a loopback broker: nothing to say
+    caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
+    link.start()
+    try:
+        wait_until(lambda: link.connect_failures >= 1, 10, "the first refused login")
+        first = time.monotonic()
+        wait_until(lambda: link.connect_failures >= 3, 20, "two more refused logins")
+        # Backed off to the maximum at the first refusal: without it paho retries after 1 s, then 2 s.
+        assert time.monotonic() - first >= 2 * 3 - 0.5
+        # Mosquitto answers a wrong password with "Not authorized" (MQTT 5 reason 0x87).
+        assert link.error in ("broker refused the login: not authorized",
+                              "broker refused the login: bad user name or password"), link.error
+        assert link._state_cb()["mqtt_error"] == link.error
+        assert not link.connected
+        lines = _errors(caplog, "refused the login")
+        assert len(lines) == 1, lines  # three refusals, one line
+        assert "as user 'till-01'" in lines[0] and "check mqtt.username and the password" in lines[0]
+    finally:
+        link.stop(flush_timeout=0.5)
+        box.close()
+        broker.close()
+
+
+def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    pw.chmod(0o644)
+    cfg = C.from_dict({"mqtt": {"username": "till-01", "password_file": str(pw)}}, REPO)
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {})
+    caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
+    link.start()
+    link.stop(flush_timeout=0.1)
+    box.close()
+    lines = _errors(caplog, "password file")
+    assert len(lines) == 1, lines
+    assert str(pw) in lines[0] and f"chmod 600 {pw}" in lines[0] and "0644" in lines[0]
+    assert lines[0] in " ".join(f"{link._name}: NOT SECURE: {w}" for w in link.trust_warnings)
+    pw.chmod(0o600)
+    assert trust_warnings(cfg.mqtt) == []
+
+
+def _ca(d: Path, name: str) -> tuple[Path, Path]:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}")
+    return d / f"{name}.crt", d / f"{name}.key"
+
+
+def _server_cert(d: Path, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", *_EC, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=broker")
+    (d / "san.ext").write_text(f"subjectAltName={san}\n")
+    run("x509", "-req", "-in", "broker.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+        "-out", "broker.crt", "-days", "2", "-extfile", "san.ext")
+    return d / "broker.crt", d / "broker.key"
+
+
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+@pytest.mark.parametrize("case, words", [
+    ("other CA", "not signed by a CA this till trusts"),
+    ("other name", "not valid for the name '127.0.0.1'"),
+])
+def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
+    import shutil
+
+    from edge_app.devtools.sim import LocalBroker, free_port
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    broker_ca = _ca(tmp_path, "broker-ca")
+    cert, key = _server_cert(tmp_path, broker_ca, "DNS:localhost,IP:127.0.0.1" if case == "other CA"
+                             else "DNS:broker.store.example")
+    trusted = _ca(tmp_path, "till-ca")[0] if case == "other CA" else broker_ca[0]
+    tls_port = free_port()
+    try:
+        broker = LocalBroker(extra_config=(f"listener {tls_port} 127.0.0.1", f"cafile {broker_ca[0]}",
+                                           f"certfile {cert}", f"keyfile {key}")).start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    cfg = C.from_dict({"mqtt": {"port": tls_port, "reconnect_max_seconds": 2,
+                                "tls": {"enabled": True, "ca_file": str(trusted)}}}, REPO)
+    box = Outbox(tmp_path / "o.sqlite3", 100)
+    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {})
+    caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
+    link.start()
+    try:
+        wait_until(lambda: link.connect_failures >= 2, 15, "two failed TLS handshakes")
+        assert not link.connected
+        assert link.error.startswith("TLS: ") and words in link.error, link.error
+        lines = _errors(caplog, "TLS: ")
+        assert len(lines) == 1 and words in lines[0], lines
+        assert "cannot reach" not in lines[0]
+    finally:
+        link.stop(flush_timeout=0.5)
+        box.close()
+        broker.close()
+
+
+def test_connect_errors_in_words():
+    m = MQTTConfig(host="broker.lan", port=8883)
+    assert "connection refused" in connect_error(ConnectionRefusedError(111, "Connection refused"), m)
+    assert "cannot resolve the broker's name 'broker.lan'" in connect_error(
+        socket.gaierror(-2, "Name or service not known"), m)
+    wrong_port = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    wrong_port.reason = "WRONG_VERSION_NUMBER"
+    assert "did not answer in TLS" in connect_error(wrong_port, m)
+    assert login_refused("Not authorized") == "broker refused the login: not authorized"
