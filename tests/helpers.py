@@ -1,9 +1,11 @@
-"""Shared test helpers: where the shared data lives and the free sample photo."""
+"""Shared test helpers: where the shared data lives, the free sample photo, and the one wait loop."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import pytest
@@ -13,6 +15,24 @@ SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO.parent / "shared"))
 UTKFACE = SHARED / "datasets" / "utkface"
 AAF = SHARED / "datasets" / "aaf-train"
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
+
+T = TypeVar("T")
+
+
+def wait_until(pred: Callable[[], T], timeout: float = 10.0, what: str = "condition", step: float = 0.05) -> T:
+    """Poll `pred` until it returns something truthy and return that; fail the test after `timeout` s.
+
+    The one polling loop of the suite: tests wait on an observable condition with it instead of
+    sleeping a guessed time, so a slow machine only makes them slower, never red.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} ({timeout:g} s)")
+        time.sleep(step)
 
 
 def astronaut() -> np.ndarray:

@@ -23,6 +23,7 @@ from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.policy import age_band
 from edge_app.transport.mqtt import MqttLink
+from tests.helpers import wait_until  # noqa: F401  (re-exported: the feed tests import it from here)
 from edge_app.transport.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,14 +185,6 @@ class Proc:
                 self.p.wait()
         self._t.join(timeout=2)
         return self.p.returncode
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def db_query(path: Path, sql: str, *params) -> list[tuple]:

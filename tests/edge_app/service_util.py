@@ -21,6 +21,7 @@ import pytest
 
 from edge_app import config as C
 from edge_app.devtools.sim import background
+from tests.helpers import wait_until  # noqa: F401  (re-exported: the service tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO.parent / "shared"))
@@ -216,11 +217,3 @@ def publish(host: str, port: int, topic: str, payloads: list[bytes | str]) -> No
     finally:
         c.disconnect()
         c.loop_stop()
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 20.0, what: str = "condition", step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)

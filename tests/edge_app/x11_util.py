@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections import Counter
 
 import pytest
 
 from edge_app.devtools.sim import Xvfb
+from tests.helpers import wait_until
 
 
 def start_xvfb(width: int = 1280, height: int = 800):
@@ -83,15 +83,8 @@ def share_of(img, colour: tuple[int, int, int]) -> float:
     return _colours(img)[colour] / (img.width * img.height)
 
 
-def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.03)
+# The window tests' name for the suite's one wait loop (tests/helpers.py).
+wait_for = wait_until
 
 
 _POS_SCRIPT = r"""
