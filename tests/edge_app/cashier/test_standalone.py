@@ -13,7 +13,6 @@ import subprocess
 import pytest
 
 from edge_app.cashier.window import COLOURS
-from edge_app.devtools.sim import LocalBroker
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
 from tests.edge_app.x11_util import click, dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401
@@ -144,7 +143,7 @@ def test_standalone_display_from_a_desktop_session(xvfb, tmp_path):
     secret.write_text("display-pass\n")
     secret.chmod(0o600)
     state = tmp_path / "state"
-    broker = LocalBroker(extra_config=(f"password_file {pwfile}",))
+    broker = Broker(extra_config=(f"password_file {pwfile}",))
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
     with broker:
         cfg = write_config(tmp_path / "config.yaml", broker.port,

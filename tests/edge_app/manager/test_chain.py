@@ -81,13 +81,13 @@ class _Log:
 
 
 def test_a_week_of_two_stores_reaches_postgresql_through_bridges_exactly_once(tmp_path):
-    from edge_app.devtools.sim import LocalBroker
+    from tests.edge_app.broker_util import Broker
 
     try:
-        headoffice = LocalBroker(persistent=True, extra_config=store_config())
+        headoffice = Broker(persistent=True, extra_config=store_config())
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    stores = {s: LocalBroker(persistent=True, extra_config=store_config() + bridge_config(s, headoffice.port))
+    stores = {s: Broker(persistent=True, extra_config=store_config() + bridge_config(s, headoffice.port))
               for s in STORES}
     week = {(s, t): week_of(t, SALES, store=s) for s in STORES for t in TILLS}
     sent = {ev["event_id"] for evs in week.values() for ev in evs}

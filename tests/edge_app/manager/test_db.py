@@ -120,7 +120,7 @@ def test_the_feed_writes_two_stores_into_postgresql(pg, tmp_path):
             wait_until(lambda: count() == 6, timeout=30, what="six events in PostgreSQL")
             # The broker restarts under the feed; it resumes and goes on writing.
             mark = len(feed.lines)
-            broker.restart()
+            broker.restart(down_s=0.5)  # away long enough for the feed to see the outage
             pub.close()
             feed.wait_line("resumed session", timeout=30, after=mark)
             pub = Publisher(broker.port)

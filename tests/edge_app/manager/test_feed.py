@@ -174,7 +174,7 @@ def test_feed_dedupes_across_broker_restart(tmp_path):
             wait_until(lambda: _count(db) == 3 and _count(db, "quarantine") == 2, what="first events stored")
 
             mark = len(feed.lines)
-            broker.restart()
+            broker.restart(down_s=0.5)  # away long enough for the feed to see the outage
             pub.close()
             feed.wait_line("resumed session", timeout=20, after=mark)
             pub = Publisher(broker.port)
@@ -192,7 +192,7 @@ def test_feed_dedupes_across_broker_restart(tmp_path):
             pub.event(late)
             pub.close()
             pub = None
-            broker.restart()
+            broker.restart(down_s=0.5)  # away long enough for the feed to see the outage
             feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
             feed.wait_line("resumed session", timeout=20)
             wait_until(lambda: _count(db) == 6, what="the event published while the feed was away")

@@ -46,10 +46,10 @@ def _first_session(tmp: Path, port: int, db: Path) -> Path:
 def test_shipped_config_keeps_a_week_of_five_tills_for_a_stopped_feed(tmp_path):
     db = tmp_path / "feed.sqlite3"
     # A broker on the shipped settings (only the port, folder and log are the test's own).
-    from edge_app.devtools.sim import LocalBroker
+    from tests.edge_app.broker_util import Broker
 
     try:
-        broker = LocalBroker(persistent=True, extra_config=shipped_config())
+        broker = Broker(persistent=True, extra_config=shipped_config())
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     tills = []
@@ -84,12 +84,12 @@ def test_shipped_config_keeps_a_week_of_five_tills_for_a_stopped_feed(tmp_path):
 
 
 def test_a_feed_away_past_the_queue_limit_reports_the_gap(tmp_path):
-    from edge_app.devtools.sim import LocalBroker
+    from tests.edge_app.broker_util import Broker
 
     db = tmp_path / "feed.sqlite3"
     # The shipped file with the queue scaled down 250 times, so that overflowing it stays quick.
     try:
-        broker = LocalBroker(persistent=True, extra_config=shipped_config(max_queued_messages="200"))
+        broker = Broker(persistent=True, extra_config=shipped_config(max_queued_messages="200"))
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     till = None

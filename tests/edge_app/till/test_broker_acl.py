@@ -20,7 +20,8 @@ import pytest
 
 from edge_app.config import from_dict
 from edge_app.core import events
-from edge_app.devtools.sim import LocalBroker, free_port
+from edge_app.devtools.sim import free_port
+from tests.edge_app.broker_util import Broker
 from edge_app.manager.feed import Feed
 from tests.edge_app.feed_util import db_query, wait_until
 from tests.edge_app.till.test_integrity_service import MODEL, REPO, blank_video
@@ -47,7 +48,7 @@ def make_certs(d: Path) -> dict[str, Path]:
     return {"cafile": d / "ca.crt", "certfile": d / "broker.crt", "keyfile": d / "broker.key"}
 
 
-def secure_broker(d: Path) -> tuple[LocalBroker, int]:
+def secure_broker(d: Path) -> tuple[Broker, int]:
     """The shipped agecheck-secure.conf with only paths and the TLS port made local; the ACL file
     is the shipped one as it is."""
     if shutil.which("mosquitto_passwd") is None:
@@ -65,7 +66,7 @@ def secure_broker(d: Path) -> tuple[LocalBroker, int]:
             continue
         key = words[0]
         if line == "listener 1883 127.0.0.1":
-            continue  # LocalBroker's own loopback listener (on a free port) stands for it
+            continue  # Broker's own loopback listener (on a free port) stands for it
         if line == "listener 8883":
             line = f"listener {tls_port} 127.0.0.1"
         elif key == "password_file":
@@ -76,7 +77,7 @@ def secure_broker(d: Path) -> tuple[LocalBroker, int]:
             line = f"{key} {certs[key]}"
         lines.append(line)
     try:
-        broker = LocalBroker(extra_config=tuple(lines))
+        broker = Broker(extra_config=tuple(lines))
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     return broker.start(), tls_port
