@@ -93,6 +93,8 @@ def no_ack(d: CashierDisplay, wait: float = 0.5) -> None:
 
 
 def test_idle_window_shows_nothing(window):
+    # Kept: nothing must change, and a change that does not come sends no event to wait on;
+    # this is a few of the window's polls.
     time.sleep(0.3)
     assert window.snapshot["visible"] is False
     assert visible_windows() == []
@@ -182,7 +184,7 @@ def test_keys_need_the_focus_and_a_moment(xvfb):
         wait_for(lambda: d.snapshot["keys_ignored"] == 1, what="the early key to be ignored")
         assert "Key ignored" in d.snapshot["status"]
         no_ack(d, wait=0.3)
-        time.sleep(1.6)
+        time.sleep(1.6)  # kept: the point is time passing, so that the next key is a reading of the alert
         xdotool("key", "2")
         ack = d.acks.get(timeout=5)
         events.validate(ack)
@@ -288,6 +290,8 @@ def test_approve_does_not_hide_an_unanswered_alert(window):
     _, a = post_alert(window, txn="T-900")
     shown(window, answerable=True)
     window.post(check_event(decision="approve", age=50.0, txn="T-901"))
+    # Kept: nothing must change, and a change that does not come sends no event to wait on;
+    # this is a few of the window's polls.
     time.sleep(0.4)
     assert window.snapshot["title"] == "ASK FOR ID" and window.snapshot["alert_event_id"] == a["event_id"]
     press(window, "id_checked_over_age")
@@ -303,6 +307,8 @@ def test_an_alert_answered_elsewhere_leaves_the_list(window):
     window.on_event(other)
     shown(window, alert=a1, waiting="")
     window.on_event(alert_event(check_event(txn="T-911")) | {"event_id": a2["event_id"]})  # redelivered: not back
+    # Kept: nothing must change, and a change that does not come sends no event to wait on;
+    # this is a few of the window's polls.
     time.sleep(0.3)
     assert window.snapshot["alert_event_id"] == a1["event_id"] and window.snapshot["waiting"] == ""
 
@@ -323,6 +329,8 @@ def test_other_tills_and_stale_events_are_ignored(window):
     window.post(check_event(till="till-02", decision="check_id", age=18.0))
     old = check_event(decision="check_id", age=18.0, ts="2020-01-01T10:00:00.000Z")
     window.post(old, alert_event(old))
+    # Kept: nothing must change, and a change that does not come sends no event to wait on;
+    # this is a few of the window's polls.
     time.sleep(0.4)
     assert window.snapshot["visible"] is False
 

@@ -10,7 +10,6 @@ import io
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from edge_app.core import events
 from edge_app.manager.dashboard import bucket_size, create_app, hash_password
 from edge_app.manager.feed import FeedStore
 from edge_app.manager.report import Period
+from tests.helpers import wait_until
 from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, write_config
 
 DAY = "2025-03-14"
@@ -182,14 +182,8 @@ def _browser(download_dir: Path):
 
 
 def _wait(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    # A browser is slower than the other parts: a longer default and a coarser step.
+    return wait_until(pred, timeout, what, step=0.1)
 
 
 def _downloaded(folder: Path, suffix: str) -> list[Path]:

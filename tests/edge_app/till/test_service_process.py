@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -44,17 +43,20 @@ def _start(cfg_path: Path, log: Path, **env) -> subprocess.Popen:
 
 
 def _wait_http(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         assert proc.poll() is None, f"service exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/")
             conn.getresponse().read()
-            return
+            return True
         except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"service HTTP trigger not up within {timeout} s:\n{log.read_text()[-3000:]}")
+            return False
+
+    try:
+        wait_until(up, timeout, "the service's HTTP trigger", step=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
 
 
 def _scan(port: int, txn: str) -> dict:

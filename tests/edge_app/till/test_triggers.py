@@ -14,6 +14,7 @@ import pytest
 
 from edge_app.config import RestrictedItem, TriggersConfig
 from edge_app.devtools.sim import free_port
+from tests.helpers import wait_until
 from edge_app.till.triggers import (HttpTrigger, Item, PosMessageError, Scan, StdinTrigger, Submission,
                                TransactionMemory, parse_scan, restriction)
 
@@ -145,10 +146,8 @@ def test_stdin_trigger_reads_lines_and_skips_bad_ones(caplog):
     calls = []
     stream = io.StringIO('\n{"sku": "7", "category": "alcohol", "transaction_id": "S2"}\n{bad\n')
     StdinTrigger(stream, _done_submit(calls), CFG).start()
-    deadline = time.monotonic() + 5
-    while len(calls) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+    # "{bad" is the last line: once it is logged every line has been read.
+    wait_until(lambda: len(calls) >= 2 and "not valid JSON" in caplog.text, 5, "both scans and the bad line")
     assert [c[0].transaction_id for c in calls][1] == "S2" and len(calls) == 2
     assert "not valid JSON" in caplog.text
 
@@ -168,9 +167,7 @@ def test_stdin_trigger_survives_poison_lines(caplog):
         pipe.write(b'{"transaction_id": ' + b"9" * 300 + b"}\n")
         pipe.write(b'{"sku": "' + b"x" * 100_000 + b'"}\n')  # far over max_payload_bytes
         pipe.write(b'{"sku": "7", "category": "alcohol", "transaction_id": "after-poison"}\n')
-    deadline = time.monotonic() + 5
-    while not calls and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: calls, 5, "the scan after the poison lines")
     assert [c[0].transaction_id for c in calls] == ["after-poison"]
     for words in ("not UTF-8", "nested more than 32 levels", "a number of 300 characters", "more than the 512"):
         assert words in caplog.text, words
@@ -290,7 +287,6 @@ def test_connection_limit_answers_503_and_recovers():
     import dataclasses
     import socket
 
-    from tests.edge_app.service_util import wait_until
 
     calls: list = []
     # Timeouts far longer than the test, so the held connections keep their slots until closed.

@@ -67,16 +67,18 @@ def test_backlog_is_delivered_in_order_across_an_outage(tmp_path, mqtt_broker):
     link, box = _link(tmp_path, mqtt_broker.port)
     first = _fill(box, 0, 150)  # stored while the broker was never reachable
     link.start()
-    time.sleep(1.0)
+    wait_until(lambda: link.connect_failures >= 1, 10, "the link to try the absent broker")
     assert box.depth() == 150
     mqtt_broker.start()
     try:
         rec.wait_for(lambda m: len(m) >= 150, 30, "the first backlog")
         # Outage while events keep coming.
         mqtt_broker.stop()
+        failures = link.connect_failures
         second = _fill(box, 150, 60)
         link.wake()
-        time.sleep(1.5)
+        # The link has tried to deliver the new events during the outage and failed at least once.
+        wait_until(lambda: link.connect_failures > failures, 10, "a failed attempt during the outage")
         mqtt_broker.start()
         rec.wait_for(lambda m: len({json.loads(p)["event_id"] for _, p, _ in m}) >= 210, 30, "all 210 events")
         wait_until(lambda: box.depth() == 0, 10, "outbox drained")
@@ -98,8 +100,7 @@ def test_scan_and_sale_messages_reach_the_handler(tmp_path, mqtt_broker):
     link, box = _link(tmp_path, mqtt_broker.port, messages=got)
     link.start()
     try:
-        wait_until(lambda: link.connected, 10, "connected")
-        time.sleep(0.3)  # SUBACK
+        assert link.subscribed.wait(10), "no SUBACK for the POS topics"
         from tests.edge_app.service_util import publish
         publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/scan", [b"hello"])
         publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/sale", [b"bye"])
@@ -149,14 +150,14 @@ def test_credential_without_systemd_says_how_to_fix(monkeypatch):
 
 def test_event_refused_by_the_broker_stays_in_the_outbox_until_allowed(tmp_path, monkeypatch, caplog):
     from edge_app.transport import mqtt as M
-    from edge_app.devtools.sim import LocalBroker
+    from tests.edge_app.broker_util import Broker
 
     monkeypatch.setattr(M, "REFUSED_RETRY_S", 0.5)
     acl = tmp_path / "acl"
     acl.write_text("topic readwrite agecheck/v1/store-001/till-01/availability\n"
                    "topic readwrite agecheck/v1/store-001/till-01/state\n"
                    "topic read agecheck/#\n")  # events/#: not allowed to publish
-    with LocalBroker(extra_config=(f"acl_file {acl}",)) as broker:
+    with Broker(extra_config=(f"acl_file {acl}",)) as broker:
         rec = Recorder(broker.host, broker.port, topic=TOPIC)
         link, box = _link(tmp_path, broker.port)
         ids = _fill(box, 0, 3)
@@ -205,7 +206,7 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     import shutil
     import subprocess
 
-    from edge_app.devtools.sim import LocalBroker
+    from tests.edge_app.broker_util import Broker
 
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
@@ -213,7 +214,7 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "till-01", "right"], check=True,
                    capture_output=True, timeout=30)
     try:
-        broker = LocalBroker(extra_config=("allow_anonymous false", f"password_file {passwd}")).start()
+        broker = Broker(extra_config=("allow_anonymous false", f"password_file {passwd}")).start()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
     pw = tmp_path / "till-pw"
@@ -294,7 +295,8 @@ _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     import shutil
 
-    from edge_app.devtools.sim import LocalBroker, free_port
+    from edge_app.devtools.sim import free_port
+    from tests.edge_app.broker_util import Broker
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
@@ -304,7 +306,7 @@ def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     trusted = _ca(tmp_path, "till-ca")[0] if case == "other CA" else broker_ca[0]
     tls_port = free_port()
     try:
-        broker = LocalBroker(extra_config=(f"listener {tls_port} 127.0.0.1", f"cafile {broker_ca[0]}",
+        broker = Broker(extra_config=(f"listener {tls_port} 127.0.0.1", f"cafile {broker_ca[0]}",
                                            f"certfile {cert}", f"keyfile {key}")).start()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))

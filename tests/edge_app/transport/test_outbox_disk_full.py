@@ -10,6 +10,7 @@ import logging
 from edge_app.core import events
 from edge_app.transport.outbox import Outbox, OutboxWriter
 from tests.edge_app.disk_util import Filler, small_tmpfs
+from tests.helpers import wait_until
 
 TOPIC = "agecheck/v1/store-001/till-01/events/check"
 
@@ -49,7 +50,7 @@ def test_full_disk_holds_events_in_memory_and_writes_them_when_space_returns(tmp
                 box.delete(row.seq)
         finally:
             filler.release()
-        assert _wait(lambda: changes == [True, False]), changes  # the retry thread wrote them
+        wait_until(lambda: changes == [True, False], 10, "the retry thread to write them")
         rows = box.after(0, 1000)
         got = [events.decode(r.payload) for r in rows]
         assert [e["transaction_id"] for e in got] == [f"H-{i}" for i in range(40)]
@@ -83,14 +84,3 @@ def test_memory_bound_drops_the_oldest_and_counts_it(tmp_path, caplog):
         assert kept == written + [f"M-{i}" for i in range(50, 60)]
         assert writer.status().held == 0 and writer.close() == 0
         box.close()
-
-
-def _wait(pred, timeout: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
