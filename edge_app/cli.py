@@ -4,10 +4,8 @@ over to the module that owns each job. Config problems print one line and exit w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 from edge_app import __version__, nativelog
 from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
@@ -24,90 +22,10 @@ def setup_logging(cfg: Config) -> None:
     )
 
 
-def _face_report(path: str, res, rgb_shape, notes: list[str]) -> dict:
-    faces = []
-    for i, f in enumerate(res.faces):
-        x, y, w, h = f.box
-        faces.append({"index": i + 1, "box": [round(x), round(y), round(w), round(h)], "score": round(f.score, 3),
-                      "chosen": i == res.chosen})
-    out = {"file": path, "width": rgb_shape[1], "height": rgb_shape[0], "notes": notes, "faces": faces}
-    if res.aligned is not None:
-        q = res.aligned.quality
-        out["quality"] = {"iod_px": q.iod_px, "sharpness": q.sharpness, "yaw_deg": q.yaw_deg,
-                          "pitch_deg": q.pitch_deg, "brightness": q.brightness}
-        out["usable"] = res.aligned.ok
-        out["rejected_because"] = list(res.aligned.rejected)
-    return out
-
-
-def _print_face_report(rep: dict) -> None:
-    note = f" [{'; '.join(rep['notes'])}]" if rep["notes"] else ""
-    print(f"{rep['file']}: {len(rep['faces'])} face(s) in {rep['width']}x{rep['height']}{note}")
-    for f in rep["faces"]:
-        x, y, w, h = f["box"]
-        mark = "  <- chosen (shopper)" if f["chosen"] else ""
-        print(f"  face {f['index']}: box x={x} y={y} {w}x{h}, score {f['score']:.2f}{mark}")
-    if "quality" in rep:
-        q = rep["quality"]
-        print(f"  quality: eyes {q['iod_px']:.0f} px apart, sharpness {q['sharpness']:.0f}, "
-              f"yaw {q['yaw_deg']:.0f} deg, pitch {q['pitch_deg']:.0f} deg, brightness {q['brightness']:.0f}")
-        if rep["usable"]:
-            print("  gate: usable")
-        else:
-            print("  gate: rejected - " + "; ".join(rep["rejected_because"]))
-
-
-def _crop_target(save: str | None, photo: str, many: bool) -> Path | None:
-    if not save:
-        return None
-    if many:
-        return Path(save) / f"{Path(photo).stem}_aligned.png"
-    return Path(save)
-
-
 def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
-    import cv2
+    from edge_app.devtools.photos import run_faces
 
-    from edge_app.vision.faces import FacePipeline, read_photos
-
-    many = len(args.photos) > 1
-    if args.save_crop and many:
-        Path(args.save_crop).mkdir(parents=True, exist_ok=True)
-    failures = 0
-    reports = []
-    with FacePipeline(cfg.faces) as pipe:
-        for photo, rgb, notes, error in read_photos(args.photos, cfg.faces.max_image_pixels):
-            if error:
-                failures += 1
-                # One write per line: MediaPipe's threads write to the same stderr, and print()'s
-                # separate write of the newline let their warnings land inside our line.
-                sys.stderr.write(f"error: {error}\n")
-                sys.stderr.flush()
-                reports.append({"file": photo, "error": error})
-                continue
-            res = pipe.process(rgb)
-            rep = _face_report(photo, res, rgb.shape, notes)
-            if not res.faces:
-                failures += 1
-                rep["error"] = "no face found"
-            target = _crop_target(args.save_crop, photo, many)
-            if target is not None and res.aligned is not None:
-                # Written only because the user asked for it by name (privacy rule).
-                if not cv2.imwrite(str(target), cv2.cvtColor(res.aligned.crop, cv2.COLOR_RGB2BGR)):
-                    print(f"error: could not write crop to {target}", file=sys.stderr)
-                    failures += 1
-                else:
-                    rep["crop_written"] = str(target)
-            reports.append(rep)
-            if not args.json:
-                _print_face_report(rep)
-                if not res.faces:
-                    print("  no face found")
-                if "crop_written" in rep:
-                    print(f"  aligned crop written to {rep['crop_written']}")
-    if args.json:
-        print(json.dumps(reports, indent=2))
-    return 1 if failures else 0
+    return run_faces(args, cfg)
 
 
 def cmd_estimate(args: argparse.Namespace, cfg: Config) -> int:
