@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any
+
+from edge_app.core.words import ACK_ANSWERS, Answer
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
@@ -14,16 +16,36 @@ EVENT_KINDS = ("check", "alert", "ack", "integrity", "missed")
 # Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
 # checks already waiting, the service stopping with it still queued, or the check itself failing.
 MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
-ACK_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
-# The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo): the
-# alert is unanswered again until a new ack for it arrives.
-ACK_UNDONE = "undone"
+# The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo).
+ACK_UNDONE = Answer.UNDONE
 # Free text from the POS (product name, operator login) travels in events up to this length.
 MAX_POS_TEXT = 128
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(ts: Any, assume_utc: bool = True) -> datetime | None:
+    """An event or POS time (ISO 8601, `Z` or an offset) as an aware datetime; a time without an
+    offset is UTC, as every producer of events writes it (with `assume_utc=False` it is None: a
+    POS's zoneless time may be local, and guessing would call fresh scans stale). None when it is
+    not such a time."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc) if assume_utc else None
+    return dt
+
+
+def local_dt(ts: Any, tz: tzinfo | None) -> datetime | None:
+    """An event time in `tz` (None = this machine's), for a reader's table or report."""
+    dt = parse_ts(ts)
+    return dt.astimezone(tz) if dt else None
 
 
 def topic(store_id: str, till_id: str, leaf: str) -> str:
@@ -144,7 +166,7 @@ def _validate_ack(event: dict) -> None:
         if replaces == event["event_id"]:
             raise SchemaError("ack event: replaces_event_id names the event itself")
     elif answer == ACK_UNDONE:
-        raise SchemaError(f"ack event: answer {ACK_UNDONE!r} needs replaces_event_id (the ack it withdraws)")
+        raise SchemaError(f"ack event: answer {str(ACK_UNDONE)!r} needs replaces_event_id (the ack it withdraws)")
 
 
 def _check_text(value: Any, where: str) -> None:

@@ -20,6 +20,7 @@ from typing import TextIO
 
 
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
+from edge_app.core.words import DECISION_HINT, Decision
 from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
 
 log = logging.getLogger("agecheck.demo")
@@ -37,7 +38,7 @@ class Printer:
         if ev["kind"] == "check":
             self.count += 1
             age = f"age {ev['age']:4.1f} (band {ev['age_band']})" if ev["age"] is not None else "no usable face"
-            hint = {"approve": "OK to sell", "check_id": "ask for ID", "no_face": "ask for ID"}[ev["decision"]]
+            hint = DECISION_HINT[Decision(ev["decision"])]
             line = (f"{clock} check {self.count:3d}  txn {ev['transaction_id']}  {ev['decision'].upper():8s} "
                     f"{age}  -> {hint}   [{ev['frames_used']}/{ev['frames_seen']} frames, "
                     f"{ev['latency_ms']['total']:.0f} ms]")

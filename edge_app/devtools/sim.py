@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from edge_app import resources
+from edge_app.core.words import Answer
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
@@ -382,7 +383,7 @@ class SimulatedCashier:
 
     def _answer(self, alert: dict) -> None:
         ack = self._events.new_event("ack", self.store_id, self.till_id, alert["transaction_id"],
-                                     alert_event_id=alert["event_id"], answer="id_checked_over_age",
+                                     alert_event_id=alert["event_id"], answer=Answer.ID_CHECKED_OVER_AGE,
                                      decision_time_s=self.after_s, check_event_id=alert.get("check_event_id"),
                                      via="simulated")
         self.client.publish(self._ack_topic, self._events.encode(ack), qos=1)

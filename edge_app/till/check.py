@@ -26,6 +26,7 @@ from edge_app.config import Config, PolicyConfig
 from edge_app.vision.faces import FacePipeline, ImageError
 from edge_app.vision.model import AgeModel
 from edge_app.core.policy import PolicyResult, decide_calibrated
+from edge_app.core.words import Decision
 from edge_app.till.triggers import Trigger
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class CheckRunner:
         t.ms["total"] = (end - trigger.received) * 1000
         camera = self.camera_status()
         reason = res.reason
-        if res.decision == "no_face":
+        if res.decision == Decision.NO_FACE:
             if camera != "up":
                 reason = f"camera {camera}; {reason}"
             elif t.rejected:
@@ -209,7 +210,7 @@ class CheckRunner:
         )
         events.validate(check)
         alert = None
-        if res.decision != "approve":
+        if res.decision != Decision.APPROVE:
             alert = events.new_event(
                 "alert", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
                 check_event_id=check["event_id"],
