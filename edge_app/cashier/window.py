@@ -617,11 +617,11 @@ class CashierDisplay:
             return
         alert = p.alert
         now = time.monotonic()
-        ack = events.new_event(
-            "ack", self.store_id, self.till_id, alert.get("transaction_id"),
+        ack = events.AckEvent(
+            store_id=self.store_id, till_id=self.till_id, transaction_id=alert.get("transaction_id"),
             alert_event_id=alert["event_id"], answer=answer, decision_time_s=round(now - p.added, 2),
             check_event_id=alert.get("check_event_id"), via=via,
-        )
+        ).to_dict()
         if not self._send(ack, "Answer NOT saved (%s) – press again"):
             return
         log.info("display: %s answered %s (%s, %.1f s)", alert.get("transaction_id"), answer, via,
@@ -638,12 +638,12 @@ class CashierDisplay:
             return
         now = time.monotonic()
         a = r.ack
-        fix = events.new_event(
-            "ack", self.store_id, self.till_id, a.get("transaction_id"),
+        fix = events.AckEvent(
+            store_id=self.store_id, till_id=self.till_id, transaction_id=a.get("transaction_id"),
             alert_event_id=a["alert_event_id"], answer=Answer.UNDONE,
             decision_time_s=round(now - r.pending.added, 2), check_event_id=a.get("check_event_id"),
             via="click", replaces_event_id=a["event_id"],
-        )
+        ).to_dict()
         if not self._send(fix, "Undo NOT saved (%s) – press Undo again"):
             return
         log.info("display: %s: answer %s undone", a.get("transaction_id"), a["answer"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone, tzinfo
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from edge_app.core.words import ACK_ANSWERS, Answer
 
@@ -68,7 +69,9 @@ def new_event(kind: str, store_id: str, till_id: str, transaction_id: str | None
     }
 
 
-def encode(event: dict) -> bytes:
+def encode(event: dict | Event) -> bytes:
+    if isinstance(event, Event):
+        return event.encode()
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -186,3 +189,140 @@ def _validate_pos_text(event: dict, kind: str) -> None:
         _check_text(box["name"], f"{kind} event: item name")
     if event.get("operator_id") is not None:
         _check_text(event["operator_id"], f"{kind} event: operator_id")
+
+
+# -- typed events --------------------------------------------------------------------------------
+# One frozen dataclass per kind: producers build these, `to_dict`/`encode` turn one into the wire
+# dict/bytes (through `validate`, the one validation path) and `from_dict` reads one back. The wire
+# stays what it was: the same keys and JSON, so stored feeds, outboxes and older tills still read.
+_OMIT_NONE = {"omit_if_none": True}
+
+
+def _optional() -> Any:
+    """A field written only when it has a value (the POS's operator, the outbox's numbering, the
+    ack a correction replaces): None means absent from the JSON, not null."""
+    return field(default=None, metadata=_OMIT_NONE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """The envelope every kind shares. Reading and writing an event loses and adds nothing: `extra`
+    keeps the fields a newer producer sent that this build has no name for, `absent` the named
+    optional fields an older one left out (written as they came, not as null)."""
+
+    KIND: ClassVar[str] = ""
+    store_id: str
+    till_id: str
+    transaction_id: str | None
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ts: str = field(default_factory=now_iso)
+    operator_id: str | None = _optional()
+    publisher: str | None = _optional()
+    seq: int | None = _optional()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict:
+        """The wire dict, validated (SchemaError names the problem)."""
+        out: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": self.KIND, **self.extra}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if (f.name in ("extra", "absent") or f.name in self.absent
+                    or (value is None and f.metadata.get("omit_if_none"))):
+                continue
+            out[f.name] = value
+        return validate(out)
+
+    def encode(self) -> bytes:
+        return encode(self.to_dict())
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckEvent(Event):
+    """One age check: what the camera saw and the till's decision (never an image)."""
+
+    KIND: ClassVar[str] = "check"
+    trigger: dict
+    decision: str
+    frames_used: int
+    faces_seen: int
+    age: float | None
+    age_low: float | None
+    age_high: float | None
+    age_band: str | None
+    policy: dict
+    model_id: str
+    latency_ms: dict
+    frames_seen: int | None = None
+    spread: float | None = None
+    p_over: float | None = None
+    reason: str | None = None
+    camera: str | None = None
+    gate_rejections: dict | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertEvent(Event):
+    """A check that asks the cashier for ID: what the cashier window shows and answers."""
+
+    KIND: ClassVar[str] = "alert"
+    check_event_id: str
+    decision: str
+    age_band: str | None
+    item: dict
+    age: float | None = None
+    reason: str | None = None
+    camera: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AckEvent(Event):
+    """The cashier's answer to an alert; with `replaces_event_id`, a correction of an earlier one."""
+
+    KIND: ClassVar[str] = "ack"
+    alert_event_id: str
+    answer: str
+    decision_time_s: float
+    check_event_id: str | None = None
+    via: str | None = None
+    replaces_event_id: str | None = _optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntegrityEvent(Event):
+    """A sale completed on an alert with no ID check recorded."""
+
+    KIND: ClassVar[str] = "integrity"
+    alert_event_id: str
+    seconds_after_alert: float
+    check_event_id: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    answer: str | None = None
+    alert_count: int | None = None
+    alert_event_ids: list | None = None
+    grace_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MissedEvent(Event):
+    """A restricted scan that got no check, and why (`MISSED_REASONS`)."""
+
+    KIND: ClassVar[str] = "missed"
+    trigger: dict
+    reason: str
+    detail: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
+                                                            MissedEvent)}
+
+
+def from_dict(event: Any) -> Event:
+    """The typed event of a wire dict; SchemaError names the problem when it is not a valid one."""
+    validate(event)
+    cls = EVENT_TYPES[event["kind"]]
+    named = {f.name for f in fields(cls)} - {"extra", "absent"}
+    kw = {k: v for k, v in event.items() if k in named}
+    extra = {k: v for k, v in event.items() if k not in named and k not in ("schema", "kind")}
+    return cls(**kw, extra=extra, absent=frozenset(named - kw.keys()))

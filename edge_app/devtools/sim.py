@@ -382,11 +382,11 @@ class SimulatedCashier:
         t.start()
 
     def _answer(self, alert: dict) -> None:
-        ack = self._events.new_event("ack", self.store_id, self.till_id, alert["transaction_id"],
-                                     alert_event_id=alert["event_id"], answer=Answer.ID_CHECKED_OVER_AGE,
-                                     decision_time_s=self.after_s, check_event_id=alert.get("check_event_id"),
-                                     via="simulated")
-        self.client.publish(self._ack_topic, self._events.encode(ack), qos=1)
+        ack = self._events.AckEvent(store_id=self.store_id, till_id=self.till_id,
+                                    transaction_id=alert["transaction_id"], alert_event_id=alert["event_id"],
+                                    answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=self.after_s,
+                                    check_event_id=alert.get("check_event_id"), via="simulated")
+        self.client.publish(self._ack_topic, ack.encode(), qos=1)
         self.answered += 1
 
     def stop(self) -> None:

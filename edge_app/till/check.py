@@ -186,9 +186,8 @@ class CheckRunner:
                 reason += f"; no face in {t.frames_seen} frame(s)"
         # The POS's product name and operator travel only when it sent them (the fields are optional).
         named = {"name": item.name} if item.name else {}
-        operator = {"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}
-        check = events.new_event(
-            "check", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+        check = events.CheckEvent(
+            store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
             trigger={"source": trigger.source, "sku": item.sku, "category": item.category,
                      "min_age": trigger.min_age, "received_ts": trigger.received_ts, **named},
             frames_seen=t.frames_seen,
@@ -206,13 +205,12 @@ class CheckRunner:
             latency_ms={k: round(v, 1) for k, v in t.ms.items()},
             camera=camera,
             gate_rejections=dict(t.rejected),
-            **operator,
-        )
-        events.validate(check)
+            operator_id=trigger.scan.operator_id or None,
+        ).to_dict()
         alert = None
         if res.decision != Decision.APPROVE:
-            alert = events.new_event(
-                "alert", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+            alert = events.AlertEvent(
+                store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
                 check_event_id=check["event_id"],
                 decision=res.decision,
                 age_band=res.age_band,
@@ -221,7 +219,6 @@ class CheckRunner:
                 reason=reason,
                 # The window tells a camera fault from a shopper out of view even without the check.
                 camera=camera,
-                **operator,
-            )
-            events.validate(alert)
+                operator_id=trigger.scan.operator_id or None,
+            ).to_dict()
         return CheckOutcome(check, alert, res, tuple(t.boxes))

@@ -218,8 +218,8 @@ class IntegrityTracker:
         first = min(txn.alerts, key=lambda a: a.raised_at)
         answered_no = any(Answer.NO_ID_CHECK in a.answers for a in txn.alerts)
         assert txn.sold_at is not None
-        return events.new_event(
-            "integrity", self.store_id, self.till_id, txn.transaction_id,
+        return events.IntegrityEvent(
+            store_id=self.store_id, till_id=self.till_id, transaction_id=txn.transaction_id,
             alert_event_id=first.alert_event_id,
             check_event_id=first.check_event_id,
             decision=first.decision,
@@ -229,7 +229,7 @@ class IntegrityTracker:
             alert_count=len(txn.alerts),
             alert_event_ids=[a.alert_event_id for a in txn.alerts],
             grace_seconds=self.grace_seconds,
-        )
+        ).to_dict()
 
     def _forget(self, txn: _Transaction) -> None:
         for a in txn.alerts:
