@@ -13,7 +13,6 @@ from edge_app.core.words import ACK_ANSWERS, Answer
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
-EVENT_KINDS = ("check", "alert", "ack", "integrity", "missed")
 # Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
 # checks already waiting, the service stopping with it still queued, or the check itself failing.
 MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
@@ -79,20 +78,12 @@ def decode(payload: bytes) -> dict:
     return json.loads(payload.decode("utf-8"))
 
 
-# Required fields per kind, beyond the envelope, with the JSON types they must have.
+# The JSON types validate() checks.
 _NUM = (int, float)
 _ENVELOPE = {"event_id": str, "schema": int, "kind": str, "ts": str, "store_id": str, "till_id": str}
-_REQUIRED: dict[str, dict[str, Any]] = {
-    "check": {
-        "trigger": dict, "frames_used": int, "faces_seen": int, "decision": str,
-        "age": (*_NUM, type(None)), "age_low": (*_NUM, type(None)), "age_high": (*_NUM, type(None)),
-        "age_band": (str, type(None)), "policy": dict, "model_id": str, "latency_ms": dict,
-    },
-    "alert": {"check_event_id": str, "decision": str, "age_band": (str, type(None)), "item": dict},
-    "ack": {"alert_event_id": str, "answer": str, "decision_time_s": _NUM},
-    "integrity": {"alert_event_id": str, "seconds_after_alert": _NUM},
-    "missed": {"trigger": dict, "reason": str, "detail": str},
-}
+# (Each kind's own required fields are declared once, on its dataclass below: `_REQUIRED`.)
+_NUM_OR_NONE = (*_NUM, type(None))
+_STR_OR_NONE = (str, type(None))
 # Optional envelope fields. `publisher` names the program that stored the event in its outbox
 # (the till service: its till_id; a standalone cashier window: "<till_id>:display") and `seq` counts
 # that outbox's events from 1, without holes, across restarts: a consumer that sees 7 then 10
@@ -104,6 +95,11 @@ _FORBIDDEN = ("image", "crop", "face", "embedding", "jpeg", "png", "pixels")
 
 class SchemaError(ValueError):
     pass
+
+
+def _wire(json_type: Any) -> Any:
+    """A field every event of the kind carries, with the JSON type(s) validate() checks."""
+    return field(metadata={"wire": json_type})
 
 
 def validate(event: Any) -> dict:
@@ -242,17 +238,17 @@ class CheckEvent(Event):
     """One age check: what the camera saw and the till's decision (never an image)."""
 
     KIND: ClassVar[str] = "check"
-    trigger: dict
-    decision: str
-    frames_used: int
-    faces_seen: int
-    age: float | None
-    age_low: float | None
-    age_high: float | None
-    age_band: str | None
-    policy: dict
-    model_id: str
-    latency_ms: dict
+    trigger: dict = _wire(dict)
+    frames_used: int = _wire(int)
+    faces_seen: int = _wire(int)
+    decision: str = _wire(str)
+    age: float | None = _wire(_NUM_OR_NONE)
+    age_low: float | None = _wire(_NUM_OR_NONE)
+    age_high: float | None = _wire(_NUM_OR_NONE)
+    age_band: str | None = _wire(_STR_OR_NONE)
+    policy: dict = _wire(dict)
+    model_id: str = _wire(str)
+    latency_ms: dict = _wire(dict)
     frames_seen: int | None = None
     spread: float | None = None
     p_over: float | None = None
@@ -266,10 +262,10 @@ class AlertEvent(Event):
     """A check that asks the cashier for ID: what the cashier window shows and answers."""
 
     KIND: ClassVar[str] = "alert"
-    check_event_id: str
-    decision: str
-    age_band: str | None
-    item: dict
+    check_event_id: str = _wire(str)
+    decision: str = _wire(str)
+    age_band: str | None = _wire(_STR_OR_NONE)
+    item: dict = _wire(dict)
     age: float | None = None
     reason: str | None = None
     camera: str | None = None
@@ -280,9 +276,9 @@ class AckEvent(Event):
     """The cashier's answer to an alert; with `replaces_event_id`, a correction of an earlier one."""
 
     KIND: ClassVar[str] = "ack"
-    alert_event_id: str
-    answer: str
-    decision_time_s: float
+    alert_event_id: str = _wire(str)
+    answer: str = _wire(str)
+    decision_time_s: float = _wire(_NUM)
     check_event_id: str | None = None
     via: str | None = None
     replaces_event_id: str | None = _optional()
@@ -293,8 +289,8 @@ class IntegrityEvent(Event):
     """A sale completed on an alert with no ID check recorded."""
 
     KIND: ClassVar[str] = "integrity"
-    alert_event_id: str
-    seconds_after_alert: float
+    alert_event_id: str = _wire(str)
+    seconds_after_alert: float = _wire(_NUM)
     check_event_id: str | None = None
     decision: str | None = None
     reason: str | None = None
@@ -309,13 +305,18 @@ class MissedEvent(Event):
     """A restricted scan that got no check, and why (`MISSED_REASONS`)."""
 
     KIND: ClassVar[str] = "missed"
-    trigger: dict
-    reason: str
-    detail: str
+    trigger: dict = _wire(dict)
+    reason: str = _wire(str)
+    detail: str = _wire(str)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
                                                             MissedEvent)}
+EVENT_KINDS: tuple[str, ...] = tuple(EVENT_TYPES)
+# Required fields per kind, beyond the envelope, with the JSON types they must have.
+_REQUIRED: dict[str, dict[str, Any]] = {
+    kind: {f.name: f.metadata["wire"] for f in fields(cls) if "wire" in f.metadata}
+    for kind, cls in EVENT_TYPES.items()}
 
 
 def from_dict(event: Any) -> Event:
