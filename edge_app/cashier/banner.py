@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from edge_app.core.answers import ANSWER_LABELS
+from edge_app.core.words import ANSWER_LABELS, Decision
 
 Kind = Literal["ok", "ask_id", "no_face", "camera_down", "recorded"]
 
@@ -51,7 +51,7 @@ TITLES: dict[str, str] = {
     "camera_down": "CAMERA DOWN — ASK FOR ID",
     "recorded": "Answer recorded",
 }
-_DECISION_KIND = {"approve": "ok", "check_id": "ask_id", "no_face": "no_face"}
+DECISION_KIND = {Decision.APPROVE: "ok", Decision.CHECK_ID: "ask_id", Decision.NO_FACE: "no_face"}
 # An item name longer than this is cut with an ellipsis so the line stays on the window.
 ITEM_CHARS = 48
 
@@ -91,7 +91,7 @@ def kind_of(check: dict | None, alert: dict | None = None) -> Kind:
     """The banner for a decision. A camera that was not up makes a no-face check its own kind;
     a decision this build does not know errs on the side of asking for ID."""
     src = check or alert or {}
-    kind = _DECISION_KIND.get(src.get("decision"), "ask_id")
+    kind = DECISION_KIND.get(src.get("decision"), "ask_id")
     camera = (check or {}).get("camera", (alert or {}).get("camera"))
     if kind == "no_face" and camera not in (None, "up"):
         return "camera_down"
@@ -107,7 +107,7 @@ def estimate_text(check: dict | None, alert: dict | None = None) -> str:
     calibrated interval (a check decided by the calibrated rule carries p_over and its
     age_low/age_high) or else the age band; nothing without a face."""
     src = check or alert or {}
-    if src.get("decision") == "no_face":
+    if src.get("decision") == Decision.NO_FACE:
         return ""
     lo, hi = _num(src.get("age_low")), _num(src.get("age_high"))
     calibrated = check is not None and (_num(check.get("p_over")) is not None

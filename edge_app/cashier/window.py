@@ -36,22 +36,20 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
-from edge_app.cashier.banner import (STYLES, AlertQueue, Banner, Pending, banner_for, recorded_banner,
+from edge_app.cashier.banner import (DECISION_KIND, STYLES, AlertQueue, Banner, Pending, banner_for, recorded_banner,
                                      waiting_text)
 from edge_app.config import DisplayConfig
 from edge_app.core import events
-from edge_app.core.answers import ANSWER_LABELS
+from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, Answer, Decision
 
 log = logging.getLogger(__name__)
 
-ANSWER_KEYS: dict[str, str] = {"1": "id_checked_over_age", "2": "id_checked_under_age_refused", "3": "no_id_check"}
+ANSWER_KEYS: dict[str, Answer] = dict(zip("123", ACK_ANSWERS))
 # Kept for the tests and the bench: the banner colours by decision word.
 COLOURS: dict[str, tuple[str, str]] = {d: (STYLES[k].bg, STYLES[k].fg) for d, k in
-                                       (("approve", "ok"), ("check_id", "ask_id"), ("no_face", "no_face"),
-                                        ("camera_down", "camera_down"))}
+                                       (*DECISION_KIND.items(), ("camera_down", "camera_down"))}
 # Checks older than this (a display restarting onto a queued session) are not shown.
 STALE_SECONDS = 300.0
 # An alert whose check never arrives is shown from the alert alone after this long.
@@ -73,13 +71,8 @@ class DisplayError(RuntimeError):
 
 
 def _is_stale(ev: dict, now: float) -> bool:
-    try:
-        t = datetime.fromisoformat(str(ev.get("ts", "")).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return now - t.timestamp() > STALE_SECONDS
+    t = events.parse_ts(ev.get("ts"))
+    return t is not None and now - t.timestamp() > STALE_SECONDS
 
 
 @dataclass
@@ -444,7 +437,7 @@ class CashierDisplay:
         if kind == "check":
             if ev["event_id"] in self._done:
                 return False
-            if ev.get("decision") == "approve":
+            if ev.get("decision") == Decision.APPROVE:
                 if len(self._alerts.visible(now)):
                     # An unanswered alert outranks a later approval; the approval is in the feed anyway.
                     log.info("display: approve for %s not shown over an unanswered alert", ev.get("transaction_id"))
@@ -464,7 +457,7 @@ class CashierDisplay:
 
     def _on_remote_ack(self, ack: dict) -> bool:
         """An answer given on another display for this till: that alert leaves this list too."""
-        if ack.get("event_id") in self._own_acks or ack.get("answer") not in events.ACK_ANSWERS:
+        if ack.get("event_id") in self._own_acks or ack.get("answer") not in ACK_ANSWERS:
             return False
         p = self._alerts.remove_alert(str(ack.get("alert_event_id")))
         if p is None:
@@ -481,7 +474,7 @@ class CashierDisplay:
             return _View(("alert", cur.key, b.title), b, cur)
         if self._approve is not None:
             check = self._approve[0]
-            return _View(("approve", check["event_id"]), banner_for(check), None)
+            return _View((Decision.APPROVE, check["event_id"]), banner_for(check), None)
         if self._recent is not None:
             r = self._recent
             return _View(("recorded", r.ack["event_id"]),
@@ -624,11 +617,11 @@ class CashierDisplay:
             return
         alert = p.alert
         now = time.monotonic()
-        ack = events.new_event(
-            "ack", self.store_id, self.till_id, alert.get("transaction_id"),
+        ack = events.AckEvent(
+            store_id=self.store_id, till_id=self.till_id, transaction_id=alert.get("transaction_id"),
             alert_event_id=alert["event_id"], answer=answer, decision_time_s=round(now - p.added, 2),
             check_event_id=alert.get("check_event_id"), via=via,
-        )
+        ).to_dict()
         if not self._send(ack, "Answer NOT saved (%s) – press again"):
             return
         log.info("display: %s answered %s (%s, %.1f s)", alert.get("transaction_id"), answer, via,
@@ -645,12 +638,12 @@ class CashierDisplay:
             return
         now = time.monotonic()
         a = r.ack
-        fix = events.new_event(
-            "ack", self.store_id, self.till_id, a.get("transaction_id"),
-            alert_event_id=a["alert_event_id"], answer=events.ACK_UNDONE,
+        fix = events.AckEvent(
+            store_id=self.store_id, till_id=self.till_id, transaction_id=a.get("transaction_id"),
+            alert_event_id=a["alert_event_id"], answer=Answer.UNDONE,
             decision_time_s=round(now - r.pending.added, 2), check_event_id=a.get("check_event_id"),
             via="click", replaces_event_id=a["event_id"],
-        )
+        ).to_dict()
         if not self._send(fix, "Undo NOT saved (%s) – press Undo again"):
             return
         log.info("display: %s: answer %s undone", a.get("transaction_id"), a["answer"])

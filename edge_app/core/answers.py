@@ -1,4 +1,4 @@
-"""Answers: the cashier's answer words with their labels, and which answers stand once the
+"""Answers: which of the cashier's answers (words and labels: core/words.py) stand once the
 cashier's corrections (Undo) are taken into account. Pure functions over ack events, shared by the
 integrity check (till), the feed and the report (manager) so all three read a correction alike.
 
@@ -11,15 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from edge_app.core.events import ACK_ANSWERS, ACK_UNDONE
-
-ANSWER_LABELS: dict[str, str] = {
-    "id_checked_over_age": "ID checked – over age",
-    "id_checked_under_age_refused": "ID checked – under age / refused",
-    "no_id_check": "No ID check",
-    ACK_UNDONE: "Answer undone",
-}
-COVERING_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused")
+from edge_app.core.words import ACK_ANSWERS, COVERING_ANSWERS
 
 
 def standing(acks: Iterable[dict]) -> dict[str, list[dict]]:

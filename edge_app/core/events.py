@@ -5,25 +5,47 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone, tzinfo
+from typing import Any, ClassVar, Mapping
+
+from edge_app.core.words import ACK_ANSWERS, Answer
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
-EVENT_KINDS = ("check", "alert", "ack", "integrity", "missed")
 # Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
 # checks already waiting, the service stopping with it still queued, or the check itself failing.
 MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
-ACK_ANSWERS = ("id_checked_over_age", "id_checked_under_age_refused", "no_id_check")
-# The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo): the
-# alert is unanswered again until a new ack for it arrives.
-ACK_UNDONE = "undone"
+# The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo).
+ACK_UNDONE = Answer.UNDONE
 # Free text from the POS (product name, operator login) travels in events up to this length.
 MAX_POS_TEXT = 128
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(ts: Any, assume_utc: bool = True) -> datetime | None:
+    """An event or POS time (ISO 8601, `Z` or an offset) as an aware datetime; a time without an
+    offset is UTC, as every producer of events writes it (with `assume_utc=False` it is None: a
+    POS's zoneless time may be local, and guessing would call fresh scans stale). None when it is
+    not such a time."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc) if assume_utc else None
+    return dt
+
+
+def local_dt(ts: Any, tz: tzinfo | None) -> datetime | None:
+    """An event time in `tz` (None = this machine's), for a reader's table or report."""
+    dt = parse_ts(ts)
+    return dt.astimezone(tz) if dt else None
 
 
 def topic(store_id: str, till_id: str, leaf: str) -> str:
@@ -46,7 +68,9 @@ def new_event(kind: str, store_id: str, till_id: str, transaction_id: str | None
     }
 
 
-def encode(event: dict) -> bytes:
+def encode(event: dict | Event) -> bytes:
+    if isinstance(event, Event):
+        return event.encode()
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -54,20 +78,12 @@ def decode(payload: bytes) -> dict:
     return json.loads(payload.decode("utf-8"))
 
 
-# Required fields per kind, beyond the envelope, with the JSON types they must have.
+# The JSON types validate() checks.
 _NUM = (int, float)
 _ENVELOPE = {"event_id": str, "schema": int, "kind": str, "ts": str, "store_id": str, "till_id": str}
-_REQUIRED: dict[str, dict[str, Any]] = {
-    "check": {
-        "trigger": dict, "frames_used": int, "faces_seen": int, "decision": str,
-        "age": (*_NUM, type(None)), "age_low": (*_NUM, type(None)), "age_high": (*_NUM, type(None)),
-        "age_band": (str, type(None)), "policy": dict, "model_id": str, "latency_ms": dict,
-    },
-    "alert": {"check_event_id": str, "decision": str, "age_band": (str, type(None)), "item": dict},
-    "ack": {"alert_event_id": str, "answer": str, "decision_time_s": _NUM},
-    "integrity": {"alert_event_id": str, "seconds_after_alert": _NUM},
-    "missed": {"trigger": dict, "reason": str, "detail": str},
-}
+# (Each kind's own required fields are declared once, on its dataclass below: `_REQUIRED`.)
+_NUM_OR_NONE = (*_NUM, type(None))
+_STR_OR_NONE = (str, type(None))
 # Optional envelope fields. `publisher` names the program that stored the event in its outbox
 # (the till service: its till_id; a standalone cashier window: "<till_id>:display") and `seq` counts
 # that outbox's events from 1, without holes, across restarts: a consumer that sees 7 then 10
@@ -79,6 +95,11 @@ _FORBIDDEN = ("image", "crop", "face", "embedding", "jpeg", "png", "pixels")
 
 class SchemaError(ValueError):
     pass
+
+
+def _wire(json_type: Any) -> Any:
+    """A field every event of the kind carries, with the JSON type(s) validate() checks."""
+    return field(metadata={"wire": json_type})
 
 
 def validate(event: Any) -> dict:
@@ -144,7 +165,7 @@ def _validate_ack(event: dict) -> None:
         if replaces == event["event_id"]:
             raise SchemaError("ack event: replaces_event_id names the event itself")
     elif answer == ACK_UNDONE:
-        raise SchemaError(f"ack event: answer {ACK_UNDONE!r} needs replaces_event_id (the ack it withdraws)")
+        raise SchemaError(f"ack event: answer {str(ACK_UNDONE)!r} needs replaces_event_id (the ack it withdraws)")
 
 
 def _check_text(value: Any, where: str) -> None:
@@ -164,3 +185,145 @@ def _validate_pos_text(event: dict, kind: str) -> None:
         _check_text(box["name"], f"{kind} event: item name")
     if event.get("operator_id") is not None:
         _check_text(event["operator_id"], f"{kind} event: operator_id")
+
+
+# -- typed events --------------------------------------------------------------------------------
+# One frozen dataclass per kind: producers build these, `to_dict`/`encode` turn one into the wire
+# dict/bytes (through `validate`, the one validation path) and `from_dict` reads one back. The wire
+# stays what it was: the same keys and JSON, so stored feeds, outboxes and older tills still read.
+_OMIT_NONE = {"omit_if_none": True}
+
+
+def _optional() -> Any:
+    """A field written only when it has a value (the POS's operator, the outbox's numbering, the
+    ack a correction replaces): None means absent from the JSON, not null."""
+    return field(default=None, metadata=_OMIT_NONE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """The envelope every kind shares. Reading and writing an event loses and adds nothing: `extra`
+    keeps the fields a newer producer sent that this build has no name for, `absent` the named
+    optional fields an older one left out (written as they came, not as null)."""
+
+    KIND: ClassVar[str] = ""
+    store_id: str
+    till_id: str
+    transaction_id: str | None
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ts: str = field(default_factory=now_iso)
+    operator_id: str | None = _optional()
+    publisher: str | None = _optional()
+    seq: int | None = _optional()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict:
+        """The wire dict, validated (SchemaError names the problem)."""
+        out: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": self.KIND, **self.extra}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if (f.name in ("extra", "absent") or f.name in self.absent
+                    or (value is None and f.metadata.get("omit_if_none"))):
+                continue
+            out[f.name] = value
+        return validate(out)
+
+    def encode(self) -> bytes:
+        return encode(self.to_dict())
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckEvent(Event):
+    """One age check: what the camera saw and the till's decision (never an image)."""
+
+    KIND: ClassVar[str] = "check"
+    trigger: dict = _wire(dict)
+    frames_used: int = _wire(int)
+    faces_seen: int = _wire(int)
+    decision: str = _wire(str)
+    age: float | None = _wire(_NUM_OR_NONE)
+    age_low: float | None = _wire(_NUM_OR_NONE)
+    age_high: float | None = _wire(_NUM_OR_NONE)
+    age_band: str | None = _wire(_STR_OR_NONE)
+    policy: dict = _wire(dict)
+    model_id: str = _wire(str)
+    latency_ms: dict = _wire(dict)
+    frames_seen: int | None = None
+    spread: float | None = None
+    p_over: float | None = None
+    reason: str | None = None
+    camera: str | None = None
+    gate_rejections: dict | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertEvent(Event):
+    """A check that asks the cashier for ID: what the cashier window shows and answers."""
+
+    KIND: ClassVar[str] = "alert"
+    check_event_id: str = _wire(str)
+    decision: str = _wire(str)
+    age_band: str | None = _wire(_STR_OR_NONE)
+    item: dict = _wire(dict)
+    age: float | None = None
+    reason: str | None = None
+    camera: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AckEvent(Event):
+    """The cashier's answer to an alert; with `replaces_event_id`, a correction of an earlier one."""
+
+    KIND: ClassVar[str] = "ack"
+    alert_event_id: str = _wire(str)
+    answer: str = _wire(str)
+    decision_time_s: float = _wire(_NUM)
+    check_event_id: str | None = None
+    via: str | None = None
+    replaces_event_id: str | None = _optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntegrityEvent(Event):
+    """A sale completed on an alert with no ID check recorded."""
+
+    KIND: ClassVar[str] = "integrity"
+    alert_event_id: str = _wire(str)
+    seconds_after_alert: float = _wire(_NUM)
+    check_event_id: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    answer: str | None = None
+    alert_count: int | None = None
+    alert_event_ids: list | None = None
+    grace_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MissedEvent(Event):
+    """A restricted scan that got no check, and why (`MISSED_REASONS`)."""
+
+    KIND: ClassVar[str] = "missed"
+    trigger: dict = _wire(dict)
+    reason: str = _wire(str)
+    detail: str = _wire(str)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
+                                                            MissedEvent)}
+EVENT_KINDS: tuple[str, ...] = tuple(EVENT_TYPES)
+# Required fields per kind, beyond the envelope, with the JSON types they must have.
+_REQUIRED: dict[str, dict[str, Any]] = {
+    kind: {f.name: f.metadata["wire"] for f in fields(cls) if "wire" in f.metadata}
+    for kind, cls in EVENT_TYPES.items()}
+
+
+def from_dict(event: Any) -> Event:
+    """The typed event of a wire dict; SchemaError names the problem when it is not a valid one."""
+    validate(event)
+    cls = EVENT_TYPES[event["kind"]]
+    named = {f.name for f in fields(cls)} - {"extra", "absent"}
+    kw = {k: v for k, v in event.items() if k in named}
+    extra = {k: v for k, v in event.items() if k not in named and k not in ("schema", "kind")}
+    return cls(**kw, extra=extra, absent=frozenset(named - kw.keys()))

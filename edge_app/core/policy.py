@@ -14,14 +14,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from edge_app.config import PolicyConfig
-
-Decision = Literal["approve", "check_id", "no_face"]
-DECISIONS: tuple[Decision, ...] = ("approve", "check_id", "no_face")
+from edge_app.core.words import Decision
 
 # Bands used in every report and in the evaluation (upper bound inclusive).
 BANDS: tuple[tuple[str, int, int], ...] = (
@@ -119,14 +117,14 @@ def age_interval(probs: np.ndarray, level: float, temperature: float) -> tuple[f
 
 
 def _no_face(n: int, min_frames: int, cfg: PolicyConfig) -> PolicyResult:
-    return PolicyResult("no_face", None, None, None, None, None, n, cfg.legal_age, cfg.challenge_age,
+    return PolicyResult(Decision.NO_FACE, None, None, None, None, None, n, cfg.legal_age, cfg.challenge_age,
                         f"{n} usable face frame(s), need {max(1, min_frames)}")
 
 
 def _verdict(ok: bool, measured: str, bound: str, age: float, low: float, high: float, spread: float, n: int,
              cfg: PolicyConfig, p_over: float | None = None) -> PolicyResult:
     """approve when `ok`, else check_id, with the comparison that decided it as the reason."""
-    decision: Decision = "approve" if ok else "check_id"
+    decision = Decision.APPROVE if ok else Decision.CHECK_ID
     return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2), n,
                         cfg.legal_age, cfg.challenge_age, f"{measured} {'>=' if ok else '<'} {bound}", p_over)
 

@@ -20,6 +20,8 @@ from typing import TextIO
 
 
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
+from edge_app.core import events
+from edge_app.core.words import DECISION_HINT, Decision
 from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
 
 log = logging.getLogger("agecheck.demo")
@@ -32,22 +34,23 @@ class Printer:
         self.count = 0
         self._lock = threading.Lock()
 
-    def __call__(self, ev: dict) -> None:
+    def __call__(self, event: dict) -> None:
         clock = time.strftime("%H:%M:%S")
-        if ev["kind"] == "check":
+        ev = events.from_dict(event)
+        if isinstance(ev, events.CheckEvent):
             self.count += 1
-            age = f"age {ev['age']:4.1f} (band {ev['age_band']})" if ev["age"] is not None else "no usable face"
-            hint = {"approve": "OK to sell", "check_id": "ask for ID", "no_face": "ask for ID"}[ev["decision"]]
-            line = (f"{clock} check {self.count:3d}  txn {ev['transaction_id']}  {ev['decision'].upper():8s} "
-                    f"{age}  -> {hint}   [{ev['frames_used']}/{ev['frames_seen']} frames, "
-                    f"{ev['latency_ms']['total']:.0f} ms]")
-        elif ev["kind"] == "ack":
+            age = f"age {ev.age:4.1f} (band {ev.age_band})" if ev.age is not None else "no usable face"
+            hint = DECISION_HINT[Decision(ev.decision)]
+            line = (f"{clock} check {self.count:3d}  txn {ev.transaction_id}  {ev.decision.upper():8s} "
+                    f"{age}  -> {hint}   [{ev.frames_used}/{ev.frames_seen} frames, "
+                    f"{ev.latency_ms['total']:.0f} ms]")
+        elif isinstance(ev, events.AckEvent):
             who = {"simulated": "simulated cashier", "click": "window, click", "key": "window, key"}
-            line = (f"{clock} answer     txn {ev['transaction_id']}  {ev['answer']}  "
-                    f"({who.get(ev.get('via'), ev.get('via') or 'another display')})")
-        elif ev["kind"] == "integrity":
-            line = (f"{clock} integrity  txn {ev['transaction_id']} sold {ev['seconds_after_alert']:.1f} s after "
-                    f"an alert with no ID check recorded ({ev.get('reason')})")
+            line = (f"{clock} answer     txn {ev.transaction_id}  {ev.answer}  "
+                    f"({who.get(ev.via or '', ev.via or 'another display')})")
+        elif isinstance(ev, events.IntegrityEvent):
+            line = (f"{clock} integrity  txn {ev.transaction_id} sold {ev.seconds_after_alert:.1f} s after "
+                    f"an alert with no ID check recorded ({ev.reason})")
         else:
             return
         with self._lock:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge_app.config import DisplayConfig
 from edge_app.core import events
+from edge_app.core.words import Answer, Decision
 
 GAP = 12
 
@@ -36,8 +37,8 @@ def _wait(pred, timeout=15.0):
     raise RuntimeError("the window did not show what was expected in time")
 
 
-def _events(decision: str, txn: str, camera: str = "up", low: float = 16.6, high: float = 25.8):
-    age = None if decision == "no_face" else (low + high) / 2
+def _events(decision: Decision, txn: str, camera: str = "up", low: float = 16.6, high: float = 25.8):
+    age = None if decision == Decision.NO_FACE else (low + high) / 2
     check = events.new_event(
         "check", "store-001", "till-01", txn,
         trigger={"source": "pos", "sku": "5010677850100", "category": "alcohol", "min_age": 18,
@@ -47,7 +48,7 @@ def _events(decision: str, txn: str, camera: str = "up", low: float = 16.6, high
         age_band=None if age is None else "18-24", p_over=None if age is None else 0.3,
         policy={"legal_age": 18, "challenge_age": 25, "rule": "calibrated"}, model_id="example",
         latency_ms={"total": 100.0}, camera=camera)
-    alert = None if decision == "approve" else events.new_event(
+    alert = None if decision == Decision.APPROVE else events.new_event(
         "alert", "store-001", "till-01", txn, check_event_id=check["event_id"], decision=decision,
         age_band=check["age_band"], item=dict(check["trigger"]), camera=camera)
     return check, alert
@@ -72,17 +73,17 @@ def banners(out: Path) -> Path:
             shots.append(_grab(d.snapshot["geometry"]))
             return snap
 
-        def answer(snap, which="id_checked_over_age"):
+        def answer(snap, which=Answer.ID_CHECKED_OVER_AGE):
             x, y, w, h = snap["buttons"][which]
             subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
                            check=True, timeout=15)
             acks.get(timeout=10)
 
-        d.post(*_events("approve", "T-4000", low=31.2, high=44.9))
+        d.post(*_events(Decision.APPROVE, "T-4000", low=31.2, high=44.9))
         shot(kind="ok")
-        for decision, txn, camera, kind in (("check_id", "T-4001", "up", "ask_id"),
-                                            ("no_face", "T-4002", "up", "no_face"),
-                                            ("no_face", "T-4003", "down", "camera_down")):
+        for decision, txn, camera, kind in ((Decision.CHECK_ID, "T-4001", "up", "ask_id"),
+                                            (Decision.NO_FACE, "T-4002", "up", "no_face"),
+                                            (Decision.NO_FACE, "T-4003", "down", "camera_down")):
             d.post(*_events(decision, txn, camera))
             snap = shot(kind=kind, transaction_id=txn)
         answer(snap)  # T-4003 answered: T-4002 comes back on top, the Undo for T-4003 below it

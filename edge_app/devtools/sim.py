@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 
 from edge_app import resources
+from edge_app.core.events import AlertEvent
+from edge_app.core.words import Answer
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
@@ -369,8 +371,10 @@ class SimulatedCashier:
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
-            alert = self._events.validate(json.loads(msg.payload))
+            alert = self._events.from_dict(json.loads(msg.payload))
         except (ValueError, self._events.SchemaError):
+            return
+        if not isinstance(alert, self._events.AlertEvent):
             return
         self.alerts += 1
         if self.alerts % self.answer_every:
@@ -380,12 +384,12 @@ class SimulatedCashier:
         self._timers.append(t)
         t.start()
 
-    def _answer(self, alert: dict) -> None:
-        ack = self._events.new_event("ack", self.store_id, self.till_id, alert["transaction_id"],
-                                     alert_event_id=alert["event_id"], answer="id_checked_over_age",
-                                     decision_time_s=self.after_s, check_event_id=alert.get("check_event_id"),
-                                     via="simulated")
-        self.client.publish(self._ack_topic, self._events.encode(ack), qos=1)
+    def _answer(self, alert: AlertEvent) -> None:
+        ack = self._events.AckEvent(store_id=self.store_id, till_id=self.till_id,
+                                    transaction_id=alert.transaction_id, alert_event_id=alert.event_id,
+                                    answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=self.after_s,
+                                    check_event_id=alert.check_event_id, via="simulated")
+        self.client.publish(self._ack_topic, ack.encode(), qos=1)
         self.answered += 1
 
     def stop(self) -> None:

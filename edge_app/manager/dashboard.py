@@ -26,7 +26,9 @@ from typing import Any
 from edge_app.config import Config
 from edge_app.core import events
 from edge_app.manager.db import Database
-from edge_app.manager.feed import integrity_reason, local_dt, outcome_text
+from edge_app.core.events import local_dt
+from edge_app.core.words import Answer
+from edge_app.manager.feed import integrity_reason, outcome_text
 from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInputError, Summary, _timezone,
                                      open_db, parse_period, summarize, to_json, write_csv)
 
@@ -107,10 +109,10 @@ def series(s: Summary) -> dict[str, Any]:
     return {
         "bucket": size,
         "over_time": {"labels": [b.strftime(fmt) for b in buckets], "id_checked": checked,
-                      "no_id_check": no_check, "not_answered": unanswered},
+                      Answer.NO_ID_CHECK.value: no_check, "not_answered": unanswered},
         "per_till": {"labels": [f"{st}/{t}" if multi else t for st, t in tills],
                      "id_checked": [r.id_checked_alerts for r in per_till],
-                     "no_id_check": [r.answered_alerts - r.id_checked_alerts for r in per_till],
+                     Answer.NO_ID_CHECK.value: [r.answered_alerts - r.id_checked_alerts for r in per_till],
                      "not_answered": [r.alerts - r.answered_alerts for r in per_till]},
         "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES]},
     }

@@ -27,12 +27,14 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from edge_app.core import events, payloads
 from edge_app.core.answers import current_answer
+from edge_app.core.events import local_dt
+from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, Decision
 from edge_app.config import Config
 from edge_app.manager.db import Database, StoreError
 from edge_app.manager.db import target as db_target
@@ -231,28 +233,22 @@ class FeedStore:
 
 
 # -- the live table ------------------------------------------------------------------------------
-_ANSWER_TEXT = {
-    "id_checked_over_age": "ID ok, over age",
-    "id_checked_under_age_refused": "ID: under/refused",
-    "no_id_check": "NO ID CHECK",
-}
-_DECISION_TEXT = {"approve": "APPROVE", "check_id": "CHECK ID", "no_face": "NO FACE"}
 
 
 def outcome_text(ev: dict, replaced: dict | None = None) -> str:
     """What a row says; for a correction, `replaced` is the ack it names when the feed has it."""
     kind = ev.get("kind")
     if kind in ("check", "alert"):
-        if kind == "check" and ev.get("decision") == "no_face" and ev.get("camera") not in (None, "up"):
+        if kind == "check" and ev.get("decision") == Decision.NO_FACE and ev.get("camera") not in (None, "up"):
             return "CAMERA DOWN"
-        return _DECISION_TEXT.get(ev.get("decision"), str(ev.get("decision")))
+        return DECISION_SHORT.get(ev.get("decision"), str(ev.get("decision")))
     if kind == "ack":
-        was = _ANSWER_TEXT.get((replaced or {}).get("answer"), "an answer")
+        was = ANSWER_SHORT.get((replaced or {}).get("answer"), "an answer")
         if ev.get("answer") == events.ACK_UNDONE:
             return f"UNDONE: {was}"
         t = ev.get("decision_time_s")
         after = f" ({t:.1f}s)" if isinstance(t, (int, float)) else ""
-        text = _ANSWER_TEXT.get(ev.get("answer"), str(ev.get("answer"))) + after
+        text = ANSWER_SHORT.get(ev.get("answer"), str(ev.get("answer"))) + after
         return f"{text}, was {was}" if ev.get("replaces_event_id") else text
     if kind == "missed":
         return f"NOT CHECKED: {ev.get('reason')}"
@@ -285,16 +281,6 @@ def gap_text(g: Gap, tz: tzinfo | None, with_store: bool = False) -> str:
             f"(numbers {g.after_seq + 1}-{g.before_seq - 1} never arrived)")
 
 
-def local_dt(ts: str, tz: tzinfo | None) -> datetime | None:
-    """An event time in `tz` (None = this machine's); a time without an offset is UTC, as every
-    producer writes it."""
-    try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(tz)
 
 
 def local_time(ts: str, tz: tzinfo | None) -> str:

@@ -34,7 +34,8 @@ from typing import Iterable
 
 from edge_app.config import Config
 from edge_app.core.answers import covered, standing
-from edge_app.core.events import ACK_ANSWERS
+from edge_app.core.events import local_dt
+from edge_app.core.words import ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer
 from edge_app.core.policy import BANDS
 from edge_app.manager.db import Database, StoreError, open_store
 from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason
@@ -76,16 +77,6 @@ def parse_period(since: str | None, until: str | None, today: date) -> Period:
     return Period(start, end)
 
 
-def local_dt(ts: str, tz: tzinfo | None) -> datetime | None:
-    """An event time in the report's timezone (None = this machine's); a time without an
-    offset is UTC, as every producer writes it."""
-    try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(tz)
 
 
 def local_day(ts: str, tz: tzinfo | None) -> date | None:
@@ -135,11 +126,10 @@ class TillDay:
 
     def figures(self) -> dict:
         """The figures as plain JSON values (report.json, the dashboard, CSV)."""
-        return {"checks": self.checks, "approve": self.decisions["approve"], "check_id": self.decisions["check_id"],
-                "no_face": self.decisions["no_face"], "alerts": self.alerts,
+        return {"checks": self.checks, **{d.value: self.decisions[d] for d in DECISIONS}, "alerts": self.alerts,
                 "alerts_answered": self.answered_alerts, "alerts_id_checked": self.id_checked_alerts,
                 "share_alerts_id_checked": self.share_id_checked,
-                **{f"answers_{a}": self.answers[a] for a in ACK_ANSWERS}, "answers_undone": self.undone,
+                **{f"answers_{a}": self.answers[a] for a in ACK_ANSWERS}, f"answers_{Answer.UNDONE}": self.undone,
                 "integrity": self.integrity, "missed": self.missed, "median_answer_s": self.median_decision_s}
 
 
@@ -343,9 +333,8 @@ def _table(header: list[str], rows: Iterable[list], text_cols: int = 1) -> list[
 
 
 def _till_row(label: str, r: TillDay) -> list[str]:
-    d = r.decisions
-    return [label, r.checks, d["approve"], d["check_id"], d["no_face"], r.alerts, sum(r.answers.values()),
-            r.answers["id_checked_over_age"], r.answers["id_checked_under_age_refused"], r.answers["no_id_check"],
+    return [label, r.checks, *(r.decisions[d] for d in DECISIONS), r.alerts, sum(r.answers.values()),
+            *(r.answers[a] for a in ACK_ANSWERS),
             r.undone, r.integrity, _pct(r.share_answered), _secs(r.median_decision_s)]
 
 
@@ -354,8 +343,8 @@ def _id_row(store: str, till: str, r: TillDay) -> list:
             r.alerts - r.answered_alerts, _pct(r.share_id_checked)]
 
 
-_TILL_HEADER = ["", "checks", "approve", "check ID", "no face", "alerts", "answers", "ID ok", "refused",
-                "no ID check", "undone", "integrity", "alerts answered", "median decision"]
+_TILL_HEADER = ["", "checks", *(DECISION_COLUMN[d] for d in DECISIONS), "alerts", "answers",
+                *(ANSWER_COLUMN[a] for a in ACK_ANSWERS), ANSWER_COLUMN[Answer.UNDONE], "integrity", "alerts answered", "median decision"]
 
 
 def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, str],
@@ -379,9 +368,7 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
     if t.missed:
         L.append(f"- **{t.missed}** restricted scan{'s' if t.missed != 1 else ''} not checked (`missed` events: the "
                  "scan was stale, the till was busy or stopping, or the check failed); ask the till's staff.")
-    L.append(f"- Answers: {t.answers['id_checked_over_age']} ID checked, over age · "
-             f"{t.answers['id_checked_under_age_refused']} ID checked, under age / refused · "
-             f"{t.answers['no_id_check']} no ID check"
+    L.append("- Answers: " + " · ".join(f"{t.answers[a]} {ANSWER_PHRASE[a]}" for a in ACK_ANSWERS)
              + (f" · {t.undone} taken back by the cashier (Undo)." if t.undone else "."))
     L.append("")
     multi = len(s.store_ids) > 1
@@ -552,9 +539,9 @@ def to_json(s: Summary, tz: tzinfo | None) -> dict:
     }
 
 
-PER_TILL_CSV = ["store_id", "till_id", "checks", "approve", "check_id", "no_face", "alerts", "alerts_answered",
+PER_TILL_CSV = ["store_id", "till_id", "checks", *(d.value for d in DECISIONS), "alerts", "alerts_answered",
                 "alerts_id_checked", "share_alerts_id_checked",
-                *[f"answers_{a}" for a in ACK_ANSWERS], "answers_undone", "integrity", "missed", "median_answer_s"]
+                *[f"answers_{a}" for a in (*ACK_ANSWERS, Answer.UNDONE)], "integrity", "missed", "median_answer_s"]
 
 
 def write_csv(rows: list[dict], columns: list[str], path: Path | None = None) -> str:

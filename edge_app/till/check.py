@@ -26,6 +26,7 @@ from edge_app.config import Config, PolicyConfig
 from edge_app.vision.faces import FacePipeline, ImageError
 from edge_app.vision.model import AgeModel
 from edge_app.core.policy import PolicyResult, decide_calibrated
+from edge_app.core.words import Decision
 from edge_app.till.triggers import Trigger
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class CheckRunner:
         t.ms["total"] = (end - trigger.received) * 1000
         camera = self.camera_status()
         reason = res.reason
-        if res.decision == "no_face":
+        if res.decision == Decision.NO_FACE:
             if camera != "up":
                 reason = f"camera {camera}; {reason}"
             elif t.rejected:
@@ -185,9 +186,8 @@ class CheckRunner:
                 reason += f"; no face in {t.frames_seen} frame(s)"
         # The POS's product name and operator travel only when it sent them (the fields are optional).
         named = {"name": item.name} if item.name else {}
-        operator = {"operator_id": trigger.scan.operator_id} if trigger.scan.operator_id else {}
-        check = events.new_event(
-            "check", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+        check = events.CheckEvent(
+            store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
             trigger={"source": trigger.source, "sku": item.sku, "category": item.category,
                      "min_age": trigger.min_age, "received_ts": trigger.received_ts, **named},
             frames_seen=t.frames_seen,
@@ -205,13 +205,12 @@ class CheckRunner:
             latency_ms={k: round(v, 1) for k, v in t.ms.items()},
             camera=camera,
             gate_rejections=dict(t.rejected),
-            **operator,
-        )
-        events.validate(check)
+            operator_id=trigger.scan.operator_id or None,
+        ).to_dict()
         alert = None
-        if res.decision != "approve":
-            alert = events.new_event(
-                "alert", cfg.store_id, cfg.till_id, trigger.scan.transaction_id,
+        if res.decision != Decision.APPROVE:
+            alert = events.AlertEvent(
+                store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
                 check_event_id=check["event_id"],
                 decision=res.decision,
                 age_band=res.age_band,
@@ -220,7 +219,6 @@ class CheckRunner:
                 reason=reason,
                 # The window tells a camera fault from a shopper out of view even without the check.
                 camera=camera,
-                **operator,
-            )
-            events.validate(alert)
+                operator_id=trigger.scan.operator_id or None,
+            ).to_dict()
         return CheckOutcome(check, alert, res, tuple(t.boxes))

@@ -36,11 +36,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable
 
 from edge_app.core import events, payloads
 from edge_app.core.answers import covered, standing
+from edge_app.core.words import Answer
 
 log = logging.getLogger(__name__)
 MAX_TRANSACTION_ID = 128
@@ -80,12 +80,8 @@ def parse_sale(payload: bytes | str, max_bytes: int = 4096) -> Sale:
 
 
 def _epoch(ts: Any) -> float | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    dt = events.parse_ts(ts)
+    return dt.timestamp() if dt else None
 
 
 @dataclass
@@ -157,7 +153,7 @@ class IntegrityTracker:
         alert_id = ack_event.get("alert_event_id")
         answer = ack_event.get("answer")
         if (not isinstance(alert_id, str) or not isinstance(ack_event.get("event_id"), str)
-                or answer not in (*events.ACK_ANSWERS, events.ACK_UNDONE)):
+                or answer not in tuple(Answer)):
             log.warning("integrity: ignoring an ack without a valid event_id/alert_event_id/answer")
             return
         now = when if when is not None else time.time()
@@ -220,20 +216,20 @@ class IntegrityTracker:
     # -- internals (lock held) ----------------------------------------------------------------
     def _integrity_event(self, txn: _Transaction) -> dict:
         first = min(txn.alerts, key=lambda a: a.raised_at)
-        answered_no = any("no_id_check" in a.answers for a in txn.alerts)
+        answered_no = any(Answer.NO_ID_CHECK in a.answers for a in txn.alerts)
         assert txn.sold_at is not None
-        return events.new_event(
-            "integrity", self.store_id, self.till_id, txn.transaction_id,
+        return events.IntegrityEvent(
+            store_id=self.store_id, till_id=self.till_id, transaction_id=txn.transaction_id,
             alert_event_id=first.alert_event_id,
             check_event_id=first.check_event_id,
             decision=first.decision,
             seconds_after_alert=round(max(0.0, txn.sold_at - first.raised_at), 3),
             reason="answered_no_id_check" if answered_no else "unanswered",
-            answer="no_id_check" if answered_no else None,
+            answer=Answer.NO_ID_CHECK if answered_no else None,
             alert_count=len(txn.alerts),
             alert_event_ids=[a.alert_event_id for a in txn.alerts],
             grace_seconds=self.grace_seconds,
-        )
+        ).to_dict()
 
     def _forget(self, txn: _Transaction) -> None:
         for a in txn.alerts:

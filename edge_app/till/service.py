@@ -254,9 +254,9 @@ class Service:
         if scan.sent_at is not None:
             trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z")
-        ev = events.new_event("missed", self.cfg.store_id, self.cfg.till_id, scan.transaction_id,
-                              trigger=trigger, reason=reason, detail=detail,
-                              **({"operator_id": scan.operator_id} if scan.operator_id else {}))
+        ev = events.MissedEvent(store_id=self.cfg.store_id, till_id=self.cfg.till_id,
+                                transaction_id=scan.transaction_id, trigger=trigger, reason=reason, detail=detail,
+                                operator_id=scan.operator_id or None).to_dict()
         try:
             self.publish_event(ev)
         except Exception:

@@ -19,13 +19,12 @@ import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Literal, TextIO
 
 from edge_app.config import TriggersConfig
 from edge_app.core import payloads
-from edge_app.core.events import now_iso
+from edge_app.core.events import now_iso, parse_ts
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +142,8 @@ def _sent_at(ts: Any) -> float | None:
     stale-scan rule cannot apply to it."""
     if not isinstance(ts, str) or len(ts) > 64:
         return None
-    try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return None
-    return dt.timestamp()
+    dt = parse_ts(ts, assume_utc=False)
+    return dt.timestamp() if dt else None
 
 
 def restriction(item: Item, cfg: TriggersConfig, default_age: int) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from edge_app.core.words import Answer
 from edge_app.devtools.bench.harness import Listener, bench_config, connected_pos
 
 
@@ -66,7 +67,7 @@ def _press_answer(display) -> None:
     if shutil.which("xdotool") is None:
         return
     snap = display.snapshot
-    box = (snap.get("buttons") or {}).get("id_checked_over_age")
+    box = (snap.get("buttons") or {}).get(Answer.ID_CHECKED_OVER_AGE)
     if not box or not snap.get("answerable"):
         return
     x, y, w, h = box

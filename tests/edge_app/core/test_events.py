@@ -1,11 +1,14 @@
 """The ack correction and the POS text fields in the event schema: what validate() accepts and
-the message it gives for what it refuses."""
+the message it gives for what it refuses; the typed events read and write the same bytes."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
 from edge_app.core import events
+from edge_app.core.words import Answer, Decision
 from tests.edge_app.feed_util import alert_event, check_event
 
 
@@ -66,3 +69,65 @@ def test_bad_pos_text_is_refused(field, value, message):
     for ev in (c, a):
         with pytest.raises(events.SchemaError, match=message):
             events.validate(ev)
+
+
+# -- typed events ----------------------------------------------------------------------------------
+def _check_fields() -> dict:
+    return dict(trigger={"source": "pos", "sku": "501", "category": "alcohol", "min_age": 18,
+                         "received_ts": "2026-03-01T12:00:00.000Z"},
+                frames_seen=4, frames_used=3, faces_seen=1, age=23.4, age_low=19.0, age_high=28.1,
+                age_band="18-24", spread=1.2, p_over=None, decision=Decision.CHECK_ID, reason="p 0.41 < 0.8",
+                policy={"legal_age": 18, "challenge_age": 25, "rule": "calibrated"}, model_id="m1",
+                latency_ms={"total": 120.5}, camera="up", gate_rejections={})
+
+
+def test_a_typed_check_is_byte_for_byte_the_dict_the_till_wrote_before():
+    typed = events.CheckEvent(store_id="store-001", till_id="till-01", transaction_id="T-1", **_check_fields())
+    old = events.new_event("check", "store-001", "till-01", "T-1", **_check_fields())
+    old.update(event_id=typed.event_id, ts=typed.ts)
+    assert typed.encode() == events.encode(old)
+    assert '"p_over":null' in typed.encode().decode() and "operator_id" not in typed.to_dict()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: check_event(),
+    lambda: alert_event(check_event()),
+    lambda: {**ack(), "future_field": [1, 2]},  # a newer producer's field is kept, not dropped
+    lambda: ack(answer=events.ACK_UNDONE, replaces_event_id=str(uuid.uuid4())),
+    lambda: events.new_event("integrity", "s", "t", "T-2", alert_event_id=str(uuid.uuid4()), seconds_after_alert=3),
+    lambda: {**events.new_event("missed", "s", "t", None, trigger={"source": "pos"}, reason="stale",
+                                detail="12 s old", operator_id="op-7"), "seq": 4, "publisher": "t"},
+])
+def test_reading_and_writing_an_event_changes_no_byte(make):
+    d = events.validate(make())
+    typed = events.from_dict(d)
+    assert type(typed).KIND == d["kind"]
+    assert typed.to_dict() == d and typed.encode() == events.encode(d)
+
+
+def test_from_dict_gives_the_kinds_own_class_with_its_fields():
+    a = events.from_dict(ack(operator_id="op-1"))
+    assert isinstance(a, events.AckEvent) and a.answer == Answer.ID_CHECKED_OVER_AGE
+    assert a.operator_id == "op-1" and a.replaces_event_id is None and a.decision_time_s == 1.5
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("not an event", "not a JSON object"),
+    ({**ack(), "kind": "rumour"}, "unknown event kind"),
+    ({k: v for k, v in ack().items() if k != "alert_event_id"}, "missing field 'alert_event_id'"),
+    ({**ack(), "decision_time_s": "fast"}, "'decision_time_s' has the wrong type"),
+])
+def test_from_dict_names_what_is_wrong(bad, message):
+    with pytest.raises(events.SchemaError, match=message):
+        events.from_dict(bad)
+
+
+def test_a_typed_event_is_validated_when_written():
+    bad = events.AckEvent(store_id="s", till_id="t", transaction_id="T-1", alert_event_id=str(uuid.uuid4()),
+                          answer="maybe", decision_time_s=1.0)
+    with pytest.raises(events.SchemaError, match="answer must be one of"):
+        bad.encode()
+    missed = events.MissedEvent(store_id="s", till_id="t", transaction_id=None, trigger={}, reason="bored",
+                                detail="")
+    with pytest.raises(events.SchemaError, match="reason must be one of"):
+        missed.to_dict()

@@ -1,0 +1,71 @@
+"""Words: the decision words (what the till tells the cashier) and the answer words (what the
+cashier answers), each spelled once, with every label a reader sees for them. Events carry the
+words; the cashier window, the feed, the report, the dashboard and the demo show the labels.
+
+Both are `StrEnum`s: a member is the plain string on the wire (JSON encodes it as the word), and
+a word read back from JSON compares equal to its member, so stored feeds and other tills read alike.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    CHECK_ID = "check_id"
+    NO_FACE = "no_face"
+
+
+class Answer(StrEnum):
+    ID_CHECKED_OVER_AGE = "id_checked_over_age"
+    ID_CHECKED_UNDER_AGE_REFUSED = "id_checked_under_age_refused"
+    NO_ID_CHECK = "no_id_check"
+    # The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo): the
+    # alert is unanswered again until a new ack for it arrives.
+    UNDONE = "undone"
+
+
+DECISIONS: tuple[Decision, ...] = tuple(Decision)
+# The answers a cashier gives to an alert (Undo is a correction, not an answer).
+ACK_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED,
+                                   Answer.NO_ID_CHECK)
+# The answers that say ID was checked: an alert (or a transaction) with one standing is covered.
+COVERING_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED)
+
+# -- labels by reader ----------------------------------------------------------------------------
+# The feed's live table (short, upper case where the cashier was told to act).
+DECISION_SHORT: dict[Decision, str] = {Decision.APPROVE: "APPROVE", Decision.CHECK_ID: "CHECK ID",
+                                       Decision.NO_FACE: "NO FACE"}
+# The demo's hint to whoever plays the cashier.
+DECISION_HINT: dict[Decision, str] = {Decision.APPROVE: "OK to sell", Decision.CHECK_ID: "ask for ID",
+                                      Decision.NO_FACE: "ask for ID"}
+# The report's per-till table column titles.
+DECISION_COLUMN: dict[Decision, str] = {Decision.APPROVE: "approve", Decision.CHECK_ID: "check ID",
+                                        Decision.NO_FACE: "no face"}
+# The cashier window's buttons and the report's sentences.
+ANSWER_LABELS: dict[Answer, str] = {
+    Answer.ID_CHECKED_OVER_AGE: "ID checked – over age",
+    Answer.ID_CHECKED_UNDER_AGE_REFUSED: "ID checked – under age / refused",
+    Answer.NO_ID_CHECK: "No ID check",
+    Answer.UNDONE: "Answer undone",
+}
+# The report's summary sentence ("3 ID checked, over age · ...").
+ANSWER_PHRASE: dict[Answer, str] = {
+    Answer.ID_CHECKED_OVER_AGE: "ID checked, over age",
+    Answer.ID_CHECKED_UNDER_AGE_REFUSED: "ID checked, under age / refused",
+    Answer.NO_ID_CHECK: "no ID check",
+}
+# The feed's live table.
+ANSWER_SHORT: dict[Answer, str] = {
+    Answer.ID_CHECKED_OVER_AGE: "ID ok, over age",
+    Answer.ID_CHECKED_UNDER_AGE_REFUSED: "ID: under/refused",
+    Answer.NO_ID_CHECK: "NO ID CHECK",
+}
+# The report's per-till table column titles.
+ANSWER_COLUMN: dict[Answer, str] = {
+    Answer.ID_CHECKED_OVER_AGE: "ID ok",
+    Answer.ID_CHECKED_UNDER_AGE_REFUSED: "refused",
+    Answer.NO_ID_CHECK: "no ID check",
+    Answer.UNDONE: "undone",
+}
