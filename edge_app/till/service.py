@@ -22,8 +22,11 @@ Hooks for the modules that plug into a running service (cashier display, integri
   and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
 * on_sale is given the raw payload (bytes) of every `pos/sale` message,
   already validated by `edge_app.till.integrity.parse_sale` (malformed ones are logged and dropped).
-* `service.submit(scan, source)` - start a check for a scan (what the MQTT, HTTP and stdin
-  triggers call); returns a Submission whose `result` future resolves to the CheckOutcome.
+* `service.submit(scan, source, ack=None)` - start a check for a scan (what the MQTT, HTTP and stdin
+  triggers call); returns a Submission whose `result` future resolves to the CheckOutcome. `ack`
+  (the MQTT trigger's) is called once the scan's record - its check or its `missed` event - is
+  stored: a `pos/scan` is acknowledged to the broker then, not on arrival, so a crash before it
+  leaves the scan with the broker, which delivers it again after the restart.
 * Plug-ins: the integrity monitor is attached here; the callables given as `plugins` (the command
   line gives the cashier window's `attach` when `display.enabled` is true: the till does not
   import the cashier's package) are called once at start with the service, and the `shutdown()`
@@ -102,8 +105,9 @@ class Service:
         try:
             # A persistent session (stable client id, clean_start False, an expiry): scans the POS
             # publishes while the service restarts are kept by the broker and arrive afterwards.
+            # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
             self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state,
-                                 session_expiry_s=cfg.mqtt.session_expiry_seconds)
+                                 session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
         except ConfigError:
             self.outbox.close()
             self._close_pipeline()
@@ -199,7 +203,20 @@ class Service:
                 log.exception("event listener %r failed on %s event %s", listener, event.get("kind"),
                               event.get("event_id"))
 
-    def submit(self, scan: Scan, source: str) -> Submission:
+    def submit(self, scan: Scan, source: str, ack: Callable[[], object] | None = None) -> Submission:
+        """Start a check for `scan`, or record why none runs. `ack` is called once the scan
+        needs nothing more from whoever sent it: its record is stored (or it needs none)."""
+        sub = self._submit(scan, source)
+        if ack is not None:
+            if sub.status in ("started", "reused") and sub.result is not None:
+                # The future resolves only after the check or `missed` event is stored (_work,
+                # stop); a repeat scan of an open check waits for that same record.
+                sub.result.add_done_callback(lambda _f: ack())
+            else:
+                ack()  # not restricted, or its `missed` event is already stored
+        return sub
+
+    def _submit(self, scan: Scan, source: str) -> Submission:
         item = scan.item
         min_age = restriction(item, self.cfg.triggers, self.cfg.policy.legal_age)
         if min_age is None:
@@ -234,11 +251,11 @@ class Service:
             self._queue.put_nowait((Trigger(scan, source, min_age, now, iso), fut))  # type: ignore[arg-type]
         except queue.Full:
             self.txns.close(scan.transaction_id)
-            fut.cancel()
             log.error("%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
                       QUEUE_MAX, item.sku, scan.transaction_id)
             self._missed(scan, source, min_age, iso, "queue_full",
                          f"{QUEUE_MAX} scans were already waiting for a check")
+            fut.cancel()  # after the record: a repeat scan that reused this future waits for it
             return Submission("busy", "too many checks waiting; ask for ID")
         self.counts["scans_restricted"] += 1
         return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
@@ -264,13 +281,24 @@ class Service:
                           scan.transaction_id)
 
     # -- inputs ------------------------------------------------------------------------------------
-    def _on_mqtt(self, leaf: str, payload: bytes) -> None:
-        max_bytes = self.cfg.triggers.max_payload_bytes
+    def _on_mqtt(self, leaf: str, payload: bytes, ack: Callable[[], object]) -> None:
+        """Every inbound message (MQTT thread). A scan is acknowledged to the broker when its
+        record is stored (submit); anything else as soon as it is handled here."""
         if leaf == "pos/scan":
             scan = self._parse_pos(parse_scan, payload)
-            if scan is not None:
-                self.submit(scan, "pos")
-        elif leaf == "pos/sale":
+            if scan is None:
+                ack()  # quarantined: never delivered again
+                return
+            self.submit(scan, "pos", ack)
+            return
+        try:
+            self._on_other(leaf, payload)
+        finally:
+            ack()
+
+    def _on_other(self, leaf: str, payload: bytes) -> None:
+        max_bytes = self.cfg.triggers.max_payload_bytes
+        if leaf == "pos/sale":
             sale = self._parse_pos(parse_sale, payload)
             if sale is None:
                 return

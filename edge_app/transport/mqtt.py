@@ -8,6 +8,11 @@ oldest first, and deleted from the outbox only when its PUBACK arrives. After a 
 itself re-sends the rows that were in flight; new rows wait until those are acknowledged, so
 the broker sees the events in the order they were stored. Consumers de-duplicate by event_id
 (a QoS 1 message may arrive twice when a connection drops between PUBLISH and PUBACK).
+
+Inbound rule (`manual_ack=True`, the till service): a message is acknowledged to the broker only
+when its handler says it is done with it (an InboundAck), so a message whose record is not yet
+stored is still the broker's to deliver again after a crash. The broker then holds at most
+RECEIVE_MAX unacknowledged messages out to us (MQTT 5 Receive Maximum).
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ log = logging.getLogger(__name__)
 
 WINDOW = 10  # events in flight at once; enough for a LAN broker, small enough to re-send cheaply
 REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before sending it again
+# Inbound messages the broker may have out to us unacknowledged (MQTT 5 Receive Maximum, sent in
+# CONNECT with manual_ack). The till holds a scan unacknowledged until its record is stored: at
+# most the check queue (16) plus the one being checked plus repeats of an open check; the rest of
+# the window keeps sales and cashier answers flowing meanwhile. When it is full the broker only
+# waits (checks finish and acknowledge on their own), it does not drop anything.
+RECEIVE_MAX = 100
 
 
 def read_password(m: MQTTConfig) -> str | None:
@@ -184,6 +195,33 @@ SERVICE_SUBSCRIPTIONS = (("pos/scan", SubscribeOptions(qos=1)), ("pos/sale", Sub
                          ("events/ack", SubscribeOptions(qos=1, noLocal=True)))
 
 
+class InboundAck:
+    """Acknowledges one inbound message to the broker, once, whichever thread calls it first.
+    Not sent when the broker has since forgotten our session (it will not redeliver the message
+    then, and its packet id may belong to another message now)."""
+
+    __slots__ = ("_link", "mid", "qos", "_generation", "_done", "_lock")
+
+    def __init__(self, link: "MqttLink", mid: int, qos: int, generation: int):
+        self._link = link
+        self.mid = mid
+        self.qos = qos
+        self._generation = generation
+        self._done = False
+        self._lock = threading.Lock()
+
+    def __call__(self, *_ignored) -> None:  # *_ignored: usable as a Future done-callback
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._link._ack(self)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+
 class MqttLink:
     """Connects in the background and keeps reconnecting; never raises on a broker outage.
 
@@ -200,8 +238,9 @@ class MqttLink:
     def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes], None],
                  state: Callable[[], dict] | None, *, client_id: str | None = None,
                  subscriptions=SERVICE_SUBSCRIPTIONS, session_expiry_s: int | None = None,
-                 name: str = "MQTT"):
+                 name: str = "MQTT", manual_ack: bool = False):
         self.cfg = cfg
+        self._manual_ack = manual_ack
         self.outbox = outbox
         self._on_message_cb = on_message
         self._state_cb = state
@@ -211,6 +250,8 @@ class MqttLink:
         self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
         self.client_id = client_id or cfg.mqtt.client_id or f"agecheck-{cfg.store_id}-{cfg.till_id}"
         self.client = make_client(cfg.mqtt, self.client_id)
+        if manual_ack:
+            self.client.manual_ack_set(True)
         if state is not None:
             self.client.will_set(self._topic("availability"), b"offline", qos=1, retain=True)
         # Room for our window plus the retained availability/state messages.
@@ -226,6 +267,11 @@ class MqttLink:
         # Set once the broker has acknowledged our pos/scan and pos/sale subscriptions.
         self.subscribed = threading.Event()
         self._generation = 0  # bumped on every connect
+        # First connection of the broker session we are in: an ack for a message received on an
+        # earlier connection is sent only when the broker kept the session since then.
+        self._session_generation = 0
+        self.acks_sent = 0
+        self.acks_dropped = 0  # acks not sent: no connection, or the broker had forgotten the session
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (outbox seq, generation)
         # PUBACKs not yet settled: mid -> accepted (False: the broker refused it, e.g. ACL).
         self._acked: dict[int, bool] = {}
@@ -253,15 +299,21 @@ class MqttLink:
             log.warning("%s: NOT SECURE: %s", self._name, warning)
         # connect_async + loop_start: an unreachable broker at start-up is retried like any
         # other outage instead of stopping the service.
-        if self._session_expiry_s is None:
+        if self._session_expiry_s is None and not self._manual_ack:
             self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
         else:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self._session_expiry_s
-            self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
+            if self._manual_ack:
+                props.ReceiveMaximum = RECEIVE_MAX
+            if self._session_expiry_s is None:
+                self.client.connect_async(m.host, m.port, keepalive=m.keepalive, properties=props)
+            else:
+                props.SessionExpiryInterval = self._session_expiry_s
+                self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False,
+                                          properties=props)
         self.client.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
@@ -349,6 +401,8 @@ class MqttLink:
         with self._cond:
             self._connected = True
             self._generation += 1
+            if not flags.session_present:
+                self._session_generation = self._generation
             self._cond.notify_all()
         again = " again" if self._ever_connected else ""
         self._ever_connected = True
@@ -401,10 +455,36 @@ class MqttLink:
     def _on_message(self, client, userdata, msg) -> None:
         prefix = self._topic("")
         leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
+        ack = None
         try:
-            self._on_message_cb(leaf, bytes(msg.payload))
+            if self._manual_ack:
+                with self._cond:
+                    gen = self._generation
+                ack = InboundAck(self, msg.mid, msg.qos, gen)
+                self._on_message_cb(leaf, bytes(msg.payload), ack)
+            else:
+                self._on_message_cb(leaf, bytes(msg.payload))
         except Exception:  # a bad message must never take paho's thread down with it
             log.exception("handling a message on %s failed; message dropped", msg.topic)
+            if ack is not None:
+                ack()
+
+    def _ack(self, ack: InboundAck) -> None:
+        """Send the PUBACK for a message its handler is done with (InboundAck calls this)."""
+        if ack.qos == 0:
+            return
+        with self._cond:
+            ok = self._connected and ack._generation >= self._session_generation
+        if not ok:
+            # Disconnected: the broker redelivers it on the next connection (a duplicate the
+            # handler recognises). Session forgotten: there is nothing left to acknowledge.
+            self.acks_dropped += 1
+            return
+        rc = self.client.ack(ack.mid, ack.qos)
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self.acks_sent += 1
+        else:
+            self.acks_dropped += 1
 
     # -- delivery (sender thread) ----------------------------------------------------------------
     def _settle_acks(self) -> list[int]:

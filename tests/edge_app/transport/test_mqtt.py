@@ -338,3 +338,47 @@ def test_connect_errors_in_words():
     wrong_port.reason = "WRONG_VERSION_NUMBER"
     assert "did not answer in TLS" in connect_error(wrong_port, m)
     assert login_refused("Not authorized") == "broker refused the login: not authorized"
+
+
+def test_manual_ack_holds_messages_until_acked_and_never_stalls(tmp_path, mqtt_broker):
+    """manual_ack: a message its handler has not acknowledged is delivered again to the next
+    client of the session (a crash before the record is stored loses nothing); one it has
+    acknowledged is not. 40 held messages do not stop the 41st: Mosquitto's own default would hold
+    back everything after 20 unacknowledged ones (the sale behind 16 waiting scans)."""
+    from tests.edge_app.service_util import publish
+
+    def session(got):
+        box = Outbox(tmp_path / f"o{len(boxes)}.sqlite3", 100)
+        boxes.append(box)
+        return MqttLink(_cfg(mqtt_broker.port), box, lambda leaf, p, ack: got.append((p, ack)), None,
+                        client_id="manual-ack-test", session_expiry_s=60, manual_ack=True).start()
+
+    boxes: list[Outbox] = []
+    first: list = []
+    link = session(first)
+    try:
+        assert link.subscribed.wait(10)
+        publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/scan",
+                [str(i).encode() for i in range(40)])
+        publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/sale", [b"sale"])
+        wait_until(lambda: len(first) == 41, 10, "all 41 messages with none acknowledged")
+        for _, ack in first[:10]:
+            ack()
+            ack()  # a second call sends nothing more
+        wait_until(lambda: link.acks_sent == 10, 5, "10 PUBACKs sent")
+    finally:
+        # Not link.stop(): the handler never finished with the rest; the process is gone.
+        link.client.disconnect()
+        link.client.loop_stop()
+    second: list = []
+    link = session(second)
+    try:
+        wait_until(lambda: len(second) == 31, 10, "the 31 unacknowledged messages delivered again")
+        time.sleep(0.5)  # nothing else follows
+        assert sorted(p for p, _ in second) == sorted([str(i).encode() for i in range(10, 40)] + [b"sale"])
+        for _, ack in second:
+            ack()
+    finally:
+        link.stop()
+        for box in boxes:
+            box.close()
