@@ -65,7 +65,7 @@ class AckLink:
 
     SESSION_EXPIRY_S = 300
 
-    def __init__(self, cfg: Config, on_event: Callable[[dict], None]) -> None:
+    def __init__(self, cfg: Config, on_event: Callable[[events.Event], None]) -> None:
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from edge_app.transport.mqtt import MqttLink
@@ -105,7 +105,7 @@ class AckLink:
 
     def _on_message(self, leaf: str, payload: bytes) -> None:
         try:
-            ev = events.validate(payloads.parse(payload, payloads.Limits(self._max_bytes)))
+            ev = events.from_dict(payloads.parse(payload, payloads.Limits(self._max_bytes)))
         except (payloads.PayloadError, events.SchemaError) as exc:
             # Acknowledged all the same (returning normally): a redelivery would fail again.
             log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))

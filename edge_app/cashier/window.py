@@ -149,12 +149,13 @@ class CashierDisplay:
         if alert_event is not None:
             self._put(("event", alert_event))
 
-    def on_event(self, event: dict) -> None:
-        """Listener for the service or the broker: takes check and alert events in any order (an
-        alert is paired with its check by check_event_id) and acks (an alert answered on another
-        display leaves this one's list); others are ignored. Any thread."""
-        if isinstance(event, dict) and event.get("kind") in ("check", "alert", "ack"):
-            self._put(("event", event))
+    def on_event(self, event: events.Event) -> None:
+        """Listener for the service or the broker: takes typed check and alert events in any order
+        (an alert is paired with its check by check_event_id) and acks (an alert answered on
+        another display leaves this one's list); others are ignored. Any thread."""
+        if isinstance(event, (events.CheckEvent, events.AlertEvent, events.AckEvent)):
+            # The banner model still reads the wire dict (see banner.py).
+            self._put(("event", event.to_dict()))
 
     def set_recording(self, status: dict) -> None:
         """Listener for the service's recording state ({"degraded": bool, "outbox_error": str}):
@@ -736,7 +737,7 @@ def attach(service) -> "CashierDisplay":
     from edge_app.config import ConfigError
 
     cfg = service.cfg
-    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
+    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ack: service.publish_event(events.from_dict(ack)))
     try:
         display.start_in_thread()
     except DisplayError as exc:

@@ -34,9 +34,8 @@ class Printer:
         self.count = 0
         self._lock = threading.Lock()
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, ev: events.Event) -> None:
         clock = time.strftime("%H:%M:%S")
-        ev = events.from_dict(event)
         if isinstance(ev, events.CheckEvent):
             self.count += 1
             age = f"age {ev.age:4.1f} (band {ev.age_band})" if ev.age is not None else "no usable face"

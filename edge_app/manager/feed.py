@@ -53,7 +53,7 @@ class FeedDBError(Exception):
 @dataclass(frozen=True)
 class Stored:
     status: Literal["new", "duplicate", "quarantined"]
-    event: dict | None = None
+    event: events.Event | None = None  # decoded once, by check_message
     reason: str | None = None
     gap: "Gap | None" = None  # a new event that shows some before it are missing
 
@@ -66,8 +66,8 @@ def _topic_parts(topic: str) -> tuple[str, str, str] | None:
     return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
 
 
-def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[dict | None, str | None]:
-    """(event, None) for a good event, (None, reason) for one to quarantine."""
+def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Event | None, str | None]:
+    """(typed event, None) for a good event, (None, reason) for one to quarantine."""
     if len(payload) > max_bytes:
         return None, f"payload is {len(payload)} bytes, more than feed.max_payload_bytes={max_bytes}"
     try:
@@ -75,15 +75,15 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[dict | No
     except payloads.PayloadError as exc:
         return None, f"malformed JSON: {exc}"
     try:
-        ev = events.validate(data)
+        ev = events.from_dict(data)
     except events.SchemaError as exc:
         return None, f"invalid event: {exc}"
     parts = _topic_parts(topic)
     if parts is None:
         return None, f"topic {topic!r} is not an agecheck events topic"
     store, till, kind = parts
-    if (store, till, kind) != (ev["store_id"], ev["till_id"], ev["kind"]):
-        return None, (f"event says {ev['store_id']}/{ev['till_id']}/{ev['kind']} "
+    if (store, till, kind) != (ev.store_id, ev.till_id, ev.KIND):
+        return None, (f"event says {ev.store_id}/{ev.till_id}/{ev.KIND} "
                       f"but came on {store}/{till}/{kind}")
     return ev, None
 
@@ -169,14 +169,18 @@ class FeedStore:
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
             return self.quarantine(topic, payload, reason or "unusable", received_at)
-        seq = ev.get("seq")
+        # The columns some kinds have and others lack (a check's age, an ack's answer): from the
+        # kind's field, else from what a newer producer sent beyond this build's fields, else NULL.
+        def opt(name: str) -> Any:
+            return getattr(ev, name) if hasattr(ev, name) else ev.extra.get(name)
+
         n = self.db.execute(_INSERT, (
-            ev["event_id"], ev["kind"], ev["schema"], ev["ts"], ev["store_id"], ev["till_id"],
-            _text(ev.get("transaction_id")), _text(ev.get("decision")), _text(ev.get("answer")),
-            _num(ev.get("age")), _num(ev.get("age_low")), _num(ev.get("age_high")),
-            _text(ev.get("age_band")), _text(ev.get("alert_event_id")), _num(ev.get("decision_time_s")),
-            topic, received_at, payload.decode("utf-8"), _text(ev.get("publisher")),
-            seq if isinstance(seq, int) else None, _text(ev.get("operator_id")), _text(ev.get("replaces_event_id")),
+            ev.event_id, ev.KIND, events.SCHEMA_VERSION, ev.ts, ev.store_id, ev.till_id,
+            _text(ev.transaction_id), _text(opt("decision")), _text(opt("answer")),
+            _num(opt("age")), _num(opt("age_low")), _num(opt("age_high")),
+            _text(opt("age_band")), _text(opt("alert_event_id")), _num(opt("decision_time_s")),
+            topic, received_at, payload.decode("utf-8"), _text(ev.publisher),
+            ev.seq, _text(ev.operator_id), _text(opt("replaces_event_id")),
         ))
         if n == 1:
             return Stored("new", ev, gap=self._gap_before(ev))
@@ -184,17 +188,17 @@ class FeedStore:
                         " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
         return Stored("duplicate", ev)
 
-    def _gap_before(self, ev: dict) -> Gap | None:
+    def _gap_before(self, ev: events.Event) -> Gap | None:
         """The hole just below this event's number, when earlier events of its publisher are
         stored but the ones right before it are not."""
-        seq, pub = ev.get("seq"), ev.get("publisher")
-        if not isinstance(seq, int) or not isinstance(pub, str) or seq <= 1:
+        seq, pub = ev.seq, ev.publisher
+        if seq is None or pub is None or seq <= 1:
             return None
         rows = self.db.query("SELECT seq, ts FROM events WHERE store_id = ? AND publisher = ? AND seq < ?"
-                             " ORDER BY seq DESC LIMIT 1", (ev["store_id"], pub, seq))
+                             " ORDER BY seq DESC LIMIT 1", (ev.store_id, pub, seq))
         if not rows or rows[0][0] >= seq - 1:
             return None
-        return Gap(ev["store_id"], pub, ev["till_id"], int(rows[0][0]), seq, rows[0][1], ev["ts"])
+        return Gap(ev.store_id, pub, ev.till_id, int(rows[0][0]), seq, rows[0][1], ev.ts)
 
     def quarantine(self, topic: str, payload: bytes, reason: str, received_at: str | None = None) -> Stored:
         """Keep a message aside with the reason it cannot be used (once per distinct message)."""
@@ -441,15 +445,16 @@ class Feed:
             return
         client.ack(msg.mid, msg.qos)
         if res.status == "new":
-            replaces = res.event.get("replaces_event_id")
-            self.table.event(res.event, self.store.event(replaces) if isinstance(replaces, str) else None)
+            replaces = getattr(res.event, "replaces_event_id", None)
+            # The table words a row as the dashboard words a stored one: from the wire dict.
+            self.table.event(res.event.to_dict(), self.store.event(replaces) if replaces else None)
             if res.gap is not None:
                 log.warning("feed: %s", gap_text(res.gap, self.table.tz, True))
                 self.table.note(gap_text(res.gap, self.table.tz, self.table.show_store))
         elif res.status == "quarantined":
             self.table.note(f"quarantined a message on {msg.topic}: {res.reason}")
         else:
-            log.debug("feed: duplicate %s ignored", res.event["event_id"] if res.event else "?")
+            log.debug("feed: duplicate %s ignored", res.event.event_id if res.event else "?")
 
 
 def main(args, cfg: Config) -> int:

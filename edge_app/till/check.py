@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    check: dict  # the events/check document
-    alert: dict | None  # the events/alert document when the decision is not approve
+    check: events.CheckEvent
+    alert: events.AlertEvent | None  # when the decision is not approve
     result: PolicyResult
     # The shopper's face box (x, y, w, h in frame pixels) in each frame that gave an age. Kept in
     # memory for diagnostics and tests; never published.
@@ -206,12 +206,13 @@ class CheckRunner:
             camera=camera,
             gate_rejections=dict(t.rejected),
             operator_id=trigger.scan.operator_id or None,
-        ).to_dict()
+        )
+        check.to_dict()  # a check the schema refuses fails here, in the worker, not later on publish
         alert = None
         if res.decision != Decision.APPROVE:
             alert = events.AlertEvent(
                 store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
-                check_event_id=check["event_id"],
+                check_event_id=check.event_id,
                 decision=res.decision,
                 age_band=res.age_band,
                 age=res.age,
@@ -220,5 +221,6 @@ class CheckRunner:
                 # The window tells a camera fault from a shopper out of view even without the check.
                 camera=camera,
                 operator_id=trigger.scan.operator_id or None,
-            ).to_dict()
+            )
+            alert.to_dict()
         return CheckOutcome(check, alert, res, tuple(t.boxes))

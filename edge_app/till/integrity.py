@@ -169,7 +169,7 @@ class IntegrityTracker:
                 if a.alert_event_id == alert_id:
                     a.acks.append(ack_event)
 
-    def on_sale(self, transaction_id: str, when: float | None = None) -> list[dict]:
+    def on_sale(self, transaction_id: str, when: float | None = None) -> list[events.IntegrityEvent]:
         """Record a completed sale. Returns the integrity events due now (with a grace period
         of 0 this includes this sale's); later ones come from poll()."""
         now = when if when is not None else time.time()
@@ -182,18 +182,18 @@ class IntegrityTracker:
                 txn.due_at = now + self.grace_seconds
         return self.poll(now)
 
-    def on_event(self, event: dict) -> None:
-        """Listener for the service: takes any event and keeps the alerts and acks."""
-        kind = event.get("kind")
-        if kind == "alert":
-            self.on_alert(event)
-        elif kind == "ack":
-            self.on_ack(event)
+    def on_event(self, event: events.Event) -> None:
+        """Listener for the service: takes any typed event and keeps the alerts and acks (kept as
+        their wire dicts: core.answers judges acks as the feed's stored rows are judged)."""
+        if isinstance(event, events.AlertEvent):
+            self.on_alert(event.to_dict())
+        elif isinstance(event, events.AckEvent):
+            self.on_ack(event.to_dict())
 
-    def poll(self, now: float | None = None) -> list[dict]:
+    def poll(self, now: float | None = None) -> list[events.IntegrityEvent]:
         """Integrity events whose grace period has run out, each returned once."""
         now = now if now is not None else time.time()
-        out: list[dict] = []
+        out: list[events.IntegrityEvent] = []
         with self._lock:
             for txn in [t for t in self._txns.values() if t.due_at is not None and t.due_at <= now]:
                 if not txn.covered:
@@ -214,7 +214,7 @@ class IntegrityTracker:
             return sum(1 for t in self._txns.values() if t.due_at is not None)
 
     # -- internals (lock held) ----------------------------------------------------------------
-    def _integrity_event(self, txn: _Transaction) -> dict:
+    def _integrity_event(self, txn: _Transaction) -> events.IntegrityEvent:
         first = min(txn.alerts, key=lambda a: a.raised_at)
         answered_no = any(Answer.NO_ID_CHECK in a.answers for a in txn.alerts)
         assert txn.sold_at is not None
@@ -229,7 +229,7 @@ class IntegrityTracker:
             alert_count=len(txn.alerts),
             alert_event_ids=[a.alert_event_id for a in txn.alerts],
             grace_seconds=self.grace_seconds,
-        ).to_dict()
+        )
 
     def _forget(self, txn: _Transaction) -> None:
         for a in txn.alerts:
@@ -259,12 +259,12 @@ class IntegrityMonitor:
         self._publish = publish
         self._interval = interval_s
         self._max_bytes = max_payload_bytes
-        self._unsent: list[dict] = []
+        self._unsent: list[events.IntegrityEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def on_event(self, event: dict) -> None:
+    def on_event(self, event: events.Event) -> None:
         self.tracker.on_event(event)
 
     def on_sale_payload(self, payload: bytes | str) -> Sale | None:
@@ -280,7 +280,7 @@ class IntegrityMonitor:
     def tick(self, now: float | None = None) -> None:
         self._emit(self.tracker.poll(now))
 
-    def _emit(self, new: list[dict]) -> None:
+    def _emit(self, new: list[events.IntegrityEvent]) -> None:
         with self._lock:
             self._unsent.extend(new)
             todo, self._unsent = self._unsent, []
@@ -289,9 +289,9 @@ class IntegrityMonitor:
             try:
                 self._publish(ev)
                 log.warning("integrity: transaction %s sold %.1f s after alert %s with no ID check recorded (%s)",
-                            ev["transaction_id"], ev["seconds_after_alert"], ev["alert_event_id"], ev["reason"])
+                            ev.transaction_id, ev.seconds_after_alert, ev.alert_event_id, ev.reason)
             except Exception:
-                log.exception("integrity: could not publish event %s; will retry", ev["event_id"])
+                log.exception("integrity: could not publish event %s; will retry", ev.event_id)
                 failed.append(ev)
         if failed:
             with self._lock:

@@ -4,18 +4,20 @@ watchdog from the loops that must keep moving, and shuts down cleanly on SIGTERM
 
 Hooks for the modules that plug into a running service (cashier display, integrity tracker):
 
-* `service.attach(on_event=..., on_sale=...)` - on_event is given every event dict that goes through
+* `service.attach(on_event=..., on_sale=...)` - on_event is given every typed event
+  (edge_app.core.events.Event, numbered: `seq`, `publisher`) that goes through
   `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
   safely in the outbox (or held in memory while the disk is full), and the cashier's answers (`ack`) that another process of this till
   (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
   thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
-* `service.publish_event(event)` - the one way to send an event: validates it against
-  edge_app.core.events, stores it in the outbox (durable before it is published), wakes the MQTT
-  sender, then calls the listeners. Raises SchemaError for an invalid event. When the outbox
+* `service.publish_event(event)` - the one way to send an event: takes a typed event, turns it
+  into its wire dict once (`Event.to_dict`, which validates it), stores it in the outbox (durable before it is published), wakes the MQTT
+  sender, then calls the listeners. Raises SchemaError for an invalid event (or anything that is
+  not a typed event). When the outbox
   cannot write (disk full) the event is held in memory by the OutboxWriter and written when it
   can again; listeners are told all the same (the check was answered on screen), and `state`
   says `degraded: true` meanwhile.
-* `service.attach(on_publishing=...)` - given each event publish_event is handed, before it is
+* `service.attach(on_publishing=...)` - given each typed event publish_event is handed, before it is
   validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
 * `service.attach(on_recording=...)` - given {"degraded": bool, "outbox_error": str | None} at once
@@ -36,6 +38,7 @@ Hooks for the modules that plug into a running service (cashier display, integri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import queue
 import signal
@@ -45,7 +48,7 @@ import time
 from collections import Counter
 from concurrent.futures import Future
 from datetime import datetime, timezone
-from typing import Callable, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from edge_app import __version__
 from edge_app.core import events, payloads
@@ -60,6 +63,15 @@ from edge_app.till.triggers import (HttpTrigger, PosMessageError, Scan, StdinTri
                                Trigger, now_pair, parse_scan, restriction)
 
 log = logging.getLogger("agecheck.service")
+
+
+def _numbered(event: events.Event, stored: dict) -> events.Event:
+    """The typed event as the outbox stored it: with the `seq` and `publisher` it was given
+    (unchanged when it is held in memory, unnumbered, while the disk is full)."""
+    if "seq" not in stored or "publisher" not in stored:
+        return event
+    return dataclasses.replace(event, seq=stored["seq"], publisher=stored["publisher"],
+                               absent=event.absent - {"seq", "publisher"})
 
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
@@ -116,9 +128,9 @@ class Service:
         self.checker = CheckRunner(cfg, self.capture.buffer, self.pipeline, self.model,
                                    camera_status=lambda: self.capture.status)
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
-        self._event_listeners: list[Callable[[dict], object]] = []
+        self._event_listeners: list[Callable[[events.Event], object]] = []
         self._sale_listeners: list[Callable[[bytes], object]] = []
-        self._publishing_listeners: list[Callable[[dict], object]] = []
+        self._publishing_listeners: list[Callable[[events.Event], object]] = []
         self._recording_listeners: list[Callable[[dict], object]] = []
         self._plugins = tuple(plugins)
         # Every event goes through the writer: on a full disk it holds events in memory instead
@@ -140,9 +152,9 @@ class Service:
         self._accepting = True
         self._accepting_lock = threading.Lock()
 
-    def attach(self, on_event: Callable[[dict], object] | None = None,
+    def attach(self, on_event: Callable[[events.Event], object] | None = None,
                on_sale: Callable[[bytes], object] | None = None,
-               on_publishing: Callable[[dict], object] | None = None,
+               on_publishing: Callable[[events.Event], object] | None = None,
                on_recording: Callable[[dict], object] | None = None) -> None:
         """Listen to every event the service publishes or hears (on_event), to every valid
         `pos/sale` payload (on_sale) and to every event as publish_event starts on it
@@ -164,19 +176,23 @@ class Service:
             self.pipeline.close()
 
     # -- hooks -----------------------------------------------------------------------------------
-    def publish_event(self, event: dict) -> None:
+    def publish_event(self, event: events.Event) -> None:
+        if not isinstance(event, events.Event):
+            # A plug-in handing a bare dict is a bug: refused before anything is stored.
+            raise events.SchemaError(f"publish_event takes a typed event (edge_app.core.events), "
+                                     f"not {type(event).__name__}")
         self._tell(self._publishing_listeners, event)
-        events.validate(event)
+        wire = event.to_dict()  # validates; the one conversion to the wire on this path
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
-        event, dropped, written = self.writer.put_event(
-            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event['kind']}"), event, self.cfg.till_id)
+        stored, dropped, written = self.writer.put_event(
+            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event.KIND}"), wire, self.cfg.till_id)
         if written:
             self.link.wake()
-        self.counts[f"events_{event['kind']}"] += 1
+        self.counts[f"events_{event.KIND}"] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
-        self._tell(self._event_listeners, event)
+        self._tell(self._event_listeners, _numbered(event, stored))
 
     def _on_recording(self) -> None:
         """The outbox stopped or started taking writes again: say so in `state` and to systemd."""
@@ -195,13 +211,13 @@ class Service:
         return {"degraded": st.degraded, "outbox_error": st.last_error}
 
     @staticmethod
-    def _tell(listeners: list[Callable[[dict], object]], event: dict) -> None:
+    def _tell(listeners: list[Callable[[Any], object]], event: Any) -> None:
         for listener in list(listeners):
             try:
                 listener(event)
             except Exception:
-                log.exception("event listener %r failed on %s event %s", listener, event.get("kind"),
-                              event.get("event_id"))
+                log.exception("event listener %r failed on %s event %s", listener, getattr(event, "KIND", None),
+                              getattr(event, "event_id", None))
 
     def submit(self, scan: Scan, source: str, ack: Callable[[], object] | None = None) -> Submission:
         """Start a check for `scan`, or record why none runs. `ack` is called once the scan
@@ -273,7 +289,7 @@ class Service:
                 timespec="milliseconds").replace("+00:00", "Z")
         ev = events.MissedEvent(store_id=self.cfg.store_id, till_id=self.cfg.till_id,
                                 transaction_id=scan.transaction_id, trigger=trigger, reason=reason, detail=detail,
-                                operator_id=scan.operator_id or None).to_dict()
+                                operator_id=scan.operator_id or None)
         try:
             self.publish_event(ev)
         except Exception:
@@ -333,9 +349,9 @@ class Service:
     def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""
         try:
-            ev = events.validate(payloads.parse(payload, payloads.Limits(max_bytes)))
-            if ev["kind"] != "ack":
-                raise events.SchemaError(f"a {ev['kind']!r} event on the ack topic")
+            ev = events.from_dict(payloads.parse(payload, payloads.Limits(max_bytes)))
+            if not isinstance(ev, events.AckEvent):
+                raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
         except (payloads.PayloadError, events.SchemaError) as exc:
             self._quarantine("events/ack", str(exc), payload)
             return
@@ -405,19 +421,19 @@ class Service:
 
     def _deliver(self, outcome: CheckOutcome) -> None:
         c = outcome.check
-        self.last_check = {"event_id": c["event_id"], "ts": c["ts"], "transaction_id": c["transaction_id"],
-                           "decision": c["decision"], "age": c["age"], "age_band": c["age_band"]}
-        age = f"age {c['age']:.1f} ({c['age_band']})" if c["age"] is not None else "no age"
-        log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c["event_id"][:8],
-                 c["transaction_id"], c["decision"].upper(), age, c["frames_used"], c["frames_seen"],
-                 c["faces_seen"], c["latency_ms"]["total"])
+        self.last_check = {"event_id": c.event_id, "ts": c.ts, "transaction_id": c.transaction_id,
+                           "decision": c.decision, "age": c.age, "age_band": c.age_band}
+        age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
+        log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
+                 c.transaction_id, c.decision.upper(), age, c.frames_used, c.frames_seen,
+                 c.faces_seen, c.latency_ms["total"])
         for ev in (c, outcome.alert):
             if ev is None:
                 continue
             try:
                 self.publish_event(ev)
             except Exception:
-                log.exception("could not store %s event %s in the outbox", ev["kind"], ev["event_id"])
+                log.exception("could not store %s event %s in the outbox", ev.KIND, ev.event_id)
         self.link.publish_state()
 
     # -- lifecycle -----------------------------------------------------------------------------------

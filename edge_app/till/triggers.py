@@ -219,7 +219,8 @@ def _outcome_json(sub: Submission, wait_s: float) -> tuple[int, dict]:
         return 202, {"status": sub.status, "detail": "check still running"}
     except Exception as exc:  # the check itself failed; say so instead of hanging up
         return 500, {"status": "error", "detail": str(exc)}
-    return 200, {"status": sub.status, "detail": sub.detail, "check": outcome.check, "alert": outcome.alert}
+    return 200, {"status": sub.status, "detail": sub.detail, "check": outcome.check.to_dict(),
+                 "alert": outcome.alert.to_dict() if outcome.alert else None}
 
 
 # Host headers the trigger answers: a web page that rebinds its own name to 127.0.0.1 (DNS

@@ -143,7 +143,7 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
         # When publish_event starts on each event: with the subscriber's arrival time, the cost of
         # publishing (outbox + MQTT).
         published: dict[str, float] = {}
-        service.attach(on_publishing=lambda ev: published.setdefault(ev.get("event_id"), time.monotonic()))
+        service.attach(on_publishing=lambda ev: published.setdefault(ev.event_id, time.monotonic()))
         deadline = time.monotonic() + 30
         while not (service.link.subscribed.is_set() and service.capture.status == "up"):
             if time.monotonic() > deadline:

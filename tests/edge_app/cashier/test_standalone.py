@@ -198,7 +198,7 @@ def test_the_windows_link_quarantines_what_the_parser_refuses(tmp_path, caplog):
     from edge_app.core import events
 
     cfg = C.from_dict({"display": {"outbox_path": str(tmp_path / "display.sqlite3")}})
-    shown: list[dict] = []
+    shown: list[events.Event] = []
     link = AckLink(cfg, shown.append)
     try:
         bad = [b"[" * 100_000, b'{"schema": NaN}', b'{"x":"' + b"a" * (cfg.feed.max_payload_bytes + 1) + b'"}']
@@ -210,7 +210,7 @@ def test_the_windows_link_quarantines_what_the_parser_refuses(tmp_path, caplog):
         assert len(quarantined) == len(bad), quarantined
         alert = alert_event(check_event())
         link._on_message("events/alert", events.encode(alert))
-        assert shown == [alert]
+        assert shown == [events.from_dict(alert)]
     finally:
         link.outbox.close()
 

@@ -266,12 +266,12 @@ def test_two_alerts_in_a_row_are_both_answerable(window):
 
 def test_answer_waits_for_the_alert_event(window):
     c = check_event(decision="check_id", age=17.0, txn="T-700")
-    window.on_event(c)  # the check first; its alert comes a moment later
+    window.on_event(events.from_dict(c))  # the check first; its alert comes a moment later
     snap = shown(window, answerable=False)
     click(snap["buttons"]["id_checked_over_age"])  # disabled: nothing happens
     no_ack(window, wait=0.3)
     a = alert_event(c)
-    window.on_event(a)
+    window.on_event(events.from_dict(a))
     press(window, "id_checked_over_age")
     assert window.acks.get(timeout=5)["alert_event_id"] == a["event_id"]
 
@@ -304,9 +304,9 @@ def test_an_alert_answered_elsewhere_leaves_the_list(window):
     shown(window, alert=a2, waiting="+1 more alert waiting")
     other = events.new_event("ack", "store-001", "till-01", "T-911", alert_event_id=a2["event_id"],
                              answer="id_checked_over_age", decision_time_s=2.0)
-    window.on_event(other)
+    window.on_event(events.from_dict(other))
     shown(window, alert=a1, waiting="")
-    window.on_event(alert_event(check_event(txn="T-911")) | {"event_id": a2["event_id"]})  # redelivered: not back
+    window.on_event(events.from_dict(alert_event(check_event(txn="T-911")) | {"event_id": a2["event_id"]}))  # redelivered: not back
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.3)

@@ -21,7 +21,10 @@ def test_store_dedupes_and_quarantines(tmp_path):
     st = FeedStore(tmp_path / "feed.sqlite3", max_payload_bytes=4096)
     c = check_event()
     a = alert_event(c)
-    assert st.add(event_topic(c), events.encode(c)).status == "new"
+    stored = st.add(event_topic(c), events.encode(c))
+    # Decoded once, into the typed event (what the feed then works on).
+    assert stored.status == "new" and stored.event == events.from_dict(c)
+    assert isinstance(stored.event, events.CheckEvent)
     assert st.add(event_topic(a), events.encode(a)).status == "new"
     assert st.add(event_topic(c), events.encode(c)).status == "duplicate"
 

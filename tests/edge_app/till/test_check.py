@@ -62,7 +62,7 @@ def test_spread_keeps_the_newest_and_spaces_the_rest():
 
 def test_adult_face_gives_a_plausible_age_and_a_valid_event(tmp_path, cfg, pipeline, model):
     out = _run(cfg, pipeline, model, astronaut_video(tmp_path / "a.avi"))
-    ev = out.check
+    ev = out.check.to_dict()
     events.validate(ev)
     assert ev["kind"] == "check" and ev["transaction_id"] == "T-1"
     assert ev["decision"] in ("approve", "check_id")
@@ -81,8 +81,8 @@ def test_adult_face_gives_a_plausible_age_and_a_valid_event(tmp_path, cfg, pipel
     if ev["decision"] == "approve":
         assert out.alert is None
     else:
-        events.validate(out.alert)
-        assert out.alert["check_event_id"] == ev["event_id"]
+        out.alert.to_dict()  # validates
+        assert out.alert.to_dict()["check_event_id"] == ev["event_id"]
     assert b"crop" not in events.encode(ev) and len(events.encode(ev)) < 2000  # numbers only
 
 
@@ -91,12 +91,12 @@ def test_empty_till_is_no_face_within_the_budget(tmp_path, cfg, pipeline, model)
     scan = Scan(Item("5010677850100", "alcohol", None, "Lager 4x440ml"), "T-1", "op-17")
     out = _run(cfg, pipeline, model, empty_video(tmp_path / "e.avi"), settle=0.5, time_budget_ms=600, scan=scan)
     elapsed = time.monotonic() - t0 - 0.5
-    ev = out.check
+    ev = out.check.to_dict()
     assert ev["decision"] == "no_face" and ev["age"] is None and ev["frames_used"] == 0
     assert ev["faces_seen"] == 0 and ev["frames_seen"] > 0
     assert "no face" in ev["reason"]
     assert ev["latency_ms"]["total"] < 600 + 400 and elapsed < 5
-    alert = out.alert
+    alert = out.alert.to_dict()
     events.validate(alert)
     assert alert["decision"] == "no_face" and alert["check_event_id"] == ev["event_id"]
     # The POS's product name and operator travel with both events; the camera was up.
@@ -113,15 +113,15 @@ def test_camera_down_is_no_face_and_says_so(cfg, pipeline, model):
     trig = Trigger(Scan(Item("1", "alcohol"), "T-2"), "pos", 18, now, iso)
     c = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, time_budget_ms=200))
     out = CheckRunner(c, FrameBuffer(1.5, FPS), pipeline, model, camera_status=lambda: "down").run(trig)
-    assert out.check["decision"] == "no_face" and out.check["camera"] == "down" and out.alert["camera"] == "down"
-    assert "name" not in out.check["trigger"] and "operator_id" not in out.check  # only when the POS sends them
-    assert out.check["reason"].startswith("camera down")
+    assert out.check.to_dict()["decision"] == "no_face" and out.check.to_dict()["camera"] == "down" and out.alert.to_dict()["camera"] == "down"
+    assert "name" not in out.check.to_dict()["trigger"] and "operator_id" not in out.check.to_dict()  # only when the POS sends them
+    assert out.check.to_dict()["reason"].startswith("camera down")
 
 
 def test_item_age_above_the_legal_age_raises_the_policy(tmp_path, cfg, pipeline, model):
     out = _run(cfg, pipeline, model, astronaut_video(tmp_path / "a.avi"), min_age=21, settle=0.5)
-    assert out.check["policy"]["legal_age"] == 21 and out.check["policy"]["challenge_age"] == 25
-    assert out.alert is None or out.alert["item"]["min_age"] == 21
+    assert out.check.to_dict()["policy"]["legal_age"] == 21 and out.check.to_dict()["policy"]["challenge_age"] == 25
+    assert out.alert is None or out.alert.to_dict()["item"]["min_age"] == 21
 
 
 def test_two_faces_in_view_the_shopper_is_chosen(tmp_path, cfg, pipeline, model):
@@ -131,7 +131,7 @@ def test_two_faces_in_view_the_shopper_is_chosen(tmp_path, cfg, pipeline, model)
     small = (head[:, ::-1].copy(), 560, 120, 170)
     video = still_video(tmp_path / "two.avi", lambda i: scene(big, small, sway=int(6 * (i % 4 - 2))))
     out = _run(cfg, pipeline, model, video)
-    ev = out.check
+    ev = out.check.to_dict()
     assert ev["faces_seen"] == 2, "the test scene must show two detectable faces"
     assert ev["frames_used"] >= 1 and 15 <= ev["age"] <= 70
     for x, y, w, h in out.shopper_boxes:
@@ -148,7 +148,7 @@ def test_two_real_people_the_age_is_the_shopper_s(tmp_path, cfg, pipeline, model
     else:
         people = ((adult, W // 2, 250, 280), (child, 560, 110, 130))
     video = still_video(tmp_path / f"{layout}.avi", lambda i: scene(*people, sway=int(6 * (i % 4 - 2))))
-    ev = _run(cfg, pipeline, model, video).check
+    ev = _run(cfg, pipeline, model, video).check.to_dict()
     assert ev["faces_seen"] == 2, "the test scene must show two detectable faces"
     if layout == "child_in_front":
         assert ev["age"] < 18 and ev["decision"] == "check_id", ev["age"]
@@ -165,7 +165,7 @@ def _clear_cut(cfg):
 def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline, model):
     out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
                max_frames=6, extra_frames=0)
-    ev = out.check
+    ev = out.check.to_dict()
     assert ev["decision"] == "check_id"
     assert ev["frames_used"] == 3 and ev["frames_seen"] == 3  # stopped as soon as three agreed
     assert ev["latency_ms"]["wait"] == 0  # all from the ring buffer: no camera wait
@@ -174,13 +174,13 @@ def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline,
 def test_without_early_decision_every_buffered_frame_counts(tmp_path, cfg, pipeline, model):
     out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=0,
                max_frames=6, extra_frames=0)
-    assert out.check["frames_used"] == 6 and out.check["frames_seen"] == 6
+    assert out.check.to_dict()["frames_used"] == 6 and out.check.to_dict()["frames_seen"] == 6
 
 
 def test_extra_frames_are_still_taken_after_the_scan_when_configured(tmp_path, cfg, pipeline, model):
     out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
                max_frames=8, extra_frames=2)
-    ev = out.check
+    ev = out.check.to_dict()
     # Two frames newer than the scan had to arrive (the camera runs at 15 fps) before deciding:
     # the second comes at least a frame interval after the scan. (latency_ms.wait may round to
     # 0: both can arrive while the buffered frames are being processed.)

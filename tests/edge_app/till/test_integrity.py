@@ -36,12 +36,12 @@ def test_unanswered_alert_sale_gives_event_after_grace():
     assert tr.poll(T0 + 16.9) == []
     out = tr.poll(T0 + 17)
     assert len(out) == 1
-    ev = events.validate(out[0])
-    assert ev["kind"] == "integrity"
-    assert ev["alert_event_id"] == a["event_id"]
-    assert ev["transaction_id"] == "T-1" and ev["till_id"] == "till-01" and ev["store_id"] == "store-001"
-    assert ev["seconds_after_alert"] == pytest.approx(12.0)
-    assert ev["reason"] == "unanswered" and ev["answer"] is None
+    ev = out[0]
+    assert isinstance(ev, events.IntegrityEvent) and events.validate(ev.to_dict())["kind"] == "integrity"
+    assert ev.alert_event_id == a["event_id"]
+    assert ev.transaction_id == "T-1" and ev.till_id == "till-01" and ev.store_id == "store-001"
+    assert ev.seconds_after_alert == pytest.approx(12.0)
+    assert ev.reason == "unanswered" and ev.answer is None
     assert tr.poll(T0 + 100) == []  # returned once
     assert tr.open_alerts == 0
 
@@ -72,8 +72,8 @@ def test_no_id_check_answer_counts_as_not_checked():
     tr.on_ack(ack(a, "no_id_check"), when=T0 + 1)
     out = tr.on_sale("T-1", when=T0 + 4)
     assert len(out) == 1
-    assert out[0]["reason"] == "answered_no_id_check" and out[0]["answer"] == "no_id_check"
-    assert out[0]["decision"] == "no_face"
+    assert out[0].reason == "answered_no_id_check" and out[0].answer == "no_id_check"
+    assert out[0].decision == "no_face"
 
 
 def test_no_id_check_does_not_undo_a_recorded_check():
@@ -93,7 +93,7 @@ def test_an_undone_id_check_no_longer_covers_the_sale():
     tr.on_ack(first, when=T0 + 1)
     tr.on_ack(ack(a, events.ACK_UNDONE, replaces=first), when=T0 + 2)  # Undo
     out = tr.on_sale("T-1", when=T0 + 3)
-    assert len(out) == 1 and out[0]["reason"] == "unanswered"
+    assert len(out) == 1 and out[0].reason == "unanswered"
 
 
 def test_undo_then_a_new_answer():
@@ -116,7 +116,7 @@ def test_undo_pressed_just_after_the_sale_counts():
     assert tr.on_sale("T-1", when=T0 + 2) == []
     tr.on_ack(ack(a, events.ACK_UNDONE, replaces=first), when=T0 + 3)
     out = tr.poll(T0 + 7)
-    assert len(out) == 1 and out[0]["alert_event_id"] == a["event_id"]
+    assert len(out) == 1 and out[0].alert_event_id == a["event_id"]
     # Covered and not undone: nothing, and the transaction is forgotten once judged.
     b = alert("T-2")
     tr.on_alert(b, when=T0)
@@ -154,9 +154,9 @@ def test_two_alerts_one_event_naming_the_first():
     tr.on_alert(a2, when=T0 + 31)  # QoS 1 redelivery is not a third alert
     out = tr.on_sale("T-1", when=T0 + 40)
     assert len(out) == 1
-    assert out[0]["alert_event_id"] == a1["event_id"]
-    assert out[0]["alert_count"] == 2
-    assert out[0]["seconds_after_alert"] == pytest.approx(40)
+    assert out[0].alert_event_id == a1["event_id"]
+    assert out[0].alert_count == 2
+    assert out[0].seconds_after_alert == pytest.approx(40)
 
 
 def test_ack_before_alert_is_kept():
@@ -207,13 +207,13 @@ def test_thread_safety_many_transactions():
     for t in threads:
         t.join()
     assert len(results) == 200
-    assert len({r["transaction_id"] for r in results}) == 200
+    assert len({r.transaction_id for r in results}) == 200
     assert tr.open_alerts == 0
 
 
 def test_monitor_retries_a_failed_publish():
     tr = tracker(grace=0)
-    published: list[dict] = []
+    published: list[events.IntegrityEvent] = []
     fail = [True]
 
     def publish(ev):
@@ -223,12 +223,12 @@ def test_monitor_retries_a_failed_publish():
 
     mon = IntegrityMonitor(tr, publish)
     a = alert()
-    mon.on_event(a)
+    mon.on_event(events.from_dict(a))
     assert mon.on_sale_payload(b'{"transaction_id": "T-1"}').transaction_id == "T-1"
     assert published == []
     fail[0] = False
     mon.tick()
-    assert [p["alert_event_id"] for p in published] == [a["event_id"]]
+    assert [p.alert_event_id for p in published] == [a["event_id"]]
     assert mon.on_sale_payload(b"not json") is None  # logged and dropped
 
 

@@ -62,8 +62,8 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     # stops nothing.
     order: list[tuple[str, str]] = []
     svc.attach(on_publishing=lambda ev: 1 / 0)
-    svc.attach(on_publishing=lambda ev: order.append(("publishing", ev["event_id"])),
-               on_event=lambda ev: order.append(("stored", ev["event_id"])))
+    svc.attach(on_publishing=lambda ev: order.append(("publishing", ev.event_id)),
+               on_event=lambda ev: order.append(("stored", ev.event_id)))
     rec.wait_last("availability", lambda p: p == b"online", what="online")
     rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up in state")
     wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "subscribed, video")
@@ -94,8 +94,10 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
         events.validate(a)
     # Local listeners too. They are told after the event is in the outbox and the sender woken,
     # so a subscriber can have a check before they do: wait rather than look once.
-    wait_until(lambda: {e["event_id"] for e in seen} >= {c["event_id"] for c in checks}, 5,
+    wait_until(lambda: {e.event_id for e in seen} >= {c["event_id"] for c in checks}, 5,
                "local listeners told of both checks")
+    # Told the typed event as the outbox numbered it.
+    assert all(isinstance(e, events.Event) and e.publisher == "till-01" and e.seq >= 1 for e in seen)
     assert "event listener" in caplog.text and "ZeroDivisionError" in caplog.text
     for c in checks:
         assert order.index(("publishing", c["event_id"])) < order.index(("stored", c["event_id"]))
@@ -177,14 +179,14 @@ def test_broker_outage_during_checks_loses_nothing_and_keeps_order(tmp_path, mqt
     checks = rec.events("check")
     firsts = list({c["event_id"]: c for c in checks}.values())  # de-duplicated by event_id
     assert [c["transaction_id"] for c in firsts] == ["T-0", "T-1", "T-2", "T-3"]
-    assert {c["event_id"] for c in firsts[1:]} == {o.check["event_id"] for o in outcomes}
+    assert {c["event_id"] for c in firsts[1:]} == {o.check.event_id for o in outcomes}
     alerts = {a["event_id"] for a in rec.events("alert")}
-    assert alerts >= {o.alert["event_id"] for o in outcomes if o.alert}
+    assert alerts >= {o.alert.event_id for o in outcomes if o.alert}
     # Within the stream, each alert follows its check (stored right after it).
     stream = [json.loads(p)["event_id"] for t, p, _ in rec.messages]
     for o in outcomes:
         if o.alert:
-            assert stream.index(o.check["event_id"]) < stream.index(o.alert["event_id"])
+            assert stream.index(o.check.event_id) < stream.index(o.alert.event_id)
     rec.close()
 
 
@@ -238,7 +240,7 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     ack = events.new_event("ack", "store-001", "till-01", "T-8", alert_event_id=alerts["T-8"]["event_id"],
                            answer="id_checked_over_age", decision_time_s=2.5)
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [events.encode(ack), b"{nope"])
-    wait_until(lambda: any(e["event_id"] == ack["event_id"] for e in heard), 10, "the remote ack")
+    wait_until(lambda: any(isinstance(e, events.AckEvent) and e.event_id == ack["event_id"] for e in heard), 10, "the remote ack")
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale",
             [b'{"transaction_id": "T-8"}', b'{"transaction_id": "T-9"}'])
     integ = rec.wait_events("integrity", 1)[0]
@@ -250,14 +252,14 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     # An answer given on the service's own display goes out once and does not echo back in.
     own = events.new_event("ack", "store-001", "till-01", "T-9", alert_event_id=alerts["T-9"]["event_id"],
                            answer="no_id_check", decision_time_s=9.0)
-    svc.publish_event(own)
+    svc.publish_event(events.from_dict(own))
     rec.wait_for(lambda m: any(own["event_id"].encode() in p for _, p, _ in m), 10, "our own ack on the broker")
     # A malformed ack sent after it: once the service has quarantined that, the broker has given it
     # everything before it on the topic, so an echo of our own ack would have been counted.
     quarantined = svc.counts["messages_quarantined"]
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [b"{"])
     wait_until(lambda: svc.counts["messages_quarantined"] > quarantined, 10, "the marker ack quarantined")
-    assert svc.counts["acks_received"] == 1 and sum(e["event_id"] == own["event_id"] for e in heard) == 1
+    assert svc.counts["acks_received"] == 1 and sum(e.event_id == own["event_id"] for e in heard) == 1
     rec.close()
 
 
@@ -268,7 +270,7 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     ids = []
     for i in range(12):
         ev = events.new_event("integrity", "store-001", "till-01", f"T{i}", alert_event_id="a", seconds_after_alert=1)
-        svc.publish_event(ev)
+        svc.publish_event(events.from_dict(ev))
         ids.append(ev["event_id"])
     st = svc.state()
     assert st["outbox_full"] and st["outbox_depth"] == 10 and st["outbox_dropped"] == 2
@@ -276,6 +278,10 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text
     with pytest.raises(events.SchemaError):
         svc.publish_event({"kind": "check"})  # a plug-in bug is refused, not stored
+    with pytest.raises(events.SchemaError, match="seconds_after_alert"):  # a typed one that breaks the schema too
+        svc.publish_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-x",
+                                                alert_event_id="a", seconds_after_alert="soon"))
+    assert [r.event_id for r in svc.outbox.after(0, 20)] == ids[2:]
 
 
 def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):

@@ -13,6 +13,7 @@ import logging
 import pytest
 
 from edge_app.config import load
+from edge_app.core import events
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
@@ -49,8 +50,9 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         window = windows[0]
         filler = Filler(disk)
         try:
-            shown: list[dict] = []  # what the cashier's window would have been told
-            svc.attach(on_event=lambda ev: shown.append(ev) if ev["kind"] in ("check", "alert") else None)
+            shown: list = []  # what the cashier's window would have been told
+            svc.attach(on_event=lambda ev: shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent))
+                       else None)
             wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 20,
                        "subscribed, video")
             assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)
@@ -63,7 +65,7 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
             txns = [f"T-full-{i}" for i in range(4)]
             for txn in txns:
                 outcome = svc.submit(Scan(Item("5010677850100", "alcohol"), txn), "pos").result.result(30)
-                assert outcome.check["transaction_id"] == txn
+                assert outcome.check.transaction_id == txn
             st = _state(rec, lambda s: s["degraded"] and s["outbox_held"] >= 1, "degraded in state")
             assert st["outbox_write_errors"] >= 1 and "full" in st["outbox_error"], st
             assert st["outbox_held_dropped"] == 0
@@ -74,7 +76,7 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
             wait_until(lambda: dominant(screenshot(window.snapshot["recording_box"]))[0]
                        == hex_rgb(NOT_RECORDING_BG), 10, "the mark painted")
             held = svc.writer.status().held
-            answered = {e["event_id"] for e in shown if e["transaction_id"] in txns}
+            answered = {e.event_id for e in shown if e.transaction_id in txns}
             assert held >= 1 and len(answered) >= len(txns)
             # While full: answered on screen, not at the broker.
             at_broker = {e["event_id"] for e in rec.events()}

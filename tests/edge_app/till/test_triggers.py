@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 from edge_app.config import RestrictedItem, TriggersConfig
+from edge_app.core import events
 from edge_app.devtools.sim import free_port
+from tests.edge_app.feed_util import check_event
 from tests.helpers import wait_until
 from edge_app.till.triggers import (HttpTrigger, Item, PosMessageError, Scan, StdinTrigger, Submission,
                                TransactionMemory, parse_scan, restriction)
@@ -110,7 +112,7 @@ def _done_submit(calls):
     def submit(scan, source):
         calls.append((scan, source))
         fut: Future = Future()
-        fut.set_result(SimpleNamespace(check={"event_id": "c1", "decision": "approve"}, alert=None))
+        fut.set_result(SimpleNamespace(check=events.from_dict(check_event(decision="approve", age=40.0)), alert=None))
         return Submission("started", "check started", fut)
     return submit
 
