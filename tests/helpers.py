@@ -62,3 +62,27 @@ def utk_sample(n: int, seed: int = 0) -> list[tuple[Path, float]]:
         rows = [(root / "images" / r["file_name"], float(r["real_age"])) for r in csv.DictReader(fh)]
     rng = np.random.default_rng(seed)
     return [rows[i] for i in rng.choice(len(rows), size=min(n, len(rows)), replace=False)]
+
+
+def demo_checks(proc, n: int = 2, timeout: float = 150.0) -> tuple[list[str], str, str]:
+    """Read a running `agecheck run --demo` until it has printed `n` check lines (or `timeout`
+    has passed), stop it with SIGTERM as a user's Ctrl-C would, and return the check lines and
+    the rest of its stdout and stderr. The process is killed if it does not stop."""
+    import signal
+
+    checks: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the demo prints one line per check as it happens
+            if " check " in line and "txn demo-" in line:
+                checks.append(line)
+            if len(checks) >= n or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return checks, out, err

@@ -14,14 +14,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, demo_checks
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -115,20 +113,7 @@ def test_install_verify_run_and_purge(deb, tmp_path):
         # A few checks of the demo on the lock-only runtime (no jax, no scikit-image in it).
         demo = subprocess.Popen(["agecheck", "run", "--demo"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        checks = []
-        try:
-            deadline = time.monotonic() + 150
-            for line in demo.stdout:  # type: ignore[union-attr]
-                if " check " in line and "txn demo-" in line:
-                    checks.append(line)
-                if len(checks) >= 2 or time.monotonic() > deadline:
-                    break
-            demo.send_signal(signal.SIGTERM)
-            out, err = demo.communicate(timeout=60)
-        finally:
-            if demo.poll() is None:
-                demo.kill()
-                demo.wait()
+        checks, out, err = demo_checks(demo)
         assert len(checks) >= 2 and demo.returncode == 0, err
 
         # The installed runtime, measured: under the target, and without the left-out libraries.

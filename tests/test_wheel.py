@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from edge_app import resources
-from tests.helpers import REPO
+from tests.helpers import REPO, demo_checks
 
 # Libraries the till runtime does without (issue 18); importing one in the venv is an error.
 LEFT_OUT = ("skimage", "scipy", "jax", "jaxlib", "tensorflow", "sentencepiece", "sounddevice", "pandas")
@@ -164,21 +163,7 @@ def test_run_demo_makes_checks_and_stops_cleanly(venv):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGECHECK_CONFIG")}
     proc = subprocess.Popen([str(venv / "bin" / "agecheck"), "run", "--demo"], cwd=venv.parent, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checks: list[str] = []
-    try:
-        deadline = time.monotonic() + 150
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the demo prints one line per check as it happens
-            if " check " in line and "txn demo-" in line:
-                checks.append(line)
-            if len(checks) >= 2 or time.monotonic() > deadline:
-                break
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    checks, out, err = demo_checks(proc)
     assert len(checks) >= 2, err
     assert all(("APPROVE" in c or "CHECK_ID" in c) and "age " in c for c in checks), checks
     assert proc.returncode == 0, err

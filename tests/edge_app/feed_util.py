@@ -240,3 +240,14 @@ class Till:
 
     def close(self) -> None:
         self.outbox.close()
+
+
+def numbered(evs: list[dict], publisher: str, skip=frozenset()) -> list[dict]:
+    """Give events the numbers their till's outbox would have; numbers in `skip` never arrive."""
+    out, n = [], 0
+    for ev in evs:
+        n += 1
+        while n in skip:
+            n += 1
+        out.append({**ev, "publisher": publisher, "seq": n})
+    return out

@@ -21,24 +21,13 @@ from edge_app.manager.dashboard import bucket_size, create_app, hash_password
 from edge_app.manager.feed import FeedStore
 from edge_app.manager.report import Period
 from tests.helpers import wait_until
-from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, write_config
+from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, numbered, write_config
 
 DAY = "2025-03-14"
 
 
 def at(hms: str, day: str = DAY) -> str:
     return f"{day}T{hms}.000Z"
-
-
-def numbered(evs: list[dict], publisher: str, skip: set[int] = frozenset()) -> list[dict]:
-    """Give events the numbers their till's outbox would have; numbers in `skip` never arrive."""
-    out, n = [], 0
-    for ev in evs:
-        n += 1
-        while n in skip:
-            n += 1
-        out.append({**ev, "publisher": publisher, "seq": n})
-    return out
 
 
 def integrity(alert: dict, reason: str, ts: str, secs: float = 30.0) -> dict:

@@ -15,7 +15,7 @@ from edge_app.manager.db import MIGRATIONS, StoreError, open_store, target
 from edge_app.manager.feed import FeedDBError, FeedStore, gap_rows
 from edge_app.manager.report import build
 from tests.edge_app.broker_util import Broker
-from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, event_topic, wait_until,
+from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, event_topic, numbered, wait_until,
                                       write_config)
 from tests.edge_app.pg_util import PgServer
 
@@ -24,16 +24,6 @@ from tests.edge_app.pg_util import PgServer
 def pg():
     with PgServer() as server:
         yield server
-
-
-def _numbered(evs, publisher, skip=()):
-    n, out = 0, []
-    for ev in evs:
-        n += 1
-        while n in skip:
-            n += 1
-        out.append({**ev, "publisher": publisher, "seq": n})
-    return out
 
 
 def test_urls_and_paths():
@@ -48,7 +38,7 @@ def test_urls_and_paths():
 def test_same_schema_idempotent_inserts_and_gaps(kind, pg, tmp_path):
     url = str(tmp_path / "feed.sqlite3") if kind == "sqlite" else pg.create_db("idempotent")
     st = FeedStore(url)
-    evs = _numbered([check_event(txn=f"T-{i}", operator_id="C-1") for i in range(6)], "till-01", skip={3, 4})
+    evs = numbered([check_event(txn=f"T-{i}", operator_id="C-1") for i in range(6)], "till-01", skip={3, 4})
     for ev in evs:
         assert st.add(event_topic(ev), events.encode(ev)).status == "new"
     for ev in evs[:3]:  # the broker sends some again
@@ -108,7 +98,7 @@ def test_the_feed_writes_two_stores_into_postgresql(pg, tmp_path):
             for store in ("store-042", "store-043"):
                 c = check_event(store=store, till="till-01", txn=f"{store}-T1", ts="2025-03-14T10:00:00.000Z")
                 a = alert_event(c, ts="2025-03-14T10:00:00.000Z")
-                evs += _numbered([c, a, ack_event(a, "no_id_check", ts="2025-03-14T10:00:05.000Z")], "till-01")
+                evs += numbered([c, a, ack_event(a, "no_id_check", ts="2025-03-14T10:00:05.000Z")], "till-01")
             for ev in evs + evs[:2]:
                 pub.event(ev)
             import psycopg
