@@ -59,17 +59,26 @@ def read_labels(path: Path, split: str | None = None) -> list[LabelledPhoto]:
             rows.append(LabelledPhoto(r["file_name"], age, {c: (r[c] or "").strip() for c in keep}))
         return rows
 
+# The `gender` coding of UTKFace's and All-Age-Faces' labels.csv (and so of prepare's split.csv).
+FEMALE, MALE = "1", "0"
+
 # Age bands used to balance sampling; the gate lives between the second and the fourth.
 SAMPLING_BANDS = ((0, 12), (13, 17), (18, 24), (25, 34), (35, 49), (50, 64), (65, 200))
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a crops cache: images (N,H,W,3 uint8), ages (N,) and source names (N,)."""
+    """One split of a crops cache: images (N,H,W,3 uint8), ages (N,), source names (N,) and sex
+    (N,) as the labels give it ("1" female, "0" male, "" not given)."""
 
     x: np.ndarray
     age: np.ndarray
     source: np.ndarray
+    sex: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.sex is None:
+            object.__setattr__(self, "sex", np.full(len(self.age), "", dtype=object))
 
     def __len__(self) -> int:
         return len(self.age)
@@ -78,12 +87,17 @@ class Split:
         return sorted(set(self.source.tolist()))
 
     def take(self, n: int) -> "Split":
-        return Split(self.x[:n], self.age[:n], self.source[:n])
+        return Split(self.x[:n], self.age[:n], self.source[:n], self.sex[:n])
+
+    def female(self) -> np.ndarray:
+        """1.0 for a woman, 0.0 for a man, -1.0 where the labels do not say (what the loss's
+        sex-bias term reads)."""
+        return np.select([self.sex == FEMALE, self.sex == MALE], [1.0, 0.0], -1.0).astype(np.float32)
 
 
 def load_split(data: Path, split: str) -> Split:
     crops = np.load(data / "crops.npy", mmap_mode="r")
-    rows, ages, sources = [], [], []
+    rows, ages, sources, sexes = [], [], [], []
     with open(data / "index.csv", newline="") as fh:
         for r in csv.DictReader(fh):
             if r["split"] == split:
@@ -91,7 +105,9 @@ def load_split(data: Path, split: str) -> Split:
                 ages.append(float(r["age"]))
                 # Caches made before prepare took several sources hold one unnamed source.
                 sources.append(r.get("source") or "default")
-    return Split(np.ascontiguousarray(crops[rows]), np.array(ages, np.float32), np.array(sources))
+                sexes.append((r.get("gender") or "").strip())
+    return Split(np.ascontiguousarray(crops[rows]), np.array(ages, np.float32), np.array(sources),
+                 np.array(sexes, dtype=object))
 
 
 def band_index(ages: np.ndarray) -> np.ndarray:
@@ -102,22 +118,28 @@ def band_index(ages: np.ndarray) -> np.ndarray:
     return out
 
 
-def cell_weights(split: Split, power: float, boost: dict[int, float]) -> dict[tuple[str, int], float]:
-    """Sampling probability of each (source, age band) cell. Each source gets a share that grows
-    with the square root of its size (a small population is not drowned by a large one, nor
+def cell_weights(split: Split, power: float, boost: dict[int, float],
+                 by_sex: bool = False) -> dict[tuple[str, str, int], float]:
+    """Sampling probability of each (source, sex, age band) cell. Each source gets a share that
+    grows with the square root of its size (a small population is not drowned by a large one, nor
     repeated to exhaustion), and within a source each band a share that grows as count**power
-    (power < 1 lifts the rare bands, teenagers among them), times `boost` for chosen bands."""
+    (power < 1 lifts the rare bands, teenagers among them), times `boost` for chosen bands.
+    With `by_sex`, women and men of a source get equal shares, each with its own bands (faces
+    whose sex is not given form a third group); otherwise the sex key is "" throughout."""
     bands = band_index(split.age)
-    counts = {}
-    for s, b in zip(split.source.tolist(), bands.tolist()):
-        counts[(s, b)] = counts.get((s, b), 0) + 1
-    per_source = {s: sum(n for (t, _), n in counts.items() if t == s) for s in split.sources()}
+    sexes = split.sex.tolist() if by_sex else [""] * len(split)
+    counts: dict[tuple[str, str, int], int] = {}
+    for key in zip(split.source.tolist(), sexes, bands.tolist()):
+        counts[key] = counts.get(key, 0) + 1
+    per_source = {s: sum(n for (t, _, _), n in counts.items() if t == s) for s in split.sources()}
     src_share = {s: np.sqrt(n) for s, n in per_source.items()}
     total = sum(src_share.values())
     out = {}
     for s in per_source:
-        cells = {b: n ** power * boost.get(b, 1.0) for (t, b), n in counts.items() if t == s}
-        z = sum(cells.values())
-        for b, v in cells.items():
-            out[(s, b)] = src_share[s] / total * v / z
+        groups = sorted({g for (t, g, _) in counts if t == s})
+        for g in groups:
+            cells = {b: n ** power * boost.get(b, 1.0) for (t, h, b), n in counts.items() if t == s and h == g}
+            z = sum(cells.values())
+            for b, v in cells.items():
+                out[(s, g, b)] = src_share[s] / total / len(groups) * v / z
     return out

@@ -18,10 +18,12 @@ import numpy as np
 
 from training.calibrate import CHALLENGE, gate_figures
 from training.arch import expected_age
-from training.data import Split, band_index, cell_weights, load_split
+from training.data import FEMALE, MALE, Split, band_index, cell_weights, load_split
 
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
+# Ages whose signed errors the sex-bias term compares: the adults a gate can wrongly send to ID.
+SEX_BIAS_AGES = (18, 60)
 
 
 def soft_labels(ages, sigma):
@@ -36,17 +38,27 @@ def soft_labels(ages, sigma):
     return d / tf.reduce_sum(d, axis=1, keepdims=True)
 
 
-def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float):
+def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, sex_bias: float = 0.0):
     """Soft-label cross-entropy + L1 on the expectation, with over-estimating a face under the
     challenge age costing more than under-estimating it, + a term that pushes the probability
-    of '25 or older' down for faces of 20 and younger (a minor approved is the costly error)."""
+    of '25 or older' down for faces of 20 and younger (a minor approved is the costly error).
+
+    y_true is the age, or (age, female) with female 1/0/-1 (unknown). With `sex_bias` > 0 the
+    batch also pays sex_bias * (mean signed error of adult women - that of adult men)**2: one
+    threshold serves everyone, so a net that reads women younger than men of the same age
+    sends more women to an ID check; this term asks the net itself to err alike for both."""
     import tensorflow as tf
 
     ks = tf.range(AGES, dtype=tf.float32)
     older = tf.cast(ks >= CHALLENGE_AGE, tf.float32)
 
     def loss(y_true, probs):
-        y = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        yt = tf.cast(y_true, tf.float32)
+        if yt.shape.rank == 2 and yt.shape[-1] == 2:
+            y, female = yt[:, 0], yt[:, 1]
+        else:
+            y = tf.reshape(yt, [-1])
+            female = -tf.ones_like(y)
         p = tf.cast(probs, tf.float32)
         p = tf.clip_by_value(p, 1e-7, 1.0)
         ce = -tf.reduce_sum(soft_labels(y, sigma) * tf.math.log(p), axis=1)
@@ -57,7 +69,16 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
         l1 = w * tf.abs(err)
         p_old = tf.reduce_sum(p * older[None, :], axis=1)
         gate = tf.cast(y <= 20, tf.float32) * -tf.math.log(tf.clip_by_value(1.0 - p_old, 1e-6, 1.0))
-        return ce + l1_weight * l1 + gate_weight * gate
+        total = ce + l1_weight * l1 + gate_weight * gate
+        if sex_bias > 0:
+            adult = tf.cast((y >= SEX_BIAS_AGES[0]) & (y <= SEX_BIAS_AGES[1]), tf.float32)
+            wf = adult * tf.cast(female == 1.0, tf.float32)
+            wm = adult * tf.cast(female == 0.0, tf.float32)
+            nf, nm = tf.reduce_sum(wf), tf.reduce_sum(wm)
+            gap = tf.reduce_sum(wf * err) / tf.maximum(nf, 1.0) - tf.reduce_sum(wm * err) / tf.maximum(nm, 1.0)
+            both = tf.cast((nf > 0) & (nm > 0), tf.float32)
+            total = total + sex_bias * both * tf.square(gap)
+        return total
 
     return loss
 
@@ -116,27 +137,29 @@ def jpeg_one(img):
 
 
 def make_dataset(data: Split, batch: int, train: bool, seed: int, balance: float = 0.0,
-                 boost: dict[int, float] | None = None):
-    """Batches of (crop, age). With balance > 0 the training stream samples (source, age band)
-    cells by `dataset.cell_weights` instead of in proportion to their size; it is endless, so
-    fit() is given the number of steps an epoch."""
+                 boost: dict[int, float] | None = None, by_sex: bool = False):
+    """Batches of (crop, (age, female)). With balance > 0 the training stream samples (source,
+    sex, age band) cells by `data.cell_weights` instead of in proportion to their size; it is
+    endless, so fit() is given the number of steps an epoch."""
     import tensorflow as tf
 
+    target = np.stack([data.age, data.female()], axis=1).astype(np.float32)
     if train and balance > 0:
-        weights = cell_weights(data, balance, boost or {})
+        weights = cell_weights(data, balance, boost or {}, by_sex=by_sex)
         bands = band_index(data.age)
+        sexes = data.sex if by_sex else np.full(len(data), "", dtype=object)
         parts, probs = [], []
-        for (src, band), w in sorted(weights.items()):
-            m = (data.source == src) & (bands == band)
+        for (src, sex, band), w in sorted(weights.items()):
+            m = (data.source == src) & (sexes == sex) & (bands == band)
             parts.append(
-                tf.data.Dataset.from_tensor_slices((data.x[m], data.age[m]))
+                tf.data.Dataset.from_tensor_slices((data.x[m], target[m]))
                 .shuffle(int(m.sum()), seed=seed + len(parts), reshuffle_each_iteration=True)
                 .repeat()
             )
             probs.append(w)
         ds = tf.data.Dataset.sample_from_datasets(parts, weights=probs, seed=seed)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((data.x, data.age))
+        ds = tf.data.Dataset.from_tensor_slices((data.x, target))
         if train:
             ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
     if train:
@@ -165,6 +188,17 @@ def rebuild(model, size: int):
     return fresh
 
 
+def sex_gap(pred: np.ndarray, age: np.ndarray, sex: np.ndarray) -> float:
+    """Mean signed error of adult women minus that of adult men (the ages SEX_BIAS_AGES), in
+    years; NaN where either group is missing. Negative: women are read younger than men."""
+    adult = (age >= SEX_BIAS_AGES[0]) & (age <= SEX_BIAS_AGES[1])
+    f, m = adult & (sex == FEMALE), adult & (sex == MALE)
+    if not f.any() or not m.any():
+        return float("nan")
+    err = pred - age
+    return float(err[f].mean() - err[m].mean())
+
+
 def val_figures(model, val: Split) -> dict:
     """Gate figures of a Keras model on validation crops, plus the MAE of the mirror average
     (what the till computes), overall and per source; `worst_mae_flip` is the worst source's,
@@ -177,7 +211,8 @@ def val_figures(model, val: Split) -> dict:
     f["per_source"] = {}
     for src in val.sources():
         m = val.source == src
-        f["per_source"][src] = {**gate_figures(both[m], val.age[m]), "n": int(m.sum())}
+        f["per_source"][src] = {**gate_figures(both[m], val.age[m]), "n": int(m.sum()),
+                                "sex_gap": sex_gap(both[m], val.age[m], val.sex[m])}
     f["worst_mae_flip"] = max(v["mae"] for v in f["per_source"].values())
     return f
 
@@ -206,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                     "by the square root of their size (0: plain shuffling in proportion to the data)")
     ap.add_argument("--boost-young", type=float, default=1.0,
                     help="with --balance, extra sampling weight for the 13-17 and 18-24 bands")
+    ap.add_argument("--balance-sex", action="store_true",
+                    help="with --balance, give women and men of each source equal shares, each with its own bands")
+    ap.add_argument("--sex-bias", type=float, default=0.0,
+                    help="weight of the term that asks adult women's and men's mean signed errors to agree "
+                    "(needs the gender column that prepare keeps from the labels)")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
     a = ap.parse_args(argv)
 
@@ -238,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         initial_learning_rate=a.lr / 10, decay_steps=total - warm, warmup_target=a.lr, warmup_steps=warm, alpha=0.02
     )
     opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
-    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate), jit_compile=False)
+    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate, a.sex_bias), jit_compile=False)
 
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -250,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             logs["val_worst_mae_flip"] = f["worst_mae_flip"]
             for src, g in f["per_source"].items():
                 logs[f"val_mae_flip_{src}"] = g["mae"]
+                logs[f"val_sex_gap_{src}"] = g["sex_gap"]
             per = "; ".join(
-                f"{src} {g['mae']:.3f}, 13-17 at 25+ {g['minors_at_25_plus']:.1%}, 25+ under 25 {g['adults_under_25']:.1%}"
+                f"{src} {g['mae']:.3f}, 13-17 at 25+ {g['minors_at_25_plus']:.1%}, 25+ under 25 "
+                f"{g['adults_under_25']:.1%}, women-men error {g['sex_gap']:+.2f} y"
                 for src, g in f["per_source"].items()
             )
             print(
@@ -277,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     boost = {1: a.boost_young, 2: a.boost_young}  # bands 13-17 and 18-24 of dataset.SAMPLING_BANDS
     model.fit(
-        make_dataset(tr, a.batch, True, a.seed, a.balance, boost),
+        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, a.balance_sex),
         epochs=a.epochs,
         steps_per_epoch=steps,
         callbacks=callbacks,

@@ -105,3 +105,35 @@ def test_rebuild_runs_mixed_precision_and_keeps_the_weights():
     assert got.get_layer("age_probs").compute_dtype == "float32"
     for a, b in zip(src.get_weights(), got.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sex_bias_term_costs_a_gap_between_women_and_men():
+    """With --sex-bias, a batch whose adult women are read younger than its adult men costs more
+    than one where both err alike, and the term needs the (age, female) targets."""
+    import tensorflow as tf
+
+    from training.train import AGES, make_loss
+
+    def peaked(ages):
+        p = np.full((len(ages), AGES), 1e-4, np.float32)
+        for i, a in enumerate(ages):
+            p[i, a] = 1.0
+        return tf.constant(p / p.sum(axis=1, keepdims=True))
+
+    y = tf.constant([[30.0, 1.0], [30.0, 0.0], [40.0, 1.0], [40.0, 0.0]])
+    alike = peaked([27, 27, 37, 37])  # everyone read 3 years young
+    apart = peaked([25, 29, 35, 39])  # same MAE, but women 5 years young and men 1
+    plain = make_loss(1.5, 0.05, 3.0, 2.0)
+    fair = make_loss(1.5, 0.05, 3.0, 2.0, sex_bias=0.3)
+    # Without the term, both batches cost nearly the same (same absolute errors).
+    assert abs(float(tf.reduce_mean(plain(y, alike))) - float(tf.reduce_mean(plain(y, apart)))) < 0.3
+    gap_cost = float(tf.reduce_mean(fair(y, apart))) - float(tf.reduce_mean(plain(y, apart)))
+    assert gap_cost == pytest.approx(0.3 * 4.0 ** 2, rel=0.05)  # women -5 vs men -1: a 4-year gap
+    assert float(tf.reduce_mean(fair(y, alike))) == pytest.approx(float(tf.reduce_mean(plain(y, alike))), abs=0.05)
+    # Faces whose sex is not given (-1) and ages outside the adult range do not enter the gap.
+    unknown = tf.constant([[30.0, -1.0], [30.0, 0.0], [12.0, 1.0], [40.0, 0.0]])
+    assert float(tf.reduce_mean(fair(unknown, apart))) == pytest.approx(
+        float(tf.reduce_mean(plain(unknown, apart))), abs=1e-5)
+    # A plain age vector (no sex) still works, and then the term is off.
+    ages = tf.constant([30.0, 30.0, 40.0, 40.0])
+    assert float(tf.reduce_mean(fair(ages, apart))) == pytest.approx(float(tf.reduce_mean(plain(ages, apart))))

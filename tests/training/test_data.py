@@ -1,0 +1,50 @@
+"""data: the crops-cache split and its sampling cells — every source and band keeps a share, and
+with `by_sex` women and men of a source get equal shares however unequal their numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.data import FEMALE, MALE, Split, band_index, cell_weights
+
+
+def split(ages, sources, sexes=None) -> Split:
+    n = len(ages)
+    return Split(np.zeros((n, 4, 4, 3), np.uint8), np.array(ages, np.float32), np.array(sources),
+                 None if sexes is None else np.array(sexes, dtype=object))
+
+
+def test_cells_share_sources_by_square_root_and_lift_rare_bands():
+    ages = [30] * 300 + [15] * 12 + [30] * 100
+    sources = ["big"] * 312 + ["small"] * 100
+    w = cell_weights(split(ages, sources), power=0.5, boost={})
+    assert sum(w.values()) == pytest.approx(1.0)
+    big = sum(v for (s, _, _), v in w.items() if s == "big")
+    assert big == pytest.approx(np.sqrt(312) / (np.sqrt(312) + np.sqrt(100)))
+    teen, adult = w[("big", "", 1)], w[("big", "", 3)]
+    # count**0.5: 12 teenagers against 300 adults sample as sqrt(12):sqrt(300), not 12:300.
+    assert teen / adult == pytest.approx(np.sqrt(12 / 300))
+    boosted = cell_weights(split(ages, sources), power=0.5, boost={1: 2.0})
+    assert boosted[("big", "", 1)] / boosted[("big", "", 3)] == pytest.approx(2 * np.sqrt(12 / 300))
+
+
+def test_by_sex_gives_women_and_men_equal_shares():
+    ages = [30] * 90 + [30] * 10 + [20] * 10
+    sexes = [MALE] * 90 + [FEMALE] * 10 + [FEMALE] * 10
+    data = split(ages, ["s"] * 110, sexes)
+    w = cell_weights(data, power=0.7, boost={}, by_sex=True)
+    men = sum(v for (_, g, _), v in w.items() if g == MALE)
+    women = sum(v for (_, g, _), v in w.items() if g == FEMALE)
+    assert men == pytest.approx(0.5) and women == pytest.approx(0.5)
+    assert w[(("s", FEMALE, band_index(np.array([20]))[0]))] == pytest.approx(0.25)
+    # Without by_sex the same data samples men nine times as often as women of 30.
+    plain = cell_weights(data, power=1.0, boost={})
+    assert set(plain) == {("s", "", 2), ("s", "", 3)}
+
+
+def test_female_reads_the_labels_coding_and_unknown():
+    data = split([30, 30, 30], ["s"] * 3, [FEMALE, MALE, ""])
+    np.testing.assert_array_equal(data.female(), [1.0, 0.0, -1.0])
+    assert split([30], ["s"]).female().tolist() == [-1.0]  # a cache without a gender column
+    assert data.take(2).sex.tolist() == [FEMALE, MALE]
