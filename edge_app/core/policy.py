@@ -11,6 +11,7 @@ averaged distribution, not the spread between frames.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ class PolicyResult:
     challenge_age: int
     reason: str
     p_over: float | None = None  # calibrated P(age >= challenge age); None under the margin rule
+
+    def as_dict(self) -> dict:
+        """The result as JSON-ready fields (what `agecheck estimate --json` prints)."""
+        return dataclasses.asdict(self)
 
 
 def aggregate(ages: Sequence[float]) -> tuple[float, float]:

@@ -131,19 +131,15 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
             pol = decide_calibrated([], [], cfg.policy, model.rules)
             if not args.json:
                 print(f"{photo}: no face found -> {pol.decision.upper()} (ask for ID)")
-            return {"file": photo, "faces": 0, "decision": pol.decision, "error": "no face found"}, 1
+            return {"file": photo, "faces": 0, **pol.as_dict(), "error": "no face found"}, 1
         est = model.predict(res.aligned.crop)
         pol = decide_calibrated([est.age], [est.probs], cfg.policy, model.rules)
         rec = {
             "file": photo,
             "faces": len(res.faces),
+            # The decision's fields under the names a check event gives them.
+            **pol.as_dict(),
             "age": round(est.age, 1),
-            "age_band": pol.age_band,
-            "age_low": pol.age_low,
-            "age_high": pol.age_high,
-            "p_over": pol.p_over,
-            "decision": pol.decision,
-            "challenge_age": cfg.policy.challenge_age,
             "usable": res.aligned.ok,
             "rejected_because": list(res.aligned.rejected),
             "notes": notes,

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_app.core import events
+
 CHILD_TIMEOUT_S = 120.0
 # The checkout this bench runs from: edge_app/devtools/bench/harness.py -> the folder above edge_app.
 _ROOT = Path(__file__).resolve().parents[3]
@@ -91,7 +93,7 @@ class Listener:
     def wait_check(self, txn: str, timeout: float, start: int = 0) -> tuple[float, str, bytes] | None:
         """The check event of transaction `txn`, from index `start` on."""
         return self.wait(lambda t, topic, p: topic.endswith("/events/check") and
-                         json.loads(p).get("transaction_id") == txn, timeout, start)
+                         events.from_dict(events.decode(p)).transaction_id == txn, timeout, start)
 
     def close(self) -> None:
         self.client.disconnect()

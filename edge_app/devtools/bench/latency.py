@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import shutil
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.devtools.bench.harness import Listener, bench_config, connected_pos
 
@@ -160,14 +160,14 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
             if m is None:
                 out.missed += 1
                 continue
-            ev = json.loads(m[2])
+            ev = events.from_dict(events.decode(m[2]))
             out.pos_to_event.append((m[0] - t_pub) * 1000)
-            out.decision.append(float(ev["latency_ms"]["total"]))
-            out.frames_used.append(int(ev["frames_used"]))
-            out.frames_seen.append(int(ev["frames_seen"]))
-            out.decisions[ev["decision"]] = out.decisions.get(ev["decision"], 0) + 1
-            if ev["event_id"] in published:
-                out.publish.append((m[0] - published[ev["event_id"]]) * 1000)
+            out.decision.append(float(ev.latency_ms["total"]))
+            out.frames_used.append(ev.frames_used)
+            out.frames_seen.append(int(ev.frames_seen or 0))
+            out.decisions[ev.decision] = out.decisions.get(ev.decision, 0) + 1
+            if ev.event_id in published:
+                out.publish.append((m[0] - published[ev.event_id]) * 1000)
             if display is not None:
                 drawn = _drawn_at(display, txn)
                 if drawn is not None:
