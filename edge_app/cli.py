@@ -9,6 +9,7 @@ import sys
 
 from edge_app import __version__, nativelog
 from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
+from edge_app.errors import AgecheckError
 
 log = logging.getLogger("agecheck")
 
@@ -156,19 +157,26 @@ def main(argv: list[str] | None = None, filter_native: bool = True) -> int:
         args.config = None if found is None else str(found)
         cfg = load(found)
     except ConfigError as exc:
-        print(f"agecheck: config error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, args.command)
     if filter_native:
         # Before any command imports OpenCV, MediaPipe or TFLite.
         nativelog.install(show_noise=cfg.logging.level == "DEBUG")
     setup_logging(cfg)
     try:
         return int(args.func(args, cfg) or 0)
-    except ConfigError as exc:
-        print(f"agecheck: config error: {exc}", file=sys.stderr)
-        return 2
+    except AgecheckError as exc:
+        return _fail(exc, args.command)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(exc: AgecheckError, command: str | None) -> int:
+    """The one place an error becomes a message and an exit status."""
+    if isinstance(exc, ConfigError):
+        print(f"agecheck: config error: {exc}", file=sys.stderr)
+    else:
+        print(f"agecheck {command}: {exc}", file=sys.stderr)
+    return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from edge_app import resources
+from edge_app.errors import AgecheckError
 
 # Where an installed till keeps its config (the Debian package's conffile), and the variable that
 # points elsewhere; `locate` tries them in order after --config.
@@ -28,8 +29,10 @@ SYSTEM_CONFIG = Path("/etc/agecheck/config.yaml")
 CONFIG_ENV = "AGECHECK_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(AgecheckError):
     """A configuration problem, worded for the person editing config.yaml."""
+
+    exit_code = 2
 
 
 def _rng(lo: float | None = None, hi: float | None = None, **extra: Any) -> dict:

@@ -20,6 +20,7 @@ from typing import TextIO
 
 
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
+from edge_app.errors import RunError
 from edge_app.core import events
 from edge_app.core.words import DECISION_HINT, Decision
 from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
@@ -105,8 +106,7 @@ def main(args: argparse.Namespace, cfg: Config, out: TextIO | None = None) -> in
         try:
             broker = LocalBroker().start()
         except (FileNotFoundError, RuntimeError) as exc:
-            print(f"agecheck demo: cannot start a local MQTT broker: {exc}", file=sys.stderr)
-            return 1
+            raise RunError(f"cannot start a local MQTT broker: {exc}") from None
         service = pos = cashier = None
         printer = Printer(out)
         try:

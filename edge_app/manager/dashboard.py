@@ -24,6 +24,7 @@ from datetime import date, timedelta, tzinfo
 from typing import Any
 
 from edge_app.config import Config
+from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.manager.db import Database
 from edge_app.core.events import local_dt
@@ -44,7 +45,7 @@ MANAGER_EXTRA = "pip install 'agecheck[manager]'"
 WEB_LIBRARIES = ("flask", "waitress")
 
 
-class DashboardError(Exception):
+class DashboardError(UsageError):
     """A set-up the dashboard refuses to start with (the message says what to change)."""
 
 
@@ -274,39 +275,31 @@ def hash_password(password: str) -> str:
 
 
 def main(args, cfg: Config) -> int:
-    try:
-        require_web_libraries()
-    except DashboardError as exc:
-        print(f"agecheck dashboard: {exc}", file=sys.stderr)
-        return 2
+    require_web_libraries()
     if getattr(args, "hash_password", False):
         pw = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("Dashboard password: ")
         if len(pw) < 8:
-            print("agecheck dashboard: the password must have at least 8 characters", file=sys.stderr)
-            return 2
+            raise DashboardError("the password must have at least 8 characters")
         print(hash_password(pw))
         return 0
     host = args.host or cfg.dashboard.host
     port = args.port if args.port is not None else cfg.dashboard.port
     pw_hash = cfg.dashboard.password_hash
     if not is_loopback(host) and not pw_hash:
-        print(f"agecheck dashboard: --host {host} lets other computers open the dashboard; set "
-              "dashboard.password_hash in config.yaml first (make one with `agecheck dashboard --hash-password`), "
-              "or leave the host at 127.0.0.1", file=sys.stderr)
-        return 2
+        raise DashboardError(f"--host {host} lets other computers open the dashboard; set "
+                             "dashboard.password_hash in config.yaml first (make one with `agecheck dashboard "
+                             "--hash-password`), or leave the host at 127.0.0.1")
     db = args.db or cfg.feed.db_path
     try:
         app = create_app(db, cfg, pw_hash)
     except ReportInputError as exc:
-        print(f"agecheck dashboard: {exc}", file=sys.stderr)
-        return 2
+        raise DashboardError(str(exc)) from None
     from waitress import create_server
 
     try:
         server = create_server(app, host=host, port=port, threads=4)
     except OSError as exc:
-        print(f"agecheck dashboard: cannot listen on {host}:{port} ({exc.strerror})", file=sys.stderr)
-        return 2
+        raise DashboardError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
     who = ("only this computer can open it" if is_loopback(host)
            else f"other computers can open it with user {cfg.dashboard.username!r} and the configured password")
     shown_host = f"[{host}]" if ":" in host else host

@@ -126,8 +126,6 @@ def _start_service(lcfg, pipeline, model, out: LatencyFigures, with_display: boo
 
 def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, screen: str,
              no_screen: str) -> LatencyFigures:
-    from edge_app.core import events
-
     out = LatencyFigures(screen=screen)
     with_display = not no_screen
     if no_screen:

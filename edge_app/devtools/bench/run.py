@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from edge_app.devtools.bench.stages import run_stages
 from edge_app.devtools.bench.table import Measured, table
 from edge_app.devtools.bench.throughput import measure_throughput
 from edge_app.devtools.bench.video import PhotosError, make_video
+from edge_app.errors import RunError
 
 
 def float_model_path(cfg, given: str | None) -> Path:
@@ -134,8 +134,7 @@ def main(args: argparse.Namespace, cfg) -> int:
     try:
         meta, rows = run(args, cfg)
     except (FileNotFoundError, RuntimeError, PhotosError) as exc:  # e.g. no mosquitto, no usable photos
-        print(f"agecheck bench: {exc}", file=sys.stderr)
-        return 1
+        raise RunError(str(exc)) from None
     if getattr(args, "json", False):
         print(json.dumps({"meta": meta, "rows": [r.as_dict() for r in rows]}, indent=2))
         return 0
