@@ -327,3 +327,11 @@ def from_dict(event: Any) -> Event:
     kw = {k: v for k, v in event.items() if k in named}
     extra = {k: v for k, v in event.items() if k not in named and k not in ("schema", "kind")}
     return cls(**kw, extra=extra, absent=frozenset(named - kw.keys()))
+
+
+# -- what readers take from a scan's `trigger` --------------------------------------------------
+def trigger_category(event: CheckEvent | MissedEvent) -> str | None:
+    """The product category of the restricted scan behind a check or missed event (the report's
+    age-band mix per category); None when its `trigger` names none as text."""
+    category = event.trigger.get("category")
+    return category if isinstance(category, str) else None

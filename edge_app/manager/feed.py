@@ -34,7 +34,7 @@ from typing import Any, Literal, TextIO
 from edge_app.core import events, payloads
 from edge_app.core.answers import current_answer
 from edge_app.core.events import local_dt
-from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, Decision
+from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, Answer, Decision
 from edge_app.config import Config
 from edge_app.manager.db import Database, StoreError
 from edge_app.manager.db import target as db_target
@@ -86,6 +86,17 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Ev
         return None, (f"event says {ev.store_id}/{ev.till_id}/{ev.KIND} "
                       f"but came on {store}/{till}/{kind}")
     return ev, None
+
+
+def read_stored(event_id: str, payload: str) -> events.Event | None:
+    """The typed event of a stored row (its `payload` column), decoded as the feed decoded it.
+    None, with a warning naming the event, when the payload no longer reads as a valid event (a
+    store written by another build, or edited by hand): a reader leaves that row out and goes on."""
+    try:
+        return events.from_dict(json.loads(payload))
+    except ValueError as exc:  # bad JSON or events.SchemaError: both say what is wrong
+        log.warning("event store: event %s left out: its stored payload is not a valid event (%s)", event_id, exc)
+        return None
 
 
 def _num(v: Any) -> float | None:
@@ -212,19 +223,21 @@ class FeedStore:
         )
         return Stored("quarantined", None, reason)
 
-    def acks_for(self, alert_event_id: str) -> list[dict]:
-        """Every ack stored for an alert (answers and corrections), oldest first."""
-        rows = self.db.query("SELECT payload FROM events WHERE kind = 'ack' AND alert_event_id = ? ORDER BY ts",
-                             (alert_event_id,))
-        return [json.loads(r[0]) for r in rows]
+    def acks_for(self, alert_event_id: str) -> list[events.AckEvent]:
+        """Every ack stored for an alert (answers and corrections), oldest first; one whose payload
+        no longer reads is left out (with a warning)."""
+        rows = self.db.query("SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id = ? ORDER BY ts",
+                             (events.AckEvent.KIND, alert_event_id))
+        return [ev for eid, p in rows if isinstance(ev := read_stored(eid, p), events.AckEvent)]
 
-    def answer_for(self, alert_event_id: str) -> str | None:
+    def answer_for(self, alert_event_id: str) -> Answer | None:
         """The cashier's answer to an alert as it stands after any Undo: None when unanswered."""
         return current_answer(self.acks_for(alert_event_id))
 
-    def event(self, event_id: str) -> dict | None:
+    def event(self, event_id: str) -> events.Event | None:
+        """A stored event; None when it is not stored or its payload no longer reads (warned)."""
         rows = self.db.query("SELECT payload FROM events WHERE event_id = ?", (event_id,))
-        return json.loads(rows[0][0]) if rows else None
+        return read_stored(event_id, rows[0][0]) if rows else None
 
     def counts(self) -> dict[str, int]:
         n = self.db.query("SELECT COUNT(*) FROM events")[0][0]
@@ -239,25 +252,34 @@ class FeedStore:
 # -- the live table ------------------------------------------------------------------------------
 
 
-def outcome_text(ev: dict, replaced: dict | None = None) -> str:
+def _typed(ev: events.Event | dict | None) -> events.Event | None:
+    """The dashboard still hands wire dicts decoded from stored rows: read them as typed events
+    (None when one does not validate, which then gets no outcome text)."""
+    if ev is None or isinstance(ev, events.Event):
+        return ev
+    try:
+        return events.from_dict(ev)
+    except events.SchemaError:
+        return None
+
+
+def outcome_text(ev: events.Event | dict, replaced: events.Event | dict | None = None) -> str:
     """What a row says; for a correction, `replaced` is the ack it names when the feed has it."""
-    kind = ev.get("kind")
-    if kind in ("check", "alert"):
-        if kind == "check" and ev.get("decision") == Decision.NO_FACE and ev.get("camera") not in (None, "up"):
+    ev, replaced = _typed(ev), _typed(replaced)
+    if isinstance(ev, (events.CheckEvent, events.AlertEvent)):
+        if isinstance(ev, events.CheckEvent) and ev.decision == Decision.NO_FACE and ev.camera not in (None, "up"):
             return "CAMERA DOWN"
-        return DECISION_SHORT.get(ev.get("decision"), str(ev.get("decision")))
-    if kind == "ack":
-        was = ANSWER_SHORT.get((replaced or {}).get("answer"), "an answer")
-        if ev.get("answer") == events.ACK_UNDONE:
+        return DECISION_SHORT.get(ev.decision, str(ev.decision))
+    if isinstance(ev, events.AckEvent):
+        was = ANSWER_SHORT.get(replaced.answer, "an answer") if isinstance(replaced, events.AckEvent) else "an answer"
+        if ev.answer == events.ACK_UNDONE:
             return f"UNDONE: {was}"
-        t = ev.get("decision_time_s")
-        after = f" ({t:.1f}s)" if isinstance(t, (int, float)) else ""
-        text = ANSWER_SHORT.get(ev.get("answer"), str(ev.get("answer"))) + after
-        return f"{text}, was {was}" if ev.get("replaces_event_id") else text
-    if kind == "missed":
-        return f"NOT CHECKED: {ev.get('reason')}"
-    if kind == "integrity":
-        return f"SOLD, NO ID +{ev.get('seconds_after_alert', 0):.0f}s: {integrity_reason(ev.get('reason'))}"
+        text = f"{ANSWER_SHORT.get(ev.answer, str(ev.answer))} ({ev.decision_time_s:.1f}s)"
+        return f"{text}, was {was}" if ev.replaces_event_id else text
+    if isinstance(ev, events.MissedEvent):
+        return f"NOT CHECKED: {ev.reason}"
+    if isinstance(ev, events.IntegrityEvent):
+        return f"SOLD, NO ID +{ev.seconds_after_alert:.0f}s: {integrity_reason(ev.reason)}"
     return ""
 
 
@@ -318,21 +340,19 @@ class TablePrinter:
         self.out.write(self._line([c for c, _ in self.cols]) + "\n")
         self.out.write(self._line(["-" * w for _, w in self.cols]) + "\n")
 
-    def event(self, ev: dict, replaced: dict | None = None) -> None:
-        if ev.get("kind") == "alert":
+    def event(self, ev: events.Event, replaced: events.Event | None = None) -> None:
+        if isinstance(ev, events.AlertEvent):
             return
         if self.rows % self.HEADER_EVERY == 0:
             self.header()
         self.rows += 1
         age = ""
-        if ev.get("age_band"):
-            age = str(ev["age_band"])
-            if isinstance(ev.get("age"), (int, float)):
-                age += f" ({ev['age']:.0f})"
-        values = [local_time(ev["ts"], self.tz), ev["till_id"], ev["kind"], outcome_text(ev, replaced), age,
-                  ev.get("transaction_id") or "-"]
+        if isinstance(ev, events.CheckEvent) and ev.age_band:
+            age = ev.age_band + (f" ({ev.age:.0f})" if ev.age is not None else "")
+        values = [local_time(ev.ts, self.tz), ev.till_id, ev.KIND, outcome_text(ev, replaced), age,
+                  ev.transaction_id or "-"]
         if self.show_store:
-            values.insert(1, ev["store_id"])
+            values.insert(1, ev.store_id)
         self.out.write(self._line(values) + "\n")
         self.out.flush()
 
@@ -445,9 +465,8 @@ class Feed:
             return
         client.ack(msg.mid, msg.qos)
         if res.status == "new":
-            replaces = getattr(res.event, "replaces_event_id", None)
-            # The table words a row as the dashboard words a stored one: from the wire dict.
-            self.table.event(res.event.to_dict(), self.store.event(replaces) if replaces else None)
+            replaces = res.event.replaces_event_id if isinstance(res.event, events.AckEvent) else None
+            self.table.event(res.event, self.store.event(replaces) if replaces else None)
             if res.gap is not None:
                 log.warning("feed: %s", gap_text(res.gap, self.table.tz, True))
                 self.table.note(gap_text(res.gap, self.table.tz, self.table.show_store))

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import Iterable
 
 from edge_app.config import Config
+from edge_app.core import events
 from edge_app.core.answers import covered, standing
 from edge_app.core.events import local_dt
 from edge_app.core.words import ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer
 from edge_app.core.policy import BANDS
 from edge_app.manager.db import Database, StoreError, open_store
-from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason
+from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason, read_stored
 
 MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
@@ -145,6 +146,7 @@ class Summary:
     quarantined: int
     events_total: int
     gaps: list[Gap] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # event_ids whose stored payload no longer reads
 
     def totals(self, till: str | None = None, store: str | None = None) -> TillDay:
         t = TillDay(till or "all tills", self.period.since, store or "")
@@ -189,75 +191,83 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
     hi = (period.until + timedelta(days=2)).isoformat()
     where = "ts >= ? AND ts < ?" + (" AND store_id = ?" if store else "")
     params: tuple = (lo, hi, store) if store else (lo, hi)
-    operator = "operator_id" if _optional_columns(db) else "NULL"
-    rows = db.query(
-        "SELECT event_id, kind, ts, store_id, till_id, transaction_id, decision, answer, age, age_band,"
-        f" alert_event_id, decision_time_s, payload, {operator} FROM events WHERE {where} ORDER BY ts", params)
+    rows = db.query(f"SELECT event_id, payload FROM events WHERE {where} ORDER BY ts", params)
+    # Each stored payload is decoded once into its typed event; one that no longer validates is
+    # left out of every figure (with a warning naming it) and listed under "Data quality".
+    decoded: dict[str, events.Event | None] = {}
+    unreadable: list[str] = []
+
+    def read(event_id: str, payload: str) -> events.Event | None:
+        if event_id not in decoded:
+            decoded[event_id] = read_stored(event_id, payload)
+            if decoded[event_id] is None:
+                unreadable.append(event_id)
+        return decoded[event_id]
+
     # Answers may come after midnight or after the period; an alert counts as answered either way.
     # Corrections (Undo) may too, so which answers stand is worked out over every ack stored, by
     # the same rule the till's integrity check uses (core.answers).
-    stand = standing(json.loads(p) for (p,) in db.query(
-        "SELECT payload FROM events WHERE kind = 'ack' AND alert_event_id IS NOT NULL"))
-    answers = {alert: {a["answer"] for a in acks} for alert, acks in stand.items()}
-    standing_ids = {a["event_id"] for acks in stand.values() for a in acks}
-    alerts: dict[str, dict] = {}  # alert id -> what an integrity line needs of it
+    stand = standing(ev for eid, p in db.query(
+        "SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id IS NOT NULL", (events.AckEvent.KIND,))
+        if isinstance(ev := read(eid, p), events.AckEvent))
+    answers = {alert: {a.answer for a in acks} for alert, acks in stand.items()}
+    standing_ids = {a.event_id for acks in stand.values() for a in acks}
+    alerts: dict[str, events.AlertEvent] = {}  # what an integrity line needs of its alert
 
     cells: dict[tuple[str, str, date], TillDay] = {}
     stores: set[str] = set()
-    latest_check: dict[str, tuple[str, str | None, str]] = {}  # shopper key -> (ts, band, category)
+    latest_check: dict[str, tuple[str, str | None, str | None]] = {}  # shopper key -> (ts, band, category)
     integrity: list[dict] = []
     total = 0
-    for (event_id, kind, ts, store_id, till_id, txn, decision, answer, age, band, alert_id, dt_s,
-         payload, operator_id) in rows:
-        day = local_day(ts, tz)
-        if kind == "alert":
-            alerts[event_id] = {"ts": ts, "operator_id": operator_id}
+    for event_id, payload in rows:
+        ev = read(event_id, payload)
+        if ev is None:
+            continue
+        day = local_day(ev.ts, tz)
+        if isinstance(ev, events.AlertEvent):
+            alerts[ev.event_id] = ev
         if day is None or not (period.since <= day <= period.until):
             continue
         total += 1
-        stores.add(store_id)
-        cell = cells.setdefault((store_id, till_id, day), TillDay(till_id, day, store_id))
-        if kind == "check":
+        stores.add(ev.store_id)
+        cell = cells.setdefault((ev.store_id, ev.till_id, day), TillDay(ev.till_id, day, ev.store_id))
+        if isinstance(ev, events.CheckEvent):
             cell.checks += 1
-            cell.decisions[decision] += 1
-            key = f"{store_id}/{till_id}/{txn}" if txn else event_id
+            cell.decisions[ev.decision] += 1
+            key = f"{ev.store_id}/{ev.till_id}/{ev.transaction_id}" if ev.transaction_id else ev.event_id
             prev = latest_check.get(key)
-            if band is not None or prev is None or prev[1] is None:
-                latest_check[key] = (ts, band, _category(payload))
-        elif kind == "alert":
+            if ev.age_band is not None or prev is None or prev[1] is None:
+                latest_check[key] = (ev.ts, ev.age_band, events.trigger_category(ev))
+        elif isinstance(ev, events.AlertEvent):
             cell.alerts += 1
-            got = answers.get(event_id, set())
+            got = answers.get(ev.event_id, set())
             if got:
                 cell.answered_alerts += 1
             if covered(got):
                 cell.id_checked_alerts += 1
-        elif kind == "ack":
-            if event_id in standing_ids:
-                cell.answers[answer] += 1
-                if dt_s is not None:
-                    cell.decision_times.append(float(dt_s))
-            elif answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
+        elif isinstance(ev, events.AckEvent):
+            if ev.event_id in standing_ids:
+                cell.answers[ev.answer] += 1
+                cell.decision_times.append(float(ev.decision_time_s))
+            elif ev.answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
                 cell.undone += 1
-        elif kind == "missed":
+        elif isinstance(ev, events.MissedEvent):
             cell.missed += 1
-        elif kind == "integrity":
+        elif isinstance(ev, events.IntegrityEvent):
             cell.integrity += 1
-            ev = json.loads(payload)
-            local = local_dt(ts, tz).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[union-attr]
-            integrity.append({"ts": ts, "local": local, "day": day, "store_id": store_id, "till_id": till_id,
-                              "transaction_id": txn, "seconds_after_alert": ev.get("seconds_after_alert"),
-                              "reason": ev.get("reason", ""), "alert_event_id": alert_id})
+            integrity.append(_integrity_line(ev, day, tz))
 
     for e in integrity:
         # The moment to find on CCTV: the alert on the till's screen, and the sale after it.
-        a = alerts.get(e["alert_event_id"] or "")
-        if a is None and e["alert_event_id"]:
-            got = db.query(f"SELECT ts, {operator} FROM events WHERE event_id = ?", (e["alert_event_id"],))
-            a = {"ts": got[0][0], "operator_id": got[0][1]} if got else None
-        e["operator_id"] = a["operator_id"] if a else None
-        e["alert_local"] = _local_text(a["ts"], tz) if a else None
+        a = alerts.get(e["alert_event_id"])
+        if a is None:
+            got = db.query("SELECT event_id, payload FROM events WHERE event_id = ?", (e["alert_event_id"],))
+            found = read(*got[0]) if got else None
+            a = found if isinstance(found, events.AlertEvent) else None
+        e["operator_id"] = a.operator_id if a else None
+        e["alert_local"] = _local_text(a.ts, tz) if a else None
         secs = e["seconds_after_alert"]
-        alert_dt = local_dt(a["ts"], tz) if a else None
+        alert_dt = local_dt(a.ts, tz) if a else None
         e["sale_local"] = ((alert_dt + timedelta(seconds=float(secs))).strftime("%Y-%m-%d %H:%M:%S")
                            if alert_dt and isinstance(secs, (int, float)) else None)
 
@@ -281,7 +291,7 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
                 gaps.append(g)
                 stores.add(g.store_id)
     return Summary(period, sorted(stores), cells, bands, dict(by_cat), no_estimate, integrity, quarantined, total,
-                   gaps)
+                   gaps, unreadable)
 
 
 def _local_text(ts: str, tz: tzinfo | None) -> str:
@@ -289,12 +299,12 @@ def _local_text(ts: str, tz: tzinfo | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else ts
 
 
-def _category(payload: str) -> str | None:
-    try:
-        trig = json.loads(payload).get("trigger")
-    except ValueError:
-        return None
-    return trig.get("category") if isinstance(trig, dict) and isinstance(trig.get("category"), str) else None
+def _integrity_line(ev: events.IntegrityEvent, day: date, tz: tzinfo | None) -> dict:
+    """One integrity event as report.json and the tables list it (the alert's moments are added
+    once every alert is known)."""
+    return {"ts": ev.ts, "local": _local_text(ev.ts, tz), "day": day, "store_id": ev.store_id, "till_id": ev.till_id,
+            "transaction_id": ev.transaction_id, "seconds_after_alert": ev.seconds_after_alert,
+            "reason": ev.reason or "", "alert_event_id": ev.alert_event_id}
 
 
 def attention(s: Summary) -> list[dict]:
@@ -448,6 +458,9 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
              "(malformed or unknown schema; see the `quarantine` table in the database).")
     missing = sum(g.missing for g in s.gaps)
     L.append(f"- {missing} event(s) missing in {len(s.gaps)} gap(s) (see “Missing events”).")
+    if s.unreadable:
+        L.append(f"- {len(s.unreadable)} stored event(s) left out of every figure: their stored payload is no longer "
+                 f"a valid event (written by another build, or edited): {', '.join(s.unreadable)}.")
     L += ["", "## How the figures are defined", "",
           "- *checks*: age estimates run on a restricted scan; *alerts*: checks that were not `approve` "
           "(`check_id` or `no_face`), so the cashier was asked to check ID.",

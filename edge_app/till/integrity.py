@@ -90,11 +90,11 @@ class _Alert:
     check_event_id: str | None
     decision: str | None
     raised_at: float
-    acks: list[dict] = field(default_factory=list)  # every answer and correction heard for it
+    acks: list[events.AckEvent] = field(default_factory=list)  # every answer and correction heard for it
 
     @property
     def answers(self) -> list[str]:
-        return [a["answer"] for a in standing(self.acks).get(self.alert_event_id, [])]
+        return [a.answer for a in standing(self.acks).get(self.alert_event_id, [])]
 
 
 @dataclass
@@ -126,22 +126,22 @@ class IntegrityTracker:
         self._lock = threading.Lock()
         self._txns: dict[str, _Transaction] = {}
         self._alert_txn: dict[str, str] = {}
-        self._early_acks: dict[str, tuple[list[dict], float]] = {}
+        self._early_acks: dict[str, tuple[list[events.AckEvent], float]] = {}
 
     # -- inputs -----------------------------------------------------------------------------
-    def on_alert(self, alert_event: dict, when: float | None = None) -> None:
-        txn_id = alert_event.get("transaction_id")
-        alert_id = alert_event.get("event_id")
-        if not txn_id or not isinstance(alert_id, str):
+    def on_alert(self, alert_event: events.AlertEvent, when: float | None = None) -> None:
+        txn_id = alert_event.transaction_id
+        alert_id = alert_event.event_id
+        if not txn_id:
             # A demo trigger without a POS transaction can never be matched to a sale.
             log.debug("integrity: alert %s has no transaction id; not tracked", alert_id)
             return
-        raised = when if when is not None else (_epoch(alert_event.get("ts")) or time.time())
+        raised = when if when is not None else (_epoch(alert_event.ts) or time.time())
         with self._lock:
             if alert_id in self._alert_txn:
                 return  # QoS 1 redelivery
             txn = self._txns.setdefault(txn_id, _Transaction(txn_id))
-            alert = _Alert(alert_id, alert_event.get("check_event_id"), alert_event.get("decision"), raised)
+            alert = _Alert(alert_id, alert_event.check_event_id, alert_event.decision, raised)
             early = self._early_acks.pop(alert_id, None)
             if early:
                 alert.acks.extend(early[0])
@@ -149,12 +149,12 @@ class IntegrityTracker:
             self._alert_txn[alert_id] = txn_id
             self._prune(raised)
 
-    def on_ack(self, ack_event: dict, when: float | None = None) -> None:
-        alert_id = ack_event.get("alert_event_id")
-        answer = ack_event.get("answer")
-        if (not isinstance(alert_id, str) or not isinstance(ack_event.get("event_id"), str)
-                or answer not in tuple(Answer)):
-            log.warning("integrity: ignoring an ack without a valid event_id/alert_event_id/answer")
+    def on_ack(self, ack_event: events.AckEvent, when: float | None = None) -> None:
+        alert_id = ack_event.alert_event_id
+        if ack_event.answer not in tuple(Answer):
+            # A typed event is only validated when encoded; one built in the process may not be.
+            log.warning("integrity: ignoring ack %s: its answer %r is not an answer word",
+                        ack_event.event_id, ack_event.answer)
             return
         now = when if when is not None else time.time()
         with self._lock:
@@ -183,12 +183,11 @@ class IntegrityTracker:
         return self.poll(now)
 
     def on_event(self, event: events.Event) -> None:
-        """Listener for the service: takes any typed event and keeps the alerts and acks (kept as
-        their wire dicts: core.answers judges acks as the feed's stored rows are judged)."""
+        """Listener for the service: takes any typed event and keeps the alerts and acks."""
         if isinstance(event, events.AlertEvent):
-            self.on_alert(event.to_dict())
+            self.on_alert(event)
         elif isinstance(event, events.AckEvent):
-            self.on_ack(event.to_dict())
+            self.on_ack(event)
 
     def poll(self, now: float | None = None) -> list[events.IntegrityEvent]:
         """Integrity events whose grace period has run out, each returned once."""

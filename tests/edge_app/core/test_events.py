@@ -131,3 +131,12 @@ def test_a_typed_event_is_validated_when_written():
                                 detail="")
     with pytest.raises(events.SchemaError, match="reason must be one of"):
         missed.to_dict()
+
+
+def test_trigger_category_reads_the_scans_category_or_none():
+    c = events.from_dict(check_event())
+    assert events.trigger_category(c) == "alcohol"
+    missed = events.MissedEvent(store_id="s", till_id="t", transaction_id="T-1", reason="stale", detail="old",
+                                trigger={"source": "pos", "sku": "1", "category": 7})
+    assert events.trigger_category(missed) is None  # not text: no category rather than a wrong one
+    assert events.trigger_category(events.from_dict({**check_event(), "trigger": {"source": "demo"}})) is None

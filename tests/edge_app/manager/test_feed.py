@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import pytest
 
@@ -68,8 +69,8 @@ def test_table_is_readable():
     out = io.StringIO()
     tp = TablePrinter(out, tz=None, show_store=False)
     c = check_event(txn="T-77", age=19.4)
-    tp.event(c)
-    tp.event(ack_event(alert_event(c), "id_checked_over_age", seconds=2.34))
+    tp.event(events.from_dict(c))
+    tp.event(events.from_dict(ack_event(alert_event(c), "id_checked_over_age", seconds=2.34)))
     lines = out.getvalue().splitlines()
     assert lines[0].split() [:3] == ["time", "till", "kind"]
     assert "CHECK ID" in lines[2] and "18-24 (19)" in lines[2] and "T-77" in lines[2] and "till-01" in lines[2]
@@ -96,11 +97,33 @@ def test_store_reads_a_correction(tmp_path):
     again = ack_event(a, "id_checked_under_age_refused", seconds=6.0)
     st.add(event_topic(again), events.encode(again))
     assert st.answer_for(a["event_id"]) == "id_checked_under_age_refused"
-    assert [x["event_id"] for x in st.acks_for(a["event_id"])] == [first["event_id"], undo["event_id"],
-                                                                   again["event_id"]]
+    assert st.acks_for(a["event_id"]) == [events.from_dict(x) for x in (first, undo, again)]
     st.close()
     assert db_query(tmp_path / "feed.sqlite3", "SELECT replaces_event_id FROM events WHERE event_id = ?",
                     undo["event_id"]) == [(first["event_id"],)]
+
+
+def test_a_stored_payload_that_no_longer_reads_is_left_out_with_a_warning(tmp_path, caplog):
+    st = FeedStore(tmp_path / "feed.sqlite3")
+    c = check_event(txn="T-6")
+    a = alert_event(c)
+    first = ack_event(a, "id_checked_over_age")
+    later = ack_event(a, "no_id_check", seconds=5.0)
+    for ev in (c, a, first, later):
+        st.add(event_topic(ev), events.encode(ev))
+    assert st.answer_for(a["event_id"]) == "no_id_check"
+    # Rows another build (or a hand) left behind: a schema this build does not read, and no JSON at all.
+    st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?",
+                  (json.dumps({**later, "schema": 2}), later["event_id"]))
+    st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", ("{not json", c["event_id"]))
+    with caplog.at_level(logging.WARNING, logger="edge_app.manager.feed"):
+        assert st.acks_for(a["event_id"]) == [events.from_dict(first)]
+        assert st.answer_for(a["event_id"]) == "id_checked_over_age"
+        assert st.event(c["event_id"]) is None
+        assert st.event(a["event_id"]) == events.from_dict(a)
+    assert f"event {later['event_id']} left out" in caplog.text and "unknown schema version 2" in caplog.text
+    assert f"event {c['event_id']} left out" in caplog.text
+    st.close()
 
 
 def test_a_feed_database_from_before_corrections_is_upgraded(tmp_path):
@@ -132,9 +155,10 @@ def test_table_shows_corrections_and_camera_down():
     tp = TablePrinter(out, tz=None, show_store=False)
     c = check_event(txn="T-78", decision="no_face", age=None, camera="down")
     first = ack_event(alert_event(c), "id_checked_over_age")
-    tp.event(c)
-    tp.event(correction(first), first)
-    tp.event(correction(first, "no_id_check"), first)
+    typed = events.from_dict
+    tp.event(typed(c))
+    tp.event(typed(correction(first)), typed(first))
+    tp.event(typed(correction(first, "no_id_check")), typed(first))
     lines = out.getvalue().splitlines()
     assert "CAMERA DOWN" in lines[2]
     assert "UNDONE: ID ok, over age" in lines[3]

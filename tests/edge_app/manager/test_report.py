@@ -3,6 +3,8 @@ against numbers worked out by hand, and the charts are real PNG files."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from pathlib import Path
 
@@ -131,6 +133,37 @@ def test_report_charts_are_png(report):
             # Not a blank canvas: the bars are drawn.
             assert len(im.convert("RGB").getcolors(1 << 16) or []) > 10
         assert f"]({name})" in md
+
+
+def test_a_stored_payload_that_no_longer_reads_is_left_out_not_fatal(tmp_path, caplog):
+    db = tmp_path / "feed.sqlite3"
+    c1 = check_event(txn="T-1", decision="check_id", age=19, ts=at("10:00:00"))
+    a1 = alert_event(c1, ts=at("10:00:00"))
+    k1 = ack_event(a1, "id_checked_over_age", 2.0, ts=at("10:00:05"))
+    c2 = check_event(txn="T-2", decision="approve", age=40, ts=at("10:01:00"))
+    st = FeedStore(db)
+    for ev in (c1, a1, k1, c2):
+        st.add(event_topic(ev), events.encode(ev))
+    cfg = from_dict({"feed": {"timezone": "UTC"}})
+    _, before = build(str(db), tmp_path / "before", DAY, DAY, cfg)
+    t = before.totals()
+    assert (t.checks, t.answered_alerts, sum(t.answers.values()), before.unreadable) == (2, 1, 1, [])
+    # Rows another build (or a hand) left behind: a schema this build does not read, and no JSON at all.
+    st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", (json.dumps({**k1, "schema": 2}), k1["event_id"]))
+    st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", ("{not json", c2["event_id"]))
+    st.close()
+    with caplog.at_level(logging.WARNING, logger="edge_app.manager.feed"):
+        path, s = build(str(db), tmp_path / "out", DAY, DAY, cfg)
+    assert f"event {k1['event_id']} left out" in caplog.text and "unknown schema version 2" in caplog.text
+    assert f"event {c2['event_id']} left out" in caplog.text
+    # Left out of every figure: the unreadable answer is neither an answer nor one taken back.
+    t = s.totals()
+    assert (t.checks, t.alerts, t.answered_alerts, sum(t.answers.values()), t.undone) == (1, 1, 0, 0, 0)
+    assert sorted(s.unreadable) == sorted([k1["event_id"], c2["event_id"]]) and s.events_total == 2
+    quality = path.read_text(encoding="utf-8").split("## Data quality")[1]
+    assert "2 stored event(s) left out of every figure" in quality
+    assert k1["event_id"] in quality and c2["event_id"] in quality
+    assert "left out of every figure" not in (tmp_path / "before" / "report.md").read_text(encoding="utf-8")
 
 
 def test_report_days_follow_the_timezone(tmp_path):

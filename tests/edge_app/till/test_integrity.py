@@ -12,16 +12,20 @@ from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker, SaleErro
 T0 = 1_700_000_000.0
 
 
-def alert(txn: str | None = "T-1", decision: str = "check_id") -> dict:
-    return events.new_event("alert", "store-001", "till-01", txn, check_event_id="c-" + str(txn),
-                            decision=decision, age_band="18-24", item={"sku": "5000", "category": "alcohol"})
+def alert(txn: str | None = "T-1", decision: str = "check_id") -> events.AlertEvent:
+    ev = events.AlertEvent(store_id="store-001", till_id="till-01", transaction_id=txn,
+                           check_event_id="c-" + str(txn), decision=decision, age_band="18-24",
+                           item={"sku": "5000", "category": "alcohol"})
+    ev.to_dict()  # valid, as the service's listeners get them
+    return ev
 
 
-def ack(alert_ev: dict, answer: str, replaces: dict | None = None) -> dict:
-    extra = {"replaces_event_id": replaces["event_id"]} if replaces else {}
-    return events.validate(events.new_event("ack", "store-001", "till-01", alert_ev["transaction_id"],
-                                            alert_event_id=alert_ev["event_id"], answer=answer,
-                                            decision_time_s=2.0, **extra))
+def ack(alert_ev: events.AlertEvent, answer: str, replaces: events.AckEvent | None = None) -> events.AckEvent:
+    ev = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id=alert_ev.transaction_id,
+                         alert_event_id=alert_ev.event_id, answer=answer, decision_time_s=2.0,
+                         replaces_event_id=replaces.event_id if replaces else None)
+    ev.to_dict()
+    return ev
 
 
 def tracker(grace: float = 5.0) -> IntegrityTracker:
@@ -38,7 +42,7 @@ def test_unanswered_alert_sale_gives_event_after_grace():
     assert len(out) == 1
     ev = out[0]
     assert isinstance(ev, events.IntegrityEvent) and events.validate(ev.to_dict())["kind"] == "integrity"
-    assert ev.alert_event_id == a["event_id"]
+    assert ev.alert_event_id == a.event_id
     assert ev.transaction_id == "T-1" and ev.till_id == "till-01" and ev.store_id == "store-001"
     assert ev.seconds_after_alert == pytest.approx(12.0)
     assert ev.reason == "unanswered" and ev.answer is None
@@ -116,7 +120,7 @@ def test_undo_pressed_just_after_the_sale_counts():
     assert tr.on_sale("T-1", when=T0 + 2) == []
     tr.on_ack(ack(a, events.ACK_UNDONE, replaces=first), when=T0 + 3)
     out = tr.poll(T0 + 7)
-    assert len(out) == 1 and out[0].alert_event_id == a["event_id"]
+    assert len(out) == 1 and out[0].alert_event_id == a.event_id
     # Covered and not undone: nothing, and the transaction is forgotten once judged.
     b = alert("T-2")
     tr.on_alert(b, when=T0)
@@ -154,7 +158,7 @@ def test_two_alerts_one_event_naming_the_first():
     tr.on_alert(a2, when=T0 + 31)  # QoS 1 redelivery is not a third alert
     out = tr.on_sale("T-1", when=T0 + 40)
     assert len(out) == 1
-    assert out[0].alert_event_id == a1["event_id"]
+    assert out[0].alert_event_id == a1.event_id
     assert out[0].alert_count == 2
     assert out[0].seconds_after_alert == pytest.approx(40)
 
@@ -165,6 +169,31 @@ def test_ack_before_alert_is_kept():
     tr.on_ack(ack(a, "id_checked_over_age"), when=T0)
     tr.on_alert(a, when=T0 + 0.1)
     assert tr.on_sale("T-1", when=T0 + 5) == []
+
+
+def test_an_ack_with_a_word_that_is_no_answer_is_ignored(caplog):
+    tr = tracker(grace=0)
+    a = alert()
+    tr.on_alert(a, when=T0)
+    # Built in the process and never encoded, so never validated: the tracker checks the word itself.
+    bad = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-1",
+                          alert_event_id=a.event_id, answer="id_checked_probably", decision_time_s=1.0)
+    tr.on_ack(bad, when=T0 + 1)
+    assert f"ignoring ack {bad.event_id}" in caplog.text and "'id_checked_probably'" in caplog.text
+    out = tr.on_sale("T-1", when=T0 + 2)
+    assert len(out) == 1 and out[0].reason == "unanswered"
+
+
+def test_the_service_listener_takes_typed_alerts_and_acks():
+    tr = tracker(grace=0)
+    a = alert()
+    tr.on_event(a)
+    tr.on_event(ack(a, "no_id_check"))
+    tr.on_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-1",
+                                      alert_event_id=a.event_id, seconds_after_alert=1.0))  # not for the tracker
+    assert tr.open_alerts == 1
+    out = tr.on_sale("T-1")
+    assert len(out) == 1 and out[0].reason == "answered_no_id_check" and out[0].alert_event_id == a.event_id
 
 
 def test_sale_without_alert_duplicate_sale_and_other_transactions():
@@ -195,9 +224,9 @@ def test_thread_safety_many_transactions():
     def worker(chunk):
         for a in chunk:
             tr.on_alert(a, when=T0)
-            if int(a["transaction_id"][2:]) % 2:
+            if int(a.transaction_id[2:]) % 2:
                 tr.on_ack(ack(a, "id_checked_over_age"), when=T0 + 1)
-            out = tr.on_sale(a["transaction_id"], when=T0 + 2)
+            out = tr.on_sale(a.transaction_id, when=T0 + 2)
             with lock:
                 results.extend(out)
 
@@ -223,12 +252,12 @@ def test_monitor_retries_a_failed_publish():
 
     mon = IntegrityMonitor(tr, publish)
     a = alert()
-    mon.on_event(events.from_dict(a))
+    mon.on_event(a)
     assert mon.on_sale_payload(b'{"transaction_id": "T-1"}').transaction_id == "T-1"
     assert published == []
     fail[0] = False
     mon.tick()
-    assert [p.alert_event_id for p in published] == [a["event_id"]]
+    assert [p.alert_event_id for p in published] == [a.event_id]
     assert mon.on_sale_payload(b"not json") is None  # logged and dropped
 
 
