@@ -26,6 +26,14 @@ class Answer(StrEnum):
     UNDONE = "undone"
 
 
+class IntegrityReason(StrEnum):
+    """Why a sale on an alert became an integrity event: nobody answered the alert, or the cashier
+    answered that no ID was checked."""
+
+    UNANSWERED = "unanswered"
+    ANSWERED_NO_ID_CHECK = "answered_no_id_check"
+
+
 DECISIONS: tuple[Decision, ...] = tuple(Decision)
 # The answers a cashier gives to an alert (Undo is a correction, not an answer).
 ACK_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED,
@@ -68,4 +76,9 @@ ANSWER_COLUMN: dict[Answer, str] = {
     Answer.ID_CHECKED_UNDER_AGE_REFUSED: "refused",
     Answer.NO_ID_CHECK: "no ID check",
     Answer.UNDONE: "undone",
+}
+# The feed's and dashboard's integrity rows.
+INTEGRITY_REASON_TEXT: dict[IntegrityReason, str] = {
+    IntegrityReason.UNANSWERED: "alert not answered",
+    IntegrityReason.ANSWERED_NO_ID_CHECK: "cashier answered no ID check",
 }

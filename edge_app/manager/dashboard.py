@@ -29,7 +29,7 @@ from edge_app.core import events
 from edge_app.manager.db import Database
 from edge_app.core.events import local_dt
 from edge_app.core.words import Answer
-from edge_app.manager.feed import integrity_reason, outcome_text
+from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
 from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInputError, Summary, _timezone,
                                      open_db, parse_period, summarize, to_json, write_csv)
 
@@ -137,18 +137,18 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
         dt = local_dt(ts, tz)
         if dt is None or not (f.period.since <= dt.date() <= f.period.until):
             continue
-        try:
-            ev = json.loads(payload)
-        except ValueError:
-            ev = {}
-        reason = integrity_reason(ev.get("reason")) if kind == "integrity" else (ev.get("reason") or "")
+        ev = read_stored(event_id, payload)
+        reason = getattr(ev, "reason", None) or ""
+        if isinstance(ev, events.IntegrityEvent):
+            reason = integrity_reason(ev.reason)
         replaced = None
-        if kind == "ack" and isinstance(ev.get("replaces_event_id"), str):
+        if isinstance(ev, events.AckEvent) and ev.replaces_event_id:
             # A correction (Undo) says which answer it took back, as the feed's live table does.
-            got = db.query("SELECT payload FROM events WHERE event_id = ?", (ev["replaces_event_id"],))
-            replaced = json.loads(got[0][0]) if got else None
+            got = db.query("SELECT payload FROM events WHERE event_id = ?", (ev.replaces_event_id,))
+            replaced = read_stored(ev.replaces_event_id, got[0][0]) if got else None
         out.append({"time": dt.strftime("%Y-%m-%d %H:%M:%S"), "store_id": store, "till_id": till, "kind": kind,
-                    "decision": decision or "", "answer": answer or "", "outcome": outcome_text(ev, replaced) if ev else "",
+                    "decision": decision or "", "answer": answer or "",
+                    "outcome": outcome_text(ev, replaced) if ev else "",
                     "reason": reason, "operator_id": operator or "", "transaction_id": txn or "",
                     "age_band": band or "", "seq": seq if seq is not None else "", "event_id": event_id})
         if len(out) >= limit:

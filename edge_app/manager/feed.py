@@ -34,7 +34,7 @@ from typing import Any, Literal, TextIO
 from edge_app.core import events, payloads
 from edge_app.core.answers import current_answer
 from edge_app.core.events import local_dt
-from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, Answer, Decision
+from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, INTEGRITY_REASON_TEXT, Answer, Decision, IntegrityReason
 from edge_app.config import Config
 from edge_app.manager.db import Database, StoreError
 from edge_app.manager.db import target as db_target
@@ -252,20 +252,8 @@ class FeedStore:
 # -- the live table ------------------------------------------------------------------------------
 
 
-def _typed(ev: events.Event | dict | None) -> events.Event | None:
-    """The dashboard still hands wire dicts decoded from stored rows: read them as typed events
-    (None when one does not validate, which then gets no outcome text)."""
-    if ev is None or isinstance(ev, events.Event):
-        return ev
-    try:
-        return events.from_dict(ev)
-    except events.SchemaError:
-        return None
-
-
-def outcome_text(ev: events.Event | dict, replaced: events.Event | dict | None = None) -> str:
+def outcome_text(ev: events.Event, replaced: events.Event | None = None) -> str:
     """What a row says; for a correction, `replaced` is the ack it names when the feed has it."""
-    ev, replaced = _typed(ev), _typed(replaced)
     if isinstance(ev, (events.CheckEvent, events.AlertEvent)):
         if isinstance(ev, events.CheckEvent) and ev.decision == Decision.NO_FACE and ev.camera not in (None, "up"):
             return "CAMERA DOWN"
@@ -285,10 +273,8 @@ def outcome_text(ev: events.Event | dict, replaced: events.Event | dict | None =
 
 def integrity_reason(reason: str | None) -> str:
     """Why an integrity event was raised, in the manager's words."""
-    if reason == "answered_no_id_check":
-        return "cashier answered no ID check"
-    if reason == "unanswered":
-        return "alert not answered"
+    if reason in INTEGRITY_REASON_TEXT:
+        return INTEGRITY_REASON_TEXT[IntegrityReason(reason)]
     return reason or "no ID check recorded"
 
 

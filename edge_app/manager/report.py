@@ -36,7 +36,8 @@ from edge_app.config import Config
 from edge_app.core import events
 from edge_app.core.answers import covered, standing
 from edge_app.core.events import local_dt
-from edge_app.core.words import ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer
+from edge_app.core.words import (ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer,
+                                 IntegrityReason)
 from edge_app.core.policy import BANDS
 from edge_app.manager.db import Database, StoreError, open_store
 from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason, read_stored
@@ -316,8 +317,10 @@ def attention(s: Summary) -> list[dict]:
     out = []
     for (store_id, till_id, operator_id), evs in groups.items():
         out.append({"store_id": store_id, "till_id": till_id, "operator_id": operator_id, "sales": len(evs),
-                    "unanswered": sum(1 for e in evs if e["reason"] != "answered_no_id_check"),
-                    "answered_no_id_check": sum(1 for e in evs if e["reason"] == "answered_no_id_check"),
+                    IntegrityReason.UNANSWERED.value:
+                        sum(1 for e in evs if e["reason"] != IntegrityReason.ANSWERED_NO_ID_CHECK),
+                    IntegrityReason.ANSWERED_NO_ID_CHECK.value:
+                        sum(1 for e in evs if e["reason"] == IntegrityReason.ANSWERED_NO_ID_CHECK),
                     "moments": [{"alert_shown": e["alert_local"], "sale_completed": e["sale_local"],
                                  "reported": e["local"], "transaction_id": e["transaction_id"],
                                  "why": integrity_reason(e["reason"])} for e in evs]})
@@ -448,7 +451,8 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
                      "sold after alert", "why"], text_cols=9, rows=
                     [[e["local"], e["store_id"], e["till_id"], e.get("operator_id") or "–", e["transaction_id"] or "–",
                       e.get("alert_local") or "–", e.get("sale_local") or "–", _secs(e["seconds_after_alert"]),
-                      "cashier answered “no ID check”" if e["reason"] == "answered_no_id_check" else "no answer"]
+                      "cashier answered “no ID check”" if e["reason"] == IntegrityReason.ANSWERED_NO_ID_CHECK
+                      else "no answer"]
                      for e in s.integrity_events])
     else:
         L.append("None in this period.")

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from edge_app.core import events, payloads
 from edge_app.core.answers import covered, standing
-from edge_app.core.words import Answer
+from edge_app.core.words import Answer, IntegrityReason
 
 log = logging.getLogger(__name__)
 MAX_TRANSACTION_ID = 128
@@ -223,7 +223,7 @@ class IntegrityTracker:
             check_event_id=first.check_event_id,
             decision=first.decision,
             seconds_after_alert=round(max(0.0, txn.sold_at - first.raised_at), 3),
-            reason="answered_no_id_check" if answered_no else "unanswered",
+            reason=IntegrityReason.ANSWERED_NO_ID_CHECK if answered_no else IntegrityReason.UNANSWERED,
             answer=Answer.NO_ID_CHECK if answered_no else None,
             alert_count=len(txn.alerts),
             alert_event_ids=[a.alert_event_id for a in txn.alerts],

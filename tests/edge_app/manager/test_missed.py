@@ -67,8 +67,8 @@ def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
     assert r.status_code == 200, r.data
     rows = json.loads(r.data)["events"]
     assert sorted((e["transaction_id"], e["reason"], e["outcome"], e["operator_id"]) for e in rows) == [
-        ("T-2", "stale", outcome_text(stored[1]), "C-3"), ("T-4", "queue_full", outcome_text(stored[3]), "C-3")]
-    assert outcome_text(stored[1]) == "NOT CHECKED: stale"
+        ("T-2", "stale", "NOT CHECKED: stale", "C-3"), ("T-4", "queue_full", "NOT CHECKED: queue_full", "C-3")]
+    assert outcome_text(events.from_dict(stored[1])) == "NOT CHECKED: stale"
     page = client.get(f"/?since={DAY}&until={DAY}")
     assert page.status_code == 200
     assert "Restricted scans not checked (missed: stale, till busy or stopping, check failed): 2." in page.get_data(
