@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from edge_app.core.events import AlertEvent, CheckEvent, Product
 from edge_app.core.words import ANSWER_LABELS, Decision
 
 Kind = Literal["ok", "ask_id", "no_face", "camera_down", "recorded"]
@@ -87,12 +88,13 @@ def contrast(fg: str, bg: str) -> float:
     return (a + 0.05) / (b + 0.05)
 
 
-def kind_of(check: dict | None, alert: dict | None = None) -> Kind:
+def kind_of(check: CheckEvent | None, alert: AlertEvent | None = None) -> Kind:
     """The banner for a decision. A camera that was not up makes a no-face check its own kind;
     a decision this build does not know errs on the side of asking for ID."""
-    src = check or alert or {}
-    kind = DECISION_KIND.get(src.get("decision"), "ask_id")
-    camera = (check or {}).get("camera", (alert or {}).get("camera"))
+    src = check or alert
+    kind = DECISION_KIND.get(src.decision, "ask_id") if src is not None else "ask_id"
+    # The alert carries the camera too, for when its check is late or lost.
+    camera = next((ev.camera for ev in (check, alert) if ev is not None and ev.camera is not None), None)
     if kind == "no_face" and camera not in (None, "up"):
         return "camera_down"
     return kind  # type: ignore[return-value]
@@ -102,20 +104,19 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def estimate_text(check: dict | None, alert: dict | None = None) -> str:
+def estimate_text(check: CheckEvent | None, alert: AlertEvent | None = None) -> str:
     """The camera's estimate as a range the cashier will not read as a precise age: the model's
     calibrated interval (a check decided by the calibrated rule carries p_over and its
     age_low/age_high) or else the age band; nothing without a face."""
-    src = check or alert or {}
-    if src.get("decision") == Decision.NO_FACE:
+    src = check or alert
+    if src is None or src.decision == Decision.NO_FACE:
         return ""
-    lo, hi = _num(src.get("age_low")), _num(src.get("age_high"))
-    calibrated = check is not None and (_num(check.get("p_over")) is not None
-                                        or (check.get("policy") or {}).get("rule") == "calibrated")
-    if calibrated and lo is not None and hi is not None:
-        a, b = max(0, round(lo)), round(hi)
-        return f"camera estimate about {a}–{b}" if b > a else f"camera estimate about {a}"
-    band = src.get("age_band")
+    if check is not None and (_num(check.p_over) is not None or check.policy_info.calibrated):
+        lo, hi = _num(check.age_low), _num(check.age_high)
+        if lo is not None and hi is not None:
+            a, b = max(0, round(lo)), round(hi)
+            return f"camera estimate about {a}–{b}" if b > a else f"camera estimate about {a}"
+    band = src.age_band
     if isinstance(band, str) and band:
         if band.endswith("+"):
             return f"camera estimate {band[:-1]} or over"
@@ -123,40 +124,46 @@ def estimate_text(check: dict | None, alert: dict | None = None) -> str:
     return ""
 
 
-def _rule_text(check: dict | None) -> str:
-    pol = (check or {}).get("policy")
-    if not isinstance(pol, dict):
+def _rule_text(check: CheckEvent | None) -> str:
+    if check is None:
         return ""
-    ch, legal = pol.get("challenge_age"), pol.get("legal_age")
+    pol = check.policy_info
+    ch, legal = pol.challenge_age, pol.legal_age
     if ch and legal and ch != legal:
         return f"Challenge {ch}"
     return f"legal age {legal or ch}" if (legal or ch) else ""
 
 
-def item_text(item: Any) -> str:
+def item_text(item: Product | None) -> str:
     """The product as the cashier knows it: its name from the POS when the scan carried one,
     else its SKU; with the age limit."""
-    if not isinstance(item, dict):
+    if item is None:
         return ""
-    name = item.get("name") if isinstance(item.get("name"), str) and item.get("name").strip() else None
-    label = name.strip() if name else (f"SKU {item['sku']}" if item.get("sku") else "")
+    name = item.name.strip() if item.name and item.name.strip() else None
+    label = name if name else (f"SKU {item.sku}" if item.sku else "")
     if len(label) > ITEM_CHARS:
         label = label[:ITEM_CHARS - 1] + "…"
-    min_age = item.get("min_age")
-    return f"{label} · {min_age}+" if label and isinstance(min_age, int) else label
+    return f"{label} · {item.min_age}+" if label and item.min_age is not None else label
 
 
-def banner_for(check: dict | None, alert: dict | None = None) -> Banner:
+def _product(check: CheckEvent | None, alert: AlertEvent | None) -> Product | None:
+    """The alert's item, else what the check's trigger says (an alert that came without one)."""
+    if alert is not None and alert.product.known:
+        return alert.product
+    return check.product if check is not None else None
+
+
+def banner_for(check: CheckEvent | None, alert: AlertEvent | None = None) -> Banner:
     """The banner for a check (and its alert, if any). Either may be missing, not both."""
-    if check is None and alert is None:
+    src = check or alert
+    if src is None:
         raise ValueError("banner_for needs a check or an alert event")
     kind = kind_of(check, alert)
     style = STYLES[kind]
     detail = " · ".join(t for t in (estimate_text(check, alert), _rule_text(check)) if t)
-    item = (alert or {}).get("item") or (check or {}).get("trigger")
-    txn = (check or alert or {}).get("transaction_id")
-    return Banner(kind, TITLES[kind], style.symbol, detail[:1].upper() + detail[1:], item_text(item),
-                  txn if isinstance(txn, str) else None, style.bg, style.fg)
+    txn = src.transaction_id
+    return Banner(kind, TITLES[kind], style.symbol, detail[:1].upper() + detail[1:],
+                  item_text(_product(check, alert)), txn if isinstance(txn, str) else None, style.bg, style.fg)
 
 
 def recorded_banner(answer: str, transaction_id: str | None) -> Banner:
@@ -176,15 +183,15 @@ class Pending:
     arrive separately, in either order)."""
 
     key: str
-    check: dict | None = None
-    alert: dict | None = None
+    check: CheckEvent | None = None
+    alert: AlertEvent | None = None
     added: float = 0.0  # monotonic; the decision time runs from here
     visible_from: float = 0.0  # an alert whose check is late waits a moment for it
     order: int = 0  # newest is highest
 
     @property
     def alert_event_id(self) -> str | None:
-        return (self.alert or {}).get("event_id")
+        return self.alert.event_id if self.alert is not None else None
 
     @property
     def banner(self) -> Banner:
@@ -205,11 +212,11 @@ class AlertQueue:
         self._next += 1
         return self._next
 
-    def add_check(self, check: dict, now: float) -> Pending | None:
+    def add_check(self, check: CheckEvent, now: float) -> Pending | None:
         """A check that needs an answer joins the list (an approval never does)."""
         if banner_for(check).kind == "ok":
             return None
-        key = check["event_id"]
+        key = check.event_id
         p = self._items.get(key)
         if p is None:
             p = self._items[key] = Pending(key, check=check, added=now, visible_from=now, order=self._order())
@@ -219,8 +226,8 @@ class AlertQueue:
         self._trim()
         return p
 
-    def add_alert(self, alert: dict, now: float) -> Pending:
-        key = alert.get("check_event_id") or alert["event_id"]
+    def add_alert(self, alert: AlertEvent, now: float) -> Pending:
+        key = alert.check_event_id or alert.event_id
         p = self._items.get(key)
         if p is None:
             p = self._items[key] = Pending(key, alert=alert, added=now,

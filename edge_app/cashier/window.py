@@ -70,8 +70,8 @@ class DisplayError(RuntimeError):
     """The window cannot be opened (no screen, no Tk); the message says what to do."""
 
 
-def _is_stale(ev: dict, now: float) -> bool:
-    t = events.parse_ts(ev.get("ts"))
+def _is_stale(ev: events.Event, now: float) -> bool:
+    t = events.parse_ts(ev.ts)
     return t is not None and now - t.timestamp() > STALE_SECONDS
 
 
@@ -80,7 +80,7 @@ class _Recent:
     """The last answer, while Undo is offered."""
 
     pending: Pending
-    ack: dict
+    ack: events.AckEvent
     until: float  # monotonic
 
 
@@ -94,12 +94,14 @@ class _View:
     pending: Pending | None  # the alert being shown, when it is one
 
 
-AckCallback = Callable[[dict], Any]
+AckCallback = Callable[[events.AckEvent], Any]
+# What the window takes in: the check and alert it shows, and the acks of other displays.
+_SHOWN = (events.CheckEvent, events.AlertEvent, events.AckEvent)
 
 
 class CashierDisplay:
     """The alert window. `on_ack(event)` is called on the display thread with each answer and
-    each Undo; if it raises, the window keeps the alert (or the Undo button) with a message so
+    each Undo (a typed `AckEvent`, already validated); if it raises, the window keeps the alert (or the Undo button) with a message so
     the cashier can press again (nothing lost)."""
 
     def __init__(self, cfg: DisplayConfig, store_id: str, till_id: str, on_ack: AckCallback) -> None:
@@ -121,7 +123,7 @@ class CashierDisplay:
         self._tk_root = None
         # What the window knows (Tk thread only).
         self._alerts = AlertQueue(cfg.alert_expire_seconds, ALERT_WITHOUT_CHECK_S)
-        self._approve: tuple[dict, float] | None = None  # an approval on screen, until
+        self._approve: tuple[events.CheckEvent, float] | None = None  # an approval on screen, until
         self._recent: _Recent | None = None
         self._done: OrderedDict[str, None] = OrderedDict()  # check/alert ids answered: not shown again
         self._own_acks: OrderedDict[str, None] = OrderedDict()
@@ -142,20 +144,22 @@ class CashierDisplay:
         self.window_id: int | None = None
 
     # -- thread-safe API ------------------------------------------------------------------------
-    def post(self, check_event: dict | None, alert_event: dict | None = None) -> None:
-        """Show a check (with its alert when it is one). Any thread."""
-        if check_event is not None:
-            self._put(("event", check_event))
-        if alert_event is not None:
-            self._put(("event", alert_event))
+    def post(self, check_event: events.CheckEvent | None, alert_event: events.AlertEvent | None = None) -> None:
+        """Show a check (with its alert when it is one). Any thread. Raises TypeError for anything
+        but typed events (a caller's bug, said on the caller's thread rather than the window's)."""
+        for ev, cls in ((check_event, events.CheckEvent), (alert_event, events.AlertEvent)):
+            if ev is not None and not isinstance(ev, cls):
+                raise TypeError(f"post() takes a {cls.__name__} here, not {type(ev).__name__}")
+        for ev in (check_event, alert_event):
+            if ev is not None:
+                self._put(("event", ev))
 
     def on_event(self, event: events.Event) -> None:
         """Listener for the service or the broker: takes typed check and alert events in any order
         (an alert is paired with its check by check_event_id) and acks (an alert answered on
         another display leaves this one's list); others are ignored. Any thread."""
-        if isinstance(event, (events.CheckEvent, events.AlertEvent, events.AckEvent)):
-            # The banner model still reads the wire dict (see banner.py).
-            self._put(("event", event.to_dict()))
+        if isinstance(event, _SHOWN):
+            self._put(("event", event))
 
     def set_recording(self, status: dict) -> None:
         """Listener for the service's recording state ({"degraded": bool, "outbox_error": str}):
@@ -411,7 +415,7 @@ class CashierDisplay:
                 try:
                     changed = self._handle(ev) or changed
                 except Exception:  # one odd event must not take the window down
-                    log.exception("display: could not show event %s", ev.get("event_id") if isinstance(ev, dict) else ev)
+                    log.exception("display: could not show event %s", getattr(ev, "event_id", ev))
         except queue.Empty:
             pass
         if changed:
@@ -424,47 +428,46 @@ class CashierDisplay:
         while len(d) > keep:
             d.popitem(last=False)
 
-    def _handle(self, ev: dict) -> bool:
+    def _handle(self, ev: events.Event) -> bool:
         """Take one event in; True when the screen may need to change."""
-        if ev.get("till_id") not in (None, self.till_id) or ev.get("store_id") not in (None, self.store_id):
+        if ev.till_id != self.till_id or ev.store_id != self.store_id:
             return False
-        kind = ev.get("kind")
-        if kind == "ack":
+        if isinstance(ev, events.AckEvent):
             return self._on_remote_ack(ev)
         if _is_stale(ev, time.time()):
-            log.info("display: not showing %s %s: older than %.0f s", kind, ev.get("event_id"), STALE_SECONDS)
+            log.info("display: not showing %s %s: older than %.0f s", ev.KIND, ev.event_id, STALE_SECONDS)
             return False
         now = time.monotonic()
-        if kind == "check":
-            if ev["event_id"] in self._done:
+        if isinstance(ev, events.CheckEvent):
+            if ev.event_id in self._done:
                 return False
-            if ev.get("decision") == Decision.APPROVE:
+            if ev.decision == Decision.APPROVE:
                 if len(self._alerts.visible(now)):
                     # An unanswered alert outranks a later approval; the approval is in the feed anyway.
-                    log.info("display: approve for %s not shown over an unanswered alert", ev.get("transaction_id"))
+                    log.info("display: approve for %s not shown over an unanswered alert", ev.transaction_id)
                     return False
                 self._approve = (ev, now + self.cfg.approve_seconds)
                 return True
             self._approve = None
             self._alerts.add_check(ev, now)
             return True
-        if kind == "alert":
-            if ev.get("check_event_id") in self._done or ev.get("event_id") in self._done:
+        if isinstance(ev, events.AlertEvent):
+            if ev.check_event_id in self._done or ev.event_id in self._done:
                 return False  # answered already (a redelivery, or its check came late)
             self._approve = None
             self._alerts.add_alert(ev, now)
             return True
         return False
 
-    def _on_remote_ack(self, ack: dict) -> bool:
+    def _on_remote_ack(self, ack: events.AckEvent) -> bool:
         """An answer given on another display for this till: that alert leaves this list too."""
-        if ack.get("event_id") in self._own_acks or ack.get("answer") not in ACK_ANSWERS:
+        if ack.event_id in self._own_acks or ack.answer not in ACK_ANSWERS:
             return False
-        p = self._alerts.remove_alert(str(ack.get("alert_event_id")))
+        p = self._alerts.remove_alert(ack.alert_event_id)
         if p is None:
             return False
         self._remember(self._done, p.key)
-        log.info("display: alert %s was answered elsewhere (%s)", ack.get("alert_event_id"), ack.get("answer"))
+        log.info("display: alert %s was answered elsewhere (%s)", ack.alert_event_id, ack.answer)
         return True
 
     # -- drawing -----------------------------------------------------------------------------------
@@ -475,11 +478,10 @@ class CashierDisplay:
             return _View(("alert", cur.key, b.title), b, cur)
         if self._approve is not None:
             check = self._approve[0]
-            return _View((Decision.APPROVE, check["event_id"]), banner_for(check), None)
+            return _View((Decision.APPROVE, check.event_id), banner_for(check), None)
         if self._recent is not None:
             r = self._recent
-            return _View(("recorded", r.ack["event_id"]),
-                         recorded_banner(r.ack["answer"], r.ack.get("transaction_id")), None)
+            return _View(("recorded", r.ack.event_id), recorded_banner(r.ack.answer, r.ack.transaction_id), None)
         return None
 
     def _render(self) -> None:
@@ -490,7 +492,7 @@ class CashierDisplay:
             self._expired += 1
             self._remember(self._done, p.key)
             log.warning("display: alert %s (transaction %s) expired unanswered after %.0f s",
-                        p.alert_event_id or p.key, (p.check or p.alert or {}).get("transaction_id"),
+                        p.alert_event_id or p.key, (p.check or p.alert).transaction_id,
                         self.cfg.alert_expire_seconds)
         if self._approve is not None and now >= self._approve[1]:
             self._approve = None
@@ -557,8 +559,8 @@ class CashierDisplay:
             W["answers"].grid_remove()
         r = self._recent
         if r is not None:
-            W["undo_text"].configure(text=f"Recorded for sale {r.ack.get('transaction_id') or '–'}: "
-                                          f"{ANSWER_LABELS.get(r.ack['answer'], r.ack['answer'])}")
+            W["undo_text"].configure(text=f"Recorded for sale {r.ack.transaction_id or '–'}: "
+                                          f"{ANSWER_LABELS.get(r.ack.answer, r.ack.answer)}")
             W["undo"].grid(row=2, column=0, sticky="ew")
         else:
             W["undo"].grid_remove()
@@ -619,15 +621,14 @@ class CashierDisplay:
         alert = p.alert
         now = time.monotonic()
         ack = events.AckEvent(
-            store_id=self.store_id, till_id=self.till_id, transaction_id=alert.get("transaction_id"),
-            alert_event_id=alert["event_id"], answer=answer, decision_time_s=round(now - p.added, 2),
-            check_event_id=alert.get("check_event_id"), via=via,
-        ).to_dict()
+            store_id=self.store_id, till_id=self.till_id, transaction_id=alert.transaction_id,
+            alert_event_id=alert.event_id, answer=answer, decision_time_s=round(now - p.added, 2),
+            check_event_id=alert.check_event_id, via=via,
+        )
         if not self._send(ack, "Answer NOT saved (%s) – press again"):
             return
-        log.info("display: %s answered %s (%s, %.1f s)", alert.get("transaction_id"), answer, via,
-                 ack["decision_time_s"])
-        self._alerts.remove_alert(alert["event_id"])
+        log.info("display: %s answered %s (%s, %.1f s)", alert.transaction_id, answer, via, ack.decision_time_s)
+        self._alerts.remove_alert(alert.event_id)
         self._remember(self._done, p.key)
         self._recent = _Recent(p, ack, now + self.cfg.undo_seconds)
         self.snapshot = {**self.snapshot, "last_ack": ack}
@@ -640,30 +641,29 @@ class CashierDisplay:
         now = time.monotonic()
         a = r.ack
         fix = events.AckEvent(
-            store_id=self.store_id, till_id=self.till_id, transaction_id=a.get("transaction_id"),
-            alert_event_id=a["alert_event_id"], answer=Answer.UNDONE,
-            decision_time_s=round(now - r.pending.added, 2), check_event_id=a.get("check_event_id"),
-            via="click", replaces_event_id=a["event_id"],
-        ).to_dict()
+            store_id=self.store_id, till_id=self.till_id, transaction_id=a.transaction_id,
+            alert_event_id=a.alert_event_id, answer=Answer.UNDONE,
+            decision_time_s=round(now - r.pending.added, 2), check_event_id=a.check_event_id,
+            via="click", replaces_event_id=a.event_id,
+        )
         if not self._send(fix, "Undo NOT saved (%s) – press Undo again"):
             return
-        log.info("display: %s: answer %s undone", a.get("transaction_id"), a["answer"])
+        log.info("display: %s: answer %s undone", a.transaction_id, a.answer)
         self._recent = None
         self._done.pop(r.pending.key, None)
         self._alerts.restore(r.pending, now)
         self.snapshot = {**self.snapshot, "last_ack": fix}
         self._render()
 
-    def _send(self, ack: dict, failure: str) -> bool:
-        events.validate(ack)
-        self._remember(self._own_acks, ack["event_id"])
+    def _send(self, ack: events.AckEvent, failure: str) -> bool:
+        ack.to_dict()  # validated here, so the callback is never handed an answer the schema refuses
+        self._remember(self._own_acks, ack.event_id)
         try:
             self._on_ack(ack)
         except Exception as exc:
             # Only text in the log record: the exception's traceback holds Tk objects, which must
             # not outlive the display thread (Tcl aborts when another thread frees them).
-            log.error("display: could not record %s for alert %s: %s", ack["answer"], ack["alert_event_id"],
-                      repr(exc))
+            log.error("display: could not record %s for alert %s: %s", ack.answer, ack.alert_event_id, repr(exc))
             self._set_status(failure % exc, error=True)
             return False
         return True
@@ -737,7 +737,7 @@ def attach(service) -> "CashierDisplay":
     from edge_app.config import ConfigError
 
     cfg = service.cfg
-    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ack: service.publish_event(events.from_dict(ack)))
+    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
     try:
         display.start_in_thread()
     except DisplayError as exc:

@@ -187,6 +187,90 @@ def _validate_pos_text(event: dict, kind: str) -> None:
         _check_text(event["operator_id"], f"{kind} event: operator_id")
 
 
+# -- what an event says about the item and the rule -----------------------------------------------
+# The `item` of an alert, the `trigger` of a check or missed event and the `policy` of a check stay
+# plain JSON objects on the wire (their keys are the ones below); readers take them through these
+# two classes, so a key is spelled here once. Reading is lenient: a value of the wrong type reads
+# as absent (None), since the screen and the reports show what they can rather than fail on it.
+RULE_CALIBRATED = "calibrated"  # decided on the model's calibrated P(age >= challenge age)
+RULE_MARGIN = "margin"  # decided on the estimate minus a margin
+
+
+def _text_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _num_or_none(v: Any) -> float | int | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _known_fields(obj: Any) -> dict:
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Product:
+    """The restricted item a check is about, as the POS described it (name and min_age only when
+    it sent them)."""
+
+    sku: str | None = None
+    category: str | None = None
+    min_age: int | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_dict(cls, box: Any) -> "Product":
+        if not isinstance(box, Mapping):
+            return cls()
+        sku = box.get("sku")
+        # A POS may send a barcode as a JSON number: it is still the item's SKU.
+        return cls(sku=str(sku) if _int_or_none(sku) is not None else _text_or_none(sku),
+                   category=_text_or_none(box.get("category")), min_age=_int_or_none(box.get("min_age")),
+                   name=_text_or_none(box.get("name")))
+
+    @property
+    def known(self) -> bool:
+        """Whether the event said anything about the item."""
+        return any(v is not None for v in (self.sku, self.category, self.min_age, self.name))
+
+    def to_dict(self) -> dict:
+        """The JSON object for an event's `item` (or the product part of a `trigger`): what is
+        known, nothing written as null."""
+        return _known_fields(self)
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The rule a check was decided by: the ages in force and which rule (`RULE_CALIBRATED` or
+    `RULE_MARGIN`)."""
+
+    legal_age: int | float | None = None
+    challenge_age: int | float | None = None
+    rule: str | None = None
+    margin_years: int | float | None = None
+    min_frames: int | None = None
+
+    @classmethod
+    def from_dict(cls, box: Any) -> "PolicyInfo":
+        if not isinstance(box, Mapping):
+            return cls()
+        return cls(legal_age=_num_or_none(box.get("legal_age")), challenge_age=_num_or_none(box.get("challenge_age")),
+                   rule=_text_or_none(box.get("rule")), margin_years=_num_or_none(box.get("margin_years")),
+                   min_frames=_int_or_none(box.get("min_frames")))
+
+    @property
+    def calibrated(self) -> bool:
+        return self.rule == RULE_CALIBRATED
+
+    def to_dict(self) -> dict:
+        """The JSON object for a check's `policy`."""
+        return _known_fields(self)
+
+
 # -- typed events --------------------------------------------------------------------------------
 # One frozen dataclass per kind: producers build these, `to_dict`/`encode` turn one into the wire
 # dict/bytes (through `validate`, the one validation path) and `from_dict` reads one back. The wire
@@ -256,6 +340,15 @@ class CheckEvent(Event):
     camera: str | None = None
     gate_rejections: dict | None = None
 
+    @property
+    def product(self) -> Product:
+        """The item the check was for (the product part of `trigger`)."""
+        return Product.from_dict(self.trigger)
+
+    @property
+    def policy_info(self) -> PolicyInfo:
+        return PolicyInfo.from_dict(self.policy)
+
 
 @dataclass(frozen=True, kw_only=True)
 class AlertEvent(Event):
@@ -269,6 +362,11 @@ class AlertEvent(Event):
     age: float | None = None
     reason: str | None = None
     camera: str | None = None
+
+    @property
+    def product(self) -> Product:
+        """The item the cashier is asked about (`item`)."""
+        return Product.from_dict(self.item)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,6 +407,11 @@ class MissedEvent(Event):
     reason: str = _wire(str)
     detail: str = _wire(str)
 
+    @property
+    def product(self) -> Product:
+        """The item the scan was for (the product part of `trigger`)."""
+        return Product.from_dict(self.trigger)
+
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
                                                             MissedEvent)}
@@ -327,11 +430,3 @@ def from_dict(event: Any) -> Event:
     kw = {k: v for k, v in event.items() if k in named}
     extra = {k: v for k, v in event.items() if k not in named and k not in ("schema", "kind")}
     return cls(**kw, extra=extra, absent=frozenset(named - kw.keys()))
-
-
-# -- what readers take from a scan's `trigger` --------------------------------------------------
-def trigger_category(event: CheckEvent | MissedEvent) -> str | None:
-    """The product category of the restricted scan behind a check or missed event (the report's
-    age-band mix per category); None when its `trigger` names none as text."""
-    category = event.trigger.get("category")
-    return category if isinstance(category, str) else None

@@ -37,20 +37,23 @@ def _wait(pred, timeout=15.0):
     raise RuntimeError("the window did not show what was expected in time")
 
 
-def _events(decision: Decision, txn: str, camera: str = "up", low: float = 16.6, high: float = 25.8):
+LAGER = events.Product(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
+
+
+def _events(decision: Decision, txn: str, camera: str = "up", low: float = 16.6,
+            high: float = 25.8) -> tuple[events.CheckEvent, events.AlertEvent | None]:
     age = None if decision == Decision.NO_FACE else (low + high) / 2
-    check = events.new_event(
-        "check", "store-001", "till-01", txn,
-        trigger={"source": "pos", "sku": "5010677850100", "category": "alcohol", "min_age": 18,
-                 "name": "Lager 4x440ml"},
+    check = events.CheckEvent(
+        store_id="store-001", till_id="till-01", transaction_id=txn,
+        trigger={"source": "pos", **LAGER.to_dict()},
         frames_used=0 if age is None else 3, faces_seen=0 if age is None else 1, decision=decision, age=age,
         age_low=None if age is None else low, age_high=None if age is None else high,
         age_band=None if age is None else "18-24", p_over=None if age is None else 0.3,
-        policy={"legal_age": 18, "challenge_age": 25, "rule": "calibrated"}, model_id="example",
-        latency_ms={"total": 100.0}, camera=camera)
-    alert = None if decision == Decision.APPROVE else events.new_event(
-        "alert", "store-001", "till-01", txn, check_event_id=check["event_id"], decision=decision,
-        age_band=check["age_band"], item=dict(check["trigger"]), camera=camera)
+        policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=events.RULE_CALIBRATED).to_dict(),
+        model_id="example", latency_ms={"total": 100.0}, camera=camera)
+    alert = None if decision == Decision.APPROVE else events.AlertEvent(
+        store_id="store-001", till_id="till-01", transaction_id=txn, check_event_id=check.event_id,
+        decision=decision, age_band=check.age_band, item=LAGER.to_dict(), camera=camera)
     return check, alert
 
 
@@ -138,15 +141,16 @@ def demo_window(out: Path, seconds: float = 60.0) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from edge_app.devtools.bench import Xserver
+    from edge_app.devtools.sim import Xvfb
 
     out = Path(argv[0] if argv else "docs")
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.pop("DISPLAY", None)  # always a private screen: nothing else in the picture
-    xs = Xserver().start()
-    if xs.display is None:
-        print(f"screenshots: {xs.reason}", file=sys.stderr)
+    try:
+        xs = Xvfb().start()
+    except (OSError, RuntimeError) as exc:
+        print(f"screenshots: no private screen to draw on: {exc}", file=sys.stderr)
         return 2
+    os.environ["DISPLAY"] = xs.display  # always a private screen: nothing else in the picture
     try:
         for p in (banners(out), demo_window(out)):
             print(f"wrote {p}")

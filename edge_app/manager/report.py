@@ -238,7 +238,7 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
             key = f"{ev.store_id}/{ev.till_id}/{ev.transaction_id}" if ev.transaction_id else ev.event_id
             prev = latest_check.get(key)
             if ev.age_band is not None or prev is None or prev[1] is None:
-                latest_check[key] = (ev.ts, ev.age_band, events.trigger_category(ev))
+                latest_check[key] = (ev.ts, ev.age_band, ev.product.category)
         elif isinstance(ev, events.AlertEvent):
             cell.alerts += 1
             got = answers.get(ev.event_id, set())

@@ -185,11 +185,11 @@ class CheckRunner:
             elif t.faces_seen == 0:
                 reason += f"; no face in {t.frames_seen} frame(s)"
         # The POS's product name and operator travel only when it sent them (the fields are optional).
-        named = {"name": item.name} if item.name else {}
+        product = events.Product(sku=item.sku, category=item.category, min_age=trigger.min_age,
+                                 name=item.name or None)
         check = events.CheckEvent(
             store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
-            trigger={"source": trigger.source, "sku": item.sku, "category": item.category,
-                     "min_age": trigger.min_age, "received_ts": trigger.received_ts, **named},
+            trigger={"source": trigger.source, "received_ts": trigger.received_ts, **product.to_dict()},
             frames_seen=t.frames_seen,
             frames_used=res.frames_used,
             faces_seen=t.faces_seen,
@@ -198,9 +198,10 @@ class CheckRunner:
             p_over=res.p_over,
             decision=res.decision,
             reason=reason,
-            policy={"legal_age": res.legal_age, "challenge_age": res.challenge_age,
-                    "margin_years": cfg.policy.margin_years, "min_frames": cfg.check.min_frames,
-                    "rule": "calibrated" if res.p_over is not None else "margin"},
+            policy=events.PolicyInfo(
+                legal_age=res.legal_age, challenge_age=res.challenge_age, margin_years=cfg.policy.margin_years,
+                min_frames=cfg.check.min_frames,
+                rule=events.RULE_CALIBRATED if res.p_over is not None else events.RULE_MARGIN).to_dict(),
             model_id=self.model.model_id,
             latency_ms={k: round(v, 1) for k, v in t.ms.items()},
             camera=camera,
@@ -216,7 +217,7 @@ class CheckRunner:
                 decision=res.decision,
                 age_band=res.age_band,
                 age=res.age,
-                item={"sku": item.sku, "category": item.category, "min_age": trigger.min_age, **named},
+                item=product.to_dict(),
                 reason=reason,
                 # The window tells a camera fault from a shopper out of view even without the check.
                 camera=camera,

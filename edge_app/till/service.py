@@ -280,10 +280,9 @@ class Service:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.counts[f"missed_{reason}"] += 1
-        trigger = {"source": source, "sku": scan.item.sku, "category": scan.item.category, "min_age": min_age,
-                   "received_ts": received_ts}
-        if scan.item.name:
-            trigger["name"] = scan.item.name
+        product = events.Product(sku=scan.item.sku, category=scan.item.category, min_age=min_age,
+                                 name=scan.item.name or None)
+        trigger = {"source": source, "received_ts": received_ts, **product.to_dict()}
         if scan.sent_at is not None:
             trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
                 timespec="milliseconds").replace("+00:00", "Z")

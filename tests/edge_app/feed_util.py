@@ -63,6 +63,15 @@ def ack_event(alert: dict, answer: str, seconds: float = 3.0, ts: str | None = N
     return ev
 
 
+def typed_check(**kw) -> events.CheckEvent:
+    """check_event(...) as the typed event the service and the broker link hand a listener."""
+    return events.from_dict(check_event(**kw))
+
+
+def typed_alert(check: events.CheckEvent, ts: str | None = None) -> events.AlertEvent:
+    return events.from_dict(alert_event(check.to_dict(), ts))
+
+
 def event_topic(ev: dict) -> str:
     return events.topic(ev["store_id"], ev["till_id"], f"events/{ev['kind']}")
 

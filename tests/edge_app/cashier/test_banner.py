@@ -7,22 +7,28 @@ import pytest
 
 from edge_app.cashier.banner import (STYLES, AlertQueue, banner_for, contrast, estimate_text, item_text,
                                      recorded_banner, waiting_text)
-from tests.edge_app.feed_util import alert_event, check_event
+from edge_app.core import events
+from edge_app.core.events import Product
+from tests.edge_app.feed_util import check_event, typed_alert as alert_event, typed_check
 
 
-def calibrated(decision: str, low: float, high: float, **kw) -> dict:
+def check(**kw) -> events.CheckEvent:
+    return typed_check(**kw)
+
+
+def calibrated(decision: str, low: float, high: float, **kw) -> events.CheckEvent:
     c = check_event(decision=decision, age=(low + high) / 2, p_over=0.3, **kw)
     c["age_low"], c["age_high"] = low, high
     c["policy"]["rule"] = "calibrated"
-    return c
+    return events.from_dict(c)
 
 
 @pytest.mark.parametrize("check, title, symbol, style", [
     (calibrated("check_id", 16.6, 25.8), "ASK FOR ID", "✗", "ask_id"),
     (calibrated("approve", 31.2, 44.9), "OK — no ID needed", "✓", "ok"),
-    (check_event(decision="no_face", age=None, camera="up"), "NO FACE SEEN — ASK FOR ID", "?", "no_face"),
-    (check_event(decision="no_face", age=None, camera="down"), "CAMERA DOWN — ASK FOR ID", "!", "camera_down"),
-    (check_event(decision="no_face", age=None, camera="starting"), "CAMERA DOWN — ASK FOR ID", "!", "camera_down"),
+    (check(decision="no_face", age=None, camera="up"), "NO FACE SEEN — ASK FOR ID", "?", "no_face"),
+    (check(decision="no_face", age=None, camera="down"), "CAMERA DOWN — ASK FOR ID", "!", "camera_down"),
+    (check(decision="no_face", age=None, camera="starting"), "CAMERA DOWN — ASK FOR ID", "!", "camera_down"),
 ])
 def test_each_state_says_the_action_with_a_symbol(check, title, symbol, style):
     b = banner_for(check, alert_event(check))
@@ -46,28 +52,35 @@ def test_estimate_is_a_range_not_an_age():
     b = banner_for(calibrated("check_id", 16.6, 25.8))
     assert b.detail == "Camera estimate about 17–26 · Challenge 25"
     # The margin rule's low/high are only the spread between frames: the band is shown instead.
-    margin = check_event(decision="check_id", age=19.4)
-    assert margin["age_low"] == pytest.approx(17.4)
+    margin = check(decision="check_id", age=19.4)
+    assert margin.age_low == pytest.approx(17.4)
     assert estimate_text(margin) == "camera estimate about 18–24"
-    assert estimate_text(check_event(decision="approve", age=70.0)) == "camera estimate 65 or over"
-    assert estimate_text(check_event(decision="no_face", age=None)) == ""
+    assert estimate_text(check(decision="approve", age=70.0)) == "camera estimate 65 or over"
+    assert estimate_text(check(decision="no_face", age=None)) == ""
     # An alert on its own (its check lost): the band it carries.
     assert estimate_text(None, alert_event(margin)) == "camera estimate about 18–24"
 
 
 def test_item_name_rather_than_sku():
-    assert item_text({"sku": "5010677850100", "name": "Lager 4x440ml", "min_age": 18}) == "Lager 4x440ml · 18+"
-    assert item_text({"sku": "5010677850100", "category": "alcohol"}) == "SKU 5010677850100"
-    assert item_text({"sku": "1", "name": "   ", "min_age": 21}) == "SKU 1 · 21+"
-    long = item_text({"sku": "1", "name": "Single malt " * 10})
+    def text(item: dict) -> str:
+        return item_text(Product.from_dict(item))
+
+    assert text({"sku": "5010677850100", "name": "Lager 4x440ml", "min_age": 18}) == "Lager 4x440ml · 18+"
+    assert text({"sku": "5010677850100", "category": "alcohol"}) == "SKU 5010677850100"
+    assert text({"sku": "1", "name": "   ", "min_age": 21}) == "SKU 1 · 21+"
+    long = text({"sku": "1", "name": "Single malt " * 10})
     assert len(long) == 48 and long.endswith("…")
-    assert item_text(None) == ""
-    c = check_event()
+    assert item_text(None) == "" and text({}) == ""
+    c = check()
     assert banner_for(c, alert_event(c)).item_text == "Lager 4x440ml"
+    # The alert's item wins; an alert that carries none shows what the check's trigger says.
+    bare = events.from_dict({**alert_event(c).to_dict(), "item": {}})
+    assert banner_for(check(txn="T-2"), bare).item_text == "Lager 4x440ml"
+    assert banner_for(None, bare).item_text == ""
 
 
 def test_unknown_decision_asks_for_id_and_recorded_banner():
-    assert banner_for({"decision": "maybe"}).title == "ASK FOR ID"
+    assert banner_for(check(decision="maybe")).title == "ASK FOR ID"
     with pytest.raises(ValueError):
         banner_for(None, None)
     r = recorded_banner("id_checked_under_age_refused", "T-9")
@@ -77,17 +90,17 @@ def test_unknown_decision_asks_for_id_and_recorded_banner():
 
 def test_queue_shows_the_newest_and_keeps_the_others():
     q = AlertQueue(expire_seconds=600)
-    c1, c2 = check_event(txn="T-1"), check_event(txn="T-2", decision="no_face", age=None)
+    c1, c2 = check(txn="T-1"), check(txn="T-2", decision="no_face", age=None)
     a1, a2 = alert_event(c1), alert_event(c2)
     q.add_check(c1, 0.0)
     q.add_alert(a1, 0.1)
-    assert q.current(0.2).alert_event_id == a1["event_id"] and q.waiting(0.2) == 0
+    assert q.current(0.2).alert_event_id == a1.event_id and q.waiting(0.2) == 0
     q.add_check(c2, 1.0)
     q.add_alert(a2, 1.1)
-    assert q.current(1.2).alert_event_id == a2["event_id"] and q.waiting(1.2) == 1
-    assert q.add_check(check_event(txn="T-3", decision="approve", age=50.0), 1.5) is None  # never queued
-    p2 = q.remove_alert(a2["event_id"])
-    assert q.current(2.0).alert_event_id == a1["event_id"] and q.waiting(2.0) == 0
+    assert q.current(1.2).alert_event_id == a2.event_id and q.waiting(1.2) == 1
+    assert q.add_check(check(txn="T-3", decision="approve", age=50.0), 1.5) is None  # never queued
+    p2 = q.remove_alert(a2.event_id)
+    assert q.current(2.0).alert_event_id == a1.event_id and q.waiting(2.0) == 0
     back = q.restore(p2, 3.0)  # Undo: on top again, still timed from its arrival
     assert q.current(3.0) is back and back.added == 1.0 and q.waiting(3.0) == 1
     assert q.remove_alert("no-such-alert") is None
@@ -95,7 +108,7 @@ def test_queue_shows_the_newest_and_keeps_the_others():
 
 def test_an_alert_without_its_check_waits_a_moment_then_shows():
     q = AlertQueue(expire_seconds=600, alert_without_check_seconds=1.5)
-    c = check_event(txn="T-7")
+    c = check(txn="T-7")
     a = alert_event(c)
     q.add_alert(a, 10.0)
     assert q.current(10.5) is None and q.next_change(10.5) == 11.5
@@ -109,9 +122,18 @@ def test_an_alert_without_its_check_waits_a_moment_then_shows():
 
 def test_unanswered_alerts_expire():
     q = AlertQueue(expire_seconds=60)
-    c = check_event()
+    c = check()
     q.add_check(c, 0.0)
     q.add_alert(alert_event(c), 0.0)
     assert q.expire(59.9) == [] and q.next_change(1.0) == 60.0
     gone = q.expire(60.0)
-    assert [p.key for p in gone] == [c["event_id"]] and len(q) == 0 and q.current(61) is None
+    assert [p.key for p in gone] == [c.event_id] and len(q) == 0 and q.current(61) is None
+
+
+def test_the_alert_alone_tells_a_camera_fault():
+    """The alert carries the camera's state too: without its check (late or lost), or with a check
+    that does not say, a camera fault is still not shown as a shopper out of view."""
+    a = events.from_dict({**alert_event(check(decision="no_face", age=None)).to_dict(), "camera": "down"})
+    assert banner_for(None, a).kind == "camera_down"
+    assert banner_for(check(decision="no_face", age=None), a).kind == "camera_down"
+    assert banner_for(check(decision="no_face", age=None, camera="up"), a).kind == "no_face"  # the check's word first

@@ -234,3 +234,57 @@ def test_trust_warnings_cover_the_windows_own_login(tmp_path):
     plain = C.from_dict({"mqtt": {"host": "10.1.2.3"}, "display": {"mqtt_username": "window",
                                                                    "mqtt_password_file": str(pw)}})
     assert any("tls.enabled is false" in w for w in trust_warnings(display_config(plain).mqtt))
+
+
+def test_the_window_shrugs_off_bad_messages_from_the_broker(xvfb, mqtt_broker, tmp_path, caplog):
+    """The standalone window's broker link decodes each message once into a typed event: what is
+    not JSON, not an event of this schema, or an event with a field of the wrong type is one log
+    line naming the problem and never reaches the window, which carries on and shows the next
+    good alert (published after the bad ones on the same topic, so they were all handled first)."""
+    from edge_app import config as C
+    from edge_app.cashier.standalone import AckLink
+    from edge_app.cashier.window import CashierDisplay
+    from edge_app.core import events
+    from edge_app.core.events import AlertEvent, CheckEvent
+
+    cfg = C.from_dict({"store_id": "store-001", "till_id": "till-01",
+                       "mqtt": {"host": "127.0.0.1", "port": mqtt_broker.port},
+                       "display": {"position": "top-left", "outbox_path": str(tmp_path / "display.sqlite3")}})
+    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ack: None).start_in_thread()
+    heard: list[events.Event] = []
+    link = AckLink(cfg, lambda ev: (heard.append(ev), display.on_event(ev)))
+    pub = Publisher(mqtt_broker.port)
+    try:
+        link.start()
+        assert link.link.subscribed.wait(10), "the window's link never subscribed"
+        c = check_event(decision="check_id", age=19.0, txn="T-good")
+        a = alert_event(c)
+        no_item = {k: v for k, v in a.items() if k != "item"}
+        bad = {
+            b"{nope": "not valid JSON",
+            events.encode(no_item): "missing field 'item'",
+            events.encode({**a, "schema": 2}): "unknown schema version 2",
+            events.encode({**a, "decision": 7}): "field 'decision' has the wrong type",
+            events.encode({**a, "item": {**a["item"], "name": "Lager\x1b[2J"}}): "item name contains control characters",
+        }
+        topic = "agecheck/v1/store-001/till-01/events/alert"
+        with caplog.at_level("WARNING", logger="edge_app.cashier.standalone"):
+            for payload in bad:
+                pub.raw(topic, payload)
+            pub.event(c)
+            pub.event(a)
+            snap = wait_for(lambda: (s := display.snapshot).get("alert_event_id") == a["event_id"]
+                            and s.get("drawn_at") and s, timeout=15, what="the good alert on screen")
+        assert snap["kind"] == "ask_id" and snap["transaction_id"] == "T-good" and "Lager 4x440ml" in snap["item"]
+        logged = [r.getMessage() for r in caplog.records if "quarantined a message on events/alert" in r.getMessage()]
+        assert len(logged) == len(bad), logged
+        for line, problem in zip(logged, bad.values()):
+            assert problem in line, (problem, line)
+        # Only the two good events got through, each decoded once into its typed class.
+        assert sorted(type(e).__name__ for e in heard) == [AlertEvent.__name__, CheckEvent.__name__]
+        assert display._thread.is_alive() and not display.snapshot.get("closed")
+    finally:
+        pub.close()
+        link.stop(flush_timeout=1)
+        display.close()
+        display.join(5)

@@ -4,6 +4,7 @@ mouse clicks (xdotool), next to a second real window (a POS stand-in) that holds
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import time
 
@@ -14,7 +15,7 @@ from edge_app.cashier.banner import STYLES
 from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
 from edge_app.core import events
-from tests.edge_app.feed_util import alert_event, check_event
+from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, wait_for,  # noqa: F401
                                      xdotool, xvfb)
 
@@ -53,14 +54,15 @@ def laid_out(s: dict) -> bool:
     return w >= 100 and all(b[3] > 1 and y < b[1] < y + h for b in s.get("buttons", {}).values())
 
 
-def shown(d: CashierDisplay, answerable: bool | None = None, alert: dict | None = None, **want) -> dict:
+def shown(d: CashierDisplay, answerable: bool | None = None, alert: events.AlertEvent | None = None,
+          **want) -> dict:
     def ok():
         s = d.snapshot
         if not s.get("visible") or not laid_out(s) or s.get("drawn_at") is None:
             return None
         if answerable is not None and s.get("answerable") != answerable:
             return None
-        if alert is not None and s.get("alert_event_id") != alert["event_id"]:
+        if alert is not None and s.get("alert_event_id") != alert.event_id:
             return None
         if any(s.get(k) != v for k, v in want.items()):
             return None
@@ -138,7 +140,7 @@ def test_each_banner_state_on_screen(window, tmp_path):
         else:
             assert set(snap["buttons"]) == set(events.ACK_ANSWERS)
             press(window, "no_id_check")
-            assert window.acks.get(timeout=5)["transaction_id"] == f"T-{style}"
+            assert window.acks.get(timeout=5).transaction_id == f"T-{style}"
             shown(window, kind="recorded")
     # Four different shapes: the symbol alone tells the states apart.
     masks = list(symbols.values())
@@ -161,12 +163,12 @@ def test_typing_into_the_pos_never_answers(xvfb):
             xdotool("type", "--delay", "120", "1231")
         wait_for(lambda: pos.text == "12" + "1231" * 3, what="every digit in the POS")
         no_ack(d, wait=1.0)
-        assert d.snapshot["visible"] and d.snapshot["alert_event_id"] == a["event_id"]
+        assert d.snapshot["visible"] and d.snapshot["alert_event_id"] == a.event_id
         assert d.snapshot["keys_ignored"] == 0  # the keys never reached the window at all
         # A click still answers at once.
         press(d, "id_checked_under_age_refused")
         ack = d.acks.get(timeout=5)
-        assert ack["answer"] == "id_checked_under_age_refused" and ack["via"] == "click"
+        assert ack.answer == "id_checked_under_age_refused" and ack.via == "click"
         assert pos.text == "12" + "1231" * 3
     finally:
         pos.close()
@@ -187,10 +189,11 @@ def test_keys_need_the_focus_and_a_moment(xvfb):
         time.sleep(1.6)  # kept: the point is time passing, so that the next key is a reading of the alert
         xdotool("key", "2")
         ack = d.acks.get(timeout=5)
-        events.validate(ack)
-        assert ack["answer"] == "id_checked_under_age_refused" and ack["via"] == "key"
-        assert ack["alert_event_id"] == a["event_id"] and ack["transaction_id"] == "T-61"
-        assert ack["decision_time_s"] > 1.5
+        assert isinstance(ack, events.AckEvent)
+        events.validate(ack.to_dict())
+        assert ack.answer == "id_checked_under_age_refused" and ack.via == "key"
+        assert ack.alert_event_id == a.event_id and ack.transaction_id == "T-61"
+        assert ack.decision_time_s > 1.5
     finally:
         d.close()
         d.join(5)
@@ -207,10 +210,11 @@ def test_click_answers_at_once(window, answer):
     snap = shown(window, answerable=True)
     click(snap["buttons"][answer])
     ack = window.acks.get(timeout=5)
-    events.validate(ack)
-    assert ack["answer"] == answer and ack["via"] == "click" and "replaces_event_id" not in ack
-    assert ack["alert_event_id"] == a["event_id"] and ack["check_event_id"] == c["event_id"]
-    assert ack["till_id"] == "till-01" and 0 < ack["decision_time_s"] < 5
+    assert isinstance(ack, events.AckEvent)
+    wire = events.validate(ack.to_dict())
+    assert ack.answer == answer and ack.via == "click" and "replaces_event_id" not in wire
+    assert ack.alert_event_id == a.event_id and ack.check_event_id == c.event_id
+    assert ack.till_id == "till-01" and 0 < ack.decision_time_s < 5
 
 
 def test_undo_corrects_the_answer(window):
@@ -222,15 +226,15 @@ def test_undo_corrects_the_answer(window):
     assert snap["detail"] == "ID checked – over age" and "T-800" in snap["undo_text"]
     click(snap["undo"])
     fix = window.acks.get(timeout=5)
-    events.validate(fix)
-    assert fix["answer"] == events.ACK_UNDONE and fix["replaces_event_id"] == first["event_id"]
-    assert fix["alert_event_id"] == a["event_id"] and fix["transaction_id"] == "T-800"
+    events.validate(fix.to_dict())
+    assert fix.answer == events.ACK_UNDONE and fix.replaces_event_id == first.event_id
+    assert fix.alert_event_id == a.event_id and fix.transaction_id == "T-800"
     # The alert is back, answerable again.
     shown(window, answerable=True, alert=a, kind="ask_id")
     assert window.snapshot["undo"] is None
     press(window, "id_checked_under_age_refused")
     again = window.acks.get(timeout=5)
-    assert again["answer"] == "id_checked_under_age_refused" and again["alert_event_id"] == a["event_id"]
+    assert again.answer == "id_checked_under_age_refused" and again.alert_event_id == a.event_id
 
 
 def test_undo_is_offered_for_a_few_seconds(xvfb):
@@ -256,24 +260,24 @@ def test_two_alerts_in_a_row_are_both_answerable(window):
     # The count is drawn: dark text on its white patch.
     assert share_of(screenshot(window.snapshot["waiting_box"]), (0, 0, 0)) > 0.03
     click(snap["buttons"]["id_checked_over_age"])
-    assert window.acks.get(timeout=5)["alert_event_id"] == a2["event_id"]
+    assert window.acks.get(timeout=5).alert_event_id == a2.event_id
     # The first one comes back on top, with the Undo for the second below it.
     snap = shown(window, answerable=True, alert=a1, waiting="")
     assert "T-3002" in snap["undo_text"]
     click(snap["buttons"]["no_id_check"])
-    assert window.acks.get(timeout=5)["alert_event_id"] == a1["event_id"]
+    assert window.acks.get(timeout=5).alert_event_id == a1.event_id
 
 
 def test_answer_waits_for_the_alert_event(window):
     c = check_event(decision="check_id", age=17.0, txn="T-700")
-    window.on_event(events.from_dict(c))  # the check first; its alert comes a moment later
+    window.on_event(c)  # the check first; its alert comes a moment later
     snap = shown(window, answerable=False)
     click(snap["buttons"]["id_checked_over_age"])  # disabled: nothing happens
     no_ack(window, wait=0.3)
     a = alert_event(c)
-    window.on_event(events.from_dict(a))
+    window.on_event(a)
     press(window, "id_checked_over_age")
-    assert window.acks.get(timeout=5)["alert_event_id"] == a["event_id"]
+    assert window.acks.get(timeout=5).alert_event_id == a.event_id
 
 
 def test_a_failed_save_keeps_the_alert(window):
@@ -283,7 +287,7 @@ def test_a_failed_save_keeps_the_alert(window):
     wait_for(lambda: "NOT saved" in (window.snapshot.get("status") or ""), what="the error on screen")
     assert window.snapshot["visible"] and window.acks.empty()
     press(window, "id_checked_under_age_refused")
-    assert window.acks.get(timeout=5)["alert_event_id"] == a["event_id"]
+    assert window.acks.get(timeout=5).alert_event_id == a.event_id
 
 
 def test_approve_does_not_hide_an_unanswered_alert(window):
@@ -293,24 +297,24 @@ def test_approve_does_not_hide_an_unanswered_alert(window):
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.4)
-    assert window.snapshot["title"] == "ASK FOR ID" and window.snapshot["alert_event_id"] == a["event_id"]
+    assert window.snapshot["title"] == "ASK FOR ID" and window.snapshot["alert_event_id"] == a.event_id
     press(window, "id_checked_over_age")
-    assert window.acks.get(timeout=5)["transaction_id"] == "T-900"
+    assert window.acks.get(timeout=5).transaction_id == "T-900"
 
 
 def test_an_alert_answered_elsewhere_leaves_the_list(window):
     _, a1 = post_alert(window, txn="T-910")
     _, a2 = post_alert(window, txn="T-911")
     shown(window, alert=a2, waiting="+1 more alert waiting")
-    other = events.new_event("ack", "store-001", "till-01", "T-911", alert_event_id=a2["event_id"],
-                             answer="id_checked_over_age", decision_time_s=2.0)
-    window.on_event(events.from_dict(other))
+    other = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-911", alert_event_id=a2.event_id,
+                            answer="id_checked_over_age", decision_time_s=2.0)
+    window.on_event(other)
     shown(window, alert=a1, waiting="")
-    window.on_event(events.from_dict(alert_event(check_event(txn="T-911")) | {"event_id": a2["event_id"]}))  # redelivered: not back
+    window.on_event(dataclasses.replace(alert_event(check_event(txn="T-911")), event_id=a2.event_id))  # redelivered: not back
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.3)
-    assert window.snapshot["alert_event_id"] == a1["event_id"] and window.snapshot["waiting"] == ""
+    assert window.snapshot["alert_event_id"] == a1.event_id and window.snapshot["waiting"] == ""
 
 
 def test_an_unanswered_alert_expires(xvfb):
@@ -358,7 +362,7 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     colour, share = dominant(banner_pixels(window.snapshot))
     assert colour == hex_rgb(STYLES["ask_id"].bg) and share > 0.5  # the instruction is still the banner
     press(window, "id_checked_over_age")
-    assert window.acks.get(timeout=5)["answer"] == "id_checked_over_age"
+    assert window.acks.get(timeout=5).answer == "id_checked_over_age"
 
     window.set_recording({"degraded": False, "outbox_error": None})
     wait_for(lambda: window.snapshot.get("not_recording") is None and window.snapshot.get("recording_box") is None,
@@ -367,3 +371,19 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     window.post(c2, alert_event(c2))
     snap = shown(window, answerable=True, alert=None, transaction_id="T-rec")
     assert snap["recording_box"] is None and snap["not_recording"] is None
+
+
+def test_the_window_takes_typed_events_only(window):
+    """A wire dict is a caller's bug: refused on the caller's thread with the type it wanted, and
+    the window goes on showing typed events."""
+    c = check_event(decision="check_id", age=19.0, txn="T-typed")
+    with pytest.raises(TypeError, match="CheckEvent"):
+        window.post(c.to_dict())
+    with pytest.raises(TypeError, match="AlertEvent"):
+        window.post(c, alert_event(c).to_dict())
+    window.on_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-typed",
+                                          alert_event_id=c.event_id, seconds_after_alert=1.0))  # not for the window
+    a = alert_event(c)
+    window.post(c, a)
+    snap = shown(window, answerable=True, alert=a)
+    assert snap["transaction_id"] == "T-typed" and "Lager 4x440ml" in snap["item"]

@@ -133,10 +133,42 @@ def test_a_typed_event_is_validated_when_written():
         missed.to_dict()
 
 
-def test_trigger_category_reads_the_scans_category_or_none():
+# -- the item and the rule, read through one class each -----------------------------------------------
+def test_the_item_and_the_rule_are_read_as_attributes():
     c = events.from_dict(check_event())
-    assert events.trigger_category(c) == "alcohol"
-    missed = events.MissedEvent(store_id="s", till_id="t", transaction_id="T-1", reason="stale", detail="old",
-                                trigger={"source": "pos", "sku": "1", "category": 7})
-    assert events.trigger_category(missed) is None  # not text: no category rather than a wrong one
-    assert events.trigger_category(events.from_dict({**check_event(), "trigger": {"source": "demo"}})) is None
+    a = events.from_dict(alert_event(check_event()))
+    assert c.product == a.product == events.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")
+    assert c.policy_info == events.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0)
+    assert not c.policy_info.calibrated
+    m = events.from_dict(events.new_event("missed", "s", "t", None, trigger={"source": "pos", "sku": "9"},
+                                          reason="stale", detail="old"))
+    assert m.product.sku == "9" and m.product.min_age is None
+
+
+@pytest.mark.parametrize("box, want", [
+    ({"sku": 5010677850100, "min_age": "18", "name": 7}, events.Product(sku="5010677850100")),  # a numeric barcode
+    ({"sku": True, "min_age": True, "category": ["alcohol"]}, events.Product()),
+    ("not an object", events.Product()),
+    (None, events.Product()),
+])
+def test_an_odd_item_reads_as_what_is_usable(box, want):
+    got = events.Product.from_dict(box)
+    assert got == want and got.known == (want != events.Product())
+
+
+def test_an_odd_policy_reads_as_what_is_usable():
+    got = events.PolicyInfo.from_dict({"legal_age": "18", "challenge_age": 25.0, "rule": 1, "min_frames": 2.5})
+    assert got == events.PolicyInfo(challenge_age=25.0)
+    assert events.PolicyInfo.from_dict([]) == events.PolicyInfo()
+
+
+def test_an_item_written_through_its_class_is_the_same_json():
+    lager = {"sku": "501", "category": "alcohol", "min_age": 18, "name": "Lager"}
+    assert events.Product.from_dict(lager).to_dict() == lager
+    assert events.Product(sku="501", category="alcohol").to_dict() == {"sku": "501", "category": "alcohol"}
+    pol = {"legal_age": 18, "challenge_age": 25, "margin_years": 0.0, "min_frames": 3, "rule": events.RULE_MARGIN}
+    assert events.PolicyInfo.from_dict(pol).to_dict() == pol
+    # Readers leave the wire alone: the event's dict is still the one it was read from.
+    d = events.validate(alert_event(check_event()))
+    typed = events.from_dict(d)
+    assert typed.product.name == "Lager 4x440ml" and typed.encode() == events.encode(d)

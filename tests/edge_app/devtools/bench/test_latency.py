@@ -9,7 +9,7 @@ import queue
 from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
 from edge_app.devtools.bench.latency import _press_answer
-from tests.edge_app.feed_util import alert_event, check_event
+from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import PosWindow, wait_for, xvfb  # noqa: F401
 
 
@@ -23,13 +23,13 @@ def test_the_bench_answers_an_alert_by_click(xvfb):
         c = check_event(decision="check_id", age=19.0, txn="bench-0001")
         a = alert_event(c)
         d.post(c, a)
-        wait_for(lambda: (s := d.snapshot).get("answerable") and s.get("alert_event_id") == a["event_id"]
+        wait_for(lambda: (s := d.snapshot).get("answerable") and s.get("alert_event_id") == a.event_id
                  and s.get("drawn_at") and all(b[3] > 1 for b in s.get("buttons", {}).values()),
                  what="the alert drawn with its buttons")
         _press_answer(d)
         ack = acks.get(timeout=5)
-        assert (ack["alert_event_id"], ack["answer"], ack["via"]) == (a["event_id"], "id_checked_over_age", "click")
-        assert d.snapshot.get("alert_event_id") != a["event_id"]  # _press_answer waited for it to go
+        assert (ack.alert_event_id, ack.answer, ack.via) == (a.event_id, "id_checked_over_age", "click")
+        assert d.snapshot.get("alert_event_id") != a.event_id  # _press_answer waited for it to go
         assert pos.text == ""  # nothing was typed into the POS
     finally:
         pos.close()
