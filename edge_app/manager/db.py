@@ -84,6 +84,18 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 
+# The events table's columns that copy an event's field of the same name (NULL for a kind without
+# it), with how each is stored: "text", "num" or "int". The other columns are the message's own
+# (kind, schema, topic, received_at, payload).
+EVENT_FIELD_COLUMNS: dict[str, str] = {
+    "event_id": "text", "ts": "text", "store_id": "text", "till_id": "text", "transaction_id": "text",
+    "decision": "text", "answer": "text", "age": "num", "age_low": "num", "age_high": "num",
+    "age_band": "text", "alert_event_id": "text", "decision_time_s": "num", "publisher": "text",
+    "seq": "int", "operator_id": "text", "replaces_event_id": "text",
+}
+MESSAGE_COLUMNS = ("kind", "schema", "topic", "received_at", "payload")
+
+
 class StoreError(Exception):
     """The database cannot be reached or used; the message names it and the reason."""
 

@@ -36,7 +36,7 @@ from edge_app.core.answers import current_answer
 from edge_app.core.events import local_dt
 from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, INTEGRITY_REASON_TEXT, Answer, Decision, IntegrityReason
 from edge_app.config import Config
-from edge_app.manager.db import Database, StoreError
+from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, StoreError
 from edge_app.manager.db import target as db_target
 from edge_app.transport.mqtt import make_client, trust_warnings
 
@@ -107,12 +107,11 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else (None if v is None else str(v))
 
 
-_INSERT = (
-    "INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, transaction_id, decision, answer, age,"
-    " age_low, age_high, age_band, alert_event_id, decision_time_s, topic, received_at, payload, publisher, seq,"
-    " operator_id, replaces_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-    " ON CONFLICT (event_id) DO NOTHING"
-)
+_COLUMNS = (*EVENT_FIELD_COLUMNS, *MESSAGE_COLUMNS)
+_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
+           " ON CONFLICT (event_id) DO NOTHING")
+_AS_STORED = {"text": _text, "num": _num,
+              "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None}
 
 
 @dataclass(frozen=True)
@@ -185,14 +184,9 @@ class FeedStore:
         def opt(name: str) -> Any:
             return getattr(ev, name) if hasattr(ev, name) else ev.extra.get(name)
 
-        n = self.db.execute(_INSERT, (
-            ev.event_id, ev.KIND, events.SCHEMA_VERSION, ev.ts, ev.store_id, ev.till_id,
-            _text(ev.transaction_id), _text(opt("decision")), _text(opt("answer")),
-            _num(opt("age")), _num(opt("age_low")), _num(opt("age_high")),
-            _text(opt("age_band")), _text(opt("alert_event_id")), _num(opt("decision_time_s")),
-            topic, received_at, payload.decode("utf-8"), _text(ev.publisher),
-            ev.seq, _text(ev.operator_id), _text(opt("replaces_event_id")),
-        ))
+        fields = [_AS_STORED[how](opt(col)) for col, how in EVENT_FIELD_COLUMNS.items()]
+        n = self.db.execute(_INSERT, (*fields, ev.KIND, events.SCHEMA_VERSION, topic, received_at,
+                                      payload.decode("utf-8")))
         if n == 1:
             return Stored("new", ev, gap=self._gap_before(ev))
         self.db.execute("INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
