@@ -23,6 +23,7 @@ The dashboard (`edge_app.manager.dashboard`) shows these same figures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
@@ -143,7 +144,7 @@ class Summary:
     bands: Counter
     bands_by_category: dict[str, Counter]
     shoppers_without_estimate: int
-    integrity_events: list[dict]
+    integrity_events: list["IntegrityLine"]
     quarantined: int
     events_total: int
     gaps: list[Gap] = field(default_factory=list)
@@ -256,21 +257,24 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
             cell.missed += 1
         elif isinstance(ev, events.IntegrityEvent):
             cell.integrity += 1
-            integrity.append(_integrity_line(ev, day, tz))
+            integrity.append(IntegrityLine(ev, _local_text(ev.ts, tz), day))
 
-    for e in integrity:
+    for i, line in enumerate(integrity):
         # The moment to find on CCTV: the alert on the till's screen, and the sale after it.
-        a = alerts.get(e["alert_event_id"])
+        ev = line.event
+        a = alerts.get(ev.alert_event_id)
         if a is None:
-            got = db.query("SELECT event_id, payload FROM events WHERE event_id = ?", (e["alert_event_id"],))
+            got = db.query("SELECT event_id, payload FROM events WHERE event_id = ?", (ev.alert_event_id,))
             found = read(*got[0]) if got else None
             a = found if isinstance(found, events.AlertEvent) else None
-        e["operator_id"] = a.operator_id if a else None
-        e["alert_local"] = _local_text(a.ts, tz) if a else None
-        secs = e["seconds_after_alert"]
-        alert_dt = local_dt(a.ts, tz) if a else None
-        e["sale_local"] = ((alert_dt + timedelta(seconds=float(secs))).strftime("%Y-%m-%d %H:%M:%S")
-                           if alert_dt and isinstance(secs, (int, float)) else None)
+        if a is None:
+            continue
+        alert_dt = local_dt(a.ts, tz)
+        sale = alert_dt + timedelta(seconds=float(ev.seconds_after_alert)) if alert_dt else None
+        # The cashier is the one logged in when the alert was shown.
+        integrity[i] = dataclasses.replace(line, event=dataclasses.replace(ev, operator_id=a.operator_id),
+                                           alert_local=_local_text(a.ts, tz),
+                                           sale_local=sale.strftime("%Y-%m-%d %H:%M:%S") if sale else None)
 
     bands: Counter = Counter()
     by_cat: dict[str, Counter] = defaultdict(Counter)
@@ -300,32 +304,65 @@ def _local_text(ts: str, tz: tzinfo | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else ts
 
 
-def _integrity_line(ev: events.IntegrityEvent, day: date, tz: tzinfo | None) -> dict:
-    """One integrity event as report.json and the tables list it (the alert's moments are added
-    once every alert is known)."""
-    return {"ts": ev.ts, "local": _local_text(ev.ts, tz), "day": day, "store_id": ev.store_id, "till_id": ev.till_id,
-            "transaction_id": ev.transaction_id, "seconds_after_alert": ev.seconds_after_alert,
-            "reason": ev.reason or "", "alert_event_id": ev.alert_event_id}
+@dataclass(frozen=True)
+class IntegrityLine:
+    """One integrity event as the report lists it: the event (with the alert's cashier), its local
+    time and day, and the moments to find on CCTV - the alert shown, the sale completed."""
+
+    event: events.IntegrityEvent
+    local: str
+    day: date
+    alert_local: str | None = None
+    sale_local: str | None = None
+
+    @property
+    def no_id_check_answered(self) -> bool:
+        return self.event.reason == IntegrityReason.ANSWERED_NO_ID_CHECK
+
+    def as_json(self) -> dict:
+        """report.json's entry: the event's own fields and the report's local times."""
+        return {**self.event.to_dict(), "local": self.local, "day": self.day.isoformat(),
+                "alert_local": self.alert_local, "sale_local": self.sale_local}
+
+
+@dataclass(frozen=True)
+class Attention:
+    """A till and cashier with sales completed on alerts without an ID check ("needs attention")."""
+
+    store_id: str
+    till_id: str
+    operator_id: str | None
+    sales: int
+    unanswered: int
+    answered_no_id_check: int
+    moments: list["Moment"]
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One such sale, to look up on CCTV."""
+
+    alert_shown: str | None
+    sale_completed: str | None
+    reported: str
+    transaction_id: str | None
+    why: str
 
 
 def attention(s: Summary) -> list[dict]:
     """Tills and cashiers with sales after an unanswered alert or a "no ID check" answer, worst
     first, each with the moments (alert shown, sale completed) to look up on CCTV."""
-    groups: dict[tuple[str, str, str | None], list[dict]] = defaultdict(list)
-    for e in s.integrity_events:
-        groups[(e["store_id"], e["till_id"], e.get("operator_id"))].append(e)
+    groups: dict[tuple[str, str, str | None], list[IntegrityLine]] = defaultdict(list)
+    for line in s.integrity_events:
+        groups[(line.event.store_id, line.event.till_id, line.event.operator_id)].append(line)
     out = []
-    for (store_id, till_id, operator_id), evs in groups.items():
-        out.append({"store_id": store_id, "till_id": till_id, "operator_id": operator_id, "sales": len(evs),
-                    IntegrityReason.UNANSWERED.value:
-                        sum(1 for e in evs if e["reason"] != IntegrityReason.ANSWERED_NO_ID_CHECK),
-                    IntegrityReason.ANSWERED_NO_ID_CHECK.value:
-                        sum(1 for e in evs if e["reason"] == IntegrityReason.ANSWERED_NO_ID_CHECK),
-                    "moments": [{"alert_shown": e["alert_local"], "sale_completed": e["sale_local"],
-                                 "reported": e["local"], "transaction_id": e["transaction_id"],
-                                 "why": integrity_reason(e["reason"])} for e in evs]})
-    out.sort(key=lambda g: (-g["sales"], g["store_id"], g["till_id"], g["operator_id"] or ""))
-    return out
+    for (store_id, till_id, operator_id), lines in groups.items():
+        said_no = sum(1 for e in lines if e.no_id_check_answered)
+        moments = [Moment(e.alert_local, e.sale_local, e.local, e.event.transaction_id,
+                          integrity_reason(e.event.reason)) for e in lines]
+        out.append(Attention(store_id, till_id, operator_id, len(lines), len(lines) - said_no, said_no, moments))
+    out.sort(key=lambda g: (-g.sales, g.store_id, g.till_id, g.operator_id or ""))
+    return [dataclasses.asdict(g) for g in out]
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -449,10 +486,10 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
         L.append("")
         L += _table(["time", "store", "till", "cashier", "transaction", "alert shown", "sale completed",
                      "sold after alert", "why"], text_cols=9, rows=
-                    [[e["local"], e["store_id"], e["till_id"], e.get("operator_id") or "–", e["transaction_id"] or "–",
-                      e.get("alert_local") or "–", e.get("sale_local") or "–", _secs(e["seconds_after_alert"]),
-                      "cashier answered “no ID check”" if e["reason"] == IntegrityReason.ANSWERED_NO_ID_CHECK
-                      else "no answer"]
+                    [[e.local, e.event.store_id, e.event.till_id, e.event.operator_id or "–",
+                      e.event.transaction_id or "–", e.alert_local or "–", e.sale_local or "–",
+                      _secs(e.event.seconds_after_alert),
+                      "cashier answered “no ID check”" if e.no_id_check_answered else "no answer"]
                      for e in s.integrity_events])
     else:
         L.append("None in this period.")
@@ -542,8 +579,7 @@ def to_json(s: Summary, tz: tzinfo | None) -> dict:
         "per_till_day": [{"store_id": k[0], "till_id": k[1], "day": k[2].isoformat(), **r.figures()}
                          for k, r in sorted(s.rows.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))],
         "needs_attention": attention(s),
-        "integrity_events": [{k: (v.isoformat() if isinstance(v, date) else v) for k, v in e.items()}
-                             for e in s.integrity_events],
+        "integrity_events": [e.as_json() for e in s.integrity_events],
         "missing_events": [{"store_id": g.store_id, "publisher": g.publisher, "till_id": g.till_id,
                             "missing": g.missing, "first_missing_seq": g.after_seq + 1,
                             "last_missing_seq": g.before_seq - 1, "after_ts": g.after_ts, "before_ts": g.before_ts,
