@@ -15,6 +15,7 @@ hash), and the start-up line says who can open it.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import ipaddress
 import json
@@ -35,8 +36,36 @@ from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInp
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
-EVENT_COLUMNS = ["time", "store_id", "till_id", "kind", "decision", "answer", "outcome", "reason", "operator_id",
-                 "transaction_id", "age_band", "seq", "event_id"]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One line of the page's event list and of its CSV/JSON exports ("" where a kind has no value)."""
+
+    time: str
+    store_id: str
+    till_id: str
+    kind: str
+    decision: str
+    answer: str
+    outcome: str
+    reason: str
+    operator_id: str
+    transaction_id: str
+    age_band: str
+    seq: int | str
+    event_id: str
+
+    @classmethod
+    def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> "EventRow":
+        return cls(time=local, store_id=ev.store_id, till_id=ev.till_id, kind=ev.KIND,
+                   decision=getattr(ev, "decision", None) or "", answer=getattr(ev, "answer", None) or "",
+                   outcome=outcome, reason=reason, operator_id=ev.operator_id or "",
+                   transaction_id=ev.transaction_id or "", age_band=getattr(ev, "age_band", None) or "",
+                   seq=ev.seq if ev.seq is not None else "", event_id=ev.event_id)
+
+
+EVENT_COLUMNS = [f.name for f in dataclasses.fields(EventRow)]
 KINDS = events.EVENT_KINDS
 
 
@@ -128,16 +157,16 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
         if val:
             where.append(f"{col} = ?")
             params.append(val)
-    newer = "operator_id, seq" if "operator_id" in db.columns("events") else "NULL, NULL"
-    rows = db.query(f"SELECT ts, store_id, till_id, kind, decision, answer, transaction_id, age_band, event_id,"
-                    f" payload, {newer} FROM events WHERE {' AND '.join(where)} ORDER BY ts DESC, event_id LIMIT ?",
-                    (*params, limit + 200))
+    rows = db.query(f"SELECT ts, event_id, payload FROM events WHERE {' AND '.join(where)}"
+                    " ORDER BY ts DESC, event_id LIMIT ?", (*params, limit + 200))
     out = []
-    for ts, store, till, kind, decision, answer, txn, band, event_id, payload, operator, seq in rows:
+    for ts, event_id, payload in rows:
         dt = local_dt(ts, tz)
         if dt is None or not (f.period.since <= dt.date() <= f.period.until):
             continue
         ev = read_stored(event_id, payload)
+        if ev is None:  # logged by read_stored; the report lists it under "Data quality"
+            continue
         reason = getattr(ev, "reason", None) or ""
         if isinstance(ev, events.IntegrityEvent):
             reason = integrity_reason(ev.reason)
@@ -146,11 +175,8 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
             # A correction (Undo) says which answer it took back, as the feed's live table does.
             got = db.query("SELECT payload FROM events WHERE event_id = ?", (ev.replaces_event_id,))
             replaced = read_stored(ev.replaces_event_id, got[0][0]) if got else None
-        out.append({"time": dt.strftime("%Y-%m-%d %H:%M:%S"), "store_id": store, "till_id": till, "kind": kind,
-                    "decision": decision or "", "answer": answer or "",
-                    "outcome": outcome_text(ev, replaced) if ev else "",
-                    "reason": reason, "operator_id": operator or "", "transaction_id": txn or "",
-                    "age_band": band or "", "seq": seq if seq is not None else "", "event_id": event_id})
+        out.append(dataclasses.asdict(EventRow.of(ev, dt.strftime("%Y-%m-%d %H:%M:%S"), outcome_text(ev, replaced),
+                                                  reason)))
         if len(out) >= limit:
             break
     return out
