@@ -92,7 +92,7 @@ class AckLink:
         """Store the answer durably (raises if it cannot be stored) and wake the sender."""
         topic = events.topic(ack.store_id, ack.till_id, f"events/{ack.KIND}")
         # Its own numbering, apart from the till's: the window has its own outbox.
-        self.outbox.put_event(topic, ack.to_dict(), display_publisher(ack.till_id))
+        self.outbox.put_event(topic, ack, display_publisher(ack.till_id))
         self.link.wake()
 
     def stop(self, flush_timeout: float = 3.0) -> None:

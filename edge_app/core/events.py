@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone, tzinfo
 from typing import Any, ClassVar, Mapping
 
@@ -315,6 +315,10 @@ class Event:
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
+
+    def numbered(self, seq: int, publisher: str) -> "Event":
+        """The event as an outbox stores it: with its publisher's next number."""
+        return replace(self, seq=seq, publisher=publisher, absent=self.absent - {"seq", "publisher"})
 
 
 @dataclass(frozen=True, kw_only=True)

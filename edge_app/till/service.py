@@ -38,7 +38,6 @@ Hooks for the modules that plug into a running service (cashier display, integri
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import queue
 import signal
@@ -64,14 +63,6 @@ from edge_app.till.triggers import (HttpTrigger, PosMessageError, Scan, StdinTri
 
 log = logging.getLogger("agecheck.service")
 
-
-def _numbered(event: events.Event, stored: dict) -> events.Event:
-    """The typed event as the outbox stored it: with the `seq` and `publisher` it was given
-    (unchanged when it is held in memory, unnumbered, while the disk is full)."""
-    if "seq" not in stored or "publisher" not in stored:
-        return event
-    return dataclasses.replace(event, seq=stored["seq"], publisher=stored["publisher"],
-                               absent=event.absent - {"seq", "publisher"})
 
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
@@ -182,17 +173,17 @@ class Service:
             raise events.SchemaError(f"publish_event takes a typed event (edge_app.core.events), "
                                      f"not {type(event).__name__}")
         self._tell(self._publishing_listeners, event)
-        wire = event.to_dict()  # validates; the one conversion to the wire on this path
+        event.to_dict()  # validates before it is queued: a refused event raises here, in the caller
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
-            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event.KIND}"), wire, self.cfg.till_id)
+            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event.KIND}"), event, self.cfg.till_id)
         if written:
             self.link.wake()
         self.counts[f"events_{event.KIND}"] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
-        self._tell(self._event_listeners, _numbered(event, stored))
+        self._tell(self._event_listeners, stored)
 
     def _on_recording(self) -> None:
         """The outbox stopped or started taking writes again: say so in `state` and to systemd."""

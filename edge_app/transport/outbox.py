@@ -220,24 +220,24 @@ class Outbox:
         self._log_dropped(dropped, event_id)
         return dropped
 
-    def put_event(self, topic: str, event: dict[str, Any], publisher: str) -> tuple[dict[str, Any], list[str]]:
-        """Number the event (`seq`, `publisher`), encode it and store it durably, all in one
-        transaction. Returns the event as stored and the event ids dropped to make room. Storing
-        an event_id that is already here stores nothing and uses no number."""
+    def put_event(self, topic: str, event: events.Event, publisher: str) -> tuple[events.Event, list[str]]:
+        """Number the event (`seq`, `publisher`), encode it (validated) and store it durably, all
+        in one transaction. Returns the event as stored and the event ids dropped to make room.
+        Storing an event_id that is already here stores nothing and uses no number."""
         dropped: list[str] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     row = self._db.execute("SELECT payload FROM events WHERE event_id = ?",
-                                           (event["event_id"],)).fetchone()
+                                           (event.event_id,)).fetchone()
                     if row is not None:
                         self._db.execute("COMMIT")
-                        return events.decode(bytes(row[0])), []
+                        return events.from_dict(events.decode(bytes(row[0]))), []
                     got = self._db.execute("SELECT value FROM meta WHERE key = 'publisher_seq'").fetchone()
                     seq = (int(got[0]) if got else 0) + 1
-                    stored = {**event, "seq": seq, "publisher": publisher}
-                    payload = events.encode(stored)
+                    stored = event.numbered(seq, publisher)
+                    payload = stored.encode()
                     self._db.execute("INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
                                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
                     undeleted = self._delete_undeleted()
@@ -245,7 +245,7 @@ class Outbox:
                     try:
                         dropped = self._make_room()
                         self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                                         (event["event_id"], topic, sqlite3.Binary(payload), time.time()))
+                                         (event.event_id, topic, sqlite3.Binary(payload), time.time()))
                         self._db.execute("COMMIT")
                     except BaseException:
                         self._depth += undeleted
@@ -255,9 +255,9 @@ class Outbox:
                     self._rollback()
                     raise
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot store event {event.get('event_id')} in outbox {self.path} ({exc})") from None
+                raise OutboxError(f"cannot store event {event.event_id} in outbox {self.path} ({exc})") from None
             self._depth += 1 - len(dropped)
-        self._log_dropped(dropped, event["event_id"])
+        self._log_dropped(dropped, event.event_id)
         return stored, dropped
 
     def _rollback(self) -> None:
@@ -397,21 +397,21 @@ class OutboxWriter:
             return WriterStatus(len(self._held), self.max_held, self._write_errors, self._held_dropped,
                                 self._last_error)
 
-    def put_event(self, topic: str, event: dict[str, Any], publisher: str) -> tuple[dict[str, Any], list[str], bool]:
+    def put_event(self, topic: str, event: events.Event, publisher: str) -> tuple[events.Event, list[str], bool]:
         """Store the event, or hold it. Returns the event (numbered when stored), the event ids
         the outbox dropped to make room, and whether it is stored. Never raises OutboxError."""
         with self._lock:
             was_degraded = bool(self._held)
             self._held.append((topic, event, publisher))
             stored, dropped = self._flush()
-            written = event["event_id"] in stored
+            written = event.event_id in stored
             if not written:
                 self._write_errors += 1
                 self._trim()
                 self._log_failure()
             now_degraded = bool(self._held)
         self._changed(was_degraded, now_degraded)
-        return stored.get(event["event_id"], event), dropped, written
+        return stored.get(event.event_id, event), dropped, written
 
     def flush(self) -> int:
         """Try to write what is held; returns how many events were written."""
@@ -424,9 +424,9 @@ class OutboxWriter:
         self._changed(True, bool(self._held))
         return len(stored)
 
-    def _flush(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    def _flush(self) -> tuple[dict[str, events.Event], list[str]]:
         """(lock held) Write held events oldest first until one fails."""
-        stored: dict[str, dict[str, Any]] = {}
+        stored: dict[str, events.Event] = {}
         dropped: list[str] = []
         while self._held:
             topic, event, publisher = self._held[0]
@@ -438,7 +438,7 @@ class OutboxWriter:
                     self._failing_since = time.monotonic()
                 break
             self._held.popleft()
-            stored[ev["event_id"]] = ev
+            stored[ev.event_id] = ev
             dropped += d
         if not self._held and self._failing_since is not None:
             log.warning("outbox %s stores events again: %d event(s) held in memory for %.0f s are written%s",
@@ -490,7 +490,7 @@ class OutboxWriter:
             self._thread = None
         self.flush()
         with self._lock:
-            left = [ev["event_id"] for _, ev, _ in self._held]
+            left = [ev.event_id for _, ev, _ in self._held]
         if left:
             log.error("outbox %s cannot store events (%s): %d event(s) held in memory are lost at shutdown: %s",
                       self.outbox.path, self._last_error, len(left), ", ".join(left[:20]) +

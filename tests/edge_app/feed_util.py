@@ -234,8 +234,8 @@ class Till:
 
     def store(self, evs: list[dict]) -> None:
         for ev in evs:
-            self.outbox.put_event(events.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"), ev,
-                                  ev["till_id"])
+            self.outbox.put_event(events.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"),
+                                  events.from_dict(ev), ev["till_id"])
 
     def deliver(self, timeout: float = 60.0) -> None:
         """Connect, send everything stored, disconnect (a link is not started twice)."""

@@ -37,15 +37,15 @@ def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
                missed_event("T-2", "stale", f"{DAY}T10:01:00.000Z"),
                check_event(txn="T-3", ts=f"{DAY}T10:02:00.000Z"),
                missed_event("T-4", "queue_full", f"{DAY}T10:03:00.000Z")]:
-        numbered, _ = outbox.put_event(event_topic(ev), ev, "till-01")
+        numbered, _ = outbox.put_event(event_topic(ev), events.from_dict(ev), "till-01")
         stored.append(numbered)
     outbox.close()
-    assert [e["seq"] for e in stored] == [1, 2, 3, 4]
+    assert [e.seq for e in stored] == [1, 2, 3, 4]
 
     db = tmp_path / "feed.sqlite3"
     st = FeedStore(db)
     for ev in stored:
-        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
+        assert st.add(event_topic(ev.to_dict()), ev.encode()).status == "new"
     st.close()
     store = open_store(db, read_only=True)
     try:
@@ -68,7 +68,7 @@ def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
     rows = json.loads(r.data)["events"]
     assert sorted((e["transaction_id"], e["reason"], e["outcome"], e["operator_id"]) for e in rows) == [
         ("T-2", "stale", "NOT CHECKED: stale", "C-3"), ("T-4", "queue_full", "NOT CHECKED: queue_full", "C-3")]
-    assert outcome_text(events.from_dict(stored[1])) == "NOT CHECKED: stale"
+    assert outcome_text(stored[1]) == "NOT CHECKED: stale"
     page = client.get(f"/?since={DAY}&until={DAY}")
     assert page.status_code == 200
     assert "Restricted scans not checked (missed: stale, till busy or stopping, check failed): 2." in page.get_data(

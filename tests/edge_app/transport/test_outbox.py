@@ -4,6 +4,7 @@ touched, and a new file is private (0600)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 
 import pytest
 
+from edge_app.core import events
 from edge_app.transport.outbox import Outbox, OutboxError
 from tests.edge_app.service_util import REPO
 
@@ -177,17 +179,17 @@ def test_events_are_numbered_per_publisher_across_restarts(tmp_path):
 
     path = tmp_path / "o.sqlite3"
     box = Outbox(path, 100)
-    first = [box.put_event("t", check_event(txn=f"T-{i}"), "till-01")[0] for i in range(3)]
-    assert [(e["publisher"], e["seq"]) for e in first] == [("till-01", 1), ("till-01", 2), ("till-01", 3)]
+    first = [box.put_event("t", events.from_dict(check_event(txn=f"T-{i}")), "till-01")[0] for i in range(3)]
+    assert [(e.publisher, e.seq) for e in first] == [("till-01", 1), ("till-01", 2), ("till-01", 3)]
     # What is stored (and sent) is the numbered event.
     assert [b'"seq":2' in r.payload for r in box.after(0, 10)] == [False, True, False]
     # The same event again (a retry) keeps its number and uses none.
-    again, dropped = box.put_event("t", {**first[1], "seq": 99}, "till-01")
-    assert again["seq"] == 2 and dropped == []
+    again, dropped = box.put_event("t", dataclasses.replace(first[1], seq=99), "till-01")
+    assert again.seq == 2 and dropped == []
     for r in box.after(0, 10):
         box.delete(r.seq)  # delivered: the count goes on all the same
     box.close()
     box = Outbox(path, 100)
-    assert box.put_event("t", check_event(txn="T-after-restart"), "till-01")[0]["seq"] == 4
+    assert box.put_event("t", events.from_dict(check_event(txn="T-after-restart")), "till-01")[0].seq == 4
     assert box.last_seq() == 4
     box.close()

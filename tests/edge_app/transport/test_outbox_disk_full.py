@@ -15,9 +15,9 @@ from tests.helpers import wait_until
 TOPIC = "agecheck/v1/store-001/till-01/events/check"
 
 
-def _event(txn: str) -> dict:
-    return events.new_event("missed", "store-001", "till-01", txn, trigger={"source": "pos"}, reason="stale",
-                            detail="x" * 600)
+def _event(txn: str) -> events.MissedEvent:
+    return events.MissedEvent(store_id="store-001", till_id="till-01", transaction_id=txn, trigger={"source": "pos"},
+                              reason="stale", detail="x" * 600)
 
 
 def test_full_disk_holds_events_in_memory_and_writes_them_when_space_returns(tmp_path, caplog):
@@ -74,7 +74,7 @@ def test_memory_bound_drops_the_oldest_and_counts_it(tmp_path, caplog):
         try:
             filler.fill()
             evs = [_event(f"M-{i}") for i in range(60)]
-            written = [ev["transaction_id"] for ev in evs if writer.put_event(TOPIC, ev, "till-01")[2]]
+            written = [ev.transaction_id for ev in evs if writer.put_event(TOPIC, ev, "till-01")[2]]
             st = writer.status()
             assert st.held == 10 and st.held_dropped == 60 - len(written) - 10
         finally:
