@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timezone, tzinfo
 from typing import Any, ClassVar, Mapping
 
+from edge_app.core.pos import MAX_TEXT
+# The time reader/writer live below this module; readers keep using them as events.parse_ts etc.
+from edge_app.core.times import local_dt, now_iso, parse_ts  # noqa: F401
 from edge_app.core.words import ACK_ANSWERS, Answer
 
 SCHEMA_VERSION = 1
@@ -18,34 +20,9 @@ TOPIC_ROOT = "agecheck/v1"
 MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
 # The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo).
 ACK_UNDONE = Answer.UNDONE
-# Free text from the POS (product name, operator login) travels in events up to this length.
-MAX_POS_TEXT = 128
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_ts(ts: Any, assume_utc: bool = True) -> datetime | None:
-    """An event or POS time (ISO 8601, `Z` or an offset) as an aware datetime; a time without an
-    offset is UTC, as every producer of events writes it (with `assume_utc=False` it is None: a
-    POS's zoneless time may be local, and guessing would call fresh scans stale). None when it is
-    not such a time."""
-    if not isinstance(ts, str):
-        return None
-    try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc) if assume_utc else None
-    return dt
-
-
-def local_dt(ts: Any, tz: tzinfo | None) -> datetime | None:
-    """An event time in `tz` (None = this machine's), for a reader's table or report."""
-    dt = parse_ts(ts)
-    return dt.astimezone(tz) if dt else None
+# Free text from the POS (product name, operator login) travels in events as long as the POS may
+# send it (edge_app.core.pos).
+MAX_POS_TEXT = MAX_TEXT
 
 
 def topic(store_id: str, till_id: str, leaf: str) -> str:
