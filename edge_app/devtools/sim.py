@@ -34,11 +34,12 @@ import numpy as np
 
 from edge_app import resources
 from edge_app.core.events import AlertEvent
+from edge_app.core.pos import Item, Sale, Scan
 from edge_app.core.words import Answer
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
-DEMO_ITEM = {"sku": "5010677850100", "category": "alcohol", "name": "Lager 4x440ml", "min_age": 18}
+DEMO_ITEM = Item(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
 
 
 def free_port() -> int:
@@ -220,8 +221,8 @@ class Pos:
 
         from edge_app.core import events
 
-        self._scan_topic = events.topic(store_id, till_id, "pos/scan")
-        self._sale_topic = events.topic(store_id, till_id, "pos/sale")
+        self._scan_topic = events.topic(store_id, till_id, Scan.TOPIC)
+        self._sale_topic = events.topic(store_id, till_id, Sale.TOPIC)
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-{name}-{till_id}-{os.getpid()}")
         self.client.on_connect = lambda *a: self.connected.set()
@@ -232,13 +233,13 @@ class Pos:
     def scan(self, txn: str) -> float:
         """Publish a scan of the demo item; returns the monotonic time just before it was handed
         to the client (a clock for how long the till takes to answer)."""
-        payload = json.dumps({**DEMO_ITEM, "transaction_id": txn})
+        payload = Scan(DEMO_ITEM, txn).encode()
         t = time.monotonic()
         self.client.publish(self._scan_topic, payload, qos=1)
         return t
 
     def sale(self, txn: str) -> None:
-        self.client.publish(self._sale_topic, json.dumps({"transaction_id": txn}), qos=1)
+        self.client.publish(self._sale_topic, Sale(txn).encode(), qos=1)
 
     def close(self) -> None:
         self.client.disconnect()

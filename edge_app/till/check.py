@@ -169,7 +169,6 @@ class CheckRunner:
 
     def _outcome(self, trigger: Trigger, t: _Tally, pol_cfg: PolicyConfig) -> CheckOutcome:
         cfg = self.cfg
-        item = trigger.scan.item
         p0 = self.clock()
         res = self._decide(t, pol_cfg, cfg.check.min_frames)
         end = self.clock()
@@ -185,8 +184,7 @@ class CheckRunner:
             elif t.faces_seen == 0:
                 reason += f"; no face in {t.frames_seen} frame(s)"
         # The POS's product name and operator travel only when it sent them (the fields are optional).
-        product = events.Product(sku=item.sku, category=item.category, min_age=trigger.min_age,
-                                 name=item.name or None)
+        product = trigger.product
         check = events.CheckEvent(
             store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
             trigger={"source": trigger.source, "received_ts": trigger.received_ts, **product.to_dict()},

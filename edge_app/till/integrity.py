@@ -3,11 +3,12 @@ an `events/integrity` event (docs/design.md, "Events over MQTT").
 
 It owns three things:
 
-* `parse_sale` - the `pos/sale` payload from the POS, checked with errors that name the problem;
+* `parse_sale` - the `pos/sale` payload from the POS (`edge_app.core.pos.Sale`), checked with
+  errors that name the problem;
 * `IntegrityTracker` - pure, thread-safe bookkeeping of open alerts, answers and sales, with no
   threads or I/O of its own (time comes in as arguments, so tests need no sleeping);
-* `IntegrityMonitor` - the small runner the service plugs in: it feeds events and sale payloads
-  to a tracker and publishes what falls due through the caller's `publish(event)`.
+* `IntegrityMonitor` - the small runner the service plugs in: it feeds events and sales to a
+  tracker and publishes what falls due through the caller's `publish(event)`.
 
 The rule (the manager's question is "did the cashier check ID before selling?"):
 
@@ -38,45 +39,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edge_app.core import events, payloads
+from edge_app.core import events, pos
 from edge_app.core.answers import covered, standing
 from edge_app.core.words import Answer, IntegrityReason
 
 log = logging.getLogger(__name__)
-MAX_TRANSACTION_ID = 128
 
-
-class SaleError(ValueError):
-    """A pos/sale payload that cannot be used; the message names the problem."""
-
-
-@dataclass(frozen=True)
-class Sale:
-    transaction_id: str
-    # The POS's own timestamp, kept for the record only: the till's clock decides the timing.
-    pos_ts: str | None = None
+# The pos/sale message is declared in edge_app.core.pos; these names are the integrity view of it.
+Sale = pos.Sale
+SaleError = pos.PosMessageError
 
 
 def parse_sale(payload: bytes | str, max_bytes: int = 4096) -> Sale:
-    """`{"transaction_id": "T-1", "ts": "...optional..."}` -> Sale. Other fields are ignored."""
-    try:
-        data = payloads.parse_object(payload, payloads.Limits(max_bytes))
-    except payloads.PayloadError as exc:
-        raise SaleError(f"pos/sale: {exc}") from None
-    if "transaction_id" not in data:
-        raise SaleError("pos/sale: missing field 'transaction_id'")
-    txn = data["transaction_id"]
-    if isinstance(txn, bool) or not isinstance(txn, (str, int)):
-        raise SaleError(f"pos/sale: field 'transaction_id' must be text, got {type(txn).__name__}")
-    txn = str(txn).strip()
-    if not txn:
-        raise SaleError("pos/sale: field 'transaction_id' is empty")
-    if len(txn) > MAX_TRANSACTION_ID:
-        raise SaleError(f"pos/sale: field 'transaction_id' is longer than {MAX_TRANSACTION_ID} characters")
-    ts = data.get("ts")
-    if ts is not None and not isinstance(ts, str):
-        raise SaleError(f"pos/sale: field 'ts' must be text (ISO 8601), got {type(ts).__name__}")
-    return Sale(transaction_id=txn, pos_ts=ts)
+    """A `pos/sale` payload -> Sale (`edge_app.core.pos.Sale.from_payload`; SaleError names the
+    problem). Other fields are ignored."""
+    return Sale.from_payload(payload, max_bytes)
 
 
 def _epoch(ts: Any) -> float | None:
@@ -266,6 +243,10 @@ class IntegrityMonitor:
     def on_event(self, event: events.Event) -> None:
         self.tracker.on_event(event)
 
+    def on_sale(self, sale: Sale) -> None:
+        """Handle one sale the service has read (its `on_sale` listener)."""
+        self._emit(self.tracker.on_sale(sale.transaction_id))
+
     def on_sale_payload(self, payload: bytes | str) -> Sale | None:
         """Handle one raw pos/sale message; a bad one is logged and dropped, never raised."""
         try:
@@ -273,7 +254,7 @@ class IntegrityMonitor:
         except SaleError as exc:
             log.warning("%s; message dropped", exc)
             return None
-        self._emit(self.tracker.on_sale(sale.transaction_id))
+        self.on_sale(sale)
         return sale
 
     def tick(self, now: float | None = None) -> None:

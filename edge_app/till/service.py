@@ -22,8 +22,8 @@ Hooks for the modules that plug into a running service (cashier display, integri
   times outbox + MQTT with it). Same threads and error handling as on_event.
 * `service.attach(on_recording=...)` - given {"degraded": bool, "outbox_error": str | None} at once
   and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
-* on_sale is given the raw payload (bytes) of every `pos/sale` message,
-  already validated by `edge_app.till.integrity.parse_sale` (malformed ones are logged and dropped).
+* on_sale is given every valid `pos/sale` message as the `edge_app.core.pos.Sale` the service read
+  it into (it is parsed once, here; malformed ones are quarantined and reach no listener).
 * `service.submit(scan, source, ack=None)` - start a check for a scan (what the MQTT, HTTP and stdin
   triggers call); returns a Submission whose `result` future resolves to the CheckOutcome. `ack`
   (the MQTT trigger's) is called once the scan's record - its check or its `missed` event - is
@@ -46,20 +46,19 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from datetime import datetime, timezone
 from typing import Any, Callable, Sequence, TextIO
 
 from edge_app import __version__
 from edge_app.core import events, payloads
+from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
-from edge_app.till.integrity import SaleError, parse_sale
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
-from edge_app.till.triggers import (HttpTrigger, PosMessageError, Scan, StdinTrigger, Submission, TransactionMemory,
-                               Trigger, now_pair, parse_scan, restriction)
+from edge_app.till.triggers import (HttpTrigger, StdinTrigger, Submission, TransactionMemory, Trigger, applied_product,
+                               now_pair, restriction)
 
 log = logging.getLogger("agecheck.service")
 
@@ -120,7 +119,7 @@ class Service:
                                    camera_status=lambda: self.capture.status)
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
         self._event_listeners: list[Callable[[events.Event], object]] = []
-        self._sale_listeners: list[Callable[[bytes], object]] = []
+        self._sale_listeners: list[Callable[[Sale], object]] = []
         self._publishing_listeners: list[Callable[[events.Event], object]] = []
         self._recording_listeners: list[Callable[[dict], object]] = []
         self._plugins = tuple(plugins)
@@ -144,11 +143,11 @@ class Service:
         self._accepting_lock = threading.Lock()
 
     def attach(self, on_event: Callable[[events.Event], object] | None = None,
-               on_sale: Callable[[bytes], object] | None = None,
+               on_sale: Callable[[Sale], object] | None = None,
                on_publishing: Callable[[events.Event], object] | None = None,
                on_recording: Callable[[dict], object] | None = None) -> None:
         """Listen to every event the service publishes or hears (on_event), to every valid
-        `pos/sale` payload (on_sale) and to every event as publish_event starts on it
+        `pos/sale` message (on_sale, a Sale) and to every event as publish_event starts on it
         (on_publishing), and to whether the outbox records (on_recording: told the current
         {"degraded", "outbox_error"} at once and on each change); see the module docstring for
         the threads they run on."""
@@ -271,12 +270,9 @@ class Service:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.counts[f"missed_{reason}"] += 1
-        product = events.Product(sku=scan.item.sku, category=scan.item.category, min_age=min_age,
-                                 name=scan.item.name or None)
-        trigger = {"source": source, "received_ts": received_ts, **product.to_dict()}
-        if scan.sent_at is not None:
-            trigger["sent_ts"] = datetime.fromtimestamp(scan.sent_at, timezone.utc).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
+        trigger = {"source": source, "received_ts": received_ts, **applied_product(scan.item, min_age).to_dict()}
+        if scan.sent_ts is not None:
+            trigger["sent_ts"] = scan.sent_ts
         ev = events.MissedEvent(store_id=self.cfg.store_id, till_id=self.cfg.till_id,
                                 transaction_id=scan.transaction_id, trigger=trigger, reason=reason, detail=detail,
                                 operator_id=scan.operator_id or None)
@@ -290,8 +286,8 @@ class Service:
     def _on_mqtt(self, leaf: str, payload: bytes, ack: Callable[[], object]) -> None:
         """Every inbound message (MQTT thread). A scan is acknowledged to the broker when its
         record is stored (submit); anything else as soon as it is handled here."""
-        if leaf == "pos/scan":
-            scan = self._parse_pos(parse_scan, payload)
+        if leaf == Scan.TOPIC:
+            scan = self._parse_pos(Scan.from_payload, payload)
             if scan is None:
                 ack()  # quarantined: never delivered again
                 return
@@ -304,14 +300,14 @@ class Service:
 
     def _on_other(self, leaf: str, payload: bytes) -> None:
         max_bytes = self.cfg.triggers.max_payload_bytes
-        if leaf == "pos/sale":
-            sale = self._parse_pos(parse_sale, payload)
+        if leaf == Sale.TOPIC:
+            sale = self._parse_pos(Sale.from_payload, payload)
             if sale is None:
                 return
             self.txns.close(sale.transaction_id)
             for listener in list(self._sale_listeners):
                 try:
-                    listener(payload)
+                    listener(sale)
                 except Exception:
                     log.exception("sale listener %r failed", listener)
         elif leaf == "events/ack":
@@ -323,7 +319,7 @@ class Service:
         """A POS message parsed, or None after logging why it was dropped (never raises)."""
         try:
             return parse(payload, self.cfg.triggers.max_payload_bytes)
-        except (PosMessageError, SaleError) as exc:
+        except PosMessageError as exc:
             self.counts["pos_rejected"] += 1
             self._quarantine("pos", str(exc), payload)
             return None
@@ -465,7 +461,7 @@ class Service:
         tracker = IntegrityTracker(cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds,
                                    cfg.integrity.forget_after_seconds)
         monitor = IntegrityMonitor(tracker, self.publish_event, max_payload_bytes=cfg.triggers.max_payload_bytes)
-        self.attach(on_event=monitor.on_event, on_sale=monitor.on_sale_payload)
+        self.attach(on_event=monitor.on_event, on_sale=monitor.on_sale)
         monitor.start()
         self._closers.append(monitor.stop)
         for plugin in self._plugins:

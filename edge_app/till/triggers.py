@@ -1,9 +1,9 @@
-"""Triggers: what starts an age check. Owns the POS `pos/scan` message format (parsing with errors
-that name the problem), the decision whether an item is age restricted, the per-transaction
-memory that lets repeat scans reuse the open result, and the two local demo triggers (a line on
-stdin, and an HTTP endpoint bound to 127.0.0.1 only). Both are off by default.
+"""Triggers: what starts an age check. Owns the decision whether a scanned item is age restricted,
+the per-transaction memory that lets repeat scans reuse the open result, and the two local demo
+triggers (a line on stdin, and an HTTP endpoint bound to 127.0.0.1 only). Both are off by default.
 
-`pos/sale` is parsed by `edge_app.till.integrity.parse_sale`, which owns what a completed sale means.
+The `pos/scan` and `pos/sale` messages themselves (fields, parser, writer) are declared in
+`edge_app.core.pos`; what a completed sale means is `edge_app.till.integrity`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -23,36 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Literal, TextIO
 
 from edge_app.config import TriggersConfig
-from edge_app.core import payloads
-from edge_app.core.events import now_iso, parse_ts
+from edge_app.core import events, pos
+from edge_app.core.events import now_iso
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 128
-MIN_AGE_RANGE = (1, 99)
-
-
-class PosMessageError(ValueError):
-    """A POS message that cannot be used; the message names the problem."""
-
-
-@dataclass(frozen=True)
-class Item:
-    sku: str
-    category: str
-    min_age: int | None = None  # the POS's own age limit for the item, when it sends one
-    name: str | None = None  # the product name the cashier knows it by, when the POS sends one
-
-
-@dataclass(frozen=True)
-class Scan:
-    item: Item
-    transaction_id: str
-    # The cashier logged in at the POS, when the POS sends it: the manager's "needs attention"
-    # list names cashiers as well as tills.
-    operator_id: str | None = None
-    # When the POS says it scanned (its optional `ts`), as epoch seconds; None when not sent.
-    sent_at: float | None = None
+# The POS's messages are declared in edge_app.core.pos; these names are the till's view of them.
+Item = pos.Item
+Scan = pos.Scan
+PosMessageError = pos.PosMessageError
 
 
 @dataclass(frozen=True)
@@ -65,6 +43,11 @@ class Trigger:
     received: float  # time.monotonic() on arrival: the check looks back from here
     received_ts: str  # the same moment as UTC ISO 8601, for the event
 
+    @property
+    def product(self) -> events.Product:
+        """The item as the events describe it: its `min_age` is the age this check applies."""
+        return applied_product(self.scan.item, self.min_age)
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -76,74 +59,17 @@ class Submission:
     result: Future | None = None
 
 
-def _text(data: dict, key: str, where: str, default: str | None) -> str:
-    if key not in data or data[key] is None:
-        if default is not None:
-            return default
-        raise PosMessageError(f"{where}: missing field {key!r}")
-    v = data[key]
-    # Barcodes and transaction numbers often arrive as JSON numbers; accept and keep them as text.
-    if isinstance(v, bool) or not isinstance(v, (str, int)):
-        raise PosMessageError(f"{where}: field {key!r} must be text, got {type(v).__name__}")
-    v = str(v).strip()
-    if not v:
-        raise PosMessageError(f"{where}: field {key!r} is empty")
-    if len(v) > MAX_TEXT:
-        raise PosMessageError(f"{where}: field {key!r} is longer than {MAX_TEXT} characters")
-    if not v.isprintable():
-        raise PosMessageError(f"{where}: field {key!r} contains control characters")
-    return v
-
-
-def _optional_text(data: dict, key: str, where: str) -> str | None:
-    """An optional free-text field: absent or null is None; otherwise the same rules as the
-    required ones (text, not empty, at most MAX_TEXT characters, no control characters)."""
-    if data.get(key) is None:
-        return None
-    return _text(data, key, where, None)
-
-
 def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = None) -> Scan:
-    """`{"sku": ..., "category": ..., "transaction_id": ..., "min_age": optional, "name": optional,
-    "operator_id": optional}` -> Scan.
-    With `defaults` (local demo triggers) missing fields are filled in and a transaction id is
-    made up; from the POS every field is required. Unknown fields are ignored."""
-    where = "pos/scan"
-    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
-    if len(raw) > max_bytes:
-        raise PosMessageError(f"{where}: payload is {len(raw)} bytes, more than the {max_bytes} allowed "
-                              "(triggers.max_payload_bytes)")
-    if defaults is not None and not raw.strip():
-        raw = b"{}"
-    try:
-        data = payloads.parse_object(raw, payloads.Limits(max_bytes))
-    except payloads.PayloadError as exc:
-        raise PosMessageError(f"{where}: {exc}") from None
-    d = defaults
-    sku = _text(data, "sku", where, d.sku if d else None)
-    category = _text(data, "category", where, d.category if d else None)
-    txn = _text(data, "transaction_id", where, f"local-{uuid.uuid4().hex[:12]}" if d else None)
-    min_age = data.get("min_age", d.min_age if d else None)
-    if min_age is not None:
-        lo, hi = MIN_AGE_RANGE
-        if isinstance(min_age, bool) or not isinstance(min_age, int):
-            raise PosMessageError(f"{where}: field 'min_age' must be a whole number of years or null, "
-                                  f"got {type(min_age).__name__}")
-        if not lo <= min_age <= hi:
-            raise PosMessageError(f"{where}: field 'min_age' must be between {lo} and {hi}, got {min_age}")
-    name = _optional_text(data, "name", where) if "name" in data else (d.name if d else None)
-    operator = _optional_text(data, "operator_id", where)
-    return Scan(Item(sku, category, min_age, name), txn, sent_at=_sent_at(data.get("ts")), operator_id=operator)
+    """A `pos/scan` payload -> Scan (`edge_app.core.pos.Scan.from_payload`; PosMessageError names
+    the problem). With `defaults` (local demo triggers) missing fields are filled in and a
+    transaction id is made up; from the POS every field is required. Unknown fields are ignored."""
+    return Scan.from_payload(payload, max_bytes, defaults)
 
 
-def _sent_at(ts: Any) -> float | None:
-    """The POS's `ts` (ISO 8601 with a zone) as epoch seconds. A missing or unreadable one is
-    None: the scan is still checked (a check is worth more than a precise age), only the
-    stale-scan rule cannot apply to it."""
-    if not isinstance(ts, str) or len(ts) > 64:
-        return None
-    dt = parse_ts(ts, assume_utc=False)
-    return dt.timestamp() if dt else None
+def applied_product(item: Item, min_age: int) -> events.Product:
+    """What a check or missed event says about a scanned item: the POS's description with the
+    legal age the till applied (which may be higher than the POS's own `min_age`)."""
+    return events.Product(sku=item.sku, category=item.category, min_age=min_age, name=item.name or None)
 
 
 def restriction(item: Item, cfg: TriggersConfig, default_age: int) -> int | None:

@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
+from edge_app.core.pos import Sale, Scan
 from edge_app.config import Config, ConfigError, MQTTConfig, read_secret
 from edge_app.transport.outbox import Outbox
 
@@ -191,7 +192,7 @@ def _lasting(exc: BaseException | None) -> bool:
 
 # The till service's subscriptions. No-local on events/ack: answers from a standalone cashier
 # display reach the service, its own (display inside the service) do not come back a second time.
-SERVICE_SUBSCRIPTIONS = (("pos/scan", SubscribeOptions(qos=1)), ("pos/sale", SubscribeOptions(qos=1)),
+SERVICE_SUBSCRIPTIONS = ((Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
                          ("events/ack", SubscribeOptions(qos=1, noLocal=True)))
 
 
