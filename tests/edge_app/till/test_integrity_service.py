@@ -15,6 +15,7 @@ import pytest
 
 from edge_app.core import events
 from edge_app.config import from_dict
+from edge_app.core.pos import Item, Sale, Scan
 from edge_app.manager.feed import Feed
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Publisher, db_query, wait_until
@@ -78,8 +79,7 @@ class Till:
         self.pub = Publisher(broker.port)
 
     def scan(self, txn: str) -> dict:
-        self.pub.raw(f"{POS}/scan", json.dumps({"sku": "5000112637922", "category": "alcohol",
-                                                  "transaction_id": txn}))
+        self.pub.raw(f"{POS}/scan", Scan(Item("5000112637922", "alcohol"), txn).encode())
         wait_until(lambda: self.stored("alert", txn), timeout=20, what=f"the alert for {txn} in the feed")
         return self.stored("alert", txn)[0]
 
@@ -100,7 +100,7 @@ class Till:
         click(self.on_screen(alert, answerable=True)["buttons"][answer])
 
     def sale(self, txn: str) -> None:
-        self.pub.raw(f"{POS}/sale", json.dumps({"transaction_id": txn, "ts": events.now_iso()}))
+        self.pub.raw(f"{POS}/sale", Sale(txn, pos_ts=events.now_iso()).encode())
 
     def stored(self, kind: str, txn: str) -> list[dict]:
         return [json.loads(r[0]) for r in db_query(

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from edge_app.config import from_dict
+from edge_app.core.pos import Item, Scan
 from edge_app.manager.feed import Feed
 from tests.edge_app.feed_util import Publisher
 from tests.edge_app.service_util import REPO, Recorder, astronaut_video, wait_until
-from tests.edge_app.till.test_missed_scans import _iso
 
 ROOT = "agecheck/v1/store-001/till-01"
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
@@ -38,7 +38,6 @@ def _start(cfg_path: Path, log: Path) -> subprocess.Popen:
 def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
     if not MODEL.is_file():
         pytest.skip(f"the shipped model {MODEL} is missing")
-    from datetime import datetime, timezone
 
     data = {
         "store_id": "store-001", "till_id": "till-01",
@@ -78,9 +77,7 @@ def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
     def pos_loop() -> None:
         i = 0
         while not stop.wait(0.4):
-            body = {"sku": "5010677850100", "category": "alcohol", "transaction_id": f"K-{i}",
-                    "ts": _iso(datetime.now(timezone.utc))}
-            pos.raw(f"{ROOT}/pos/scan", json.dumps(body))
+            pos.raw(f"{ROOT}/pos/scan", Scan(Item("5010677850100", "alcohol"), f"K-{i}", sent_at=time.time()).encode())
             sent.append(f"K-{i}")
             i += 1
 

@@ -15,15 +15,12 @@ from pathlib import Path
 
 import yaml
 
+from edge_app.core.pos import Item, Scan
 from tests.edge_app.feed_util import Publisher
 from tests.edge_app.service_util import REPO, Recorder, astronaut_video, wait_until
 
 ROOT = "agecheck/v1/store-001/till-01"
 RESTARTS = 10
-
-
-def _iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _start(cfg_path: Path, log: Path) -> subprocess.Popen:
@@ -64,10 +61,10 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
     stop = threading.Event()
     pos = Publisher(mqtt_broker.port)
 
-    def scan(txn: str, ts: datetime | None = None, **extra: str) -> None:
-        body = {"sku": "5010677850100", "category": "alcohol", "transaction_id": txn,
-                "ts": _iso(ts or datetime.now(timezone.utc)), **extra}
-        pos.raw(f"{ROOT}/pos/scan", json.dumps(body))
+    def scan(txn: str, ts: datetime | None = None, name: str | None = None, operator_id: str | None = None) -> None:
+        sent_at = (ts or datetime.now(timezone.utc)).timestamp()
+        pos.raw(f"{ROOT}/pos/scan",
+                Scan(Item("5010677850100", "alcohol", name=name), txn, operator_id, sent_at).encode())
         sent.append(txn)
 
     def pos_loop() -> None:

@@ -18,7 +18,7 @@ from edge_app.devtools.sim import free_port
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
-from edge_app.till.triggers import Item, Scan
+from edge_app.core.pos import Item, Sale, Scan
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
                                          service_config, wait_until)
@@ -47,8 +47,8 @@ def start_service(parts):
         svc.stop()
 
 
-def scan(txn: str, sku="5010677850100", category="alcohol", **extra) -> bytes:
-    return json.dumps({"sku": sku, "category": category, "transaction_id": txn, **extra}).encode()
+def scan(txn: str, sku="5010677850100", category="alcohol") -> bytes:
+    return Scan(Item(sku, category), txn).encode()
 
 
 def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service, caplog):
@@ -242,7 +242,7 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [events.encode(ack), b"{nope"])
     wait_until(lambda: any(isinstance(e, events.AckEvent) and e.event_id == ack["event_id"] for e in heard), 10, "the remote ack")
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale",
-            [b'{"transaction_id": "T-8"}', b'{"transaction_id": "T-9"}'])
+            [Sale("T-8").encode(), Sale("T-9").encode()])
     integ = rec.wait_events("integrity", 1)[0]
     events.validate(integ)
     assert integ["alert_event_id"] == alerts["T-9"]["event_id"] and integ["transaction_id"] == "T-9"
