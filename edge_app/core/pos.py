@@ -128,6 +128,8 @@ class Scan:
     "ts"?}`; the item's fields sit at the top level of the object, beside the transaction's."""
 
     TOPIC: ClassVar[str] = "pos/scan"
+    # Every field a scan may carry, for a usage text.
+    FIELDS: ClassVar[tuple[str, ...]] = ("sku", "category", "transaction_id", "min_age", "name", "operator_id", "ts")
     item: Item
     transaction_id: str
     # The cashier logged in at the POS, when the POS sends it: the manager's "needs attention"

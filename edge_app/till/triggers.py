@@ -287,8 +287,8 @@ class HttpTrigger:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server naming)
                 self._reply(200 if self.path == "/" else 404,
-                            {"usage": "POST /scan, Content-Type: application/json, body {sku, category, "
-                                      "transaction_id, min_age, name, operator_id}, all optional"})
+                            {"usage": "POST /scan, Content-Type: application/json, body "
+                                      f"{{{', '.join(Scan.FIELDS)}}}, all optional"})
 
             def do_POST(self) -> None:  # noqa: N802
                 if self.path != "/scan":

@@ -104,6 +104,8 @@ def test_the_scan_writer_writes_the_documented_fields_and_leaves_out_what_is_unk
         "sku": "5010677850100", "category": "alcohol", "min_age": 18, "name": "Lager 4x440ml",
         "transaction_id": "T-1", "operator_id": "C-7", "ts": "2025-01-01T10:00:00.250Z"}
     assert Scan(Item("1", "alcohol"), "T-2").to_dict() == {"sku": "1", "category": "alcohol", "transaction_id": "T-2"}
+    # The declared field list (the HTTP trigger's usage text) is what a full scan carries.
+    assert set(Scan(LAGER, "T-1", operator_id="C-7", sent_at=SENT_AT).to_dict()) == set(Scan.FIELDS)
 
 
 def test_sale_round_trip():
