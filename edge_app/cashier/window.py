@@ -42,6 +42,7 @@ from edge_app.cashier.banner import (DECISION_KIND, STYLES, AlertQueue, Banner, 
                                      recorded_banner, waiting_text)
 from edge_app.config import DisplayConfig
 from edge_app.core import events
+from edge_app.core.state import Recording
 from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, Answer, Decision
 
 log = logging.getLogger(__name__)
@@ -203,10 +204,12 @@ class CashierDisplay:
         if isinstance(event, _SHOWN):
             self._put(("event", event))
 
-    def set_recording(self, status: dict) -> None:
-        """Listener for the service's recording state ({"degraded": bool, "outbox_error": str}):
-        while the till's outbox cannot write, every banner carries a small NOT RECORDING mark, so
-        the cashier knows the checks are answered but not stored. Any thread."""
+    def set_recording(self, status: Recording) -> None:
+        """Listener for the service's recording state: while the till's outbox cannot write, every
+        banner carries a small NOT RECORDING mark, so the cashier knows the checks are answered
+        but not stored. Any thread. Raises TypeError for anything but a `Recording`."""
+        if not isinstance(status, Recording):
+            raise TypeError(f"set_recording() takes a Recording, not {type(status).__name__}")
         self._put(("recording", status))
 
     def close(self) -> None:
@@ -711,9 +714,8 @@ class CashierDisplay:
             return False
         return True
 
-    def _show_recording(self, status: dict) -> None:
-        degraded = bool(status.get("degraded")) if isinstance(status, dict) else False
-        reason = (status.get("outbox_error") or "the outbox cannot write") if degraded else None
+    def _show_recording(self, status: Recording) -> None:
+        reason = (status.outbox_error or "the outbox cannot write") if status.degraded else None
         if reason == self._not_recording:
             return
         if (reason is None) != (self._not_recording is None):

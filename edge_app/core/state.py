@@ -76,6 +76,17 @@ def _counts(box: dict) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """Whether the till stores its events now: while the outbox cannot write (a full disk) it is
+    `degraded` and `outbox_error` says why; events are then held in memory. The service tells its
+    listeners (the cashier window's NOT RECORDING mark) on each change; the state carries the same
+    two keys."""
+
+    degraded: bool = False
+    outbox_error: str | None = None
+
+
+@dataclass(frozen=True)
 class LastCheck:
     """The till's latest check, in brief: these fields of its `check` event, under the event's own
     names (`of` copies them by name, so the event's fields are not spelled again here)."""

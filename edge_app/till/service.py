@@ -20,7 +20,7 @@ Hooks for the modules that plug into a running service (cashier display, integri
 * `service.attach(on_publishing=...)` - given each typed event publish_event is handed, before it is
   validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
-* `service.attach(on_recording=...)` - given {"degraded": bool, "outbox_error": str | None} at once
+* `service.attach(on_recording=...)` - given a `Recording` (edge_app.core.state) at once
   and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
 * on_sale is given the raw payload (bytes) of every `pos/sale` message,
   already validated by `edge_app.till.integrity.parse_sale` (malformed ones are logged and dropped).
@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence, TextIO
 
 from edge_app import __version__
 from edge_app.core import events, payloads
-from edge_app.core.state import LastCheck, Quarantined, TillState
+from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
@@ -147,11 +147,11 @@ class Service:
     def attach(self, on_event: Callable[[events.Event], object] | None = None,
                on_sale: Callable[[bytes], object] | None = None,
                on_publishing: Callable[[events.Event], object] | None = None,
-               on_recording: Callable[[dict], object] | None = None) -> None:
+               on_recording: Callable[[Recording], object] | None = None) -> None:
         """Listen to every event the service publishes or hears (on_event), to every valid
         `pos/sale` payload (on_sale) and to every event as publish_event starts on it
         (on_publishing), and to whether the outbox records (on_recording: told the current
-        {"degraded", "outbox_error"} at once and on each change); see the module docstring for
+        `Recording` at once and on each change); see the module docstring for
         the threads they run on."""
         if on_event is not None:
             self._event_listeners.append(on_event)
@@ -198,9 +198,9 @@ class Service:
         self.link.publish_state()
         self._tell(self._recording_listeners, self._recording())
 
-    def _recording(self) -> dict:
+    def _recording(self) -> Recording:
         st = self.writer.status()
-        return {"degraded": st.degraded, "outbox_error": st.last_error}
+        return Recording(degraded=st.degraded, outbox_error=st.last_error)
 
     @staticmethod
     def _tell(listeners: list[Callable[[Any], object]], event: Any) -> None:

@@ -15,6 +15,7 @@ from edge_app.cashier.banner import STYLES
 from edge_app.cashier.window import CashierDisplay, WindowSnapshot
 from edge_app.config import DisplayConfig
 from edge_app.core import events
+from edge_app.core.state import Recording
 from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, wait_for,  # noqa: F401
                                      xdotool, xvfb)
@@ -344,7 +345,7 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     banner (the banner keeps its colour and stays answerable); it goes when recording resumes."""
     from edge_app.cashier.window import NOT_RECORDING_BG
 
-    window.set_recording({"degraded": True, "outbox_error": "No space left on device"})
+    window.set_recording(Recording(degraded=True, outbox_error="No space left on device"))
     c = check_event(decision="check_id", age=19.0, txn="T-norec")
     window.post(c, alert_event(c))
     snap = shown(window, answerable=True, not_recording="No space left on device")
@@ -364,7 +365,7 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     press(window, "id_checked_over_age")
     assert window.acks.get(timeout=5).answer == "id_checked_over_age"
 
-    window.set_recording({"degraded": False, "outbox_error": None})
+    window.set_recording(Recording(degraded=False, outbox_error=None))
     wait_for(lambda: window.snapshot.not_recording is None and window.snapshot.recording_box is None,
              what="the mark gone")
     c2 = check_event(decision="check_id", age=19.0, txn="T-rec")
@@ -381,9 +382,11 @@ def test_the_window_takes_typed_events_only(window):
         window.post(c.to_dict())
     with pytest.raises(TypeError, match="AlertEvent"):
         window.post(c, alert_event(c).to_dict())
+    with pytest.raises(TypeError, match="Recording"):
+        window.set_recording({"degraded": True, "outbox_error": "disk full"})
     window.on_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-typed",
                                           alert_event_id=c.event_id, seconds_after_alert=1.0))  # not for the window
     a = alert_event(c)
     window.post(c, a)
     snap = shown(window, answerable=True, alert=a)
-    assert snap.transaction_id == "T-typed" and "Lager 4x440ml" in snap.item
+    assert snap.transaction_id == "T-typed" and "Lager 4x440ml" in snap.item and snap.not_recording is None
