@@ -26,7 +26,6 @@ from edge_app.core.events import AlertEvent, CheckEvent, Product
 from edge_app.core.words import ANSWER_LABELS, Decision
 
 
-
 class BannerKind(StrEnum):
     """What the banner tells the cashier. A banner's own words, not the till's decisions: an
     approval reads "ok", a check_id "ask_id"; a no-face check is the decision's own word (and

@@ -12,8 +12,9 @@ and lists); keys a newer till added are ignored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from edge_app.core import payloads
 from edge_app.core.events import CheckEvent, encode
@@ -99,11 +100,11 @@ class LastCheck:
     age_band: str | None = _json(_STR)
 
     @classmethod
-    def of(cls, check: CheckEvent) -> "LastCheck":
+    def of(cls, check: CheckEvent) -> LastCheck:
         return cls(**{f.name: getattr(check, f.name) for f in fields(cls)})
 
     @classmethod
-    def from_dict(cls, doc: Any) -> "LastCheck":
+    def from_dict(cls, doc: Any) -> LastCheck:
         return cls(**_read(cls, doc))
 
     def to_dict(self) -> dict:
@@ -119,7 +120,7 @@ class Quarantined:
     reason: str | None = _json(_STR)
 
     @classmethod
-    def from_dict(cls, doc: Any) -> "Quarantined":
+    def from_dict(cls, doc: Any) -> Quarantined:
         return cls(**_read(cls, doc))
 
     def to_dict(self) -> dict:
@@ -163,14 +164,14 @@ class TillState:
     started: str | None = _json(_STR)
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "TillState":
+    def from_dict(cls, doc: Mapping[str, Any]) -> TillState:
         """The state in a decoded JSON object; raises `payloads.PayloadError` when it is not an object."""
         if not isinstance(doc, Mapping):
             raise payloads.PayloadError("a till state is a JSON object")
         return cls(**_read(cls, doc))
 
     @classmethod
-    def decode(cls, payload: bytes | str) -> "TillState":
+    def decode(cls, payload: bytes | str) -> TillState:
         """The state in a `state` message; raises `payloads.PayloadError` naming what is wrong
         when it is not a JSON object at all."""
         return cls.from_dict(payloads.parse_object(payload, payloads.Limits(MAX_STATE_BYTES)))

@@ -32,7 +32,8 @@ def _cfg(port: int):
 def _link(tmp_path, port, state=None, messages=None):
     box = Outbox(tmp_path / "o.sqlite3", 10_000)
     got = messages if messages is not None else []
-    link = MqttLink(_cfg(port), box, lambda leaf, p: got.append((leaf, p)), state or (lambda: TillState(camera="up")))
+    link = MqttLink(_cfg(port), box, lambda leaf, p: got.append((leaf, p)),
+                    state or (lambda: TillState(camera="up")))
     return link, box
 
 
@@ -254,7 +255,7 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
     pw.chmod(0o644)
     cfg = C.from_dict({"mqtt": {"username": "till-01", "password_file": str(pw)}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {})
+    link = MqttLink(cfg, box, lambda leaf, p: None, TillState)
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     link.stop(flush_timeout=0.1)
@@ -314,7 +315,7 @@ def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     cfg = C.from_dict({"mqtt": {"port": tls_port, "reconnect_max_seconds": 2,
                                 "tls": {"enabled": True, "ca_file": str(trusted)}}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {})
+    link = MqttLink(cfg, box, lambda leaf, p: None, TillState)
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     try:
