@@ -19,12 +19,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from edge_app.core.events import AlertEvent, CheckEvent, Product
 from edge_app.core.words import ANSWER_LABELS, Decision
 
-Kind = Literal["ok", "ask_id", "no_face", "camera_down", "recorded"]
+
+class BannerKind(StrEnum):
+    """What the banner tells the cashier. A banner's own words, not the till's decisions: an
+    approval reads "ok", a check_id "ask_id"; a no-face check is the decision's own word (and
+    becomes CAMERA_DOWN when the camera was not up)."""
+
+    OK = "ok"
+    ASK_ID = "ask_id"
+    NO_FACE = Decision.NO_FACE.value
+    CAMERA_DOWN = "camera_down"
+    RECORDED = "recorded"  # an answer was recorded (Undo is offered)
+
+
+# The banners that wait for the cashier's answer.
+ANSWERABLE: frozenset[BannerKind] = frozenset({BannerKind.ASK_ID, BannerKind.NO_FACE, BannerKind.CAMERA_DOWN})
 
 
 @dataclass(frozen=True)
@@ -36,30 +51,31 @@ class Style:
 
 # The symbol says the same as the colour for a reader who cannot tell red from green. Every pair
 # is at least 4.5:1 (WCAG AA for normal text; the banner text is far larger): see contrast().
-STYLES: dict[str, Style] = {
-    "ok": Style("#0b7a2e", "#ffffff", "✓"),
-    "ask_id": Style("#c8102e", "#ffffff", "✗"),
-    "no_face": Style("#ffb000", "#111111", "?"),
+STYLES: dict[BannerKind, Style] = {
+    BannerKind.OK: Style("#0b7a2e", "#ffffff", "✓"),
+    BannerKind.ASK_ID: Style("#c8102e", "#ffffff", "✗"),
+    BannerKind.NO_FACE: Style("#ffb000", "#111111", "?"),
     # Dark blue: apart from the amber of NO FACE in hue and in lightness, so a camera fault is
     # not read as a shopper who looked away.
-    "camera_down": Style("#1d3f8f", "#ffffff", "!"),
-    "recorded": Style("#2e2e2e", "#ffffff", "✓"),
+    BannerKind.CAMERA_DOWN: Style("#1d3f8f", "#ffffff", "!"),
+    BannerKind.RECORDED: Style("#2e2e2e", "#ffffff", "✓"),
 }
-TITLES: dict[str, str] = {
-    "ok": "OK — no ID needed",
-    "ask_id": "ASK FOR ID",
-    "no_face": "NO FACE SEEN — ASK FOR ID",
-    "camera_down": "CAMERA DOWN — ASK FOR ID",
-    "recorded": "Answer recorded",
+TITLES: dict[BannerKind, str] = {
+    BannerKind.OK: "OK — no ID needed",
+    BannerKind.ASK_ID: "ASK FOR ID",
+    BannerKind.NO_FACE: "NO FACE SEEN — ASK FOR ID",
+    BannerKind.CAMERA_DOWN: "CAMERA DOWN — ASK FOR ID",
+    BannerKind.RECORDED: "Answer recorded",
 }
-DECISION_KIND = {Decision.APPROVE: "ok", Decision.CHECK_ID: "ask_id", Decision.NO_FACE: "no_face"}
+DECISION_KIND: dict[Decision, BannerKind] = {Decision.APPROVE: BannerKind.OK, Decision.CHECK_ID: BannerKind.ASK_ID,
+                                             Decision.NO_FACE: BannerKind.NO_FACE}
 # An item name longer than this is cut with an ellipsis so the line stays on the window.
 ITEM_CHARS = 48
 
 
 @dataclass(frozen=True)
 class Banner:
-    kind: Kind
+    kind: BannerKind
     title: str
     symbol: str
     detail: str  # the camera's estimate and the rule, second to the instruction
@@ -70,7 +86,7 @@ class Banner:
 
     @property
     def needs_answer(self) -> bool:
-        return self.kind in ("ask_id", "no_face", "camera_down")
+        return self.kind in ANSWERABLE
 
 
 def _relative_luminance(colour: str) -> float:
@@ -88,16 +104,16 @@ def contrast(fg: str, bg: str) -> float:
     return (a + 0.05) / (b + 0.05)
 
 
-def kind_of(check: CheckEvent | None, alert: AlertEvent | None = None) -> Kind:
+def kind_of(check: CheckEvent | None, alert: AlertEvent | None = None) -> BannerKind:
     """The banner for a decision. A camera that was not up makes a no-face check its own kind;
     a decision this build does not know errs on the side of asking for ID."""
     src = check or alert
-    kind = DECISION_KIND.get(src.decision, "ask_id") if src is not None else "ask_id"
+    kind = DECISION_KIND.get(src.decision, BannerKind.ASK_ID) if src is not None else BannerKind.ASK_ID
     # The alert carries the camera too, for when its check is late or lost.
     camera = next((ev.camera for ev in (check, alert) if ev is not None and ev.camera is not None), None)
-    if kind == "no_face" and camera not in (None, "up"):
-        return "camera_down"
-    return kind  # type: ignore[return-value]
+    if kind == BannerKind.NO_FACE and camera not in (None, "up"):
+        return BannerKind.CAMERA_DOWN
+    return kind
 
 
 def _num(v: Any) -> float | None:
@@ -167,8 +183,8 @@ def banner_for(check: CheckEvent | None, alert: AlertEvent | None = None) -> Ban
 
 
 def recorded_banner(answer: str, transaction_id: str | None) -> Banner:
-    style = STYLES["recorded"]
-    return Banner("recorded", TITLES["recorded"], style.symbol, ANSWER_LABELS.get(answer, answer), "",
+    style = STYLES[BannerKind.RECORDED]
+    return Banner(BannerKind.RECORDED, TITLES[BannerKind.RECORDED], style.symbol, ANSWER_LABELS.get(answer, answer), "",
                   transaction_id, style.bg, style.fg)
 
 
@@ -214,7 +230,7 @@ class AlertQueue:
 
     def add_check(self, check: CheckEvent, now: float) -> Pending | None:
         """A check that needs an answer joins the list (an approval never does)."""
-        if banner_for(check).kind == "ok":
+        if banner_for(check).kind == BannerKind.OK:
             return None
         key = check.event_id
         p = self._items.get(key)

@@ -35,21 +35,22 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
 
-from edge_app.cashier.banner import (DECISION_KIND, STYLES, AlertQueue, Banner, Pending, banner_for, recorded_banner,
-                                     waiting_text)
+from edge_app.cashier.banner import (DECISION_KIND, STYLES, AlertQueue, Banner, BannerKind, Pending, banner_for,
+                                     recorded_banner, waiting_text)
 from edge_app.config import DisplayConfig
 from edge_app.core import events
+from edge_app.core.state import Recording
 from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, Answer, Decision
 
 log = logging.getLogger(__name__)
 
 ANSWER_KEYS: dict[str, Answer] = dict(zip("123", ACK_ANSWERS))
-# Kept for the tests and the bench: the banner colours by decision word.
+# Kept for the tests and the bench: the banner colours by decision word (and for a camera down).
 COLOURS: dict[str, tuple[str, str]] = {d: (STYLES[k].bg, STYLES[k].fg) for d, k in
-                                       (*DECISION_KIND.items(), ("camera_down", "camera_down"))}
+                                       (*DECISION_KIND.items(), (BannerKind.CAMERA_DOWN, BannerKind.CAMERA_DOWN))}
 # Checks older than this (a display restarting onto a queued session) are not shown.
 STALE_SECONDS = 300.0
 # An alert whose check never arrives is shown from the alert alone after this long.
@@ -92,6 +93,48 @@ class _View:
     ident: tuple
     banner: Banner
     pending: Pending | None  # the alert being shown, when it is one
+
+
+# A rectangle on the screen: x, y, width, height (pixels).
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class WindowSnapshot:
+    """What the window shows, for other threads (the tests, the bench, the screenshots tool): the
+    banner's words and colours, and where each part of it is on the screen. The banner's part is
+    None (no buttons) while nothing is shown."""
+
+    visible: bool = False
+    closed: bool = False
+    last_ack: events.AckEvent | None = None  # the last answer (or Undo) this window sent
+    keys_ignored: int = 0
+    expired: int = 0
+    queued: int = 0  # alerts on the list, shown or waiting
+    not_recording: str | None = None  # why the till cannot store events, while it cannot
+    # -- the banner shown ---
+    kind: BannerKind | None = None
+    title: str | None = None
+    symbol: str | None = None
+    detail: str | None = None
+    item: str | None = None
+    waiting: str | None = None  # "+N more alerts waiting", "" when none
+    bg: str | None = None
+    fg: str | None = None
+    answerable: bool = False  # the alert is registered: an answer can be sent for it
+    alert_event_id: str | None = None
+    status: str | None = None
+    transaction_id: str | None = None
+    drawn_at: float | None = None  # time.monotonic() when the banner reached the screen
+    geometry: Box | None = None
+    title_box: Box | None = None
+    symbol_box: Box | None = None
+    banner_box: Box | None = None
+    waiting_box: Box | None = None
+    buttons: Mapping[Answer, Box] = field(default_factory=dict)  # by answer word, while an alert is shown
+    undo: Box | None = None
+    undo_text: str | None = None
+    recording_box: Box | None = None
 
 
 AckCallback = Callable[[events.AckEvent], Any]
@@ -140,7 +183,7 @@ class CashierDisplay:
         # Why the till is not recording (its outbox cannot write), None while it is: a small mark.
         self._not_recording: str | None = None
         # Read by other threads (tests, the service's state); replaced whole, never mutated.
-        self.snapshot: dict[str, Any] = {"visible": False}
+        self.snapshot = WindowSnapshot()
         self.window_id: int | None = None
 
     # -- thread-safe API ------------------------------------------------------------------------
@@ -161,10 +204,12 @@ class CashierDisplay:
         if isinstance(event, _SHOWN):
             self._put(("event", event))
 
-    def set_recording(self, status: dict) -> None:
-        """Listener for the service's recording state ({"degraded": bool, "outbox_error": str}):
-        while the till's outbox cannot write, every banner carries a small NOT RECORDING mark, so
-        the cashier knows the checks are answered but not stored. Any thread."""
+    def set_recording(self, status: Recording) -> None:
+        """Listener for the service's recording state: while the till's outbox cannot write, every
+        banner carries a small NOT RECORDING mark, so the cashier knows the checks are answered
+        but not stored. Any thread. Raises TypeError for anything but a `Recording`."""
+        if not isinstance(status, Recording):
+            raise TypeError(f"set_recording() takes a Recording, not {type(status).__name__}")
         self._put(("recording", status))
 
     def close(self) -> None:
@@ -406,7 +451,7 @@ class CashierDisplay:
                 what, ev = self._q.get_nowait()
                 if what == "close":
                     self._closing = True
-                    self.snapshot = {"visible": False, "closed": True}
+                    self.snapshot = WindowSnapshot(closed=True)
                     self._root.quit()  # mainloop returns; _release_tk destroys on this thread
                     return
                 if what == "recording":
@@ -481,7 +526,8 @@ class CashierDisplay:
             return _View((Decision.APPROVE, check.event_id), banner_for(check), None)
         if self._recent is not None:
             r = self._recent
-            return _View(("recorded", r.ack.event_id), recorded_banner(r.ack.answer, r.ack.transaction_id), None)
+            return _View((BannerKind.RECORDED, r.ack.event_id), recorded_banner(r.ack.answer, r.ack.transaction_id),
+                         None)
         return None
 
     def _render(self) -> None:
@@ -574,7 +620,7 @@ class CashierDisplay:
     def _mark_drawn(self) -> None:
         """Record when the banner is on the screen: pending redraws done, then a round trip to
         the X server (winfo_pointerxy waits for its reply, so every drawing request before it
-        has been carried out). Reported as snapshot['drawn_at'] (time.monotonic())."""
+        has been carried out). Reported as snapshot.drawn_at (time.monotonic())."""
         if self._view is None:
             return
         self._root.update_idletasks()
@@ -631,7 +677,7 @@ class CashierDisplay:
         self._alerts.remove_alert(alert.event_id)
         self._remember(self._done, p.key)
         self._recent = _Recent(p, ack, now + self.cfg.undo_seconds)
-        self.snapshot = {**self.snapshot, "last_ack": ack}
+        self.snapshot = replace(self.snapshot, last_ack=ack)
         self._render()
 
     def _undo(self) -> None:
@@ -652,7 +698,7 @@ class CashierDisplay:
         self._recent = None
         self._done.pop(r.pending.key, None)
         self._alerts.restore(r.pending, now)
-        self.snapshot = {**self.snapshot, "last_ack": fix}
+        self.snapshot = replace(self.snapshot, last_ack=fix)
         self._render()
 
     def _send(self, ack: events.AckEvent, failure: str) -> bool:
@@ -668,9 +714,8 @@ class CashierDisplay:
             return False
         return True
 
-    def _show_recording(self, status: dict) -> None:
-        degraded = bool(status.get("degraded")) if isinstance(status, dict) else False
-        reason = (status.get("outbox_error") or "the outbox cannot write") if degraded else None
+    def _show_recording(self, status: Recording) -> None:
+        reason = (status.outbox_error or "the outbox cannot write") if status.degraded else None
         if reason == self._not_recording:
             return
         if (reason is None) != (self._not_recording is None):
@@ -701,13 +746,11 @@ class CashierDisplay:
 
     def _publish_snapshot(self) -> None:
         v = self._view
-        snap: dict[str, Any] = {"visible": v is not None, "last_ack": self.snapshot.get("last_ack"),
-                                "keys_ignored": self._keys_ignored, "expired": self._expired,
-                                "queued": len(self._alerts), "not_recording": self._not_recording}
+        shown: dict[str, Any] = {}
         if v is not None and self._root is not None:
             r, b, W = self._root, v.banner, self._w
             undo = self._recent is not None
-            snap.update(
+            shown = dict(
                 kind=b.kind, title=b.title, symbol=b.symbol, detail=b.detail, item=b.item_text,
                 waiting=W["waiting"].cget("text"), bg=b.bg, fg=b.fg,
                 answerable=v.pending is not None and v.pending.alert is not None,
@@ -722,10 +765,12 @@ class CashierDisplay:
                 undo_text=W["undo_text"].cget("text") if undo else None,
                 recording_box=self._box(W["recording"]) if self._not_recording else None,
             )
-        self.snapshot = snap
+        self.snapshot = WindowSnapshot(visible=v is not None, last_ack=self.snapshot.last_ack,
+                                       keys_ignored=self._keys_ignored, expired=self._expired,
+                                       queued=len(self._alerts), not_recording=self._not_recording, **shown)
 
     @staticmethod
-    def _box(widget) -> tuple[int, int, int, int]:
+    def _box(widget) -> Box:
         """Screen rectangle (x, y, w, h) of a widget."""
         return widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(), widget.winfo_height()
 

@@ -62,6 +62,7 @@ def banners(out: Path) -> Path:
     and the confirmation with Undo."""
     from PIL import Image
 
+    from edge_app.cashier.banner import BannerKind
     from edge_app.cashier.window import CashierDisplay
 
     acks: queue.Queue = queue.Queue()
@@ -70,30 +71,30 @@ def banners(out: Path) -> Path:
     shots = []
     try:
         def shot(**want):
-            snap = _wait(lambda: (s := d.snapshot).get("drawn_at") and all(s.get(k) == v for k, v in want.items())
+            snap = _wait(lambda: (s := d.snapshot).drawn_at and all(getattr(s, k) == v for k, v in want.items())
                          and s)
             time.sleep(0.3)
-            shots.append(_grab(d.snapshot["geometry"]))
+            shots.append(_grab(d.snapshot.geometry))
             return snap
 
         def answer(snap, which=Answer.ID_CHECKED_OVER_AGE):
-            x, y, w, h = snap["buttons"][which]
+            x, y, w, h = snap.buttons[which]
             subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
                            check=True, timeout=15)
             acks.get(timeout=10)
 
         d.post(*_events(Decision.APPROVE, "T-4000", low=31.2, high=44.9))
-        shot(kind="ok")
-        for decision, txn, camera, kind in ((Decision.CHECK_ID, "T-4001", "up", "ask_id"),
-                                            (Decision.NO_FACE, "T-4002", "up", "no_face"),
-                                            (Decision.NO_FACE, "T-4003", "down", "camera_down")):
+        shot(kind=BannerKind.OK)
+        for decision, txn, camera, kind in ((Decision.CHECK_ID, "T-4001", "up", BannerKind.ASK_ID),
+                                            (Decision.NO_FACE, "T-4002", "up", BannerKind.NO_FACE),
+                                            (Decision.NO_FACE, "T-4003", "down", BannerKind.CAMERA_DOWN)):
             d.post(*_events(decision, txn, camera))
             snap = shot(kind=kind, transaction_id=txn)
         answer(snap)  # T-4003 answered: T-4002 comes back on top, the Undo for T-4003 below it
         shot(transaction_id="T-4002")
         answer(d.snapshot)
-        answer(_wait(lambda: d.snapshot.get("transaction_id") == "T-4001" and d.snapshot))
-        shot(kind="recorded")
+        answer(_wait(lambda: d.snapshot.transaction_id == "T-4001" and d.snapshot))
+        shot(kind=BannerKind.RECORDED)
     finally:
         d.close()
         d.join(5)

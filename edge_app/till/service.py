@@ -20,7 +20,7 @@ Hooks for the modules that plug into a running service (cashier display, integri
 * `service.attach(on_publishing=...)` - given each typed event publish_event is handed, before it is
   validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
-* `service.attach(on_recording=...)` - given {"degraded": bool, "outbox_error": str | None} at once
+* `service.attach(on_recording=...)` - given a `Recording` (edge_app.core.state) at once
   and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
 * on_sale is given every valid `pos/sale` message as the `edge_app.core.pos.Sale` the service read
   it into (it is parsed once, here; malformed ones are quarantined and reach no listener).
@@ -51,6 +51,7 @@ from typing import Any, Callable, Sequence, TextIO
 from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
+from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
@@ -127,8 +128,8 @@ class Service:
         # of losing what the cashier was already shown.
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
         self.counts: Counter = Counter()
-        self.last_check: dict | None = None
-        self.last_quarantined: dict | None = None
+        self.last_check: LastCheck | None = None
+        self.last_quarantined: Quarantined | None = None
         self.started_ts = events.now_iso()
         self.worker_heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
@@ -145,11 +146,11 @@ class Service:
     def attach(self, on_event: Callable[[events.Event], object] | None = None,
                on_sale: Callable[[Sale], object] | None = None,
                on_publishing: Callable[[events.Event], object] | None = None,
-               on_recording: Callable[[dict], object] | None = None) -> None:
+               on_recording: Callable[[Recording], object] | None = None) -> None:
         """Listen to every event the service publishes or hears (on_event), to every valid
         `pos/sale` message (on_sale, a Sale) and to every event as publish_event starts on it
         (on_publishing), and to whether the outbox records (on_recording: told the current
-        {"degraded", "outbox_error"} at once and on each change); see the module docstring for
+        `Recording` at once and on each change); see the module docstring for
         the threads they run on."""
         if on_event is not None:
             self._event_listeners.append(on_event)
@@ -196,9 +197,9 @@ class Service:
         self.link.publish_state()
         self._tell(self._recording_listeners, self._recording())
 
-    def _recording(self) -> dict:
+    def _recording(self) -> Recording:
         st = self.writer.status()
-        return {"degraded": st.degraded, "outbox_error": st.last_error}
+        return Recording(degraded=st.degraded, outbox_error=st.last_error)
 
     @staticmethod
     def _tell(listeners: list[Callable[[Any], object]], event: Any) -> None:
@@ -328,7 +329,7 @@ class Service:
         """A message that cannot be used: logged with its reason and a preview, counted in
         `state`, and acknowledged (by returning normally) so the broker does not send it again."""
         self.counts["messages_quarantined"] += 1
-        self.last_quarantined = {"ts": events.now_iso(), "topic": where, "reason": reason[:300]}
+        self.last_quarantined = Quarantined(ts=events.now_iso(), topic=where, reason=reason[:300])
         log.warning("%s; message quarantined (%d bytes: %s)", reason if reason.startswith(where) else
                     f"{where}: {reason}", len(payload), _preview(payload))
 
@@ -349,39 +350,36 @@ class Service:
         self.link.publish_state()
 
     # -- state -------------------------------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self) -> TillState:
         rec = self.writer.status()
-        return {
-            "ts": events.now_iso(),
-            "status": "online",
-            "version": __version__,
-            "model_id": self.model.model_id,
-            "camera": self.capture.status,
-            "camera_detail": self.capture.reason,
-            "outbox_depth": self.outbox.depth(),
-            "outbox_max": self.outbox.max_events,
-            "outbox_full": self.outbox.full,
-            "outbox_dropped": self.outbox.dropped_total(),
-            # Recording: false `degraded` means every event so far is in the outbox (or delivered).
-            "degraded": rec.degraded,
-            "outbox_write_errors": rec.write_errors,
-            "outbox_held": rec.held,
-            "outbox_held_max": rec.held_max,
-            "outbox_held_dropped": rec.held_dropped,
-            "outbox_error": rec.last_error,
-            "mqtt_subscribed": self.link.subscribed.is_set(),
-            # Why the broker cannot be used (a refused login, a TLS check), null while connected.
-            "mqtt_error": self.link.error,
-            # Non-empty when the broker link can be read or forged (no TLS, no credentials).
-            "security_warnings": self.link.trust_warnings,
-            "last_seq": self.outbox.last_seq(),
-            "checks": self.counts["events_check"],
-            "messages_quarantined": self.counts["messages_quarantined"],
-            "scans_missed": {r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
-            "last_quarantined": self.last_quarantined,
-            "last_check": self.last_check,
-            "started": self.started_ts,
-        }
+        return TillState(
+            ts=events.now_iso(),
+            status="online",
+            version=__version__,
+            model_id=self.model.model_id,
+            camera=self.capture.status,
+            camera_detail=self.capture.reason,
+            outbox_depth=self.outbox.depth(),
+            outbox_max=self.outbox.max_events,
+            outbox_full=self.outbox.full,
+            outbox_dropped=self.outbox.dropped_total(),
+            degraded=rec.degraded,
+            outbox_write_errors=rec.write_errors,
+            outbox_held=rec.held,
+            outbox_held_max=rec.held_max,
+            outbox_held_dropped=rec.held_dropped,
+            outbox_error=rec.last_error,
+            mqtt_subscribed=self.link.subscribed.is_set(),
+            mqtt_error=self.link.error,
+            security_warnings=tuple(self.link.trust_warnings),
+            last_seq=self.outbox.last_seq(),
+            checks=self.counts["events_check"],
+            messages_quarantined=self.counts["messages_quarantined"],
+            scans_missed={r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
+            last_quarantined=self.last_quarantined,
+            last_check=self.last_check,
+            started=self.started_ts,
+        )
 
     # -- worker ------------------------------------------------------------------------------------
     def _beat(self) -> None:
@@ -407,8 +405,7 @@ class Service:
 
     def _deliver(self, outcome: CheckOutcome) -> None:
         c = outcome.check
-        self.last_check = {"event_id": c.event_id, "ts": c.ts, "transaction_id": c.transaction_id,
-                           "decision": c.decision, "age": c.age, "age_band": c.age_band}
+        self.last_check = LastCheck.of(c)
         age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
         log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
                  c.transaction_id, c.decision.upper(), age, c.frames_used, c.frames_seen,

@@ -18,7 +18,6 @@ RECEIVE_MAX unacknowledged messages out to us (MQTT 5 Receive Maximum).
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import socket
@@ -35,6 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
 from edge_app.core.pos import Sale, Scan
+from edge_app.core.state import TillState
 from edge_app.config import Config, ConfigError, MQTTConfig, read_secret
 from edge_app.transport.outbox import Outbox
 
@@ -229,7 +229,8 @@ class MqttLink:
     `on_message(leaf, payload)` gets every message on the subscribed topics of this till (leaf
     is e.g. "pos/scan"), on paho's network thread: keep it quick.
 
-    The till service passes `state`, a function that builds the retained state document: the
+    The till service passes `state`, a function that builds the retained state document (a
+    `TillState`, published as its `encode()`): the
     link then owns the till's `availability` (Last Will `offline`) and `state` topics. A client
     that must not speak for the till (the standalone cashier display) passes `state=None`, its
     own `client_id` and `subscriptions`, and `session_expiry_s` so that messages published while
@@ -237,7 +238,7 @@ class MqttLink:
     """
 
     def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes], None],
-                 state: Callable[[], dict] | None, *, client_id: str | None = None,
+                 state: Callable[[], TillState] | None, *, client_id: str | None = None,
                  subscriptions=SERVICE_SUBSCRIPTIONS, session_expiry_s: int | None = None,
                  name: str = "MQTT", manual_ack: bool = False):
         self.cfg = cfg
@@ -357,7 +358,7 @@ class MqttLink:
         if not self._connected or self._state_cb is None:
             return
         try:
-            payload = json.dumps(self._state_cb(), separators=(",", ":"), sort_keys=True).encode()
+            payload = self._state_cb().encode()
         except Exception:
             log.exception("could not build the state document")
             return

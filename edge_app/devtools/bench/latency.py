@@ -67,30 +67,30 @@ def _press_answer(display) -> None:
     if shutil.which("xdotool") is None:
         return
     snap = display.snapshot
-    box = (snap.get("buttons") or {}).get(Answer.ID_CHECKED_OVER_AGE)
-    if not box or not snap.get("answerable"):
+    box = snap.buttons.get(Answer.ID_CHECKED_OVER_AGE)
+    if not box or not snap.answerable:
         return
     x, y, w, h = box
     subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
                    capture_output=True, timeout=10)
     deadline = time.monotonic() + 2
-    while display.snapshot.get("alert_event_id") == snap.get("alert_event_id") and time.monotonic() < deadline:
+    while display.snapshot.alert_event_id == snap.alert_event_id and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
 def _drawn_at(display, txn: str) -> float | None:
     """When the window drew the banner of `txn` (monotonic), waiting up to 5 s for it."""
     end = time.monotonic() + 5
-    snap: dict = {}
+    snap = display.snapshot
     while time.monotonic() < end:
         snap = display.snapshot
-        if snap.get("visible") and snap.get("transaction_id") == txn and snap.get("drawn_at"):
+        if snap.visible and snap.transaction_id == txn and snap.drawn_at:
             break
         time.sleep(0.005)
-    if snap.get("transaction_id") == txn and snap.get("drawn_at"):
-        if snap.get("answerable"):
+    if snap.transaction_id == txn and snap.drawn_at:
+        if snap.answerable:
             _press_answer(display)
-        return snap["drawn_at"]
+        return snap.drawn_at
     return None
 
 

@@ -5,7 +5,6 @@ after a few checks, and whether TensorFlow got loaded (a till never needs it).""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -51,6 +50,7 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     """Start `agecheck run` as a child process and watch it from the outside: time to the
     retained `online`, CPU while idle with a 30 fps camera, RSS after a few checks."""
     from edge_app.core import events
+    from edge_app.core.state import TillState
     from edge_app.devtools.sim import end_process
 
     out = ServiceFigures()
@@ -74,7 +74,7 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
         out.startup_s = m[0] - t0
 
         def camera_up(t: float, topic: str, p: bytes) -> bool:
-            return topic.endswith("/state") and json.loads(p).get("camera") == "up"
+            return topic.endswith("/state") and TillState.decode(p).camera == "up"
 
         if listener.wait(camera_up, 30) is None:
             out.note = "the camera did not come up in the service"

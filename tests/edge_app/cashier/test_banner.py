@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from edge_app.cashier.banner import (STYLES, AlertQueue, banner_for, contrast, estimate_text, item_text,
-                                     recorded_banner, waiting_text)
+from edge_app.cashier.banner import (STYLES, TITLES, AlertQueue, BannerKind, banner_for, contrast, estimate_text,
+                                     item_text, recorded_banner, waiting_text)
 from edge_app.core import events
 from edge_app.core.events import Product
+from edge_app.core.words import Decision
 from tests.edge_app.feed_util import check_event, typed_alert as alert_event, typed_check
 
 
@@ -35,6 +36,14 @@ def test_each_state_says_the_action_with_a_symbol(check, title, symbol, style):
     assert (b.title, b.symbol, b.kind, b.bg, b.fg) == (title, symbol, style, STYLES[style].bg, STYLES[style].fg)
     assert b.needs_answer == (style != "ok")
     assert b.transaction_id == "T-1"
+
+
+def test_every_kind_has_its_style_and_title_and_no_face_is_the_decisions_word():
+    assert set(STYLES) == set(TITLES) == set(BannerKind)
+    assert BannerKind.NO_FACE == Decision.NO_FACE
+    # A kind is its plain word (the window's snapshot and the screenshots compare it to text).
+    assert [str(k) for k in BannerKind] == ["ok", "ask_id", "no_face", "camera_down", "recorded"]
+    assert recorded_banner("no_id_check", "T-1").kind is BannerKind.RECORDED
 
 
 def test_every_style_is_readable_and_distinct():

@@ -273,16 +273,16 @@ def test_the_window_shrugs_off_bad_messages_from_the_broker(xvfb, mqtt_broker, t
                 pub.raw(topic, payload)
             pub.event(c)
             pub.event(a)
-            snap = wait_for(lambda: (s := display.snapshot).get("alert_event_id") == a["event_id"]
-                            and s.get("drawn_at") and s, timeout=15, what="the good alert on screen")
-        assert snap["kind"] == "ask_id" and snap["transaction_id"] == "T-good" and "Lager 4x440ml" in snap["item"]
+            snap = wait_for(lambda: (s := display.snapshot).alert_event_id == a["event_id"]
+                            and s.drawn_at and s, timeout=15, what="the good alert on screen")
+        assert snap.kind == "ask_id" and snap.transaction_id == "T-good" and "Lager 4x440ml" in snap.item
         logged = [r.getMessage() for r in caplog.records if "quarantined a message on events/alert" in r.getMessage()]
         assert len(logged) == len(bad), logged
         for line, problem in zip(logged, bad.values()):
             assert problem in line, (problem, line)
         # Only the two good events got through, each decoded once into its typed class.
         assert sorted(type(e).__name__ for e in heard) == [AlertEvent.__name__, CheckEvent.__name__]
-        assert display._thread.is_alive() and not display.snapshot.get("closed")
+        assert display._thread.is_alive() and not display.snapshot.closed
     finally:
         pub.close()
         link.stop(flush_timeout=1)

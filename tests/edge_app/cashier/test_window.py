@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from edge_app.cashier.banner import STYLES
-from edge_app.cashier.window import CashierDisplay
+from edge_app.cashier.window import CashierDisplay, WindowSnapshot
 from edge_app.config import DisplayConfig
 from edge_app.core import events
+from edge_app.core.state import Recording
 from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, wait_for,  # noqa: F401
                                      xdotool, xvfb)
@@ -47,35 +48,35 @@ def window(xvfb):
     d.join(5)
 
 
-def laid_out(s: dict) -> bool:
+def laid_out(s: WindowSnapshot) -> bool:
     """The window is placed and its answer buttons (if any) sit inside it, below its top. Tk can
     report a snapshot before it has laid the buttons out; they then read as 1x1 at y 0."""
-    x, y, w, h = s.get("geometry", (0, 0, 0, 0))
-    return w >= 100 and all(b[3] > 1 and y < b[1] < y + h for b in s.get("buttons", {}).values())
+    x, y, w, h = s.geometry or (0, 0, 0, 0)
+    return w >= 100 and all(b[3] > 1 and y < b[1] < y + h for b in s.buttons.values())
 
 
 def shown(d: CashierDisplay, answerable: bool | None = None, alert: events.AlertEvent | None = None,
-          **want) -> dict:
+          **want) -> WindowSnapshot:
     def ok():
         s = d.snapshot
-        if not s.get("visible") or not laid_out(s) or s.get("drawn_at") is None:
+        if not s.visible or not laid_out(s) or s.drawn_at is None:
             return None
-        if answerable is not None and s.get("answerable") != answerable:
+        if answerable is not None and s.answerable != answerable:
             return None
-        if alert is not None and s.get("alert_event_id") != alert.event_id:
+        if alert is not None and s.alert_event_id != alert.event_id:
             return None
-        if any(s.get(k) != v for k, v in want.items()):
+        if any(getattr(s, k) != v for k, v in want.items()):
             return None
         return s
     return wait_for(ok, what=f"the banner on screen ({answerable=}, {want})")
 
 
 def press(d: CashierDisplay, answer: str) -> None:
-    click(shown(d)["buttons"][answer])
+    click(shown(d).buttons[answer])
 
 
-def banner_pixels(snap: dict):
-    return screenshot(snap["banner_box"])
+def banner_pixels(snap: WindowSnapshot):
+    return screenshot(snap.banner_box)
 
 
 def visible_windows() -> list[str]:
@@ -98,7 +99,7 @@ def test_idle_window_shows_nothing(window):
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.3)
-    assert window.snapshot["visible"] is False
+    assert window.snapshot.visible is False
     assert visible_windows() == []
 
 
@@ -126,19 +127,19 @@ def test_each_banner_state_on_screen(window, tmp_path):
         colour, share = dominant(img)
         assert colour == bg and share > 0.5, (style, colour, share)
         # The words and the symbol are really drawn in the text colour.
-        wait_for(lambda: 0.04 < share_of(screenshot(window.snapshot["title_box"]), fg) < 0.7, timeout=5,
+        wait_for(lambda: 0.04 < share_of(screenshot(window.snapshot.title_box), fg) < 0.7, timeout=5,
                  what=f"the {style} title in {fg}")
-        sym = screenshot(window.snapshot["symbol_box"])
+        sym = screenshot(window.snapshot.symbol_box)
         assert 0.03 < share_of(sym, fg) < 0.7, style
         symbols[style] = np.all(np.asarray(sym) == fg, axis=2)
-        assert (snap["title"], snap["symbol"], snap["transaction_id"]) == (title, symbol, f"T-{style}")
-        assert "Lager 4x440ml" in snap["item"]
+        assert (snap.title, snap.symbol, snap.transaction_id) == (title, symbol, f"T-{style}")
+        assert "Lager 4x440ml" in snap.item
         if decision == "approve":
-            assert snap["buttons"] == {} and "Challenge 25" in snap["detail"]
-            wait_for(lambda: not window.snapshot["visible"], timeout=5, what="the approve banner to go away")
+            assert snap.buttons == {} and "Challenge 25" in snap.detail
+            wait_for(lambda: not window.snapshot.visible, timeout=5, what="the approve banner to go away")
             assert visible_windows() == []
         else:
-            assert set(snap["buttons"]) == set(events.ACK_ANSWERS)
+            assert set(snap.buttons) == set(events.ACK_ANSWERS)
             press(window, "no_id_check")
             assert window.acks.get(timeout=5).transaction_id == f"T-{style}"
             shown(window, kind="recorded")
@@ -157,14 +158,14 @@ def test_typing_into_the_pos_never_answers(xvfb):
         wait_for(lambda: pos.text == "12", what="the POS to get the first digits")
         c, a = post_alert(d, txn="T-4001")
         # The pointer rests on the alert, as a hand near the screen might leave it.
-        x, y, w, h = shown(d, answerable=True)["title_box"]
+        x, y, w, h = shown(d, answerable=True).title_box
         xdotool("mousemove", str(x + 5), str(y + 5))
         for _ in range(3):
             xdotool("type", "--delay", "120", "1231")
         wait_for(lambda: pos.text == "12" + "1231" * 3, what="every digit in the POS")
         no_ack(d, wait=1.0)
-        assert d.snapshot["visible"] and d.snapshot["alert_event_id"] == a.event_id
-        assert d.snapshot["keys_ignored"] == 0  # the keys never reached the window at all
+        assert d.snapshot.visible and d.snapshot.alert_event_id == a.event_id
+        assert d.snapshot.keys_ignored == 0  # the keys never reached the window at all
         # A click still answers at once.
         press(d, "id_checked_under_age_refused")
         ack = d.acks.get(timeout=5)
@@ -181,10 +182,10 @@ def test_keys_need_the_focus_and_a_moment(xvfb):
     try:
         _, a = post_alert(d, txn="T-61")
         snap = shown(d, answerable=True)
-        click(snap["title_box"])  # the cashier taps the banner: the keys are for the window now
+        click(snap.title_box)  # the cashier taps the banner: the keys are for the window now
         xdotool("key", "1")  # at once: too soon to be a reading of this alert
-        wait_for(lambda: d.snapshot["keys_ignored"] == 1, what="the early key to be ignored")
-        assert "Key ignored" in d.snapshot["status"]
+        wait_for(lambda: d.snapshot.keys_ignored == 1, what="the early key to be ignored")
+        assert "Key ignored" in d.snapshot.status
         no_ack(d, wait=0.3)
         time.sleep(1.6)  # kept: the point is time passing, so that the next key is a reading of the alert
         xdotool("key", "2")
@@ -208,7 +209,7 @@ def test_default_key_delay_and_focus():
 def test_click_answers_at_once(window, answer):
     c, a = post_alert(window, decision="no_face", age=None, txn="T-7")
     snap = shown(window, answerable=True)
-    click(snap["buttons"][answer])
+    click(snap.buttons[answer])
     ack = window.acks.get(timeout=5)
     assert isinstance(ack, events.AckEvent)
     wire = events.validate(ack.to_dict())
@@ -223,15 +224,15 @@ def test_undo_corrects_the_answer(window):
     first = window.acks.get(timeout=5)
     # What was recorded, with Undo, for a few seconds.
     snap = shown(window, kind="recorded")
-    assert snap["detail"] == "ID checked – over age" and "T-800" in snap["undo_text"]
-    click(snap["undo"])
+    assert snap.detail == "ID checked – over age" and "T-800" in snap.undo_text
+    click(snap.undo)
     fix = window.acks.get(timeout=5)
     events.validate(fix.to_dict())
     assert fix.answer == events.ACK_UNDONE and fix.replaces_event_id == first.event_id
     assert fix.alert_event_id == a.event_id and fix.transaction_id == "T-800"
     # The alert is back, answerable again.
     shown(window, answerable=True, alert=a, kind="ask_id")
-    assert window.snapshot["undo"] is None
+    assert window.snapshot.undo is None
     press(window, "id_checked_under_age_refused")
     again = window.acks.get(timeout=5)
     assert again.answer == "id_checked_under_age_refused" and again.alert_event_id == a.event_id
@@ -244,7 +245,7 @@ def test_undo_is_offered_for_a_few_seconds(xvfb):
         press(d, "no_id_check")
         d.acks.get(timeout=5)
         shown(d, kind="recorded")
-        wait_for(lambda: not d.snapshot["visible"], timeout=5, what="the confirmation to go")
+        wait_for(lambda: not d.snapshot.visible, timeout=5, what="the confirmation to go")
         assert visible_windows() == []
     finally:
         d.close()
@@ -256,15 +257,15 @@ def test_two_alerts_in_a_row_are_both_answerable(window):
     shown(window, alert=a1)
     _, a2 = post_alert(window, decision="no_face", age=None, txn="T-3002")
     snap = shown(window, answerable=True, alert=a2, waiting="+1 more alert waiting")
-    assert wait_for(lambda: window.snapshot.get("waiting_box"), what="the count on screen")
+    assert wait_for(lambda: window.snapshot.waiting_box, what="the count on screen")
     # The count is drawn: dark text on its white patch.
-    assert share_of(screenshot(window.snapshot["waiting_box"]), (0, 0, 0)) > 0.03
-    click(snap["buttons"]["id_checked_over_age"])
+    assert share_of(screenshot(window.snapshot.waiting_box), (0, 0, 0)) > 0.03
+    click(snap.buttons["id_checked_over_age"])
     assert window.acks.get(timeout=5).alert_event_id == a2.event_id
     # The first one comes back on top, with the Undo for the second below it.
     snap = shown(window, answerable=True, alert=a1, waiting="")
-    assert "T-3002" in snap["undo_text"]
-    click(snap["buttons"]["no_id_check"])
+    assert "T-3002" in snap.undo_text
+    click(snap.buttons["no_id_check"])
     assert window.acks.get(timeout=5).alert_event_id == a1.event_id
 
 
@@ -272,7 +273,7 @@ def test_answer_waits_for_the_alert_event(window):
     c = check_event(decision="check_id", age=17.0, txn="T-700")
     window.on_event(c)  # the check first; its alert comes a moment later
     snap = shown(window, answerable=False)
-    click(snap["buttons"]["id_checked_over_age"])  # disabled: nothing happens
+    click(snap.buttons["id_checked_over_age"])  # disabled: nothing happens
     no_ack(window, wait=0.3)
     a = alert_event(c)
     window.on_event(a)
@@ -284,8 +285,8 @@ def test_a_failed_save_keeps_the_alert(window):
     window.failures["n"] = 1
     _, a = post_alert(window, txn="T-801")
     press(window, "id_checked_under_age_refused")
-    wait_for(lambda: "NOT saved" in (window.snapshot.get("status") or ""), what="the error on screen")
-    assert window.snapshot["visible"] and window.acks.empty()
+    wait_for(lambda: "NOT saved" in (window.snapshot.status or ""), what="the error on screen")
+    assert window.snapshot.visible and window.acks.empty()
     press(window, "id_checked_under_age_refused")
     assert window.acks.get(timeout=5).alert_event_id == a.event_id
 
@@ -297,7 +298,7 @@ def test_approve_does_not_hide_an_unanswered_alert(window):
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.4)
-    assert window.snapshot["title"] == "ASK FOR ID" and window.snapshot["alert_event_id"] == a.event_id
+    assert window.snapshot.title == "ASK FOR ID" and window.snapshot.alert_event_id == a.event_id
     press(window, "id_checked_over_age")
     assert window.acks.get(timeout=5).transaction_id == "T-900"
 
@@ -314,7 +315,7 @@ def test_an_alert_answered_elsewhere_leaves_the_list(window):
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.3)
-    assert window.snapshot["alert_event_id"] == a1.event_id and window.snapshot["waiting"] == ""
+    assert window.snapshot.alert_event_id == a1.event_id and window.snapshot.waiting == ""
 
 
 def test_an_unanswered_alert_expires(xvfb):
@@ -322,8 +323,8 @@ def test_an_unanswered_alert_expires(xvfb):
     try:
         post_alert(d, txn="T-920")
         shown(d, answerable=True)
-        wait_for(lambda: not d.snapshot["visible"], timeout=5, what="the alert to expire")
-        assert d.snapshot["expired"] == 1 and d.snapshot["queued"] == 0
+        wait_for(lambda: not d.snapshot.visible, timeout=5, what="the alert to expire")
+        assert d.snapshot.expired == 1 and d.snapshot.queued == 0
     finally:
         d.close()
         d.join(5)
@@ -336,7 +337,7 @@ def test_other_tills_and_stale_events_are_ignored(window):
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.4)
-    assert window.snapshot["visible"] is False
+    assert window.snapshot.visible is False
 
 
 def test_not_recording_mark_while_the_outbox_cannot_write(window):
@@ -344,33 +345,33 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     banner (the banner keeps its colour and stays answerable); it goes when recording resumes."""
     from edge_app.cashier.window import NOT_RECORDING_BG
 
-    window.set_recording({"degraded": True, "outbox_error": "No space left on device"})
+    window.set_recording(Recording(degraded=True, outbox_error="No space left on device"))
     c = check_event(decision="check_id", age=19.0, txn="T-norec")
     window.post(c, alert_event(c))
     snap = shown(window, answerable=True, not_recording="No space left on device")
-    wait_for(lambda: window.snapshot.get("recording_box") and window.snapshot["recording_box"][2] > 1,
+    wait_for(lambda: window.snapshot.recording_box and window.snapshot.recording_box[2] > 1,
              what="the mark laid out")
     snap = window.snapshot
-    mark, banner = snap["recording_box"], snap["banner_box"]
+    mark, banner = snap.recording_box, snap.banner_box
     # Small, inside the banner's top line.
     assert mark[2] * mark[3] < 0.06 * banner[2] * banner[3], (mark, banner)
     assert banner[1] <= mark[1] and mark[1] + mark[3] <= banner[1] + banner[3] // 3
     black, white = hex_rgb(NOT_RECORDING_BG), (255, 255, 255)
-    wait_for(lambda: dominant(screenshot(window.snapshot["recording_box"]))[0] == black, what="the mark painted")
-    img = screenshot(window.snapshot["recording_box"])
+    wait_for(lambda: dominant(screenshot(window.snapshot.recording_box))[0] == black, what="the mark painted")
+    img = screenshot(window.snapshot.recording_box)
     assert 0.01 < share_of(img, white) < 0.6  # its words, drawn (anti-aliased: few pure white pixels)
     colour, share = dominant(banner_pixels(window.snapshot))
     assert colour == hex_rgb(STYLES["ask_id"].bg) and share > 0.5  # the instruction is still the banner
     press(window, "id_checked_over_age")
     assert window.acks.get(timeout=5).answer == "id_checked_over_age"
 
-    window.set_recording({"degraded": False, "outbox_error": None})
-    wait_for(lambda: window.snapshot.get("not_recording") is None and window.snapshot.get("recording_box") is None,
+    window.set_recording(Recording(degraded=False, outbox_error=None))
+    wait_for(lambda: window.snapshot.not_recording is None and window.snapshot.recording_box is None,
              what="the mark gone")
     c2 = check_event(decision="check_id", age=19.0, txn="T-rec")
     window.post(c2, alert_event(c2))
     snap = shown(window, answerable=True, alert=None, transaction_id="T-rec")
-    assert snap["recording_box"] is None and snap["not_recording"] is None
+    assert snap.recording_box is None and snap.not_recording is None
 
 
 def test_the_window_takes_typed_events_only(window):
@@ -381,9 +382,11 @@ def test_the_window_takes_typed_events_only(window):
         window.post(c.to_dict())
     with pytest.raises(TypeError, match="AlertEvent"):
         window.post(c, alert_event(c).to_dict())
+    with pytest.raises(TypeError, match="Recording"):
+        window.set_recording({"degraded": True, "outbox_error": "disk full"})
     window.on_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-typed",
                                           alert_event_id=c.event_id, seconds_after_alert=1.0))  # not for the window
     a = alert_event(c)
     window.post(c, a)
     snap = shown(window, answerable=True, alert=a)
-    assert snap["transaction_id"] == "T-typed" and "Lager 4x440ml" in snap["item"]
+    assert snap.transaction_id == "T-typed" and "Lager 4x440ml" in snap.item and snap.not_recording is None

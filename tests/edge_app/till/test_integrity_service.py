@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.cashier.window import WindowSnapshot
 from edge_app.core import events
 from edge_app.config import from_dict
 from edge_app.core.pos import Item, Sale, Scan
@@ -83,21 +84,21 @@ class Till:
         wait_until(lambda: self.stored("alert", txn), timeout=20, what=f"the alert for {txn} in the feed")
         return self.stored("alert", txn)[0]
 
-    def on_screen(self, alert: dict, **want) -> dict:
+    def on_screen(self, alert: dict, **want) -> WindowSnapshot:
         """The window's state once it shows this alert (or, with kind=..., that view)."""
         w = self.windows[0]
 
         def ok():
             s = w.snapshot
-            if not (s.get("visible") and s.get("drawn_at")):
+            if not (s.visible and s.drawn_at):
                 return None
-            if want.get("kind") is None and s.get("alert_event_id") != alert["event_id"]:
+            if want.get("kind") is None and s.alert_event_id != alert["event_id"]:
                 return None
-            return s if all(s.get(k) == v for k, v in want.items()) else None
+            return s if all(getattr(s, k) == v for k, v in want.items()) else None
         return wait_for(ok, timeout=10, what=f"the window showing {alert['transaction_id']} {want}")
 
     def answer(self, alert: dict, answer: str) -> None:
-        click(self.on_screen(alert, answerable=True)["buttons"][answer])
+        click(self.on_screen(alert, answerable=True).buttons[answer])
 
     def sale(self, txn: str) -> None:
         self.pub.raw(f"{POS}/sale", Sale(txn, pos_ts=events.now_iso()).encode())
@@ -177,7 +178,7 @@ def test_service_with_cashier_window(xvfb, tmp_path):
             # correction reaches the feed and the sale is an integrity event after all.
             alert = till.scan("T-203")
             till.answer(alert, "id_checked_over_age")
-            click(till.on_screen(alert, kind="recorded")["undo"])
+            click(till.on_screen(alert, kind="recorded").undo)
             wait_until(lambda: len(till.stored("ack", "T-203")) == 2, timeout=10, what="the correction in the feed")
             first, fix = sorted(till.stored("ack", "T-203"), key=lambda a: a["ts"])
             assert fix["answer"] == events.ACK_UNDONE and fix["replaces_event_id"] == first["event_id"]

@@ -13,6 +13,7 @@ import logging
 import pytest
 
 from edge_app.core import events
+from edge_app.core.state import LastCheck, TillState
 from edge_app.config import load
 from edge_app.devtools.sim import free_port
 from edge_app.vision.faces import FacePipeline
@@ -24,6 +25,13 @@ from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video,
                                          service_config, wait_until)
 
 ROOT = "agecheck/v1/store-001/till-01"
+# The retained state's keys as monitoring tools read them (pinned: a rename breaks them).
+STATE_KEYS = {"ts", "status", "version", "model_id", "camera", "camera_detail", "outbox_depth", "outbox_max",
+              "outbox_full", "outbox_dropped", "degraded", "outbox_write_errors", "outbox_held", "outbox_held_max",
+              "outbox_held_dropped", "outbox_error", "mqtt_subscribed", "mqtt_error", "security_warnings",
+              "last_seq", "checks", "messages_quarantined", "scans_missed", "last_quarantined", "last_check",
+              "started"}
+LAST_CHECK_KEYS = {"event_id", "ts", "transaction_id", "decision", "age", "age_band"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +73,7 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     svc.attach(on_publishing=lambda ev: order.append(("publishing", ev.event_id)),
                on_event=lambda ev: order.append(("stored", ev.event_id)))
     rec.wait_last("availability", lambda p: p == b"online", what="online")
-    rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up in state")
+    rec.wait_last("state", lambda p: TillState.decode(p).camera == "up", what="camera up in state")
     wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "subscribed, video")
 
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [
@@ -102,10 +110,19 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     for c in checks:
         assert order.index(("publishing", c["event_id"])) < order.index(("stored", c["event_id"]))
 
-    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["last_check"] is not None
-                                     and json.loads(p)["last_check"]["transaction_id"] == "T-2"))
-    assert state["model_id"] == svc.model.model_id and state["version"]
-    assert state["last_check"]["decision"] == checks[1]["decision"]
+    def after_t2(p: bytes) -> bool:
+        st = TillState.decode(p)
+        return st.last_check is not None and st.last_check.transaction_id == "T-2" and st.checks == 2
+
+    raw = rec.wait_last("state", after_t2, what="the state after T-2's check")
+    # Monitoring tools read these keys: the wire keeps exactly them, each written even when null.
+    assert set(json.loads(raw)) == STATE_KEYS and set(json.loads(raw)["last_check"]) == LAST_CHECK_KEYS
+    state = TillState.decode(raw)
+    assert state.model_id == svc.model.model_id and state.version and state.status == "online"
+    assert state.last_check == LastCheck(event_id=checks[1]["event_id"], ts=checks[1]["ts"], transaction_id="T-2",
+                                         decision=checks[1]["decision"], age=checks[1]["age"],
+                                         age_band=checks[1]["age_band"])
+    assert state.mqtt_subscribed and state.camera == "up"
     wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
     assert svc.counts["scans_reused"] == 1
 
@@ -151,8 +168,9 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
     assert "a" * 100 not in caplog.text  # a huge payload is previewed, not dumped
     assert svc.counts["pos_rejected"] == 11
     assert svc.counts["messages_quarantined"] == 13
-    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["messages_quarantined"] == 13))
-    assert "events/ack" in state["last_quarantined"]["topic"] and state["last_quarantined"]["reason"]
+    state = TillState.decode(rec.wait_last("state", lambda p: TillState.decode(p).messages_quarantined == 13))
+    assert "events/ack" in state.last_quarantined.topic and state.last_quarantined.reason
+    assert events.parse_ts(state.last_quarantined.ts) is not None
     rec.close()
 
 
@@ -171,7 +189,7 @@ def test_broker_outage_during_checks_loses_nothing_and_keeps_order(tmp_path, mqt
     outcomes = [f.result(timeout=30) for f in futures]
     stored = 3 + sum(o.alert is not None for o in outcomes)
     assert svc.outbox.depth() == stored
-    assert svc.state()["outbox_depth"] == stored
+    assert svc.state().outbox_depth == stored
 
     mqtt_broker.start()
     rec.wait_events("check", 4, timeout=30)
@@ -197,7 +215,7 @@ def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_brok
                          check={"time_budget_ms": 600})
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
-    rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up")
+    rec.wait_last("state", lambda p: TillState.decode(p).camera == "up", what="camera up")
 
     def http_scan(txn: str) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -208,18 +226,19 @@ def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_brok
         return json.loads(r.read())
 
     hidden = video.rename(tmp_path / "unplugged.avi")
-    state = json.loads(rec.wait_last("state", lambda p: json.loads(p)["camera"] == "down", what="camera down"))
-    assert "not found" in state["camera_detail"]
+    state = TillState.decode(rec.wait_last("state", lambda p: TillState.decode(p).camera == "down",
+                                           what="camera down"))
+    assert "not found" in state.camera_detail
     down = http_scan("T-down")
     assert down["check"]["decision"] == "no_face" and down["check"]["camera"] == "down"
     assert down["alert"]["decision"] == "no_face"
 
     hidden.rename(video)
-    rec.wait_last("state", lambda p: json.loads(p)["camera"] == "up", what="camera up again")
+    rec.wait_last("state", lambda p: TillState.decode(p).camera == "up", what="camera up again")
     wait_until(lambda: len(svc.capture.buffer) >= 8, 10, "frames again")
     up = http_scan("T-up")
     assert up["status"] == "started" and 15 <= up["check"]["age"] <= 70
-    cams = [json.loads(p)["camera"] for t, p, _ in rec.messages if t.endswith("/state")]
+    cams = [TillState.decode(p).camera for t, p, _ in rec.messages if t.endswith("/state")]
     assert "down" in cams and cams[-1] == "up"
     rec.close()
 
@@ -273,7 +292,7 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
         svc.publish_event(events.from_dict(ev))
         ids.append(ev["event_id"])
     st = svc.state()
-    assert st["outbox_full"] and st["outbox_depth"] == 10 and st["outbox_dropped"] == 2
+    assert st.outbox_full and st.outbox_depth == 10 and st.outbox_dropped == 2
     assert [r.event_id for r in svc.outbox.after(0, 20)] == ids[2:]
     assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text
     with pytest.raises(events.SchemaError):
@@ -299,7 +318,7 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     old = (datetime.now(timezone.utc) - timedelta(seconds=90)).timestamp()
     stale = svc.submit(Scan(Item("5010677850100", "alcohol"), "Q-stale", sent_at=old), "pos")
     assert stale.status == "missed" and "90 s after the POS sent it" in stale.detail
-    assert svc.state()["scans_missed"] == {"stale": 1, "queue_full": 2, "shutdown": 0, "check_failed": 0}
+    assert svc.state().scans_missed == {"stale": 1, "queue_full": 2, "shutdown": 0, "check_failed": 0}
     svc.stop()
     box = Outbox(cfg.outbox.path, 100)
     rows = [json.loads(r.payload) for r in box.after(0, 100)]

@@ -7,13 +7,13 @@ the space comes back every event answered meanwhile reaches the broker and the m
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
 from edge_app.config import load
 from edge_app.core import events
+from edge_app.core.state import TillState
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
@@ -30,8 +30,8 @@ def parts():
         yield pipe, AgeModel(cfg.model.path, cfg.model.threads)
 
 
-def _state(rec: Recorder, pred, what: str) -> dict:
-    return json.loads(rec.wait_last("state", lambda p: pred(json.loads(p)), timeout=30, what=what))
+def _state(rec: Recorder, pred, what: str) -> TillState:
+    return TillState.decode(rec.wait_last("state", lambda p: pred(TillState.decode(p)), timeout=30, what=what))
 
 
 def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog, xvfb):
@@ -57,23 +57,23 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
                        "subscribed, video")
             assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)
             rec.wait_events("check", 1)
-            _state(rec, lambda s: s["degraded"] is False and s["outbox_write_errors"] == 0, "recording")
-            wait_until(lambda: window.snapshot.get("transaction_id") == "T-before", 10, "the check on screen")
-            assert window.snapshot["not_recording"] is None and window.snapshot["recording_box"] is None
+            _state(rec, lambda s: s.degraded is False and s.outbox_write_errors == 0, "recording")
+            wait_until(lambda: window.snapshot.transaction_id == "T-before", 10, "the check on screen")
+            assert window.snapshot.not_recording is None and window.snapshot.recording_box is None
 
             filler.fill()
             txns = [f"T-full-{i}" for i in range(4)]
             for txn in txns:
                 outcome = svc.submit(Scan(Item("5010677850100", "alcohol"), txn), "pos").result.result(30)
                 assert outcome.check.transaction_id == txn
-            st = _state(rec, lambda s: s["degraded"] and s["outbox_held"] >= 1, "degraded in state")
-            assert st["outbox_write_errors"] >= 1 and "full" in st["outbox_error"], st
-            assert st["outbox_held_dropped"] == 0
-            wait_until(lambda: window.snapshot.get("transaction_id") == txns[-1]
-                       and (window.snapshot.get("recording_box") or (0, 0, 0))[2] > 1, 10,
+            st = _state(rec, lambda s: s.degraded and s.outbox_held >= 1, "degraded in state")
+            assert st.outbox_write_errors >= 1 and "full" in st.outbox_error, st
+            assert st.outbox_held_dropped == 0
+            wait_until(lambda: window.snapshot.transaction_id == txns[-1]
+                       and (window.snapshot.recording_box or (0, 0, 0))[2] > 1, 10,
                        "the last check on screen with the NOT RECORDING mark")
-            assert "full" in window.snapshot["not_recording"]
-            wait_until(lambda: dominant(screenshot(window.snapshot["recording_box"]))[0]
+            assert "full" in window.snapshot.not_recording
+            wait_until(lambda: dominant(screenshot(window.snapshot.recording_box))[0]
                        == hex_rgb(NOT_RECORDING_BG), 10, "the mark painted")
             held = svc.writer.status().held
             answered = {e.event_id for e in shown if e.transaction_id in txns}
@@ -86,11 +86,11 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         try:
             rec.wait_for(lambda m: answered <= {e["event_id"] for e in rec.events()}, 30,
                          "every answered event at the broker")
-            st = _state(rec, lambda s: s["degraded"] is False and s["outbox_held"] == 0, "recording again")
-            wait_until(lambda: window.snapshot.get("not_recording") is None
-                       and window.snapshot.get("recording_box") is None, 10, "the mark gone")
-            assert st["outbox_held_dropped"] == 0 and st["outbox_error"] is None
-            assert st["outbox_write_errors"] >= 1  # the count stays: something happened today
+            st = _state(rec, lambda s: s.degraded is False and s.outbox_held == 0, "recording again")
+            wait_until(lambda: window.snapshot.not_recording is None
+                       and window.snapshot.recording_box is None, 10, "the mark gone")
+            assert st.outbox_held_dropped == 0 and st.outbox_error is None
+            assert st.outbox_write_errors >= 1  # the count stays: something happened today
             # Numbered in order with no hole: the feed sees no gap.
             seqs = sorted(e["seq"] for e in rec.events() if e.get("publisher") == "till-01")
             assert seqs == list(range(1, len(seqs) + 1))

@@ -16,6 +16,7 @@ import pytest
 
 from edge_app import config as C
 from edge_app.config import ConfigError, MQTTConfig, TLSConfig
+from edge_app.core.state import TillState
 from edge_app.transport.mqtt import (MqttLink, connect_error, login_refused, make_client, read_password,
                                      trust_warnings)
 from edge_app.transport.outbox import Outbox
@@ -31,7 +32,8 @@ def _cfg(port: int):
 def _link(tmp_path, port, state=None, messages=None):
     box = Outbox(tmp_path / "o.sqlite3", 10_000)
     got = messages if messages is not None else []
-    link = MqttLink(_cfg(port), box, lambda leaf, p: got.append((leaf, p)), state or (lambda: {"camera": "up"}))
+    link = MqttLink(_cfg(port), box, lambda leaf, p: got.append((leaf, p)),
+                    state or (lambda: TillState(camera="up")))
     return link, box
 
 
@@ -44,11 +46,11 @@ def _fill(box: Outbox, start: int, n: int) -> list[str]:
 
 def test_online_state_and_last_will(tmp_path, mqtt_broker):
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
-    link, box = _link(tmp_path, mqtt_broker.port, state=lambda: {"camera": "up", "outbox_depth": 0})
+    link, box = _link(tmp_path, mqtt_broker.port, state=lambda: TillState(camera="up", outbox_depth=0))
     link.start()
     try:
         rec.wait_last("availability", lambda p: p == b"online", what="online")
-        assert json.loads(rec.wait_last("state", lambda p: True))["camera"] == "up"
+        assert TillState.decode(rec.wait_last("state", lambda p: True)) == TillState(camera="up", outbox_depth=0)
         # Cut the TCP connection under paho's feet: the broker must publish the Last Will.
         link.client.socket().shutdown(socket.SHUT_RDWR)
         rec.wait_for(lambda m: any(t.endswith("/availability") and p == b"offline" for t, p, _ in m),
@@ -223,7 +225,7 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     cfg = C.from_dict({"mqtt": {"port": broker.port, "username": "till-01", "password_file": str(pw),
                                 "reconnect_max_seconds": 3}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {"mqtt_error": link.error})
+    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: TillState(mqtt_error=link.error))
     assert link.trust_warnings == []  # a 0600 password file on a loopback broker: nothing to say
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
@@ -236,7 +238,7 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
         # Mosquitto answers a wrong password with "Not authorized" (MQTT 5 reason 0x87).
         assert link.error in ("broker refused the login: not authorized",
                               "broker refused the login: bad user name or password"), link.error
-        assert link._state_cb()["mqtt_error"] == link.error
+        assert link._state_cb().mqtt_error == link.error
         assert not link.connected
         lines = _errors(caplog, "refused the login")
         assert len(lines) == 1, lines  # three refusals, one line
@@ -253,7 +255,7 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
     pw.chmod(0o644)
     cfg = C.from_dict({"mqtt": {"username": "till-01", "password_file": str(pw)}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {})
+    link = MqttLink(cfg, box, lambda leaf, p: None, TillState)
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     link.stop(flush_timeout=0.1)
@@ -313,7 +315,7 @@ def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     cfg = C.from_dict({"mqtt": {"port": tls_port, "reconnect_max_seconds": 2,
                                 "tls": {"enabled": True, "ca_file": str(trusted)}}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: {})
+    link = MqttLink(cfg, box, lambda leaf, p: None, TillState)
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     try:
