@@ -29,7 +29,7 @@ from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.manager.db import Database
 from edge_app.core.events import local_dt
-from edge_app.core.words import Answer
+from edge_app.core.words import ANSWER_PHRASE, Answer
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
 from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInputError, Summary, _timezone,
                                      open_db, parse_period, summarize, to_json, write_csv)
@@ -58,15 +58,20 @@ class EventRow:
 
     @classmethod
     def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> "EventRow":
+        shown = isinstance(ev, (events.CheckEvent, events.AlertEvent))
         return cls(time=local, store_id=ev.store_id, till_id=ev.till_id, kind=ev.KIND,
-                   decision=getattr(ev, "decision", None) or "", answer=getattr(ev, "answer", None) or "",
+                   decision=(ev.decision or "") if shown else "",
+                   answer=ev.answer if isinstance(ev, events.AckEvent) else "",
                    outcome=outcome, reason=reason, operator_id=ev.operator_id or "",
-                   transaction_id=ev.transaction_id or "", age_band=getattr(ev, "age_band", None) or "",
+                   transaction_id=ev.transaction_id or "", age_band=(ev.age_band or "") if shown else "",
                    seq=ev.seq if ev.seq is not None else "", event_id=ev.event_id)
 
 
 EVENT_COLUMNS = [f.name for f in dataclasses.fields(EventRow)]
 KINDS = events.EVENT_KINDS
+# The stacked bars of alert outcomes: ID checked, answered "no ID check", not answered.
+ALERT_OUTCOME_SERIES = (("ID checked", "#2e8b57"), (f"answered: {ANSWER_PHRASE[Answer.NO_ID_CHECK]}", "#c0392b"),
+                        ("not answered", "#e67e22"))
 
 
 # Flask, waitress and psycopg are the [manager] extra (setup.py): a till's runtime leaves them out.
@@ -136,14 +141,20 @@ def series(s: Summary) -> dict[str, Any]:
     multi = len(s.store_ids) > 1
     tills = s.tills
     per_till = [s.totals(t, st) for st, t in tills]
+
+    def stacks(checked: list[int], no_check: list[int], unanswered: list[int]) -> list[dict]:
+        # The alerts' outcomes, in the order the bars stack; the page draws what it is given.
+        return [{"name": name, "colour": colour, "values": values} for (name, colour), values
+                in zip(ALERT_OUTCOME_SERIES, (checked, no_check, unanswered))]
+
     return {
         "bucket": size,
-        "over_time": {"labels": [b.strftime(fmt) for b in buckets], "id_checked": checked,
-                      Answer.NO_ID_CHECK.value: no_check, "not_answered": unanswered},
+        "over_time": {"labels": [b.strftime(fmt) for b in buckets],
+                      "series": stacks(checked, no_check, unanswered)},
         "per_till": {"labels": [f"{st}/{t}" if multi else t for st, t in tills],
-                     "id_checked": [r.id_checked_alerts for r in per_till],
-                     Answer.NO_ID_CHECK.value: [r.answered_alerts - r.id_checked_alerts for r in per_till],
-                     "not_answered": [r.alerts - r.answered_alerts for r in per_till]},
+                     "series": stacks([r.id_checked_alerts for r in per_till],
+                                      [r.answered_alerts - r.id_checked_alerts for r in per_till],
+                                      [r.alerts - r.answered_alerts for r in per_till])},
         "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES]},
     }
 
@@ -167,9 +178,11 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
         ev = read_stored(event_id, payload)
         if ev is None:  # logged by read_stored; the report lists it under "Data quality"
             continue
-        reason = getattr(ev, "reason", None) or ""
+        reason = ""
         if isinstance(ev, events.IntegrityEvent):
             reason = integrity_reason(ev.reason)
+        elif isinstance(ev, (events.CheckEvent, events.AlertEvent, events.MissedEvent)):
+            reason = ev.reason or ""
         replaced = None
         if isinstance(ev, events.AckEvent) and ev.replaces_event_id:
             # A correction (Undo) says which answer it took back, as the feed's live table does.

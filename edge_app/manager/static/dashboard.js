@@ -5,8 +5,6 @@
   var el = document.getElementById("chart-data");
   if (!el || typeof Chart === "undefined") { return; }
   var data = JSON.parse(el.textContent);
-  var colours = { id_checked: "#2e8b57", no_id_check: "#c0392b", not_answered: "#e67e22" };
-  var names = { id_checked: "ID checked", no_id_check: "answered: no ID check", not_answered: "not answered" };
   function stacked(id, part, horizontal) {
     var canvas = document.getElementById(id);
     if (!canvas) { return; }
@@ -14,8 +12,8 @@
       type: "bar",
       data: {
         labels: part.labels,
-        datasets: ["id_checked", "no_id_check", "not_answered"].map(function (k) {
-          return { label: names[k], data: part[k], backgroundColor: colours[k] };
+        datasets: part.series.map(function (s) {
+          return { label: s.name, data: s.values, backgroundColor: s.colour };
         })
       },
       options: {
