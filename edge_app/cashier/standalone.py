@@ -19,12 +19,12 @@ import dataclasses
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Callable
 
-from edge_app.cashier.window import CashierDisplay, DisplayError
+from edge_app.cashier.window import CashierDisplay
 from edge_app.config import Config, ConfigError
+from edge_app.errors import UsageError
 from edge_app.core import events, payloads
 
 log = logging.getLogger(__name__)
@@ -133,18 +133,13 @@ def main(args, cfg: Config) -> int:
     read_password(cfg.mqtt)  # a missing or unreadable password file is said before any window opens
     _state_folder(cfg.display.outbox_path)
     display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev))
-    try:
-        display.open()
-    except DisplayError as exc:
-        print(f"agecheck display: {exc}", file=sys.stderr)
-        return 2
+    display.open()
     try:
         link = AckLink(cfg, display.on_event)
     except (OutboxError, ConfigError) as exc:
-        print(f"agecheck display: {exc}", file=sys.stderr)
         display.close()
         display.run()  # processes the close on this thread and frees Tk here
-        return 2
+        raise UsageError(str(exc)) from None
     signal.signal(signal.SIGTERM, lambda *_: display.close())
     link.start()
     print(f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "

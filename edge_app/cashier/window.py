@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping
 from edge_app.cashier.banner import (DECISION_KIND, STYLES, AlertQueue, Banner, BannerKind, Pending, banner_for,
                                      recorded_banner, waiting_text)
 from edge_app.config import DisplayConfig
+from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.core.state import Recording
 from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, Answer, Decision
@@ -67,7 +68,7 @@ NOT_RECORDING = "NOT RECORDING"
 NOT_RECORDING_BG = "#000000"
 
 
-class DisplayError(RuntimeError):
+class DisplayError(UsageError, RuntimeError):
     """The window cannot be opened (no screen, no Tk); the message says what to do."""
 
 
@@ -460,7 +461,7 @@ class CashierDisplay:
                 try:
                     changed = self._handle(ev) or changed
                 except Exception:  # one odd event must not take the window down
-                    log.exception("display: could not show event %s", getattr(ev, "event_id", ev))
+                    log.exception("display: could not show %s", events.describe(ev))
         except queue.Empty:
             pass
         if changed:

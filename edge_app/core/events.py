@@ -403,6 +403,14 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     for kind, cls in EVENT_TYPES.items()}
 
 
+def describe(obj: Any) -> str:
+    """How a log line names what was handed on as an event: "check event <id>", or its type when
+    it is not a typed event (a sale, a bug's dict)."""
+    if isinstance(obj, Event):
+        return f"{obj.KIND} event {obj.event_id}"
+    return f"a {type(obj).__name__}"
+
+
 def from_dict(event: Any) -> Event:
     """The typed event of a wire dict; SchemaError names the problem when it is not a valid one."""
     validate(event)

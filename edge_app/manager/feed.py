@@ -36,6 +36,7 @@ from edge_app.core.answers import current_answer
 from edge_app.core.events import local_dt
 from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, INTEGRITY_REASON_TEXT, Answer, Decision, IntegrityReason
 from edge_app.config import Config
+from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, StoreError
 from edge_app.manager.db import target as db_target
 from edge_app.transport.mqtt import make_client, trust_warnings
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 QUARANTINE_KEEP_BYTES = 1024 * 1024
 
 
-class FeedDBError(Exception):
+class FeedDBError(UsageError):
     """The feed database cannot be opened or is not one of ours."""
 
 
@@ -463,11 +464,7 @@ def main(args, cfg: Config) -> int:
         import zoneinfo
 
         tz = zoneinfo.ZoneInfo(cfg.feed.timezone)
-    try:
-        feed = Feed(cfg, db_path, all_stores=bool(args.all_stores), tz=tz)
-    except FeedDBError as exc:
-        print(f"agecheck feed: {exc}", file=sys.stderr)
-        return 2
+    feed = Feed(cfg, db_path, all_stores=bool(args.all_stores), tz=tz)
     for warning in trust_warnings(cfg.mqtt):
         # The feed is what the manager trusts: a forged approval stored here looks real.
         log.warning("feed: NOT SECURE: %s", warning)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edge_app.config import Config
+from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.core.answers import covered, standing
 from edge_app.core.events import local_dt
@@ -47,7 +47,7 @@ MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
 
 
-class ReportInputError(Exception):
+class ReportInputError(UsageError):
     """Bad dates, a missing or foreign database, an unusable output folder."""
 
 
@@ -651,11 +651,7 @@ def build(db_path: str, out_dir: str | Path, since: str | None, until: str | Non
 
 def main(args, cfg: Config) -> int:
     db = args.db or cfg.feed.db_path
-    try:
-        report, s = build(db, args.out, args.since, args.until, cfg, getattr(args, "store", None))
-    except ReportInputError as exc:
-        print(f"agecheck report: {exc}", file=sys.stderr)
-        return 2
+    report, s = build(db, args.out, args.since, args.until, cfg, getattr(args, "store", None))
     if getattr(args, "json", False):
         print((report.parent / "report.json").read_text(encoding="utf-8"))
         return 0

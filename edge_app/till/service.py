@@ -207,8 +207,7 @@ class Service:
             try:
                 listener(event)
             except Exception:
-                log.exception("event listener %r failed on %s event %s", listener, getattr(event, "KIND", None),
-                              getattr(event, "event_id", None))
+                log.exception("event listener %r failed on %s", listener, events.describe(event))
 
     def submit(self, scan: Scan, source: str, ack: Callable[[], object] | None = None) -> Submission:
         """Start a check for `scan`, or record why none runs. `ack` is called once the scan
