@@ -24,6 +24,9 @@ AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
 # Ages whose signed errors the sex-bias term compares: the adults a gate can wrongly send to ID.
 SEX_BIAS_AGES = (18, 60)
+# The adult-gate term leaves the years just over the challenge age alone: there a wide interval
+# is honest, and pushing them over would push the minors' neighbours over too.
+ADULT_GATE_MARGIN = 3
 
 
 def soft_labels(ages, sigma):
@@ -38,7 +41,8 @@ def soft_labels(ages, sigma):
     return d / tf.reduce_sum(d, axis=1, keepdims=True)
 
 
-def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, sex_bias: float = 0.0):
+def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, sex_bias: float = 0.0,
+              adult_gate: float = 0.0):
     """Soft-label cross-entropy + L1 on the expectation, with over-estimating a face under the
     challenge age costing more than under-estimating it, + a term that pushes the probability
     of '25 or older' down for faces of 20 and younger (a minor approved is the costly error).
@@ -46,7 +50,13 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
     y_true is the age, or (age, female) with female 1/0/-1 (unknown). With `sex_bias` > 0 the
     batch also pays sex_bias * (mean signed error of adult women - that of adult men)**2: one
     threshold serves everyone, so a net that reads women younger than men of the same age
-    sends more women to an ID check; this term asks the net itself to err alike for both."""
+    sends more women to an ID check; this term asks the net itself to err alike for both.
+
+    With `adult_gate` > 0, faces ADULT_GATE_MARGIN or more years over the challenge age also pay
+    adult_gate * -log P('challenge age or older'): the mirror of the gate term, for the adult sent
+    to an ID check. It acts on the probability the till's decision reads, where a face read as
+    uncertain (a wide distribution) costs as much as one read young; it weighs most on the faces
+    read youngest for their age, which are more often women's."""
     import tensorflow as tf
 
     ks = tf.range(AGES, dtype=tf.float32)
@@ -70,6 +80,9 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
         p_old = tf.reduce_sum(p * older[None, :], axis=1)
         gate = tf.cast(y <= 20, tf.float32) * -tf.math.log(tf.clip_by_value(1.0 - p_old, 1e-6, 1.0))
         total = ce + l1_weight * l1 + gate_weight * gate
+        if adult_gate > 0:
+            clear = tf.cast(y >= CHALLENGE_AGE + ADULT_GATE_MARGIN, tf.float32)
+            total = total + adult_gate * clear * -tf.math.log(tf.clip_by_value(p_old, 1e-6, 1.0))
         if sex_bias > 0:
             adult = tf.cast((y >= SEX_BIAS_AGES[0]) & (y <= SEX_BIAS_AGES[1]), tf.float32)
             wf = adult * tf.cast(female == 1.0, tf.float32)
@@ -246,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sex-bias", type=float, default=0.0,
                     help="weight of the term that asks adult women's and men's mean signed errors to agree "
                     "(needs the gender column that prepare keeps from the labels)")
+    ap.add_argument("--adult-gate", type=float, default=0.0,
+                    help="weight of the term that pushes P(challenge age or older) up for faces 3+ years over it")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
     a = ap.parse_args(argv)
 
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         initial_learning_rate=a.lr / 10, decay_steps=total - warm, warmup_target=a.lr, warmup_steps=warm, alpha=0.02
     )
     opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
-    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate, a.sex_bias), jit_compile=False)
+    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate, a.sex_bias, a.adult_gate), jit_compile=False)
 
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

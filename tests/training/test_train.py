@@ -137,3 +137,25 @@ def test_sex_bias_term_costs_a_gap_between_women_and_men():
     # A plain age vector (no sex) still works, and then the term is off.
     ages = tf.constant([30.0, 30.0, 40.0, 40.0])
     assert float(tf.reduce_mean(fair(ages, apart))) == pytest.approx(float(tf.reduce_mean(plain(ages, apart))))
+
+
+def test_adult_gate_term_costs_an_adult_read_as_maybe_under_the_challenge_age():
+    """With --adult-gate, a 30-year-old whose distribution leaves mass under 25 costs more, in
+    proportion to -log P(25+); a face within 3 years of 25 and a minor do not pay it."""
+    import tensorflow as tf
+
+    from training.train import AGES, make_loss
+
+    def spread(centre, width):
+        k = np.arange(AGES, dtype=np.float32)
+        p = np.exp(-0.5 * ((k - centre) / width) ** 2)
+        return tf.constant((p / p.sum())[None, :])
+
+    plain = make_loss(1.5, 0.05, 3.0, 2.0)
+    gated = make_loss(1.5, 0.05, 3.0, 2.0, adult_gate=1.0)
+    wide = spread(30, 6)  # centred right, but a fifth of its mass under 25
+    p_old = float(tf.reduce_sum(wide[0, 25:]))
+    extra = float(gated(tf.constant([30.0]), wide)[0]) - float(plain(tf.constant([30.0]), wide)[0])
+    assert extra == pytest.approx(-np.log(p_old), rel=1e-3) and extra > 0.1
+    for age in (26.0, 16.0):  # inside the margin, and a minor: unchanged
+        assert float(gated(tf.constant([age]), wide)[0]) == pytest.approx(float(plain(tf.constant([age]), wide)[0]))
