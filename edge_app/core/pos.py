@@ -122,8 +122,21 @@ class Item:
                               "name": self.name})
 
 
+class _Message:
+    """What the two POS messages share: their JSON text and bytes, from `to_dict()`."""
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def encode(self) -> bytes:
+        return self.to_json().encode("utf-8")
+
+
 @dataclass(frozen=True)
-class Scan:
+class Scan(_Message):
     """`pos/scan`: `{"sku", "category", "transaction_id", "min_age"?, "name"?, "operator_id"?,
     "ts"?}`; the item's fields sit at the top level of the object, beside the transaction's."""
 
@@ -171,15 +184,9 @@ class Scan:
         self._read(out)
         return out
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    def encode(self) -> bytes:
-        return self.to_json().encode("utf-8")
-
 
 @dataclass(frozen=True)
-class Sale:
+class Sale(_Message):
     """`pos/sale`: `{"transaction_id", "ts"?}` - the transaction is paid."""
 
     TOPIC: ClassVar[str] = "pos/sale"
@@ -207,9 +214,3 @@ class Sale:
         out = _without_none({"transaction_id": self.transaction_id, "ts": self.pos_ts})
         self._read(out)
         return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    def encode(self) -> bytes:
-        return self.to_json().encode("utf-8")

@@ -21,17 +21,11 @@ from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
 from edge_app.core.pos import Item, Sale, Scan
 from edge_app.transport.outbox import Outbox
+from tests.edge_app.core.test_state import LAST_CHECK_KEYS, STATE_KEYS
 from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
                                          service_config, wait_until)
 
 ROOT = "agecheck/v1/store-001/till-01"
-# The retained state's keys as monitoring tools read them (pinned: a rename breaks them).
-STATE_KEYS = {"ts", "status", "version", "model_id", "camera", "camera_detail", "outbox_depth", "outbox_max",
-              "outbox_full", "outbox_dropped", "degraded", "outbox_write_errors", "outbox_held", "outbox_held_max",
-              "outbox_held_dropped", "outbox_error", "mqtt_subscribed", "mqtt_error", "security_warnings",
-              "last_seq", "checks", "messages_quarantined", "scans_missed", "last_quarantined", "last_check",
-              "started"}
-LAST_CHECK_KEYS = {"event_id", "ts", "transaction_id", "decision", "age", "age_band"}
 
 
 @pytest.fixture(scope="module")
