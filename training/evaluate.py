@@ -103,6 +103,36 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
     return out
 
 
+# Adult age bands for the age-standardised share sent to ID (whole years, upper bound inclusive).
+ADULT_BANDS = ((25, 29), (30, 34), (35, 39), (40, 49), (50, 64), (65, 200))
+
+
+def standardised_sent_to_id(group: list[Prediction], everyone: list[Prediction]) -> float | None:
+    """The share of a group's 25+ sent to ID as it would be if the group's adults had the ages of
+    `everyone`'s adults: each adult band's rate, weighted by that band's share of all adults.
+    Women and men of a data set differ in age (UTKFace's adult women are younger), and younger
+    adults are sent to ID more; this separates that from the model treating them differently.
+    None when the group has no adult in some band that `everyone` has."""
+    def whole(ps):
+        return np.floor(np.array([p.real_age for p in ps], float))
+
+    ages, ref = whole(group), whole(everyone)
+    sent = np.array([p.decision != "approve" for p in group])
+    total = float((ref >= 25).sum())
+    if not total:
+        return None
+    out = 0.0
+    for lo, hi in ADULT_BANDS:
+        share = float(((ref >= lo) & (ref <= hi)).sum()) / total
+        if share == 0:
+            continue
+        m = (ages >= lo) & (ages <= hi)
+        if not m.any():
+            return None
+        out += share * float(sent[m].mean())
+    return round(out, 4)
+
+
 def group_name(column: str, value: str) -> str:
     if column == "gender":
         return SEX_NAMES.get(value, f"gender {value}")
@@ -120,7 +150,8 @@ def breakdown(preds: list[Prediction]) -> dict:
         values = sorted({(p.groups or {}).get(col, "") for p in preds} - {""})
         if not values:
             continue
-        out[col] = {group_name(col, v): metrics([p for p in preds if p.groups.get(col) == v]) for v in values}
+        out[col] = {group_name(col, v): _group_metrics(col, [p for p in preds if p.groups.get(col) == v], preds)
+                    for v in values}
     if "source" in columns and len(out.get("source", {})) > 1:
         for col in ("gender", "race"):
             if col not in columns:
@@ -130,8 +161,16 @@ def breakdown(preds: list[Prediction]) -> dict:
                 values = sorted({p.groups.get(col, "") for p in sub} - {""})
                 if values:
                     out.setdefault(f"{col} within source", {}).update(
-                        {f"{src} / {group_name(col, v)}": metrics([p for p in sub if p.groups[col] == v]) for v in values})
+                        {f"{src} / {group_name(col, v)}": _group_metrics(col, [p for p in sub if p.groups[col] == v], sub)
+                         for v in values})
     return out
+
+
+def _group_metrics(column: str, group: list[Prediction], scope: list[Prediction]) -> dict:
+    m = metrics(group)
+    if column in ("gender", "race"):
+        m[STANDARDISED] = standardised_sent_to_id(group, scope)
+    return m
 
 
 def gate_curve(preds: list[Prediction], steps: int = 41) -> list[dict]:
@@ -178,15 +217,23 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+STANDARDISED = "adults_25_plus_sent_to_id_age_standardised"
+
+
 def format_breakdown(groups: dict) -> str:
     lines = []
     for col, table in groups.items():
         lines.append(f"by {col}:")
-        lines.append(f"  {'group':<22} {'n':>6} {'MAE':>7} {'13-17 approved':>22} {'25+ sent to ID':>22}")
+        std = STANDARDISED in next(iter(table.values()))
+        lines.append(f"  {'group':<22} {'n':>6} {'MAE':>7} {'13-17 approved':>22} {'25+ sent to ID':>22}"
+                     + (f" {'same ages':>10}" if std else ""))
         for name, m in table.items():
             mi = f"{pct(m['minors_13_17_approved'])} of {m['minors_13_17_n']}"
             ad = f"{pct(m['adults_25_plus_sent_to_id'])} of {m['adults_25_plus_n']}"
-            lines.append(f"  {name:<22} {m['n']:>6} {m['mae']:>7.3f} {mi:>22} {ad:>22}")
+            lines.append(f"  {name:<22} {m['n']:>6} {m['mae']:>7.3f} {mi:>22} {ad:>22}"
+                         + (f" {pct(m[STANDARDISED]):>10}" if std else ""))
+    if any(STANDARDISED in next(iter(t.values())) for t in groups.values()):
+        lines.append("(same ages: 25+ sent to ID if the group's adults had the ages of all adults in its scope)")
     return "\n".join(lines)
 
 

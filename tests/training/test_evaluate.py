@@ -163,3 +163,26 @@ def test_breakdown_by_source_sex_and_ethnicity(tmp_path, photo_set):
     # A source with no folder for it is named, not a traceback.
     r = evaluate("--images", f"a={images}", "--labels", str(rich), "--model", str(MODEL), "--predictions", str(out))
     assert r.returncode == 2 and "source 'b'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sent_to_id_at_the_same_ages_separates_age_mix_from_the_model():
+    """Women and men sent to ID at the same rate within every age band, but the women younger:
+    the plain share differs, the share at the same ages does not."""
+    from training.evaluate import Prediction, breakdown, standardised_sent_to_id
+
+    def people(sex, ages_and_sent):
+        return [Prediction(f"{sex}{i}", age, age, 1, "check_id" if sent else "approve", None, {"gender": sex})
+                for i, (age, sent) in enumerate(ages_and_sent)]
+
+    # 25-29: half sent to ID; 40-49: none. Women are mostly 25-29, men mostly 40-49.
+    women = people("1", [(26, True), (27, False)] * 8 + [(45, False)] * 4)
+    men = people("0", [(26, True), (27, False)] * 2 + [(45, False)] * 16)
+    everyone = women + men
+    raw_w = sum(p.decision != "approve" for p in women) / len(women)
+    raw_m = sum(p.decision != "approve" for p in men) / len(men)
+    assert raw_w == pytest.approx(0.4) and raw_m == pytest.approx(0.1)
+    assert standardised_sent_to_id(women, everyone) == standardised_sent_to_id(men, everyone) == pytest.approx(0.25)
+    by_sex = breakdown(everyone)["gender"]
+    assert by_sex["women"]["adults_25_plus_sent_to_id_age_standardised"] == pytest.approx(0.25)
+    # A group with no adult in a band everyone has cannot be standardised.
+    assert standardised_sent_to_id(people("1", [(26, True)]), everyone) is None
