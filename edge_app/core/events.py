@@ -284,7 +284,9 @@ class Event:
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": self.KIND, **self.extra}
         for f in fields(self):
             value = getattr(self, f.name)
-            if (f.name in ("extra", "absent") or f.name in self.absent
+            # A field the producer left out stays out while it has no value; one given a value
+            # later (dataclasses.replace) is written.
+            if (f.name in ("extra", "absent") or (f.name in self.absent and value is None)
                     or (value is None and f.metadata.get("omit_if_none"))):
                 continue
             out[f.name] = value

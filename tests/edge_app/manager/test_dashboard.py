@@ -95,6 +95,9 @@ def test_pages_and_exports_without_a_browser(feed_db):
     att = data["needs_attention"]
     assert [(g["store_id"], g["till_id"], g["operator_id"], g["sales"]) for g in att] == [
         ("store-042", "till-01", "C-7", 2)]
+    # Each integrity entry names the cashier logged in when its alert was shown (the till's
+    # integrity event itself does not carry one).
+    assert [(e["operator_id"], e["kind"]) for e in data["integrity_events"]] == [("C-7", "integrity")] * 2
     moments = att[0]["moments"]
     assert moments[0]["alert_shown"] == "2025-03-14 14:02:00" and moments[0]["sale_completed"] == "2025-03-14 14:02:30"
     assert [g["missing"] for g in data["missing_events"]] == [12]
