@@ -165,7 +165,7 @@ def test_run_demo_makes_checks_and_stops_cleanly(venv):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checks, out, err = demo_checks(proc)
     assert len(checks) >= 2, err
-    assert all(("APPROVE" in c or "CHECK_ID" in c) and "age " in c for c in checks), checks
+    assert all(("APPROVE" in c or "CHECK ID" in c) and "age " in c for c in checks), checks
     assert proc.returncode == 0, err
     assert "stopped after" in out
 

@@ -17,6 +17,7 @@ from edge_app.config import Config, ConfigError
 from edge_app.vision.faces import FacePipeline, read_photos
 from edge_app.vision.model import AgeModel, ModelError
 from edge_app.core.policy import decide_calibrated
+from edge_app.core.words import DECISION_SHORT
 
 # What a command does with one readable photo and its face-pipeline result: the record for the
 # JSON output and how many failures it counts (it prints its own text-mode lines).
@@ -130,7 +131,7 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
         if res.aligned is None:
             pol = decide_calibrated([], [], cfg.policy, model.rules)
             if not args.json:
-                print(f"{photo}: no face found -> {pol.decision.upper()} (ask for ID)")
+                print(f"{photo}: no face found -> {DECISION_SHORT[pol.decision]} (ask for ID)")
             return {"file": photo, "faces": 0, **pol.as_dict(), "error": "no face found"}, 1
         est = model.predict(res.aligned.crop)
         pol = decide_calibrated([est.age], [est.probs], cfg.policy, model.rules)
@@ -151,7 +152,7 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
             p = "" if pol.p_over is None else f", P({cfg.policy.challenge_age}+) {pol.p_over:.2f}"
             print(f"{photo}: age {est.age:.1f} (range {pol.age_low:.0f}-{pol.age_high:.0f}, band {pol.age_band}{p}), "
                   f"{len(res.faces)} face(s) -> "
-                  f"{pol.decision.upper()} under Challenge {cfg.policy.challenge_age}{warn}{extra}")
+                  f"{DECISION_SHORT[pol.decision]} under Challenge {cfg.policy.challenge_age}{warn}{extra}")
         return rec, 0
 
     return _each_photo(args, cfg, one)

@@ -52,6 +52,7 @@ from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
+from edge_app.core.words import DECISION_SHORT, Decision
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
@@ -122,7 +123,7 @@ class Service:
         self._event_listeners: list[Callable[[events.Event], object]] = []
         self._sale_listeners: list[Callable[[Sale], object]] = []
         self._publishing_listeners: list[Callable[[events.Event], object]] = []
-        self._recording_listeners: list[Callable[[dict], object]] = []
+        self._recording_listeners: list[Callable[[Recording], object]] = []
         self._plugins = tuple(plugins)
         # Every event goes through the writer: on a full disk it holds events in memory instead
         # of losing what the cashier was already shown.
@@ -407,7 +408,7 @@ class Service:
         self.last_check = LastCheck.of(c)
         age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
         log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
-                 c.transaction_id, c.decision.upper(), age, c.frames_used, c.frames_seen,
+                 c.transaction_id, DECISION_SHORT[Decision(c.decision)], age, c.frames_used, c.frames_seen,
                  c.faces_seen, c.latency_ms["total"])
         for ev in (c, outcome.alert):
             if ev is None:
