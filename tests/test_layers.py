@@ -22,7 +22,7 @@ def lint(cwd: Path) -> subprocess.CompletedProcess:
 def test_layers_hold():
     r = lint(REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "BROKEN" not in r.stdout and r.stdout.count("KEPT") == 3
+    assert "BROKEN" not in r.stdout and r.stdout.count("KEPT") == 4
 
 
 def test_a_lower_layer_reaching_up_breaks_the_contract(tmp_path):
@@ -33,7 +33,12 @@ def test_a_lower_layer_reaching_up_breaks_the_contract(tmp_path):
     policy.write_text(policy.read_text() + "\nfrom edge_app.till import check  # noqa: E402,F401\n")
     window = tmp_path / "edge_app" / "cashier" / "window.py"
     window.write_text(window.read_text() + "\nfrom edge_app.manager import feed  # noqa: E402,F401\n")
+    # Inside one package: the check reaching back to the service that runs it (a circle).
+    check = tmp_path / "edge_app" / "till" / "check.py"
+    check.write_text(check.read_text() + "\nfrom edge_app.till import service  # noqa: E402,F401\n")
     r = lint(tmp_path)
     assert r.returncode != 0
     assert "edge_app.core.policy -> edge_app.till.check" in r.stdout
     assert "edge_app.cashier.window -> edge_app.manager.feed" in r.stdout
+    assert "no import cycle between the modules of any package BROKEN" in r.stdout
+    assert "No cycles are allowed in edge_app.till." in r.stdout and ".service -> .check" in r.stdout
