@@ -6,6 +6,7 @@ view, the time budget, and schema-valid events that carry no image."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import pytest
@@ -44,7 +45,8 @@ def _run(cfg, pipeline, model, video, min_age=18, settle=1.2, scan=None, **overr
     cap = Capture(C.CameraConfig(source=str(video), loop=True, fps=FPS)).start()
     try:
         wait_until(lambda: cap.status == "up", 10, "camera up")
-        time.sleep(settle)  # let the lookback window fill, as at a real till
+        # The lookback window filled with `settle` seconds of frames, as at a real till.
+        wait_until(lambda: len(cap.buffer) >= math.ceil(settle * FPS), 10, "the lookback window filled")
         now, iso = now_pair()
         trig = Trigger(scan or Scan(Item("5010677850100", "alcohol", None), "T-1"), "pos", min_age, now, iso)
         runner = CheckRunner(cfg, cap.buffer, pipeline, model, camera_status=lambda: cap.status)
