@@ -11,7 +11,6 @@ from edge_app import __version__, nativelog
 from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
 from edge_app.errors import AgecheckError
 
-log = logging.getLogger("agecheck")
 
 
 def setup_logging(cfg: Config) -> None:

@@ -25,7 +25,7 @@ from edge_app.core import events
 from edge_app.core.words import DECISION_HINT, DECISION_SHORT, Decision
 from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
 
-log = logging.getLogger("agecheck.demo")
+log = logging.getLogger(__name__)
 
 class Printer:
     """One line per check (and per integrity event) on stdout, as it happens."""

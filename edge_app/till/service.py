@@ -62,7 +62,7 @@ from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
 from edge_app.till.triggers import (HttpTrigger, StdinTrigger, Submission, TransactionMemory, Trigger, applied_product,
                                now_pair, restriction)
 
-log = logging.getLogger("agecheck.service")
+log = logging.getLogger(__name__)
 
 
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
