@@ -11,13 +11,12 @@ from typing import Any, ClassVar, Mapping
 from edge_app.core.pos import MAX_TEXT
 # The time reader/writer live below this module; readers keep using them as events.parse_ts etc.
 from edge_app.core.times import local_dt, now_iso, parse_ts  # noqa: F401
-from edge_app.core.words import ACK_ANSWERS, Answer
+from edge_app.core.words import ACK_ANSWERS, Answer, MissedReason
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
-# Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
-# checks already waiting, the service stopping with it still queued, or the check itself failing.
-MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
+# Why a restricted scan got no check (a `missed` event's `reason`; edge_app.core.words.MissedReason).
+MISSED_REASONS: tuple[MissedReason, ...] = tuple(MissedReason)
 # The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo).
 ACK_UNDONE = Answer.UNDONE
 # Free text from the POS (product name, operator login) travels in events as long as the POS may

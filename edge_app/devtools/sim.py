@@ -35,7 +35,7 @@ import numpy as np
 from edge_app import resources
 from edge_app.core.events import AlertEvent
 from edge_app.core.pos import Item, Sale, Scan
-from edge_app.core.words import Answer
+from edge_app.core.words import AckVia, Answer
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
@@ -389,7 +389,7 @@ class SimulatedCashier:
         ack = self._events.AckEvent(store_id=self.store_id, till_id=self.till_id,
                                     transaction_id=alert.transaction_id, alert_event_id=alert.event_id,
                                     answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=self.after_s,
-                                    check_event_id=alert.check_event_id, via="simulated")
+                                    check_event_id=alert.check_event_id, via=AckVia.SIMULATED)
         self.client.publish(self._ack_topic, ack.encode(), qos=1)
         self.answered += 1
 

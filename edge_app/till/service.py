@@ -52,7 +52,7 @@ from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
-from edge_app.core.words import DECISION_SHORT, Decision
+from edge_app.core.words import DECISION_SHORT, Decision, MissedReason
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
@@ -237,12 +237,12 @@ class Service:
                           f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
                           "is no longer in front of the camera")
                 log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
-                self._missed(scan, source, min_age, iso, "stale", detail)
+                self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
                 return Submission("missed", detail)
         with self._accepting_lock:
             if not self._accepting:
                 detail = "the service is stopping"
-                self._missed(scan, source, min_age, iso, "shutdown", detail)
+                self._missed(scan, source, min_age, iso, MissedReason.SHUTDOWN, detail)
                 return Submission("missed", detail)
             return self._enqueue(scan, source, min_age, now, iso)
 
@@ -260,14 +260,15 @@ class Service:
             self.txns.close(scan.transaction_id)
             log.error("%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
                       QUEUE_MAX, item.sku, scan.transaction_id)
-            self._missed(scan, source, min_age, iso, "queue_full",
+            self._missed(scan, source, min_age, iso, MissedReason.QUEUE_FULL,
                          f"{QUEUE_MAX} scans were already waiting for a check")
             fut.cancel()  # after the record: a repeat scan that reused this future waits for it
             return Submission("busy", "too many checks waiting; ask for ID")
         self.counts["scans_restricted"] += 1
         return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
 
-    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: str, detail: str) -> None:
+    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason,
+                detail: str) -> None:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.counts[f"missed_{reason}"] += 1
@@ -396,7 +397,7 @@ class Service:
                 outcome = self.checker.run(trig, heartbeat=self._beat)
             except Exception as exc:  # one broken check must not end the service
                 log.exception("check for transaction %s failed", trig.scan.transaction_id)
-                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "check_failed",
+                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, MissedReason.CHECK_FAILED,
                              f"the check failed: {exc!r}"[:300])
                 fut.set_exception(exc)
                 continue
@@ -509,7 +510,7 @@ class Service:
             except queue.Empty:
                 break
             waiting += 1
-            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "shutdown",
+            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, MissedReason.SHUTDOWN,
                          "the service stopped before this scan's check could run")
             fut.cancel()
         if waiting:
