@@ -40,10 +40,11 @@ class Printer:
         if isinstance(ev, events.CheckEvent):
             self.count += 1
             age = f"age {ev.age:4.1f} (band {ev.age_band})" if ev.age is not None else "no usable face"
+            took = "?" if ev.total_ms is None else f"{ev.total_ms:.0f}"
             hint = DECISION_HINT[Decision(ev.decision)]
             line = (f"{clock} check {self.count:3d}  txn {ev.transaction_id}  {DECISION_SHORT[Decision(ev.decision)]:8s} "
                     f"{age}  -> {hint}   [{ev.frames_used}/{ev.frames_seen} frames, "
-                    f"{ev.latency_ms['total']:.0f} ms]")
+                    f"{took} ms]")
         elif isinstance(ev, events.AckEvent):
             # `via` is optional and free: another display may send a word this build has no label for.
             line = (f"{clock} answer     txn {ev.transaction_id}  {ev.answer}  "

@@ -177,7 +177,7 @@ class Service:
         event.to_dict()  # validates before it is queued: a refused event raises here, in the caller
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
-            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event.KIND}"), event, self.cfg.till_id)
+            events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id)
         if written:
             self.link.wake()
         self.counts[f"events_{event.KIND}"] += 1
@@ -272,9 +272,8 @@ class Service:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.counts[f"missed_{reason}"] += 1
-        trigger = {"source": source, "received_ts": received_ts, **applied_product(scan.item, min_age).to_dict()}
-        if scan.sent_ts is not None:
-            trigger["sent_ts"] = scan.sent_ts
+        trigger = events.TriggerInfo(applied_product(scan.item, min_age), source=source, received_ts=received_ts,
+                                     sent_ts=scan.sent_ts).to_dict()
         ev = events.MissedEvent(store_id=self.cfg.store_id, till_id=self.cfg.till_id,
                                 transaction_id=scan.transaction_id, trigger=trigger, reason=reason, detail=detail,
                                 operator_id=scan.operator_id or None)
@@ -312,7 +311,7 @@ class Service:
                     listener(sale)
                 except Exception:
                     log.exception("sale listener %r failed", listener)
-        elif leaf == "events/ack":
+        elif leaf == events.event_leaf(events.AckEvent):
             self._on_remote_ack(payload, max_bytes)
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
@@ -337,11 +336,11 @@ class Service:
     def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""
         try:
-            ev = events.from_dict(payloads.parse(payload, payloads.Limits(max_bytes)))
+            ev = events.decode_event(payload, payloads.Limits(max_bytes))
             if not isinstance(ev, events.AckEvent):
                 raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
         except (payloads.PayloadError, events.SchemaError) as exc:
-            self._quarantine("events/ack", str(exc), payload)
+            self._quarantine(events.event_leaf(events.AckEvent), str(exc), payload)
             return
         self.counts["acks_received"] += 1
         self._tell(self._event_listeners, ev)
@@ -410,7 +409,7 @@ class Service:
         age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
         log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
                  c.transaction_id, DECISION_SHORT[Decision(c.decision)], age, c.frames_used, c.frames_seen,
-                 c.faces_seen, c.latency_ms["total"])
+                 c.faces_seen, c.total_ms)
         for ev in (c, outcome.alert):
             if ev is None:
                 continue
