@@ -100,3 +100,34 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     bad.write_text('x = ev["decision"] if ev.get("answer") == "no_id_check" else None  # "approve" in a comment\n')
     assert [v for _, v in python_strings(bad) if v in WORDS] == ["no_id_check"]
     assert [m.group(2) for m in KEYED.finditer(bad.read_text())] == ["decision", "answer"]
+
+
+# Places that still build a topic or decode an event by hand, left to their owner (edge_app/manager
+# is being changed elsewhere); remove an entry once the module uses events.event_leaf/decode_event.
+NOT_YET = {
+    ("manager/feed.py", "topic"): "the feed's all-tills subscription spells events/+",
+    ("manager/feed.py", "decoder"): "the feed's raw-message reader pairs json.loads with from_dict",
+}
+HAND_DECODED = re.compile(r"events\.from_dict\(\s*(?:json\.loads|\w*\.?decode\(|payloads\.parse)")
+
+
+def test_event_topics_and_the_event_decoder_are_spelled_once():
+    found = []
+    for path in sources(".py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "core/events.py":
+            continue
+        if (rel, "topic") not in NOT_YET:
+            found += [f"{rel}:{line}: {value!r} (use events.event_leaf/event_topic)"
+                      for line, value in python_strings(path) if "events/" in value]
+        if (rel, "decoder") not in NOT_YET:
+            found += [f"{rel}:{line}: {text.strip()} (use events.decode_event)"
+                      for line, text in enumerate(path.read_text().splitlines(), 1) if HAND_DECODED.search(text)]
+    assert not found, "build event topics and decode events through edge_app.core.events:\n" + "\n".join(found)
+
+
+def test_the_topic_and_decoder_checks_catch_what_they_look_for(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('t = f"events/{kind}"\nev = events.from_dict(json.loads(p))\nev = events.from_dict(events.decode(p))\n')
+    assert [v for _, v in python_strings(bad) if "events/" in v] == ["events/{kind}"]
+    assert [n for n, t in enumerate(bad.read_text().splitlines(), 1) if HAND_DECODED.search(t)] == [2, 3]
