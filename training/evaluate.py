@@ -34,6 +34,7 @@ from edge_app.config import FacesConfig, ModelConfig, PolicyConfig
 from edge_app.vision.faces import FacePipeline, ImageError, load_image
 from edge_app.vision.model import AgeModel, ModelError, card_path
 from edge_app.core.policy import BANDS, decide_calibrated
+from edge_app.core.words import Decision
 from training.data import GROUP_COLUMNS, LabelledPhoto, LabelsError, read_labels
 
 SEX_NAMES = {"0": "men", "1": "women"}  # UTKFace's and All-Age-Faces' coding
@@ -51,7 +52,7 @@ class Prediction:
     real_age: float
     pred: float
     detected: int
-    decision: str = "check_id"
+    decision: str = Decision.CHECK_ID
     p_over: float | None = None
     groups: dict | None = None
 
@@ -78,7 +79,7 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
     err = np.abs(pred - real)
     minors = (real >= 13) & (real < 18)
     adults = real >= 25
-    approved = decision == "approve"
+    approved = decision == Decision.APPROVE
     by_band = {}
     whole = np.floor(real)  # bands are whole years, as in edge_app.core.policy.age_band: 24.5 is 18-24
     for name, lo, hi in BANDS:
@@ -117,7 +118,7 @@ def standardised_sent_to_id(group: list[Prediction], everyone: list[Prediction])
         return np.floor(np.array([p.real_age for p in ps], float))
 
     ages, ref = whole(group), whole(everyone)
-    sent = np.array([p.decision != "approve" for p in group])
+    sent = np.array([p.decision != Decision.APPROVE for p in group])
     total = float((ref >= 25).sum())
     if not total:
         return None
@@ -177,7 +178,7 @@ def gate_curve(preds: list[Prediction], steps: int = 41) -> list[dict]:
     """13-17 approved and 25+ sent to ID as the threshold on p_over moves (a face without a
     usable face or probability is never approved)."""
     real = np.array([p.real_age for p in preds], float)
-    p = np.array([-1.0 if p.p_over is None or p.decision == "no_face" else p.p_over for p in preds])
+    p = np.array([-1.0 if p.p_over is None or p.decision == Decision.NO_FACE else p.p_over for p in preds])
     minors, adults = (real >= 13) & (real < 18), real >= 25
     rows = []
     for t in np.linspace(0, 1, steps):

@@ -74,8 +74,9 @@ class AckLink:
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
         self._max_bytes = cfg.feed.max_payload_bytes
-        subs = [(f"events/{k}", SubscribeOptions(qos=1)) for k in ("check", "alert")]
-        subs.append(("events/ack", SubscribeOptions(qos=1, noLocal=True)))  # our own come back otherwise
+        subs = [(events.event_leaf(k), SubscribeOptions(qos=1)) for k in (events.CheckEvent, events.AlertEvent)]
+        # No-local: our own answers would come back otherwise.
+        subs.append((events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
         try:
             self.link = MqttLink(cfg, self.outbox, self._on_message, None,
                                  client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
@@ -90,7 +91,7 @@ class AckLink:
 
     def publish(self, ack: events.AckEvent) -> None:
         """Store the answer durably (raises if it cannot be stored) and wake the sender."""
-        topic = events.topic(ack.store_id, ack.till_id, f"events/{ack.KIND}")
+        topic = events.event_topic(ack.store_id, ack.till_id, ack)
         # Its own numbering, apart from the till's: the window has its own outbox.
         self.outbox.put_event(topic, ack, display_publisher(ack.till_id))
         self.link.wake()
@@ -105,7 +106,7 @@ class AckLink:
 
     def _on_message(self, leaf: str, payload: bytes) -> None:
         try:
-            ev = events.from_dict(payloads.parse(payload, payloads.Limits(self._max_bytes)))
+            ev = events.decode_event(payload, payloads.Limits(self._max_bytes))
         except (payloads.PayloadError, events.SchemaError) as exc:
             # Acknowledged all the same (returning normally): a redelivery would fail again.
             log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))

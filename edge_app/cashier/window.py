@@ -44,7 +44,7 @@ from edge_app.config import DisplayConfig
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.core.state import Recording
-from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, Answer, Decision
+from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, AckVia, Answer, Decision
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ class CashierDisplay:
         for col, (key, answer) in enumerate(ANSWER_KEYS.items()):
             b = tk.Button(W["answers"], text=f"[{key}]  {ANSWER_LABELS[answer]}", font=self._fonts["button"],
                           wraplength=w // 3 - 24, bg="#f2f2f2", fg="#000000", activebackground="#d9d9d9",
-                          relief="raised", bd=3, command=lambda a=answer: self._answer(a, "click"))
+                          relief="raised", bd=3, command=lambda a=answer: self._answer(a, AckVia.CLICK))
             b.grid(row=0, column=col, sticky="nsew", padx=4, pady=4)
             W["answers"].columnconfigure(col, weight=1, uniform="answers")
             self._buttons[answer] = b
@@ -654,10 +654,10 @@ class CashierDisplay:
                      answer, delay)
             self._set_status("Key ignored: the alert had only just appeared. Read it, then press again.")
             return
-        self._answer(answer, "key")
+        self._answer(answer, AckVia.KEY)
 
     # -- answers -----------------------------------------------------------------------------------
-    def _answer(self, answer: str, via: str) -> None:
+    def _answer(self, answer: str, via: AckVia) -> None:
         v = self._view
         if v is None or v.pending is None:
             return
@@ -691,7 +691,7 @@ class CashierDisplay:
             store_id=self.store_id, till_id=self.till_id, transaction_id=a.transaction_id,
             alert_event_id=a.alert_event_id, answer=Answer.UNDONE,
             decision_time_s=round(now - r.pending.added, 2), check_event_id=a.check_event_id,
-            via="click", replaces_event_id=a.event_id,
+            via=AckVia.CLICK, replaces_event_id=a.event_id,
         )
         if not self._send(fix, "Undo NOT saved (%s) – press Undo again"):
             return

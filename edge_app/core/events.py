@@ -8,18 +8,21 @@ import uuid
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Mapping
 
+from edge_app.core import payloads
 from edge_app.core.pos import MAX_TEXT
 # The time reader/writer live below this module; readers keep using them as events.parse_ts etc.
 from edge_app.core.times import local_dt, now_iso, parse_ts  # noqa: F401
-from edge_app.core.words import ACK_ANSWERS, Answer
+from edge_app.core.words import ACK_ANSWERS, Answer, MissedReason
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
-# Why a restricted scan got no check (a `missed` event): too old when it reached the till, too many
-# checks already waiting, the service stopping with it still queued, or the check itself failing.
-MISSED_REASONS = ("stale", "queue_full", "shutdown", "check_failed")
+# Why a restricted scan got no check (a `missed` event's `reason`; edge_app.core.words.MissedReason).
+MISSED_REASONS: tuple[MissedReason, ...] = tuple(MissedReason)
 # The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo).
 ACK_UNDONE = Answer.UNDONE
+# What `decode_event` takes when the caller has no configured limit of its own (an outbox reading
+# back what it stored, the dev tools watching their own till): the most any feed may be set to take.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 # Free text from the POS (product name, operator login) travels in events as long as the POS may
 # send it (edge_app.core.pos).
 MAX_POS_TEXT = MAX_TEXT
@@ -27,6 +30,22 @@ MAX_POS_TEXT = MAX_TEXT
 
 def topic(store_id: str, till_id: str, leaf: str) -> str:
     return f"{TOPIC_ROOT}/{store_id}/{till_id}/{leaf}"
+
+
+def event_leaf(kind: "str | Event | type[Event] | None" = None) -> str:
+    """The leaf below a till's topic that events of a kind (a kind word, an event or its class)
+    are published on, "events/check"; with no kind, the pattern for all of them, "events/#"."""
+    if kind is None:
+        return "events/#"
+    word = kind if isinstance(kind, str) else kind.KIND
+    if word not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind {word!r}")
+    return f"events/{word}"
+
+
+def event_topic(store_id: str, till_id: str, kind: "str | Event | type[Event] | None" = None) -> str:
+    """The full topic of `event_leaf(kind)` for one till."""
+    return topic(store_id, till_id, event_leaf(kind))
 
 
 def new_event(kind: str, store_id: str, till_id: str, transaction_id: str | None, **fields: Any) -> dict:
@@ -164,13 +183,16 @@ def _validate_pos_text(event: dict, kind: str) -> None:
         _check_text(event["operator_id"], f"{kind} event: operator_id")
 
 
-# -- what an event says about the item and the rule -----------------------------------------------
-# The `item` of an alert, the `trigger` of a check or missed event and the `policy` of a check stay
-# plain JSON objects on the wire (their keys are the ones below); readers take them through these
-# two classes, so a key is spelled here once. Reading is lenient: a value of the wrong type reads
+# -- what an event says about the item, the scan and the rule -------------------------------------
+# The `item` of an alert, the `trigger` of a check or missed event, the `policy` and `latency_ms` of
+# a check stay plain JSON objects on the wire (their keys are the ones below); readers and writers
+# take them through these classes, so a key is spelled here once. Reading is lenient: a value of the wrong type reads
 # as absent (None), since the screen and the reports show what they can rather than fail on it.
 RULE_CALIBRATED = "calibrated"  # decided on the model's calibrated P(age >= challenge age)
 RULE_MARGIN = "margin"  # decided on the estimate minus a margin
+# A check's `latency_ms` times each stage; this one is the whole check, from the scan reaching the
+# till to the decision (CheckEvent.total_ms reads it).
+LATENCY_TOTAL = "total"
 
 
 def _text_or_none(v: Any) -> str | None:
@@ -218,6 +240,30 @@ class Product:
         """The JSON object for an event's `item` (or the product part of a `trigger`): what is
         known, nothing written as null."""
         return _known_fields(self)
+
+
+@dataclass(frozen=True)
+class TriggerInfo:
+    """The scan a check (or a missed event) is about, its `trigger`: the item, where the scan came
+    from (`source`: pos, http, stdin), when the till received it and, when the POS said, when the
+    POS sent it."""
+
+    product: Product = Product()
+    source: str | None = None
+    received_ts: str | None = None
+    sent_ts: str | None = None
+
+    @classmethod
+    def from_dict(cls, box: Any) -> "TriggerInfo":
+        if not isinstance(box, Mapping):
+            return cls()
+        return cls(product=Product.from_dict(box), source=_text_or_none(box.get("source")),
+                   received_ts=_text_or_none(box.get("received_ts")), sent_ts=_text_or_none(box.get("sent_ts")))
+
+    def to_dict(self) -> dict:
+        """The JSON object for a `trigger`: the scan's own keys and the product's, side by side."""
+        scan = {"source": self.source, "received_ts": self.received_ts, "sent_ts": self.sent_ts}
+        return {**{k: v for k, v in scan.items() if v is not None}, **self.product.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -324,9 +370,18 @@ class CheckEvent(Event):
     gate_rejections: dict | None = None
 
     @property
+    def trigger_info(self) -> TriggerInfo:
+        return TriggerInfo.from_dict(self.trigger)
+
+    @property
     def product(self) -> Product:
         """The item the check was for (the product part of `trigger`)."""
-        return Product.from_dict(self.trigger)
+        return self.trigger_info.product
+
+    @property
+    def total_ms(self) -> float | int | None:
+        """How long the whole check took (`latency_ms`'s total), None when it does not say."""
+        return _num_or_none(self.latency_ms.get(LATENCY_TOTAL)) if isinstance(self.latency_ms, Mapping) else None
 
     @property
     def policy_info(self) -> PolicyInfo:
@@ -391,9 +446,13 @@ class MissedEvent(Event):
     detail: str = _wire(str)
 
     @property
+    def trigger_info(self) -> TriggerInfo:
+        return TriggerInfo.from_dict(self.trigger)
+
+    @property
     def product(self) -> Product:
         """The item the scan was for (the product part of `trigger`)."""
-        return Product.from_dict(self.trigger)
+        return self.trigger_info.product
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
@@ -421,3 +480,12 @@ def from_dict(event: Any) -> Event:
     kw = {k: v for k, v in event.items() if k in named}
     extra = {k: v for k, v in event.items() if k not in named and k not in ("schema", "kind")}
     return cls(**kw, extra=extra, absent=frozenset(named - kw.keys()))
+
+
+def decode_event(payload: bytes | bytearray | memoryview | str,
+                 limits: payloads.Limits = payloads.Limits(MAX_EVENT_BYTES)) -> Event:
+    """The typed event in a payload, read by the hardened parser (edge_app.core.payloads: size,
+    depth and number limits) and validated: the one way bytes become an event. Raises
+    payloads.PayloadError when the bytes are not a usable JSON object, SchemaError when the object
+    is not a valid event; either's text is the reason to log."""
+    return from_dict(payloads.parse_object(payload, limits))

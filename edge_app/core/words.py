@@ -1,8 +1,9 @@
-"""Words: the decision words (what the till tells the cashier) and the answer words (what the
-cashier answers), each spelled once, with every label a reader sees for them. Events carry the
-words; the cashier window, the feed, the report, the dashboard and the demo show the labels.
+"""Words: the decision words (what the till tells the cashier), the answer words (what the
+cashier answers), why a sale became an integrity event, why a scan got no check and how an answer
+was given, each spelled once, with every label a reader sees for them. Events carry the words; the
+cashier window, the feed, the report, the dashboard and the demo show the labels.
 
-Both are `StrEnum`s: a member is the plain string on the wire (JSON encodes it as the word), and
+All are `StrEnum`s: a member is the plain string on the wire (JSON encodes it as the word), and
 a word read back from JSON compares equal to its member, so stored feeds and other tills read alike.
 """
 
@@ -32,6 +33,26 @@ class IntegrityReason(StrEnum):
 
     UNANSWERED = "unanswered"
     ANSWERED_NO_ID_CHECK = "answered_no_id_check"
+
+
+class MissedReason(StrEnum):
+    """Why a restricted scan got no check (a `missed` event): too old when it reached the till, too
+    many checks already waiting, the service stopping with it still queued, or the check itself
+    failing."""
+
+    STALE = "stale"
+    QUEUE_FULL = "queue_full"
+    SHUTDOWN = "shutdown"
+    CHECK_FAILED = "check_failed"
+
+
+class AckVia(StrEnum):
+    """How an ack's answer was given (its `via`): a click or a key on the cashier window, or the
+    demo's simulated cashier. Optional on the wire; another display may send a word of its own."""
+
+    CLICK = "click"
+    KEY = "key"
+    SIMULATED = "simulated"
 
 
 DECISIONS: tuple[Decision, ...] = tuple(Decision)
@@ -81,4 +102,10 @@ ANSWER_COLUMN: dict[Answer, str] = {
 INTEGRITY_REASON_TEXT: dict[IntegrityReason, str] = {
     IntegrityReason.UNANSWERED: "alert not answered",
     IntegrityReason.ANSWERED_NO_ID_CHECK: "cashier answered no ID check",
+}
+# The demo's console line for an answer.
+ACK_VIA_LABELS: dict[AckVia, str] = {
+    AckVia.SIMULATED: "simulated cashier",
+    AckVia.CLICK: "window, click",
+    AckVia.KEY: "window, key",
 }

@@ -22,7 +22,7 @@ from typing import TextIO
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
 from edge_app.errors import RunError
 from edge_app.core import events
-from edge_app.core.words import DECISION_HINT, DECISION_SHORT, Decision
+from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT, Decision
 from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,15 @@ class Printer:
         if isinstance(ev, events.CheckEvent):
             self.count += 1
             age = f"age {ev.age:4.1f} (band {ev.age_band})" if ev.age is not None else "no usable face"
+            took = "?" if ev.total_ms is None else f"{ev.total_ms:.0f}"
             hint = DECISION_HINT[Decision(ev.decision)]
             line = (f"{clock} check {self.count:3d}  txn {ev.transaction_id}  {DECISION_SHORT[Decision(ev.decision)]:8s} "
                     f"{age}  -> {hint}   [{ev.frames_used}/{ev.frames_seen} frames, "
-                    f"{ev.latency_ms['total']:.0f} ms]")
+                    f"{took} ms]")
         elif isinstance(ev, events.AckEvent):
-            who = {"simulated": "simulated cashier", "click": "window, click", "key": "window, key"}
+            # `via` is optional and free: another display may send a word this build has no label for.
             line = (f"{clock} answer     txn {ev.transaction_id}  {ev.answer}  "
-                    f"({who.get(ev.via or '', ev.via or 'another display')})")
+                    f"({ACK_VIA_LABELS.get(ev.via, ev.via or 'another display')})")
         elif isinstance(ev, events.IntegrityEvent):
             line = (f"{clock} integrity  txn {ev.transaction_id} sold {ev.seconds_after_alert:.1f} s after "
                     f"an alert with no ID check recorded ({ev.reason})")

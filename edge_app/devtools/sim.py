@@ -16,7 +16,6 @@ demo, the benchmark and the tests:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import select
@@ -35,7 +34,7 @@ import numpy as np
 from edge_app import resources
 from edge_app.core.events import AlertEvent
 from edge_app.core.pos import Item, Sale, Scan
-from edge_app.core.words import Answer
+from edge_app.core.words import AckVia, Answer
 
 SCAN_EVERY_S = 4.0
 SALE_AFTER_S = 2.5
@@ -356,8 +355,8 @@ class SimulatedCashier:
         self._events = events
         self.store_id, self.till_id = store_id, till_id
         self.answer_every, self.after_s = answer_every, after_s
-        self._alert_topic = events.topic(store_id, till_id, "events/alert")
-        self._ack_topic = events.topic(store_id, till_id, "events/ack")
+        self._alert_topic = events.event_topic(store_id, till_id, events.AlertEvent)
+        self._ack_topic = events.event_topic(store_id, till_id, events.AckEvent)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-cashier-{till_id}")
         self.client.on_connect = lambda c, *a: c.subscribe(self._alert_topic, qos=1)
         self.client.on_message = self._on_message
@@ -372,8 +371,8 @@ class SimulatedCashier:
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
-            alert = self._events.from_dict(json.loads(msg.payload))
-        except (ValueError, self._events.SchemaError):
+            alert = self._events.decode_event(msg.payload)
+        except ValueError:  # PayloadError and SchemaError: not an alert it can answer
             return
         if not isinstance(alert, self._events.AlertEvent):
             return
@@ -389,7 +388,7 @@ class SimulatedCashier:
         ack = self._events.AckEvent(store_id=self.store_id, till_id=self.till_id,
                                     transaction_id=alert.transaction_id, alert_event_id=alert.event_id,
                                     answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=self.after_s,
-                                    check_event_id=alert.check_event_id, via="simulated")
+                                    check_event_id=alert.check_event_id, via=AckVia.SIMULATED)
         self.client.publish(self._ack_topic, ack.encode(), qos=1)
         self.answered += 1
 

@@ -63,7 +63,7 @@ class _Tally:
     after: int = 0
     ms: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"queue": 0.0, "wait": 0.0, "faces": 0.0, "model": 0.0, "policy": 0.0,
-                                 "total": 0.0})
+                                 events.LATENCY_TOTAL: 0.0})
 
 
 class CheckRunner:
@@ -173,7 +173,7 @@ class CheckRunner:
         res = self._decide(t, pol_cfg, cfg.check.min_frames)
         end = self.clock()
         t.ms["policy"] = (end - p0) * 1000
-        t.ms["total"] = (end - trigger.received) * 1000
+        t.ms[events.LATENCY_TOTAL] = (end - trigger.received) * 1000
         camera = self.camera_status()
         reason = res.reason
         if res.decision == Decision.NO_FACE:
@@ -187,7 +187,7 @@ class CheckRunner:
         product = trigger.product
         check = events.CheckEvent(
             store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
-            trigger={"source": trigger.source, "received_ts": trigger.received_ts, **product.to_dict()},
+            trigger=events.TriggerInfo(product, source=trigger.source, received_ts=trigger.received_ts).to_dict(),
             frames_seen=t.frames_seen,
             frames_used=res.frames_used,
             faces_seen=t.faces_seen,

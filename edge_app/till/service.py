@@ -52,7 +52,7 @@ from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
-from edge_app.core.words import DECISION_SHORT, Decision
+from edge_app.core.words import DECISION_SHORT, Decision, MissedReason
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
@@ -177,7 +177,7 @@ class Service:
         event.to_dict()  # validates before it is queued: a refused event raises here, in the caller
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
-            events.topic(self.cfg.store_id, self.cfg.till_id, f"events/{event.KIND}"), event, self.cfg.till_id)
+            events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id)
         if written:
             self.link.wake()
         self.counts[f"events_{event.KIND}"] += 1
@@ -237,12 +237,12 @@ class Service:
                           f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
                           "is no longer in front of the camera")
                 log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
-                self._missed(scan, source, min_age, iso, "stale", detail)
+                self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
                 return Submission("missed", detail)
         with self._accepting_lock:
             if not self._accepting:
                 detail = "the service is stopping"
-                self._missed(scan, source, min_age, iso, "shutdown", detail)
+                self._missed(scan, source, min_age, iso, MissedReason.SHUTDOWN, detail)
                 return Submission("missed", detail)
             return self._enqueue(scan, source, min_age, now, iso)
 
@@ -260,20 +260,20 @@ class Service:
             self.txns.close(scan.transaction_id)
             log.error("%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
                       QUEUE_MAX, item.sku, scan.transaction_id)
-            self._missed(scan, source, min_age, iso, "queue_full",
+            self._missed(scan, source, min_age, iso, MissedReason.QUEUE_FULL,
                          f"{QUEUE_MAX} scans were already waiting for a check")
             fut.cancel()  # after the record: a repeat scan that reused this future waits for it
             return Submission("busy", "too many checks waiting; ask for ID")
         self.counts["scans_restricted"] += 1
         return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
 
-    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: str, detail: str) -> None:
+    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason,
+                detail: str) -> None:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.counts[f"missed_{reason}"] += 1
-        trigger = {"source": source, "received_ts": received_ts, **applied_product(scan.item, min_age).to_dict()}
-        if scan.sent_ts is not None:
-            trigger["sent_ts"] = scan.sent_ts
+        trigger = events.TriggerInfo(applied_product(scan.item, min_age), source=source, received_ts=received_ts,
+                                     sent_ts=scan.sent_ts).to_dict()
         ev = events.MissedEvent(store_id=self.cfg.store_id, till_id=self.cfg.till_id,
                                 transaction_id=scan.transaction_id, trigger=trigger, reason=reason, detail=detail,
                                 operator_id=scan.operator_id or None)
@@ -311,7 +311,7 @@ class Service:
                     listener(sale)
                 except Exception:
                     log.exception("sale listener %r failed", listener)
-        elif leaf == "events/ack":
+        elif leaf == events.event_leaf(events.AckEvent):
             self._on_remote_ack(payload, max_bytes)
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
@@ -336,11 +336,11 @@ class Service:
     def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""
         try:
-            ev = events.from_dict(payloads.parse(payload, payloads.Limits(max_bytes)))
+            ev = events.decode_event(payload, payloads.Limits(max_bytes))
             if not isinstance(ev, events.AckEvent):
                 raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
         except (payloads.PayloadError, events.SchemaError) as exc:
-            self._quarantine("events/ack", str(exc), payload)
+            self._quarantine(events.event_leaf(events.AckEvent), str(exc), payload)
             return
         self.counts["acks_received"] += 1
         self._tell(self._event_listeners, ev)
@@ -396,7 +396,7 @@ class Service:
                 outcome = self.checker.run(trig, heartbeat=self._beat)
             except Exception as exc:  # one broken check must not end the service
                 log.exception("check for transaction %s failed", trig.scan.transaction_id)
-                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "check_failed",
+                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, MissedReason.CHECK_FAILED,
                              f"the check failed: {exc!r}"[:300])
                 fut.set_exception(exc)
                 continue
@@ -409,7 +409,7 @@ class Service:
         age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
         log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
                  c.transaction_id, DECISION_SHORT[Decision(c.decision)], age, c.frames_used, c.frames_seen,
-                 c.faces_seen, c.latency_ms["total"])
+                 c.faces_seen, c.total_ms)
         for ev in (c, outcome.alert):
             if ev is None:
                 continue
@@ -509,7 +509,7 @@ class Service:
             except queue.Empty:
                 break
             waiting += 1
-            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, "shutdown",
+            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, MissedReason.SHUTDOWN,
                          "the service stopped before this scan's check could run")
             fut.cancel()
         if waiting:

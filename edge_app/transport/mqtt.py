@@ -193,7 +193,7 @@ def _lasting(exc: BaseException | None) -> bool:
 # The till service's subscriptions. No-local on events/ack: answers from a standalone cashier
 # display reach the service, its own (display inside the service) do not come back a second time.
 SERVICE_SUBSCRIPTIONS = ((Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
-                         ("events/ack", SubscribeOptions(qos=1, noLocal=True)))
+                         (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
 
 
 class InboundAck:

@@ -233,7 +233,7 @@ class Outbox:
                                            (event.event_id,)).fetchone()
                     if row is not None:
                         self._db.execute("COMMIT")
-                        return events.from_dict(events.decode(bytes(row[0]))), []
+                        return events.decode_event(bytes(row[0])), []
                     got = self._db.execute("SELECT value FROM meta WHERE key = 'publisher_seq'").fetchone()
                     seq = (int(got[0]) if got else 0) + 1
                     stored = event.numbered(seq, publisher)

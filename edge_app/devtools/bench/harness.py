@@ -48,6 +48,14 @@ def child_env() -> dict[str, str]:
     return env
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckArrival:
+    """A check event the bench's subscriber received, and when (time.monotonic())."""
+
+    at: float
+    event: events.CheckEvent
+
+
 class Listener:
     """A real subscriber on the till's topics: arrival time (monotonic) of each message."""
 
@@ -90,10 +98,20 @@ class Listener:
                     return None
                 self.cond.wait(left)
 
-    def wait_check(self, txn: str, timeout: float, start: int = 0) -> tuple[float, str, bytes] | None:
-        """The check event of transaction `txn`, from index `start` on."""
-        return self.wait(lambda t, topic, p: topic.endswith("/events/check") and
-                         events.from_dict(events.decode(p)).transaction_id == txn, timeout, start)
+    def wait_check(self, txn: str, timeout: float, start: int = 0) -> CheckArrival | None:
+        """The check event of transaction `txn`, from index `start` on, decoded once."""
+        leaf = "/" + events.event_leaf(events.CheckEvent)
+        found: list[events.CheckEvent] = []
+
+        def is_it(t: float, topic: str, payload: bytes) -> bool:
+            ev = events.decode_event(payload) if topic.endswith(leaf) else None
+            if isinstance(ev, events.CheckEvent) and ev.transaction_id == txn:
+                found.append(ev)
+                return True
+            return False
+
+        m = self.wait(is_it, timeout, start)
+        return None if m is None else CheckArrival(at=m[0], event=found[0])
 
     def close(self) -> None:
         self.client.disconnect()

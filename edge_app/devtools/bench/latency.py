@@ -132,8 +132,7 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
         out.display_note = f"n/a: {no_screen}"
     lcfg = bench_config(cfg, video, broker.port, tmp, "bench-latency", loop=True)
     lcfg = dataclasses.replace(lcfg, display=dataclasses.replace(lcfg.display, enabled=with_display))
-    root = events.topic(lcfg.store_id, lcfg.till_id, "")
-    listener = Listener(broker.host, broker.port, [root + "events/#"], "latency")
+    listener = Listener(broker.host, broker.port, [events.event_topic(lcfg.store_id, lcfg.till_id)], "latency")
     pos = connected_pos(broker.host, broker.port, lcfg.store_id, lcfg.till_id)
     service = None
     try:
@@ -154,18 +153,20 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
             txn = f"bench-{k:04d}"
             start = len(listener.messages)
             t_pub = pos.scan(txn)
-            m = listener.wait_check(txn, budget_s + 10, start)
-            if m is None:
+            got = listener.wait_check(txn, budget_s + 10, start)
+            if got is None:
                 out.missed += 1
                 continue
-            ev = events.from_dict(events.decode(m[2]))
-            out.pos_to_event.append((m[0] - t_pub) * 1000)
-            out.decision.append(float(ev.latency_ms["total"]))
+            ev = got.event
+            out.pos_to_event.append((got.at - t_pub) * 1000)
+            if ev.total_ms is None:
+                raise RuntimeError(f"the check for {txn} does not say how long it took (latency_ms)")
+            out.decision.append(float(ev.total_ms))
             out.frames_used.append(ev.frames_used)
             out.frames_seen.append(int(ev.frames_seen or 0))
             out.decisions[ev.decision] = out.decisions.get(ev.decision, 0) + 1
             if ev.event_id in published:
-                out.publish.append((m[0] - published[ev.event_id]) * 1000)
+                out.publish.append((got.at - published[ev.event_id]) * 1000)
             if display is not None:
                 drawn = _drawn_at(display, txn)
                 if drawn is not None:

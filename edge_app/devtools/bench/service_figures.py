@@ -58,7 +58,8 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     scfg = dataclasses.replace(scfg, logging=dataclasses.replace(scfg.logging, level="WARNING"))
     conf = write_config(scfg, tmp / "bench-service.yaml")
     root = events.topic(scfg.store_id, scfg.till_id, "")
-    listener = Listener(broker.host, broker.port, [root + "availability", root + "state", root + "events/check"],
+    listener = Listener(broker.host, broker.port, [root + "availability", root + "state",
+                                                   events.event_topic(scfg.store_id, scfg.till_id, events.CheckEvent)],
                         "service")
     pos = connected_pos(broker.host, broker.port, scfg.store_id, scfg.till_id)
     log_path = tmp / "bench-service.log"

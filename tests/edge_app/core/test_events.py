@@ -3,6 +3,7 @@ the message it gives for what it refuses; the typed events read and write the sa
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
@@ -172,3 +173,65 @@ def test_an_item_written_through_its_class_is_the_same_json():
     d = events.validate(alert_event(check_event()))
     typed = events.from_dict(d)
     assert typed.product.name == "Lager 4x440ml" and typed.encode() == events.encode(d)
+
+
+# -- the scan behind a check, and how long the check took ------------------------------------------
+def test_the_trigger_is_read_and_written_through_one_class():
+    wire = {"source": "pos", "received_ts": "2025-01-01T12:00:00.000+00:00", "sent_ts": "2025-01-01T11:59:59+00:00",
+            "sku": "501", "category": "alcohol", "min_age": 18}
+    info = events.TriggerInfo.from_dict(wire)
+    assert info == events.TriggerInfo(events.Product(sku="501", category="alcohol", min_age=18), source="pos",
+                                      received_ts=wire["received_ts"], sent_ts=wire["sent_ts"])
+    assert info.to_dict() == wire
+    # What the POS did not say stays out of the JSON (no nulls), as it did before the class.
+    assert events.TriggerInfo(events.Product(sku="9"), source="http").to_dict() == {"source": "http", "sku": "9"}
+    assert events.TriggerInfo.from_dict({"source": 3, "received_ts": None}) == events.TriggerInfo()
+    assert events.TriggerInfo.from_dict("nope") == events.TriggerInfo()
+
+
+def test_a_check_and_a_missed_event_read_their_trigger_and_total():
+    c = events.from_dict(check_event())
+    assert c.trigger_info.source == "pos" and c.trigger_info.product == c.product
+    assert c.total_ms == 120.0
+    assert dataclasses.replace(c, latency_ms={"queue": 1.0}).total_ms is None
+    m = events.from_dict(events.new_event("missed", "s", "t", None, trigger={"source": "stdin", "sent_ts": "x"},
+                                          reason=events.MISSED_REASONS[0], detail="old"))
+    assert m.trigger_info == events.TriggerInfo(source="stdin", sent_ts="x")
+
+
+# -- topics and the one decoder ------------------------------------------------------------------------
+def test_each_kind_has_one_topic_leaf():
+    assert events.event_leaf(events.AckEvent) == "events/ack"
+    assert events.event_leaf("check") == events.event_leaf(events.from_dict(check_event())) == "events/check"
+    assert events.event_leaf() == "events/#"
+    assert events.event_topic("store-001", "till-01", events.AlertEvent) == "agecheck/v1/store-001/till-01/events/alert"
+    with pytest.raises(ValueError, match="unknown event kind 'rumour'"):
+        events.event_leaf("rumour")
+
+
+def test_decode_event_reads_bytes_into_the_typed_event():
+    d = check_event()
+    got = events.decode_event(events.encode(d))
+    assert isinstance(got, events.CheckEvent) and got.to_dict() == d
+
+
+@pytest.mark.parametrize("payload, error, message", [
+    (b"[1, 2]", "PayloadError", "must be a JSON object, got list"),
+    (b"[" * 100, "PayloadError", "nested more than"),
+    (b'{"n": ' + b"1" * 60 + b"}", "PayloadError", "a number of 60 characters"),
+    (b'{"kind": "check"}', "SchemaError", "missing field 'event_id'"),
+])
+def test_decode_event_names_what_is_wrong(payload, error, message):
+    from edge_app.core import payloads
+
+    with pytest.raises({"PayloadError": payloads.PayloadError, "SchemaError": events.SchemaError}[error],
+                       match=message):
+        events.decode_event(payload)
+
+
+def test_decode_event_keeps_the_callers_size_limit():
+    from edge_app.core import payloads
+
+    big = events.encode(check_event())
+    with pytest.raises(payloads.PayloadError, match=f"payload is {len(big)} bytes, more than the 100 allowed"):
+        events.decode_event(big, payloads.Limits(max_bytes=100))
