@@ -48,6 +48,21 @@ def event_topic(store_id: str, till_id: str, kind: "str | Event | type[Event] | 
     return topic(store_id, till_id, event_leaf(kind))
 
 
+def event_subscription(store_id: str = "+", till_id: str = "+") -> str:
+    """The subscription to every kind of event of the tills it names ("+" for all): one topic
+    level per kind, so nothing published deeper is delivered."""
+    return topic(store_id, till_id, "events/+")
+
+
+def parse_event_topic(name: str) -> tuple[str, str, str] | None:
+    """(store_id, till_id, kind word) of an event topic, or None when `name` is not one."""
+    parts = name.split("/")
+    root = TOPIC_ROOT.split("/")
+    if len(parts) != len(root) + 4 or parts[: len(root)] != root or parts[len(root) + 2] != "events":
+        return None
+    return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
+
+
 def new_event(kind: str, store_id: str, till_id: str, transaction_id: str | None, **fields: Any) -> dict:
     """A new event dict with the common envelope filled in."""
     if kind not in EVENT_KINDS:

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import cv2
 
-from edge_app.config import Config, ConfigError
+from edge_app.config import Config
 from edge_app.vision.faces import FacePipeline, read_photos
-from edge_app.vision.model import AgeModel, ModelError
+from edge_app.vision.model import load_for_faces
 from edge_app.core.policy import decide_calibrated
 from edge_app.core.words import DECISION_SHORT
 
@@ -119,13 +119,7 @@ def run_faces(args: argparse.Namespace, cfg: Config) -> int:
 
 def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
     path = args.model or cfg.model.path
-    try:
-        model = AgeModel(path, cfg.model.threads)
-    except ModelError as exc:
-        raise ConfigError(f"model.path: {exc}") from None
-    if model.input_size != cfg.faces.output_size:
-        raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input size "
-                          f"{model.input_size} ({path}); set faces.output_size: {model.input_size}")
+    model = load_for_faces(path, cfg.model.threads, cfg.faces.output_size)
 
     def one(photo: str, rgb, notes: list[str], res) -> tuple[dict, int]:
         if res.aligned is None:

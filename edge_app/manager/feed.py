@@ -21,7 +21,6 @@ hole; the live table prints a line when a new event shows a hole below it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import sys
@@ -39,7 +38,7 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, StoreError
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import make_client, trust_warnings
+from edge_app.transport.mqtt import connect_properties, make_client, trust_warnings
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +58,17 @@ class Stored:
     gap: "Gap | None" = None  # a new event that shows some before it are missing
 
 
-def _topic_parts(topic: str) -> tuple[str, str, str] | None:
-    parts = topic.split("/")
-    root = events.TOPIC_ROOT.split("/")
-    if len(parts) != len(root) + 4 or parts[: len(root)] != root or parts[len(root) + 2] != "events":
-        return None
-    return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
-
-
 def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Event | None, str | None]:
     """(typed event, None) for a good event, (None, reason) for one to quarantine."""
     if len(payload) > max_bytes:
         return None, f"payload is {len(payload)} bytes, more than feed.max_payload_bytes={max_bytes}"
     try:
-        data = payloads.parse(payload, payloads.Limits(max_bytes))
+        ev = events.decode_event(payload, payloads.Limits(max_bytes))
     except payloads.PayloadError as exc:
         return None, f"malformed JSON: {exc}"
-    try:
-        ev = events.from_dict(data)
     except events.SchemaError as exc:
         return None, f"invalid event: {exc}"
-    parts = _topic_parts(topic)
+    parts = events.parse_event_topic(topic)
     if parts is None:
         return None, f"topic {topic!r} is not an agecheck events topic"
     store, till, kind = parts
@@ -94,8 +83,8 @@ def read_stored(event_id: str, payload: str) -> events.Event | None:
     None, with a warning naming the event, when the payload no longer reads as a valid event (a
     store written by another build, or edited by hand): a reader leaves that row out and goes on."""
     try:
-        return events.from_dict(json.loads(payload))
-    except ValueError as exc:  # bad JSON or events.SchemaError: both say what is wrong
+        return events.decode_event(payload)
+    except ValueError as exc:  # payloads.PayloadError or events.SchemaError: both say what is wrong
         log.warning("event store: event %s left out: its stored payload is not a valid event (%s)", event_id, exc)
         return None
 
@@ -343,17 +332,8 @@ class TablePrinter:
 
 
 # -- MQTT ----------------------------------------------------------------------------------------
-def session_properties(expiry_s: int):
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = expiry_s
-    return props
-
-
 def subscription(cfg: Config, all_stores: bool) -> str:
-    return f"{events.TOPIC_ROOT}/{'+' if all_stores else cfg.store_id}/+/events/+"
+    return events.event_subscription("+" if all_stores else cfg.store_id)
 
 
 class Feed:
@@ -383,7 +363,7 @@ class Feed:
         # clean_start=False + a session expiry: the broker queues QoS 1 events while we are away.
         self._client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive,
                                    clean_start=False,
-                                   properties=session_properties(self.cfg.feed.session_expiry_seconds))
+                                   properties=connect_properties(session_expiry_s=self.cfg.feed.session_expiry_seconds))
         self._client.loop_start()
         return self
 

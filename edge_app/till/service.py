@@ -78,7 +78,7 @@ class Service:
     def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
                  stdin: TextIO | None = None, plugins: Sequence[Callable[["Service"], object]] = ()):
         from edge_app.vision.faces import FacePipeline
-        from edge_app.vision.model import AgeModel, ModelError
+        from edge_app.vision.model import load_for_faces, require_crop_size
 
         self.cfg = cfg
         self.notifier = notifier or Notifier()
@@ -93,14 +93,9 @@ class Service:
         try:
             if model is None:
                 require_model_file(cfg)
-                try:
-                    model = AgeModel(cfg.model.path, cfg.model.threads)
-                except ModelError as exc:
-                    raise ConfigError(f"model.path: {exc}") from None
-            if model.input_size != cfg.faces.output_size:
-                raise ConfigError(f"faces.output_size: {cfg.faces.output_size} does not match the model's input "
-                                  f"size {model.input_size} ({cfg.model.path}); set faces.output_size: "
-                                  f"{model.input_size}")
+                model = load_for_faces(cfg.model.path, cfg.model.threads, cfg.faces.output_size)
+            else:
+                require_crop_size(model, cfg.faces.output_size)
             self.model = model
             self.pipeline = pipeline or FacePipeline(cfg.faces)
         except BaseException:

@@ -135,6 +135,20 @@ def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
     return client
 
 
+def connect_properties(receive_max: int | None = None, session_expiry_s: int | None = None):
+    """The MQTT 5 CONNECT properties of a client that limits how many unacknowledged messages
+    the broker sends it, keeps its session for a while after a disconnect, or both."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    if receive_max is not None:
+        props.ReceiveMaximum = receive_max
+    if session_expiry_s is not None:
+        props.SessionExpiryInterval = session_expiry_s
+    return props
+
+
 def reconnect_max(m: MQTTConfig) -> int:
     """paho's reconnect back-off cap in whole seconds."""
     return max(1, int(round(m.reconnect_max_seconds)))
@@ -304,16 +318,10 @@ class MqttLink:
         if self._session_expiry_s is None and not self._manual_ack:
             self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
         else:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)
-            if self._manual_ack:
-                props.ReceiveMaximum = RECEIVE_MAX
+            props = connect_properties(RECEIVE_MAX if self._manual_ack else None, self._session_expiry_s)
             if self._session_expiry_s is None:
                 self.client.connect_async(m.host, m.port, keepalive=m.keepalive, properties=props)
             else:
-                props.SessionExpiryInterval = self._session_expiry_s
                 self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False,
                                           properties=props)
         self.client.loop_start()

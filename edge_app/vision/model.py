@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.config import ConfigError
 from edge_app.core.policy import DecisionRules, GateRule
 
 
@@ -163,3 +164,21 @@ class AgeModel:
         if len(self._map_x):
             mean = float(np.interp(mean, self._map_x, self._map_y))
         return AgeEstimate(age=mean, spread=spread, probs=p)
+
+
+def load_for_faces(path: str | Path, threads: int, crop_size: int) -> AgeModel:
+    """The model at `path`, checked against the crops the face code makes (faces.output_size):
+    what the till and `agecheck estimate` both run. ConfigError names the setting to change."""
+    try:
+        model = AgeModel(path, threads)
+    except ModelError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
+    require_crop_size(model, crop_size)
+    return model
+
+
+def require_crop_size(model: AgeModel, crop_size: int) -> None:
+    """ConfigError unless the model takes the crops the face code makes (faces.output_size)."""
+    if model.input_size != crop_size:
+        raise ConfigError(f"faces.output_size: {crop_size} does not match the model's input size "
+                          f"{model.input_size} ({model.path}); set faces.output_size: {model.input_size}")
