@@ -361,8 +361,23 @@ class Event:
         return replace(self, seq=seq, publisher=publisher, absent=self.absent - {"seq", "publisher"})
 
 
+class _Triggered:
+    """What the kinds that carry a scan's `trigger` (check, missed) read from it."""
+
+    trigger: dict
+
+    @property
+    def trigger_info(self) -> TriggerInfo:
+        return TriggerInfo.from_dict(self.trigger)
+
+    @property
+    def product(self) -> Product:
+        """The item the scan was for (the product part of `trigger`)."""
+        return self.trigger_info.product
+
+
 @dataclass(frozen=True, kw_only=True)
-class CheckEvent(Event):
+class CheckEvent(_Triggered, Event):
     """One age check: what the camera saw and the till's decision (never an image)."""
 
     KIND: ClassVar[str] = "check"
@@ -384,14 +399,6 @@ class CheckEvent(Event):
     camera: str | None = None
     gate_rejections: dict | None = None
 
-    @property
-    def trigger_info(self) -> TriggerInfo:
-        return TriggerInfo.from_dict(self.trigger)
-
-    @property
-    def product(self) -> Product:
-        """The item the check was for (the product part of `trigger`)."""
-        return self.trigger_info.product
 
     @property
     def total_ms(self) -> float | int | None:
@@ -452,7 +459,7 @@ class IntegrityEvent(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MissedEvent(Event):
+class MissedEvent(_Triggered, Event):
     """A restricted scan that got no check, and why (`MISSED_REASONS`)."""
 
     KIND: ClassVar[str] = "missed"
@@ -460,14 +467,6 @@ class MissedEvent(Event):
     reason: str = _wire(str)
     detail: str = _wire(str)
 
-    @property
-    def trigger_info(self) -> TriggerInfo:
-        return TriggerInfo.from_dict(self.trigger)
-
-    @property
-    def product(self) -> Product:
-        """The item the scan was for (the product part of `trigger`)."""
-        return self.trigger_info.product
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
