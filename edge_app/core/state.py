@@ -21,6 +21,11 @@ from edge_app.core.events import CheckEvent, encode
 
 # A state document is a few hundred bytes; this bounds what a reader parses from the broker.
 MAX_STATE_BYTES = 64 * 1024
+# The till's two retained topics below its root: whether it is up (a Last Will says when it is
+# not), and this state document.
+STATE_LEAF = "state"
+AVAILABILITY_LEAF = "availability"
+ONLINE, OFFLINE = b"online", b"offline"
 
 _NUM = (int, float)
 _STR = (str,)

@@ -34,7 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
 from edge_app.core.pos import Sale, Scan
-from edge_app.core.state import TillState
+from edge_app.core.state import AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, TillState
 from edge_app.config import Config, ConfigError, MQTTConfig, read_secret
 from edge_app.transport.outbox import Outbox
 
@@ -269,7 +269,7 @@ class MqttLink:
         if manual_ack:
             self.client.manual_ack_set(True)
         if state is not None:
-            self.client.will_set(self._topic("availability"), b"offline", qos=1, retain=True)
+            self.client.will_set(self._topic(AVAILABILITY_LEAF), OFFLINE, qos=1, retain=True)
         # Room for our window plus the retained availability/state messages.
         self.client.max_inflight_messages_set(WINDOW + 10)
         self.client.on_connect = self._on_connect
@@ -345,7 +345,7 @@ class MqttLink:
         if self._sender is not None:
             self._sender.join(5)
         if self._connected and self._state_cb is not None:
-            info = self.client.publish(self._topic("availability"), b"offline", qos=1, retain=True)
+            info = self.client.publish(self._topic(AVAILABILITY_LEAF), OFFLINE, qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
@@ -370,7 +370,7 @@ class MqttLink:
         except Exception:
             log.exception("could not build the state document")
             return
-        self._publish_other(self._topic("state"), payload, retain=True)
+        self._publish_other(self._topic(STATE_LEAF), payload, retain=True)
 
     # -- paho callbacks (network thread) --------------------------------------------------------------
     def _publish_other(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -419,7 +419,7 @@ class MqttLink:
         log.info("%s: connected to broker %s:%d%s; outbox holds %d event(s) to deliver", self._name,
                  self.cfg.mqtt.host, self.cfg.mqtt.port, again, self.outbox.depth())
         if self._state_cb is not None:
-            self._publish_other(self._topic("availability"), b"online", retain=True)
+            self._publish_other(self._topic(AVAILABILITY_LEAF), ONLINE, retain=True)
             self.publish_state()
         if self._subscriptions:
             client.subscribe([(self._topic(leaf), opts) for leaf, opts in self._subscriptions])

@@ -50,7 +50,7 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     """Start `agecheck run` as a child process and watch it from the outside: time to the
     retained `online`, CPU while idle with a 30 fps camera, RSS after a few checks."""
     from edge_app.core import events
-    from edge_app.core.state import TillState
+    from edge_app.core.state import AVAILABILITY_LEAF, ONLINE, STATE_LEAF, TillState
     from edge_app.devtools.sim import end_process
 
     out = ServiceFigures()
@@ -58,7 +58,7 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     scfg = dataclasses.replace(scfg, logging=dataclasses.replace(scfg.logging, level="WARNING"))
     conf = write_config(scfg, tmp / "bench-service.yaml")
     root = events.topic(scfg.store_id, scfg.till_id, "")
-    listener = Listener(broker.host, broker.port, [root + "availability", root + "state",
+    listener = Listener(broker.host, broker.port, [root + AVAILABILITY_LEAF, root + STATE_LEAF,
                                                    events.event_topic(scfg.store_id, scfg.till_id, events.CheckEvent)],
                         "service")
     pos = connected_pos(broker.host, broker.port, scfg.store_id, scfg.till_id)
@@ -68,14 +68,14 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--config", str(conf)],
                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=child_env())
     try:
-        m = listener.wait(lambda t, topic, p: topic.endswith("/availability") and p == b"online", CHILD_TIMEOUT_S)
+        m = listener.wait(lambda t, topic, p: topic.endswith("/" + AVAILABILITY_LEAF) and p == ONLINE, CHILD_TIMEOUT_S)
         if m is None or proc.poll() is not None:
             out.note = f"the service did not come online: {log_path.read_text()[-400:]}"
             return out
         out.startup_s = m[0] - t0
 
         def camera_up(t: float, topic: str, p: bytes) -> bool:
-            return topic.endswith("/state") and TillState.decode(p).camera == "up"
+            return topic.endswith("/" + STATE_LEAF) and TillState.decode(p).camera == "up"
 
         if listener.wait(camera_up, 30) is None:
             out.note = "the camera did not come up in the service"
