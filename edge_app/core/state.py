@@ -92,8 +92,21 @@ class Recording:
     outbox_error: str | None = None
 
 
+class _Document:
+    """What the state's JSON objects share: read leniently (a missing or wrong-typed key reads as
+    its default), written with every key."""
+
+    @classmethod
+    def from_dict(cls, doc: Any):
+        return cls(**_read(cls, doc))
+
+    def to_dict(self) -> dict:
+        """The JSON object as published: every key, in the wire's types."""
+        return _to_dict(self)
+
+
 @dataclass(frozen=True)
-class LastCheck:
+class LastCheck(_Document):
     """The till's latest check, in brief: these fields of its `check` event, under the event's own
     names (`of` copies them by name, so the event's fields are not spelled again here)."""
 
@@ -108,32 +121,20 @@ class LastCheck:
     def of(cls, check: CheckEvent) -> LastCheck:
         return cls(**{f.name: getattr(check, f.name) for f in fields(cls)})
 
-    @classmethod
-    def from_dict(cls, doc: Any) -> LastCheck:
-        return cls(**_read(cls, doc))
-
-    def to_dict(self) -> dict:
-        return _to_dict(self)
 
 
 @dataclass(frozen=True)
-class Quarantined:
+class Quarantined(_Document):
     """The last inbound message the till could not use: when, on which topic, and why."""
 
     ts: str | None = _json(_STR)
     topic: str | None = _json(_STR)
     reason: str | None = _json(_STR)
 
-    @classmethod
-    def from_dict(cls, doc: Any) -> Quarantined:
-        return cls(**_read(cls, doc))
-
-    def to_dict(self) -> dict:
-        return _to_dict(self)
 
 
 @dataclass(frozen=True)
-class TillState:
+class TillState(_Document):
     """The retained state of one till. Every key is always written (null where there is nothing
     to say), so a reader can tell "none" from "an older till that does not report it"."""
 
@@ -173,17 +174,13 @@ class TillState:
         """The state in a decoded JSON object; raises `payloads.PayloadError` when it is not an object."""
         if not isinstance(doc, Mapping):
             raise payloads.PayloadError("a till state is a JSON object")
-        return cls(**_read(cls, doc))
+        return super().from_dict(doc)
 
     @classmethod
     def decode(cls, payload: bytes | str) -> TillState:
         """The state in a `state` message; raises `payloads.PayloadError` naming what is wrong
         when it is not a JSON object at all."""
         return cls.from_dict(payloads.parse_object(payload, payloads.Limits(MAX_STATE_BYTES)))
-
-    def to_dict(self) -> dict:
-        """The JSON object as published: every key, in the wire's types."""
-        return _to_dict(self)
 
     def encode(self) -> bytes:
         return encode(self.to_dict())
