@@ -9,6 +9,8 @@ the first sees the crop, the second its mirror image, and their age distribution
 Two runs disagree more than a crop and its mirror do, so the pair estimates better than one
 mirror-averaged network, for the same two network passes per face. The two may be trained at
 different crop sizes: the file then takes the larger, and resizes the crop for the smaller.
+`--input-size N` makes the file take N px crops whatever its networks were trained at (a pair of
+96 px networks in a file that takes the till's 112 px crops, so no installed config changes).
 
 The card's metrics are filled in by `python -m training.evaluate ... --update-card`.
 """
@@ -64,18 +66,19 @@ def convert(model, representative: np.ndarray | None) -> bytes:
         return conv.convert()
 
 
-def pair(models):
+def pair(models, size: int | None = None):
     """One Keras model averaging the members' age distributions; odd members see the mirror image.
     The mirror is taken inside the graph so that the till still runs one file with one call.
 
     Members may be trained at different crop sizes: the file takes the largest, and a smaller
     member sees the crop resized to its own size inside the graph (bilinear; on validation a
-    96 px net scored the same on a 112 px crop resized this way as on its own 96 px crops)."""
+    96 px net scored the same on a 112 px crop resized this way as on its own 96 px crops).
+    `size` sets the file's input instead of the largest member's."""
     import keras
 
-    if len(models) == 1:
+    if len(models) == 1 and size in (None, int(models[0].input_shape[1])):
         return models[0]
-    size = max(int(m.input_shape[1]) for m in models)
+    size = size or max(int(m.input_shape[1]) for m in models)
     inp = keras.Input(shape=(size, size, 3), name="crop")
     mirror = keras.ops.flip(inp, axis=2)
     outs = []
@@ -87,6 +90,8 @@ def pair(models):
         if own != size:
             x = keras.layers.Resizing(own, own, interpolation="bilinear", name=f"resize_{i + 1}_to_{own}")(x)
         outs.append(m(x))
+    if len(outs) == 1:
+        return keras.Model(inp, outs[0], name="age_resized")
     return keras.Model(inp, keras.layers.Average(name="mean_probabilities")(outs), name="age_pair")
 
 
@@ -120,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                     "threshold approves at most this share of 13-17-year-olds over all sources (e.g. 0.015)")
     ap.add_argument("--minors-approved-each", type=float, default=None,
                     help="with --minors-approved: at most this share in each source (default: the same)")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="crop side the file takes (default: the largest network's); a network "
+                    "trained at another size sees the crop resized inside the file")
     ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
     a = ap.parse_args(argv)
 
@@ -138,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--train-info: give one per --model ({len(a.model)}), got {len(a.train_info)}")
     if not (a.data / "dataset.json").is_file():
         ap.error(f"--data {a.data}: no dataset.json there; give a folder written by training.prepare")
+    if a.input_size is not None and not 32 <= a.input_size <= 512:
+        ap.error(f"--input-size: {a.input_size} px is outside 32..512")
     members = [keras.models.load_model(p, compile=False) for p in a.model]
     sizes = [int(m.input_shape[1]) for m in members]
-    model = pair(members)
+    model = pair(members, a.input_size)
     size = int(model.input_shape[1])
     dataset = json.loads((a.data / "dataset.json").read_text())
     if dataset["output_size"] != size:
@@ -164,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": sha256(a.out),
         "size_bytes": a.out.stat().st_size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": f"{resnet}, age = expectation" if len(members) == 1 else
-        f"two {resnet} (separately trained runs); the first sees the crop, the second its mirror "
-        "image, their distributions are averaged; age = expectation"
-        + ("" if len(set(sizes)) == 1 else
-           f"; trained at {' and '.join(f'{s} px' for s in sizes)}, a smaller network sees the crop "
-           "resized (bilinear) inside the file"),
+        "architecture": (f"{resnet}, age = expectation" if len(members) == 1 else
+                         f"two {resnet} (separately trained runs); the first sees the crop, the second "
+                         "its mirror image, their distributions are averaged; age = expectation")
+        + ("" if set(sizes) == {size} else
+           f"; trained at {' and '.join(f'{s} px' for s in sizes)}, a network trained at another "
+           f"size than the file's {size} px sees the crop resized (bilinear) inside the file"),
         "members": len(members),
         "member_input_sizes": sizes,
         "parameters": int(model.count_params()),

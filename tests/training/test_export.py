@@ -236,3 +236,48 @@ def test_export_cli_names_a_folder_that_prepare_did_not_write(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "a.keras"), "--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
     assert "no dataset.json there; give a folder written by training.prepare" in capsys.readouterr().err
+
+
+def test_input_size_lets_smaller_networks_take_the_tills_crops(real_crops, two_members, tmp_path, capsys):
+    """`--input-size`: a pair trained at a smaller size in a file that takes the till's crops; both
+    networks see the crop resized inside the file, so the installed faces.output_size stays."""
+    import tensorflow as tf
+
+    from training.export import main, pair
+    from training.train import rebuild
+
+    crops, ages = real_crops
+    size = crops.shape[1]
+    small_size = size - 16
+    a, b = (rebuild(m, small_size) for m in two_members)
+    x = crops[150:190].astype(np.float32)
+    got = pair([a, b], size).predict(x, verbose=0)
+    shrink = lambda im: tf.image.resize(im, (small_size, small_size), method="bilinear").numpy()  # noqa: E731
+    want = (a.predict(shrink(x), verbose=0) + b.predict(shrink(x[:, :, ::-1]), verbose=0)) / 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    data = tmp_path / "data"
+    write_dataset(data, crops, ages)
+    a.save(tmp_path / "a.keras")
+    b.save(tmp_path / "b.keras")
+    out = tmp_path / "small_pair_int8.tflite"
+    args = ["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
+            "--data", str(data), "--representative", "100"]
+    # Without --input-size the file would take the networks' own size, which the data cannot feed.
+    with pytest.raises(SystemExit):
+        main(args + ["--out", str(tmp_path / "bad.tflite")])
+    assert f"the file takes {small_size} px" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--out", str(tmp_path / "bad.tflite"), "--input-size", "8"])
+    assert "--input-size: 8 px is outside 32..512" in capsys.readouterr().err
+    assert not (tmp_path / "bad.tflite").exists()
+
+    assert main(args + ["--out", str(out), "--input-size", str(size)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["input"]["size"] == size and card["member_input_sizes"] == [small_size, small_size]
+    assert f"than the file's {size} px sees the crop resized" in card["architecture"]
+    q = AgeModel(out)
+    assert q.input_size == size
+    aq = np.array([q.predict(c).age for c in crops[150:]])
+    af = pair([a, b], size).predict(crops[150:].astype(np.float32), verbose=0) @ np.arange(101)
+    assert np.abs(aq - af).mean() < 1.0
