@@ -33,7 +33,7 @@ import numpy as np
 from edge_app.config import FacesConfig, ModelConfig, PolicyConfig
 from edge_app.vision.faces import FacePipeline, ImageError, load_image
 from edge_app.vision.model import AgeModel, ModelError, card_path
-from edge_app.core.policy import BANDS, decide_calibrated
+from edge_app.core.policy import BANDS, P_OVER_DIGITS, decide_calibrated
 from edge_app.core.words import Decision
 from training.data import GROUP_COLUMNS, LabelledPhoto, LabelsError, read_labels
 
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writerow(["file_name", "real_age", "pred", "detected", "decision", "p_over", *group_cols])
         for p in preds:
             w.writerow([p.file_name, f"{p.real_age:g}", f"{p.pred:.3f}", p.detected, p.decision,
-                        "" if p.p_over is None else f"{p.p_over:.4f}", *(p.groups.get(c, "") for c in group_cols)])
+                        "" if p.p_over is None else f"{p.p_over:.{P_OVER_DIGITS}f}", *(p.groups.get(c, "") for c in group_cols)])
     m = metrics(preds)
     groups = breakdown(preds)
     curve = gate_curve(preds)

@@ -22,6 +22,9 @@ import numpy as np
 from edge_app.config import PolicyConfig
 from edge_app.core.words import Decision
 
+# Digits of the calibrated probability that a check carries (and is decided on).
+P_OVER_DIGITS = 6
+
 # Bands used in every report and in the evaluation (upper bound inclusive).
 BANDS: tuple[tuple[str, int, int], ...] = (
     ("0-12", 0, 12),
@@ -159,11 +162,13 @@ def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], cfg: P
         return _no_face(len(ages), min_frames, cfg)
     age, spread = aggregate(ages)
     mean = np.mean(np.stack([np.asarray(p, np.float64) for p in probs]), axis=0)
-    p = calibrated_p_over(mean, gate)
+    # Decided on the figure that is published, so a record's p_over can always be checked against
+    # the card's threshold: an isotonic map has plateaus, and faces land exactly on the threshold.
+    p = round(calibrated_p_over(mean, gate), P_OVER_DIGITS)
     low, high = age_interval(mean, rules.interval_level, rules.interval_temperature)
     # The interval is of the raw distribution; the shown estimate is the card's mapped age, so
     # the range is widened to contain it rather than shown beside it.
     low, high = min(low, age), max(high, age)
     # A probability that is not a number approves nobody (NaN >= t is false) and is not published.
     return _verdict(p >= gate.threshold, f"P(age >= {cfg.challenge_age}) {p:.3f}", f"threshold {gate.threshold:.3f}",
-                    age, low, high, spread, len(ages), cfg, round(p, 4) if math.isfinite(p) else None)
+                    age, low, high, spread, len(ages), cfg, p if math.isfinite(p) else None)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edge_app.config import PolicyConfig
-from edge_app.core.policy import DecisionRules, GateRule, age_interval, calibrated_p_over, decide_calibrated, raw_p_over
+from edge_app.core.policy import (P_OVER_DIGITS, DecisionRules, GateRule, age_interval, calibrated_p_over,
+                                  decide_calibrated, raw_p_over)
 
 RULE = GateRule(25, raw=(0.0, 0.5, 0.9, 1.0), calibrated=(0.0, 0.2, 0.7, 0.95), threshold=0.6)
 RULES = DecisionRules((RULE,), interval_level=0.8, interval_temperature=1.0)
@@ -41,6 +42,24 @@ def test_decision_is_monotone_in_age_and_uses_the_cards_threshold():
     stricter = DecisionRules((GateRule(25, RULE.raw, RULE.calibrated, 0.69),), 0.8, 1.0)
     later = [decide_calibrated([a], [peaked(a)], cfg, stricter).decision == "approve" for a in ages].index(True)
     assert later > first
+
+
+def test_a_face_on_the_threshold_gets_the_decision_its_published_p_over_shows():
+    """An isotonic map has plateaus, so real faces land exactly on the card's threshold. The check
+    carries p_over to P_OVER_DIGITS and is decided on that figure, so a record can always be
+    re-checked against the card: never "p_over 0.8531, threshold 0.853126, approve"."""
+    cfg = PolicyConfig()
+    rules = DecisionRules((GateRule(25, RULE.raw, RULE.calibrated, 0.2),), 0.8, 1.0)
+    # The map is 0.4 x raw up to raw 0.5, so these raw masses land just around the threshold 0.2.
+    for below, decision in ((0.0, "approve"), (-3e-7, "approve"), (-2e-6, "check_id")):
+        p = np.zeros(101)
+        p[30] = 0.5 + below / 0.4
+        p[20] = 1 - p[30]
+        assert calibrated_p_over(p, rules.gates[0]) == pytest.approx(0.2 + below, abs=1e-12)
+        r = decide_calibrated([25.0], [p], cfg, rules)
+        assert r.p_over == round(r.p_over, P_OVER_DIGITS)
+        assert r.decision == decision, (below, r)
+        assert (r.decision == "approve") == (r.p_over >= rules.gates[0].threshold)
 
 
 def test_frames_are_combined_by_averaging_their_distributions():
