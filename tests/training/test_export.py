@@ -161,6 +161,18 @@ def write_dataset(data, crops, ages, n_train: int = 150) -> None:
         "fractions": [0.8, 0.2, 0.0], "output_size": crops.shape[1], "margin": 0.0}))
 
 
+def saved_for_export(tmp_path, crops, ages, members: dict) -> list[str]:
+    """A dataset of the real crops and the members saved under their names: export's common
+    arguments for them (no --out)."""
+    data = tmp_path / "data"
+    write_dataset(data, crops, ages)
+    args = []
+    for name, model in members.items():
+        model.save(tmp_path / f"{name}.keras")
+        args += ["--model", str(tmp_path / f"{name}.keras")]
+    return args + ["--data", str(data), "--representative", "100"]
+
+
 def test_pair_of_two_crop_sizes_resizes_for_the_smaller(real_crops, two_members, tmp_path, capsys):
     """A pair trained at two crop sizes: the file takes the larger, the smaller network sees the
     crop resized inside the graph, and export refuses crops of the wrong size for the file."""
@@ -179,13 +191,8 @@ def test_pair_of_two_crop_sizes_resizes_for_the_smaller(real_crops, two_members,
     want = (big.predict(x, verbose=0) + small.predict(resized, verbose=0)) / 2
     np.testing.assert_allclose(got, want, atol=1e-5)
 
-    data = tmp_path / "data"
-    write_dataset(data, crops, ages)
-    big.save(tmp_path / "big.keras")
-    small.save(tmp_path / "small.keras")
     out = tmp_path / "mixed_int8.tflite"
-    assert main(["--model", str(tmp_path / "big.keras"), "--model", str(tmp_path / "small.keras"),
-                 "--data", str(data), "--out", str(out), "--representative", "100"]) == 0
+    assert main(saved_for_export(tmp_path, crops, ages, {"big": big, "small": small}) + ["--out", str(out)]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["input"]["size"] == crops.shape[1] and card["member_input_sizes"] == [crops.shape[1], small_size]
     q = AgeModel(out)
@@ -256,13 +263,8 @@ def test_input_size_lets_smaller_networks_take_the_tills_crops(real_crops, two_m
     want = (a.predict(shrink(x), verbose=0) + b.predict(shrink(x[:, :, ::-1]), verbose=0)) / 2
     np.testing.assert_allclose(got, want, atol=1e-5)
 
-    data = tmp_path / "data"
-    write_dataset(data, crops, ages)
-    a.save(tmp_path / "a.keras")
-    b.save(tmp_path / "b.keras")
     out = tmp_path / "small_pair_int8.tflite"
-    args = ["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
-            "--data", str(data), "--representative", "100"]
+    args = saved_for_export(tmp_path, crops, ages, {"a": a, "b": b})
     # Without --input-size the file would take the networks' own size, which the data cannot feed.
     with pytest.raises(SystemExit):
         main(args + ["--out", str(tmp_path / "bad.tflite")])
