@@ -7,7 +7,8 @@ representative set drawn from training crops, plus the JSON model card beside it
 Given `--model` twice (with a `--train-info` for each), it exports one file holding both networks:
 the first sees the crop, the second its mirror image, and their age distributions are averaged.
 Two runs disagree more than a crop and its mirror do, so the pair estimates better than one
-mirror-averaged network, for the same two network passes per face. The two may be trained at
+mirror-averaged network, for the same two network passes per face. Three or four networks go in
+one file the same way (the 2nd and 4th see the mirror). They may be trained at
 different crop sizes: the file then takes the larger, and resizes the crop for the smaller.
 `--input-size N` makes the file take N px crops whatever its networks were trained at (a pair of
 96 px networks in a file that takes the till's 112 px crops, so no installed config changes).
@@ -67,7 +68,8 @@ def convert(model, representative: np.ndarray | None) -> bytes:
 
 
 def pair(models, size: int | None = None):
-    """One Keras model averaging the members' age distributions; odd members see the mirror image.
+    """One Keras model averaging the members' age distributions (a pair, or up to four); the
+    2nd and 4th members see the mirror image.
     The mirror is taken inside the graph so that the till still runs one file with one call.
 
     Members may be trained at different crop sizes: the file takes the largest, and a smaller
@@ -105,7 +107,8 @@ def training_info(paths: list[Path]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, action="append",
-                    help="trained .keras model; give it twice for a pair (the second sees the mirror)")
+                    help="trained .keras model; give it up to four times for an ensemble in one file "
+                    "(the 2nd and 4th see the mirror)")
     ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
     ap.add_argument("--out", type=Path, required=True, help="int8 .tflite to write (card goes beside it)")
     ap.add_argument("--float-out", type=Path, default=None, help="also write a float32 .tflite (benchmarks)")
@@ -136,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in a.model:
         if not p.exists():
             ap.error(f"--model {p}: no such file")
-    if len(a.model) > 2:
-        ap.error("--model: one network, or two for a pair")
+    if len(a.model) > 4:
+        ap.error(f"--model: one to four networks, got {len(a.model)}")
     for p in a.train_info:
         if not p.exists():
             ap.error(f"--train-info {p}: no such file")

@@ -109,6 +109,27 @@ def test_pair_averages_the_first_on_the_crop_and_the_second_on_its_mirror(real_c
     assert (b.predict(x, verbose=0) @ ages).mean() > (a.predict(x, verbose=0) @ ages).mean() + 2
 
 
+def test_an_ensemble_of_four_alternates_the_crop_and_its_mirror(real_crops, two_members):
+    """Up to four networks in one file: members 1 and 3 see the crop, 2 and 4 its mirror."""
+    import keras
+
+    from training.export import pair
+
+    crops, _ = real_crops
+    a, b = two_members
+
+    def copy(m):
+        c = keras.models.clone_model(m)
+        c.set_weights(m.get_weights())
+        return c
+
+    x = crops[120:150].astype(np.float32)
+    got = pair([copy(a), copy(b), copy(b), copy(a)]).predict(x, verbose=0)
+    m = x[:, :, ::-1]
+    want = (a.predict(x, verbose=0) + b.predict(m, verbose=0) + b.predict(x, verbose=0) + a.predict(m, verbose=0)) / 4
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path, capsys):
     """`export --model A --model B`: one int8 file the till runs with one call per face, which
     agrees with the Keras pair, and a card that says what it holds."""
@@ -218,6 +239,15 @@ def test_export_cli_names_a_missing_model(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "nope.keras"), "--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
     assert "nope.keras: no such file" in capsys.readouterr().err
+
+
+def test_export_cli_refuses_more_than_four_networks(tmp_path, capsys):
+    from training.export import main
+
+    (tmp_path / "a.keras").write_text("{}")
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "a.keras")] * 5 + ["--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
+    assert "--model: one to four networks, got 5" in capsys.readouterr().err
 
 
 def test_export_cli_names_a_missing_or_unmatched_train_info(tmp_path, capsys):
