@@ -114,6 +114,7 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
         grid = np.round(np.linspace(0, 1, 41), 3)
         fit[str(c)] = {
+            "minors": int(((ages >= MINORS[0]) & (ages < MINORS[1] + 1)).sum()),
             "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
         }
@@ -137,8 +138,10 @@ def summary(decision: dict, sources: list[str]) -> list[str]:
         ch = f["chosen"]
         per = "; ".join(f"{s} {100 * ch[f'{s}:minors_approved']:.1f}% / {100 * ch[f'{s}:adults_to_id']:.1f}%"
                         for s in sources)
+        # How many minors stand behind the threshold: with a hundred, one face moves it.
+        n = f" of {f['minors']}" if "minors" in f else ""
         lines.append(f"validation, challenge {c}: threshold {ch['threshold']:.3f}: 13-17 approved "
-                     f"{100 * ch['minors_approved']:.2f}%, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
+                     f"{100 * ch['minors_approved']:.2f}%{n}, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
                      f"(per source, approved / to ID: {per})")
     lines.append(f"age interval: {100 * decision['interval']['level']:.0f}% at temperature "
                  f"{decision['interval']['temperature']}")

@@ -321,9 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sources = sources_from_args(a.images, a.labels, a.name, a.sources)
         check_sources(sources)
-        prepare_sources(sources, cache, a.seed, a.val, a.test, FacesConfig(output_size=a.size))
+        out = prepare_sources(sources, cache, a.seed, a.val, a.test, FacesConfig(output_size=a.size))
     except LabelsError as exc:
         ap.error(str(exc))
+    # Its name depends on the sources, crop size and cache, so say it: every later step takes it.
+    print(f"dataset folder (--data for train, export and decision; its split.csv is evaluate's --labels): {out}")
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge_app.core.policy import GateRule, age_interval, calibrated_p_over
-from training.decision import choose_threshold, fit_decision, fit_isotonic, source_weights
+from training.decision import choose_threshold, fit_decision, fit_isotonic, source_weights, summary
 
 
 def dists(ages: np.ndarray, bias: np.ndarray, sd: float, rng) -> np.ndarray:
@@ -43,6 +43,10 @@ def test_source_weights_make_each_source_count_the_same():
 def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():
     probs, ages, sources = data()
     d = fit_decision(probs, ages, sources, minors_pooled=0.02, minors_each=0.03)
+    minors_n = int(((ages >= 13) & (ages <= 17)).sum())
+    assert d["fit"]["25"]["minors"] == minors_n
+    assert f"13-17 approved {100 * d['fit']['25']['chosen']['minors_approved']:.2f}% of {minors_n}," in \
+        "\n".join(summary(d, ["a", "b"]))
     g = next(g for g in d["gates"] if g["challenge_age"] == 25)
     rule = GateRule(25, tuple(g["raw"]), tuple(g["calibrated"]), g["threshold"])
     p = np.array([calibrated_p_over(q, rule) for q in probs])

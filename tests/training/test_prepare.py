@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 
@@ -151,6 +152,23 @@ def test_two_sources_split_by_group_within_each_source(tmp_path):
         assert set(s.sources()) == {"utkface", "aaf-train"} and len(s.x) == len(s.age) == len(s.source)
     info = __import__("json").loads((out / "dataset.json").read_text())
     assert set(info["sources"]) == {"utkface", "aaf-train"}
+
+
+def test_cli_ends_by_naming_the_dataset_folder(tmp_path, capsys):
+    """The folder's name depends on sources, size and cache; the last line gives it for --data."""
+    from training.prepare import main
+
+    root = need_utkface()
+    labels = tmp_path / "mine.csv"
+    with open(labels, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["file_name", "real_age"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(_labelled_sample(root, 0, 12, 4))
+    assert main(["--images", str(root / "images"), "--labels", str(labels), "--cache", str(tmp_path / "c")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("dataset folder (--data")
+    folder = Path(last.rsplit(": ", 1)[1])
+    assert folder.parent == tmp_path / "c" and (folder / "dataset.json").exists() and (folder / "split.csv").exists()
 
 
 def test_sources_file_and_unpaired_arguments(tmp_path):
