@@ -57,10 +57,14 @@ def fit_isotonic(raw: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> t
     return xs, [float(v) for v in ys]
 
 
+def is_minor(ages: np.ndarray) -> np.ndarray:
+    return (ages >= MINORS[0]) & (ages < MINORS[1] + 1)
+
+
 def gate_table(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, thresholds, challenge_age: int = 25) -> list[dict]:
     """Share of 13-17 approved and of faces at or over the challenge age sent to ID, pooled and
     per source, per threshold."""
-    minors = (ages >= MINORS[0]) & (ages < MINORS[1] + 1)
+    minors = is_minor(ages)
     adults = ages >= challenge_age
     rows = []
     for t in thresholds:
@@ -114,7 +118,7 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
         grid = np.round(np.linspace(0, 1, 41), 3)
         fit[str(c)] = {
-            "minors": int(((ages >= MINORS[0]) & (ages < MINORS[1] + 1)).sum()),
+            "minors": int(is_minor(ages).sum()),
             "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
         }
@@ -139,9 +143,8 @@ def summary(decision: dict, sources: list[str]) -> list[str]:
         per = "; ".join(f"{s} {100 * ch[f'{s}:minors_approved']:.1f}% / {100 * ch[f'{s}:adults_to_id']:.1f}%"
                         for s in sources)
         # How many minors stand behind the threshold: with a hundred, one face moves it.
-        n = f" of {f['minors']}" if "minors" in f else ""
         lines.append(f"validation, challenge {c}: threshold {ch['threshold']:.3f}: 13-17 approved "
-                     f"{100 * ch['minors_approved']:.2f}%{n}, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
+                     f"{100 * ch['minors_approved']:.2f}% of {f['minors']}, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
                      f"(per source, approved / to ID: {per})")
     lines.append(f"age interval: {100 * decision['interval']['level']:.0f}% at temperature "
                  f"{decision['interval']['temperature']}")
