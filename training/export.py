@@ -97,6 +97,23 @@ def pair(models, size: int | None = None):
     return keras.Model(inp, keras.layers.Average(name="mean_probabilities")(outs), name="age_pair")
 
 
+def architecture(resnet: str, sizes: list[int], size: int) -> str:
+    """The card's words for what `pair` built from networks trained at `sizes` in a `size` px file."""
+    n = len(sizes)
+    if n == 1:
+        text = f"{resnet}, age = expectation"
+    elif n == 2:
+        text = (f"two {resnet} (separately trained runs); the first sees the crop, the second its mirror "
+                "image, their distributions are averaged; age = expectation")
+    else:
+        text = (f"{['three', 'four'][n - 3]} {resnet} (separately trained runs); the 1st and 3rd see the "
+                "crop, the others its mirror image, their distributions are averaged; age = expectation")
+    if set(sizes) != {size}:
+        text += (f"; trained at {' and '.join(f'{s} px' for s in sizes)}, a network trained at another "
+                 f"size than the file's {size} px sees the crop resized (bilinear) inside the file")
+    return text
+
+
 def training_info(paths: list[Path]) -> dict:
     infos = [json.loads(p.read_text()) for p in paths]
     if len(infos) <= 1:
@@ -177,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": sha256(a.out),
         "size_bytes": a.out.stat().st_size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": (f"{resnet}, age = expectation" if len(members) == 1 else
-                         f"two {resnet} (separately trained runs); the first sees the crop, the second "
-                         "its mirror image, their distributions are averaged; age = expectation")
-        + ("" if set(sizes) == {size} else
-           f"; trained at {' and '.join(f'{s} px' for s in sizes)}, a network trained at another "
-           f"size than the file's {size} px sees the crop resized (bilinear) inside the file"),
+        "architecture": architecture(resnet, sizes, size),
         "members": len(members),
         "member_input_sizes": sizes,
         "parameters": int(model.count_params()),

@@ -130,6 +130,17 @@ def test_an_ensemble_of_four_alternates_the_crop_and_its_mirror(real_crops, two_
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_the_cards_architecture_counts_the_networks_and_says_which_see_the_mirror():
+    from training.export import architecture
+
+    assert architecture("R", [112], 112) == "R, age = expectation"
+    assert "two R" in architecture("R", [112, 112], 112) and "the second its mirror" in architecture("R", [96, 96], 96)
+    three, four = architecture("R", [96] * 3, 96), architecture("R", [96] * 4, 112)
+    assert three.startswith("three R") and "the 1st and 3rd see the crop, the others its mirror" in three
+    assert "resized" not in three
+    assert four.startswith("four R") and "than the file's 112 px sees the crop resized" in four
+
+
 def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path, capsys):
     """`export --model A --model B`: one int8 file the till runs with one call per face, which
     agrees with the Keras pair, and a card that says what it holds."""
