@@ -161,6 +161,10 @@ class Capture:
     def _set_status(self, status: CameraStatus, reason: str) -> None:
         changed = status != self._status
         was = self._status
+        if changed and status == "down":
+            # Old frames would describe a scene the camera no longer sees; gone before anyone
+            # can read the status as down.
+            self.buffer.clear()
         self._status, self._reason = status, reason
         now = time.monotonic()
         if not changed:
@@ -174,8 +178,6 @@ class Capture:
             log.info("camera up: %s (%s%s)", self.source.describe(), reason, after)
         else:
             self._down_since = self._last_said = now
-            # Old frames would describe a scene the camera no longer sees.
-            self.buffer.clear()
             log.warning("camera down: %s (%s); retrying with back-off up to %.0f s",
                         self.source.describe(), reason, self.cfg.reconnect_max_seconds)
         if self._on_status is not None:

@@ -433,6 +433,8 @@ class MqttLink:
                       self._name, ", ".join(leaf for leaf, _ in self._subscriptions),
                       ", ".join(str(rc) for rc in bad))
             return
+        # Said once granted, not at connect: until then a message on these topics is dropped.
+        log.info("%s: subscribed to %s", self._name, ", ".join(leaf for leaf, _ in self._subscriptions))
         self.subscribed.set()
         self.publish_state()  # the state says whether scans can reach us
 

@@ -69,7 +69,8 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
         pub = None
         try:
             proc.wait_line("window ready")
-            first = proc.wait_line("display: connected")
+            # Subscribed, not merely connected: a first session has no subscriptions until then.
+            first = proc.wait_line("display: subscribed")
             assert window_box() is None  # idle: nothing on screen
             pub = Publisher(broker.port)
 
@@ -96,7 +97,7 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
             wait_for(lambda: outbox_rows(outbox) == 0, what="the outbox to drain")
 
             # 3. After the restart the window still gets alerts: button 2.
-            proc.wait_line("display: connected", after=first + 1, timeout=20)
+            proc.wait_line("display: subscribed", after=first + 1, timeout=20)
             wait_for(lambda: window_box() is None, what="the confirmation of answer 2 to go")
             pub = Publisher(broker.port)
             a3 = show_and_wait(pub, "check_id", 16.0, "T-3")
