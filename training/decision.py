@@ -110,15 +110,16 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
     probs, ages, sources = np.asarray(probs, float), np.asarray(ages, float), np.asarray(sources)
     w = source_weights(sources)
     gates, fit = [], {}
+    minors = int(is_minor(ages).sum())
+    grid = np.round(np.linspace(0, 1, 41), 3)
     for c in CHALLENGE_AGES:
         raw = np.array([raw_p_over(q, c) for q in probs])
         xs, ys = fit_isotonic(raw, ages >= c, w)
         cal = np.interp(raw, xs, ys)
         thr = choose_threshold(cal, ages, sources, minors_pooled, minors_each, c)
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
-        grid = np.round(np.linspace(0, 1, 41), 3)
         fit[str(c)] = {
-            "minors": int(is_minor(ages).sum()),
+            "minors": minors,
             "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
         }
