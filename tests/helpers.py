@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("AGECHECK_SHARED", REPO.parent / "shared"))
 UTKFACE = SHARED / "datasets" / "utkface"
 AAF = SHARED / "datasets" / "aaf-train"
+APPA = SHARED / "datasets" / "appa-real"
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
 
 T = TypeVar("T")
@@ -52,6 +53,12 @@ def need_aaf() -> Path:
     if not (AAF / "labels.csv").is_file():
         pytest.skip(f"All-Age-Faces photos not found at {AAF} (set AGECHECK_SHARED to the shared folder)")
     return AAF
+
+
+def need_appa() -> Path:
+    if not (APPA / "labels.csv").is_file():
+        pytest.skip(f"APPA-REAL photos not found at {APPA} (set AGECHECK_SHARED to the shared folder)")
+    return APPA
 
 
 def utk_sample(n: int, seed: int = 0) -> list[tuple[Path, float]]:

@@ -32,6 +32,9 @@ from training.data import LabelsError, read_labels
 
 CHUNK = 1000
 SPLITS = ("train", "val", "test")
+# A source's own `split` column may hold these (a missing value in a file that has the column is
+# refused: a photo of unknown part could be a test photo).
+OWN_SPLITS = ("train", "val", "test")
 # Optional label columns kept with each photo (for breakdowns in evaluate); "" when absent.
 EXTRA_COLUMNS = ("gender", "race")
 
@@ -87,8 +90,10 @@ def check_sources(sources: list[Source]) -> None:
 
 
 def label_rows(path: Path) -> list[dict]:
-    """prepare's working rows: file_name, age and the optional columns it carries through."""
-    return [{"file_name": r.file_name, "age": r.real_age, **{c: r.columns.get(c, "") for c in EXTRA_COLUMNS}}
+    """prepare's working rows: file_name, age, the optional columns it carries through, and the
+    source's own split assignment (`own_split`, "" when its labels have no `split` column)."""
+    return [{"file_name": r.file_name, "age": r.real_age, **{c: r.columns.get(c, "") for c in EXTRA_COLUMNS},
+             "own_split": r.columns.get("split", "").lower()}
             for r in read_labels(path)]
 
 
@@ -126,6 +131,22 @@ def assign_splits(keys: list[str], seed: int, val: float, test: float) -> dict[s
     out = {}
     for rank, idx in enumerate(order):
         out[uniq[idx]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return out
+
+
+def split_rows(rows: list[dict], seed: int, val: float, test: float) -> dict[str, str]:
+    """Split of each row's duplicate group (md5). A source whose labels carry their own `split`
+    column (APPA-REAL: train / val) keeps it: its `val` part is the validation split, and `test`
+    of its `train` part (cut by duplicate group, as other sources are) is the test split; a
+    source's own `test` part stays test. Without the column: the seeded split by `val` / `test`."""
+    own = {r["md5"]: r.get("own_split", "") for r in rows}
+    if not any(own.values()):
+        return assign_splits(list(own), seed, val, test)
+    bad = sorted({v for v in own.values() if v not in OWN_SPLITS})
+    if bad:
+        raise LabelsError(f"split column holds {', '.join(repr(b) for b in bad)}; expected train, val or test")
+    out = {k: v for k, v in own.items() if v in ("val", "test")}
+    out.update(assign_splits([k for k, v in own.items() if v == "train"], seed, 0.0, test))
     return out
 
 
@@ -213,7 +234,7 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
         dropped += [{**r, "reason": f"same photo as in source {seen_md5[r['md5']]}"} for r in cross]
         kept = [r for r in kept if r["md5"] not in seen_md5]
         seen_md5.update({r["md5"]: src.name for r in kept})
-        split_of = assign_splits([r["md5"] for r in kept], seed, val, test)
+        split_of = split_rows(kept, seed, val, test)
         for r in kept:
             r["split"] = split_of[r["md5"]]
         print(f"{src.name}: {len(kept)} unique photos after de-duplication; {len(dropped)} dropped (see rejected.csv)")

@@ -190,3 +190,66 @@ def test_sources_file_and_unpaired_arguments(tmp_path):
     r = run("--sources", str(tmp_path / "bad.csv"))
     assert r.returncode == 2 and "name,images,labels" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_own_split_column_is_kept_and_its_train_part_gives_the_test_split():
+    from training.prepare import split_rows
+
+    rows = [{"md5": f"t{i:03d}", "own_split": "train"} for i in range(200)]
+    rows += [{"md5": f"v{i:03d}", "own_split": "val"} for i in range(50)]
+    got = split_rows(rows, seed=3, val=0.1, test=0.15)
+    assert {got[f"v{i:03d}"] for i in range(50)} == {"val"}  # the source's own validation part
+    train_part = [got[f"t{i:03d}"] for i in range(200)]
+    assert train_part.count("test") == 30 and train_part.count("train") == 170 and "val" not in train_part
+    # Without the column: the seeded split, as before.
+    plain = [{"md5": r["md5"], "own_split": ""} for r in rows]
+    assert split_rows(plain, 3, 0.1, 0.15) == assign_splits([r["md5"] for r in plain], 3, 0.1, 0.15)
+
+
+def test_own_split_column_with_an_unknown_part_is_refused():
+    import pytest
+
+    from training.data import LabelsError
+    from training.prepare import split_rows
+
+    with pytest.raises(LabelsError, match="'holdout'"):
+        split_rows([{"md5": "a", "own_split": "train"}, {"md5": "b", "own_split": "holdout"}], 1, 0.1, 0.1)
+
+
+def test_appa_real_third_source_split_by_its_split_column(tmp_path):
+    """APPA-REAL's own `val` part stays validation and a slice of its `train` part becomes the
+    test split; no photo (duplicate group) straddles two splits, across all three sources."""
+    from tests.helpers import need_aaf, need_appa
+    from training.prepare import Source, prepare_sources
+
+    utk, aaf, appa = need_utkface(), need_aaf(), need_appa()
+    sources = []
+    for name, root, seed in (("utkface", utk, 1), ("aaf-train", aaf, 2)):
+        labels = tmp_path / f"{name}.csv"
+        with open(labels, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["file_name", "real_age"], extrasaction="ignore")
+            w.writeheader()
+            w.writerows(_labelled_sample(root, 12, 40, seed)[:15])
+        sources.append(Source(name, root / "images", labels))
+    with open(appa / "labels.csv", newline="") as fh:
+        appa_rows = list(csv.DictReader(fh))
+    picked = [r for r in appa_rows if r["split"] == "train"][:30] + [r for r in appa_rows if r["split"] == "val"][:10]
+    labels = tmp_path / "appa.csv"
+    with open(labels, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(appa_rows[0]))
+        w.writeheader()
+        w.writerows(picked)
+    sources.append(Source("appa-real", appa / "images", labels))
+    out = prepare_sources(sources, tmp_path / "cache", seed=5, val=0.1, test=0.15, faces_cfg=FacesConfig())
+    with open(out / "split.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    by_md5: dict[str, set[str]] = {}
+    for r in rows:
+        by_md5.setdefault(r["md5"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_md5.values()) and len(rows) == len(by_md5)
+    own = {r["file_name"]: r["split"] for r in picked}
+    got = {r["file_name"]: r["split"] for r in rows if r["source"] == "appa-real"}
+    assert len(got) == 40
+    assert all(got[f] == "val" for f, s in own.items() if s == "val")
+    from_train = [got[f] for f, s in own.items() if s == "train"]
+    assert from_train.count("test") == round(0.15 * 30) and "val" not in from_train
