@@ -7,7 +7,8 @@ each source, sex and ethnicity group the labels name.
         [--split test] [--report DIR] [--update-card] [--limit N]
 
 The predictions CSV has the columns file_name,real_age,pred,detected,decision,p_over (then
-source/gender/race when the labels have them). `decision` is the till's decision for the photo
+source/gender/race when the labels have them, then `gate`: why the till's quality gate refused
+the face, empty when it passed; the figures count the gate's refusals per group). `decision` is the till's decision for the photo
 as a one-frame check (approve / check_id / no_face, as `agecheck estimate` gives it) and
 `p_over` the calibrated probability of being at or over the challenge age (empty for a model
 without a calibrated decision). A photo where no face is found is still estimated, from the
@@ -55,6 +56,9 @@ class Prediction:
     decision: str = Decision.CHECK_ID
     p_over: float | None = None
     groups: dict | None = None
+    # Why the till's quality gate refused the face (its keys, e.g. "blurred"; "" when it passed).
+    # The decision above is the model's; a till whose every frame is refused asks for ID.
+    gated: str = ""
 
 
 def _rate(mask: np.ndarray, of: np.ndarray) -> float | None:
@@ -97,6 +101,11 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
         "minors_13_17_approved": _rate(approved, minors),
         "adults_25_plus_sent_to_id": _rate(~approved, adults),
         "detection_rate": round(float(np.mean([p.detected for p in preds])), 4),
+        # The quality gate: the faces it refuses are never approved at the till (it asks for ID),
+        # so the share of minors it catches and the approvals left after it are the till's.
+        "refused_by_gate": _rate(np.array([bool(p.gated) for p in preds]), np.array([bool(p.detected) for p in preds])),
+        "minors_13_17_refused_by_gate": _rate(np.array([bool(p.gated) for p in preds]), minors),
+        "minors_13_17_approved_after_gate": _rate(approved & ~np.array([bool(p.gated) for p in preds]), minors),
     }
     if intervals:
         out["minors_13_17_approved_ci95"] = bootstrap_interval(approved[minors].astype(float))
@@ -214,6 +223,8 @@ def format_metrics(m: dict) -> str:
         f"25+ sent to ID            {pct(m['adults_25_plus_sent_to_id'])} of {m['adults_25_plus_n']}"
         + _ci(m.get("adults_25_plus_sent_to_id_ci95")),
         f"detection rate            {pct(m['detection_rate'])}",
+        f"refused by quality gate   {pct(m.get('refused_by_gate'))} of faces, {pct(m.get('minors_13_17_refused_by_gate'))} of 13-17"
+        f" (13-17 approved after the gate: {pct(m.get('minors_13_17_approved_after_gate'))})",
     ]
     return "\n".join(lines)
 
@@ -227,12 +238,12 @@ def format_breakdown(groups: dict) -> str:
         lines.append(f"by {col}:")
         std = STANDARDISED in next(iter(table.values()))
         lines.append(f"  {'group':<22} {'n':>6} {'MAE':>7} {'13-17 approved':>22} {'25+ sent to ID':>22}"
-                     + (f" {'same ages':>10}" if std else ""))
+                     f" {'gate refused':>13}" + (f" {'same ages':>10}" if std else ""))
         for name, m in table.items():
             mi = f"{pct(m['minors_13_17_approved'])} of {m['minors_13_17_n']}"
             ad = f"{pct(m['adults_25_plus_sent_to_id'])} of {m['adults_25_plus_n']}"
             lines.append(f"  {name:<22} {m['n']:>6} {m['mae']:>7.3f} {mi:>22} {ad:>22}"
-                         + (f" {pct(m[STANDARDISED]):>10}" if std else ""))
+                         f" {pct(m.get('refused_by_gate')):>13}" + (f" {pct(m[STANDARDISED]):>10}" if std else ""))
     if any(STANDARDISED in next(iter(t.values())) for t in groups.values()):
         lines.append("(same ages: 25+ sent to ID if the group's adults had the ages of all adults in its scope)")
     return "\n".join(lines)
@@ -269,8 +280,10 @@ def predict_all(rows: list[LabelledPhoto], dirs: dict[str | None, Path], pipe: F
             problems.append(str(exc))
             continue
         res = pipe.process(rgb)
+        gated = ""
         if res.aligned is not None:
             crop, det = res.aligned.crop, 1
+            gated = "; ".join(r.split(" (")[0] for r in res.aligned.rejected)
         else:
             n = model.input_size
             crop, det = cv2.resize(rgb, (n, n), interpolation=cv2.INTER_AREA), 0
@@ -278,7 +291,8 @@ def predict_all(rows: list[LabelledPhoto], dirs: dict[str | None, Path], pipe: F
         # The same call `agecheck estimate` makes: one frame, no face means no_face.
         pol = decide_calibrated([est.age] if det else [], [est.probs] if det else [], policy, model.rules)
         groups = {c: v for c, v in row.columns.items() if c in GROUP_COLUMNS}
-        out.append(Prediction(row.file_name, row.real_age, round(est.age, 3), det, pol.decision, pol.p_over, groups))
+        out.append(Prediction(row.file_name, row.real_age, round(est.age, 3), det, pol.decision, pol.p_over, groups,
+                              gated))
         if (i + 1) % 1000 == 0:
             print(f"  {i + 1}/{len(rows)} photos ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return out, problems
@@ -358,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=Path(ModelConfig().path))
     ap.add_argument("--predictions", type=Path, required=True, help="CSV to write")
     ap.add_argument("--split", default=None, help="only rows whose 'split' column has this value")
+    ap.add_argument("--source", action="append", default=[],
+                    help="only rows of this source (the labels' 'source' column); repeat for several")
     ap.add_argument("--report", type=Path, default=None, help="folder for report.md and PNG plots")
     ap.add_argument("--update-card", action="store_true", help="record the figures in the model card")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
@@ -373,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dirs = image_dirs(a.images)
         rows = read_labels(a.labels, a.split)
+        if a.source:
+            rows = [r for r in rows if r.columns.get("source") in a.source]
         if a.limit:
             rows = rows[: a.limit]
         if not rows:
@@ -399,10 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     a.predictions.parent.mkdir(parents=True, exist_ok=True)
     with open(a.predictions, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["file_name", "real_age", "pred", "detected", "decision", "p_over", *group_cols])
+        w.writerow(["file_name", "real_age", "pred", "detected", "decision", "p_over", *group_cols, "gate"])
         for p in preds:
             w.writerow([p.file_name, f"{p.real_age:g}", f"{p.pred:.3f}", p.detected, p.decision,
-                        "" if p.p_over is None else f"{p.p_over:.{P_OVER_DIGITS}f}", *(p.groups.get(c, "") for c in group_cols)])
+                        "" if p.p_over is None else f"{p.p_over:.{P_OVER_DIGITS}f}", *(p.groups.get(c, "") for c in group_cols),
+                        p.gated])
     m = metrics(preds)
     groups = breakdown(preds)
     curve = gate_curve(preds)
@@ -421,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         cp = card_path(a.model)
         card = json.loads(cp.read_text()) if cp.exists() else {}
         key = f"{a.labels.parent.name}/{a.labels.name}" + (f":{a.split}" if a.split else "")
+        key += "".join(f":{s}" for s in a.source)
         key += ":raw" if a.no_age_map else ""
         card.setdefault("metrics", {})[key] = {**m, "groups": groups}
         cp.write_text(json.dumps(card, indent=2) + "\n")

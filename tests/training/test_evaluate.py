@@ -50,7 +50,7 @@ def test_evaluate_interface_and_figures(tmp_path, photo_set):
     assert r.returncode == 0, r.stderr
     with open(out, newline="") as fh:
         reader = csv.reader(fh)
-        assert next(reader) == ["file_name", "real_age", "pred", "detected", "decision", "p_over"]
+        assert next(reader) == ["file_name", "real_age", "pred", "detected", "decision", "p_over", "gate"]
         rows = {row[0]: row for row in reader}
     assert set(rows) == set(ages)
     # The photo without a face is still estimated, from the whole photo, and marked 0.
@@ -157,7 +157,7 @@ def test_breakdown_by_source_sex_and_ethnicity(tmp_path, photo_set):
         assert label in r.stdout, label
     with open(out, newline="") as fh:
         header = next(csv.reader(fh))
-    assert header[-3:] == ["source", "gender", "race"]
+    assert header[-4:] == ["source", "gender", "race", "gate"]
     report = (tmp_path / "pred_report" / "report.md").read_text()
     assert "## By group" in report and "Gate curve" in report and "| threshold |" in report
     # A source with no folder for it is named, not a traceback.
@@ -186,3 +186,26 @@ def test_sent_to_id_at_the_same_ages_separates_age_mix_from_the_model():
     assert by_sex["women"]["adults_25_plus_sent_to_id_age_standardised"] == pytest.approx(0.25)
     # A group with no adult in a band everyone has cannot be standardised.
     assert standardised_sent_to_id(people("1", [(26, True)]), everyone) is None
+
+
+def test_quality_gate_refusals_are_counted_per_source():
+    """A minor the model approves but the gate refuses is caught at the till (it asks for ID):
+    the figures count the refusals per source and the approvals left after the gate."""
+    from training.evaluate import Prediction, breakdown, metrics
+
+    preds = [
+        Prediction("a1", 15, 26, 1, "approve", 0.9, {"source": "a"}, "blurred"),
+        Prediction("a2", 16, 27, 1, "approve", 0.9, {"source": "a"}, ""),
+        Prediction("a3", 40, 40, 1, "approve", 0.9, {"source": "a"}, ""),
+        Prediction("b1", 14, 12, 1, "check_id", 0.1, {"source": "b"}, "too dark; blurred"),
+        Prediction("b2", 30, 31, 1, "approve", 0.9, {"source": "b"}, ""),
+        Prediction("b3", 30, 31, 0, "no_face", None, {"source": "b"}, ""),
+    ]
+    m = metrics(preds, intervals=False)
+    assert m["minors_13_17_approved"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["minors_13_17_refused_by_gate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["minors_13_17_approved_after_gate"] == pytest.approx(1 / 3, abs=1e-3)
+    assert m["refused_by_gate"] == pytest.approx(2 / 5, abs=1e-3)  # of the photos with a face
+    by_source = breakdown(preds)["source"]
+    assert by_source["a"]["refused_by_gate"] == pytest.approx(1 / 3, abs=1e-3)
+    assert by_source["b"]["refused_by_gate"] == pytest.approx(1 / 2, abs=1e-3)
