@@ -75,10 +75,13 @@ class Split:
     age: np.ndarray
     source: np.ndarray
     sex: np.ndarray | None = None
+    row: np.ndarray | None = None  # each crop's row in the cache (what per-row files such as teacher targets index)
 
     def __post_init__(self):
         if self.sex is None:
             object.__setattr__(self, "sex", np.full(len(self.age), "", dtype=object))
+        if self.row is None:
+            object.__setattr__(self, "row", np.arange(len(self.age)))
 
     def __len__(self) -> int:
         return len(self.age)
@@ -87,7 +90,10 @@ class Split:
         return sorted(set(self.source.tolist()))
 
     def take(self, n: int) -> "Split":
-        return Split(self.x[:n], self.age[:n], self.source[:n], self.sex[:n])
+        return Split(self.x[:n], self.age[:n], self.source[:n], self.sex[:n], self.row[:n])
+
+    def where(self, mask: np.ndarray) -> "Split":
+        return Split(self.x[mask], self.age[mask], self.source[mask], self.sex[mask], self.row[mask])
 
     def female(self) -> np.ndarray:
         """1.0 for a woman, 0.0 for a man, -1.0 where the labels do not say (what the loss's
@@ -107,7 +113,13 @@ def load_split(data: Path, split: str) -> Split:
                 sources.append(r.get("source") or "default")
                 sexes.append((r.get("gender") or "").strip())
     return Split(np.ascontiguousarray(crops[rows]), np.array(ages, np.float32), np.array(sources),
-                 np.array(sexes, dtype=object))
+                 np.array(sexes, dtype=object), np.array(rows, int))
+
+
+def split_rows_count(data: Path) -> int:
+    """How many crop rows a cache holds (all splits)."""
+    with open(data / "index.csv", newline="") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
 
 
 def band_index(ages: np.ndarray) -> np.ndarray:

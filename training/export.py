@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="crop side the file takes (default: the largest network's); a network "
                     "trained at another size sees the crop resized inside the file")
     ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
+    ap.add_argument("--leave-out", default=None,
+                    help="a source left out of training (training.loso): its crops take no part in the int8 "
+                    "calibration or the decision fit either")
     a = ap.parse_args(argv)
 
     import keras
@@ -177,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         # The representative set and the age-map fit must be the crops the till will feed the file.
         ap.error(f"--data {a.data} holds {dataset['output_size']} px crops, but the file takes {size} px "
                  f"(the largest network's input); give a cache made by `prepare --size {size}`")
-    x = load_split(a.data, "train").x
+    tr = load_split(a.data, "train")
+    if a.leave_out:
+        if a.leave_out not in tr.sources():
+            ap.error(f"--leave-out {a.leave_out}: no such source in {a.data} ({', '.join(tr.sources())})")
+        tr = tr.where(tr.source != a.leave_out)
+    x = tr.x
     rng = np.random.default_rng(a.seed)
     rep = x[rng.choice(len(x), min(a.representative, len(x)), replace=False)]
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "fractions": dataset["fractions"],
         },
         "training": train_info,
+        **({"left_out_source": a.leave_out} if a.leave_out else {}),
         "metrics": {},
     }
     if a.gate_target is not None or a.calibrate or a.minors_approved is not None:
@@ -228,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.calibrate import fit_age_map
 
         val = load_split(a.data, "val")
+        if a.leave_out:
+            val = val.where(val.source != a.leave_out)
         xv, yv = val.x, val.age
         # The raw estimate: an age map in a card left by an earlier export must not count.
         q = AgeModel(a.out, flip_average=a.flip_average, use_age_map=False)

@@ -18,7 +18,8 @@ import numpy as np
 
 from training.calibrate import CHALLENGE, gate_figures
 from training.arch import expected_age
-from training.data import FEMALE, MALE, Split, band_index, cell_weights, load_split
+from training.data import FEMALE, MALE, Split, band_index, cell_weights, load_split, split_rows_count
+from training.teacher import load_targets
 
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
@@ -42,12 +43,16 @@ def soft_labels(ages, sigma):
 
 
 def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, sex_bias: float = 0.0,
-              adult_gate: float = 0.0):
+              adult_gate: float = 0.0, distil: float = 0.0):
     """Soft-label cross-entropy + L1 on the expectation, with over-estimating a face under the
     challenge age costing more than under-estimating it, + a term that pushes the probability
     of '25 or older' down for faces of 20 and younger (a minor approved is the costly error).
 
-    y_true is the age, or (age, female) with female 1/0/-1 (unknown). With `sex_bias` > 0 the
+    y_true is the age, or (age, female) with female 1/0/-1 (unknown), or (age, female, the
+    teacher's 101 age probabilities; NaN where the teacher has none). With `distil` > 0 the
+    cross-entropy's target is (1 - distil) x the label's Gaussian + distil x the teacher's
+    distribution: a face-pretrained teacher knows how faces of each age look across cameras and
+    people, and its spread says which faces are ambiguous. With `sex_bias` > 0 the
     batch also pays sex_bias * (mean signed error of adult women - that of adult men)**2: one
     threshold serves everyone, so a net that reads women younger than men of the same age
     sends more women to an ID check; this term asks the net itself to err alike for both.
@@ -64,14 +69,22 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
 
     def loss(y_true, probs):
         yt = tf.cast(y_true, tf.float32)
-        if yt.shape.rank == 2 and yt.shape[-1] == 2:
+        teacher = None
+        if yt.shape.rank == 2 and yt.shape[-1] >= 2:
             y, female = yt[:, 0], yt[:, 1]
+            if yt.shape[-1] == 2 + AGES:
+                teacher = yt[:, 2:]
         else:
             y = tf.reshape(yt, [-1])
             female = -tf.ones_like(y)
         p = tf.cast(probs, tf.float32)
         p = tf.clip_by_value(p, 1e-7, 1.0)
-        ce = -tf.reduce_sum(soft_labels(y, sigma) * tf.math.log(p), axis=1)
+        target = soft_labels(y, sigma)
+        if teacher is not None and distil > 0:
+            has = tf.reduce_all(tf.math.is_finite(teacher), axis=1, keepdims=True)
+            mixed = (1.0 - distil) * target + distil * tf.where(has, teacher, target)
+            target = mixed / tf.reduce_sum(mixed, axis=1, keepdims=True)
+        ce = -tf.reduce_sum(target * tf.math.log(p), axis=1)
         exp = tf.reduce_sum(p * ks[None, :], axis=1)
         err = exp - y
         young = tf.cast(y < CHALLENGE_AGE, tf.float32)
@@ -104,7 +117,9 @@ def augment_batch(x):
     b = tf.shape(x)[0]
     n = tf.cast(tf.shape(x)[1], tf.float32)
     x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
-    ang = tf.random.uniform([b], -10.0, 10.0) * math.pi / 180
+    # Up to 15 degrees: the over-estimated teenagers of in-the-wild photos tilt their heads more
+    # than the till's alignment can undo when a keypoint is off.
+    ang = tf.random.uniform([b], -15.0, 15.0) * math.pi / 180
     sc = tf.random.uniform([b], 0.92, 1.08)
     tx = tf.random.uniform([b], -0.04, 0.04) * n
     ty = tf.random.uniform([b], -0.04, 0.04) * n
@@ -126,6 +141,19 @@ def augment_batch(x):
     k = tf.tile((g[:, None] * g[None, :])[:, :, None, None], [1, 1, 3, 1])
     blurred = tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], "SAME")
     x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.25, blurred, x)
+    # Small faces: a fifth are shrunk to 24-48 px and blown up again (a shopper far from the
+    # camera, a cheap webcam), one size per batch.
+    small = tf.random.uniform([], 24, 49, dtype=tf.int32)
+    lowres = tf.image.resize(tf.image.resize(x, [small, small], antialias=True), tf.shape(x)[1:3])
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.2, lowres, x)
+    # Night and flash: a fifth darkened (gamma 1.3-2.5) with sensor noise, a tenth flash-lit
+    # (hard contrast, bright): the lighting of the party photos the gate failed on.
+    gamma = tf.random.uniform([b, 1, 1, 1], 1.3, 2.5)
+    dark = 255.0 * tf.pow(tf.clip_by_value(x, 0.0, 255.0) / 255.0, gamma)
+    dark = dark + tf.random.normal(tf.shape(x)) * tf.random.uniform([b, 1, 1, 1], 2.0, 8.0)
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.2, dark, x)
+    flash = (x - 128.0) * 1.4 + 128.0 + tf.random.uniform([b, 1, 1, 1], 10.0, 40.0)
+    x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.1, flash, x)
     # Grey-scale on a tenth (IR / mono cameras).
     grey = tf.image.rgb_to_grayscale(x)
     x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.1, tf.tile(grey, [1, 1, 1, 3]), x)
@@ -150,13 +178,15 @@ def jpeg_one(img):
 
 
 def make_dataset(data: Split, batch: int, train: bool, seed: int, balance: float = 0.0,
-                 boost: dict[int, float] | None = None, by_sex: bool = False):
-    """Batches of (crop, (age, female)). With balance > 0 the training stream samples (source,
+                 boost: dict[int, float] | None = None, by_sex: bool = False, teacher: np.ndarray | None = None):
+    """Batches of (crop, (age, female[, teacher's 101 probabilities])). With balance > 0 the training stream samples (source,
     sex, age band) cells by `data.cell_weights` instead of in proportion to their size; it is
     endless, so fit() is given the number of steps an epoch."""
     import tensorflow as tf
 
     target = np.stack([data.age, data.female()], axis=1).astype(np.float32)
+    if teacher is not None:
+        target = np.concatenate([target, teacher.astype(np.float32)], axis=1)
     if train and balance > 0:
         weights = cell_weights(data, balance, boost or {}, by_sex=by_sex)
         bands = band_index(data.age)
@@ -261,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
                     "(needs the gender column that prepare keeps from the labels)")
     ap.add_argument("--adult-gate", type=float, default=0.0,
                     help="weight of the term that pushes P(challenge age or older) up for faces 3+ years over it")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="teacher targets (.npz from `training.teacher fit` on this --data): distil its age distributions")
+    ap.add_argument("--distil", type=float, default=0.5,
+                    help="with --teacher, the teacher's share of each face's target distribution")
+    ap.add_argument("--leave-out", default=None,
+                    help="train without this source (leave-one-source-out); its validation crops are still scored")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
     a = ap.parse_args(argv)
 
@@ -274,8 +310,20 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     tr = load_split(a.data, "train")
     va = load_split(a.data, "val")
+    teacher = None
+    if a.teacher:
+        teacher = load_targets(a.teacher, split_rows_count(a.data))[tr.row]
+    if a.leave_out:
+        if a.leave_out not in tr.sources():
+            raise SystemExit(f"training.train: --leave-out {a.leave_out}: no such source in {a.data}")
+        keep = tr.source != a.leave_out
+        tr = tr.where(keep)
+        # The left-out source must not choose the checkpoint either.
+        va = va.where(va.source != a.leave_out)
+        teacher = teacher[keep] if teacher is not None else None
     if a.limit:
         tr, va = tr.take(a.limit), va.take(max(64, a.limit // 4))
+        teacher = teacher[: a.limit] if teacher is not None else None
     counts = ", ".join(f"{s} {int((tr.source == s).sum())}/{int((va.source == s).sum())}" for s in tr.sources())
     print(f"train {len(tr)}, val {len(va)} ({counts}), device {'GPU' if gpus else 'CPU'}", flush=True)
 
@@ -293,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         initial_learning_rate=a.lr / 10, decay_steps=total - warm, warmup_target=a.lr, warmup_steps=warm, alpha=0.02
     )
     opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
-    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate, a.sex_bias, a.adult_gate), jit_compile=False)
+    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate, a.sex_bias, a.adult_gate,
+                                                     a.distil if teacher is not None else 0.0), jit_compile=False)
 
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -334,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     boost = {1: a.boost_young, 2: a.boost_young}  # bands 13-17 and 18-24 of dataset.SAMPLING_BANDS
     model.fit(
-        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, a.balance_sex),
+        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, a.balance_sex, teacher),
         epochs=a.epochs,
         steps_per_epoch=steps,
         callbacks=callbacks,

@@ -1,0 +1,154 @@
+"""loso: leave-one-source-out, how the recipe carries over to a camera and people it never saw.
+
+For each source in turn, the shipped recipe runs without it: the teacher's head is fitted on the
+other sources, the ResNet trained on them (its checkpoint chosen on their validation), the file
+exported with the decision fitted on their validation crops; then the till's own code
+(`training.evaluate`) judges the left-out source's test split. The table it prints is what a
+retailer meets with a new camera: the share of 13-17-year-olds approved and of 25+ sent to ID.
+
+    python -m training.loso --data CACHE_96 --till-data CACHE_112 --init init.keras \
+        --embeddings-data CACHE_96 --images utkface=DIR --images aaf-train=DIR --images appa-real=DIR \
+        --out ~/runs/loso [--epochs 3] [--source appa-real] -- [train options]
+
+Every step is skipped when its output exists, so a stopped run goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.core.words import Decision
+from training.decision import is_minor
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """The figures of one left-out source, as the till decides on its test split."""
+
+    source: str
+    photos: int
+    minors: int
+    minors_approved: float
+    adults: int
+    adults_to_id: float
+    mae: float
+    threshold: float
+    # The highest threshold-free figure: how many minors the decision would approve if it were
+    # fitted on this source itself at the same target (what the shift between sources costs).
+    minors_approved_val_fit: float
+
+
+def figures(source: str, predictions: Path, threshold: float, val_minors_approved: float) -> LeftOut:
+    """Pure: the left-out figures from an `evaluate` predictions CSV (detected faces only; a
+    photo without a face is a check_id at the till and counts as sent to ID, not approved)."""
+    with open(predictions, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    age = np.array([float(r["real_age"]) for r in rows])
+    approved = np.array([r["decision"] == Decision.APPROVE.value for r in rows])
+    det = np.array([r["detected"] in ("1", "True", "true") for r in rows])
+    pred = np.array([float(r["pred"]) if r["pred"] not in ("", "nan") else np.nan for r in rows])
+    minors, adults = is_minor(age), age >= 25
+    return LeftOut(
+        source=source, photos=len(rows), minors=int(minors.sum()),
+        minors_approved=float(approved[minors].mean()) if minors.any() else float("nan"),
+        adults=int(adults.sum()),
+        adults_to_id=float((~approved[adults]).mean()) if adults.any() else float("nan"),
+        mae=float(np.nanmean(np.abs(pred[det] - age[det]))) if det.any() else float("nan"),
+        threshold=threshold, minors_approved_val_fit=val_minors_approved,
+    )
+
+
+def table(results: list[LeftOut]) -> str:
+    """The report: one row per left-out source, then the worst."""
+    lines = [
+        "| left out | test photos | 13-17 approved | 25+ sent to ID | MAE | threshold (fitted without it) | "
+        "13-17 approved on the others' validation |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(f"| {r.source} | {r.photos} | {100 * r.minors_approved:.1f}% of {r.minors} | "
+                     f"{100 * r.adults_to_id:.1f}% of {r.adults} | {r.mae:.2f} | {r.threshold:.3f} | "
+                     f"{100 * r.minors_approved_val_fit:.1f}% |")
+    if results:
+        worst = max(results, key=lambda r: r.minors_approved)
+        lines.append(f"\nworst left-out source: {worst.source}, {100 * worst.minors_approved:.1f}% of its 13-17 approved "
+                     f"(the decision was fitted to {100 * worst.minors_approved_val_fit:.1f}% on the others)")
+    return "\n".join(lines)
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    with open(log, "a") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"training.loso: step failed (exit {done.returncode}); see {log}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(prog="python -m training.loso", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="training crops (the recipe's size)")
+    ap.add_argument("--till-data", type=Path, required=True, help="the till's crops (export and decision fit)")
+    ap.add_argument("--labels", type=Path, default=None, help="labels with splits (default: TILL_DATA/split.csv)")
+    ap.add_argument("--init", type=Path, required=True, help="starting .keras (training.port)")
+    ap.add_argument("--images", action="append", required=True, help="SOURCE=FOLDER, once per source")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--no-teacher", action="store_true", help="the recipe without distillation")
+    ap.add_argument("--source", action="append", default=[], help="only these left-out sources (default: all)")
+    ap.add_argument("--minors-approved", type=float, default=0.015)
+    ap.add_argument("--minors-approved-each", type=float, default=0.03)
+    ap.add_argument("--input-size", type=int, default=112)
+    a = ap.parse_args(argv)
+    py = sys.executable
+    labels = a.labels or a.till_data / "split.csv"
+    info = json.loads((a.data / "dataset.json").read_text())
+    sources = a.source or sorted(info["sources"])
+    results = []
+    for src in sources:
+        d = a.out / src
+        d.mkdir(parents=True, exist_ok=True)
+        log = d / "log.txt"
+        teacher = d / "teacher.npz"
+        if not a.no_teacher and not teacher.exists():
+            _run([py, "-m", "training.teacher", "fit", "--data", str(a.data), "--leave-out", src,
+                  "--out", str(teacher)], log)
+        run = d / "run"
+        if not (run / "train.json").exists():
+            _run([py, "-m", "training.train", "--data", str(a.data), "--init", str(a.init), "--out", str(run),
+                  "--epochs", str(a.epochs), "--leave-out", src,
+                  *([] if a.no_teacher else ["--teacher", str(teacher)]), *extra], log)
+        model = d / "model_int8.tflite"
+        if not model.exists():
+            _run([py, "-m", "training.export", "--data", str(a.till_data), "--model", str(run / "best.keras"),
+                  "--train-info", str(run / "train.json"), "--flip-average", "--input-size", str(a.input_size),
+                  "--out", str(model), "--calibrate", "--leave-out", src,
+                  "--minors-approved", str(a.minors_approved), "--minors-approved-each", str(a.minors_approved_each)],
+                 log)
+        preds = d / "test.csv"
+        if not preds.exists():
+            _run([py, "-m", "training.evaluate", *sum((["--images", s] for s in a.images), []),
+                  "--labels", str(labels), "--split", "test", "--source", src, "--model", str(model),
+                  "--predictions", str(preds)], log)
+        card = json.loads(model.with_suffix(".json").read_text())
+        chosen = card["decision"]["fit"]["25"]["chosen"]
+        results.append(figures(src, preds, chosen["threshold"], chosen["minors_approved"]))
+    report = table(results)
+    print(report)
+    (a.out / "loso.md").write_text(report + "\n")
+    (a.out / "loso.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
