@@ -213,6 +213,8 @@ class CashierDisplay:
         # Read by other threads (tests, the service's state); replaced whole, never mutated.
         self.snapshot = WindowSnapshot()
         self.window_id: int | None = None
+        # Told each new snapshot on the Tk thread (the child process of `isolated` sends it on).
+        self.on_snapshot: Callable[[WindowSnapshot], Any] | None = None
 
     # -- thread-safe API ------------------------------------------------------------------------
     def post(self, check_event: events.CheckEvent | None, alert_event: events.AlertEvent | None = None) -> None:
@@ -851,6 +853,11 @@ class CashierDisplay:
         self.snapshot = WindowSnapshot(visible=v is not None, last_ack=self.snapshot.last_ack,
                                        taps_ignored=self._taps_ignored, last_tap=self._last_tap, expired=self._expired,
                                        queued=len(self._alerts), not_recording=self._not_recording, **shown)
+        if self.on_snapshot is not None:
+            try:
+                self.on_snapshot(self.snapshot)
+            except Exception as exc:  # a watcher's trouble is not the window's
+                log.warning("display: snapshot listener failed: %r", exc)
 
     @staticmethod
     def _box(widget) -> Box:
@@ -858,17 +865,20 @@ class CashierDisplay:
         return widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(), widget.winfo_height()
 
 
-def attach(service) -> "CashierDisplay":
-    """The service's plug-in (display.enabled: true): the window runs on its own thread, shows
-    every check/alert the service publishes, and hands each answer to service.publish_event, i.e.
-    the till's durable outbox. Returns the window; the service calls its shutdown()."""
+def attach(service):
+    """The service's plug-in (display.enabled: true): the window runs in a child process of its
+    own (edge_app.cashier.isolated: an X error or a killed window never stops the till, and a new
+    window comes back with every unanswered alert), shows every check/alert the service publishes
+    and hears of its sales, and hands each answer to service.publish_event, i.e. the till's
+    durable outbox. Returns the `WindowProcess`; the service calls its shutdown()."""
+    from edge_app.cashier.isolated import WindowProcess
     from edge_app.config import ConfigError
 
     cfg = service.cfg
-    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
+    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
     try:
-        display.start_in_thread()
+        display.start()
     except DisplayError as exc:
         raise ConfigError(f"display.enabled: {exc}; set display.enabled: false to run without the window") from None
-    service.attach(on_event=display.on_event, on_recording=display.set_recording)
+    service.attach(on_event=display.on_event, on_recording=display.set_recording, on_sale=display.on_sale_message)
     return display
