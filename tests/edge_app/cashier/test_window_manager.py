@@ -11,6 +11,7 @@ import queue
 
 import pytest
 
+from edge_app.cashier.isolated import WindowProcess
 from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
 from edge_app.core import events
@@ -50,13 +51,13 @@ def window(desktop):
     acks: queue.Queue = queue.Queue()
     conf = DisplayConfig(enabled=True, width=640, height=300, position="top-right", approve_seconds=2.0,
                          undo_seconds=2.0)
-    d = CashierDisplay(conf, "store-001", "till-01", acks.put).start_in_thread()
+    # In its own process, supervised, as the till service and `agecheck display` run it.
+    d = WindowProcess(conf, "store-001", "till-01", acks.put).start()
     d.acks = acks
     try:
         yield d
     finally:
-        d.close()
-        d.join(5)
+        d.shutdown()
 
 
 def on_screen(d: CashierDisplay, **want):
@@ -138,3 +139,37 @@ def test_the_window_manager_cannot_give_the_window_the_keyboard(desktop, pos, wi
     all_keys_arrive(pos, type_into_pos(pos), "after asking the window manager to activate the window")
     no_answer_recorded(window)
     assert window.snapshot.alert_event_id == snap.alert_event_id
+
+
+def test_closing_the_window_loses_no_alert(desktop, pos, window):
+    """The window's X client killed (xkill, or a window manager's force-close) and its process
+    killed outright: the program that runs it goes on, a new window comes by itself, and the
+    unanswered alert is on it again, answerable; the POS keeps the keyboard throughout."""
+    c1 = check_event(decision="check_id", age=19.0, txn="T-k1")
+    a1 = alert_event(c1)
+    window.post(c1, a1)
+    c2 = check_event(decision="no_face", age=None, txn="T-k2")
+    a2 = alert_event(c2)
+    window.post(c2, a2)
+    on_screen(window, alert_event_id=a2.event_id)
+    click(on_screen(window, alert_event_id=a2.event_id).buttons["id_checked_over_age"])
+    assert window.acks.get(timeout=10).alert_event_id == a2.event_id
+    shown = on_screen(window, alert_event_id=a1.event_id)
+    # There is nothing to close it with: the window manager does not decorate it.
+    wid = xdotool("search", "--onlyvisible", "--classname", "agecheck").split()[0]
+    first_pid = window.pid
+    xdotool("windowkill", wid)
+    wait_for(lambda: window.restarts >= 1, timeout=20, what="the window to be started again")
+    assert window.pid != first_pid
+    snap = on_screen(window, alert_event_id=a1.event_id, answerable=True)
+    assert snap.transaction_id == "T-k1" and snap.queued == 1  # the answered one stays answered
+    all_keys_arrive(pos, type_into_pos(pos), "after the window came back")
+    # And when its process is killed outright.
+    os.kill(window.pid, 9)
+    wait_for(lambda: window.restarts >= 2, timeout=20, what="the window to be started again")
+    snap = on_screen(window, alert_event_id=a1.event_id, answerable=True)
+    click(snap.buttons["no_id_check"])
+    ack = window.acks.get(timeout=10)
+    assert ack.alert_event_id == a1.event_id and ack.answer == "no_id_check"
+    no_answer_recorded(window)
+    assert shown.transaction_id == "T-k1"
