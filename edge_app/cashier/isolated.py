@@ -74,7 +74,7 @@ class WindowProcess:
     this process's reader thread; if it raises, the window keeps the alert and says so)."""
 
     def __init__(self, cfg: DisplayConfig, store_id: str, till_id: str,
-                 on_ack: Callable[[events.AckEvent], Any]) -> None:
+                 on_ack: Callable[[events.AckEvent], Any], history_path: str | None = None) -> None:
         self.cfg, self.store_id, self.till_id = cfg, store_id, till_id
         self._on_ack = on_ack
         self._lock = threading.Lock()
@@ -87,6 +87,13 @@ class WindowProcess:
         self.snapshot = WindowSnapshot()
         self.restarts = 0
         self._supervisor: threading.Thread | None = None
+        # `agecheck display` keeps what its window was shown on disk too (JSON lines of events),
+        # so a restart of the whole program still brings back the unanswered alerts: the broker
+        # does not send again what it already delivered.
+        self._history_path = history_path
+        self._history_lines = 0
+        if history_path:
+            self._load_history(history_path)
 
     # -- the window's API ---------------------------------------------------------------------------
     def post(self, check_event: events.CheckEvent | None, alert_event: events.AlertEvent | None = None) -> None:
@@ -238,6 +245,43 @@ class WindowProcess:
         self._history[ev.event_id] = ev
         while len(self._history) > HISTORY:
             self._history.popitem(last=False)
+        if self._history_path:
+            try:
+                if self._history_lines >= 2 * HISTORY:
+                    self._write_history()
+                else:
+                    with open(self._history_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(ev.to_dict()) + "\n")
+                    self._history_lines += 1
+            except OSError as exc:  # the window still shows it; only a restart would not
+                log.warning("display: cannot keep what the window was shown in %s: %s", self._history_path, exc)
+
+    def _write_history(self) -> None:
+        tmp = self._history_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for e in self._history.values():
+                f.write(json.dumps(e.to_dict()) + "\n")
+        os.replace(tmp, self._history_path)
+        self._history_lines = len(self._history)
+
+    def _load_history(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("display: cannot read what the window was shown before (%s): %s", path, exc)
+            return
+        for line in lines[-2 * HISTORY:]:
+            try:
+                ev = events.from_dict(json.loads(line))
+            except Exception:
+                continue  # a line cut short by a crash
+            self._history[ev.event_id] = ev
+        while len(self._history) > HISTORY:
+            self._history.popitem(last=False)
+        self._history_lines = len(lines)
 
     def _replay(self) -> list[dict]:
         """What a new window is told: the checks and alerts nobody has answered (an answer that
