@@ -1,20 +1,19 @@
 """Cashier alert window: a small always-on-top Tk window on the till screen that shows nothing
 while idle and, on a check, the banner of `edge_app.cashier.banner` (the instruction, its symbol
-and colour, the camera's estimate as a range, the item). The cashier answers with a button
-(click or touch) or, once the window has the keyboard focus, key 1/2/3; each answer becomes an
-`ack` event handed to a callback (the service's durable outbox, or the standalone window's own,
-see `edge_app.cashier.standalone`).
+and colour, the camera's estimate as a range, the item). The cashier answers by tapping or
+clicking a button; each answer becomes an `ack` event handed to a callback (the service's durable
+outbox, or the standalone window's own, see `edge_app.cashier.standalone`).
 
-Answers need intent:
+The window never holds the keyboard: it is override-redirect (no window manager focuses,
+decorates or lists it), asks for the focus nowhere and binds no keys, so what the cashier types
+or scans always goes to the POS (docs/cashier.md says why this X11 means). Its parts sit in fixed
+places (`banner.layout`): Undo has its own row under the answers, the status line is always
+there; a second tap within DOUBLE_TAP_S of an answer is ignored, visibly; buttons have no hover
+look. After an answer the window shows what was recorded, with Undo, for `display.undo_seconds`;
+Undo publishes a correcting ack (`replaces_event_id`, answer `undone`) and puts the alert back.
 
-* the window does not take the keyboard focus unless `display.take_focus` asks for it, so digits
-  typed into the POS while an alert appears stay in the POS;
-* a key counts only when the window has held the focus and shown this alert for
-  `display.key_delay_seconds` (a key already on its way when the alert appeared is ignored, and
-  the window says so); buttons always work;
-* after an answer the window shows what was recorded, with an Undo button, for
-  `display.undo_seconds`; Undo publishes a correcting ack (`replaces_event_id`, answer
-  `undone`) and puts the alert back.
+It runs in a process of its own (`edge_app.cashier.isolated`), so an X error or a killed window
+never takes the till service with it.
 
 No alert is lost on screen: unanswered alerts wait in an `AlertQueue` (the newest shown, with a
 count of the others), each until it is answered here or on another display, or expires.
