@@ -862,22 +862,3 @@ class CashierDisplay:
     def _box(widget) -> Box:
         """Screen rectangle (x, y, w, h) of a widget."""
         return widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(), widget.winfo_height()
-
-
-def attach(service):
-    """The service's plug-in (display.enabled: true): the window runs in a child process of its
-    own (edge_app.cashier.isolated: an X error or a killed window never stops the till, and a new
-    window comes back with every unanswered alert), shows every check/alert the service publishes
-    and hears of its sales, and hands each answer to service.publish_event, i.e. the till's
-    durable outbox. Returns the `WindowProcess`; the service calls its shutdown()."""
-    from edge_app.cashier.isolated import WindowProcess
-    from edge_app.config import ConfigError
-
-    cfg = service.cfg
-    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
-    try:
-        display.start()
-    except DisplayError as exc:
-        raise ConfigError(f"display.enabled: {exc}; set display.enabled: false to run without the window") from None
-    service.attach(on_event=display.on_event, on_recording=display.set_recording, on_sale=display.on_sale_message)
-    return display

@@ -64,7 +64,7 @@ class Till:
         self.db = tmp / "feed.sqlite3"
         self.feed = Feed(self.cfg, self.db, out=io.StringIO()).start()
         assert self.feed.subscribed.wait(10)
-        from edge_app.cashier.window import attach
+        from edge_app.cashier.isolated import attach
 
         self.windows: list = []
 
