@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
     plugins = []
     if cfg.display.enabled:
-        from edge_app.cashier.window import attach
+        from edge_app.cashier.isolated import attach
 
         plugins.append(attach)
     return service.main(args, cfg, plugins)

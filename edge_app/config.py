@@ -201,14 +201,6 @@ class DisplayConfig:
     position: Literal["top-right", "top-left", "bottom-right", "bottom-left", "center"] = "top-right"
     # How long an approve banner stays up; alerts stay until answered.
     approve_seconds: float = field(default=4.0, metadata=_rng(0.5, 120))
-    # Off: an alert never takes the keyboard from the POS, so digits typed into the POS as an
-    # alert appears cannot answer it. Buttons (click, touch) always work; keys 1/2/3 work once
-    # the cashier has put the focus on the window. On: the window takes the focus for each alert
-    # (the key delay below still applies).
-    take_focus: bool = False
-    # Keys answer only after the window has shown the alert, and held the focus, this long: a
-    # key already on its way when the alert appeared is not an answer.
-    key_delay_seconds: float = field(default=0.7, metadata=_rng(0, 5))
     # After an answer, the window shows what was recorded with an Undo button for this long.
     undo_seconds: float = field(default=5.0, metadata=_rng(1, 60))
     # An unanswered alert stays on the window's list (even after its sale) until answered or
@@ -223,6 +215,20 @@ class DisplayConfig:
     # cannot read, so the window gets its password from a file readable by the cashier's user.
     mqtt_username: Optional[str] = field(default=None, metadata=_text(256))  # as mqtt.username
     mqtt_password_file: Optional[str] = None
+    # `agecheck display`: a window that has heard nothing of its till (the till's retained
+    # `state`) this long after subscribing says "NOT CONNECTED TO TILL <till_id>: check the
+    # login" on screen and in its log: a login the broker's ACL does not let read the till's
+    # topics otherwise looks connected and simply never shows an alert.
+    till_state_timeout_seconds: float = field(default=5.0, metadata=_rng(1, 120))
+
+
+# Settings that existed once: an old config.yaml naming one gets why it went, not just "unknown".
+RETIRED: dict[str, str] = {
+    "display.take_focus": "removed: the window never takes the keyboard (answers are by touch or click, "
+                          "docs/cashier.md); delete the line",
+    "display.key_delay_seconds": "removed with the keyboard answers (the window never gets keys, "
+                                 "docs/cashier.md); delete the line",
+}
 
 
 @dataclass(frozen=True)
@@ -362,6 +368,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     for name in data:
         if name not in fields:
             where = f"{prefix}.{name}" if prefix else str(name)
+            if where in RETIRED:
+                raise ConfigError(f"{where}: {RETIRED[where]}")
             close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{where}: unknown setting{hint}; allowed here: {', '.join(fields)}")

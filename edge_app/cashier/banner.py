@@ -36,6 +36,7 @@ class BannerKind(StrEnum):
     NO_FACE = Decision.NO_FACE.value
     CAMERA_DOWN = "camera_down"
     RECORDED = "recorded"  # an answer was recorded (Undo is offered)
+    NOTICE = "notice"  # about the window itself, e.g. it hears nothing from its till
 
 
 # The banners that wait for the cashier's answer.
@@ -59,16 +60,23 @@ STYLES: dict[BannerKind, Style] = {
     # not read as a shopper who looked away.
     BannerKind.CAMERA_DOWN: Style("#1d3f8f", "#ffffff", "!"),
     BannerKind.RECORDED: Style("#2e2e2e", "#ffffff", "✓"),
+    BannerKind.NOTICE: Style("#151515", "#ffd24a", "⚠"),
 }
 TITLES: dict[BannerKind, str] = {
     BannerKind.OK: "OK — no ID needed",
     BannerKind.ASK_ID: "ASK FOR ID",
     BannerKind.NO_FACE: "NO FACE SEEN — ASK FOR ID",
-    BannerKind.CAMERA_DOWN: "CAMERA DOWN — ASK FOR ID",
+    # The camera needs someone to look at it, and the cashier is the one who can say so.
+    BannerKind.CAMERA_DOWN: "CAMERA DOWN — ASK FOR ID — tell a supervisor",
     BannerKind.RECORDED: "Answer recorded",
+    BannerKind.NOTICE: "",  # the notice's own words
 }
 DECISION_KIND: dict[Decision, BannerKind] = {Decision.APPROVE: BannerKind.OK, Decision.CHECK_ID: BannerKind.ASK_ID,
                                              Decision.NO_FACE: BannerKind.NO_FACE}
+# An alert whose sale is done: still answerable (the record needs the answer), in a look of its
+# own so it is never read as the shopper in front of the cashier now.
+SALE_DONE_TITLE = "SALE DONE — answer for the record"
+SALE_DONE_STYLE = Style("#4b4b4b", "#ffffff", "✎")
 # An item name longer than this is cut with an ellipsis so the line stays on the window.
 ITEM_CHARS = 48
 
@@ -83,10 +91,21 @@ class Banner:
     transaction_id: str | None
     bg: str
     fg: str
+    sale_done: bool = False  # an alert of a sale that is over: answered for the record only
 
     @property
     def needs_answer(self) -> bool:
         return self.kind in ANSWERABLE
+
+    @property
+    def title_lines(self) -> list[str]:
+        """The title as shown: the situation on the first line and what to do on the next
+        ("CAMERA DOWN —" / "ASK FOR ID — tell a supervisor"), never where the words happen to wrap."""
+        for mark in (" — ", ": "):
+            head, sep, rest = self.title.partition(mark)
+            if sep and len(self.title) > 20:
+                return [head + mark.rstrip(), rest]
+        return [self.title]
 
 
 def _relative_luminance(colour: str) -> float:
@@ -182,14 +201,64 @@ def banner_for(check: CheckEvent | None, alert: AlertEvent | None = None) -> Ban
                   item_text(_product(check, alert)), txn if isinstance(txn, str) else None, style.bg, style.fg)
 
 
+def sale_done_banner(banner: Banner) -> Banner:
+    """An alert whose sale is done: the same alert, answerable, in the grey look, saying what it
+    had asked for."""
+    detail = " · ".join(t for t in (f"Was: {banner.title}", banner.detail) if t)
+    return replace(banner, title=SALE_DONE_TITLE, symbol=SALE_DONE_STYLE.symbol, detail=detail,
+                   bg=SALE_DONE_STYLE.bg, fg=SALE_DONE_STYLE.fg, sale_done=True)
+
+
 def recorded_banner(answer: str, transaction_id: str | None) -> Banner:
     style = STYLES[BannerKind.RECORDED]
     return Banner(BannerKind.RECORDED, TITLES[BannerKind.RECORDED], style.symbol, ANSWER_LABELS.get(answer, answer), "",
                   transaction_id, style.bg, style.fg)
 
 
+def notice_banner(text: str) -> Banner:
+    """A notice about the window itself ("NOT CONNECTED TO TILL till-01: check the login")."""
+    style = STYLES[BannerKind.NOTICE]
+    return Banner(BannerKind.NOTICE, text, style.symbol, "Alerts cannot reach this window. Tell a supervisor.", "",
+                  None, style.bg, style.fg)
+
+
 def waiting_text(n: int) -> str:
     return "" if n <= 0 else f"+{n} more alert{'s' if n != 1 else ''} waiting"
+
+
+# -- where the window's parts go --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """The window's rows, in pixels from its top: the banner, the answer buttons, the Undo row and
+    the status line. Fixed for a window size, whatever is shown: nothing moves under a finger."""
+
+    width: int
+    banner_h: int
+    answers_y: int
+    answers_h: int
+    undo_y: int
+    undo_h: int
+    status_y: int
+    status_h: int
+    button_w: int  # each of the three answer buttons' column
+    undo_x: int  # the Undo button: the right part of its own row, below the answers
+
+
+def layout(width: int, height: int) -> Layout:
+    status_h = max(18, round(height * 0.08))
+    undo_h = max(30, round(height * 0.14))
+    answers_h = max(48, round(height * 0.24))
+    banner_h = height - status_h - undo_h - answers_h
+    return Layout(width=width, banner_h=banner_h, answers_y=banner_h, answers_h=answers_h,
+                  undo_y=banner_h + answers_h, undo_h=undo_h, status_y=height - status_h, status_h=status_h,
+                  button_w=width // 3, undo_x=width - max(90, width // 5))
+
+
+def button_lines(answer: str) -> list[str]:
+    """An answer button's text: its label (core/words.py) broken after the dash, "ID checked –" /
+    "over age", so a label breaks only there, never inside its words."""
+    head, sep, rest = ANSWER_LABELS[answer].partition(" – ")
+    return [head + " –", rest] if sep else [head]
 
 
 # -- the queue of unanswered alerts -----------------------------------------------------------------
@@ -204,14 +273,23 @@ class Pending:
     added: float = 0.0  # monotonic; the decision time runs from here
     visible_from: float = 0.0  # an alert whose check is late waits a moment for it
     order: int = 0  # newest is highest
+    # The sale is over (the till reported it, or the next shopper's check came): the alert is
+    # answered for the record, after the shopper in front.
+    sale_done: bool = False
 
     @property
     def alert_event_id(self) -> str | None:
         return self.alert.event_id if self.alert is not None else None
 
     @property
+    def transaction_id(self) -> str | None:
+        src = self.check or self.alert
+        return src.transaction_id if src is not None else None
+
+    @property
     def banner(self) -> Banner:
-        return banner_for(self.check, self.alert)
+        b = banner_for(self.check, self.alert)
+        return sale_done_banner(b) if self.sale_done else b
 
 
 @dataclass
@@ -274,9 +352,29 @@ class AlertQueue:
             del self._items[p.key]
         return gone
 
+    def sale_done(self, transaction_id: str | None = None, *, alert_event_id: str | None = None,
+                  other_than: str | None = None) -> list[Pending]:
+        """Mark alerts whose sale is over: those of a transaction, the one alert, or those of every
+        transaction but the one now at the till (`other_than`). Returns the ones newly marked."""
+        marked = []
+        for p in self._items.values():
+            txn = p.transaction_id
+            hit = ((transaction_id is not None and txn == transaction_id)
+                   or (alert_event_id is not None and p.alert_event_id == alert_event_id)
+                   or (other_than is not None and txn != other_than))
+            if hit and not p.sale_done:
+                p.sale_done = True
+                marked.append(p)
+        return marked
+
+    def live_for(self, transaction_id: str | None, now: float) -> bool:
+        """An alert of this transaction is on the list and its sale is not done."""
+        return any(not p.sale_done and p.transaction_id == transaction_id for p in self.visible(now))
+
     def visible(self, now: float) -> list[Pending]:
-        """What the cashier sees, newest first."""
-        return sorted((p for p in self._items.values() if p.visible_from <= now), key=lambda p: -p.order)
+        """What the cashier sees in turn: the alerts of the sale going on first (newest first),
+        then those whose sale is done (newest first)."""
+        return sorted((p for p in self._items.values() if p.visible_from <= now), key=lambda p: (p.sale_done, -p.order))
 
     def current(self, now: float) -> Pending | None:
         v = self.visible(now)

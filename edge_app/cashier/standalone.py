@@ -19,13 +19,16 @@ import dataclasses
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
-from edge_app.cashier.window import CashierDisplay
+from edge_app.cashier.isolated import WindowProcess
+from edge_app.cashier.window import DisplayError
 from edge_app.config import Config, ConfigError
 from edge_app.errors import UsageError
 from edge_app.core import events, payloads
+from edge_app.core.state import STATE_LEAF
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,11 @@ class AckLink:
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
         self._max_bytes = cfg.feed.max_payload_bytes
-        subs = [(events.event_leaf(k), SubscribeOptions(qos=1)) for k in (events.CheckEvent, events.AlertEvent)]
+        subs = [(events.event_leaf(k), SubscribeOptions(qos=1))
+                for k in (events.CheckEvent, events.AlertEvent, events.IntegrityEvent)]
+        # The till's retained state: proof that this login may read the till's topics at all.
+        subs.append((STATE_LEAF, SubscribeOptions(qos=1)))
+        self.heard_till = threading.Event()
         # No-local: our own answers would come back otherwise.
         subs.append((events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
         try:
@@ -105,6 +112,9 @@ class AckLink:
         return self.link.connected
 
     def _on_message(self, leaf: str, payload: bytes) -> None:
+        if leaf == STATE_LEAF:
+            self.heard_till.set()
+            return
         try:
             ev = events.decode_event(payload, payloads.Limits(self._max_bytes))
         except (payloads.PayloadError, events.SchemaError) as exc:
@@ -125,29 +135,69 @@ def _state_folder(path: str) -> None:
                           "write") from None
 
 
+def not_connected_text(till_id: str) -> str:
+    return f"NOT CONNECTED TO TILL {till_id}: check the login"
+
+
+def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: threading.Event) -> None:
+    """Once subscribed, the till's retained state must come within `timeout` s: a broker that
+    lets this login connect and subscribe but not read the till's topics (an ACL that does not
+    name it) delivers nothing and says nothing. Then the window says so, and the log."""
+    shown = False
+    while not stop.is_set():
+        if not link.link.subscribed.wait(0.5):
+            continue
+        if link.heard_till.wait(timeout):
+            if shown:
+                log.info("display: hearing from till %s now", till_id)
+                display.set_notice(None)
+                shown = False
+            stop.wait(1.0)
+            continue
+        if not shown and link.link.subscribed.is_set():
+            log.error("display: %s (subscribed as %r, but nothing from the till in %.0f s: the broker's ACL must "
+                      "let this user read the till's topics, see docs/security.md)", not_connected_text(till_id),
+                      link.link.cfg.mqtt.username, timeout)
+            display.set_notice(not_connected_text(till_id))
+            shown = True
+
+
 def main(args, cfg: Config) -> int:
-    """`agecheck display`: the alert window as its own process next to the service."""
+    """`agecheck display`: the alert window as its own process next to the service. The window
+    itself runs in a child process (edge_app.cashier.isolated), started again whenever it dies."""
     from edge_app.transport.mqtt import read_password
     from edge_app.transport.outbox import OutboxError
 
     cfg = display_config(cfg, getattr(args, "password_file", None))
     read_password(cfg.mqtt)  # a missing or unreadable password file is said before any window opens
     _state_folder(cfg.display.outbox_path)
-    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev))
-    display.open()
+    history = str(Path(cfg.display.outbox_path).with_name("display-shown.jsonl"))
+    link: AckLink | None = None
+    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev),
+                            history_path=history)
+    try:
+        display.start()
+    except DisplayError as exc:
+        raise UsageError(str(exc)) from None
     try:
         link = AckLink(cfg, display.on_event)
     except (OutboxError, ConfigError) as exc:
-        display.close()
-        display.run()  # processes the close on this thread and frees Tk here
+        display.shutdown()
         raise UsageError(str(exc)) from None
-    signal.signal(signal.SIGTERM, lambda *_: display.close())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     link.start()
+    watcher = threading.Thread(target=watch_till, args=(link, display, cfg.till_id,
+                                                        cfg.display.till_state_timeout_seconds, stop),
+                               name="till-watch", daemon=True)
+    watcher.start()
     print(f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "
           f"{cfg.display.outbox_path} until the broker at {cfg.mqtt.host}:{cfg.mqtt.port} has them", flush=True)
     try:
-        display.run()
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
-        pass
+        stop.set()
+    display.shutdown()
     link.stop()
     return 0

@@ -1,20 +1,19 @@
 """Cashier alert window: a small always-on-top Tk window on the till screen that shows nothing
 while idle and, on a check, the banner of `edge_app.cashier.banner` (the instruction, its symbol
-and colour, the camera's estimate as a range, the item). The cashier answers with a button
-(click or touch) or, once the window has the keyboard focus, key 1/2/3; each answer becomes an
-`ack` event handed to a callback (the service's durable outbox, or the standalone window's own,
-see `edge_app.cashier.standalone`).
+and colour, the camera's estimate as a range, the item). The cashier answers by tapping or
+clicking a button; each answer becomes an `ack` event handed to a callback (the service's durable
+outbox, or the standalone window's own, see `edge_app.cashier.standalone`).
 
-Answers need intent:
+The window never holds the keyboard: it is override-redirect (no window manager focuses,
+decorates or lists it), asks for the focus nowhere and binds no keys, so what the cashier types
+or scans always goes to the POS (docs/cashier.md says why this X11 means). Its parts sit in fixed
+places (`banner.layout`): Undo has its own row under the answers, the status line is always
+there; a second tap within DOUBLE_TAP_S of an answer is ignored, visibly; buttons have no hover
+look. After an answer the window shows what was recorded, with Undo, for `display.undo_seconds`;
+Undo publishes a correcting ack (`replaces_event_id`, answer `undone`) and puts the alert back.
 
-* the window does not take the keyboard focus unless `display.take_focus` asks for it, so digits
-  typed into the POS while an alert appears stay in the POS;
-* a key counts only when the window has held the focus and shown this alert for
-  `display.key_delay_seconds` (a key already on its way when the alert appeared is ignored, and
-  the window says so); buttons always work;
-* after an answer the window shows what was recorded, with an Undo button, for
-  `display.undo_seconds`; Undo publishes a correcting ack (`replaces_event_id`, answer
-  `undone`) and puts the alert back.
+It runs in a process of its own (`edge_app.cashier.isolated`), so an X error or a killed window
+never takes the till service with it.
 
 No alert is lost on screen: unanswered alerts wait in an `AlertQueue` (the newest shown, with a
 count of the others), each until it is answered here or on another display, or expires.
@@ -39,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from edge_app.cashier.banner import (DECISION_KIND, STYLES, AlertQueue, Banner, BannerKind, Pending, banner_for,
-                                     recorded_banner, waiting_text)
+                                     button_lines, layout, notice_banner, recorded_banner,
+                                     waiting_text)
 from edge_app.config import DisplayConfig
 from edge_app.errors import UsageError
 from edge_app.core import events
@@ -48,7 +48,6 @@ from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, AckVia, Answer, Deci
 
 log = logging.getLogger(__name__)
 
-ANSWER_KEYS: dict[str, Answer] = dict(zip("123", ACK_ANSWERS))
 # Kept for the tests and the bench: the banner colours by decision word (and for a camera down).
 COLOURS: dict[str, tuple[str, str]] = {d: (STYLES[k].bg, STYLES[k].fg) for d, k in
                                        (*DECISION_KIND.items(), (BannerKind.CAMERA_DOWN, BannerKind.CAMERA_DOWN))}
@@ -62,6 +61,13 @@ ALERT_WITHOUT_CHECK_S = 1.5
 POLL_MS = 50
 SAFETY_POLL_MS = 500
 UNDO_BG = "#1b1b1b"
+ANSWERS_BG = "#222222"
+BUTTON_BG = "#f2f2f2"
+# A second tap this soon after an answer (or Undo) is taken for a double tap, not a new answer:
+# the next alert's buttons come up in the same places, and Undo must not catch a bounce.
+DOUBLE_TAP_S = 0.5
+# Space around each button inside its place (pixels).
+BUTTON_PAD = 4
 # The mark on every banner while the till cannot store events: small (the banner's instruction
 # stays what the cashier reads first) and black, a colour no banner uses.
 NOT_RECORDING = "NOT RECORDING"
@@ -72,9 +78,25 @@ class DisplayError(UsageError, RuntimeError):
     """The window cannot be opened (no screen, no Tk); the message says what to do."""
 
 
-def _is_stale(ev: events.Event, now: float) -> bool:
+def _is_stale(ev: events.Event, now: float, alert_expire_seconds: float) -> bool:
+    """Too old to show: an approval after STALE_SECONDS; an alert (or a check that asks for ID)
+    only once it would have expired on the list, so a window that restarts still shows the
+    alerts nobody answered."""
     t = events.parse_ts(ev.ts)
-    return t is not None and now - t.timestamp() > STALE_SECONDS
+    asks = isinstance(ev, events.AlertEvent) or getattr(ev, "decision", None) != Decision.APPROVE
+    return t is not None and now - t.timestamp() > (alert_expire_seconds if asks else STALE_SECONDS)
+
+
+def fitted_font(tkfont, root, family: str, lines: list[str], width: int, line_height: int, start):
+    """A bold font of `family` in which every line is at most `width` pixels wide and at most
+    `line_height` high: `start`'s size, smaller only as far as needed (the labels fit their
+    buttons at every window size the config allows, instead of wrapping inside a word)."""
+    px = abs(int(start.cget("size")))
+    while True:
+        f = tkfont.Font(root, family=family, size=-px, weight="bold")
+        if px <= 8 or (max(f.measure(t) for t in lines) <= width and f.metrics("linespace") <= line_height):
+            return f
+        px -= 1
 
 
 @dataclass
@@ -109,7 +131,8 @@ class WindowSnapshot:
     visible: bool = False
     closed: bool = False
     last_ack: events.AckEvent | None = None  # the last answer (or Undo) this window sent
-    keys_ignored: int = 0
+    taps_ignored: int = 0  # second taps within DOUBLE_TAP_S of an answer, ignored
+    last_tap: float | None = None  # time.monotonic() of the last answer or Undo taken
     expired: int = 0
     queued: int = 0  # alerts on the list, shown or waiting
     not_recording: str | None = None  # why the till cannot store events, while it cannot
@@ -140,7 +163,8 @@ class WindowSnapshot:
 
 AckCallback = Callable[[events.AckEvent], Any]
 # What the window takes in: the check and alert it shows, and the acks of other displays.
-_SHOWN = (events.CheckEvent, events.AlertEvent, events.AckEvent)
+# Integrity events say a sale ended with its alert unanswered: that alert is then "sale done".
+_SHOWN = (events.CheckEvent, events.AlertEvent, events.AckEvent, events.IntegrityEvent)
 
 
 class CashierDisplay:
@@ -174,18 +198,22 @@ class CashierDisplay:
         self._view: _View | None = None
         self._render_job = None
         self._status_text: str | None = None
-        # monotonic times: the shown view reached the screen (see _mark_drawn), and the window got
-        # the keyboard focus; a key answers only when both are key_delay_seconds old.
+        # monotonic: when the shown view reached the screen (see _mark_drawn).
         self._drawn_at: float | None = None
-        self._focus_since: float | None = None
         self._await_expose = False
-        self._keys_ignored = 0
+        self._taps_ignored = 0
+        self._last_tap: float | None = None  # monotonic: the last answer or Undo taken
         self._expired = 0
         # Why the till is not recording (its outbox cannot write), None while it is: a small mark.
         self._not_recording: str | None = None
+        # A notice shown while nothing else is ("NOT CONNECTED TO TILL ..."), None when none.
+        self._notice: str | None = None
+        self._title_fonts: dict[tuple, Any] = {}
         # Read by other threads (tests, the service's state); replaced whole, never mutated.
         self.snapshot = WindowSnapshot()
         self.window_id: int | None = None
+        # Told each new snapshot on the Tk thread (the child process of `isolated` sends it on).
+        self.on_snapshot: Callable[[WindowSnapshot], Any] | None = None
 
     # -- thread-safe API ------------------------------------------------------------------------
     def post(self, check_event: events.CheckEvent | None, alert_event: events.AlertEvent | None = None) -> None:
@@ -212,6 +240,11 @@ class CashierDisplay:
         if not isinstance(status, Recording):
             raise TypeError(f"set_recording() takes a Recording, not {type(status).__name__}")
         self._put(("recording", status))
+
+    def set_notice(self, text: str | None) -> None:
+        """Show (None: take away) a notice while no banner is up, e.g. that the window hears
+        nothing from its till. Any thread."""
+        self._put(("notice", text))
 
     def close(self) -> None:
         self._put(("close", None))
@@ -296,6 +329,7 @@ class CashierDisplay:
         self._w = {}
         self._buttons = {}
         self._fonts = {}
+        self._title_fonts = {}
         if root is not None:
             try:
                 root.destroy()
@@ -321,26 +355,34 @@ class CashierDisplay:
         w, h = self.cfg.width, self.cfg.height
         root.geometry(f"{w}x{h}+{self._x(root, w)}+{self._y(root, h)}")
         root.resizable(False, False)
-        if self.cfg.always_on_top:
-            root.attributes("-topmost", True)
-        # Closing the window by its title bar only hides it: alerts must keep coming.
-        root.protocol("WM_DELETE_WINDOW", self._hide)
+        # Override-redirect: the window manager never manages this window, so it never gives
+        # it the keyboard focus (not when it is mapped or raised, not by Alt-Tab, a taskbar or a
+        # click), never decorates it (no close or minimise button to lose alerts with) and never
+        # lists it. Why this and not WM_HINTS input=False or a window type: docs/cashier.md.
+        root.overrideredirect(True)
+        # Nothing here takes the keyboard: no key bindings, no focus requests, no widget that
+        # takes the focus on a click. A close request (if anything sends one) changes nothing.
+        root.protocol("WM_DELETE_WINDOW", lambda: log.info("display: close request ignored (alerts must stay)"))
 
         family = "DejaVu Sans" if "DejaVu Sans" in tkfont.families(root) else "Helvetica"
+        self._family = family
 
         def font(share: float, least: int, bold: bool = True):
             # Negative sizes are pixels, so the text keeps its proportion to the window (sized in pixels).
             return tkfont.Font(root, family=family, size=-max(least, int(h * share)),
                                weight="bold" if bold else "normal")
 
-        self._fonts = {"symbol": font(0.27, 30), "title": font(0.115, 16), "detail": font(0.068, 12),
-                       "item": font(0.06, 11, bold=False), "waiting": font(0.058, 11),
-                       "button": font(0.052, 11), "status": font(0.048, 11, bold=False)}
-        root.columnconfigure(0, weight=1)
-        root.rowconfigure(0, weight=1)
+        box = layout(w, h)
+        self._layout = box
+        self._fonts = {"symbol": font(0.2, 24), "title": font(0.1, 14), "detail": font(0.058, 11),
+                       "item": font(0.052, 10, bold=False), "waiting": font(0.05, 10),
+                       "button": font(0.06, 10), "status": font(0.045, 10, bold=False)}
         W: dict[str, Any] = {}
+        # Every part has a fixed place (place(), in pixels): nothing moves when a part shows,
+        # hides or changes its text, so a finger never lands on something that slid under it.
         W["banner"] = tk.Frame(root, bg="#000000")
-        W["banner"].grid(row=0, column=0, sticky="nsew")
+        W["banner"].place(x=0, y=0, width=w, height=box.banner_h)
+        W["banner"].pack_propagate(False)
         # Top line: which transaction, and how many more alerts wait behind this one.
         W["top"] = tk.Frame(W["banner"], bg="#000000")
         W["top"].pack(side="top", fill="x")
@@ -354,45 +396,49 @@ class CashierDisplay:
         W["main"].pack(side="top", expand=True)
         W["symbol"] = tk.Label(W["main"], font=self._fonts["symbol"], width=2)
         W["symbol"].pack(side="left", padx=(6, 4))
-        W["title"] = tk.Label(W["main"], font=self._fonts["title"], justify="left", anchor="w",
-                              wraplength=int(w * 0.72))
+        # No wraplength: the title's lines are the ones _paint gives, in a font sized to fit them.
+        W["title"] = tk.Label(W["main"], font=self._fonts["title"], justify="left", anchor="w")
         W["title"].pack(side="left", padx=(0, 8))
+        self._title_width = int(w * 0.78)
         W["detail"] = tk.Label(W["banner"], font=self._fonts["detail"], wraplength=w - 20)
         W["detail"].pack(side="top", fill="x", padx=8)
         W["item"] = tk.Label(W["banner"], font=self._fonts["item"], wraplength=w - 20)
-        W["item"].pack(side="top", fill="x", padx=8, pady=(0, 6))
+        W["item"].pack(side="top", fill="x", padx=8, pady=(0, 4))
 
-        W["answers"] = tk.Frame(root, bg="#222222")
+        W["answers"] = tk.Frame(root, bg=ANSWERS_BG)
+        W["answers"].place(x=0, y=box.answers_y, width=w, height=box.answers_h)
         self._buttons = {}
-        for col, (key, answer) in enumerate(ANSWER_KEYS.items()):
-            b = tk.Button(W["answers"], text=f"[{key}]  {ANSWER_LABELS[answer]}", font=self._fonts["button"],
-                          wraplength=w // 3 - 24, bg="#f2f2f2", fg="#000000", activebackground="#d9d9d9",
-                          relief="raised", bd=3, command=lambda a=answer: self._answer(a, AckVia.CLICK))
-            b.grid(row=0, column=col, sticky="nsew", padx=4, pady=4)
-            W["answers"].columnconfigure(col, weight=1, uniform="answers")
+        lines = {a: button_lines(a) for a in ACK_ANSWERS}
+        self._fonts["button"] = fitted_font(tkfont, root, family, [ln for ls in lines.values() for ln in ls],
+                                            box.button_w - 2 * BUTTON_PAD - 12,
+                                            (box.answers_h - 2 * BUTTON_PAD - 10) // 2, self._fonts["button"])
+        for col, answer in enumerate(ACK_ANSWERS):
+            b = self._flat_button(W["answers"], "\n".join(lines[answer]), self._fonts["button"],
+                                  lambda a=answer: self._answer(a, AckVia.CLICK))
+            b.place(x=col * box.button_w + BUTTON_PAD, y=BUTTON_PAD, width=box.button_w - 2 * BUTTON_PAD,
+                    height=box.answers_h - 2 * BUTTON_PAD)
             self._buttons[answer] = b
+        # The Undo row: below the answers, never where an answer button is, and always there (empty
+        # while there is nothing to undo) so the answers above it never move.
         W["undo"] = tk.Frame(root, bg=UNDO_BG)
+        W["undo"].place(x=0, y=box.undo_y, width=w, height=box.undo_h)
         W["undo_text"] = tk.Label(W["undo"], font=self._fonts["status"], bg=UNDO_BG, fg="#ffffff", anchor="w",
                                   justify="left", wraplength=int(w * 0.7))
-        W["undo_text"].pack(side="left", fill="x", expand=True, padx=8)
-        W["undo_button"] = tk.Button(W["undo"], text="Undo", font=self._fonts["button"], bg="#ffffff", fg="#000000",
-                                     activebackground="#d9d9d9", relief="raised", bd=3, padx=14, command=self._undo)
-        W["undo_button"].pack(side="right", padx=4, pady=4)
-        W["status"] = tk.Label(root, font=self._fonts["status"], bg="#222222", fg="#ffffff", anchor="w")
+        W["undo_text"].place(x=8, y=0, width=box.undo_x - 12, height=box.undo_h)
+        W["undo_button"] = self._flat_button(W["undo"], "Undo", self._fonts["button"], self._undo, bg="#ffffff")
+        self._undo_place = dict(x=box.undo_x, y=BUTTON_PAD, width=w - box.undo_x - BUTTON_PAD,
+                                height=box.undo_h - 2 * BUTTON_PAD)
+        # The status line: always in its place, empty when there is nothing to say.
+        W["status"] = tk.Label(root, font=self._fonts["status"], bg=ANSWERS_BG, fg="#ffffff", anchor="w", padx=8)
+        W["status"].place(x=0, y=box.status_y, width=w, height=box.status_h)
         self._w = W
 
-        for key, answer in ANSWER_KEYS.items():
-            for seq in (f"<Key-{key}>", f"<KP_{key}>"):
-                root.bind(seq, lambda e, a=answer: self._key(a))
-        root.bind("<FocusIn>", self._on_focus_in, add="+")
-        root.bind("<FocusOut>", lambda e: self._root.after_idle(self._check_focus), add="+")
-        # Clicking the banner (not a button) asks for the keys: an act of the cashier's, unlike
-        # an alert appearing.
-        for name in ("banner", "top", "main", "symbol", "title", "detail", "item", "txn"):
-            W[name].bind("<Button-1>", lambda e: self._root.focus_force(), add="+")
-        # Geometry for the snapshot is only known once the window manager has mapped it.
+        # Geometry for the snapshot is only known once the window is mapped.
         root.bind("<Map>", lambda e: e.widget is root and self._publish_snapshot(), add="+")
         root.bind("<Configure>", lambda e: e.widget is root and self._view and self._publish_snapshot(), add="+")
+        # Not managed, so no window manager keeps it on top: when another window covers it while
+        # it shows something, it raises itself again (it still never takes the focus).
+        root.bind("<Visibility>", self._on_visibility, add="+")
         # A banner shown on a hidden window is painted once the X server exposes it.
         W["title"].bind("<Expose>", self._on_expose, add="+")
         root.withdraw()  # idle: nothing on screen
@@ -400,6 +446,21 @@ class CashierDisplay:
         self.window_id = int(root.wm_frame(), 16)
         self._poll_ms = SAFETY_POLL_MS if self._watch_wake_pipe(root) else POLL_MS
         root.after(self._poll_ms, self._poll)
+
+    def _flat_button(self, parent, text: str, font, command, bg: str = BUTTON_BG):
+        """A button that looks the same under a resting pointer as anywhere else (no "active"
+        colour that reads as pre-selected), never takes the focus, and shows a press by its
+        sunken edge only."""
+        import tkinter as tk
+
+        return tk.Button(parent, text=text, font=font, bg=bg, fg="#000000", activebackground=bg,
+                         activeforeground="#000000", disabledforeground="#8a8a8a", relief="raised", overrelief="",
+                         bd=3, highlightthickness=0, takefocus=0, justify="center", command=command)
+
+    def _on_visibility(self, event) -> None:
+        if (event.widget is self._root and self._view is not None and self.cfg.always_on_top
+                and str(event.state) != "VisibilityUnobscured"):
+            self._root.lift()
 
     def _watch_wake_pipe(self, root) -> bool:
         """Let posted events wake the Tk thread at once instead of waiting for the next poll."""
@@ -458,6 +519,13 @@ class CashierDisplay:
                 if what == "recording":
                     self._show_recording(ev)
                     continue
+                if what == "sale":
+                    changed = bool(self._alerts.sale_done(ev)) or changed
+                    continue
+                if what == "notice":
+                    changed = self._notice != ev or changed
+                    self._notice = ev
+                    continue
                 try:
                     changed = self._handle(ev) or changed
                 except Exception:  # one odd event must not take the window down
@@ -480,18 +548,26 @@ class CashierDisplay:
             return False
         if isinstance(ev, events.AckEvent):
             return self._on_remote_ack(ev)
-        if _is_stale(ev, time.time()):
-            log.info("display: not showing %s %s: older than %.0f s", ev.KIND, ev.event_id, STALE_SECONDS)
+        if isinstance(ev, events.IntegrityEvent):
+            # The till reports a sale over with this alert unanswered.
+            return bool(self._alerts.sale_done(alert_event_id=ev.alert_event_id)
+                        or self._alerts.sale_done(ev.transaction_id))
+        if _is_stale(ev, time.time(), self.cfg.alert_expire_seconds):
+            log.info("display: not showing %s %s: too old", ev.KIND, ev.event_id)
             return False
         now = time.monotonic()
         if isinstance(ev, events.CheckEvent):
             if ev.event_id in self._done:
                 return False
+            # A check for another sale means the shopper at the till is someone else now: the
+            # earlier sales' alerts are done (answered for the record, after this shopper's).
+            for p in self._alerts.sale_done(other_than=ev.transaction_id):
+                log.info("display: alert for %s now shown as sale done", p.transaction_id)
             if ev.decision == Decision.APPROVE:
-                if len(self._alerts.visible(now)):
-                    # An unanswered alert outranks a later approval; the approval is in the feed anyway.
-                    log.info("display: approve for %s not shown over an unanswered alert", ev.transaction_id)
-                    return False
+                if self._alerts.live_for(ev.transaction_id, now):
+                    # This shopper's own unanswered alert outranks their later approval.
+                    log.info("display: approve for %s not shown over its own unanswered alert", ev.transaction_id)
+                    return True
                 self._approve = (ev, now + self.cfg.approve_seconds)
                 return True
             self._approve = None
@@ -504,6 +580,11 @@ class CashierDisplay:
             self._alerts.add_alert(ev, now)
             return True
         return False
+
+    def on_sale(self, transaction_id: str) -> None:
+        """Listener for the till's sales (the service's pos/sale): that sale's alerts are done.
+        Any thread."""
+        self._put(("sale", transaction_id))
 
     def _on_remote_ack(self, ack: events.AckEvent) -> bool:
         """An answer given on another display for this till: that alert leaves this list too."""
@@ -518,17 +599,24 @@ class CashierDisplay:
 
     # -- drawing -----------------------------------------------------------------------------------
     def _current_view(self, now: float) -> _View | None:
+        """The shopper in front first: their alert, else their OK; then the alerts of sales that
+        are done; then what was just recorded; then a notice (NOT CONNECTED)."""
         cur = self._alerts.current(now)
-        if cur is not None:
+        if cur is not None and not cur.sale_done:
             b = cur.banner
             return _View(("alert", cur.key, b.title), b, cur)
         if self._approve is not None:
             check = self._approve[0]
             return _View((Decision.APPROVE, check.event_id), banner_for(check), None)
+        if cur is not None:
+            b = cur.banner
+            return _View(("alert", cur.key, b.title), b, cur)
         if self._recent is not None:
             r = self._recent
             return _View((BannerKind.RECORDED, r.ack.event_id), recorded_banner(r.ack.answer, r.ack.transaction_id),
                          None)
+        if self._notice is not None:
+            return _View(("notice", self._notice), notice_banner(self._notice), None)
         return None
 
     def _render(self) -> None:
@@ -563,12 +651,9 @@ class CashierDisplay:
         self._paint(view, now)
         if new:
             self._drawn_at = None
-            self._status_text = None
-            self._w["status"].grid_remove()
+            self._set_status(None)
         self._root.deiconify()
         self._root.lift()
-        if new and view.banner.needs_answer and self.cfg.take_focus:
-            self._root.focus_force()
         self._root.update_idletasks()
         if new:
             if was_hidden:
@@ -584,33 +669,44 @@ class CashierDisplay:
         for name in ("banner", "top", "main"):
             W[name].configure(bg=b.bg)
         W["symbol"].configure(text=b.symbol, bg=b.bg, fg=b.fg)
-        # A long one: the situation on one line and the action on the next ("NO FACE SEEN —" /
-        # "ASK FOR ID") rather than wherever the words happen to wrap.
-        title = b.title.replace(" — ", " —\n") if len(b.title) > 20 else b.title
-        W["title"].configure(text=title, bg=b.bg, fg=b.fg)
+        # Its lines as the banner gives them, in the largest font (up to the usual) they fit in.
+        lines = b.title_lines
+        key = tuple(lines)
+        if key not in self._title_fonts:
+            import tkinter.font as tkfont
+
+            self._title_fonts[key] = fitted_font(tkfont, self._root, self._family, lines, self._title_width,
+                                                 (self._layout.banner_h // 2) // len(lines), self._fonts["title"])
+        W["title"].configure(text="\n".join(lines), bg=b.bg, fg=b.fg, font=self._title_fonts[key])
         W["detail"].configure(text=b.detail, bg=b.bg, fg=b.fg)
         W["item"].configure(text=b.item_text, bg=b.bg, fg=b.fg)
         W["txn"].configure(text=f"Sale {b.transaction_id}" if b.transaction_id else "", bg=b.bg, fg=b.fg)
-        waiting = waiting_text(self._alerts.waiting(now)) if view.pending is not None else ""
+        # The count shows over an OK banner too: alerts of earlier sales wait behind it.
+        others = len(self._alerts.visible(now)) - (1 if view.pending is not None else 0)
+        waiting = waiting_text(others) if view.banner.kind != BannerKind.RECORDED else ""
         W["waiting"].configure(text=waiting)
         if waiting:
             W["waiting"].pack(side="right", padx=6, pady=(6, 0))
         else:
             W["waiting"].pack_forget()
-        if view.pending is not None:
-            W["answers"].grid(row=1, column=0, sticky="ew")
-            answerable = view.pending.alert is not None
-            for btn in self._buttons.values():
-                btn.configure(state="normal" if answerable else "disabled")
-        else:
-            W["answers"].grid_remove()
+        # The buttons show or go in their fixed places; the row itself never moves.
+        for col, btn in enumerate(self._buttons.values()):
+            if view.pending is not None:
+                btn.configure(state="normal" if view.pending.alert is not None else "disabled")
+                if not btn.winfo_ismapped():
+                    box = self._layout
+                    btn.place(x=col * box.button_w + BUTTON_PAD, y=BUTTON_PAD, width=box.button_w - 2 * BUTTON_PAD,
+                              height=box.answers_h - 2 * BUTTON_PAD)
+            else:
+                btn.place_forget()
         r = self._recent
         if r is not None:
             W["undo_text"].configure(text=f"Recorded for sale {r.ack.transaction_id or '–'}: "
                                           f"{ANSWER_LABELS.get(r.ack.answer, r.ack.answer)}")
-            W["undo"].grid(row=2, column=0, sticky="ew")
+            W["undo_button"].place(**self._undo_place)
         else:
-            W["undo"].grid_remove()
+            W["undo_text"].configure(text="")
+            W["undo_button"].place_forget()
 
     def _on_expose(self, event) -> None:
         if self._await_expose and self._view is not None:
@@ -629,37 +725,12 @@ class CashierDisplay:
         self._drawn_at = time.monotonic()
         self._publish_snapshot()
 
-    # -- the keyboard ------------------------------------------------------------------------------
-    def _on_focus_in(self, event) -> None:
-        if self._focus_since is None:
-            self._focus_since = time.monotonic()
-
-    def _check_focus(self) -> None:
-        """After a FocusOut: still ours if the focus only moved inside the window."""
-        if self._root is not None and self._root.focus_get() is None:
-            self._focus_since = None
-
-    def _key(self, answer: str) -> None:
-        """Key 1/2/3. It reaches us only while the window has the X focus; it answers only when
-        the window has had the focus and shown this alert for key_delay_seconds."""
-        v = self._view
-        if v is None or v.pending is None:
-            return
-        now = time.monotonic()
-        delay = self.cfg.key_delay_seconds
-        if (self._focus_since is None or self._drawn_at is None or now - self._focus_since < delay
-                or now - self._drawn_at < delay):
-            self._keys_ignored += 1
-            log.info("display: key for %s ignored: the alert had been on screen (with the focus) less than %.1f s",
-                     answer, delay)
-            self._set_status("Key ignored: the alert had only just appeared. Read it, then press again.")
-            return
-        self._answer(answer, AckVia.KEY)
-
     # -- answers -----------------------------------------------------------------------------------
     def _answer(self, answer: str, via: AckVia) -> None:
         v = self._view
         if v is None or v.pending is None:
+            return
+        if self._double_tap():
             return
         p = v.pending
         if p.alert is None:
@@ -674,6 +745,7 @@ class CashierDisplay:
         )
         if not self._send(ack, "Answer NOT saved (%s) – press again"):
             return
+        self._last_tap = now
         log.info("display: %s answered %s (%s, %.1f s)", alert.transaction_id, answer, via, ack.decision_time_s)
         self._alerts.remove_alert(alert.event_id)
         self._remember(self._done, p.key)
@@ -683,7 +755,7 @@ class CashierDisplay:
 
     def _undo(self) -> None:
         r = self._recent
-        if r is None:
+        if r is None or self._double_tap():
             return
         now = time.monotonic()
         a = r.ack
@@ -695,12 +767,23 @@ class CashierDisplay:
         )
         if not self._send(fix, "Undo NOT saved (%s) – press Undo again"):
             return
+        self._last_tap = now
         log.info("display: %s: answer %s undone", a.transaction_id, a.answer)
         self._recent = None
         self._done.pop(r.pending.key, None)
         self._alerts.restore(r.pending, now)
         self.snapshot = replace(self.snapshot, last_ack=fix)
         self._render()
+
+    def _double_tap(self) -> bool:
+        """A tap within DOUBLE_TAP_S of the last answer or Undo: ignored, and the window says so."""
+        now = time.monotonic()
+        if self._last_tap is None or now - self._last_tap >= DOUBLE_TAP_S:
+            return False
+        self._taps_ignored += 1
+        log.info("display: a second tap %.2f s after an answer ignored", now - self._last_tap)
+        self._set_status("Second tap ignored: an answer was just recorded. Tap again if you meant it.")
+        return True
 
     def _send(self, ack: events.AckEvent, failure: str) -> bool:
         ack.to_dict()  # validated here, so the callback is never handed an answer the schema refuses
@@ -729,10 +812,10 @@ class CashierDisplay:
             self._w["recording"].pack(side="right", padx=(4, 8), pady=(4, 0))
         self._publish_snapshot()
 
-    def _set_status(self, text: str, error: bool = False) -> None:
+    def _set_status(self, text: str | None, error: bool = False) -> None:
+        """The status line's words (None: empty). The line keeps its place either way."""
         self._status_text = text
-        self._w["status"].configure(text=text, fg="#ffd0d0" if error else "#ffffff")
-        self._w["status"].grid(row=3, column=0, sticky="ew")
+        self._w["status"].configure(text=text or "", fg="#ffd0d0" if error else "#ffffff")
         self._publish_snapshot()
 
     def _hide(self) -> None:
@@ -741,7 +824,7 @@ class CashierDisplay:
         self._await_expose = False
         self._status_text = None
         if self._root is not None:
-            self._w["status"].grid_remove()
+            self._w["status"].configure(text="")
             self._root.withdraw()
         self._publish_snapshot()
 
@@ -767,26 +850,15 @@ class CashierDisplay:
                 recording_box=self._box(W["recording"]) if self._not_recording else None,
             )
         self.snapshot = WindowSnapshot(visible=v is not None, last_ack=self.snapshot.last_ack,
-                                       keys_ignored=self._keys_ignored, expired=self._expired,
+                                       taps_ignored=self._taps_ignored, last_tap=self._last_tap, expired=self._expired,
                                        queued=len(self._alerts), not_recording=self._not_recording, **shown)
+        if self.on_snapshot is not None:
+            try:
+                self.on_snapshot(self.snapshot)
+            except Exception as exc:  # a watcher's trouble is not the window's
+                log.warning("display: snapshot listener failed: %r", exc)
 
     @staticmethod
     def _box(widget) -> Box:
         """Screen rectangle (x, y, w, h) of a widget."""
         return widget.winfo_rootx(), widget.winfo_rooty(), widget.winfo_width(), widget.winfo_height()
-
-
-def attach(service) -> "CashierDisplay":
-    """The service's plug-in (display.enabled: true): the window runs on its own thread, shows
-    every check/alert the service publishes, and hands each answer to service.publish_event, i.e.
-    the till's durable outbox. Returns the window; the service calls its shutdown()."""
-    from edge_app.config import ConfigError
-
-    cfg = service.cfg
-    display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
-    try:
-        display.start_in_thread()
-    except DisplayError as exc:
-        raise ConfigError(f"display.enabled: {exc}; set display.enabled: false to run without the window") from None
-    service.attach(on_event=display.on_event, on_recording=display.set_recording)
-    return display

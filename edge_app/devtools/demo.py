@@ -80,7 +80,7 @@ def _service(dcfg: Config, service_cls):
     if not dcfg.display.enabled:
         return service_cls(dcfg), lambda: ("no screen here: run it with DISPLAY set (on the desktop, or "
                                            "`xvfb-run -a scripts/run`) to see the cashier window")
-    from edge_app.cashier.window import attach
+    from edge_app.cashier.isolated import attach
 
     failed: list[str] = []
 

@@ -78,6 +78,10 @@ def banners(out: Path) -> Path:
             return snap
 
         def answer(snap, which=Answer.ID_CHECKED_OVER_AGE):
+            from edge_app.cashier.window import DOUBLE_TAP_S
+
+            # Past the double-tap guard, as a cashier reading the next banner would be.
+            _wait(lambda: (t := d.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S)
             x, y, w, h = snap.buttons[which]
             subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
                            check=True, timeout=15)
@@ -152,12 +156,31 @@ def main(argv: list[str]) -> int:
         print(f"screenshots: no private screen to draw on: {exc}", file=sys.stderr)
         return 2
     os.environ["DISPLAY"] = xs.display  # always a private screen: nothing else in the picture
+    wm = _window_manager(xs.display)
     try:
         for p in (banners(out), demo_window(out)):
             print(f"wrote {p}")
     finally:
+        if wm is not None:
+            wm.kill()
+            wm.wait(10)
         xs.stop()
     return 0
+
+
+def _window_manager(display: str):
+    """openbox on the private screen when it is installed, as on a till: the pictures show the
+    window as a window manager leaves it. None without one."""
+    import shutil
+
+    if shutil.which("openbox") is None:
+        print("screenshots: openbox is not installed; pictures without a window manager", file=sys.stderr)
+        return None
+    wm = subprocess.Popen(["openbox"], env=dict(os.environ, DISPLAY=display), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    _wait(lambda: "window id" in subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True,
+                                                text=True, timeout=15).stdout)
+    return wm
 
 
 if __name__ == "__main__":

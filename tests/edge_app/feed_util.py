@@ -79,13 +79,15 @@ def event_topic(ev: dict) -> str:
 class Publisher:
     """QoS 1 publishes that return only once the broker has acknowledged them."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, username: str | None = None, password: str | None = None) -> None:
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{os.getpid()}-{time.time_ns()}")
+        if username is not None:
+            self.c.username_pw_set(username, password)
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
 
-    def raw(self, topic: str, payload: bytes | str) -> None:
-        self.c.publish(topic, payload, qos=1).wait_for_publish(timeout=10)
+    def raw(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=10)
 
     def event(self, ev: dict) -> None:
         self.raw(event_topic(ev), events.encode(ev))

@@ -57,6 +57,18 @@ def click(box: tuple[int, int, int, int]) -> None:
     xdotool("click", "1")
 
 
+def tap(window, box: tuple[int, int, int, int]) -> None:
+    """A click on the alert window once it takes taps again: a second tap within DOUBLE_TAP_S of
+    an answer is ignored on purpose (the window's double-tap guard). `window` has a `snapshot`."""
+    import time
+
+    from edge_app.cashier.window import DOUBLE_TAP_S
+
+    wait_until(lambda: (t := window.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S,
+               what="the double-tap guard to pass")
+    click(box)
+
+
 def screenshot(box: tuple[int, int, int, int]):
     """What is on the X screen inside box=(x, y, w, h), read back from the X server."""
     from PIL import ImageGrab

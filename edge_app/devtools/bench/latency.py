@@ -108,7 +108,7 @@ def _start_service(lcfg, pipeline, model, out: LatencyFigures, with_display: boo
     windows: list = []
 
     def window_plugin(svc):
-        from edge_app.cashier.window import attach
+        from edge_app.cashier.isolated import attach
 
         windows.append(attach(svc))
         return windows[-1]

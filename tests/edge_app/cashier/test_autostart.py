@@ -38,12 +38,31 @@ def test_entry_starts_the_window_like_the_service_is_installed():
     assert e["Type"] == "Application" and e["Terminal"] == "false"
     build_deb = (REPO / "scripts" / "build-deb").read_text()
     assert f"packaging/debian/{LAUNCHER.name}" in build_deb and shlex.split(e["Exec"])[0].endswith(LAUNCHER.name)
-    last = [line for line in LAUNCHER.read_text().splitlines() if line.strip() and not line.startswith("#")][-1]
-    argv = shlex.split(last)
-    argv = argv[argv.index("exec") + 1:]
+    run = next(line for line in LAUNCHER.read_text().splitlines() if " display " in line and not line.startswith("#"))
+    argv = shlex.split(run.strip().rstrip("&"))
     unit = (REPO / "systemd" / "agecheck.service").read_text()
     service_exec = shlex.split(next(line for line in unit.splitlines() if line.startswith("ExecStart="))[10:])
     assert argv[0] == service_exec[0]  # the same install (/opt/agecheck/venv)
     args = build_parser().parse_args(argv[1:])
     assert args.command == "display"
     assert args.config == service_exec[service_exec.index("--config") + 1]  # the same config file
+
+
+def test_the_launcher_starts_the_window_again_until_the_session_ends(tmp_path):
+    """The launcher as shipped, pointed at a stand-in `agecheck` that dies twice (a crash, then a
+    config error) and then ends as on SIGTERM: it is started three times, and the launcher ends."""
+    runs = tmp_path / "runs"
+    fake = tmp_path / "agecheck"
+    fake.write_text("#!/bin/sh\necho \"$@\" >> %s\nn=$(wc -l < %s)\n"
+                    "[ \"$n\" -eq 1 ] && exit 1\n[ \"$n\" -eq 2 ] && exit 2\nexit 0\n" % (runs, runs))
+    fake.chmod(0o755)
+    script = LAUNCHER.read_text().replace("/opt/agecheck/venv/bin/agecheck", str(fake)).replace(
+        "/etc/agecheck/NOT-CONFIGURED", str(tmp_path / "NOT-CONFIGURED")).replace("sleep 30", "sleep 0.1").replace(
+        "sleep 2", "sleep 0.1")
+    launcher = tmp_path / "agecheck-display"
+    launcher.write_text(script)
+    launcher.chmod(0o755)
+    out = subprocess.run([str(launcher)], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=60,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert runs.read_text().splitlines() == ["display --config /etc/agecheck/config.yaml"] * 3

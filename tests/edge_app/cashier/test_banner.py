@@ -28,8 +28,8 @@ def calibrated(decision: str, low: float, high: float, **kw) -> events.CheckEven
     (calibrated("check_id", 16.6, 25.8), "ASK FOR ID", "✗", "ask_id"),
     (calibrated("approve", 31.2, 44.9), "OK — no ID needed", "✓", "ok"),
     (check(decision="no_face", age=None, camera="up"), "NO FACE SEEN — ASK FOR ID", "?", "no_face"),
-    (check(decision="no_face", age=None, camera="down"), "CAMERA DOWN — ASK FOR ID", "!", "camera_down"),
-    (check(decision="no_face", age=None, camera="starting"), "CAMERA DOWN — ASK FOR ID", "!", "camera_down"),
+    (check(decision="no_face", age=None, camera="down"), "CAMERA DOWN — ASK FOR ID — tell a supervisor", "!", "camera_down"),
+    (check(decision="no_face", age=None, camera="starting"), "CAMERA DOWN — ASK FOR ID — tell a supervisor", "!", "camera_down"),
 ])
 def test_each_state_says_the_action_with_a_symbol(check, title, symbol, style):
     b = banner_for(check, alert_event(check))
@@ -42,7 +42,7 @@ def test_every_kind_has_its_style_and_title_and_no_face_is_the_decisions_word():
     assert set(STYLES) == set(TITLES) == set(BannerKind)
     assert BannerKind.NO_FACE == Decision.NO_FACE
     # A kind is its plain word (the window's snapshot and the screenshots compare it to text).
-    assert [str(k) for k in BannerKind] == ["ok", "ask_id", "no_face", "camera_down", "recorded"]
+    assert [str(k) for k in BannerKind] == ["ok", "ask_id", "no_face", "camera_down", "recorded", "notice"]
     assert recorded_banner("no_id_check", "T-1").kind is BannerKind.RECORDED
 
 

@@ -12,8 +12,10 @@ import subprocess
 
 import pytest
 
+from edge_app.cashier.banner import STYLES
 from edge_app.cashier.window import COLOURS
 from tests.edge_app.broker_util import Broker
+from tests.helpers import REPO
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
 from tests.edge_app.x11_util import click, dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401
 
@@ -45,9 +47,12 @@ def show_and_wait(pub: Publisher, decision: str, age, txn: str) -> dict:
 
 
 def press(answer: int) -> None:
-    """Click answer button 1, 2 or 3: the bottom row of the window, in thirds."""
+    """Click answer button 1, 2 or 3: the answers' row of the window (banner.layout), in thirds."""
+    from edge_app.cashier.banner import layout
+
     x, y, w, h = window_box()
-    click((x + (answer - 1) * w // 3, y + h - 40, w // 3, 20))
+    row = layout(w, h)
+    click((x + (answer - 1) * row.button_w, y + row.answers_y + row.answers_h // 4, row.button_w, row.answers_h // 2))
 
 
 def outbox_rows(path) -> int:
@@ -289,3 +294,57 @@ def test_the_window_shrugs_off_bad_messages_from_the_broker(xvfb, mqtt_broker, t
         link.stop(flush_timeout=1)
         display.close()
         display.join(5)
+
+
+def shipped_acl(with_display_block: bool) -> str:
+    """deploy/mosquitto/acl as shipped, with its till-01-display block uncommented on request
+    (what docs/security.md tells the installer to do)."""
+    text = (REPO / "deploy" / "mosquitto" / "acl").read_text()
+    if not with_display_block:
+        return text
+    head, _, rest = text.partition("#display-block-begin\n")
+    block, _, tail = rest.partition("#display-block-end\n")
+    return head + "".join(line[1:] + "\n" for line in block.splitlines()) + tail
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_a_login_the_acl_does_not_let_read_the_till_says_not_connected(xvfb, tmp_path, listed):
+    """Set up as docs/cashier.md and docs/security.md say, on the shipped ACL: the window's own
+    login till-01-display. Without its ACL block it connects and subscribes, hears nothing, and
+    says NOT CONNECTED on screen and in its log; with the block it hears the till and shows its
+    alert."""
+    users = tmp_path / "passwd"
+    mosquitto_password_file(users, "till-01-display", "display-pass")
+    subprocess.run(["mosquitto_passwd", "-b", str(users), "till-01", "till-pass"], check=True, timeout=30)
+    acl = tmp_path / "acl"
+    acl.write_text(shipped_acl(listed))
+    secret = tmp_path / "display-mqtt-password"
+    secret.write_text("display-pass\n")
+    secret.chmod(0o600)
+    broker = Broker(extra_config=(f"password_file {users}", f"acl_file {acl}"))
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    with broker:
+        cfg = write_config(tmp_path / "config.yaml", broker.port,
+                           mqtt={"host": "127.0.0.1", "port": broker.port, "username": "till-01",
+                                 "password_credential": "mqtt-password"},
+                           display={"position": "top-left", "mqtt_username": "till-01-display",
+                                    "mqtt_password_file": str(secret), "till_state_timeout_seconds": 2,
+                                    "outbox_path": str(tmp_path / "outbox.sqlite3")})
+        proc = Proc(["display", "--config", str(cfg)], env={"CREDENTIALS_DIRECTORY": ""})
+        till = Publisher(broker.port, username="till-01", password="till-pass")
+        try:
+            proc.wait_line("display: subscribed")
+            # The till's retained state, as a running till service keeps it on the broker.
+            till.raw("agecheck/v1/store-001/till-01/state", b'{"till_id": "till-01"}', retain=True)
+            if not listed:
+                proc.wait_line("NOT CONNECTED TO TILL till-01: check the login", timeout=20)
+                box = wait_for(window_box, what="the notice on screen")
+                assert banner_colour(box) == hex_rgb(STYLES["notice"].bg)
+            else:
+                a = show_and_wait(till, "check_id", 19.0, "T-acl")
+                assert a["transaction_id"] == "T-acl"
+                assert "NOT CONNECTED" not in proc.output
+        finally:
+            till.close()
+            rc = proc.stop()
+    assert rc == 0, proc.output

@@ -17,8 +17,8 @@ from edge_app.config import DisplayConfig
 from edge_app.core import events
 from edge_app.core.state import Recording
 from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
-from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, wait_for,  # noqa: F401
-                                     xdotool, xvfb)
+from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, tap,  # noqa: F401
+                                     wait_for, xdotool, xvfb)
 
 
 # -- the window ---------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def shown(d: CashierDisplay, answerable: bool | None = None, alert: events.Alert
 
 
 def press(d: CashierDisplay, answer: str) -> None:
-    click(shown(d).buttons[answer])
+    tap(d, shown(d).buttons[answer])
 
 
 def banner_pixels(snap: WindowSnapshot):
@@ -106,7 +106,7 @@ def test_idle_window_shows_nothing(window):
 STATES = [  # decision, camera, style, title, symbol
     ("check_id", "up", "ask_id", "ASK FOR ID", "✗"),
     ("no_face", "up", "no_face", "NO FACE SEEN — ASK FOR ID", "?"),
-    ("no_face", "down", "camera_down", "CAMERA DOWN — ASK FOR ID", "!"),
+    ("no_face", "down", "camera_down", "CAMERA DOWN — ASK FOR ID — tell a supervisor", "!"),
     ("approve", "up", "ok", "OK — no ID needed", "✓"),
 ]
 
@@ -130,7 +130,7 @@ def test_each_banner_state_on_screen(window, tmp_path):
         wait_for(lambda: 0.04 < share_of(screenshot(window.snapshot.title_box), fg) < 0.7, timeout=5,
                  what=f"the {style} title in {fg}")
         sym = screenshot(window.snapshot.symbol_box)
-        assert 0.03 < share_of(sym, fg) < 0.7, style
+        assert 0.02 < share_of(sym, fg) < 0.7, style
         symbols[style] = np.all(np.asarray(sym) == fg, axis=2)
         assert (snap.title, snap.symbol, snap.transaction_id) == (title, symbol, f"T-{style}")
         assert "Lager 4x440ml" in snap.item
@@ -165,7 +165,6 @@ def test_typing_into_the_pos_never_answers(xvfb):
         wait_for(lambda: pos.text == "12" + "1231" * 3, what="every digit in the POS")
         no_ack(d, wait=1.0)
         assert d.snapshot.visible and d.snapshot.alert_event_id == a.event_id
-        assert d.snapshot.keys_ignored == 0  # the keys never reached the window at all
         # A click still answers at once.
         press(d, "id_checked_under_age_refused")
         ack = d.acks.get(timeout=5)
@@ -177,39 +176,36 @@ def test_typing_into_the_pos_never_answers(xvfb):
         d.join(5)
 
 
-def test_keys_need_the_focus_and_a_moment(xvfb):
-    d = make_window(key_delay_seconds=1.5)
+def test_keys_never_answer_even_after_a_tap_on_the_banner(xvfb):
+    """Tapping the banner gives the window no keyboard: keys 1/2/3 typed afterwards go to the POS,
+    never into an answer (answers are by touch or click only)."""
+    d = make_window()
+    pos = PosWindow()
     try:
+        pos.focus()
         _, a = post_alert(d, txn="T-61")
         snap = shown(d, answerable=True)
-        click(snap.title_box)  # the cashier taps the banner: the keys are for the window now
-        xdotool("key", "1")  # at once: too soon to be a reading of this alert
-        wait_for(lambda: d.snapshot.keys_ignored == 1, what="the early key to be ignored")
-        assert "Key ignored" in d.snapshot.status
-        no_ack(d, wait=0.3)
-        time.sleep(1.6)  # kept: the point is time passing, so that the next key is a reading of the alert
-        xdotool("key", "2")
-        ack = d.acks.get(timeout=5)
-        assert isinstance(ack, events.AckEvent)
-        events.validate(ack.to_dict())
-        assert ack.answer == "id_checked_under_age_refused" and ack.via == "key"
-        assert ack.alert_event_id == a.event_id and ack.transaction_id == "T-61"
-        assert ack.decision_time_s > 1.5
+        click(snap.title_box)
+        click(snap.symbol_box)
+        xdotool("type", "--delay", "80", "123")
+        wait_for(lambda: pos.text == "123", what="the keys in the POS")
+        no_ack(d, wait=1.0)
+        assert d.snapshot.alert_event_id == a.event_id
     finally:
+        pos.close()
         d.close()
         d.join(5)
 
 
-def test_default_key_delay_and_focus():
-    cfg = DisplayConfig()
-    assert cfg.take_focus is False and cfg.key_delay_seconds == pytest.approx(0.7)
+def test_the_keyboard_settings_are_gone():
+    assert not hasattr(DisplayConfig(), "take_focus") and not hasattr(DisplayConfig(), "key_delay_seconds")
 
 
 @pytest.mark.parametrize("answer", list(events.ACK_ANSWERS))
 def test_click_answers_at_once(window, answer):
     c, a = post_alert(window, decision="no_face", age=None, txn="T-7")
     snap = shown(window, answerable=True)
-    click(snap.buttons[answer])
+    tap(window, snap.buttons[answer])
     ack = window.acks.get(timeout=5)
     assert isinstance(ack, events.AckEvent)
     wire = events.validate(ack.to_dict())
@@ -225,7 +221,7 @@ def test_undo_corrects_the_answer(window):
     # What was recorded, with Undo, for a few seconds.
     snap = shown(window, kind="recorded")
     assert snap.detail == "ID checked – over age" and "T-800" in snap.undo_text
-    click(snap.undo)
+    tap(window, snap.undo)
     fix = window.acks.get(timeout=5)
     events.validate(fix.to_dict())
     assert fix.answer == events.ACK_UNDONE and fix.replaces_event_id == first.event_id
@@ -260,12 +256,12 @@ def test_two_alerts_in_a_row_are_both_answerable(window):
     assert wait_for(lambda: window.snapshot.waiting_box, what="the count on screen")
     # The count is drawn: dark text on its white patch.
     assert share_of(screenshot(window.snapshot.waiting_box), (0, 0, 0)) > 0.03
-    click(snap.buttons["id_checked_over_age"])
+    tap(window, snap.buttons["id_checked_over_age"])
     assert window.acks.get(timeout=5).alert_event_id == a2.event_id
     # The first one comes back on top, with the Undo for the second below it.
     snap = shown(window, answerable=True, alert=a1, waiting="")
     assert "T-3002" in snap.undo_text
-    click(snap.buttons["no_id_check"])
+    tap(window, snap.buttons["no_id_check"])
     assert window.acks.get(timeout=5).alert_event_id == a1.event_id
 
 
@@ -273,7 +269,7 @@ def test_answer_waits_for_the_alert_event(window):
     c = check_event(decision="check_id", age=17.0, txn="T-700")
     window.on_event(c)  # the check first; its alert comes a moment later
     snap = shown(window, answerable=False)
-    click(snap.buttons["id_checked_over_age"])  # disabled: nothing happens
+    tap(window, snap.buttons["id_checked_over_age"])  # disabled: nothing happens
     no_ack(window, wait=0.3)
     a = alert_event(c)
     window.on_event(a)
@@ -291,10 +287,10 @@ def test_a_failed_save_keeps_the_alert(window):
     assert window.acks.get(timeout=5).alert_event_id == a.event_id
 
 
-def test_approve_does_not_hide_an_unanswered_alert(window):
+def test_an_approval_of_the_same_sale_does_not_hide_its_alert(window):
     _, a = post_alert(window, txn="T-900")
     shown(window, answerable=True)
-    window.post(check_event(decision="approve", age=50.0, txn="T-901"))
+    window.post(check_event(decision="approve", age=50.0, txn="T-900"))  # a second item, same shopper
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.4)

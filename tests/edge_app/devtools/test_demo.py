@@ -24,12 +24,16 @@ def window_box():
 
 
 def alert_on_screen():
-    """The window's box while it shows an alert: its answer buttons (light grey) along the bottom."""
+    """The window's box while it shows an alert: its answer buttons (light grey) in their row."""
+    from edge_app.cashier.banner import layout
+
     box = window_box()
     if box is None:
         return None
     x, y, w, h = box
-    return box if screenshot((x + w // 6, y + h - 30, 1, 1)).getpixel((0, 0)) == (242, 242, 242) else None
+    row = layout(w, h)
+    spot = (x + w // 6, y + row.answers_y + row.answers_h - 12, 1, 1)
+    return box if screenshot(spot).getpixel((0, 0)) == (242, 242, 242) else None
 
 
 class Demo:
@@ -63,7 +67,10 @@ def test_demo_shows_the_window_and_the_whole_loop(xvfb, tmp_path):
         # simulated cashier, the window shows the others with their answer buttons.
         wait_until(lambda: demo.has("(simulated cashier)"), 120, "an alert answered by the simulated cashier")
         x, y, w, h = wait_for(alert_on_screen, timeout=90, what="an alert with its buttons in the window")
-        click((x, y + h - 40, w // 3, 20))  # button 1, bottom left
+        from edge_app.cashier.banner import layout
+
+        row = layout(w, h)
+        click((x, y + row.answers_y + row.answers_h // 4, row.button_w, row.answers_h // 2))  # button 1
         wait_until(lambda: demo.has("(window, click)"), 30, "the answer given in the window")
     finally:
         rc = demo.stop()

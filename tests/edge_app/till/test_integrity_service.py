@@ -20,7 +20,7 @@ from edge_app.core.pos import Item, Sale, Scan
 from edge_app.manager.feed import Feed
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Publisher, db_query, wait_until
-from tests.edge_app.x11_util import click, wait_for, xvfb  # noqa: F401
+from tests.edge_app.x11_util import click, tap, wait_for, xvfb  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
@@ -64,7 +64,7 @@ class Till:
         self.db = tmp / "feed.sqlite3"
         self.feed = Feed(self.cfg, self.db, out=io.StringIO()).start()
         assert self.feed.subscribed.wait(10)
-        from edge_app.cashier.window import attach
+        from edge_app.cashier.isolated import attach
 
         self.windows: list = []
 
@@ -98,7 +98,7 @@ class Till:
         return wait_for(ok, timeout=10, what=f"the window showing {alert['transaction_id']} {want}")
 
     def answer(self, alert: dict, answer: str) -> None:
-        click(self.on_screen(alert, answerable=True).buttons[answer])
+        tap(self.windows[0], self.on_screen(alert, answerable=True).buttons[answer])
 
     def sale(self, txn: str) -> None:
         self.pub.raw(f"{POS}/sale", Sale(txn, pos_ts=events.now_iso()).encode())
@@ -178,7 +178,7 @@ def test_service_with_cashier_window(xvfb, tmp_path):
             # correction reaches the feed and the sale is an integrity event after all.
             alert = till.scan("T-203")
             till.answer(alert, "id_checked_over_age")
-            click(till.on_screen(alert, kind="recorded").undo)
+            tap(till.windows[0], till.on_screen(alert, kind="recorded").undo)
             wait_until(lambda: len(till.stored("ack", "T-203")) == 2, timeout=10, what="the correction in the feed")
             first, fix = sorted(till.stored("ack", "T-203"), key=lambda a: a["ts"])
             assert fix["answer"] == events.ACK_UNDONE and fix["replaces_event_id"] == first["event_id"]
