@@ -45,6 +45,9 @@ from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason, rea
 
 MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
+# The bands drawn red in the age-band charts (report PNG and dashboard): shoppers under 18.
+MINOR_BANDS = frozenset(b[0] for b in BANDS if b[2] < 18)
+BAND_COLOURS = {"minor": "#c0392b", "adult": "#2e6da4"}
 
 
 class ReportInputError(UsageError):
@@ -593,7 +596,7 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
     L += ["## Per cashier", "",
           "The cashier logged in when the alert was shown (sent by the POS with the scan).", ""]
     L += _table(["store", "cashier", "alerts", "answered", "ID checked", "no ID check", "not answered",
-                 "median answer", "undone"], text_cols=2, rows=
+                 "median answer", ANSWER_COLUMN[Answer.UNDONE]], text_cols=2, rows=
                 [[c["store_id"], c["cashier"], c["alerts"], c["alerts_answered"], _pct(c["share_alerts_id_checked"]),
                   c["answers_no_id_check"], c["alerts_unanswered"], _secs(c["median_answer_s"]), c["answers_undone"]]
                  for c in cashier_rows(s)] or [["–"] * 9])
@@ -689,7 +692,7 @@ def write_charts(s: Summary, out: Path) -> dict[str, str]:
     charts: dict[str, str] = {}
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     counts = [s.bands[b] for b in BAND_NAMES]
-    bars = ax.bar(BAND_NAMES, counts, color=["#c0392b" if b in ("0-12", "13-17") else "#2e6da4" for b in BAND_NAMES])
+    bars = ax.bar(BAND_NAMES, counts, color=[BAND_COLOURS["minor" if b in MINOR_BANDS else "adult"] for b in BAND_NAMES])
     ax.bar_label(bars, fmt="%d")
     ax.set_xlabel("estimated age band")
     ax.set_ylabel("shoppers (transactions)")
@@ -736,8 +739,8 @@ def headline(r: TillDay) -> dict:
     """What became of the alerts, the answer first: the share where ID was checked, then those
     never answered and those answered "no ID check" (the three add up to all alerts)."""
     return {"alerts": r.alerts, "id_checked": r.id_checked_alerts, "share_id_checked": r.share(r.id_checked_alerts),
-            "unanswered": r.unanswered_alerts, "share_unanswered": r.share(r.unanswered_alerts),
-            "no_id_check": r.no_id_check_alerts, "share_no_id_check": r.share(r.no_id_check_alerts)}
+            "not_answered": r.unanswered_alerts, "share_not_answered": r.share(r.unanswered_alerts),
+            "no_id_check_answered": r.no_id_check_alerts, "share_no_id_check_answered": r.share(r.no_id_check_alerts)}
 
 
 def headline_text(r: TillDay) -> str:
@@ -756,9 +759,12 @@ PER_CASHIER_CSV = ["store_id", "cashier", "alerts", "alerts_answered", "alerts_i
 def cashier_rows(s: Summary) -> list[dict]:
     """Per store and cashier (who was logged in when the alert was shown): alerts, answered, the
     share with an ID check, "no ID check" answers, alerts left unanswered, median answer time and
-    answers taken back; the cashier the POS did not name is one row of its own, last."""
+    answers taken back; the cashier the POS did not name is one row of its own, last. A cashier
+    with nothing to answer for (only approved checks) has no row."""
     out = []
     for (store_id, cashier), r in sorted(s.cashiers.items(), key=lambda kv: (kv[0][0], kv[0][1] == "", kv[0][1])):
+        if not (r.alerts or r.answers or r.undone or r.integrity):
+            continue  # only checks approved: nothing to answer for
         out.append({"store_id": store_id, "cashier": cashier or NO_CASHIER, "alerts": r.alerts,
                     "alerts_answered": r.answered_alerts, "alerts_id_checked": r.id_checked_alerts,
                     "share_alerts_id_checked": r.share_id_checked, f"answers_{Answer.NO_ID_CHECK}": r.answers[Answer.NO_ID_CHECK],

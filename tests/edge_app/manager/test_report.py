@@ -241,8 +241,9 @@ def test_the_headline_leads_with_id_checks_and_cashiers_have_a_table(report):
     assert lines["C-2"][2:] == ["2", "1", "0%", "1", "1", "6.0 s", "2"]
     assert lines["not sent by the POS"][2:] == ["1", "1", "100%", "0", "0", "–", "0"]
     data = json.loads((path.parent / "report.json").read_text())
-    assert data["headline"] == {"alerts": 5, "id_checked": 3, "share_id_checked": 0.6, "unanswered": 1,
-                                "share_unanswered": 0.2, "no_id_check": 1, "share_no_id_check": 0.2}
+    assert data["headline"] == {"alerts": 5, "id_checked": 3, "share_id_checked": 0.6, "not_answered": 1,
+                                "share_not_answered": 0.2, "no_id_check_answered": 1,
+                                "share_no_id_check_answered": 0.2}
     assert [c["cashier"] for c in data["per_cashier"]] == ["C-1", "C-2", "not sent by the POS"]
     csv_lines = (path.parent / "per_cashier.csv").read_text().splitlines()
     assert csv_lines[0].startswith("store_id,cashier,alerts,alerts_answered,alerts_id_checked")
