@@ -114,9 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, help="end date (YYYY-MM-DD), inclusive")
     p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL")
     p.add_argument("--store", default=None, help="only this store (default: every store in the database)")
-    p.add_argument("--out", default="agecheck-report",
-                   help="folder for report.md, report.json, per_till.csv and the charts")
-    p.add_argument("--json", action="store_true", help="print report.json instead of the one-line summary")
+    p.add_argument("--out", default=None,
+                   help="folder for report.md, report.json, per_till.csv, per_cashier.csv and the charts "
+                        "(default agecheck-report; with --json, written only when given)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write report.json's content to FILE (or print it: no FILE, or -) instead of the folder")
     common(p)
     p.set_defaults(func=_delegate("edge_app.manager.report"))
 

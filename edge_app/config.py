@@ -263,6 +263,9 @@ class DashboardConfig:
     port: int = field(default=8050, metadata=_rng(1, 65535))
     username: str = "manager"
     password_hash: Optional[str] = None
+    # How often an open page asks whether new events arrived (a tiny JSON request); it redraws
+    # itself only when they did, keeping its filters and scroll position.
+    refresh_seconds: float = field(default=10.0, metadata=_rng(1, 3600))
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,21 @@ ACK_VIA_LABELS: dict[AckVia, str] = {
     AckVia.CLICK: "window, click",
     AckVia.KEY: "window, key",
 }
+# The dashboard's reason column: why the till decided, in a person's words, e.g. "looked under
+# 25: 15% sure over 25" (the calibrated rule's probability) or "looked under 25: estimated 22"
+# (the margin rule's estimate). {challenge} is the challenge age of the check's policy.
+DECISION_REASON: dict[Decision, str] = {
+    Decision.APPROVE: "looked {challenge} or over",
+    Decision.CHECK_ID: "looked under {challenge}",
+    Decision.NO_FACE: "no usable face seen",
+}
+REASON_SURE_OVER = "{pct}% sure over {challenge}"
+REASON_ESTIMATED = "estimated {age}"
+REASON_CAMERA_DOWN = "camera not working: nothing to check"
+# Why a restricted scan got no check, for the same column.
+MISSED_REASON_TEXT: dict[MissedReason, str] = {
+    MissedReason.STALE: "scan too old when it reached the till",
+    MissedReason.QUEUE_FULL: "till busy: too many checks waiting",
+    MissedReason.SHUTDOWN: "till service stopping",
+    MissedReason.CHECK_FAILED: "the check failed",
+}

@@ -29,10 +29,12 @@ from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.manager.db import Database
 from edge_app.core.events import local_dt
-from edge_app.core.words import ANSWER_PHRASE, Answer
+from edge_app.core.words import (ANSWER_PHRASE, DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN,
+                                 REASON_ESTIMATED, REASON_SURE_OVER, Answer, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
-from edge_app.manager.report import (BAND_NAMES, PER_TILL_CSV, Period, ReportInputError, Summary, _timezone,
-                                     open_db, parse_period, summarize, to_json, write_csv)
+from edge_app.manager.report import (BAND_COLOURS, BAND_NAMES, MINOR_BANDS, NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
+                                     Scope, Summary, _timezone, cashier_of, fetch_events, headline_text, open_db,
+                                     parse_period, parse_time_of_day, summarize, to_json, write_csv)
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
@@ -99,17 +101,90 @@ def require_web_libraries() -> None:
                              f"on the manager's computer install agecheck with its manager extra: {MANAGER_EXTRA}")
 
 
+# The URL's filter parameters, in the order the page and the download names use them.
+FILTER_PARAMS = ("since", "until", "store", "till", "cashier", "kind", "time_from", "time_to")
+
+
 @dataclass(frozen=True)
 class Filters:
+    """What the page shows: a period and a scope (report.Scope: store, till, cashier, kind, time of
+    day). Every figure, table, chart and download of the page goes through it, and it lives in the
+    URL, so a filtered page can be bookmarked or sent on."""
+
     period: Period
-    store: str | None
-    till: str | None
-    kind: str | None
+    scope: Scope
+
+    @property
+    def store(self) -> str | None:
+        return self.scope.store
+
+    @property
+    def till(self) -> str | None:
+        return self.scope.till
+
+    @property
+    def cashier(self) -> str | None:
+        return self.scope.cashier
+
+    @property
+    def kind(self) -> str | None:
+        return self.scope.kind
 
     def query(self) -> dict[str, str]:
-        q = {"since": self.period.since.isoformat(), "until": self.period.until.isoformat()}
-        q.update({k: v for k, v in (("store", self.store), ("till", self.till), ("kind", self.kind)) if v})
-        return q
+        h = self.scope.hours
+        values = {"since": self.period.since.isoformat(), "until": self.period.until.isoformat(),
+                  "store": self.store, "till": self.till, "cashier": self.cashier, "kind": self.kind,
+                  "time_from": h.start_text if h else None, "time_to": h.end_text if h else None}
+        return {k: v for k, v in values.items() if v}
+
+
+def title_of(f: Filters, stores: list[str]) -> str:
+    """"store-042" when one store is shown (chosen, or the only one in the database), else "all
+    stores"; then the till and the cashier when chosen."""
+    store = f.store or (stores[0] if len(stores) == 1 else None)
+    parts = [store or "all stores"]
+    if f.till:
+        parts.append(f.till)
+    if f.cashier:
+        parts.append(f"cashier {f.cashier}")
+    return ", ".join(parts)
+
+
+def reason_in_words(ev: events.Event, linked: dict[str, events.Event]) -> str:
+    """Why the till decided (or why a scan got no check, or a sale became an integrity event), as a
+    person says it: "looked under 25: 15% sure over 25". An alert is explained by its check."""
+    if isinstance(ev, events.IntegrityEvent):
+        return integrity_reason(ev.reason)
+    if isinstance(ev, events.MissedEvent):
+        return MISSED_REASON_TEXT[MissedReason(ev.reason)] if ev.reason in MISSED_REASON_TEXT else ev.reason
+    if isinstance(ev, events.AlertEvent):
+        check = linked.get(ev.check_event_id)
+        if isinstance(check, events.CheckEvent):
+            return reason_in_words(check, linked)
+        return _decision_words(ev.decision, None, None, ev.age, ev.camera) or ev.reason or ""
+    if isinstance(ev, events.CheckEvent):
+        return (_decision_words(ev.decision, ev.policy_info.challenge_age, ev.p_over, ev.age, ev.camera)
+                or ev.reason or "")
+    return ""
+
+
+def _decision_words(decision: str, challenge: float | None, p_over: float | None, age: float | None,
+                    camera: str | None) -> str | None:
+    if decision == Decision.NO_FACE and camera not in (None, "up"):
+        return REASON_CAMERA_DOWN
+    if decision not in DECISION_REASON:
+        return None
+    if decision == Decision.NO_FACE:
+        return DECISION_REASON[Decision.NO_FACE]
+    if challenge is None:
+        return None  # no age to say "under" or "over" of: the till's own reason is shown
+    c = f"{challenge:g}"
+    said = DECISION_REASON[Decision(decision)].format(challenge=c)
+    if p_over is not None:
+        return f"{said}: {REASON_SURE_OVER.format(pct=f'{100 * p_over:.0f}', challenge=c)}"
+    if age is not None:
+        return f"{said}: {REASON_ESTIMATED.format(age=f'{age:.0f}')}"
+    return said
 
 
 def bucket_size(period: Period) -> str:
@@ -155,42 +230,62 @@ def series(s: Summary) -> dict[str, Any]:
                      "series": stacks([r.id_checked_alerts for r in per_till],
                                       [r.answered_alerts - r.id_checked_alerts for r in per_till],
                                       [r.alerts - r.answered_alerts for r in per_till])},
-        "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES]},
+        # Two series, each in one colour, so the legend's swatches are the bars' colours (one
+        # series with a colour per bar gave the legend the first bar's red for the blue bars).
+        "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES],
+                  "series": [{"name": name, "colour": BAND_COLOURS[key],
+                              "values": [s.bands[b] if (b in MINOR_BANDS) == minor else None for b in BAND_NAMES]}
+                             for name, key, minor in (("under 18 (camera estimate)", "minor", True),
+                                                      ("18 and over (camera estimate)", "adult", False))]},
     }
 
 
 def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[dict]:
-    """The event list, newest first, as shown on the page and exported."""
+    """The event list, newest first, as shown on the page and exported: the events the filters
+    admit (an answer's cashier is the one its alert was shown to), read in batches until `limit`."""
+    sc = f.scope
     lo = (f.period.since - timedelta(days=1)).isoformat()
     hi = (f.period.until + timedelta(days=2)).isoformat()
     where, params = ["ts >= ?", "ts < ?"], [lo, hi]
-    for col, val in (("store_id", f.store), ("till_id", f.till), ("kind", f.kind)):
+    for col, val in (("store_id", sc.store), ("till_id", sc.till), ("kind", sc.kind)):
         if val:
             where.append(f"{col} = ?")
             params.append(val)
-    rows = db.query(f"SELECT ts, event_id, payload FROM events WHERE {' AND '.join(where)}"
-                    " ORDER BY ts DESC, event_id LIMIT ?", (*params, limit + 200))
-    out = []
-    for ts, event_id, payload in rows:
-        dt = local_dt(ts, tz)
-        if dt is None or not (f.period.since <= dt.date() <= f.period.until):
-            continue
-        ev = read_stored(event_id, payload)
-        if ev is None:  # logged by read_stored; the report lists it under "Data quality"
-            continue
-        reason = ""
-        if isinstance(ev, events.IntegrityEvent):
-            reason = integrity_reason(ev.reason)
-        elif isinstance(ev, (events.CheckEvent, events.AlertEvent, events.MissedEvent)):
-            reason = ev.reason or ""
-        replaced = None
-        if isinstance(ev, events.AckEvent) and ev.replaces_event_id:
+    batch = max(limit + 200, 2000)
+    linked: dict[str, events.Event] = {}  # alerts, checks and replaced answers the rows point to
+    out: list[dict] = []
+    offset = 0
+    while len(out) < limit:
+        rows = db.query(f"SELECT ts, event_id, payload FROM events WHERE {' AND '.join(where)}"
+                        " ORDER BY ts DESC, event_id LIMIT ? OFFSET ?", (*params, batch, offset))
+        offset += len(rows)
+        evs = [ev for _, eid, payload in rows if (ev := read_stored(eid, payload)) is not None]
+        # (an unreadable payload is logged by read_stored; the report lists it under "Data quality")
+        need = set()
+        for ev in evs:
+            if isinstance(ev, (events.AckEvent, events.IntegrityEvent)):
+                need.add(ev.alert_event_id)
+            if isinstance(ev, events.AckEvent) and ev.replaces_event_id:
+                need.add(ev.replaces_event_id)
+            if isinstance(ev, events.AlertEvent):
+                need.add(ev.check_event_id)
+        linked.update(fetch_events(db, need - linked.keys()))
+        for ev in evs:
+            dt = local_dt(ev.ts, tz)
+            if dt is None or not (f.period.since <= dt.date() <= f.period.until):
+                continue
+            cashier = cashier_of(ev, linked)  # type: ignore[arg-type]  (an alert id names an alert)
+            if not sc.admits(ev, dt, cashier):
+                continue
             # A correction (Undo) says which answer it took back, as the feed's live table does.
-            got = db.query("SELECT payload FROM events WHERE event_id = ?", (ev.replaces_event_id,))
-            replaced = read_stored(ev.replaces_event_id, got[0][0]) if got else None
-        out.append(dataclasses.asdict(EventRow.of(ev, dt.strftime("%Y-%m-%d %H:%M:%S"), outcome_text(ev, replaced),
-                                                  reason)))
-        if len(out) >= limit:
+            replaced = linked.get(ev.replaces_event_id) if isinstance(ev, events.AckEvent) and ev.replaces_event_id \
+                else None
+            row = EventRow.of(ev, dt.strftime("%Y-%m-%d %H:%M:%S"), outcome_text(ev, replaced),
+                              reason_in_words(ev, linked))
+            out.append(dataclasses.asdict(dataclasses.replace(row, operator_id=cashier or "")))
+            if len(out) >= limit:
+                break
+        if len(rows) < batch:
             break
     return out
 
@@ -210,16 +305,29 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
 
         return datetime.now(tz).date() if tz else datetime.now().date()
 
+    def bad(message: str):
+        # A filter value the page cannot use: said in words, never a traceback.
+        abort(Response(f"{message}\n", status=400, mimetype="text/plain"))
+
     def filters() -> Filters:
         a = request.args
         try:
             period = parse_period(a.get("since") or None, a.get("until") or None, today())
+            hours = parse_time_of_day(a.get("time_from") or None, a.get("time_to") or None, ("time_from", "time_to"))
         except ReportInputError as exc:
-            abort(Response(f"{exc}\n", status=400, mimetype="text/plain"))
+            bad(str(exc))
         kind = a.get("kind") or None
         if kind is not None and kind not in KINDS:
-            abort(Response(f"kind: {kind!r} is not one of {', '.join(KINDS)}\n", status=400, mimetype="text/plain"))
-        return Filters(period, a.get("store") or None, a.get("till") or None, kind)
+            bad(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+        store, till, cashier = (a.get(k) or None for k in ("store", "till", "cashier"))
+        # A store, till or cashier the database has never seen is a typing mistake or a link from
+        # another database: say which ones it knows rather than show an empty page.
+        for name, value, known in (("store", store, stores), ("till", till, lambda: tills(store)),
+                                   ("cashier", cashier, lambda: cashiers(store))):
+            if value is not None and value not in (k := known()):
+                where = f" in {store}" if store and name != "store" else ""
+                bad(f"{name}: {value!r} has no events{where}; known: {', '.join(k) or 'none yet'}")
+        return Filters(period, Scope(store, till, cashier, kind, hours))
 
     if password_hash:
         @app.before_request
@@ -247,55 +355,89 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
                                            (store,))]
         return [r[0] for r in db.query("SELECT DISTINCT till_id FROM events ORDER BY till_id")]
 
+    def cashiers(store: str | None) -> list[str]:
+        # The cashiers the POS named with a scan (an answer's cashier is its alert's).
+        if "operator_id" not in db.columns("events"):
+            return []  # a feed database from before cashiers were stored
+        where = "operator_id IS NOT NULL" + (" AND store_id = ?" if store else "")
+        return [r[0] for r in db.query(f"SELECT DISTINCT operator_id FROM events WHERE {where} ORDER BY operator_id",
+                                       (store,) if store else ())]
+
+    def version() -> str:
+        """Changes whenever an event (or a quarantined message) is stored: what the page polls."""
+        n, last = db.query("SELECT COUNT(*), MAX(received_at) FROM events")[0]
+        q = db.query("SELECT COUNT(*) FROM quarantine")[0][0] if db.has_table("quarantine") else 0
+        return f"{n}-{q}-{last or ''}"
+
+    def summary(f: Filters) -> Summary:
+        return summarize(db, f.period, tz, scope=f.scope)
+
+    def download(body: str, mimetype: str, what: str, f: Filters, ext: str) -> Response:
+        return Response(body, mimetype=mimetype,
+                        headers={"Content-Disposition": f'attachment; filename="{_name(what, f)}.{ext}"'})
+
     @app.get("/")
     def index():
         f = filters()
-        s = summarize(db, f.period, tz, f.store)
+        ver = version()  # before the figures: a later poll sees anything stored while they were worked out
+        s = summary(f)
         data = to_json(s, tz)
         evs = event_rows(db, f, tz, EVENT_LIMIT)
+        all_stores = stores()
         return render_template("dashboard.html", f=f, s=s, data=data, series=series(s), events=evs,
-                               event_limit=EVENT_LIMIT, stores=stores(), tills=tills(f.store), kinds=KINDS,
-                               tz_name=tz_name, source=label, query=f.query())
+                               event_limit=EVENT_LIMIT, stores=all_stores, tills=tills(f.store),
+                               cashiers=cashiers(f.store), kinds=KINDS, tz_name=tz_name, source=label,
+                               query=f.query(), title=title_of(f, all_stores), headline=headline_text(s.totals()),
+                               no_cashier=NO_CASHIER, version=ver, refresh_ms=int(cfg.dashboard.refresh_seconds * 1000))
+
+    @app.get("/live.json")
+    def live_json():
+        # Small on purpose: the page asks this every few seconds and fetches itself again only
+        # when the version moved.
+        return Response(json.dumps({"version": version()}), mimetype="application/json",
+                        headers={"Cache-Control": "no-store"})
 
     @app.get("/summary.json")
     def summary_json():
         f = filters()
-        s = summarize(db, f.period, tz, f.store)
-        return Response(json.dumps({**to_json(s, tz), "charts": series(s)}, indent=2, ensure_ascii=False),
-                        mimetype="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{_name("summary", f)}.json"'})
+        s = summary(f)
+        body = json.dumps({**to_json(s, tz), "charts": series(s)}, indent=2, ensure_ascii=False)
+        return download(body, "application/json", "summary", f, "json")
 
     @app.get("/per_till.csv")
     def per_till_csv():
         f = filters()
-        s = summarize(db, f.period, tz, f.store)
-        return Response(write_csv(to_json(s, tz)["per_till"], PER_TILL_CSV), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{_name("per-till", f)}.csv"'})
+        return download(write_csv(to_json(summary(f), tz)["per_till"], PER_TILL_CSV), "text/csv", "per-till", f, "csv")
+
+    @app.get("/per_cashier.csv")
+    def per_cashier_csv():
+        f = filters()
+        return download(write_csv(to_json(summary(f), tz)["per_cashier"], PER_CASHIER_CSV), "text/csv",
+                        "per-cashier", f, "csv")
 
     @app.get("/events.csv")
     def events_csv():
         f = filters()
-        return Response(write_csv(event_rows(db, f, tz, EXPORT_LIMIT), EVENT_COLUMNS), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{_name("events", f)}.csv"'})
+        return download(write_csv(event_rows(db, f, tz, EXPORT_LIMIT), EVENT_COLUMNS), "text/csv", "events", f, "csv")
 
     @app.get("/events.json")
     def events_json():
         f = filters()
         body = {"filters": f.query(), "timezone": tz_name, "events": event_rows(db, f, tz, EXPORT_LIMIT)}
-        return Response(json.dumps(body, indent=2, ensure_ascii=False), mimetype="application/json",
-                        headers={"Content-Disposition": f'attachment; filename="{_name("events", f)}.json"'})
+        return download(json.dumps(body, indent=2, ensure_ascii=False), "application/json", "events", f, "json")
 
     app.extensions["agecheck_db"] = db
     return app
 
 
 def _name(what: str, f: Filters) -> str:
-    parts = ["agecheck", what, f.store or "all-stores", f.period.since.isoformat(), f.period.until.isoformat()]
-    if f.till:
-        parts.insert(3, f.till)
-    if f.kind:
-        parts.insert(3, f.kind)
-    return "-".join(parts)
+    """agecheck-events-store-042-till-01-C-7-alert-1400-1600-2025-03-10-2025-03-16: what the file holds."""
+    h = f.scope.hours
+    parts = ["agecheck", what, f.store or "all-stores", f.till, f.cashier, f.kind,
+             f"{h.start_text}-{h.end_text}".replace(":", "") if h else None,
+             f.period.since.isoformat(), f.period.until.isoformat()]
+    # A cashier id is the POS's text: keep the file name to safe characters.
+    return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts if p)
 
 
 def is_loopback(host: str) -> bool:

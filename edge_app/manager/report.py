@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from edge_app.config import Config
 from edge_app.errors import UsageError
@@ -45,6 +45,9 @@ from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason, rea
 
 MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
+# The bands drawn red in the age-band charts (report PNG and dashboard): shoppers under 18.
+MINOR_BANDS = frozenset(b[0] for b in BANDS if b[2] < 18)
+BAND_COLOURS = {"minor": "#c0392b", "adult": "#2e6da4"}
 
 
 class ReportInputError(UsageError):
@@ -82,6 +85,118 @@ def parse_period(since: str | None, until: str | None, today: date) -> Period:
 
 
 
+@dataclass(frozen=True)
+class TimeOfDay:
+    """Local clock times from `start` (inclusive) to `end` (exclusive), in minutes after midnight;
+    a range that ends before it starts runs over midnight (22:00 to 02:00), so a late shift is
+    one range."""
+
+    start: int
+    end: int
+
+    def contains(self, dt: datetime) -> bool:
+        m = dt.hour * 60 + dt.minute
+        if self.start <= self.end:
+            return self.start <= m < self.end
+        return m >= self.start or m < self.end
+
+    @staticmethod
+    def _text(m: int) -> str:
+        return f"{m // 60:02d}:{m % 60:02d}"
+
+    @property
+    def start_text(self) -> str:
+        return self._text(self.start)
+
+    @property
+    def end_text(self) -> str:
+        return self._text(self.end)
+
+
+def _parse_clock(value: str, name: str) -> int:
+    text = value.strip()
+    try:
+        hh, mm = text.split(":")
+        h, m = int(hh), int(mm)
+    except ValueError:
+        h = m = -1
+    # 24:00 is the end of the day (a range "from 18:00 to 24:00").
+    if not (0 <= h <= 24 and 0 <= m <= 59) or (h == 24 and m) or len(text) not in (4, 5):
+        raise ReportInputError(f"{name}: {value!r} is not a time of day; use HH:MM, e.g. 14:30")
+    return h * 60 + m
+
+
+def parse_time_of_day(start: str | None, end: str | None, names: tuple[str, str] = ("--from-time", "--to-time")
+                      ) -> TimeOfDay | None:
+    """None (the whole day) when neither is given; one end alone runs from midnight or to midnight."""
+    if not start and not end:
+        return None
+    lo = _parse_clock(start, names[0]) if start else 0
+    hi = _parse_clock(end, names[1]) if end else 24 * 60
+    if lo == hi or (lo, hi) == (0, 24 * 60):
+        if lo == hi:
+            raise ReportInputError(f"{names[0]} and {names[1]} are both {TimeOfDay._text(lo)}; give a range, "
+                                   "or leave both empty for the whole day")
+        return None
+    return TimeOfDay(lo, hi)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which events the figures count: a store, a till, a cashier, one kind of event and a time of
+    day (all optional). The report and the dashboard filter through this one definition, so every
+    figure, table and chart of a page answers the same question.
+
+    The cashier of an answer or an integrity event is the one logged in when its alert was shown
+    (the till's own events carry the POS's `operator_id`; a cashier window's answer may not). An
+    alert's outcome (answered, ID checked) is looked up over every answer stored, also under a
+    kind filter: "alerts" with "ID checked 40%" still reads right."""
+
+    store: str | None = None
+    till: str | None = None
+    cashier: str | None = None
+    kind: str | None = None
+    hours: TimeOfDay | None = None
+
+    def admits(self, ev: events.Event, local: datetime, cashier: str | None) -> bool:
+        return ((self.store is None or ev.store_id == self.store) and (self.till is None or ev.till_id == self.till)
+                and (self.cashier is None or cashier == self.cashier)
+                and (self.kind is None or ev.KIND == self.kind)
+                and (self.hours is None or self.hours.contains(local)))
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything but the store narrows the events (the page says so beside its figures)."""
+        return any(v is not None for v in (self.till, self.cashier, self.kind, self.hours))
+
+
+def cashier_of(ev: events.Event, alerts: Mapping[str, events.AlertEvent]) -> str | None:
+    """Who was at the till for this event: an answer's own operator when the window sent one,
+    else (answers and integrity events) the cashier logged in when the alert was shown."""
+    if isinstance(ev, events.AckEvent) and ev.operator_id:
+        return ev.operator_id
+    if isinstance(ev, (events.AckEvent, events.IntegrityEvent)):
+        a = alerts.get(ev.alert_event_id)
+        if a is not None:
+            return a.operator_id
+    return ev.operator_id
+
+
+def fetch_events(db: Database, event_ids: Iterable[str]) -> dict[str, events.Event]:
+    """Stored events by id (the alerts an answer or an integrity event points to), read in
+    batches; unreadable ones are left out (read_stored logs them)."""
+    ids = sorted(set(event_ids))
+    out: dict[str, events.Event] = {}
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        rows = db.query(f"SELECT event_id, payload FROM events WHERE event_id IN ({', '.join('?' * len(part))})", part)
+        for eid, payload in rows:
+            ev = read_stored(eid, payload)
+            if ev is not None:
+                out[eid] = ev
+    return out
+
+
 def local_day(ts: str, tz: tzinfo | None) -> date | None:
     dt = local_dt(ts, tz)
     return dt.date() if dt else None
@@ -110,6 +225,18 @@ class TillDay:
     @property
     def share_id_checked(self) -> float | None:
         return self.id_checked_alerts / self.alerts if self.alerts else None
+
+    @property
+    def unanswered_alerts(self) -> int:
+        return self.alerts - self.answered_alerts
+
+    @property
+    def no_id_check_alerts(self) -> int:
+        """Alerts answered, but with no answer saying ID was checked ("no ID check")."""
+        return self.answered_alerts - self.id_checked_alerts
+
+    def share(self, n: int) -> float | None:
+        return n / self.alerts if self.alerts else None
 
     @property
     def median_decision_s(self) -> float | None:
@@ -149,6 +276,8 @@ class Summary:
     events_total: int
     gaps: list[Gap] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # event_ids whose stored payload no longer reads
+    cashiers: dict[tuple[str, str], TillDay] = field(default_factory=dict)  # (store, cashier or "") over the period
+    scope: Scope = Scope()
 
     def totals(self, till: str | None = None, store: str | None = None) -> TillDay:
         t = TillDay(till or "all tills", self.period.since, store or "")
@@ -186,14 +315,21 @@ def _optional_columns(db: Database) -> bool:
     return "operator_id" in db.columns("events")
 
 
-def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None = None) -> Summary:
+def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None = None, *,
+              scope: Scope | None = None) -> Summary:
+    """The figures of `period` for the events `scope` admits (default: every event of `store`)."""
+    scope = scope or Scope(store=store)
+    store = scope.store
     # A coarse filter on the UTC date (a local day can start the previous UTC day), then exact
     # local days in Python.
     lo = (period.since - timedelta(days=1)).isoformat()
     hi = (period.until + timedelta(days=2)).isoformat()
-    where = "ts >= ? AND ts < ?" + (" AND store_id = ?" if store else "")
-    params: tuple = (lo, hi, store) if store else (lo, hi)
-    rows = db.query(f"SELECT event_id, payload FROM events WHERE {where} ORDER BY ts", params)
+    where, params = ["ts >= ?", "ts < ?"], [lo, hi]
+    for col, val in (("store_id", store), ("till_id", scope.till)):
+        if val:
+            where.append(f"{col} = ?")
+            params.append(val)
+    rows = db.query(f"SELECT event_id, payload FROM events WHERE {' AND '.join(where)} ORDER BY ts", params)
     # Each stored payload is decoded once into its typed event; one that no longer validates is
     # left out of every figure (with a warning naming it) and listed under "Data quality".
     decoded: dict[str, events.Event | None] = {}
@@ -214,59 +350,46 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
         if isinstance(ev := read(eid, p), events.AckEvent))
     answers = {alert: {a.answer for a in acks} for alert, acks in stand.items()}
     standing_ids = {a.event_id for acks in stand.values() for a in acks}
-    alerts: dict[str, events.AlertEvent] = {}  # what an integrity line needs of its alert
+    in_rows = [ev for eid, p in rows if (ev := read(eid, p)) is not None]
+    # What an integrity line and a cashier need of an alert: those of the rows, and the few
+    # older ones an answer or integrity event of the period points back to.
+    alerts: dict[str, events.AlertEvent] = {ev.event_id: ev for ev in in_rows if isinstance(ev, events.AlertEvent)}
+    wanted = {ev.alert_event_id for ev in in_rows if isinstance(ev, (events.AckEvent, events.IntegrityEvent))}
+    alerts.update({k: v for k, v in fetch_events(db, wanted - alerts.keys()).items()
+                   if isinstance(v, events.AlertEvent)})
 
     cells: dict[tuple[str, str, date], TillDay] = {}
+    by_cashier: dict[tuple[str, str], TillDay] = {}
     stores: set[str] = set()
     latest_check: dict[str, tuple[str, str | None, str | None]] = {}  # shopper key -> (ts, band, category)
-    integrity: list[dict] = []
+    integrity: list[IntegrityLine] = []
     total = 0
-    for event_id, payload in rows:
-        ev = read(event_id, payload)
-        if ev is None:
+    for ev in in_rows:
+        dt = local_dt(ev.ts, tz)
+        if dt is None or not (period.since <= dt.date() <= period.until):
             continue
-        day = local_day(ev.ts, tz)
-        if isinstance(ev, events.AlertEvent):
-            alerts[ev.event_id] = ev
-        if day is None or not (period.since <= day <= period.until):
+        cashier = cashier_of(ev, alerts)
+        if not scope.admits(ev, dt, cashier):
             continue
+        day = dt.date()
         total += 1
         stores.add(ev.store_id)
         cell = cells.setdefault((ev.store_id, ev.till_id, day), TillDay(ev.till_id, day, ev.store_id))
+        who = by_cashier.setdefault((ev.store_id, cashier or ""), TillDay(cashier or "", day, ev.store_id))
+        for c in (cell, who):
+            _count(c, ev, answers, standing_ids)
         if isinstance(ev, events.CheckEvent):
-            cell.checks += 1
-            cell.decisions[ev.decision] += 1
             key = f"{ev.store_id}/{ev.till_id}/{ev.transaction_id}" if ev.transaction_id else ev.event_id
             prev = latest_check.get(key)
             if ev.age_band is not None or prev is None or prev[1] is None:
                 latest_check[key] = (ev.ts, ev.age_band, ev.product.category)
-        elif isinstance(ev, events.AlertEvent):
-            cell.alerts += 1
-            got = answers.get(ev.event_id, set())
-            if got:
-                cell.answered_alerts += 1
-            if covered(got):
-                cell.id_checked_alerts += 1
-        elif isinstance(ev, events.AckEvent):
-            if ev.event_id in standing_ids:
-                cell.answers[ev.answer] += 1
-                cell.decision_times.append(float(ev.decision_time_s))
-            elif ev.answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
-                cell.undone += 1
-        elif isinstance(ev, events.MissedEvent):
-            cell.missed += 1
         elif isinstance(ev, events.IntegrityEvent):
-            cell.integrity += 1
             integrity.append(IntegrityLine(ev, _local_text(ev.ts, tz), day))
 
     for i, line in enumerate(integrity):
         # The moment to find on CCTV: the alert on the till's screen, and the sale after it.
         ev = line.event
         a = alerts.get(ev.alert_event_id)
-        if a is None:
-            got = db.query("SELECT event_id, payload FROM events WHERE event_id = ?", (ev.alert_event_id,))
-            found = read(*got[0]) if got else None
-            a = found if isinstance(found, events.AlertEvent) else None
         if a is None:
             continue
         alert_dt = local_dt(a.ts, tz)
@@ -292,11 +415,38 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
     if _optional_columns(db):
         for g in gap_rows(db, store):
             a, b = local_day(g.after_ts, tz), local_day(g.before_ts, tz)
+            # A hole is a till's, not a cashier's or a kind's: only the till narrows it.
+            if scope.till is not None and g.till_id != scope.till:
+                continue
             if a is not None and b is not None and a <= period.until and b >= period.since:
                 gaps.append(g)
                 stores.add(g.store_id)
     return Summary(period, sorted(stores), cells, bands, dict(by_cat), no_estimate, integrity, quarantined, total,
-                   gaps, unreadable)
+                   gaps, unreadable, by_cashier, scope)
+
+
+def _count(cell: "TillDay", ev: events.Event, answers: Mapping[str, set[str]], standing_ids: set[str]) -> None:
+    """One event into a till's day or a cashier's figures."""
+    if isinstance(ev, events.CheckEvent):
+        cell.checks += 1
+        cell.decisions[ev.decision] += 1
+    elif isinstance(ev, events.AlertEvent):
+        cell.alerts += 1
+        got = answers.get(ev.event_id, set())
+        if got:
+            cell.answered_alerts += 1
+        if covered(got):
+            cell.id_checked_alerts += 1
+    elif isinstance(ev, events.AckEvent):
+        if ev.event_id in standing_ids:
+            cell.answers[ev.answer] += 1
+            cell.decision_times.append(float(ev.decision_time_s))
+        elif ev.answer in ACK_ANSWERS:  # an answer later taken back (the Undo itself is not counted)
+            cell.undone += 1
+    elif isinstance(ev, events.MissedEvent):
+        cell.missed += 1
+    elif isinstance(ev, events.IntegrityEvent):
+        cell.integrity += 1
 
 
 def _local_text(ts: str, tz: tzinfo | None) -> str:
@@ -410,8 +560,16 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
         L += ["**No events were stored for this period.** Check that `agecheck feed` was running and that the "
               "dates are right.", ""]
     L += ["## Summary", ""]
-    L.append(f"- **{t.checks}** age checks, **{t.alerts}** alerts (ID check asked), "
-             f"**{_pct(t.share_answered)}** of alerts answered by the cashier, median decision time "
+    if t.alerts:
+        # The answer first: of the alerts (ID check asked), how many had one. "Answered" alone
+        # would count the cashier's "no ID check" as done.
+        L.append(f"**ID was checked on {_pct(t.share(t.id_checked_alerts))} of alerts** ({t.id_checked_alerts} of "
+                 f"{t.alerts}). **{_pct(t.share(t.unanswered_alerts))} were not answered** ({t.unanswered_alerts}) and "
+                 f"**{_pct(t.share(t.no_id_check_alerts))} were answered “no ID check”** ({t.no_id_check_alerts}).")
+    else:
+        L.append("**No alerts**: no ID check was asked for in this period.")
+    L.append("")
+    L.append(f"- **{t.checks}** age checks, **{t.alerts}** alerts (ID check asked), median answer time "
              f"**{_secs(t.median_decision_s)}**.")
     L.append(f"- **{t.integrity}** integrity event{'s' if t.integrity != 1 else ''}: a sale completed on an alert "
              "with no ID check recorded.")
@@ -435,6 +593,14 @@ def render_markdown(s: Summary, db_path: str, tz_name: str, charts: dict[str, st
                     [[k[2].isoformat(), *_till_row(k[1], s.rows[k])] for k in keys]
                     or [["–"] * (len(_TILL_HEADER) + 1)])
         L.append("")
+    L += ["## Per cashier", "",
+          "The cashier logged in when the alert was shown (sent by the POS with the scan).", ""]
+    L += _table(["store", "cashier", "alerts", "answered", "ID checked", "no ID check", "not answered",
+                 "median answer", ANSWER_COLUMN[Answer.UNDONE]], text_cols=2, rows=
+                [[c["store_id"], c["cashier"], c["alerts"], c["alerts_answered"], _pct(c["share_alerts_id_checked"]),
+                  c["answers_no_id_check"], c["alerts_unanswered"], _secs(c["median_answer_s"]), c["answers_undone"]]
+                 for c in cashier_rows(s)] or [["–"] * 9])
+    L.append("")
     if multi:
         L += ["## All stores", ""]
         L += _table(["store"] + _TILL_HEADER[1:], [_till_row(st, s.totals(store=st)) for st in s.store_ids]
@@ -526,7 +692,7 @@ def write_charts(s: Summary, out: Path) -> dict[str, str]:
     charts: dict[str, str] = {}
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
     counts = [s.bands[b] for b in BAND_NAMES]
-    bars = ax.bar(BAND_NAMES, counts, color=["#c0392b" if b in ("0-12", "13-17") else "#2e6da4" for b in BAND_NAMES])
+    bars = ax.bar(BAND_NAMES, counts, color=[BAND_COLOURS["minor" if b in MINOR_BANDS else "adult"] for b in BAND_NAMES])
     ax.bar_label(bars, fmt="%d")
     ax.set_xlabel("estimated age band")
     ax.set_ylabel("shoppers (transactions)")
@@ -569,13 +735,57 @@ def write_charts(s: Summary, out: Path) -> dict[str, str]:
     return charts
 
 
+def headline(r: TillDay) -> dict:
+    """What became of the alerts, the answer first: the share where ID was checked, then those
+    never answered and those answered "no ID check" (the three add up to all alerts)."""
+    return {"alerts": r.alerts, "id_checked": r.id_checked_alerts, "share_id_checked": r.share(r.id_checked_alerts),
+            "not_answered": r.unanswered_alerts, "share_not_answered": r.share(r.unanswered_alerts),
+            "no_id_check_answered": r.no_id_check_alerts, "share_no_id_check_answered": r.share(r.no_id_check_alerts)}
+
+
+def headline_text(r: TillDay) -> str:
+    if not r.alerts:
+        return "no alerts (no ID check was asked for)"
+    return (f"ID checked on {_pct(r.share(r.id_checked_alerts))} of alerts ({r.id_checked_alerts} of {r.alerts}), "
+            f"{_pct(r.share(r.unanswered_alerts))} not answered ({r.unanswered_alerts}), "
+            f"{_pct(r.share(r.no_id_check_alerts))} answered “no ID check” ({r.no_id_check_alerts})")
+
+
+NO_CASHIER = "not sent by the POS"
+PER_CASHIER_CSV = ["store_id", "cashier", "alerts", "alerts_answered", "alerts_id_checked", "share_alerts_id_checked",
+                   "answers_no_id_check", "alerts_unanswered", "median_answer_s", "answers_undone", "integrity"]
+
+
+def cashier_rows(s: Summary) -> list[dict]:
+    """Per store and cashier (who was logged in when the alert was shown): alerts, answered, the
+    share with an ID check, "no ID check" answers, alerts left unanswered, median answer time and
+    answers taken back; the cashier the POS did not name is one row of its own, last. A cashier
+    with nothing to answer for (only approved checks) has no row."""
+    out = []
+    for (store_id, cashier), r in sorted(s.cashiers.items(), key=lambda kv: (kv[0][0], kv[0][1] == "", kv[0][1])):
+        if not (r.alerts or r.answers or r.undone or r.integrity):
+            continue  # only checks approved: nothing to answer for
+        out.append({"store_id": store_id, "cashier": cashier or NO_CASHIER, "alerts": r.alerts,
+                    "alerts_answered": r.answered_alerts, "alerts_id_checked": r.id_checked_alerts,
+                    "share_alerts_id_checked": r.share_id_checked, f"answers_{Answer.NO_ID_CHECK}": r.answers[Answer.NO_ID_CHECK],
+                    "alerts_unanswered": r.unanswered_alerts, "median_answer_s": r.median_decision_s,
+                    "answers_undone": r.undone, "integrity": r.integrity})
+    return out
+
+
 def to_json(s: Summary, tz: tzinfo | None) -> dict:
     """Everything in report.md as data (report.json, `--json`)."""
+    sc = s.scope
     return {
         "period": {"since": s.period.since.isoformat(), "until": s.period.until.isoformat()},
+        "filters": {"store": sc.store, "till": sc.till, "cashier": sc.cashier, "kind": sc.kind,
+                    "time_from": sc.hours.start_text if sc.hours else None,
+                    "time_to": sc.hours.end_text if sc.hours else None},
         "stores": s.store_ids,
+        "headline": headline(s.totals()),
         "totals": s.totals().figures(),
         "per_till": [{"store_id": st, "till_id": t, **s.totals(t, st).figures()} for st, t in s.tills],
+        "per_cashier": cashier_rows(s),
         "per_till_day": [{"store_id": k[0], "till_id": k[1], "day": k[2].isoformat(), **r.figures()}
                          for k, r in sorted(s.rows.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))],
         "needs_attention": attention(s),
@@ -619,15 +829,12 @@ def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
     return None, f"this computer's timezone ({datetime.now().astimezone().tzname() or local})"
 
 
-def build(db_path: str, out_dir: str | Path, since: str | None, until: str | None, cfg: Config,
-          store: str | None = None) -> tuple[Path, Summary]:
-    """report.md, report.json, per_till.csv and the charts in out_dir."""
+def collect(db_path: str, since: str | None, until: str | None, cfg: Config, store: str | None = None
+            ) -> tuple[Summary, str, tzinfo | None, str]:
+    """The summary of the period (and the database's label, the timezone and its name)."""
     tz, tz_name = _timezone(cfg)
     today = datetime.now(tz).date() if tz else datetime.now().date()
     period = parse_period(since, until, today)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ReportInputError(f"--out: {str(out)!r} is a file; give a folder for report.md and the charts")
     con = open_db(db_path)
     try:
         summary = summarize(con, period, tz, store)
@@ -636,6 +843,14 @@ def build(db_path: str, out_dir: str | Path, since: str | None, until: str | Non
         con.close()
     if store and not summary.store_ids:
         summary.store_ids.append(store)
+    return summary, label, tz, tz_name
+
+
+def write_folder(summary: Summary, label: str, tz: tzinfo | None, tz_name: str, out_dir: str | Path) -> Path:
+    """report.md, report.json, per_till.csv, per_cashier.csv and the charts in out_dir; the path of report.md."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportInputError(f"--out: {str(out)!r} is a file; give a folder for report.md and the charts")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -646,17 +861,48 @@ def build(db_path: str, out_dir: str | Path, since: str | None, until: str | Non
     data = to_json(summary, tz)
     (out / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     write_csv(data["per_till"], PER_TILL_CSV, out / "per_till.csv")
-    return report, summary
+    write_csv(data["per_cashier"], PER_CASHIER_CSV, out / "per_cashier.csv")
+    return report
+
+
+def build(db_path: str, out_dir: str | Path, since: str | None, until: str | None, cfg: Config,
+          store: str | None = None) -> tuple[Path, Summary]:
+    """report.md, report.json, per_till.csv, per_cashier.csv and the charts in out_dir."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # refused before the database is read
+        raise ReportInputError(f"--out: {str(out)!r} is a file; give a folder for report.md and the charts")
+    summary, label, tz, tz_name = collect(db_path, since, until, cfg, store)
+    return write_folder(summary, label, tz, tz_name, out), summary
+
+
+DEFAULT_OUT = "agecheck-report"
+STDOUT = "-"
 
 
 def main(args, cfg: Config) -> int:
     db = args.db or cfg.feed.db_path
-    report, s = build(db, args.out, args.since, args.until, cfg, getattr(args, "store", None))
-    if getattr(args, "json", False):
-        print((report.parent / "report.json").read_text(encoding="utf-8"))
+    json_to = getattr(args, "json", None)
+    store = getattr(args, "store", None)
+    if json_to is None:
+        report, s = build(db, args.out or DEFAULT_OUT, args.since, args.until, cfg, store)
+        t = s.totals()
+        print(f"agecheck report: {report} ({s.period.since} to {s.period.until}): {headline_text(t)}; "
+              f"{t.checks} checks, median answer {_secs(t.median_decision_s)}, "
+              f"{t.integrity} integrity events, {sum(g.missing for g in s.gaps)} events missing")
         return 0
-    t = s.totals()
-    print(f"agecheck report: {report} ({s.period.since} to {s.period.until}): {t.checks} checks, {t.alerts} alerts, "
-          f"{_pct(t.share_answered)} answered, median decision {_secs(t.median_decision_s)}, "
-          f"{t.integrity} integrity events, {sum(g.missing for g in s.gaps)} events missing")
+    # --json writes only where it is told: stdout ("-", the default) or the file named; the
+    # folder of report.md and charts only when --out asks for it as well.
+    s, label, tz, tz_name = collect(db, args.since, args.until, cfg, store)
+    text = json.dumps(to_json(s, tz), indent=2, ensure_ascii=False)
+    written = [str(write_folder(s, label, tz, tz_name, args.out).parent)] if args.out else []
+    if json_to == STDOUT:
+        print(text)
+        return 0
+    target = Path(json_to)
+    try:
+        target.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ReportInputError(f"--json: cannot write {json_to!r} ({exc.strerror})") from None
+    print(f"agecheck report: {', '.join([str(target), *written])} ({s.period.since} to {s.period.until}): "
+          f"{headline_text(s.totals())}")
     return 0

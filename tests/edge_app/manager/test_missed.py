@@ -67,7 +67,8 @@ def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
     assert r.status_code == 200, r.data
     rows = json.loads(r.data)["events"]
     assert sorted((e["transaction_id"], e["reason"], e["outcome"], e["operator_id"]) for e in rows) == [
-        ("T-2", "stale", "NOT CHECKED: stale", "C-3"), ("T-4", "queue_full", "NOT CHECKED: queue_full", "C-3")]
+        ("T-2", "scan too old when it reached the till", "NOT CHECKED: stale", "C-3"),
+        ("T-4", "till busy: too many checks waiting", "NOT CHECKED: queue_full", "C-3")]  # the reason in words
     assert outcome_text(stored[1]) == "NOT CHECKED: stale"
     page = client.get(f"/?since={DAY}&until={DAY}")
     assert page.status_code == 200

@@ -27,7 +27,8 @@ def at(hms: str, day: str = DAY) -> str:
 def store_day(db: Path) -> None:
     """till-01: 11 checks (7 approve, 3 check_id, 1 no_face), 4 alerts, 3 answers (2 s, 4 s, 6 s)
     and 2 more taken back with Undo (T-109 then answered again, T-110 left unanswered),
-    2 integrity events. till-02: 5 checks, 1 alert answered after midnight. Plus events on the
+    2 integrity events; cashier C-1 had T-107 and T-108 (both ID checked), C-2 T-109 and T-110.
+    till-02: 5 checks, 1 alert answered after midnight, no cashier sent. Plus events on the
     days before and after that must not count."""
     evs: list[dict] = []
     minute = iter(range(10, 60))
@@ -38,12 +39,13 @@ def store_day(db: Path) -> None:
     for txn, age in [("T-101", 34), ("T-102", 41), ("T-103", 52), ("T-104", 29), ("T-105", 38), ("T-106", 67)]:
         evs.append(check_event(txn=txn, decision="approve", age=age, ts=t()))
     evs.append(check_event(txn="T-101", decision="approve", age=35, ts=t()))  # a second scan, same shopper
-    for txn, age, answer, secs in [("T-107", 19, "id_checked_over_age", 2.0),
-                                   ("T-108", 16, "id_checked_under_age_refused", 4.0),
-                                   ("T-109", 22, "no_id_check", 6.0),
-                                   ("T-110", None, None, None)]:
-        c = check_event(txn=txn, decision="check_id" if age else "no_face", age=age, ts=t())
+    for txn, age, answer, secs, cashier in [("T-107", 19, "id_checked_over_age", 2.0, "C-1"),
+                                            ("T-108", 16, "id_checked_under_age_refused", 4.0, "C-1"),
+                                            ("T-109", 22, "no_id_check", 6.0, "C-2"),
+                                            ("T-110", None, None, None, "C-2")]:
+        c = check_event(txn=txn, decision="check_id" if age else "no_face", age=age, ts=t(), operator_id=cashier)
         a = alert_event(c, ts=c["ts"])
+        a["operator_id"] = cashier
         evs += [c, a]
         if txn in ("T-109", "T-110"):
             # An answer pressed by accident and taken back with Undo: not an answer, not a decision time.
@@ -206,8 +208,10 @@ def test_report_command(tmp_path):
                "--out", str(tmp_path / "out")])
     assert ok.p.wait(timeout=60) == 0, ok.output
     ok.stop()
-    assert "16 checks, 5 alerts, 80% answered, median decision 4.0 s, 2 integrity events" in ok.output
-    assert (tmp_path / "out" / "report.md").is_file()
+    # The headline leads with the share of alerts where ID was checked (3 of 5), not "answered".
+    assert ("ID checked on 60% of alerts (3 of 5), 20% not answered (1), 20% answered “no ID check” (1); "
+            "16 checks, median answer 4.0 s, 2 integrity events, 0 events missing") in ok.output
+    assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "per_cashier.csv").is_file()
 
     bad = Proc(["report", "--db", str(tmp_path / "missing.sqlite3"), "--since", DAY, "--until", DAY])
     assert bad.p.wait(timeout=60) == 2
@@ -220,3 +224,92 @@ def test_report_command(tmp_path):
     assert bad.p.wait(timeout=60) == 2
     bad.stop()
     assert "--since: '2025-13-01' is not a date" in bad.output
+
+
+def test_the_headline_leads_with_id_checks_and_cashiers_have_a_table(report):
+    path, md, _ = report
+    summary_part = md.split("## Summary")[1].split("\n- ")[0]
+    assert ("**ID was checked on 60% of alerts** (3 of 5). **20% were not answered** (1) and "
+            "**20% were answered “no ID check”** (1).") in summary_part
+    assert "answered by the cashier" not in md  # the old headline counted "no ID check" as done
+    # store | cashier | alerts answered ID-checked no-ID-check not-answered median undone
+    cashiers = md.split("## Per cashier")[1].split("\n## ")[0]
+    lines = {c[1]: c for c in ([x.strip() for x in line.strip().strip("|").split("|")]
+                               for line in cashiers.splitlines() if line.startswith("| store-001"))}
+    assert lines["C-1"][2:] == ["2", "2", "100%", "0", "0", "3.0 s", "0"]
+    # C-2's answers taken back with Undo are theirs too (an answer carries its alert's cashier).
+    assert lines["C-2"][2:] == ["2", "1", "0%", "1", "1", "6.0 s", "2"]
+    assert lines["not sent by the POS"][2:] == ["1", "1", "100%", "0", "0", "–", "0"]
+    data = json.loads((path.parent / "report.json").read_text())
+    assert data["headline"] == {"alerts": 5, "id_checked": 3, "share_id_checked": 0.6, "not_answered": 1,
+                                "share_not_answered": 0.2, "no_id_check_answered": 1,
+                                "share_no_id_check_answered": 0.2}
+    assert [c["cashier"] for c in data["per_cashier"]] == ["C-1", "C-2", "not sent by the POS"]
+    csv_lines = (path.parent / "per_cashier.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("store_id,cashier,alerts,alerts_answered,alerts_id_checked")
+    assert csv_lines[2].startswith("store-001,C-2,2,1,0,0.0,1,1,6.0,2,2")
+
+
+def test_the_scope_narrows_every_figure(tmp_path):
+    """Till, cashier, kind and time of day each change the counts, the cashier table, the bands
+    and the integrity list: one definition (report.Scope) for the report and the dashboard."""
+    from edge_app.manager.report import Period, Scope, open_db, parse_time_of_day, summarize
+    import datetime as dt
+
+    db = tmp_path / "feed.sqlite3"
+    store_day(db)
+    con = open_db(db)
+    day = Period(dt.date(2025, 3, 14), dt.date(2025, 3, 14))
+
+    def figures(**kw):
+        s = summarize(con, day, dt.timezone.utc, scope=Scope(**kw))
+        t = s.totals()
+        return (t.checks, t.alerts, t.id_checked_alerts, sum(t.answers.values()), t.undone, t.integrity,
+                sum(s.bands.values()), sorted(c for _, c in s.cashiers), len(s.integrity_events))
+
+    assert figures() == (16, 5, 3, 3, 2, 2, 14, ["", "C-1", "C-2"], 2)
+    assert figures(till="till-02") == (5, 1, 1, 0, 0, 0, 5, [""], 0)
+    assert figures(cashier="C-2") == (2, 2, 0, 1, 2, 2, 1, ["C-2"], 2)
+    assert figures(kind="alert") == (0, 5, 3, 0, 0, 0, 0, ["", "C-1", "C-2"], 0)
+    assert figures(kind="integrity")[5:] == (2, 0, ["C-2"], 2)
+    assert figures(hours=parse_time_of_day("23:00", None)) == (1, 1, 1, 0, 0, 0, 1, [""], 0)
+    # Over midnight: 23:00 to 10:15 takes T-205 and the first five minutes of the morning.
+    assert figures(hours=parse_time_of_day("23:00", "10:15"))[:2] == (6, 1)
+    con.close()
+
+
+@pytest.mark.parametrize("start, end, message", [
+    ("25:00", None, "--from-time: '25:00' is not a time of day; use HH:MM"),
+    ("9", None, "--from-time: '9' is not a time of day"),
+    (None, "12:60", "--to-time: '12:60' is not a time of day"),
+    ("10:00", "10:00", "are both 10:00; give a range"),
+])
+def test_bad_times_of_day(start, end, message):
+    from edge_app.manager.report import parse_time_of_day
+
+    with pytest.raises(ReportInputError, match=re.escape(message)):
+        parse_time_of_day(start, end)
+
+
+def test_json_goes_where_it_is_told(tmp_path):
+    """`--json` prints and writes no folder unless --out asks; `--json FILE` writes that file."""
+    db = tmp_path / "feed.sqlite3"
+    store_day(db)
+    cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"})
+    work = tmp_path / "work"
+    work.mkdir()
+    common = ["report", "--config", str(cfg), "--db", str(db), "--since", DAY, "--until", DAY]
+    printed = Proc([*common, "--json"], cwd=work)
+    assert printed.p.wait(timeout=60) == 0, printed.output
+    printed.stop()
+    assert json.loads(printed.output)["headline"]["id_checked"] == 3
+    assert list(work.iterdir()) == []  # no ./agecheck-report/ behind the user's back
+    to_file = Proc([*common, "--json", str(tmp_path / "week.json")], cwd=work)
+    assert to_file.p.wait(timeout=60) == 0, to_file.output
+    to_file.stop()
+    assert json.loads((tmp_path / "week.json").read_text())["headline"]["alerts"] == 5
+    assert str(tmp_path / "week.json") in to_file.output and list(work.iterdir()) == []
+    both = Proc([*common, "--json", str(tmp_path / "b.json"), "--out", str(tmp_path / "folder")], cwd=work)
+    assert both.p.wait(timeout=60) == 0, both.output
+    both.stop()
+    assert (tmp_path / "b.json").is_file() and (tmp_path / "folder" / "report.md").is_file()
