@@ -238,7 +238,8 @@ class IntegrityConfig:
 class FeedConfig:
     db_path: str = "agecheck-feed.sqlite3"
     # Fixed client id + a session kept by the broker: events published while the feed is away
-    # are delivered when it comes back. Default: agecheck-feed-<store_id> (or -all-stores).
+    # are delivered when it comes back. Default: mqtt.username when set (the secure broker keys
+    # sessions on the login), else agecheck-feed-<store_id> (or -all-stores).
     client_id: Optional[str] = field(default=None, metadata=_text(128))
     session_expiry_seconds: int = field(default=7 * 86400, metadata=_rng(0, 365 * 86400))
     # Bigger payloads are quarantined, not parsed.

@@ -40,7 +40,7 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, RowRejected, StoreError, StoreUnavailable
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import connect_properties, make_client, trust_warnings
+from edge_app.transport.mqtt import connect_properties, make_client, session_client_id, trust_warnings
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,8 @@ class Feed:
         self.cfg = cfg
         self.store = FeedStore(db_path, cfg.feed.max_payload_bytes)
         self.topic = subscription(cfg, all_stores)
-        self.client_id = cfg.feed.client_id or f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}"
+        self.client_id = cfg.feed.client_id or session_client_id(
+            cfg.mqtt, f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}")
         self.table = TablePrinter(out, tz, show_store=all_stores)
         # Set on the broker's SUBACK: only from then on are events published to the store kept
         # for us (on a new session), so "subscribed" is reported then, not when asked for.
