@@ -244,7 +244,8 @@ class IntegrityConfig:
 class FeedConfig:
     db_path: str = "agecheck-feed.sqlite3"
     # Fixed client id + a session kept by the broker: events published while the feed is away
-    # are delivered when it comes back. Default: agecheck-feed-<store_id> (or -all-stores).
+    # are delivered when it comes back. Default: mqtt.username when set (the secure broker keys
+    # sessions on the login), else agecheck-feed-<store_id> (or -all-stores).
     client_id: Optional[str] = field(default=None, metadata=_text(128))
     session_expiry_seconds: int = field(default=7 * 86400, metadata=_rng(0, 365 * 86400))
     # Bigger payloads are quarantined, not parsed.
@@ -468,6 +469,20 @@ class _DepthLimitedLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        # YAML itself lets the last of two equal keys win without a word: a setting changed in
+        # one place and left in another would silently be the other's value.
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is None:
+                continue
+            if key in seen:
+                raise ConfigError(f"setting {key!r} is given twice, at lines {seen[key]} and "
+                                  f"{key_node.start_mark.line + 1}; keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
 
 def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Mapping[str, str] | None = None,
            system: Path | None = None) -> Path | None:
@@ -540,6 +555,11 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"config: {p} is not a UTF-8 text file") from None
     except ValueError as exc:  # e.g. an integer of thousands of digits (int() refuses it)
         raise ConfigError(f"config: {p} holds a value that cannot be read ({str(exc)[:120]})") from None
+    if data is None:
+        # An empty file (or one of comments only) is most likely a failed copy or a truncated
+        # write: running on every default would point the till at the wrong broker, silently.
+        raise ConfigError(f"config: {p} is empty (no settings, only blanks or comments); copy the shipped "
+                          "config.yaml and edit it")
     return from_dict(data, p.resolve().parent)
 
 

@@ -28,6 +28,8 @@ _TYPES = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
     "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "real": "DOUBLE PRECISION"},
 }
+# A statement only one dialect needs starts with this marker and the dialect's name.
+_ONLY = "-- only "
 
 # Each migration is a list of statements; never edit one that has shipped, add the next.
 MIGRATIONS: list[list[str]] = [
@@ -81,6 +83,11 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE events ADD COLUMN replaces_event_id TEXT",
     ],
+    # 4: `seq` takes every number an event may carry (63 bits, events.MAX_INT). SQLite's INTEGER
+    # already does; PostgreSQL's is 32 bits, so a number above 2^31-1 failed the INSERT.
+    [
+        _ONLY + "postgresql\nALTER TABLE events ALTER COLUMN seq TYPE BIGINT",
+    ],
 ]
 
 
@@ -98,6 +105,44 @@ MESSAGE_COLUMNS = ("kind", "schema", "topic", "received_at", "payload")
 
 class StoreError(Exception):
     """The database cannot be reached or used; the message names it and the reason."""
+
+
+class RowRejected(StoreError):
+    """Permanent: the database refuses this row and always will (a value it cannot hold, a
+    constraint). Retrying it cannot help; the feed quarantines the message and goes on."""
+
+
+class StoreUnavailable(StoreError):
+    """Transient: the database cannot take anything just now (server down or restarting, disk full,
+    locked, out of connections). The row is fine; it is kept and tried again."""
+
+
+# SQLite result codes (sqlite3.Error.sqlite_errorcode & 0xff) that are about the row, not the
+# database: string or blob too big, constraint, datatype mismatch.
+_SQLITE_ROW_CODES = frozenset({18, 19, 20})
+# PostgreSQL SQLSTATE classes that are about the row: 22 data exception (NUL in text, a number out
+# of range), 23 integrity constraint. Anything else (08 connection, 53 disk full or out of memory,
+# 57 shutting down, 25006 a read-only standby...) is taken as transient: keeping a message that can
+# never be stored costs a retry loop that says so; dropping one that could have been stored loses it.
+_PG_ROW_CLASSES = ("22", "23")
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Whether a driver error is about the row (RowRejected) rather than the database."""
+    if isinstance(exc, (OverflowError, UnicodeEncodeError)):  # a value the driver cannot send at all
+        return True
+    if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                            sqlite3.InterfaceError)):
+            return True
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_ROW_CODES
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in _PG_ROW_CLASSES
+    # psycopg's own refusals before anything is sent (e.g. "text fields cannot contain NUL") are
+    # DataError with no SQLSTATE.
+    return type(exc).__name__ == "DataError"
 
 
 @dataclass(frozen=True)
@@ -179,7 +224,7 @@ class Database:
         try:
             con = psycopg.connect(self.target.where, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StoreError(f"{self.target.label}: cannot connect ({str(exc).strip()})") from None
+            raise StoreUnavailable(f"{self.target.label}: cannot connect ({str(exc).strip()})") from None
         if self.read_only:
             # autocommit statements run outside psycopg's own transactions, so the session
             # itself is made read-only (psycopg's read_only attribute would not apply).
@@ -212,10 +257,11 @@ class Database:
             self._connect()
         try:
             return fn()
-        except self._errors() as exc:
+        except (*self._errors(), OverflowError, UnicodeEncodeError) as exc:
             if self.dialect == "postgresql" and self._con.closed:
                 self._con = None  # reconnect next time
-            raise StoreError(f"{self.target.label}: {str(exc).strip()} (in: {' '.join(sql.split())[:80]})") from None
+            kind = RowRejected if _permanent(exc) else StoreUnavailable
+            raise kind(f"{self.target.label}: {str(exc).strip()} (in: {' '.join(sql.split())[:80]})") from None
 
     def has_table(self, name: str) -> bool:
         if self.dialect == "sqlite":
@@ -254,6 +300,10 @@ class Database:
             self._con.autocommit = False
         try:
             for stmt in steps:
+                if stmt.startswith(_ONLY):
+                    only, stmt = stmt.split("\n", 1)
+                    if only[len(_ONLY):] != self.dialect:
+                        continue
                 if stmt.startswith("ALTER TABLE events ADD COLUMN"):
                     col = stmt.split()[5]
                     if col in self.columns("events"):

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
@@ -36,9 +38,9 @@ from edge_app.core.events import local_dt
 from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, INTEGRITY_REASON_TEXT, Answer, Decision, IntegrityReason
 from edge_app.config import Config
 from edge_app.errors import UsageError
-from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, StoreError
+from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, RowRejected, StoreError, StoreUnavailable
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import connect_properties, make_client, trust_warnings
+from edge_app.transport.mqtt import connect_properties, make_client, session_client_id, trust_warnings
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,9 @@ class FeedStore:
         self.path = path
 
     def add(self, topic: str, payload: bytes, received_at: str | None = None) -> Stored:
-        """Store one message (raises StoreError when the database cannot take it: then it must
-        not be acknowledged)."""
+        """Store one message. Raises StoreUnavailable when the database cannot take anything just
+        now (the message must then be kept, not acknowledged) and RowRejected when it refuses this
+        row for good (`keep` quarantines it instead)."""
         received_at = received_at or events.now_iso()
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
@@ -194,6 +197,15 @@ class FeedStore:
         if not rows or rows[0][0] >= seq - 1:
             return None
         return Gap(ev.store_id, pub, ev.till_id, int(rows[0][0]), seq, rows[0][1], ev.ts)
+
+    def keep(self, topic: str, payload: bytes, received_at: str | None = None) -> Stored:
+        """Store one message, or quarantine it when the database refuses the row for good (a
+        value it cannot hold): either way it is kept and may be acknowledged. Only
+        StoreUnavailable escapes: the database is away, the message must wait."""
+        try:
+            return self.add(topic, payload, received_at)
+        except RowRejected as exc:
+            return self.quarantine(topic, payload, f"the event store refused it: {exc}"[:1000], received_at)
 
     def quarantine(self, topic: str, payload: bytes, reason: str, received_at: str | None = None) -> Stored:
         """Keep a message aside with the reason it cannot be used (once per distinct message)."""
@@ -293,6 +305,8 @@ class TablePrinter:
     HEADER_EVERY = 40
 
     def __init__(self, out: TextIO, tz: tzinfo | None, show_store: bool) -> None:
+        # Rows come from the store writer, notes from the MQTT thread too: one line at a time.
+        self._lock = threading.RLock()
         self.out = out
         self.tz = tz
         self.show_store = show_store
@@ -311,6 +325,10 @@ class TablePrinter:
         self.out.write(self._line(["-" * w for _, w in self.cols]) + "\n")
 
     def event(self, ev: events.Event, replaced: events.Event | None = None) -> None:
+        with self._lock:
+            self._event(ev, replaced)
+
+    def _event(self, ev: events.Event, replaced: events.Event | None) -> None:
         if isinstance(ev, events.AlertEvent):
             return
         if self.rows % self.HEADER_EVERY == 0:
@@ -327,8 +345,9 @@ class TablePrinter:
         self.out.flush()
 
     def note(self, text: str) -> None:
-        self.out.write(f"! {text}\n")
-        self.out.flush()
+        with self._lock:
+            self.out.write(f"! {text}\n")
+            self.out.flush()
 
 
 # -- MQTT ----------------------------------------------------------------------------------------
@@ -336,15 +355,39 @@ def subscription(cfg: Config, all_stores: bool) -> str:
     return events.event_subscription("+" if all_stores else cfg.store_id)
 
 
+@dataclass(frozen=True)
+class _Received:
+    """A message as the MQTT thread hands it to the store writer: `session` is the connection it
+    came on (its packet id means nothing on a later one)."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    session: int
+
+
 class Feed:
-    """Connects, stores and prints until stop(). Reconnects by itself (paho's loop thread)."""
+    """Connects, stores and prints until stop(). Reconnects by itself (paho's loop thread).
+
+    Messages are stored by one writer thread, in the order they came, and each is acknowledged
+    once it is kept (a row or a quarantine row). When the database cannot take anything (server
+    down, disk full) the writer keeps the message and tries it again, backing off from
+    RETRY_FIRST_S to RETRY_MAX_S, says so once, and says so again when the store is back: the
+    broker holds everything after it meanwhile (its in-flight window is full), and nothing is lost
+    or needs a restart. The MQTT thread never waits on the database, so the broker link stays up.
+    """
+
+    RETRY_FIRST_S = 0.5
+    RETRY_MAX_S = 10.0
 
     def __init__(self, cfg: Config, db_path: str | Path, all_stores: bool = False,
                  out: TextIO = sys.stdout, tz: tzinfo | None = None) -> None:
         self.cfg = cfg
         self.store = FeedStore(db_path, cfg.feed.max_payload_bytes)
         self.topic = subscription(cfg, all_stores)
-        self.client_id = cfg.feed.client_id or f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}"
+        self.client_id = cfg.feed.client_id or session_client_id(
+            cfg.mqtt, f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}")
         self.table = TablePrinter(out, tz, show_store=all_stores)
         # Set on the broker's SUBACK: only from then on are events published to the store kept
         # for us (on a new session), so "subscribed" is reported then, not when asked for.
@@ -356,29 +399,48 @@ class Feed:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
         self._client.on_connect_fail = self._on_connect_fail
-        # PUBACK only after the row is committed (see _on_message).
+        # PUBACK only after the row is committed (see _write).
         self._client.manual_ack_set(True)
+        self._inbox: queue.Queue[_Received | None] = queue.Queue()
+        self._session = 0
+        self._stop = threading.Event()
+        # When the store stopped taking messages (monotonic), None while it takes them.
+        self._unavailable_since: float | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="feed-store-writer", daemon=True)
 
     def start(self) -> "Feed":
         # clean_start=False + a session expiry: the broker queues QoS 1 events while we are away.
         self._client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive,
                                    clean_start=False,
                                    properties=connect_properties(session_expiry_s=self.cfg.feed.session_expiry_seconds))
+        self._writer.start()
         self._client.loop_start()
         return self
 
+    @property
+    def store_unavailable(self) -> bool:
+        """Whether the writer is holding a message the database could not take yet."""
+        return self._unavailable_since is not None
+
     def stop(self) -> None:
         self._stopping = True
+        self._stop.set()
+        self._inbox.put(None)
         try:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
+            if self._writer.is_alive():
+                self._writer.join(timeout=30)
             self.store.close()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.table.note(f"broker refused the connection: {reason_code}")
             return
+        # Messages of the earlier connection still waiting for the writer are stored but not
+        # acknowledged: the broker sends them again on this one, under packet ids of its own.
+        self._session += 1
         client.subscribe(self.topic, qos=1)
         resumed = "resumed" if flags.session_present else "new"
         self.table.note(f"connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.client_id} "
@@ -402,29 +464,72 @@ class Feed:
         self.table.note(f"broker connection lost ({reason_code}); reconnecting")
 
     def _on_message(self, client, userdata, msg) -> None:
-        # Nothing may escape this callback: an exception here would end paho's network thread
-        # while the process stays up, and the unacknowledged message would stop the feed again
-        # on every restart (a poison message).
+        # The MQTT thread only hands the message on: waiting here on a database that is away
+        # would stop the keepalives and lose the broker link too.
+        self._inbox.put(_Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None or self._stop.is_set():
+                return  # not acknowledged: the broker keeps what is left for the next start
+            self._write(item)
+
+    def _write(self, msg: _Received) -> None:
+        delay = self.RETRY_FIRST_S
+        while True:
+            try:
+                res = self._keep(msg)
+                break
+            except StoreUnavailable as exc:
+                self._store_unavailable(exc)
+                if self._stop.wait(delay):
+                    return  # stopping: not acknowledged, the broker keeps it
+                delay = min(delay * 2, self.RETRY_MAX_S)
+        if self._unavailable_since is not None:
+            away = time.monotonic() - self._unavailable_since
+            self._unavailable_since = None
+            # The log only (stderr/journal, which a terminal shows too): once, like the outage.
+            log.warning("feed: the event store takes messages again after %.0f s; storing what the broker held", away)
+        if res is None:
+            return
+        if msg.session == self._session:
+            self._client.ack(msg.mid, msg.qos)
         try:
-            self._store_message(client, msg)
+            self._show(msg, res)
+        except Exception:  # the row is kept; a line it cannot print must not end the writer
+            log.exception("feed: could not show the message on %s (it is stored)", msg.topic)
+
+    def _keep(self, msg: _Received) -> Stored | None:
+        """Store or quarantine the message; StoreUnavailable when the database is away. None when
+        even its quarantine failed for a reason other than the database being away (a bug): it is
+        named in the log and acknowledged, since holding it would stop the feed for good."""
+        try:
+            return self.store.keep(msg.topic, msg.payload)
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             log.exception("feed: handling a message on %s failed", msg.topic)
             try:
-                self.store.quarantine(msg.topic, bytes(msg.payload), f"could not be handled: {exc!r}"[:500])
-                client.ack(msg.mid, msg.qos)
-                self.table.note(f"quarantined a message on {msg.topic}: it could not be handled ({exc!r})")
+                return self.store.quarantine(msg.topic, msg.payload, f"could not be handled: {exc!r}"[:500])
+            except StoreUnavailable:
+                raise
             except Exception:
-                log.exception("feed: could not quarantine the message on %s; it stays with the broker", msg.topic)
+                digest = hashlib.sha256(msg.payload).hexdigest()[:16]
+                log.exception("feed: DROPPED a message on %s (%d bytes, sha256 %s…): it can be neither stored "
+                              "nor quarantined", msg.topic, len(msg.payload), digest)
+                self._client.ack(msg.mid, msg.qos)
+                return None
 
-    def _store_message(self, client, msg) -> None:
-        try:
-            res = self.store.add(msg.topic, msg.payload)
-        except StoreError as exc:
-            # Not acknowledged: the broker sends it again on the next connection.
-            log.error("feed: could not store a message from %s: %s", msg.topic, exc)
-            self.table.note(f"could not store a message from {msg.topic} ({exc}); it stays with the broker")
+    def _store_unavailable(self, exc: StoreError) -> None:
+        """Said once per outage (the retries are silent), with the cause."""
+        if self._unavailable_since is not None:
             return
-        client.ack(msg.mid, msg.qos)
+        self._unavailable_since = time.monotonic()
+        log.error("feed: the event store cannot take messages (%s); the broker holds them meanwhile; retrying "
+                  "every %g-%g s until it can", exc, self.RETRY_FIRST_S, self.RETRY_MAX_S)
+
+    def _show(self, msg: _Received, res: Stored) -> None:
         if res.status == "new":
             replaces = res.event.replaces_event_id if isinstance(res.event, events.AckEvent) else None
             self.table.event(res.event, self.store.event(replaces) if replaces else None)
@@ -460,8 +565,13 @@ def main(args, cfg: Config) -> int:
             pass
     except KeyboardInterrupt:
         pass
-    counts = feed.store.counts()
+    try:
+        counts = feed.store.counts()
+    except StoreError as exc:
+        counts = None
+        print(f"agecheck feed: stopped; the event store cannot be counted ({exc})", flush=True)
     feed.stop()
-    print(f"agecheck feed: stopped; {counts['events']} events stored, {counts['duplicates']} duplicates "
-          f"ignored, {counts['quarantined']} quarantined", flush=True)
+    if counts is not None:
+        print(f"agecheck feed: stopped; {counts['events']} events stored, {counts['duplicates']} duplicates "
+              f"ignored, {counts['quarantined']} quarantined", flush=True)
     return 0

@@ -111,6 +111,13 @@ def trust_warnings(m: MQTTConfig) -> list[str]:
     return out
 
 
+def session_client_id(m: MQTTConfig, fallback: str) -> str:
+    """The client id a program's broker session is kept under when none is configured: its login
+    when it has one, since the shipped secure broker (use_username_as_clientid) keys every session
+    on the login anyway, so that no other user can take it over; else `fallback`."""
+    return m.username or fallback
+
+
 def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
     """A paho v2 client (MQTT 5) with the broker settings from the config applied. Raises
     ConfigError naming the key for a missing password or unreadable TLS files."""
@@ -264,7 +271,8 @@ class MqttLink:
         self._session_expiry_s = session_expiry_s
         self._name = name  # how the log lines name this link
         self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
-        self.client_id = client_id or cfg.mqtt.client_id or f"agecheck-{cfg.store_id}-{cfg.till_id}"
+        self.client_id = client_id or cfg.mqtt.client_id or session_client_id(
+            cfg.mqtt, f"agecheck-{cfg.store_id}-{cfg.till_id}")
         self.client = make_client(cfg.mqtt, self.client_id)
         if manual_ack:
             self.client.manual_ack_set(True)

@@ -21,6 +21,8 @@ disk), events wait in memory, bounded, and are written in order when it can agai
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import sqlite3
@@ -74,6 +76,49 @@ class OutboxError(RuntimeError):
     """The outbox file cannot be used; the message names the file and the reason."""
 
 
+class OutboxInUse(OutboxError):
+    """Another process already has this outbox open (its lock file names it)."""
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _take_lock(path: Path) -> tuple[int, bool]:
+    """An exclusive lock on `<outbox>.lock` (flock: released by the kernel when the process dies,
+    even by SIGKILL), holding the owner's pid. Two services (or windows) on one outbox would
+    number events twice and knock each other off the broker under one client id; the second is
+    refused, naming the first."""
+    lp = lock_path(path)
+    created = not lp.exists()
+    try:
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OutboxError(f"cannot create the lock file {lp} of outbox {path} ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            owner = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+        finally:
+            os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise OutboxError(f"cannot lock outbox {path} ({exc.strerror})") from None
+        raise OutboxInUse(f"outbox {path} is in use by another process (pid {owner}{_command(owner)}): only one "
+                          "program may use an outbox; stop that one, or give this one its own outbox path") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd, created
+
+
+def _command(pid: str) -> str:
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return ", " + f.read(200).replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return ""
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     seq: int  # delivery order
@@ -94,6 +139,21 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
+        # Before anything reads or moves the file: a second instance must not touch the first's.
+        self._lock_fd, lock_created = _take_lock(self.path)
+        try:
+            self._init_file()
+        except BaseException:
+            # A refused path (someone else's file) gets nothing left beside it.
+            if lock_created:
+                lock_path(self.path).unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            raise
+        self._depth = self._count()
+        self._undeleted: list[int] = []  # delivered rows whose DELETE could not be written yet
+        self._delete_logged = -LOG_EVERY_S
+
+    def _init_file(self) -> None:
         created = create_private(self.path)
         if not created:
             self._check_ours()
@@ -117,9 +177,53 @@ class Outbox:
                 self._db = self._open()
             except sqlite3.DatabaseError as exc2:
                 raise OutboxError(f"cannot open outbox {self.path} ({exc2})") from None
-        self._depth = self._count()
-        self._undeleted: list[int] = []  # delivered rows whose DELETE could not be written yet
-        self._delete_logged = -LOG_EVERY_S
+        self._ident = self._file_ident()
+
+    def _file_ident(self) -> tuple[int, int] | None:
+        """(device, inode) of the file at the outbox's path; None when there is none."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """(lock held) Before a write: the file at the path is still the one open. A deleted outbox
+        is rebuilt at its path from the open connection (which still reads the deleted file), so
+        that nothing is written into a file no one will ever read again and nothing stored is
+        lost; a path that now holds another file is refused (OutboxError): it is not ours to write."""
+        now = self._file_ident()
+        if now == self._ident:
+            return
+        if now is not None:
+            raise OutboxError(f"outbox {self.path} was replaced by another file while in use; events are not "
+                              "written into the old one or the new one (held in memory): move the new file "
+                              "away, or restart to use it")
+        self._rebuild_deleted()
+
+    def _rebuild_deleted(self) -> None:
+        new = self.path.with_name(self.path.name + ".rebuild")
+        for leftover in (new, new.with_name(new.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+        try:
+            create_private(new)
+            dest = sqlite3.connect(str(new))
+            try:
+                self._db.backup(dest)  # everything the open connection sees, its WAL included
+            finally:
+                dest.close()
+        except sqlite3.Error as exc:
+            new.unlink(missing_ok=True)
+            raise OutboxError(f"outbox {self.path} was deleted while in use, and a new one cannot be written "
+                              f"({exc}); events are held in memory until it can") from None
+        # Closing the last connection to the deleted file removes its -wal and -shm by name, so the
+        # rebuilt file opens with none of the old one's.
+        self._db.close()
+        os.rename(new, self.path)
+        self._db = self._open()
+        self._ident = self._file_ident()
+        log.error("outbox %s was deleted while in use: rebuilt at the same path with the %d undelivered "
+                  "event(s) and the numbering it had; nothing was lost", self.path, self._count())
 
     def _header(self) -> bytes:
         try:
@@ -203,6 +307,7 @@ class Outbox:
         """Store one already encoded message durably, without numbering it. Returns the event ids
         dropped to make room (normally none). Storing the same event_id twice is a no-op."""
         with self._lock:
+            self._check_file()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -226,6 +331,7 @@ class Outbox:
         Storing an event_id that is already here stores nothing and uses no number."""
         dropped: list[str] = []
         with self._lock:
+            self._check_file()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -340,6 +446,9 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock (the file stays: unlinking it would race)
+                self._lock_fd = None
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
         ("unknown_section: 1\n", "unknown_section"),
         ("policy:\n  legal_age: 200\n", "policy.legal_age"),
         ("mqtt: [unclosed\n", "not valid YAML"),
+        ("mqtt:\n  port: 1883\n  host: a\n  port: 1884\n", "setting 'port' is given twice, at lines 2 and 4"),
+        ("store_id: store-001\nmqtt: {}\nstore_id: store-002\n", "setting 'store_id' is given twice"),
+        ("", "is empty"),
+        ("# only a comment\n\n", "is empty"),
     ],
 )
 def test_cli_exits_2_with_one_line(tmp_path, content, key):

@@ -4,6 +4,7 @@ the message it gives for what it refuses; the typed events read and write the sa
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 
 import pytest
@@ -235,3 +236,43 @@ def test_decode_event_keeps_the_callers_size_limit():
     big = events.encode(check_event())
     with pytest.raises(payloads.PayloadError, match=f"payload is {len(big)} bytes, more than the 100 allowed"):
         events.decode_event(big, payloads.Limits(max_bytes=100))
+
+
+# -- bounds (issue 26): what the feed used to store, or could not store and wedged on -------------
+def _with(**changes) -> dict:
+    ev = check_event()
+    ev.update(changes)
+    return ev
+
+
+@pytest.mark.parametrize("bad, message", [
+    (_with(age=1e300), "field 'age' is 1e+300, outside 0 to 130"),
+    (_with(age_low=-3.0), "field 'age_low' is -3, outside 0 to 130"),
+    (_with(ts="yesterday"), "field 'ts' is not an ISO 8601 time"),
+    (_with(ts="1970-01-01T00:00:00Z"), "before 2000-01-01"),
+    (_with(ts="2999-01-01T00:00:00Z"), "more than a day ahead"),
+    (_with(decision="sure"), "decision must be one of approve, check_id, no_face"),
+    (_with(transaction_id="T" * 60_000), "'transaction_id' is 60000 characters, more than 128"),
+    (_with(transaction_id="T-1\x00"), "'transaction_id' contains a NUL character"),
+    (_with(till_id="till\x1b"), "'till_id' contains control characters"),
+    (_with(transaction_id="T-\ud800"), "not valid Unicode text"),
+    (_with(seq=2**63, publisher="till-01"), "outside a 64-bit integer"),
+    (_with(age_band="ancient"), "field 'age_band' must be one of"),
+    (_with(reason="x" * 1001), "'reason' is 1001 characters, more than 1000"),
+    (_with(frames_used=-1), "field 'frames_used' is -1"),
+    (_with(p_over=1.5), "field 'p_over' is 1.5, outside 0 to 1"),
+    ({**ack(), "decision_time_s": 1e12}, "field 'decision_time_s'"),
+    ({**alert_event(check_event()), "decision": "perhaps"}, "alert event: decision must be one of"),
+    (_with(latency_ms={"total": 2**64}), "'latency_ms.total' is 18446744073709551616, outside a 64-bit"),
+    (_with(extra_note="a\x00b"), "'extra_note' contains a NUL"),
+])
+def test_values_outside_their_bounds_are_refused_with_the_field_named(bad, message):
+    with pytest.raises(events.SchemaError, match=re.escape(message)):
+        events.validate(bad)
+
+
+def test_the_bounds_themselves_are_accepted():
+    for ev in (_with(age=0.0, age_low=0.0, age_high=130.0), _with(seq=2**63 - 1, publisher="till-01"),
+               _with(transaction_id="T" * 128), _with(ts="2000-01-01T00:00:00Z"),
+               _with(decision="no_face", age=None), _with(detail="line one\nline two")):
+        events.validate(ev)

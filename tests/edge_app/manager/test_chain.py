@@ -57,7 +57,8 @@ def test_the_bridge_file_keeps_the_store_brokers_queue_limits():
     """Both files set the queue; Mosquitto keeps the one read last, so they must agree."""
     store = dict(_options(DEPLOY / "agecheck-store.conf"))
     bridge = dict(_options(DEPLOY / "agecheck-bridge.conf"))
-    for key in ("persistence", "max_queued_messages", "max_queued_bytes"):
+    for key in ("persistence", "autosave_on_changes", "autosave_interval", "max_queued_messages",
+                "max_queued_bytes"):
         assert bridge[key] == store[key], key
     assert bridge["cleansession"] == bridge["local_cleansession"] == "false"
     assert bridge["topic"] == "agecheck/v1/store-042/+/events/# out 1"

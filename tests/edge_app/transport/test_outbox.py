@@ -193,3 +193,70 @@ def test_events_are_numbered_per_publisher_across_restarts(tmp_path):
     assert box.put_event("t", events.from_dict(check_event(txn="T-after-restart")), "till-01")[0].seq == 4
     assert box.last_seq() == 4
     box.close()
+
+
+# -- its file deleted or replaced under it; one program per outbox (issue 26) ---------------------
+def _numbered(box: Outbox, txns: list[str]) -> list[events.Event]:
+    from tests.edge_app.feed_util import typed_check
+
+    return [box.put_event("agecheck/v1/store-001/till-01/events/check", typed_check(txn=t), "till-01")[0]
+            for t in txns]
+
+
+def test_a_deleted_outbox_is_rebuilt_with_what_it_held_and_nothing_is_written_into_the_deleted_file(
+        tmp_path, caplog):
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path, 100)
+    first = _numbered(box, ["T-1", "T-2", "T-3"])
+    box.delete(box.after(0, 1)[0].seq)  # T-1 delivered
+    path.unlink()  # as `rm outbox.sqlite3` under the running service
+    with caplog.at_level(logging.ERROR, logger="edge_app.transport.outbox"):
+        later = _numbered(box, ["T-4", "T-5"])
+    box.close()
+    # What a restart finds: every undelivered event, the ones stored after the deletion included.
+    box = Outbox(path, 100)
+    got = [events.decode_event(r.payload).transaction_id for r in box.after(0, 100)]
+    assert got == ["T-2", "T-3", "T-4", "T-5"] and box.last_seq() == 5
+    assert [e.transaction_id for e in first] == ["T-1", "T-2", "T-3"]
+    assert [e.seq for e in later] == [4, 5]  # the numbering goes on
+    box.close()
+    assert f"outbox {path} was deleted while in use: rebuilt" in caplog.text
+
+
+def test_a_replaced_outbox_file_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "outbox.sqlite3"
+    box = Outbox(path, 100)
+    _numbered(box, ["T-1"])
+    path.unlink()
+    path.write_text("someone else's file\n")
+    with pytest.raises(OutboxError, match="was replaced by another file while in use"):
+        _numbered(box, ["T-2"])
+    assert path.read_text() == "someone else's file\n"
+    box.close()
+
+
+def test_a_second_program_on_one_outbox_is_refused_naming_the_first(tmp_path):
+    from edge_app.transport.outbox import OutboxInUse
+
+    path = tmp_path / "outbox.sqlite3"
+    code = textwrap.dedent(f"""
+        import sys
+        from edge_app.transport.outbox import Outbox
+        box = Outbox({str(path)!r}, 10)
+        print("open", flush=True)
+        sys.stdin.readline()
+    """)
+    other = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline().strip() == "open"
+        with pytest.raises(OutboxInUse, match=rf"outbox {path} is in use by another process \(pid {other.pid}, "):
+            Outbox(path, 10)
+        other.kill()  # SIGKILL: the kernel releases its lock
+        other.wait(10)
+        box = Outbox(path, 10)  # no stale lock to clear by hand
+        box.close()
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
