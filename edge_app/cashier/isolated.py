@@ -81,8 +81,14 @@ class WindowProcess:
     this process's reader thread; if it raises, the window keeps the alert and says so)."""
 
     def __init__(self, cfg: DisplayConfig, store_id: str, till_id: str,
-                 on_ack: Callable[[events.AckEvent], Any], history_path: str | None = None) -> None:
+                 on_ack: Callable[[events.AckEvent], Any], history_path: str | None = None,
+                 give_up_after: int | None = None) -> None:
         self.cfg, self.store_id, self.till_id = cfg, store_id, till_id
+        # After this many new windows in a row could not even open (the X display is gone: the
+        # cashier logged out), stop trying and set `gone`; None: try for ever (the till service,
+        # whose window must come back when the screen does).
+        self._give_up_after = give_up_after
+        self.gone = threading.Event()
         self._on_ack = on_ack
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None  # the window that is open (sent to)
@@ -180,7 +186,7 @@ class WindowProcess:
 
     # -- the child ------------------------------------------------------------------------------------
     def _supervise(self, first: threading.Event, errors: list[str]) -> None:
-        quick_failures = 0
+        quick_failures = failed_opens = 0
         while not self._stopping.is_set():
             started = time.monotonic()
             code, opened, error = self._run_child(first)
@@ -189,6 +195,12 @@ class WindowProcess:
                 first.set()
                 return
             if self._stopping.is_set():
+                return
+            failed_opens = 0 if opened else failed_opens + 1
+            if self._give_up_after is not None and failed_opens >= self._give_up_after:
+                log.error("display: no cashier window could open %d times in a row (%s); giving up", failed_opens,
+                          error or f"exit code {code}")
+                self.gone.set()
                 return
             self.restarts += 1
             self.snapshot = WindowSnapshot(last_ack=self.snapshot.last_ack)
