@@ -610,6 +610,17 @@ def test_the_page_fits_800_px_and_the_legends_match_their_bars(tmp_path, filter_
         colours = {c for _, c in Image.open(io.BytesIO(bands.screenshot_as_png)).convert("RGB").getcolors(1 << 20)}
         assert (192, 57, 43) in colours and (46, 109, 164) in colours  # the red and the blue bars are drawn
 
+        # A laptop (1366 px) and a little wider: the two tables one under the other, each whole,
+        # rather than side by side and both cut off in scroll boxes.
+        for w in (1300, 1400):
+            driver.set_window_size(w, 1000)
+            driver.get(f"{url}?since={DAY}&until={DAY}")
+            _drawn(driver)
+            clipped = driver.execute_script(
+                "return ['per-till','per-cashier'].filter(function(id){"
+                " var w = document.getElementById(id).parentElement; return w.scrollWidth > w.clientWidth;});")
+            assert clipped == [], (w, clipped)
+
         # Wide: the per-till and per-cashier tables side by side.
         driver.set_window_size(1500, 1000)
         driver.get(f"{url}?since={DAY}&until={DAY}")
