@@ -9,7 +9,9 @@ record of what it was shown and what was answered), so closing the window cannot
 
 The child (`python -m edge_app.cashier.isolated`) runs a `CashierDisplay` and talks JSON lines:
 
-* parent -> child: {"event": wire dict}, {"recording": {...}}, {"sale": transaction_id},
+* parent -> child: {"event": wire dict}, {"recall": wire dict} (what an earlier window was
+  shown, replayed to a new one: an approval there only says which sale is current, its OK is not
+  shown again), {"recording": {...}}, {"sale": transaction_id},
   {"notice": text or null}, {"reply": ack event_id, "error": text or null}, {"close": true};
 * child -> parent: {"ready": true} or {"error": why it cannot open}, {"snapshot": {...}} on each
   change, {"ack": wire dict} for each answer (the child waits for the reply: a failed save keeps
@@ -26,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,9 +44,13 @@ from edge_app.core.state import Recording
 
 log = logging.getLogger(__name__)
 
-# How long a window that died waits before the next one starts: long enough not to spin when
-# the screen is gone for good, short enough that the cashier barely notices.
+# How long a window that died waits before the next one starts: short enough that the cashier
+# barely notices. A window that dies again within LIVED_S of starting waits twice as long each
+# time, up to RESTART_MAX_S: no tight loop of processes (and log lines) when the screen is gone
+# for good or every new window meets the same X error.
 RESTART_DELAY_S = 1.0
+RESTART_MAX_S = 60.0
+LIVED_S = 30.0
 # What the parent remembers to show a new window: a till raises far fewer alerts than this in
 # the alert_expire_seconds an alert can wait.
 HISTORY = 1000
@@ -74,11 +81,18 @@ class WindowProcess:
     this process's reader thread; if it raises, the window keeps the alert and says so)."""
 
     def __init__(self, cfg: DisplayConfig, store_id: str, till_id: str,
-                 on_ack: Callable[[events.AckEvent], Any], history_path: str | None = None) -> None:
+                 on_ack: Callable[[events.AckEvent], Any], history_path: str | None = None,
+                 give_up_after: int | None = None) -> None:
         self.cfg, self.store_id, self.till_id = cfg, store_id, till_id
+        # After this many new windows in a row could not even open (the X display is gone: the
+        # cashier logged out), stop trying and set `gone`; None: try for ever (the till service,
+        # whose window must come back when the screen does).
+        self._give_up_after = give_up_after
+        self.gone = threading.Event()
         self._on_ack = on_ack
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen | None = None  # the window that is open (sent to)
+        self._child: subprocess.Popen | None = None  # the last process started, open or not yet
         self._stopping = threading.Event()
         self._history: OrderedDict[str, events.Event] = OrderedDict()
         self._recording: Recording | None = None
@@ -107,28 +121,30 @@ class WindowProcess:
     def on_event(self, event: events.Event) -> None:
         if not isinstance(event, (events.CheckEvent, events.AlertEvent, events.AckEvent, events.IntegrityEvent)):
             return
-        with self._lock:
+        with self._lock:  # remembered and sent in one step: a new window's replay never overtakes it
             self._remember(event)
-        self._send({"event": event.to_dict()})
+            self._send({"event": event.to_dict()})
 
     def set_recording(self, status: Recording) -> None:
         if not isinstance(status, Recording):
             raise TypeError(f"set_recording() takes a Recording, not {type(status).__name__}")
-        self._recording = status
-        self._send({"recording": dataclasses.asdict(status)})
+        with self._lock:
+            self._recording = status
+            self._send({"recording": dataclasses.asdict(status)})
 
     def on_sale(self, transaction_id: str) -> None:
         with self._lock:
             self._sales = (self._sales + [transaction_id])[-HISTORY:]
-        self._send({"sale": transaction_id})
+            self._send({"sale": transaction_id})
 
     def on_sale_message(self, sale) -> None:
         """The service's on_sale listener (an `edge_app.core.pos.Sale`)."""
         self.on_sale(sale.transaction_id)
 
     def set_notice(self, text: str | None) -> None:
-        self._notice = text
-        self._send({"notice": text})
+        with self._lock:
+            self._notice = text
+            self._send({"notice": text})
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "WindowProcess":
@@ -149,8 +165,9 @@ class WindowProcess:
 
     def shutdown(self) -> None:
         self._stopping.set()
-        self._send({"close": True})
-        proc = self._proc
+        with self._lock:
+            proc = self._child
+        self._send({"close": True}, proc)
         if proc is not None:
             try:
                 proc.wait(timeout=5)
@@ -164,10 +181,12 @@ class WindowProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        child = self._child
+        return child.pid if child is not None else None
 
     # -- the child ------------------------------------------------------------------------------------
     def _supervise(self, first: threading.Event, errors: list[str]) -> None:
+        quick_failures = failed_opens = 0
         while not self._stopping.is_set():
             started = time.monotonic()
             code, opened, error = self._run_child(first)
@@ -177,21 +196,36 @@ class WindowProcess:
                 return
             if self._stopping.is_set():
                 return
+            failed_opens = 0 if opened else failed_opens + 1
+            if self._give_up_after is not None and failed_opens >= self._give_up_after:
+                log.error("display: no cashier window could open %d times in a row (%s); giving up", failed_opens,
+                          error or f"exit code {code}")
+                self.gone.set()
+                return
             self.restarts += 1
             self.snapshot = WindowSnapshot(last_ack=self.snapshot.last_ack)
-            log.error("display: the cashier window stopped (exit code %s%s); starting it again, with every "
-                      "unanswered alert", code, f": {error}" if error else "")
-            # A window that cannot even open waits longer: the screen may be gone for a while.
-            self._stopping.wait(RESTART_DELAY_S if opened or time.monotonic() - started > 10 else 5.0)
+            # A window that keeps dying at once (the screen gone, an X error on every start) is
+            # started again ever more slowly, up to RESTART_MAX_S, never in a tight loop; one that
+            # ran a while is started again at once.
+            lived = time.monotonic() - started
+            quick_failures = 0 if (opened and lived >= LIVED_S) else quick_failures + 1
+            delay = min(RESTART_MAX_S, RESTART_DELAY_S * 2 ** max(0, quick_failures - 1))
+            if quick_failures <= 1 or quick_failures % 10 == 0:
+                log.error("display: the cashier window stopped (exit code %s%s); starting it again in %.0f s, with "
+                          "every unanswered alert%s", code, f": {error}" if error else "", delay,
+                          f" ({quick_failures} quick failures in a row)" if quick_failures > 1 else "")
+            self._stopping.wait(delay)
 
     def _run_child(self, first: threading.Event) -> tuple[int | None, bool, str | None]:
         conf = json.dumps(dataclasses.asdict(self.cfg))
         env = dict(os.environ)
-        proc = subprocess.Popen([sys.executable, "-m", "edge_app.cashier.isolated", conf, self.store_id, self.till_id],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         with self._lock:
-            self._proc = proc
-            backlog = self._replay()
+            if self._stopping.is_set():  # shutdown() came while the last window was being replaced
+                return None, False, None
+            proc = subprocess.Popen([sys.executable, "-m", "edge_app.cashier.isolated", conf, self.store_id,
+                                     self.till_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                    bufsize=1, env=env)
+            self._child = proc
         opened, error = False, None
         for line in proc.stdout:
             try:
@@ -200,8 +234,12 @@ class WindowProcess:
                 continue
             if "ready" in msg:
                 opened = True
-                for item in backlog:
-                    self._send(item)
+                # What the window must show, then everything new, in order: events that came
+                # while it was starting are in the history, so in the replay.
+                with self._lock:
+                    self._proc = proc
+                    for item in self._replay():
+                        self._send(item)
                 first.set()
             elif "error" in msg:
                 error = msg["error"]
@@ -214,7 +252,7 @@ class WindowProcess:
                 self._take_ack(msg["ack"])
         code = proc.wait()
         with self._lock:
-            self._proc = None
+            self._proc = self._child = None
         return code, opened, error
 
     def _take_ack(self, wire: dict) -> None:
@@ -231,8 +269,8 @@ class WindowProcess:
             log.error("display: could not record an answer from the window: %s", error)
         self._send({"reply": wire.get("event_id"), "error": error})
 
-    def _send(self, msg: dict) -> None:
-        proc = self._proc
+    def _send(self, msg: dict, proc: subprocess.Popen | None = None) -> None:
+        proc = proc or self._proc
         if proc is None or proc.stdin is None:
             return  # no window now: what it must show is replayed when the next one starts
         try:
@@ -295,11 +333,11 @@ class WindowProcess:
         out: list[dict] = []
         for e in hist:
             if isinstance(e, events.AlertEvent) and e.event_id not in answered:
-                out.append({"event": e.to_dict()})
+                out.append({"recall": e.to_dict()})
             elif isinstance(e, events.CheckEvent) and e.event_id not in answered_checks:
-                out.append({"event": e.to_dict()})
+                out.append({"recall": e.to_dict()})
             elif isinstance(e, events.IntegrityEvent):
-                out.append({"event": e.to_dict()})
+                out.append({"recall": e.to_dict()})
         out += [{"sale": t} for t in self._sales]
         if self._recording is not None:
             out.append({"recording": dataclasses.asdict(self._recording)})
@@ -328,6 +366,10 @@ def attach(service):
 
 # -- the child process ----------------------------------------------------------------------------------
 def _child(conf_json: str, store_id: str, till_id: str) -> int:
+    # Ctrl-C in the terminal of `agecheck run` reaches the whole process group: the parent stops
+    # the window itself (a close message, or its end of the pipe closing), so a Ctrl-C here would
+    # only be a traceback and a window the supervisor takes for crashed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     cfg = DisplayConfig(**json.loads(conf_json))
     out_lock = threading.Lock()
@@ -365,6 +407,8 @@ def _child(conf_json: str, store_id: str, till_id: str) -> int:
                 msg = json.loads(line)
                 if "event" in msg:
                     display.on_event(events.from_dict(msg["event"]))
+                elif "recall" in msg:
+                    display.recall(events.from_dict(msg["recall"]))
                 elif "recording" in msg:
                     display.set_recording(Recording(**msg["recording"]))
                 elif "sale" in msg:

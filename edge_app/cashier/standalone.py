@@ -33,6 +33,11 @@ from edge_app.core.state import STATE_LEAF
 log = logging.getLogger(__name__)
 
 
+# New windows in a row that could not open before `agecheck display` gives up (the waits between
+# them double from 1 s: about a quarter of a minute).
+GIVE_UP_AFTER = 4
+
+
 def display_config(cfg: Config, password_file: str | None = None) -> Config:
     """The config the standalone window connects with. Raises ConfigError when the only broker
     password is a systemd credential and this process has none ($CREDENTIALS_DIRECTORY unset)."""
@@ -173,8 +178,11 @@ def main(args, cfg: Config) -> int:
     _state_folder(cfg.display.outbox_path)
     history = str(Path(cfg.display.outbox_path).with_name("display-shown.jsonl"))
     link: AckLink | None = None
+    # A screen that is gone for good (the cashier logged out; Debian keeps a session's processes
+    # by default) ends this program rather than leaving it connected to the broker, retrying a
+    # window, beside the next session's own `agecheck display` under the same client id.
     display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev),
-                            history_path=history)
+                            history_path=history, give_up_after=GIVE_UP_AFTER)
     try:
         display.start()
     except DisplayError as exc:
@@ -193,11 +201,16 @@ def main(args, cfg: Config) -> int:
     watcher.start()
     print(f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "
           f"{cfg.display.outbox_path} until the broker at {cfg.mqtt.host}:{cfg.mqtt.port} has them", flush=True)
+    rc = 0
     try:
         while not stop.wait(0.5):
-            pass
+            if display.gone.is_set():
+                print(f"agecheck display: no window can open on {os.environ.get('DISPLAY')!r} any more; stopping",
+                      flush=True)
+                rc = 1
+                break
     except KeyboardInterrupt:
         stop.set()
     display.shutdown()
     link.stop()
-    return 0
+    return rc

@@ -233,6 +233,14 @@ class CashierDisplay:
         if isinstance(event, _SHOWN):
             self._put(("event", event))
 
+    def recall(self, event: events.Event) -> None:
+        """Like on_event, for what an earlier window was shown (a new window after a restart):
+        an approval only says which sale is the current one; its OK banner is not shown again,
+        since by now the shopper it was for has gone and an OK on screen would read as one for
+        whoever stands there now. Any thread."""
+        if isinstance(event, _SHOWN):
+            self._put(("recall", event))
+
     def set_recording(self, status: Recording) -> None:
         """Listener for the service's recording state: while the till's outbox cannot write, every
         banner carries a small NOT RECORDING mark, so the cashier knows the checks are answered
@@ -527,7 +535,7 @@ class CashierDisplay:
                     self._notice = ev
                     continue
                 try:
-                    changed = self._handle(ev) or changed
+                    changed = self._handle(ev, recalled=what == "recall") or changed
                 except Exception:  # one odd event must not take the window down
                     log.exception("display: could not show %s", events.describe(ev))
         except queue.Empty:
@@ -542,8 +550,9 @@ class CashierDisplay:
         while len(d) > keep:
             d.popitem(last=False)
 
-    def _handle(self, ev: events.Event) -> bool:
-        """Take one event in; True when the screen may need to change."""
+    def _handle(self, ev: events.Event, recalled: bool = False) -> bool:
+        """Take one event in; True when the screen may need to change. A recalled approval (see
+        recall) is never shown."""
         if ev.till_id != self.till_id or ev.store_id != self.store_id:
             return False
         if isinstance(ev, events.AckEvent):
@@ -564,6 +573,8 @@ class CashierDisplay:
             for p in self._alerts.sale_done(other_than=ev.transaction_id):
                 log.info("display: alert for %s now shown as sale done", p.transaction_id)
             if ev.decision == Decision.APPROVE:
+                if recalled:
+                    return True
                 if self._alerts.live_for(ev.transaction_id, now):
                     # This shopper's own unanswered alert outranks their later approval.
                     log.info("display: approve for %s not shown over its own unanswered alert", ev.transaction_id)

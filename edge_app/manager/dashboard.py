@@ -312,7 +312,7 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
     def filters() -> Filters:
         a = request.args
         try:
-            period = parse_period(a.get("since") or None, a.get("until") or None, today())
+            period = parse_period(a.get("since") or None, a.get("until") or None, today(), ("since", "until"))
             hours = parse_time_of_day(a.get("time_from") or None, a.get("time_to") or None, ("time_from", "time_to"))
         except ReportInputError as exc:
             bad(str(exc))

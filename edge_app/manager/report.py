@@ -64,25 +64,34 @@ class Period:
         return [self.since + timedelta(days=i) for i in range((self.until - self.since).days + 1)]
 
 
+# The dates a period may name: the figures read a day either side of it, so the ends of Python's
+# calendar would overflow (a traceback, or a 500 from the dashboard) instead of being refused.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
+
+
 def _parse_day(value: str, flag: str) -> date:
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
         raise ReportInputError(f"{flag}: {value!r} is not a date; use YYYY-MM-DD, e.g. 2025-03-14") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ReportInputError(f"{flag}: {value!r} is out of range; use a date from {FIRST_DAY} to {LAST_DAY}")
+    return day
 
 
-def parse_period(since: str | None, until: str | None, today: date) -> Period:
-    """Both ends inclusive. Defaults: until = today, since = 6 days before until (one week)."""
-    end = _parse_day(until, "--until") if until else today
-    start = _parse_day(since, "--since") if since else end - timedelta(days=6)
+def parse_period(since: str | None, until: str | None, today: date,
+                 names: tuple[str, str] = ("--since", "--until")) -> Period:
+    """Both ends inclusive. Defaults: until = today, since = 6 days before until (one week).
+    `names` are what the messages call the two ends (the report's flags, the dashboard's URL
+    parameters)."""
+    end = _parse_day(until, names[1]) if until else today
+    start = _parse_day(since, names[0]) if since else end - timedelta(days=6)
     if start > end:
-        raise ReportInputError(f"--since {start.isoformat()} is after --until {end.isoformat()}; swap them")
+        raise ReportInputError(f"{names[0]} {start.isoformat()} is after {names[1]} {end.isoformat()}; swap them")
     if (end - start).days + 1 > MAX_DAYS:
-        raise ReportInputError(f"--since/--until: {(end - start).days + 1} days asked for; a report covers "
+        raise ReportInputError(f"{names[0]}/{names[1]}: {(end - start).days + 1} days asked for; a report covers "
                                f"at most {MAX_DAYS} days, run one per year")
     return Period(start, end)
-
-
 
 
 @dataclass(frozen=True)

@@ -348,3 +348,31 @@ def test_a_login_the_acl_does_not_let_read_the_till_says_not_connected(xvfb, tmp
             till.close()
             rc = proc.stop()
     assert rc == 0, proc.output
+
+
+def test_standalone_display_ends_when_its_screen_is_gone(tmp_path, mqtt_broker):
+    """The cashier logs out and the X server goes (Debian keeps a session's processes by
+    default): `agecheck display` stops by itself, saying why, instead of retrying a window for
+    ever while holding the till's display login on the broker beside the next session's own."""
+    import shutil
+
+    from edge_app.devtools.sim import Xvfb
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    x = Xvfb(1280, 800).start()  # its own X server: this test takes it away
+    try:
+        cfg = write_config(tmp_path / "config.yaml", mqtt_broker.port,
+                           display={"position": "top-left", "outbox_path": str(tmp_path / "outbox.sqlite3")})
+        proc = Proc(["display", "--config", str(cfg)], env={"DISPLAY": x.display})
+        try:
+            proc.wait_line("display: subscribed")
+            x.stop()
+            proc.wait_line("no window can open", timeout=60)
+            rc = proc.p.wait(timeout=20)
+        finally:
+            proc.stop()
+    finally:
+        x.stop()
+    assert rc == 1, proc.output
+    assert "giving up" in proc.output

@@ -107,7 +107,8 @@ def test_pages_and_exports_without_a_browser(feed_db):
     only = json.loads(client.get(f"/summary.json?since={DAY}&until={DAY}&store=store-043").data)
     assert [t["store_id"] for t in only["per_till"]] == ["store-043"] and only["needs_attention"] == []
     bad = client.get("/?since=2025-02-30")
-    assert bad.status_code == 400 and b"--since: '2025-02-30' is not a date" in bad.data
+    assert bad.status_code == 400 and b"since: '2025-02-30' is not a date" in bad.data
+    assert b"--since" not in bad.data  # the URL's parameter, not the report's flag
     assert client.get("/static/chart.umd.min.js").status_code == 200
 
 
@@ -322,6 +323,13 @@ def test_bad_filter_values_get_a_message(filter_db):
             assert r.status_code == 400 and r.mimetype == "text/plain", (path, query)
             assert message in r.data.decode(), (path, query, r.data)
             assert "Traceback" not in r.data.decode()
+    # The calendar's ends: refused in words, not a 500 (the figures read a day either side).
+    for query, message in [("since=9999-12-31", "since: '9999-12-31' is out of range"),
+                           ("since=0001-01-01&until=2025-01-01", "since: '0001-01-01' is out of range"),
+                           ("until=0001-01-02", "until: '0001-01-02' is out of range")]:
+        for path in ("/", "/summary.json", "/events.csv", "/events.json", "/per_till.csv", "/per_cashier.csv"):
+            r = client.get(f"{path}?{query}")
+            assert r.status_code == 400 and message in r.data.decode(), (path, query, r.status_code, r.data[:200])
 
 
 def test_reasons_in_words_and_answers_carry_their_cashier(filter_db):
@@ -601,6 +609,17 @@ def test_the_page_fits_800_px_and_the_legends_match_their_bars(tmp_path, filter_
         bands = driver.find_element(By.ID, "chart-bands")
         colours = {c for _, c in Image.open(io.BytesIO(bands.screenshot_as_png)).convert("RGB").getcolors(1 << 20)}
         assert (192, 57, 43) in colours and (46, 109, 164) in colours  # the red and the blue bars are drawn
+
+        # A laptop (1366 px) and a little wider: the two tables one under the other, each whole,
+        # rather than side by side and both cut off in scroll boxes.
+        for w in (1300, 1400):
+            driver.set_window_size(w, 1000)
+            driver.get(f"{url}?since={DAY}&until={DAY}")
+            _drawn(driver)
+            clipped = driver.execute_script(
+                "return ['per-till','per-cashier'].filter(function(id){"
+                " var w = document.getElementById(id).parentElement; return w.scrollWidth > w.clientWidth;});")
+            assert clipped == [], (w, clipped)
 
         # Wide: the per-till and per-cashier tables side by side.
         driver.set_window_size(1500, 1000)

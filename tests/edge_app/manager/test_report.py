@@ -187,6 +187,8 @@ def test_report_days_follow_the_timezone(tmp_path):
     (None, "yesterday", "--until: 'yesterday' is not a date"),
     ("2025-03-15", "2025-03-14", "--since 2025-03-15 is after --until 2025-03-14"),
     ("2020-01-01", "2025-01-01", "at most 366 days"),
+    ("9999-12-30", "2025-01-01", "--since: '9999-12-30' is out of range; use a date from 1970-01-01 to 9998-12-31"),
+    (None, "0001-01-03", "--until: '0001-01-03' is out of range"),
 ])
 def test_bad_dates(since, until, message):
     with pytest.raises(ReportInputError, match=re.escape(message)):
