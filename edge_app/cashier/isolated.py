@@ -14,7 +14,7 @@ The child (`python -m edge_app.cashier.isolated`) runs a `CashierDisplay` and ta
   shown again), {"recording": {...}}, {"sale": transaction_id},
   {"notice": text or null}, {"reply": ack event_id, "error": text or null}, {"close": true};
 * child -> parent: {"ready": true} or {"error": why it cannot open}, {"snapshot": {...}} on each
-  change, {"ack": wire dict} for each answer (the child waits for the reply: a failed save keeps
+  change, {"ack": wire dict, "id": its event_id} for each answer (the child waits for the reply: a failed save keeps
   the alert on screen, as in the window itself).
 
 `WindowProcess` has the window's thread-safe API (post, on_event, set_recording, on_sale,
@@ -249,13 +249,13 @@ class WindowProcess:
                 except Exception:  # a snapshot is for watchers only: never worth a restart
                     log.exception("display: unreadable window snapshot")
             elif "ack" in msg:
-                self._take_ack(msg["ack"])
+                self._take_ack(msg["ack"], msg.get("id"))
         code = proc.wait()
         with self._lock:
             self._proc = self._child = None
         return code, opened, error
 
-    def _take_ack(self, wire: dict) -> None:
+    def _take_ack(self, wire: dict, reply_to: str | None) -> None:
         error = None
         try:
             ack = events.from_dict(wire)
@@ -267,7 +267,9 @@ class WindowProcess:
         except Exception as exc:
             error = str(exc) or type(exc).__name__
             log.error("display: could not record an answer from the window: %s", error)
-        self._send({"reply": wire.get("event_id"), "error": error})
+        # The child names its answer apart from the event, so a reply reaches it even when the
+        # event it sent could not be read.
+        self._send({"reply": reply_to, "error": error})
 
     def _send(self, msg: dict, proc: subprocess.Popen | None = None) -> None:
         proc = proc or self._proc
@@ -313,7 +315,7 @@ class WindowProcess:
             return
         for line in lines[-2 * HISTORY:]:
             try:
-                ev = events.from_dict(json.loads(line))
+                ev = events.decode_event(line)
             except Exception:
                 continue  # a line cut short by a crash
             self._history[ev.event_id] = ev
@@ -384,7 +386,7 @@ def _child(conf_json: str, store_id: str, till_id: str) -> int:
         done = threading.Event()
         slot: list = []
         replies[ack.event_id] = (done, slot)
-        emit({"ack": ack.to_dict()})
+        emit({"ack": ack.to_dict(), "id": ack.event_id})
         try:
             if not done.wait(ACK_REPLY_S):
                 raise OSError("the till did not confirm the answer")

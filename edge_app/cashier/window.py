@@ -83,7 +83,7 @@ def _is_stale(ev: events.Event, now: float, alert_expire_seconds: float) -> bool
     only once it would have expired on the list, so a window that restarts still shows the
     alerts nobody answered."""
     t = events.parse_ts(ev.ts)
-    asks = isinstance(ev, events.AlertEvent) or getattr(ev, "decision", None) != Decision.APPROVE
+    asks = not (isinstance(ev, events.CheckEvent) and ev.decision == Decision.APPROVE)
     return t is not None and now - t.timestamp() > (alert_expire_seconds if asks else STALE_SECONDS)
 
 
