@@ -40,7 +40,8 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, RowRejected, StoreError, StoreUnavailable
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import connect_properties, make_client, session_client_id, trust_warnings
+from edge_app.transport.mqtt import (connect_error, connect_properties, make_client, session_client_id,
+                                     trust_warnings)
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,7 @@ class Feed:
         self._client.manual_ack_set(True)
         self._inbox: queue.Queue[_Received | None] = queue.Queue()
         self._session = 0
+        self._connect_error: str | None = None  # the last cause noted, so each is said once
         self._stop = threading.Event()
         # When the store stopped taking messages (monotonic), None while it takes them.
         self._unavailable_since: float | None = None
@@ -441,6 +443,7 @@ class Feed:
         # Messages of the earlier connection still waiting for the writer are stored but not
         # acknowledged: the broker sends them again on this one, under packet ids of its own.
         self._session += 1
+        self._connect_error = None
         client.subscribe(self.topic, qos=1)
         resumed = "resumed" if flags.session_present else "new"
         self.table.note(f"connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.client_id} "
@@ -455,7 +458,14 @@ class Feed:
         self.subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self.table.note(f"cannot reach the broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}; retrying")
+        # paho calls this from inside its `except OSError:` around the connect, so the cause (a
+        # TLS verify error, a plain port, refused) is the exception being handled: named like the
+        # till service names it, once per cause rather than once per attempt.
+        why = connect_error(sys.exc_info()[1], self.cfg.mqtt)
+        if why != self._connect_error:
+            self._connect_error = why
+            self.table.note(f"cannot connect to the broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}: {why}; "
+                            "retrying")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.subscribed.clear()
