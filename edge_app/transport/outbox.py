@@ -29,8 +29,6 @@ disk), events wait in memory, bounded, and are written in order when it can agai
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import sqlite3
@@ -43,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_app.core import events
+from edge_app.transport import locks
 
 log = logging.getLogger(__name__)
 
@@ -108,38 +107,18 @@ def lock_path(path: Path) -> Path:
 
 
 def _take_lock(path: Path) -> tuple[int, bool]:
-    """An exclusive lock on `<outbox>.lock` (flock: released by the kernel when the process dies,
-    even by SIGKILL), holding the owner's pid. Two services (or windows) on one outbox would
-    number events twice and knock each other off the broker under one client id; the second is
-    refused, naming the first."""
+    """An exclusive lock on `<outbox>.lock` (locks.take). Two services (or windows) on one outbox
+    would number events twice and knock each other off the broker under one client id; the
+    second is refused, naming the first."""
     lp = lock_path(path)
     created = not lp.exists()
     try:
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise OutboxError(f"cannot create the lock file {lp} of outbox {path} ({exc.strerror})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        try:
-            owner = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-        finally:
-            os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            raise OutboxError(f"cannot lock outbox {path} ({exc.strerror})") from None
-        raise OutboxInUse(f"outbox {path} is in use by another process (pid {owner}{_command(owner)}): only one "
+        return locks.take(lp), created
+    except locks.LockHeld as held:
+        raise OutboxInUse(f"outbox {path} is in use by another process ({held.owner}): only one "
                           "program may use an outbox; stop that one, or give this one its own outbox path") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd, created
-
-
-def _command(pid: str) -> str:
-    try:
-        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
-            return ", " + f.read(200).replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except (OSError, ValueError):
-        return ""
+    except OSError as exc:
+        raise OutboxError(f"cannot lock outbox {path} through {lp} ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
