@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -40,12 +42,29 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, RowRejected, StoreError, StoreUnavailable
 from edge_app.manager.db import target as db_target
-from edge_app.transport.mqtt import connect_properties, make_client, session_client_id, trust_warnings
+from edge_app.transport import locks
+from edge_app.transport.mqtt import (connect_error, connect_properties, make_client, session_client_id,
+                                     trust_warnings)
 
 log = logging.getLogger(__name__)
 
 # Quarantined payloads are kept up to this size; the real size is stored next to them.
 QUARANTINE_KEEP_BYTES = 1024 * 1024
+
+
+class FeedInUse(UsageError):
+    """Another feed on this machine already uses this broker session (client id)."""
+
+
+def session_lock_path(cfg: Config, client_id: str) -> Path:
+    """The machine-wide lock file of one broker session: two feeds with one client id knock each
+    other off the broker (7 times in 10 s) and split the events between their databases, whatever
+    database each writes. /run/lock is shared by every user and unit (a unit's /tmp may be private)."""
+    key = hashlib.sha256(f"{cfg.mqtt.host}:{cfg.mqtt.port}/{client_id}".encode()).hexdigest()[:16]
+    folder = Path("/run/lock")
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
+        folder = Path(tempfile.gettempdir())
+    return folder / f"agecheck-feed-{key}.lock"
 
 
 class FeedDBError(UsageError):
@@ -388,6 +407,17 @@ class Feed:
         self.topic = subscription(cfg, all_stores)
         self.client_id = cfg.feed.client_id or session_client_id(
             cfg.mqtt, f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}")
+        self.lock_path = session_lock_path(cfg, self.client_id)
+        try:
+            self._lock_fd: int | None = locks.take(self.lock_path)
+        except locks.LockHeld as held:
+            self.store.close()
+            raise FeedInUse(f"another feed on this machine already uses the broker session {self.client_id!r} at "
+                            f"{cfg.mqtt.host}:{cfg.mqtt.port} ({held.owner}): stop it, or give this one its own "
+                            "feed.client_id") from None
+        except OSError as exc:
+            self.store.close()
+            raise FeedInUse(f"cannot lock the feed's broker session through {self.lock_path} ({exc.strerror})") from None
         self.table = TablePrinter(out, tz, show_store=all_stores)
         # Set on the broker's SUBACK: only from then on are events published to the store kept
         # for us (on a new session), so "subscribed" is reported then, not when asked for.
@@ -403,6 +433,7 @@ class Feed:
         self._client.manual_ack_set(True)
         self._inbox: queue.Queue[_Received | None] = queue.Queue()
         self._session = 0
+        self._connect_error: str | None = None  # the last cause noted, so each is said once
         self._stop = threading.Event()
         # When the store stopped taking messages (monotonic), None while it takes them.
         self._unavailable_since: float | None = None
@@ -433,6 +464,9 @@ class Feed:
             if self._writer.is_alive():
                 self._writer.join(timeout=30)
             self.store.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the session to the next feed
+                self._lock_fd = None
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -441,6 +475,7 @@ class Feed:
         # Messages of the earlier connection still waiting for the writer are stored but not
         # acknowledged: the broker sends them again on this one, under packet ids of its own.
         self._session += 1
+        self._connect_error = None
         client.subscribe(self.topic, qos=1)
         resumed = "resumed" if flags.session_present else "new"
         self.table.note(f"connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.client_id} "
@@ -455,7 +490,14 @@ class Feed:
         self.subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self.table.note(f"cannot reach the broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}; retrying")
+        # paho calls this from inside its `except OSError:` around the connect, so the cause (a
+        # TLS verify error, a plain port, refused) is the exception being handled: named like the
+        # till service names it, once per cause rather than once per attempt.
+        why = connect_error(sys.exc_info()[1], self.cfg.mqtt)
+        if why != self._connect_error:
+            self._connect_error = why
+            self.table.note(f"cannot connect to the broker at {self.cfg.mqtt.host}:{self.cfg.mqtt.port}: {why}; "
+                            "retrying")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.subscribed.clear()

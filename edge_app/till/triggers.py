@@ -310,12 +310,19 @@ class HttpTrigger:
                 if self.headers.get("Transfer-Encoding"):
                     self._refuse(411, "send the body with a Content-Length, not Transfer-Encoding")
                     return
-                text = self.headers.get("Content-Length")
-                if text is None:
+                given = self.headers.get_all("Content-Length") or []
+                if not given:
                     self._refuse(411, "Content-Length is required")
                     return
-                if not text.strip().isdigit():
-                    self._refuse(400, f"Content-Length must be a whole number of bytes, got {text[:40]!r}")
+                text = given[0].strip()
+                # ASCII digits only: str.isdigit() also takes '²' (which int() refuses), and int()
+                # of thousands of digits raises past this handler (Python's 4300-digit limit).
+                if not (text.isascii() and text.isdigit()) or len(text) > 20:
+                    self._refuse(400, f"Content-Length must be a whole number of bytes, got {text[:40]!r}"
+                                      f"{f' ({len(text)} characters)' if len(text) > 40 else ''}")
+                    return
+                if len({v.strip() for v in given}) > 1:
+                    self._refuse(400, f"Content-Length is given {len(given)} times with different values")
                     return
                 length = int(text)
                 if length > max_bytes:

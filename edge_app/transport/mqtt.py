@@ -177,11 +177,15 @@ def connect_error(exc: BaseException | None, m: MQTTConfig) -> str:
                     "to a name the certificate holds, or give the broker a certificate for this name")
         if exc.verify_code in _UNTRUSTED_CA:
             ca = m.tls.ca_file or "the system's CA list"
-            return (f"TLS: the broker's certificate is not signed by a CA this till trusts ({msg}); "
+            return (f"TLS: the broker's certificate is not signed by a CA trusted here ({msg}); "
                     f"mqtt.tls.ca_file must be the CA that signed it (now: {ca})")
         if exc.verify_code in _EXPIRED:
             return f"TLS: the broker's certificate is outside its validity dates ({msg}); check its dates and this PC's clock"
         return f"TLS: certificate verify failed: {msg}"
+    if m.tls.enabled and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        # A plain MQTT listener reads our TLS hello as a broken MQTT packet and hangs up.
+        return (f"TLS: {where} did not answer in TLS (the connection was closed during the handshake: "
+                f"{exc}); is it the broker's plain MQTT port rather than its TLS listener?")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if reason == "WRONG_VERSION_NUMBER":

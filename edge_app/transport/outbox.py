@@ -14,6 +14,14 @@ restarts and power cuts and never repeats or skips). A consumer that sees a hole
 numbers knows events were lost on the way (a dropped oldest event here, a broker queue limit).
 A corrupt file moved aside starts a new count at 1.
 
+On a nearly full disk the outbox keeps its own write-ahead log bounded (a checkpoint every
+WAL_MAX_BYTES, the file truncated back to that size) and holds RESERVE_BYTES on the same file
+system in `PATH.reserve`. When a write fails for lack of space it checkpoints and truncates the
+log first and tries once more; if that fails too it gives the reserve back, so the checkpoint can
+always complete and delivered events can still be removed, and refuses new events (they wait in
+memory) until RESUME_FREE_BYTES are free again. Before, the log grew into any space freed, a
+checkpoint then needed more space than was left, and the outbox never wrote again.
+
 `OutboxWriter` sits in front of it in the till service: when the outbox cannot write (a full
 disk), events wait in memory, bounded, and are written in order when it can again; the service's
 `state` says so meanwhile (`degraded`, `outbox_write_errors`, `outbox_held`).
@@ -21,8 +29,6 @@ disk), events wait in memory, bounded, and are written in order when it can agai
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import sqlite3
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_app.core import events
+from edge_app.transport import locks
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,17 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x41674F62
 
 
+def _is_full(exc: sqlite3.Error) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL, also what ENOSPC on the WAL gives)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc)
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
 def create_private(path: Path) -> bool:
     """Create `path` empty with mode 0600 if it does not exist (SQLite then opens it as a new
     database and gives its -wal/-shm files the same mode): events name transactions and ages,
@@ -76,6 +94,10 @@ class OutboxError(RuntimeError):
     """The outbox file cannot be used; the message names the file and the reason."""
 
 
+class _Full(OutboxError):
+    """A write failed for lack of space (inside the outbox: it makes space and tries again)."""
+
+
 class OutboxInUse(OutboxError):
     """Another process already has this outbox open (its lock file names it)."""
 
@@ -85,38 +107,18 @@ def lock_path(path: Path) -> Path:
 
 
 def _take_lock(path: Path) -> tuple[int, bool]:
-    """An exclusive lock on `<outbox>.lock` (flock: released by the kernel when the process dies,
-    even by SIGKILL), holding the owner's pid. Two services (or windows) on one outbox would
-    number events twice and knock each other off the broker under one client id; the second is
-    refused, naming the first."""
+    """An exclusive lock on `<outbox>.lock` (locks.take). Two services (or windows) on one outbox
+    would number events twice and knock each other off the broker under one client id; the
+    second is refused, naming the first."""
     lp = lock_path(path)
     created = not lp.exists()
     try:
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise OutboxError(f"cannot create the lock file {lp} of outbox {path} ({exc.strerror})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        try:
-            owner = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-        finally:
-            os.close(fd)
-        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            raise OutboxError(f"cannot lock outbox {path} ({exc.strerror})") from None
-        raise OutboxInUse(f"outbox {path} is in use by another process (pid {owner}{_command(owner)}): only one "
+        return locks.take(lp), created
+    except locks.LockHeld as held:
+        raise OutboxInUse(f"outbox {path} is in use by another process ({held.owner}): only one "
                           "program may use an outbox; stop that one, or give this one its own outbox path") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd, created
-
-
-def _command(pid: str) -> str:
-    try:
-        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
-            return ", " + f.read(200).replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except (OSError, ValueError):
-        return ""
+    except OSError as exc:
+        raise OutboxError(f"cannot lock outbox {path} through {lp} ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,17 @@ class OutboxRow:
 
 class Outbox:
     """One SQLite connection shared by the threads that store and acknowledge events."""
+
+    # The write-ahead log is checkpointed when it reaches this size and truncated back to it: a
+    # commit of one event writes 3-4 pages (16 KB), so this is a checkpoint every ~15 events (one
+    # more fsync of the database file), and a checkpoint never needs more than this much new space.
+    WAL_MAX_BYTES = 256 * 1024
+    # Kept on the outbox's file system (a preallocated file beside it) for the outbox's own
+    # housekeeping on a full disk: twice what a checkpoint can need, so one always completes.
+    RESERVE_BYTES = 2 * WAL_MAX_BYTES
+    # After giving the reserve up, events are written again once this much is free: the reserve
+    # taken back plus room for a full log (so 1 MB given back is always enough).
+    RESUME_FREE_BYTES = RESERVE_BYTES + WAL_MAX_BYTES
 
     def __init__(self, path: str | Path, max_events: int):
         self.path = Path(path)
@@ -150,6 +163,8 @@ class Outbox:
             os.close(self._lock_fd)
             raise
         self._depth = self._count()
+        # True from giving the reserve up on a full disk until it is taken back (new events refused).
+        self._low_space = not self._take_reserve()
         self._undeleted: list[int] = []  # delivered rows whose DELETE could not be written yet
         self._delete_logged = -LOG_EVERY_S
 
@@ -290,6 +305,11 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: the file system does not support SQLite WAL mode")
             # FULL: every commit is fsync'ed to the WAL before put() returns.
             db.execute("PRAGMA synchronous=FULL")
+            # A bounded log (see WAL_MAX_BYTES): the default (1000 pages, never truncated) grew
+            # into every byte freed on a nearly full disk.
+            page = int(db.execute("PRAGMA page_size").fetchone()[0])
+            db.execute(f"PRAGMA wal_autocheckpoint = {max(8, self.WAL_MAX_BYTES // page)}")
+            db.execute(f"PRAGMA journal_size_limit = {self.WAL_MAX_BYTES}")
             db.executescript(_SCHEMA)
             row = db.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
@@ -302,26 +322,113 @@ class Outbox:
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
+    # -- space -----------------------------------------------------------------------------------
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _take_reserve(self) -> bool:
+        """Preallocate RESERVE_BYTES in `PATH.reserve` (blocks really taken, not a sparse file, so
+        another program filling the disk cannot take them). False when there is not room."""
+        rp = self.reserve_path
+        try:
+            fd = os.open(rp, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            log.warning("outbox %s: cannot create its space reserve %s (%s)", self.path, rp, exc.strerror)
+            return False
+        try:
+            if os.fstat(fd).st_blocks * 512 >= self.RESERVE_BYTES:
+                return True
+            os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
+            return True
+        except OSError:
+            os.ftruncate(fd, 0)  # a partial reserve would only take space from the events
+            return False
+        finally:
+            os.close(fd)
+
+    def _give_up_reserve(self) -> None:
+        try:
+            os.truncate(self.reserve_path, 0)
+        except OSError:
+            pass
+
+    def _checkpoint(self) -> bool:
+        """Copy the log into the database file and truncate the log to nothing. True if done."""
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return busy == 0
+
+    def _relieve(self) -> None:
+        """(lock held) A write failed for lack of space: checkpoint and truncate the log; when
+        even that cannot be written, give the reserve up so that it can, and stop taking events
+        until RESUME_FREE_BYTES are free (the reserve stays for removing delivered ones)."""
+        if self._checkpoint() and free_bytes(self.path.parent) >= self.WAL_MAX_BYTES:
+            return
+        self._give_up_reserve()
+        done = self._checkpoint()
+        if not self._low_space:
+            self._low_space = True
+            log.warning("outbox %s: the disk is full; gave up the outbox's %d KB reserve%s; new events are held "
+                      "in memory until %d KB are free", self.path, self.RESERVE_BYTES // 1024,
+                      " to shrink its log" if done else " (its log still cannot be written back)",
+                      self.RESUME_FREE_BYTES // 1024)
+
+    def _check_space(self) -> None:
+        """(lock held) Before storing an event after the reserve was given up: resume only once
+        RESUME_FREE_BYTES are free and the reserve is taken back."""
+        if not self._low_space:
+            return
+        free = free_bytes(self.path.parent)
+        if free < self.RESUME_FREE_BYTES or not self._take_reserve():
+            raise OutboxError(f"outbox {self.path}: the disk is full ({free // 1024} KB free; the outbox writes "
+                              f"again once {self.RESUME_FREE_BYTES // 1024} KB are free)")
+        self._low_space = False
+        log.warning("outbox %s: %d KB free again; reserve taken back, storing events", self.path, free // 1024)
+
     # -- API -----------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
         """Store one already encoded message durably, without numbering it. Returns the event ids
         dropped to make room (normally none). Storing the same event_id twice is a no-op."""
         with self._lock:
-            self._check_file()
+            return self._with_space(lambda: self._put(topic, payload, event_id))
+
+    def _with_space(self, write: Callable[[], Any]) -> Any:
+        """(lock held) One write; on a full disk, make space (`_relieve`) and try it once more."""
+        self._check_file()
+        self._check_space()
+        try:
+            return write()
+        except _Full as full:
+            failed = full
+        self._relieve()
+        if not self._low_space:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    dropped = self._make_room()
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                        (event_id, topic, sqlite3.Binary(payload), time.time()))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._rollback()
-                    raise
-            except sqlite3.Error as exc:
-                raise OutboxError(f"cannot store event {event_id} in outbox {self.path} ({exc})") from None
-            self._depth += cur.rowcount - len(dropped)
+                return write()
+            except _Full as full:
+                failed = full
+                self._relieve()
+        raise OutboxError(f"{failed}; the outbox writes again once {self.RESUME_FREE_BYTES // 1024} KB are "
+                          "free") from None
+
+    def _put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = self._make_room()
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                    (event_id, topic, sqlite3.Binary(payload), time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            err = _Full if _is_full(exc) else OutboxError
+            raise err(f"cannot store event {event_id} in outbox {self.path} ({exc})") from None
+        self._depth += cur.rowcount - len(dropped)
         self._log_dropped(dropped, event_id)
         return dropped
 
@@ -329,40 +436,43 @@ class Outbox:
         """Number the event (`seq`, `publisher`), encode it (validated) and store it durably, all
         in one transaction. Returns the event as stored and the event ids dropped to make room.
         Storing an event_id that is already here stores nothing and uses no number."""
-        dropped: list[str] = []
         with self._lock:
-            self._check_file()
+            return self._with_space(lambda: self._put_event(topic, event, publisher))
+
+    def _put_event(self, topic: str, event: events.Event, publisher: str) -> tuple[events.Event, list[str]]:
+        dropped: list[str] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute("SELECT payload FROM events WHERE event_id = ?",
+                                       (event.event_id,)).fetchone()
+                if row is not None:
+                    self._db.execute("COMMIT")
+                    return events.decode_event(bytes(row[0])), []
+                got = self._db.execute("SELECT value FROM meta WHERE key = 'publisher_seq'").fetchone()
+                seq = (int(got[0]) if got else 0) + 1
+                stored = event.numbered(seq, publisher)
+                payload = stored.encode()
+                self._db.execute("INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
+                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
+                undeleted = self._delete_undeleted()
+                self._depth -= undeleted
                 try:
-                    row = self._db.execute("SELECT payload FROM events WHERE event_id = ?",
-                                           (event.event_id,)).fetchone()
-                    if row is not None:
-                        self._db.execute("COMMIT")
-                        return events.decode_event(bytes(row[0])), []
-                    got = self._db.execute("SELECT value FROM meta WHERE key = 'publisher_seq'").fetchone()
-                    seq = (int(got[0]) if got else 0) + 1
-                    stored = event.numbered(seq, publisher)
-                    payload = stored.encode()
-                    self._db.execute("INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
-                                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
-                    undeleted = self._delete_undeleted()
-                    self._depth -= undeleted
-                    try:
-                        dropped = self._make_room()
-                        self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                                         (event.event_id, topic, sqlite3.Binary(payload), time.time()))
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        self._depth += undeleted
-                        raise
-                    self._undeleted.clear()
+                    dropped = self._make_room()
+                    self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                                     (event.event_id, topic, sqlite3.Binary(payload), time.time()))
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._rollback()
+                    self._depth += undeleted
                     raise
-            except sqlite3.Error as exc:
-                raise OutboxError(f"cannot store event {event.event_id} in outbox {self.path} ({exc})") from None
-            self._depth += 1 - len(dropped)
+                self._undeleted.clear()
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            err = _Full if _is_full(exc) else OutboxError
+            raise err(f"cannot store event {event.event_id} in outbox {self.path} ({exc})") from None
+        self._depth += 1 - len(dropped)
         self._log_dropped(dropped, event.event_id)
         return stored, dropped
 
@@ -412,11 +522,18 @@ class Outbox:
         with self._lock:
             self._undeleted.append(seq)
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                n = self._delete_undeleted()
-                self._db.execute("COMMIT")
+                n = self._delete_now()
             except sqlite3.Error as exc:
-                self._rollback()
+                if _is_full(exc):
+                    self._relieve()  # the reserve is there for exactly this
+                    try:
+                        n = self._delete_now()
+                    except sqlite3.Error as exc2:
+                        exc = exc2
+                    else:
+                        self._undeleted.clear()
+                        self._depth -= n
+                        return
                 now = time.monotonic()
                 if now - self._delete_logged >= LOG_EVERY_S:
                     self._delete_logged = now
@@ -425,6 +542,16 @@ class Outbox:
                 return
             self._undeleted.clear()
             self._depth -= n
+
+    def _delete_now(self) -> int:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            n = self._delete_undeleted()
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()
+            raise
+        return n
 
     def _delete_undeleted(self) -> int:
         """Inside a write transaction: delete the delivered rows a full disk kept here."""

@@ -54,3 +54,15 @@ class Filler:
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def leave_free(filler: "Filler", free: int) -> None:
+    """Fill the file system, then give back `free` bytes of it: a disk nearly full."""
+    filler.fill()
+    size = filler.path.stat().st_size
+    os.truncate(filler.path, max(0, size - free))
+
+
+def free_bytes(folder: Path) -> int:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize

@@ -171,6 +171,27 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
     rec.close()
 
 
+def test_a_flood_of_bad_pos_messages_is_logged_as_a_count_not_a_line_each(tmp_path, mqtt_broker, start_service,
+                                                                          caplog):
+    cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker)
+    svc = start_service(cfg)
+    if hasattr(svc, "quarantine_log"):  # (so that the test reads the same on the code before it)
+        svc.quarantine_log.window_s = 3.0  # a minute in production; the test waits for one window
+    wait_until(lambda: svc.link.subscribed.is_set(), 10, "service up")
+    n = 2000
+    with caplog.at_level(logging.WARNING, logger="edge_app.till.service"):
+        publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [b"{not json %d" % i for i in range(n)])
+        wait_until(lambda: svc.counts["messages_quarantined"] == n, 60, "every bad message quarantined")
+        wait_until(lambda: "more message(s) quarantined" in caplog.text or len(caplog.records) >= n, 10,
+                   "the count line")
+    lines = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
+    # Before: 2,000 lines. Now 20 in full, then one count per window.
+    assert len(lines) <= 20 + 2, len(lines)
+    counted = sum(int(x.split(" ", 1)[0]) for x in lines if "more message(s) quarantined" in x)
+    assert counted + sum(1 for x in lines if "more message(s)" not in x) == n
+    assert svc.counts["pos_rejected"] == n
+
+
 def test_broker_outage_during_checks_loses_nothing_and_keeps_order(tmp_path, mqtt_broker, start_service):
     rec = Recorder(mqtt_broker.host, mqtt_broker.port, topic=f"{ROOT}/events/#")  # persistent session
     cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker)

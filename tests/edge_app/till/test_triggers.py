@@ -244,6 +244,19 @@ def test_http_trigger_refuses_bad_requests_without_starting_a_check(hostile_http
     assert _talk(trig.port, _request())[0] == 200 and len(calls) == 1
 
 
+@pytest.mark.parametrize("data, words", [
+    (_request(length="9" * 5000), b"(5000 characters)"),  # used to get no answer and a traceback
+    (_request().replace(b"Content-Length: 24", b"Content-Length: \xb2"), b"whole number"),  # latin-1 '²'
+    (_request(extra="Content-Length: 5\r\n"), b"different values"),
+])
+def test_a_broken_content_length_gets_a_400_not_a_traceback(hostile_http, caplog, data, words):
+    trig, calls = hostile_http
+    got, body, _ = _talk(trig.port, data)
+    assert got == 400 and words in body, (got, body[:200])
+    assert calls == [] and not [r for r in caplog.records if r.exc_info]
+    assert _talk(trig.port, _request())[0] == 200 and len(calls) == 1
+
+
 def test_a_body_cut_off_half_way_starts_no_check(hostile_http):
     import socket
 

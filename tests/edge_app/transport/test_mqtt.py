@@ -270,44 +270,19 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
     assert trust_warnings(cfg.mqtt) == []
 
 
-def _ca(d: Path, name: str) -> tuple[Path, Path]:
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", *_EC, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN={name}")
-    return d / f"{name}.crt", d / f"{name}.key"
-
-
-def _server_cert(d: Path, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    run("req", *_EC, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=broker")
-    (d / "san.ext").write_text(f"subjectAltName={san}\n")
-    run("x509", "-req", "-in", "broker.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
-        "-out", "broker.crt", "-days", "2", "-extfile", "san.ext")
-    return d / "broker.crt", d / "broker.key"
-
-
-_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
 @pytest.mark.parametrize("case, words", [
-    ("other CA", "not signed by a CA this till trusts"),
+    ("other CA", "not signed by a CA trusted here"),
     ("other name", "not valid for the name '127.0.0.1'"),
 ])
 def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
-    import shutil
-
     from edge_app.devtools.sim import free_port
     from tests.edge_app.broker_util import Broker
+    from tests.edge_app.tls_util import make_ca, server_cert
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    broker_ca = _ca(tmp_path, "broker-ca")
-    cert, key = _server_cert(tmp_path, broker_ca, "DNS:localhost,IP:127.0.0.1" if case == "other CA"
+    broker_ca = make_ca(tmp_path, "broker-ca")
+    cert, key = server_cert(tmp_path, broker_ca, "DNS:localhost,IP:127.0.0.1" if case == "other CA"
                              else "DNS:broker.store.example")
-    trusted = _ca(tmp_path, "till-ca")[0] if case == "other CA" else broker_ca[0]
+    trusted = make_ca(tmp_path, "till-ca")[0] if case == "other CA" else broker_ca[0]
     tls_port = free_port()
     try:
         broker = Broker(extra_config=(f"listener {tls_port} 127.0.0.1", f"cafile {broker_ca[0]}",
