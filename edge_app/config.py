@@ -120,6 +120,12 @@ class FacesConfig:
     min_brightness: float = field(default=40.0, metadata=_rng(0, 255))
     max_brightness: float = field(default=225.0, metadata=_rng(0, 255))
     max_image_pixels: int = field(default=40_000_000, metadata=_rng(1_000, 500_000_000))
+    # Within one check, the whole frame is searched on the first frame and then at least every
+    # this many frames; the frames between follow the shopper with one short-range look around
+    # their last box (a few ms instead of ~10 for the full search). A lost track is searched
+    # again at once. 1: every frame searched in full (the path before issue 29). One-photo paths
+    # (training, `agecheck estimate`) always search in full.
+    full_search_every: int = field(default=5, metadata=_rng(1, 100))
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,11 @@ class CheckConfig:
     # Decide as soon as this many usable frames agree: every one of them, on its own, gives the
     # same decision as their aggregate. Borderline shoppers still get up to max_frames. 0: off.
     agree_frames: int = field(default=3, metadata=_rng(0, 100))
+    # Use both cores for a check: the next frame's face look runs on a second thread while the
+    # model reads the current one, and the model then runs on one thread fewer than the machine
+    # has cores (at most model.threads), so the two do not fight for a core. Same frames in the
+    # same order, so the same decision as false (one thread, the path before issue 29).
+    parallel: bool = True
 
 
 @dataclass(frozen=True)
