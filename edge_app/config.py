@@ -62,6 +62,10 @@ class CameraConfig:
     buffer_seconds: float = field(default=1.5, metadata=_rng(0.2, 10))
     loop: bool = False
     reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.1, 600))
+    # An MJPG camera's (or video file's) kept frames stay JPEG bytes until a check decodes the
+    # few it reads: the idle till no longer decodes every frame (issue 29). false: every kept
+    # frame decoded by OpenCV as it arrives (the path before). Other formats are always decoded.
+    keep_encoded: bool = True
 
 
 @dataclass(frozen=True)

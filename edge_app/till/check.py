@@ -27,7 +27,7 @@ from typing import Callable
 import cv2
 
 from edge_app.core import events
-from edge_app.till.capture import Frame, FrameBuffer
+from edge_app.till.capture import Frame, FrameBuffer, FrameError
 from edge_app.config import Config, PolicyConfig
 from edge_app.vision.faces import FacePipeline, FrameFaces, Follower, ImageError
 from edge_app.vision.model import AgeModel
@@ -112,13 +112,14 @@ class CheckRunner:
     def _look(self, frame: Frame, follower: Follower) -> _Look:
         """The face path for one frame; runs on the caller's thread or the look-ahead thread."""
         a = self.clock()
-        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
         try:
+            # A frame kept as the camera's JPEG is decoded here, on the look's thread.
+            rgb = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2RGB)
             # The first frame of a check takes the whole shared face path (detect, choose the
             # shopper, refine, align, gate) exactly as training uses it; later ones follow the
             # shopper with the same second look, so the model sees the crops it was trained on.
             res: FrameFaces | None = follower.look(rgb)
-        except ImageError as exc:
+        except (ImageError, FrameError) as exc:
             log.warning("skipping an unusable camera frame: %s", exc)
             res = None
         return _Look(res, (self.clock() - a) * 1000)
