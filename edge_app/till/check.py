@@ -3,14 +3,16 @@ max_frames from the ring buffer just before the scan, newest first; fresh ones a
 extra_frames asks for them or the buffer held no usable face), the early decision once
 agree_frames usable frames agree, the per-frame path edge_app.vision.faces (detect, shopper, align,
 quality gate) -> edge_app.vision.model, the time budget, the call to policy.decide_calibrated, and the
-check/alert
-event documents. Within a check the shopper is followed from frame to frame (faces.Follower:
-full search on the first frame, then a short look around the last box), and with
-check.parallel the next frame's face look runs on a second thread while the model reads the
-current frame; the frames, their order and so the decision are those of the one-thread path.
-The with per-stage latency (ms: queue = waiting for the worker, wait = waiting for
-camera frames, faces, model, policy, total = scan to decision). Nothing visual leaves this
-module: frames and crops are dropped when run() returns; the events carry numbers only.
+check/alert event documents with per-stage latency (ms: queue = waiting for the worker, wait =
+waiting for camera frames, faces, model, policy, total = scan to decision).
+
+Within a check the shopper is followed from frame to frame (faces.Follower: full search on the
+first frame, then a short look around the last box), and with check.parallel the next frame's
+face look runs on a second thread while the model reads the current frame; the frames, their
+order and so the decision are those of the one-thread path. faces and model are then each the
+sum of their own work, which overlaps in time. Nothing visual leaves this module: frames and
+crops are dropped when run() returns (a look-ahead the decision no longer needed drops its own
+when it ends, within one frame's look); the events carry numbers only.
 """
 
 from __future__ import annotations
