@@ -62,6 +62,10 @@ class CameraConfig:
     buffer_seconds: float = field(default=1.5, metadata=_rng(0.2, 10))
     loop: bool = False
     reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.1, 600))
+    # An MJPG camera's (or video file's) kept frames stay JPEG bytes until a check decodes the
+    # few it reads: the idle till no longer decodes every frame (issue 29). false: every kept
+    # frame decoded by OpenCV as it arrives (the path before). Other formats are always decoded.
+    keep_encoded: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,12 @@ class FacesConfig:
     min_brightness: float = field(default=40.0, metadata=_rng(0, 255))
     max_brightness: float = field(default=225.0, metadata=_rng(0, 255))
     max_image_pixels: int = field(default=40_000_000, metadata=_rng(1_000, 500_000_000))
+    # Within one check, the whole frame is searched on the first frame and then at least every
+    # this many frames; the frames between follow the shopper with one short-range look around
+    # their last box (a few ms instead of ~10 for the full search). A lost track is searched
+    # again at once. 1: every frame searched in full (the path before issue 29). One-photo paths
+    # (training, `agecheck estimate`) always search in full.
+    full_search_every: int = field(default=5, metadata=_rng(1, 100))
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,11 @@ class CheckConfig:
     # Decide as soon as this many usable frames agree: every one of them, on its own, gives the
     # same decision as their aggregate. Borderline shoppers still get up to max_frames. 0: off.
     agree_frames: int = field(default=3, metadata=_rng(0, 100))
+    # Use both cores for a check: the next frame's face look runs on a second thread while the
+    # model reads the current one, and the model then runs on one thread fewer than the machine
+    # has cores (at most model.threads), so the two do not fight for a core. Same frames in the
+    # same order, so the same decision as false (one thread, the path before issue 29).
+    parallel: bool = True
 
 
 @dataclass(frozen=True)

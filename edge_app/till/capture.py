@@ -2,8 +2,12 @@
 RTSP/HTTP URL through OpenCV into a ring buffer holding the last `camera.buffer_seconds`, reports
 the camera going down and up, and reconnects with back-off.
 
-No face or model work happens here: while the till is idle this thread is all that runs. Frames
-live in memory only (privacy); nothing in this module writes an image anywhere.
+No face or model work happens here: while the till is idle this thread is all that runs, so it
+does as little as it can (issue 29): frames the ring buffer does not keep are grabbed but never
+decoded, and an MJPG source's kept frames stay JPEG bytes (camera.keep_encoded) until a check
+asks for one (Frame.bgr()) - a check decodes its five frames instead of the camera thread
+decoding every frame. Frames live in memory only (privacy); nothing in this module writes an
+image anywhere.
 """
 
 from __future__ import annotations
@@ -38,11 +42,39 @@ _TICK_S = 0.25
 REMIND_EVERY_S = 600.0
 
 
+_MJPG = cv2.VideoWriter_fourcc(*"MJPG")
+
+
+class FrameError(ValueError):
+    """A kept frame whose bytes cannot be decoded (a damaged JPEG from the camera)."""
+
+
 @dataclass(frozen=True)
 class Frame:
     index: int  # increasing from 0 for the life of the Capture
     t: float  # time.monotonic() when it was grabbed
-    image: np.ndarray = field(repr=False)  # BGR uint8, as OpenCV delivers it
+    image: np.ndarray | None = field(default=None, repr=False)  # BGR uint8, as OpenCV delivers it
+    # Or the camera's JPEG bytes, decoded only when a check asks (bgr()); one of the two is set.
+    encoded: np.ndarray | None = field(default=None, repr=False)
+
+    def bgr(self) -> np.ndarray:
+        """The frame as BGR uint8, decoding the JPEG bytes when that is what was kept. Raises
+        FrameError when they cannot be decoded."""
+        if self.image is not None:
+            return self.image
+        if self.encoded is None:
+            raise FrameError(f"frame {self.index} holds no picture")
+        # The same libjpeg decode (imdecode) OpenCV's V4L2 backend applies to an MJPG camera's
+        # buffer when it converts every frame itself.
+        img = cv2.imdecode(self.encoded, cv2.IMREAD_COLOR)
+        if img is None:
+            raise FrameError(f"frame {self.index}: the camera's JPEG cannot be decoded")
+        return img
+
+
+def is_jpeg(data: np.ndarray) -> bool:
+    """Whether a raw buffer from OpenCV is one JPEG picture (SOI marker first)."""
+    return data.dtype == np.uint8 and data.size > 4 and int(data.flat[0]) == 0xFF and int(data.flat[1]) == 0xD8
 
 
 @dataclass(frozen=True)
@@ -130,6 +162,9 @@ class Capture:
         self.open_attempts = 0
         self.remind_every_s = REMIND_EVERY_S
         self._down_since = self._last_said = time.monotonic()
+        # Set once a source gave something other than JPEG in raw mode: it is then decoded by
+        # OpenCV as before, for the life of this Capture.
+        self._raw_refused = False
         # OpenCV logs an error for every failed open ("Camera index out of range"); our own log
         # lines say it once. 1 = fatal only; at DEBUG its lines are kept (edge_app.nativelog
         # shows them marked as native).
@@ -218,7 +253,20 @@ class Capture:
         if not cap.isOpened():
             cap.release()
             return None, f"cannot open {src.describe()}"
+        self._want_raw(cap)
         return cap, "opened"
+
+    def _want_raw(self, cap: cv2.VideoCapture) -> bool:
+        """Ask OpenCV for the source's JPEG bytes instead of decoded pictures, where the source
+        is MJPG and camera.keep_encoded allows it. True when asked (the first frame tells whether
+        it worked: _read checks for a JPEG)."""
+        if not self.cfg.keep_encoded or self._raw_refused or int(cap.get(cv2.CAP_PROP_FOURCC)) != _MJPG:
+            return False
+        if self.source.kind == "device":
+            # V4L2: the MJPG buffer as it came from the camera, unconverted.
+            return bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
+        # FFmpeg (files, streams): the demuxed packets, each one JPEG picture for MJPG.
+        return bool(cap.set(cv2.CAP_PROP_FORMAT, -1))
 
     def _run(self) -> None:
         retry = _FIRST_RETRY_S
@@ -259,30 +307,49 @@ class Capture:
         last_kept = -math.inf
         next_due = time.monotonic()
         got_any = False
+        raw: bool | None = None  # whether kept frames are JPEG bytes; known from the first frame
         while not self._stop.is_set():
             if pace:
                 wait = next_due - time.monotonic()
                 if wait > 0 and not self._sleep(wait):
                     break
                 next_due = max(next_due + pace, time.monotonic() - pace)
-            ok, image = cap.read()
+            # grab() only: a frame the ring buffer does not keep is never decoded or converted.
+            ok = cap.grab()
             now = time.monotonic()
             self.heartbeat = now
+            if not ok:
+                if is_file:
+                    return True, "end of video file"
+                return False, "no frame from the camera (unplugged or stream ended)"
+            # Keep at most camera.fps frames a second (the slack absorbs capture jitter).
+            if got_any and now - last_kept < keep_every * 0.75:
+                continue
+            ok, image = cap.retrieve()
             if not ok or image is None:
                 if is_file:
                     return True, "end of video file"
                 return False, "no frame from the camera (unplugged or stream ended)"
+            if raw is None:
+                raw = image.ndim == 2 and image.shape[0] == 1 and is_jpeg(image)
+                if not raw and (image.ndim == 2 and image.shape[0] == 1):
+                    # Raw mode gave something that is not a JPEG: decode as before from now on.
+                    self._raw_refused = True
+                    return False, "the camera's raw frames are not JPEG; reopening it decoded"
+            frame = Frame(self._index, now, encoded=image.reshape(-1).copy()) if raw else None
             if not got_any:
                 got_any = True
-                h, w = image.shape[:2]
+                try:
+                    h, w = (frame.bgr() if frame is not None else image).shape[:2]
+                except FrameError as exc:
+                    return False, str(exc)
                 self._set_status("up", f"{w}x{h}")
-            # Keep at most camera.fps frames a second (the slack absorbs capture jitter).
-            if now - last_kept < keep_every * 0.75:
-                continue
             last_kept = now
-            if image.ndim == 2:
-                image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-            self.buffer.append(Frame(self._index, now, image))
+            if frame is None:
+                if image.ndim == 2:
+                    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+                frame = Frame(self._index, now, image)
+            self.buffer.append(frame)
             self._index += 1
             self.frames_read += 1
         return False, "stopped"

@@ -3,10 +3,16 @@ max_frames from the ring buffer just before the scan, newest first; fresh ones a
 extra_frames asks for them or the buffer held no usable face), the early decision once
 agree_frames usable frames agree, the per-frame path edge_app.vision.faces (detect, shopper, align,
 quality gate) -> edge_app.vision.model, the time budget, the call to policy.decide_calibrated, and the
-check/alert
-event documents with per-stage latency (ms: queue = waiting for the worker, wait = waiting for
-camera frames, faces, model, policy, total = scan to decision). Nothing visual leaves this
-module: frames and crops are dropped when run() returns; the events carry numbers only.
+check/alert event documents with per-stage latency (ms: queue = waiting for the worker, wait =
+waiting for camera frames, faces, model, policy, total = scan to decision).
+
+Within a check the shopper is followed from frame to frame (faces.Follower: full search on the
+first frame, then a short look around the last box), and with check.parallel the next frame's
+face look runs on a second thread while the model reads the current frame; the frames, their
+order and so the decision are those of the one-thread path. faces and model are then each the
+sum of their own work, which overlaps in time. Nothing visual leaves this module: frames and
+crops are dropped when run() returns (a look-ahead the decision no longer needed drops its own
+when it ends, within one frame's look); the events carry numbers only.
 """
 
 from __future__ import annotations
@@ -14,16 +20,18 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import cv2
 
 from edge_app.core import events
-from edge_app.till.capture import Frame, FrameBuffer
+from edge_app.till.capture import Frame, FrameBuffer, FrameError
 from edge_app.config import Config, PolicyConfig
-from edge_app.vision.faces import FacePipeline, ImageError
+from edge_app.vision.faces import FacePipeline, FrameFaces, Follower, ImageError
 from edge_app.vision.model import AgeModel
 from edge_app.core.policy import PolicyResult, decide_calibrated
 from edge_app.core.words import Decision
@@ -40,6 +48,24 @@ class CheckOutcome:
     # The shopper's face box (x, y, w, h in frame pixels) in each frame that gave an age. Kept in
     # memory for diagnostics and tests; never published.
     shopper_boxes: tuple[tuple[float, float, float, float], ...]
+
+
+def model_threads(cfg: Config) -> int:
+    """Threads for the model's interpreter. With check.parallel the face look of the next frame
+    runs on its own core while the model reads this one, so the model keeps to the other cores:
+    two threads on two cores would make it fight MediaPipe for the one the look is using."""
+    if not cfg.check.parallel:
+        return cfg.model.threads
+    return max(1, min(cfg.model.threads, (os.cpu_count() or 2) - 1))
+
+
+@dataclass(frozen=True)
+class _Look:
+    """The face path's answer for one frame: what it found (None: an unusable frame) and how
+    long it took (ms)."""
+
+    faces: FrameFaces | None
+    ms: float
 
 
 def spread(frames: list[Frame], n: int) -> list[Frame]:
@@ -77,15 +103,35 @@ class CheckRunner:
         self.model = model
         self.camera_status = camera_status
         self.clock = clock
+        # One thread for the look-ahead: looks stay in frame order, one at a time (the follower
+        # of a check and MediaPipe's graphs are not re-entrant).
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="check-faces") if cfg.check.parallel else None
 
-    def _frame(self, frame: Frame, t: _Tally) -> None:
-        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True, cancel_futures=True)
+
+    def _look(self, frame: Frame, follower: Follower) -> _Look:
+        """The face path for one frame; runs on the caller's thread or the look-ahead thread."""
         a = self.clock()
-        # The whole shared face path (detect, choose the shopper, refine, align, gate) exactly as
-        # training uses it, so the model sees the crops it was trained on.
-        res = self.pipeline.process(rgb)
-        b = self.clock()
-        t.ms["faces"] += (b - a) * 1000
+        try:
+            # A frame kept as the camera's JPEG is decoded here, on the look's thread.
+            rgb = cv2.cvtColor(frame.bgr(), cv2.COLOR_BGR2RGB)
+            # The first frame of a check takes the whole shared face path (detect, choose the
+            # shopper, refine, align, gate) exactly as training uses it; later ones follow the
+            # shopper with the same second look, so the model sees the crops it was trained on.
+            res: FrameFaces | None = follower.look(rgb)
+        except (ImageError, FrameError) as exc:
+            log.warning("skipping an unusable camera frame: %s", exc)
+            res = None
+        return _Look(res, (self.clock() - a) * 1000)
+
+    def _use(self, look: _Look, t: _Tally) -> None:
+        """The model on a frame's shopper, and the tally."""
+        t.ms["faces"] += look.ms
+        res = look.faces
+        if res is None:
+            return
         t.faces_seen = max(t.faces_seen, len(res.faces))
         aligned = res.aligned
         if aligned is None:
@@ -94,6 +140,7 @@ class CheckRunner:
             for reason in aligned.rejected:
                 t.rejected[reason.split(" (")[0]] += 1
             return
+        b = self.clock()
         est = self.model.predict(aligned.crop)
         t.ms["model"] += (self.clock() - b) * 1000
         t.ages.append(est.age)
@@ -117,35 +164,46 @@ class CheckRunner:
         todo = collections.deque(reversed(spread(before, max(1, cc.max_frames - cc.extra_frames))))
         seen = before[-1].index if before else -1
         pol = self._policy(trigger)
-        while True:
-            if not todo:
-                if len(t.ages) >= cc.max_frames or (t.after >= cc.extra_frames and len(t.ages) >= cc.min_frames):
-                    break
-                left = deadline - self.clock()
-                if left <= 0:
-                    break
-                w = self.clock()
-                # The newest frame only: if the model is slower than the camera, stale frames are skipped.
-                f = self.buffer.wait_after(seen, min(left, 0.5))
-                t.ms["wait"] += (self.clock() - w) * 1000
+        follower = Follower(self.pipeline, self.cfg.faces.full_search_every)
+        ahead: Future[_Look] | None = None  # the look at todo[0], started while the model runs
+        try:
+            while True:
+                if not todo:
+                    if len(t.ages) >= cc.max_frames or (t.after >= cc.extra_frames and len(t.ages) >= cc.min_frames):
+                        break
+                    left = deadline - self.clock()
+                    if left <= 0:
+                        break
+                    w = self.clock()
+                    # The newest frame only: if the model is slower than the camera, stale frames are skipped.
+                    f = self.buffer.wait_after(seen, min(left, 0.5))
+                    t.ms["wait"] += (self.clock() - w) * 1000
+                    beat()
+                    if f is None:
+                        continue
+                    seen = f.index
+                    todo.append(f)
+                frame = todo.popleft()
+                if frame.t > t0:
+                    t.after += 1
+                look = ahead.result() if ahead is not None else self._look(frame, follower)
+                ahead = None
+                if self._ahead is not None and todo:
+                    # The next buffered frame's look runs on the other core while the model reads
+                    # this one; it starts after this frame's look, so the track is the same.
+                    ahead = self._ahead.submit(self._look, todo[0], follower)
+                self._use(look, t)
+                t.frames_seen += 1
                 beat()
-                if f is None:
-                    continue
-                seen = f.index
-                todo.append(f)
-            frame = todo.popleft()
-            if frame.t > t0:
-                t.after += 1
-            try:
-                self._frame(frame, t)
-            except ImageError as exc:
-                log.warning("skipping an unusable camera frame: %s", exc)
-            t.frames_seen += 1
-            beat()
-            if len(t.ages) >= cc.max_frames or self.clock() >= deadline:
-                break
-            if t.after >= cc.extra_frames and self._agreed(t, pol):
-                break
+                if len(t.ages) >= cc.max_frames or self.clock() >= deadline:
+                    break
+                if t.after >= cc.extra_frames and self._agreed(t, pol):
+                    break
+        finally:
+            if ahead is not None:
+                # A look the decision no longer needs: dropped unused (one still running ends
+                # within a frame's look, on its own thread, and its result is discarded).
+                ahead.cancel()
         return self._outcome(trigger, t, pol)
 
     def _policy(self, trigger: Trigger) -> PolicyConfig:

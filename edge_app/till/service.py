@@ -54,7 +54,7 @@ from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
 from edge_app.core.words import DECISION_SHORT, Decision, MissedReason
 from edge_app.till.capture import Capture
-from edge_app.till.check import CheckOutcome, CheckRunner
+from edge_app.till.check import CheckOutcome, CheckRunner, model_threads
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
@@ -142,7 +142,8 @@ class Service:
         try:
             if model is None:
                 require_model_file(cfg)
-                model = load_for_faces(cfg.model.path, cfg.model.threads, cfg.faces.output_size)
+                # check.parallel: the model keeps off the core the next frame's face look uses.
+                model = load_for_faces(cfg.model.path, model_threads(cfg), cfg.faces.output_size)
             else:
                 require_crop_size(model, cfg.faces.output_size)
             self.model = model
@@ -545,6 +546,7 @@ class Service:
         if self._worker is not None:
             self._worker.join(self.cfg.check.time_budget_ms / 1000 + 5)
             self._worker = None
+        self.checker.close()
         with self._accepting_lock:
             self._accepting = False
         waiting = 0

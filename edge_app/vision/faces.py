@@ -49,6 +49,13 @@ _RETRY_PAD = 0.3
 # keypoints always come from a second, short-range look at a window of _REFINE_WINDOW x its box:
 # the same framing for a till frame and a training photo.
 _REFINE_WINDOW = 2.2
+# A followed face counts as the same shopper only when the face found in the window is centred
+# within this fraction of the last box's side from where the shopper was, and its size changed by
+# less than this factor: a shopper moves a few pixels between the frames of a check, while a
+# second face that enters the window is off-centre or of another size (then the track is lost
+# and the whole frame is searched again).
+_FOLLOW_MAX_SHIFT = 0.5
+_FOLLOW_MAX_SCALE = 1.4
 
 
 class ImageError(ValueError):
@@ -100,6 +107,61 @@ class FrameFaces:
     faces: tuple[Face, ...]
     chosen: int | None  # index into faces
     aligned: AlignedFace | None  # the chosen face, aligned and gated
+    # Where the shopper was found before the second look (the full-range box on a full search,
+    # the track's window box on a followed frame): the box the second look's window is cut around.
+    found_box: tuple[float, float, float, float] | None = None
+    followed: bool = False  # True: found by following the track, not by searching the frame
+
+
+@dataclass(frozen=True)
+class Track:
+    """The shopper between frames of one check: the box the next window is cut around, in the
+    terms of a full search's box, so a followed frame's second look sees the face at the same
+    scale as after a full search (the same keypoint precision, hence the same crop).
+
+    `face` is the last refined (short-range) face; `ratio` and `offset` relate the full-range box
+    to the short-range box (side ratio, and centre offset in units of the short box's side), as
+    measured on the frame that was last searched in full."""
+
+    face: Face
+    ratio: float
+    offset: tuple[float, float]
+    followed: int = 0  # frames followed since the last full search
+
+    def window_box(self) -> tuple[float, float, float, float]:
+        """The box a full search would most likely have given for the shopper now."""
+        side = _side(self.face.box)
+        cx, cy = _centre(self.face.box)
+        big = side * self.ratio
+        cx, cy = cx + self.offset[0] * side, cy + self.offset[1] * side
+        return (cx - big / 2, cy - big / 2, big, big)
+
+
+def _side(box: tuple[float, float, float, float]) -> float:
+    return max(box[2], box[3], 8.0)
+
+
+def _centre(box: tuple[float, float, float, float]) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+def start_track(res: FrameFaces) -> Track | None:
+    """A track from a fully searched frame's result; None when it has no shopper."""
+    if res.chosen is None or res.found_box is None:
+        return None
+    face = res.faces[res.chosen]
+    side = _side(face.box)
+    (fx, fy), (sx, sy) = _centre(res.found_box), _centre(face.box)
+    return Track(face, _side(res.found_box) / side, ((fx - sx) / side, (fy - sy) / side))
+
+
+def same_shopper(last: Face, found: Face) -> bool:
+    """Whether a face found in the track's window is the shopper of the last frame (pure)."""
+    side = _side(last.box)
+    (lx, ly), (fx, fy) = _centre(last.box), _centre(found.box)
+    scale = _side(found.box) / side
+    return (math.hypot(fx - lx, fy - ly) <= _FOLLOW_MAX_SHIFT * side
+            and 1 / _FOLLOW_MAX_SCALE <= scale <= _FOLLOW_MAX_SCALE)
 
 
 def display_name(path: str | bytes | Path) -> str:
@@ -386,12 +448,11 @@ class FacePipeline:
             faces = self._run(rgb, int(_RETRY_PAD * max(rgb.shape[:2])))
         return faces
 
-    def refine(self, rgb: np.ndarray, face: Face) -> Face:
-        """Look again, short-range, at a window around the face so its keypoints are as
-        precise as on a close-up photo. Returns the face unchanged when the second look finds
-        nothing."""
-        side = max(face.box[2], face.box[3], 8.0)
-        cx, cy = face.box[0] + face.box[2] / 2, face.box[1] + face.box[3] / 2
+    def _look_around(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> Face | None:
+        """The face nearest the centre of a short-range look at a window of _REFINE_WINDOW x the
+        box, in frame pixels; None when that look finds nothing."""
+        side = _side(box)
+        cx, cy = _centre(box)
         half = int(round(side * _REFINE_WINDOW / 2))
         x0, y0 = int(round(cx)) - half, int(round(cy)) - half
         h, w = rgb.shape[:2]
@@ -399,11 +460,11 @@ class FacePipeline:
         window = np.zeros((2 * half, 2 * half, 3), np.uint8)
         sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + 2 * half), min(h, y0 + 2 * half)
         if sx1 <= sx0 or sy1 <= sy0:
-            return face
+            return None
         window[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
         found = self._run(window, 0)
         if not found:
-            return face
+            return None
         best = min(found, key=lambda f: math.hypot(f.box[0] + f.box[2] / 2 - half, f.box[1] + f.box[3] / 2 - half))
         off = np.array([x0, y0], float)
         return Face(
@@ -411,6 +472,33 @@ class FacePipeline:
             score=best.score,
             keypoints=best.keypoints + off,
         )
+
+    def refine(self, rgb: np.ndarray, face: Face) -> Face:
+        """Look again, short-range, at a window around the face so its keypoints are as
+        precise as on a close-up photo. Returns the face unchanged when the second look finds
+        nothing."""
+        return self._look_around(rgb, face.box) or face
+
+    def follow(self, rgb: np.ndarray, track: Track,
+               timings: dict[str, float] | None = None) -> tuple[FrameFaces, Track] | None:
+        """The shopper of `track` in a new frame, by one short-range look at a window around
+        where they were (the same look a full search ends with, without the full-range search
+        before it); aligned and gated as in `process`. None when the track is lost: nothing in
+        the window, or a face that is not the same shopper (`same_shopper`).
+
+        `timings` gets "follow" (the look) and "align", like `process`'s stages."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ImageError(f"expected an RGB uint8 image, got shape {rgb.shape} {rgb.dtype}")
+        lap = _Laps(timings)
+        window = track.window_box()
+        face = self._look_around(rgb, window)
+        lap("follow")
+        if face is None or not same_shopper(track.face, face):
+            return None
+        aligned = self.align_and_gate(rgb, face)
+        lap("align")
+        res = FrameFaces(faces=(face,), chosen=0, aligned=aligned, found_box=window, followed=True)
+        return res, Track(face, track.ratio, track.offset, track.followed + 1)
 
     def align(self, rgb: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
         """Aligned crop and the 2x3 frame->crop matrix."""
@@ -455,11 +543,46 @@ class FacePipeline:
         lap("detect")
         if idx is None:
             return FrameFaces(faces=faces, chosen=None, aligned=None)
+        found = faces[idx].box
         faces = faces[:idx] + (self.refine(rgb, faces[idx]),) + faces[idx + 1 :]
         lap("refine")
         aligned = self.align_and_gate(rgb, faces[idx])
         lap("align")
-        return FrameFaces(faces=faces, chosen=idx, aligned=aligned)
+        return FrameFaces(faces=faces, chosen=idx, aligned=aligned, found_box=found)
+
+
+class Follower:
+    """The face path for the frames of one check, in the order they are processed: the first
+    frame is searched in full (`FacePipeline.process`, exactly as a one-frame check or training
+    does), later ones follow the shopper (`FacePipeline.follow`) and the whole frame is searched
+    again when the track is lost or after `full_every - 1` followed frames (1: every frame is
+    searched in full, the path before following existed). One Follower per check, used from one
+    thread at a time."""
+
+    def __init__(self, pipeline: FacePipeline, full_every: int):
+        if full_every < 1:
+            raise ValueError(f"full_every must be at least 1, got {full_every}")
+        self.pipeline = pipeline
+        self.full_every = full_every
+        self.track: Track | None = None
+        self.full_searches = 0
+        self.lost = 0  # tracks lost (a followed look that did not find the shopper)
+
+    def look(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> FrameFaces:
+        t = self.track
+        if t is not None and t.followed + 1 < self.full_every:
+            got = self.pipeline.follow(rgb, t, timings)
+            if got is not None:
+                res, self.track = got
+                return res
+            self.lost += 1
+            if timings is not None:
+                # The failed look is part of this frame's cost; the full search below adds its own.
+                timings["lost"] = timings.pop("follow", 0.0)
+        res = self.pipeline.process(rgb, timings)
+        self.full_searches += 1
+        self.track = start_track(res)
+        return res
 
 
 class _Laps:

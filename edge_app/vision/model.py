@@ -89,6 +89,7 @@ class AgeModel:
     def __init__(self, path: str | Path, threads: int = 2, flip_average: bool | None = None,
                  use_age_map: bool = True):
         self.path = Path(path)
+        self.threads = threads
         if not self.path.is_file():
             raise ModelError(f"model file {str(self.path)!r} does not exist; set model.path in the config")
         cp = card_path(self.path)

@@ -1,6 +1,7 @@
-"""Bench figures: one `Row` of the table per figure, the percentiles and the constructors that
-fill a row from samples, a single value or a reason it is missing, and the fixed-width text
-rendering of the table."""
+"""Bench figures: one `Row` of the table per figure (with today's path's figure beside it where
+the run measured both, and their ratio), the percentiles and the constructors that fill a row
+from samples, a single value or a reason it is missing, and the fixed-width text rendering of
+the table."""
 
 from __future__ import annotations
 
@@ -24,6 +25,23 @@ class Row:
     target: str = ""
     ok: bool | None = None  # None: no target, or no figure
     note: str = ""
+    # The same figure for today's path (the code before issue 29), measured in the same run.
+    today_median: float | None = None
+    today_p95: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """This figure over today's, on p95 where both have one, else on the median."""
+        if self.p95 is not None and self.today_p95:
+            return self.p95 / self.today_p95
+        if self.median is not None and self.today_median:
+            return self.median / self.today_median
+        return None
+
+    def beside(self, today: "Row") -> "Row":
+        """This row with today's figure (from a row measured the same way) beside it."""
+        self.today_median, self.today_p95 = today.median, today.p95
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,17 +90,18 @@ def _fmt(v: float | None) -> str:
 
 def render(rows: list[Row], header: list[str]) -> str:
     """The one table, as fixed-width text."""
-    cols = ["figure", "unit", "median", "p95", "n", "target", "met", "note"]
+    cols = ["figure", "unit", "median", "p95", "n", "today med", "today p95", "ratio", "target", "met", "note"]
     body = []
     for r in rows:
         met = "-" if r.ok is None else ("yes" if r.ok else "NO")
-        body.append([r.label, r.unit, _fmt(r.median), _fmt(r.p95), str(r.n) if r.n else "-", r.target or "-",
-                     met, r.note])
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        body.append([r.label, r.unit, _fmt(r.median), _fmt(r.p95), str(r.n) if r.n else "-", _fmt(r.today_median),
+                     _fmt(r.today_p95), ratio, r.target or "-", met, r.note])
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols[:-1])]
     out = list(header)
 
     def line(vals: list[str]) -> str:
-        left = {0, 1, 5}  # text columns left-aligned, numbers right-aligned
+        left = {0, 1, 8}  # text columns left-aligned, numbers right-aligned
         cells = [v.ljust(w) if i in left else v.rjust(w) for i, (v, w) in enumerate(zip(vals, widths))]
         return "  ".join(cells + [vals[-1]]).rstrip()
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_app.devtools.bench.checks import measure_checks, today_config
 from edge_app.devtools.bench.figures import Row, render
 from edge_app.devtools.bench.harness import bench_config, write_config
 from edge_app.devtools.bench.latency import measure_latency
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
     from edge_app.devtools.sim import LocalBroker
     from edge_app.vision.faces import FacePipeline
 
+    from edge_app.till.check import model_threads
+    from edge_app.vision.model import AgeModel
+
     require_model_file(cfg)
     n_frames = max(10, int(args.frames))
     # The other parts scale with --frames, so a quick run stays quick.
@@ -87,18 +91,23 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
                                 cfg.faces.max_image_pixels)
         f32_path = float_model_path(cfg, getattr(args, "float_model", None))
         model, model_f32, load_ms, f32_ms, f32_note = load_models(cfg, f32_path)
+        # The model as a parallel check loads it (one thread fewer than the cores), beside
+        # today's (model.threads): each path is timed with its own.
+        model_new = AgeModel(cfg.model.path, model_threads(cfg))
         with FacePipeline(cfg.faces) as pipeline:
-            st = run_stages(cfg, video, n_frames, pipeline, model, model_f32)
+            st = run_stages(cfg, video, n_frames, pipeline, model, model_f32, model_new)
+            chk = measure_checks(cfg, video, checks, pipeline, model, model_new)
             with LocalBroker() as broker:
                 svc = measure_service(cfg, video30, broker, tmp, idle_s, warm_checks=3)
-                lat = measure_latency(cfg, video, broker, tmp, checks, pipeline, model)
+                svc_today = measure_service(today_config(cfg), video30, broker, tmp, idle_s, warm_checks=3)
+                lat = measure_latency(cfg, video, broker, tmp, checks, pipeline, model_new)
         tconf = write_config(bench_config(cfg, video, 1, tmp, "bench-throughput", loop=True),
                              tmp / "bench-throughput.yaml")
         tp = {1: measure_throughput(tconf, cores[:1], tp_seconds)}
         tp[2] = (measure_throughput(tconf, cores[:2], tp_seconds) if len(cores) >= 2
                  else (None, "n/a: this process may use only one core"))
     m = Measured(st, lat, svc, tp, model.model_id, model.flip_average, load_ms, f32_path, f32_ms, f32_note,
-                 int(model.card.get("members", 1)))
+                 int(model.card.get("members", 1)), chk, svc_today, model_new.threads)
     meta = {
         "source": source,
         "frames": n_frames,
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
         "float_model": str(f32_path) if f32_ms is not None else None,
         "cores": len(cores),
         "model_threads": cfg.model.threads,
+        "model_threads_parallel": model_threads(cfg),
         # Other work on the machine skews every figure: the 1-minute load average says if any ran.
         "load_avg_1min_at_start": load_start,
         "load_avg_1min_at_end": _load_avg(),
@@ -121,7 +131,8 @@ def header(meta: dict[str, Any]) -> list[str]:
     """The lines above the table: what was measured, with what, on what, and how busy it was."""
     m = meta
     return [f"agecheck bench: {m['frames']} frames of {m['source']}; {m['checks']} triggered checks",
-            f"model {m['model_id']} ({m['model_threads']} threads), {m['cores']} CPU core(s), {m['date']}, "
+            f"model {m['model_id']} ({m['model_threads']} threads today, {m['model_threads_parallel']} beside the "
+            f"parallel face look), {m['cores']} CPU core(s), {m['date']}, "
             f"1-min load average {m['load_avg_1min_at_start']} at the start, {m['load_avg_1min_at_end']} at the end; "
             f"bench took {m['bench_seconds']:.0f} s", ""]
 

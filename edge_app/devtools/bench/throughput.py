@@ -35,12 +35,12 @@ def measure_throughput(conf: Path, cores: list[int], seconds: float) -> tuple[fl
 def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
     """Child process: pinned to `cores`, a real Capture of the video and back-to-back checks."""
     from edge_app.till.capture import Capture
-    from edge_app.till.check import CheckRunner
+    from edge_app.till.check import CheckRunner, model_threads
     from edge_app.till.triggers import Item, Scan, Trigger, now_pair
     from edge_app.vision.faces import FacePipeline
     from edge_app.vision.model import AgeModel
 
-    model = AgeModel(cfg.model.path, min(cfg.model.threads, len(cores)))
+    model = AgeModel(cfg.model.path, min(model_threads(cfg), len(cores)))
     with FacePipeline(cfg.faces) as pipeline:
         cap = Capture(cfg.camera).start()
         try:
@@ -53,11 +53,14 @@ def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
             runner = CheckRunner(cfg, cap.buffer, pipeline, model, camera_status=lambda: cap.status)
             n = frames = 0
             t0 = time.monotonic()
-            while time.monotonic() - t0 < seconds or n < 3:
-                now, iso = now_pair()
-                out = runner.run(Trigger(Scan(Item("bench", "alcohol"), f"T{n}"), "pos", 18, now, iso))
-                frames += out.check.frames_seen
-                n += 1
+            try:
+                while time.monotonic() - t0 < seconds or n < 3:
+                    now, iso = now_pair()
+                    out = runner.run(Trigger(Scan(Item("bench", "alcohol"), f"T{n}"), "pos", 18, now, iso))
+                    frames += out.check.frames_seen
+                    n += 1
+            finally:
+                runner.close()
             wall = time.monotonic() - t0
         finally:
             cap.stop()

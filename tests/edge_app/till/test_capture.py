@@ -62,7 +62,8 @@ def test_video_file_fills_the_buffer_at_the_camera_rate(tmp_path):
         wait_until(lambda: cap.status == "up", 10, "camera up")
         wait_until(lambda: cap.frames_read > 18, 10, "the 15-frame clip to loop")
         frames = cap.buffer.between(0, time.monotonic())
-        assert frames[0].image.shape == (480, 640, 3) and frames[0].image.dtype == np.uint8
+        first = frames[0].bgr()
+        assert first.shape == (480, 640, 3) and first.dtype == np.uint8
         # ~buffer_seconds of frames at ~fps (generous: the box is busy)
         assert 8 <= len(frames) <= 17, len(frames)
         assert all(b.t > a.t and b.index > a.index for a, b in zip(frames, frames[1:]))
@@ -155,3 +156,44 @@ def test_a_long_outage_is_reminded_and_its_end_logged(tmp_path, caplog):
     assert any(m.startswith("camera still down after") for m in lines[1:-1])
     assert "s down)" in lines[-1] and lines[-1].startswith("camera up:")
     assert len(lines) <= 4, lines
+
+
+@pytest.mark.parametrize("keep_encoded", [True, False])
+def test_an_mjpg_source_is_kept_encoded_and_decoded_when_asked(tmp_path, keep_encoded):
+    """camera.keep_encoded: the ring buffer holds the video's JPEG bytes (a few tens of kB, not a
+    decoded 900 kB picture), and bgr() gives the picture OpenCV's own decoding gives, within JPEG
+    decoders' rounding; false keeps decoded pictures as before."""
+    import cv2
+
+    video = astronaut_video(tmp_path / "a.avi", seconds=1.0)
+    ref = cv2.VideoCapture(str(video))
+    decoded = []
+    for _ in range(15):
+        ok, img = ref.read()
+        assert ok
+        decoded.append(img)
+    ref.release()
+    cap = Capture(CameraConfig(source=str(video), loop=False, fps=FPS, buffer_seconds=2.0,
+                               keep_encoded=keep_encoded)).start()
+    try:
+        wait_until(lambda: cap.frames_read >= 15, 10, "the clip played")
+        frames = cap.buffer.between(0, time.monotonic())[:15]
+    finally:
+        cap.stop()
+    for f in frames:
+        if keep_encoded:
+            assert f.image is None and f.encoded is not None and f.encoded.nbytes < 200_000
+        else:
+            assert f.encoded is None and f.image is not None
+        got = f.bgr()
+        assert got.shape == (480, 640, 3)
+        # Frames are matched by content: on a busy machine the capture may skip one.
+        assert min(np.abs(got.astype(int) - d.astype(int)).mean() for d in decoded) < 2.0
+
+
+def test_a_damaged_jpeg_is_a_frame_error():
+    from edge_app.till.capture import FrameError
+
+    f = Frame(3, 1.0, encoded=np.frombuffer(b"\xff\xd8\xff\xe0 not a picture", np.uint8))
+    with pytest.raises(FrameError, match="frame 3"):
+        f.bgr()

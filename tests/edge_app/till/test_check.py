@@ -188,3 +188,74 @@ def test_extra_frames_are_still_taken_after_the_scan_when_configured(tmp_path, c
     # 0: both can arrive while the buffered frames are being processed.)
     assert ev["frames_seen"] >= 3
     assert ev["latency_ms"]["total"] >= 1000 / FPS
+
+
+# --- following the shopper and both cores (issue 29) -----------------------------------------
+
+
+def _buffered(video, n: int = 15):
+    """A ring buffer holding the first n frames of the video (decoded by OpenCV, as the camera
+    thread does) over the second before now, and a scan at now: every runner given this buffer
+    and scan sees exactly the same frames."""
+    import cv2
+
+    from edge_app.till.capture import Frame, FrameBuffer
+
+    cap = cv2.VideoCapture(str(video))
+    images = []
+    while len(images) < n:
+        ok, img = cap.read()
+        assert ok, f"{video} has fewer than {n} frames"
+        images.append(img)
+    cap.release()
+    now, iso = now_pair()
+    buf = FrameBuffer(1.5, FPS)
+    for i, img in enumerate(images):
+        buf.append(Frame(i, now - (n - 1 - i) / FPS, img))
+    return buf, Trigger(Scan(Item("5010677850100", "alcohol", None), "T-9"), "pos", 18, now, iso)
+
+
+def _runner(cfg, buf, pipeline, *, parallel: bool, full_search_every: int, **check):
+    c = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, parallel=parallel, **check),
+                            faces=dataclasses.replace(cfg.faces, full_search_every=full_search_every))
+    from edge_app.till.check import model_threads
+
+    return CheckRunner(c, buf, pipeline, AgeModel(c.model.path, model_threads(c)))
+
+
+@pytest.mark.parametrize("agree_frames", [0, 3])
+def test_parallel_frames_give_the_sequential_decision(tmp_path, cfg, pipeline, agree_frames):
+    """The look-ahead on a second thread (and the model on one thread beside it) changes nothing
+    but the time: same frames, same ages, same decision as one frame after another."""
+    buf, trig = _buffered(astronaut_video(tmp_path / "a.avi"))
+    out = {}
+    for parallel in (False, True):
+        runner = _runner(cfg, buf, pipeline, parallel=parallel, full_search_every=5, agree_frames=agree_frames,
+                         max_frames=5)
+        try:
+            out[parallel] = runner.run(trig)
+        finally:
+            runner.close()
+    seq, par = out[False].check.to_dict(), out[True].check.to_dict()
+    for key in ("decision", "frames_seen", "frames_used", "faces_seen", "age_band"):
+        assert seq[key] == par[key], key
+    assert seq["frames_used"] == (5 if agree_frames == 0 else seq["frames_used"]) and seq["frames_used"] >= 3
+    assert par["age"] == pytest.approx(seq["age"], abs=1e-6) and par["p_over"] == pytest.approx(seq["p_over"], abs=1e-9)
+    assert out[False].shopper_boxes == out[True].shopper_boxes
+
+
+def test_a_followed_check_decides_as_full_searches_do(tmp_path, cfg, pipeline):
+    """Following the shopper (one full search, then four followed frames) on the same frames as
+    a full search of every frame: the same decision and the same faces, ages within a year."""
+    buf, trig = _buffered(astronaut_video(tmp_path / "a.avi"))
+    got = {}
+    for every in (1, 5):
+        runner = _runner(_clear_cut(cfg), buf, pipeline, parallel=False, full_search_every=every, agree_frames=0,
+                         max_frames=5)
+        got[every] = runner.run(trig)
+    full, followed = got[1].check.to_dict(), got[5].check.to_dict()
+    assert full["decision"] == followed["decision"] == "check_id"
+    assert full["frames_used"] == followed["frames_used"] == 5
+    assert abs(full["age"] - followed["age"]) < 1.0, (full["age"], followed["age"])
+    for a, b in zip(got[1].shopper_boxes, got[5].shopper_boxes):
+        assert max(abs(p - q) for p, q in zip(a, b)) < 0.1 * a[2], (a, b)

@@ -220,3 +220,130 @@ def test_detection_rate_on_utkface(pipe):
     rate = found / len(sample)
     print(f"\nUTKFace detection rate: {rate:.2%} of {len(sample)} photos")
     assert rate > 0.97
+
+
+# --- following the shopper between frames (issue 29) -----------------------------------------
+
+
+def _stage(photo: np.ndarray, x: int, y: int, size: int, canvas: np.ndarray | None = None) -> np.ndarray:
+    """A 640x480 RGB frame: the demo backdrop (or `canvas`) with the photo pasted at (x, y) as a
+    size x size square, clipped at the frame's edges."""
+    from edge_app.devtools.sim import background
+
+    frame = np.ascontiguousarray(background(640, 480)[:, :, ::-1]) if canvas is None else canvas.copy()
+    s = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(640, x + size), min(480, y + size)
+    frame[y0:y1, x0:x1] = s[y0 - y:y1 - y, x0 - x:x1 - x]
+    return frame
+
+
+def _eye_error(res, truth: np.ndarray, iod: float) -> float:
+    """Largest eye-keypoint distance from where the eyes truly are, in inter-ocular distances."""
+    return float(np.abs(res.faces[res.chosen].keypoints[:2] - truth).max() / iod)
+
+
+def _shifted_photos() -> list[np.ndarray]:
+    from tests.helpers import need_utkface
+
+    need_utkface()
+    photos = [astronaut()]
+    for path, _ in utk_sample(40, seed=29):
+        rgb, _ = load_image(path)
+        photos.append(rgb)
+        if len(photos) == 7:
+            break
+    return photos
+
+
+def test_a_followed_face_moving_across_frames_keeps_the_alignment_of_a_full_search(pipe):
+    """Real faces (the astronaut and UTKFace photos) moving across the frame: after the first
+    frame every frame is found by following, and its eyes land where they truly are (the first
+    frame's keypoints moved by the shift) as closely as a full search of the same frame does."""
+    from edge_app.vision.faces import Follower
+
+    err_full, err_followed, gap = [], [], []
+    for photo in _shifted_photos():
+        first = pipe.process(_stage(photo, 150, 80, 280))
+        if first.aligned is None:
+            continue  # the detector's miss on this photo is test_detection_rate's business
+        base = first.faces[first.chosen]
+        follower = Follower(pipe, full_every=100)
+        for i in range(8):
+            shift = np.array([7.0 * i, 3.0 * i])  # a shopper drifting a few pixels a frame
+            rgb = _stage(photo, 150 + int(shift[0]), 80 + int(shift[1]), 280)
+            got, full = follower.look(rgb), pipe.process(rgb)
+            assert got.followed == (i > 0)
+            assert got.aligned is not None and full.aligned is not None
+            truth = base.keypoints[:2] + shift
+            (err_followed if i else err_full).append(_eye_error(got, truth, base.iod))
+            if i:
+                err_full.append(_eye_error(full, truth, base.iod))
+                gap.append(_eye_error(got, full.faces[full.chosen].keypoints[:2], base.iod))
+                assert got.aligned.ok == full.aligned.ok, (got.aligned.rejected, full.aligned.rejected)
+        assert follower.full_searches == 1 and follower.lost == 0
+    print(f"\neye error / IOD: full search mean {np.mean(err_full):.3f} max {max(err_full):.3f}; "
+          f"followed mean {np.mean(err_followed):.3f} max {max(err_followed):.3f}; "
+          f"followed vs full mean {np.mean(gap):.3f}")
+    assert len(err_followed) >= 5 * 7
+    assert np.mean(err_followed) <= np.mean(err_full) * 1.25 + 0.01
+    assert max(err_followed) < 0.12
+
+
+def test_a_second_face_entering_does_not_take_the_track(pipe):
+    """Someone smaller walks in from the side and stops beside the shopper: followed frames stay
+    on the shopper, and the scheduled full search sees both faces and still chooses the shopper."""
+    from edge_app.vision.faces import Follower
+
+    shopper = astronaut()
+    other = _shifted_photos()[1]
+    follower = Follower(pipe, full_every=4)
+    for i in range(8):
+        frame = _stage(shopper, 120, 60, 400)
+        frame = _stage(other, -90 + 32 * i, 30, 90, canvas=frame)  # enters from the left
+        res = follower.look(frame)
+        assert res.followed == (i % 4 != 0), i
+        cx = res.faces[res.chosen].box[0] + res.faces[res.chosen].box[2] / 2
+        assert abs(cx - 320) < 40, (i, res.faces[res.chosen].box)  # the shopper, every frame
+        if i == 4:
+            assert len(res.faces) == 2, "the full search must see the second face"
+    assert follower.lost == 0
+
+
+def test_the_track_is_lost_when_the_shopper_goes_and_found_again(pipe):
+    """The shopper leaves (empty till), then comes back elsewhere: the followed look fails, the
+    full search runs, finds nobody, and starts a new track when the shopper is back."""
+    from edge_app.devtools.sim import background
+    from edge_app.vision.faces import Follower
+
+    empty = np.ascontiguousarray(background(640, 480)[:, :, ::-1])
+    face = astronaut()
+    frames = [_stage(face, 150 + 8 * i, 90, 280) for i in range(3)] + [empty, empty]
+    frames += [_stage(face, 330 + 8 * i, 150, 240) for i in range(3)]
+    follower = Follower(pipe, full_every=100)
+    got = [follower.look(f) for f in frames]
+    assert [r.followed for r in got] == [False, True, True, False, False, False, True, True]
+    assert [r.aligned is not None for r in got] == [True] * 3 + [False] * 2 + [True] * 3
+    assert follower.lost == 1 and follower.full_searches == 4
+    assert got[-1].faces[0].box[0] > 330  # the track followed the shopper to the new place
+
+
+def test_a_different_face_in_the_window_is_not_the_shopper():
+    from edge_app.vision.faces import same_shopper
+
+    kp = np.zeros((6, 2))
+    last = Face(box=(200, 100, 100, 100), score=0.9, keypoints=kp)
+    assert same_shopper(last, Face(box=(215, 95, 105, 100), score=0.9, keypoints=kp))
+    assert not same_shopper(last, Face(box=(270, 100, 100, 100), score=0.9, keypoints=kp))  # moved too far
+    assert not same_shopper(last, Face(box=(220, 120, 60, 60), score=0.9, keypoints=kp))  # a smaller face
+
+
+def test_full_every_one_is_the_full_search_of_every_frame(pipe):
+    from edge_app.vision.faces import Follower
+
+    img = astronaut()
+    follower = Follower(pipe, full_every=1)
+    got = [follower.look(img) for _ in range(3)]
+    assert not any(r.followed for r in got) and follower.full_searches == 3
+    assert all(np.array_equal(r.aligned.crop, pipe.process(img).aligned.crop) for r in got)
+    with pytest.raises(ValueError):
+        Follower(pipe, full_every=0)

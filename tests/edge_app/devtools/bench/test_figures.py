@@ -36,3 +36,16 @@ def test_the_table_aligns_columns_and_shows_misses():
     head, rule, first, second = lines[2:]
     assert head.index("unit") == first.index("ms") == second.index("x") == len("a much longer label") + 2
     assert first.split()[-1] == "NO" and "n/a: no float32 model" in second
+
+
+def test_a_figure_beside_today_s_has_the_ratio_of_their_p95s_or_values():
+    today = dist_row("t", "today", "ms", [6.0] * 10 + [8.0] * 10)
+    new = dist_row("n", "new", "ms", [3.0] * 10 + [4.0] * 10).beside(today)
+    assert (new.today_median, new.today_p95) == (today.median, today.p95)
+    assert new.ratio == pytest.approx(new.p95 / today.p95)
+    idle = value_row("i", "idle", "%", 1.0)
+    idle.today_median = 4.0
+    assert idle.ratio == pytest.approx(0.25)
+    assert value_row("x", "x", "%", 1.0).ratio is None
+    line = render([new, idle], []).splitlines()[2]
+    assert "0.50" in line.split()  # 4.0 / 8.0: the new p95 over today's
