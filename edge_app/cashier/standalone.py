@@ -25,6 +25,7 @@ from typing import Callable
 
 from edge_app.cashier.isolated import WindowProcess
 from edge_app.cashier.window import DisplayError
+from edge_app.stopping import stop_on_signals
 from edge_app.config import Config, ConfigError
 from edge_app.errors import UsageError
 from edge_app.core import events, payloads
@@ -193,7 +194,7 @@ def main(args, cfg: Config) -> int:
         display.shutdown()
         raise UsageError(str(exc)) from None
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, (signal.SIGTERM,))
     link.start()
     watcher = threading.Thread(target=watch_till, args=(link, display, cfg.till_id,
                                                         cfg.display.till_state_timeout_seconds, stop),

@@ -38,6 +38,7 @@ from edge_app.core import events, payloads
 from edge_app.core.answers import current_answer
 from edge_app.core.events import local_dt
 from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, INTEGRITY_REASON_TEXT, Answer, Decision, IntegrityReason
+from edge_app.stopping import stop_on_signals
 from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, RowRejected, StoreError, StoreUnavailable
@@ -600,7 +601,7 @@ def main(args, cfg: Config) -> int:
     print(f"agecheck feed: {feed.store.label}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
           f"connecting to {cfg.mqtt.host}:{cfg.mqtt.port} (Ctrl-C to stop)", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_on_signals(stop, (signal.SIGTERM,))
     feed.start()
     try:
         while not stop.wait(0.5):

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
-import signal
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
 from edge_app.core.words import DECISION_SHORT, Decision, MissedReason
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner, model_threads
+from edge_app.stopping import stop_on_signals
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
@@ -572,12 +572,7 @@ class Service:
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
-    def handler(signum, frame) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    stop_on_signals(stop, log=log)
 
 
 def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[Callable[[Service], object]] = ()) -> int:
