@@ -158,6 +158,16 @@ class TriggersConfig:
     # broker while the service restarted) is recorded as a `missed` event instead of checked:
     # the shopper is gone and the camera would look at the next one.
     max_scan_age_seconds: float = field(default=20.0, metadata=_rng(1, 3600))
+    # The POS's clock against the till's (edge_app.till.triggers.PosClock, docs/robustness.md "POS
+    # clock"). A difference larger than this is named in `state` and the log, and scans are then
+    # timed by the estimated offset instead of by the POS's `ts` as it is. Below
+    # max_scan_age_seconds, or a clock that far behind could never be told from late scans.
+    pos_clock_max_skew_seconds: float = field(default=5.0, metadata=_rng(0.5, 3600))
+    # A POS clock behind the till's looks like late delivery (a scan the broker held back, which
+    # the stale rule must catch): it is taken for skew only when this many scans in a row arrive
+    # late by the same amount (within pos_clock_max_skew_seconds), spread over more than
+    # pos_clock_max_skew_seconds of the till's time. A POS clock ahead is named at once.
+    pos_clock_confirm_scans: int = field(default=3, metadata=_rng(2, 100))
     http_port: Optional[int] = field(default=None, metadata=_rng(1, 65535))  # loopback only
     # The HTTP trigger's limits: connections served at once (more get 503), seconds a
     # connection may stay silent, and seconds to send a whole request (a slow drip is cut off).
@@ -429,6 +439,11 @@ def _check(cfg: Config) -> None:
                 f"feed.timezone: {cfg.feed.timezone!r} is not a known IANA timezone "
                 "(for example Europe/London), or null for this machine's timezone"
             ) from None
+    if cfg.triggers.pos_clock_max_skew_seconds >= cfg.triggers.max_scan_age_seconds:
+        raise ConfigError(
+            "triggers.pos_clock_max_skew_seconds: must be below triggers.max_scan_age_seconds "
+            f"({cfg.triggers.pos_clock_max_skew_seconds:g} >= {cfg.triggers.max_scan_age_seconds:g}): a POS clock "
+            "behind by less than the skew bound but more than the scan age would make every scan stale")
     if cfg.mqtt.password_file and cfg.mqtt.password_credential:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
     if cfg.triggers.http_token_file and cfg.triggers.http_token_credential:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.edge_app.till.test_systemd_unit import MAX_EXPOSURE
 from tests.helpers import REPO, demo_checks
 
 pytestmark = pytest.mark.timeout(900)
@@ -89,6 +90,11 @@ def test_install_verify_run_and_purge(deb, tmp_path):
         verify = sh("systemd-analyze", "verify", "--man=no", "/lib/systemd/system/agecheck.service", check=False)
         problems = [ln for ln in (verify.stdout + verify.stderr).splitlines() if "agecheck" in ln]
         assert verify.returncode == 0 and not problems, verify.stdout + verify.stderr
+        # Its exposure as systemd rates it (tests/edge_app/till/test_systemd_unit.py: what and why).
+        security = sh("systemd-analyze", "security", "--offline=yes", "--no-pager",
+                      "/lib/systemd/system/agecheck.service")
+        score = float(re.search(r"Overall exposure level for agecheck\.service: (\d+\.\d+)", security.stdout).group(1))
+        assert score < MAX_EXPOSURE, security.stdout
 
         # From the PATH, in a folder with no checkout, with the config the package installed.
         path_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": ""}

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Mapping
 
 from edge_app.core import payloads
-from edge_app.core.pos import MAX_TEXT
+from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 # The time reader/writer live below this module; readers keep using them as events.parse_ts etc.
 from edge_app.core.times import local_dt, now_iso, parse_ts  # noqa: F401
 from edge_app.core.policy import BANDS
@@ -184,6 +184,9 @@ def validate(event: Any) -> dict:
 _ID_FIELDS = frozenset({"event_id", "store_id", "till_id", "transaction_id", "publisher", "operator_id",
                         "check_event_id", "alert_event_id", "replaces_event_id", "model_id", "age_band",
                         "sku", "category", "source", "camera", "via", "rule"})
+# A scan's two times in `trigger`: the till's receive time and the POS's own `ts` (a check and a
+# missed event carry both). Read leniently (TriggerInfo), but text no longer than a time.
+_SCAN_TIME_FIELDS = frozenset({"received_ts", "sent_ts"})
 _AGE_FIELDS = ("age", "age_low", "age_high")
 _SECONDS_FIELDS = ("decision_time_s", "seconds_after_alert", "grace_seconds")
 _COUNT_FIELDS = ("frames_used", "faces_seen", "frames_seen", "alert_count")
@@ -218,7 +221,11 @@ def _check_scalar(where: str, name: str, value: Any) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise SchemaError(f"field {where!r} is not valid Unicode text (a lone surrogate)") from None
-        if name in _ID_FIELDS:
+        if name in _SCAN_TIME_FIELDS:
+            if len(value) > MAX_TS_CHARS or not value.isprintable():
+                raise SchemaError(f"field {where!r} is not a time: {len(value)} characters, at most {MAX_TS_CHARS} "
+                                  "printable ones")
+        elif name in _ID_FIELDS:
             if len(value) > MAX_ID_CHARS:
                 raise SchemaError(f"field {where!r} is {len(value)} characters, more than {MAX_ID_CHARS}")
             if not value.isprintable():
@@ -268,7 +275,8 @@ def _validate_bounds(event: dict, kind: str) -> None:
     if ts > datetime.now(timezone.utc) + MAX_TS_AHEAD:
         raise SchemaError(f"field 'ts' is {event['ts']}, more than a day ahead of this computer's clock")
     # The scan's own times inside `trigger` are read leniently (TriggerInfo: unreadable = absent),
-    # and only bounded as text above: the POS's clock is not the till's.
+    # and only bounded as short text above: the POS's clock is not the till's, and may be off by
+    # any amount (a check records it as the POS sent it).
 
 
 def _is_uuid(v: Any) -> bool:

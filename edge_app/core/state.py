@@ -165,6 +165,11 @@ class TillState(_Document):
     messages_quarantined: int = _json((int,), 0)
     # Restricted scans that got no check, by reason (edge_app.core.events.MISSED_REASONS).
     scans_missed: Mapping[str, int] = _json((dict,), factory=dict, read=_counts)
+    # The POS clock minus the till's, in seconds, as estimated from the scans' `ts` (negative:
+    # behind); null before a scan with a `ts`. `pos_clock_skew` says it in words when it is beyond
+    # triggers.pos_clock_max_skew_seconds, null otherwise (edge_app.till.triggers.PosClock).
+    pos_clock_ahead_s: float | None = _json(_NUM)
+    pos_clock_skew: str | None = _json(_STR)
     last_quarantined: Quarantined | None = _json((dict,), read=Quarantined.from_dict)
     last_check: LastCheck | None = _json((dict,), read=LastCheck.from_dict)
     started: str | None = _json(_STR)

@@ -245,7 +245,9 @@ class CheckRunner:
         product = trigger.product
         check = events.CheckEvent(
             store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
-            trigger=events.TriggerInfo(product, source=trigger.source, received_ts=trigger.received_ts).to_dict(),
+            # Both times: the till's (it timed the check) and the POS's, as it sent it (its clock may be off).
+            trigger=events.TriggerInfo(product, source=trigger.source, received_ts=trigger.received_ts,
+                                       sent_ts=trigger.scan.sent_ts).to_dict(),
             frames_seen=t.frames_seen,
             frames_used=res.frames_used,
             faces_seen=t.faces_seen,

@@ -59,8 +59,8 @@ from edge_app.config import Config, ConfigError, read_secret, require_model_file
 from edge_app.transport.mqtt import MqttLink
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
-from edge_app.till.triggers import (HttpTrigger, StdinTrigger, Submission, TransactionMemory, Trigger, applied_product,
-                               now_pair, restriction)
+from edge_app.till.triggers import (ClockReading, HttpTrigger, PosClock, StdinTrigger, Submission, TransactionMemory,
+                                    Trigger, applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth
 def _preview(payload: bytes, n: int = 60) -> str:
     text = payload[:n].decode("utf-8", "replace")
     return repr(text) + ("..." if len(payload) > n else "")
+
+
+def _tenths(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 class CountedWarnings:
@@ -165,6 +169,7 @@ class Service:
         self.checker = CheckRunner(cfg, self.capture.buffer, self.pipeline, self.model,
                                    camera_status=lambda: self.capture.status)
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
+        self.pos_clock = PosClock(cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans)
         self._event_listeners: list[Callable[[events.Event], object]] = []
         self._sale_listeners: list[Callable[[Sale], object]] = []
         self._publishing_listeners: list[Callable[[events.Event], object]] = []
@@ -269,19 +274,50 @@ class Service:
                 ack()  # not restricted, or its `missed` event is already stored
         return sub
 
+    def _scan_age(self, sent_at: float, reading: ClockReading | None) -> tuple[float, str]:
+        """How old a scan is on the till's clock, and how that was reached (for the `missed`
+        detail). The POS's scans are aged by the POS clock's estimated offset (PosClock); the local
+        triggers' `ts` come from this machine's own clock and are taken as they are."""
+        if reading is None:
+            return time.time() - sent_at, ""
+        if abs(reading.lag_s - reading.age_s) > self.cfg.triggers.pos_clock_max_skew_seconds:
+            return reading.age_s, f" (on the till's clock, {reading.lag_s:.0f} s by the POS's skewed one)"
+        return reading.age_s, ""
+
+    def _read_pos_clock(self, scan: Scan, source: str) -> ClockReading | None:
+        """Every POS scan with a `ts` tells the till about the POS clock, restricted or not; a
+        change in what it says (skew named, moved, gone) is logged once and put in `state`."""
+        if source != "pos" or scan.sent_at is None:
+            return None
+        reading, change = self.pos_clock.observe(scan.sent_at, time.time())
+        if change is not None:
+            if change.named:
+                log.warning("%s; a scan is stale when it is more than triggers.max_scan_age_seconds=%g late on "
+                            "that offset", self.pos_clock.describe(change), self.cfg.triggers.max_scan_age_seconds)
+            else:
+                log.info("the POS clock is within %g s of the till's again (%+.1f s)",
+                         self.cfg.triggers.pos_clock_max_skew_seconds, change.ahead_s)
+            self.link.publish_state()
+        return reading
+
     def _submit(self, scan: Scan, source: str) -> Submission:
         item = scan.item
+        reading = self._read_pos_clock(scan, source)
         min_age = restriction(item, self.cfg.triggers, self.cfg.policy.legal_age)
         if min_age is None:
             log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
             return Submission("not_restricted", f"{item.sku} ({item.category}) is not age restricted")
         now, iso = now_pair()
         if scan.sent_at is not None:
-            age_s = time.time() - scan.sent_at
+            age_s, why = self._scan_age(scan.sent_at, reading)
             if age_s > self.cfg.triggers.max_scan_age_seconds:
-                detail = (f"scan reached the till {age_s:.0f} s after the POS sent it (more than "
+                detail = (f"scan reached the till {age_s:.0f} s after the POS sent it{why} (more than "
                           f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
                           "is no longer in front of the camera")
+                if reading is not None and reading.confirming:
+                    detail += (f"; if the POS clock is behind instead, {self.cfg.triggers.pos_clock_confirm_scans} "
+                               "scans in a row late by the same amount establish that "
+                               "(triggers.pos_clock_confirm_scans)")
                 log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
                 self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
                 return Submission("missed", detail)
@@ -422,6 +458,8 @@ class Service:
             checks=self.counts["events_check"],
             messages_quarantined=self.counts["messages_quarantined"],
             scans_missed={r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
+            pos_clock_ahead_s=_tenths(self.pos_clock.ahead_s),
+            pos_clock_skew=self.pos_clock.describe(),
             last_quarantined=self.last_quarantined,
             last_check=self.last_check,
             started=self.started_ts,

@@ -244,3 +244,13 @@ def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path)
                        capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "nested more than 32 levels deep" in lines[0], r.stderr[-2000:]
+
+
+def test_the_pos_clock_bound_must_be_below_the_scan_age():
+    # A POS clock behind by more than the scan age but less than the skew bound could never be
+    # told from late scans: every scan would be stale.
+    with pytest.raises(C.ConfigError, match=r"triggers.pos_clock_max_skew_seconds: must be below "
+                                          r"triggers.max_scan_age_seconds \(30 >= 20\)"):
+        C.from_dict({"triggers": {"max_scan_age_seconds": 20, "pos_clock_max_skew_seconds": 30}})
+    cfg = C.from_dict({"triggers": {"pos_clock_max_skew_seconds": 8, "pos_clock_confirm_scans": 4}})
+    assert (cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans) == (8.0, 4)

@@ -17,8 +17,8 @@ from tests.edge_app.feed_util import check_event
 STATE_KEYS = {"ts", "status", "version", "model_id", "camera", "camera_detail", "outbox_depth", "outbox_max",
               "outbox_full", "outbox_dropped", "degraded", "outbox_write_errors", "outbox_held", "outbox_held_max",
               "outbox_held_dropped", "outbox_error", "mqtt_subscribed", "mqtt_error", "security_warnings",
-              "last_seq", "checks", "messages_quarantined", "scans_missed", "last_quarantined", "last_check",
-              "started"}
+              "last_seq", "checks", "messages_quarantined", "scans_missed", "pos_clock_ahead_s", "pos_clock_skew",
+              "last_quarantined", "last_check", "started"}
 LAST_CHECK_KEYS = {"event_id", "ts", "transaction_id", "decision", "age", "age_band"}
 QUARANTINED_KEYS = {"ts", "topic", "reason"}
 
@@ -31,6 +31,7 @@ def full_state() -> TillState:
                      outbox_held_dropped=0, outbox_error="No space left on device", mqtt_subscribed=True,
                      mqtt_error=None, security_warnings=("no TLS",), last_seq=41, checks=7, messages_quarantined=2,
                      scans_missed={"stale": 1, "queue_full": 0}, last_check=LastCheck.of(check),
+                     pos_clock_ahead_s=-60.2, pos_clock_skew="the POS clock is 60 s behind the till's",
                      last_quarantined=Quarantined(ts="2025-05-01T09:59:00.000Z", topic="pos", reason="not JSON"),
                      started="2025-05-01T08:00:00.000Z")
 

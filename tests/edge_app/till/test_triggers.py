@@ -17,7 +17,7 @@ from edge_app.core import events
 from edge_app.devtools.sim import free_port
 from tests.edge_app.feed_util import check_event
 from tests.helpers import wait_until
-from edge_app.till.triggers import (HttpTrigger, Item, PosMessageError, Scan, StdinTrigger, Submission,
+from edge_app.till.triggers import (ClockSkew, HttpTrigger, Item, PosClock, PosMessageError, Scan, StdinTrigger, Submission,
                                TransactionMemory, parse_scan, restriction)
 
 CFG = TriggersConfig(restricted_categories=(RestrictedItem("alcohol", 18), RestrictedItem("knives", 18)),
@@ -336,3 +336,76 @@ def test_shared_token_is_required_when_configured():
         assert len(calls) == 1
     finally:
         trig.stop()
+
+
+# -- the POS clock ---------------------------------------------------------------------------------
+T0 = 1_760_000_000.0  # a till time (epoch seconds) the scans below are received at, or after
+
+
+def test_pos_clock_in_step_leaves_ages_as_the_clocks_say():
+    clock = PosClock(bound_s=5, confirm_scans=3)
+    assert clock.ahead_s is None and clock.describe() is None
+    for i in range(5):
+        reading, change = clock.observe(T0 + 10 * i - 0.2, T0 + 10 * i)
+        assert change is None and abs(reading.age_s - 0.2) < 1e-6
+    # A scan the broker held back 40 s is 40 s old: the stale rule's to catch.
+    reading, change = clock.observe(T0 + 60, T0 + 100)
+    assert change is None and reading.age_s == 40 and reading.confirming
+    assert not clock.skewed and clock.describe() is None
+
+
+def test_a_pos_clock_ahead_is_named_at_once_and_late_scans_are_still_late():
+    clock = PosClock(bound_s=5, confirm_scans=3)
+    reading, change = clock.observe(T0 + 120, T0)  # "sent" 2 minutes from now: no delay does that
+    assert reading.age_s == 0 and change == ClockSkew(ahead_s=120, named=True)
+    assert "120 s ahead of the till's" in clock.describe() and "pos_clock_max_skew_seconds=5" in clock.describe()
+    # Before: a negative age never passed max_scan_age_seconds, so the stale rule was off.
+    reading, change = clock.observe(T0 + 10 + 120 - 30, T0 + 10)  # held back 30 s on a clock 120 s ahead
+    assert change is None and reading.age_s == 30
+    # Named once: further scans on the same clock change nothing.
+    assert all(clock.observe(T0 + 20 + i + 120, T0 + 20 + i)[1] is None for i in range(5))
+
+
+def test_a_pos_clock_behind_needs_scans_in_a_row_late_by_the_same_amount():
+    clock = PosClock(bound_s=5, confirm_scans=3)
+    # The first two scans 60 s late: aged 60 s (held back, as far as the till can tell).
+    for i in range(2):
+        reading, change = clock.observe(T0 + 3 * i - 60, T0 + 3 * i)
+        assert change is None and reading.age_s == 60 and reading.confirming
+    # The third, 6 s after the first and late by the same amount: skew, named.
+    reading, change = clock.observe(T0 + 6 - 60.4, T0 + 6)
+    assert change == ClockSkew(ahead_s=-60, named=True) and not reading.confirming
+    assert reading.age_s == pytest.approx(0.4) and "60 s behind the till's" in clock.describe()
+    # A scan held back 30 s on that clock is 30 s old, and does not move the offset.
+    reading, change = clock.observe(T0 + 20 - 60 - 30, T0 + 20)
+    assert change is None and reading.age_s == 30 and clock.ahead_s == -60
+    # The POS clock set right: skew gone at once (an early lag is clock, never delay).
+    reading, change = clock.observe(T0 + 30, T0 + 30)
+    assert change == ClockSkew(ahead_s=0, named=False) and reading.age_s == 0 and clock.describe() is None
+
+
+def test_a_burst_the_broker_held_back_is_not_taken_for_a_clock_behind():
+    clock = PosClock(bound_s=5, confirm_scans=3)
+    # Ten scans made over 9 s while the till was away, handed over within 50 ms a minute later:
+    # late by 60..51 s, received together. Each stays late (stale), the clock is not moved.
+    for i in range(10):
+        reading, change = clock.observe(T0 - 60 + i, T0 + 0.005 * i)
+        assert change is None and reading.age_s > 50
+    # Even when their lags agree (made within 1 s), they were received at once: not skew.
+    for i in range(5):
+        reading, change = clock.observe(T0 + 100 - 60 + 0.2 * i, T0 + 100 + 0.001 * i)
+        assert change is None and reading.age_s > 55
+    assert clock.ahead_s == 0 and not clock.skewed
+    # One scan on time between late ones breaks the run: "in a row".
+    clock.observe(T0 + 200 - 60, T0 + 200)
+    clock.observe(T0 + 203 - 60, T0 + 203)
+    clock.observe(T0 + 204, T0 + 204)
+    reading, change = clock.observe(T0 + 207 - 60, T0 + 207)
+    assert change is None and reading.age_s == 60
+
+
+def test_a_skew_that_moves_by_more_than_the_bound_is_named_again():
+    clock = PosClock(bound_s=5, confirm_scans=3)
+    assert clock.observe(T0 + 120, T0)[1] == ClockSkew(ahead_s=120, named=True)
+    assert clock.observe(T0 + 10 + 123, T0 + 10)[1] is None  # 3 s more: the same skew, not named again
+    assert clock.observe(T0 + 20 + 300, T0 + 20)[1] == ClockSkew(ahead_s=300, named=True)
