@@ -28,7 +28,7 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.manager.db import Database
-from edge_app.core.events import local_dt
+from edge_app.core.times import local_dt
 from edge_app.core.words import (ANSWER_PHRASE, DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN,
                                  REASON_ESTIMATED, REASON_SURE_OVER, Answer, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
@@ -163,7 +163,7 @@ def reason_in_words(ev: events.Event, linked: dict[str, events.Event]) -> str:
             return reason_in_words(check, linked)
         return _decision_words(ev.decision, None, None, ev.age, ev.camera) or ev.reason or ""
     if isinstance(ev, events.CheckEvent):
-        return (_decision_words(ev.decision, ev.policy_info.challenge_age, ev.p_over, ev.age, ev.camera)
+        return (_decision_words(ev.decision, ev.policy.challenge_age, ev.p_over, ev.age, ev.camera)
                 or ev.reason or "")
     return ""
 

@@ -36,7 +36,7 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.core.answers import covered, standing
-from edge_app.core.events import local_dt
+from edge_app.core.times import local_dt
 from edge_app.core.words import (ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer,
                                  IntegrityReason)
 from edge_app.core.policy import BANDS
@@ -391,7 +391,7 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
             key = f"{ev.store_id}/{ev.till_id}/{ev.transaction_id}" if ev.transaction_id else ev.event_id
             prev = latest_check.get(key)
             if ev.age_band is not None or prev is None or prev[1] is None:
-                latest_check[key] = (ev.ts, ev.age_band, ev.product.category)
+                latest_check[key] = (ev.ts, ev.age_band, ev.trigger.product.category)
         elif isinstance(ev, events.IntegrityEvent):
             integrity.append(IntegrityLine(ev, _local_text(ev.ts, tz), day))
 
