@@ -33,8 +33,8 @@ from edge_app.core.words import (ANSWER_PHRASE, DECISION_REASON, MISSED_REASON_T
                                  REASON_ESTIMATED, REASON_SURE_OVER, Answer, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
 from edge_app.manager.report import (BAND_COLOURS, BAND_NAMES, MINOR_BANDS, NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
-                                     Scope, Summary, _timezone, cashier_of, fetch_events, headline_text, open_db,
-                                     parse_period, parse_time_of_day, summarize, to_json, write_csv)
+                                     Scope, Summary, cashier_of, fetch_events, headline_text, open_db,
+                                     parse_period, parse_time_of_day, report_timezone, summarize, to_json, write_csv)
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
@@ -294,7 +294,7 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
     from flask import Flask, Response, abort, render_template, request
     from werkzeug.security import check_password_hash
 
-    tz, tz_name = _timezone(cfg)
+    tz, tz_name = report_timezone(cfg)
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
     db = open_db(db_url)  # read-only; raises ReportInputError naming the problem

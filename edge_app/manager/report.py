@@ -829,7 +829,9 @@ def write_csv(rows: list[dict], columns: list[str], path: Path | None = None) ->
     return buf.getvalue()
 
 
-def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
+def report_timezone(cfg: Config) -> tuple[tzinfo | None, str]:
+    """The timezone the report and the dashboard give days and times in (feed.timezone, else this
+    computer's; None for this computer's), and its name in words."""
     if cfg.feed.timezone:
         import zoneinfo
 
@@ -841,7 +843,7 @@ def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
 def collect(db_path: str, since: str | None, until: str | None, cfg: Config, store: str | None = None
             ) -> tuple[Summary, str, tzinfo | None, str]:
     """The summary of the period (and the database's label, the timezone and its name)."""
-    tz, tz_name = _timezone(cfg)
+    tz, tz_name = report_timezone(cfg)
     today = datetime.now(tz).date() if tz else datetime.now().date()
     period = parse_period(since, until, today)
     con = open_db(db_path)
