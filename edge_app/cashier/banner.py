@@ -146,7 +146,7 @@ def estimate_text(check: CheckEvent | None, alert: AlertEvent | None = None) -> 
     src = check or alert
     if src is None or src.decision == Decision.NO_FACE:
         return ""
-    if check is not None and (_num(check.p_over) is not None or check.policy_info.calibrated):
+    if check is not None and (_num(check.p_over) is not None or check.policy.calibrated):
         lo, hi = _num(check.age_low), _num(check.age_high)
         if lo is not None and hi is not None:
             a, b = max(0, round(lo)), round(hi)
@@ -162,7 +162,7 @@ def estimate_text(check: CheckEvent | None, alert: AlertEvent | None = None) -> 
 def _rule_text(check: CheckEvent | None) -> str:
     if check is None:
         return ""
-    pol = check.policy_info
+    pol = check.policy
     ch, legal = pol.challenge_age, pol.legal_age
     if ch and legal and ch != legal:
         return f"Challenge {ch}"
@@ -183,9 +183,9 @@ def item_text(item: Product | None) -> str:
 
 def _product(check: CheckEvent | None, alert: AlertEvent | None) -> Product | None:
     """The alert's item, else what the check's trigger says (an alert that came without one)."""
-    if alert is not None and alert.product.known:
-        return alert.product
-    return check.product if check is not None else None
+    if alert is not None and alert.item.known:
+        return alert.item
+    return check.trigger.product if check is not None else None
 
 
 def banner_for(check: CheckEvent | None, alert: AlertEvent | None = None) -> Banner:

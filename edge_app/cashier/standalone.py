@@ -91,9 +91,9 @@ class AckLink:
         # No-local: our own answers would come back otherwise.
         subs.append((events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
         try:
-            self.link = MqttLink(cfg, self.outbox, self._on_message, None,
+            self.link = MqttLink(cfg, self.outbox, self._on_message, subs,
                                  client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
-                                 subscriptions=subs, session_expiry_s=self.SESSION_EXPIRY_S, name="display")
+                                 session_expiry_s=self.SESSION_EXPIRY_S, name="display")
         except BaseException:
             self.outbox.close()
             raise
@@ -117,7 +117,8 @@ class AckLink:
     def connected(self) -> bool:
         return self.link.connected
 
-    def _on_message(self, leaf: str, payload: bytes) -> None:
+    def _on_message(self, leaf: str, payload: bytes, ack: Callable[[], object]) -> None:
+        # (Acknowledged by paho on return: this link does not ack by hand.)
         if leaf == STATE_LEAF:
             self.heard_till.set()
             return

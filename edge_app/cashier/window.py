@@ -44,6 +44,7 @@ from edge_app.config import DisplayConfig
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.core.state import Recording
+from edge_app.core.times import parse_ts
 from edge_app.core.words import ACK_ANSWERS, ANSWER_LABELS, AckVia, Answer, Decision
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _is_stale(ev: events.Event, now: float, alert_expire_seconds: float) -> bool
     """Too old to show: an approval after STALE_SECONDS; an alert (or a check that asks for ID)
     only once it would have expired on the list, so a window that restarts still shows the
     alerts nobody answered."""
-    t = events.parse_ts(ev.ts)
+    t = parse_ts(ev.ts)
     asks = not (isinstance(ev, events.CheckEvent) and ev.decision == Decision.APPROVE)
     return t is not None and now - t.timestamp() > (alert_expire_seconds if asks else STALE_SECONDS)
 
@@ -797,7 +798,6 @@ class CashierDisplay:
         return True
 
     def _send(self, ack: events.AckEvent, failure: str) -> bool:
-        ack.to_dict()  # validated here, so the callback is never handed an answer the schema refuses
         self._remember(self._own_acks, ack.event_id)
         try:
             self._on_ack(ack)

@@ -5,29 +5,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import InitVar, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Mapping
+from enum import StrEnum
+from typing import Any, Callable, ClassVar, Mapping
 
 from edge_app.core import payloads
 from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
-# The time reader/writer live below this module; readers keep using them as events.parse_ts etc.
-from edge_app.core.times import local_dt, now_iso, parse_ts  # noqa: F401
+from edge_app.core.times import now_iso, parse_ts
 from edge_app.core.policy import BANDS
-from edge_app.core.words import ACK_ANSWERS, Answer, Decision, IntegrityReason, MissedReason
+from edge_app.core.words import (ACK_ANSWERS, AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason,
+                                 PolicyRule)
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
 # Why a restricted scan got no check (a `missed` event's `reason`; edge_app.core.words.MissedReason).
 MISSED_REASONS: tuple[MissedReason, ...] = tuple(MissedReason)
-# The answer of a correcting ack that withdraws an earlier one (the cashier pressed Undo).
-ACK_UNDONE = Answer.UNDONE
 # What `decode_event` takes when the caller has no configured limit of its own (an outbox reading
 # back what it stored, the dev tools watching their own till): the most any feed may be set to take.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
-# Free text from the POS (product name, operator login) travels in events as long as the POS may
-# send it (edge_app.core.pos).
-MAX_POS_TEXT = MAX_TEXT
 
 # Bounds on every value an event carries. An event outside them is nobody's till's: it is refused
 # at the one decoder (the feed quarantines and acknowledges it) rather than stored, shown, or left
@@ -82,22 +78,6 @@ def parse_event_topic(name: str) -> tuple[str, str, str] | None:
     if len(parts) != len(root) + 4 or parts[: len(root)] != root or parts[len(root) + 2] != "events":
         return None
     return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
-
-
-def new_event(kind: str, store_id: str, till_id: str, transaction_id: str | None, **fields: Any) -> dict:
-    """A new event dict with the common envelope filled in."""
-    if kind not in EVENT_KINDS:
-        raise ValueError(f"unknown event kind {kind!r}")
-    return {
-        "event_id": str(uuid.uuid4()),
-        "schema": SCHEMA_VERSION,
-        "kind": kind,
-        "ts": now_iso(),
-        "store_id": store_id,
-        "till_id": till_id,
-        "transaction_id": transaction_id,
-        **fields,
-    }
 
 
 def encode(event: dict | Event) -> bytes:
@@ -264,6 +244,8 @@ def _validate_bounds(event: dict, kind: str) -> None:
     for (k, name), words in _WORDS.items():
         if kind == k and event.get(name) is not None and event[name] not in words:
             raise SchemaError(f"{kind} event: {name} must be one of {', '.join(words)}, got {str(event[name])[:40]!r}")
+    if kind == "check" and event.get("gate_rejections") is not None:
+        _validate_gate_rejections(event["gate_rejections"])
     band = event.get("age_band")
     if band is not None and band not in _BAND_NAMES:
         raise SchemaError(f"field 'age_band' must be one of {', '.join(sorted(_BAND_NAMES))}")
@@ -279,6 +261,17 @@ def _validate_bounds(event: dict, kind: str) -> None:
     # any amount (a check records it as the POS sent it).
 
 
+def _validate_gate_rejections(counts: Any) -> None:
+    if not isinstance(counts, dict):
+        raise SchemaError("check event: gate_rejections must be an object")
+    for k, n in counts.items():
+        if k not in GateReason._value2member_map_:
+            raise SchemaError(f"check event: gate_rejections keys must be among {', '.join(GateReason)}, "
+                              f"got {k[:40]!r}")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_INT:
+            raise SchemaError(f"check event: gate_rejections[{k!r}] must be a count")
+
+
 def _is_uuid(v: Any) -> bool:
     try:
         uuid.UUID(v)
@@ -289,23 +282,24 @@ def _is_uuid(v: Any) -> bool:
 
 def _validate_ack(event: dict) -> None:
     answer = event["answer"]
-    if answer not in (*ACK_ANSWERS, ACK_UNDONE):
-        raise SchemaError(f"ack event: answer must be one of {', '.join((*ACK_ANSWERS, ACK_UNDONE))}")
+    if answer not in (*ACK_ANSWERS, Answer.UNDONE):
+        raise SchemaError(f"ack event: answer must be one of {', '.join((*ACK_ANSWERS, Answer.UNDONE))}")
     replaces = event.get("replaces_event_id")
     if replaces is not None:
         if not isinstance(replaces, str) or not _is_uuid(replaces):
             raise SchemaError("ack event: replaces_event_id must be the event_id (a UUID) of the ack it corrects")
         if replaces == event["event_id"]:
             raise SchemaError("ack event: replaces_event_id names the event itself")
-    elif answer == ACK_UNDONE:
-        raise SchemaError(f"ack event: answer {str(ACK_UNDONE)!r} needs replaces_event_id (the ack it withdraws)")
+    elif answer == Answer.UNDONE:
+        raise SchemaError(f"ack event: answer {str(Answer.UNDONE)!r} needs replaces_event_id (the ack it withdraws)")
 
 
 def _check_text(value: Any, where: str) -> None:
+    # Free text from the POS (product name, operator login) travels as long as the POS may send it.
     if not isinstance(value, str):
         raise SchemaError(f"{where} must be text")
-    if not value.strip() or len(value) > MAX_POS_TEXT:
-        raise SchemaError(f"{where} must be 1 to {MAX_POS_TEXT} characters")
+    if not value.strip() or len(value) > MAX_TEXT:
+        raise SchemaError(f"{where} must be 1 to {MAX_TEXT} characters")
     if not value.isprintable():
         raise SchemaError(f"{where} contains control characters")
 
@@ -320,121 +314,168 @@ def _validate_pos_text(event: dict, kind: str) -> None:
         _check_text(event["operator_id"], f"{kind} event: operator_id")
 
 
-# -- what an event says about the item, the scan and the rule -------------------------------------
+# -- what an event says about the item, the scan, the rule and the time taken ----------------------
 # The `item` of an alert, the `trigger` of a check or missed event, the `policy` and `latency_ms` of
-# a check stay plain JSON objects on the wire (their keys are the ones below); readers and writers
-# take them through these classes, so a key is spelled here once. Reading is lenient: a value of the wrong type reads
-# as absent (None), since the screen and the reports show what they can rather than fail on it.
-RULE_CALIBRATED = "calibrated"  # decided on the model's calibrated P(age >= challenge age)
-RULE_MARGIN = "margin"  # decided on the estimate minus a margin
-# A check's `latency_ms` times each stage; this one is the whole check, from the scan reaching the
-# till to the decision (CheckEvent.total_ms reads it).
-LATENCY_TOTAL = "total"
+# a check are JSON objects on the wire (their keys are the field names below) and typed parts of
+# the events in memory: a key is spelled here once. Reading is lenient, since the screen and the
+# reports show what they can rather than fail on a part: a value of the wrong type reads as absent
+# (None). What a part cannot take as it came (that value, a newer producer's key) stays in its
+# `extra` and is written back over the fields, so an event read and written again is the same bytes.
 
 
-def _text_or_none(v: Any) -> str | None:
+def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _int_or_none(v: Any) -> int | None:
+def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _num_or_none(v: Any) -> float | int | None:
+def _num(v: Any) -> float | int | None:
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _known_fields(obj: Any) -> dict:
-    return {f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) is not None}
+def _sku(v: Any) -> str | None:
+    # A POS may send a barcode as a JSON number: it is still the item's SKU.
+    return str(v) if _int(v) is not None else _text(v)
+
+
+def _rule(v: Any) -> PolicyRule | None:
+    return PolicyRule(v) if isinstance(v, str) and v in PolicyRule._value2member_map_ else None
+
+
+def _key(read: Callable[[Any], Any]) -> Any:
+    """A key of a part's JSON object, read by `read` (None: unusable)."""
+    return field(default=None, metadata={"read": read})
+
+
+def _as_it_came(value: Any, raw: Any) -> bool:
+    """Whether writing `value` (what a part read from `raw`) gives back `raw`'s JSON."""
+    if value is None or value != raw:
+        return False
+    return type(raw) is (str if isinstance(value, str) else type(value))
+
+
+class _Part:
+    """What the nested parts share: lenient reading and lossless writing of their JSON object."""
+
+    extra: Mapping[str, Any]
+
+    @classmethod
+    def _keys(cls) -> dict[str, Callable[[Any], Any]]:
+        return {f.name: f.metadata["read"] for f in fields(cls) if "read" in f.metadata}  # type: ignore[arg-type]
+
+    @classmethod
+    def _read(cls, box: Any) -> dict:
+        """The keyword arguments of the part in `box`, `extra` included."""
+        if not isinstance(box, Mapping):
+            return {}
+        keys = cls._keys()
+        taken: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, raw in box.items():
+            value = keys[k](raw) if k in keys else None
+            if value is not None:
+                taken[k] = value
+            if not _as_it_came(value, raw):
+                extra[k] = raw
+        return {**taken, "extra": extra}
+
+    @classmethod
+    def from_dict(cls, box: Any):
+        return cls(**cls._read(box))
+
+    def to_dict(self) -> dict:
+        """The part's JSON object: what is known, nothing written as null, then what came as it came."""
+        known = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                 if "read" in f.metadata and getattr(self, f.name) is not None}
+        return {**known, **self.extra}
+
+
+# Not compared: two parts are equal when what this build reads of them is.
+def _extra() -> Any:
+    return field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
-class Product:
+class Product(_Part):
     """The restricted item a check is about, as the POS described it (name and min_age only when
     it sent them)."""
 
-    sku: str | None = None
-    category: str | None = None
-    min_age: int | None = None
-    name: str | None = None
-
-    @classmethod
-    def from_dict(cls, box: Any) -> "Product":
-        if not isinstance(box, Mapping):
-            return cls()
-        sku = box.get("sku")
-        # A POS may send a barcode as a JSON number: it is still the item's SKU.
-        return cls(sku=str(sku) if _int_or_none(sku) is not None else _text_or_none(sku),
-                   category=_text_or_none(box.get("category")), min_age=_int_or_none(box.get("min_age")),
-                   name=_text_or_none(box.get("name")))
+    sku: str | None = _key(_sku)
+    category: str | None = _key(_text)
+    min_age: int | None = _key(_int)
+    name: str | None = _key(_text)
+    extra: Mapping[str, Any] = _extra()
 
     @property
     def known(self) -> bool:
         """Whether the event said anything about the item."""
         return any(v is not None for v in (self.sku, self.category, self.min_age, self.name))
 
-    def to_dict(self) -> dict:
-        """The JSON object for an event's `item` (or the product part of a `trigger`): what is
-        known, nothing written as null."""
-        return _known_fields(self)
-
 
 @dataclass(frozen=True)
-class TriggerInfo:
+class TriggerInfo(_Part):
     """The scan a check (or a missed event) is about, its `trigger`: the item, where the scan came
     from (`source`: pos, http, stdin), when the till received it and, when the POS said, when the
-    POS sent it."""
+    POS sent it. On the wire the scan's keys and the product's stand side by side."""
 
     product: Product = Product()
-    source: str | None = None
-    received_ts: str | None = None
-    sent_ts: str | None = None
+    source: str | None = _key(_text)
+    received_ts: str | None = _key(_text)
+    sent_ts: str | None = _key(_text)
+    extra: Mapping[str, Any] = _extra()
 
     @classmethod
     def from_dict(cls, box: Any) -> "TriggerInfo":
         if not isinstance(box, Mapping):
             return cls()
-        return cls(product=Product.from_dict(box), source=_text_or_none(box.get("source")),
-                   received_ts=_text_or_none(box.get("received_ts")), sent_ts=_text_or_none(box.get("sent_ts")))
+        # The scan's own keys are read here; every other one (a key neither knows included) is the
+        # product's, so each is kept once.
+        mine = cls._keys()
+        return cls(product=Product.from_dict({k: v for k, v in box.items() if k not in mine}),
+                   **cls._read({k: v for k, v in box.items() if k in mine}))
 
     def to_dict(self) -> dict:
-        """The JSON object for a `trigger`: the scan's own keys and the product's, side by side."""
-        scan = {"source": self.source, "received_ts": self.received_ts, "sent_ts": self.sent_ts}
-        return {**{k: v for k, v in scan.items() if v is not None}, **self.product.to_dict()}
+        return {**super().to_dict(), **self.product.to_dict()}
 
 
 @dataclass(frozen=True)
-class PolicyInfo:
-    """The rule a check was decided by: the ages in force and which rule (`RULE_CALIBRATED` or
-    `RULE_MARGIN`)."""
+class PolicyInfo(_Part):
+    """The rule a check was decided by: the ages in force and which rule."""
 
-    legal_age: int | float | None = None
-    challenge_age: int | float | None = None
-    rule: str | None = None
-    margin_years: int | float | None = None
-    min_frames: int | None = None
-
-    @classmethod
-    def from_dict(cls, box: Any) -> "PolicyInfo":
-        if not isinstance(box, Mapping):
-            return cls()
-        return cls(legal_age=_num_or_none(box.get("legal_age")), challenge_age=_num_or_none(box.get("challenge_age")),
-                   rule=_text_or_none(box.get("rule")), margin_years=_num_or_none(box.get("margin_years")),
-                   min_frames=_int_or_none(box.get("min_frames")))
+    legal_age: int | float | None = _key(_num)
+    challenge_age: int | float | None = _key(_num)
+    rule: PolicyRule | None = _key(_rule)
+    margin_years: int | float | None = _key(_num)
+    min_frames: int | None = _key(_int)
+    extra: Mapping[str, Any] = _extra()
 
     @property
     def calibrated(self) -> bool:
-        return self.rule == RULE_CALIBRATED
+        return self.rule == PolicyRule.CALIBRATED
 
-    def to_dict(self) -> dict:
-        """The JSON object for a check's `policy`."""
-        return _known_fields(self)
+
+@dataclass(frozen=True)
+class Latency(_Part):
+    """How long each stage of a check took, in ms (its `latency_ms`): waiting for the worker, for
+    camera frames, the face path, the model, the policy, and the whole check from the scan reaching
+    the till to the decision."""
+
+    queue: float | None = _key(_num)
+    wait: float | None = _key(_num)
+    faces: float | None = _key(_num)
+    model: float | None = _key(_num)
+    policy: float | None = _key(_num)
+    total: float | None = _key(_num)
+    extra: Mapping[str, Any] = _extra()
 
 
 # -- typed events --------------------------------------------------------------------------------
-# One frozen dataclass per kind: producers build these, `to_dict`/`encode` turn one into the wire
-# dict/bytes (through `validate`, the one validation path) and `from_dict` reads one back. The wire
-# stays what it was: the same keys and JSON, so stored feeds, outboxes and older tills still read.
+# One frozen dataclass per kind: producers build these and each is validated once, when it is
+# built (`validate` on its wire dict: SchemaError names the problem); `to_dict`/`encode` write it
+# and `from_dict` reads one back. The wire stays what it was: the same keys and JSON, so stored
+# feeds, outboxes and older tills still read.
 _OMIT_NONE = {"omit_if_none": True}
 
 
@@ -444,11 +485,35 @@ def _optional() -> Any:
     return field(default=None, metadata=_OMIT_NONE)
 
 
+def _part(cls: type[_Part]) -> Any:
+    """A required field that is a nested part (a JSON object on the wire)."""
+    return field(metadata={"wire": dict, "part": cls})
+
+
+def _word(words: type[StrEnum], json_type: Any = None, default: Any = None) -> Any:
+    """A field holding one of `words` (validate checks it, or leaves an open word alone); with
+    `json_type`, one every event of the kind carries."""
+    meta = {"word": words, **({"wire": json_type} if json_type is not None else {})}
+    return field(metadata=meta) if json_type is not None else field(default=default, metadata=meta)
+
+
+def _wire_value(value: Any) -> Any:
+    """A field's value as JSON: parts as their objects, tuples as arrays, words as their strings."""
+    if isinstance(value, _Part):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """The envelope every kind shares. Reading and writing an event loses and adds nothing: `extra`
     keeps the fields a newer producer sent that this build has no name for, `absent` the named
-    optional fields an older one left out (written as they came, not as null)."""
+    optional fields an older one left out (written as they came, not as null). `checked` is
+    from_dict's: the wire dict it read was validated already."""
 
     KIND: ClassVar[str] = ""
     store_id: str
@@ -461,9 +526,22 @@ class Event:
     seq: int | None = _optional()
     extra: Mapping[str, Any] = field(default_factory=dict)
     absent: frozenset[str] = frozenset()
+    checked: InitVar[bool] = False
 
-    def to_dict(self) -> dict:
-        """The wire dict, validated (SchemaError names the problem)."""
+    def __post_init__(self, checked: bool) -> None:
+        for f in fields(self):
+            part = f.metadata.get("part")
+            if part is not None and not isinstance(getattr(self, f.name), part):
+                raise SchemaError(f"{self.KIND} event: field {f.name!r} must be a {part.__name__}")
+        if not checked:
+            validate(self._json())
+        # A word given as its string (a test, a caller's literal) is held as its member.
+        for f in fields(self):
+            words, value = f.metadata.get("word"), getattr(self, f.name)
+            if words is not None and isinstance(value, str) and value in words._value2member_map_:
+                object.__setattr__(self, f.name, words(value))
+
+    def _json(self) -> dict:
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": self.KIND, **self.extra}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -472,64 +550,48 @@ class Event:
             if (f.name in ("extra", "absent") or (f.name in self.absent and value is None)
                     or (value is None and f.metadata.get("omit_if_none"))):
                 continue
-            out[f.name] = value
-        return validate(out)
+            out[f.name] = _wire_value(value)
+        return out
+
+    def to_dict(self) -> dict:
+        """The wire dict (the event was validated when it was built)."""
+        return self._json()
 
     def encode(self) -> bytes:
-        return encode(self.to_dict())
+        return encode(self._json())
 
     def numbered(self, seq: int, publisher: str) -> "Event":
-        """The event as an outbox stores it: with its publisher's next number."""
-        return replace(self, seq=seq, publisher=publisher, absent=self.absent - {"seq", "publisher"})
-
-
-class _Triggered:
-    """What the kinds that carry a scan's `trigger` (check, missed) read from it."""
-
-    trigger: dict
-
-    @property
-    def trigger_info(self) -> TriggerInfo:
-        return TriggerInfo.from_dict(self.trigger)
-
-    @property
-    def product(self) -> Product:
-        """The item the scan was for (the product part of `trigger`)."""
-        return self.trigger_info.product
+        """The event as an outbox stores it: with its publisher's next number. The rest was
+        validated when the event was built; only the number and the publisher are new."""
+        if not 1 <= seq <= MAX_INT:
+            raise SchemaError(f"field 'seq' must be 1 to {MAX_INT}, got {seq}")
+        _check_scalar("publisher", "publisher", publisher)
+        return replace(self, seq=seq, publisher=publisher, absent=self.absent - {"seq", "publisher"}, checked=True)
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckEvent(_Triggered, Event):
+class CheckEvent(Event):
     """One age check: what the camera saw and the till's decision (never an image)."""
 
     KIND: ClassVar[str] = "check"
-    trigger: dict = _wire(dict)
+    trigger: TriggerInfo = _part(TriggerInfo)
     frames_used: int = _wire(int)
     faces_seen: int = _wire(int)
-    decision: str = _wire(str)
+    decision: Decision = _word(Decision, str)
     age: float | None = _wire(_NUM_OR_NONE)
     age_low: float | None = _wire(_NUM_OR_NONE)
     age_high: float | None = _wire(_NUM_OR_NONE)
     age_band: str | None = _wire(_STR_OR_NONE)
-    policy: dict = _wire(dict)
+    policy: PolicyInfo = _part(PolicyInfo)
     model_id: str = _wire(str)
-    latency_ms: dict = _wire(dict)
+    latency_ms: Latency = _part(Latency)
     frames_seen: int | None = None
     spread: float | None = None
     p_over: float | None = None
     reason: str | None = None
     camera: str | None = None
-    gate_rejections: dict | None = None
-
-
-    @property
-    def total_ms(self) -> float | int | None:
-        """How long the whole check took (`latency_ms`'s total), None when it does not say."""
-        return _num_or_none(self.latency_ms.get(LATENCY_TOTAL)) if isinstance(self.latency_ms, Mapping) else None
-
-    @property
-    def policy_info(self) -> PolicyInfo:
-        return PolicyInfo.from_dict(self.policy)
+    # How many faces the quality gate refused, by why.
+    gate_rejections: Mapping[GateReason, int] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -538,17 +600,12 @@ class AlertEvent(Event):
 
     KIND: ClassVar[str] = "alert"
     check_event_id: str = _wire(str)
-    decision: str = _wire(str)
+    decision: Decision = _word(Decision, str)
     age_band: str | None = _wire(_STR_OR_NONE)
-    item: dict = _wire(dict)
+    item: Product = _part(Product)
     age: float | None = None
     reason: str | None = None
     camera: str | None = None
-
-    @property
-    def product(self) -> Product:
-        """The item the cashier is asked about (`item`)."""
-        return Product.from_dict(self.item)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -557,10 +614,11 @@ class AckEvent(Event):
 
     KIND: ClassVar[str] = "ack"
     alert_event_id: str = _wire(str)
-    answer: str = _wire(str)
+    answer: Answer = _word(Answer, str)
     decision_time_s: float = _wire(_NUM)
     check_event_id: str | None = None
-    via: str | None = None
+    # How the answer was given: one of AckVia, or another display's own word.
+    via: AckVia | str | None = _word(AckVia)
     replaces_event_id: str | None = _optional()
 
 
@@ -572,23 +630,22 @@ class IntegrityEvent(Event):
     alert_event_id: str = _wire(str)
     seconds_after_alert: float = _wire(_NUM)
     check_event_id: str | None = None
-    decision: str | None = None
-    reason: str | None = None
-    answer: str | None = None
+    decision: Decision | None = _word(Decision)
+    reason: IntegrityReason | None = _word(IntegrityReason)
+    answer: Answer | None = _word(Answer)
     alert_count: int | None = None
-    alert_event_ids: list | None = None
+    alert_event_ids: tuple[str, ...] | None = None
     grace_seconds: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class MissedEvent(_Triggered, Event):
-    """A restricted scan that got no check, and why (`MISSED_REASONS`)."""
+class MissedEvent(Event):
+    """A restricted scan that got no check, and why."""
 
     KIND: ClassVar[str] = "missed"
-    trigger: dict = _wire(dict)
-    reason: str = _wire(str)
+    trigger: TriggerInfo = _part(TriggerInfo)
+    reason: MissedReason = _word(MissedReason, str)
     detail: str = _wire(str)
-
 
 
 EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
@@ -608,14 +665,26 @@ def describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
+def _typed(f: Any, value: Any) -> Any:
+    """A validated wire value as the field holds it: a part, a word, a tuple for an array."""
+    part, words = f.metadata.get("part"), f.metadata.get("word")
+    if part is not None:
+        return part.from_dict(value)
+    if words is not None and isinstance(value, str) and value in words._value2member_map_:
+        return words(value)
+    if f.name == "gate_rejections" and isinstance(value, dict):
+        return {GateReason(k): n for k, n in value.items()}
+    return tuple(value) if isinstance(value, list) else value
+
+
 def from_dict(event: Any) -> Event:
     """The typed event of a wire dict; SchemaError names the problem when it is not a valid one."""
     validate(event)
     cls = EVENT_TYPES[event["kind"]]
-    named = {f.name for f in fields(cls)} - {"extra", "absent"}
-    kw = {k: v for k, v in event.items() if k in named}
+    named = {f.name: f for f in fields(cls) if f.name not in ("extra", "absent")}
+    kw = {k: _typed(named[k], v) for k, v in event.items() if k in named}
     extra = {k: v for k, v in event.items() if k not in named and k not in ("schema", "kind")}
-    return cls(**kw, extra=extra, absent=frozenset(named - kw.keys()))
+    return cls(**kw, extra=extra, absent=frozenset(named.keys() - kw.keys()), checked=True)
 
 
 def decode_event(payload: bytes | bytearray | memoryview | str,

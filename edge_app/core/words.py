@@ -55,6 +55,26 @@ class AckVia(StrEnum):
     SIMULATED = "simulated"
 
 
+class PolicyRule(StrEnum):
+    """Which rule a check was decided by (its policy's `rule`): the model card's calibrated
+    P(age >= challenge age), or the estimate minus a margin."""
+
+    CALIBRATED = "calibrated"
+    MARGIN = "margin"
+
+
+class GateReason(StrEnum):
+    """Why the quality gate refused a face (edge_app.vision.faces.gate): the keys of a check's
+    `gate_rejections` and the words of its reason ("faces rejected as blurred x2")."""
+
+    TOO_SMALL = "too small"
+    BLURRED = "blurred"
+    TURNED = "turned sideways"
+    TILTED = "tilted up/down"
+    TOO_DARK = "too dark"
+    TOO_BRIGHT = "too bright"
+
+
 DECISIONS: tuple[Decision, ...] = tuple(Decision)
 # The answers a cashier gives to an alert (Undo is a correction, not an answer).
 ACK_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED,

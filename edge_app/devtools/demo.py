@@ -22,7 +22,7 @@ from typing import TextIO
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
 from edge_app.errors import RunError
 from edge_app.core import events
-from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT, Decision
+from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT
 from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ class Printer:
         if isinstance(ev, events.CheckEvent):
             self.count += 1
             age = f"age {ev.age:4.1f} (band {ev.age_band})" if ev.age is not None else "no usable face"
-            took = "?" if ev.total_ms is None else f"{ev.total_ms:.0f}"
-            hint = DECISION_HINT[Decision(ev.decision)]
-            line = (f"{clock} check {self.count:3d}  txn {ev.transaction_id}  {DECISION_SHORT[Decision(ev.decision)]:8s} "
+            took = "?" if ev.latency_ms.total is None else f"{ev.latency_ms.total:.0f}"
+            hint = DECISION_HINT[ev.decision]
+            line = (f"{clock} check {self.count:3d}  txn {ev.transaction_id}  {DECISION_SHORT[ev.decision]:8s} "
                     f"{age}  -> {hint}   [{ev.frames_used}/{ev.frames_seen} frames, "
                     f"{took} ms]")
         elif isinstance(ev, events.AckEvent):

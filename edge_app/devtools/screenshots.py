@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edge_app.config import DisplayConfig
 from edge_app.core import events
-from edge_app.core.words import Answer, Decision
+from edge_app.core.words import Answer, Decision, PolicyRule
 
 GAP = 12
 
@@ -45,15 +45,15 @@ def _events(decision: Decision, txn: str, camera: str = "up", low: float = 16.6,
     age = None if decision == Decision.NO_FACE else (low + high) / 2
     check = events.CheckEvent(
         store_id="store-001", till_id="till-01", transaction_id=txn,
-        trigger=events.TriggerInfo(LAGER, source="pos").to_dict(),
+        trigger=events.TriggerInfo(LAGER, source="pos"),
         frames_used=0 if age is None else 3, faces_seen=0 if age is None else 1, decision=decision, age=age,
         age_low=None if age is None else low, age_high=None if age is None else high,
         age_band=None if age is None else "18-24", p_over=None if age is None else 0.3,
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=events.RULE_CALIBRATED).to_dict(),
-        model_id="example", latency_ms={events.LATENCY_TOTAL: 100.0}, camera=camera)
+        policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
+        model_id="example", latency_ms=events.Latency(total=100.0), camera=camera)
     alert = None if decision == Decision.APPROVE else events.AlertEvent(
         store_id="store-001", till_id="till-01", transaction_id=txn, check_event_id=check.event_id,
-        decision=decision, age_band=check.age_band, item=LAGER.to_dict(), camera=camera)
+        decision=decision, age_band=check.age_band, item=LAGER, camera=camera)
     return check, alert
 
 

@@ -28,13 +28,13 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.manager.db import Database
-from edge_app.core.events import local_dt
+from edge_app.core.times import local_dt
 from edge_app.core.words import (ANSWER_PHRASE, DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN,
                                  REASON_ESTIMATED, REASON_SURE_OVER, Answer, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
 from edge_app.manager.report import (BAND_COLOURS, BAND_NAMES, MINOR_BANDS, NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
-                                     Scope, Summary, _timezone, cashier_of, fetch_events, headline_text, open_db,
-                                     parse_period, parse_time_of_day, summarize, to_json, write_csv)
+                                     Scope, Summary, cashier_of, fetch_events, headline_text, open_db,
+                                     parse_period, parse_time_of_day, report_timezone, summarize, to_json, write_csv)
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
@@ -163,7 +163,7 @@ def reason_in_words(ev: events.Event, linked: dict[str, events.Event]) -> str:
             return reason_in_words(check, linked)
         return _decision_words(ev.decision, None, None, ev.age, ev.camera) or ev.reason or ""
     if isinstance(ev, events.CheckEvent):
-        return (_decision_words(ev.decision, ev.policy_info.challenge_age, ev.p_over, ev.age, ev.camera)
+        return (_decision_words(ev.decision, ev.policy.challenge_age, ev.p_over, ev.age, ev.camera)
                 or ev.reason or "")
     return ""
 
@@ -294,7 +294,7 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
     from flask import Flask, Response, abort, render_template, request
     from werkzeug.security import check_password_hash
 
-    tz, tz_name = _timezone(cfg)
+    tz, tz_name = report_timezone(cfg)
     app = Flask(__name__)
     app.config["JSON_SORT_KEYS"] = False
     db = open_db(db_url)  # read-only; raises ReportInputError naming the problem

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from edge_app.transport.outbox import create_private
+from edge_app.core.times import now_iso
+from edge_app.transport.files import create_private
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -292,8 +293,6 @@ class Database:
 
     def _apply(self, version: int, steps: Iterable[str]) -> None:
         types = _TYPES[self.dialect]
-        from edge_app.core.events import now_iso
-
         if self.dialect == "sqlite":
             self.execute("BEGIN IMMEDIATE")
         else:

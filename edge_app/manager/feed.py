@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 
 from edge_app.core import events, payloads
 from edge_app.core.answers import current_answer
-from edge_app.core.events import local_dt
+from edge_app.core.times import local_dt, now_iso
 from edge_app.core.words import ANSWER_SHORT, DECISION_SHORT, INTEGRITY_REASON_TEXT, Answer, Decision, IntegrityReason
 from edge_app.stopping import stop_on_signals
 from edge_app.config import Config
@@ -188,7 +188,7 @@ class FeedStore:
         """Store one message. Raises StoreUnavailable when the database cannot take anything just
         now (the message must then be kept, not acknowledged) and RowRejected when it refuses this
         row for good (`keep` quarantines it instead)."""
-        received_at = received_at or events.now_iso()
+        received_at = received_at or now_iso()
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
             return self.quarantine(topic, payload, reason or "unusable", received_at)
@@ -229,7 +229,7 @@ class FeedStore:
 
     def quarantine(self, topic: str, payload: bytes, reason: str, received_at: str | None = None) -> Stored:
         """Keep a message aside with the reason it cannot be used (once per distinct message)."""
-        received_at = received_at or events.now_iso()
+        received_at = received_at or now_iso()
         digest = hashlib.sha256(topic.encode("utf-8", "replace") + b"\0" + bytes(payload)).hexdigest()
         self.db.execute(
             "INSERT INTO quarantine (digest, received_at, last_received_at, topic, reason, size, payload)"
@@ -276,7 +276,7 @@ def outcome_text(ev: events.Event, replaced: events.Event | None = None) -> str:
         return DECISION_SHORT.get(ev.decision, str(ev.decision))
     if isinstance(ev, events.AckEvent):
         was = ANSWER_SHORT.get(replaced.answer, "an answer") if isinstance(replaced, events.AckEvent) else "an answer"
-        if ev.answer == events.ACK_UNDONE:
+        if ev.answer == Answer.UNDONE:
             return f"UNDONE: {was}"
         text = f"{ANSWER_SHORT.get(ev.answer, str(ev.answer))} ({ev.decision_time_s:.1f}s)"
         return f"{text}, was {was}" if ev.replaces_event_id else text

@@ -36,7 +36,7 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.core.answers import covered, standing
-from edge_app.core.events import local_dt
+from edge_app.core.times import local_dt
 from edge_app.core.words import (ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer,
                                  IntegrityReason)
 from edge_app.core.policy import BANDS
@@ -391,7 +391,7 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
             key = f"{ev.store_id}/{ev.till_id}/{ev.transaction_id}" if ev.transaction_id else ev.event_id
             prev = latest_check.get(key)
             if ev.age_band is not None or prev is None or prev[1] is None:
-                latest_check[key] = (ev.ts, ev.age_band, ev.product.category)
+                latest_check[key] = (ev.ts, ev.age_band, ev.trigger.product.category)
         elif isinstance(ev, events.IntegrityEvent):
             integrity.append(IntegrityLine(ev, _local_text(ev.ts, tz), day))
 
@@ -829,7 +829,9 @@ def write_csv(rows: list[dict], columns: list[str], path: Path | None = None) ->
     return buf.getvalue()
 
 
-def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
+def report_timezone(cfg: Config) -> tuple[tzinfo | None, str]:
+    """The timezone the report and the dashboard give days and times in (feed.timezone, else this
+    computer's; None for this computer's), and its name in words."""
     if cfg.feed.timezone:
         import zoneinfo
 
@@ -841,7 +843,7 @@ def _timezone(cfg: Config) -> tuple[tzinfo | None, str]:
 def collect(db_path: str, since: str | None, until: str | None, cfg: Config, store: str | None = None
             ) -> tuple[Summary, str, tzinfo | None, str]:
     """The summary of the period (and the database's label, the timezone and its name)."""
-    tz, tz_name = _timezone(cfg)
+    tz, tz_name = report_timezone(cfg)
     today = datetime.now(tz).date() if tz else datetime.now().date()
     period = parse_period(since, until, today)
     con = open_db(db_path)

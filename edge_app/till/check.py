@@ -34,7 +34,7 @@ from edge_app.config import Config, PolicyConfig
 from edge_app.vision.faces import FacePipeline, FrameFaces, Follower, ImageError
 from edge_app.vision.model import AgeModel
 from edge_app.core.policy import PolicyResult, decide_calibrated
-from edge_app.core.words import Decision
+from edge_app.core.words import Decision, GateReason, PolicyRule
 from edge_app.till.triggers import Trigger
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,13 @@ class _Tally:
     ages: list[float] = dataclasses.field(default_factory=list)
     probs: list = dataclasses.field(default_factory=list)  # each frame's age distribution
     boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
-    rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    rejected: collections.Counter[GateReason] = dataclasses.field(default_factory=collections.Counter)
     faces_seen: int = 0
     frames_seen: int = 0
     after: int = 0
     ms: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"queue": 0.0, "wait": 0.0, "faces": 0.0, "model": 0.0, "policy": 0.0,
-                                 events.LATENCY_TOTAL: 0.0})
+                                 "total": 0.0})
 
 
 class CheckRunner:
@@ -137,8 +137,8 @@ class CheckRunner:
         if aligned is None:
             return
         if not aligned.ok:
-            for reason in aligned.rejected:
-                t.rejected[reason.split(" (")[0]] += 1
+            for rejection in aligned.rejections:
+                t.rejected[rejection.reason] += 1
             return
         b = self.clock()
         est = self.model.predict(aligned.crop)
@@ -231,7 +231,7 @@ class CheckRunner:
         res = self._decide(t, pol_cfg, cfg.check.min_frames)
         end = self.clock()
         t.ms["policy"] = (end - p0) * 1000
-        t.ms[events.LATENCY_TOTAL] = (end - trigger.received) * 1000
+        t.ms["total"] = (end - trigger.received) * 1000
         camera = self.camera_status()
         reason = res.reason
         if res.decision == Decision.NO_FACE:
@@ -242,12 +242,14 @@ class CheckRunner:
             elif t.faces_seen == 0:
                 reason += f"; no face in {t.frames_seen} frame(s)"
         # The POS's product name and operator travel only when it sent them (the fields are optional).
+        # Each event is validated as it is built: one the schema refuses fails here, in the worker,
+        # not later on publish.
         product = trigger.product
         check = events.CheckEvent(
             store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
             # Both times: the till's (it timed the check) and the POS's, as it sent it (its clock may be off).
             trigger=events.TriggerInfo(product, source=trigger.source, received_ts=trigger.received_ts,
-                                       sent_ts=trigger.scan.sent_ts).to_dict(),
+                                       sent_ts=trigger.scan.sent_ts),
             frames_seen=t.frames_seen,
             frames_used=res.frames_used,
             faces_seen=t.faces_seen,
@@ -259,14 +261,13 @@ class CheckRunner:
             policy=events.PolicyInfo(
                 legal_age=res.legal_age, challenge_age=res.challenge_age, margin_years=cfg.policy.margin_years,
                 min_frames=cfg.check.min_frames,
-                rule=events.RULE_CALIBRATED if res.p_over is not None else events.RULE_MARGIN).to_dict(),
+                rule=PolicyRule.CALIBRATED if res.p_over is not None else PolicyRule.MARGIN),
             model_id=self.model.model_id,
-            latency_ms={k: round(v, 1) for k, v in t.ms.items()},
+            latency_ms=events.Latency(**{k: round(v, 1) for k, v in t.ms.items()}),
             camera=camera,
             gate_rejections=dict(t.rejected),
             operator_id=trigger.scan.operator_id or None,
         )
-        check.to_dict()  # a check the schema refuses fails here, in the worker, not later on publish
         alert = None
         if res.decision != Decision.APPROVE:
             alert = events.AlertEvent(
@@ -275,11 +276,10 @@ class CheckRunner:
                 decision=res.decision,
                 age_band=res.age_band,
                 age=res.age,
-                item=product.to_dict(),
+                item=product,
                 reason=reason,
                 # The window tells a camera fault from a shopper out of view even without the check.
                 camera=camera,
                 operator_id=trigger.scan.operator_id or None,
             )
-            alert.to_dict()
         return CheckOutcome(check, alert, res, tuple(t.boxes))

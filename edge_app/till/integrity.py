@@ -1,10 +1,8 @@
 """Integrity: notices a sale completed on an alert that has no ID check recorded, and turns it into
 an `events/integrity` event (docs/design.md, "Events over MQTT").
 
-It owns three things:
+It owns two things (the `pos/sale` message itself is `edge_app.core.pos.Sale`):
 
-* `parse_sale` - the `pos/sale` payload from the POS (`edge_app.core.pos.Sale`), checked with
-  errors that name the problem;
 * `IntegrityTracker` - pure, thread-safe bookkeeping of open alerts, answers and sales, with no
   threads or I/O of its own (time comes in as arguments, so tests need no sleeping);
 * `IntegrityMonitor` - the small runner the service plugs in: it feeds events and sales to a
@@ -39,25 +37,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edge_app.core import events, pos
+from edge_app.core import events
+from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.answers import covered, standing
+from edge_app.core.times import parse_ts
 from edge_app.core.words import Answer, IntegrityReason
 
 log = logging.getLogger(__name__)
 
-# The pos/sale message is declared in edge_app.core.pos; these names are the integrity view of it.
-Sale = pos.Sale
-SaleError = pos.PosMessageError
-
-
-def parse_sale(payload: bytes | str, max_bytes: int = 4096) -> Sale:
-    """A `pos/sale` payload -> Sale (`edge_app.core.pos.Sale.from_payload`; SaleError names the
-    problem). Other fields are ignored."""
-    return Sale.from_payload(payload, max_bytes)
-
-
 def _epoch(ts: Any) -> float | None:
-    dt = events.parse_ts(ts)
+    dt = parse_ts(ts)
     return dt.timestamp() if dt else None
 
 
@@ -127,12 +116,8 @@ class IntegrityTracker:
             self._prune(raised)
 
     def on_ack(self, ack_event: events.AckEvent, when: float | None = None) -> None:
+        # (Its answer is an Answer: an event is validated when it is built.)
         alert_id = ack_event.alert_event_id
-        if ack_event.answer not in tuple(Answer):
-            # A typed event is only validated when encoded; one built in the process may not be.
-            log.warning("integrity: ignoring ack %s: its answer %r is not an answer word",
-                        ack_event.event_id, ack_event.answer)
-            return
         now = when if when is not None else time.time()
         with self._lock:
             txn_id = self._alert_txn.get(alert_id)
@@ -250,8 +235,8 @@ class IntegrityMonitor:
     def on_sale_payload(self, payload: bytes | str) -> Sale | None:
         """Handle one raw pos/sale message; a bad one is logged and dropped, never raised."""
         try:
-            sale = parse_sale(payload, self._max_bytes)
-        except SaleError as exc:
+            sale = Sale.from_payload(payload, self._max_bytes)
+        except PosMessageError as exc:
             log.warning("%s; message dropped", exc)
             return None
         self.on_sale(sale)

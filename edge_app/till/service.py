@@ -10,15 +10,14 @@ Hooks for the modules that plug into a running service (cashier display, integri
   safely in the outbox (or held in memory while the disk is full), and the cashier's answers (`ack`) that another process of this till
   (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
   thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
-* `service.publish_event(event)` - the one way to send an event: takes a typed event, turns it
-  into its wire dict once (`Event.to_dict`, which validates it), stores it in the outbox (durable before it is published), wakes the MQTT
-  sender, then calls the listeners. Raises SchemaError for an invalid event (or anything that is
-  not a typed event). When the outbox
+* `service.publish_event(event)` - the one way to send an event: takes a typed event (validated
+  when it was built), has the outbox number, encode and store it (durable before it is published), wakes the MQTT
+  sender, then calls the listeners. Raises SchemaError for anything that is not a typed event. When the outbox
   cannot write (disk full) the event is held in memory by the OutboxWriter and written when it
   can again; listeners are told all the same (the check was answered on screen), and `state`
   says `degraded: true` meanwhile.
 * `service.attach(on_publishing=...)` - given each typed event publish_event is handed, before it is
-  validated and stored: with on_event, the clock for how long publishing takes (`agecheck bench`
+  stored: with on_event, the clock for how long publishing takes (`agecheck bench`
   times outbox + MQTT with it). Same threads and error handling as on_event.
 * `service.attach(on_recording=...)` - given a `Recording` (edge_app.core.state) at once
   and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
@@ -47,16 +46,20 @@ from collections import Counter
 from concurrent.futures import Future
 from typing import Any, Callable, Sequence, TextIO
 
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
-from edge_app.core.state import LastCheck, Quarantined, Recording, TillState
-from edge_app.core.words import DECISION_SHORT, Decision, MissedReason
+from edge_app.core.state import (AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Quarantined, Recording,
+                                  TillState)
+from edge_app.core.times import now_iso
+from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner, model_threads
 from edge_app.stopping import stop_on_signals
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
-from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
 from edge_app.till.triggers import (ClockReading, HttpTrigger, PosClock, StdinTrigger, Submission, TransactionMemory,
@@ -65,6 +68,12 @@ from edge_app.till.triggers import (ClockReading, HttpTrigger, PosClock, StdinTr
 log = logging.getLogger(__name__)
 
 
+# What the till hears on the broker: scans and sales from the POS, and answers from a standalone
+# cashier display. No-local on events/ack: answers from a standalone display reach the service,
+# its own (display inside the service) do not come back a second time.
+SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    (Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
+    (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
 
@@ -159,7 +168,9 @@ class Service:
             # A persistent session (stable client id, clean_start False, an expiry): scans the POS
             # publishes while the service restarts are kept by the broker and arrive afterwards.
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
-            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, self.state,
+            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, SUBSCRIPTIONS,
+                                 presence=Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF,
+                                                   lambda: self.state().encode()),
                                  session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
         except ConfigError:
             self.outbox.close()
@@ -182,7 +193,7 @@ class Service:
         self.last_check: LastCheck | None = None
         self.last_quarantined: Quarantined | None = None
         self.quarantine_log = CountedWarnings(log)
-        self.started_ts = events.now_iso()
+        self.started_ts = now_iso()
         self.worker_heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
         self._stop = threading.Event()
@@ -225,7 +236,6 @@ class Service:
             raise events.SchemaError(f"publish_event takes a typed event (edge_app.core.events), "
                                      f"not {type(event).__name__}")
         self._tell(self._publishing_listeners, event)
-        event.to_dict()  # validates before it is queued: a refused event raises here, in the caller
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
             events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id)
@@ -355,12 +365,12 @@ class Service:
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.counts[f"missed_{reason}"] += 1
         trigger = events.TriggerInfo(applied_product(scan.item, min_age), source=source, received_ts=received_ts,
-                                     sent_ts=scan.sent_ts).to_dict()
-        ev = events.MissedEvent(store_id=self.cfg.store_id, till_id=self.cfg.till_id,
-                                transaction_id=scan.transaction_id, trigger=trigger, reason=reason, detail=detail,
-                                operator_id=scan.operator_id or None)
+                                     sent_ts=scan.sent_ts)
         try:
-            self.publish_event(ev)
+            # Built (and so validated) inside the try: one the schema refuses is logged, not raised.
+            self.publish_event(events.MissedEvent(
+                store_id=self.cfg.store_id, till_id=self.cfg.till_id, transaction_id=scan.transaction_id,
+                trigger=trigger, reason=reason, detail=detail, operator_id=scan.operator_id or None))
         except Exception:
             log.exception("could not record the missed scan of %s in transaction %s", scan.item.sku,
                           scan.transaction_id)
@@ -411,7 +421,7 @@ class Service:
         """A message that cannot be used: logged with its reason and a preview, counted in
         `state`, and acknowledged (by returning normally) so the broker does not send it again."""
         self.counts["messages_quarantined"] += 1
-        self.last_quarantined = Quarantined(ts=events.now_iso(), topic=where, reason=reason[:300])
+        self.last_quarantined = Quarantined(ts=now_iso(), topic=where, reason=reason[:300])
         self.quarantine_log.warning("%s; message quarantined (%d bytes: %s)" % (
             reason if reason.startswith(where) else f"{where}: {reason}", len(payload), _preview(payload)))
 
@@ -435,7 +445,7 @@ class Service:
     def state(self) -> TillState:
         rec = self.writer.status()
         return TillState(
-            ts=events.now_iso(),
+            ts=now_iso(),
             status="online",
             version=__version__,
             model_id=self.model.model_id,
@@ -492,8 +502,8 @@ class Service:
         self.last_check = LastCheck.of(c)
         age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
         log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
-                 c.transaction_id, DECISION_SHORT[Decision(c.decision)], age, c.frames_used, c.frames_seen,
-                 c.faces_seen, c.total_ms)
+                 c.transaction_id, DECISION_SHORT[c.decision], age, c.frames_used, c.frames_seen,
+                 c.faces_seen, c.latency_ms.total)
         for ev in (c, outcome.alert):
             if ev is None:
                 continue

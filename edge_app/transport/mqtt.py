@@ -1,7 +1,8 @@
 """MQTT link: owns the paho client (v2 callback API, MQTT 5, QoS 1) and the in-order delivery of
-an outbox to the broker; for the till service also the retained `availability` (Last Will
-`offline`) and `state` topics and the `pos/scan`, `pos/sale` and `events/ack` subscriptions. The
-standalone cashier display uses the same link for its answers.
+an outbox to the broker. What it subscribes to, and whether it keeps a retained availability (with
+a Last Will) and state for its caller (`Presence`), are the caller's: the till service, the
+standalone cashier display and the manager's feed each say their own. It knows no message's
+meaning, only topics below one till's prefix.
 
 Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
 oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
@@ -26,15 +27,14 @@ import stat
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
-from edge_app.core.pos import Sale, Scan
-from edge_app.core.state import AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, TillState
 from edge_app.config import Config, ConfigError, MQTTConfig, read_secret
 from edge_app.transport.outbox import Outbox
 
@@ -215,10 +215,25 @@ def _lasting(exc: BaseException | None) -> bool:
     return isinstance(exc, ssl.SSLError)
 
 
-# The till service's subscriptions. No-local on events/ack: answers from a standalone cashier
-# display reach the service, its own (display inside the service) do not come back a second time.
-SERVICE_SUBSCRIPTIONS = ((Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
-                         (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
+# A subscription: a leaf below the till's topic (or a topic pattern) and its MQTT options.
+Subscription = tuple[str, SubscribeOptions]
+
+
+@dataclass(frozen=True)
+class Presence:
+    """What a link that speaks for a program keeps retained on the broker: its availability
+    (`online` while connected; `offline` as its Last Will and when it stops) and its state
+    document, built by `state()` each time the link publishes it."""
+
+    availability_leaf: str
+    online: str
+    offline: str
+    state_leaf: str
+    state: Callable[[], bytes]
+
+
+def _no_ack() -> None:
+    """The `ack` a link without manual_ack hands its callback: paho acknowledged the message."""
 
 
 class InboundAck:
@@ -251,26 +266,25 @@ class InboundAck:
 class MqttLink:
     """Connects in the background and keeps reconnecting; never raises on a broker outage.
 
-    `on_message(leaf, payload)` gets every message on the subscribed topics of this till (leaf
-    is e.g. "pos/scan"), on paho's network thread: keep it quick.
+    `on_message(leaf, payload, ack)` gets every message on `subscriptions` (leaf is the topic
+    below this till's, e.g. "pos/scan", or the whole topic when it is not below it), on paho's
+    network thread: keep it quick. With `manual_ack` the message is acknowledged to the broker
+    when `ack()` is called (an InboundAck); without, `ack` does nothing.
 
-    The till service passes `state`, a function that builds the retained state document (a
-    `TillState`, published as its `encode()`): the
-    link then owns the till's `availability` (Last Will `offline`) and `state` topics. A client
-    that must not speak for the till (the standalone cashier display) passes `state=None`, its
-    own `client_id` and `subscriptions`, and `session_expiry_s` so that messages published while
-    it restarts still reach it.
+    With `presence` the link speaks for a program: it owns that program's retained availability
+    and state topics. A client that must not (the standalone cashier display) passes none, its own
+    `client_id`, and `session_expiry_s` so that messages published while it restarts still reach
     """
 
-    def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes], None],
-                 state: Callable[[], TillState] | None, *, client_id: str | None = None,
-                 subscriptions=SERVICE_SUBSCRIPTIONS, session_expiry_s: int | None = None,
+    def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes, Callable[[], object]], None],
+                 subscriptions: Sequence[Subscription] = (), *, presence: Presence | None = None,
+                 client_id: str | None = None, session_expiry_s: int | None = None,
                  name: str = "MQTT", manual_ack: bool = False):
         self.cfg = cfg
         self._manual_ack = manual_ack
         self.outbox = outbox
         self._on_message_cb = on_message
-        self._state_cb = state
+        self._presence = presence
         self._subscriptions = tuple(subscriptions)
         self._session_expiry_s = session_expiry_s
         self._name = name  # how the log lines name this link
@@ -280,8 +294,8 @@ class MqttLink:
         self.client = make_client(cfg.mqtt, self.client_id)
         if manual_ack:
             self.client.manual_ack_set(True)
-        if state is not None:
-            self.client.will_set(self._topic(AVAILABILITY_LEAF), OFFLINE, qos=1, retain=True)
+        if presence is not None:
+            self.client.will_set(self._topic(presence.availability_leaf), presence.offline, qos=1, retain=True)
         # Room for our window plus the retained availability/state messages.
         self.client.max_inflight_messages_set(WINDOW + 10)
         self.client.on_connect = self._on_connect
@@ -356,8 +370,9 @@ class MqttLink:
             self._cond.notify_all()
         if self._sender is not None:
             self._sender.join(5)
-        if self._connected and self._state_cb is not None:
-            info = self.client.publish(self._topic(AVAILABILITY_LEAF), OFFLINE, qos=1, retain=True)
+        if self._connected and self._presence is not None:
+            info = self.client.publish(self._topic(self._presence.availability_leaf), self._presence.offline, qos=1,
+                                       retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
@@ -375,14 +390,14 @@ class MqttLink:
             self._cond.notify_all()
 
     def publish_state(self) -> None:
-        if not self._connected or self._state_cb is None:
+        if not self._connected or self._presence is None:
             return
         try:
-            payload = self._state_cb().encode()
+            payload = self._presence.state()
         except Exception:
             log.exception("could not build the state document")
             return
-        self._publish_other(self._topic(STATE_LEAF), payload, retain=True)
+        self._publish_other(self._topic(self._presence.state_leaf), payload, retain=True)
 
     # -- paho callbacks (network thread) --------------------------------------------------------------
     def _publish_other(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -430,8 +445,8 @@ class MqttLink:
         self._ever_connected = True
         log.info("%s: connected to broker %s:%d%s; outbox holds %d event(s) to deliver", self._name,
                  self.cfg.mqtt.host, self.cfg.mqtt.port, again, self.outbox.depth())
-        if self._state_cb is not None:
-            self._publish_other(self._topic(AVAILABILITY_LEAF), ONLINE, retain=True)
+        if self._presence is not None:
+            self._publish_other(self._topic(self._presence.availability_leaf), self._presence.online, retain=True)
             self.publish_state()
         if self._subscriptions:
             client.subscribe([(self._topic(leaf), opts) for leaf, opts in self._subscriptions])
@@ -479,19 +494,16 @@ class MqttLink:
     def _on_message(self, client, userdata, msg) -> None:
         prefix = self._topic("")
         leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
-        ack = None
+        ack: Callable[[], object] = _no_ack
+        if self._manual_ack:
+            with self._cond:
+                gen = self._generation
+            ack = InboundAck(self, msg.mid, msg.qos, gen)
         try:
-            if self._manual_ack:
-                with self._cond:
-                    gen = self._generation
-                ack = InboundAck(self, msg.mid, msg.qos, gen)
-                self._on_message_cb(leaf, bytes(msg.payload), ack)
-            else:
-                self._on_message_cb(leaf, bytes(msg.payload))
+            self._on_message_cb(leaf, bytes(msg.payload), ack)
         except Exception:  # a bad message must never take paho's thread down with it
             log.exception("handling a message on %s failed; message dropped", msg.topic)
-            if ack is not None:
-                ack()
+            ack()
 
     def _ack(self, ack: InboundAck) -> None:
         """Send the PUBACK for a message its handler is done with (InboundAck calls this)."""

@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from edge_app.core import events
 from edge_app.transport import locks
+from edge_app.transport.files import create_private
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +75,6 @@ def _is_full(exc: sqlite3.Error) -> bool:
 def free_bytes(folder: Path) -> int:
     st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
-
-
-def create_private(path: Path) -> bool:
-    """Create `path` empty with mode 0600 if it does not exist (SQLite then opens it as a new
-    database and gives its -wal/-shm files the same mode): events name transactions and ages,
-    which other local users have no business reading. True when it was created here."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    except OSError:
-        return False  # the open that follows names the problem
-    os.close(fd)
-    return True
 
 
 class OutboxError(RuntimeError):
@@ -433,7 +420,7 @@ class Outbox:
         return dropped
 
     def put_event(self, topic: str, event: events.Event, publisher: str) -> tuple[events.Event, list[str]]:
-        """Number the event (`seq`, `publisher`), encode it (validated) and store it durably, all
+        """Number the event (`seq`, `publisher`), encode it and store it durably, all
         in one transaction. Returns the event as stored and the event ids dropped to make room.
         Storing an event_id that is already here stores nothing and uses no number."""
         with self._lock:

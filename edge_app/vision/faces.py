@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge_app.config import FacesConfig
+from edge_app.core.words import GateReason
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,30 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Rejection:
+    """One reason the quality gate refused a face: the word the till counts and sends, and the
+    sentence a person reads ("blurred (sharpness 9, need 15)")."""
+
+    reason: GateReason
+    text: str
+
+
+@dataclass(frozen=True)
 class AlignedFace:
     face: Face
     crop: np.ndarray = field(repr=False)  # RGB uint8, output_size x output_size
     matrix: np.ndarray = field(repr=False)  # 2x3 frame -> crop
     quality: Quality
-    rejected: tuple[str, ...]  # reasons the gate refused it; empty when usable
+    rejections: tuple[Rejection, ...]  # why the gate refused it; empty when usable
 
     @property
     def ok(self) -> bool:
-        return not self.rejected
+        return not self.rejections
+
+    @property
+    def rejected(self) -> tuple[str, ...]:
+        """The rejections as sentences, for a person (the photo tools, training's reports)."""
+        return tuple(r.text for r in self.rejections)
 
 
 @dataclass(frozen=True)
@@ -334,21 +349,20 @@ def measure_quality(face: Face, crop: np.ndarray) -> Quality:
     )
 
 
-def gate(q: Quality, cfg: FacesConfig) -> tuple[str, ...]:
-    reasons = []
-    if q.iod_px < cfg.min_iod_px:
-        reasons.append(f"too small (eyes {q.iod_px:.0f} px apart, need {cfg.min_iod_px:.0f})")
-    if q.sharpness < cfg.min_sharpness:
-        reasons.append(f"blurred (sharpness {q.sharpness:.0f}, need {cfg.min_sharpness:.0f})")
-    if abs(q.yaw_deg) > cfg.max_yaw_deg:
-        reasons.append(f"turned sideways (yaw {q.yaw_deg:.0f} deg, limit {cfg.max_yaw_deg:.0f})")
-    if abs(q.pitch_deg) > cfg.max_pitch_deg:
-        reasons.append(f"tilted up/down (pitch {q.pitch_deg:.0f} deg, limit {cfg.max_pitch_deg:.0f})")
-    if q.brightness < cfg.min_brightness:
-        reasons.append(f"too dark (brightness {q.brightness:.0f}, need {cfg.min_brightness:.0f})")
-    if q.brightness > cfg.max_brightness:
-        reasons.append(f"too bright (brightness {q.brightness:.0f}, limit {cfg.max_brightness:.0f})")
-    return tuple(reasons)
+def gate(q: Quality, cfg: FacesConfig) -> tuple[Rejection, ...]:
+    checks = (
+        (q.iod_px < cfg.min_iod_px, GateReason.TOO_SMALL, f"eyes {q.iod_px:.0f} px apart, need {cfg.min_iod_px:.0f}"),
+        (q.sharpness < cfg.min_sharpness, GateReason.BLURRED,
+         f"sharpness {q.sharpness:.0f}, need {cfg.min_sharpness:.0f}"),
+        (abs(q.yaw_deg) > cfg.max_yaw_deg, GateReason.TURNED, f"yaw {q.yaw_deg:.0f} deg, limit {cfg.max_yaw_deg:.0f}"),
+        (abs(q.pitch_deg) > cfg.max_pitch_deg, GateReason.TILTED,
+         f"pitch {q.pitch_deg:.0f} deg, limit {cfg.max_pitch_deg:.0f}"),
+        (q.brightness < cfg.min_brightness, GateReason.TOO_DARK,
+         f"brightness {q.brightness:.0f}, need {cfg.min_brightness:.0f}"),
+        (q.brightness > cfg.max_brightness, GateReason.TOO_BRIGHT,
+         f"brightness {q.brightness:.0f}, limit {cfg.max_brightness:.0f}"),
+    )
+    return tuple(Rejection(reason, f"{reason} ({measured})") for failed, reason, measured in checks if failed)
 
 
 class _NoTensorFlow(importlib.abc.MetaPathFinder):
@@ -529,7 +543,7 @@ class FacePipeline:
     def align_and_gate(self, rgb: np.ndarray, face: Face) -> AlignedFace:
         crop, m = self.align(rgb, face)
         q = measure_quality(face, crop)
-        return AlignedFace(face=face, crop=crop, matrix=m, quality=q, rejected=gate(q, self.cfg))
+        return AlignedFace(face=face, crop=crop, matrix=m, quality=q, rejections=gate(q, self.cfg))
 
     def process(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> FrameFaces:
         """The whole face path for one RGB frame: detect, choose the shopper, refine, align, gate.

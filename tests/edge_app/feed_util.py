@@ -30,37 +30,39 @@ REPO = Path(__file__).resolve().parents[2]
 WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=timezone.utc)
 
 
+LAGER = events.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")
+
+
+def _at(ts: str | None) -> dict:
+    """The `ts` keyword of an event: the given time, or now (the event's default)."""
+    return {"ts": ts} if ts else {}
+
+
 def check_event(store="store-001", till="till-01", txn="T-1", decision="check_id", age=21.0,
                 ts: str | None = None, **extra) -> dict:
+    """A check's wire dict (a test changes its keys to make a bad one)."""
     low, high = (None, None) if age is None else (age - 2.0, age + 2.0)
     band = None if age is None else age_band(age)
-    ev = events.new_event(
-        "check", store, till, txn,
-        trigger={"source": "pos", "sku": "5000112637922", "category": "alcohol", "name": "Lager 4x440ml"},
+    return events.CheckEvent(
+        store_id=store, till_id=till, transaction_id=txn, **_at(ts),
+        trigger=events.TriggerInfo(LAGER, source="pos"),
         frames_used=5, faces_seen=1, decision=decision, age=age, age_low=low, age_high=high, age_band=band,
-        policy={"legal_age": 18, "challenge_age": 25, "margin_years": 0.0}, model_id="age_resnet10_int8",
-        latency_ms={"total": 120.0}, **extra,
-    )
-    if ts:
-        ev["ts"] = ts
-    return ev
+        policy=events.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0), model_id="age_resnet10_int8",
+        latency_ms=events.Latency(total=120.0), **extra,
+    ).to_dict()
 
 
 def alert_event(check: dict, ts: str | None = None) -> dict:
-    ev = events.new_event("alert", check["store_id"], check["till_id"], check["transaction_id"],
-                          check_event_id=check["event_id"], decision=check["decision"], age_band=check["age_band"],
-                          item=dict(check["trigger"]))
-    if ts:
-        ev["ts"] = ts
-    return ev
+    c = events.from_dict(check)
+    return events.AlertEvent(store_id=c.store_id, till_id=c.till_id, transaction_id=c.transaction_id, **_at(ts),
+                             check_event_id=c.event_id, decision=c.decision, age_band=c.age_band,
+                             item=c.trigger.product).to_dict()
 
 
-def ack_event(alert: dict, answer: str, seconds: float = 3.0, ts: str | None = None) -> dict:
-    ev = events.new_event("ack", alert["store_id"], alert["till_id"], alert["transaction_id"],
-                          alert_event_id=alert["event_id"], answer=answer, decision_time_s=seconds)
-    if ts:
-        ev["ts"] = ts
-    return ev
+def ack_event(alert: dict, answer: str, seconds: float = 3.0, ts: str | None = None, **fields) -> dict:
+    return events.AckEvent(store_id=alert["store_id"], till_id=alert["till_id"],
+                           transaction_id=alert["transaction_id"], **_at(ts), alert_event_id=alert["event_id"],
+                           answer=answer, decision_time_s=seconds, **fields).to_dict()
 
 
 def typed_check(**kw) -> events.CheckEvent:
@@ -241,8 +243,8 @@ class Till:
 
     def deliver(self, timeout: float = 60.0) -> None:
         """Connect, send everything stored, disconnect (a link is not started twice)."""
-        link = MqttLink(self.cfg, self.outbox, lambda leaf, payload: None, None,
-                        client_id=f"test-{self.cfg.store_id}-{self.cfg.till_id}", subscriptions=())
+        link = MqttLink(self.cfg, self.outbox, lambda leaf, payload, ack: None,
+                        client_id=f"test-{self.cfg.store_id}-{self.cfg.till_id}")
         link.start()
         try:
             wait_until(lambda: self.outbox.depth() == 0, timeout, f"{self.cfg.till_id}'s outbox delivered")

@@ -95,7 +95,7 @@ def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_n
                 ms = res.check.latency_ms
                 results[which] = res
                 if which != "moved":
-                    (out.today if which == "today" else out.new).append(ms["total"] - ms["queue"])
+                    (out.today if which == "today" else out.new).append(ms.total - ms.queue)
             a, b = results["today"].check, results["new"].check
             out.compared += 1
             out.same_decision += a.decision == b.decision

@@ -159,9 +159,9 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
                 continue
             ev = got.event
             out.pos_to_event.append((got.at - t_pub) * 1000)
-            if ev.total_ms is None:
+            if ev.latency_ms.total is None:
                 raise RuntimeError(f"the check for {txn} does not say how long it took (latency_ms)")
-            out.decision.append(float(ev.total_ms))
+            out.decision.append(float(ev.latency_ms.total))
             out.frames_used.append(ev.frames_used)
             out.frames_seen.append(int(ev.frames_seen or 0))
             out.decisions[ev.decision] = out.decisions.get(ev.decision, 0) + 1

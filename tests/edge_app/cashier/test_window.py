@@ -15,6 +15,7 @@ from edge_app.cashier.banner import STYLES
 from edge_app.cashier.window import CashierDisplay, WindowSnapshot
 from edge_app.config import DisplayConfig
 from edge_app.core import events
+from edge_app.core.words import Answer
 from edge_app.core.state import Recording
 from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, tap,  # noqa: F401
@@ -224,7 +225,7 @@ def test_undo_corrects_the_answer(window):
     tap(window, snap.undo)
     fix = window.acks.get(timeout=5)
     events.validate(fix.to_dict())
-    assert fix.answer == events.ACK_UNDONE and fix.replaces_event_id == first.event_id
+    assert fix.answer == Answer.UNDONE and fix.replaces_event_id == first.event_id
     assert fix.alert_event_id == a.event_id and fix.transaction_id == "T-800"
     # The alert is back, answerable again.
     shown(window, answerable=True, alert=a, kind="ask_id")

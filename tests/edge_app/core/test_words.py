@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edge_app.core import events, words
+from edge_app.core import words
+from edge_app.core.times import local_dt, parse_ts
 from edge_app.core.words import Answer, Decision
 
 
@@ -48,22 +49,22 @@ def test_a_word_is_the_plain_string_on_the_wire_and_back():
     ("2026-03-01T12:00:00", datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)),  # no offset: UTC
 ])
 def test_parse_ts_reads_every_producers_times_as_aware(ts, want):
-    got = events.parse_ts(ts)
+    got = parse_ts(ts)
     assert got == want and got.tzinfo is not None
 
 
 @pytest.mark.parametrize("bad", ["", "yesterday", "2026-13-01T00:00:00Z", None, 12, ["2026-03-01"]])
 def test_parse_ts_gives_none_for_what_is_not_a_time(bad):
-    assert events.parse_ts(bad) is None
+    assert parse_ts(bad) is None
 
 
 def test_a_zoneless_pos_time_is_not_guessed_when_asked():
-    assert events.parse_ts("2026-03-01T12:00:00", assume_utc=False) is None
-    assert events.parse_ts("2026-03-01T12:00:00Z", assume_utc=False) == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    assert parse_ts("2026-03-01T12:00:00", assume_utc=False) is None
+    assert parse_ts("2026-03-01T12:00:00Z", assume_utc=False) == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
 
 
 def test_local_dt_shows_an_event_time_in_the_readers_zone():
     plus2 = timezone(timedelta(hours=2))
-    got = events.local_dt("2026-03-01T22:30:00Z", plus2)
+    got = local_dt("2026-03-01T22:30:00Z", plus2)
     assert (got.date().isoformat(), got.hour, got.utcoffset()) == ("2026-03-02", 0, timedelta(hours=2))
-    assert events.local_dt("not a time", plus2) is None
+    assert local_dt("not a time", plus2) is None

@@ -13,8 +13,8 @@ def test_the_banner_sheet_shows_every_state(xvfb, tmp_path):
     from PIL import Image
 
     check, alert = screenshots._events(Decision.NO_FACE, "T-1", camera="down")
-    assert alert.check_event_id == check.event_id and alert.product == check.product
-    assert check.policy_info.calibrated and alert.product.name == "Lager 4x440ml"
+    assert alert.check_event_id == check.event_id and alert.item == check.trigger.product
+    assert check.policy.calibrated and alert.item.name == "Lager 4x440ml"
     path = screenshots.banners(tmp_path)
     sheet = Image.open(path).convert("RGB")
     colours = {c for _, c in sheet.getcolors(maxcolors=1 << 20)}

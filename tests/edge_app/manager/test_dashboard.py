@@ -17,6 +17,7 @@ from PIL import Image
 
 from edge_app.config import from_dict
 from edge_app.core import events
+from edge_app.core.words import Answer
 from edge_app.manager.dashboard import bucket_size, create_app, hash_password
 from edge_app.manager.feed import FeedStore
 from edge_app.manager.report import Period
@@ -31,10 +32,9 @@ def at(hms: str, day: str = DAY) -> str:
 
 
 def integrity(alert: dict, reason: str, ts: str, secs: float = 30.0) -> dict:
-    ev = events.new_event("integrity", alert["store_id"], alert["till_id"], alert["transaction_id"],
-                          alert_event_id=alert["event_id"], seconds_after_alert=secs, reason=reason)
-    ev["ts"] = ts
-    return ev
+    return events.IntegrityEvent(store_id=alert["store_id"], till_id=alert["till_id"], ts=ts,
+                                 transaction_id=alert["transaction_id"], alert_event_id=alert["event_id"],
+                                 seconds_after_alert=secs, reason=reason).to_dict()
 
 
 def two_stores(db: Path) -> None:
@@ -118,10 +118,9 @@ def test_the_dashboard_honours_the_cashiers_undo(tmp_path):
     c = check_event(store="store-042", till="till-01", txn="T-U", age=19.0, ts=at("10:00:00"))
     a = alert_event(c, ts=at("10:00:00"))
     wrong = ack_event(a, "id_checked_over_age", 0.4, ts=at("10:00:01"))
-    undo = ack_event(a, events.ACK_UNDONE, 2.0, ts=at("10:00:03"))
-    undo["replaces_event_id"] = wrong["event_id"]
+    undo = ack_event(a, Answer.UNDONE, 2.0, ts=at("10:00:03"), replaces_event_id=wrong["event_id"])
     st = FeedStore(tmp_path / "feed.sqlite3")
-    for ev in (c, a, wrong, events.validate(undo)):
+    for ev in (c, a, wrong, undo):
         assert st.add(event_topic(ev), events.encode(ev)).status == "new"
     st.close()
     client = create_app(str(tmp_path / "feed.sqlite3"), from_dict({"feed": {"timezone": "UTC"}})).test_client()

@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from edge_app.core import events
+from edge_app.core.words import Answer
 from edge_app.manager.db import MIGRATIONS
 from edge_app.manager.feed import FeedDBError, FeedStore, TablePrinter, subscription
 from edge_app.config import from_dict
@@ -77,10 +78,10 @@ def test_table_is_readable():
     assert "ID ok, over age (2.3s)" in lines[3]
 
 
-def correction(ack: dict, answer: str = events.ACK_UNDONE) -> dict:
-    return events.validate(events.new_event("ack", ack["store_id"], ack["till_id"], ack["transaction_id"],
-                                            alert_event_id=ack["alert_event_id"], answer=answer,
-                                            decision_time_s=4.0, replaces_event_id=ack["event_id"]))
+def correction(ack: dict, answer: str = Answer.UNDONE) -> dict:
+    return events.AckEvent(store_id=ack["store_id"], till_id=ack["till_id"], transaction_id=ack["transaction_id"],
+                           alert_event_id=ack["alert_event_id"], answer=answer, decision_time_s=4.0,
+                           replaces_event_id=ack["event_id"]).to_dict()
 
 
 def test_store_reads_a_correction(tmp_path):

@@ -22,12 +22,11 @@ DAY = "2025-03-14"
 
 
 def missed_event(txn: str, reason: str, ts: str) -> dict:
-    ev = events.new_event("missed", "store-001", "till-01", txn,
-                          trigger={"source": "pos", "sku": "5000112637922", "category": "alcohol", "min_age": 18,
-                                   "received_ts": ts},
-                          reason=reason, detail=f"test: {reason}", operator_id="C-3")
-    ev["ts"] = ts
-    return ev
+    return events.MissedEvent(
+        store_id="store-001", till_id="till-01", transaction_id=txn, ts=ts,
+        trigger=events.TriggerInfo(events.Product(sku="5000112637922", category="alcohol", min_age=18), source="pos",
+                                   received_ts=ts),
+        reason=reason, detail=f"test: {reason}", operator_id="C-3").to_dict()
 
 
 def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from edge_app.core import events
+from edge_app.core.words import Answer, IntegrityReason
 from edge_app.config import from_dict
 from edge_app.manager.feed import FeedStore
 from edge_app.manager.report import ReportInputError, build, parse_period
@@ -50,16 +51,14 @@ def store_day(db: Path) -> None:
         if txn in ("T-109", "T-110"):
             # An answer pressed by accident and taken back with Undo: not an answer, not a decision time.
             wrong = ack_event(a, "id_checked_over_age", 0.4, ts=t())
-            undo = ack_event(a, events.ACK_UNDONE, 1.0, ts=t())
-            undo["replaces_event_id"] = wrong["event_id"]
-            evs += [wrong, events.validate(undo)]
+            evs += [wrong, ack_event(a, Answer.UNDONE, 1.0, ts=t(), replaces_event_id=wrong["event_id"])]
         if answer:
             evs.append(ack_event(a, answer, secs, ts=t()))
         if answer in (None, "no_id_check"):
-            evs.append(events.new_event("integrity", "store-001", "till-01", txn, alert_event_id=a["event_id"],
-                                        seconds_after_alert=30.0, reason="unanswered" if not answer else
-                                        "answered_no_id_check"))
-            evs[-1]["ts"] = t()
+            evs.append(events.IntegrityEvent(
+                store_id="store-001", till_id="till-01", transaction_id=txn, ts=t(), alert_event_id=a["event_id"],
+                seconds_after_alert=30.0,
+                reason=IntegrityReason.ANSWERED_NO_ID_CHECK if answer else IntegrityReason.UNANSWERED).to_dict())
     for txn, age in [("T-201", 45), ("T-202", 27), ("T-203", 31), ("T-204", 58)]:
         evs.append(check_event(till="till-02", txn=txn, decision="approve", age=age, ts=t()))
     c = check_event(till="till-02", txn="T-205", decision="check_id", age=23, ts=at("23:59:00"))

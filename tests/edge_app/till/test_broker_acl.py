@@ -21,6 +21,8 @@ import pytest
 
 from edge_app.config import from_dict
 from edge_app.core import events
+from edge_app.core.words import Answer
+from edge_app.core.times import now_iso
 from edge_app.devtools.sim import free_port
 from tests.edge_app.broker_util import Broker
 from edge_app.manager.feed import Feed
@@ -175,9 +177,10 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         # sessions on the login, so a second client on it would take the feed's session over.
         feed_user = Client(tls_port, ca, "feed", USERS["feed"])
         clients.append(feed_user)
-        forged_early = events.new_event("ack", "store-001", "till-01", "T-ACL", alert_event_id=str(uuid.uuid4()),
-                                        answer="id_checked_over_age", decision_time_s=2.0)
-        rc = feed_user.publish(f"{ROOT}/till-01/events/ack", events.encode(forged_early))
+        forged_early = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-ACL",
+                                       alert_event_id=str(uuid.uuid4()), answer=Answer.ID_CHECKED_OVER_AGE,
+                                       decision_time_s=2.0)
+        rc = feed_user.publish(f"{ROOT}/till-01/events/ack", forged_early.encode())
         assert rc.is_failure and "authori" in str(rc).lower(), rc
         assert feed_user.publish(f"{ROOT}/till-01/events/check", b"{}").is_failure
         feed_user.close()
@@ -204,10 +207,10 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         alert = stored("alert", "T-ACL")[0]
 
         # Forged answers: from another till's login and the POS's (the feed's, above). All refused.
-        forged = events.new_event("ack", "store-001", "till-01", "T-ACL", alert_event_id=alert["event_id"],
-                                  answer="id_checked_over_age", decision_time_s=2.0)
+        forged = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-ACL",
+                                 alert_event_id=alert["event_id"], answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=2.0)
         for who in (other_till, pos):
-            rc = who.publish(f"{ROOT}/till-01/events/ack", events.encode(forged))
+            rc = who.publish(f"{ROOT}/till-01/events/ack", forged.encode())
             assert rc.is_failure and "authori" in str(rc).lower(), (who, rc)
         # Other forgeries the issue found on an open broker.
         assert other_till.publish(f"{ROOT}/till-01/availability", b"online", retain=True).is_failure
@@ -218,7 +221,7 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         assert not other_till.subscribe(f"{ROOT}/till-02/state").is_failure
 
         assert not pos.publish(f"{ROOT}/till-01/pos/sale", json.dumps(
-            {"transaction_id": "T-ACL", "ts": events.now_iso()})).is_failure
+            {"transaction_id": "T-ACL", "ts": now_iso()})).is_failure
         wait_until(lambda: stored("integrity", "T-ACL"), timeout=20, what="the integrity event in the feed")
         ev = events.validate(stored("integrity", "T-ACL")[0])
         assert ev["alert_event_id"] == alert["event_id"] and ev["reason"] == "unanswered"

@@ -133,9 +133,9 @@ def test_each_programs_client_id_follows_its_login(tmp_path):
     cfg = from_dict({"store_id": "store-001", "till_id": "till-01", "mqtt": {"username": "till-01"}})
     outbox = Outbox(tmp_path / "outbox.sqlite3", 10)
     try:
-        assert MqttLink(cfg, outbox, lambda *a: None, None).client_id == "till-01"
+        assert MqttLink(cfg, outbox, lambda *a: None).client_id == "till-01"
         anonymous = from_dict({"store_id": "store-001", "till_id": "till-01"})
-        assert MqttLink(anonymous, outbox, lambda *a: None, None).client_id == "agecheck-store-001-till-01"
+        assert MqttLink(anonymous, outbox, lambda *a: None).client_id == "agecheck-store-001-till-01"
     finally:
         outbox.close()
     feed = Feed(from_dict({"mqtt": {"username": "feed"}}), tmp_path / "feed.sqlite3")

@@ -15,6 +15,8 @@ import pytest
 
 from edge_app.cashier.window import WindowSnapshot
 from edge_app.core import events
+from edge_app.core.words import Answer
+from edge_app.core.times import now_iso
 from edge_app.config import from_dict
 from edge_app.core.pos import Item, Sale, Scan
 from edge_app.manager.feed import Feed
@@ -101,7 +103,7 @@ class Till:
         tap(self.windows[0], self.on_screen(alert, answerable=True).buttons[answer])
 
     def sale(self, txn: str) -> None:
-        self.pub.raw(f"{POS}/sale", Sale(txn, pos_ts=events.now_iso()).encode())
+        self.pub.raw(f"{POS}/sale", Sale(txn, pos_ts=now_iso()).encode())
 
     def stored(self, kind: str, txn: str) -> list[dict]:
         return [json.loads(r[0]) for r in db_query(
@@ -181,7 +183,7 @@ def test_service_with_cashier_window(xvfb, tmp_path):
             tap(till.windows[0], till.on_screen(alert, kind="recorded").undo)
             wait_until(lambda: len(till.stored("ack", "T-203")) == 2, timeout=10, what="the correction in the feed")
             first, fix = sorted(till.stored("ack", "T-203"), key=lambda a: a["ts"])
-            assert fix["answer"] == events.ACK_UNDONE and fix["replaces_event_id"] == first["event_id"]
+            assert fix["answer"] == Answer.UNDONE and fix["replaces_event_id"] == first["event_id"]
             assert till.feed.store.answer_for(alert["event_id"]) is None  # the feed shows it unanswered
             till.on_screen(alert, answerable=True)  # and the window shows the alert again
             till.sale("T-203")

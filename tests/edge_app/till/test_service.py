@@ -13,7 +13,9 @@ import logging
 import pytest
 
 from edge_app.core import events
+from edge_app.core.words import Answer
 from edge_app.core.state import LastCheck, TillState
+from edge_app.core.times import parse_ts
 from edge_app.config import load
 from edge_app.devtools.sim import free_port
 from edge_app.vision.faces import FacePipeline
@@ -167,7 +169,7 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
     assert svc.counts["messages_quarantined"] == 13
     state = TillState.decode(rec.wait_last("state", lambda p: TillState.decode(p).messages_quarantined == 13))
     assert "events/ack" in state.last_quarantined.topic and state.last_quarantined.reason
-    assert events.parse_ts(state.last_quarantined.ts) is not None
+    assert parse_ts(state.last_quarantined.ts) is not None
     rec.close()
 
 
@@ -280,8 +282,9 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     assert alerts["T-9"]["decision"] == "no_face"
 
     # T-8: a standalone cashier display answers on the broker; the service hears it.
-    ack = events.new_event("ack", "store-001", "till-01", "T-8", alert_event_id=alerts["T-8"]["event_id"],
-                           answer="id_checked_over_age", decision_time_s=2.5)
+    ack = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-8",
+                          alert_event_id=alerts["T-8"]["event_id"], answer=Answer.ID_CHECKED_OVER_AGE,
+                          decision_time_s=2.5).to_dict()
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [events.encode(ack), b"{nope"])
     wait_until(lambda: any(isinstance(e, events.AckEvent) and e.event_id == ack["event_id"] for e in heard), 10, "the remote ack")
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale",
@@ -293,16 +296,16 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     assert [e["transaction_id"] for e in rec.events("integrity")] == ["T-9"]  # T-8 had its ID check
     assert "events/ack: not valid JSON" in caplog.text and "message quarantined" in caplog.text
     # An answer given on the service's own display goes out once and does not echo back in.
-    own = events.new_event("ack", "store-001", "till-01", "T-9", alert_event_id=alerts["T-9"]["event_id"],
-                           answer="no_id_check", decision_time_s=9.0)
-    svc.publish_event(events.from_dict(own))
-    rec.wait_for(lambda m: any(own["event_id"].encode() in p for _, p, _ in m), 10, "our own ack on the broker")
+    own = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-9",
+                          alert_event_id=alerts["T-9"]["event_id"], answer=Answer.NO_ID_CHECK, decision_time_s=9.0)
+    svc.publish_event(own)
+    rec.wait_for(lambda m: any(own.event_id.encode() in p for _, p, _ in m), 10, "our own ack on the broker")
     # A malformed ack sent after it: once the service has quarantined that, the broker has given it
     # everything before it on the topic, so an echo of our own ack would have been counted.
     quarantined = svc.counts["messages_quarantined"]
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [b"{"])
     wait_until(lambda: svc.counts["messages_quarantined"] > quarantined, 10, "the marker ack quarantined")
-    assert svc.counts["acks_received"] == 1 and sum(e.event_id == own["event_id"] for e in heard) == 1
+    assert svc.counts["acks_received"] == 1 and sum(e.event_id == own.event_id for e in heard) == 1
     rec.close()
 
 
@@ -312,9 +315,10 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     svc = start_service(cfg)
     ids = []
     for i in range(12):
-        ev = events.new_event("integrity", "store-001", "till-01", f"T{i}", alert_event_id="a", seconds_after_alert=1)
-        svc.publish_event(events.from_dict(ev))
-        ids.append(ev["event_id"])
+        ev = events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id=f"T{i}", alert_event_id="a",
+                                   seconds_after_alert=1)
+        svc.publish_event(ev)
+        ids.append(ev.event_id)
     st = svc.state()
     assert st.outbox_full and st.outbox_depth == 10 and st.outbox_dropped == 2
     assert [r.event_id for r in svc.outbox.after(0, 20)] == ids[2:]

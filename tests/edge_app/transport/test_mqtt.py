@@ -16,8 +16,9 @@ import pytest
 
 from edge_app import config as C
 from edge_app.config import ConfigError, MQTTConfig, TLSConfig
-from edge_app.core.state import TillState
-from edge_app.transport.mqtt import (MqttLink, connect_error, login_refused, make_client, read_password,
+from edge_app.core.state import AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, TillState
+from edge_app.till.service import SUBSCRIPTIONS
+from edge_app.transport.mqtt import (MqttLink, Presence, connect_error, login_refused, make_client, read_password,
                                      trust_warnings)
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import REPO, Recorder, retained, wait_until
@@ -29,11 +30,16 @@ def _cfg(port: int):
     return C.from_dict({"mqtt": {"port": port, "keepalive": 5, "reconnect_max_seconds": 1}}, REPO)
 
 
+def _presence(state=TillState) -> Presence:
+    """The till's retained availability and state, as the service keeps them."""
+    return Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF, lambda: state().encode())
+
+
 def _link(tmp_path, port, state=None, messages=None):
     box = Outbox(tmp_path / "o.sqlite3", 10_000)
     got = messages if messages is not None else []
-    link = MqttLink(_cfg(port), box, lambda leaf, p: got.append((leaf, p)),
-                    state or (lambda: TillState(camera="up")))
+    link = MqttLink(_cfg(port), box, lambda leaf, p, ack: got.append((leaf, p)), SUBSCRIPTIONS,
+                    presence=_presence(state or (lambda: TillState(camera="up"))))
     return link, box
 
 
@@ -225,7 +231,8 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     cfg = C.from_dict({"mqtt": {"port": broker.port, "username": "till-01", "password_file": str(pw),
                                 "reconnect_max_seconds": 3}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, lambda: TillState(mqtt_error=link.error))
+    link = MqttLink(cfg, box, lambda leaf, p, ack: None, SUBSCRIPTIONS,
+                    presence=_presence(lambda: TillState(mqtt_error=link.error)))
     assert link.trust_warnings == []  # a 0600 password file on a loopback broker: nothing to say
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
@@ -240,7 +247,7 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
         # Mosquitto answers a wrong password with "Not authorized" (MQTT 5 reason 0x87).
         assert link.error in ("broker refused the login: not authorized",
                               "broker refused the login: bad user name or password"), link.error
-        assert link._state_cb().mqtt_error == link.error
+        assert TillState.decode(link._presence.state()).mqtt_error == link.error
         assert not link.connected
         lines = _errors(caplog, "refused the login")
         assert len(lines) == 1, lines  # three refusals, one line
@@ -257,7 +264,7 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
     pw.chmod(0o644)
     cfg = C.from_dict({"mqtt": {"username": "till-01", "password_file": str(pw)}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, TillState)
+    link = MqttLink(cfg, box, lambda leaf, p, ack: None, SUBSCRIPTIONS, presence=_presence())
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     link.stop(flush_timeout=0.1)
@@ -292,7 +299,7 @@ def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     cfg = C.from_dict({"mqtt": {"port": tls_port, "reconnect_max_seconds": 2,
                                 "tls": {"enabled": True, "ca_file": str(trusted)}}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p: None, TillState)
+    link = MqttLink(cfg, box, lambda leaf, p, ack: None, SUBSCRIPTIONS, presence=_presence())
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     try:
@@ -329,7 +336,7 @@ def test_manual_ack_holds_messages_until_acked_and_never_stalls(tmp_path, mqtt_b
     def session(got):
         box = Outbox(tmp_path / f"o{len(boxes)}.sqlite3", 100)
         boxes.append(box)
-        return MqttLink(_cfg(mqtt_broker.port), box, lambda leaf, p, ack: got.append((p, ack)), None,
+        return MqttLink(_cfg(mqtt_broker.port), box, lambda leaf, p, ack: got.append((p, ack)), SUBSCRIPTIONS,
                         client_id="manual-ack-test", session_expiry_s=60, manual_ack=True).start()
 
     boxes: list[Outbox] = []

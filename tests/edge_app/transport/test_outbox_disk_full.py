@@ -16,7 +16,7 @@ TOPIC = "agecheck/v1/store-001/till-01/events/check"
 
 
 def _event(txn: str) -> events.MissedEvent:
-    return events.MissedEvent(store_id="store-001", till_id="till-01", transaction_id=txn, trigger={"source": "pos"},
+    return events.MissedEvent(store_id="store-001", till_id="till-01", transaction_id=txn, trigger=events.TriggerInfo(source="pos"),
                               reason="stale", detail="x" * 600)
 
 
