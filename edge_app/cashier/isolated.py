@@ -224,7 +224,12 @@ class WindowProcess:
                 return None, False, None
             proc = subprocess.Popen([sys.executable, "-m", "edge_app.cashier.isolated", conf, self.store_id,
                                      self.till_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                    bufsize=1, env=env)
+                                    bufsize=1, env=env,
+                                    # Its own process group: a Ctrl-C in the terminal reaches only
+                                    # the program, which stops its window itself. Ignoring SIGINT
+                                    # in the child alone left a window killed by a Ctrl-C that
+                                    # came while it was still starting up.
+                                    process_group=0)
             self._child = proc
         opened, error = False, None
         for line in proc.stdout:
