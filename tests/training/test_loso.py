@@ -55,8 +55,13 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
         (d / "model_int8.json").write_text(json.dumps(
             {"decision": {"fit": {"25": {"chosen": {"threshold": 0.9, "minors_approved": 0.01}}}}}))
         _predictions(d / "test.csv", [(15, 20, 1, approved), (30, 30, 1, "approve")])
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"model_id": "m"}))
     assert main(["--data", str(data), "--till-data", str(data), "--init", "x.keras", "--images", "a=.",
-                 "--out", str(tmp_path / "out")]) == 0
+                 "--out", str(tmp_path / "out"), "--record-in", str(card)]) == 0
     out = capsys.readouterr().out
     assert "| a | 2 | 100.0% of 1 |" in out and "| b | 2 | 0.0% of 1 |" in out and "$ " not in out
     assert (tmp_path / "out" / "loso.md").read_text().startswith("| left out |")
+    carry = json.loads(card.read_text())["carry_over"]
+    assert [r["source"] for r in carry["left_out"]] == ["a", "b"] and carry["worst"]["source"] == "a"
+    assert json.loads(card.read_text())["model_id"] == "m"  # the rest of the card is kept
