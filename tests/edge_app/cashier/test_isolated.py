@@ -154,7 +154,10 @@ def test_ctrl_c_stops_the_window_with_the_program_not_a_crash(xvfb):
     parent, child = _start_parent(xvfb)
     try:
         os.killpg(parent.pid, signal.SIGINT)
-        out, err = parent.communicate(timeout=30)
+        # Its stdin stays open: closing it (communicate) could end the program's read before the
+        # Ctrl-C was acted on, and the test would then see a plain exit.
+        parent.wait(timeout=30)
+        out, err = parent.stdout.read(), parent.stderr.read()
         assert "INTERRUPTED" in out and "DONE" in out, (out, err)
         assert "Traceback" not in err and "cashier window stopped" not in err, err
         wait_for(lambda: _gone(child), timeout=15, what="the window process to end")
