@@ -84,6 +84,7 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
     minors = (real >= 13) & (real < 18)
     adults = real >= 25
     approved = decision == Decision.APPROVE
+    gated = np.array([bool(p.gated) for p in preds])
     by_band = {}
     whole = np.floor(real)  # bands are whole years, as in edge_app.core.policy.age_band: 24.5 is 18-24
     for name, lo, hi in BANDS:
@@ -103,9 +104,9 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
         "detection_rate": round(float(np.mean([p.detected for p in preds])), 4),
         # The quality gate: the faces it refuses are never approved at the till (it asks for ID),
         # so the share of minors it catches and the approvals left after it are the till's.
-        "refused_by_gate": _rate(np.array([bool(p.gated) for p in preds]), np.array([bool(p.detected) for p in preds])),
-        "minors_13_17_refused_by_gate": _rate(np.array([bool(p.gated) for p in preds]), minors),
-        "minors_13_17_approved_after_gate": _rate(approved & ~np.array([bool(p.gated) for p in preds]), minors),
+        "refused_by_gate": _rate(gated, np.array([bool(p.detected) for p in preds])),
+        "minors_13_17_refused_by_gate": _rate(gated, minors),
+        "minors_13_17_approved_after_gate": _rate(approved & ~gated, minors),
     }
     if intervals:
         out["minors_13_17_approved_ci95"] = bootstrap_interval(approved[minors].astype(float))

@@ -41,8 +41,8 @@ class LeftOut:
     adults_to_id: float
     mae: float
     threshold: float
-    # The highest threshold-free figure: how many minors the decision would approve if it were
-    # fitted on this source itself at the same target (what the shift between sources costs).
+    # The share of the OTHER sources' validation minors that threshold approves (what it was fitted
+    # to): beside `minors_approved`, it shows what the shift to an unseen source costs.
     minors_approved_val_fit: float
 
 
@@ -53,7 +53,7 @@ def figures(source: str, predictions: Path, threshold: float, val_minors_approve
         rows = list(csv.DictReader(fh))
     age = np.array([float(r["real_age"]) for r in rows])
     approved = np.array([r["decision"] == Decision.APPROVE.value for r in rows])
-    det = np.array([r["detected"] in ("1", "True", "true") for r in rows])
+    det = np.array([r["detected"] == "1" for r in rows])
     pred = np.array([float(r["pred"]) if r["pred"] not in ("", "nan") else np.nan for r in rows])
     minors, adults = is_minor(age), age >= 25
     return LeftOut(

@@ -109,7 +109,6 @@ class FaceresTeacher:
 
         self._fn = tf.compat.v1.wrap_function(_import, [tf.TensorSpec([None, EMBED_SIZE, EMBED_SIZE, 3], tf.float32)])
         self._names = ("embedding", "own_age", "own_male")
-        self.sha_hint = spec.get("generatedBy", "")
 
     @staticmethod
     def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -160,7 +159,8 @@ def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], 
     def flush():
         if pending:
             emb[idx] = teacher.run(np.stack(pending))["embedding"].astype(np.float16)
-            pending.clear(), idx.clear()
+            pending.clear()
+            idx.clear()
 
     try:
         for i, r in enumerate(rows):
