@@ -44,6 +44,8 @@ OTHER_MEANINGS = {
     ("devtools/bench/run.py", "model_id"): "the bench's own report header",
     ("transport/outbox.py", "seq"): "the outbox table's column",
     ("manager/report.py", "store_id"): "per_till.csv's first column (a list, not a key read)",
+    ("devtools/photos.py", "sharpness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
+    ("devtools/photos.py", "brightness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
 }
 KEYED = re.compile(r"""(?:\[\s*|\.get\(\s*|getattr\([^,()]+,\s*)(["'])(\w+)\1""")
 

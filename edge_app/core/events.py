@@ -170,6 +170,9 @@ _SCAN_TIME_FIELDS = frozenset({"received_ts", "sent_ts"})
 _AGE_FIELDS = ("age", "age_low", "age_high")
 _SECONDS_FIELDS = ("decision_time_s", "seconds_after_alert", "grace_seconds")
 _COUNT_FIELDS = ("frames_used", "faces_seen", "frames_seen", "alert_count")
+# A check's quality figures (the quality gate's measures of the shopper's face, edge_app.vision.faces):
+# a sharpness (variance of the Laplacian), a mean grey level and the eyes' distance in pixels.
+QUALITY_RANGES = {"sharpness": (0.0, 1e9), "brightness": (0.0, 255.0), "eyes_px": (0.0, 1e5)}
 _BAND_NAMES = frozenset(name for name, _, _ in BANDS)
 # Words a kind's field must be one of, when present and not null (ack answers and missed reasons
 # are checked above, with their own messages).
@@ -238,6 +241,8 @@ def _validate_bounds(event: dict, kind: str) -> None:
     for name in _COUNT_FIELDS:
         _in_range(event, name, 0, MAX_INT, "a count")
     _in_range(event, "p_over", 0, 1, "a probability")
+    for name, (lo, hi) in QUALITY_RANGES.items():
+        _in_range(event, name, lo, hi, "a quality figure")
     _in_range(event, "spread", 0, AGE_RANGE[1], "years")
     if "seq" in event and event["seq"] > MAX_INT:
         raise SchemaError(f"field 'seq' is {event['seq']}, more than {MAX_INT} (63 bits)")
@@ -592,6 +597,14 @@ class CheckEvent(Event):
     camera: str | None = None
     # How many faces the quality gate refused, by why.
     gate_rejections: Mapping[GateReason, int] | None = None
+    # What the quality gate measured of the shopper's face, the median over the frames of the
+    # check that had one (accepted or refused): how sharp, how bright, how big (the eyes' distance
+    # in pixels). Absent when no frame had a face, and from tills before these were sent. The
+    # manager's till health compares them with the till's own usual (a moved, dirty or newly lit
+    # camera shows here before it shows as NO FACE).
+    sharpness: float | None = _optional()
+    brightness: float | None = _optional()
+    eyes_px: float | None = _optional()
 
 
 @dataclass(frozen=True, kw_only=True)

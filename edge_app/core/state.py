@@ -26,6 +26,9 @@ MAX_STATE_BYTES = 64 * 1024
 STATE_LEAF = "state"
 AVAILABILITY_LEAF = "availability"
 ONLINE, OFFLINE = b"online", b"offline"
+# How often a running till publishes its state when nothing changes (its heartbeat): a reader that
+# hears nothing from a till for a few of these knows the till, or its link, is gone.
+HEARTBEAT_S = 30.0
 
 _NUM = (int, float)
 _STR = (str,)
@@ -140,6 +143,8 @@ class TillState(_Document):
 
     ts: str | None = _json(_STR)
     status: str | None = _json(_STR)
+    # Seconds between two states at most (HEARTBEAT_S); null from tills before it was sent.
+    heartbeat_s: float | None = _json(_NUM)
     version: str | None = _json(_STR)
     model_id: str | None = _json(_STR)
     camera: str | None = _json(_STR)  # starting | up | down

@@ -3,7 +3,9 @@ store the feed writes (SQLite or PostgreSQL), opened read-only.
 
 It owns the web page and its exports; the figures themselves come from `report` (one definition
 for the report and the page). For a chosen period and store: the "needs attention" list first,
-missing-event gaps, figures per store and till, charts (outcomes of alerts over time, bucketed by
+the tills gone silent (`tills`; while the period reaches today), missing-event gaps (a till's state
+shows a hole at the end before its next event does), figures per store and till, till health
+(`health`: each till's camera against its own usual), charts (outcomes of alerts over time, bucketed by
 day, week or month so they stay readable for a day, a week or a year; alerts per till; the
 age-band mix, labelled as camera estimates), and the event list with filters. What the list shows
 downloads as CSV or JSON; the summary as JSON.
@@ -21,18 +23,20 @@ import ipaddress
 import json
 import sys
 from dataclasses import dataclass
-from datetime import date, timedelta, tzinfo
-from typing import Any
+from datetime import date, datetime, timedelta, timezone, tzinfo
 
 from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.core import events
 from edge_app.manager.db import Database
 from edge_app.core.times import local_dt
-from edge_app.core.words import (ANSWER_PHRASE, DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN,
-                                 REASON_ESTIMATED, REASON_SURE_OVER, Answer, Decision, MissedReason)
+from edge_app.core.words import (DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN, REASON_ESTIMATED,
+                                 REASON_SURE_OVER, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
-from edge_app.manager.report import (BAND_COLOURS, BAND_NAMES, MINOR_BANDS, NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
+from edge_app.manager.health import HOURS_SHOWN, till_health
+from edge_app.manager.charts import bucket_of, bucket_size, series  # noqa: F401  (bucket_*: the tests' too)
+from edge_app.manager.tills import Hearing, hearing
+from edge_app.manager.report import (NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
                                      Scope, Summary, cashier_of, fetch_events, headline_text, open_db,
                                      parse_period, parse_time_of_day, report_timezone, summarize, to_json, write_csv)
 
@@ -71,9 +75,6 @@ class EventRow:
 
 EVENT_COLUMNS = [f.name for f in dataclasses.fields(EventRow)]
 KINDS = events.EVENT_KINDS
-# The stacked bars of alert outcomes: ID checked, answered "no ID check", not answered.
-ALERT_OUTCOME_SERIES = (("ID checked", "#2e8b57"), (f"answered: {ANSWER_PHRASE[Answer.NO_ID_CHECK]}", "#c0392b"),
-                        ("not answered", "#e67e22"))
 
 
 # Flask, waitress and psycopg are the [manager] extra (setup.py): a till's runtime leaves them out.
@@ -187,59 +188,6 @@ def _decision_words(decision: str, challenge: float | None, p_over: float | None
     return said
 
 
-def bucket_size(period: Period) -> str:
-    """Day bars for up to a month, weeks up to half a year, months beyond."""
-    n = len(period.days)
-    return "day" if n <= 31 else ("week" if n <= 190 else "month")
-
-
-def bucket_of(day: date, size: str) -> date:
-    if size == "week":
-        return day - timedelta(days=day.weekday())
-    if size == "month":
-        return day.replace(day=1)
-    return day
-
-
-def series(s: Summary) -> dict[str, Any]:
-    """What the charts draw, as plain data."""
-    size = bucket_size(s.period)
-    buckets = sorted({bucket_of(d, size) for d in s.period.days})
-    idx = {b: i for i, b in enumerate(buckets)}
-    checked, no_check, unanswered = [0] * len(buckets), [0] * len(buckets), [0] * len(buckets)
-    for (_, _, day), r in s.rows.items():
-        i = idx[bucket_of(day, size)]
-        checked[i] += r.id_checked_alerts
-        no_check[i] += r.answered_alerts - r.id_checked_alerts
-        unanswered[i] += r.alerts - r.answered_alerts
-    fmt = {"day": "%a %d %b", "week": "w/c %d %b", "month": "%b %Y"}[size]
-    multi = len(s.store_ids) > 1
-    tills = s.tills
-    per_till = [s.totals(t, st) for st, t in tills]
-
-    def stacks(checked: list[int], no_check: list[int], unanswered: list[int]) -> list[dict]:
-        # The alerts' outcomes, in the order the bars stack; the page draws what it is given.
-        return [{"name": name, "colour": colour, "values": values} for (name, colour), values
-                in zip(ALERT_OUTCOME_SERIES, (checked, no_check, unanswered))]
-
-    return {
-        "bucket": size,
-        "over_time": {"labels": [b.strftime(fmt) for b in buckets],
-                      "series": stacks(checked, no_check, unanswered)},
-        "per_till": {"labels": [f"{st}/{t}" if multi else t for st, t in tills],
-                     "series": stacks([r.id_checked_alerts for r in per_till],
-                                      [r.answered_alerts - r.id_checked_alerts for r in per_till],
-                                      [r.alerts - r.answered_alerts for r in per_till])},
-        # Two series, each in one colour, so the legend's swatches are the bars' colours (one
-        # series with a colour per bar gave the legend the first bar's red for the blue bars).
-        "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES],
-                  "series": [{"name": name, "colour": BAND_COLOURS[key],
-                              "values": [s.bands[b] if (b in MINOR_BANDS) == minor else None for b in BAND_NAMES]}
-                             for name, key, minor in (("under 18 (camera estimate)", "minor", True),
-                                                      ("18 and over (camera estimate)", "adult", False))]},
-    }
-
-
 def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[dict]:
     """The event list, newest first, as shown on the page and exported: the events the filters
     admit (an answer's cashier is the one its alert was shown to), read in batches until `limit`."""
@@ -301,8 +249,6 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
     label = db.target.label
 
     def today() -> date:
-        from datetime import datetime
-
         return datetime.now(tz).date() if tz else datetime.now().date()
 
     def bad(message: str):
@@ -364,10 +310,23 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
                                        (store,) if store else ())]
 
     def version() -> str:
-        """Changes whenever an event (or a quarantined message) is stored: what the page polls."""
+        """Changes whenever an event (or a quarantined message) is stored, and when a till goes
+        silent or is heard again (which no stored event says): what the page polls."""
         n, last = db.query("SELECT COUNT(*), MAX(received_at) FROM events")[0]
         q = db.query("SELECT COUNT(*) FROM quarantine")[0][0] if db.has_table("quarantine") else 0
-        return f"{n}-{q}-{last or ''}"
+        quiet = ",".join(f"{t.store_id}/{t.till_id}" for t in hearing(db, datetime.now(timezone.utc)).silent)
+        return f"{n}-{q}-{last or ''}-{quiet}"
+
+    def silence(f: Filters) -> Hearing | None:
+        """Which of the filtered tills are silent now; None when the period ends before today
+        (silence is about now, not about a past period)."""
+        if f.period.until < today():
+            return None
+        return hearing(db, datetime.now(timezone.utc), f.store, f.till)
+
+    def when(ts: str | None) -> str:
+        dt = local_dt(ts, tz)
+        return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "never"
 
     def summary(f: Filters) -> Summary:
         return summarize(db, f.period, tz, scope=f.scope)
@@ -385,6 +344,8 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
         evs = event_rows(db, f, tz, EVENT_LIMIT)
         all_stores = stores()
         return render_template("dashboard.html", f=f, s=s, data=data, series=series(s), events=evs,
+                               health=till_health(db, f.period, tz, f.scope), hours_shown=HOURS_SHOWN,
+                               hearing=silence(f), when=when,
                                event_limit=EVENT_LIMIT, stores=all_stores, tills=tills(f.store),
                                cashiers=cashiers(f.store), kinds=KINDS, tz_name=tz_name, source=label,
                                query=f.query(), title=title_of(f, all_stores), headline=headline_text(s.totals()),
@@ -401,7 +362,11 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
     def summary_json():
         f = filters()
         s = summary(f)
-        body = json.dumps({**to_json(s, tz), "charts": series(s)}, indent=2, ensure_ascii=False)
+        heard = silence(f)
+        body = json.dumps({**to_json(s, tz), "charts": series(s),
+                           "till_health": [h.as_json() for h in till_health(db, f.period, tz, f.scope)],
+                           "silent_tills": [dataclasses.asdict(t) for t in heard.silent] if heard else []},
+                          indent=2, ensure_ascii=False)
         return download(body, "application/json", "summary", f, "json")
 
     @app.get("/per_till.csv")

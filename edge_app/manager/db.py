@@ -89,6 +89,39 @@ MIGRATIONS: list[list[str]] = [
     [
         _ONLY + "postgresql\nALTER TABLE events ALTER COLUMN seq TYPE BIGINT",
     ],
+    # 5: till health. A check's camera status and the quality gate's figures (events.CheckEvent's
+    # sharpness, brightness, eyes_px) as columns, filled in for the rows stored before from their
+    # payloads (the feed stores only payloads it validated as JSON, so each reads); and each till's
+    # latest retained `state` and `availability` (edge_app.manager.tills), which tell a silent
+    # till from a quiet one and show events numbered by a till that have not arrived.
+    [
+        "ALTER TABLE events ADD COLUMN camera TEXT",
+        "ALTER TABLE events ADD COLUMN sharpness {real}",
+        "ALTER TABLE events ADD COLUMN brightness {real}",
+        "ALTER TABLE events ADD COLUMN eyes_px {real}",
+        _ONLY + "sqlite\nUPDATE events SET camera = json_extract(payload, '$.camera'),"
+        " sharpness = json_extract(payload, '$.sharpness'), brightness = json_extract(payload, '$.brightness'),"
+        " eyes_px = json_extract(payload, '$.eyes_px') WHERE kind IN ('check', 'alert') AND json_valid(payload)",
+        _ONLY + "postgresql\nUPDATE events SET camera = payload::jsonb->>'camera',"
+        " sharpness = (payload::jsonb->>'sharpness')::double precision,"
+        " brightness = (payload::jsonb->>'brightness')::double precision,"
+        " eyes_px = (payload::jsonb->>'eyes_px')::double precision WHERE kind IN ('check', 'alert')",
+        "CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts)",
+        """CREATE TABLE IF NOT EXISTS till_state (
+            store_id TEXT NOT NULL,
+            till_id TEXT NOT NULL,
+            state_received_at TEXT,
+            state_ts TEXT,
+            heartbeat_s {real},
+            last_seq BIGINT,
+            outbox_depth BIGINT,
+            camera TEXT,
+            availability TEXT,
+            availability_received_at TEXT,
+            payload TEXT,
+            PRIMARY KEY (store_id, till_id)
+        )""",
+    ],
 ]
 
 
@@ -99,7 +132,8 @@ EVENT_FIELD_COLUMNS: dict[str, str] = {
     "event_id": "text", "ts": "text", "store_id": "text", "till_id": "text", "transaction_id": "text",
     "decision": "text", "answer": "text", "age": "num", "age_low": "num", "age_high": "num",
     "age_band": "text", "alert_event_id": "text", "decision_time_s": "num", "publisher": "text",
-    "seq": "int", "operator_id": "text", "replaces_event_id": "text",
+    "seq": "int", "operator_id": "text", "replaces_event_id": "text", "camera": "text", "sharpness": "num",
+    "brightness": "num", "eyes_px": "num",
 }
 MESSAGE_COLUMNS = ("kind", "schema", "topic", "received_at", "payload")
 

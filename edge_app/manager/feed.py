@@ -15,7 +15,10 @@ than a loss.
 
 Gaps: events carry their publisher's sequence number (`transport.outbox`). The holes in those
 numbers are worked out from what is stored (`gap_rows`), so an event that arrives late closes its
-hole; the live table prints a line when a new event shows a hole below it.
+hole; the live table prints a line when a new event shows a hole below it. The tills' retained
+`state` and `availability` are kept too (`edge_app.manager.tills`): a till's state numbers the
+events it has published, so a hole at the end, after its last stored event, shows before its next
+event does (a trailing gap).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from edge_app.config import Config
 from edge_app.errors import UsageError
 from edge_app.manager.db import EVENT_FIELD_COLUMNS, MESSAGE_COLUMNS, Database, RowRejected, StoreError, StoreUnavailable
 from edge_app.manager.db import target as db_target
+from edge_app.manager import tills
 from edge_app.transport import locks
 from edge_app.transport.mqtt import (connect_error, connect_properties, make_client, session_client_id,
                                      trust_warnings)
@@ -74,7 +78,7 @@ class FeedDBError(UsageError):
 
 @dataclass(frozen=True)
 class Stored:
-    status: Literal["new", "duplicate", "quarantined"]
+    status: Literal["new", "duplicate", "quarantined", "till"]  # till: a till's state or availability, kept
     event: events.Event | None = None  # decoded once, by check_message
     reason: str | None = None
     gap: "Gap | None" = None  # a new event that shows some before it are missing
@@ -138,6 +142,10 @@ class Gap:
     before_seq: int
     after_ts: str
     before_ts: str
+    # A hole at the end: numbers the till's latest state says it has published after the last one
+    # stored (before_seq is that state's last number + 1, before_ts its time), `waiting` of them
+    # still in its outbox then. None: a hole between two stored events.
+    waiting: int | None = None
 
     @property
     def missing(self) -> int:
@@ -155,7 +163,9 @@ def gap_rows(db: Database, store: str | None = None) -> list[Gap]:
         "  LAG(ts) OVER (PARTITION BY store_id, publisher ORDER BY seq) AS prev_ts"
         f" FROM events WHERE {where}) AS numbered WHERE seq > prev_seq + 1 ORDER BY store_id, publisher, seq",
         (store,) if store else ())
-    return [Gap(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6]) for r in rows]
+    holes = [Gap(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6]) for r in rows]
+    return holes + [Gap(t.store_id, t.till_id, t.till_id, t.after_seq, t.last_seq + 1, t.after_ts, t.state_ts, t.waiting)
+                    for t in tills.trailing(db, store)]
 
 
 class FeedStore:
@@ -184,11 +194,14 @@ class FeedStore:
             raise FeedDBError(msg) from None
         self.path = path
 
-    def add(self, topic: str, payload: bytes, received_at: str | None = None) -> Stored:
+    def add(self, topic: str, payload: bytes, received_at: str | None = None, retained: bool = False) -> Stored:
         """Store one message. Raises StoreUnavailable when the database cannot take anything just
         now (the message must then be kept, not acknowledged) and RowRejected when it refuses this
         row for good (`keep` quarantines it instead)."""
         received_at = received_at or now_iso()
+        if tills.parse_topic(topic) is not None:
+            tills.keep(self.db, topic, payload, received_at, retained)
+            return Stored("till")
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
             return self.quarantine(topic, payload, reason or "unusable", received_at)
@@ -218,12 +231,12 @@ class FeedStore:
             return None
         return Gap(ev.store_id, pub, ev.till_id, int(rows[0][0]), seq, rows[0][1], ev.ts)
 
-    def keep(self, topic: str, payload: bytes, received_at: str | None = None) -> Stored:
+    def keep(self, topic: str, payload: bytes, received_at: str | None = None, retained: bool = False) -> Stored:
         """Store one message, or quarantine it when the database refuses the row for good (a
         value it cannot hold): either way it is kept and may be acknowledged. Only
         StoreUnavailable escapes: the database is away, the message must wait."""
         try:
-            return self.add(topic, payload, received_at)
+            return self.add(topic, payload, received_at, retained)
         except RowRejected as exc:
             return self.quarantine(topic, payload, f"the event store refused it: {exc}"[:1000], received_at)
 
@@ -305,7 +318,13 @@ def gap_text(g: Gap, tz: tzinfo | None, with_store: bool = False) -> str:
         span = f"between {g.after_ts} and {g.before_ts}"
     who = f"{g.store_id}/{g.publisher}" if with_store else g.publisher
     n = g.missing
-    return (f"{who}: {n} event{'s' if n != 1 else ''} missing {span} "
+    how_many = f"{n} event{'s' if n != 1 else ''}"
+    if g.waiting is not None:
+        after = f"{a:%Y-%m-%d %H:%M}" if a else g.after_ts
+        said = f"the till's state at {b:%H:%M}" if b else "the till's state"
+        held = f"; {g.waiting} of them were still in its outbox" if g.waiting else ""
+        return f"{who}: {how_many} not arrived after {after} ({said} says it numbered up to {g.before_seq - 1}{held})"
+    return (f"{who}: {how_many} missing {span} "
             f"(numbers {g.after_seq + 1}-{g.before_seq - 1} never arrived)")
 
 
@@ -385,6 +404,7 @@ class _Received:
     mid: int
     qos: int
     session: int
+    retained: bool = False  # a retained message the broker hands a new subscription
 
 
 class Feed:
@@ -406,6 +426,7 @@ class Feed:
         self.cfg = cfg
         self.store = FeedStore(db_path, cfg.feed.max_payload_bytes)
         self.topic = subscription(cfg, all_stores)
+        self.topics = [self.topic, *tills.subscriptions("+" if all_stores else cfg.store_id)]
         self.client_id = cfg.feed.client_id or session_client_id(
             cfg.mqtt, f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}")
         self.lock_path = session_lock_path(cfg, self.client_id)
@@ -477,7 +498,7 @@ class Feed:
         # acknowledged: the broker sends them again on this one, under packet ids of its own.
         self._session += 1
         self._connect_error = None
-        client.subscribe(self.topic, qos=1)
+        client.subscribe([(t, 1) for t in self.topics])
         resumed = "resumed" if flags.session_present else "new"
         self.table.note(f"connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.client_id} "
                         f"({resumed} session)")
@@ -487,7 +508,7 @@ class Feed:
         if refused:
             self.table.note(f"broker refused the subscription to {self.topic}: {refused[0]}")
             return
-        self.table.note(f"subscribed to {self.topic}")
+        self.table.note(f"subscribed to {self.topic} and the tills' state")
         self.subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -509,7 +530,7 @@ class Feed:
     def _on_message(self, client, userdata, msg) -> None:
         # The MQTT thread only hands the message on: waiting here on a database that is away
         # would stop the keepalives and lose the broker link too.
-        self._inbox.put(_Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session))
+        self._inbox.put(_Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session, bool(msg.retain)))
 
     def _write_loop(self) -> None:
         while True:
@@ -548,7 +569,7 @@ class Feed:
         even its quarantine failed for a reason other than the database being away (a bug): it is
         named in the log and acknowledged, since holding it would stop the feed for good."""
         try:
-            return self.store.keep(msg.topic, msg.payload)
+            return self.store.keep(msg.topic, msg.payload, retained=msg.retained)
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -579,6 +600,8 @@ class Feed:
             if res.gap is not None:
                 log.warning("feed: %s", gap_text(res.gap, self.table.tz, True))
                 self.table.note(gap_text(res.gap, self.table.tz, self.table.show_store))
+        elif res.status == "till":
+            return
         elif res.status == "quarantined":
             self.table.note(f"quarantined a message on {msg.topic}: {res.reason}")
         else:

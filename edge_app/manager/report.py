@@ -42,6 +42,7 @@ from edge_app.core.words import (ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECI
 from edge_app.core.policy import BANDS
 from edge_app.manager.db import Database, StoreError, open_store
 from edge_app.manager.feed import Gap, gap_rows, gap_text, integrity_reason, read_stored
+from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES
 
 MAX_DAYS = 366
 BAND_NAMES = [b[0] for b in BANDS]
@@ -718,9 +719,9 @@ def write_charts(s: Summary, out: Path) -> dict[str, str]:
     tills = s.tills
     multi = len(s.store_ids) > 1
     labels = [f"{st}/{t}" if multi else t for st, t in tills] or ["–"]
-    parts = [("ID checked", "#2e8b57", lambda r: r.id_checked_alerts),
-             ("answered: no ID check", "#c0392b", lambda r: r.answered_alerts - r.id_checked_alerts),
-             ("not answered", "#e67e22", lambda r: r.alerts - r.answered_alerts)]
+    counts = (lambda r: r.id_checked_alerts, lambda r: r.answered_alerts - r.id_checked_alerts,
+              lambda r: r.alerts - r.answered_alerts)
+    parts = [(name, colour, fn) for (name, colour), fn in zip(ALERT_OUTCOME_SERIES, counts)]
     fig, ax = plt.subplots(figsize=(7, max(3.6, 0.45 * len(labels) + 1.6)), dpi=100)
     left = [0] * len(labels)
     for name, colour, fn in parts:

@@ -21,6 +21,7 @@ import collections
 import dataclasses
 import logging
 import os
+import statistics
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import cv2
 from edge_app.core import events
 from edge_app.till.capture import Frame, FrameBuffer, FrameError
 from edge_app.config import Config, PolicyConfig
-from edge_app.vision.faces import FacePipeline, FrameFaces, Follower, ImageError
+from edge_app.vision.faces import FacePipeline, FrameFaces, Follower, ImageError, Quality
 from edge_app.vision.model import AgeModel
 from edge_app.core.policy import PolicyResult, decide_calibrated
 from edge_app.core.words import Decision, GateReason, PolicyRule
@@ -78,12 +79,23 @@ def spread(frames: list[Frame], n: int) -> list[Frame]:
     return [frames[round(i * step)] for i in range(n)]
 
 
+def _quality(measured: list[Quality]) -> dict[str, float]:
+    """The check's quality figures (CheckEvent.sharpness, brightness, eyes_px): the median of what
+    the gate measured, refused faces included, so a camera gone blurred or dark shows in them."""
+    if not measured:
+        return {}
+    return {"sharpness": round(statistics.median(q.sharpness for q in measured), 1),
+            "brightness": round(statistics.median(q.brightness for q in measured), 1),
+            "eyes_px": round(statistics.median(q.iod_px for q in measured), 1)}
+
+
 @dataclass
 class _Tally:
     ages: list[float] = dataclasses.field(default_factory=list)
     probs: list = dataclasses.field(default_factory=list)  # each frame's age distribution
     boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
     rejected: collections.Counter[GateReason] = dataclasses.field(default_factory=collections.Counter)
+    measured: list[Quality] = dataclasses.field(default_factory=list)  # the gate's measures, every aligned face
     faces_seen: int = 0
     frames_seen: int = 0
     after: int = 0
@@ -136,6 +148,7 @@ class CheckRunner:
         aligned = res.aligned
         if aligned is None:
             return
+        t.measured.append(aligned.quality)
         if not aligned.ok:
             for rejection in aligned.rejections:
                 t.rejected[rejection.reason] += 1
@@ -267,6 +280,7 @@ class CheckRunner:
             camera=camera,
             gate_rejections=dict(t.rejected),
             operator_id=trigger.scan.operator_id or None,
+            **_quality(t.measured),
         )
         alert = None
         if res.decision != Decision.APPROVE:

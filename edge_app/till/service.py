@@ -51,8 +51,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge_app import __version__
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
-from edge_app.core.state import (AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Quarantined, Recording,
-                                  TillState)
+from edge_app.core.state import (AVAILABILITY_LEAF, HEARTBEAT_S, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Quarantined,
+                                  Recording, TillState)
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
@@ -75,7 +75,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     (Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
     (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
-STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
+STATE_EVERY_S = HEARTBEAT_S  # the retained state is refreshed this often (outbox depth) besides on changes
 
 
 def _preview(payload: bytes, n: int = 60) -> str:
@@ -447,6 +447,7 @@ class Service:
         return TillState(
             ts=now_iso(),
             status="online",
+            heartbeat_s=STATE_EVERY_S,
             version=__version__,
             model_id=self.model.model_id,
             camera=self.capture.status,

@@ -87,7 +87,7 @@
   function poll() {
     if (busy) { return; }
     busy = true;
-    fetch("/live.json", { cache: "no-store", credentials: "same-origin" })
+    fetch("live.json", { cache: "no-store", credentials: "same-origin" })
       .then(function (r) { return r.json(); })
       .then(function (live) {
         if (live.version !== body.getAttribute("data-version")) { return refresh(live.version); }

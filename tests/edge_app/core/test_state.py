@@ -14,7 +14,7 @@ from edge_app.core.state import LastCheck, Quarantined, TillState
 from tests.edge_app.feed_util import check_event
 
 # Spelled here on purpose: this is the wire a monitoring tool reads, and a rename must fail here.
-STATE_KEYS = {"ts", "status", "version", "model_id", "camera", "camera_detail", "outbox_depth", "outbox_max",
+STATE_KEYS = {"ts", "status", "heartbeat_s", "version", "model_id", "camera", "camera_detail", "outbox_depth", "outbox_max",
               "outbox_full", "outbox_dropped", "degraded", "outbox_write_errors", "outbox_held", "outbox_held_max",
               "outbox_held_dropped", "outbox_error", "mqtt_subscribed", "mqtt_error", "security_warnings",
               "last_seq", "checks", "messages_quarantined", "scans_missed", "pos_clock_ahead_s", "pos_clock_skew",
@@ -25,7 +25,7 @@ QUARANTINED_KEYS = {"ts", "topic", "reason"}
 
 def full_state() -> TillState:
     check = events.from_dict(check_event(txn="T-9", decision="check_id", age=22.5))
-    return TillState(ts="2025-05-01T10:00:00.000Z", status="online", version="1.2.3", model_id="m-1", camera="down",
+    return TillState(ts="2025-05-01T10:00:00.000Z", status="online", heartbeat_s=30.0, version="1.2.3", model_id="m-1", camera="down",
                      camera_detail="device not found", outbox_depth=3, outbox_max=10_000, outbox_full=False,
                      outbox_dropped=1, degraded=True, outbox_write_errors=2, outbox_held=1, outbox_held_max=500,
                      outbox_held_dropped=0, outbox_error="No space left on device", mqtt_subscribed=True,
