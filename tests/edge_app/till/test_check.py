@@ -85,6 +85,10 @@ def test_adult_face_gives_a_plausible_age_and_a_valid_event(tmp_path, cfg, pipel
     else:
         assert out.alert.to_dict()["check_event_id"] == ev["event_id"]
     assert b"crop" not in events.encode(ev) and len(events.encode(ev)) < 2000  # numbers only
+    # What the quality gate measured of the shopper's face travels with the check (the manager's
+    # till health compares it with the till's usual): a sharp, lit face, eyes as far apart as the gate asks.
+    assert ev["sharpness"] >= cfg.faces.min_sharpness and cfg.faces.min_brightness <= ev["brightness"] <= 255
+    assert ev["eyes_px"] >= cfg.faces.min_iod_px
 
 
 def test_empty_till_is_no_face_within_the_budget(tmp_path, cfg, pipeline, model):
@@ -95,6 +99,7 @@ def test_empty_till_is_no_face_within_the_budget(tmp_path, cfg, pipeline, model)
     ev = out.check.to_dict()
     assert ev["decision"] == "no_face" and ev["age"] is None and ev["frames_used"] == 0
     assert ev["faces_seen"] == 0 and ev["frames_seen"] > 0
+    assert not {"sharpness", "brightness", "eyes_px"} & ev.keys()  # no face, nothing measured
     assert "no face" in ev["reason"]
     assert ev["latency_ms"]["total"] < 600 + 400 and elapsed < 5
     alert = out.alert.to_dict()
