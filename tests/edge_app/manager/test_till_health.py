@@ -290,3 +290,97 @@ def test_no_till_heard_is_the_feed_s_silence(tmp_path):
     page = client.get("/").data.decode()
     assert 'id="feed-hears-nothing"' in page and 'class="gap silent-till"' not in page
     assert 'id="silent-tills"' not in client.get(f"/?since={DAY}&until={DAY}").data.decode()
+
+
+class _SubPathProxy:
+    """A reverse proxy that serves the dashboard under /agecheck/ only, as a proxy's `location
+    /agecheck/` does: anything the page asks for outside it (an absolute link) is a 404."""
+
+    PREFIX = "/agecheck/"
+
+    def __init__(self, upstream: str) -> None:
+        import http.server
+        import threading
+        import urllib.error
+        import urllib.request
+
+        prefix = self.PREFIX
+        self.asked: list[str] = []
+        asked = self.asked
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                asked.append(self.path)
+                if not self.path.startswith(prefix):
+                    self.send_error(404, "outside the proxied sub-path")
+                    return
+                try:
+                    with urllib.request.urlopen(upstream + self.path[len(prefix):], timeout=30) as r:
+                        status, headers, body = r.status, r.headers, r.read()
+                except urllib.error.HTTPError as exc:
+                    status, headers, body = exc.code, exc.headers, exc.read()
+                self.send_response(status)
+                for k in ("Content-Type", "Content-Disposition", "Cache-Control"):
+                    if headers.get(k):
+                        self.send_header(k, headers[k])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_page_works_under_a_proxy_sub_path(tmp_path):
+    """Behind a reverse proxy at /agecheck/, the page loads its styles and scripts, draws its
+    charts, polls live.json and updates itself, and its filters and downloads stay under the
+    sub-path: nothing the page asks for is outside it."""
+    from selenium.webdriver.common.by import By
+
+    db = tmp_path / "feed.sqlite3"
+    _store(db, a_day_with_a_moved_camera())
+    cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"}, dashboard={"refresh_seconds": 1})
+    dash = Proc(["dashboard", "--config", str(cfg), "--db", str(db), "--port", "0"])
+    proxy = driver = None
+    try:
+        url = re.search(r"http://\S+/", dash.lines[dash.wait_line("agecheck dashboard: http://", timeout=60)]).group(0)
+        proxy = _SubPathProxy(url)
+        driver = _browser(tmp_path)
+        driver.get(f"{proxy.url}?since={DAY}&until={DAY}")
+        _drawn(driver)
+        assert driver.execute_script("return getComputedStyle(document.body).fontFamily;").startswith("system-ui")
+        hrefs = [e.get_attribute("href") for e in driver.find_elements(By.CSS_SELECTOR, ".exports a, #clear")]
+        assert hrefs and all(h.startswith(proxy.url) for h in hrefs), hrefs
+        got = json.loads(_get(driver.find_element(By.ID, "export-json").get_attribute("href")))  # through the proxy
+        assert got["filters"]["since"] == DAY and got["events"]
+        _store(db, [check_event(till="till-02", txn="T-proxy", ts=f"{DAY}T15:00:00.000Z", camera="up")])
+        _wait(lambda: int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) >= 1,
+              what="the page to update itself through the proxy")
+        old = driver.find_element(By.ID, "live")
+        driver.find_element(By.ID, "apply").click()
+        _wait(lambda: _stale(old), what="the filtered page")
+        _drawn(driver)
+        assert driver.current_url.startswith(proxy.url)
+        assert any(p.startswith("/agecheck/live.json") for p in proxy.asked)
+        assert [p for p in proxy.asked if not p.startswith("/agecheck/") and p != "/favicon.ico"] == []
+    finally:
+        if driver is not None:
+            driver.quit()
+        if proxy is not None:
+            proxy.close()
+        dash.stop()
+
+
+def _get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
