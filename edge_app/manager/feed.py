@@ -504,11 +504,17 @@ class Feed:
                         f"({resumed} session)")
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        refused = [rc for rc in reason_codes if rc.is_failure]
-        if refused:
-            self.table.note(f"broker refused the subscription to {self.topic}: {refused[0]}")
+        # One code per topic, in self.topics' order: the events first, then the tills' state.
+        if reason_codes and reason_codes[0].is_failure:
+            self.table.note(f"broker refused the subscription to {self.topic}: {reason_codes[0]}")
             return
-        self.table.note(f"subscribed to {self.topic} and the tills' state")
+        refused = [(t, rc) for t, rc in zip(self.topics[1:], reason_codes[1:]) if rc.is_failure]
+        if refused:
+            # The events still flow; only silent tills and gaps at the end go unseen.
+            self.table.note(f"subscribed to {self.topic}; the broker refused {refused[0][0]} ({refused[0][1]}), so "
+                            "silent tills and events missing at the end of a till's numbers are not shown")
+        else:
+            self.table.note(f"subscribed to {self.topic} and the tills' state")
         self.subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
