@@ -164,8 +164,9 @@ def gap_rows(db: Database, store: str | None = None) -> list[Gap]:
         f" FROM events WHERE {where}) AS numbered WHERE seq > prev_seq + 1 ORDER BY store_id, publisher, seq",
         (store,) if store else ())
     holes = [Gap(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6]) for r in rows]
-    return holes + [Gap(t.store_id, t.till_id, t.till_id, t.after_seq, t.last_seq + 1, t.after_ts, t.state_ts, t.waiting)
-                    for t in tills.trailing(db, store)]
+    ends = [Gap(t.store_id, t.till_id, t.till_id, t.after_seq, t.last_seq + 1, t.after_ts, t.state_ts, t.waiting)
+            for t in tills.trailing(db, store)]
+    return holes + ends
 
 
 class FeedStore:

@@ -153,9 +153,9 @@ def departures(h: Figures, usual: Figures) -> tuple[str, ...]:
         out.append(f"usable face on {hu:.0%} of checks (usual {uu:.0%})")
     if h.sharpness is not None and usual.sharpness and h.sharpness < SHARPNESS_FALL * usual.sharpness:
         out.append(f"sharpness {h.sharpness:.0f} (usual {usual.sharpness:.0f}): lens dirty or out of focus?")
-    if h.brightness is not None and usual.brightness is not None and abs(h.brightness - usual.brightness) > BRIGHTNESS_SHIFT:
-        side = "darker" if h.brightness < usual.brightness else "brighter"
-        out.append(f"brightness {h.brightness:.0f} (usual {usual.brightness:.0f}): {side}, lit differently?")
+    hb, ub = h.brightness, usual.brightness
+    if hb is not None and ub is not None and abs(hb - ub) > BRIGHTNESS_SHIFT:
+        out.append(f"brightness {hb:.0f} (usual {ub:.0f}): {'darker' if hb < ub else 'brighter'}, lit differently?")
     if h.eyes_px is not None and usual.eyes_px:
         ratio = h.eyes_px / usual.eyes_px
         if not SIZE_RATIO[0] <= ratio <= SIZE_RATIO[1]:

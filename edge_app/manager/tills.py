@@ -68,7 +68,8 @@ def keep(db: Database, topic: str, payload: bytes, received_at: str, retained: b
             return False
         db.execute("INSERT INTO till_state (store_id, till_id, availability, availability_received_at)"
                    " VALUES (?, ?, ?, ?) ON CONFLICT (store_id, till_id) DO UPDATE SET"
-                   " availability = excluded.availability, availability_received_at = excluded.availability_received_at",
+                   " availability = excluded.availability,"
+                   " availability_received_at = excluded.availability_received_at",
                    (store, till, word.decode(), received_at if not retained else None))
         return True
     try:
@@ -140,31 +141,30 @@ class Hearing:
 
 
 def hearing(db: Database, now: datetime, store: str | None = None, till: str | None = None) -> Hearing:
-    """Which tills (of a store, or one till) are silent at `now` (an aware datetime)."""
+    """Which tills (of a store, or one till) are silent at `now` (an aware datetime). Whether the
+    feed hears others is judged over every till it knows, whatever the page shows: a store with
+    one till is still told apart from a feed that hears nothing."""
     if not db.has_table("till_state"):
         return Hearing((), 0, 0, None)
-    where = " WHERE store_id = ?" if store else ""
-    params: tuple = (store,) if store else ()
     last_event = {(r[0], r[1]): r[2] for r in db.query(
-        f"SELECT store_id, till_id, MAX(received_at) FROM events{where} GROUP BY store_id, till_id", params)}
-    known = db.query("SELECT store_id, till_id, state_received_at, heartbeat_s, availability,"
-                     f" availability_received_at FROM till_state{where}", params)
+        "SELECT store_id, till_id, MAX(received_at) FROM events GROUP BY store_id, till_id")}
     heard: list[tuple[str, str, datetime | None, float, bool]] = []
-    for st, t, state_at, beat, avail, avail_at in known:
+    for st, t, state_at, beat, avail, avail_at in db.query(
+            "SELECT store_id, till_id, state_received_at, heartbeat_s, availability, availability_received_at"
+            " FROM till_state ORDER BY store_id, till_id"):
         if beat is None and state_at is None:
             continue  # only an availability: no heartbeat to be late for
         times = [d for d in (parse_ts(x) for x in (state_at, avail_at, last_event.get((st, t)))) if d is not None]
         heard.append((st, t, max(times) if times else None, float(beat or HEARTBEAT_S), avail == OFFLINE.decode()))
     window = {(st, t): timedelta(seconds=SILENT_AFTER_BEATS * beat) for st, t, _, beat, _ in heard}
-    alive = [(st, t) for st, t, last, _, off in heard if last is not None and not off and now - last <= window[(st, t)]]
-    latest = max((last for _, _, last, _, _ in heard if last is not None), default=None)
+    alive = {(st, t) for st, t, last, _, off in heard if last is not None and not off and now - last <= window[(st, t)]}
+    shown = [h for h in heard if (store is None or h[0] == store) and (till is None or h[1] == till)]
+    latest = max((last for _, _, last, _, _ in shown if last is not None), default=None)
     silent = []
-    for st, t, last, beat, off in heard:
-        if till is not None and t != till:
-            continue
+    for st, t, last, beat, off in shown:
         late = last is None or now - last > window[(st, t)]
-        others = any(k != (st, t) for k in alive)
-        if off or (late and others):
+        if off or (late and alive - {(st, t)}):
             gone = max(0.0, (now - last).total_seconds()) if last is not None else None
             silent.append(Silent(st, t, iso_utc(last) if last else None, gone, beat, off))
-    return Hearing(tuple(silent), len(alive), len(heard), iso_utc(latest) if latest else None)
+    return Hearing(tuple(silent), len(alive & {(h[0], h[1]) for h in shown}), len(shown),
+                   iso_utc(latest) if latest else None)

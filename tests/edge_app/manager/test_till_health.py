@@ -127,7 +127,8 @@ def test_health_figures_without_a_browser(health_db):
     knocked = one["hours"][0]
     assert knocked["hour"] == f"{DAY} 14:00" and knocked["checks"] == 6
     assert knocked["usable_share"] == 0.5 and knocked["no_face_minutes"] == 3 and knocked["camera_down_minutes"] == 0
-    assert knocked["eyes_px"] == pytest.approx(30.0, abs=1) and knocked["usual"]["eyes_px"] == pytest.approx(62.0, abs=1)
+    assert knocked["eyes_px"] == pytest.approx(30.0, abs=1)
+    assert knocked["usual"]["eyes_px"] == pytest.approx(62.0, abs=1)
     words = " ".join(knocked["departures"])
     assert "usable face on 50% of checks (usual 100%)" in words
     assert "camera moved?" in words and "lens dirty or out of focus?" in words and "lit differently" not in words
@@ -250,8 +251,10 @@ def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
         assert all("till-02" not in s for s in silent)
         assert int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) >= 1  # no reload
         missing = driver.find_element(By.ID, "missing-events").text
-        assert "till-01: 3 events not arrived after" in missing and "numbered up to 7; 1 of them were still in its outbox" in missing
-        assert _db_rows(db, "SELECT COUNT(*) FROM events WHERE till_id = 'till-01'") == [(4,)]  # no new event of till-01
+        assert "till-01: 3 events not arrived after" in missing
+        assert "numbered up to 7; 1 of them were still in its outbox" in missing
+        # (and no new event of till-01 came meanwhile)
+        assert _db_rows(db, "SELECT COUNT(*) FROM events WHERE till_id = 'till-01'") == [(4,)]
         # A till that says it went offline is shown so at once.
         pub.raw("agecheck/v1/store-001/till-02/availability", b"offline", retain=True)
         _wait(lambda: any("till-02: offline" in e.text
@@ -403,7 +406,8 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     s = summarize(ro, Period(datetime(2025, 3, 14).date(), datetime(2025, 3, 14).date()), timezone.utc)
     assert [(g.after_seq, g.before_seq, g.missing, g.waiting) for g in s.gaps] == [(4, 7, 2, 0)]
     md = render_markdown(s, str(db), "UTC", {})
-    assert "till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered up to 6)" in md
+    assert ("till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered "
+            "up to 6)") in md
     ro.close()
     _store(db, evs[4:])
     ro = open_db(db)
