@@ -318,15 +318,7 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
         return f"{n}-{q}-{last or ''}-{quiet}"
 
     def silence(f: Filters) -> Hearing | None:
-        """Which of the filtered tills are silent now; None when the period ends before today
-        (silence is about now, not about a past period)."""
-        if f.period.until < today():
-            return None
-        return hearing(db, datetime.now(timezone.utc), f.store, f.till)
-
-    def when(ts: str | None) -> str:
-        dt = local_dt(ts, tz)
-        return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "never"
+        return silent_now(db, f, today())
 
     def summary(f: Filters) -> Summary:
         return summarize(db, f.period, tz, scope=f.scope)
@@ -345,7 +337,7 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
         all_stores = stores()
         return render_template("dashboard.html", f=f, s=s, data=data, series=series(s), events=evs,
                                health=till_health(db, f.period, tz, f.scope), hours_shown=HOURS_SHOWN,
-                               hearing=silence(f), when=when,
+                               hearing=silence(f), when=lambda ts: _when(ts, tz),
                                event_limit=EVENT_LIMIT, stores=all_stores, tills=tills(f.store),
                                cashiers=cashiers(f.store), kinds=KINDS, tz_name=tz_name, source=label,
                                query=f.query(), title=title_of(f, all_stores), headline=headline_text(s.totals()),
@@ -393,6 +385,19 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
 
     app.extensions["agecheck_db"] = db
     return app
+
+
+def silent_now(db: Database, f: Filters, today: date) -> Hearing | None:
+    """Which of the filtered tills are silent now; None when the period ends before today
+    (silence is about now, not about a past period)."""
+    if f.period.until < today:
+        return None
+    return hearing(db, datetime.now(timezone.utc), f.store, f.till)
+
+
+def _when(ts: str | None, tz: tzinfo | None) -> str:
+    dt = local_dt(ts, tz)
+    return dt.strftime("%Y-%m-%d %H:%M:%S") if dt else "never"
 
 
 def _name(what: str, f: Filters) -> str:
