@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Callable, Iterable
@@ -123,22 +124,52 @@ def figures(checks: list[_Check]) -> Figures:
 
 
 def _without(ordered: list[float], some: list[float]) -> float | None:
-    """The median of `ordered` (sorted) once `some` of its values are taken out."""
-    rest = list(ordered)
-    for v in some:
-        rest.pop(bisect.bisect_left(rest, v))
-    return round(statistics.median(rest), 1) if rest else None
+    """The median of `ordered` (sorted) once `some` of its values are taken out, without copying
+    it: each hour's usual is the till's other hours, and a year has thousands of hours."""
+    n = len(ordered) - len(some)
+    if n <= 0:
+        return None
+    gone: list[int] = []  # the positions in `ordered` taken out, one per value taken
+    for v, k in Counter(some).items():
+        first = bisect.bisect_left(ordered, v)
+        gone.extend(range(first, first + k))
+    gone.sort()
+    taken = set(gone)
+
+    def kth(k: int) -> float:
+        j = k + bisect.bisect_right(gone, k)
+        while j in taken or j - bisect.bisect_right(gone, j) < k:
+            j += 1
+        return ordered[j]
+
+    mid = kth(n // 2) if n % 2 else (kth(n // 2 - 1) + kth(n // 2)) / 2
+    return round(mid, 1)
 
 
-def _others(all_checks: list[_Check], hour: list[_Check], sorted_by: dict[str, list[float]]) -> Figures:
+@dataclass(frozen=True)
+class _Totals:
+    """A till's counts over the whole scope, taken once."""
+
+    checks: int
+    usable: int
+    alerts: int
+    ordered: dict[str, list[float]]  # each quality figure's values, sorted
+
+
+_PICK: dict[str, Callable[[_Check], float | None]] = {
+    "sharpness": lambda c: c.sharpness, "brightness": lambda c: c.brightness, "eyes_px": lambda c: c.eyes_px}
+
+
+def _totals(checks: list[_Check]) -> _Totals:
+    return _Totals(len(checks), sum(c.usable for c in checks), sum(c.alert for c in checks),
+                   {k: sorted(v for c in checks if (v := f(c)) is not None) for k, f in _PICK.items()})
+
+
+def _others(t: _Totals, hour: list[_Check]) -> Figures:
     """The till's usual for one hour: its figures over every other hour of the scope."""
-    n = len(all_checks) - len(hour)
-    pick: dict[str, Callable[[_Check], float | None]] = {
-        "sharpness": lambda c: c.sharpness, "brightness": lambda c: c.brightness, "eyes_px": lambda c: c.eyes_px}
-    med = {k: _without(sorted_by[k], [v for c in hour if (v := f(c)) is not None]) for k, f in pick.items()}
-    return Figures(checks=n, usable=sum(c.usable for c in all_checks) - sum(c.usable for c in hour),
-                   alerts=sum(c.alert for c in all_checks) - sum(c.alert for c in hour),
-                   no_face_minutes=0, camera_down_minutes=0, **med)
+    med = {k: _without(t.ordered[k], [v for c in hour if (v := f(c)) is not None]) for k, f in _PICK.items()}
+    return Figures(checks=t.checks - len(hour), usable=t.usable - sum(c.usable for c in hour),
+                   alerts=t.alerts - sum(c.alert for c in hour), no_face_minutes=0, camera_down_minutes=0, **med)
 
 
 def departures(h: Figures, usual: Figures) -> tuple[str, ...]:
@@ -206,13 +237,11 @@ def till_health(db: Database, period: Period, tz: tzinfo | None, scope: Scope) -
         by_hour: dict[datetime, list[_Check]] = {}
         for c in checks:
             by_hour.setdefault(c.minute.replace(minute=0), []).append(c)
-        ordered = {"sharpness": sorted(c.sharpness for c in checks if c.sharpness is not None),
-                   "brightness": sorted(c.brightness for c in checks if c.brightness is not None),
-                   "eyes_px": sorted(c.eyes_px for c in checks if c.eyes_px is not None)}
+        totals = _totals(checks)
         hours = []
         for start in sorted(by_hour, reverse=True):
             fig = figures(by_hour[start])
-            usual = _others(checks, by_hour[start], ordered)
+            usual = _others(totals, by_hour[start])
             hours.append(Hour(start, fig, usual, departures(fig, usual)))
         out.append(TillHealth(store, till, figures(checks), tuple(hours)))
     return out

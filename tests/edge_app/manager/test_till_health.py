@@ -413,3 +413,21 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     ro = open_db(db)
     assert gap_rows(ro) == []
     ro.close()
+
+
+def test_an_hour_s_usual_is_the_median_of_the_till_s_other_hours():
+    """The usual leaves the hour's own checks out (a knocked hour does not pull its own usual), as
+    statistics.median over the rest would, duplicates included."""
+    import random
+    import statistics
+
+    from edge_app.manager.health import _without
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        values = sorted(rng.choice([1.0, 2.0, 3.0, 5.5, 7.0, 7.0, 9.0]) for _ in range(rng.randint(1, 15)))
+        some = rng.sample(values, rng.randint(0, len(values)))
+        rest = list(values)
+        for v in some:
+            rest.remove(v)
+        assert _without(values, some) == (round(statistics.median(rest), 1) if rest else None), (values, some)
