@@ -431,3 +431,23 @@ def test_an_hour_s_usual_is_the_median_of_the_till_s_other_hours():
         for v in some:
             rest.remove(v)
         assert _without(values, some) == (round(statistics.median(rest), 1) if rest else None), (values, some)
+
+
+def test_the_health_panel_reads_alike_from_postgresql(health_db):
+    from tests.edge_app.pg_util import PgServer
+
+    cfg = from_dict({"feed": {"timezone": "UTC"}})
+    with PgServer() as pg:
+        url = pg.create_db("health")
+        _store(url, a_day_with_a_moved_camera())
+        post = create_app(url, cfg).test_client()
+        lite = create_app(str(health_db), cfg).test_client()
+        departs = {}
+        for q in ("", "&cashier=C-2", "&time_from=10:00&time_to=15:00", "&till=till-02", "&kind=alert"):
+            a, b = (json.loads(c.get(f"/summary.json?since={DAY}&until={DAY}{q}").data)["till_health"]
+                    for c in (lite, post))
+            assert a == b, q
+            departs[q] = [h["till_id"] for h in a if h["departs"]]
+        assert departs == {"": ["till-01"], "&cashier=C-2": ["till-01"], "&time_from=10:00&time_to=15:00": ["till-01"],
+                           "&till=till-02": [], "&kind=alert": []}
+        post.application.extensions["agecheck_db"].close()
