@@ -114,9 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, help="end date (YYYY-MM-DD), inclusive")
     p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL")
     p.add_argument("--store", default=None, help="only this store (default: every store in the database)")
+    # The dashboard's filters, with the same meaning (edge_app.manager.scope).
+    p.add_argument("--till", default=None, help="only this till's events")
+    p.add_argument("--cashier", default=None, help="only the events of this cashier (who was logged in at the alert)")
+    p.add_argument("--from-time", default=None, metavar="HH:MM",
+                   help="only events from this time of day on, each day (with --to-time before it: over midnight)")
+    p.add_argument("--to-time", default=None, metavar="HH:MM", help="only events before this time of day, each day")
     p.add_argument("--out", default=None,
-                   help="folder for report.md, report.json, per_till.csv, per_cashier.csv and the charts "
-                        "(default agecheck-report; with --json, written only when given)")
+                   help="folder for report.md, report.html, report.json, per_till.csv, per_cashier.csv and the "
+                        "charts (default agecheck-report; with --json, written only when given)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write report.json's content to FILE (or print it: no FILE, or -) instead of the folder")
     common(p)

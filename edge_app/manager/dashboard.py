@@ -1,7 +1,7 @@
 """Manager dashboard (`agecheck dashboard`): a small Flask app, served by waitress, over the event
 store the feed writes (SQLite or PostgreSQL), opened read-only.
 
-It owns the web page and its exports; the figures themselves come from `report` (one definition
+It owns the web page and its exports; the figures themselves come from `figures` (one definition
 for the report and the page). For a chosen period and store: the "needs attention" list first,
 missing-event gaps, figures per store and till, charts (outcomes of alerts over time, bucketed by
 day, week or month so they stay readable for a day, a week or a year; alerts per till; the
@@ -32,9 +32,10 @@ from edge_app.core.times import local_dt
 from edge_app.core.words import (ANSWER_PHRASE, DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN,
                                  REASON_ESTIMATED, REASON_SURE_OVER, Answer, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
-from edge_app.manager.report import (BAND_COLOURS, BAND_NAMES, MINOR_BANDS, NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
-                                     Scope, Summary, cashier_of, fetch_events, headline_text, open_db,
-                                     parse_period, parse_time_of_day, report_timezone, summarize, to_json, write_csv)
+from edge_app.manager.figures import (BAND_COLOURS, BAND_NAMES, MINOR_BANDS, NO_CASHIER, Summary, cashier_of,
+                                      fetch_events, headline_text, open_db, summarize)
+from edge_app.manager.render_data import PER_CASHIER_CSV, PER_TILL_CSV, to_json, write_csv
+from edge_app.manager.scope import Period, ReportInputError, Scope, parse_period, parse_time_of_day, report_timezone
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
@@ -107,7 +108,7 @@ FILTER_PARAMS = ("since", "until", "store", "till", "cashier", "kind", "time_fro
 
 @dataclass(frozen=True)
 class Filters:
-    """What the page shows: a period and a scope (report.Scope: store, till, cashier, kind, time of
+    """What the page shows: a period and a scope (scope.Scope: store, till, cashier, kind, time of
     day). Every figure, table, chart and download of the page goes through it, and it lives in the
     URL, so a filtered page can be bookmarked or sent on."""
 
