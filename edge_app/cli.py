@@ -53,6 +53,16 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     return service.main(args, cfg, plugins)
 
 
+def cmd_feed(args: argparse.Namespace, cfg: Config) -> int:
+    if args.copy_from:
+        from edge_app.manager import copy
+
+        return copy.run(args.copy_from, args.db or cfg.feed.db_path, cfg.feed.max_payload_bytes)
+    from edge_app.manager import feed
+
+    return feed.main(args, cfg)
+
+
 def _delegate(module: str):
     def run(args: argparse.Namespace, cfg: Config) -> int:
         import importlib
@@ -106,8 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None,
                    help="where to store events: a SQLite file, or a postgresql:// URL (default from config)")
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
+    p.add_argument("--copy-from", default=None, metavar="STORE",
+                   help="instead of subscribing: copy every event of this store (a SQLite file, or a "
+                        "postgresql:// URL) into --db, check the counts and exit; safe to run again")
     common(p)  # it only reads
-    p.set_defaults(func=_delegate("edge_app.manager.feed"))
+    p.set_defaults(func=cmd_feed)
 
     p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
     p.add_argument("--since", default=None, help="start date (YYYY-MM-DD), inclusive")
