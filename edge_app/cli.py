@@ -11,6 +11,8 @@ from edge_app import __version__, nativelog
 from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
 from edge_app.errors import AgecheckError
 
+# The till's camera, vision and model stack: what a manager-only install leaves out.
+TILL_LIBRARIES = frozenset({"mediapipe", "cv2", "ai_edge_litert", "numpy", "matplotlib", "PIL", "sdnotify"})
 
 
 def setup_logging(cfg: Config) -> None:
@@ -186,6 +188,14 @@ def main(argv: list[str] | None = None, filter_native: bool = True) -> int:
         return int(args.func(args, cfg) or 0)
     except AgecheckError as exc:
         return _fail(exc, args.command)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TILL_LIBRARIES:
+            raise
+        # A manager-only install (requirements/manager.in) asked for a till's command.
+        print(f"agecheck {args.command}: needs the till's libraries ({exc.name} is not installed); this looks "
+              "like a manager-only install, which has feed, report and dashboard. Install agecheck with its "
+              "dependencies (pip install agecheck, or the Debian package) for this command.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
