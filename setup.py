@@ -57,13 +57,16 @@ setup(
         "sdnotify==0.3.2",
         "pyyaml>=6",
         "pillow>=10",
-        # Charts in `agecheck report`, which store managers run from the default install (so it
-        # is no longer only in [train]). 3.8 is the first release with wheels for Python 3.12,
-        # the top of python_requires; <4 keeps a stable major. All of 3.8-3.x accept numpy<2.
+        # mediapipe.solutions imports its drawing utilities, which import matplotlib, on the
+        # till. (`agecheck report` draws its own SVG charts: a manager-only install,
+        # requirements/manager.in, goes without it.) 3.8 is the first release with wheels for
+        # Python 3.12, the top of python_requires; <4 keeps a stable major. All of 3.8-3.x accept
+        # numpy<2.
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        # The manager's computer, not the till: `pip install 'agecheck[manager]'`. Kept out of
+        # The manager's computer, not the till: `pip install 'agecheck[manager]'` (on top of the
+        # till's libraries; requirements/manager.in is the manager's side alone). Kept out of
         # install_requires so the till runtime (requirements/till.lock, the .deb) stays under
         # 500 MB and serves no web page; `agecheck dashboard` and a postgresql:// store name
         # this extra when it is missing.

@@ -11,6 +11,8 @@ from edge_app import __version__, nativelog
 from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
 from edge_app.errors import AgecheckError
 
+# The till's camera, vision and model stack: what a manager-only install leaves out.
+TILL_LIBRARIES = frozenset({"mediapipe", "cv2", "ai_edge_litert", "numpy", "matplotlib", "PIL", "sdnotify"})
 
 
 def setup_logging(cfg: Config) -> None:
@@ -53,6 +55,16 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     return service.main(args, cfg, plugins)
 
 
+def cmd_feed(args: argparse.Namespace, cfg: Config) -> int:
+    if args.copy_from:
+        from edge_app.manager import copy
+
+        return copy.run(args.copy_from, args.db or cfg.feed.db_path, cfg.feed.max_payload_bytes)
+    from edge_app.manager import feed
+
+    return feed.main(args, cfg)
+
+
 def _delegate(module: str):
     def run(args: argparse.Namespace, cfg: Config) -> int:
         import importlib
@@ -60,6 +72,47 @@ def _delegate(module: str):
         return importlib.import_module(module).main(args, cfg)
 
     return run
+
+
+def _manager_commands(sub, common) -> None:
+    """feed, report and dashboard: the manager's side."""
+    p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
+    p.add_argument("--db", default=None,
+                   help="where to store events: a SQLite file, or a postgresql:// URL (default from config)")
+    p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
+    p.add_argument("--copy-from", default=None, metavar="STORE",
+                   help="instead of subscribing: copy every event of this store (a SQLite file, or a "
+                        "postgresql:// URL) into --db, check the counts and exit; safe to run again")
+    common(p)  # it only reads
+    p.set_defaults(func=cmd_feed)
+
+    p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
+    p.add_argument("--since", default=None, help="start date (YYYY-MM-DD), inclusive")
+    p.add_argument("--until", default=None, help="end date (YYYY-MM-DD), inclusive")
+    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL")
+    p.add_argument("--store", default=None, help="only this store (default: every store in the database)")
+    # The dashboard's filters, with the same meaning (edge_app.manager.scope).
+    p.add_argument("--till", default=None, help="only this till's events")
+    p.add_argument("--cashier", default=None, help="only the events of this cashier (who was logged in at the alert)")
+    p.add_argument("--from-time", default=None, metavar="HH:MM",
+                   help="only events from this time of day on, each day (with --to-time before it: over midnight)")
+    p.add_argument("--to-time", default=None, metavar="HH:MM", help="only events before this time of day, each day")
+    p.add_argument("--out", default=None,
+                   help="folder for report.md, report.html, report.json, per_till.csv, per_cashier.csv and the "
+                        "charts (default agecheck-report; with --json, written only when given)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write report.json's content to FILE (or print it: no FILE, or -) instead of the folder")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.manager.report"))
+
+    p = sub.add_parser("dashboard", help="store manager / head office: web dashboard over the feed's store")
+    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL (default from config)")
+    p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8050; 0 = any free port)")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password (prompt or stdin) and print the hash for dashboard.password_hash")
+    common(p)
+    p.set_defaults(func=_delegate("edge_app.manager.dashboard"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,34 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, defaults_ok=False)
     p.set_defaults(func=_delegate("edge_app.cashier.standalone"))
 
-    p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
-    p.add_argument("--db", default=None,
-                   help="where to store events: a SQLite file, or a postgresql:// URL (default from config)")
-    p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
-    common(p)  # it only reads
-    p.set_defaults(func=_delegate("edge_app.manager.feed"))
-
-    p = sub.add_parser("report", help="store manager: per-till, per-day report from the stored feed")
-    p.add_argument("--since", default=None, help="start date (YYYY-MM-DD), inclusive")
-    p.add_argument("--until", default=None, help="end date (YYYY-MM-DD), inclusive")
-    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL")
-    p.add_argument("--store", default=None, help="only this store (default: every store in the database)")
-    p.add_argument("--out", default=None,
-                   help="folder for report.md, report.json, per_till.csv, per_cashier.csv and the charts "
-                        "(default agecheck-report; with --json, written only when given)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write report.json's content to FILE (or print it: no FILE, or -) instead of the folder")
-    common(p)
-    p.set_defaults(func=_delegate("edge_app.manager.report"))
-
-    p = sub.add_parser("dashboard", help="store manager / head office: web dashboard over the feed's store")
-    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL (default from config)")
-    p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8050; 0 = any free port)")
-    p.add_argument("--hash-password", action="store_true",
-                   help="read a password (prompt or stdin) and print the hash for dashboard.password_hash")
-    common(p)
-    p.set_defaults(func=_delegate("edge_app.manager.dashboard"))
+    _manager_commands(sub, common)
 
     p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
     p.add_argument("--frames", type=int, default=300,
@@ -167,6 +193,14 @@ def main(argv: list[str] | None = None, filter_native: bool = True) -> int:
         return int(args.func(args, cfg) or 0)
     except AgecheckError as exc:
         return _fail(exc, args.command)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TILL_LIBRARIES:
+            raise
+        # A manager-only install (requirements/manager.in) asked for a till's command.
+        print(f"agecheck {args.command}: needs the till's libraries ({exc.name} is not installed); this looks "
+              "like a manager-only install, which has feed, report and dashboard. Install agecheck with its "
+              "dependencies (pip install agecheck, or the Debian package) for this command.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -43,9 +43,10 @@ OTHER_MEANINGS = {
     ("vision/model.py", "model_id"): "the model card's id",
     ("devtools/bench/run.py", "model_id"): "the bench's own report header",
     ("transport/outbox.py", "seq"): "the outbox table's column",
-    ("manager/report.py", "store_id"): "per_till.csv's first column (a list, not a key read)",
     ("devtools/photos.py", "sharpness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
     ("devtools/photos.py", "brightness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
+    ("manager/render_data.py", "store_id"): "per_till.csv's and per_cashier.csv's first column (a list, not a key read)",
+    ("manager/document.py", "store_id"): "a row of figures.cashier_rows (the report's figures, not an event)",
 }
 KEYED = re.compile(r"""(?:\[\s*|\.get\(\s*|getattr\([^,()]+,\s*)(["'])(\w+)\1""")
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Mapping
 from edge_app.core import payloads
 from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.times import now_iso, parse_ts
-from edge_app.core.policy import BANDS
+from edge_app.core.bands import BANDS
 from edge_app.core.words import (ACK_ANSWERS, AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason,
                                  PolicyRule)
 

@@ -20,29 +20,11 @@ from typing import Sequence
 import numpy as np
 
 from edge_app.config import PolicyConfig
+from edge_app.core.bands import BANDS, age_band  # noqa: F401  (policy.BANDS: the evaluation's import)
 from edge_app.core.words import Decision
 
 # Digits of the calibrated probability that a check carries (and is decided on).
 P_OVER_DIGITS = 6
-
-# Bands used in every report and in the evaluation (upper bound inclusive).
-BANDS: tuple[tuple[str, int, int], ...] = (
-    ("0-12", 0, 12),
-    ("13-17", 13, 17),
-    ("18-24", 18, 24),
-    ("25-34", 25, 34),
-    ("35-49", 35, 49),
-    ("50-64", 50, 64),
-    ("65+", 65, 10_000),
-)
-
-
-def age_band(age: float) -> str:
-    a = int(age)  # bands are whole years: 24.9 is still 18-24
-    for name, lo, hi in BANDS:
-        if lo <= a <= hi:
-            return name
-    return BANDS[0][0]
 
 
 @dataclass(frozen=True)

@@ -1,64 +1,105 @@
-"""What the dashboard's charts draw, as plain data (the page's JSON block and summary.json): alerts
-and their outcomes over time, bucketed by day, week or month so a day, a week or a year stay
-readable; alerts per till; the age-band mix in two series whose legends match their bars."""
+"""The report's two charts, drawn as SVG by hand: the age-band mix of shoppers, and what became of
+each till's alerts. SVG is text, so the same chart is a file beside report.md and inline in
+report.html, and drawing two bar charts needs no plotting library on the manager's computer
+(matplotlib and numpy would be most of a manager install)."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-from typing import Any
+from typing import Callable
+from xml.sax.saxutils import escape, quoteattr
 
 from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES
-from edge_app.manager.report import BAND_COLOURS, BAND_NAMES, MINOR_BANDS, Period, Summary
+from edge_app.manager.figures import BAND_COLOURS, BAND_NAMES, MINOR_BANDS, Summary, pct
+
+FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
+INK = "#222222"
+SVG_NS = "http://www.w3.org/2000/svg"
+# What became of an alert, in the order the bar is stacked (the colours of the dashboard's chart).
+OUTCOMES = ALERT_OUTCOME_SERIES
 
 
-def bucket_size(period: Period) -> str:
-    """Day bars for up to a month, weeks up to half a year, months beyond."""
-    n = len(period.days)
-    return "day" if n <= 31 else ("week" if n <= 190 else "month")
+def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 12, weight: str = "normal") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
+            f'font-weight="{weight}" fill="{INK}">{escape(text)}</text>')
 
 
-def bucket_of(day: date, size: str) -> date:
-    if size == "week":
-        return day - timedelta(days=day.weekday())
-    if size == "month":
-        return day.replace(day=1)
-    return day
+def _rect(x: float, y: float, w: float, h: float, colour: str, label: str) -> str:
+    # data-value: what the bar stands for, for a reader of the SVG (and the tests) rather than a
+    # measurement of pixels.
+    return (f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}" fill="{colour}" '
+            f'data-value={quoteattr(label)}><title>{escape(label)}</title></rect>')
 
 
-def series(s: Summary) -> dict[str, Any]:
-    """What the charts draw, as plain data."""
-    size = bucket_size(s.period)
-    buckets = sorted({bucket_of(d, size) for d in s.period.days})
-    idx = {b: i for i, b in enumerate(buckets)}
-    checked, no_check, unanswered = [0] * len(buckets), [0] * len(buckets), [0] * len(buckets)
-    for (_, _, day), r in s.rows.items():
-        i = idx[bucket_of(day, size)]
-        checked[i] += r.id_checked_alerts
-        no_check[i] += r.answered_alerts - r.id_checked_alerts
-        unanswered[i] += r.alerts - r.answered_alerts
-    fmt = {"day": "%a %d %b", "week": "w/c %d %b", "month": "%b %Y"}[size]
+def _svg(width: int, height: int, title: str, body: list[str]) -> str:
+    return (f'<svg xmlns="{SVG_NS}" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="{FONT}" role="img" aria-label={quoteattr(title)}>'
+            f'<title>{escape(title)}</title><rect width="{width}" height="{height}" fill="#ffffff"/>'
+            + "".join(body) + "</svg>\n")
+
+
+def age_bands(s: Summary) -> str:
+    """One bar per band, shoppers (transactions) with an estimate; under-18 bands red."""
+    width, height, left, top, bottom = 700, 360, 60, 50, 60
+    counts = [s.bands[b] for b in BAND_NAMES]
+    top_value = max(counts + [1])
+    plot_h, slot = height - top - bottom, (width - left - 20) / len(BAND_NAMES)
+    title = "Age-band mix of shoppers buying restricted items (red: under 18)"
+    body = [_text(width / 2, 24, title, "middle", 14, "bold"),
+            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="{INK}"/>']
+    for i, (band, n) in enumerate(zip(BAND_NAMES, counts)):
+        h = plot_h * n / top_value
+        x = left + i * slot + slot * 0.15
+        colour = BAND_COLOURS["minor" if band in MINOR_BANDS else "adult"]
+        body += [_rect(x, height - bottom - h, slot * 0.7, h, colour, f"{band}: {n}"),
+                 _text(x + slot * 0.35, height - bottom - h - 5, str(n), "middle"),
+                 _text(x + slot * 0.35, height - bottom + 18, band, "middle")]
+    body += [_text(width / 2, height - 16, "estimated age band", "middle"),
+             f'<text x="16" y="{top + plot_h / 2:.1f}" font-size="12" fill="{INK}" text-anchor="middle" '
+             f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">shoppers (transactions)</text>']
+    return _svg(width, height, title, body)
+
+
+def id_checks(s: Summary) -> str:
+    """One bar per till, stacked: alerts with ID checked, answered "no ID check", not answered;
+    the same size for a day or a year, so the till that sells without checks is the long red one."""
     multi = len(s.store_ids) > 1
     tills = s.tills
-    per_till = [s.totals(t, st) for st, t in tills]
+    labels = [f"{st}/{t}" if multi else t for st, t in tills]
+    width, left, top, row = 700, 150, 60, 34
+    height = top + row * max(len(tills), 1) + 50
+    totals = [s.totals(t, st) for st, t in tills]
+    parts = [[r.id_checked_alerts, r.answered_alerts - r.id_checked_alerts, r.alerts - r.answered_alerts]
+             for r in totals]
+    scale = (width - left - 150) / max([r.alerts for r in totals] + [1])
+    title = f"Were IDs checked? Alerts per till, {s.period.since} to {s.period.until}"
+    body = [_text(width / 2, 22, title, "middle", 14, "bold")]
+    x = left
+    for name, colour in OUTCOMES:  # the legend, one line under the title
+        body += [f'<rect x="{x}" y="34" width="12" height="12" fill="{colour}"/>', _text(x + 16, 44, name, size=11)]
+        x += 24 + 7 * len(name)
+    for i, (label, r, counts) in enumerate(zip(labels, totals, parts)):
+        y = top + i * row
+        body.append(_text(left - 8, y + row / 2 + 4, label, "end"))
+        x = left
+        for (name, colour), n in zip(OUTCOMES, counts):
+            body.append(_rect(x, y + 5, n * scale, row - 10, colour, f"{label} {name}: {n}"))
+            x += n * scale
+        body.append(_text(x + 6, y + row / 2 + 4, f"{pct(r.share_id_checked)} with ID check", size=11))
+    if not tills:
+        body.append(_text(width / 2, top + row / 2, "no alerts in this period", "middle"))
+    axis_y = top + row * max(len(tills), 1)
+    body += [f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="{INK}"/>',
+             _text(left + (width - left - 150) / 2, axis_y + 30, "alerts (ID check asked)", "middle")]
+    return _svg(width, height, title, body)
 
-    def stacks(checked: list[int], no_check: list[int], unanswered: list[int]) -> list[dict]:
-        # The alerts' outcomes, in the order the bars stack; the page draws what it is given.
-        return [{"name": name, "colour": colour, "values": values} for (name, colour), values
-                in zip(ALERT_OUTCOME_SERIES, (checked, no_check, unanswered))]
 
-    return {
-        "bucket": size,
-        "over_time": {"labels": [b.strftime(fmt) for b in buckets],
-                      "series": stacks(checked, no_check, unanswered)},
-        "per_till": {"labels": [f"{st}/{t}" if multi else t for st, t in tills],
-                     "series": stacks([r.id_checked_alerts for r in per_till],
-                                      [r.answered_alerts - r.id_checked_alerts for r in per_till],
-                                      [r.alerts - r.answered_alerts for r in per_till])},
-        # Two series, each in one colour, so the legend's swatches are the bars' colours (one
-        # series with a colour per bar gave the legend the first bar's red for the blue bars).
-        "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES],
-                  "series": [{"name": name, "colour": BAND_COLOURS[key],
-                              "values": [s.bands[b] if (b in MINOR_BANDS) == minor else None for b in BAND_NAMES]}
-                             for name, key, minor in (("under 18 (camera estimate)", "minor", True),
-                                                      ("18 and over (camera estimate)", "adult", False))]},
-    }
+# key -> (file name beside report.md, how it is drawn)
+CHARTS: dict[str, tuple[str, Callable[[Summary], str]]] = {
+    "id_checks": ("id_checks_per_till.svg", id_checks),
+    "bands": ("age_bands.svg", age_bands),
+}
+
+
+def draw_all(s: Summary) -> dict[str, str]:
+    """Chart key -> its SVG text."""
+    return {key: draw(s) for key, (_, draw) in CHARTS.items()}

@@ -1,7 +1,7 @@
 """Manager dashboard (`agecheck dashboard`): a small Flask app, served by waitress, over the event
 store the feed writes (SQLite or PostgreSQL), opened read-only.
 
-It owns the web page and its exports; the figures themselves come from `report` (one definition
+It owns the web page and its exports; the figures themselves come from `figures` (one definition
 for the report and the page). For a chosen period and store: the "needs attention" list first,
 the tills gone silent (`tills`; while the period reaches today), missing-event gaps (a till's state
 shows a hole at the end before its next event does), figures per store and till, till health
@@ -34,11 +34,12 @@ from edge_app.core.words import (DECISION_REASON, MISSED_REASON_TEXT, REASON_CAM
                                  REASON_SURE_OVER, Decision, MissedReason)
 from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
 from edge_app.manager.health import HOURS_SHOWN, till_health
-from edge_app.manager.charts import bucket_of, bucket_size, series  # noqa: F401  (bucket_*: the tests' too)
+from edge_app.manager.chart_data import bucket_of, bucket_size, series  # noqa: F401  (bucket_*: the tests' too)
 from edge_app.manager.tills import Hearing, hearing
-from edge_app.manager.report import (NO_CASHIER, PER_CASHIER_CSV, PER_TILL_CSV, Period, ReportInputError,
-                                     Scope, Summary, cashier_of, fetch_events, headline_text, open_db,
-                                     parse_period, parse_time_of_day, report_timezone, summarize, to_json, write_csv)
+from edge_app.manager.figures import (NO_CASHIER, Summary, cashier_of,
+                                      fetch_events, headline_text, open_db, summarize)
+from edge_app.manager.render_data import PER_CASHIER_CSV, PER_TILL_CSV, to_json, write_csv
+from edge_app.manager.scope import Period, ReportInputError, Scope, parse_period, parse_time_of_day, report_timezone
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000
@@ -108,7 +109,7 @@ FILTER_PARAMS = ("since", "until", "store", "till", "cashier", "kind", "time_fro
 
 @dataclass(frozen=True)
 class Filters:
-    """What the page shows: a period and a scope (report.Scope: store, till, cashier, kind, time of
+    """What the page shows: a period and a scope (scope.Scope: store, till, cashier, kind, time of
     day). Every figure, table, chart and download of the page goes through it, and it lives in the
     URL, so a filtered page can be bookmarked or sent on."""
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 from edge_app.core.times import now_iso
 from edge_app.transport.files import create_private
@@ -356,6 +357,33 @@ class Database:
         finally:
             if self.dialect == "postgresql" and self._con is not None and not self._con.closed:
                 self._con.autocommit = True
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The statements inside commit together or not at all: a bulk copy commits once per
+        batch instead of once per row (each commit waits for the disk). Other threads wait."""
+        with self._lock:
+            if self.dialect == "sqlite":
+                self.execute("BEGIN IMMEDIATE")
+            else:
+                self._run(lambda: None, "BEGIN")  # (re)connects when needed
+                self._con.autocommit = False
+            try:
+                yield
+                if self.dialect == "sqlite":
+                    self.execute("COMMIT")
+                else:
+                    self._run(self._con.commit, "COMMIT")
+            except BaseException:
+                if self._con is not None and not getattr(self._con, "closed", False):
+                    if self.dialect == "sqlite":
+                        self._con.execute("ROLLBACK")
+                    else:
+                        self._con.rollback()
+                raise
+            finally:
+                if self.dialect == "postgresql" and self._con is not None and not self._con.closed:
+                    self._con.autocommit = True
 
     def close(self) -> None:
         with self._lock:

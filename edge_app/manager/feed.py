@@ -206,19 +206,23 @@ class FeedStore:
         ev, reason = check_message(topic, payload, self.max_payload_bytes)
         if ev is None:
             return self.quarantine(topic, payload, reason or "unusable", received_at)
+        if self.insert(ev, topic, payload, received_at):
+            return Stored("new", ev, gap=self._gap_before(ev))
+        self.db.execute("INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
+                        " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
+        return Stored("duplicate", ev)
+
+    def insert(self, ev: events.Event, topic: str, payload: bytes, received_at: str) -> bool:
+        """One checked event's row; False when its event_id is already stored (nothing counted:
+        `add` counts the broker's duplicates, a copy between stores does not)."""
         # The columns some kinds have and others lack (a check's age, an ack's answer): from the
         # kind's field, else from what a newer producer sent beyond this build's fields, else NULL.
         def opt(name: str) -> Any:
             return getattr(ev, name) if hasattr(ev, name) else ev.extra.get(name)
 
         fields = [_AS_STORED[how](opt(col)) for col, how in EVENT_FIELD_COLUMNS.items()]
-        n = self.db.execute(_INSERT, (*fields, ev.KIND, events.SCHEMA_VERSION, topic, received_at,
-                                      payload.decode("utf-8")))
-        if n == 1:
-            return Stored("new", ev, gap=self._gap_before(ev))
-        self.db.execute("INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
-                        " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
-        return Stored("duplicate", ev)
+        return self.db.execute(_INSERT, (*fields, ev.KIND, events.SCHEMA_VERSION, topic, received_at,
+                                         payload.decode("utf-8"))) == 1
 
     def _gap_before(self, ev: events.Event) -> Gap | None:
         """The hole just below this event's number, when earlier events of its publisher are

@@ -24,7 +24,7 @@ from edge_app.core import events
 from edge_app.core.times import local_dt
 from edge_app.core.words import Decision
 from edge_app.manager.db import Database
-from edge_app.manager.report import Period, Scope
+from edge_app.manager.scope import Period, Scope
 
 # An hour is judged on at least this many checks, against a usual of at least this many.
 MIN_HOUR_CHECKS = 3

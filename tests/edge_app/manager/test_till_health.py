@@ -393,7 +393,10 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     """The report's missing events take the hole a till's state shows after its last stored event;
     when the events arrive the hole closes (worked out from what is stored)."""
     from edge_app.manager.feed import gap_rows
-    from edge_app.manager.report import Period, open_db, render_markdown, summarize
+    from edge_app.manager.document import document
+    from edge_app.manager.figures import open_db, summarize
+    from edge_app.manager.render_md import render_markdown
+    from edge_app.manager.scope import Period
 
     db = tmp_path / "feed.sqlite3"
     evs = numbered([check_event(txn=f"T-{i}", ts=f"{DAY}T10:0{i}:00.000Z") for i in range(6)], "till-01")
@@ -405,7 +408,7 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     ro = open_db(db)
     s = summarize(ro, Period(datetime(2025, 3, 14).date(), datetime(2025, 3, 14).date()), timezone.utc)
     assert [(g.after_seq, g.before_seq, g.missing, g.waiting) for g in s.gaps] == [(4, 7, 2, 0)]
-    md = render_markdown(s, str(db), "UTC", {})
+    md = render_markdown(document(s, str(db), "UTC"), {})
     assert ("till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered "
             "up to 6)") in md
     ro.close()

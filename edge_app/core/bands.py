@@ -1,0 +1,23 @@
+"""The age bands every report, the dashboard and the evaluation count shoppers in. Kept apart from
+the policy (which needs numpy) so the manager's side reads them without the numeric stack."""
+
+from __future__ import annotations
+
+# Bands used in every report and in the evaluation (upper bound inclusive).
+BANDS: tuple[tuple[str, int, int], ...] = (
+    ("0-12", 0, 12),
+    ("13-17", 13, 17),
+    ("18-24", 18, 24),
+    ("25-34", 25, 34),
+    ("35-49", 35, 49),
+    ("50-64", 50, 64),
+    ("65+", 65, 10_000),
+)
+
+
+def age_band(age: float) -> str:
+    a = int(age)  # bands are whole years: 24.9 is still 18-24
+    for name, lo, hi in BANDS:
+        if lo <= a <= hi:
+            return name
+    return BANDS[0][0]
