@@ -37,7 +37,7 @@ def cmd_estimate(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     # The demo wraps the service (its own broker, video and POS), so the command line picks one.
     if args.demo:
-        from edge_app.vision.faces import import_mediapipe
+        from edge_app.vision.mediapipe_import import import_mediapipe
 
         import_mediapipe(hide_tensorflow=True)
         from edge_app.devtools import demo

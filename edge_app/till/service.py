@@ -56,9 +56,11 @@ from edge_app.core.state import (AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF,
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
-from edge_app.till.check import CheckOutcome, CheckRunner, model_threads
+from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
 from edge_app.stopping import stop_on_signals
 from edge_app.config import Config, ConfigError, read_secret, require_model_file
+from edge_app.vision.faces import FacePipeline
+from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
@@ -139,9 +141,6 @@ class CountedWarnings:
 class Service:
     def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
                  stdin: TextIO | None = None, plugins: Sequence[Callable[["Service"], object]] = ()):
-        from edge_app.vision.faces import FacePipeline
-        from edge_app.vision.model import load_for_faces, require_crop_size
-
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
@@ -156,9 +155,9 @@ class Service:
             if model is None:
                 require_model_file(cfg)
                 # check.parallel: the model keeps off the core the next frame's face look uses.
-                model = load_for_faces(cfg.model.path, model_threads(cfg), cfg.faces.output_size)
+                model = load_model(cfg.model.path, model_threads(cfg), cfg.faces.output_size)
             else:
-                require_crop_size(model, cfg.faces.output_size)
+                require_model_crops(model, cfg.faces.output_size)
             self.model = model
             self.pipeline = pipeline or FacePipeline(cfg.faces)
         except BaseException:
@@ -625,8 +624,6 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[Callable[[Service], object]] = ()) -> int:
     # This process never needs TensorFlow: keep mediapipe from loading it (start-up, memory).
-    from edge_app.vision.faces import import_mediapipe
-
     import_mediapipe(hide_tensorflow=True)
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -60,7 +60,7 @@ def cashier_screen() -> Iterator[tuple[str, str]]:
         xvfb.stop()
 
 
-def _press_answer(display) -> None:
+def press_answer(display) -> None:
     """Answer an alert like a cashier (a click on "ID checked – over age"; keys count only while
     the window has the focus, which it does not take), so a later approval is shown, not held
     back."""
@@ -89,7 +89,7 @@ def _drawn_at(display, txn: str) -> float | None:
         time.sleep(0.005)
     if snap.transaction_id == txn and snap.drawn_at:
         if snap.answerable:
-            _press_answer(display)
+            press_answer(display)
         return snap.drawn_at
     return None
 
