@@ -64,7 +64,8 @@ from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
-from edge_app.till.triggers import (ClockReading, HttpTrigger, PosClock, StdinTrigger, Submission, TransactionMemory,
+from edge_app.till.http_trigger import HttpTrigger
+from edge_app.till.triggers import (ClockReading, PosClock, StdinTrigger, Submission, TransactionMemory,
                                     Trigger, applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)

@@ -59,7 +59,8 @@ def _buffer_at(frames, t0: float, now: float, seconds: float):
 def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_new) -> CheckFigures:
     from edge_app.till.capture import Capture, Frame
     from edge_app.till.check import CheckRunner
-    from edge_app.till.triggers import Item, Scan, Trigger, now_pair
+    from edge_app.core.pos import Item, Scan
+    from edge_app.till.triggers import Trigger, now_pair
 
     out = CheckFigures()
     new_cfg = worst_case(cfg)

@@ -36,7 +36,8 @@ def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
     """Child process: pinned to `cores`, a real Capture of the video and back-to-back checks."""
     from edge_app.till.capture import Capture
     from edge_app.till.check import CheckRunner, model_threads
-    from edge_app.till.triggers import Item, Scan, Trigger, now_pair
+    from edge_app.core.pos import Item, Scan
+    from edge_app.till.triggers import Trigger, now_pair
     from edge_app.vision.faces import FacePipeline
     from edge_app.vision.model import AgeModel
 

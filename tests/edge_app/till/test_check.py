@@ -17,7 +17,8 @@ from edge_app.till.capture import Capture
 from edge_app.till.check import CheckRunner, spread
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
-from edge_app.till.triggers import Item, Scan, Trigger, now_pair
+from edge_app.core.pos import Item, Scan
+from edge_app.till.triggers import Trigger, now_pair
 from tests.edge_app.service_util import (FPS, REPO, W, astronaut_head, astronaut_video, empty_video, scene,
                                          still_video, utk_photo, wait_until)
 

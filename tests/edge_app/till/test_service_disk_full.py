@@ -17,7 +17,7 @@ from edge_app.core.state import TillState
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
-from edge_app.till.triggers import Item, Scan
+from edge_app.core.pos import Item, Scan
 from tests.edge_app.disk_util import Filler, small_tmpfs
 from tests.edge_app.service_util import Recorder, astronaut_video, service_config, wait_until
 from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, xvfb  # noqa: F401  (xvfb: fixture)
