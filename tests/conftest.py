@@ -48,3 +48,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if Path(item.path).resolve().relative_to(_ROOT).as_posix() in SCENARIO_FILES:
             item.add_marker(pytest.mark.scenario)
 
+
+@pytest.fixture
+def mqtt_broker():
+    from tests.edge_app.broker_util import Broker
+
+    with Broker(persistent=True) as broker:
+        yield broker

@@ -2,36 +2,23 @@
 watchdog from the loops that must keep moving, and shuts down cleanly on SIGTERM/Ctrl-C
 (publishing `offline`). `agecheck run --demo` is the command line's: edge_app.devtools.demo.
 
-Hooks for the modules that plug into a running service (cashier display, integrity tracker):
+Plug-ins and listeners (the cashier display, the integrity monitor) meet the service through the
+Protocols of edge_app.till.plugins: `listen(listener)` and the `plugins` factories.
 
-* `service.attach(on_event=..., on_sale=...)` - on_event is given every typed event
-  (edge_app.core.events.Event, numbered: `seq`, `publisher`) that goes through
-  `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
-  safely in the outbox (or held in memory while the disk is full), and the cashier's answers (`ack`) that another process of this till
-  (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
-  thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
 * `service.publish_event(event)` - the one way to send an event: takes a typed event (validated
-  when it was built), has the outbox number, encode and store it (durable before it is published), wakes the MQTT
-  sender, then calls the listeners. Raises SchemaError for anything that is not a typed event. When the outbox
-  cannot write (disk full) the event is held in memory by the OutboxWriter and written when it
-  can again; listeners are told all the same (the check was answered on screen), and `state`
-  says `degraded: true` meanwhile.
-* `service.attach(on_publishing=...)` - given each typed event publish_event is handed, before it is
-  stored: with on_event, the clock for how long publishing takes (`agecheck bench`
-  times outbox + MQTT with it). Same threads and error handling as on_event.
-* `service.attach(on_recording=...)` - given a `Recording` (edge_app.core.state) at once
-  and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
-* on_sale is given every valid `pos/sale` message as the `edge_app.core.pos.Sale` the service read
-  it into (it is parsed once, here; malformed ones are quarantined and reach no listener).
+  when it was built), has the outbox number, encode and store it (durable before it is
+  published), wakes the MQTT sender, then tells the listeners. Raises SchemaError for anything
+  that is not a typed event. When the outbox cannot write (disk full) the event is held in memory
+  by the OutboxWriter and written when it can again; listeners are told all the same (the check
+  was answered on screen), and `state` says `degraded: true` meanwhile.
 * `service.submit(scan, source, ack=None)` - start a check for a scan (what the MQTT, HTTP and stdin
   triggers call); returns a Submission whose `result` future resolves to the CheckOutcome. `ack`
   (the MQTT trigger's) is called once the scan's record - its check or its `missed` event - is
   stored: a `pos/scan` is acknowledged to the broker then, not on arrival, so a crash before it
   leaves the scan with the broker, which delivers it again after the restart.
-* Plug-ins: the integrity monitor is attached here; the callables given as `plugins` (the command
-  line gives the cashier window's `attach` when `display.enabled` is true: the till does not
-  import the cashier's package) are called once at start with the service, and the `shutdown()`
-  of what they return is called at shutdown.
+* The integrity monitor is attached here; the `plugins` factories (the command line gives the
+  cashier window's `attach` when `display.enabled` is true: the till does not import the
+  cashier's package) are called once at start.
 """
 
 from __future__ import annotations
@@ -44,7 +31,8 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from typing import Any, Callable, Sequence, TextIO
+from enum import StrEnum
+from typing import Callable, Sequence, TextIO
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -65,8 +53,9 @@ from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
 from edge_app.till.http_trigger import HttpTrigger
-from edge_app.till.triggers import (ClockReading, PosClock, StdinTrigger, Submission, TransactionMemory,
-                                    Trigger, applied_product, now_pair, restriction)
+from edge_app.till.plugins import PluginFactory, ServiceListener
+from edge_app.till.triggers import (ClockReading, PosClock, StdinTrigger, Submission, SubmissionStatus,
+                                    TransactionMemory, Trigger, applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +66,18 @@ log = logging.getLogger(__name__)
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     (Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
     (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
+
+
+class Count(StrEnum):
+    """What the service counts (`counts`), besides the events it publishes and the scans missed."""
+
+    SCANS_RESTRICTED = "scans_restricted"
+    SCANS_REUSED = "scans_reused"  # a repeat scan answered by its transaction's open check
+    POS_REJECTED = "pos_rejected"
+    MESSAGES_QUARANTINED = "messages_quarantined"
+    ACKS_RECEIVED = "acks_received"  # from a standalone display, over the broker
+
+
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
 
@@ -141,7 +142,7 @@ class CountedWarnings:
 
 class Service:
     def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
-                 stdin: TextIO | None = None, plugins: Sequence[Callable[["Service"], object]] = ()):
+                 stdin: TextIO | None = None, plugins: Sequence[PluginFactory] = ()):
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
@@ -181,15 +182,14 @@ class Service:
                                    camera_status=lambda: self.capture.status)
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
         self.pos_clock = PosClock(cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans)
-        self._event_listeners: list[Callable[[events.Event], object]] = []
-        self._sale_listeners: list[Callable[[Sale], object]] = []
-        self._publishing_listeners: list[Callable[[events.Event], object]] = []
-        self._recording_listeners: list[Callable[[Recording], object]] = []
+        self._listeners: list[ServiceListener] = []
         self._plugins = tuple(plugins)
         # Every event goes through the writer: on a full disk it holds events in memory instead
         # of losing what the cashier was already shown.
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
-        self.counts: Counter = Counter()
+        self.counts: Counter[Count] = Counter()
+        self.published: Counter[str] = Counter()  # events by kind
+        self.missed: Counter[MissedReason] = Counter()
         self.last_check: LastCheck | None = None
         self.last_quarantined: Quarantined | None = None
         self.quarantine_log = CountedWarnings(log)
@@ -206,24 +206,11 @@ class Service:
         self._accepting = True
         self._accepting_lock = threading.Lock()
 
-    def attach(self, on_event: Callable[[events.Event], object] | None = None,
-               on_sale: Callable[[Sale], object] | None = None,
-               on_publishing: Callable[[events.Event], object] | None = None,
-               on_recording: Callable[[Recording], object] | None = None) -> None:
-        """Listen to every event the service publishes or hears (on_event), to every valid
-        `pos/sale` message (on_sale, a Sale) and to every event as publish_event starts on it
-        (on_publishing), and to whether the outbox records (on_recording: told the current
-        `Recording` at once and on each change); see the module docstring for
-        the threads they run on."""
-        if on_event is not None:
-            self._event_listeners.append(on_event)
-        if on_sale is not None:
-            self._sale_listeners.append(on_sale)
-        if on_publishing is not None:
-            self._publishing_listeners.append(on_publishing)
-        if on_recording is not None:
-            self._recording_listeners.append(on_recording)
-            self._tell([on_recording], self._recording())
+    def listen(self, listener: ServiceListener) -> None:
+        """Tell `listener` what the service publishes and hears (edge_app.till.plugins says what
+        and on which threads); its on_recording hears the current `Recording` at once."""
+        self._listeners.append(listener)
+        self._tell(lambda one: one.on_recording(self._recording()), "recording", [listener])
 
     def _close_pipeline(self) -> None:
         if self._own_pipeline:
@@ -235,17 +222,17 @@ class Service:
             # A plug-in handing a bare dict is a bug: refused before anything is stored.
             raise events.SchemaError(f"publish_event takes a typed event (edge_app.core.events), "
                                      f"not {type(event).__name__}")
-        self._tell(self._publishing_listeners, event)
+        self._tell(lambda one: one.on_publishing(event), events.describe(event))
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
             events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id)
         if written:
             self.link.wake()
-        self.counts[f"events_{event.KIND}"] += 1
+        self.published[event.KIND] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
-        self._tell(self._event_listeners, stored)
+        self._tell(lambda one: one.on_event(stored), events.describe(stored))
 
     def _on_recording(self) -> None:
         """The outbox stopped or started taking writes again: say so in `state` and to systemd."""
@@ -257,26 +244,27 @@ class Service:
             self.notifier.status(f"recording again; camera {self.capture.status}")
         self.link.wake()
         self.link.publish_state()
-        self._tell(self._recording_listeners, self._recording())
+        recording = self._recording()
+        self._tell(lambda one: one.on_recording(recording), "recording")
 
     def _recording(self) -> Recording:
         st = self.writer.status()
         return Recording(degraded=st.degraded, outbox_error=st.last_error)
 
-    @staticmethod
-    def _tell(listeners: list[Callable[[Any], object]], event: Any) -> None:
-        for listener in list(listeners):
+    def _tell(self, call: Callable[[ServiceListener], object], what: str,
+              listeners: Sequence[ServiceListener] | None = None) -> None:
+        for listener in list(self._listeners if listeners is None else listeners):
             try:
-                listener(event)
+                call(listener)
             except Exception:
-                log.exception("event listener %r failed on %s", listener, events.describe(event))
+                log.exception("listener %r failed on %s", listener, what)
 
     def submit(self, scan: Scan, source: str, ack: Callable[[], object] | None = None) -> Submission:
         """Start a check for `scan`, or record why none runs. `ack` is called once the scan
         needs nothing more from whoever sent it: its record is stored (or it needs none)."""
         sub = self._submit(scan, source)
         if ack is not None:
-            if sub.status in ("started", "reused") and sub.result is not None:
+            if sub.status in (SubmissionStatus.STARTED, SubmissionStatus.REUSED) and sub.result is not None:
                 # The future resolves only after the check or `missed` event is stored (_work,
                 # stop); a repeat scan of an open check waits for that same record.
                 sub.result.add_done_callback(lambda _f: ack())
@@ -316,7 +304,7 @@ class Service:
         min_age = restriction(item, self.cfg.triggers, self.cfg.policy.legal_age)
         if min_age is None:
             log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
-            return Submission("not_restricted", f"{item.sku} ({item.category}) is not age restricted")
+            return Submission(SubmissionStatus.NOT_RESTRICTED, f"{item.sku} ({item.category}) is not age restricted")
         now, iso = now_pair()
         if scan.sent_at is not None:
             age_s, why = self._scan_age(scan.sent_at, reading)
@@ -330,22 +318,22 @@ class Service:
                                "(triggers.pos_clock_confirm_scans)")
                 log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
                 self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
-                return Submission("missed", detail)
+                return Submission(SubmissionStatus.MISSED, detail)
         with self._accepting_lock:
             if not self._accepting:
                 detail = "the service is stopping"
                 self._missed(scan, source, min_age, iso, MissedReason.SHUTDOWN, detail)
-                return Submission("missed", detail)
+                return Submission(SubmissionStatus.MISSED, detail)
             return self._enqueue(scan, source, min_age, now, iso)
 
     def _enqueue(self, scan: Scan, source: str, min_age: int, now: float, iso: str) -> Submission:
         item = scan.item
         fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
         if reused:
-            self.counts["scans_reused"] += 1
+            self.counts[Count.SCANS_REUSED] += 1
             log.info("repeat restricted scan (%s) in transaction %s: reusing its open check",
                      item.sku, scan.transaction_id)
-            return Submission("reused", f"transaction {scan.transaction_id} already has an open check", fut)
+            return Submission(SubmissionStatus.REUSED, f"transaction {scan.transaction_id} already has an open check", fut)
         try:
             self._queue.put_nowait((Trigger(scan, source, min_age, now, iso), fut))  # type: ignore[arg-type]
         except queue.Full:
@@ -355,15 +343,15 @@ class Service:
             self._missed(scan, source, min_age, iso, MissedReason.QUEUE_FULL,
                          f"{QUEUE_MAX} scans were already waiting for a check")
             fut.cancel()  # after the record: a repeat scan that reused this future waits for it
-            return Submission("busy", "too many checks waiting; ask for ID")
-        self.counts["scans_restricted"] += 1
-        return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
+            return Submission(SubmissionStatus.BUSY, "too many checks waiting; ask for ID")
+        self.counts[Count.SCANS_RESTRICTED] += 1
+        return Submission(SubmissionStatus.STARTED, f"check started for {item.sku} (min age {min_age})", fut)
 
     def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason,
                 detail: str) -> None:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
-        self.counts[f"missed_{reason}"] += 1
+        self.missed[reason] += 1
         trigger = events.TriggerInfo(applied_product(scan.item, min_age), source=source, received_ts=received_ts,
                                      sent_ts=scan.sent_ts)
         try:
@@ -398,11 +386,7 @@ class Service:
             if sale is None:
                 return
             self.txns.close(sale.transaction_id)
-            for listener in list(self._sale_listeners):
-                try:
-                    listener(sale)
-                except Exception:
-                    log.exception("sale listener %r failed", listener)
+            self._tell(lambda one: one.on_sale(sale), f"the sale of {sale.transaction_id}")
         elif leaf == events.event_leaf(events.AckEvent):
             self._on_remote_ack(payload, max_bytes)
         else:
@@ -413,14 +397,14 @@ class Service:
         try:
             return parse(payload, self.cfg.triggers.max_payload_bytes)
         except PosMessageError as exc:
-            self.counts["pos_rejected"] += 1
+            self.counts[Count.POS_REJECTED] += 1
             self._quarantine("pos", str(exc), payload)
             return None
 
     def _quarantine(self, where: str, reason: str, payload: bytes) -> None:
         """A message that cannot be used: logged with its reason and a preview, counted in
         `state`, and acknowledged (by returning normally) so the broker does not send it again."""
-        self.counts["messages_quarantined"] += 1
+        self.counts[Count.MESSAGES_QUARANTINED] += 1
         self.last_quarantined = Quarantined(ts=now_iso(), topic=where, reason=reason[:300])
         self.quarantine_log.warning("%s; message quarantined (%d bytes: %s)" % (
             reason if reason.startswith(where) else f"{where}: {reason}", len(payload), _preview(payload)))
@@ -434,8 +418,8 @@ class Service:
         except (payloads.PayloadError, events.SchemaError) as exc:
             self._quarantine(events.event_leaf(events.AckEvent), str(exc), payload)
             return
-        self.counts["acks_received"] += 1
-        self._tell(self._event_listeners, ev)
+        self.counts[Count.ACKS_RECEIVED] += 1
+        self._tell(lambda one: one.on_event(ev), events.describe(ev))
 
     def _on_camera(self, status: str, reason: str) -> None:
         self.notifier.status(f"camera {status}: {reason}")
@@ -465,9 +449,9 @@ class Service:
             mqtt_error=self.link.error,
             security_warnings=tuple(self.link.trust_warnings),
             last_seq=self.outbox.last_seq(),
-            checks=self.counts["events_check"],
-            messages_quarantined=self.counts["messages_quarantined"],
-            scans_missed={r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
+            checks=self.published[events.CheckEvent.KIND],
+            messages_quarantined=self.counts[Count.MESSAGES_QUARANTINED],
+            scans_missed={r: self.missed[r] for r in MissedReason},
             pos_clock_ahead_s=_tenths(self.pos_clock.ahead_s),
             pos_clock_skew=self.pos_clock.describe(),
             last_quarantined=self.last_quarantined,
@@ -552,13 +536,13 @@ class Service:
         tracker = IntegrityTracker(cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds,
                                    cfg.integrity.forget_after_seconds)
         monitor = IntegrityMonitor(tracker, self.publish_event, max_payload_bytes=cfg.triggers.max_payload_bytes)
-        self.attach(on_event=monitor.on_event, on_sale=monitor.on_sale)
+        self.listen(monitor)
         monitor.start()
         self._closers.append(monitor.stop)
-        for plugin in self._plugins:
-            attached = plugin(self)
-            if hasattr(attached, "shutdown"):
-                self._closers.append(attached.shutdown)
+        for factory in self._plugins:
+            plugin = factory(self)
+            if plugin is not None:
+                self._closers.append(plugin.shutdown)
 
     def run(self, stop: threading.Event) -> None:
         """Main loop (main thread): watchdog pings and periodic state until `stop` is set."""
@@ -623,7 +607,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
     stop_on_signals(stop, log=log)
 
 
-def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[Callable[[Service], object]] = ()) -> int:
+def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[PluginFactory] = ()) -> int:
     # This process never needs TensorFlow: keep mediapipe from loading it (start-up, memory).
     import_mediapipe(hide_tensorflow=True)
     stop = threading.Event()

@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable, Literal, TextIO
 
 from edge_app.config import TriggersConfig
@@ -40,11 +41,21 @@ class Trigger:
         return applied_product(self.scan.item, self.min_age)
 
 
+class SubmissionStatus(StrEnum):
+    """What became of a scan handed to the service (the HTTP trigger answers with the word)."""
+
+    STARTED = "started"  # a check runs for it
+    REUSED = "reused"  # its transaction's open check answers it
+    NOT_RESTRICTED = "not_restricted"
+    BUSY = "busy"  # too many checks waiting: recorded as missed, ask for ID
+    MISSED = "missed"  # no check (stale scan, the service stopping): recorded as missed
+
+
 @dataclass(frozen=True)
 class Submission:
     """What happened to a scan handed to the service."""
 
-    status: Literal["started", "reused", "not_restricted", "busy", "missed"]
+    status: SubmissionStatus
     detail: str
     # Resolves to the CheckOutcome of the (new or reused) check; None when no check applies.
     result: Future | None = None

@@ -19,6 +19,7 @@ from typing import Iterator
 from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.devtools.bench.harness import Listener, bench_config, connected_pos
+from edge_app.till import plugins
 
 
 @dataclass
@@ -124,6 +125,16 @@ def _start_service(lcfg, pipeline, model, out: LatencyFigures, with_display: boo
     return Service(lcfg, pipeline=pipeline, model=model).start(), None
 
 
+class _PublishClock(plugins.Listener):
+    """When publish_event starts on each event (monotonic seconds by event id)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    def on_publishing(self, event: events.Event) -> None:
+        self.started.setdefault(event.event_id, time.monotonic())
+
+
 def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, screen: str,
              no_screen: str) -> LatencyFigures:
     out = LatencyFigures(screen=screen)
@@ -139,8 +150,9 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
         service, display = _start_service(lcfg, pipeline, model, out, with_display)
         # When publish_event starts on each event: with the subscriber's arrival time, the cost of
         # publishing (outbox + MQTT).
-        published: dict[str, float] = {}
-        service.attach(on_publishing=lambda ev: published.setdefault(ev.event_id, time.monotonic()))
+        clock = _PublishClock()
+        published = clock.started
+        service.listen(clock)
         deadline = time.monotonic() + 30
         while not (service.link.subscribed.is_set() and service.capture.status == "up"):
             if time.monotonic() > deadline:

@@ -19,6 +19,7 @@ from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
 from edge_app.core.pos import Item, Scan
 from tests.edge_app.disk_util import Filler, small_tmpfs
+from tests.helpers import Calls
 from tests.edge_app.service_util import Recorder, astronaut_video, service_config, wait_until
 from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, xvfb  # noqa: F401  (xvfb: fixture)
 
@@ -56,8 +57,8 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         filler = Filler(disk)
         try:
             shown: list = []  # what the cashier's window would have been told
-            svc.attach(on_event=lambda ev: shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent))
-                       else None)
+            svc.listen(Calls(on_event=lambda ev: shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent))
+                             else None))
             wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 20,
                        "subscribed, video")
             assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)
