@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from edge_app.config import TriggersConfig
+from edge_app.config import Config, ConfigError, TriggersConfig, read_secret
 from edge_app.core.pos import Item, PosMessageError, Scan
 from edge_app.till.triggers import SubmitFn, Submission, default_item, parse_scan
 
@@ -280,3 +280,14 @@ class HttpTrigger:
         self._server.server_close()
 
 
+def start_http_trigger(cfg: Config, submit: SubmitFn) -> HttpTrigger:
+    """The trigger the config asks for (triggers.http_port), started; ConfigError names the
+    setting when its token file is empty or unreadable or the port cannot be listened on."""
+    t = cfg.triggers
+    token = read_secret(t.http_token_file, t.http_token_credential, "triggers.http_token")
+    if token == "":
+        raise ConfigError("triggers.http_token: the token file is empty")
+    try:
+        return HttpTrigger(t.http_port, submit, t, wait_s=cfg.check.time_budget_ms / 1000 + 10, token=token).start()
+    except OSError as exc:
+        raise ConfigError(f"triggers.http_port: cannot listen on 127.0.0.1:{t.http_port} ({exc.strerror})") from None

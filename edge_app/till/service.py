@@ -31,31 +31,31 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from enum import StrEnum
 from typing import Callable, Sequence, TextIO
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import __version__
-from edge_app.core import events, payloads
-from edge_app.core.pos import PosMessageError, Sale, Scan
-from edge_app.core.state import (AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Quarantined, Recording,
-                                  TillState)
+from edge_app.core import events
+from edge_app.core.pos import Sale, Scan
+from edge_app.core.state import AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
 from edge_app.stopping import stop_on_signals
-from edge_app.config import Config, ConfigError, read_secret, require_model_file
+from edge_app.config import Config, ConfigError, require_model_file
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
-from edge_app.till.http_trigger import HttpTrigger
+from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
 from edge_app.till.plugins import PluginFactory, ServiceListener
-from edge_app.till.triggers import (ClockReading, PosClock, StdinTrigger, Submission, SubmissionStatus,
-                                    TransactionMemory, Trigger, applied_product, now_pair, restriction)
+from edge_app.till.inbound import Count, CountedWarnings, Inbound
+from edge_app.till.pos_clock import ClockReading, PosClock
+from edge_app.till.triggers import (StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
+                                    applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)
 
@@ -68,76 +68,12 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
 
 
-class Count(StrEnum):
-    """What the service counts (`counts`), besides the events it publishes and the scans missed."""
-
-    SCANS_RESTRICTED = "scans_restricted"
-    SCANS_REUSED = "scans_reused"  # a repeat scan answered by its transaction's open check
-    POS_REJECTED = "pos_rejected"
-    MESSAGES_QUARANTINED = "messages_quarantined"
-    ACKS_RECEIVED = "acks_received"  # from a standalone display, over the broker
-
-
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = 30.0  # the retained state is refreshed this often (outbox depth) besides on changes
 
 
-def _preview(payload: bytes, n: int = 60) -> str:
-    text = payload[:n].decode("utf-8", "replace")
-    return repr(text) + ("..." if len(payload) > n else "")
-
-
 def _tenths(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
-
-
-class CountedWarnings:
-    """Warnings that a sender can repeat at will (bad POS messages): the first `burst` in a
-    `window_s` are logged in full, the rest only counted and summed up in one line when the window
-    ends: 50,000 bad messages wrote 8.2 MB of log lines in 41 s, one each."""
-
-    def __init__(self, logger: logging.Logger, window_s: float = 60.0, burst: int = 20) -> None:
-        self._log = logger
-        self.window_s = window_s
-        self.burst = burst
-        self._lock = threading.Lock()
-        self._started: float | None = None  # when the current window began (monotonic)
-        self._logged = 0
-        self._counted = 0
-        self._last = ""
-        self._timer: threading.Timer | None = None
-
-    def warning(self, text: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if self._started is None or now - self._started >= self.window_s:
-                self._flush_locked()
-                self._started, self._logged = now, 0
-            if self._logged < self.burst:
-                self._logged += 1
-                self._log.warning("%s", text)
-                return
-            self._counted += 1
-            self._last = text
-            if self._timer is None:
-                self._timer = threading.Timer(max(0.0, self._started + self.window_s - now), self.flush)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def flush(self) -> None:
-        """Say how many were only counted (at the window's end, and at stop)."""
-        with self._lock:
-            self._flush_locked()
-            self._started = None
-
-    def _flush_locked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._counted:
-            self._log.warning("%d more message(s) quarantined in the last %.0f s, not logged one by one (after %d "
-                              "in full); the last: %s", self._counted, self.window_s, self.burst, self._last)
-            self._counted = 0
 
 
 class Service:
@@ -165,11 +101,15 @@ class Service:
         except BaseException:
             self.outbox.close()
             raise
+        self.counts: Counter[Count] = Counter()
+        self.inbound = Inbound(cfg.triggers.max_payload_bytes, self.counts, CountedWarnings(log),
+                               submit=self.submit, on_sale=self._on_sale, on_ack=self._on_remote_ack)
+        self.quarantine_log = self.inbound.log
         try:
             # A persistent session (stable client id, clean_start False, an expiry): scans the POS
             # publishes while the service restarts are kept by the broker and arrive afterwards.
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
-            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, SUBSCRIPTIONS,
+            self.link = MqttLink(cfg, self.outbox, self.inbound.on_message, SUBSCRIPTIONS,
                                  presence=Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF,
                                                    lambda: self.state().encode()),
                                  session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
@@ -187,12 +127,9 @@ class Service:
         # Every event goes through the writer: on a full disk it holds events in memory instead
         # of losing what the cashier was already shown.
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
-        self.counts: Counter[Count] = Counter()
         self.published: Counter[str] = Counter()  # events by kind
         self.missed: Counter[MissedReason] = Counter()
         self.last_check: LastCheck | None = None
-        self.last_quarantined: Quarantined | None = None
-        self.quarantine_log = CountedWarnings(log)
         self.started_ts = now_iso()
         self.worker_heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
@@ -272,16 +209,6 @@ class Service:
                 ack()  # not restricted, or its `missed` event is already stored
         return sub
 
-    def _scan_age(self, sent_at: float, reading: ClockReading | None) -> tuple[float, str]:
-        """How old a scan is on the till's clock, and how that was reached (for the `missed`
-        detail). The POS's scans are aged by the POS clock's estimated offset (PosClock); the local
-        triggers' `ts` come from this machine's own clock and are taken as they are."""
-        if reading is None:
-            return time.time() - sent_at, ""
-        if abs(reading.lag_s - reading.age_s) > self.cfg.triggers.pos_clock_max_skew_seconds:
-            return reading.age_s, f" (on the till's clock, {reading.lag_s:.0f} s by the POS's skewed one)"
-        return reading.age_s, ""
-
     def _read_pos_clock(self, scan: Scan, source: str) -> ClockReading | None:
         """Every POS scan with a `ts` tells the till about the POS clock, restricted or not; a
         change in what it says (skew named, moved, gone) is logged once and put in `state`."""
@@ -289,12 +216,7 @@ class Service:
             return None
         reading, change = self.pos_clock.observe(scan.sent_at, time.time())
         if change is not None:
-            if change.named:
-                log.warning("%s; a scan is stale when it is more than triggers.max_scan_age_seconds=%g late on "
-                            "that offset", self.pos_clock.describe(change), self.cfg.triggers.max_scan_age_seconds)
-            else:
-                log.info("the POS clock is within %g s of the till's again (%+.1f s)",
-                         self.cfg.triggers.pos_clock_max_skew_seconds, change.ahead_s)
+            self.pos_clock.log_change(change, self.cfg.triggers.max_scan_age_seconds)
             self.link.publish_state()
         return reading
 
@@ -307,7 +229,7 @@ class Service:
             return Submission(SubmissionStatus.NOT_RESTRICTED, f"{item.sku} ({item.category}) is not age restricted")
         now, iso = now_pair()
         if scan.sent_at is not None:
-            age_s, why = self._scan_age(scan.sent_at, reading)
+            age_s, why = self.pos_clock.scan_age(scan.sent_at, reading)
             if age_s > self.cfg.triggers.max_scan_age_seconds:
                 detail = (f"scan reached the till {age_s:.0f} s after the POS sent it{why} (more than "
                           f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
@@ -364,62 +286,12 @@ class Service:
                           scan.transaction_id)
 
     # -- inputs ------------------------------------------------------------------------------------
-    def _on_mqtt(self, leaf: str, payload: bytes, ack: Callable[[], object]) -> None:
-        """Every inbound message (MQTT thread). A scan is acknowledged to the broker when its
-        record is stored (submit); anything else as soon as it is handled here."""
-        if leaf == Scan.TOPIC:
-            scan = self._parse_pos(Scan.from_payload, payload)
-            if scan is None:
-                ack()  # quarantined: never delivered again
-                return
-            self.submit(scan, "pos", ack)
-            return
-        try:
-            self._on_other(leaf, payload)
-        finally:
-            ack()
+    def _on_sale(self, sale: Sale) -> None:
+        self.txns.close(sale.transaction_id)
+        self._tell(lambda one: one.on_sale(sale), f"the sale of {sale.transaction_id}")
 
-    def _on_other(self, leaf: str, payload: bytes) -> None:
-        max_bytes = self.cfg.triggers.max_payload_bytes
-        if leaf == Sale.TOPIC:
-            sale = self._parse_pos(Sale.from_payload, payload)
-            if sale is None:
-                return
-            self.txns.close(sale.transaction_id)
-            self._tell(lambda one: one.on_sale(sale), f"the sale of {sale.transaction_id}")
-        elif leaf == events.event_leaf(events.AckEvent):
-            self._on_remote_ack(payload, max_bytes)
-        else:
-            log.warning("message on unexpected topic %s dropped", leaf)
-
-    def _parse_pos(self, parse, payload: bytes):
-        """A POS message parsed, or None after logging why it was dropped (never raises)."""
-        try:
-            return parse(payload, self.cfg.triggers.max_payload_bytes)
-        except PosMessageError as exc:
-            self.counts[Count.POS_REJECTED] += 1
-            self._quarantine("pos", str(exc), payload)
-            return None
-
-    def _quarantine(self, where: str, reason: str, payload: bytes) -> None:
-        """A message that cannot be used: logged with its reason and a preview, counted in
-        `state`, and acknowledged (by returning normally) so the broker does not send it again."""
-        self.counts[Count.MESSAGES_QUARANTINED] += 1
-        self.last_quarantined = Quarantined(ts=now_iso(), topic=where, reason=reason[:300])
-        self.quarantine_log.warning("%s; message quarantined (%d bytes: %s)" % (
-            reason if reason.startswith(where) else f"{where}: {reason}", len(payload), _preview(payload)))
-
-    def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
-        """A cashier's answer published by a standalone display: the integrity check needs it."""
-        try:
-            ev = events.decode_event(payload, payloads.Limits(max_bytes))
-            if not isinstance(ev, events.AckEvent):
-                raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
-        except (payloads.PayloadError, events.SchemaError) as exc:
-            self._quarantine(events.event_leaf(events.AckEvent), str(exc), payload)
-            return
-        self.counts[Count.ACKS_RECEIVED] += 1
-        self._tell(lambda one: one.on_event(ev), events.describe(ev))
+    def _on_remote_ack(self, ack: events.AckEvent) -> None:
+        self._tell(lambda one: one.on_event(ack), events.describe(ack))
 
     def _on_camera(self, status: str, reason: str) -> None:
         self.notifier.status(f"camera {status}: {reason}")
@@ -454,7 +326,7 @@ class Service:
             scans_missed={r: self.missed[r] for r in MissedReason},
             pos_clock_ahead_s=_tenths(self.pos_clock.ahead_s),
             pos_clock_skew=self.pos_clock.describe(),
-            last_quarantined=self.last_quarantined,
+            last_quarantined=self.inbound.last_quarantined,
             last_check=self.last_check,
             started=self.started_ts,
         )
@@ -507,20 +379,10 @@ class Service:
         self._worker.start()
         if cfg.triggers.http_port:
             try:
-                token = read_secret(cfg.triggers.http_token_file, cfg.triggers.http_token_credential,
-                                    "triggers.http_token")
-                if token == "":
-                    raise ConfigError("triggers.http_token: the token file is empty")
+                self.http = start_http_trigger(cfg, self.submit)
             except ConfigError:
                 self.stop()
                 raise
-            try:
-                self.http = HttpTrigger(cfg.triggers.http_port, self.submit, cfg.triggers,
-                                        wait_s=cfg.check.time_budget_ms / 1000 + 10, token=token).start()
-            except OSError as exc:
-                self.stop()
-                raise ConfigError(f"triggers.http_port: cannot listen on 127.0.0.1:{cfg.triggers.http_port} "
-                                  f"({exc.strerror})") from None
         if cfg.triggers.stdin:
             StdinTrigger(self._stdin, self.submit, cfg.triggers).start()
         self._attach_plugins()
