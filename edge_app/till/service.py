@@ -52,6 +52,7 @@ from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
 from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
 from edge_app.till.plugins import PluginFactory, ServiceListener
+from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
 from edge_app.till.inbound import Count, CountedWarnings, Inbound
 from edge_app.till.pos_clock import ClockReading, PosClock
 from edge_app.till.triggers import (StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
@@ -392,8 +393,6 @@ class Service:
         return self
 
     def _attach_plugins(self) -> None:
-        from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
-
         cfg = self.cfg
         tracker = IntegrityTracker(cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds,
                                    cfg.integrity.forget_after_seconds)
