@@ -32,6 +32,7 @@ FIELDS = {f.name for cls in events.EVENT_TYPES.values() for f in dataclasses.fie
 # Modules that declare a wire or storage format of their own, where these names are that format's keys.
 FORMAT_MODULES = {
     "core/events.py",  # the event schema: validate() reads the wire dict
+    "core/event_bounds.py",  # the bounds validate() checks on the wire dict
     "core/pos.py",  # the POS messages (their transaction_id, ts, ...)
 }
 # Keys that happen to share a field's name but belong to something else, with what they are.
