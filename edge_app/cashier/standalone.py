@@ -172,7 +172,7 @@ def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: thr
 def main(args, cfg: Config) -> int:
     """`agecheck display`: the alert window as its own process next to the service. The window
     itself runs in a child process (edge_app.cashier.isolated), started again whenever it dies."""
-    from edge_app.transport.mqtt import read_password
+    from edge_app.transport.mqtt_setup import read_password
     from edge_app.transport.outbox import OutboxError
 
     cfg = display_config(cfg, getattr(args, "password_file", None))

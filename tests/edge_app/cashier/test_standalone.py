@@ -226,7 +226,7 @@ def test_trust_warnings_cover_the_windows_own_login(tmp_path):
     that login, not the till's."""
     from edge_app import config as C
     from edge_app.cashier.standalone import display_config
-    from edge_app.transport.mqtt import trust_warnings
+    from edge_app.transport.mqtt_setup import trust_warnings
 
     pw = tmp_path / "pw"
     pw.write_text("x")
