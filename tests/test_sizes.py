@@ -19,7 +19,6 @@ ALLOWED: dict[str, int] = {
     "edge_app/config.py": 626,
     "edge_app/cashier/window.py": 875,
     "edge_app/cashier/window.py:_build": 107,
-    "edge_app/transport/outbox.py": 721,
     "edge_app/devtools/bench/table.py:table": 101,
     "edge_app/manager/report.py": 919,
     "edge_app/manager/report.py:summarize": 108,

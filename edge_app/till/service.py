@@ -49,7 +49,8 @@ from edge_app.vision.faces import FacePipeline
 from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
-from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
+from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox_writer import OutboxWriter
 from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
 from edge_app.till.plugins import PluginFactory, ServiceListener
 from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
