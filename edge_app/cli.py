@@ -8,7 +8,8 @@ import logging
 import sys
 
 from edge_app import __version__, nativelog
-from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
+from edge_app.config import Config, ConfigError
+from edge_app.config.files import CONFIG_ENV, SYSTEM_CONFIG, load, locate
 from edge_app.errors import AgecheckError
 
 

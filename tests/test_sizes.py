@@ -16,7 +16,6 @@ MAX_FUNC = 80
 # recipe's). Not split yet (issue 28, item 4): config.py, cashier/window.py, core/events.py,
 # transport/mqtt.py and outbox.py, devtools/bench/table.py. path or path:function -> its size today.
 ALLOWED: dict[str, int] = {
-    "edge_app/config.py": 626,
     "edge_app/cashier/window.py": 875,
     "edge_app/cashier/window.py:_build": 107,
     "edge_app/devtools/bench/table.py:table": 101,

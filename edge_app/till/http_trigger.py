@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from edge_app.config import Config, ConfigError, TriggersConfig, read_secret
+from edge_app.config import Config, ConfigError, TriggersConfig
+from edge_app.config.files import read_secret
 from edge_app.core.pos import Item, PosMessageError, Scan
 from edge_app.till.triggers import SubmitFn, Submission, default_item, parse_scan
 

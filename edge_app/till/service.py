@@ -44,7 +44,8 @@ from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
 from edge_app.stopping import stop_on_signals
-from edge_app.config import Config, ConfigError, require_model_file
+from edge_app.config import Config, ConfigError
+from edge_app.config.files import require_model_file
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription

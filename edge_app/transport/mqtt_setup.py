@@ -17,7 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_app.config import ConfigError, MQTTConfig, read_secret
+from edge_app.config import ConfigError, MQTTConfig
+from edge_app.config.files import read_secret
 
 log = logging.getLogger(__name__)
 

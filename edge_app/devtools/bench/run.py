@@ -65,7 +65,7 @@ def load_models(cfg, f32_path: Path) -> tuple[Any, Any, float, float | None, str
 
 def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
     """Measure everything; returns the run's circumstances (meta) and the table's rows."""
-    from edge_app.config import require_model_file
+    from edge_app.config.files import require_model_file
     from edge_app.devtools.sim import LocalBroker
     from edge_app.vision.faces import FacePipeline
 

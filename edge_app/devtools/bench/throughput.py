@@ -84,7 +84,7 @@ def worker_main(argv: Iterable[str] | None = None) -> int:
     cores = [int(c) for c in args.cores.split(",")]
     # Before anything starts a thread: every thread of this process stays on these cores.
     os.sched_setaffinity(0, cores)
-    from edge_app.config import load
+    from edge_app.config.files import load
 
     cfg = load(args.config)
     logging.basicConfig(level=logging.WARNING)

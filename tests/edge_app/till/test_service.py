@@ -16,7 +16,7 @@ from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.core.state import LastCheck, TillState
 from edge_app.core.times import parse_ts
-from edge_app.config import load
+from edge_app.config.files import load
 from edge_app.devtools.sim import free_port
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel

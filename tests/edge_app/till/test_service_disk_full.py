@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from edge_app.config import load
+from edge_app.config.files import load
 from edge_app.core import events
 from edge_app.core.state import TillState
 from edge_app.vision.faces import FacePipeline
