@@ -38,8 +38,8 @@ FORMAT_MODULES = {
 # Keys that happen to share a field's name but belong to something else, with what they are.
 OTHER_MEANINGS = {
     ("till/check.py", "policy"): "the check's latency stage timed as 'policy'",
-    ("cashier/window.py", "item"): "the Tk label widget showing the item",
-    ("cashier/window.py", "detail"): "the Tk label widget showing the detail line",
+    ("cashier/drawing.py", "item"): "the Tk label widget showing the item",
+    ("cashier/drawing.py", "detail"): "the Tk label widget showing the detail line",
     ("vision/model.py", "decision"): "the model card's calibrated decision block",
     ("vision/model.py", "model_id"): "the model card's id",
     ("devtools/bench/run.py", "model_id"): "the bench's own report header",

@@ -37,7 +37,8 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from edge_app.cashier.banner import BannerKind
-from edge_app.cashier.window import CashierDisplay, DisplayError, WindowSnapshot
+from edge_app.cashier.window import CashierDisplay, DisplayError
+from edge_app.cashier.window_state import WindowSnapshot
 from edge_app.config import ConfigError, DisplayConfig
 from edge_app.core import answers, events
 from edge_app.core.pos import Sale

@@ -78,7 +78,7 @@ def banners(out: Path) -> Path:
             return snap
 
         def answer(snap, which=Answer.ID_CHECKED_OVER_AGE):
-            from edge_app.cashier.window import DOUBLE_TAP_S
+            from edge_app.cashier.window_state import DOUBLE_TAP_S
 
             # Past the double-tap guard, as a cashier reading the next banner would be.
             _wait(lambda: (t := d.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S)

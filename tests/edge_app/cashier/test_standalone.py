@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-from edge_app.cashier.banner import STYLES
-from edge_app.cashier.window import COLOURS
+from edge_app.cashier.banner import DECISION_KIND, STYLES
 from tests.edge_app.broker_util import Broker
 from tests.helpers import REPO
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
@@ -40,7 +39,7 @@ def show_and_wait(pub: Publisher, decision: str, age, txn: str) -> dict:
     a = alert_event(c)
     pub.event(c)
     pub.event(a)
-    want = hex_rgb(COLOURS[decision][0])
+    want = hex_rgb(STYLES[DECISION_KIND[decision]].bg)
     wait_for(lambda: (b := window_box()) and banner_colour(b) == want, timeout=15,
              what=f"the {decision} banner on screen")
     return a

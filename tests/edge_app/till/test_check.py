@@ -12,6 +12,7 @@ import time
 import pytest
 
 from edge_app import config as C
+from edge_app.config.files import require_model_file
 from edge_app.core import events
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckRunner, spread
@@ -36,7 +37,7 @@ def pipeline(cfg):
 
 @pytest.fixture(scope="module")
 def model(cfg):
-    C.require_model_file(cfg)
+    require_model_file(cfg)
     return AgeModel(cfg.model.path, cfg.model.threads)
 
 

@@ -37,7 +37,7 @@ def _state(rec: Recorder, pred, what: str) -> TillState:
 
 def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog, xvfb):
     from edge_app.cashier.isolated import attach as window_attach
-    from edge_app.cashier.window import NOT_RECORDING_BG
+    from edge_app.cashier.drawing import NOT_RECORDING_BG
 
     caplog.set_level(logging.INFO)
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
