@@ -18,13 +18,21 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-
+from edge_app.cashier.isolated import attach
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
-from edge_app.errors import RunError
 from edge_app.core import events
 from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT
+from edge_app.devtools.sim import (
+    SALE_AFTER_S,
+    SCAN_EVERY_S,
+    LocalBroker,
+    SimulatedCashier,
+    SimulatedPos,
+    make_demo_video,
+)
+from edge_app.errors import RunError
 from edge_app.till.plugins import Listener
-from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
+from edge_app.till.service import Service, install_signal_handlers
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +89,6 @@ def _service(dcfg: Config, service_cls):
     if not dcfg.display.enabled:
         return service_cls(dcfg), lambda: ("no screen here: run it with DISPLAY set (on the desktop, or "
                                            "`xvfb-run -a scripts/run`) to see the cashier window")
-    from edge_app.cashier.isolated import attach
 
     failed: list[str] = []
 
@@ -98,8 +105,6 @@ def _service(dcfg: Config, service_cls):
 
 
 def main(args: argparse.Namespace, cfg: Config, out: TextIO | None = None) -> int:
-    from edge_app.till.service import Service, install_signal_handlers
-
     out = out or sys.stdout
     stop = threading.Event()
     install_signal_handlers(stop)

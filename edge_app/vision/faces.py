@@ -87,7 +87,8 @@ def load_image(path: str | bytes | Path, max_pixels: int = 40_000_000) -> tuple[
         raise ImageError(f"{name}: permission denied (cannot read the file)") from None
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror})") from None
-    # The header first, so a huge image is refused before it is decoded into memory.
+    # The header first, so a huge image is refused before it is decoded into memory. Pillow is
+    # deferred: only photos read from files (dev tools, training) need it, never the camera's frames.
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -34,7 +34,7 @@ def import_mediapipe(hide_tensorflow: bool = False) -> ModuleType:
     loader. A process that has already imported TensorFlow (training) gets a plain import."""
     with _MP_IMPORT_LOCK:
         if not hide_tensorflow or "mediapipe" in sys.modules or "tensorflow" in sys.modules:
-            import mediapipe
+            import mediapipe  # deferred on purpose: this function is how mediapipe is imported
 
             return mediapipe
         hider = _NoTensorFlow()

@@ -19,6 +19,8 @@ from edge_app.vision.errors import CropSizeError, ModelError
 
 
 def _interpreter_class():
+    """The first TFLite runtime installed. Imported only when a model loads (deferred on purpose:
+    each is a heavy native library, and which one a machine has is only known by trying)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from edge_app.cashier.isolated import attach
 from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.devtools.bench.harness import Listener, bench_config, connected_pos
+from edge_app.devtools.sim import Xvfb
 from edge_app.till import plugins
+from edge_app.till.service import Service
 
 
 @dataclass
@@ -40,8 +43,6 @@ class LatencyFigures:
 def cashier_screen() -> Iterator[tuple[str, str]]:
     """(screen, "") where the cashier window can draw - "$DISPLAY" when it is set, else "Xvfb",
     a private one made $DISPLAY for the duration - or ("", why not)."""
-    from edge_app.devtools.sim import Xvfb
-
     if os.environ.get("DISPLAY"):
         yield "$DISPLAY", ""
         return
@@ -104,13 +105,9 @@ def measure_latency(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, 
 
 def _start_service(lcfg, pipeline, model, out: LatencyFigures, with_display: bool):
     """The service and the cashier window it attached (None without one)."""
-    from edge_app.till.service import Service
-
     windows: list = []
 
     def window_plugin(svc):
-        from edge_app.cashier.isolated import attach
-
         windows.append(attach(svc))
         return windows[-1]
 

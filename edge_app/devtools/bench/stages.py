@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge_app.core.policy import decide_calibrated
@@ -93,8 +94,6 @@ def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32, mode
 def _today(f: StageFigures, bgr, pipeline, model, model_f32, keep: bool, clock):
     """Today's path on one frame: (faces, estimate; None when the gate refused the face), or
     None without a face."""
-    import cv2
-
     t0 = clock()
     # The camera gives BGR; the conversion is part of a check's per-frame cost (CheckRunner).
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -137,8 +136,6 @@ def _today(f: StageFigures, bgr, pipeline, model, model_f32, keep: bool, clock):
 
 def _new(f: StageFigures, bgr, follower, model, keep: bool, clock):
     """The check's path since issue 29 on one frame, returned as `_today` does."""
-    import cv2
-
     t0 = clock()
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     convert_ms = (clock() - t0) * 1000
