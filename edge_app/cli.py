@@ -4,16 +4,17 @@ over to the module that owns each job. Config problems print one line and exit w
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from edge_app import __version__, nativelog
-from edge_app.config import CONFIG_ENV, SYSTEM_CONFIG, Config, ConfigError, load, locate
+from edge_app.config import Config, ConfigError
+from edge_app.config.files import CONFIG_ENV, SYSTEM_CONFIG, load, locate
 from edge_app.errors import AgecheckError
 
 # The till's camera, vision and model stack: what a manager-only install leaves out.
 TILL_LIBRARIES = frozenset({"mediapipe", "cv2", "ai_edge_litert", "numpy", "matplotlib", "PIL", "sdnotify"})
-
 
 def setup_logging(cfg: Config) -> None:
     logging.basicConfig(
@@ -25,13 +26,14 @@ def setup_logging(cfg: Config) -> None:
 
 
 def cmd_faces(args: argparse.Namespace, cfg: Config) -> int:
+    # Deferred, as every command's program: a command loads only its own (cv2, mediapipe, Tk...).
     from edge_app.devtools.photos import run_faces
 
     return run_faces(args, cfg)
 
 
 def cmd_estimate(args: argparse.Namespace, cfg: Config) -> int:
-    from edge_app.devtools.photos import run_estimate
+    from edge_app.devtools.photos import run_estimate  # deferred: see cmd_faces
 
     return run_estimate(args, cfg)
 
@@ -39,16 +41,19 @@ def cmd_estimate(args: argparse.Namespace, cfg: Config) -> int:
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     # The demo wraps the service (its own broker, video and POS), so the command line picks one.
     if args.demo:
-        from edge_app.vision.faces import import_mediapipe
+        # Deferred (see cmd_faces), and in this order: mediapipe first, with TensorFlow hidden,
+        # before the demo's imports could load it the slow way.
+        from edge_app.vision.mediapipe_import import import_mediapipe
 
         import_mediapipe(hide_tensorflow=True)
         from edge_app.devtools import demo
 
         return demo.main(args, cfg)
-    from edge_app.till import service
+    from edge_app.till import service  # deferred: see cmd_faces
 
     plugins = []
     if cfg.display.enabled:
+        # Deferred: only a till with a screen needs the window's modules.
         from edge_app.cashier.isolated import attach
 
         plugins.append(attach)
@@ -67,8 +72,6 @@ def cmd_feed(args: argparse.Namespace, cfg: Config) -> int:
 
 def _delegate(module: str):
     def run(args: argparse.Namespace, cfg: Config) -> int:
-        import importlib
-
         return importlib.import_module(module).main(args, cfg)
 
     return run

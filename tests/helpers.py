@@ -93,3 +93,15 @@ def demo_checks(proc, n: int = 2, timeout: float = 150.0) -> tuple[list[str], st
             proc.kill()
             proc.wait()
     return checks, out, err
+
+
+class Calls:
+    """A till service listener (edge_app.till.plugins.ServiceListener) made of plain functions, for
+    tests that only want to see one kind of call."""
+
+    def __init__(self, on_event=None, on_publishing=None, on_sale=None, on_recording=None) -> None:
+        nothing = lambda _x: None  # noqa: E731
+        self.on_event = on_event or nothing
+        self.on_publishing = on_publishing or nothing
+        self.on_sale = on_sale or nothing
+        self.on_recording = on_recording or nothing

@@ -32,13 +32,14 @@ FIELDS = {f.name for cls in events.EVENT_TYPES.values() for f in dataclasses.fie
 # Modules that declare a wire or storage format of their own, where these names are that format's keys.
 FORMAT_MODULES = {
     "core/events.py",  # the event schema: validate() reads the wire dict
+    "core/event_bounds.py",  # the bounds validate() checks on the wire dict
     "core/pos.py",  # the POS messages (their transaction_id, ts, ...)
 }
 # Keys that happen to share a field's name but belong to something else, with what they are.
 OTHER_MEANINGS = {
     ("till/check.py", "policy"): "the check's latency stage timed as 'policy'",
-    ("cashier/window.py", "item"): "the Tk label widget showing the item",
-    ("cashier/window.py", "detail"): "the Tk label widget showing the detail line",
+    ("cashier/drawing.py", "item"): "the Tk label widget showing the item",
+    ("cashier/drawing.py", "detail"): "the Tk label widget showing the detail line",
     ("vision/model.py", "decision"): "the model card's calibrated decision block",
     ("vision/model.py", "model_id"): "the model card's id",
     ("devtools/bench/run.py", "model_id"): "the bench's own report header",

@@ -34,7 +34,8 @@ import numpy as np
 from edge_app.config import FacesConfig, ModelConfig, PolicyConfig
 from edge_app.vision.faces import FacePipeline, ImageError, load_image
 from edge_app.vision.model import AgeModel, ModelError, card_path
-from edge_app.core.policy import BANDS, P_OVER_DIGITS, decide_calibrated
+from edge_app.core.bands import BANDS
+from edge_app.core.policy import P_OVER_DIGITS, decide_calibrated
 from edge_app.core.words import Decision
 from training.data import GROUP_COLUMNS, LabelledPhoto, LabelsError, read_labels
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from edge_app.core.events import AlertEvent, CheckEvent, Product
+from edge_app.core.event_parts import Product
+from edge_app.core.events import AlertEvent, CheckEvent
 from edge_app.core.words import ANSWER_LABELS, Decision
 
 

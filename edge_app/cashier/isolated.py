@@ -37,9 +37,11 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from edge_app.cashier.banner import BannerKind
-from edge_app.cashier.window import CashierDisplay, DisplayError, WindowSnapshot
-from edge_app.config import DisplayConfig
+from edge_app.cashier.window import CashierDisplay, DisplayError
+from edge_app.cashier.window_state import WindowSnapshot
+from edge_app.config import ConfigError, DisplayConfig
 from edge_app.core import answers, events
+from edge_app.core.pos import Sale
 from edge_app.core.state import Recording
 
 log = logging.getLogger(__name__)
@@ -136,10 +138,6 @@ class WindowProcess:
         with self._lock:
             self._sales = (self._sales + [transaction_id])[-HISTORY:]
             self._send({"sale": transaction_id})
-
-    def on_sale_message(self, sale) -> None:
-        """The service's on_sale listener (an `edge_app.core.pos.Sale`)."""
-        self.on_sale(sale.transaction_id)
 
     def set_notice(self, text: str | None) -> None:
         with self._lock:
@@ -358,17 +356,36 @@ def attach(service):
     own (edge_app.cashier.isolated: an X error or a killed window never stops the till, and a new
     window comes back with every unanswered alert), shows every check/alert the service publishes
     and hears of its sales, and hands each answer to service.publish_event, i.e. the till's
-    durable outbox. Returns the `WindowProcess`; the service calls its shutdown()."""
-    from edge_app.config import ConfigError
-
+    durable outbox. Returns the `WindowProcess`; the service calls its shutdown(). `service` is
+    an edge_app.till.plugins.PluginHost (not imported: the till and the cashier never import one
+    another)."""
     cfg = service.cfg
     display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=service.publish_event)
     try:
         display.start()
     except DisplayError as exc:
         raise ConfigError(f"display.enabled: {exc}; set display.enabled: false to run without the window") from None
-    service.attach(on_event=display.on_event, on_recording=display.set_recording, on_sale=display.on_sale_message)
+    service.listen(_WindowListener(display))
     return display
+
+
+class _WindowListener:
+    """The window as the service's listener (edge_app.till.plugins.ServiceListener)."""
+
+    def __init__(self, display: WindowProcess) -> None:
+        self._display = display
+
+    def on_event(self, event: events.Event) -> None:
+        self._display.on_event(event)
+
+    def on_publishing(self, event: events.Event) -> None:
+        pass  # the window shows what is stored (on_event), not what is about to be
+
+    def on_sale(self, sale: Sale) -> None:
+        self._display.on_sale(sale.transaction_id)
+
+    def on_recording(self, recording: Recording) -> None:
+        self._display.set_recording(recording)
 
 
 # -- the child process ----------------------------------------------------------------------------------

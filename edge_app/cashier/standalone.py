@@ -23,13 +23,18 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
 from edge_app.cashier.isolated import WindowProcess
 from edge_app.cashier.window import DisplayError
-from edge_app.stopping import stop_on_signals
 from edge_app.config import Config, ConfigError
-from edge_app.errors import UsageError
 from edge_app.core import events, payloads
 from edge_app.core.state import STATE_LEAF
+from edge_app.errors import UsageError
+from edge_app.stopping import stop_on_signals
+from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.mqtt_setup import read_password
+from edge_app.transport.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +80,6 @@ class AckLink:
     SESSION_EXPIRY_S = 300
 
     def __init__(self, cfg: Config, on_event: Callable[[events.Event], None]) -> None:
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
-        from edge_app.transport.mqtt import MqttLink
-        from edge_app.transport.outbox import Outbox
-
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
         self._max_bytes = cfg.feed.max_payload_bytes
@@ -172,9 +172,6 @@ def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: thr
 def main(args, cfg: Config) -> int:
     """`agecheck display`: the alert window as its own process next to the service. The window
     itself runs in a child process (edge_app.cashier.isolated), started again whenever it dies."""
-    from edge_app.transport.mqtt import read_password
-    from edge_app.transport.outbox import OutboxError
-
     cfg = display_config(cfg, getattr(args, "password_file", None))
     read_password(cfg.mqtt)  # a missing or unreadable password file is said before any window opens
     _state_folder(cfg.display.outbox_path)

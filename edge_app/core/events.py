@@ -1,21 +1,22 @@
-"""Event schema: the JSON documents published over MQTT (docs/design.md, "Events over MQTT"), their
-topics, and a validator the feed and the tests share. Never an image, crop or embedding."""
+"""Event schema: the kinds of JSON document published over MQTT (docs/design.md, "Events over
+MQTT") as typed events, their topics, and the one way a wire dict or payload becomes an event
+(`validate`, `from_dict`, `decode_event`). Their nested parts are `edge_app.core.event_parts`, the
+bounds on every value `edge_app.core.event_bounds`. Never an image, crop or embedding."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import InitVar, dataclass, field, fields, replace
-from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 from edge_app.core import payloads
-from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
-from edge_app.core.times import now_iso, parse_ts
-from edge_app.core.bands import BANDS
-from edge_app.core.words import (ACK_ANSWERS, AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason,
-                                 PolicyRule)
+from edge_app.core.event_bounds import (MAX_INT, SchemaError, check_ack, check_bounds, check_pos_text,
+                                        check_scalar)
+from edge_app.core.event_parts import Latency, Part, PolicyInfo, Product, TriggerInfo
+from edge_app.core.times import now_iso
+from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "agecheck/v1"
@@ -24,25 +25,6 @@ MISSED_REASONS: tuple[MissedReason, ...] = tuple(MissedReason)
 # What `decode_event` takes when the caller has no configured limit of its own (an outbox reading
 # back what it stored, the dev tools watching their own till): the most any feed may be set to take.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
-
-# Bounds on every value an event carries. An event outside them is nobody's till's: it is refused
-# at the one decoder (the feed quarantines and acknowledges it) rather than stored, shown, or left
-# to fail the INSERT (PostgreSQL refuses a NUL in text and an integer above 2^63-1; a store that
-# keeps failing on one message stops taking any).
-# Ids and words (store, till, transaction, publisher, operator, event ids, SKU, model, band).
-MAX_ID_CHARS = 128
-# Any other text (a check's reason, a missed scan's detail, a newer producer's field).
-MAX_FREE_TEXT_CHARS = 1000
-# Estimated ages, in years.
-AGE_RANGE = (0.0, 130.0)
-# Every integer fits a signed 64-bit column; `seq` counts from 1.
-MAX_INT = 2**63 - 1
-# Seconds (an answer's decision time, a sale's delay after an alert): at most a year.
-MAX_SECONDS = 366 * 24 * 3600.0
-# An event's `ts` is the till's clock: none is from before this product existed, and one more
-# than a day ahead of the reader's clock is a broken or forged clock, not a check.
-EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
-MAX_TS_AHEAD = timedelta(days=1)
 
 
 def topic(store_id: str, till_id: str, leaf: str) -> str:
@@ -105,10 +87,6 @@ _OPTIONAL: dict[str, Any] = {"seq": int, "publisher": str, "operator_id": (str, 
 _FORBIDDEN = ("image", "crop", "face", "embedding", "jpeg", "png", "pixels")
 
 
-class SchemaError(ValueError):
-    pass
-
-
 def _wire(json_type: Any) -> Any:
     """A field every event of the kind carries, with the JSON type(s) validate() checks."""
     return field(metadata={"wire": json_type})
@@ -150,331 +128,13 @@ def validate(event: Any) -> dict:
         if any(bad in k.lower() for bad in _FORBIDDEN) and k not in ("faces_seen",):
             raise SchemaError(f"field {k!r} looks like image data; events never carry images")
     if kind == "ack":
-        _validate_ack(event)
+        check_ack(event)
     if kind == "missed" and event["reason"] not in MISSED_REASONS:
         raise SchemaError(f"missed event: reason must be one of {', '.join(MISSED_REASONS)}")
     if kind in ("check", "alert", "missed"):
-        _validate_pos_text(event, kind)
-    _validate_bounds(event, kind)
+        check_pos_text(event, kind)
+    check_bounds(event, kind)
     return event
-
-
-# The fields whose value is an id or a word: printable, at most MAX_ID_CHARS (anywhere in the event,
-# a nested `trigger` or `item` included).
-_ID_FIELDS = frozenset({"event_id", "store_id", "till_id", "transaction_id", "publisher", "operator_id",
-                        "check_event_id", "alert_event_id", "replaces_event_id", "model_id", "age_band",
-                        "sku", "category", "source", "camera", "via", "rule"})
-# A scan's two times in `trigger`: the till's receive time and the POS's own `ts` (a check and a
-# missed event carry both). Read leniently (TriggerInfo), but text no longer than a time.
-_SCAN_TIME_FIELDS = frozenset({"received_ts", "sent_ts"})
-_AGE_FIELDS = ("age", "age_low", "age_high")
-_SECONDS_FIELDS = ("decision_time_s", "seconds_after_alert", "grace_seconds")
-_COUNT_FIELDS = ("frames_used", "faces_seen", "frames_seen", "alert_count")
-# A check's quality figures (the quality gate's measures of the shopper's face, edge_app.vision.faces):
-# a sharpness (variance of the Laplacian), a mean grey level and the eyes' distance in pixels.
-QUALITY_RANGES = {"sharpness": (0.0, 1e9), "brightness": (0.0, 255.0), "eyes_px": (0.0, 1e5)}
-_BAND_NAMES = frozenset(name for name, _, _ in BANDS)
-# Words a kind's field must be one of, when present and not null (ack answers and missed reasons
-# are checked above, with their own messages).
-_WORDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("check", "decision"): tuple(Decision), ("alert", "decision"): tuple(Decision),
-    ("integrity", "decision"): tuple(Decision), ("integrity", "reason"): tuple(IntegrityReason),
-    ("integrity", "answer"): tuple(Answer),
-}
-
-
-def _walk(value: Any, where: str):
-    """(where, value) of every scalar inside a JSON value, keys of objects included as text."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield f"{where}.{k} (its name)", k
-            yield from _walk(v, f"{where}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{where}[{i}]")
-    else:
-        yield where, value
-
-
-def _check_scalar(where: str, name: str, value: Any) -> None:
-    if isinstance(value, str):
-        if "\0" in value:
-            raise SchemaError(f"field {where!r} contains a NUL character")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise SchemaError(f"field {where!r} is not valid Unicode text (a lone surrogate)") from None
-        if name in _SCAN_TIME_FIELDS:
-            if len(value) > MAX_TS_CHARS or not value.isprintable():
-                raise SchemaError(f"field {where!r} is not a time: {len(value)} characters, at most {MAX_TS_CHARS} "
-                                  "printable ones")
-        elif name in _ID_FIELDS:
-            if len(value) > MAX_ID_CHARS:
-                raise SchemaError(f"field {where!r} is {len(value)} characters, more than {MAX_ID_CHARS}")
-            if not value.isprintable():
-                raise SchemaError(f"field {where!r} contains control characters")
-        else:
-            if len(value) > MAX_FREE_TEXT_CHARS:
-                raise SchemaError(f"field {where!r} is {len(value)} characters, more than {MAX_FREE_TEXT_CHARS}")
-            if not value.replace("\n", " ").replace("\t", " ").isprintable():
-                raise SchemaError(f"field {where!r} contains control characters")
-    elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT - 1 <= value <= MAX_INT:
-        raise SchemaError(f"field {where!r} is {value}, outside a 64-bit integer")
-
-
-def _in_range(event: dict, name: str, lo: float, hi: float, what: str) -> None:
-    v = event.get(name)
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
-        raise SchemaError(f"field {name!r} is {v:g}, outside {lo:g} to {hi:g} ({what})")
-
-
-def _validate_bounds(event: dict, kind: str) -> None:
-    """Every value within what a till can send (see MAX_ID_CHARS and below); SchemaError names the
-    field and the bound."""
-    for where, value in _walk(event, "event"):
-        name = where.rsplit(".", 1)[-1].split("[", 1)[0]
-        _check_scalar(where.removeprefix("event."), name, value)
-    for name in _AGE_FIELDS:
-        _in_range(event, name, *AGE_RANGE, "years")
-    for name in _SECONDS_FIELDS:
-        _in_range(event, name, 0, MAX_SECONDS, "seconds")
-    for name in _COUNT_FIELDS:
-        _in_range(event, name, 0, MAX_INT, "a count")
-    _in_range(event, "p_over", 0, 1, "a probability")
-    for name, (lo, hi) in QUALITY_RANGES.items():
-        _in_range(event, name, lo, hi, "a quality figure")
-    _in_range(event, "spread", 0, AGE_RANGE[1], "years")
-    if "seq" in event and event["seq"] > MAX_INT:
-        raise SchemaError(f"field 'seq' is {event['seq']}, more than {MAX_INT} (63 bits)")
-    for (k, name), words in _WORDS.items():
-        if kind == k and event.get(name) is not None and event[name] not in words:
-            raise SchemaError(f"{kind} event: {name} must be one of {', '.join(words)}, got {str(event[name])[:40]!r}")
-    if kind == "check" and event.get("gate_rejections") is not None:
-        _validate_gate_rejections(event["gate_rejections"])
-    band = event.get("age_band")
-    if band is not None and band not in _BAND_NAMES:
-        raise SchemaError(f"field 'age_band' must be one of {', '.join(sorted(_BAND_NAMES))}")
-    ts = parse_ts(event["ts"])
-    if ts is None:
-        raise SchemaError(f"field 'ts' is not an ISO 8601 time: {event['ts'][:40]!r}")
-    if ts < EARLIEST_TS:
-        raise SchemaError(f"field 'ts' is {event['ts']}, before {EARLIEST_TS:%Y-%m-%d}")
-    if ts > datetime.now(timezone.utc) + MAX_TS_AHEAD:
-        raise SchemaError(f"field 'ts' is {event['ts']}, more than a day ahead of this computer's clock")
-    # The scan's own times inside `trigger` are read leniently (TriggerInfo: unreadable = absent),
-    # and only bounded as short text above: the POS's clock is not the till's, and may be off by
-    # any amount (a check records it as the POS sent it).
-
-
-def _validate_gate_rejections(counts: Any) -> None:
-    if not isinstance(counts, dict):
-        raise SchemaError("check event: gate_rejections must be an object")
-    for k, n in counts.items():
-        if k not in GateReason._value2member_map_:
-            raise SchemaError(f"check event: gate_rejections keys must be among {', '.join(GateReason)}, "
-                              f"got {k[:40]!r}")
-        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_INT:
-            raise SchemaError(f"check event: gate_rejections[{k!r}] must be a count")
-
-
-def _is_uuid(v: Any) -> bool:
-    try:
-        uuid.UUID(v)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return True
-
-
-def _validate_ack(event: dict) -> None:
-    answer = event["answer"]
-    if answer not in (*ACK_ANSWERS, Answer.UNDONE):
-        raise SchemaError(f"ack event: answer must be one of {', '.join((*ACK_ANSWERS, Answer.UNDONE))}")
-    replaces = event.get("replaces_event_id")
-    if replaces is not None:
-        if not isinstance(replaces, str) or not _is_uuid(replaces):
-            raise SchemaError("ack event: replaces_event_id must be the event_id (a UUID) of the ack it corrects")
-        if replaces == event["event_id"]:
-            raise SchemaError("ack event: replaces_event_id names the event itself")
-    elif answer == Answer.UNDONE:
-        raise SchemaError(f"ack event: answer {str(Answer.UNDONE)!r} needs replaces_event_id (the ack it withdraws)")
-
-
-def _check_text(value: Any, where: str) -> None:
-    # Free text from the POS (product name, operator login) travels as long as the POS may send it.
-    if not isinstance(value, str):
-        raise SchemaError(f"{where} must be text")
-    if not value.strip() or len(value) > MAX_TEXT:
-        raise SchemaError(f"{where} must be 1 to {MAX_TEXT} characters")
-    if not value.isprintable():
-        raise SchemaError(f"{where} contains control characters")
-
-
-def _validate_pos_text(event: dict, kind: str) -> None:
-    """The POS's free text (product name, operator) reaches a cashier's screen and a manager's
-    report: bounded and printable wherever it travels."""
-    box = event.get("item" if kind == "alert" else "trigger")
-    if isinstance(box, dict) and box.get("name") is not None:
-        _check_text(box["name"], f"{kind} event: item name")
-    if event.get("operator_id") is not None:
-        _check_text(event["operator_id"], f"{kind} event: operator_id")
-
-
-# -- what an event says about the item, the scan, the rule and the time taken ----------------------
-# The `item` of an alert, the `trigger` of a check or missed event, the `policy` and `latency_ms` of
-# a check are JSON objects on the wire (their keys are the field names below) and typed parts of
-# the events in memory: a key is spelled here once. Reading is lenient, since the screen and the
-# reports show what they can rather than fail on a part: a value of the wrong type reads as absent
-# (None). What a part cannot take as it came (that value, a newer producer's key) stays in its
-# `extra` and is written back over the fields, so an event read and written again is the same bytes.
-
-
-def _text(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _num(v: Any) -> float | int | None:
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _sku(v: Any) -> str | None:
-    # A POS may send a barcode as a JSON number: it is still the item's SKU.
-    return str(v) if _int(v) is not None else _text(v)
-
-
-def _rule(v: Any) -> PolicyRule | None:
-    return PolicyRule(v) if isinstance(v, str) and v in PolicyRule._value2member_map_ else None
-
-
-def _key(read: Callable[[Any], Any]) -> Any:
-    """A key of a part's JSON object, read by `read` (None: unusable)."""
-    return field(default=None, metadata={"read": read})
-
-
-def _as_it_came(value: Any, raw: Any) -> bool:
-    """Whether writing `value` (what a part read from `raw`) gives back `raw`'s JSON."""
-    if value is None or value != raw:
-        return False
-    return type(raw) is (str if isinstance(value, str) else type(value))
-
-
-class _Part:
-    """What the nested parts share: lenient reading and lossless writing of their JSON object."""
-
-    extra: Mapping[str, Any]
-
-    @classmethod
-    def _keys(cls) -> dict[str, Callable[[Any], Any]]:
-        return {f.name: f.metadata["read"] for f in fields(cls) if "read" in f.metadata}  # type: ignore[arg-type]
-
-    @classmethod
-    def _read(cls, box: Any) -> dict:
-        """The keyword arguments of the part in `box`, `extra` included."""
-        if not isinstance(box, Mapping):
-            return {}
-        keys = cls._keys()
-        taken: dict[str, Any] = {}
-        extra: dict[str, Any] = {}
-        for k, raw in box.items():
-            value = keys[k](raw) if k in keys else None
-            if value is not None:
-                taken[k] = value
-            if not _as_it_came(value, raw):
-                extra[k] = raw
-        return {**taken, "extra": extra}
-
-    @classmethod
-    def from_dict(cls, box: Any):
-        return cls(**cls._read(box))
-
-    def to_dict(self) -> dict:
-        """The part's JSON object: what is known, nothing written as null, then what came as it came."""
-        known = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
-                 if "read" in f.metadata and getattr(self, f.name) is not None}
-        return {**known, **self.extra}
-
-
-# Not compared: two parts are equal when what this build reads of them is.
-def _extra() -> Any:
-    return field(default_factory=dict, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Product(_Part):
-    """The restricted item a check is about, as the POS described it (name and min_age only when
-    it sent them)."""
-
-    sku: str | None = _key(_sku)
-    category: str | None = _key(_text)
-    min_age: int | None = _key(_int)
-    name: str | None = _key(_text)
-    extra: Mapping[str, Any] = _extra()
-
-    @property
-    def known(self) -> bool:
-        """Whether the event said anything about the item."""
-        return any(v is not None for v in (self.sku, self.category, self.min_age, self.name))
-
-
-@dataclass(frozen=True)
-class TriggerInfo(_Part):
-    """The scan a check (or a missed event) is about, its `trigger`: the item, where the scan came
-    from (`source`: pos, http, stdin), when the till received it and, when the POS said, when the
-    POS sent it. On the wire the scan's keys and the product's stand side by side."""
-
-    product: Product = Product()
-    source: str | None = _key(_text)
-    received_ts: str | None = _key(_text)
-    sent_ts: str | None = _key(_text)
-    extra: Mapping[str, Any] = _extra()
-
-    @classmethod
-    def from_dict(cls, box: Any) -> "TriggerInfo":
-        if not isinstance(box, Mapping):
-            return cls()
-        # The scan's own keys are read here; every other one (a key neither knows included) is the
-        # product's, so each is kept once.
-        mine = cls._keys()
-        return cls(product=Product.from_dict({k: v for k, v in box.items() if k not in mine}),
-                   **cls._read({k: v for k, v in box.items() if k in mine}))
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), **self.product.to_dict()}
-
-
-@dataclass(frozen=True)
-class PolicyInfo(_Part):
-    """The rule a check was decided by: the ages in force and which rule."""
-
-    legal_age: int | float | None = _key(_num)
-    challenge_age: int | float | None = _key(_num)
-    rule: PolicyRule | None = _key(_rule)
-    margin_years: int | float | None = _key(_num)
-    min_frames: int | None = _key(_int)
-    extra: Mapping[str, Any] = _extra()
-
-    @property
-    def calibrated(self) -> bool:
-        return self.rule == PolicyRule.CALIBRATED
-
-
-@dataclass(frozen=True)
-class Latency(_Part):
-    """How long each stage of a check took, in ms (its `latency_ms`): waiting for the worker, for
-    camera frames, the face path, the model, the policy, and the whole check from the scan reaching
-    the till to the decision."""
-
-    queue: float | None = _key(_num)
-    wait: float | None = _key(_num)
-    faces: float | None = _key(_num)
-    model: float | None = _key(_num)
-    policy: float | None = _key(_num)
-    total: float | None = _key(_num)
-    extra: Mapping[str, Any] = _extra()
-
 
 # -- typed events --------------------------------------------------------------------------------
 # One frozen dataclass per kind: producers build these and each is validated once, when it is
@@ -490,7 +150,7 @@ def _optional() -> Any:
     return field(default=None, metadata=_OMIT_NONE)
 
 
-def _part(cls: type[_Part]) -> Any:
+def _part(cls: type[Part]) -> Any:
     """A required field that is a nested part (a JSON object on the wire)."""
     return field(metadata={"wire": dict, "part": cls})
 
@@ -504,7 +164,7 @@ def _word(words: type[StrEnum], json_type: Any = None, default: Any = None) -> A
 
 def _wire_value(value: Any) -> Any:
     """A field's value as JSON: parts as their objects, tuples as arrays, words as their strings."""
-    if isinstance(value, _Part):
+    if isinstance(value, Part):
         return value.to_dict()
     if isinstance(value, tuple):
         return list(value)
@@ -570,7 +230,7 @@ class Event:
         validated when the event was built; only the number and the publisher are new."""
         if not 1 <= seq <= MAX_INT:
             raise SchemaError(f"field 'seq' must be 1 to {MAX_INT}, got {seq}")
-        _check_scalar("publisher", "publisher", publisher)
+        check_scalar("publisher", "publisher", publisher)
         return replace(self, seq=seq, publisher=publisher, absent=self.absent - {"seq", "publisher"}, checked=True)
 
 

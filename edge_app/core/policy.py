@@ -1,6 +1,7 @@
 """Policy: from per-frame age estimates to the cashier's instruction (approve / check_id /
-no_face). Pure functions only; thresholds come from PolicyConfig and, for a model whose card
-carries one, from the card's calibrated decision (`GateRule`).
+no_face). Pure functions only; thresholds come from a `ChallengeRule` (the caller builds it
+from the policy settings and the item's legal age) and, for a model whose card carries one, from
+the card's calibrated decision (`GateRule`).
 
 The calibrated decision: the frames' age distributions (each already the mean of the crop and
 its mirror) are averaged; the mass at or over the challenge age is mapped through the card's
@@ -19,12 +20,21 @@ from typing import Sequence
 
 import numpy as np
 
-from edge_app.config import PolicyConfig
-from edge_app.core.bands import BANDS, age_band  # noqa: F401  (policy.BANDS: the evaluation's import)
+from edge_app.core.bands import age_band
 from edge_app.core.words import Decision
 
 # Digits of the calibrated probability that a check carries (and is decided on).
 P_OVER_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class ChallengeRule:
+    """The ages one check is decided against: the item's legal age, the higher challenge age the
+    shopper must look (Challenge 25), and the years taken off the estimate under the margin rule."""
+
+    legal_age: int = 18
+    challenge_age: int = 25
+    margin_years: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,42 +116,42 @@ def age_interval(probs: np.ndarray, level: float, temperature: float) -> tuple[f
     return lo, hi
 
 
-def _no_face(n: int, min_frames: int, cfg: PolicyConfig) -> PolicyResult:
-    return PolicyResult(Decision.NO_FACE, None, None, None, None, None, n, cfg.legal_age, cfg.challenge_age,
+def _no_face(n: int, min_frames: int, challenge: ChallengeRule) -> PolicyResult:
+    return PolicyResult(Decision.NO_FACE, None, None, None, None, None, n, challenge.legal_age, challenge.challenge_age,
                         f"{n} usable face frame(s), need {max(1, min_frames)}")
 
 
 def _verdict(ok: bool, measured: str, bound: str, age: float, low: float, high: float, spread: float, n: int,
-             cfg: PolicyConfig, p_over: float | None = None) -> PolicyResult:
+             challenge: ChallengeRule, p_over: float | None = None) -> PolicyResult:
     """approve when `ok`, else check_id, with the comparison that decided it as the reason."""
     decision = Decision.APPROVE if ok else Decision.CHECK_ID
     return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2), n,
-                        cfg.legal_age, cfg.challenge_age, f"{measured} {'>=' if ok else '<'} {bound}", p_over)
+                        challenge.legal_age, challenge.challenge_age, f"{measured} {'>=' if ok else '<'} {bound}", p_over)
 
 
-def decide(ages: Sequence[float], cfg: PolicyConfig, min_frames: int = 1) -> PolicyResult:
+def decide(ages: Sequence[float], challenge: ChallengeRule, min_frames: int = 1) -> PolicyResult:
     """The margin rule, for a model whose card has no calibrated decision: approve only when the
     aggregated estimate minus its uncertainty is at or above the challenge age; otherwise
     check_id; too few usable frames means no_face (ask for ID too)."""
     if len(ages) < max(1, min_frames):
-        return _no_face(len(ages), min_frames, cfg)
+        return _no_face(len(ages), min_frames, challenge)
     age, spread = aggregate(ages)
-    unc = spread + cfg.margin_years
-    return _verdict(age - unc >= cfg.challenge_age, f"estimate {age:.1f} - {unc:.1f}",
-                    f"challenge age {cfg.challenge_age}", age, age - unc, age + unc, spread, len(ages), cfg)
+    unc = spread + challenge.margin_years
+    return _verdict(age - unc >= challenge.challenge_age, f"estimate {age:.1f} - {unc:.1f}",
+                    f"challenge age {challenge.challenge_age}", age, age - unc, age + unc, spread, len(ages), challenge)
 
 
-def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], cfg: PolicyConfig,
+def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], challenge: ChallengeRule,
                       rules: DecisionRules | None, min_frames: int = 1) -> PolicyResult:
     """The till's decision. When the card has a calibrated rule for this challenge age: approve
     only when P(age >= challenge age), from the frames' averaged distribution, clears the card's
     threshold (policy.margin_years does not apply: the threshold already holds the margin the
     validation data asked for). Otherwise the margin rule (`decide`)."""
-    gate = rules.gate(cfg.challenge_age) if rules else None
+    gate = rules.gate(challenge.challenge_age) if rules else None
     if gate is None or not probs:
-        return decide(ages, cfg, min_frames)
+        return decide(ages, challenge, min_frames)
     if len(ages) < max(1, min_frames):
-        return _no_face(len(ages), min_frames, cfg)
+        return _no_face(len(ages), min_frames, challenge)
     age, spread = aggregate(ages)
     mean = np.mean(np.stack([np.asarray(p, np.float64) for p in probs]), axis=0)
     # Decided on the figure that is published, so a record's p_over can always be checked against
@@ -152,5 +162,5 @@ def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], cfg: P
     # the range is widened to contain it rather than shown beside it.
     low, high = min(low, age), max(high, age)
     # A probability that is not a number approves nobody (NaN >= t is false) and is not published.
-    return _verdict(p >= gate.threshold, f"P(age >= {cfg.challenge_age}) {p:.3f}", f"threshold {gate.threshold:.3f}",
-                    age, low, high, spread, len(ages), cfg, p if math.isfinite(p) else None)
+    return _verdict(p >= gate.threshold, f"P(age >= {challenge.challenge_age}) {p:.3f}", f"threshold {gate.threshold:.3f}",
+                    age, low, high, spread, len(ages), challenge, p if math.isfinite(p) else None)

@@ -18,16 +18,25 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-
+from edge_app.cashier.isolated import attach
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
-from edge_app.errors import RunError
 from edge_app.core import events
 from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT
-from edge_app.devtools.sim import SALE_AFTER_S, SCAN_EVERY_S, LocalBroker, SimulatedCashier, SimulatedPos, make_demo_video
+from edge_app.devtools.sim import (
+    SALE_AFTER_S,
+    SCAN_EVERY_S,
+    LocalBroker,
+    SimulatedCashier,
+    SimulatedPos,
+    make_demo_video,
+)
+from edge_app.errors import RunError
+from edge_app.till.plugins import Listener
+from edge_app.till.service import Service, install_signal_handlers
 
 log = logging.getLogger(__name__)
 
-class Printer:
+class Printer(Listener):
     """One line per check (and per integrity event) on stdout, as it happens."""
 
     def __init__(self, out: TextIO):
@@ -35,7 +44,7 @@ class Printer:
         self.count = 0
         self._lock = threading.Lock()
 
-    def __call__(self, ev: events.Event) -> None:
+    def on_event(self, ev: events.Event) -> None:
         clock = time.strftime("%H:%M:%S")
         if isinstance(ev, events.CheckEvent):
             self.count += 1
@@ -80,7 +89,6 @@ def _service(dcfg: Config, service_cls):
     if not dcfg.display.enabled:
         return service_cls(dcfg), lambda: ("no screen here: run it with DISPLAY set (on the desktop, or "
                                            "`xvfb-run -a scripts/run`) to see the cashier window")
-    from edge_app.cashier.isolated import attach
 
     failed: list[str] = []
 
@@ -97,8 +105,6 @@ def _service(dcfg: Config, service_cls):
 
 
 def main(args: argparse.Namespace, cfg: Config, out: TextIO | None = None) -> int:
-    from edge_app.till.service import Service, install_signal_handlers
-
     out = out or sys.stdout
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -114,7 +120,7 @@ def main(args: argparse.Namespace, cfg: Config, out: TextIO | None = None) -> in
             video = make_demo_video(tmpdir / "astronaut-demo.avi", fps=cfg.camera.fps)
             dcfg = demo_config(cfg, video, broker.port, tmpdir)
             service, window_note = _service(dcfg, Service)
-            service.attach(on_event=printer)
+            service.listen(printer)
             service.start()
             pos = SimulatedPos(broker.host, broker.port, dcfg.store_id, dcfg.till_id).start()
             cashier = SimulatedCashier(broker.host, broker.port, dcfg.store_id, dcfg.till_id).start()

@@ -15,7 +15,7 @@ import cv2
 
 from edge_app.config import Config
 from edge_app.vision.faces import FacePipeline, read_photos
-from edge_app.vision.model import load_for_faces
+from edge_app.till.check import challenge_rule, load_model
 from edge_app.core.policy import decide_calibrated
 from edge_app.core.words import DECISION_SHORT
 
@@ -119,16 +119,16 @@ def run_faces(args: argparse.Namespace, cfg: Config) -> int:
 
 def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
     path = args.model or cfg.model.path
-    model = load_for_faces(path, cfg.model.threads, cfg.faces.output_size)
+    model = load_model(path, cfg.model.threads, cfg.faces.output_size)
 
     def one(photo: str, rgb, notes: list[str], res) -> tuple[dict, int]:
         if res.aligned is None:
-            pol = decide_calibrated([], [], cfg.policy, model.rules)
+            pol = decide_calibrated([], [], challenge_rule(cfg.policy), model.rules)
             if not args.json:
                 print(f"{photo}: no face found -> {DECISION_SHORT[pol.decision]} (ask for ID)")
             return {"file": photo, "faces": 0, **pol.as_dict(), "error": "no face found"}, 1
         est = model.predict(res.aligned.crop)
-        pol = decide_calibrated([est.age], [est.probs], cfg.policy, model.rules)
+        pol = decide_calibrated([est.age], [est.probs], challenge_rule(cfg.policy), model.rules)
         rec = {
             "file": photo,
             "faces": len(res.faces),

@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from PIL import Image, ImageGrab
+
+from edge_app.cashier.banner import BannerKind
+from edge_app.cashier.window import CashierDisplay
+from edge_app.cashier.window_state import DOUBLE_TAP_S
 from edge_app.config import DisplayConfig
 from edge_app.core import events
 from edge_app.core.words import Answer, Decision, PolicyRule
+from edge_app.devtools.sim import Xvfb
 
 GAP = 12
 
 
 def _grab(box):
-    from PIL import ImageGrab
-
     x, y, w, h = box
     return ImageGrab.grab(bbox=(x, y, x + w, y + h), xdisplay=os.environ["DISPLAY"]).convert("RGB")
 
@@ -60,11 +66,6 @@ def _events(decision: Decision, txn: str, camera: str = "up", low: float = 16.6,
 def banners(out: Path) -> Path:
     """Every state, one under the other: ask for ID, no face, camera down, OK, two alerts waiting,
     and the confirmation with Undo."""
-    from PIL import Image
-
-    from edge_app.cashier.banner import BannerKind
-    from edge_app.cashier.window import CashierDisplay
-
     acks: queue.Queue = queue.Queue()
     d = CashierDisplay(DisplayConfig(position="top-left", undo_seconds=60, approve_seconds=60), "store-001",
                        "till-01", acks.put).start_in_thread()
@@ -78,8 +79,6 @@ def banners(out: Path) -> Path:
             return snap
 
         def answer(snap, which=Answer.ID_CHECKED_OVER_AGE):
-            from edge_app.cashier.window import DOUBLE_TAP_S
-
             # Past the double-tap guard, as a cashier reading the next banner would be.
             _wait(lambda: (t := d.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S)
             x, y, w, h = snap.buttons[which]
@@ -134,8 +133,6 @@ def demo_window(out: Path, seconds: float = 60.0) -> Path:
                     break
             time.sleep(0.2)
     finally:
-        import signal
-
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
     if first is None:
@@ -146,8 +143,6 @@ def demo_window(out: Path, seconds: float = 60.0) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from edge_app.devtools.sim import Xvfb
-
     out = Path(argv[0] if argv else "docs")
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -171,8 +166,6 @@ def main(argv: list[str]) -> int:
 def _window_manager(display: str):
     """openbox on the private screen when it is installed, as on a till: the pictures show the
     window as a window manager leaves it. None without one."""
-    import shutil
-
     if shutil.which("openbox") is None:
         print("screenshots: openbox is not installed; pictures without a window manager", file=sys.stderr)
         return None

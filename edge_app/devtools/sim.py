@@ -30,8 +30,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import paho.mqtt.client as mqtt
 
 from edge_app import resources
+from edge_app.core import events
 from edge_app.core.events import AlertEvent
 from edge_app.core.pos import Item, Sale, Scan
 from edge_app.core.words import AckVia, Answer
@@ -216,10 +218,6 @@ class Pos:
     has accepted the connection."""
 
     def __init__(self, host: str, port: int, store_id: str, till_id: str, name: str = "pos"):
-        import paho.mqtt.client as mqtt
-
-        from edge_app.core import events
-
         self._scan_topic = events.topic(store_id, till_id, Scan.TOPIC)
         self._sale_topic = events.topic(store_id, till_id, Sale.TOPIC)
         self.connected = threading.Event()
@@ -348,10 +346,6 @@ class SimulatedCashier:
 
     def __init__(self, host: str, port: int, store_id: str, till_id: str, answer_every: int = 2,
                  after_s: float = 1.5):
-        import paho.mqtt.client as mqtt
-
-        from edge_app.core import events
-
         self._events = events
         self.store_id, self.till_id = store_id, till_id
         self.answer_every, self.after_s = answer_every, after_s

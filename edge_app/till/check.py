@@ -31,10 +31,12 @@ import cv2
 
 from edge_app.core import events
 from edge_app.till.capture import Frame, FrameBuffer, FrameError
-from edge_app.config import Config, PolicyConfig
-from edge_app.vision.faces import FacePipeline, FrameFaces, Follower, ImageError, Quality
-from edge_app.vision.model import AgeModel
-from edge_app.core.policy import PolicyResult, decide_calibrated
+from edge_app.config import Config, ConfigError, PolicyConfig
+from edge_app.vision.errors import CropSizeError, ImageError, ModelError
+from edge_app.vision.faces import FacePipeline, Follower
+from edge_app.vision.found import FrameFaces, Quality
+from edge_app.vision.model import AgeModel, load_for_faces, require_crop_size
+from edge_app.core.policy import ChallengeRule, PolicyResult, decide_calibrated
 from edge_app.core.words import Decision, GateReason, PolicyRule
 from edge_app.till.triggers import Trigger
 
@@ -49,6 +51,38 @@ class CheckOutcome:
     # The shopper's face box (x, y, w, h in frame pixels) in each frame that gave an age. Kept in
     # memory for diagnostics and tests; never published.
     shopper_boxes: tuple[tuple[float, float, float, float], ...]
+
+
+def challenge_rule(policy: PolicyConfig, min_age: int | None = None) -> ChallengeRule:
+    """The policy settings as the rule one check is decided by. The item's legal age (`min_age`,
+    21 for some items) may be above the configured one; Challenge 25 never drops below it."""
+    if min_age is None:
+        return ChallengeRule(policy.legal_age, policy.challenge_age, policy.margin_years)
+    return ChallengeRule(min_age, max(policy.challenge_age, min_age), policy.margin_years)
+
+
+def load_model(path: str, threads: int, crop_size: int) -> AgeModel:
+    """The model the till and `agecheck estimate` run; what makes it unusable is a ConfigError
+    naming the setting to change."""
+    try:
+        model = load_for_faces(path, threads, crop_size)
+    except ModelError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
+    except CropSizeError as exc:
+        raise _crop_size_setting(exc) from None
+    return model
+
+
+def require_model_crops(model: AgeModel, crop_size: int) -> None:
+    """A model handed in (tests, benchmarks) checked as load_model checks the one it loads."""
+    try:
+        require_crop_size(model, crop_size)
+    except CropSizeError as exc:
+        raise _crop_size_setting(exc) from None
+
+
+def _crop_size_setting(exc: CropSizeError) -> ConfigError:
+    return ConfigError(f"faces.output_size: {exc}; set faces.output_size: {exc.input_size}")
 
 
 def model_threads(cfg: Config) -> int:
@@ -219,16 +253,13 @@ class CheckRunner:
                 ahead.cancel()
         return self._outcome(trigger, t, pol)
 
-    def _policy(self, trigger: Trigger) -> PolicyConfig:
-        # The item's legal age may be above the configured one (21 for some items); Challenge
-        # 25 never drops below it.
-        p = self.cfg.policy
-        return dataclasses.replace(p, legal_age=trigger.min_age, challenge_age=max(p.challenge_age, trigger.min_age))
+    def _policy(self, trigger: Trigger) -> ChallengeRule:
+        return challenge_rule(self.cfg.policy, trigger.min_age)
 
-    def _decide(self, t: _Tally, pol: PolicyConfig, min_frames: int) -> PolicyResult:
+    def _decide(self, t: _Tally, pol: ChallengeRule, min_frames: int) -> PolicyResult:
         return decide_calibrated(t.ages, t.probs, pol, self.model.rules, min_frames)
 
-    def _agreed(self, t: _Tally, pol: PolicyConfig) -> bool:
+    def _agreed(self, t: _Tally, pol: ChallengeRule) -> bool:
         """Enough usable frames, and each of them alone gives the decision they give together:
         more frames of the same person a fraction of a second apart would not change it."""
         cc = self.cfg.check
@@ -238,7 +269,7 @@ class CheckRunner:
         singles = (_Tally(ages=[a], probs=t.probs[i : i + 1]) for i, a in enumerate(t.ages))
         return all(self._decide(one, pol, 1).decision == together for one in singles)
 
-    def _outcome(self, trigger: Trigger, t: _Tally, pol_cfg: PolicyConfig) -> CheckOutcome:
+    def _outcome(self, trigger: Trigger, t: _Tally, pol_cfg: ChallengeRule) -> CheckOutcome:
         cfg = self.cfg
         p0 = self.clock()
         res = self._decide(t, pol_cfg, cfg.check.min_frames)

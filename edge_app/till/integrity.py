@@ -42,6 +42,7 @@ from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.answers import covered, standing
 from edge_app.core.times import parse_ts
 from edge_app.core.words import Answer, IntegrityReason
+from edge_app.till.plugins import Listener
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class IntegrityTracker:
             del self._early_acks[k]
 
 
-class IntegrityMonitor:
+class IntegrityMonitor(Listener):
     """Runs an IntegrityTracker for the service: a daemon thread polls it and hands each due
     integrity event to `publish` (the service's durable outbox). An event whose publish raises
     is kept and retried, so a full or failing outbox does not lose it."""
@@ -229,7 +230,7 @@ class IntegrityMonitor:
         self.tracker.on_event(event)
 
     def on_sale(self, sale: Sale) -> None:
-        """Handle one sale the service has read (its `on_sale` listener)."""
+        """Handle one sale the service has read."""
         self._emit(self.tracker.on_sale(sale.transaction_id))
 
     def on_sale_payload(self, payload: bytes | str) -> Sale | None:

@@ -2,36 +2,23 @@
 watchdog from the loops that must keep moving, and shuts down cleanly on SIGTERM/Ctrl-C
 (publishing `offline`). `agecheck run --demo` is the command line's: edge_app.devtools.demo.
 
-Hooks for the modules that plug into a running service (cashier display, integrity tracker):
+Plug-ins and listeners (the cashier display, the integrity monitor) meet the service through the
+Protocols of edge_app.till.plugins: `listen(listener)` and the `plugins` factories.
 
-* `service.attach(on_event=..., on_sale=...)` - on_event is given every typed event
-  (edge_app.core.events.Event, numbered: `seq`, `publisher`) that goes through
-  `publish_event` (check, alert, and whatever plug-ins publish: ack, integrity), after it is
-  safely in the outbox (or held in memory while the disk is full), and the cashier's answers (`ack`) that another process of this till
-  (a standalone `agecheck display`) publishes on the broker. Called on the publishing (or MQTT)
-  thread: return quickly (hand work to your own thread); exceptions are logged, never propagated.
 * `service.publish_event(event)` - the one way to send an event: takes a typed event (validated
-  when it was built), has the outbox number, encode and store it (durable before it is published), wakes the MQTT
-  sender, then calls the listeners. Raises SchemaError for anything that is not a typed event. When the outbox
-  cannot write (disk full) the event is held in memory by the OutboxWriter and written when it
-  can again; listeners are told all the same (the check was answered on screen), and `state`
-  says `degraded: true` meanwhile.
-* `service.attach(on_publishing=...)` - given each typed event publish_event is handed, before it is
-  stored: with on_event, the clock for how long publishing takes (`agecheck bench`
-  times outbox + MQTT with it). Same threads and error handling as on_event.
-* `service.attach(on_recording=...)` - given a `Recording` (edge_app.core.state) at once
-  and whenever the outbox stops or starts taking writes (the cashier window's NOT RECORDING mark).
-* on_sale is given every valid `pos/sale` message as the `edge_app.core.pos.Sale` the service read
-  it into (it is parsed once, here; malformed ones are quarantined and reach no listener).
+  when it was built), has the outbox number, encode and store it (durable before it is
+  published), wakes the MQTT sender, then tells the listeners. Raises SchemaError for anything
+  that is not a typed event. When the outbox cannot write (disk full) the event is held in memory
+  by the OutboxWriter and written when it can again; listeners are told all the same (the check
+  was answered on screen), and `state` says `degraded: true` meanwhile.
 * `service.submit(scan, source, ack=None)` - start a check for a scan (what the MQTT, HTTP and stdin
   triggers call); returns a Submission whose `result` future resolves to the CheckOutcome. `ack`
   (the MQTT trigger's) is called once the scan's record - its check or its `missed` event - is
   stored: a `pos/scan` is acknowledged to the broker then, not on arrival, so a crash before it
   leaves the scan with the broker, which delivers it again after the restart.
-* Plug-ins: the integrity monitor is attached here; the callables given as `plugins` (the command
-  line gives the cashier window's `attach` when `display.enabled` is true: the till does not
-  import the cashier's package) are called once at start with the service, and the `shutdown()`
-  of what they return is called at shutdown.
+* The integrity monitor is attached here; the `plugins` factories (the command line gives the
+  cashier window's `attach` when `display.enabled` is true: the till does not import the
+  cashier's package) are called once at start.
 """
 
 from __future__ import annotations
@@ -44,26 +31,34 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from typing import Any, Callable, Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import __version__
-from edge_app.core import events, payloads
-from edge_app.core.pos import PosMessageError, Sale, Scan
-from edge_app.core.state import (AVAILABILITY_LEAF, HEARTBEAT_S, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Quarantined,
-                                  Recording, TillState)
+from edge_app.core import events
+from edge_app.core.pos import Sale, Scan
+from edge_app.core.state import AVAILABILITY_LEAF, HEARTBEAT_S, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
-from edge_app.till.check import CheckOutcome, CheckRunner, model_threads
+from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
 from edge_app.stopping import stop_on_signals
-from edge_app.config import Config, ConfigError, read_secret, require_model_file
+from edge_app.config import Config, ConfigError
+from edge_app.config.files import require_model_file
+from edge_app.vision.faces import FacePipeline
+from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
-from edge_app.transport.outbox import Outbox, OutboxError, OutboxWriter
-from edge_app.till.triggers import (ClockReading, HttpTrigger, PosClock, StdinTrigger, Submission, TransactionMemory,
-                                    Trigger, applied_product, now_pair, restriction)
+from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox_writer import OutboxWriter
+from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
+from edge_app.till.plugins import PluginFactory, ServiceListener
+from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
+from edge_app.till.inbound import Count, CountedWarnings, Inbound
+from edge_app.till.pos_clock import ClockReading, PosClock
+from edge_app.till.triggers import (StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
+                                    applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)
 
@@ -74,74 +69,19 @@ log = logging.getLogger(__name__)
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     (Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
     (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
+
+
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = HEARTBEAT_S  # the retained state is refreshed this often (outbox depth) besides on changes
-
-
-def _preview(payload: bytes, n: int = 60) -> str:
-    text = payload[:n].decode("utf-8", "replace")
-    return repr(text) + ("..." if len(payload) > n else "")
 
 
 def _tenths(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
-class CountedWarnings:
-    """Warnings that a sender can repeat at will (bad POS messages): the first `burst` in a
-    `window_s` are logged in full, the rest only counted and summed up in one line when the window
-    ends: 50,000 bad messages wrote 8.2 MB of log lines in 41 s, one each."""
-
-    def __init__(self, logger: logging.Logger, window_s: float = 60.0, burst: int = 20) -> None:
-        self._log = logger
-        self.window_s = window_s
-        self.burst = burst
-        self._lock = threading.Lock()
-        self._started: float | None = None  # when the current window began (monotonic)
-        self._logged = 0
-        self._counted = 0
-        self._last = ""
-        self._timer: threading.Timer | None = None
-
-    def warning(self, text: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if self._started is None or now - self._started >= self.window_s:
-                self._flush_locked()
-                self._started, self._logged = now, 0
-            if self._logged < self.burst:
-                self._logged += 1
-                self._log.warning("%s", text)
-                return
-            self._counted += 1
-            self._last = text
-            if self._timer is None:
-                self._timer = threading.Timer(max(0.0, self._started + self.window_s - now), self.flush)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def flush(self) -> None:
-        """Say how many were only counted (at the window's end, and at stop)."""
-        with self._lock:
-            self._flush_locked()
-            self._started = None
-
-    def _flush_locked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._counted:
-            self._log.warning("%d more message(s) quarantined in the last %.0f s, not logged one by one (after %d "
-                              "in full); the last: %s", self._counted, self.window_s, self.burst, self._last)
-            self._counted = 0
-
-
 class Service:
     def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
-                 stdin: TextIO | None = None, plugins: Sequence[Callable[["Service"], object]] = ()):
-        from edge_app.vision.faces import FacePipeline
-        from edge_app.vision.model import load_for_faces, require_crop_size
-
+                 stdin: TextIO | None = None, plugins: Sequence[PluginFactory] = ()):
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
@@ -156,19 +96,23 @@ class Service:
             if model is None:
                 require_model_file(cfg)
                 # check.parallel: the model keeps off the core the next frame's face look uses.
-                model = load_for_faces(cfg.model.path, model_threads(cfg), cfg.faces.output_size)
+                model = load_model(cfg.model.path, model_threads(cfg), cfg.faces.output_size)
             else:
-                require_crop_size(model, cfg.faces.output_size)
+                require_model_crops(model, cfg.faces.output_size)
             self.model = model
             self.pipeline = pipeline or FacePipeline(cfg.faces)
         except BaseException:
             self.outbox.close()
             raise
+        self.counts: Counter[Count] = Counter()
+        self.inbound = Inbound(cfg.triggers.max_payload_bytes, self.counts, CountedWarnings(log),
+                               submit=self.submit, on_sale=self._on_sale, on_ack=self._on_remote_ack)
+        self.quarantine_log = self.inbound.log
         try:
             # A persistent session (stable client id, clean_start False, an expiry): scans the POS
             # publishes while the service restarts are kept by the broker and arrive afterwards.
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
-            self.link = MqttLink(cfg, self.outbox, self._on_mqtt, SUBSCRIPTIONS,
+            self.link = MqttLink(cfg, self.outbox, self.inbound.on_message, SUBSCRIPTIONS,
                                  presence=Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF,
                                                    lambda: self.state().encode()),
                                  session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
@@ -181,18 +125,14 @@ class Service:
                                    camera_status=lambda: self.capture.status)
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
         self.pos_clock = PosClock(cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans)
-        self._event_listeners: list[Callable[[events.Event], object]] = []
-        self._sale_listeners: list[Callable[[Sale], object]] = []
-        self._publishing_listeners: list[Callable[[events.Event], object]] = []
-        self._recording_listeners: list[Callable[[Recording], object]] = []
+        self._listeners: list[ServiceListener] = []
         self._plugins = tuple(plugins)
         # Every event goes through the writer: on a full disk it holds events in memory instead
         # of losing what the cashier was already shown.
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
-        self.counts: Counter = Counter()
+        self.published: Counter[str] = Counter()  # events by kind
+        self.missed: Counter[MissedReason] = Counter()
         self.last_check: LastCheck | None = None
-        self.last_quarantined: Quarantined | None = None
-        self.quarantine_log = CountedWarnings(log)
         self.started_ts = now_iso()
         self.worker_heartbeat = time.monotonic()
         self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
@@ -206,24 +146,11 @@ class Service:
         self._accepting = True
         self._accepting_lock = threading.Lock()
 
-    def attach(self, on_event: Callable[[events.Event], object] | None = None,
-               on_sale: Callable[[Sale], object] | None = None,
-               on_publishing: Callable[[events.Event], object] | None = None,
-               on_recording: Callable[[Recording], object] | None = None) -> None:
-        """Listen to every event the service publishes or hears (on_event), to every valid
-        `pos/sale` message (on_sale, a Sale) and to every event as publish_event starts on it
-        (on_publishing), and to whether the outbox records (on_recording: told the current
-        `Recording` at once and on each change); see the module docstring for
-        the threads they run on."""
-        if on_event is not None:
-            self._event_listeners.append(on_event)
-        if on_sale is not None:
-            self._sale_listeners.append(on_sale)
-        if on_publishing is not None:
-            self._publishing_listeners.append(on_publishing)
-        if on_recording is not None:
-            self._recording_listeners.append(on_recording)
-            self._tell([on_recording], self._recording())
+    def listen(self, listener: ServiceListener) -> None:
+        """Tell `listener` what the service publishes and hears (edge_app.till.plugins says what
+        and on which threads); its on_recording hears the current `Recording` at once."""
+        self._listeners.append(listener)
+        self._tell(lambda one: one.on_recording(self._recording()), "recording", [listener])
 
     def _close_pipeline(self) -> None:
         if self._own_pipeline:
@@ -235,17 +162,17 @@ class Service:
             # A plug-in handing a bare dict is a bug: refused before anything is stored.
             raise events.SchemaError(f"publish_event takes a typed event (edge_app.core.events), "
                                      f"not {type(event).__name__}")
-        self._tell(self._publishing_listeners, event)
+        self._tell(lambda one: one.on_publishing(event), events.describe(event))
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
             events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id)
         if written:
             self.link.wake()
-        self.counts[f"events_{event.KIND}"] += 1
+        self.published[event.KIND] += 1
         if dropped or (self.outbox.full != self._full_reported):
             self._full_reported = self.outbox.full
             self.link.publish_state()
-        self._tell(self._event_listeners, stored)
+        self._tell(lambda one: one.on_event(stored), events.describe(stored))
 
     def _on_recording(self) -> None:
         """The outbox stopped or started taking writes again: say so in `state` and to systemd."""
@@ -257,42 +184,33 @@ class Service:
             self.notifier.status(f"recording again; camera {self.capture.status}")
         self.link.wake()
         self.link.publish_state()
-        self._tell(self._recording_listeners, self._recording())
+        recording = self._recording()
+        self._tell(lambda one: one.on_recording(recording), "recording")
 
     def _recording(self) -> Recording:
         st = self.writer.status()
         return Recording(degraded=st.degraded, outbox_error=st.last_error)
 
-    @staticmethod
-    def _tell(listeners: list[Callable[[Any], object]], event: Any) -> None:
-        for listener in list(listeners):
+    def _tell(self, call: Callable[[ServiceListener], object], what: str,
+              listeners: Sequence[ServiceListener] | None = None) -> None:
+        for listener in list(self._listeners if listeners is None else listeners):
             try:
-                listener(event)
+                call(listener)
             except Exception:
-                log.exception("event listener %r failed on %s", listener, events.describe(event))
+                log.exception("listener %r failed on %s", listener, what)
 
     def submit(self, scan: Scan, source: str, ack: Callable[[], object] | None = None) -> Submission:
         """Start a check for `scan`, or record why none runs. `ack` is called once the scan
         needs nothing more from whoever sent it: its record is stored (or it needs none)."""
         sub = self._submit(scan, source)
         if ack is not None:
-            if sub.status in ("started", "reused") and sub.result is not None:
+            if sub.status in (SubmissionStatus.STARTED, SubmissionStatus.REUSED) and sub.result is not None:
                 # The future resolves only after the check or `missed` event is stored (_work,
                 # stop); a repeat scan of an open check waits for that same record.
                 sub.result.add_done_callback(lambda _f: ack())
             else:
                 ack()  # not restricted, or its `missed` event is already stored
         return sub
-
-    def _scan_age(self, sent_at: float, reading: ClockReading | None) -> tuple[float, str]:
-        """How old a scan is on the till's clock, and how that was reached (for the `missed`
-        detail). The POS's scans are aged by the POS clock's estimated offset (PosClock); the local
-        triggers' `ts` come from this machine's own clock and are taken as they are."""
-        if reading is None:
-            return time.time() - sent_at, ""
-        if abs(reading.lag_s - reading.age_s) > self.cfg.triggers.pos_clock_max_skew_seconds:
-            return reading.age_s, f" (on the till's clock, {reading.lag_s:.0f} s by the POS's skewed one)"
-        return reading.age_s, ""
 
     def _read_pos_clock(self, scan: Scan, source: str) -> ClockReading | None:
         """Every POS scan with a `ts` tells the till about the POS clock, restricted or not; a
@@ -301,12 +219,7 @@ class Service:
             return None
         reading, change = self.pos_clock.observe(scan.sent_at, time.time())
         if change is not None:
-            if change.named:
-                log.warning("%s; a scan is stale when it is more than triggers.max_scan_age_seconds=%g late on "
-                            "that offset", self.pos_clock.describe(change), self.cfg.triggers.max_scan_age_seconds)
-            else:
-                log.info("the POS clock is within %g s of the till's again (%+.1f s)",
-                         self.cfg.triggers.pos_clock_max_skew_seconds, change.ahead_s)
+            self.pos_clock.log_change(change, self.cfg.triggers.max_scan_age_seconds)
             self.link.publish_state()
         return reading
 
@@ -316,10 +229,10 @@ class Service:
         min_age = restriction(item, self.cfg.triggers, self.cfg.policy.legal_age)
         if min_age is None:
             log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
-            return Submission("not_restricted", f"{item.sku} ({item.category}) is not age restricted")
+            return Submission(SubmissionStatus.NOT_RESTRICTED, f"{item.sku} ({item.category}) is not age restricted")
         now, iso = now_pair()
         if scan.sent_at is not None:
-            age_s, why = self._scan_age(scan.sent_at, reading)
+            age_s, why = self.pos_clock.scan_age(scan.sent_at, reading)
             if age_s > self.cfg.triggers.max_scan_age_seconds:
                 detail = (f"scan reached the till {age_s:.0f} s after the POS sent it{why} (more than "
                           f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
@@ -330,22 +243,22 @@ class Service:
                                "(triggers.pos_clock_confirm_scans)")
                 log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
                 self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
-                return Submission("missed", detail)
+                return Submission(SubmissionStatus.MISSED, detail)
         with self._accepting_lock:
             if not self._accepting:
                 detail = "the service is stopping"
                 self._missed(scan, source, min_age, iso, MissedReason.SHUTDOWN, detail)
-                return Submission("missed", detail)
+                return Submission(SubmissionStatus.MISSED, detail)
             return self._enqueue(scan, source, min_age, now, iso)
 
     def _enqueue(self, scan: Scan, source: str, min_age: int, now: float, iso: str) -> Submission:
         item = scan.item
         fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
         if reused:
-            self.counts["scans_reused"] += 1
+            self.counts[Count.SCANS_REUSED] += 1
             log.info("repeat restricted scan (%s) in transaction %s: reusing its open check",
                      item.sku, scan.transaction_id)
-            return Submission("reused", f"transaction {scan.transaction_id} already has an open check", fut)
+            return Submission(SubmissionStatus.REUSED, f"transaction {scan.transaction_id} already has an open check", fut)
         try:
             self._queue.put_nowait((Trigger(scan, source, min_age, now, iso), fut))  # type: ignore[arg-type]
         except queue.Full:
@@ -355,15 +268,15 @@ class Service:
             self._missed(scan, source, min_age, iso, MissedReason.QUEUE_FULL,
                          f"{QUEUE_MAX} scans were already waiting for a check")
             fut.cancel()  # after the record: a repeat scan that reused this future waits for it
-            return Submission("busy", "too many checks waiting; ask for ID")
-        self.counts["scans_restricted"] += 1
-        return Submission("started", f"check started for {item.sku} (min age {min_age})", fut)
+            return Submission(SubmissionStatus.BUSY, "too many checks waiting; ask for ID")
+        self.counts[Count.SCANS_RESTRICTED] += 1
+        return Submission(SubmissionStatus.STARTED, f"check started for {item.sku} (min age {min_age})", fut)
 
     def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason,
                 detail: str) -> None:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
-        self.counts[f"missed_{reason}"] += 1
+        self.missed[reason] += 1
         trigger = events.TriggerInfo(applied_product(scan.item, min_age), source=source, received_ts=received_ts,
                                      sent_ts=scan.sent_ts)
         try:
@@ -376,66 +289,12 @@ class Service:
                           scan.transaction_id)
 
     # -- inputs ------------------------------------------------------------------------------------
-    def _on_mqtt(self, leaf: str, payload: bytes, ack: Callable[[], object]) -> None:
-        """Every inbound message (MQTT thread). A scan is acknowledged to the broker when its
-        record is stored (submit); anything else as soon as it is handled here."""
-        if leaf == Scan.TOPIC:
-            scan = self._parse_pos(Scan.from_payload, payload)
-            if scan is None:
-                ack()  # quarantined: never delivered again
-                return
-            self.submit(scan, "pos", ack)
-            return
-        try:
-            self._on_other(leaf, payload)
-        finally:
-            ack()
+    def _on_sale(self, sale: Sale) -> None:
+        self.txns.close(sale.transaction_id)
+        self._tell(lambda one: one.on_sale(sale), f"the sale of {sale.transaction_id}")
 
-    def _on_other(self, leaf: str, payload: bytes) -> None:
-        max_bytes = self.cfg.triggers.max_payload_bytes
-        if leaf == Sale.TOPIC:
-            sale = self._parse_pos(Sale.from_payload, payload)
-            if sale is None:
-                return
-            self.txns.close(sale.transaction_id)
-            for listener in list(self._sale_listeners):
-                try:
-                    listener(sale)
-                except Exception:
-                    log.exception("sale listener %r failed", listener)
-        elif leaf == events.event_leaf(events.AckEvent):
-            self._on_remote_ack(payload, max_bytes)
-        else:
-            log.warning("message on unexpected topic %s dropped", leaf)
-
-    def _parse_pos(self, parse, payload: bytes):
-        """A POS message parsed, or None after logging why it was dropped (never raises)."""
-        try:
-            return parse(payload, self.cfg.triggers.max_payload_bytes)
-        except PosMessageError as exc:
-            self.counts["pos_rejected"] += 1
-            self._quarantine("pos", str(exc), payload)
-            return None
-
-    def _quarantine(self, where: str, reason: str, payload: bytes) -> None:
-        """A message that cannot be used: logged with its reason and a preview, counted in
-        `state`, and acknowledged (by returning normally) so the broker does not send it again."""
-        self.counts["messages_quarantined"] += 1
-        self.last_quarantined = Quarantined(ts=now_iso(), topic=where, reason=reason[:300])
-        self.quarantine_log.warning("%s; message quarantined (%d bytes: %s)" % (
-            reason if reason.startswith(where) else f"{where}: {reason}", len(payload), _preview(payload)))
-
-    def _on_remote_ack(self, payload: bytes, max_bytes: int) -> None:
-        """A cashier's answer published by a standalone display: the integrity check needs it."""
-        try:
-            ev = events.decode_event(payload, payloads.Limits(max_bytes))
-            if not isinstance(ev, events.AckEvent):
-                raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
-        except (payloads.PayloadError, events.SchemaError) as exc:
-            self._quarantine(events.event_leaf(events.AckEvent), str(exc), payload)
-            return
-        self.counts["acks_received"] += 1
-        self._tell(self._event_listeners, ev)
+    def _on_remote_ack(self, ack: events.AckEvent) -> None:
+        self._tell(lambda one: one.on_event(ack), events.describe(ack))
 
     def _on_camera(self, status: str, reason: str) -> None:
         self.notifier.status(f"camera {status}: {reason}")
@@ -466,12 +325,12 @@ class Service:
             mqtt_error=self.link.error,
             security_warnings=tuple(self.link.trust_warnings),
             last_seq=self.outbox.last_seq(),
-            checks=self.counts["events_check"],
-            messages_quarantined=self.counts["messages_quarantined"],
-            scans_missed={r: self.counts[f"missed_{r}"] for r in events.MISSED_REASONS},
+            checks=self.published[events.CheckEvent.KIND],
+            messages_quarantined=self.counts[Count.MESSAGES_QUARANTINED],
+            scans_missed={r: self.missed[r] for r in MissedReason},
             pos_clock_ahead_s=_tenths(self.pos_clock.ahead_s),
             pos_clock_skew=self.pos_clock.describe(),
-            last_quarantined=self.last_quarantined,
+            last_quarantined=self.inbound.last_quarantined,
             last_check=self.last_check,
             started=self.started_ts,
         )
@@ -524,20 +383,10 @@ class Service:
         self._worker.start()
         if cfg.triggers.http_port:
             try:
-                token = read_secret(cfg.triggers.http_token_file, cfg.triggers.http_token_credential,
-                                    "triggers.http_token")
-                if token == "":
-                    raise ConfigError("triggers.http_token: the token file is empty")
+                self.http = start_http_trigger(cfg, self.submit)
             except ConfigError:
                 self.stop()
                 raise
-            try:
-                self.http = HttpTrigger(cfg.triggers.http_port, self.submit, cfg.triggers,
-                                        wait_s=cfg.check.time_budget_ms / 1000 + 10, token=token).start()
-            except OSError as exc:
-                self.stop()
-                raise ConfigError(f"triggers.http_port: cannot listen on 127.0.0.1:{cfg.triggers.http_port} "
-                                  f"({exc.strerror})") from None
         if cfg.triggers.stdin:
             StdinTrigger(self._stdin, self.submit, cfg.triggers).start()
         self._attach_plugins()
@@ -547,19 +396,17 @@ class Service:
         return self
 
     def _attach_plugins(self) -> None:
-        from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
-
         cfg = self.cfg
         tracker = IntegrityTracker(cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds,
                                    cfg.integrity.forget_after_seconds)
         monitor = IntegrityMonitor(tracker, self.publish_event, max_payload_bytes=cfg.triggers.max_payload_bytes)
-        self.attach(on_event=monitor.on_event, on_sale=monitor.on_sale)
+        self.listen(monitor)
         monitor.start()
         self._closers.append(monitor.stop)
-        for plugin in self._plugins:
-            attached = plugin(self)
-            if hasattr(attached, "shutdown"):
-                self._closers.append(attached.shutdown)
+        for factory in self._plugins:
+            plugin = factory(self)
+            if plugin is not None:
+                self._closers.append(plugin.shutdown)
 
     def run(self, stop: threading.Event) -> None:
         """Main loop (main thread): watchdog pings and periodic state until `stop` is set."""
@@ -624,10 +471,8 @@ def install_signal_handlers(stop: threading.Event) -> None:
     stop_on_signals(stop, log=log)
 
 
-def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[Callable[[Service], object]] = ()) -> int:
+def main(args: argparse.Namespace, cfg: Config, plugins: Sequence[PluginFactory] = ()) -> int:
     # This process never needs TensorFlow: keep mediapipe from loading it (start-up, memory).
-    from edge_app.vision.faces import import_mediapipe
-
     import_mediapipe(hide_tensorflow=True)
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -14,17 +14,11 @@ restarts and power cuts and never repeats or skips). A consumer that sees a hole
 numbers knows events were lost on the way (a dropped oldest event here, a broker queue limit).
 A corrupt file moved aside starts a new count at 1.
 
-On a nearly full disk the outbox keeps its own write-ahead log bounded (a checkpoint every
-WAL_MAX_BYTES, the file truncated back to that size) and holds RESERVE_BYTES on the same file
-system in `PATH.reserve`. When a write fails for lack of space it checkpoints and truncates the
-log first and tries once more; if that fails too it gives the reserve back, so the checkpoint can
-always complete and delivered events can still be removed, and refuses new events (they wait in
-memory) until RESUME_FREE_BYTES are free again. Before, the log grew into any space freed, a
-checkpoint then needed more space than was left, and the outbox never wrote again.
-
-`OutboxWriter` sits in front of it in the till service: when the outbox cannot write (a full
-disk), events wait in memory, bounded, and are written in order when it can again; the service's
-`state` says so meanwhile (`degraded`, `outbox_write_errors`, `outbox_held`).
+On a nearly full disk the outbox keeps its own write-ahead log bounded and refuses new events
+until space is free again, rather than letting the log grow into every byte freed: its guard,
+with the space reserve beside the file, is `edge_app.transport.outbox_space`. In the till
+service `edge_app.transport.outbox_writer` sits in front of it, holding events in memory while
+it cannot write.
 """
 
 from __future__ import annotations
@@ -34,7 +28,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +36,7 @@ from typing import Any, Callable
 from edge_app.core import events
 from edge_app.transport import locks
 from edge_app.transport.files import create_private
+from edge_app.transport.outbox_space import RESUME_FREE_BYTES, WAL_MAX_BYTES, SpaceGuard, is_full
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +58,6 @@ LOG_EVERY_S = 60.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # Stamped in the SQLite header (offset 68) of every outbox this program creates: "AgOb".
 APPLICATION_ID = 0x41674F62
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    """SQLite's "database or disk is full" (SQLITE_FULL, also what ENOSPC on the WAL gives)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc)
-
-
-def free_bytes(folder: Path) -> int:
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
 
 
 class OutboxError(RuntimeError):
@@ -120,17 +103,6 @@ class OutboxRow:
 class Outbox:
     """One SQLite connection shared by the threads that store and acknowledge events."""
 
-    # The write-ahead log is checkpointed when it reaches this size and truncated back to it: a
-    # commit of one event writes 3-4 pages (16 KB), so this is a checkpoint every ~15 events (one
-    # more fsync of the database file), and a checkpoint never needs more than this much new space.
-    WAL_MAX_BYTES = 256 * 1024
-    # Kept on the outbox's file system (a preallocated file beside it) for the outbox's own
-    # housekeeping on a full disk: twice what a checkpoint can need, so one always completes.
-    RESERVE_BYTES = 2 * WAL_MAX_BYTES
-    # After giving the reserve up, events are written again once this much is free: the reserve
-    # taken back plus room for a full log (so 1 MB given back is always enough).
-    RESUME_FREE_BYTES = RESERVE_BYTES + WAL_MAX_BYTES
-
     def __init__(self, path: str | Path, max_events: int):
         self.path = Path(path)
         self.max_events = max_events
@@ -150,8 +122,7 @@ class Outbox:
             os.close(self._lock_fd)
             raise
         self._depth = self._count()
-        # True from giving the reserve up on a full disk until it is taken back (new events refused).
-        self._low_space = not self._take_reserve()
+        self._space = SpaceGuard(self.path, self._checkpoint)
         self._undeleted: list[int] = []  # delivered rows whose DELETE could not be written yet
         self._delete_logged = -LOG_EVERY_S
 
@@ -295,8 +266,8 @@ class Outbox:
             # A bounded log (see WAL_MAX_BYTES): the default (1000 pages, never truncated) grew
             # into every byte freed on a nearly full disk.
             page = int(db.execute("PRAGMA page_size").fetchone()[0])
-            db.execute(f"PRAGMA wal_autocheckpoint = {max(8, self.WAL_MAX_BYTES // page)}")
-            db.execute(f"PRAGMA journal_size_limit = {self.WAL_MAX_BYTES}")
+            db.execute(f"PRAGMA wal_autocheckpoint = {max(8, WAL_MAX_BYTES // page)}")
+            db.execute(f"PRAGMA journal_size_limit = {WAL_MAX_BYTES}")
             db.executescript(_SCHEMA)
             row = db.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
@@ -309,37 +280,6 @@ class Outbox:
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
-    # -- space -----------------------------------------------------------------------------------
-    @property
-    def reserve_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".reserve")
-
-    def _take_reserve(self) -> bool:
-        """Preallocate RESERVE_BYTES in `PATH.reserve` (blocks really taken, not a sparse file, so
-        another program filling the disk cannot take them). False when there is not room."""
-        rp = self.reserve_path
-        try:
-            fd = os.open(rp, os.O_WRONLY | os.O_CREAT, 0o600)
-        except OSError as exc:
-            log.warning("outbox %s: cannot create its space reserve %s (%s)", self.path, rp, exc.strerror)
-            return False
-        try:
-            if os.fstat(fd).st_blocks * 512 >= self.RESERVE_BYTES:
-                return True
-            os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
-            return True
-        except OSError:
-            os.ftruncate(fd, 0)  # a partial reserve would only take space from the events
-            return False
-        finally:
-            os.close(fd)
-
-    def _give_up_reserve(self) -> None:
-        try:
-            os.truncate(self.reserve_path, 0)
-        except OSError:
-            pass
-
     def _checkpoint(self) -> bool:
         """Copy the log into the database file and truncate the log to nothing. True if done."""
         try:
@@ -347,33 +287,6 @@ class Outbox:
         except sqlite3.Error:
             return False
         return busy == 0
-
-    def _relieve(self) -> None:
-        """(lock held) A write failed for lack of space: checkpoint and truncate the log; when
-        even that cannot be written, give the reserve up so that it can, and stop taking events
-        until RESUME_FREE_BYTES are free (the reserve stays for removing delivered ones)."""
-        if self._checkpoint() and free_bytes(self.path.parent) >= self.WAL_MAX_BYTES:
-            return
-        self._give_up_reserve()
-        done = self._checkpoint()
-        if not self._low_space:
-            self._low_space = True
-            log.warning("outbox %s: the disk is full; gave up the outbox's %d KB reserve%s; new events are held "
-                      "in memory until %d KB are free", self.path, self.RESERVE_BYTES // 1024,
-                      " to shrink its log" if done else " (its log still cannot be written back)",
-                      self.RESUME_FREE_BYTES // 1024)
-
-    def _check_space(self) -> None:
-        """(lock held) Before storing an event after the reserve was given up: resume only once
-        RESUME_FREE_BYTES are free and the reserve is taken back."""
-        if not self._low_space:
-            return
-        free = free_bytes(self.path.parent)
-        if free < self.RESUME_FREE_BYTES or not self._take_reserve():
-            raise OutboxError(f"outbox {self.path}: the disk is full ({free // 1024} KB free; the outbox writes "
-                              f"again once {self.RESUME_FREE_BYTES // 1024} KB are free)")
-        self._low_space = False
-        log.warning("outbox %s: %d KB free again; reserve taken back, storing events", self.path, free // 1024)
 
     # -- API -----------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
@@ -385,19 +298,21 @@ class Outbox:
     def _with_space(self, write: Callable[[], Any]) -> Any:
         """(lock held) One write; on a full disk, make space (`_relieve`) and try it once more."""
         self._check_file()
-        self._check_space()
+        refusal = self._space.refusal()
+        if refusal is not None:
+            raise OutboxError(refusal)
         try:
             return write()
         except _Full as full:
             failed = full
-        self._relieve()
-        if not self._low_space:
+        self._space.relieve()
+        if not self._space.low_space:
             try:
                 return write()
             except _Full as full:
                 failed = full
-                self._relieve()
-        raise OutboxError(f"{failed}; the outbox writes again once {self.RESUME_FREE_BYTES // 1024} KB are "
+                self._space.relieve()
+        raise OutboxError(f"{failed}; the outbox writes again once {RESUME_FREE_BYTES // 1024} KB are "
                           "free") from None
 
     def _put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
@@ -413,7 +328,7 @@ class Outbox:
                 self._rollback()
                 raise
         except sqlite3.Error as exc:
-            err = _Full if _is_full(exc) else OutboxError
+            err = _Full if is_full(exc) else OutboxError
             raise err(f"cannot store event {event_id} in outbox {self.path} ({exc})") from None
         self._depth += cur.rowcount - len(dropped)
         self._log_dropped(dropped, event_id)
@@ -457,7 +372,7 @@ class Outbox:
                 self._rollback()
                 raise
         except sqlite3.Error as exc:
-            err = _Full if _is_full(exc) else OutboxError
+            err = _Full if is_full(exc) else OutboxError
             raise err(f"cannot store event {event.event_id} in outbox {self.path} ({exc})") from None
         self._depth += 1 - len(dropped)
         self._log_dropped(dropped, event.event_id)
@@ -511,8 +426,8 @@ class Outbox:
             try:
                 n = self._delete_now()
             except sqlite3.Error as exc:
-                if _is_full(exc):
-                    self._relieve()  # the reserve is there for exactly this
+                if is_full(exc):
+                    self._space.relieve()  # the reserve is there for exactly this
                     try:
                         n = self._delete_now()
                     except sqlite3.Error as exc2:
@@ -563,159 +478,3 @@ class Outbox:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the lock (the file stays: unlinking it would race)
                 self._lock_fd = None
-
-
-@dataclass(frozen=True)
-class WriterStatus:
-    """What the till's retained `state` says about recording."""
-
-    held: int  # events in memory, waiting for the outbox to take them
-    held_max: int
-    write_errors: int  # events that could not be written when they happened (since start)
-    held_dropped: int  # events lost because memory was full too (oldest first)
-    last_error: str | None  # why the outbox refuses writes now; None when it takes them
-
-    @property
-    def degraded(self) -> bool:
-        return self.held > 0
-
-
-class OutboxWriter:
-    """Stores events in the outbox, and holds them in memory (in order, at most `max_held`) while
-    the outbox cannot write, e.g. on a full disk: the check was answered on the cashier's screen,
-    so its record must not be thrown away because the disk is full for a while. A background
-    thread retries every `retry_s`; held events are written (and numbered) in their order as
-    soon as the outbox takes writes again. Failures are logged when they start, at most once per
-    `log_every_s` while they last, and when they end; never one traceback per event.
-
-    When memory is full too, the OLDEST held event is dropped (the outbox's own rule) and
-    counted in `held_dropped`."""
-
-    def __init__(self, outbox: Outbox, max_held: int, on_change: Callable[[], object] | None = None,
-                 retry_s: float = 2.0, log_every_s: float = LOG_EVERY_S) -> None:
-        self.outbox = outbox
-        self.max_held = max_held
-        self._on_change = on_change
-        self._retry_s = retry_s
-        self._log_every_s = log_every_s
-        self._held: deque[tuple[str, dict[str, Any], str]] = deque()
-        # Serialises writes, so events reach the outbox (and get their numbers) in order.
-        self._lock = threading.Lock()
-        self._write_errors = 0
-        self._held_dropped = 0
-        self._dropped_since_log = 0
-        self._last_error: str | None = None
-        self._failing_since: float | None = None
-        self._last_log = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "OutboxWriter":
-        self._thread = threading.Thread(target=self._retry_loop, name="outbox-retry", daemon=True)
-        self._thread.start()
-        return self
-
-    def status(self) -> WriterStatus:
-        with self._lock:
-            return WriterStatus(len(self._held), self.max_held, self._write_errors, self._held_dropped,
-                                self._last_error)
-
-    def put_event(self, topic: str, event: events.Event, publisher: str) -> tuple[events.Event, list[str], bool]:
-        """Store the event, or hold it. Returns the event (numbered when stored), the event ids
-        the outbox dropped to make room, and whether it is stored. Never raises OutboxError."""
-        with self._lock:
-            was_degraded = bool(self._held)
-            self._held.append((topic, event, publisher))
-            stored, dropped = self._flush()
-            written = event.event_id in stored
-            if not written:
-                self._write_errors += 1
-                self._trim()
-                self._log_failure()
-            now_degraded = bool(self._held)
-        self._changed(was_degraded, now_degraded)
-        return stored.get(event.event_id, event), dropped, written
-
-    def flush(self) -> int:
-        """Try to write what is held; returns how many events were written."""
-        with self._lock:
-            if not self._held:
-                return 0
-            stored, _ = self._flush()
-            if self._held:
-                self._log_failure()
-        self._changed(True, bool(self._held))
-        return len(stored)
-
-    def _flush(self) -> tuple[dict[str, events.Event], list[str]]:
-        """(lock held) Write held events oldest first until one fails."""
-        stored: dict[str, events.Event] = {}
-        dropped: list[str] = []
-        while self._held:
-            topic, event, publisher = self._held[0]
-            try:
-                ev, d = self.outbox.put_event(topic, event, publisher)
-            except OutboxError as exc:
-                self._last_error = str(exc)
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
-                break
-            self._held.popleft()
-            stored[ev.event_id] = ev
-            dropped += d
-        if not self._held and self._failing_since is not None:
-            log.warning("outbox %s stores events again: %d event(s) held in memory for %.0f s are written%s",
-                        self.outbox.path, len(stored), time.monotonic() - self._failing_since,
-                        f"; {self._held_dropped} were lost when memory was full too" if self._held_dropped else "")
-            self._failing_since = None
-            self._last_error = None
-            self._last_log = 0.0
-        return stored, dropped
-
-    def _trim(self) -> None:
-        while len(self._held) > self.max_held:
-            self._held.popleft()
-            self._held_dropped += 1
-            self._dropped_since_log += 1
-
-    def _log_failure(self) -> None:
-        now = time.monotonic()
-        if self._last_log and now - self._last_log < self._log_every_s:
-            return
-        first = not self._last_log
-        self._last_log = now
-        lost = (f"; {self._dropped_since_log} oldest event(s) lost since the last message (memory full, "
-                f"outbox.memory_max_events={self.max_held})" if self._dropped_since_log else "")
-        self._dropped_since_log = 0
-        log.error("%s: %d event(s) held in memory (at most %d) and retried every %g s until it can write "
-                  "again%s", self._last_error if first else f"outbox {self.outbox.path} still cannot store events",
-                  len(self._held), self.max_held, self._retry_s, lost)
-
-    def _changed(self, was: bool, now: bool) -> None:
-        if was != now and self._on_change is not None:
-            try:
-                self._on_change()
-            except Exception:
-                log.exception("outbox status listener failed")
-
-    def _retry_loop(self) -> None:
-        while not self._stop.wait(self._retry_s):
-            try:
-                self.flush()
-            except Exception:  # the retry loop must outlive anything one attempt does
-                log.exception("retrying the held events failed")
-
-    def close(self) -> int:
-        """Stop retrying, try a last time; returns how many events could not be written (lost)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-        self.flush()
-        with self._lock:
-            left = [ev.event_id for _, ev, _ in self._held]
-        if left:
-            log.error("outbox %s cannot store events (%s): %d event(s) held in memory are lost at shutdown: %s",
-                      self.outbox.path, self._last_error, len(left), ", ".join(left[:20]) +
-                      (" ..." if len(left) > 20 else ""))
-        return len(left)

@@ -1,33 +1,31 @@
 """Face pipeline shared by the till and the training code: load/validate an image, detect faces
 with MediaPipe (models bundled in the wheel), choose the shopper, similarity-align to the
-canonical template, and measure quality for the gate.
+canonical template, and measure quality for the gate. The values it returns are in
+edge_app.vision.found; the MediaPipe import in edge_app.vision.mediapipe_import.
 
 The training code calls exactly this module, so the model learns on the crops the till makes.
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import io
-import logging
 import math
 import os
 import stat
-import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
 
 from edge_app.config import FacesConfig
 from edge_app.core.words import GateReason
-
-log = logging.getLogger(__name__)
+from edge_app.vision.errors import ImageError
+from edge_app.vision.found import (AlignedFace, Face, FrameFaces, Quality, Rejection, Track, box_centre, box_side,
+                                   same_shopper, start_track)
+from edge_app.vision.mediapipe_import import import_mediapipe
 
 # Canonical template: where the detector's keypoints (subject's right eye, left eye, nose tip,
 # mouth centre) land in the aligned crop, as fractions of its side at margin 0. Fitted as the
@@ -50,135 +48,6 @@ _RETRY_PAD = 0.3
 # keypoints always come from a second, short-range look at a window of _REFINE_WINDOW x its box:
 # the same framing for a till frame and a training photo.
 _REFINE_WINDOW = 2.2
-# A followed face counts as the same shopper only when the face found in the window is centred
-# within this fraction of the last box's side from where the shopper was, and its size changed by
-# less than this factor: a shopper moves a few pixels between the frames of a check, while a
-# second face that enters the window is off-centre or of another size (then the track is lost
-# and the whole frame is searched again).
-_FOLLOW_MAX_SHIFT = 0.5
-_FOLLOW_MAX_SCALE = 1.4
-
-
-class ImageError(ValueError):
-    """A photo that cannot be used, with a message naming the problem."""
-
-
-@dataclass(frozen=True)
-class Face:
-    """One detection in frame pixel coordinates."""
-
-    box: tuple[float, float, float, float]  # x, y, width, height
-    score: float
-    # (6, 2): subject's right eye, left eye, nose tip, mouth centre, right ear, left ear.
-    keypoints: np.ndarray = field(repr=False)
-
-    @property
-    def iod(self) -> float:
-        return float(np.linalg.norm(self.keypoints[1] - self.keypoints[0]))
-
-    @property
-    def area(self) -> float:
-        return self.box[2] * self.box[3]
-
-
-@dataclass(frozen=True)
-class Quality:
-    iod_px: float
-    sharpness: float
-    yaw_deg: float
-    pitch_deg: float
-    brightness: float
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One reason the quality gate refused a face: the word the till counts and sends, and the
-    sentence a person reads ("blurred (sharpness 9, need 15)")."""
-
-    reason: GateReason
-    text: str
-
-
-@dataclass(frozen=True)
-class AlignedFace:
-    face: Face
-    crop: np.ndarray = field(repr=False)  # RGB uint8, output_size x output_size
-    matrix: np.ndarray = field(repr=False)  # 2x3 frame -> crop
-    quality: Quality
-    rejections: tuple[Rejection, ...]  # why the gate refused it; empty when usable
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejections
-
-    @property
-    def rejected(self) -> tuple[str, ...]:
-        """The rejections as sentences, for a person (the photo tools, training's reports)."""
-        return tuple(r.text for r in self.rejections)
-
-
-@dataclass(frozen=True)
-class FrameFaces:
-    faces: tuple[Face, ...]
-    chosen: int | None  # index into faces
-    aligned: AlignedFace | None  # the chosen face, aligned and gated
-    # Where the shopper was found before the second look (the full-range box on a full search,
-    # the track's window box on a followed frame): the box the second look's window is cut around.
-    found_box: tuple[float, float, float, float] | None = None
-    followed: bool = False  # True: found by following the track, not by searching the frame
-
-
-@dataclass(frozen=True)
-class Track:
-    """The shopper between frames of one check: the box the next window is cut around, in the
-    terms of a full search's box, so a followed frame's second look sees the face at the same
-    scale as after a full search (the same keypoint precision, hence the same crop).
-
-    `face` is the last refined (short-range) face; `ratio` and `offset` relate the full-range box
-    to the short-range box (side ratio, and centre offset in units of the short box's side), as
-    measured on the frame that was last searched in full."""
-
-    face: Face
-    ratio: float
-    offset: tuple[float, float]
-    followed: int = 0  # frames followed since the last full search
-
-    def window_box(self) -> tuple[float, float, float, float]:
-        """The box a full search would most likely have given for the shopper now."""
-        side = _side(self.face.box)
-        cx, cy = _centre(self.face.box)
-        big = side * self.ratio
-        cx, cy = cx + self.offset[0] * side, cy + self.offset[1] * side
-        return (cx - big / 2, cy - big / 2, big, big)
-
-
-def _side(box: tuple[float, float, float, float]) -> float:
-    return max(box[2], box[3], 8.0)
-
-
-def _centre(box: tuple[float, float, float, float]) -> tuple[float, float]:
-    return box[0] + box[2] / 2, box[1] + box[3] / 2
-
-
-def start_track(res: FrameFaces) -> Track | None:
-    """A track from a fully searched frame's result; None when it has no shopper."""
-    if res.chosen is None or res.found_box is None:
-        return None
-    face = res.faces[res.chosen]
-    side = _side(face.box)
-    (fx, fy), (sx, sy) = _centre(res.found_box), _centre(face.box)
-    return Track(face, _side(res.found_box) / side, ((fx - sx) / side, (fy - sy) / side))
-
-
-def same_shopper(last: Face, found: Face) -> bool:
-    """Whether a face found in the track's window is the shopper of the last frame (pure)."""
-    side = _side(last.box)
-    (lx, ly), (fx, fy) = _centre(last.box), _centre(found.box)
-    scale = _side(found.box) / side
-    return (math.hypot(fx - lx, fy - ly) <= _FOLLOW_MAX_SHIFT * side
-            and 1 / _FOLLOW_MAX_SCALE <= scale <= _FOLLOW_MAX_SCALE)
-
-
 def display_name(path: str | bytes | Path) -> str:
     """A file name that can always be printed: bytes that are not UTF-8 (kept by Python as
     surrogates) are shown as \\x escapes instead of making print() raise."""
@@ -218,7 +87,8 @@ def load_image(path: str | bytes | Path, max_pixels: int = 40_000_000) -> tuple[
         raise ImageError(f"{name}: permission denied (cannot read the file)") from None
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror})") from None
-    # The header first, so a huge image is refused before it is decoded into memory.
+    # The header first, so a huge image is refused before it is decoded into memory. Pillow is
+    # deferred: only photos read from files (dev tools, training) need it, never the camera's frames.
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -365,46 +235,6 @@ def gate(q: Quality, cfg: FacesConfig) -> tuple[Rejection, ...]:
     return tuple(Rejection(reason, f"{reason} ({measured})") for failed, reason, measured in checks if failed)
 
 
-class _NoTensorFlow(importlib.abc.MetaPathFinder):
-    """Makes `import tensorflow...` fail as on a till, where TensorFlow is not installed."""
-
-    def find_spec(self, name: str, path=None, target=None):  # noqa: ANN001 - importlib's signature
-        if name == "tensorflow" or name.startswith("tensorflow."):
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden while importing mediapipe)", name=name)
-        return None
-
-
-_MP_IMPORT_LOCK = threading.Lock()
-
-
-def import_mediapipe(hide_tensorflow: bool = False) -> ModuleType:
-    """`import mediapipe`, optionally without TensorFlow.
-
-    mediapipe 0.10.21's package import runs `mediapipe.tasks`, whose optional_dependencies try
-    `from tensorflow.tools.docs import doc_controls` (a docs decorator) and use a no-op when that
-    fails. Where TensorFlow is installed (the training and test environment) that one line
-    imports all of it: about 5 s and 600 MB more for the till service, which never uses it. So
-    `hide_tensorflow` hides it for the duration of the import, giving exactly the till's
-    behaviour. Only a process that will never import TensorFlow may ask for that (the
-    `agecheck run` service does): once mediapipe's native libraries are loaded without it, a
-    later `import tensorflow` in the same process was seen to spin forever in its extension
-    loader. A process that has already imported TensorFlow (training) gets a plain import."""
-    with _MP_IMPORT_LOCK:
-        if not hide_tensorflow or "mediapipe" in sys.modules or "tensorflow" in sys.modules:
-            import mediapipe
-
-            return mediapipe
-        hider = _NoTensorFlow()
-        # A failed import leaves nothing in sys.modules, so a later `import tensorflow` (the
-        # training code after building its face pipeline) loads the real one.
-        sys.meta_path.insert(0, hider)
-        try:
-            import mediapipe
-        finally:
-            sys.meta_path.remove(hider)
-        return mediapipe
-
-
 class FacePipeline:
     """Detector loaded once; call from one worker thread at a time (a lock enforces it, since
     MediaPipe graphs are not re-entrant)."""
@@ -465,8 +295,8 @@ class FacePipeline:
     def _look_around(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> Face | None:
         """The face nearest the centre of a short-range look at a window of _REFINE_WINDOW x the
         box, in frame pixels; None when that look finds nothing."""
-        side = _side(box)
-        cx, cy = _centre(box)
+        side = box_side(box)
+        cx, cy = box_centre(box)
         half = int(round(side * _REFINE_WINDOW / 2))
         x0, y0 = int(round(cx)) - half, int(round(cy)) - half
         h, w = rgb.shape[:2]

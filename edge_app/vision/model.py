@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.config import ConfigError
 from edge_app.core.policy import DecisionRules, GateRule
-
-
-class ModelError(RuntimeError):
-    """The model file or its card cannot be used; the message names the file and the fix."""
+from edge_app.vision.errors import CropSizeError, ModelError
 
 
 def _interpreter_class():
+    """The first TFLite runtime installed. Imported only when a model loads (deferred on purpose:
+    each is a heavy native library, and which one a machine has is only known by trying)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 
@@ -169,17 +167,14 @@ class AgeModel:
 
 def load_for_faces(path: str | Path, threads: int, crop_size: int) -> AgeModel:
     """The model at `path`, checked against the crops the face code makes (faces.output_size):
-    what the till and `agecheck estimate` both run. ConfigError names the setting to change."""
-    try:
-        model = AgeModel(path, threads)
-    except ModelError as exc:
-        raise ConfigError(f"model.path: {exc}") from None
+    what the till and `agecheck estimate` both run. ModelError for a file that cannot be used,
+    CropSizeError for one that takes other crops."""
+    model = AgeModel(path, threads)
     require_crop_size(model, crop_size)
     return model
 
 
 def require_crop_size(model: AgeModel, crop_size: int) -> None:
-    """ConfigError unless the model takes the crops the face code makes (faces.output_size)."""
+    """CropSizeError unless the model takes the crops the face code makes (faces.output_size)."""
     if model.input_size != crop_size:
-        raise ConfigError(f"faces.output_size: {crop_size} does not match the model's input size "
-                          f"{model.input_size} ({model.path}); set faces.output_size: {model.input_size}")
+        raise CropSizeError(crop_size, model.input_size, str(model.path))

@@ -21,7 +21,7 @@ import yaml
 
 from edge_app.config import from_dict
 from edge_app.core import events
-from edge_app.core.policy import age_band
+from edge_app.core.bands import age_band
 from edge_app.transport.mqtt import MqttLink
 from tests.helpers import wait_until  # noqa: F401  (re-exported: the feed tests import it from here)
 from edge_app.transport.outbox import Outbox

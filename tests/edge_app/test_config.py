@@ -9,11 +9,12 @@ import sys
 import pytest
 
 from edge_app import config as C
+from edge_app.config import files as F
 from tests.helpers import REPO
 
 
 def test_shipped_config_is_valid():
-    cfg = C.load(REPO / "config.yaml")
+    cfg = F.load(REPO / "config.yaml")
     assert cfg.policy.challenge_age == 25
     assert cfg.model.path.endswith("age_resnet10_int8.tflite")
 
@@ -85,7 +86,7 @@ def test_cli_missing_config_file(tmp_path):
 def test_relative_model_path_resolves_against_config_dir(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("model:\n  path: m/x.tflite\n")
-    assert C.load(p).model.path == str((tmp_path / "m" / "x.tflite").resolve())
+    assert F.load(p).model.path == str((tmp_path / "m" / "x.tflite").resolve())
 
 
 def test_version():
@@ -158,14 +159,14 @@ def test_http_token_comes_from_a_file_or_a_credential_never_both(tmp_path, monke
         C.from_dict({"triggers": {"http_token_file": "a", "http_token_credential": "b"}})
     token = tmp_path / "token"
     token.write_text("t0ken\n")
-    assert C.read_secret(str(token), None, "triggers.http_token") == "t0ken"
+    assert F.read_secret(str(token), None, "triggers.http_token") == "t0ken"
     with pytest.raises(C.ConfigError, match=r"^triggers.http_token_file: cannot read '.*nope' \(No such file"):
-        C.read_secret(str(tmp_path / "nope"), None, "triggers.http_token")
+        F.read_secret(str(tmp_path / "nope"), None, "triggers.http_token")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(C.ConfigError, match=r"^triggers.http_token_credential: \$CREDENTIALS_DIRECTORY is not set"):
-        C.read_secret(None, "agecheck-http", "triggers.http_token")
+        F.read_secret(None, "agecheck-http", "triggers.http_token")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert C.read_secret(None, "token", "triggers.http_token") == "t0ken"
+    assert F.read_secret(None, "token", "triggers.http_token") == "t0ken"
 
 
 # -- where the config comes from: --config, $AGECHECK_CONFIG, /etc/agecheck/config.yaml ----------
@@ -176,17 +177,17 @@ def _yaml(path, store):
 
 def test_locate_tries_flag_then_variable_then_system_file(tmp_path):
     flag, env, system = _yaml(tmp_path / "a.yaml", "a"), _yaml(tmp_path / "b.yaml", "b"), _yaml(tmp_path / "c.yaml", "c")
-    environ = {C.CONFIG_ENV: str(env)}
-    assert C.locate(str(flag), False, environ, system) == flag
-    assert C.locate(None, False, environ, system) == env
-    assert C.locate(None, False, {}, system) == system
-    assert C.load(C.locate(None, False, {}, system)).store_id == "c"
-    assert C.locate(None, True, {}, tmp_path / "none.yaml") is None  # defaults, where allowed
+    environ = {F.CONFIG_ENV: str(env)}
+    assert F.locate(str(flag), False, environ, system) == flag
+    assert F.locate(None, False, environ, system) == env
+    assert F.locate(None, False, {}, system) == system
+    assert F.load(F.locate(None, False, {}, system)).store_id == "c"
+    assert F.locate(None, True, {}, tmp_path / "none.yaml") is None  # defaults, where allowed
 
 
 def test_no_config_anywhere_says_where_it_looked(tmp_path):
     with pytest.raises(C.ConfigError) as exc:
-        C.locate(None, False, {}, tmp_path / "etc.yaml")
+        F.locate(None, False, {}, tmp_path / "etc.yaml")
     msg = str(exc.value)
     assert "--config: not given" in msg and "$AGECHECK_CONFIG: not set" in msg
     assert f"{tmp_path / 'etc.yaml'}: does not exist" in msg
@@ -195,20 +196,20 @@ def test_no_config_anywhere_says_where_it_looked(tmp_path):
 def test_a_variable_pointing_nowhere_is_an_error_not_a_fallback(tmp_path):
     system = _yaml(tmp_path / "c.yaml", "c")
     with pytest.raises(C.ConfigError, match=r"\$AGECHECK_CONFIG points at .*missing.yaml"):
-        C.locate(None, True, {C.CONFIG_ENV: str(tmp_path / "missing.yaml")}, system)
+        F.locate(None, True, {F.CONFIG_ENV: str(tmp_path / "missing.yaml")}, system)
 
 
 def test_the_service_needs_a_config_the_photo_tools_do_not(tmp_path):
-    if C.SYSTEM_CONFIG.exists():
-        pytest.skip(f"{C.SYSTEM_CONFIG} exists on this machine")
-    env = {k: v for k, v in os.environ.items() if k != C.CONFIG_ENV}
+    if F.SYSTEM_CONFIG.exists():
+        pytest.skip(f"{F.SYSTEM_CONFIG} exists on this machine")
+    env = {k: v for k, v in os.environ.items() if k != F.CONFIG_ENV}
     r = subprocess.run([sys.executable, "-m", "edge_app.cli", "run"], capture_output=True, text=True,
                        cwd=REPO, timeout=120, env=env)
-    assert r.returncode == 2 and "no config file found" in r.stderr and str(C.SYSTEM_CONFIG) in r.stderr
+    assert r.returncode == 2 and "no config file found" in r.stderr and str(F.SYSTEM_CONFIG) in r.stderr
     r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
                        capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     assert r.returncode == 1 and "file does not exist" in r.stderr  # ran, on the built-in defaults
-    env[C.CONFIG_ENV] = str(_yaml(tmp_path / "env.yaml", "Bad Store"))
+    env[F.CONFIG_ENV] = str(_yaml(tmp_path / "env.yaml", "Bad Store"))
     r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
                        capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     assert r.returncode == 2 and "store_id" in r.stderr  # the variable's file was the one read
@@ -237,9 +238,9 @@ def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path)
     p = tmp_path / "deep.yaml"
     p.write_text(_deep_yaml(5000))
     with pytest.raises(C.ConfigError, match="nested more than 32 levels deep at line 1"):
-        C.load(C.locate(None, False, {C.CONFIG_ENV: str(p)}, tmp_path / "none.yaml"))
-    env = {k: v for k, v in os.environ.items() if k != C.CONFIG_ENV}
-    env[C.CONFIG_ENV] = str(p)
+        F.load(F.locate(None, False, {F.CONFIG_ENV: str(p)}, tmp_path / "none.yaml"))
+    env = {k: v for k, v in os.environ.items() if k != F.CONFIG_ENV}
+    env[F.CONFIG_ENV] = str(p)
     r = subprocess.run([sys.executable, "-m", "edge_app.cli", "report", "--db", str(tmp_path / "none.sqlite3")],
                        capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
     lines = r.stderr.strip().splitlines()

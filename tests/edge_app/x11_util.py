@@ -62,7 +62,7 @@ def tap(window, box: tuple[int, int, int, int]) -> None:
     an answer is ignored on purpose (the window's double-tap guard). `window` has a `snapshot`."""
     import time
 
-    from edge_app.cashier.window import DOUBLE_TAP_S
+    from edge_app.cashier.window_state import DOUBLE_TAP_S
 
     wait_until(lambda: (t := window.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S,
                what="the double-tap guard to pass")

@@ -18,6 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.core.pos import Item, Scan
+from edge_app.till.capture import Capture, Frame, FrameBuffer
+from edge_app.till.check import CheckRunner
+from edge_app.till.triggers import Trigger, now_pair
+
 
 @dataclass
 class CheckFigures:
@@ -48,8 +53,6 @@ def worst_case(cfg):
 def _buffer_at(frames, t0: float, now: float, seconds: float):
     """A ring buffer holding `frames` shifted in time so that a scan at `now` sees them as a scan
     at `t0` did."""
-    from edge_app.till.capture import Frame, FrameBuffer
-
     buf = FrameBuffer(seconds, max(1.0, len(frames) / max(seconds, 1e-3)))
     for f in frames:
         buf.append(Frame(f.index, f.t - t0 + now, f.image, f.encoded))
@@ -57,10 +60,6 @@ def _buffer_at(frames, t0: float, now: float, seconds: float):
 
 
 def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_new) -> CheckFigures:
-    from edge_app.till.capture import Capture, Frame
-    from edge_app.till.check import CheckRunner
-    from edge_app.till.triggers import Item, Scan, Trigger, now_pair
-
     out = CheckFigures()
     new_cfg = worst_case(cfg)
     old_cfg = worst_case(today_config(cfg))

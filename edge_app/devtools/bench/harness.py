@@ -12,7 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import paho.mqtt.client as mqtt
+import yaml
+
 from edge_app.core import events
+from edge_app.devtools.demo import demo_config
+from edge_app.devtools.sim import Pos
 
 CHILD_TIMEOUT_S = 120.0
 # The checkout this bench runs from: edge_app/devtools/bench/harness.py -> the folder above edge_app.
@@ -21,8 +26,6 @@ _ROOT = Path(__file__).resolve().parents[3]
 
 def bench_config(cfg, video: Path, port: int, state_dir: Path, till_id: str, **camera: Any):
     """The user's config (or the defaults) pointed at the bench's video, broker and outbox."""
-    from edge_app.devtools.demo import demo_config
-
     c = demo_config(cfg, video, port, state_dir)
     c = dataclasses.replace(c, till_id=till_id,
                             outbox=dataclasses.replace(c.outbox, path=str(state_dir / f"outbox-{till_id}.sqlite3")))
@@ -32,8 +35,6 @@ def bench_config(cfg, video: Path, port: int, state_dir: Path, till_id: str, **c
 
 
 def write_config(cfg, path: Path) -> Path:
-    import yaml
-
     # JSON first: tuples become lists, which YAML's safe dumper (and config.from_dict) accept.
     data = json.loads(json.dumps(dataclasses.asdict(cfg)))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -60,8 +61,6 @@ class Listener:
     """A real subscriber on the till's topics: arrival time (monotonic) of each message."""
 
     def __init__(self, host: str, port: int, topics: list[str], name: str):
-        import paho.mqtt.client as mqtt
-
         self.cond = threading.Condition()
         self.messages: list[tuple[float, str, bytes]] = []
         self._topics = topics
@@ -120,8 +119,6 @@ class Listener:
 
 def connected_pos(host: str, port: int, store_id: str, till_id: str):
     """The simulation kit's POS, once the broker has accepted it (its scans are clocked)."""
-    from edge_app.devtools.sim import Pos
-
     pos = Pos(host, port, store_id, till_id, name="bench-pos")
     if not pos.connected.wait(10):
         pos.close()

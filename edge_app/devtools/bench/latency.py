@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from edge_app.cashier.isolated import attach
 from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.devtools.bench.harness import Listener, bench_config, connected_pos
+from edge_app.devtools.sim import Xvfb
+from edge_app.till import plugins
+from edge_app.till.service import Service
 
 
 @dataclass
@@ -39,8 +43,6 @@ class LatencyFigures:
 def cashier_screen() -> Iterator[tuple[str, str]]:
     """(screen, "") where the cashier window can draw - "$DISPLAY" when it is set, else "Xvfb",
     a private one made $DISPLAY for the duration - or ("", why not)."""
-    from edge_app.devtools.sim import Xvfb
-
     if os.environ.get("DISPLAY"):
         yield "$DISPLAY", ""
         return
@@ -60,7 +62,7 @@ def cashier_screen() -> Iterator[tuple[str, str]]:
         xvfb.stop()
 
 
-def _press_answer(display) -> None:
+def press_answer(display) -> None:
     """Answer an alert like a cashier (a click on "ID checked – over age"; keys count only while
     the window has the focus, which it does not take), so a later approval is shown, not held
     back."""
@@ -89,7 +91,7 @@ def _drawn_at(display, txn: str) -> float | None:
         time.sleep(0.005)
     if snap.transaction_id == txn and snap.drawn_at:
         if snap.answerable:
-            _press_answer(display)
+            press_answer(display)
         return snap.drawn_at
     return None
 
@@ -103,13 +105,9 @@ def measure_latency(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, 
 
 def _start_service(lcfg, pipeline, model, out: LatencyFigures, with_display: bool):
     """The service and the cashier window it attached (None without one)."""
-    from edge_app.till.service import Service
-
     windows: list = []
 
     def window_plugin(svc):
-        from edge_app.cashier.isolated import attach
-
         windows.append(attach(svc))
         return windows[-1]
 
@@ -122,6 +120,16 @@ def _start_service(lcfg, pipeline, model, out: LatencyFigures, with_display: boo
             out.display_note = f"n/a: the cashier window could not open ({exc})"
     lcfg = dataclasses.replace(lcfg, display=dataclasses.replace(lcfg.display, enabled=False))
     return Service(lcfg, pipeline=pipeline, model=model).start(), None
+
+
+class _PublishClock(plugins.Listener):
+    """When publish_event starts on each event (monotonic seconds by event id)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    def on_publishing(self, event: events.Event) -> None:
+        self.started.setdefault(event.event_id, time.monotonic())
 
 
 def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, screen: str,
@@ -139,8 +147,9 @@ def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, 
         service, display = _start_service(lcfg, pipeline, model, out, with_display)
         # When publish_event starts on each event: with the subscriber's arrival time, the cost of
         # publishing (outbox + MQTT).
-        published: dict[str, float] = {}
-        service.attach(on_publishing=lambda ev: published.setdefault(ev.event_id, time.monotonic()))
+        clock = _PublishClock()
+        published = clock.started
+        service.listen(clock)
         deadline = time.monotonic() + 30
         while not (service.link.subscribed.is_set() and service.capture.status == "up"):
             if time.monotonic() > deadline:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_app.config.files import require_model_file
 from edge_app.devtools.bench.checks import measure_checks, today_config
 from edge_app.devtools.bench.figures import Row, render
 from edge_app.devtools.bench.harness import bench_config, write_config
@@ -23,7 +24,11 @@ from edge_app.devtools.bench.stages import run_stages
 from edge_app.devtools.bench.table import Measured, table
 from edge_app.devtools.bench.throughput import measure_throughput
 from edge_app.devtools.bench.video import PhotosError, make_video
+from edge_app.devtools.sim import LocalBroker
 from edge_app.errors import RunError
+from edge_app.till.check import model_threads
+from edge_app.vision.faces import FacePipeline
+from edge_app.vision.model import AgeModel
 
 
 def float_model_path(cfg, given: str | None) -> Path:
@@ -43,8 +48,6 @@ def _load_avg() -> float | None:
 
 def load_models(cfg, f32_path: Path) -> tuple[Any, Any, float, float | None, str]:
     """The int8 model and, when its file is there, the float32 one; with their load times (ms)."""
-    from edge_app.vision.model import AgeModel
-
     # The first load in this process includes importing the TFLite runtime, as in the service.
     t = time.perf_counter()
     model = AgeModel(cfg.model.path, cfg.model.threads)
@@ -65,13 +68,6 @@ def load_models(cfg, f32_path: Path) -> tuple[Any, Any, float, float | None, str
 
 def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
     """Measure everything; returns the run's circumstances (meta) and the table's rows."""
-    from edge_app.config import require_model_file
-    from edge_app.devtools.sim import LocalBroker
-    from edge_app.vision.faces import FacePipeline
-
-    from edge_app.till.check import model_threads
-    from edge_app.vision.model import AgeModel
-
     require_model_file(cfg)
     n_frames = max(10, int(args.frames))
     # The other parts scale with --frames, so a quick run stays quick.

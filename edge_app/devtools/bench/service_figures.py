@@ -12,7 +12,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_app.devtools.bench.harness import CHILD_TIMEOUT_S, Listener, bench_config, child_env, connected_pos, write_config
+from edge_app.core import events
+from edge_app.core.state import AVAILABILITY_LEAF, ONLINE, STATE_LEAF, TillState
+from edge_app.devtools.bench.harness import (
+    CHILD_TIMEOUT_S,
+    Listener,
+    bench_config,
+    child_env,
+    connected_pos,
+    write_config,
+)
+from edge_app.devtools.sim import end_process
 
 IDLE_FPS = 30.0  # the issue asks for the idle cost of the capture loop at 30 fps
 
@@ -49,10 +59,6 @@ def _tf_loaded(pid: int) -> bool:
 def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_checks: int) -> ServiceFigures:
     """Start `agecheck run` as a child process and watch it from the outside: time to the
     retained `online`, CPU while idle with a 30 fps camera, RSS after a few checks."""
-    from edge_app.core import events
-    from edge_app.core.state import AVAILABILITY_LEAF, ONLINE, STATE_LEAF, TillState
-    from edge_app.devtools.sim import end_process
-
     out = ServiceFigures()
     scfg = bench_config(cfg, video30, broker.port, tmp, "bench-service", fps=IDLE_FPS, loop=True)
     scfg = dataclasses.replace(scfg, logging=dataclasses.replace(scfg.logging, level="WARNING"))

@@ -12,9 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from edge_app.core.policy import decide_calibrated
 from edge_app.devtools.bench.video import video_frames
+from edge_app.till.check import challenge_rule
+from edge_app.vision.faces import Follower
 
 WARMUP_FRAMES = 5  # first inferences/detections pay one-off allocation costs
 # The centre of the aligned crop (half its side): the face itself, where a different crop would
@@ -53,9 +57,6 @@ class StageFigures:
 def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32, model_new=None) -> StageFigures:
     """Both per-frame paths, timed stage by stage, on the same n frames of the video. `model_new`
     is the model as a parallel check loads it (None: `model`)."""
-    from edge_app.core.policy import decide_calibrated
-    from edge_app.vision.faces import Follower
-
     model_new = model_new or model
     clock = time.perf_counter
     f = StageFigures()
@@ -83,7 +84,7 @@ def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32, mode
         group.append((est.age, est.probs))
         if len(group) == cfg.check.max_frames:
             a = clock()
-            decide_calibrated([g[0] for g in group], [g[1] for g in group], cfg.policy, model.rules,
+            decide_calibrated([g[0] for g in group], [g[1] for g in group], challenge_rule(cfg.policy), model.rules,
                               cfg.check.min_frames)
             f.aggregate.append((clock() - a) * 1000)
             group = []
@@ -93,8 +94,6 @@ def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32, mode
 def _today(f: StageFigures, bgr, pipeline, model, model_f32, keep: bool, clock):
     """Today's path on one frame: (faces, estimate; None when the gate refused the face), or
     None without a face."""
-    import cv2
-
     t0 = clock()
     # The camera gives BGR; the conversion is part of a check's per-frame cost (CheckRunner).
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -137,8 +136,6 @@ def _today(f: StageFigures, bgr, pipeline, model, model_f32, keep: bool, clock):
 
 def _new(f: StageFigures, bgr, follower, model, keep: bool, clock):
     """The check's path since issue 29 on one frame, returned as `_today` does."""
-    import cv2
-
     t0 = clock()
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     convert_ms = (clock() - t0) * 1000

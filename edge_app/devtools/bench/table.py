@@ -43,7 +43,12 @@ def _ratio_ok(v: float) -> bool:
 
 def table(cfg, m: Measured) -> list[Row]:
     """The rows of the one table, in the order printed, with the issue's targets."""
-    st, lat, svc = m.stages, m.latency, m.service
+    return [*_face_path_rows(cfg, m), *_float32_rows(m), *_check_rows(cfg, m), *_service_rows(cfg, m)]
+
+
+def _face_path_rows(cfg, m: Measured) -> list[Row]:
+    """Each stage of a frame's path, and the path whole: followed frames beside full searches."""
+    st = m.stages
     rows: list[Row] = []
     usable = f"{st.usable}/{st.frames} frames with a usable face"
     detect = dist_row("detect", "detect: full search (find + refine)", "ms/frame", st.detect, note=usable)
@@ -64,7 +69,7 @@ def table(cfg, m: Measured) -> list[Row]:
                              note="the model beside the parallel face look").beside(infer))
     rows.append(dist_row("aggregate", "aggregate + policy", "ms/check", st.aggregate,
                          note=f"{cfg.check.max_frames} ages per call"))
-    rows.append(dist_row("publish", "publish (outbox + MQTT to a subscriber)", "ms/event", lat.publish))
+    rows.append(dist_row("publish", "publish (outbox + MQTT to a subscriber)", "ms/event", m.latency.publish))
     today_path = dist_row("face_path_today", "detect + align + infer, full search", "ms/frame", st.face_path,
                           "p95 <= 15", 15.0, note="today's path: every frame searched in full")
     rows.append(dist_row("face_path", "detect + align + infer, followed frames", "ms/frame", st.face_path_followed,
@@ -81,6 +86,13 @@ def table(cfg, m: Measured) -> list[Row]:
                              f"{ages}; gate agrees {st.gate_agree}/{st.compared}"))
     else:
         rows.append(na_row("follow_eyes", "followed vs full search: eyes", "% of IOD", "no followed frame"))
+    return rows
+
+
+def _float32_rows(m: Measured) -> list[Row]:
+    """The int8 model beside its float32 original, when the run had one."""
+    st = m.stages
+    rows: list[Row] = []
     speedup = "int8 speed-up over float32 (warm medians)"
     if m.f32_load_ms is not None:
         rows.append(dist_row("infer_f32", "infer float32", "ms/frame", st.infer_f32, note=m.f32_path.name))
@@ -93,6 +105,13 @@ def table(cfg, m: Measured) -> list[Row]:
     else:
         rows.append(na_row("infer_f32", "infer float32", "ms/frame", m.f32_note))
         rows.append(na_row("int8_speedup", speedup, "x", "no float32 model", ">= 2"))
+    return rows
+
+
+def _check_rows(cfg, m: Measured) -> list[Row]:
+    """A whole check: scan to decision, to the event on the broker, to the alert on screen."""
+    lat = m.latency
+    rows: list[Row] = []
     fu = statistics.median(lat.frames_used) if lat.frames_used else 0
     fs = statistics.median(lat.frames_seen) if lat.frames_seen else 0
     dec = ", ".join(f"{k} {v}" for k, v in sorted(lat.decisions.items()))
@@ -118,6 +137,13 @@ def table(cfg, m: Measured) -> list[Row]:
     else:
         rows.append(Row("trigger_visible", "POS scan -> alert drawn on screen", "ms",
                         note=lat.display_note or "n/a: the banner was never seen drawn"))
+    return rows
+
+
+def _service_rows(cfg, m: Measured) -> list[Row]:
+    """The service as a process: checks per second, idle CPU, memory, model load and start-up."""
+    svc = m.service
+    rows: list[Row] = []
     for n in (1, 2):
         value, note = m.throughput[n]
         if value is not None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from edge_app.config.files import load
 from edge_app.devtools.bench.harness import CHILD_TIMEOUT_S, child_env
 
 
@@ -34,9 +35,12 @@ def measure_throughput(conf: Path, cores: list[int], seconds: float) -> tuple[fl
 
 def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
     """Child process: pinned to `cores`, a real Capture of the video and back-to-back checks."""
+    # Deferred until the process is pinned (worker_main): OpenCV and the model's runtime size
+    # their thread pools to the cores they see when they load.
     from edge_app.till.capture import Capture
     from edge_app.till.check import CheckRunner, model_threads
-    from edge_app.till.triggers import Item, Scan, Trigger, now_pair
+    from edge_app.core.pos import Item, Scan
+    from edge_app.till.triggers import Trigger, now_pair
     from edge_app.vision.faces import FacePipeline
     from edge_app.vision.model import AgeModel
 
@@ -83,8 +87,6 @@ def worker_main(argv: Iterable[str] | None = None) -> int:
     cores = [int(c) for c in args.cores.split(",")]
     # Before anything starts a thread: every thread of this process stays on these cores.
     os.sched_setaffinity(0, cores)
-    from edge_app.config import load
-
     cfg = load(args.config)
     logging.basicConfig(level=logging.WARNING)
     print(json.dumps(throughput_worker(cfg, cores, args.seconds)), flush=True)

@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import cv2
+
+from edge_app.devtools.sim import background, make_demo_video, mjpg_writer, paste
+from edge_app.vision.faces import read_photos
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -30,11 +35,6 @@ def photo_video(paths: list[Path], out: Path, fps: float, width: int, height: in
                 max_pixels: int) -> tuple[Path, int]:
     """An MJPG video showing each photo for `seconds_each`, swaying a little in front of the
     demo backdrop, like a shopper at the till. Returns the path and how many photos were used."""
-    import cv2
-
-    from edge_app.devtools.sim import background, mjpg_writer, paste
-    from edge_app.vision.faces import read_photos
-
     writer = mjpg_writer(out, fps, width, height)
     bg = background(width, height)
     used = 0
@@ -64,8 +64,6 @@ def photo_video(paths: list[Path], out: Path, fps: float, width: int, height: in
 def make_video(images: Path | None, out: Path, fps: float, width: int, height: int, seconds: float,
                max_pixels: int) -> tuple[Path, str]:
     """The bench's camera: the astronaut (default) or the photos of a folder, as a looping video."""
-    from edge_app.devtools.sim import make_demo_video
-
     if images is None:
         # The face stays in view the whole clip: every trigger finds the shopper at the till.
         make_demo_video(out, seconds=seconds, fps=fps, face_seconds=seconds, width=width, height=height)
@@ -77,8 +75,6 @@ def make_video(images: Path | None, out: Path, fps: float, width: int, height: i
 
 def video_frames(path: Path, n: int) -> Iterator[Any]:
     """n BGR frames from the video, looping: decoded by OpenCV like the camera's frames."""
-    import cv2
-
     got = 0
     while got < n:
         cap = cv2.VideoCapture(str(path))

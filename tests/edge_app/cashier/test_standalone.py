@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-from edge_app.cashier.banner import STYLES
-from edge_app.cashier.window import COLOURS
+from edge_app.cashier.banner import DECISION_KIND, STYLES
 from tests.edge_app.broker_util import Broker
 from tests.helpers import REPO
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
@@ -40,7 +39,7 @@ def show_and_wait(pub: Publisher, decision: str, age, txn: str) -> dict:
     a = alert_event(c)
     pub.event(c)
     pub.event(a)
-    want = hex_rgb(COLOURS[decision][0])
+    want = hex_rgb(STYLES[DECISION_KIND[decision]].bg)
     wait_for(lambda: (b := window_box()) and banner_colour(b) == want, timeout=15,
              what=f"the {decision} banner on screen")
     return a
@@ -226,7 +225,7 @@ def test_trust_warnings_cover_the_windows_own_login(tmp_path):
     that login, not the till's."""
     from edge_app import config as C
     from edge_app.cashier.standalone import display_config
-    from edge_app.transport.mqtt import trust_warnings
+    from edge_app.transport.mqtt_setup import trust_warnings
 
     pw = tmp_path / "pw"
     pw.write_text("x")

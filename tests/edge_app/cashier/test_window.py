@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from edge_app.cashier.banner import STYLES
-from edge_app.cashier.window import CashierDisplay, WindowSnapshot
+from edge_app.cashier.window import CashierDisplay
+from edge_app.cashier.window_state import WindowSnapshot
 from edge_app.config import DisplayConfig
 from edge_app.core import events
-from edge_app.core.words import Answer
+from edge_app.core.words import ACK_ANSWERS, Answer
 from edge_app.core.state import Recording
 from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, tap,  # noqa: F401
@@ -140,7 +141,7 @@ def test_each_banner_state_on_screen(window, tmp_path):
             wait_for(lambda: not window.snapshot.visible, timeout=5, what="the approve banner to go away")
             assert visible_windows() == []
         else:
-            assert set(snap.buttons) == set(events.ACK_ANSWERS)
+            assert set(snap.buttons) == set(ACK_ANSWERS)
             press(window, "no_id_check")
             assert window.acks.get(timeout=5).transaction_id == f"T-{style}"
             shown(window, kind="recorded")
@@ -202,7 +203,7 @@ def test_the_keyboard_settings_are_gone():
     assert not hasattr(DisplayConfig(), "take_focus") and not hasattr(DisplayConfig(), "key_delay_seconds")
 
 
-@pytest.mark.parametrize("answer", list(events.ACK_ANSWERS))
+@pytest.mark.parametrize("answer", list(ACK_ANSWERS))
 def test_click_answers_at_once(window, answer):
     c, a = post_alert(window, decision="no_face", age=None, txn="T-7")
     snap = shown(window, answerable=True)
@@ -340,7 +341,7 @@ def test_other_tills_and_stale_events_are_ignored(window):
 def test_not_recording_mark_while_the_outbox_cannot_write(window):
     """The service says its outbox cannot write: a small black NOT RECORDING mark sits on the
     banner (the banner keeps its colour and stays answerable); it goes when recording resumes."""
-    from edge_app.cashier.window import NOT_RECORDING_BG
+    from edge_app.cashier.drawing import NOT_RECORDING_BG
 
     window.set_recording(Recording(degraded=True, outbox_error="No space left on device"))
     c = check_event(decision="check_id", age=19.0, txn="T-norec")

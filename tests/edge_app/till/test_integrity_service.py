@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.cashier.window import WindowSnapshot
+from edge_app.cashier.window_state import WindowSnapshot
 from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.core.times import now_iso

@@ -16,7 +16,7 @@ from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.core.state import LastCheck, TillState
 from edge_app.core.times import parse_ts
-from edge_app.config import load
+from edge_app.config.files import load
 from edge_app.devtools.sim import free_port
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
@@ -24,6 +24,7 @@ from edge_app.till.service import Service
 from edge_app.core.pos import Item, Sale, Scan
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.core.test_state import LAST_CHECK_KEYS, STATE_KEYS
+from tests.helpers import Calls
 from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
                                          service_config, wait_until)
 
@@ -60,14 +61,14 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker)
     svc = start_service(cfg)
     seen = []
-    svc.attach(on_event=lambda ev: 1 / 0)  # a broken plug-in must not stop anything
-    svc.attach(on_event=seen.append)
+    svc.listen(Calls(on_event=lambda ev: 1 / 0))  # a broken plug-in must not stop anything
+    svc.listen(Calls(on_event=seen.append))
     # The bench's clock for publishing: told before the event is stored, and a broken one too
     # stops nothing.
     order: list[tuple[str, str]] = []
-    svc.attach(on_publishing=lambda ev: 1 / 0)
-    svc.attach(on_publishing=lambda ev: order.append(("publishing", ev.event_id)),
-               on_event=lambda ev: order.append(("stored", ev.event_id)))
+    svc.listen(Calls(on_publishing=lambda ev: 1 / 0))
+    svc.listen(Calls(on_publishing=lambda ev: order.append(("publishing", ev.event_id)),
+                     on_event=lambda ev: order.append(("stored", ev.event_id))))
     rec.wait_last("availability", lambda p: p == b"online", what="online")
     rec.wait_last("state", lambda p: TillState.decode(p).camera == "up", what="camera up in state")
     wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "subscribed, video")
@@ -105,7 +106,7 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
                "the ordering listener told of both checks")
     # Told the typed event as the outbox numbered it.
     assert all(isinstance(e, events.Event) and e.publisher == "till-01" and e.seq >= 1 for e in seen)
-    assert "event listener" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert "failed on check event" in caplog.text and "ZeroDivisionError" in caplog.text
     for c in checks:
         assert order.index(("publishing", c["event_id"])) < order.index(("stored", c["event_id"]))
 
@@ -275,7 +276,7 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
     heard = []
-    svc.attach(on_event=heard.append)
+    svc.listen(Calls(on_event=heard.append))
     wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-8"), scan("T-9")])
     alerts = {a["transaction_id"]: a for a in rec.wait_events("alert", 2)}

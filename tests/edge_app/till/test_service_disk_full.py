@@ -11,14 +11,15 @@ import logging
 
 import pytest
 
-from edge_app.config import load
+from edge_app.config.files import load
 from edge_app.core import events
 from edge_app.core.state import TillState
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from edge_app.till.service import Service
-from edge_app.till.triggers import Item, Scan
+from edge_app.core.pos import Item, Scan
 from tests.edge_app.disk_util import Filler, small_tmpfs
+from tests.helpers import Calls
 from tests.edge_app.service_util import Recorder, astronaut_video, service_config, wait_until
 from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, xvfb  # noqa: F401  (xvfb: fixture)
 
@@ -36,7 +37,7 @@ def _state(rec: Recorder, pred, what: str) -> TillState:
 
 def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog, xvfb):
     from edge_app.cashier.isolated import attach as window_attach
-    from edge_app.cashier.window import NOT_RECORDING_BG
+    from edge_app.cashier.drawing import NOT_RECORDING_BG
 
     caplog.set_level(logging.INFO)
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
@@ -56,8 +57,8 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         filler = Filler(disk)
         try:
             shown: list = []  # what the cashier's window would have been told
-            svc.attach(on_event=lambda ev: shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent))
-                       else None)
+            svc.listen(Calls(on_event=lambda ev: shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent))
+                             else None))
             wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 20,
                        "subscribed, video")
             assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)

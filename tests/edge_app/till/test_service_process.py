@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_app import config as C
+from edge_app.config.files import load
 from edge_app.config import ConfigError
 from edge_app.devtools.sim import free_port
 from edge_app.till.service import Service
@@ -164,7 +164,7 @@ def test_outbox_and_http_port_problems_name_the_key(tmp_path):
     from edge_app.vision.faces import FacePipeline
     from edge_app.vision.model import AgeModel
 
-    cfg0 = C.load(None)
+    cfg0 = load(None)
     (tmp_path / "file").write_text("x")
     with FacePipeline(cfg0.faces) as pipe:
         model = AgeModel(cfg0.model.path)

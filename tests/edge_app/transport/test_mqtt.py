@@ -18,8 +18,8 @@ from edge_app import config as C
 from edge_app.config import ConfigError, MQTTConfig, TLSConfig
 from edge_app.core.state import AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, TillState
 from edge_app.till.service import SUBSCRIPTIONS
-from edge_app.transport.mqtt import (MqttLink, Presence, connect_error, login_refused, make_client, read_password,
-                                     trust_warnings)
+from edge_app.transport.mqtt import MqttLink, Presence
+from edge_app.transport.mqtt_setup import connect_error, login_refused, make_client, read_password, trust_warnings
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import REPO, Recorder, retained, wait_until
 
@@ -196,7 +196,6 @@ def test_event_refused_by_the_broker_stays_in_the_outbox_until_allowed(tmp_path,
 ])
 def test_trust_warnings_for_a_broker_elsewhere(mqtt_cfg, expected):
     from edge_app.config import from_dict
-    from edge_app.transport.mqtt import trust_warnings
 
     got = trust_warnings(from_dict({"mqtt": mqtt_cfg}).mqtt)
     assert len(got) == len(expected), got

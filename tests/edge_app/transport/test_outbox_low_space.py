@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 
 from edge_app.core import events
-from edge_app.transport.outbox import Outbox, OutboxWriter
+from edge_app.transport.outbox import Outbox
+from edge_app.transport.outbox_space import WAL_MAX_BYTES
+from edge_app.transport.outbox_writer import OutboxWriter
 from tests.edge_app.disk_util import Filler, free_bytes, leave_free, small_tmpfs
 from tests.helpers import wait_until
 
@@ -35,7 +37,7 @@ def test_with_1_mb_free_240_events_are_all_stored_and_the_wal_stays_bounded(tmp_
             wait_until(lambda: writer.status().held == 0, 10, "every event stored")
             assert _txns(box) == [f"T-{i}" for i in range(240)], f"{written.count(False)} of 240 held"
             wal = disk / "outbox.sqlite3-wal"
-            assert wal.stat().st_size <= Outbox.WAL_MAX_BYTES + 64 * 1024, wal.stat().st_size
+            assert wal.stat().st_size <= WAL_MAX_BYTES + 64 * 1024, wal.stat().st_size
         finally:
             filler.release()
         writer.close()

@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 from edge_app.config import FacesConfig
+from edge_app.vision.errors import ImageError
 from edge_app.vision.faces import (
-    Face,
     FacePipeline,
-    ImageError,
+    Follower,
     choose_shopper,
     load_image,
     similarity_matrix,
     template_points,
     to_rgb,
 )
+from edge_app.vision.found import Face, same_shopper
 from tests.helpers import astronaut, utk_sample
 
 
@@ -259,7 +260,6 @@ def test_a_followed_face_moving_across_frames_keeps_the_alignment_of_a_full_sear
     """Real faces (the astronaut and UTKFace photos) moving across the frame: after the first
     frame every frame is found by following, and its eyes land where they truly are (the first
     frame's keypoints moved by the shift) as closely as a full search of the same frame does."""
-    from edge_app.vision.faces import Follower
 
     err_full, err_followed, gap = [], [], []
     for photo in _shifted_photos():
@@ -292,7 +292,6 @@ def test_a_followed_face_moving_across_frames_keeps_the_alignment_of_a_full_sear
 def test_a_second_face_entering_does_not_take_the_track(pipe):
     """Someone smaller walks in from the side and stops beside the shopper: followed frames stay
     on the shopper, and the scheduled full search sees both faces and still chooses the shopper."""
-    from edge_app.vision.faces import Follower
 
     shopper = astronaut()
     other = _shifted_photos()[1]
@@ -313,7 +312,6 @@ def test_the_track_is_lost_when_the_shopper_goes_and_found_again(pipe):
     """The shopper leaves (empty till), then comes back elsewhere: the followed look fails, the
     full search runs, finds nobody, and starts a new track when the shopper is back."""
     from edge_app.devtools.sim import background
-    from edge_app.vision.faces import Follower
 
     empty = np.ascontiguousarray(background(640, 480)[:, :, ::-1])
     face = astronaut()
@@ -328,8 +326,6 @@ def test_the_track_is_lost_when_the_shopper_goes_and_found_again(pipe):
 
 
 def test_a_different_face_in_the_window_is_not_the_shopper():
-    from edge_app.vision.faces import same_shopper
-
     kp = np.zeros((6, 2))
     last = Face(box=(200, 100, 100, 100), score=0.9, keypoints=kp)
     assert same_shopper(last, Face(box=(215, 95, 105, 100), score=0.9, keypoints=kp))
@@ -338,7 +334,6 @@ def test_a_different_face_in_the_window_is_not_the_shopper():
 
 
 def test_full_every_one_is_the_full_search_of_every_frame(pipe):
-    from edge_app.vision.faces import Follower
 
     img = astronaut()
     follower = Follower(pipe, full_every=1)

@@ -12,7 +12,8 @@ import pytest
 
 from edge_app.config import FacesConfig
 from edge_app.vision.faces import FacePipeline
-from edge_app.vision.model import AgeModel, ModelError
+from edge_app.vision.errors import ModelError
+from edge_app.vision.model import AgeModel
 from tests.helpers import MODEL, astronaut
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason=f"shipped model missing at {MODEL}")

@@ -8,7 +8,7 @@ import queue
 
 from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
-from edge_app.devtools.bench.latency import _press_answer
+from edge_app.devtools.bench.latency import press_answer
 from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
 from tests.edge_app.x11_util import PosWindow, wait_for, xvfb  # noqa: F401
 
@@ -26,10 +26,10 @@ def test_the_bench_answers_an_alert_by_click(xvfb):
         wait_for(lambda: (s := d.snapshot).answerable and s.alert_event_id == a.event_id
                  and s.drawn_at and all(b[3] > 1 for b in s.buttons.values()),
                  what="the alert drawn with its buttons")
-        _press_answer(d)
+        press_answer(d)
         ack = acks.get(timeout=5)
         assert (ack.alert_event_id, ack.answer, ack.via) == (a.event_id, "id_checked_over_age", "click")
-        assert d.snapshot.alert_event_id != a.event_id  # _press_answer waited for it to go
+        assert d.snapshot.alert_event_id != a.event_id  # press_answer waited for it to go
         assert pos.text == ""  # nothing was typed into the POS
     finally:
         pos.close()
