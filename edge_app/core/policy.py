@@ -25,7 +25,8 @@ from edge_app.core.words import Decision
 # Digits of the calibrated probability that a check carries (and is decided on).
 P_OVER_DIGITS = 6
 
-# Bands used in every report and in the evaluation (upper bound inclusive).
+# Bands used in every report, in the evaluation and in training's sampling (whole years, upper
+# bound inclusive).
 BANDS: tuple[tuple[str, int, int], ...] = (
     ("0-12", 0, 12),
     ("13-17", 13, 17),
@@ -35,6 +36,18 @@ BANDS: tuple[tuple[str, int, int], ...] = (
     ("50-64", 50, 64),
     ("65+", 65, 10_000),
 )
+
+
+# The minors whose approval the model's figures count, in whole years: the 13-17 band. What
+# evaluate, the decision fit, the age-map fit, loso and training call a minor.
+MINOR_BAND = "13-17"
+MINOR_AGES: tuple[int, int] = next((lo, hi) for name, lo, hi in BANDS if name == MINOR_BAND)
+
+
+def is_minor(ages: np.ndarray) -> np.ndarray:
+    """Which of the (real) ages are minors: 13 <= age < 18, so 17.5 counts as 17."""
+    ages = np.asarray(ages, float)
+    return (ages >= MINOR_AGES[0]) & (ages < MINOR_AGES[1] + 1)
 
 
 def age_band(age: float) -> str:
