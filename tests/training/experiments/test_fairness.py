@@ -12,7 +12,7 @@ def test_sex_bias_term_costs_a_gap_between_women_and_men():
     than one where both err alike, and the term needs the (age, female) targets."""
     import tensorflow as tf
 
-    from training.experiments.fairness import adult_gate_term, sex_bias_term
+    from training.experiments.fairness import sex_bias_term
     from training.train import AGES, make_loss
 
     def peaked(ages):
@@ -45,7 +45,7 @@ def test_adult_gate_term_costs_an_adult_read_as_maybe_under_the_challenge_age():
     proportion to -log P(25+); a face within 3 years of 25 and a minor do not pay it."""
     import tensorflow as tf
 
-    from training.experiments.fairness import adult_gate_term, sex_bias_term
+    from training.experiments.fairness import adult_gate_term
     from training.train import AGES, make_loss
 
     def spread(centre, width):
