@@ -32,7 +32,9 @@ setup(
     description="Checkout-camera age estimation (Challenge 25) with MediaPipe and an int8 TFLite ResNet",
     python_requires=">=3.11,<3.13",
     license="Apache-2.0",  # the code; the shipped model's terms are in NOTICE and docs/licences.md
-    packages=find_packages(include=["edge_app", "edge_app.*", "training", "training.*"]),
+    # The till's code only: `training` stays in the checkout (`python -m training...` from its
+    # root, with the [train] extra installed), so no till gets a top-level `training` package.
+    packages=find_packages(include=["edge_app", "edge_app.*"]),
     package_data={
         # The demo photo lives in the package itself; the rest comes from SHIPPED above.
         "edge_app": ["data/*.png"],

@@ -120,6 +120,10 @@ def test_the_wheel_holds_the_model_card_config_unit_photo_and_licences(wheel):
     for item in resources.ALL:
         assert f"edge_app/data/{item.packaged}" in names, item
     assert not any("float32" in n for n in names)  # the comparison model stays in the checkout
+    # Training runs from the checkout; a till's Python gets no top-level `training` package.
+    assert not any(n.startswith("training/") for n in names), sorted(n for n in names if n.startswith("training/"))
+    assert "training" not in zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith(".dist-info/top_level.txt"))).decode().split()
     assert any(n.endswith(".dist-info/LICENSE") or n.endswith("licenses/LICENSE") for n in names)
     assert any(n.endswith("NOTICE") for n in names)
     for name in DASHBOARD_FILES:

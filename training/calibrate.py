@@ -1,12 +1,10 @@
 """calibrate: the age map in the model card, fitted on the validation split only.
 
-Two monotone piecewise-linear maps of the network's raw estimate, composed into one:
-
-1. a calibration that minimises the absolute error (the expectation of a softmax pulls the old
-   towards the middle of the training ages and a peak of twenty-somethings pulls young adults
-   down; a monotone L1 fit undoes both without reordering faces), and
-2. a gate shift that makes the till more careful around the challenge age: the (calibrated)
-   estimate t reads as 25, so that at most a chosen share of 13-17-year-olds is estimated at 25+.
+A monotone piecewise-linear calibration of the network's raw estimate that minimises the absolute
+error: the expectation of a softmax pulls the old towards the middle of the training ages and a
+peak of twenty-somethings pulls young adults down; a monotone L1 fit undoes both without
+reordering faces. (A second map, a gate shift that read a calibrated t > 25 as 25, served the
+UTKFace-only models; the calibrated decision replaced it, and docs/model.md keeps its history.)
 
 The map is applied by `edge_app.vision.model.AgeModel` (card key ``age_map``); the till only ever
 interpolates it.
@@ -16,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_app.core.policy import is_minor
+from edge_app.vision.card import AgeMap
+
 # Knots of the calibration; the fit chooses the value at each.
 CAL_KNOTS = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0)
-# The gate shift only moves estimates inside this window; chosen on validation (5-fold) as the
-# window that costs the least MAE for the same share of minors at 25+.
-GATE_WINDOW = (22.0, 35.0)
 CHALLENGE = 25.0
 
 
@@ -56,34 +54,12 @@ def fit_calibration(raw: np.ndarray, ages: np.ndarray, knots=CAL_KNOTS) -> dict:
     return {"x": k.tolist(), "y": [round(float(t), 4) for t in v]}
 
 
-def gate_map(t: float, lo: float = GATE_WINDOW[0], hi: float = GATE_WINDOW[1]) -> dict:
-    """[lo, t] is stretched onto [lo, 25] and [t, hi] onto [25, hi]; identity outside. t > 25
-    makes the till more careful around the gate (a raw 26 reads as under 25), which is where a
-    minor's face is most often over-estimated."""
-    return {"x": [0.0, lo, t, hi, 100.0], "y": [0.0, lo, CHALLENGE, hi, 100.0]}
-
-
 def apply(amap: dict | None, raw: np.ndarray) -> np.ndarray:
     return np.interp(raw, amap["x"], amap["y"]) if amap else np.asarray(raw, float)
 
 
-def compose(inner: dict, outer: dict) -> dict:
-    """outer(inner(x)) as one piecewise-linear map: its breaks are inner's knots plus the points
-    that inner sends onto outer's knots."""
-    ix, iy = np.asarray(inner["x"], float), np.asarray(inner["y"], float)
-    xs = set(ix.tolist())
-    for ok in outer["x"]:
-        hit = np.nonzero((iy[:-1] <= ok) & (ok <= iy[1:]) & (iy[1:] > iy[:-1]))[0]
-        for j in hit:
-            xs.add(float(ix[j] + (ok - iy[j]) * (ix[j + 1] - ix[j]) / (iy[j + 1] - iy[j])))
-    x = np.array(sorted(xs))
-    x = x[np.concatenate([[True], np.diff(x) > 1e-6])]
-    y = apply(outer, apply(inner, x))
-    return {"x": [round(float(t), 4) for t in x], "y": [round(float(t), 4) for t in y]}
-
-
 def gate_figures(pred: np.ndarray, age: np.ndarray) -> dict:
-    minors = (age >= 13) & (age <= 17)
+    minors = is_minor(age)
     adults = age >= 25
     return {
         "mae": float(np.mean(np.abs(pred - age))),
@@ -92,34 +68,11 @@ def gate_figures(pred: np.ndarray, age: np.ndarray) -> dict:
     }
 
 
-def fit_gate(est: np.ndarray, ages: np.ndarray, max_minor_share: float, max_t: float = 32.0) -> tuple[float | None, list[dict]]:
-    """The smallest shift t (steps of 0.25) that brings the share of 13-17-year-olds estimated
-    at 25+ down to max_minor_share; None when none is needed. Also the trade-off table."""
-    table, chosen = [], None
-    for t in np.arange(CHALLENGE, max_t + 1e-9, 0.25):
-        f = gate_figures(apply(gate_map(float(t)), est), ages)
-        table.append({"t": round(float(t), 2), **{k: round(v, 4) for k, v in f.items()}})
-        if chosen is None and f["minors_at_25_plus"] <= max_minor_share:
-            chosen = float(t)
-    return (chosen if chosen is not None and chosen > CHALLENGE else None), table
-
-
-def fit_age_map(raw: np.ndarray, ages: np.ndarray, gate_target: float | None, calibrate: bool) -> tuple[dict | None, dict]:
-    """The card's age map (None for identity) and a record of how it was fitted."""
+def fit_age_map(raw: np.ndarray, ages: np.ndarray) -> tuple[AgeMap, dict]:
+    """The card's age map and a record of how it was fitted (figures before and after)."""
     raw, ages = np.asarray(raw, float), np.asarray(ages, float)
-    cal = fit_calibration(raw, ages) if calibrate else None
-    est = apply(cal, raw)
-    info: dict = {"raw": gate_figures(raw, ages)}
-    if cal:
-        info["calibration"] = cal
-        info["calibrated"] = gate_figures(est, ages)
-    t = None
-    if gate_target is not None:
-        t, table = fit_gate(est, ages, gate_target)
-        info.update({"target_minor_share": gate_target, "gate_window": list(GATE_WINDOW), "tradeoff": table})
-    amap = cal
-    if t:
-        gate = gate_map(t)
-        amap = {**(compose(cal, gate) if cal else gate), "t": t}
-    info["final"] = gate_figures(apply(amap, raw), ages)
-    return amap, info
+    cal = fit_calibration(raw, ages)
+    calibrated = gate_figures(apply(cal, raw), ages)
+    # "final" is what the till reads: the calibration alone since the gate shift was dropped.
+    info = {"raw": gate_figures(raw, ages), "calibration": cal, "calibrated": calibrated, "final": calibrated}
+    return AgeMap.from_dict(cal), info

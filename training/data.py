@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.core.bands import BANDS
+
 # Optional label columns kept with each photo: for breakdowns in evaluate and for prepare's split.
 GROUP_COLUMNS = ("source", "gender", "race")
 
@@ -62,8 +64,8 @@ def read_labels(path: Path, split: str | None = None) -> list[LabelledPhoto]:
 # The `gender` coding of UTKFace's and All-Age-Faces' labels.csv (and so of prepare's split.csv).
 FEMALE, MALE = "1", "0"
 
-# Age bands used to balance sampling; the gate lives between the second and the fourth.
-SAMPLING_BANDS = ((0, 12), (13, 17), (18, 24), (25, 34), (35, 49), (50, 64), (65, 200))
+# Sampling is balanced over the report's age bands (edge_app.core.policy.BANDS); the gate lives
+# between the second and the fourth.
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,16 @@ def split_rows_count(data: Path) -> int:
         return sum(1 for _ in csv.DictReader(fh))
 
 
+def band_number(name: str) -> int:
+    """The index `band_index` gives the band called `name` ("13-17")."""
+    return [b[0] for b in BANDS].index(name)
+
+
 def band_index(ages: np.ndarray) -> np.ndarray:
+    """Each age's band, as an index into BANDS (whole years)."""
     whole = np.floor(np.asarray(ages, float))
     out = np.zeros(len(whole), int)
-    for i, (lo, hi) in enumerate(SAMPLING_BANDS):
+    for i, (_, lo, hi) in enumerate(BANDS):
         out[(whole >= lo) & (whole <= hi)] = i
     return out
 

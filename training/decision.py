@@ -14,15 +14,14 @@ the result with `edge_app.core.policy` (np.interp and a comparison), never with 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from edge_app.core.policy import age_interval, raw_p_over
+from edge_app.core.policy import age_interval, is_minor, raw_p_over
+from edge_app.vision.card import CardDecision, ModelCard, card_path
 
 CHALLENGE_AGES = (21, 25)  # Challenge 21 and Challenge 25; the item's legal age never exceeds these here
-MINORS = (13, 17)
 
 
 def source_weights(sources: np.ndarray) -> np.ndarray:
@@ -55,10 +54,6 @@ def fit_isotonic(raw: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> t
         ys.append(round(float(vals[-1]), 6))
     ys = np.maximum.accumulate(np.clip(ys, 0, 1))
     return xs, [float(v) for v in ys]
-
-
-def is_minor(ages: np.ndarray) -> np.ndarray:
-    return (ages >= MINORS[0]) & (ages < MINORS[1] + 1)
 
 
 def gate_table(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, thresholds, challenge_age: int = 25) -> list[dict]:
@@ -105,8 +100,8 @@ def fit_temperature(probs: np.ndarray, ages: np.ndarray, weights: np.ndarray, le
 
 
 def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minors_pooled: float,
-                 minors_each: float, level: float = 0.8) -> dict:
-    """The card's `decision` block, with the validation figures it was chosen on."""
+                 minors_each: float, level: float = 0.8) -> CardDecision:
+    """The card's decision, with the validation figures it was chosen on."""
     probs, ages, sources = np.asarray(probs, float), np.asarray(ages, float), np.asarray(sources)
     w = source_weights(sources)
     gates, fit = [], {}
@@ -124,7 +119,7 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
             "curve": gate_table(cal, ages, sources, grid, c),
         }
     temp = fit_temperature(probs, ages, w, level)
-    return {
+    return CardDecision.from_dict({
         "method": "isotonic calibration of P(age >= challenge age) on validation, sources weighted equally; "
                   "approve when it is at least the threshold",
         "gates": gates,
@@ -132,12 +127,12 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
         "interval": {"level": level, "temperature": temp},
         "fit": {"on": f"validation split ({len(ages)} crops: " + ", ".join(
             f"{s} {int((sources == s).sum())}" for s in sorted(set(sources.tolist()))) + ")", **fit},
-    }
+    })
 
 
-def summary(decision: dict, sources: list[str]) -> list[str]:
+def summary(decision: CardDecision, sources: list[str]) -> list[str]:
     lines = []
-    for c, f in decision["fit"].items():
+    for c, f in decision.fit.items():
         if c == "on":
             continue
         ch = f["chosen"]
@@ -147,12 +142,12 @@ def summary(decision: dict, sources: list[str]) -> list[str]:
         lines.append(f"validation, challenge {c}: threshold {ch['threshold']:.3f}: 13-17 approved "
                      f"{100 * ch['minors_approved']:.2f}% of {f['minors']}, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
                      f"(per source, approved / to ID: {per})")
-    lines.append(f"age interval: {100 * decision['interval']['level']:.0f}% at temperature "
-                 f"{decision['interval']['temperature']}")
+    lines.append(f"age interval: {100 * decision.rules.interval_level:.0f}% at temperature "
+                 f"{decision.rules.interval_temperature}")
     return lines
 
 
-def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, level: float) -> dict:
+def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, level: float) -> CardDecision:
     """The decision block for a TFLite file, from its distributions on the validation crops."""
     from edge_app.vision.model import AgeModel
     from training.data import load_split
@@ -181,14 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         if not p.exists():
             ap.error(f"{flag}: {p} does not exist")
     each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
-    try:
+    cp = card_path(a.model)
+    try:  # CardError (a ValueError) names a card that cannot be read
+        card = ModelCard.read_beside(a.model)
         decision = fit_for_model(a.model, a.data, a.minors_approved, each, a.interval)
     except ValueError as exc:
         ap.error(str(exc))
-    cp = a.model.with_suffix(".json")
-    card = json.loads(cp.read_text()) if cp.exists() else {}
-    card["decision"] = decision
-    cp.write_text(json.dumps(card, indent=2) + "\n")
+    card.replace(decision=decision).write(cp)
     print(f"decision recorded in {cp}")
     return 0
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -31,11 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_app.config import FacesConfig, ModelConfig, PolicyConfig
+from edge_app.config import FacesConfig, ModelConfig
 from edge_app.vision.faces import FacePipeline, ImageError, load_image
-from edge_app.vision.model import AgeModel, ModelError, card_path
+from edge_app.vision.card import card_path
+from edge_app.vision.model import AgeModel, ModelError
 from edge_app.core.bands import BANDS
-from edge_app.core.policy import P_OVER_DIGITS, decide_calibrated
+from edge_app.core.policy import P_OVER_DIGITS, ChallengeRule, decide_calibrated, is_minor
 from edge_app.core.words import Decision
 from training.data import GROUP_COLUMNS, LabelledPhoto, LabelsError, read_labels
 
@@ -82,7 +82,7 @@ def metrics(preds: list[Prediction], intervals: bool = True) -> dict:
     pred = np.array([p.pred for p in preds], float)
     decision = np.array([p.decision for p in preds])
     err = np.abs(pred - real)
-    minors = (real >= 13) & (real < 18)
+    minors = is_minor(real)
     adults = real >= 25
     approved = decision == Decision.APPROVE
     gated = np.array([bool(p.gated) for p in preds])
@@ -190,7 +190,7 @@ def gate_curve(preds: list[Prediction], steps: int = 41) -> list[dict]:
     usable face or probability is never approved)."""
     real = np.array([p.real_age for p in preds], float)
     p = np.array([-1.0 if p.p_over is None or p.decision == Decision.NO_FACE else p.p_over for p in preds])
-    minors, adults = (real >= 13) & (real < 18), real >= 25
+    minors, adults = is_minor(real), real >= 25
     rows = []
     for t in np.linspace(0, 1, steps):
         ok = p >= t
@@ -272,7 +272,7 @@ def photo_path(row: LabelledPhoto, dirs: dict[str | None, Path]) -> Path:
 
 
 def predict_all(rows: list[LabelledPhoto], dirs: dict[str | None, Path], pipe: FacePipeline, model: AgeModel,
-                max_pixels: int, policy: PolicyConfig) -> tuple[list[Prediction], list[str]]:
+                max_pixels: int, policy: ChallengeRule) -> tuple[list[Prediction], list[str]]:
     out, problems = [], []
     t0 = time.time()
     for i, row in enumerate(rows):
@@ -366,6 +366,17 @@ def write_report(preds: list[Prediction], m: dict, groups: dict, curve: list[dic
     (folder / "report.md").write_text("\n".join(md))
 
 
+def record_figures(model: AgeModel, a: argparse.Namespace, figures: dict) -> None:
+    """The figures in the model's card, under a key naming the labels, split and sources: the
+    card the model was loaded with (checked then), with these added."""
+    cp = card_path(a.model)
+    key = f"{a.labels.parent.name}/{a.labels.name}" + (f":{a.split}" if a.split else "")
+    key += "".join(f":{s}" for s in a.source)
+    key += ":raw" if a.no_age_map else ""
+    model.card.replace(metrics={**model.card.metrics, key: figures}).write(cp)
+    print(f"figures recorded in {cp} under metrics[{key!r}]")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", action="append", required=True,
@@ -380,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-card", action="store_true", help="record the figures in the model card")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--challenge-age", type=int, default=PolicyConfig.challenge_age,
+    ap.add_argument("--challenge-age", type=int, default=ChallengeRule.challenge_age,
                     help="the challenge age the decision is made for (default %(default)s)")
     ap.add_argument("--no-age-map", action="store_true",
                     help="ignore the card's age map: figures of the network's raw estimate")
@@ -406,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     # The till's face code with the crop size the model takes, as a till configured for this
     # model would run it (faces.output_size must equal the model's input there).
     faces_cfg = FacesConfig(output_size=model.input_size)
-    policy = PolicyConfig(challenge_age=a.challenge_age)
+    policy = ChallengeRule(challenge_age=a.challenge_age)
     t0 = time.time()
     with FacePipeline(faces_cfg) as pipe:
         preds, problems = predict_all(rows, dirs, pipe, model, faces_cfg.max_image_pixels, policy)
@@ -427,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     m = metrics(preds)
     groups = breakdown(preds)
     curve = gate_curve(preds)
-    mapped = "raw estimate (age map ignored)" if a.no_age_map else ("with the card's age map" if model.card.get("age_map") else "no age map")
+    mapped = "raw estimate (age map ignored)" if a.no_age_map else ("with the card's age map" if model.card.age_map else "no age map")
     rule = f"calibrated decision (P(age >= {a.challenge_age}))" if model.rules and model.rules.gate(a.challenge_age) \
         else "margin rule (no calibrated decision in the card)"
     print(f"model {a.model} ({model.model_id}, {mapped}, {rule}), labels {a.labels}" + (f", split {a.split}" if a.split else ""))
@@ -439,14 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     write_report(preds, m, groups, curve, report, a.model)
     print(f"report: {report / 'report.md'}")
     if a.update_card:
-        cp = card_path(a.model)
-        card = json.loads(cp.read_text()) if cp.exists() else {}
-        key = f"{a.labels.parent.name}/{a.labels.name}" + (f":{a.split}" if a.split else "")
-        key += "".join(f":{s}" for s in a.source)
-        key += ":raw" if a.no_age_map else ""
-        card.setdefault("metrics", {})[key] = {**m, "groups": groups}
-        cp.write_text(json.dumps(card, indent=2) + "\n")
-        print(f"figures recorded in {cp} under metrics[{key!r}]")
+        record_figures(model, a, {**m, "groups": groups})
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -28,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.vision.card import ModelCard, card_path
 from edge_app.vision.faces import TEMPLATE, TEMPLATE_VERSION
+from edge_app.vision.model import AgeModel
+from training.calibrate import fit_age_map
 from training.data import load_split
+from training.decision import fit_decision, summary
 from training.train import chain_seconds
 
 
@@ -141,7 +146,7 @@ def training_info(paths: list[Path]) -> dict:
     return {"members": infos, "train_seconds": round(sum(chain_seconds(i) for i in infos), 1)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, action="append",
                     help="trained .keras model; give it up to four times for an ensemble in one file "
@@ -154,12 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--representative", type=int, default=500, help="training crops used to calibrate int8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flip-average", action="store_true", help="the till averages the crop and its mirror")
-    ap.add_argument("--gate-target", type=float, default=None,
-                    help="fit an age map on the VALIDATION split so that at most this share of "
-                    "13-17-year-olds is estimated at 25+ (e.g. 0.03); recorded in the card")
     ap.add_argument("--calibrate", action="store_true",
                     help="also fit a monotone least-absolute-error calibration of the estimate on "
-                    "the VALIDATION split (training.calibrate), applied before the gate shift")
+                    "the VALIDATION split (training.calibrate): the card's age map")
     ap.add_argument("--minors-approved", type=float, default=None,
                     help="fit the calibrated decision on the VALIDATION split (training.decision): the "
                     "threshold approves at most this share of 13-17-year-olds over all sources (e.g. 0.015)")
@@ -172,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leave-out", default=None,
                     help="a source left out of training (training.loso): its crops take no part in the int8 "
                     "calibration or the decision fit either")
-    a = ap.parse_args(argv)
+    return ap
 
-    import keras
 
+def check_args(ap: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """The arguments' files exist and agree with one another (argparse's error otherwise)."""
     for p in a.model:
         if not p.exists():
             ap.error(f"--model {p}: no such file")
@@ -191,6 +194,102 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--data {a.data}: no dataset.json there; give a folder written by training.prepare")
     if a.input_size is not None and not 32 <= a.input_size <= 512:
         ap.error(f"--input-size: {a.input_size} px is outside 32..512")
+
+
+RESNET = "ResNet-10 (dlib-style, 3 stages 64/128/256, BN, avg-pool shortcuts), softmax over ages 0-100"
+
+
+def describe(a: argparse.Namespace, model, sizes: list[int], representative: int, dataset: dict) -> ModelCard:
+    """The card of the int8 file just written at `a.out` (no validation fits yet)."""
+    size = int(model.input_shape[1])
+    train_info = training_info(a.train_info)
+    distilled = any(i.get("args", {}).get("teacher") not in (None, "None") for i in _members_info(train_info))
+    return ModelCard.from_dict({
+        "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
+        "file": a.out.name,
+        "sha256": sha256(a.out),
+        "size_bytes": a.out.stat().st_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": architecture(RESNET, sizes, size),
+        "members": len(sizes),
+        "member_input_sizes": sizes,
+        "parameters": int(model.count_params()),
+        "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
+        "distilled_from": TEACHER_CARD if distilled else None,
+        "quantization": f"full integer int8 (uint8 input and output), representative set of {representative} "
+                        "training crops",
+        "input": {"size": size, "layout": "NHWC", "channels": "RGB", "dtype": "uint8",
+                  "normalisation": "inside the model: (pixel - [122.782, 117.001, 104.298]) / 256"},
+        "output": {"classes": int(model.output_shape[-1]), "meaning": "probability of each age 0..100 in years"},
+        "flip_average": bool(a.flip_average),
+        "alignment": {"template_version": TEMPLATE_VERSION, "template": TEMPLATE.tolist(),
+                      "output_size": dataset["output_size"], "margin": dataset["margin"],
+                      "pipeline": "edge_app.vision.faces (MediaPipe short-range detector keypoints, similarity)"},
+        "training_data": training_data(dataset),
+        "training": train_info,
+        "left_out_source": a.leave_out,
+        "metrics": {},
+    })
+
+
+def training_data(dataset: dict) -> dict:
+    """The card's record of the crops cache (prepare's dataset.json) and its sources' terms."""
+    return {
+        "name": " + ".join(SOURCE_NAMES.get(s, s) for s in dataset.get("sources", {"data": 0})),
+        "sources": {s: {"name": SOURCE_NAMES.get(s, s), "licence": SOURCE_LICENCES.get(s, "as its owner grants"),
+                        **{k: v for k, v in d.items() if k not in ("images", "labels")}}
+                    for s, d in dataset.get("sources", {}).items()},
+        "licence": "research-only data sets; photos (c) their owners. This is a DEMONSTRATION "
+        "model: retrain on licensed photos before commercial use (see README).",
+        "labelled": dataset["labelled"], "unique_after_dedup": dataset["unique"],
+        "detected": dataset["detected"], "per_split": dataset["per_split"],
+        "split": "by duplicate group (file content hash), each source on its own", "split_seed": dataset["seed"],
+        "fractions": dataset["fractions"],
+    }
+
+
+def fit_on_validation(a: argparse.Namespace, card: ModelCard) -> ModelCard:
+    """The card with the decision and the age map fitted on the validation crops, as asked."""
+    if not a.calibrate and a.minors_approved is None:
+        return card
+    val = load_split(a.data, "val")
+    if a.leave_out:
+        val = val.where(val.source != a.leave_out)
+    # The raw estimate: an age map in a card left by an earlier export must not count.
+    q = AgeModel(a.out, flip_average=a.flip_average, use_age_map=False)
+    ests = [q.predict(c) for c in val.x]
+    if a.minors_approved is not None:
+        each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
+        decision = fit_decision(np.stack([e.probs for e in ests]), val.age, val.source, a.minors_approved,
+                                each, a.interval)
+        print("\n".join(summary(decision, val.sources())))
+        card = card.replace(decision=decision)
+    if a.calibrate:
+        amap, info = fit_age_map(np.array([e.age for e in ests]), val.age)
+        card = card.replace(age_map=amap, age_map_fit={"on": f"validation split ({len(val)} crops)", **info})
+        for k in ("raw", "calibrated"):
+            f = info[k]
+            print(f"validation {k:>10}: MAE {f['mae']:.3f}, 13-17 at 25+ {100 * f['minors_at_25_plus']:.2f}%, "
+                  f"25+ under 25 {100 * f['adults_under_25']:.2f}%")
+    return card
+
+
+def float_card(card: ModelCard, path: Path) -> ModelCard:
+    """The float build's card: the same card (flip, age map, decision) so that the two files are
+    compared on equal terms by evaluate and bench; only the file facts differ."""
+    return card.replace(model_id=f"{path.stem}-{sha256(path)[:8]}", file=path.name, sha256=sha256(path),
+                        size_bytes=path.stat().st_size, quantization="none (float32 weights and activations)",
+                        metrics={},
+                        input=dataclasses.replace(card.input, dtype="float32") if card.input else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    a = ap.parse_args(argv)
+    check_args(ap, a)
+
+    import keras
+
     members = [keras.models.load_model(p, compile=False) for p in a.model]
     sizes = [int(m.input_shape[1]) for m in members]
     model = pair(members, a.input_size)
@@ -205,95 +304,18 @@ def main(argv: list[str] | None = None) -> int:
         if a.leave_out not in tr.sources():
             ap.error(f"--leave-out {a.leave_out}: no such source in {a.data} ({', '.join(tr.sources())})")
         tr = tr.where(tr.source != a.leave_out)
-    x = tr.x
     rng = np.random.default_rng(a.seed)
-    rep = x[rng.choice(len(x), min(a.representative, len(x)), replace=False)]
+    rep = tr.x[rng.choice(len(tr), min(a.representative, len(tr)), replace=False)]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_bytes(convert(model, rep))
     if a.float_out:
         a.float_out.parent.mkdir(parents=True, exist_ok=True)
         a.float_out.write_bytes(convert(model, None))
-
-    train_info = training_info(a.train_info)
-    resnet = "ResNet-10 (dlib-style, 3 stages 64/128/256, BN, avg-pool shortcuts), softmax over ages 0-100"
-    card = {
-        "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
-        "file": a.out.name,
-        "sha256": sha256(a.out),
-        "size_bytes": a.out.stat().st_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "architecture": architecture(resnet, sizes, size),
-        "members": len(members),
-        "member_input_sizes": sizes,
-        "parameters": int(model.count_params()),
-        "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
-        **({"distilled_from": TEACHER_CARD} if any(i.get("args", {}).get("teacher") not in (None, "None")
-                                                  for i in _members_info(train_info)) else {}),
-        "quantization": "full integer int8 (uint8 input and output), representative set of "
-        f"{len(rep)} training crops",
-        "input": {"size": size, "layout": "NHWC", "channels": "RGB", "dtype": "uint8",
-                  "normalisation": "inside the model: (pixel - [122.782, 117.001, 104.298]) / 256"},
-        "output": {"classes": int(model.output_shape[-1]), "meaning": "probability of each age 0..100 in years"},
-        "flip_average": bool(a.flip_average),
-        "alignment": {"template_version": TEMPLATE_VERSION, "template": TEMPLATE.tolist(),
-                      "output_size": dataset["output_size"], "margin": dataset["margin"],
-                      "pipeline": "edge_app.vision.faces (MediaPipe short-range detector keypoints, similarity)"},
-        "training_data": {
-            "name": " + ".join(SOURCE_NAMES.get(s, s) for s in dataset.get("sources", {"data": 0})),
-            "sources": {s: {"name": SOURCE_NAMES.get(s, s), "licence": SOURCE_LICENCES.get(s, "as its owner grants"),
-                            **{k: v for k, v in d.items() if k not in ("images", "labels")}}
-                        for s, d in dataset.get("sources", {}).items()},
-            "licence": "research-only data sets; photos (c) their owners. This is a DEMONSTRATION "
-            "model: retrain on licensed photos before commercial use (see README).",
-            "labelled": dataset["labelled"], "unique_after_dedup": dataset["unique"],
-            "detected": dataset["detected"], "per_split": dataset["per_split"],
-            "split": "by duplicate group (file content hash), each source on its own", "split_seed": dataset["seed"],
-            "fractions": dataset["fractions"],
-        },
-        "training": train_info,
-        **({"left_out_source": a.leave_out} if a.leave_out else {}),
-        "metrics": {},
-    }
-    if a.gate_target is not None or a.calibrate or a.minors_approved is not None:
-        from edge_app.vision.model import AgeModel
-        from training.calibrate import fit_age_map
-
-        val = load_split(a.data, "val")
-        if a.leave_out:
-            val = val.where(val.source != a.leave_out)
-        xv, yv = val.x, val.age
-        # The raw estimate: an age map in a card left by an earlier export must not count.
-        q = AgeModel(a.out, flip_average=a.flip_average, use_age_map=False)
-        ests = [q.predict(c) for c in xv]
-        raw = np.array([e.age for e in ests])
-    if a.minors_approved is not None:
-        from training.decision import fit_decision, summary
-
-        each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
-        card["decision"] = fit_decision(np.stack([e.probs for e in ests]), yv, val.source, a.minors_approved,
-                                        each, a.interval)
-        print("\n".join(summary(card["decision"], val.sources())))
-    if a.gate_target is not None or a.calibrate:
-        amap, info = fit_age_map(raw, yv, a.gate_target, a.calibrate)
-        card["age_map"] = amap
-        card["age_map_fit"] = {"on": f"validation split ({len(xv)} crops)", **info}
-        for k in ("raw", "calibrated", "final"):
-            if k in info:
-                f = info[k]
-                print(f"validation {k:>10}: MAE {f['mae']:.3f}, 13-17 at 25+ {100 * f['minors_at_25_plus']:.2f}%, "
-                      f"25+ under 25 {100 * f['adults_under_25']:.2f}%")
-        if amap and amap.get("t"):
-            print(f"age map: a raw {np.interp(25.0, amap['y'], amap['x']):.2f} reads as 25 (fitted on validation)")
-    a.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    card = fit_on_validation(a, describe(a, model, sizes, len(rep), dataset))
+    card.write(card_path(a.out))
     if a.float_out:
-        # The float build gets the same card (flip, age map) so that the two files are compared
-        # on equal terms by evaluate and bench; only the file facts differ.
-        fcard = {**card, "model_id": f"{a.float_out.stem}-{sha256(a.float_out)[:8]}", "file": a.float_out.name,
-                 "sha256": sha256(a.float_out), "size_bytes": a.float_out.stat().st_size,
-                 "quantization": "none (float32 weights and activations)", "metrics": {},
-                 "input": {**card["input"], "dtype": "float32"}}
-        a.float_out.with_suffix(".json").write_text(json.dumps(fcard, indent=2) + "\n")
-    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB) and {a.out.with_suffix('.json')}")
+        float_card(card, a.float_out).write(card_path(a.float_out))
+    print(f"wrote {a.out} ({a.out.stat().st_size / 1e6:.2f} MB) and {card_path(a.out)}")
     if a.float_out:
         print(f"wrote {a.float_out} ({a.float_out.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.core.policy import is_minor
 from edge_app.core.words import Decision
-from training.decision import is_minor
+from edge_app.vision.card import ModelCard
+from training.calibrate import CHALLENGE
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             _run([py, "-m", "training.evaluate", *sum((["--images", s] for s in a.images), []),
                   "--labels", str(labels), "--split", "test", "--source", src, "--model", str(model),
                   "--predictions", str(preds)], log)
-        card = json.loads(model.with_suffix(".json").read_text())
-        chosen = card["decision"]["fit"]["25"]["chosen"]
+        card = ModelCard.read_beside(model)
+        if card.decision is None:
+            raise SystemExit(f"training.loso: {model}'s card has no decision; see {log}")
+        chosen = card.decision.chosen(int(CHALLENGE))
         results.append(figures(src, preds, chosen["threshold"], chosen["minors_approved"]))
     report = table(results)
     print(report)
@@ -157,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def record(card_path: Path, results: list[LeftOut], epochs: int, pooled: float, each: float, teacher: bool) -> None:
     """The left-out table in a model card: what a retailer's new camera may do to its gate."""
-    card = json.loads(card_path.read_text())
-    card["carry_over"] = {
+    carry_over = {
         "method": "leave-one-source-out: the recipe (teacher head, ResNet, export with the decision fitted on the other "
                   "sources' validation) without one source, judged by training.evaluate on that source's test split",
         "schedule": f"{epochs} epochs (shorter than the shipped recipe's)" + (", teacher distilled" if teacher else ""),
@@ -166,7 +169,7 @@ def record(card_path: Path, results: list[LeftOut], epochs: int, pooled: float, 
         "left_out": [asdict(r) for r in results],
         "worst": asdict(max(results, key=lambda r: r.minors_approved)) if results else None,
     }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    ModelCard.read(card_path).replace(carry_over=carry_over).write(card_path)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ graph: no `tensorflowjs` package, nothing downloaded.
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import json
 import sys

@@ -13,21 +13,26 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from training.calibrate import CHALLENGE, gate_figures
 from training.arch import expected_age
-from training.data import FEMALE, MALE, Split, band_index, cell_weights, load_split, split_rows_count
+from training.data import FEMALE, MALE, Split, band_index, band_number, cell_weights, load_split, split_rows_count
 from training.teacher import load_targets
 
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
-# Ages whose signed errors the sex-bias term compares: the adults a gate can wrongly send to ID.
-SEX_BIAS_AGES = (18, 60)
-# The adult-gate term leaves the years just over the challenge age alone: there a wide interval
-# is honest, and pushing them over would push the minors' neighbours over too.
-ADULT_GATE_MARGIN = 3
+# Adults whose mean signed errors the per-epoch women-men figure compares (val_figures' sex_gap).
+SEX_GAP_AGES = (18, 60)
+# Each face's band and boost of the sampling: the bands the gate's mistakes come from.
+YOUNG_BANDS = ("13-17", "18-24")
+
+# An extra per-face loss term, for experiments (training.experiments): called with the batch's
+# ages, their `female` column (1/0/-1), the signed error of the expected age and P(challenge age
+# or older), it returns each face's extra cost.
+LossTerm = Callable[..., Any]
 
 
 def soft_labels(ages, sigma):
@@ -42,8 +47,8 @@ def soft_labels(ages, sigma):
     return d / tf.reduce_sum(d, axis=1, keepdims=True)
 
 
-def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, sex_bias: float = 0.0,
-              adult_gate: float = 0.0, distil: float = 0.0):
+def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, distil: float = 0.0,
+              extra: Sequence[LossTerm] = ()):
     """Soft-label cross-entropy + L1 on the expectation, with over-estimating a face under the
     challenge age costing more than under-estimating it, + a term that pushes the probability
     of '25 or older' down for faces of 20 and younger (a minor approved is the costly error).
@@ -52,16 +57,8 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
     teacher's 101 age probabilities; NaN where the teacher has none). With `distil` > 0 the
     cross-entropy's target is (1 - distil) x the label's Gaussian + distil x the teacher's
     distribution: a face-pretrained teacher knows how faces of each age look across cameras and
-    people, and its spread says which faces are ambiguous. With `sex_bias` > 0 the
-    batch also pays sex_bias * (mean signed error of adult women - that of adult men)**2: one
-    threshold serves everyone, so a net that reads women younger than men of the same age
-    sends more women to an ID check; this term asks the net itself to err alike for both.
-
-    With `adult_gate` > 0, faces ADULT_GATE_MARGIN or more years over the challenge age also pay
-    adult_gate * -log P('challenge age or older'): the mirror of the gate term, for the adult sent
-    to an ID check. It acts on the probability the till's decision reads, where a face read as
-    uncertain (a wide distribution) costs as much as one read young; it weighs most on the faces
-    read youngest for their age, which are more often women's."""
+    people, and its spread says which faces are ambiguous. `extra` terms (experiments that were
+    not shipped) are added as they are."""
     import tensorflow as tf
 
     ks = tf.range(AGES, dtype=tf.float32)
@@ -93,17 +90,8 @@ def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: fl
         p_old = tf.reduce_sum(p * older[None, :], axis=1)
         gate = tf.cast(y <= 20, tf.float32) * -tf.math.log(tf.clip_by_value(1.0 - p_old, 1e-6, 1.0))
         total = ce + l1_weight * l1 + gate_weight * gate
-        if adult_gate > 0:
-            clear = tf.cast(y >= CHALLENGE_AGE + ADULT_GATE_MARGIN, tf.float32)
-            total = total + adult_gate * clear * -tf.math.log(tf.clip_by_value(p_old, 1e-6, 1.0))
-        if sex_bias > 0:
-            adult = tf.cast((y >= SEX_BIAS_AGES[0]) & (y <= SEX_BIAS_AGES[1]), tf.float32)
-            wf = adult * tf.cast(female == 1.0, tf.float32)
-            wm = adult * tf.cast(female == 0.0, tf.float32)
-            nf, nm = tf.reduce_sum(wf), tf.reduce_sum(wm)
-            gap = tf.reduce_sum(wf * err) / tf.maximum(nf, 1.0) - tf.reduce_sum(wm * err) / tf.maximum(nm, 1.0)
-            both = tf.cast((nf > 0) & (nm > 0), tf.float32)
-            total = total + sex_bias * both * tf.square(gap)
+        for term in extra:
+            total = total + term(y, female, err, p_old)
         return total
 
     return loss
@@ -232,9 +220,9 @@ def rebuild(model, size: int):
 
 
 def sex_gap(pred: np.ndarray, age: np.ndarray, sex: np.ndarray) -> float:
-    """Mean signed error of adult women minus that of adult men (the ages SEX_BIAS_AGES), in
+    """Mean signed error of adult women minus that of adult men (the ages SEX_GAP_AGES), in
     years; NaN where either group is missing. Negative: women are read younger than men."""
-    adult = (age >= SEX_BIAS_AGES[0]) & (age <= SEX_BIAS_AGES[1])
+    adult = (age >= SEX_GAP_AGES[0]) & (age <= SEX_GAP_AGES[1])
     f, m = adult & (sex == FEMALE), adult & (sex == MALE)
     if not f.any() or not m.any():
         return float("nan")
@@ -260,7 +248,8 @@ def val_figures(model, val: Split) -> dict:
     return f
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The shipped recipe's options (training.recipes sets them; experiments add their own)."""
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
     ap.add_argument("--init", type=Path, required=True,
@@ -284,13 +273,6 @@ def main(argv: list[str] | None = None) -> int:
                     "by the square root of their size (0: plain shuffling in proportion to the data)")
     ap.add_argument("--boost-young", type=float, default=1.0,
                     help="with --balance, extra sampling weight for the 13-17 and 18-24 bands")
-    ap.add_argument("--balance-sex", action="store_true",
-                    help="with --balance, give women and men of each source equal shares, each with its own bands")
-    ap.add_argument("--sex-bias", type=float, default=0.0,
-                    help="weight of the term that asks adult women's and men's mean signed errors to agree "
-                    "(needs the gender column that prepare keeps from the labels)")
-    ap.add_argument("--adult-gate", type=float, default=0.0,
-                    help="weight of the term that pushes P(challenge age or older) up for faces 3+ years over it")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="teacher targets (.npz from `training.teacher fit` on this --data): distil its age distributions")
     ap.add_argument("--distil", type=float, default=0.5,
@@ -298,16 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leave-out", default=None,
                     help="train without this source (leave-one-source-out); its validation crops are still scored")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
-    a = ap.parse_args(argv)
+    return ap
 
-    import keras
-    import tensorflow as tf
 
-    keras.utils.set_random_seed(a.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    a.out.mkdir(parents=True, exist_ok=True)
+def load_data(a: argparse.Namespace) -> tuple[Split, Split, np.ndarray | None]:
+    """The training and validation crops of the run (and the teacher's targets of the training
+    crops), without a left-out source and cut to --limit."""
     tr = load_split(a.data, "train")
     va = load_split(a.data, "val")
     teacher = None
@@ -324,82 +302,89 @@ def main(argv: list[str] | None = None) -> int:
     if a.limit:
         tr, va = tr.take(a.limit), va.take(max(64, a.limit // 4))
         teacher = teacher[: a.limit] if teacher is not None else None
-    counts = ", ".join(f"{s} {int((tr.source == s).sum())}/{int((va.source == s).sum())}" for s in tr.sources())
-    print(f"train {len(tr)}, val {len(va)} ({counts}), device {'GPU' if gpus else 'CPU'}", flush=True)
+    return tr, va, teacher
+
+
+def start_model(a: argparse.Namespace, size: int, on_gpu: bool):
+    """The --init model for `size` px crops (rebuilt when its size differs or on a GPU)."""
+    import keras
 
     model = keras.models.load_model(a.init, compile=False)
-    size = int(tr.x.shape[1])
     resized = int(model.input.shape[1]) != size
     if resized:
         print(f"--init takes {model.input.shape[1]} px; rebuilding it for the {size} px crops", flush=True)
-    if gpus or resized:
-        model = rebuild(model, size)
-    steps = len(tr) // a.batch
-    total = steps * a.epochs
+    return rebuild(model, size) if on_gpu or resized else model
+
+
+def optimizer(a: argparse.Namespace, steps: int):
+    """AdamW on a cosine schedule with half an epoch of warm-up from lr/10."""
+    import keras
+
     warm = max(1, steps // 2)
     sched = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=a.lr / 10, decay_steps=total - warm, warmup_target=a.lr, warmup_steps=warm, alpha=0.02
-    )
-    opt = keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
-    model.compile(optimizer=opt, loss=make_loss(a.sigma, a.l1, a.over_young, a.gate, a.sex_bias, a.adult_gate,
-                                                     a.distil if teacher is not None else 0.0), jit_compile=False)
+        initial_learning_rate=a.lr / 10, decay_steps=steps * a.epochs - warm, warmup_target=a.lr,
+        warmup_steps=warm, alpha=0.02)
+    return keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
+
+
+def _val_gate_callback(va: Split):
+    """The per-epoch validation figures as a Keras callback (logged, printed, and what the
+    checkpoints are chosen on); a class made on demand so that keras is imported only to train."""
+    import keras
 
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             f = val_figures(self.model, va)
-            logs["val_mae"] = f["mae"]
-            logs["val_minors_25"] = f["minors_at_25_plus"]
-            logs["val_adults_u25"] = f["adults_under_25"]
-            logs["val_mae_flip"] = f["mae_flip"]
-            logs["val_worst_mae_flip"] = f["worst_mae_flip"]
+            logs.update({"val_mae": f["mae"], "val_minors_25": f["minors_at_25_plus"],
+                         "val_adults_u25": f["adults_under_25"], "val_mae_flip": f["mae_flip"],
+                         "val_worst_mae_flip": f["worst_mae_flip"]})
             for src, g in f["per_source"].items():
                 logs[f"val_mae_flip_{src}"] = g["mae"]
                 logs[f"val_sex_gap_{src}"] = g["sex_gap"]
-            per = "; ".join(
-                f"{src} {g['mae']:.3f}, 13-17 at 25+ {g['minors_at_25_plus']:.1%}, 25+ under 25 "
-                f"{g['adults_under_25']:.1%}, women-men error {g['sex_gap']:+.2f} y"
-                for src, g in f["per_source"].items()
-            )
-            print(
-                f"\nepoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}, worst source "
-                f"{f['worst_mae_flip']:.3f}), 13-17 at 25+ {f['minors_at_25_plus']:.3%}, "
-                f"25+ under 25 {f['adults_under_25']:.3%}; per source (flip-avg): {per}",
-                flush=True,
-            )
+            print(f"\n{epoch_line(epoch, f)}", flush=True)
 
-    callbacks = [
-        ValGate(),
+    return ValGate()
+
+
+def epoch_line(epoch: int, f: dict) -> str:
+    per = "; ".join(
+        f"{src} {g['mae']:.3f}, 13-17 at 25+ {g['minors_at_25_plus']:.1%}, 25+ under 25 "
+        f"{g['adults_under_25']:.1%}, women-men error {g['sex_gap']:+.2f} y"
+        for src, g in f["per_source"].items()
+    )
+    return (f"epoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}, worst source "
+            f"{f['worst_mae_flip']:.3f}), 13-17 at 25+ {f['minors_at_25_plus']:.3%}, "
+            f"25+ under 25 {f['adults_under_25']:.3%}; per source (flip-avg): {per}")
+
+
+def callbacks(out: Path, va: Split, patience: int) -> list:
+    import keras
+
+    return [
+        _val_gate_callback(va),
         # Kept after the run, so a later call with more --epochs continues from the last epoch
         # (weights, optimizer state, epoch counter) instead of starting over.
-        keras.callbacks.BackupAndRestore(str(a.out / "backup"), delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         # Chosen on the worst source's validation MAE, not a pooled one: the largest source
         # would otherwise decide alone.
-        keras.callbacks.ModelCheckpoint(str(a.out / "best.keras"), monitor="val_worst_mae_flip", mode="min",
+        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_worst_mae_flip", mode="min",
                                         save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(a.out / "last.keras")),
-        keras.callbacks.EarlyStopping(monitor="val_worst_mae_flip", mode="min", patience=a.patience),
-        keras.callbacks.CSVLogger(str(a.out / "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
+        keras.callbacks.EarlyStopping(monitor="val_worst_mae_flip", mode="min", patience=patience),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
     ]
-    t0 = time.time()
-    boost = {1: a.boost_young, 2: a.boost_young}  # bands 13-17 and 18-24 of dataset.SAMPLING_BANDS
-    model.fit(
-        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, a.balance_sex, teacher),
-        epochs=a.epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        verbose=2,
-    )
-    elapsed = time.time() - t0
-    prev = {}
+
+
+def write_info(a: argparse.Namespace, tr: Split, va: Split, device: str, elapsed: float) -> dict:
+    """train.json: the arguments, the data counts and the time (added to an earlier part's)."""
     info_path = a.out / "train.json"
-    if info_path.exists():
-        prev = json.loads(info_path.read_text())
+    prev = json.loads(info_path.read_text()) if info_path.exists() else {}
     info = {
         "args": {k: str(v) for k, v in vars(a).items()},
         "train_images": len(tr),
         "val_images": len(va),
         "sources": {s: {"train": int((tr.source == s).sum()), "val": int((va.source == s).sum())} for s in tr.sources()},
-        "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
+        "device": device,
         # A resumed run adds its time to the earlier part's.
         "train_seconds": round(prev.get("train_seconds", 0) + elapsed, 1),
     }
@@ -410,6 +395,37 @@ def main(argv: list[str] | None = None) -> int:
         info["init_run"] = json.loads(init_info.read_text())
         info["chain_train_seconds"] = round(info["train_seconds"] + chain_seconds(info["init_run"]), 1)
     info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def run(a: argparse.Namespace, extra: Sequence[LossTerm] = (), by_sex: bool = False) -> dict:
+    """One training run as `a` says (train.parser's options), with experiments' extra loss
+    terms and sampling; returns what it wrote to train.json."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(a.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    a.out.mkdir(parents=True, exist_ok=True)
+    tr, va, teacher = load_data(a)
+    counts = ", ".join(f"{s} {int((tr.source == s).sum())}/{int((va.source == s).sum())}" for s in tr.sources())
+    print(f"train {len(tr)}, val {len(va)} ({counts}), device {'GPU' if gpus else 'CPU'}", flush=True)
+    model = start_model(a, int(tr.x.shape[1]), bool(gpus))
+    steps = len(tr) // a.batch
+    loss = make_loss(a.sigma, a.l1, a.over_young, a.gate, a.distil if teacher is not None else 0.0, extra)
+    model.compile(optimizer=optimizer(a, steps), loss=loss, jit_compile=False)
+    boost = {band_number(b): a.boost_young for b in YOUNG_BANDS}
+    t0 = time.time()
+    model.fit(make_dataset(tr, a.batch, True, a.seed, a.balance, boost, by_sex, teacher), epochs=a.epochs,
+              steps_per_epoch=steps, callbacks=callbacks(a.out, va, a.patience), verbose=2)
+    device = "GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
+    return write_info(a, tr, va, device, time.time() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    info = run(parser().parse_args(argv))
     print(json.dumps(info, indent=2))
     return 0
 

@@ -20,11 +20,17 @@ from typing import Sequence
 
 import numpy as np
 
-from edge_app.core.bands import age_band
+from edge_app.core.bands import MINOR_AGES, age_band
 from edge_app.core.words import Decision
 
 # Digits of the calibrated probability that a check carries (and is decided on).
 P_OVER_DIGITS = 6
+
+
+def is_minor(ages: np.ndarray) -> np.ndarray:
+    """Which of the (real) ages are minors (core.bands.MINOR_AGES): 13 <= age < 18, so 17.5 counts as 17."""
+    ages = np.asarray(ages, float)
+    return (ages >= MINOR_AGES[0]) & (ages < MINOR_AGES[1] + 1)
 
 
 @dataclass(frozen=True)

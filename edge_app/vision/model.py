@@ -6,15 +6,13 @@ Runtime preference: ai-edge-litert (maintained), then tflite_runtime, then tenso
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge_app.core.policy import DecisionRules, GateRule
+from edge_app.vision.card import CardError, ModelCard
 from edge_app.vision.errors import CropSizeError, ModelError
 
 
@@ -50,36 +48,6 @@ class AgeEstimate:
     probs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-def decision_rules(card: dict, where: Path) -> DecisionRules | None:
-    """The card's calibrated decision (key ``decision``), checked; None when it has none."""
-    d = card.get("decision")
-    if not d:
-        return None
-    try:
-        gates = []
-        for g in d["gates"]:
-            raw = tuple(float(v) for v in g["raw"])
-            cal = tuple(float(v) for v in g["calibrated"])
-            thr = float(g["threshold"])
-            ok = (len(raw) == len(cal) >= 2 and all(b > a for a, b in zip(raw, raw[1:]))
-                  and all(b >= a for a, b in zip(cal, cal[1:])) and all(0 <= v <= 1 for v in raw + cal)
-                  and 0 <= thr <= 1)
-            if not ok:
-                raise ValueError(f"gate for challenge age {g.get('challenge_age')} is not a monotone map within 0..1")
-            gates.append(GateRule(int(g["challenge_age"]), raw, cal, thr))
-        level = float(d["interval"]["level"])
-        temp = float(d["interval"]["temperature"])
-        if not (0 < level < 1 and math.isfinite(temp) and temp > 0):
-            raise ValueError(f"interval level {level} / temperature {temp} out of range")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"model card {where}: decision is malformed ({exc})") from None
-    return DecisionRules(tuple(gates), level, temp)
-
-
-def card_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
-
-
 class AgeModel:
     """One interpreter, loaded once; `predict` is serialised by a lock so the service's worker and
     a benchmark thread cannot interleave tensor writes."""
@@ -90,13 +58,10 @@ class AgeModel:
         self.threads = threads
         if not self.path.is_file():
             raise ModelError(f"model file {str(self.path)!r} does not exist; set model.path in the config")
-        cp = card_path(self.path)
-        self.card: dict = {}
-        if cp.is_file():
-            try:
-                self.card = json.loads(cp.read_text())
-            except json.JSONDecodeError as exc:
-                raise ModelError(f"model card {cp} is not valid JSON ({exc})") from None
+        try:
+            self.card = ModelCard.read_beside(self.path)
+        except CardError as exc:
+            raise ModelError(str(exc)) from None
         try:
             self._interp = _interpreter_class()(model_path=str(self.path), num_threads=threads)
             self._interp.allocate_tensors()
@@ -110,20 +75,18 @@ class AgeModel:
         self.input_size = int(shape[1])
         self.num_ages = int(self._out["shape"][-1])
         self._ages = np.arange(self.num_ages, dtype=np.float64)
-        self.flip_average = bool(self.card.get("flip_average", False)) if flip_average is None else flip_average
+        self.flip_average = self.card.flip_average if flip_average is None else flip_average
         # Optional monotone piecewise-linear map of the raw estimate, fitted on the validation
         # split by training.export (the card says how and why); identity when absent.
-        amap = (self.card.get("age_map") or {}) if use_age_map else {}
-        self._map_x = np.asarray(amap.get("x", []), float)
-        self._map_y = np.asarray(amap.get("y", []), float)
-        if len(self._map_x) != len(self._map_y) or (len(self._map_x) and np.any(np.diff(self._map_x) <= 0)):
-            raise ModelError(f"model card {cp}: age_map needs increasing x knots and as many y values")
-        self.rules = decision_rules(self.card, cp)
+        amap = self.card.age_map if use_age_map else None
+        self._map_x = np.asarray(amap.x if amap else [], float)
+        self._map_y = np.asarray(amap.y if amap else [], float)
+        self.rules = self.card.decision.rules if self.card.decision else None
         self._lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
-        return str(self.card.get("model_id", self.path.stem))
+        return self.card.model_id or self.path.stem
 
     def _quantize_input(self, crop: np.ndarray) -> np.ndarray:
         dtype = self._in["dtype"]

@@ -1,9 +1,10 @@
-"""The card's age map: the L1 calibration, the gate shift and their composition."""
+"""The card's age map: the L1 calibration, fitted on validation."""
 
 import numpy as np
 import pytest
 
-from training.calibrate import CAL_KNOTS, apply, compose, fit_age_map, fit_calibration, fit_gate, gate_figures, gate_map
+from edge_app.vision.card import AgeMap
+from training.calibrate import CAL_KNOTS, apply, fit_age_map, fit_calibration
 
 
 @pytest.fixture(scope="module")
@@ -38,47 +39,10 @@ def test_calibration_of_an_unbiased_estimate_is_near_identity():
     assert np.abs(np.array(cal["y"][1:-1]) - inner).max() < 1.5
 
 
-def test_compose_is_the_two_maps_in_turn(shrunk):
-    raw, ages = shrunk
-    cal = fit_calibration(raw, ages)
-    gate = gate_map(27.5)
-    both = compose(cal, gate)
-    assert np.all(np.diff(both["x"]) > 0)
-    x = np.linspace(0, 100, 2001)
-    assert np.abs(apply(both, x) - apply(gate, apply(cal, x))).max() < 1e-3
-
-
-@pytest.fixture(scope="module")
-def careless():
-    """Teenagers estimated several years too old."""
-    rng = np.random.default_rng(5)
-    ages = np.concatenate([rng.integers(13, 18, 400), rng.integers(25, 60, 1600)]).astype(float)
-    return ages + rng.normal(6, 4, len(ages)), ages
-
-
-def test_gate_brings_minors_down_to_target(careless):
-    est, ages = careless
-    assert gate_figures(est, ages)["minors_at_25_plus"] > 0.1
-    t, table = fit_gate(est, ages, 0.03)
-    assert t is not None and t > 25
-    assert gate_figures(apply(gate_map(t), est), ages)["minors_at_25_plus"] <= 0.03
-    assert [row["t"] for row in table][:2] == [25.0, 25.25]
-    # Already careful enough: no shift.
-    assert fit_gate(ages - 5, ages, 0.03)[0] is None
-
-
 def test_fit_age_map_records_how_it_was_fitted(shrunk):
     raw, ages = shrunk
-    amap, info = fit_age_map(raw, ages, 0.03, calibrate=True)
-    assert {"raw", "calibration", "calibrated", "final", "tradeoff"} <= set(info)
-    assert info["final"]["minors_at_25_plus"] <= 0.03
-    assert info["final"]["mae"] == pytest.approx(np.abs(apply(amap, raw) - ages).mean())
+    amap, info = fit_age_map(raw, ages)
+    assert isinstance(amap, AgeMap) and amap.to_dict() == info["calibration"]
+    assert {"raw", "calibration", "calibrated", "final"} == set(info)
+    assert info["final"]["mae"] == pytest.approx(np.abs(apply(amap.to_dict(), raw) - ages).mean())
     assert info["calibrated"]["mae"] < info["raw"]["mae"]
-    assert fit_age_map(raw, ages, None, calibrate=False)[0] is None
-
-
-def test_gate_only_map(careless):
-    est, ages = careless
-    amap, info = fit_age_map(est, ages, 0.03, calibrate=False)
-    assert amap["x"] == gate_map(amap["t"])["x"] and "calibration" not in info
-    assert info["final"]["minors_at_25_plus"] <= 0.03

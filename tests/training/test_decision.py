@@ -44,11 +44,11 @@ def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():
     probs, ages, sources = data()
     d = fit_decision(probs, ages, sources, minors_pooled=0.02, minors_each=0.03)
     minors_n = int(((ages >= 13) & (ages <= 17)).sum())
-    assert d["fit"]["25"]["minors"] == minors_n
-    assert f"13-17 approved {100 * d['fit']['25']['chosen']['minors_approved']:.2f}% of {minors_n}," in \
+    assert d.fit["25"]["minors"] == minors_n
+    assert f"13-17 approved {100 * d.chosen(25)['minors_approved']:.2f}% of {minors_n}," in \
         "\n".join(summary(d, ["a", "b"]))
-    g = next(g for g in d["gates"] if g["challenge_age"] == 25)
-    rule = GateRule(25, tuple(g["raw"]), tuple(g["calibrated"]), g["threshold"])
+    rule = d.rules.gate(25)
+    assert isinstance(rule, GateRule) and d.chosen(25)["threshold"] == rule.threshold
     p = np.array([calibrated_p_over(q, rule) for q in probs])
     minors = (ages >= 13) & (ages <= 17)
     approved = p >= rule.threshold
@@ -62,7 +62,7 @@ def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():
     assert band.sum() > 100
     assert abs(np.average(ages[band] >= 25, weights=w[band]) - np.average(p[band], weights=w[band])) < 0.03
     # The interval covers about its level (sources weighing the same, as fitted).
-    t = d["interval"]["temperature"]
+    t = d.rules.interval_temperature
     cover = np.average([lo <= a <= hi for (lo, hi), a in ((age_interval(q, 0.8, t), a) for q, a in zip(probs, ages))],
                        weights=w)
     assert abs(cover - 0.8) < 0.03

@@ -53,7 +53,9 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
         (d / "run" / "train.json").write_text("{}")
         (d / "model_int8.tflite").write_bytes(b"x")
         (d / "model_int8.json").write_text(json.dumps(
-            {"decision": {"fit": {"25": {"chosen": {"threshold": 0.9, "minors_approved": 0.01}}}}}))
+            {"decision": {"method": "isotonic", "target": {}, "interval": {"level": 0.8, "temperature": 1.0},
+                          "gates": [{"challenge_age": 25, "raw": [0.0, 1.0], "calibrated": [0.0, 1.0], "threshold": 0.9}],
+                          "fit": {"25": {"chosen": {"threshold": 0.9, "minors_approved": 0.01}}}}}))
         _predictions(d / "test.csv", [(15, 20, 1, approved), (30, 30, 1, "approve")])
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"model_id": "m"}))

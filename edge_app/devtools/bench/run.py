@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
         tp[2] = (measure_throughput(tconf, cores[:2], tp_seconds) if len(cores) >= 2
                  else (None, "n/a: this process may use only one core"))
     m = Measured(st, lat, svc, tp, model.model_id, model.flip_average, load_ms, f32_path, f32_ms, f32_note,
-                 int(model.card.get("members", 1)), chk, svc_today, model_new.threads)
+                 model.card.members or 1, chk, svc_today, model_new.threads)
     meta = {
         "source": source,
         "frames": n_frames,

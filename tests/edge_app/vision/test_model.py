@@ -29,11 +29,13 @@ def test_shipped_model_and_card(crop):
     m = AgeModel(MODEL)
     assert m.input_size == crop.shape[0] and m.num_ages == 101
     card = m.card
-    assert card["alignment"]["template_version"]
+    assert card.alignment is not None and card.alignment.template_version
     # The card describes this very file (a re-export without its card, or the reverse, shows here).
     data = MODEL.read_bytes()
-    assert card["sha256"] == hashlib.sha256(data).hexdigest() and card["size_bytes"] == len(data)
-    assert card["model_id"].endswith(card["sha256"][:8]) and card["file"] == MODEL.name
+    assert card.sha256 == hashlib.sha256(data).hexdigest() and card.size_bytes == len(data)
+    assert card.model_id is not None and card.sha256 is not None
+    assert card.model_id.endswith(card.sha256[:8]) and card.file == MODEL.name
+    assert m.model_id == card.model_id and m.flip_average == card.flip_average
     est = m.predict(crop)
     assert 15 < est.age < 70 and est.spread > 0
     with pytest.raises(ValueError, match="crop must be"):

@@ -1,8 +1,9 @@
 """soup: average the weights of several fine-tuning runs that started from the same ported
 network ("model soup"), re-measure the batch norms on training crops, and compare the soup with
-its ingredients on the VALIDATION split. Same size and speed as one model.
+its ingredients on the VALIDATION split. Same size and speed as one model. Tried on the
+UTKFace-only models and not shipped (docs/model.md keeps what it scored).
 
-    python -m training.soup --models RUN1/best.keras RUN2/best.keras --data CACHE_DATASET_DIR \\
+    python -m training.experiments.soup --models RUN1/best.keras RUN2/best.keras --data CACHE_DATASET_DIR \\
         --out RUN/soup.keras
 
 Writes the soup and, beside it, a .json in train.json's layout (for `export --train-info`) that
@@ -61,7 +62,7 @@ def recalibrate_batch_norms(model, images: np.ndarray, batch: int = 128) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.soup", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m training.experiments.soup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=Path, nargs="+", required=True,
                     help="two or more .keras models fine-tuned from the same start")
     ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")

@@ -1,11 +1,11 @@
-"""Weight averaging and batch-norm re-measurement of training.soup, on small real Keras nets."""
+"""Weight averaging and batch-norm re-measurement of training.experiments.soup, on small real Keras nets."""
 
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
-from training.soup import SoupError, average_weights, recalibrate_batch_norms  # noqa: E402
+from training.experiments.soup import SoupError, average_weights, recalibrate_batch_norms  # noqa: E402
 
 
 def tiny(seed: int, filters: int = 4) -> "keras.Model":

@@ -1,0 +1,7 @@
+"""Experiments: training tools and options that were tried and not shipped, kept runnable so a
+result in docs/model.md can be re-run. The shipped recipe (training.recipes) uses none of them.
+
+- `soup`: averaging the weights of several runs ("model soup").
+- `fairness`: `train` with `--balance-sex`, `--sex-bias` and `--adult-gate`, aimed at the gap
+  between women and men sent to ID.
+"""
