@@ -1,0 +1,112 @@
+"""teacher_probe: how far the frozen teacher's embedding itself separates 13-17-year-olds from
+adults, judged on VALIDATION rows only (docs/model.md, "Tried after shipping"). It bounds what
+distilling this teacher can give the till's network, and says whether a head aimed at the gate or
+a sex-weighted head would do better than the shipped age head.
+
+    python -m training.experiments.teacher_probe --data DATASET_DIR [--seeds 0 1 2] [--epochs 12]
+
+DATASET_DIR is a `training.prepare` folder with `teacher embed` done. Heads (each on the train
+rows, every source weighted alike as `teacher fit` does):
+  age      the shipped head's shape (1024-256-101, soft age targets); P(25+) from its distribution
+  binary   the same trunk with one sigmoid: 13-20 against 25+ (18-24 left out), under-21s weighted 3x
+  women2x  the age head with adult women's rows weighted twice (women are read younger)
+and the mean of the age heads over the seeds. Printed: MAE per source, and adults (25+) sent to ID
+when k validation minors pass, women and men apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.core.policy import is_minor
+from training.teacher import AGES, EMBEDDINGS_FILE, soft_targets
+
+CHALLENGE_AGE = 25
+
+
+def load(data: Path) -> dict[str, np.ndarray]:
+    with open(data / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
+    ok = np.isfinite(emb).all(1)
+    mu, sd = emb[ok].mean(0), emb[ok].std(0) + 1e-6
+    return {"x": np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32), "ok": ok,
+            "age": np.array([float(r["age"]) for r in rows], np.float32),
+            "source": np.array([r.get("source") or "default" for r in rows]),
+            "split": np.array([r["split"] for r in rows]), "sex": np.array([r.get("gender", "") for r in rows])}
+
+
+def source_weights(d: dict[str, np.ndarray], train: np.ndarray) -> np.ndarray:
+    w = np.zeros(len(train), np.float32)
+    for s in set(d["source"][train]):
+        m = train & (d["source"] == s)
+        w[m] = m.sum() ** -0.5
+    return w * train.sum() / w[train].sum()
+
+
+def fit(d: dict[str, np.ndarray], train: np.ndarray, w: np.ndarray, seed: int, epochs: int, binary: bool) -> np.ndarray:
+    """P(25+) for every row from a head fitted on `train`."""
+    import keras  # deferred on purpose: TensorFlow loads only when a probe runs
+
+    keras.utils.set_random_seed(seed)
+    out = keras.layers.Dense(1, activation="sigmoid") if binary else keras.layers.Dense(AGES, activation="softmax")
+    head = keras.Sequential([keras.Input((d["x"].shape[1],)), keras.layers.Dropout(0.2),
+                             keras.layers.Dense(256, activation="relu"), keras.layers.Dropout(0.2), out])
+    head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3),
+                 loss="binary_crossentropy" if binary else "categorical_crossentropy")
+    y = (d["age"][train] >= CHALLENGE_AGE).astype(np.float32) if binary else soft_targets(d["age"][train])
+    head.fit(d["x"][train], y, sample_weight=w[train], batch_size=128, epochs=epochs, verbose=0)
+    p = head.predict(d["x"], batch_size=2048, verbose=0)
+    return p[:, 0] if binary else p[:, CHALLENGE_AGE:].sum(1)
+
+
+def report(name: str, d: dict[str, np.ndarray], p_over: np.ndarray, ks: list[int]) -> list[str]:
+    val = d["ok"] & (d["split"] == "val")
+    minor, adult = val & is_minor(d["age"]), val & (d["age"] >= CHALLENGE_AGE)
+    ranked = np.sort(p_over[minor])[::-1]
+    lines = [f"== {name}"]
+    for k in ks:
+        to_id = ~(p_over > ranked[k])
+        parts = ", ".join(f"{s} {to_id[adult & (d['source'] == s)].mean():.1%}" for s in sorted(set(d["source"][val])))
+        lines.append(f"  {int((~to_id[minor]).sum())} of {int(minor.sum())} minors approved: 25+ sent to ID "
+                     f"{to_id[adult].mean():.1%} [{parts}] women {to_id[adult & (d['sex'] == '1')].mean():.1%} / "
+                     f"men {to_id[adult & (d['sex'] == '0')].mean():.1%}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.experiments.teacher_probe",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="training.prepare folder with teacher embeddings")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--minors", type=int, nargs="+", default=[0, 2, 3, 6], help="validation minors let through")
+    a = ap.parse_args(argv)
+    if not (a.data / EMBEDDINGS_FILE).exists():
+        print(f"error: {a.data / EMBEDDINGS_FILE} is missing; run `python -m training.teacher embed` first")
+        return 2
+    d = load(a.data)
+    train = d["ok"] & (d["split"] == "train")
+    w = source_weights(d, train)
+    ages = []
+    for seed in a.seeds:
+        ages.append(fit(d, train, w, seed, a.epochs, binary=False))
+        print("\n".join(report(f"age head, seed {seed}", d, ages[-1], a.minors)), flush=True)
+    print("\n".join(report(f"age heads, mean of {len(ages)} seeds", d, np.mean(ages, 0), a.minors)), flush=True)
+    gate_rows = train & ((d["age"] < 21) | (d["age"] >= CHALLENGE_AGE))
+    wb = np.where(d["age"] < 21, 3.0, 1.0).astype(np.float32) * source_weights(d, gate_rows)
+    print("\n".join(report("binary head 13-20 vs 25+", d, fit(d, gate_rows, wb, a.seeds[0], a.epochs, True),
+                           a.minors)), flush=True)
+    ww = w.copy()
+    ww[(d["sex"] == "1") & (d["age"] >= CHALLENGE_AGE)] *= 2
+    print("\n".join(report("age head, adult women weighted 2x", d, fit(d, train, ww, a.seeds[0], a.epochs, False),
+                           a.minors)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
