@@ -198,7 +198,8 @@ def test_the_dashboard_serves_its_page_and_chart_js_from_the_wheel(manager_venv,
         m = re.search(r"(http://127\.0\.0\.1:\d+/)", first)
         assert m, first or proc.communicate(timeout=30)[1]
         page = urllib.request.urlopen(m.group(1), timeout=30).read().decode()
-        assert "/static/chart.umd.min.js" in page and "/static/dashboard.js" in page
+        # Relative, so the page also works behind a reverse proxy's sub-path.
+        assert '"static/chart.umd.min.js"' in page and '"static/dashboard.js"' in page
         for name in ("chart.umd.min.js", "dashboard.js"):
             served = urllib.request.urlopen(m.group(1) + "static/" + name, timeout=30).read()
             assert served == (REPO / "edge_app" / "manager" / "static" / name).read_bytes(), name
