@@ -15,7 +15,6 @@ MAX_FUNC = 80
 # Temporary. Being split on other branches: the feed (onto the shared transport), the dashboard's
 # app factory and training/* (the recipe's). path or path:function -> its size today.
 ALLOWED: dict[str, int] = {
-    "edge_app/manager/feed.py": 654,
     "edge_app/manager/dashboard.py:create_app": 147,
     "training/prepare.py:prepare_sources": 98,
 }

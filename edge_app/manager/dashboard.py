@@ -32,7 +32,8 @@ from edge_app.manager.db import Database
 from edge_app.core.times import local_dt
 from edge_app.core.words import (DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN, REASON_ESTIMATED,
                                  REASON_SURE_OVER, Decision, MissedReason)
-from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
+from edge_app.manager.live_table import integrity_reason, outcome_text
+from edge_app.manager.store import read_stored
 from edge_app.manager.health import HOURS_SHOWN, till_health
 from edge_app.manager.chart_data import bucket_of, bucket_size, series  # noqa: F401  (bucket_*: the tests' too)
 from edge_app.manager.tills import Hearing, hearing
