@@ -184,7 +184,7 @@ def test_the_dashboard_on_a_till_names_the_extra_to_install(venv):
 
 
 def test_the_dashboard_serves_its_page_and_chart_js_from_the_wheel(manager_venv, tmp_path):
-    from edge_app.manager.feed import FeedStore
+    from edge_app.manager.store import FeedStore
 
     db = tmp_path / "feed.sqlite3"
     FeedStore(db).close()  # an empty store, as a new feed leaves it

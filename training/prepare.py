@@ -205,43 +205,37 @@ def _align(source: Source, kept: list[dict], parts: Path, faces_cfg: FacesConfig
         pipe.close()
 
 
-def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, test: float,
-                    faces_cfg: FacesConfig) -> Path:
-    """Align, de-duplicate and split every source; returns the dataset folder. Each source is
-    split on its own (same seed), so every split holds every source in the same proportions and
-    a source's split does not change when another source is added."""
-    check_sources(sources)
-    out = dataset_dir(cache, faces_cfg.output_size, faces_cfg.margin, tuple(s.name for s in sources))
-    out.mkdir(parents=True, exist_ok=True)
-    seen_md5: dict[str, str] = {}
-    kept_all, dropped_all, labelled = [], [], {}
-    for src in sources:
-        rows = label_rows(src.labels)
-        labelled[src.name] = len(rows)
-        print(f"{src.name}: {len(rows)} labelled photos in {src.labels}")
-        hashes = _hashes(src, rows, out)
-        table, dropped = [], []
-        for r in rows:
-            md5 = hashes[r["file_name"]]
-            if md5 is None:
-                dropped.append({**r, "source": src.name, "md5": "", "reason": "file missing"})
-            else:
-                table.append({**r, "source": src.name, "md5": md5})
-        kept, dups = dedupe(table)
-        dropped += dups
-        # A photo already in an earlier source stays there only: no copy may straddle splits.
-        cross = [r for r in kept if r["md5"] in seen_md5]
-        dropped += [{**r, "reason": f"same photo as in source {seen_md5[r['md5']]}"} for r in cross]
-        kept = [r for r in kept if r["md5"] not in seen_md5]
-        seen_md5.update({r["md5"]: src.name for r in kept})
-        split_of = split_rows(kept, seed, val, test)
-        for r in kept:
-            r["split"] = split_of[r["md5"]]
-        print(f"{src.name}: {len(kept)} unique photos after de-duplication; {len(dropped)} dropped (see rejected.csv)")
-        _align(src, kept, _parts_dir(out, src, len(sources)), faces_cfg)
-        kept_all += kept
-        dropped_all += dropped
+def _select(src: Source, out: Path, seen_md5: dict[str, str], n_sources: int,
+            faces_cfg: FacesConfig, seed: int, val: float, test: float) -> tuple[list[dict], list[dict], int]:
+    """One source's labelled photos de-duplicated (within it and against the sources before it,
+    whose md5s `seen_md5` holds and gains this one's), split and aligned: (kept, dropped, labelled)."""
+    rows = label_rows(src.labels)
+    print(f"{src.name}: {len(rows)} labelled photos in {src.labels}")
+    hashes = _hashes(src, rows, out)
+    table, dropped = [], []
+    for r in rows:
+        md5 = hashes[r["file_name"]]
+        if md5 is None:
+            dropped.append({**r, "source": src.name, "md5": "", "reason": "file missing"})
+        else:
+            table.append({**r, "source": src.name, "md5": md5})
+    kept, dups = dedupe(table)
+    dropped += dups
+    # A photo already in an earlier source stays there only: no copy may straddle splits.
+    cross = [r for r in kept if r["md5"] in seen_md5]
+    dropped += [{**r, "reason": f"same photo as in source {seen_md5[r['md5']]}"} for r in cross]
+    kept = [r for r in kept if r["md5"] not in seen_md5]
+    seen_md5.update({r["md5"]: src.name for r in kept})
+    split_of = split_rows(kept, seed, val, test)
+    for r in kept:
+        r["split"] = split_of[r["md5"]]
+    print(f"{src.name}: {len(kept)} unique photos after de-duplication; {len(dropped)} dropped (see rejected.csv)")
+    _align(src, kept, _parts_dir(out, src, n_sources), faces_cfg)
+    return kept, dropped, len(rows)
 
+
+def _gather(sources: list[Source], out: Path) -> tuple[np.ndarray, list[dict]]:
+    """Every source's aligned crops, in one array, and every photo's metadata (detected or not)."""
     all_crops, all_meta = [], []
     for src in sources:
         for path in sorted(_parts_dir(out, src, len(sources)).glob("part_*.npz")):
@@ -251,13 +245,14 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
                 all_crops.append(z["crops"])
             all_meta.extend({"source": src.name, **m} for m in meta)
     crops = np.concatenate(all_crops)
-    detected = [m for m in all_meta if m["detected"]]
-    if len(detected) != len(crops):
-        raise RuntimeError(f"cache {out} is inconsistent ({len(detected)} faces, {len(crops)} crops); delete it and run again")
-    split_of = {(r["source"], r["md5"]): r["split"] for r in kept_all}
-    for m in detected:
-        m["split"] = split_of[(m["source"], m["md5"])]
-    np.save(out / "crops.npy", crops)
+    detected = sum(1 for m in all_meta if m["detected"])
+    if detected != len(crops):
+        raise RuntimeError(f"cache {out} is inconsistent ({detected} faces, {len(crops)} crops); delete it and run again")
+    return crops, all_meta
+
+
+def _write_tables(out: Path, detected: list[dict], rejected: list[dict], kept_all: list[dict]) -> None:
+    """index.csv (one row per crop), rejected.csv and split.csv."""
     extra = list(EXTRA_COLUMNS)
     with open(out / "index.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -268,7 +263,7 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
     with open(out / "rejected.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file_name", "age", "reason", "source"])
-        for m in dropped_all + [m for m in all_meta if not m["detected"]]:
+        for m in rejected:
             w.writerow([m["file_name"], m["age"], m["reason"], m["source"]])
     # The split file is a labels CSV that evaluate reads: one line per labelled photo kept.
     with open(out / "split.csv", "w", newline="") as fh:
@@ -276,6 +271,11 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
         w.writerow(["file_name", "real_age", "md5", "split", "source", *extra])
         for r in kept_all:
             w.writerow([r["file_name"], r["age"], r["md5"], r["split"], r["source"], *(r.get(c, "") for c in extra)])
+
+
+def _dataset_info(sources: list[Source], labelled: dict[str, int], kept_all: list[dict], detected: list[dict],
+                  seed: int, val: float, test: float, faces_cfg: FacesConfig) -> dict:
+    """What dataset.json says of the folder: per source and in all."""
     per_source = {}
     for src in sources:
         det = [m for m in detected if m["source"] == src.name]
@@ -300,6 +300,33 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
     }
     if len(sources) == 1:  # the single-source fields earlier caches had
         info.update(images=str(sources[0].images), labels=str(sources[0].labels))
+    return info
+
+
+def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, test: float,
+                    faces_cfg: FacesConfig) -> Path:
+    """Align, de-duplicate and split every source; returns the dataset folder. Each source is
+    split on its own (same seed), so every split holds every source in the same proportions and
+    a source's split does not change when another source is added."""
+    check_sources(sources)
+    out = dataset_dir(cache, faces_cfg.output_size, faces_cfg.margin, tuple(s.name for s in sources))
+    out.mkdir(parents=True, exist_ok=True)
+    seen_md5: dict[str, str] = {}
+    kept_all: list[dict] = []
+    dropped_all: list[dict] = []
+    labelled: dict[str, int] = {}
+    for src in sources:
+        kept, dropped, labelled[src.name] = _select(src, out, seen_md5, len(sources), faces_cfg, seed, val, test)
+        kept_all += kept
+        dropped_all += dropped
+    crops, all_meta = _gather(sources, out)
+    detected = [m for m in all_meta if m["detected"]]
+    split_of = {(r["source"], r["md5"]): r["split"] for r in kept_all}
+    for m in detected:
+        m["split"] = split_of[(m["source"], m["md5"])]
+    np.save(out / "crops.npy", crops)
+    _write_tables(out, detected, dropped_all + [m for m in all_meta if not m["detected"]], kept_all)
+    info = _dataset_info(sources, labelled, kept_all, detected, seed, val, test, faces_cfg)
     (out / "dataset.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
     return out

@@ -32,7 +32,7 @@ from edge_app.core import events, payloads
 from edge_app.core.state import STATE_LEAF
 from edge_app.errors import UsageError
 from edge_app.stopping import stop_on_signals
-from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.mqtt import Message, MqttLink
 from edge_app.transport.mqtt_setup import read_password
 from edge_app.transport.outbox import Outbox, OutboxError
 
@@ -117,8 +117,9 @@ class AckLink:
     def connected(self) -> bool:
         return self.link.connected
 
-    def _on_message(self, leaf: str, payload: bytes, ack: Callable[[], object]) -> None:
+    def _on_message(self, msg: Message) -> None:
         # (Acknowledged by paho on return: this link does not ack by hand.)
+        leaf, payload = msg.leaf, msg.payload
         if leaf == STATE_LEAF:
             self.heard_till.set()
             return

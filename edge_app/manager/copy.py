@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_app.errors import AgecheckError, UsageError
 from edge_app.manager.db import Database, StoreError, Target, open_store, target
-from edge_app.manager.feed import FeedStore, check_message
+from edge_app.manager.store import FeedStore, check_message
 
 BATCH = 500
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 
 from edge_app.core.words import ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer
-from edge_app.manager.feed import gap_text
+from edge_app.manager.live_table import gap_text
 from edge_app.manager.figures import BAND_NAMES, Summary, TillDay, cashier_rows, pct, secs
 
 

@@ -34,7 +34,8 @@ from edge_app.core.bands import BANDS
 from edge_app.core.times import local_dt
 from edge_app.core.words import ACK_ANSWERS, DECISIONS, Answer, IntegrityReason
 from edge_app.manager.db import Database, StoreError, open_store
-from edge_app.manager.feed import Gap, gap_rows, integrity_reason, read_stored
+from edge_app.manager.live_table import integrity_reason
+from edge_app.manager.store import Gap, gap_rows, read_stored
 from edge_app.manager.scope import Period, ReportInputError, Scope
 
 BAND_NAMES = [b[0] for b in BANDS]

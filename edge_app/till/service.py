@@ -112,7 +112,8 @@ class Service:
             # A persistent session (stable client id, clean_start False, an expiry): scans the POS
             # publishes while the service restarts are kept by the broker and arrive afterwards.
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
-            self.link = MqttLink(cfg, self.outbox, self.inbound.on_message, SUBSCRIPTIONS,
+            self.link = MqttLink(cfg, self.outbox, lambda m: self.inbound.on_message(m.leaf, m.payload, m.ack),
+                                 SUBSCRIPTIONS,
                                  presence=Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF,
                                                    lambda: self.state().encode()),
                                  session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)

@@ -1,9 +1,10 @@
 """MQTT link: owns the paho client (v2 callback API, MQTT 5, QoS 1) and the in-order delivery of
-an outbox to the broker. What it subscribes to, and whether it keeps a retained availability (with
-a Last Will) and state for its caller (`Presence`), are the caller's: the till service, the
-standalone cashier display and the manager's feed each say their own. It knows no message's
-meaning, only topics below one till's prefix. The client it drives (login, TLS, the words for
-a failed connect) is built by `edge_app.transport.mqtt_setup`.
+an outbox to the broker. What it subscribes to (below a topic prefix, by default one till's),
+whether it keeps a retained availability (with a Last Will) and state for its caller (`Presence`),
+whether it delivers an outbox at all, and who is told of its connection (`LinkStatus`) are the
+caller's: the till service, the standalone cashier display and the manager's feed (subscriber-only:
+no outbox, no presence) each say their own. It knows no message's meaning. The client it drives
+(login, TLS, the words for a failed connect) is built by `edge_app.transport.mqtt_setup`.
 
 Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
 oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
@@ -11,9 +12,9 @@ itself re-sends the rows that were in flight; new rows wait until those are ackn
 the broker sees the events in the order they were stored. Consumers de-duplicate by event_id
 (a QoS 1 message may arrive twice when a connection drops between PUBLISH and PUBACK).
 
-Inbound rule (`manual_ack=True`, the till service): a message is acknowledged to the broker only
-when its handler says it is done with it (an InboundAck), so a message whose record is not yet
-stored is still the broker's to deliver again after a crash. The broker then holds at most
+Inbound rule (`manual_ack=True`, the till service and the feed): a message is acknowledged to the
+broker only when its handler says it is done with it (an InboundAck), so a message whose record is
+not yet stored is still the broker's to deliver again after a crash. The broker then holds at most
 RECEIVE_MAX unacknowledged messages out to us (MQTT 5 Receive Maximum).
 """
 
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Sequence
 
 import paho.mqtt.client as mqtt
@@ -63,6 +65,36 @@ class Presence:
     state: Callable[[], bytes]
 
 
+@dataclass(frozen=True)
+class Message:
+    """One inbound message as the link hands it to its caller: `leaf` is the topic below the
+    link's prefix (the whole topic when it is not below it); `retained` says the broker handed a
+    stored retained message to a new subscription (not one just published); `ack()` tells the
+    broker we are done with it (does nothing without manual_ack)."""
+
+    leaf: str
+    payload: bytes
+    ack: Callable[[], object]
+    retained: bool = False
+
+
+class LinkChange(Enum):
+    CONNECTED = "connected"  # session_present: whether the broker kept our session
+    SUBSCRIBED = "subscribed"  # refused: the subscriptions the broker refused (the rest are granted)
+    LOST = "lost"  # detail: the broker's or paho's reason
+    FAILED = "failed"  # detail: why, in words; told once per cause, not once per attempt
+
+
+@dataclass(frozen=True)
+class LinkStatus:
+    """What happened to the connection, for a caller that tells its own user (the feed's table)."""
+
+    change: LinkChange
+    detail: str = ""
+    session_present: bool = False
+    refused: tuple[tuple[str, str], ...] = ()  # (topic, reason) per refused subscription
+
+
 def _no_ack() -> None:
     """The `ack` a link without manual_ack hands its callback: paho acknowledged the message."""
 
@@ -97,29 +129,36 @@ class InboundAck:
 class MqttLink:
     """Connects in the background and keeps reconnecting; never raises on a broker outage.
 
-    `on_message(leaf, payload, ack)` gets every message on `subscriptions` (leaf is the topic
-    below this till's, e.g. "pos/scan", or the whole topic when it is not below it), on paho's
-    network thread: keep it quick. With `manual_ack` the message is acknowledged to the broker
-    when `ack()` is called (an InboundAck); without, `ack` does nothing.
+    `on_message(Message)` gets every message on `subscriptions` (leaves below `prefix`, by default
+    this till's topic, e.g. "pos/scan"; with prefix "" whole topics), on paho's network thread:
+    keep it quick. With `manual_ack` the message is acknowledged to the broker when its `ack()` is
+    called (an InboundAck); without, `ack` does nothing.
+
+    Without an `outbox` the link is subscriber-only (the manager's feed): nothing to deliver, no
+    sender thread. With `on_status` the caller is told of each connection change and says it to
+    its user itself; the link then logs those changes at DEBUG only.
 
     With `presence` the link speaks for a program: it owns that program's retained availability
-    and state topics. A client that must not (the standalone cashier display) passes none, its own
-    `client_id`, and `session_expiry_s` so that messages published while it restarts still reach
+    and state topics. A client that must not (the standalone cashier display, the feed) passes
+    none, its own `client_id`, and `session_expiry_s` so that messages published while it restarts
+    still reach it.
     """
 
-    def __init__(self, cfg: Config, outbox: Outbox, on_message: Callable[[str, bytes, Callable[[], object]], None],
+    def __init__(self, cfg: Config, outbox: Outbox | None, on_message: Callable[[Message], None],
                  subscriptions: Sequence[Subscription] = (), *, presence: Presence | None = None,
                  client_id: str | None = None, session_expiry_s: int | None = None,
-                 name: str = "MQTT", manual_ack: bool = False):
+                 name: str = "MQTT", manual_ack: bool = False, prefix: str | None = None,
+                 on_status: Callable[[LinkStatus], None] | None = None):
         self.cfg = cfg
         self._manual_ack = manual_ack
         self.outbox = outbox
         self._on_message_cb = on_message
+        self._on_status = on_status
         self._presence = presence
         self._subscriptions = tuple(subscriptions)
         self._session_expiry_s = session_expiry_s
         self._name = name  # how the log lines name this link
-        self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
+        self._prefix = events.topic(cfg.store_id, cfg.till_id, "") if prefix is None else prefix
         self.client_id = client_id or cfg.mqtt.client_id or session_client_id(
             cfg.mqtt, f"agecheck-{cfg.store_id}-{cfg.till_id}")
         self.client = make_client(cfg.mqtt, self.client_id)
@@ -128,7 +167,8 @@ class MqttLink:
         if presence is not None:
             self.client.will_set(self._topic(presence.availability_leaf), presence.offline, qos=1, retain=True)
         # Room for our window plus the retained availability/state messages.
-        self.client.max_inflight_messages_set(WINDOW + 10)
+        if outbox is not None:
+            self.client.max_inflight_messages_set(WINDOW + 10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
@@ -137,7 +177,7 @@ class MqttLink:
         self.client.on_subscribe = self._on_subscribe
         self._cond = threading.Condition()
         self._connected = False
-        # Set once the broker has acknowledged our pos/scan and pos/sale subscriptions.
+        # Set once the broker has granted every subscription.
         self.subscribed = threading.Event()
         self._generation = 0  # bumped on every connect
         # First connection of the broker session we are in: an ack for a message received on an
@@ -182,16 +222,36 @@ class MqttLink:
                 self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False,
                                           properties=props)
         self.client.loop_start()
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
-        self._sender.start()
+        if self.outbox is not None:
+            self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+            self._sender.start()
         return self
+
+    def _topic(self, leaf: str) -> str:
+        return self._prefix + leaf
+
+    def _waiting(self) -> str:
+        """What a log line about the connection adds for a link that delivers an outbox."""
+        return "" if self.outbox is None else f"; events wait in the outbox ({self.outbox.depth()} now)"
+
+    def _tell(self, status: LinkStatus, level: int, msg: str, *args: object) -> None:
+        """Log a connection change, or hand it to the caller that says it to its user itself."""
+        if self._on_status is None:
+            log.log(level, msg, *args)
+            return
+        log.debug(msg, *args)
+        try:
+            self._on_status(status)
+        except Exception:  # the caller's words must never take paho's thread down
+            log.exception("%s: telling the caller of a connection change failed", self._name)
 
     def stop(self, flush_timeout: float = 3.0) -> None:
         """Deliver what can be delivered within `flush_timeout`, publish `offline` (retained)
         and disconnect. Undelivered events stay in the outbox for the next start."""
         deadline = time.monotonic() + flush_timeout
         with self._cond:
-            while self._connected and (self._inflight or self.outbox.after(self._last_sent, 1)):
+            while self.outbox is not None and self._connected and (
+                    self._inflight or self.outbox.after(self._last_sent, 1)):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -249,10 +309,9 @@ class MqttLink:
             self._backed_off = True
         if error != self._logged_error:
             self._logged_error = error
-            log.log(logging.ERROR if lasting else logging.WARNING,
-                    "%s: broker %s:%d: %s%s; events wait in the outbox (%d now); retrying every %d s at most",
-                    self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, error, hint, self.outbox.depth(),
-                    reconnect_max(self.cfg.mqtt))
+            self._tell(LinkStatus(LinkChange.FAILED, error + hint), logging.ERROR if lasting else logging.WARNING,
+                       "%s: broker %s:%d: %s%s%s; retrying every %d s at most", self._name, self.cfg.mqtt.host,
+                       self.cfg.mqtt.port, error, hint, self._waiting(), reconnect_max(self.cfg.mqtt))
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -274,8 +333,10 @@ class MqttLink:
             self._cond.notify_all()
         again = " again" if self._ever_connected else ""
         self._ever_connected = True
-        log.info("%s: connected to broker %s:%d%s; outbox holds %d event(s) to deliver", self._name,
-                 self.cfg.mqtt.host, self.cfg.mqtt.port, again, self.outbox.depth())
+        self._tell(LinkStatus(LinkChange.CONNECTED, session_present=bool(flags.session_present)), logging.INFO,
+                   "%s: connected to broker %s:%d%s as %s (%s session)%s", self._name, self.cfg.mqtt.host,
+                   self.cfg.mqtt.port, again, self.client_id, "resumed" if flags.session_present else "new",
+                   "" if self.outbox is None else f"; outbox holds {self.outbox.depth()} event(s) to deliver")
         if self._presence is not None:
             self._publish_other(self._topic(self._presence.availability_leaf), self._presence.online, retain=True)
             self.publish_state()
@@ -285,14 +346,17 @@ class MqttLink:
             self.subscribed.set()  # a link that only delivers its outbox
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        bad = [rc for rc in reason_codes if rc.is_failure]
-        if bad:
-            log.error("%s: broker refused a subscription to %s (%s); check the broker's ACL for this till",
-                      self._name, ", ".join(leaf for leaf, _ in self._subscriptions),
-                      ", ".join(str(rc) for rc in bad))
+        # One code per subscription, in their order.
+        refused = tuple((self._topic(leaf), str(rc)) for (leaf, _), rc in zip(self._subscriptions, reason_codes)
+                        if rc.is_failure)
+        status = LinkStatus(LinkChange.SUBSCRIBED, refused=refused)
+        if refused:
+            self._tell(status, logging.ERROR, "%s: broker refused a subscription to %s; check the broker's ACL",
+                       self._name, ", ".join(f"{topic} ({why})" for topic, why in refused))
             return
         # Said once granted, not at connect: until then a message on these topics is dropped.
-        log.info("%s: subscribed to %s", self._name, ", ".join(leaf for leaf, _ in self._subscriptions))
+        self._tell(status, logging.INFO, "%s: subscribed to %s", self._name,
+                   ", ".join(leaf for leaf, _ in self._subscriptions))
         self.subscribed.set()
         self.publish_state()  # the state says whether scans can reach us
 
@@ -309,8 +373,8 @@ class MqttLink:
             self._connected = False
             self._cond.notify_all()
         if was and not self._stop.is_set():
-            log.warning("%s: lost the broker (%s); events wait in the outbox (%d now); reconnecting",
-                        self._name, reason_code, self.outbox.depth())
+            self._tell(LinkStatus(LinkChange.LOST, str(reason_code)), logging.WARNING,
+                       "%s: lost the broker (%s)%s; reconnecting", self._name, reason_code, self._waiting())
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._cond:
@@ -323,7 +387,7 @@ class MqttLink:
             self._cond.notify_all()
 
     def _on_message(self, client, userdata, msg) -> None:
-        prefix = self._topic("")
+        prefix = self._prefix
         leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
         ack: Callable[[], object] = _no_ack
         if self._manual_ack:
@@ -331,7 +395,7 @@ class MqttLink:
                 gen = self._generation
             ack = InboundAck(self, msg.mid, msg.qos, gen)
         try:
-            self._on_message_cb(leaf, bytes(msg.payload), ack)
+            self._on_message_cb(Message(leaf, bytes(msg.payload), ack, bool(msg.retain)))
         except Exception:  # a bad message must never take paho's thread down with it
             log.exception("handling a message on %s failed; message dropped", msg.topic)
             ack()

@@ -243,7 +243,7 @@ class Till:
 
     def deliver(self, timeout: float = 60.0) -> None:
         """Connect, send everything stored, disconnect (a link is not started twice)."""
-        link = MqttLink(self.cfg, self.outbox, lambda leaf, payload, ack: None,
+        link = MqttLink(self.cfg, self.outbox, lambda m: None,
                         client_id=f"test-{self.cfg.store_id}-{self.cfg.till_id}")
         link.start()
         try:

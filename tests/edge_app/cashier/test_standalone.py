@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from edge_app.cashier.banner import DECISION_KIND, STYLES
+from edge_app.transport.mqtt import Message
 from tests.edge_app.broker_util import Broker
 from tests.helpers import REPO
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
@@ -209,12 +210,12 @@ def test_the_windows_link_quarantines_what_the_parser_refuses(tmp_path, caplog):
         bad = [b"[" * 100_000, b'{"schema": NaN}', b'{"x":"' + b"a" * (cfg.feed.max_payload_bytes + 1) + b'"}']
         with caplog.at_level("WARNING", logger="edge_app.cashier.standalone"):
             for payload in bad:
-                link._on_message("events/alert", payload, lambda: None)
+                link._on_message(Message("events/alert", payload, lambda: None))
         assert shown == []
         quarantined = [r.getMessage() for r in caplog.records if "quarantined a message" in r.getMessage()]
         assert len(quarantined) == len(bad), quarantined
         alert = alert_event(check_event())
-        link._on_message("events/alert", events.encode(alert), lambda: None)
+        link._on_message(Message("events/alert", events.encode(alert), lambda: None))
         assert shown == [events.from_dict(alert)]
     finally:
         link.outbox.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_app.manager.db import open_store
-from edge_app.manager.feed import gap_rows
+from edge_app.manager.store import gap_rows
 from tests.edge_app.feed_util import REPO, Proc, Till, wait_until, week_of, write_config
 from tests.edge_app.pg_util import PgServer
 

@@ -18,8 +18,9 @@ from PIL import Image
 from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.words import Answer
-from edge_app.manager.dashboard import bucket_size, create_app, hash_password
-from edge_app.manager.feed import FeedStore
+from edge_app.manager.chart_data import bucket_size
+from edge_app.manager.dashboard import create_app, hash_password
+from edge_app.manager.store import FeedStore
 from edge_app.manager.scope import Period
 from tests.helpers import wait_until
 from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, numbered, write_config

@@ -12,7 +12,9 @@ import pytest
 from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.manager.db import MIGRATIONS
-from edge_app.manager.feed import FeedDBError, FeedStore, TablePrinter, subscription
+from edge_app.manager.feed import subscription
+from edge_app.manager.live_table import TablePrinter
+from edge_app.manager.store import FeedDBError, FeedStore
 from edge_app.config import from_dict
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, db_query, event_topic,
@@ -117,7 +119,7 @@ def test_a_stored_payload_that_no_longer_reads_is_left_out_with_a_warning(tmp_pa
     st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?",
                   (json.dumps({**later, "schema": 2}), later["event_id"]))
     st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", ("{not json", c["event_id"]))
-    with caplog.at_level(logging.WARNING, logger="edge_app.manager.feed"):
+    with caplog.at_level(logging.WARNING, logger="edge_app.manager.store"):
         assert st.acks_for(a["event_id"]) == [events.from_dict(first)]
         assert st.answer_for(a["event_id"]) == "id_checked_over_age"
         assert st.event(c["event_id"]) is None

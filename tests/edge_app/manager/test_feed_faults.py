@@ -214,7 +214,7 @@ def test_postgresql_tells_a_refused_row_from_an_unavailable_store():
 def test_a_feed_store_quarantines_what_the_database_refuses(tmp_path):
     """`keep`: a row the database refuses for good becomes a quarantine row with the database's
     reason (here an event_id the events table already holds under another constraint)."""
-    from edge_app.manager.feed import FeedStore
+    from edge_app.manager.store import FeedStore
 
     st = FeedStore(tmp_path / "feed.sqlite3")
     st.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.transaction_id = 'T-refused'"

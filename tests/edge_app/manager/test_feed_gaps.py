@@ -12,7 +12,8 @@ import pytest
 
 from edge_app.config import from_dict
 from edge_app.manager.db import open_store
-from edge_app.manager.feed import gap_rows, gap_text
+from edge_app.manager.live_table import gap_text
+from edge_app.manager.store import gap_rows
 from tests.edge_app.feed_util import REPO, Proc, Till, check_event, db_query, wait_until, week_of, write_config
 
 SHIPPED = REPO / "deploy" / "mosquitto" / "agecheck-store.conf"

@@ -13,7 +13,7 @@ import pytest
 from edge_app.core import events
 from edge_app.core.words import Answer, IntegrityReason
 from edge_app.config import from_dict
-from edge_app.manager.feed import FeedStore
+from edge_app.manager.store import FeedStore
 from edge_app.manager.report import build
 from edge_app.manager.scope import ReportInputError, parse_period
 from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, write_config
@@ -141,7 +141,7 @@ def test_a_stored_payload_that_no_longer_reads_is_left_out_not_fatal(tmp_path, c
     st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", (json.dumps({**k1, "schema": 2}), k1["event_id"]))
     st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", ("{not json", c2["event_id"]))
     st.close()
-    with caplog.at_level(logging.WARNING, logger="edge_app.manager.feed"):
+    with caplog.at_level(logging.WARNING, logger="edge_app.manager.store"):
         path, s = build(str(db), tmp_path / "out", DAY, DAY, cfg)
     assert f"event {k1['event_id']} left out" in caplog.text and "unknown schema version 2" in caplog.text
     assert f"event {c2['event_id']} left out" in caplog.text

@@ -22,7 +22,7 @@ from edge_app.core.state import TillState
 from edge_app.core.times import iso_utc
 from edge_app.manager import db as dbmod
 from edge_app.manager.dashboard import create_app
-from edge_app.manager.feed import FeedStore
+from edge_app.manager.store import FeedStore
 from tests.edge_app.feed_util import Proc, Publisher, check_event, event_topic, numbered, write_config
 from tests.edge_app.manager.test_dashboard import _browser, _drawn, _stale, _wait
 
@@ -392,7 +392,7 @@ def _get(url: str) -> bytes:
 def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     """The report's missing events take the hole a till's state shows after its last stored event;
     when the events arrive the hole closes (worked out from what is stored)."""
-    from edge_app.manager.feed import gap_rows
+    from edge_app.manager.store import gap_rows
     from edge_app.manager.document import document
     from edge_app.manager.figures import open_db, summarize
     from edge_app.manager.render_md import render_markdown

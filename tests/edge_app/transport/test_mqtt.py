@@ -38,7 +38,7 @@ def _presence(state=TillState) -> Presence:
 def _link(tmp_path, port, state=None, messages=None):
     box = Outbox(tmp_path / "o.sqlite3", 10_000)
     got = messages if messages is not None else []
-    link = MqttLink(_cfg(port), box, lambda leaf, p, ack: got.append((leaf, p)), SUBSCRIPTIONS,
+    link = MqttLink(_cfg(port), box, lambda m: got.append((m.leaf, m.payload)), SUBSCRIPTIONS,
                     presence=_presence(state or (lambda: TillState(camera="up"))))
     return link, box
 
@@ -230,7 +230,7 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     cfg = C.from_dict({"mqtt": {"port": broker.port, "username": "till-01", "password_file": str(pw),
                                 "reconnect_max_seconds": 3}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p, ack: None, SUBSCRIPTIONS,
+    link = MqttLink(cfg, box, lambda m: None, SUBSCRIPTIONS,
                     presence=_presence(lambda: TillState(mqtt_error=link.error)))
     assert link.trust_warnings == []  # a 0600 password file on a loopback broker: nothing to say
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
@@ -263,7 +263,7 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
     pw.chmod(0o644)
     cfg = C.from_dict({"mqtt": {"username": "till-01", "password_file": str(pw)}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p, ack: None, SUBSCRIPTIONS, presence=_presence())
+    link = MqttLink(cfg, box, lambda m: None, SUBSCRIPTIONS, presence=_presence())
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     link.stop(flush_timeout=0.1)
@@ -298,7 +298,7 @@ def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     cfg = C.from_dict({"mqtt": {"port": tls_port, "reconnect_max_seconds": 2,
                                 "tls": {"enabled": True, "ca_file": str(trusted)}}}, REPO)
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda leaf, p, ack: None, SUBSCRIPTIONS, presence=_presence())
+    link = MqttLink(cfg, box, lambda m: None, SUBSCRIPTIONS, presence=_presence())
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     try:
@@ -335,7 +335,7 @@ def test_manual_ack_holds_messages_until_acked_and_never_stalls(tmp_path, mqtt_b
     def session(got):
         box = Outbox(tmp_path / f"o{len(boxes)}.sqlite3", 100)
         boxes.append(box)
-        return MqttLink(_cfg(mqtt_broker.port), box, lambda leaf, p, ack: got.append((p, ack)), SUBSCRIPTIONS,
+        return MqttLink(_cfg(mqtt_broker.port), box, lambda m: got.append((m.payload, m.ack)), SUBSCRIPTIONS,
                         client_id="manual-ack-test", session_expiry_s=60, manual_ack=True).start()
 
     boxes: list[Outbox] = []

@@ -113,7 +113,7 @@ def _another_programs_sqlite(path):
 
 
 def _feed_database(path):
-    from edge_app.manager.feed import FeedStore
+    from edge_app.manager.store import FeedStore
 
     FeedStore(path).close()
 
