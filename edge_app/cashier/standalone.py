@@ -169,6 +169,13 @@ def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: thr
             shown = True
 
 
+def _publish(link: AckLink | None, ack: events.AckEvent) -> None:
+    """A cashier's answer to the link; raises (the window process logs it) when there is no link yet."""
+    if link is None:
+        raise RuntimeError("an answer came before the link to the broker was opened")
+    link.publish(ack)
+
+
 def main(args, cfg: Config) -> int:
     """`agecheck display`: the alert window as its own process next to the service. The window
     itself runs in a child process (edge_app.cashier.isolated), started again whenever it dies."""
@@ -180,7 +187,7 @@ def main(args, cfg: Config) -> int:
     # A screen that is gone for good (the cashier logged out; Debian keeps a session's processes
     # by default) ends this program rather than leaving it connected to the broker, retrying a
     # window, beside the next session's own `agecheck display` under the same client id.
-    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev),
+    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: _publish(link, ev),
                             history_path=history, give_up_after=GIVE_UP_AFTER)
     try:
         display.start()

@@ -332,7 +332,7 @@ def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if value is None:
             return None
         return _convert(value, args[0], key, meta)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
         if not isinstance(value, dict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.bands import BANDS
@@ -61,7 +61,7 @@ _WORDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def _walk(value: Any, where: str):
+def _walk(value: Any, where: str) -> Iterator[tuple[str, Any]]:
     """(where, value) of every scalar inside a JSON value, keys of objects included as text."""
     if isinstance(value, dict):
         for k, v in value.items():
@@ -100,13 +100,13 @@ def check_scalar(where: str, name: str, value: Any) -> None:
         raise SchemaError(f"field {where!r} is {value}, outside a 64-bit integer")
 
 
-def _in_range(event: dict, name: str, lo: float, hi: float, what: str) -> None:
+def _in_range(event: dict[str, Any], name: str, lo: float, hi: float, what: str) -> None:
     v = event.get(name)
     if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
         raise SchemaError(f"field {name!r} is {v:g}, outside {lo:g} to {hi:g} ({what})")
 
 
-def check_bounds(event: dict, kind: str) -> None:
+def check_bounds(event: dict[str, Any], kind: str) -> None:
     """Every value within what a till can send (see MAX_ID_CHARS and below); SchemaError names the
     field and the bound."""
     for where, value in _walk(event, "event"):
@@ -163,7 +163,7 @@ def _is_uuid(v: Any) -> bool:
     return True
 
 
-def check_ack(event: dict) -> None:
+def check_ack(event: dict[str, Any]) -> None:
     answer = event["answer"]
     if answer not in (*ACK_ANSWERS, Answer.UNDONE):
         raise SchemaError(f"ack event: answer must be one of {', '.join((*ACK_ANSWERS, Answer.UNDONE))}")
@@ -187,7 +187,7 @@ def _check_text(value: Any, where: str) -> None:
         raise SchemaError(f"{where} contains control characters")
 
 
-def check_pos_text(event: dict, kind: str) -> None:
+def check_pos_text(event: dict[str, Any], kind: str) -> None:
     """The POS's free text (product name, operator) reaches a cashier's screen and a manager's
     report: bounded and printable wherever it travels."""
     box = event.get("item" if kind == "alert" else "trigger")

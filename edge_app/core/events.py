@@ -12,9 +12,15 @@ from enum import StrEnum
 from typing import Any, ClassVar, Mapping
 
 from edge_app.core import payloads
-from edge_app.core.event_bounds import (MAX_INT, SchemaError, check_ack, check_bounds, check_pos_text,
-                                        check_scalar)
-from edge_app.core.event_parts import Latency, Part, PolicyInfo, Product, TriggerInfo
+# An event's parts and the error a bad one raises are read as `events.Product`, `events.SchemaError`
+# by the programs: named here on purpose (the `X as X` form tells mypy so), defined in their modules.
+from edge_app.core.event_bounds import MAX_INT, check_ack, check_bounds, check_pos_text, check_scalar
+from edge_app.core.event_bounds import SchemaError as SchemaError
+from edge_app.core.event_parts import Latency as Latency
+from edge_app.core.event_parts import Part
+from edge_app.core.event_parts import PolicyInfo as PolicyInfo
+from edge_app.core.event_parts import Product as Product
+from edge_app.core.event_parts import TriggerInfo as TriggerInfo
 from edge_app.core.times import now_iso
 from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason
 
@@ -62,13 +68,14 @@ def parse_event_topic(name: str) -> tuple[str, str, str] | None:
     return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
 
 
-def encode(event: dict | Event) -> bytes:
+def encode(event: dict[str, Any] | Event) -> bytes:
     if isinstance(event, Event):
         return event.encode()
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def decode(payload: bytes) -> dict:
+def decode(payload: bytes) -> Any:
+    """The JSON in an encoded event, unchecked (an event's own reader is `decode_event`)."""
     return json.loads(payload.decode("utf-8"))
 
 
@@ -92,7 +99,7 @@ def _wire(json_type: Any) -> Any:
     return field(metadata={"wire": json_type})
 
 
-def validate(event: Any) -> dict:
+def validate(event: Any) -> dict[str, Any]:
     """Raise SchemaError naming the first problem; return the event when it is valid."""
     if not isinstance(event, dict):
         raise SchemaError("event is not a JSON object")
@@ -206,7 +213,7 @@ class Event:
             if words is not None and isinstance(value, str) and value in words._value2member_map_:
                 object.__setattr__(self, f.name, words(value))
 
-    def _json(self) -> dict:
+    def _json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": self.KIND, **self.extra}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -218,7 +225,7 @@ class Event:
             out[f.name] = _wire_value(value)
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The wire dict (the event was validated when it was built)."""
         return self._json()
 

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 # Deeper than any message of ours (an event is 3 levels), shallow enough for any recursion limit.
 MAX_DEPTH = 32
@@ -72,7 +72,7 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits) -> Any:
     if depth > limits.max_depth:
         raise PayloadError(f"JSON nested more than {limits.max_depth} levels deep")
 
-    def number(s: str, convert) -> Any:
+    def number(s: str, convert: Callable[[str], Any]) -> Any:
         if len(s) > limits.max_number_chars:
             raise PayloadError(f"a number of {len(s)} characters (at most {limits.max_number_chars})")
         value = convert(s)
@@ -96,7 +96,7 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits) -> Any:
         raise PayloadError(f"not valid JSON ({exc})") from None
 
 
-def parse_object(payload: bytes | bytearray | memoryview | str, limits: Limits) -> dict:
+def parse_object(payload: bytes | bytearray | memoryview | str, limits: Limits) -> dict[str, Any]:
     """Like parse, for the (usual) case where only a JSON object is acceptable."""
     data = parse(payload, limits)
     if not isinstance(data, dict):

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from enum import StrEnum
-from typing import Callable
+from typing import Callable, TypeVar
 
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
@@ -19,6 +19,7 @@ from edge_app.core.state import Quarantined
 from edge_app.core.times import now_iso
 
 log = logging.getLogger(__name__)
+_Message = TypeVar("_Message", Scan, Sale)
 
 
 class Count(StrEnum):
@@ -126,7 +127,7 @@ class Inbound:
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
 
-    def _parse_pos(self, parse, payload: bytes):
+    def _parse_pos(self, parse: Callable[[bytes, int], _Message], payload: bytes) -> _Message | None:
         """A POS message parsed, or None after logging why it was dropped (never raises)."""
         try:
             return parse(payload, self.max_bytes)

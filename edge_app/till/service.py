@@ -48,6 +48,7 @@ from edge_app.config import Config, ConfigError
 from edge_app.config.files import require_model_file
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.mediapipe_import import import_mediapipe
+from edge_app.vision.model import AgeModel
 from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.transport.outbox import Outbox, OutboxError
@@ -57,7 +58,7 @@ from edge_app.till.plugins import PluginFactory, ServiceListener
 from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
 from edge_app.till.inbound import Count, CountedWarnings, Inbound
 from edge_app.till.pos_clock import ClockReading, PosClock
-from edge_app.till.triggers import (StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
+from edge_app.till.triggers import (Outcome, StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
                                     applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ def _tenths(seconds: float | None) -> float | None:
 
 
 class Service:
-    def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
-                 stdin: TextIO | None = None, plugins: Sequence[PluginFactory] = ()):
+    def __init__(self, cfg: Config, *, pipeline: FacePipeline | None = None, model: AgeModel | None = None,
+                 notifier: Notifier | None = None, stdin: TextIO | None = None,
+                 plugins: Sequence[PluginFactory] = ()):
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
@@ -135,7 +137,7 @@ class Service:
         self.last_check: LastCheck | None = None
         self.started_ts = now_iso()
         self.worker_heartbeat = time.monotonic()
-        self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[tuple[Trigger, Future[Outcome]]] = queue.Queue(maxsize=QUEUE_MAX)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._closers: list[Callable[[], object]] = []

@@ -24,9 +24,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.core import events
@@ -57,8 +59,8 @@ class Presence:
     document, built by `state()` each time the link publishes it."""
 
     availability_leaf: str
-    online: str
-    offline: str
+    online: bytes
+    offline: bytes
     state_leaf: str
     state: Callable[[], bytes]
 
@@ -82,7 +84,7 @@ class InboundAck:
         self._done = False
         self._lock = threading.Lock()
 
-    def __call__(self, *_ignored) -> None:  # *_ignored: usable as a Future done-callback
+    def __call__(self, *_ignored: object) -> None:  # *_ignored: usable as a Future done-callback
         with self._lock:
             if self._done:
                 return
@@ -119,7 +121,7 @@ class MqttLink:
         self._subscriptions = tuple(subscriptions)
         self._session_expiry_s = session_expiry_s
         self._name = name  # how the log lines name this link
-        self._topic = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
+        self._topic: Callable[[str], str] = lambda leaf: events.topic(cfg.store_id, cfg.till_id, leaf)
         self.client_id = client_id or cfg.mqtt.client_id or session_client_id(
             cfg.mqtt, f"agecheck-{cfg.store_id}-{cfg.till_id}")
         self.client = make_client(cfg.mqtt, self.client_id)
@@ -254,7 +256,8 @@ class MqttLink:
                     self._name, self.cfg.mqtt.host, self.cfg.mqtt.port, error, hint, self.outbox.depth(),
                     reconnect_max(self.cfg.mqtt))
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             user = self.cfg.mqtt.username
             self._failed(login_refused(reason_code), True,
@@ -284,7 +287,8 @@ class MqttLink:
         else:
             self.subscribed.set()  # a link that only delivers its outbox
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         bad = [rc for rc in reason_codes if rc.is_failure]
         if bad:
             log.error("%s: broker refused a subscription to %s (%s); check the broker's ACL for this till",
@@ -296,13 +300,14 @@ class MqttLink:
         self.subscribed.set()
         self.publish_state()  # the state says whether scans can reach us
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this from inside its `except OSError:` around the connect, so the cause
         # (refused, unresolvable, a TLS verify error) is the exception being handled.
         exc = sys.exc_info()[1]
         self._failed(connect_error(exc, self.cfg.mqtt), lasting_failure(exc), "")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         self.subscribed.clear()
         with self._cond:
             was = self._connected
@@ -312,7 +317,8 @@ class MqttLink:
             log.warning("%s: lost the broker (%s); events wait in the outbox (%d now); reconnecting",
                         self._name, reason_code, self.outbox.depth())
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._cond:
             if mid in self._other_mids:
                 self._other_mids.discard(mid)
@@ -322,7 +328,7 @@ class MqttLink:
                 self._acked[mid] = not reason_code.is_failure
             self._cond.notify_all()
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         prefix = self._topic("")
         leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
         ack: Callable[[], object] = _no_ack

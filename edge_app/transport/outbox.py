@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from edge_app.core import events
 from edge_app.transport import locks
@@ -39,6 +39,7 @@ from edge_app.transport.files import create_private
 from edge_app.transport.outbox_space import RESUME_FREE_BYTES, WAL_MAX_BYTES, SpaceGuard, is_full
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -112,6 +113,7 @@ class Outbox:
         except OSError as exc:
             raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
         # Before anything reads or moves the file: a second instance must not touch the first's.
+        self._lock_fd: int | None
         self._lock_fd, lock_created = _take_lock(self.path)
         try:
             self._init_file()
@@ -286,7 +288,7 @@ class Outbox:
             busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error:
             return False
-        return busy == 0
+        return int(busy) == 0
 
     # -- API -----------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
@@ -295,7 +297,7 @@ class Outbox:
         with self._lock:
             return self._with_space(lambda: self._put(topic, payload, event_id))
 
-    def _with_space(self, write: Callable[[], Any]) -> Any:
+    def _with_space(self, write: Callable[[], _T]) -> _T:
         """(lock held) One write; on a full disk, make space (`_relieve`) and try it once more."""
         self._check_file()
         refusal = self._space.refusal()

@@ -237,7 +237,7 @@ class ModelCard:
                 continue
             if hasattr(v, "to_dict"):
                 v = v.to_dict()
-            elif dataclasses.is_dataclass(v):
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
                 v = dataclasses.asdict(v)
             elif isinstance(v, tuple):
                 v = list(v)

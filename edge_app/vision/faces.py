@@ -189,8 +189,8 @@ def estimate_pose(kp: np.ndarray) -> tuple[float, float]:
     """Rough yaw and pitch in degrees from the six detector keypoints: enough for a gate that
     refuses profile and strongly tilted faces, not a head-pose estimator."""
     reye, leye, nose, mouth, rear, lear = kp
-    d_r = np.linalg.norm(nose - rear)
-    d_l = np.linalg.norm(nose - lear)
+    d_r = float(np.linalg.norm(nose - rear))
+    d_l = float(np.linalg.norm(nose - lear))
     yaw = math.degrees(math.asin(float(np.clip((d_r - d_l) / max(d_r + d_l, 1e-6) * 1.6, -1, 1))))
     eye_mid = (reye + leye) / 2
     axis = mouth - eye_mid
@@ -264,8 +264,10 @@ class FacePipeline:
         img = rgb
         if pad:
             img = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        detector = self._full if full else self._short
+        assert detector is not None  # full=True only when the full-range detector is loaded
         with self._lock:
-            res = (self._full if full else self._short).process(np.ascontiguousarray(img))
+            res = detector.process(np.ascontiguousarray(img))
         out: list[Face] = []
         h, w = img.shape[:2]
         for det in res.detections or []:
