@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +209,7 @@ def describe(a: argparse.Namespace, model, sizes: list[int], representative: int
         "file": a.out.name,
         "sha256": sha256(a.out),
         "size_bytes": a.out.stat().st_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": architecture(RESNET, sizes, size),
         "members": len(sizes),
         "member_input_sizes": sizes,

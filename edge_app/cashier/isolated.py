@@ -34,7 +34,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window import CashierDisplay, DisplayError
@@ -145,7 +146,7 @@ class WindowProcess:
             self._send({"notice": text})
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> "WindowProcess":
+    def start(self, timeout: float = 30.0) -> WindowProcess:
         """Start the first window and wait for it to open; raises DisplayError when it cannot
         (no screen). After that, a window that dies is started again by itself."""
         first = threading.Event()

@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -98,7 +98,7 @@ class AckLink:
             self.outbox.close()
             raise
 
-    def start(self) -> "AckLink":
+    def start(self) -> AckLink:
         self.link.start()
         return self
 
@@ -146,7 +146,7 @@ def not_connected_text(till_id: str) -> str:
     return f"NOT CONNECTED TO TILL {till_id}: check the login"
 
 
-def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: threading.Event) -> None:
+def watch_till(link: AckLink, display, till_id: str, timeout: float, stop: threading.Event) -> None:
     """Once subscribed, the till's retained state must come within `timeout` s: a broker that
     lets this login connect and subscribe but not read the till's topics (an ACL that does not
     name it) delivers nothing and says nothing. Then the window says so, and the log."""

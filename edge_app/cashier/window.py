@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from edge_app.cashier.window_state import View, WindowSnapshot, WindowState
 from edge_app.config import DisplayConfig
@@ -162,11 +163,11 @@ class CashierDisplay:
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         if not self._ready.wait(timeout):
-            raise DisplayError("the alert window did not open within %.0f s" % timeout)
+            raise DisplayError(f"the alert window did not open within {timeout:.0f} s")
         if self._init_error is not None:
             raise DisplayError(str(self._init_error))
 
-    def start_in_thread(self) -> "CashierDisplay":
+    def start_in_thread(self) -> CashierDisplay:
         """Run the window on its own thread (inside the service). Raises DisplayError when there
         is no screen to open it on."""
         self._thread = threading.Thread(target=self._thread_main, name="cashier-display", daemon=True)

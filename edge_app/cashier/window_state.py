@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 from edge_app.cashier.banner import (AlertQueue, Banner, BannerKind, Pending, banner_for, notice_banner,
                                      recorded_banner)

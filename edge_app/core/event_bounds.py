@@ -5,8 +5,9 @@ and each kind's required fields. `SchemaError` names the field and the bound."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Iterator
 
 from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.bands import BANDS
@@ -34,7 +35,7 @@ MAX_INT = 2**63 - 1
 MAX_SECONDS = 366 * 24 * 3600.0
 # An event's `ts` is the till's clock: none is from before this product existed, and one more
 # than a day ahead of the reader's clock is a broken or forged clock, not a check.
-EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_TS_AHEAD = timedelta(days=1)
 
 
@@ -137,7 +138,7 @@ def check_bounds(event: dict[str, Any], kind: str) -> None:
         raise SchemaError(f"field 'ts' is not an ISO 8601 time: {event['ts'][:40]!r}")
     if ts < EARLIEST_TS:
         raise SchemaError(f"field 'ts' is {event['ts']}, before {EARLIEST_TS:%Y-%m-%d}")
-    if ts > datetime.now(timezone.utc) + MAX_TS_AHEAD:
+    if ts > datetime.now(UTC) + MAX_TS_AHEAD:
         raise SchemaError(f"field 'ts' is {event['ts']}, more than a day ahead of this computer's clock")
     # The scan's own times inside `trigger` are read leniently (TriggerInfo: unreadable = absent),
     # and only bounded as short text above: the POS's clock is not the till's, and may be off by

@@ -6,7 +6,8 @@ losslessly; the events that carry them are in `edge_app.core.events`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Self
+from typing import Any, Self
+from collections.abc import Callable, Mapping
 
 from edge_app.core.words import PolicyRule
 
@@ -123,7 +124,7 @@ class TriggerInfo(Part):
     extra: Mapping[str, Any] = _extra()
 
     @classmethod
-    def from_dict(cls, box: Any) -> "TriggerInfo":
+    def from_dict(cls, box: Any) -> TriggerInfo:
         if not isinstance(box, Mapping):
             return cls()
         # The scan's own keys are read here; every other one (a key neither knows included) is the

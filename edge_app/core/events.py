@@ -9,7 +9,8 @@ import json
 import uuid
 from dataclasses import InitVar, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
+from collections.abc import Mapping
 
 from edge_app.core import payloads
 # An event's parts and the error a bad one raises are read as `events.Product`, `events.SchemaError`
@@ -37,7 +38,7 @@ def topic(store_id: str, till_id: str, leaf: str) -> str:
     return f"{TOPIC_ROOT}/{store_id}/{till_id}/{leaf}"
 
 
-def event_leaf(kind: "str | Event | type[Event] | None" = None) -> str:
+def event_leaf(kind: str | Event | type[Event] | None = None) -> str:
     """The leaf below a till's topic that events of a kind (a kind word, an event or its class)
     are published on, "events/check"; with no kind, the pattern for all of them, "events/#"."""
     if kind is None:
@@ -48,7 +49,7 @@ def event_leaf(kind: "str | Event | type[Event] | None" = None) -> str:
     return f"events/{word}"
 
 
-def event_topic(store_id: str, till_id: str, kind: "str | Event | type[Event] | None" = None) -> str:
+def event_topic(store_id: str, till_id: str, kind: str | Event | type[Event] | None = None) -> str:
     """The full topic of `event_leaf(kind)` for one till."""
     return topic(store_id, till_id, event_leaf(kind))
 
@@ -232,7 +233,7 @@ class Event:
     def encode(self) -> bytes:
         return encode(self._json())
 
-    def numbered(self, seq: int, publisher: str) -> "Event":
+    def numbered(self, seq: int, publisher: str) -> Event:
         """The event as an outbox stores it: with its publisher's next number. The rest was
         validated when the event was built; only the number and the publisher are new."""
         if not 1 <= seq <= MAX_INT:

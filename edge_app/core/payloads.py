@@ -16,7 +16,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 # Deeper than any message of ours (an event is 3 levels), shallow enough for any recursion limit.
 MAX_DEPTH = 32

@@ -16,7 +16,8 @@ import dataclasses
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt

@@ -153,7 +153,7 @@ class Scan(_Message):
 
     @classmethod
     def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int,
-                     defaults: Item | None = None) -> "Scan":
+                     defaults: Item | None = None) -> Scan:
         """The scan in a payload, or PosMessageError naming the problem. Unknown fields are
         ignored. With `defaults` (the local demo triggers) an empty payload or a missing field
         takes the default item's value and a transaction id is made up; from the POS every
@@ -161,7 +161,7 @@ class Scan(_Message):
         return cls._read(_object(cls.TOPIC, payload, max_bytes, empty_is_object=defaults is not None), defaults)
 
     @classmethod
-    def _read(cls, data: dict[str, Any], defaults: Item | None = None) -> "Scan":
+    def _read(cls, data: dict[str, Any], defaults: Item | None = None) -> Scan:
         t, d = cls.TOPIC, defaults
         sku = _text(data, "sku", t, d.sku if d else None)
         category = _text(data, "category", t, d.category if d else None)
@@ -196,13 +196,13 @@ class Sale(_Message):
     pos_ts: str | None = None
 
     @classmethod
-    def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int = 4096) -> "Sale":
+    def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int = 4096) -> Sale:
         """The sale in a payload, or PosMessageError naming the problem. Unknown fields (a total,
         the tender) are ignored."""
         return cls._read(_object(cls.TOPIC, payload, max_bytes))
 
     @classmethod
-    def _read(cls, data: dict[str, Any]) -> "Sale":
+    def _read(cls, data: dict[str, Any]) -> Sale:
         txn = _text(data, "transaction_id", cls.TOPIC)
         ts = data.get("ts")
         if ts is not None and not isinstance(ts, str):

@@ -5,7 +5,7 @@ report.html, and drawing two bar charts needs no plotting library on the manager
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 from xml.sax.saxutils import escape, quoteattr
 
 from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES

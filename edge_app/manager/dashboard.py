@@ -23,7 +23,7 @@ import ipaddress
 import json
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, tzinfo, UTC
 
 from edge_app.config import Config
 from edge_app.errors import UsageError
@@ -64,7 +64,7 @@ class EventRow:
     event_id: str
 
     @classmethod
-    def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> "EventRow":
+    def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> EventRow:
         shown = isinstance(ev, (events.CheckEvent, events.AlertEvent))
         return cls(time=local, store_id=ev.store_id, till_id=ev.till_id, kind=ev.KIND,
                    decision=(ev.decision or "") if shown else "",
@@ -315,7 +315,7 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
         silent or is heard again (which no stored event says): what the page polls."""
         n, last = db.query("SELECT COUNT(*), MAX(received_at) FROM events")[0]
         q = db.query("SELECT COUNT(*) FROM quarantine")[0][0] if db.has_table("quarantine") else 0
-        quiet = ",".join(f"{t.store_id}/{t.till_id}" for t in hearing(db, datetime.now(timezone.utc)).silent)
+        quiet = ",".join(f"{t.store_id}/{t.till_id}" for t in hearing(db, datetime.now(UTC)).silent)
         return f"{n}-{q}-{last or ''}-{quiet}"
 
     def silence(f: Filters) -> Hearing | None:
@@ -393,7 +393,7 @@ def silent_now(db: Database, f: Filters, today: date) -> Hearing | None:
     (silence is about now, not about a past period)."""
     if f.period.until < today:
         return None
-    return hearing(db, datetime.now(timezone.utc), f.store, f.till)
+    return hearing(db, datetime.now(UTC), f.store, f.till)
 
 
 def _when(ts: str | None, tz: tzinfo | None) -> str:

@@ -18,7 +18,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Sequence
 
 from edge_app.core.times import now_iso
 from edge_app.transport.files import create_private

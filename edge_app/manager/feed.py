@@ -81,7 +81,7 @@ class Stored:
     status: Literal["new", "duplicate", "quarantined", "till"]  # till: a till's state or availability, kept
     event: events.Event | None = None  # decoded once, by check_message
     reason: str | None = None
-    gap: "Gap | None" = None  # a new event that shows some before it are missing
+    gap: Gap | None = None  # a new event that shows some before it are missing
 
 
 def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Event | None, str | None]:
@@ -466,7 +466,7 @@ class Feed:
         self._unavailable_since: float | None = None
         self._writer = threading.Thread(target=self._write_loop, name="feed-store-writer", daemon=True)
 
-    def start(self) -> "Feed":
+    def start(self) -> Feed:
         # clean_start=False + a session expiry: the broker queues QoS 1 events while we are away.
         self._client.connect_async(self.cfg.mqtt.host, self.cfg.mqtt.port, self.cfg.mqtt.keepalive,
                                    clean_start=False,

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from edge_app.core import events
 from edge_app.core.answers import covered, standing
@@ -124,7 +124,7 @@ class TillDay:
     def median_decision_s(self) -> float | None:
         return statistics.median(self.decision_times) if self.decision_times else None
 
-    def add(self, other: "TillDay") -> None:
+    def add(self, other: TillDay) -> None:
         self.checks += other.checks
         self.decisions.update(other.decisions)
         self.alerts += other.alerts
@@ -153,7 +153,7 @@ class Summary:
     bands: Counter
     bands_by_category: dict[str, Counter]
     shoppers_without_estimate: int
-    integrity_events: list["IntegrityLine"]
+    integrity_events: list[IntegrityLine]
     quarantined: int
     events_total: int
     gaps: list[Gap] = field(default_factory=list)
@@ -343,7 +343,7 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
                    tally.total, gaps, read.unreadable, tally.by_cashier, scope)
 
 
-def _count(cell: "TillDay", ev: events.Event, answers: Mapping[str, set[str]], standing_ids: set[str]) -> None:
+def _count(cell: TillDay, ev: events.Event, answers: Mapping[str, set[str]], standing_ids: set[str]) -> None:
     """One event into a till's day or a cashier's figures."""
     if isinstance(ev, events.CheckEvent):
         cell.checks += 1
@@ -403,7 +403,7 @@ class Attention:
     sales: int
     unanswered: int
     answered_no_id_check: int
-    moments: list["Moment"]
+    moments: list[Moment]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from edge_app.core import events
 from edge_app.core.times import local_dt

@@ -19,7 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -180,7 +181,7 @@ class Capture:
     def reason(self) -> str:
         return self._reason
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="capture", daemon=True)

@@ -25,7 +25,8 @@ import statistics
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypedDict
+from typing import TypedDict
+from collections.abc import Callable, Mapping
 
 import cv2
 

@@ -274,7 +274,7 @@ class HttpTrigger:
     def refused_connections(self) -> int:
         return self._server.refused
 
-    def start(self) -> "HttpTrigger":
+    def start(self) -> HttpTrigger:
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-trigger", daemon=True)
         self._thread.start()
         log.info("local HTTP trigger on http://127.0.0.1:%d/scan", self.port)

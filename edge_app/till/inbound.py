@@ -11,7 +11,8 @@ import threading
 import time
 from collections import Counter
 from enum import StrEnum
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
@@ -141,8 +142,8 @@ class Inbound:
         `state`, and acknowledged (by returning normally) so the broker does not send it again."""
         self.counts[Count.MESSAGES_QUARANTINED] += 1
         self.last_quarantined = Quarantined(ts=now_iso(), topic=where, reason=reason[:300])
-        self.log.warning("%s; message quarantined (%d bytes: %s)" % (
-            reason if reason.startswith(where) else f"{where}: {reason}", len(payload), preview(payload)))
+        said = reason if reason.startswith(where) else f"{where}: {reason}"
+        self.log.warning(f"{said}; message quarantined ({len(payload)} bytes: {preview(payload)})")
 
     def _remote_ack(self, payload: bytes) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""

@@ -35,7 +35,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from edge_app.core import events
 from edge_app.core.pos import PosMessageError, Sale
@@ -263,7 +264,7 @@ class IntegrityMonitor(Listener):
             with self._lock:
                 self._unsent[:0] = failed
 
-    def start(self) -> "IntegrityMonitor":
+    def start(self) -> IntegrityMonitor:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="integrity", daemon=True)
             self._thread.start()

@@ -31,7 +31,8 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from typing import Callable, Sequence, TextIO
+from typing import TextIO
+from collections.abc import Callable, Sequence
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -376,7 +377,7 @@ class Service:
         self.link.publish_state()
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> "Service":
+    def start(self) -> Service:
         cfg = self.cfg
         self.capture.start()
         self.writer.start()

@@ -15,7 +15,8 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable, Iterator, Literal, Protocol, TextIO
+from typing import Literal, Protocol, TextIO
+from collections.abc import Callable, Iterator
 
 from edge_app.config import TriggersConfig
 from edge_app.core import events
@@ -160,7 +161,7 @@ class StdinTrigger:
         self._max_bytes = cfg.max_payload_bytes
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "StdinTrigger":
+    def start(self) -> StdinTrigger:
         self._thread = threading.Thread(target=self._run, name="stdin-trigger", daemon=True)
         self._thread.start()
         log.info("stdin trigger: press Enter (or type a JSON scan) to start a check")

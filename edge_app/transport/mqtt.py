@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
@@ -76,7 +77,7 @@ class InboundAck:
 
     __slots__ = ("_link", "mid", "qos", "_generation", "_done", "_lock")
 
-    def __init__(self, link: "MqttLink", mid: int, qos: int, generation: int):
+    def __init__(self, link: MqttLink, mid: int, qos: int, generation: int):
         self._link = link
         self.mid = mid
         self.qos = qos
@@ -166,7 +167,7 @@ class MqttLink:
         self._backed_off = False  # paho's reconnect delay is pinned at its maximum
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "MqttLink":
+    def start(self) -> MqttLink:
         m = self.cfg.mqtt
         log.info("connecting to MQTT broker %s:%d as %s%s", m.host, m.port,
                  self.client_id, " (TLS)" if m.tls.enabled else "")

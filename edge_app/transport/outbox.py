@@ -29,9 +29,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 from edge_app.core import events
 from edge_app.transport import locks
@@ -139,7 +140,7 @@ class Outbox:
                 raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
             # Our own file, damaged: keep it for inspection rather than deleting what might
             # still be read, and start a new one so the till keeps recording.
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
             self.path.rename(aside)
             for suffix in ("-wal", "-shm"):
                 side = self.path.with_name(self.path.name + suffix)

@@ -10,7 +10,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from edge_app.core import events
 from edge_app.transport.outbox import LOG_EVERY_S, Outbox, OutboxError
@@ -63,7 +63,7 @@ class OutboxWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "OutboxWriter":
+    def start(self) -> OutboxWriter:
         self._thread = threading.Thread(target=self._retry_loop, name="outbox-retry", daemon=True)
         self._thread.start()
         return self

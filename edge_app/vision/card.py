@@ -17,7 +17,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from edge_app.core.policy import DecisionRules, GateRule
 from edge_app.vision.errors import VisionError

@@ -254,7 +254,7 @@ class FacePipeline:
         if self._full is not None:
             self._full.close()
 
-    def __enter__(self) -> "FacePipeline":
+    def __enter__(self) -> FacePipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:

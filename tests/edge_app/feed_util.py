@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import yaml
@@ -27,7 +27,7 @@ from tests.helpers import wait_until  # noqa: F401  (re-exported: the feed tests
 from edge_app.transport.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[2]
-WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=timezone.utc)
+WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=UTC)
 
 
 LAGER = events.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")

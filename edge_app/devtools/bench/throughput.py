@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from edge_app.config.files import load
 from edge_app.devtools.bench.harness import CHILD_TIMEOUT_S, child_env

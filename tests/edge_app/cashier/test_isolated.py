@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 from edge_app.cashier import isolated
 from edge_app.cashier.banner import BannerKind

@@ -252,7 +252,7 @@ def test_the_scope_narrows_every_figure(tmp_path):
     day = Period(dt.date(2025, 3, 14), dt.date(2025, 3, 14))
 
     def figures(**kw):
-        s = summarize(con, day, dt.timezone.utc, scope=Scope(**kw))
+        s = summarize(con, day, dt.UTC, scope=Scope(**kw))
         t = s.totals()
         return (t.checks, t.alerts, t.id_checked_alerts, sum(t.answers.values()), t.undone, t.integrity,
                 sum(s.bands.values()), sorted(c for _, c in s.cashiers), len(s.integrity_events))

@@ -27,6 +27,7 @@ from tests.edge_app.core.test_state import LAST_CHECK_KEYS, STATE_KEYS
 from tests.helpers import Calls
 from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
                                          service_config, wait_until)
+from datetime import UTC
 
 ROOT = "agecheck/v1/store-001/till-01"
 
@@ -336,7 +337,7 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     """No worker running (as while the service is busy or stopping): the 17th and 18th scans find
     the queue full, and the 16 waiting ones are recorded at shutdown; a stale scan is recorded
     and never queued. Every one of them is a schema-valid `missed` event in the outbox."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from edge_app.till.service import QUEUE_MAX
 
@@ -344,7 +345,7 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     svc = Service(cfg, pipeline=parts[0], model=parts[1])
     subs = [svc.submit(Scan(Item("5010677850100", "alcohol"), f"Q-{i}"), "pos") for i in range(QUEUE_MAX + 2)]
     assert [s.status for s in subs] == ["started"] * QUEUE_MAX + ["busy"] * 2
-    old = (datetime.now(timezone.utc) - timedelta(seconds=90)).timestamp()
+    old = (datetime.now(UTC) - timedelta(seconds=90)).timestamp()
     stale = svc.submit(Scan(Item("5010677850100", "alcohol"), "Q-stale", sent_at=old), "pos")
     assert stale.status == "missed" and "90 s after the POS sent it" in stale.detail
     assert svc.state().scans_missed == {"stale": 1, "queue_full": 2, "shutdown": 0, "check_failed": 0}

@@ -114,7 +114,7 @@ def test_sigkill_with_events_in_the_outbox_then_restart_delivers_them(tmp_path, 
         while True:
             try:
                 notes.append(sd.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
