@@ -37,9 +37,9 @@ from collections.abc import Callable, Sequence
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import __version__
-from edge_app.core import events
+from edge_app.core import events, state
 from edge_app.core.pos import Sale, Scan
-from edge_app.core.state import AVAILABILITY_LEAF, HEARTBEAT_S, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Recording, TillState
+from edge_app.core.state import HEARTBEAT_S, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.till.capture import Capture
@@ -116,8 +116,8 @@ class Service:
             # publishes while the service restarts are kept by the broker and arrive afterwards.
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
             self.link = MqttLink(cfg, self.outbox, self.inbound.on_message, SUBSCRIPTIONS,
-                                 presence=Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF,
-                                                   lambda: self.state().encode()),
+                                 presence=Presence(state.AVAILABILITY_LEAF, state.ONLINE, state.OFFLINE,
+                                                   state.STATE_LEAF, lambda: self.state().encode()),
                                  session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
         except ConfigError:
             self.outbox.close()
