@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 import tkinter as tk
 import tkinter.font as tkfont
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from edge_app.cashier.banner import BannerKind, button_lines, layout, waiting_text
 from edge_app.cashier.window_state import Box, Recent, View

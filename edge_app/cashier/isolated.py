@@ -34,8 +34,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window import CashierDisplay, DisplayError

@@ -20,8 +20,8 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 

@@ -36,9 +36,9 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable
 
 from edge_app.cashier.window_state import View, WindowSnapshot, WindowState
 from edge_app.config import DisplayConfig

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from edge_app.cashier.banner import (AlertQueue, Banner, BannerKind, Pending, banner_for, notice_banner,
-                                     recorded_banner)
+from edge_app.cashier.banner import AlertQueue, Banner, BannerKind, Pending, banner_for, notice_banner, recorded_banner
 from edge_app.config import DisplayConfig
 from edge_app.core import events
 from edge_app.core.state import Recording

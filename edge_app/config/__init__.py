@@ -25,6 +25,7 @@ from typing import Any, Literal
 from edge_app import resources
 from edge_app.errors import AgecheckError
 
+
 class ConfigError(AgecheckError):
     """A configuration problem, worded for the person editing config.yaml."""
 

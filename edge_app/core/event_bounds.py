@@ -5,12 +5,12 @@ and each kind's required fields. `SchemaError` names the field and the bound."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, UTC
-from typing import Any
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.bands import BANDS
+from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.times import parse_ts
 from edge_app.core.words import ACK_ANSWERS, Answer, Decision, GateReason, IntegrityReason
 

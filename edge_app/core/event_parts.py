@@ -5,9 +5,9 @@ losslessly; the events that carry them are in `edge_app.core.events`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
-from collections.abc import Callable, Mapping
 
 from edge_app.core.words import PolicyRule
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, ClassVar
-from collections.abc import Mapping
 
 from edge_app.core import payloads
+
 # An event's parts and the error a bad one raises are read as `events.Product`, `events.SchemaError`
 # by the programs: named here on purpose (the `X as X` form tells mypy so), defined in their modules.
 from edge_app.core.event_bounds import MAX_INT, check_ack, check_bounds, check_pos_text, check_scalar

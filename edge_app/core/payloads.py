@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
 
 # Deeper than any message of ours (an event is 3 levels), shallow enough for any recursion limit.
 MAX_DEPTH = 32

@@ -3,7 +3,7 @@ carry. Below both `events` and `pos` in core, so each can use it without importi
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo, UTC
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 

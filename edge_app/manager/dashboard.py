@@ -23,23 +23,29 @@ import ipaddress
 import json
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo, UTC
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from edge_app.config import Config
-from edge_app.errors import UsageError
 from edge_app.core import events
-from edge_app.manager.db import Database
 from edge_app.core.times import local_dt
-from edge_app.core.words import (DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN, REASON_ESTIMATED,
-                                 REASON_SURE_OVER, Decision, MissedReason)
-from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
-from edge_app.manager.health import HOURS_SHOWN, till_health
+from edge_app.core.words import (
+    DECISION_REASON,
+    MISSED_REASON_TEXT,
+    REASON_CAMERA_DOWN,
+    REASON_ESTIMATED,
+    REASON_SURE_OVER,
+    Decision,
+    MissedReason,
+)
+from edge_app.errors import UsageError
 from edge_app.manager.chart_data import bucket_of, bucket_size, series  # noqa: F401  (bucket_*: the tests' too)
-from edge_app.manager.tills import Hearing, hearing
-from edge_app.manager.figures import (NO_CASHIER, Summary, cashier_of,
-                                      fetch_events, headline_text, open_db, summarize)
+from edge_app.manager.db import Database
+from edge_app.manager.feed import integrity_reason, outcome_text, read_stored
+from edge_app.manager.figures import NO_CASHIER, Summary, cashier_of, fetch_events, headline_text, open_db, summarize
+from edge_app.manager.health import HOURS_SHOWN, till_health
 from edge_app.manager.render_data import PER_CASHIER_CSV, PER_TILL_CSV, to_json, write_csv
 from edge_app.manager.scope import Period, ReportInputError, Scope, parse_period, parse_time_of_day, report_timezone
+from edge_app.manager.tills import Hearing, hearing
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)
 EXPORT_LIMIT = 200_000

@@ -6,7 +6,7 @@ different things. Text may carry three marks, the Markdown ones: **strong**, *te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, tzinfo, UTC
+from datetime import UTC, datetime, tzinfo
 
 from edge_app.core.words import ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer
 from edge_app.manager.feed import gap_text

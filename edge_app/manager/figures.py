@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from pathlib import Path
-from collections.abc import Iterable, Mapping
 
 from edge_app.core import events
 from edge_app.core.answers import covered, standing

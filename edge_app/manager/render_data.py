@@ -10,6 +10,7 @@ from edge_app.core.words import ACK_ANSWERS, DECISIONS, Answer
 from edge_app.manager.feed import gap_text
 from edge_app.manager.figures import BAND_NAMES, Summary, attention, cashier_rows, headline
 
+
 def to_json(s: Summary, tz: tzinfo | None) -> dict:
     """Everything in report.md as data (report.json, `--json`)."""
     sc = s.scope

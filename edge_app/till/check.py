@@ -23,23 +23,23 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypedDict
-from collections.abc import Callable, Mapping
 
 import cv2
 
-from edge_app.core import events
-from edge_app.till.capture import Frame, FrameBuffer, FrameError
 from edge_app.config import Config, ConfigError, PolicyConfig
+from edge_app.core import events
+from edge_app.core.policy import ChallengeRule, PolicyResult, Probs, decide_calibrated
+from edge_app.core.words import Decision, GateReason, PolicyRule
+from edge_app.till.capture import Frame, FrameBuffer, FrameError
+from edge_app.till.triggers import Trigger
 from edge_app.vision.errors import CropSizeError, ImageError, ModelError
 from edge_app.vision.faces import FacePipeline, Follower
 from edge_app.vision.found import FrameFaces, Quality
 from edge_app.vision.model import AgeModel, load_for_faces, require_crop_size
-from edge_app.core.policy import ChallengeRule, PolicyResult, Probs, decide_calibrated
-from edge_app.core.words import Decision, GateReason, PolicyRule
-from edge_app.till.triggers import Trigger
 
 log = logging.getLogger(__name__)
 

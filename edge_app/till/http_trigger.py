@@ -19,7 +19,7 @@ from typing import Any
 from edge_app.config import Config, ConfigError, TriggersConfig
 from edge_app.config.files import read_secret
 from edge_app.core.pos import Item, PosMessageError, Scan
-from edge_app.till.triggers import SubmitFn, Submission, default_item, parse_scan
+from edge_app.till.triggers import Submission, SubmitFn, default_item, parse_scan
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TypeVar
-from collections.abc import Callable
 
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan

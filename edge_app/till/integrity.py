@@ -34,13 +34,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Callable
 
 from edge_app.core import events
-from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.answers import covered, standing
+from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.times import parse_ts
 from edge_app.core.words import Answer, Decision, IntegrityReason
 from edge_app.till.plugins import Listener

@@ -22,8 +22,8 @@ package (the cashier's) fits them without importing this module.
 
 from __future__ import annotations
 
-from typing import Protocol
 from collections.abc import Callable
+from typing import Protocol
 
 from edge_app.config import Config
 from edge_app.core import events

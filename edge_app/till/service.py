@@ -30,37 +30,46 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TextIO
-from collections.abc import Callable, Sequence
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import __version__
+from edge_app.config import Config, ConfigError
+from edge_app.config.files import require_model_file
 from edge_app.core import events, state
 from edge_app.core.pos import Sale, Scan
 from edge_app.core.state import HEARTBEAT_S, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
+from edge_app.stopping import stop_on_signals
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
-from edge_app.stopping import stop_on_signals
-from edge_app.config import Config, ConfigError
-from edge_app.config.files import require_model_file
+from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
+from edge_app.till.inbound import Count, CountedWarnings, Inbound
+from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
+from edge_app.till.plugins import PluginFactory, ServiceListener
+from edge_app.till.pos_clock import ClockReading, PosClock
+from edge_app.till.sd_notify import Notifier, WatchdogFeeder
+from edge_app.till.triggers import (
+    Outcome,
+    StdinTrigger,
+    Submission,
+    SubmissionStatus,
+    TransactionMemory,
+    Trigger,
+    applied_product,
+    now_pair,
+    restriction,
+)
+from edge_app.transport.mqtt import MqttLink, Presence, Subscription
+from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox_writer import OutboxWriter
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.mediapipe_import import import_mediapipe
 from edge_app.vision.model import AgeModel
-from edge_app.transport.mqtt import MqttLink, Presence, Subscription
-from edge_app.till.sd_notify import Notifier, WatchdogFeeder
-from edge_app.transport.outbox import Outbox, OutboxError
-from edge_app.transport.outbox_writer import OutboxWriter
-from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
-from edge_app.till.plugins import PluginFactory, ServiceListener
-from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
-from edge_app.till.inbound import Count, CountedWarnings, Inbound
-from edge_app.till.pos_clock import ClockReading, PosClock
-from edge_app.till.triggers import (Outcome, StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
-                                    applied_product, now_pair, restriction)
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol, TextIO
-from collections.abc import Callable, Iterator
 
 from edge_app.config import TriggersConfig
 from edge_app.core import events

@@ -23,19 +23,27 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_app.core import events
 from edge_app.config import Config
-from edge_app.transport.mqtt_setup import (connect_error, connect_properties, lasting_failure, login_refused,
-                                           make_client, reconnect_max, session_client_id, trust_warnings)
+from edge_app.core import events
+from edge_app.transport.mqtt_setup import (
+    connect_error,
+    connect_properties,
+    lasting_failure,
+    login_refused,
+    make_client,
+    reconnect_max,
+    session_client_id,
+    trust_warnings,
+)
 from edge_app.transport.outbox import Outbox
 
 log = logging.getLogger(__name__)

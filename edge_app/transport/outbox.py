@@ -28,11 +28,11 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
-from collections.abc import Callable
 
 from edge_app.core import events
 from edge_app.transport import locks

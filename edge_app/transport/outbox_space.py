@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from edge_app.core import events
 from edge_app.transport.outbox import LOG_EVERY_S, Outbox, OutboxError

@@ -15,10 +15,10 @@ import copy
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Mapping
 
 from edge_app.core.policy import DecisionRules, GateRule
 from edge_app.vision.errors import VisionError

@@ -23,8 +23,18 @@ import numpy as np
 from edge_app.config import FacesConfig
 from edge_app.core.words import GateReason
 from edge_app.vision.errors import ImageError
-from edge_app.vision.found import (AlignedFace, Face, FrameFaces, Quality, Rejection, Track, box_centre, box_side,
-                                   same_shopper, start_track)
+from edge_app.vision.found import (
+    AlignedFace,
+    Face,
+    FrameFaces,
+    Quality,
+    Rejection,
+    Track,
+    box_centre,
+    box_side,
+    same_shopper,
+    start_track,
+)
 from edge_app.vision.mediapipe_import import import_mediapipe
 
 # Canonical template: where the detector's keypoints (subject's right eye, left eye, nose tip,

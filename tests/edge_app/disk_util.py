@@ -8,8 +8,8 @@ import contextlib
 import errno
 import os
 import subprocess
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 

@@ -11,8 +11,8 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import cv2
 import numpy as np

@@ -9,9 +9,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import yaml

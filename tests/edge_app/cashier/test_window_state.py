@@ -5,7 +5,7 @@ is passed in, so each rule is checked at exact moments (the Tk window on Xvfb: t
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window_state import DOUBLE_TAP_S, STALE_SECONDS, WindowState

@@ -5,7 +5,7 @@ unknown fields are ignored; the writer refuses to write what the till would refu
 from __future__ import annotations
 
 import json
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import pytest
 

@@ -21,8 +21,8 @@ from edge_app.core.words import Answer
 from edge_app.manager.dashboard import bucket_size, create_app, hash_password
 from edge_app.manager.feed import FeedStore
 from edge_app.manager.scope import Period
-from tests.helpers import wait_until
 from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, numbered, write_config
+from tests.helpers import wait_until
 
 DAY = "2025-03-14"
 

@@ -15,8 +15,17 @@ from edge_app.manager.db import MIGRATIONS, StoreError, open_store, target
 from edge_app.manager.feed import FeedDBError, FeedStore, gap_rows
 from edge_app.manager.report import build
 from tests.edge_app.broker_util import Broker
-from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, event_topic, numbered, wait_until,
-                                      write_config)
+from tests.edge_app.feed_util import (
+    Proc,
+    Publisher,
+    ack_event,
+    alert_event,
+    check_event,
+    event_topic,
+    numbered,
+    wait_until,
+    write_config,
+)
 from tests.edge_app.pg_util import PgServer
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.words import Answer, IntegrityReason
-from edge_app.config import from_dict
 from edge_app.manager.feed import FeedStore
 from edge_app.manager.report import build
 from edge_app.manager.scope import ReportInputError, parse_period
@@ -242,9 +242,10 @@ def test_the_headline_leads_with_id_checks_and_cashiers_have_a_table(report):
 def test_the_scope_narrows_every_figure(tmp_path):
     """Till, cashier, kind and time of day each change the counts, the cashier table, the bands
     and the integrity list: one definition (scope.Scope) for the report and the dashboard."""
+    import datetime as dt
+
     from edge_app.manager.figures import open_db, summarize
     from edge_app.manager.scope import Period, Scope, parse_time_of_day
-    import datetime as dt
 
     db = tmp_path / "feed.sqlite3"
     store_day(db)

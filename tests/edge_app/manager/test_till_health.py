@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 import time
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -392,8 +392,8 @@ def _get(url: str) -> bytes:
 def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     """The report's missing events take the hole a till's state shows after its last stored event;
     when the events arrive the hole closes (worked out from what is stored)."""
-    from edge_app.manager.feed import gap_rows
     from edge_app.manager.document import document
+    from edge_app.manager.feed import gap_rows
     from edge_app.manager.figures import open_db, summarize
     from edge_app.manager.render_md import render_markdown
     from edge_app.manager.scope import Period

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml

@@ -9,25 +9,32 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+from datetime import UTC
 
 import pytest
 
+from edge_app.config.files import load
 from edge_app.core import events
-from edge_app.core.words import Answer
+from edge_app.core.pos import Item, Sale, Scan
 from edge_app.core.state import LastCheck, TillState
 from edge_app.core.times import parse_ts
-from edge_app.config.files import load
+from edge_app.core.words import Answer
 from edge_app.devtools.sim import free_port
+from edge_app.till.service import Service
+from edge_app.transport.outbox import Outbox
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
-from edge_app.till.service import Service
-from edge_app.core.pos import Item, Sale, Scan
-from edge_app.transport.outbox import Outbox
 from tests.edge_app.core.test_state import LAST_CHECK_KEYS, STATE_KEYS
+from tests.edge_app.service_util import (
+    Recorder,
+    astronaut_video,
+    empty_video,
+    publish,
+    retained,
+    service_config,
+    wait_until,
+)
 from tests.helpers import Calls
-from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
-                                         service_config, wait_until)
-from datetime import UTC
 
 ROOT = "agecheck/v1/store-001/till-01"
 
