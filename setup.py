@@ -111,6 +111,10 @@ setup(
             "mypy>=1.20,<2",
             # PyYAML's types, for edge_app/config/files.py (paho-mqtt ships its own).
             "types-PyYAML>=6,<7",
+            # The lint in pyproject.toml ([tool.ruff]), run by tests/test_lint.py. ruff is 0.x: a
+            # minor release may add or change rules, so it is pinned to the minor the config and
+            # code were checked with.
+            "ruff>=0.17,<0.18",
         ],
     },
     entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},
