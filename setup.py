@@ -105,6 +105,16 @@ setup(
             "hypothesis>=6.100,<7",
             # Drives Debian's chromium (chromium-driver) headless in the dashboard tests.
             "selenium>=4.20,<5",
+            # The type check in pyproject.toml ([tool.mypy]: strict on core, transport, till),
+            # run by tests/test_types.py. A new mypy minor may find new things: the upper bound
+            # keeps the major, the lower the options the config names (untyped_calls_exclude).
+            "mypy>=1.20,<2",
+            # PyYAML's types, for edge_app/config/files.py (paho-mqtt ships its own).
+            "types-PyYAML>=6,<7",
+            # The lint in pyproject.toml ([tool.ruff]), run by tests/test_lint.py. ruff is 0.x: a
+            # minor release may add or change rules, so it is pinned to the minor the config and
+            # code were checked with.
+            "ruff>=0.17,<0.18",
         ],
     },
     entry_points={"console_scripts": ["agecheck=edge_app.cli:main"]},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def stop_on_signals(stop: threading.Event, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),

@@ -100,8 +100,10 @@ def test_install_verify_run_and_purge(deb, tmp_path):
         path_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": ""}
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGECHECK_CONFIG", "VIRTUAL_ENV")}
         env.update(path_env)
-        run = lambda *a, **kw: subprocess.run(list(a), capture_output=True, text=True, cwd=tmp_path, env=env,
-                                              timeout=300, **kw)
+
+        def run(*a, **kw):
+            return subprocess.run(list(a), capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300, **kw)
+
         v = run("agecheck", "--version")
         assert v.returncode == 0 and v.stdout.strip() == "agecheck 0.1.0", v.stdout + v.stderr
         est = run("agecheck", "estimate", "/usr/share/agecheck/astronaut.png")

@@ -32,7 +32,7 @@ def locked() -> dict[str, str]:
 def install_requires() -> list[str]:
     setup = (REPO / "setup.py").read_text()
     block = setup.split("install_requires=[", 1)[1].split("],", 1)[0]
-    return [re.split(r"[<>=!; \[]", s, 1)[0] for s in re.findall(r'^\s*"([^"]+)",', block, re.M)]
+    return [re.split(r"[<>=!; \[]", s, maxsplit=1)[0] for s in re.findall(r'^\s*"([^"]+)",', block, re.M)]
 
 
 def test_every_runtime_dependency_is_locked_and_the_left_out_ones_are_not():

@@ -33,7 +33,7 @@ def fit_calibration(raw: np.ndarray, ages: np.ndarray, knots=CAL_KNOTS) -> dict:
     programme (HiGHS): the values at the knots rise, stay within 0..100, and each photo's
     error is split into its positive and negative parts."""
     from scipy.optimize import linprog
-    from scipy.sparse import eye, hstack, csr_matrix, diags
+    from scipy.sparse import csr_matrix, diags, eye, hstack
 
     k = np.asarray(knots, float)
     raw = np.clip(np.asarray(raw, float), k[0], k[-1])

@@ -91,10 +91,10 @@ class Split:
     def sources(self) -> list[str]:
         return sorted(set(self.source.tolist()))
 
-    def take(self, n: int) -> "Split":
+    def take(self, n: int) -> Split:
         return Split(self.x[:n], self.age[:n], self.source[:n], self.sex[:n], self.row[:n])
 
-    def where(self, mask: np.ndarray) -> "Split":
+    def where(self, mask: np.ndarray) -> Split:
         return Split(self.x[mask], self.age[mask], self.source[mask], self.sex[mask], self.row[mask])
 
     def female(self) -> np.ndarray:

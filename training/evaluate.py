@@ -31,12 +31,12 @@ import cv2
 import numpy as np
 
 from edge_app.config import FacesConfig, ModelConfig
-from edge_app.vision.faces import FacePipeline, ImageError, load_image
-from edge_app.vision.card import card_path
-from edge_app.vision.model import AgeModel, ModelError
 from edge_app.core.bands import BANDS
 from edge_app.core.policy import P_OVER_DIGITS, ChallengeRule, decide_calibrated, is_minor
 from edge_app.core.words import Decision
+from edge_app.vision.card import card_path
+from edge_app.vision.faces import FacePipeline, ImageError, load_image
+from edge_app.vision.model import AgeModel, ModelError
 from training.data import GROUP_COLUMNS, LabelledPhoto, LabelsError, read_labels
 
 SEX_NAMES = {"0": "men", "1": "women"}  # UTKFace's and All-Age-Faces' coding

@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,6 @@ from training.calibrate import fit_age_map
 from training.data import load_split
 from training.decision import fit_decision, summary
 from training.train import chain_seconds
-
 
 # What the card says of the sources this project trains on (names are prepare's folder names).
 SOURCE_NAMES = {"utkface": "UTKFace (aligned & cropped)", "aaf-train": "All-Age-Faces, training list",
@@ -209,7 +208,7 @@ def describe(a: argparse.Namespace, model, sizes: list[int], representative: int
         "file": a.out.name,
         "sha256": sha256(a.out),
         "size_bytes": a.out.stat().st_size,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": architecture(RESNET, sizes, size),
         "members": len(sizes),
         "member_input_sizes": sizes,

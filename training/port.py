@@ -38,8 +38,16 @@ import cv2
 import keras
 import numpy as np
 
-from training.arch import (BN_EPSILON, CONV_SPECS, ONNX_INPUT_SIZE, ONNX_NUM_CLASSES, PIXEL_SCALE,
-                           RGB_MEANS, build_age_resnet, expected_age)
+from training.arch import (
+    BN_EPSILON,
+    CONV_SPECS,
+    ONNX_INPUT_SIZE,
+    ONNX_NUM_CLASSES,
+    PIXEL_SCALE,
+    RGB_MEANS,
+    build_age_resnet,
+    expected_age,
+)
 from training.data import read_labels
 
 # --------------------------------------------------------------------------------------------

@@ -12,13 +12,14 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from training.calibrate import CHALLENGE, gate_figures
 from training.arch import expected_age
+from training.calibrate import CHALLENGE, gate_figures
 from training.data import FEMALE, MALE, Split, band_index, band_number, cell_weights, load_split, split_rows_count
 from training.teacher import load_targets
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from edge_app.core.event_parts import Product
 from edge_app.core.events import AlertEvent, CheckEvent
-from edge_app.core.words import ANSWER_LABELS, Decision
+from edge_app.core.words import ANSWER_LABELS, Answer, Decision
 
 
 class BannerKind(StrEnum):
@@ -210,7 +210,7 @@ def sale_done_banner(banner: Banner) -> Banner:
                    bg=SALE_DONE_STYLE.bg, fg=SALE_DONE_STYLE.fg, sale_done=True)
 
 
-def recorded_banner(answer: str, transaction_id: str | None) -> Banner:
+def recorded_banner(answer: Answer, transaction_id: str | None) -> Banner:
     style = STYLES[BannerKind.RECORDED]
     return Banner(BannerKind.RECORDED, TITLES[BannerKind.RECORDED], style.symbol, ANSWER_LABELS.get(answer, answer), "",
                   transaction_id, style.bg, style.fg)
@@ -255,7 +255,7 @@ def layout(width: int, height: int) -> Layout:
                   button_w=width // 3, undo_x=width - max(90, width // 5))
 
 
-def button_lines(answer: str) -> list[str]:
+def button_lines(answer: Answer) -> list[str]:
     """An answer button's text: its label (core/words.py) broken after the dash, "ID checked –" /
     "over age", so a label breaks only there, never inside its words."""
     head, sep, rest = ANSWER_LABELS[answer].partition(" – ")

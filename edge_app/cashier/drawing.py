@@ -5,9 +5,11 @@ window that owns the root, its thread and what it shows is `edge_app.cashier.win
 
 from __future__ import annotations
 
+import functools
 import tkinter as tk
 import tkinter.font as tkfont
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge_app.cashier.banner import BannerKind, button_lines, layout, waiting_text
 from edge_app.cashier.window_state import Box, Recent, View
@@ -115,7 +117,7 @@ class Drawing:
                                            box_.button_w - 2 * BUTTON_PAD - 12,
                                            (box_.answers_h - 2 * BUTTON_PAD - 10) // 2, self.fonts["button"])
         for col, answer in enumerate(ACK_ANSWERS):
-            b = self._flat_button(W["answers"], "\n".join(lines[answer]), lambda a=answer: on_answer(a))
+            b = self._flat_button(W["answers"], "\n".join(lines[answer]), functools.partial(on_answer, answer))
             self._place_button(b, col)
             self.buttons[answer] = b
 

@@ -34,7 +34,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window import CashierDisplay, DisplayError
@@ -145,7 +146,7 @@ class WindowProcess:
             self._send({"notice": text})
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> "WindowProcess":
+    def start(self, timeout: float = 30.0) -> WindowProcess:
         """Start the first window and wait for it to open; raises DisplayError when it cannot
         (no screen). After that, a window that dies is started again by itself."""
         first = threading.Event()
@@ -230,6 +231,7 @@ class WindowProcess:
                                     process_group=0)
             self._child = proc
         opened, error = False, None
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             try:
                 msg = json.loads(line)
@@ -291,7 +293,7 @@ class WindowProcess:
         if self._history_path:
             try:
                 if self._history_lines >= 2 * HISTORY:
-                    self._write_history()
+                    self._write_history(self._history_path)
                 else:
                     with open(self._history_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps(ev.to_dict()) + "\n")
@@ -299,12 +301,12 @@ class WindowProcess:
             except OSError as exc:  # the window still shows it; only a restart would not
                 log.warning("display: cannot keep what the window was shown in %s: %s", self._history_path, exc)
 
-    def _write_history(self) -> None:
-        tmp = self._history_path + ".tmp"
+    def _write_history(self, path: str) -> None:
+        tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             for e in self._history.values():
                 f.write(json.dumps(e.to_dict()) + "\n")
-        os.replace(tmp, self._history_path)
+        os.replace(tmp, path)
         self._history_lines = len(self._history)
 
     def _load_history(self, path: str) -> None:
@@ -397,7 +399,7 @@ def _child(conf_json: str, store_id: str, till_id: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     cfg = DisplayConfig(**json.loads(conf_json))
     out_lock = threading.Lock()
-    replies: dict[str, tuple[threading.Event, list]] = {}
+    replies: dict[str, tuple[threading.Event, list[str | None]]] = {}
 
     def emit(msg: dict) -> None:
         with out_lock:
@@ -440,10 +442,10 @@ def _child(conf_json: str, store_id: str, till_id: str) -> int:
                 elif "notice" in msg:
                     display.set_notice(msg["notice"])
                 elif "reply" in msg:
-                    done, slot = replies.get(msg["reply"], (None, None))
-                    if done is not None:
-                        slot.append(msg.get("error"))
-                        done.set()
+                    waiting = replies.get(msg["reply"])
+                    if waiting is not None:
+                        waiting[1].append(msg.get("error"))
+                        waiting[0].set()
                 elif "close" in msg:
                     break
             except Exception:  # one bad line must not take the window down

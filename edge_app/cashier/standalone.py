@@ -20,8 +20,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -98,7 +98,7 @@ class AckLink:
             self.outbox.close()
             raise
 
-    def start(self) -> "AckLink":
+    def start(self) -> AckLink:
         self.link.start()
         return self
 
@@ -147,7 +147,7 @@ def not_connected_text(till_id: str) -> str:
     return f"NOT CONNECTED TO TILL {till_id}: check the login"
 
 
-def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: threading.Event) -> None:
+def watch_till(link: AckLink, display, till_id: str, timeout: float, stop: threading.Event) -> None:
     """Once subscribed, the till's retained state must come within `timeout` s: a broker that
     lets this login connect and subscribe but not read the till's topics (an ACL that does not
     name it) delivers nothing and says nothing. Then the window says so, and the log."""
@@ -170,6 +170,13 @@ def watch_till(link: "AckLink", display, till_id: str, timeout: float, stop: thr
             shown = True
 
 
+def _publish(link: AckLink | None, ack: events.AckEvent) -> None:
+    """A cashier's answer to the link; raises (the window process logs it) when there is no link yet."""
+    if link is None:
+        raise RuntimeError("an answer came before the link to the broker was opened")
+    link.publish(ack)
+
+
 def main(args, cfg: Config) -> int:
     """`agecheck display`: the alert window as its own process next to the service. The window
     itself runs in a child process (edge_app.cashier.isolated), started again whenever it dies."""
@@ -181,7 +188,7 @@ def main(args, cfg: Config) -> int:
     # A screen that is gone for good (the cashier logged out; Debian keeps a session's processes
     # by default) ends this program rather than leaving it connected to the broker, retrying a
     # window, beside the next session's own `agecheck display` under the same client id.
-    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: link.publish(ev),
+    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: _publish(link, ev),
                             history_path=history, give_up_after=GIVE_UP_AFTER)
     try:
         display.start()

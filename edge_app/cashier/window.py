@@ -36,14 +36,15 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from edge_app.cashier.window_state import View, WindowSnapshot, WindowState
 from edge_app.config import DisplayConfig
 from edge_app.core import events
 from edge_app.core.state import Recording
-from edge_app.core.words import AckVia
+from edge_app.core.words import AckVia, Answer
 from edge_app.errors import UsageError
 
 if TYPE_CHECKING:
@@ -162,11 +163,11 @@ class CashierDisplay:
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         if not self._ready.wait(timeout):
-            raise DisplayError("the alert window did not open within %.0f s" % timeout)
+            raise DisplayError(f"the alert window did not open within {timeout:.0f} s")
         if self._init_error is not None:
             raise DisplayError(str(self._init_error))
 
-    def start_in_thread(self) -> "CashierDisplay":
+    def start_in_thread(self) -> CashierDisplay:
         """Run the window on its own thread (inside the service). Raises DisplayError when there
         is no screen to open it on."""
         self._thread = threading.Thread(target=self._thread_main, name="cashier-display", daemon=True)
@@ -265,8 +266,9 @@ class CashierDisplay:
         root.protocol("WM_DELETE_WINDOW", lambda: log.info("display: close request ignored (alerts must stay)"))
         self._drawing = Drawing(root, self.cfg, lambda a: self._answer(a, AckVia.CLICK), self._undo)
         # Geometry for the snapshot is only known once the window is mapped.
-        root.bind("<Map>", lambda e: e.widget is root and self._publish_snapshot(), add="+")
-        root.bind("<Configure>", lambda e: e.widget is root and self._view and self._publish_snapshot(), add="+")
+        root.bind("<Map>", lambda e: self._publish_snapshot() if e.widget is root else None, add="+")
+        root.bind("<Configure>", lambda e: self._publish_snapshot() if e.widget is root and self._view else None,
+                  add="+")
         # Not managed, so no window manager keeps it on top: when another window covers it while
         # it shows something, it raises itself again (it still never takes the focus).
         root.bind("<Visibility>", self._on_visibility, add="+")
@@ -277,6 +279,11 @@ class CashierDisplay:
         self.window_id = int(root.wm_frame(), 16)
         self._poll_ms = SAFETY_POLL_MS if self._watch_wake_pipe(root) else POLL_MS
         root.after(self._poll_ms, self._poll)
+
+    @property
+    def _widgets(self) -> Drawing:
+        assert self._drawing is not None, "the window is not built (or already released)"
+        return self._drawing
 
     def _on_visibility(self, event) -> None:
         if (event.widget is self._root and self._view is not None and self.cfg.always_on_top
@@ -364,7 +371,7 @@ class CashierDisplay:
         was_hidden = self._root.state() == "withdrawn"
         new = self._view is None or self._view.ident != view.ident
         self._view = view
-        self._drawing.paint(view, self._state.others_waiting(view, now), self._state.recent)
+        self._widgets.paint(view, self._state.others_waiting(view, now), self._state.recent)
         if new:
             self._drawn_at = None
             self._set_status(None)
@@ -398,7 +405,7 @@ class CashierDisplay:
         self._publish_snapshot()
 
     # -- answers -----------------------------------------------------------------------------------
-    def _answer(self, answer: str, via: AckVia) -> None:
+    def _answer(self, answer: Answer, via: AckVia) -> None:
         v = self._view
         if v is None or v.pending is None:
             return
@@ -449,13 +456,13 @@ class CashierDisplay:
     def _show_recording(self, status: Recording) -> None:
         if not self._state.set_recording(status):
             return
-        self._drawing.show_recording(self._state.not_recording is not None)
+        self._widgets.show_recording(self._state.not_recording is not None)
         self._publish_snapshot()
 
     def _set_status(self, text: str | None, error: bool = False) -> None:
         """The status line's words (None: empty). The line keeps its place either way."""
         self._status_text = text
-        self._drawing.set_status(text, error)
+        self._widgets.set_status(text, error)
         self._publish_snapshot()
 
     def _hide(self) -> None:
@@ -464,7 +471,7 @@ class CashierDisplay:
         self._await_expose = False
         self._status_text = None
         if self._root is not None:
-            self._drawing.set_status(None)
+            self._widgets.set_status(None)
             self._root.withdraw()
         self._publish_snapshot()
 
@@ -473,7 +480,7 @@ class CashierDisplay:
         shown: dict[str, Any] = {}
         if v is not None and self._root is not None:
             shown = dict(
-                self._drawing.measure(v, undo=st.recent is not None, not_recording=st.not_recording is not None),
+                self._widgets.measure(v, undo=st.recent is not None, not_recording=st.not_recording is not None),
                 answerable=v.pending is not None and v.pending.alert is not None,
                 alert_event_id=v.pending.alert_event_id if v.pending else None, status=self._status_text,
                 transaction_id=v.banner.transaction_id, drawn_at=self._drawn_at,

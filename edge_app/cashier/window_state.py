@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-from edge_app.cashier.banner import (AlertQueue, Banner, BannerKind, Pending, banner_for, notice_banner,
-                                     recorded_banner)
+from edge_app.cashier.banner import AlertQueue, Banner, BannerKind, Pending, banner_for, notice_banner, recorded_banner
 from edge_app.config import DisplayConfig
 from edge_app.core import events
 from edge_app.core.state import Recording
@@ -213,7 +212,7 @@ class WindowState:
             self.expired += 1
             _remember(self._done, p.key)
             log.warning("display: alert %s (transaction %s) expired unanswered after %.0f s",
-                        p.alert_event_id or p.key, (p.check or p.alert).transaction_id,
+                        p.alert_event_id or p.key, p.transaction_id,
                         self.cfg.alert_expire_seconds)
         if self.approve is not None and now >= self.approve[1]:
             self.approve = None
@@ -228,8 +227,8 @@ class WindowState:
         if cur is not None:
             b = cur.banner
             shown = View(("alert", cur.key, b.title), b, cur)
-        if shown is not None and not cur.sale_done:
-            return shown
+            if not cur.sale_done:
+                return shown
         if self.approve is not None:
             check = self.approve[0]
             return View((Decision.APPROVE, check.event_id), banner_for(check), None)
@@ -264,7 +263,7 @@ class WindowState:
         log.info("display: a second tap %.2f s after an answer ignored", now - self.last_tap)
         return True
 
-    def answer_ack(self, p: Pending, answer: str, via: AckVia, now: float) -> events.AckEvent:
+    def answer_ack(self, p: Pending, answer: Answer, via: AckVia, now: float) -> events.AckEvent:
         """The ack for an answer to the registered alert `p`."""
         alert = p.alert
         if alert is None:

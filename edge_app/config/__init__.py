@@ -20,10 +20,11 @@ import typing
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from edge_app import resources
 from edge_app.errors import AgecheckError
+
 
 class ConfigError(AgecheckError):
     """A configuration problem, worded for the person editing config.yaml."""
@@ -64,9 +65,9 @@ class CameraConfig:
 @dataclass(frozen=True)
 class TLSConfig:
     enabled: bool = False
-    ca_file: Optional[str] = None
-    cert_file: Optional[str] = None
-    key_file: Optional[str] = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     insecure: bool = False
 
 
@@ -76,14 +77,14 @@ class MQTTConfig:
     host: str = field(default="127.0.0.1", metadata=_text(253))
     port: int = field(default=1883, metadata=_rng(1, 65535))
     keepalive: int = field(default=30, metadata=_rng(5, 3600))
-    username: Optional[str] = field(default=None, metadata=_text(256))
+    username: str | None = field(default=None, metadata=_text(256))
     # The password is never in config.yaml: a file path, or the name of a systemd credential
     # (read from $CREDENTIALS_DIRECTORY/<name>).
-    password_file: Optional[str] = None
-    password_credential: Optional[str] = None
+    password_file: str | None = None
+    password_credential: str | None = None
     # MQTT allows long ids but brokers refuse or truncate them; a 70,000-character id used to
     # "run" without ever connecting.
-    client_id: Optional[str] = field(default=None, metadata=_text(128))
+    client_id: str | None = field(default=None, metadata=_text(128))
     # Back-off ceiling between reconnect attempts when the broker is unreachable.
     reconnect_max_seconds: float = field(default=10.0, metadata=_rng(0.5, 600))
     # The service's subscriptions (pos/scan, pos/sale, events/ack) live in a broker session kept
@@ -161,7 +162,7 @@ class TriggersConfig:
     # late by the same amount (within pos_clock_max_skew_seconds), spread over more than
     # pos_clock_max_skew_seconds of the till's time. A POS clock ahead is named at once.
     pos_clock_confirm_scans: int = field(default=3, metadata=_rng(2, 100))
-    http_port: Optional[int] = field(default=None, metadata=_rng(1, 65535))  # loopback only
+    http_port: int | None = field(default=None, metadata=_rng(1, 65535))  # loopback only
     # The HTTP trigger's limits: connections served at once (more get 503), seconds a
     # connection may stay silent, and seconds to send a whole request (a slow drip is cut off).
     http_max_connections: int = field(default=8, metadata=_rng(1, 256))
@@ -170,8 +171,8 @@ class TriggersConfig:
     # Optional shared token (`Authorization: Bearer <token>`): another local user's process can
     # reach a loopback port too. Like the MQTT password, never in config.yaml: a file, or the
     # name of a systemd credential.
-    http_token_file: Optional[str] = None
-    http_token_credential: Optional[str] = None
+    http_token_file: str | None = None
+    http_token_credential: str | None = None
     stdin: bool = False
 
 
@@ -231,8 +232,8 @@ class DisplayConfig:
     # The standalone window's own broker login (e.g. a user that may only read alerts and
     # publish answers). The till's password is a systemd credential that a desktop session
     # cannot read, so the window gets its password from a file readable by the cashier's user.
-    mqtt_username: Optional[str] = field(default=None, metadata=_text(256))  # as mqtt.username
-    mqtt_password_file: Optional[str] = None
+    mqtt_username: str | None = field(default=None, metadata=_text(256))  # as mqtt.username
+    mqtt_password_file: str | None = None
     # `agecheck display`: a window that has heard nothing of its till (the till's retained
     # `state`) this long after subscribing says "NOT CONNECTED TO TILL <till_id>: check the
     # login" on screen and in its log: a login the broker's ACL does not let read the till's
@@ -264,13 +265,13 @@ class FeedConfig:
     # Fixed client id + a session kept by the broker: events published while the feed is away
     # are delivered when it comes back. Default: mqtt.username when set (the secure broker keys
     # sessions on the login), else agecheck-feed-<store_id> (or -all-stores).
-    client_id: Optional[str] = field(default=None, metadata=_text(128))
+    client_id: str | None = field(default=None, metadata=_text(128))
     session_expiry_seconds: int = field(default=7 * 86400, metadata=_rng(0, 365 * 86400))
     # Bigger payloads are quarantined, not parsed.
     max_payload_bytes: int = field(default=65536, metadata=_rng(1024, 16 * 1024 * 1024))
     # Days in the report are calendar days in this IANA zone (e.g. Europe/London); null means
     # the timezone of the machine running the report.
-    timezone: Optional[str] = field(default=None, metadata=_text(128))
+    timezone: str | None = field(default=None, metadata=_text(128))
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,7 @@ class DashboardConfig:
     host: str = "127.0.0.1"
     port: int = field(default=8050, metadata=_rng(1, 65535))
     username: str = "manager"
-    password_hash: Optional[str] = None
+    password_hash: str | None = None
     # How often an open page asks whether new events arrived (a tiny JSON request); it redraws
     # itself only when they did, keeping its filters and scroll position.
     refresh_seconds: float = field(default=10.0, metadata=_rng(1, 3600))
@@ -332,7 +333,7 @@ def _convert(value: Any, tp: Any, key: str, meta: dict) -> Any:
         if value is None:
             return None
         return _convert(value, args[0], key, meta)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
         if not isinstance(value, dict):

@@ -10,7 +10,7 @@ names belongs to the same alert: one alert's answer cannot withdraw another's.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from edge_app.core.events import AckEvent
 from edge_app.core.words import ACK_ANSWERS, COVERING_ANSWERS, Answer

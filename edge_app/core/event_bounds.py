@@ -5,11 +5,12 @@ and each kind's required fields. `SchemaError` names the field and the bound."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.bands import BANDS
+from edge_app.core.pos import MAX_TEXT, MAX_TS_CHARS
 from edge_app.core.times import parse_ts
 from edge_app.core.words import ACK_ANSWERS, Answer, Decision, GateReason, IntegrityReason
 
@@ -34,7 +35,7 @@ MAX_INT = 2**63 - 1
 MAX_SECONDS = 366 * 24 * 3600.0
 # An event's `ts` is the till's clock: none is from before this product existed, and one more
 # than a day ahead of the reader's clock is a broken or forged clock, not a check.
-EARLIEST_TS = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_TS_AHEAD = timedelta(days=1)
 
 
@@ -61,7 +62,7 @@ _WORDS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def _walk(value: Any, where: str):
+def _walk(value: Any, where: str) -> Iterator[tuple[str, Any]]:
     """(where, value) of every scalar inside a JSON value, keys of objects included as text."""
     if isinstance(value, dict):
         for k, v in value.items():
@@ -100,13 +101,13 @@ def check_scalar(where: str, name: str, value: Any) -> None:
         raise SchemaError(f"field {where!r} is {value}, outside a 64-bit integer")
 
 
-def _in_range(event: dict, name: str, lo: float, hi: float, what: str) -> None:
+def _in_range(event: dict[str, Any], name: str, lo: float, hi: float, what: str) -> None:
     v = event.get(name)
     if isinstance(v, (int, float)) and not isinstance(v, bool) and not lo <= v <= hi:
         raise SchemaError(f"field {name!r} is {v:g}, outside {lo:g} to {hi:g} ({what})")
 
 
-def check_bounds(event: dict, kind: str) -> None:
+def check_bounds(event: dict[str, Any], kind: str) -> None:
     """Every value within what a till can send (see MAX_ID_CHARS and below); SchemaError names the
     field and the bound."""
     for where, value in _walk(event, "event"):
@@ -137,7 +138,7 @@ def check_bounds(event: dict, kind: str) -> None:
         raise SchemaError(f"field 'ts' is not an ISO 8601 time: {event['ts'][:40]!r}")
     if ts < EARLIEST_TS:
         raise SchemaError(f"field 'ts' is {event['ts']}, before {EARLIEST_TS:%Y-%m-%d}")
-    if ts > datetime.now(timezone.utc) + MAX_TS_AHEAD:
+    if ts > datetime.now(UTC) + MAX_TS_AHEAD:
         raise SchemaError(f"field 'ts' is {event['ts']}, more than a day ahead of this computer's clock")
     # The scan's own times inside `trigger` are read leniently (TriggerInfo: unreadable = absent),
     # and only bounded as short text above: the POS's clock is not the till's, and may be off by
@@ -163,7 +164,7 @@ def _is_uuid(v: Any) -> bool:
     return True
 
 
-def check_ack(event: dict) -> None:
+def check_ack(event: dict[str, Any]) -> None:
     answer = event["answer"]
     if answer not in (*ACK_ANSWERS, Answer.UNDONE):
         raise SchemaError(f"ack event: answer must be one of {', '.join((*ACK_ANSWERS, Answer.UNDONE))}")
@@ -187,7 +188,7 @@ def _check_text(value: Any, where: str) -> None:
         raise SchemaError(f"{where} contains control characters")
 
 
-def check_pos_text(event: dict, kind: str) -> None:
+def check_pos_text(event: dict[str, Any], kind: str) -> None:
     """The POS's free text (product name, operator) reaches a cashier's screen and a manager's
     report: bounded and printable wherever it travels."""
     box = event.get("item" if kind == "alert" else "trigger")

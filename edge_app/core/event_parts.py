@@ -5,8 +5,9 @@ losslessly; the events that carry them are in `edge_app.core.events`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Self
 
 from edge_app.core.words import PolicyRule
 
@@ -62,7 +63,7 @@ class Part:
         return {f.name: f.metadata["read"] for f in fields(cls) if "read" in f.metadata}  # type: ignore[arg-type]
 
     @classmethod
-    def _read(cls, box: Any) -> dict:
+    def _read(cls, box: Any) -> dict[str, Any]:
         """The keyword arguments of the part in `box`, `extra` included."""
         if not isinstance(box, Mapping):
             return {}
@@ -78,10 +79,10 @@ class Part:
         return {**taken, "extra": extra}
 
     @classmethod
-    def from_dict(cls, box: Any):
+    def from_dict(cls, box: Any) -> Self:
         return cls(**cls._read(box))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The part's JSON object: what is known, nothing written as null, then what came as it came."""
         known = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
                  if "read" in f.metadata and getattr(self, f.name) is not None}
@@ -123,7 +124,7 @@ class TriggerInfo(Part):
     extra: Mapping[str, Any] = _extra()
 
     @classmethod
-    def from_dict(cls, box: Any) -> "TriggerInfo":
+    def from_dict(cls, box: Any) -> TriggerInfo:
         if not isinstance(box, Mapping):
             return cls()
         # The scan's own keys are read here; every other one (a key neither knows included) is the
@@ -132,7 +133,7 @@ class TriggerInfo(Part):
         return cls(product=Product.from_dict({k: v for k, v in box.items() if k not in mine}),
                    **cls._read({k: v for k, v in box.items() if k in mine}))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), **self.product.to_dict()}
 
 

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field, fields, replace
 from enum import StrEnum
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from edge_app.core import payloads
-from edge_app.core.event_bounds import (MAX_INT, SchemaError, check_ack, check_bounds, check_pos_text,
-                                        check_scalar)
-from edge_app.core.event_parts import Latency, Part, PolicyInfo, Product, TriggerInfo
+
+# An event's parts and the error a bad one raises are read as `events.Product`, `events.SchemaError`
+# by the programs: named here on purpose (the `X as X` form tells mypy so), defined in their modules.
+from edge_app.core.event_bounds import MAX_INT, check_ack, check_bounds, check_pos_text, check_scalar
+from edge_app.core.event_bounds import SchemaError as SchemaError
+from edge_app.core.event_parts import Latency as Latency
+from edge_app.core.event_parts import Part
+from edge_app.core.event_parts import PolicyInfo as PolicyInfo
+from edge_app.core.event_parts import Product as Product
+from edge_app.core.event_parts import TriggerInfo as TriggerInfo
 from edge_app.core.times import now_iso
 from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason
 
@@ -31,7 +39,7 @@ def topic(store_id: str, till_id: str, leaf: str) -> str:
     return f"{TOPIC_ROOT}/{store_id}/{till_id}/{leaf}"
 
 
-def event_leaf(kind: "str | Event | type[Event] | None" = None) -> str:
+def event_leaf(kind: str | Event | type[Event] | None = None) -> str:
     """The leaf below a till's topic that events of a kind (a kind word, an event or its class)
     are published on, "events/check"; with no kind, the pattern for all of them, "events/#"."""
     if kind is None:
@@ -42,7 +50,7 @@ def event_leaf(kind: "str | Event | type[Event] | None" = None) -> str:
     return f"events/{word}"
 
 
-def event_topic(store_id: str, till_id: str, kind: "str | Event | type[Event] | None" = None) -> str:
+def event_topic(store_id: str, till_id: str, kind: str | Event | type[Event] | None = None) -> str:
     """The full topic of `event_leaf(kind)` for one till."""
     return topic(store_id, till_id, event_leaf(kind))
 
@@ -62,13 +70,14 @@ def parse_event_topic(name: str) -> tuple[str, str, str] | None:
     return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
 
 
-def encode(event: dict | Event) -> bytes:
+def encode(event: dict[str, Any] | Event) -> bytes:
     if isinstance(event, Event):
         return event.encode()
     return json.dumps(event, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def decode(payload: bytes) -> dict:
+def decode(payload: bytes) -> Any:
+    """The JSON in an encoded event, unchecked (an event's own reader is `decode_event`)."""
     return json.loads(payload.decode("utf-8"))
 
 
@@ -92,7 +101,7 @@ def _wire(json_type: Any) -> Any:
     return field(metadata={"wire": json_type})
 
 
-def validate(event: Any) -> dict:
+def validate(event: Any) -> dict[str, Any]:
     """Raise SchemaError naming the first problem; return the event when it is valid."""
     if not isinstance(event, dict):
         raise SchemaError("event is not a JSON object")
@@ -206,7 +215,7 @@ class Event:
             if words is not None and isinstance(value, str) and value in words._value2member_map_:
                 object.__setattr__(self, f.name, words(value))
 
-    def _json(self) -> dict:
+    def _json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "kind": self.KIND, **self.extra}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -218,14 +227,14 @@ class Event:
             out[f.name] = _wire_value(value)
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The wire dict (the event was validated when it was built)."""
         return self._json()
 
     def encode(self) -> bytes:
         return encode(self._json())
 
-    def numbered(self, seq: int, publisher: str) -> "Event":
+    def numbered(self, seq: int, publisher: str) -> Event:
         """The event as an outbox stores it: with its publisher's next number. The rest was
         validated when the event was built; only the number and the publisher are new."""
         if not 1 <= seq <= MAX_INT:

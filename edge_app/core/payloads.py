@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,7 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits) -> Any:
     if depth > limits.max_depth:
         raise PayloadError(f"JSON nested more than {limits.max_depth} levels deep")
 
-    def number(s: str, convert) -> Any:
+    def number(s: str, convert: Callable[[str], Any]) -> Any:
         if len(s) > limits.max_number_chars:
             raise PayloadError(f"a number of {len(s)} characters (at most {limits.max_number_chars})")
         value = convert(s)
@@ -96,7 +97,7 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits) -> Any:
         raise PayloadError(f"not valid JSON ({exc})") from None
 
 
-def parse_object(payload: bytes | bytearray | memoryview | str, limits: Limits) -> dict:
+def parse_object(payload: bytes | bytearray | memoryview | str, limits: Limits) -> dict[str, Any]:
     """Like parse, for the (usual) case where only a JSON object is acceptable."""
     data = parse(payload, limits)
     if not isinstance(data, dict):

@@ -15,19 +15,24 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edge_app.core.bands import MINOR_AGES, age_band
 from edge_app.core.words import Decision
+
+# One frame's age distribution from the model (class k is age k), float32 or float64.
+Probs = npt.NDArray[np.floating[Any]]
 
 # Digits of the calibrated probability that a check carries (and is decided on).
 P_OVER_DIGITS = 6
 
 
-def is_minor(ages: np.ndarray) -> np.ndarray:
+def is_minor(ages: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """Which of the (real) ages are minors (core.bands.MINOR_AGES): 13 <= age < 18, so 17.5 counts as 17."""
     ages = np.asarray(ages, float)
     return (ages >= MINOR_AGES[0]) & (ages < MINOR_AGES[1] + 1)
@@ -83,7 +88,7 @@ class PolicyResult:
     reason: str
     p_over: float | None = None  # calibrated P(age >= challenge age); None under the margin rule
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The result as JSON-ready fields (what `agecheck estimate --json` prints)."""
         return dataclasses.asdict(self)
 
@@ -100,16 +105,16 @@ def aggregate(ages: Sequence[float]) -> tuple[float, float]:
     return med, (q[2] - q[0]) / 1.349
 
 
-def raw_p_over(probs: np.ndarray, challenge_age: int) -> float:
+def raw_p_over(probs: Probs, challenge_age: int) -> float:
     """The distribution's mass at or over the challenge age (class k is age k)."""
     return float(np.clip(np.sum(probs[int(challenge_age):]), 0.0, 1.0))
 
 
-def calibrated_p_over(probs: np.ndarray, gate: GateRule) -> float:
+def calibrated_p_over(probs: Probs, gate: GateRule) -> float:
     return float(np.interp(raw_p_over(probs, gate.challenge_age), gate.raw, gate.calibrated))
 
 
-def age_interval(probs: np.ndarray, level: float, temperature: float) -> tuple[float, float]:
+def age_interval(probs: Probs, level: float, temperature: float) -> tuple[float, float]:
     """Central `level` interval of the distribution sharpened or widened by `temperature`
     (p ** (1/T), renormalised); ages are the class centres, the cdf is interpolated between."""
     logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None)) / temperature
@@ -147,14 +152,14 @@ def decide(ages: Sequence[float], challenge: ChallengeRule, min_frames: int = 1)
                     f"challenge age {challenge.challenge_age}", age, age - unc, age + unc, spread, len(ages), challenge)
 
 
-def decide_calibrated(ages: Sequence[float], probs: Sequence[np.ndarray], challenge: ChallengeRule,
+def decide_calibrated(ages: Sequence[float], probs: Sequence[Probs], challenge: ChallengeRule,
                       rules: DecisionRules | None, min_frames: int = 1) -> PolicyResult:
     """The till's decision. When the card has a calibrated rule for this challenge age: approve
     only when P(age >= challenge age), from the frames' averaged distribution, clears the card's
     threshold (policy.margin_years does not apply: the threshold already holds the margin the
     validation data asked for). Otherwise the margin rule (`decide`)."""
     gate = rules.gate(challenge.challenge_age) if rules else None
-    if gate is None or not probs:
+    if rules is None or gate is None or not probs:
         return decide(ages, challenge, min_frames)
     if len(ages) < max(1, min_frames):
         return _no_face(len(ages), min_frames, challenge)

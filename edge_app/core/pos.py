@@ -43,7 +43,7 @@ class PosMessageError(ValueError):
 
 
 def _object(topic: str, payload: bytes | bytearray | memoryview | str, max_bytes: int,
-            empty_is_object: bool = False) -> dict:
+            empty_is_object: bool = False) -> dict[str, Any]:
     raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(raw) > max_bytes:
         raise PosMessageError(topic, f"payload is {len(raw)} bytes, more than the {max_bytes} allowed "
@@ -56,7 +56,7 @@ def _object(topic: str, payload: bytes | bytearray | memoryview | str, max_bytes
         raise PosMessageError(topic, str(exc)) from None
 
 
-def _text(data: dict, key: str, topic: str, default: str | None = None) -> str:
+def _text(data: dict[str, Any], key: str, topic: str, default: str | None = None) -> str:
     """A required text field. Barcodes and transaction numbers often arrive as JSON numbers: they
     are accepted and kept as text."""
     if data.get(key) is None:
@@ -76,12 +76,12 @@ def _text(data: dict, key: str, topic: str, default: str | None = None) -> str:
     return v
 
 
-def _optional_text(data: dict, key: str, topic: str) -> str | None:
+def _optional_text(data: dict[str, Any], key: str, topic: str) -> str | None:
     """An optional free-text field: absent or null is None; otherwise the rules of `_text`."""
     return None if data.get(key) is None else _text(data, key, topic)
 
 
-def _min_age(value: Any, topic: str) -> int | None:
+def _min_age(value: object, topic: str) -> int | None:
     if value is None:
         return None
     lo, hi = MIN_AGE_RANGE
@@ -103,7 +103,7 @@ def _sent_at(ts: Any) -> float | None:
     return dt.timestamp() if dt else None
 
 
-def _without_none(d: dict) -> dict:
+def _without_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
@@ -116,7 +116,7 @@ class Item:
     min_age: int | None = None  # the POS's own age limit for the item, when it sends one
     name: str | None = None  # the product name the cashier knows it by, when the POS sends one
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The item's fields of a `pos/scan` object (None ones left out)."""
         return _without_none({"sku": self.sku, "category": self.category, "min_age": self.min_age,
                               "name": self.name})
@@ -125,7 +125,7 @@ class Item:
 class _Message:
     """What the two POS messages share: their JSON text and bytes, from `to_dict()`."""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def to_json(self) -> str:
@@ -153,7 +153,7 @@ class Scan(_Message):
 
     @classmethod
     def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int,
-                     defaults: Item | None = None) -> "Scan":
+                     defaults: Item | None = None) -> Scan:
         """The scan in a payload, or PosMessageError naming the problem. Unknown fields are
         ignored. With `defaults` (the local demo triggers) an empty payload or a missing field
         takes the default item's value and a transaction id is made up; from the POS every
@@ -161,7 +161,7 @@ class Scan(_Message):
         return cls._read(_object(cls.TOPIC, payload, max_bytes, empty_is_object=defaults is not None), defaults)
 
     @classmethod
-    def _read(cls, data: dict, defaults: Item | None = None) -> "Scan":
+    def _read(cls, data: dict[str, Any], defaults: Item | None = None) -> Scan:
         t, d = cls.TOPIC, defaults
         sku = _text(data, "sku", t, d.sku if d else None)
         category = _text(data, "category", t, d.category if d else None)
@@ -177,7 +177,7 @@ class Scan(_Message):
         """`sent_at` as the ISO text the writer sends (UTC, to the millisecond)."""
         return epoch_iso(self.sent_at) if self.sent_at is not None else None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON object of this scan; PosMessageError when the till would refuse it."""
         out = {**self.item.to_dict(), **_without_none({"transaction_id": self.transaction_id,
                                                         "operator_id": self.operator_id, "ts": self.sent_ts})}
@@ -196,20 +196,20 @@ class Sale(_Message):
     pos_ts: str | None = None
 
     @classmethod
-    def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int = 4096) -> "Sale":
+    def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int = 4096) -> Sale:
         """The sale in a payload, or PosMessageError naming the problem. Unknown fields (a total,
         the tender) are ignored."""
         return cls._read(_object(cls.TOPIC, payload, max_bytes))
 
     @classmethod
-    def _read(cls, data: dict) -> "Sale":
+    def _read(cls, data: dict[str, Any]) -> Sale:
         txn = _text(data, "transaction_id", cls.TOPIC)
         ts = data.get("ts")
         if ts is not None and not isinstance(ts, str):
             raise PosMessageError(cls.TOPIC, f"field 'ts' must be text (ISO 8601), got {type(ts).__name__}", "ts")
         return cls(transaction_id=txn, pos_ts=ts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON object of this sale; PosMessageError when the till would refuse it."""
         out = _without_none({"transaction_id": self.transaction_id, "ts": self.pos_ts})
         self._read(out)

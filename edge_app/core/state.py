@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, Self
 
 from edge_app.core import payloads
 from edge_app.core.events import CheckEvent, encode
@@ -72,15 +72,15 @@ def _wire(value: Any) -> Any:
     return value
 
 
-def _to_dict(obj: Any) -> dict:
+def _to_dict(obj: Any) -> dict[str, Any]:
     return {f.name: _wire(getattr(obj, f.name)) for f in fields(obj)}
 
 
-def _texts(items: list) -> tuple[str, ...]:
+def _texts(items: list[Any]) -> tuple[str, ...]:
     return tuple(w for w in items if isinstance(w, str))
 
 
-def _counts(box: dict) -> dict[str, int]:
+def _counts(box: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in box.items() if _fits(v, (int,))}
 
 
@@ -100,10 +100,10 @@ class _Document:
     its default), written with every key."""
 
     @classmethod
-    def from_dict(cls, doc: Any):
+    def from_dict(cls, doc: Any) -> Self:
         return cls(**_read(cls, doc))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON object as published: every key, in the wire's types."""
         return _to_dict(self)
 

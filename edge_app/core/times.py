@@ -3,22 +3,22 @@ carry. Below both `events` and `pos` in core, so each can use it without importi
 
 from __future__ import annotations
 
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 
 def iso_utc(dt: datetime) -> str:
     """An aware time as every producer of ours writes it: UTC, milliseconds, `Z`."""
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:
-    return iso_utc(datetime.now(timezone.utc))
+    return iso_utc(datetime.now(UTC))
 
 
 def epoch_iso(seconds: float) -> str:
     """Epoch seconds as `iso_utc` writes them (to the millisecond)."""
-    return iso_utc(datetime.fromtimestamp(seconds, timezone.utc))
+    return iso_utc(datetime.fromtimestamp(seconds, UTC))
 
 
 def parse_ts(ts: Any, assume_utc: bool = True) -> datetime | None:
@@ -33,7 +33,7 @@ def parse_ts(ts: Any, assume_utc: bool = True) -> datetime | None:
     except ValueError:
         return None
     if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc) if assume_utc else None
+        return dt.replace(tzinfo=UTC) if assume_utc else None
     return dt
 
 

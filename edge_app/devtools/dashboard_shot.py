@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -57,7 +57,7 @@ class Size:
     height: int
 
     @classmethod
-    def parse(cls, text: str) -> "Size":
+    def parse(cls, text: str) -> Size:
         m = re.fullmatch(r"(\d{3,4})x(\d{3,5})", text)
         if not m:
             raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels (e.g. 1400x1800)")
@@ -214,7 +214,7 @@ def _screenshot(url: str, out: Path, size: Size, timeout_s: float = 60.0) -> Non
 
 def take(out: Path, size: Size, now: datetime | None = None) -> Path:
     """Fill a temporary store, serve it, save the page to `out`."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="agecheck-dashboard-shot-") as tmp:
         db, config = Path(tmp) / "feed.sqlite3", Path(tmp) / "config.yaml"
         fill_store(db, now)

@@ -8,16 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 
 from edge_app.config import Config
-from edge_app.vision.faces import FacePipeline, read_photos
-from edge_app.till.check import challenge_rule, load_model
 from edge_app.core.policy import decide_calibrated
 from edge_app.core.words import DECISION_SHORT
+from edge_app.till.check import challenge_rule, load_model
+from edge_app.vision.faces import FacePipeline, read_photos
 
 # What a command does with one readable photo and its face-pipeline result: the record for the
 # JSON output and how many failures it counts (it prints its own text-mode lines).

@@ -108,7 +108,7 @@ class LocalBroker:
             s.settimeout(0.2)
             return s.connect_ex((self.host, self.port)) == 0
 
-    def start(self, timeout: float = 10.0) -> "LocalBroker":
+    def start(self, timeout: float = 10.0) -> LocalBroker:
         # Its own session: a Ctrl-C in the terminal must not kill the broker before the service
         # has published `offline` through it.
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
@@ -147,7 +147,7 @@ class LocalBroker:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -256,7 +256,7 @@ class SimulatedPos:
         self._thread = threading.Thread(target=self._run, name="demo-pos", daemon=True)
         self.scans = 0
 
-    def start(self) -> "SimulatedPos":
+    def start(self) -> SimulatedPos:
         self._pos = Pos(*self._where, name="demo-pos")
         self._thread.start()
         return self
@@ -292,7 +292,7 @@ class Xvfb:
         self.proc: subprocess.Popen | None = None
         self.display: str | None = None  # ":N" once started
 
-    def start(self, timeout: float = 15.0) -> "Xvfb":
+    def start(self, timeout: float = 15.0) -> Xvfb:
         binary = shutil.which("Xvfb")
         if binary is None:
             raise FileNotFoundError("Xvfb is not installed: apt-get install xvfb")
@@ -331,7 +331,7 @@ class Xvfb:
             end_process(self.proc)
             self.proc = None
 
-    def __enter__(self) -> "Xvfb":
+    def __enter__(self) -> Xvfb:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -359,7 +359,7 @@ class SimulatedCashier:
         self.answered = 0
         self._timers: list[threading.Timer] = []
 
-    def start(self) -> "SimulatedCashier":
+    def start(self) -> SimulatedCashier:
         self.client.loop_start()
         return self
 

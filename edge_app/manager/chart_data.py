@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES
 from edge_app.manager.figures import BAND_COLOURS, BAND_NAMES, MINOR_BANDS, Summary
+from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES
 from edge_app.manager.scope import Period
 
 

@@ -5,11 +5,11 @@ report.html, and drawing two bar charts needs no plotting library on the manager
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 from xml.sax.saxutils import escape, quoteattr
 
-from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES
 from edge_app.manager.figures import BAND_COLOURS, BAND_NAMES, MINOR_BANDS, Summary, pct
+from edge_app.manager.outcomes import ALERT_OUTCOME_SERIES
 
 FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
 INK = "#222222"

@@ -6,11 +6,11 @@ different things. Text may carry three marks, the Markdown ones: **strong**, *te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from edge_app.core.words import ACK_ANSWERS, ANSWER_COLUMN, ANSWER_PHRASE, DECISION_COLUMN, DECISIONS, Answer
-from edge_app.manager.live_table import gap_text
 from edge_app.manager.figures import BAND_NAMES, Summary, TillDay, cashier_rows, pct, secs
+from edge_app.manager.live_table import gap_text
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def scope_text(s: Summary) -> str | None:
 def _opening(s: Summary, source: str, tz_name: str) -> list[Block]:
     out: list[Block] = [Heading(1, title(s)), Para(
         f"Store{'s' if len(s.store_ids) != 1 else ''}: {', '.join(s.store_ids) or '–'} · days in {tz_name} · "
-        f"source `{source}` · generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")]
+        f"source `{source}` · generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")]
     if (narrowed := scope_text(s)) is not None:
         out.append(Para(f"**Only {narrowed}**: every figure, table and chart below counts these events alone."))
     if s.events_total == 0:

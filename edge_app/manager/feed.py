@@ -112,7 +112,7 @@ class Feed:
                              client_id=self.client_id, session_expiry_s=cfg.feed.session_expiry_seconds,
                              name="feed", manual_ack=True, prefix="", on_status=self._on_status)
 
-    def start(self) -> "Feed":
+    def start(self) -> Feed:
         self._writer.start()
         self.link.start()
         return self

@@ -23,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from edge_app.core import events
 from edge_app.core.answers import covered, standing
@@ -35,8 +35,8 @@ from edge_app.core.times import local_dt
 from edge_app.core.words import ACK_ANSWERS, DECISIONS, Answer, IntegrityReason
 from edge_app.manager.db import Database, StoreError, open_store
 from edge_app.manager.live_table import integrity_reason
-from edge_app.manager.store import Gap, gap_rows, read_stored
 from edge_app.manager.scope import Period, ReportInputError, Scope
+from edge_app.manager.store import Gap, gap_rows, read_stored
 
 BAND_NAMES = [b[0] for b in BANDS]
 # The bands drawn red in the age-band charts (report and dashboard): shoppers under 18.
@@ -125,7 +125,7 @@ class TillDay:
     def median_decision_s(self) -> float | None:
         return statistics.median(self.decision_times) if self.decision_times else None
 
-    def add(self, other: "TillDay") -> None:
+    def add(self, other: TillDay) -> None:
         self.checks += other.checks
         self.decisions.update(other.decisions)
         self.alerts += other.alerts
@@ -154,7 +154,7 @@ class Summary:
     bands: Counter
     bands_by_category: dict[str, Counter]
     shoppers_without_estimate: int
-    integrity_events: list["IntegrityLine"]
+    integrity_events: list[IntegrityLine]
     quarantined: int
     events_total: int
     gaps: list[Gap] = field(default_factory=list)
@@ -344,7 +344,7 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
                    tally.total, gaps, read.unreadable, tally.by_cashier, scope)
 
 
-def _count(cell: "TillDay", ev: events.Event, answers: Mapping[str, set[str]], standing_ids: set[str]) -> None:
+def _count(cell: TillDay, ev: events.Event, answers: Mapping[str, set[str]], standing_ids: set[str]) -> None:
     """One event into a till's day or a cashier's figures."""
     if isinstance(ev, events.CheckEvent):
         cell.checks += 1
@@ -404,7 +404,7 @@ class Attention:
     sales: int
     unanswered: int
     answered_no_id_check: int
-    moments: list["Moment"]
+    moments: list[Moment]
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import bisect
 import statistics
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from typing import Callable, Iterable
 
 from edge_app.core import events
 from edge_app.core.times import local_dt

@@ -7,8 +7,9 @@ from datetime import tzinfo
 from pathlib import Path
 
 from edge_app.core.words import ACK_ANSWERS, DECISIONS, Answer
-from edge_app.manager.live_table import gap_text
 from edge_app.manager.figures import BAND_NAMES, Summary, attention, cashier_rows, headline
+from edge_app.manager.live_table import gap_text
+
 
 def to_json(s: Summary, tz: tzinfo | None) -> dict:
     """Everything in report.md as data (report.json, `--json`)."""

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Any, Mapping
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 
 from edge_app.config import Config
 from edge_app.core import events
 from edge_app.core.times import local_dt
-from edge_app.core.words import (DECISION_REASON, MISSED_REASON_TEXT, REASON_CAMERA_DOWN, REASON_ESTIMATED,
-                                 REASON_SURE_OVER, Decision, MissedReason)
+from edge_app.core.words import (
+    DECISION_REASON,
+    MISSED_REASON_TEXT,
+    REASON_CAMERA_DOWN,
+    REASON_ESTIMATED,
+    REASON_SURE_OVER,
+    Decision,
+    MissedReason,
+)
 from edge_app.manager.chart_data import series
 from edge_app.manager.db import Database
 from edge_app.manager.figures import NO_CASHIER, Summary, cashier_of, fetch_events, headline_text, summarize
@@ -53,7 +61,7 @@ class EventRow:
     event_id: str
 
     @classmethod
-    def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> "EventRow":
+    def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> EventRow:
         shown = isinstance(ev, (events.CheckEvent, events.AlertEvent))
         return cls(time=local, store_id=ev.store_id, till_id=ev.till_id, kind=ev.KIND,
                    decision=(ev.decision or "") if shown else "",
@@ -210,7 +218,7 @@ def silent_now(db: Database, f: Filters, today: date) -> Hearing | None:
     (silence is about now, not about a past period)."""
     if f.period.until < today:
         return None
-    return hearing(db, datetime.now(timezone.utc), f.store, f.till)
+    return hearing(db, datetime.now(UTC), f.store, f.till)
 
 
 def _when(ts: str | None, tz: tzinfo | None) -> str:
@@ -290,7 +298,7 @@ class Site:
         silent or is heard again (which no stored event says): what the page polls."""
         n, last = self.db.query("SELECT COUNT(*), MAX(received_at) FROM events")[0]
         q = self.db.query("SELECT COUNT(*) FROM quarantine")[0][0] if self.db.has_table("quarantine") else 0
-        quiet = ",".join(f"{t.store_id}/{t.till_id}" for t in hearing(self.db, datetime.now(timezone.utc)).silent)
+        quiet = ",".join(f"{t.store_id}/{t.till_id}" for t in hearing(self.db, datetime.now(UTC)).silent)
         return f"{n}-{q}-{last or ''}-{quiet}"
 
     def summary(self, f: Filters) -> Summary:

@@ -45,7 +45,7 @@ class Stored:
     status: Literal["new", "duplicate", "quarantined", "till"]  # till: a till's state or availability, kept
     event: events.Event | None = None  # decoded once, by check_message
     reason: str | None = None
-    gap: "Gap | None" = None  # a new event that shows some before it are missing
+    gap: Gap | None = None  # a new event that shows some before it are missing
 
 
 def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Event | None, str | None]:

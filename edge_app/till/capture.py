@@ -17,12 +17,15 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+import numpy.typing as npt
+from cv2.typing import MatLike
 
 from edge_app.config import CameraConfig
 
@@ -42,7 +45,7 @@ _TICK_S = 0.25
 REMIND_EVERY_S = 600.0
 
 
-_MJPG = cv2.VideoWriter_fourcc(*"MJPG")
+_MJPG = cv2.VideoWriter.fourcc(*"MJPG")
 
 
 class FrameError(ValueError):
@@ -53,11 +56,11 @@ class FrameError(ValueError):
 class Frame:
     index: int  # increasing from 0 for the life of the Capture
     t: float  # time.monotonic() when it was grabbed
-    image: np.ndarray | None = field(default=None, repr=False)  # BGR uint8, as OpenCV delivers it
+    image: MatLike | None = field(default=None, repr=False)  # BGR uint8, as OpenCV delivers it
     # Or the camera's JPEG bytes, decoded only when a check asks (bgr()); one of the two is set.
-    encoded: np.ndarray | None = field(default=None, repr=False)
+    encoded: MatLike | None = field(default=None, repr=False)
 
-    def bgr(self) -> np.ndarray:
+    def bgr(self) -> MatLike:
         """The frame as BGR uint8, decoding the JPEG bytes when that is what was kept. Raises
         FrameError when they cannot be decoded."""
         if self.image is not None:
@@ -72,7 +75,7 @@ class Frame:
         return img
 
 
-def is_jpeg(data: np.ndarray) -> bool:
+def is_jpeg(data: npt.NDArray[Any]) -> bool:
     """Whether a raw buffer from OpenCV is one JPEG picture (SOI marker first)."""
     return data.dtype == np.uint8 and data.size > 4 and int(data.flat[0]) == 0xFF and int(data.flat[1]) == 0xD8
 
@@ -178,7 +181,7 @@ class Capture:
     def reason(self) -> str:
         return self._reason
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="capture", daemon=True)

@@ -23,22 +23,23 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import TypedDict
 
 import cv2
 
-from edge_app.core import events
-from edge_app.till.capture import Frame, FrameBuffer, FrameError
 from edge_app.config import Config, ConfigError, PolicyConfig
+from edge_app.core import events
+from edge_app.core.policy import ChallengeRule, PolicyResult, Probs, decide_calibrated
+from edge_app.core.words import Decision, GateReason, PolicyRule
+from edge_app.till.capture import Frame, FrameBuffer, FrameError
+from edge_app.till.triggers import Trigger
 from edge_app.vision.errors import CropSizeError, ImageError, ModelError
 from edge_app.vision.faces import FacePipeline, Follower
 from edge_app.vision.found import FrameFaces, Quality
 from edge_app.vision.model import AgeModel, load_for_faces, require_crop_size
-from edge_app.core.policy import ChallengeRule, PolicyResult, decide_calibrated
-from edge_app.core.words import Decision, GateReason, PolicyRule
-from edge_app.till.triggers import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,15 @@ def spread(frames: list[Frame], n: int) -> list[Frame]:
     return [frames[round(i * step)] for i in range(n)]
 
 
-def _quality(measured: list[Quality]) -> dict[str, float]:
+class _QualityFigures(TypedDict, total=False):
+    """CheckEvent's quality fields, all or none."""
+
+    sharpness: float
+    brightness: float
+    eyes_px: float
+
+
+def _quality(measured: list[Quality]) -> _QualityFigures:
     """The check's quality figures (CheckEvent.sharpness, brightness, eyes_px): the median of what
     the gate measured, refused faces included, so a camera gone blurred or dark shows in them."""
     if not measured:
@@ -123,10 +132,17 @@ def _quality(measured: list[Quality]) -> dict[str, float]:
             "eyes_px": round(statistics.median(q.iod_px for q in measured), 1)}
 
 
+def _latency(ms: Mapping[str, float]) -> events.Latency:
+    """The check's `latency_ms`: every stage _Tally times, to a tenth of a millisecond."""
+    r = {k: round(v, 1) for k, v in ms.items()}
+    return events.Latency(queue=r["queue"], wait=r["wait"], faces=r["faces"], model=r["model"], policy=r["policy"],
+                          total=r["total"])
+
+
 @dataclass
 class _Tally:
     ages: list[float] = dataclasses.field(default_factory=list)
-    probs: list = dataclasses.field(default_factory=list)  # each frame's age distribution
+    probs: list[Probs] = dataclasses.field(default_factory=list)  # each frame's age distribution
     boxes: list[tuple[float, float, float, float]] = dataclasses.field(default_factory=list)
     rejected: collections.Counter[GateReason] = dataclasses.field(default_factory=collections.Counter)
     measured: list[Quality] = dataclasses.field(default_factory=list)  # the gate's measures, every aligned face
@@ -193,7 +209,8 @@ class CheckRunner:
         t.ages.append(est.age)
         if est.probs is not None:
             t.probs.append(est.probs)
-        t.boxes.append(tuple(float(v) for v in aligned.face.box))
+        x, y, w, h = aligned.face.box
+        t.boxes.append((float(x), float(y), float(w), float(h)))
 
     def run(self, trigger: Trigger, heartbeat: Callable[[], None] | None = None) -> CheckOutcome:
         cc = self.cfg.check
@@ -307,7 +324,7 @@ class CheckRunner:
                 min_frames=cfg.check.min_frames,
                 rule=PolicyRule.CALIBRATED if res.p_over is not None else PolicyRule.MARGIN),
             model_id=self.model.model_id,
-            latency_ms=events.Latency(**{k: round(v, 1) for k, v in t.ms.items()}),
+            latency_ms=_latency(t.ms),
             camera=camera,
             gate_rejections=dict(t.rejected),
             operator_id=trigger.scan.operator_id or None,

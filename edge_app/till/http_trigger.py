@@ -19,9 +19,14 @@ from typing import Any
 from edge_app.config import Config, ConfigError, TriggersConfig
 from edge_app.config.files import read_secret
 from edge_app.core.pos import Item, PosMessageError, Scan
-from edge_app.till.triggers import SubmitFn, Submission, default_item, parse_scan
+from edge_app.till.triggers import Submission, SubmitFn, default_item, parse_scan
 
 log = logging.getLogger(__name__)
+
+# What socketserver hands a server per connection (typeshed's name is private); a TCP server's is
+# its socket.
+_Request = socket.socket | tuple[bytes, socket.socket]
+_Peer = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class HttpSettings:
     expected: bytes | None  # the Authorization header, when a token is configured
 
 
-def _outcome_json(sub: Submission, wait_s: float) -> tuple[int, dict]:
+def _outcome_json(sub: Submission, wait_s: float) -> tuple[int, dict[str, Any]]:
     if sub.result is None:
         return 200, {"status": sub.status, "detail": sub.detail}
     try:
@@ -65,14 +70,15 @@ class _LimitedServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address, settings: HttpSettings, max_connections: int) -> None:
+    def __init__(self, address: _Peer, settings: HttpSettings, max_connections: int) -> None:
         self.settings = settings
         self._slots = threading.BoundedSemaphore(max_connections)
         self.max_connections = max_connections
         self.refused = 0
         super().__init__(address, _Handler)
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: _Request, client_address: _Peer) -> None:
+        assert isinstance(request, socket.socket)  # a TCP server's connection
         if not self._slots.acquire(blocking=False):
             self.refused += 1
             body = json.dumps({"error": f"more than {self.max_connections} connections at once "
@@ -92,13 +98,13 @@ class _LimitedServer(ThreadingHTTPServer):
             self._slots.release()
             raise
 
-    def process_request_thread(self, request, client_address) -> None:
+    def process_request_thread(self, request: _Request, client_address: _Peer) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: _Request, client_address: _Peer) -> None:
         # socketserver prints a traceback to stderr by default; a client that goes away (or is
         # cut off by a timeout) is normal here and worth one line.
         exc = sys.exc_info()[1]
@@ -117,7 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.settings = self.server.settings
         # Socket timeout: a connection that sends nothing for this long is closed.
-        self.timeout = self.settings.idle_timeout_s
+        # typeshed declares `timeout` a ClassVar; StreamRequestHandler.setup reads it from the instance.
+        self.timeout = self.settings.idle_timeout_s  # type: ignore[misc]
         super().setup()
         # The whole request (line, headers, body) must arrive within read_timeout: a
         # per-read timeout alone lets a client drip one byte every few seconds forever.
@@ -140,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
 
-    def _reply(self, code: int, body: dict) -> None:
+    def _reply(self, code: int, body: dict[str, Any]) -> None:
         self._reading = False
         data = json.dumps(body).encode("utf-8")
         self.send_response(code)
@@ -267,7 +274,7 @@ class HttpTrigger:
     def refused_connections(self) -> int:
         return self._server.refused
 
-    def start(self) -> "HttpTrigger":
+    def start(self) -> HttpTrigger:
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-trigger", daemon=True)
         self._thread.start()
         log.info("local HTTP trigger on http://127.0.0.1:%d/scan", self.port)
@@ -285,6 +292,8 @@ def start_http_trigger(cfg: Config, submit: SubmitFn) -> HttpTrigger:
     """The trigger the config asks for (triggers.http_port), started; ConfigError names the
     setting when its token file is empty or unreadable or the port cannot be listened on."""
     t = cfg.triggers
+    if t.http_port is None:
+        raise ConfigError("triggers.http_port: not set, so there is no HTTP trigger to start")
     token = read_secret(t.http_token_file, t.http_token_credential, "triggers.http_token")
     if token == "":
         raise ConfigError("triggers.http_token: the token file is empty")

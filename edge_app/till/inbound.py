@@ -10,8 +10,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Callable
+from typing import TypeVar
 
 from edge_app.core import events, payloads
 from edge_app.core.pos import PosMessageError, Sale, Scan
@@ -19,6 +20,7 @@ from edge_app.core.state import Quarantined
 from edge_app.core.times import now_iso
 
 log = logging.getLogger(__name__)
+_Message = TypeVar("_Message", Scan, Sale)
 
 
 class Count(StrEnum):
@@ -126,7 +128,7 @@ class Inbound:
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
 
-    def _parse_pos(self, parse, payload: bytes):
+    def _parse_pos(self, parse: Callable[[bytes, int], _Message], payload: bytes) -> _Message | None:
         """A POS message parsed, or None after logging why it was dropped (never raises)."""
         try:
             return parse(payload, self.max_bytes)
@@ -140,8 +142,8 @@ class Inbound:
         `state`, and acknowledged (by returning normally) so the broker does not send it again."""
         self.counts[Count.MESSAGES_QUARANTINED] += 1
         self.last_quarantined = Quarantined(ts=now_iso(), topic=where, reason=reason[:300])
-        self.log.warning("%s; message quarantined (%d bytes: %s)" % (
-            reason if reason.startswith(where) else f"{where}: {reason}", len(payload), preview(payload)))
+        said = reason if reason.startswith(where) else f"{where}: {reason}"
+        self.log.warning(f"{said}; message quarantined ({len(payload)} bytes: {preview(payload)})")
 
     def _remote_ack(self, payload: bytes) -> None:
         """A cashier's answer published by a standalone display: the integrity check needs it."""

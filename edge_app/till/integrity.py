@@ -34,14 +34,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from edge_app.core import events
-from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.answers import covered, standing
+from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.times import parse_ts
-from edge_app.core.words import Answer, IntegrityReason
+from edge_app.core.words import Answer, Decision, IntegrityReason
 from edge_app.till.plugins import Listener
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _epoch(ts: Any) -> float | None:
 class _Alert:
     alert_event_id: str
     check_event_id: str | None
-    decision: str | None
+    decision: Decision | None
     raised_at: float
     acks: list[events.AckEvent] = field(default_factory=list)  # every answer and correction heard for it
 
@@ -189,7 +190,7 @@ class IntegrityTracker:
             reason=IntegrityReason.ANSWERED_NO_ID_CHECK if answered_no else IntegrityReason.UNANSWERED,
             answer=Answer.NO_ID_CHECK if answered_no else None,
             alert_count=len(txn.alerts),
-            alert_event_ids=[a.alert_event_id for a in txn.alerts],
+            alert_event_ids=tuple(a.alert_event_id for a in txn.alerts),
             grace_seconds=self.grace_seconds,
         )
 
@@ -215,7 +216,7 @@ class IntegrityMonitor(Listener):
     integrity event to `publish` (the service's durable outbox). An event whose publish raises
     is kept and retried, so a full or failing outbox does not lose it."""
 
-    def __init__(self, tracker: IntegrityTracker, publish: Callable[[dict], Any],
+    def __init__(self, tracker: IntegrityTracker, publish: Callable[[events.IntegrityEvent], object],
                  interval_s: float = 0.5, max_payload_bytes: int = 4096) -> None:
         self.tracker = tracker
         self._publish = publish
@@ -263,7 +264,7 @@ class IntegrityMonitor(Listener):
             with self._lock:
                 self._unsent[:0] = failed
 
-    def start(self) -> "IntegrityMonitor":
+    def start(self) -> IntegrityMonitor:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="integrity", daemon=True)
             self._thread.start()

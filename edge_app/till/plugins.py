@@ -22,7 +22,8 @@ package (the cashier's) fits them without importing this module.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from edge_app.config import Config
 from edge_app.core import events

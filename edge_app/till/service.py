@@ -30,35 +30,46 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Callable, Sequence, TextIO
+from typing import TextIO
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import __version__
-from edge_app.core import events
-from edge_app.core.pos import Sale, Scan
-from edge_app.core.state import AVAILABILITY_LEAF, HEARTBEAT_S, OFFLINE, ONLINE, STATE_LEAF, LastCheck, Recording, TillState
-from edge_app.core.times import now_iso
-from edge_app.core.words import DECISION_SHORT, MissedReason
-from edge_app.till.capture import Capture
-from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
-from edge_app.stopping import stop_on_signals
 from edge_app.config import Config, ConfigError
 from edge_app.config.files import require_model_file
-from edge_app.vision.faces import FacePipeline
-from edge_app.vision.mediapipe_import import import_mediapipe
-from edge_app.transport.mqtt import MqttLink, Presence, Subscription
+from edge_app.core import events, state
+from edge_app.core.pos import Sale, Scan
+from edge_app.core.state import HEARTBEAT_S, LastCheck, Recording, TillState
+from edge_app.core.times import now_iso
+from edge_app.core.words import DECISION_SHORT, MissedReason
+from edge_app.stopping import stop_on_signals
+from edge_app.till.capture import Capture
+from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
+from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
+from edge_app.till.inbound import Count, CountedWarnings, Inbound
+from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
+from edge_app.till.plugins import PluginFactory, ServiceListener
+from edge_app.till.pos_clock import ClockReading, PosClock
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
+from edge_app.till.triggers import (
+    Outcome,
+    StdinTrigger,
+    Submission,
+    SubmissionStatus,
+    TransactionMemory,
+    Trigger,
+    applied_product,
+    now_pair,
+    restriction,
+)
+from edge_app.transport.mqtt import MqttLink, Presence, Subscription
 from edge_app.transport.outbox import Outbox, OutboxError
 from edge_app.transport.outbox_writer import OutboxWriter
-from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
-from edge_app.till.plugins import PluginFactory, ServiceListener
-from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
-from edge_app.till.inbound import Count, CountedWarnings, Inbound
-from edge_app.till.pos_clock import ClockReading, PosClock
-from edge_app.till.triggers import (StdinTrigger, Submission, SubmissionStatus, TransactionMemory, Trigger,
-                                    applied_product, now_pair, restriction)
+from edge_app.vision.faces import FacePipeline
+from edge_app.vision.mediapipe_import import import_mediapipe
+from edge_app.vision.model import AgeModel
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +91,9 @@ def _tenths(seconds: float | None) -> float | None:
 
 
 class Service:
-    def __init__(self, cfg: Config, *, pipeline=None, model=None, notifier: Notifier | None = None,
-                 stdin: TextIO | None = None, plugins: Sequence[PluginFactory] = ()):
+    def __init__(self, cfg: Config, *, pipeline: FacePipeline | None = None, model: AgeModel | None = None,
+                 notifier: Notifier | None = None, stdin: TextIO | None = None,
+                 plugins: Sequence[PluginFactory] = ()):
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
@@ -114,8 +126,8 @@ class Service:
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
             self.link = MqttLink(cfg, self.outbox, lambda m: self.inbound.on_message(m.leaf, m.payload, m.ack),
                                  SUBSCRIPTIONS,
-                                 presence=Presence(AVAILABILITY_LEAF, ONLINE, OFFLINE, STATE_LEAF,
-                                                   lambda: self.state().encode()),
+                                 presence=Presence(state.AVAILABILITY_LEAF, state.ONLINE, state.OFFLINE,
+                                                   state.STATE_LEAF, lambda: self.state().encode()),
                                  session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
         except ConfigError:
             self.outbox.close()
@@ -136,7 +148,7 @@ class Service:
         self.last_check: LastCheck | None = None
         self.started_ts = now_iso()
         self.worker_heartbeat = time.monotonic()
-        self._queue: queue.Queue[tuple[Trigger, Future]] = queue.Queue(maxsize=QUEUE_MAX)
+        self._queue: queue.Queue[tuple[Trigger, Future[Outcome]]] = queue.Queue(maxsize=QUEUE_MAX)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._closers: list[Callable[[], object]] = []
@@ -375,7 +387,7 @@ class Service:
         self.link.publish_state()
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> "Service":
+    def start(self) -> Service:
         cfg = self.cfg
         self.capture.start()
         self.writer.start()

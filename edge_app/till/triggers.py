@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable, Literal, TextIO
+from typing import Literal, Protocol, TextIO
 
 from edge_app.config import TriggersConfig
 from edge_app.core import events
@@ -41,6 +42,17 @@ class Trigger:
         return applied_product(self.scan.item, self.min_age)
 
 
+class Outcome(Protocol):
+    """What a check's future resolves to, as far as a trigger reads it (`check.CheckOutcome`,
+    which imports this module, so it is described here rather than named)."""
+
+    @property
+    def check(self) -> events.CheckEvent: ...
+
+    @property
+    def alert(self) -> events.AlertEvent | None: ...
+
+
 class SubmissionStatus(StrEnum):
     """What became of a scan handed to the service (the HTTP trigger answers with the word)."""
 
@@ -58,7 +70,7 @@ class Submission:
     status: SubmissionStatus
     detail: str
     # Resolves to the CheckOutcome of the (new or reused) check; None when no check applies.
-    result: Future | None = None
+    result: Future[Outcome] | None = None
 
 
 def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = None) -> Scan:
@@ -103,17 +115,17 @@ class TransactionMemory:
     def __init__(self, reuse_seconds: float, max_open: int = 1000):
         self.reuse_seconds = reuse_seconds
         self.max_open = max_open
-        self._open: dict[str, tuple[float, Future]] = {}
+        self._open: dict[str, tuple[float, Future[Outcome]]] = {}
         self._lock = threading.Lock()
 
-    def open_or_reuse(self, transaction_id: str, now: float) -> tuple[Future, bool]:
+    def open_or_reuse(self, transaction_id: str, now: float) -> tuple[Future[Outcome], bool]:
         """(future, reused). A new future must be resolved by the caller."""
         with self._lock:
             self._prune(now)
             hit = self._open.get(transaction_id)
             if hit is not None:
                 return hit[1], True
-            fut: Future = Future()
+            fut: Future[Outcome] = Future()
             self._open[transaction_id] = (now, fut)
             if len(self._open) > self.max_open:
                 # A POS that never closes transactions must not grow this without bound.
@@ -138,9 +150,6 @@ class TransactionMemory:
 SubmitFn = Callable[[Scan, str], Submission]
 
 
-SubmitFn = Callable[[Scan, str], Submission]
-
-
 class StdinTrigger:
     """Local demo trigger: each line on the stream starts a check. An empty line scans the
     default restricted item; a line of JSON is read like a pos/scan payload."""
@@ -152,13 +161,13 @@ class StdinTrigger:
         self._max_bytes = cfg.max_payload_bytes
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "StdinTrigger":
+    def start(self) -> StdinTrigger:
         self._thread = threading.Thread(target=self._run, name="stdin-trigger", daemon=True)
         self._thread.start()
         log.info("stdin trigger: press Enter (or type a JSON scan) to start a check")
         return self
 
-    def _lines(self):
+    def _lines(self) -> Iterator[bytes]:
         """Each line as bytes, cut at max_payload_bytes + 1 so one endless line cannot fill the
         memory; bytes (the binary buffer under a text stream) so a line that is not UTF-8 is one
         bad line instead of an exception inside the stream's iterator."""

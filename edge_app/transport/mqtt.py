@@ -24,17 +24,28 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Sequence
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_app.core import events
 from edge_app.config import Config
-from edge_app.transport.mqtt_setup import (connect_error, connect_properties, lasting_failure, login_refused,
-                                           make_client, reconnect_max, session_client_id, trust_warnings)
+from edge_app.core import events
+from edge_app.transport.mqtt_setup import (
+    connect_error,
+    connect_properties,
+    lasting_failure,
+    login_refused,
+    make_client,
+    reconnect_max,
+    session_client_id,
+    trust_warnings,
+)
 from edge_app.transport.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -59,8 +70,8 @@ class Presence:
     document, built by `state()` each time the link publishes it."""
 
     availability_leaf: str
-    online: str
-    offline: str
+    online: bytes
+    offline: bytes
     state_leaf: str
     state: Callable[[], bytes]
 
@@ -106,7 +117,7 @@ class InboundAck:
 
     __slots__ = ("_link", "mid", "qos", "_generation", "_done", "_lock")
 
-    def __init__(self, link: "MqttLink", mid: int, qos: int, generation: int):
+    def __init__(self, link: MqttLink, mid: int, qos: int, generation: int):
         self._link = link
         self.mid = mid
         self.qos = qos
@@ -114,7 +125,7 @@ class InboundAck:
         self._done = False
         self._lock = threading.Lock()
 
-    def __call__(self, *_ignored) -> None:  # *_ignored: usable as a Future done-callback
+    def __call__(self, *_ignored: object) -> None:  # *_ignored: usable as a Future done-callback
         with self._lock:
             if self._done:
                 return
@@ -204,7 +215,7 @@ class MqttLink:
         self._backed_off = False  # paho's reconnect delay is pinned at its maximum
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "MqttLink":
+    def start(self) -> MqttLink:
         m = self.cfg.mqtt
         log.info("connecting to MQTT broker %s:%d as %s%s", m.host, m.port,
                  self.client_id, " (TLS)" if m.tls.enabled else "")
@@ -313,7 +324,8 @@ class MqttLink:
                        "%s: broker %s:%d: %s%s%s; retrying every %d s at most", self._name, self.cfg.mqtt.host,
                        self.cfg.mqtt.port, error, hint, self._waiting(), reconnect_max(self.cfg.mqtt))
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             user = self.cfg.mqtt.username
             self._failed(login_refused(reason_code), True,
@@ -345,7 +357,8 @@ class MqttLink:
         else:
             self.subscribed.set()  # a link that only delivers its outbox
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         # One code per subscription, in their order.
         refused = tuple((self._topic(leaf), str(rc)) for (leaf, _), rc in zip(self._subscriptions, reason_codes)
                         if rc.is_failure)
@@ -360,13 +373,14 @@ class MqttLink:
         self.subscribed.set()
         self.publish_state()  # the state says whether scans can reach us
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this from inside its `except OSError:` around the connect, so the cause
         # (refused, unresolvable, a TLS verify error) is the exception being handled.
         exc = sys.exc_info()[1]
         self._failed(connect_error(exc, self.cfg.mqtt), lasting_failure(exc), "")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         self.subscribed.clear()
         with self._cond:
             was = self._connected
@@ -376,7 +390,8 @@ class MqttLink:
             self._tell(LinkStatus(LinkChange.LOST, str(reason_code)), logging.WARNING,
                        "%s: lost the broker (%s)%s; reconnecting", self._name, reason_code, self._waiting())
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._cond:
             if mid in self._other_mids:
                 self._other_mids.discard(mid)
@@ -386,7 +401,7 @@ class MqttLink:
                 self._acked[mid] = not reason_code.is_failure
             self._cond.notify_all()
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         prefix = self._prefix
         leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
         ack: Callable[[], object] = _no_ack
@@ -443,6 +458,8 @@ class MqttLink:
         return all(gen == self._generation for _, gen in self._inflight.values())
 
     def _send_loop(self) -> None:
+        outbox = self.outbox
+        assert outbox is not None, "the sender runs only for a link with an outbox"
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             with self._cond:
@@ -456,11 +473,11 @@ class MqttLink:
                 gen = self._generation
             try:
                 for seq in done:
-                    self.outbox.delete(seq)
+                    outbox.delete(seq)
                     self.delivered += 1
                 if not sendable or room <= 0:
                     continue
-                rows = self.outbox.after(self._last_sent, room)
+                rows = outbox.after(self._last_sent, room)
                 if not rows:
                     with self._cond:
                         if not self._acked:
@@ -476,7 +493,7 @@ class MqttLink:
                         elif not accepted:
                             self._refused(row.seq)
                     if accepted:
-                        self.outbox.delete(row.seq)
+                        outbox.delete(row.seq)
                         self.delivered += 1
                     if accepted is False:
                         break

@@ -14,8 +14,10 @@ import stat
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_app.config import ConfigError, MQTTConfig
 from edge_app.config.files import read_secret
@@ -94,7 +96,7 @@ def session_client_id(m: MQTTConfig, fallback: str) -> str:
 def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
     """A paho v2 client (MQTT 5) with the broker settings from the config applied. Raises
     ConfigError naming the key for a missing password or unreadable TLS files."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     password = read_password(m)
     if password is not None and not m.username:
         raise ConfigError("mqtt.username: a password is configured but no username; set mqtt.username")
@@ -115,7 +117,7 @@ def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
     return client
 
 
-def connect_properties(receive_max: int | None = None, session_expiry_s: int | None = None):
+def connect_properties(receive_max: int | None = None, session_expiry_s: int | None = None) -> Properties:
     """The MQTT 5 CONNECT properties of a client that limits how many unacknowledged messages
     the broker sends it, keeps its session for a while after a disconnect, or both."""
     props = Properties(PacketTypes.CONNECT)
@@ -175,7 +177,7 @@ def connect_error(exc: BaseException | None, m: MQTTConfig) -> str:
     return f"cannot reach {where}"
 
 
-def login_refused(reason_code) -> str:
+def login_refused(reason_code: ReasonCode) -> str:
     """The `mqtt_error` for a CONNACK that refused us (bad user name or password, not authorised...)."""
     return f"broker refused the login: {str(reason_code).lower()}"
 

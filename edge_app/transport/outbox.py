@@ -28,10 +28,11 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import TypeVar
 
 from edge_app.core import events
 from edge_app.transport import locks
@@ -39,6 +40,7 @@ from edge_app.transport.files import create_private
 from edge_app.transport.outbox_space import RESUME_FREE_BYTES, WAL_MAX_BYTES, SpaceGuard, is_full
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -112,6 +114,7 @@ class Outbox:
         except OSError as exc:
             raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
         # Before anything reads or moves the file: a second instance must not touch the first's.
+        self._lock_fd: int | None
         self._lock_fd, lock_created = _take_lock(self.path)
         try:
             self._init_file()
@@ -137,7 +140,7 @@ class Outbox:
                 raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
             # Our own file, damaged: keep it for inspection rather than deleting what might
             # still be read, and start a new one so the till keeps recording.
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
             self.path.rename(aside)
             for suffix in ("-wal", "-shm"):
                 side = self.path.with_name(self.path.name + suffix)
@@ -286,7 +289,7 @@ class Outbox:
             busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error:
             return False
-        return busy == 0
+        return int(busy) == 0
 
     # -- API -----------------------------------------------------------------------------------
     def put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
@@ -295,7 +298,7 @@ class Outbox:
         with self._lock:
             return self._with_space(lambda: self._put(topic, payload, event_id))
 
-    def _with_space(self, write: Callable[[], Any]) -> Any:
+    def _with_space(self, write: Callable[[], _T]) -> _T:
         """(lock held) One write; on a full disk, make space (`_relieve`) and try it once more."""
         self._check_file()
         refusal = self._space.refusal()

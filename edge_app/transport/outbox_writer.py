@@ -9,8 +9,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
 
 from edge_app.core import events
 from edge_app.transport.outbox import LOG_EVERY_S, Outbox, OutboxError
@@ -51,7 +51,7 @@ class OutboxWriter:
         self._on_change = on_change
         self._retry_s = retry_s
         self._log_every_s = log_every_s
-        self._held: deque[tuple[str, dict[str, Any], str]] = deque()
+        self._held: deque[tuple[str, events.Event, str]] = deque()
         # Serialises writes, so events reach the outbox (and get their numbers) in order.
         self._lock = threading.Lock()
         self._write_errors = 0
@@ -63,7 +63,7 @@ class OutboxWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "OutboxWriter":
+    def start(self) -> OutboxWriter:
         self._thread = threading.Thread(target=self._retry_loop, name="outbox-retry", daemon=True)
         self._thread.start()
         return self

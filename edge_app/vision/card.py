@@ -15,9 +15,10 @@ import copy
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from edge_app.core.policy import DecisionRules, GateRule
 from edge_app.vision.errors import VisionError
@@ -237,7 +238,7 @@ class ModelCard:
                 continue
             if hasattr(v, "to_dict"):
                 v = v.to_dict()
-            elif dataclasses.is_dataclass(v):
+            elif dataclasses.is_dataclass(v) and not isinstance(v, type):
                 v = dataclasses.asdict(v)
             elif isinstance(v, tuple):
                 v = list(v)

@@ -23,8 +23,18 @@ import numpy as np
 from edge_app.config import FacesConfig
 from edge_app.core.words import GateReason
 from edge_app.vision.errors import ImageError
-from edge_app.vision.found import (AlignedFace, Face, FrameFaces, Quality, Rejection, Track, box_centre, box_side,
-                                   same_shopper, start_track)
+from edge_app.vision.found import (
+    AlignedFace,
+    Face,
+    FrameFaces,
+    Quality,
+    Rejection,
+    Track,
+    box_centre,
+    box_side,
+    same_shopper,
+    start_track,
+)
 from edge_app.vision.mediapipe_import import import_mediapipe
 
 # Canonical template: where the detector's keypoints (subject's right eye, left eye, nose tip,
@@ -189,8 +199,8 @@ def estimate_pose(kp: np.ndarray) -> tuple[float, float]:
     """Rough yaw and pitch in degrees from the six detector keypoints: enough for a gate that
     refuses profile and strongly tilted faces, not a head-pose estimator."""
     reye, leye, nose, mouth, rear, lear = kp
-    d_r = np.linalg.norm(nose - rear)
-    d_l = np.linalg.norm(nose - lear)
+    d_r = float(np.linalg.norm(nose - rear))
+    d_l = float(np.linalg.norm(nose - lear))
     yaw = math.degrees(math.asin(float(np.clip((d_r - d_l) / max(d_r + d_l, 1e-6) * 1.6, -1, 1))))
     eye_mid = (reye + leye) / 2
     axis = mouth - eye_mid
@@ -254,7 +264,7 @@ class FacePipeline:
         if self._full is not None:
             self._full.close()
 
-    def __enter__(self) -> "FacePipeline":
+    def __enter__(self) -> FacePipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,8 +274,10 @@ class FacePipeline:
         img = rgb
         if pad:
             img = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        detector = self._full if full else self._short
+        assert detector is not None  # full=True only when the full-range detector is loaded
         with self._lock:
-            res = (self._full if full else self._short).process(np.ascontiguousarray(img))
+            res = detector.process(np.ascontiguousarray(img))
         out: list[Face] = []
         h, w = img.shape[:2]
         for det in res.detections or []:

@@ -8,6 +8,7 @@ import sys
 import threading
 from types import ModuleType
 
+
 class _NoTensorFlow(importlib.abc.MetaPathFinder):
     """Makes `import tensorflow...` fail as on a till, where TensorFlow is not installed."""
 

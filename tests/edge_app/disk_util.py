@@ -8,8 +8,8 @@ import contextlib
 import errno
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -56,7 +56,7 @@ class Filler:
         self.path.unlink(missing_ok=True)
 
 
-def leave_free(filler: "Filler", free: int) -> None:
+def leave_free(filler: Filler, free: int) -> None:
     """Fill the file system, then give back `free` bytes of it: a disk nearly full."""
     filler.fill()
     size = filler.path.stat().st_size

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 import yaml
@@ -23,11 +23,11 @@ from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.bands import age_band
 from edge_app.transport.mqtt import MqttLink
-from tests.helpers import wait_until  # noqa: F401  (re-exported: the feed tests import it from here)
 from edge_app.transport.outbox import Outbox
+from tests.helpers import wait_until  # noqa: F401  (re-exported: the feed tests import it from here)
 
 REPO = Path(__file__).resolve().parents[2]
-WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=timezone.utc)
+WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=UTC)
 
 
 LAGER = events.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")

@@ -43,7 +43,7 @@ class PgServer:
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({r.returncode}): {(r.stdout + r.stderr).strip()[-800:]}")
 
-    def start(self) -> "PgServer":
+    def start(self) -> PgServer:
         if not self.data.exists():
             self._run(self.initdb, "-D", str(self.data), "-U", "agecheck", "-A", "trust", "-E", "UTF8",
                       "--no-sync")
@@ -71,7 +71,7 @@ class PgServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "PgServer":
+    def __enter__(self) -> PgServer:
         try:
             return self.start()
         except BaseException:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.config import FacesConfig
-from training.prepare import assign_splits, dedupe, prepare
 from tests.helpers import need_utkface
+from training.prepare import assign_splits, dedupe, prepare
 
 
 def test_assign_splits_is_stable_and_by_key():

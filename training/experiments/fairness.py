@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from training.train import CHALLENGE_AGE, LossTerm, parser as train_parser, run
+from training.train import CHALLENGE_AGE, LossTerm, run
+from training.train import parser as train_parser
 
 # Ages whose signed errors the sex-bias term compares: the adults a gate can wrongly send to ID.
 SEX_BIAS_AGES = (18, 60)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Row:
             return self.median / self.today_median
         return None
 
-    def beside(self, today: "Row") -> "Row":
+    def beside(self, today: Row) -> Row:
         """This row with today's figure (from a row measured the same way) beside it."""
         self.today_median, self.today_p95 = today.median, today.p95
         return self

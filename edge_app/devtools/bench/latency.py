@@ -12,9 +12,9 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from edge_app.cashier.isolated import attach
 from edge_app.core import events

@@ -11,8 +11,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from edge_app.config.files import load
 from edge_app.devtools.bench.harness import CHILD_TIMEOUT_S, child_env
@@ -37,9 +38,9 @@ def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
     """Child process: pinned to `cores`, a real Capture of the video and back-to-back checks."""
     # Deferred until the process is pinned (worker_main): OpenCV and the model's runtime size
     # their thread pools to the cores they see when they load.
+    from edge_app.core.pos import Item, Scan
     from edge_app.till.capture import Capture
     from edge_app.till.check import CheckRunner, model_threads
-    from edge_app.core.pos import Item, Scan
     from edge_app.till.triggers import Trigger, now_pair
     from edge_app.vision.faces import FacePipeline
     from edge_app.vision.model import AgeModel

@@ -53,8 +53,8 @@ def test_the_launcher_starts_the_window_again_until_the_session_ends(tmp_path):
     config error) and then ends as on SIGTERM: it is started three times, and the launcher ends."""
     runs = tmp_path / "runs"
     fake = tmp_path / "agecheck"
-    fake.write_text("#!/bin/sh\necho \"$@\" >> %s\nn=$(wc -l < %s)\n"
-                    "[ \"$n\" -eq 1 ] && exit 1\n[ \"$n\" -eq 2 ] && exit 2\nexit 0\n" % (runs, runs))
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {runs}\nn=$(wc -l < {runs})\n"
+                    "[ \"$n\" -eq 1 ] && exit 1\n[ \"$n\" -eq 2 ] && exit 2\nexit 0\n")
     fake.chmod(0o755)
     script = LAUNCHER.read_text().replace("/opt/agecheck/venv/bin/agecheck", str(fake)).replace(
         "/etc/agecheck/NOT-CONFIGURED", str(tmp_path / "NOT-CONFIGURED")).replace("sleep 30", "sleep 0.1").replace(

@@ -7,12 +7,23 @@ import dataclasses
 
 import pytest
 
-from edge_app.cashier.banner import (STYLES, TITLES, AlertQueue, BannerKind, banner_for, contrast, estimate_text,
-                                     item_text, recorded_banner, waiting_text)
+from edge_app.cashier.banner import (
+    STYLES,
+    TITLES,
+    AlertQueue,
+    BannerKind,
+    banner_for,
+    contrast,
+    estimate_text,
+    item_text,
+    recorded_banner,
+    waiting_text,
+)
 from edge_app.core import events
 from edge_app.core.event_parts import Product
 from edge_app.core.words import Decision
-from tests.edge_app.feed_util import check_event, typed_alert as alert_event, typed_check
+from tests.edge_app.feed_util import check_event, typed_check
+from tests.edge_app.feed_util import typed_alert as alert_event
 
 
 def check(**kw) -> events.CheckEvent:

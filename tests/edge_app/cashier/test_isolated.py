@@ -14,13 +14,12 @@ import sys
 import threading
 import time
 
-import pytest
-
 from edge_app.cashier import isolated
 from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.isolated import WindowProcess
 from edge_app.config import DisplayConfig
-from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
+from tests.edge_app.feed_util import typed_alert as alert_event
+from tests.edge_app.feed_util import typed_check as check_event
 from tests.edge_app.x11_util import wait_for, xvfb  # noqa: F401
 from tests.helpers import REPO
 

@@ -7,7 +7,6 @@ broker password from a file it is given, against a broker that requires one."""
 from __future__ import annotations
 
 import sqlite3
-
 import subprocess
 
 import pytest
@@ -15,9 +14,9 @@ import pytest
 from edge_app.cashier.banner import DECISION_KIND, STYLES
 from edge_app.transport.mqtt import Message
 from tests.edge_app.broker_util import Broker
-from tests.helpers import REPO
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
 from tests.edge_app.x11_util import click, dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401
+from tests.helpers import REPO
 
 ACK_TOPIC = "agecheck/v1/store-001/till-01/events/ack"
 

@@ -16,11 +16,22 @@ from edge_app.cashier.window import CashierDisplay
 from edge_app.cashier.window_state import WindowSnapshot
 from edge_app.config import DisplayConfig
 from edge_app.core import events
-from edge_app.core.words import ACK_ANSWERS, Answer
 from edge_app.core.state import Recording
-from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
-from tests.edge_app.x11_util import (PosWindow, click, dominant, hex_rgb, screenshot, share_of, tap,  # noqa: F401
-                                     wait_for, xdotool, xvfb)
+from edge_app.core.words import ACK_ANSWERS, Answer
+from tests.edge_app.feed_util import typed_alert as alert_event
+from tests.edge_app.feed_util import typed_check as check_event
+from tests.edge_app.x11_util import (  # noqa: F401
+    PosWindow,
+    click,
+    dominant,
+    hex_rgb,
+    screenshot,
+    share_of,
+    tap,
+    wait_for,
+    xdotool,
+    xvfb,
+)
 
 
 # -- the window ---------------------------------------------------------------------------------------

@@ -14,10 +14,16 @@ import pytest
 from edge_app.cashier.isolated import WindowProcess
 from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
-from edge_app.core import events
-from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
-from tests.edge_app.wm_util import (WINDOW_MANAGERS, KeyedPos, all_keys_arrive, start_desktop, stop_desktop,
-                                    type_into_pos)
+from tests.edge_app.feed_util import typed_alert as alert_event
+from tests.edge_app.feed_util import typed_check as check_event
+from tests.edge_app.wm_util import (
+    WINDOW_MANAGERS,
+    KeyedPos,
+    all_keys_arrive,
+    start_desktop,
+    stop_desktop,
+    type_into_pos,
+)
 from tests.edge_app.x11_util import click, wait_for, xdotool
 
 

@@ -5,7 +5,7 @@ is passed in, so each rule is checked at exact moments (the Tk window on Xvfb: t
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window_state import DOUBLE_TAP_S, STALE_SECONDS, WindowState
@@ -100,7 +100,7 @@ def test_alerts_expire_and_stale_or_foreign_events_are_not_shown():
     raise_alert(s, 0.0)
     s.tick(CFG.alert_expire_seconds)
     assert s.expired == 1 and s.view(CFG.alert_expire_seconds) is None
-    old = (datetime.now(timezone.utc) - timedelta(seconds=STALE_SECONDS + 5)).isoformat()
+    old = (datetime.now(UTC) - timedelta(seconds=STALE_SECONDS + 5)).isoformat()
     assert not s.handle(typed_check(decision=Decision.APPROVE, ts=old), time.time(), 1.0)
     assert not s.handle(typed_check(till="till-02"), time.time(), 1.0)
 

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from edge_app.core import events
 from edge_app.core.payloads import Limits, PayloadError, nesting_depth, parse, parse_object
+from edge_app.core.pos import Item, PosMessageError, Sale
 from edge_app.manager.store import check_message
-from edge_app.core.pos import Sale
-from edge_app.core.pos import Item, PosMessageError
 from edge_app.till.triggers import parse_scan
 
 L = Limits(max_bytes=65536)

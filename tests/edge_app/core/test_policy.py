@@ -6,8 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_app.core.policy import (P_OVER_DIGITS, ChallengeRule, DecisionRules, GateRule, age_interval,
-                                  calibrated_p_over, decide_calibrated, raw_p_over)
+from edge_app.core.policy import (
+    P_OVER_DIGITS,
+    ChallengeRule,
+    DecisionRules,
+    GateRule,
+    age_interval,
+    calibrated_p_over,
+    decide_calibrated,
+    raw_p_over,
+)
 
 RULE = GateRule(25, raw=(0.0, 0.5, 0.9, 1.0), calibrated=(0.0, 0.2, 0.7, 0.95), threshold=0.6)
 RULES = DecisionRules((RULE,), interval_level=0.8, interval_temperature=1.0)

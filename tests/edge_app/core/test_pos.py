@@ -5,7 +5,7 @@ unknown fields are ignored; the writer refuses to write what the till would refu
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ from edge_app.core.pos import MAX_TEXT, Item, PosMessageError, Sale, Scan
 
 LAGER = Item("5010677850100", "alcohol", 18, "Lager 4x440ml")
 # 2025-01-01T10:00:00.250Z: a time the writer's milliseconds hold exactly.
-SENT_AT = datetime(2025, 1, 1, 10, 0, 0, 250000, timezone.utc).timestamp()
+SENT_AT = datetime(2025, 1, 1, 10, 0, 0, 250000, UTC).timestamp()
 
 
 def scan_json(**fields) -> bytes:

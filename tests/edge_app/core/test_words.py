@@ -4,7 +4,7 @@ string on the wire and when read back."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -44,9 +44,9 @@ def test_a_word_is_the_plain_string_on_the_wire_and_back():
 
 
 @pytest.mark.parametrize("ts, want", [
-    ("2026-03-01T12:00:00.123Z", datetime(2026, 3, 1, 12, 0, 0, 123000, timezone.utc)),
-    ("2026-03-01T13:00:00+01:00", datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)),
-    ("2026-03-01T12:00:00", datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)),  # no offset: UTC
+    ("2026-03-01T12:00:00.123Z", datetime(2026, 3, 1, 12, 0, 0, 123000, UTC)),
+    ("2026-03-01T13:00:00+01:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),
+    ("2026-03-01T12:00:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),  # no offset: UTC
 ])
 def test_parse_ts_reads_every_producers_times_as_aware(ts, want):
     got = parse_ts(ts)
@@ -60,7 +60,7 @@ def test_parse_ts_gives_none_for_what_is_not_a_time(bad):
 
 def test_a_zoneless_pos_time_is_not_guessed_when_asked():
     assert parse_ts("2026-03-01T12:00:00", assume_utc=False) is None
-    assert parse_ts("2026-03-01T12:00:00Z", assume_utc=False) == datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    assert parse_ts("2026-03-01T12:00:00Z", assume_utc=False) == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def test_local_dt_shows_an_event_time_in_the_readers_zone():

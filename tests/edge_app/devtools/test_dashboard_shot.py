@@ -5,7 +5,7 @@ headless Chromium is saved as a PNG of exactly the size asked for, with the page
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,7 +15,7 @@ from edge_app.manager.health import till_health
 from edge_app.manager.scope import Scope, parse_period
 from edge_app.manager.tills import hearing
 
-NOW = datetime(2025, 3, 14, 15, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 14, 15, 30, tzinfo=UTC)
 
 
 def test_the_simulated_store_has_a_departing_till_and_a_silent_one(tmp_path):
@@ -24,7 +24,7 @@ def test_the_simulated_store_has_a_departing_till_and_a_silent_one(tmp_path):
     assert n > 600
     db = open_db(str(db_path))
     try:
-        health = till_health(db, parse_period(None, None, NOW.date()), timezone.utc, Scope())
+        health = till_health(db, parse_period(None, None, NOW.date()), UTC, Scope())
         departing = {h.till_id for h in health if any(hour.departures for hour in h.hours)}
         assert departing == {"till-01"}
         heard = hearing(db, NOW)

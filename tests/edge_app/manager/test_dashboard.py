@@ -20,10 +20,10 @@ from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.manager.chart_data import bucket_size
 from edge_app.manager.dashboard import create_app, hash_password
-from edge_app.manager.store import FeedStore
 from edge_app.manager.scope import Period
-from tests.helpers import wait_until
+from edge_app.manager.store import FeedStore
 from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, numbered, write_config
+from tests.helpers import wait_until
 
 DAY = "2025-03-14"
 

@@ -12,11 +12,20 @@ import pytest
 from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.manager.db import MIGRATIONS, StoreError, open_store, target
-from edge_app.manager.store import FeedDBError, FeedStore, gap_rows
 from edge_app.manager.report import build
+from edge_app.manager.store import FeedDBError, FeedStore, gap_rows
 from tests.edge_app.broker_util import Broker
-from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, event_topic, numbered, wait_until,
-                                      write_config)
+from tests.edge_app.feed_util import (
+    Proc,
+    Publisher,
+    ack_event,
+    alert_event,
+    check_event,
+    event_topic,
+    numbered,
+    wait_until,
+    write_config,
+)
 from tests.edge_app.pg_util import PgServer
 
 

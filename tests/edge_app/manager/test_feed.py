@@ -9,16 +9,25 @@ import logging
 
 import pytest
 
+from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.words import Answer
 from edge_app.manager.db import MIGRATIONS
 from edge_app.manager.feed import subscription
 from edge_app.manager.live_table import TablePrinter
 from edge_app.manager.store import FeedDBError, FeedStore
-from edge_app.config import from_dict
 from tests.edge_app.broker_util import Broker
-from tests.edge_app.feed_util import (Proc, Publisher, ack_event, alert_event, check_event, db_query, event_topic,
-                                      wait_until, write_config)
+from tests.edge_app.feed_util import (
+    Proc,
+    Publisher,
+    ack_event,
+    alert_event,
+    check_event,
+    db_query,
+    event_topic,
+    wait_until,
+    write_config,
+)
 
 
 def test_store_dedupes_and_quarantines(tmp_path):

@@ -5,7 +5,7 @@ restart; with more queued than the broker's limit, the feed and the report name 
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -124,7 +124,7 @@ def test_a_feed_away_past_the_queue_limit_reports_the_gap(tmp_path):
     st.close()
     assert len(gaps) == 1 and gaps[0].publisher == "till-03"
     assert gaps[0].missing == 301 - got and gaps[0].before_seq == 301
-    text = gap_text(gaps[0], timezone.utc)
+    text = gap_text(gaps[0], UTC)
     assert text.startswith(f"till-03: {301 - got} events missing between 2025-")
     assert f"till-03: {301 - got} events missing" in feed.lines[line]
 

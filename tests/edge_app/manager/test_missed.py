@@ -14,8 +14,8 @@ from edge_app.core import events
 from edge_app.manager.dashboard import create_app
 from edge_app.manager.db import open_store
 from edge_app.manager.live_table import outcome_text
-from edge_app.manager.store import FeedStore, gap_rows
 from edge_app.manager.report import build
+from edge_app.manager.store import FeedStore, gap_rows
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.feed_util import check_event, event_topic
 

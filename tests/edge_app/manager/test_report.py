@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.words import Answer, IntegrityReason
-from edge_app.config import from_dict
-from edge_app.manager.store import FeedStore
 from edge_app.manager.report import build
 from edge_app.manager.scope import ReportInputError, parse_period
+from edge_app.manager.store import FeedStore
 from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, write_config
 
 DAY = "2025-03-14"
@@ -242,9 +242,10 @@ def test_the_headline_leads_with_id_checks_and_cashiers_have_a_table(report):
 def test_the_scope_narrows_every_figure(tmp_path):
     """Till, cashier, kind and time of day each change the counts, the cashier table, the bands
     and the integrity list: one definition (scope.Scope) for the report and the dashboard."""
+    import datetime as dt
+
     from edge_app.manager.figures import open_db, summarize
     from edge_app.manager.scope import Period, Scope, parse_time_of_day
-    import datetime as dt
 
     db = tmp_path / "feed.sqlite3"
     store_day(db)
@@ -252,7 +253,7 @@ def test_the_scope_narrows_every_figure(tmp_path):
     day = Period(dt.date(2025, 3, 14), dt.date(2025, 3, 14))
 
     def figures(**kw):
-        s = summarize(con, day, dt.timezone.utc, scope=Scope(**kw))
+        s = summarize(con, day, dt.UTC, scope=Scope(**kw))
         t = s.totals()
         return (t.checks, t.alerts, t.id_checked_alerts, sum(t.answers.values()), t.undone, t.integrity,
                 sum(s.bands.values()), sorted(c for _, c in s.cashiers), len(s.integrity_events))

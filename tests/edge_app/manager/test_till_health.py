@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -205,7 +205,7 @@ def test_the_health_panel_marks_the_departing_till_and_follows_the_filters(tmp_p
 
 
 def _state(store: str, till: str, last_seq: int, heartbeat: float, depth: int = 0) -> bytes:
-    return TillState(ts=iso_utc(datetime.now(timezone.utc)), status="online", heartbeat_s=heartbeat, camera="up",
+    return TillState(ts=iso_utc(datetime.now(UTC)), status="online", heartbeat_s=heartbeat, camera="up",
                      last_seq=last_seq, outbox_depth=depth).encode()
 
 
@@ -217,7 +217,7 @@ def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
     from selenium.webdriver.common.by import By
 
     db = tmp_path / "feed.sqlite3"
-    today = datetime.now(timezone.utc)
+    today = datetime.now(UTC)
     cfg = write_config(tmp_path / "config.yaml", mqtt_broker.port, feed={"timezone": "UTC"},
                        dashboard={"refresh_seconds": 1})
     feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
@@ -284,7 +284,7 @@ def test_no_till_heard_is_the_feed_s_silence(tmp_path):
     till silent; a past period says nothing of now."""
     db = tmp_path / "feed.sqlite3"
     st = FeedStore(db)
-    old = iso_utc(datetime.now(timezone.utc) - timedelta(hours=2))
+    old = iso_utc(datetime.now(UTC) - timedelta(hours=2))
     for till in ("till-01", "till-02"):
         st.add(f"agecheck/v1/store-001/{till}/state",
                TillState(ts=old, heartbeat_s=30.0, last_seq=0).encode(), received_at=old)
@@ -392,11 +392,11 @@ def _get(url: str) -> bytes:
 def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     """The report's missing events take the hole a till's state shows after its last stored event;
     when the events arrive the hole closes (worked out from what is stored)."""
-    from edge_app.manager.store import gap_rows
     from edge_app.manager.document import document
     from edge_app.manager.figures import open_db, summarize
     from edge_app.manager.render_md import render_markdown
     from edge_app.manager.scope import Period
+    from edge_app.manager.store import gap_rows
 
     db = tmp_path / "feed.sqlite3"
     evs = numbered([check_event(txn=f"T-{i}", ts=f"{DAY}T10:0{i}:00.000Z") for i in range(6)], "till-01")
@@ -406,7 +406,7 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
            TillState(ts=f"{DAY}T10:09:00.000Z", heartbeat_s=30.0, last_seq=6, outbox_depth=0).encode())
     st.close()
     ro = open_db(db)
-    s = summarize(ro, Period(datetime(2025, 3, 14).date(), datetime(2025, 3, 14).date()), timezone.utc)
+    s = summarize(ro, Period(datetime(2025, 3, 14).date(), datetime(2025, 3, 14).date()), UTC)
     assert [(g.after_seq, g.before_seq, g.missing, g.waiting) for g in s.gaps] == [(4, 7, 2, 0)]
     md = render_markdown(document(s, str(db), "UTC"), {})
     assert ("till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered "

@@ -21,11 +21,11 @@ import pytest
 
 from edge_app.config import from_dict
 from edge_app.core import events
-from edge_app.core.words import Answer
 from edge_app.core.times import now_iso
+from edge_app.core.words import Answer
 from edge_app.devtools.sim import free_port
-from tests.edge_app.broker_util import Broker
 from edge_app.manager.feed import Feed
+from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import db_query, wait_until
 from tests.edge_app.till.test_integrity_service import MODEL, REPO, blank_video
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_app.config import from_dict
 from tests.edge_app.till.test_broker_acl import ROOT, SHIPPED, USERS, make_certs, secure_broker  # noqa: F401

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from edge_app.till.capture import Capture, Frame, FrameBuffer, parse_source
 from edge_app.config import CameraConfig
+from edge_app.till.capture import Capture, Frame, FrameBuffer, parse_source
 from tests.edge_app.service_util import FPS, astronaut_video, wait_until
 
 

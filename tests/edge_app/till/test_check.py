@@ -14,14 +14,24 @@ import pytest
 from edge_app import config as C
 from edge_app.config.files import require_model_file
 from edge_app.core import events
+from edge_app.core.pos import Item, Scan
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckRunner, spread
+from edge_app.till.triggers import Trigger, now_pair
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
-from edge_app.core.pos import Item, Scan
-from edge_app.till.triggers import Trigger, now_pair
-from tests.edge_app.service_util import (FPS, REPO, W, astronaut_head, astronaut_video, empty_video, scene,
-                                         still_video, utk_photo, wait_until)
+from tests.edge_app.service_util import (
+    FPS,
+    REPO,
+    W,
+    astronaut_head,
+    astronaut_video,
+    empty_video,
+    scene,
+    still_video,
+    utk_photo,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")

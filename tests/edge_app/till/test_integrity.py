@@ -7,8 +7,8 @@ import threading
 import pytest
 
 from edge_app.core import events
-from edge_app.core.words import Answer
 from edge_app.core.pos import PosMessageError, Sale
+from edge_app.core.words import Answer
 from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
 
 T0 = 1_700_000_000.0

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from edge_app.cashier.window_state import WindowSnapshot
-from edge_app.core import events
-from edge_app.core.words import Answer
-from edge_app.core.times import now_iso
 from edge_app.config import from_dict
+from edge_app.core import events
 from edge_app.core.pos import Item, Sale, Scan
+from edge_app.core.times import now_iso
+from edge_app.core.words import Answer
 from edge_app.manager.feed import Feed
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Publisher, db_query, wait_until

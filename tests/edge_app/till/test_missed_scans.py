@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -62,7 +62,7 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
     pos = Publisher(mqtt_broker.port)
 
     def scan(txn: str, ts: datetime | None = None, name: str | None = None, operator_id: str | None = None) -> None:
-        sent_at = (ts or datetime.now(timezone.utc)).timestamp()
+        sent_at = (ts or datetime.now(UTC)).timestamp()
         pos.raw(f"{ROOT}/pos/scan",
                 Scan(Item("5010677850100", "alcohol", name=name), txn, operator_id, sent_at).encode())
         sent.append(txn)
@@ -98,7 +98,7 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
         mark = len(rec.messages)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        scan("R-stale", datetime.now(timezone.utc) - timedelta(seconds=600), name="Lager 4x440ml", operator_id="C-7")
+        scan("R-stale", datetime.now(UTC) - timedelta(seconds=600), name="Lager 4x440ml", operator_id="C-7")
         proc = _start(cfg_path, log)
         wait_until(lambda: set(sent) <= set(_records(rec)), 180, "a record for every scan")
     finally:

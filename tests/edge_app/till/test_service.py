@@ -9,24 +9,32 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+from datetime import UTC
 
 import pytest
 
+from edge_app.config.files import load
 from edge_app.core import events
-from edge_app.core.words import Answer
+from edge_app.core.pos import Item, Sale, Scan
 from edge_app.core.state import LastCheck, TillState
 from edge_app.core.times import parse_ts
-from edge_app.config.files import load
+from edge_app.core.words import Answer
 from edge_app.devtools.sim import free_port
+from edge_app.till.service import Service
+from edge_app.transport.outbox import Outbox
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
-from edge_app.till.service import Service
-from edge_app.core.pos import Item, Sale, Scan
-from edge_app.transport.outbox import Outbox
 from tests.edge_app.core.test_state import LAST_CHECK_KEYS, STATE_KEYS
+from tests.edge_app.service_util import (
+    Recorder,
+    astronaut_video,
+    empty_video,
+    publish,
+    retained,
+    service_config,
+    wait_until,
+)
 from tests.helpers import Calls
-from tests.edge_app.service_util import (Recorder, astronaut_video, empty_video, publish, retained,
-                                         service_config, wait_until)
 
 ROOT = "agecheck/v1/store-001/till-01"
 
@@ -336,7 +344,7 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     """No worker running (as while the service is busy or stopping): the 17th and 18th scans find
     the queue full, and the 16 waiting ones are recorded at shutdown; a stale scan is recorded
     and never queued. Every one of them is a schema-valid `missed` event in the outbox."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from edge_app.till.service import QUEUE_MAX
 
@@ -344,7 +352,7 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     svc = Service(cfg, pipeline=parts[0], model=parts[1])
     subs = [svc.submit(Scan(Item("5010677850100", "alcohol"), f"Q-{i}"), "pos") for i in range(QUEUE_MAX + 2)]
     assert [s.status for s in subs] == ["started"] * QUEUE_MAX + ["busy"] * 2
-    old = (datetime.now(timezone.utc) - timedelta(seconds=90)).timestamp()
+    old = (datetime.now(UTC) - timedelta(seconds=90)).timestamp()
     stale = svc.submit(Scan(Item("5010677850100", "alcohol"), "Q-stale", sent_at=old), "pos")
     assert stale.status == "missed" and "90 s after the POS sent it" in stale.detail
     assert svc.state().scans_missed == {"stale": 1, "queue_full": 2, "shutdown": 0, "check_failed": 0}

@@ -13,15 +13,15 @@ import pytest
 
 from edge_app.config.files import load
 from edge_app.core import events
+from edge_app.core.pos import Item, Scan
 from edge_app.core.state import TillState
+from edge_app.till.service import Service
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
-from edge_app.till.service import Service
-from edge_app.core.pos import Item, Scan
 from tests.edge_app.disk_util import Filler, small_tmpfs
-from tests.helpers import Calls
 from tests.edge_app.service_util import Recorder, astronaut_video, service_config, wait_until
 from tests.edge_app.x11_util import dominant, hex_rgb, screenshot, xvfb  # noqa: F401  (xvfb: fixture)
+from tests.helpers import Calls
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def _state(rec: Recorder, pred, what: str) -> TillState:
 
 
 def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, parts, caplog, xvfb):
-    from edge_app.cashier.isolated import attach as window_attach
     from edge_app.cashier.drawing import NOT_RECORDING_BG
+    from edge_app.cashier.isolated import attach as window_attach
 
     caplog.set_level(logging.INFO)
     with small_tmpfs(tmp_path / "disk", "2m") as disk:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_app.config.files import load
 from edge_app.config import ConfigError
+from edge_app.config.files import load
 from edge_app.devtools.sim import free_port
 from edge_app.till.service import Service
 from tests.edge_app.service_util import REPO, Recorder, astronaut_video, retained, service_config, wait_until
@@ -114,7 +114,7 @@ def test_sigkill_with_events_in_the_outbox_then_restart_delivers_them(tmp_path, 
         while True:
             try:
                 notes.append(sd.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

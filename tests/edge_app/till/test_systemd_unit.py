@@ -98,8 +98,10 @@ def test_the_till_runs_under_the_units_system_call_filter(tmp_path):
     if ctypes.util.find_library("seccomp") is None:
         pytest.skip("libseccomp is not installed")
     sandbox = [sys.executable, str(REPO / "tests" / "edge_app" / "seccomp_util.py"), str(UNIT), "--"]
-    run = lambda *a, **kw: subprocess.run([*sandbox, *a], capture_output=True, text=True, cwd=tmp_path,
-                                          timeout=300, **kw)
+
+    def run(*a, **kw):
+        return subprocess.run([*sandbox, *a], capture_output=True, text=True, cwd=tmp_path, timeout=300, **kw)
+
     # The filter bites: writable+executable memory and a CPU affinity change are refused.
     wx = run(sys.executable, "-c", "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_WRITE | mmap.PROT_EXEC)")
     assert wx.returncode != 0 and "PermissionError" in wx.stderr, wx.stderr

@@ -14,14 +14,13 @@ import pytest
 
 from edge_app.config import RestrictedItem, TriggersConfig
 from edge_app.core import events
-from edge_app.devtools.sim import free_port
-from tests.edge_app.feed_util import check_event
-from tests.helpers import wait_until
 from edge_app.core.pos import Item, PosMessageError, Scan
+from edge_app.devtools.sim import free_port
 from edge_app.till.http_trigger import HttpTrigger
 from edge_app.till.pos_clock import ClockSkew, PosClock
-from edge_app.till.triggers import (StdinTrigger, Submission,
-                               TransactionMemory, parse_scan, restriction)
+from edge_app.till.triggers import StdinTrigger, Submission, TransactionMemory, parse_scan, restriction
+from tests.edge_app.feed_util import check_event
+from tests.helpers import wait_until
 
 CFG = TriggersConfig(restricted_categories=(RestrictedItem("alcohol", 18), RestrictedItem("knives", 18)),
                      restricted_skus=("5000000000001",), max_payload_bytes=512)

@@ -8,9 +8,7 @@ import json
 import logging
 import socket
 import ssl
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge_app.config import FacesConfig
-from edge_app.vision.faces import FacePipeline
 from edge_app.vision.errors import ModelError
+from edge_app.vision.faces import FacePipeline
 from edge_app.vision.model import AgeModel
 from tests.helpers import MODEL, astronaut
 

@@ -9,7 +9,8 @@ import queue
 from edge_app.cashier.window import CashierDisplay
 from edge_app.config import DisplayConfig
 from edge_app.devtools.bench.latency import press_answer
-from tests.edge_app.feed_util import typed_alert as alert_event, typed_check as check_event
+from tests.edge_app.feed_util import typed_alert as alert_event
+from tests.edge_app.feed_util import typed_check as check_event
 from tests.edge_app.x11_util import PosWindow, wait_for, xvfb  # noqa: F401
 
 
