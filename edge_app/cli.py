@@ -16,6 +16,7 @@ from edge_app.errors import AgecheckError
 # The till's camera, vision and model stack: what a manager-only install leaves out.
 TILL_LIBRARIES = frozenset({"mediapipe", "cv2", "ai_edge_litert", "numpy", "matplotlib", "PIL", "sdnotify"})
 
+
 def setup_logging(cfg: Config) -> None:
     logging.basicConfig(
         level=getattr(logging, cfg.logging.level),
@@ -80,12 +81,17 @@ def _delegate(module: str):
 def _manager_commands(sub, common) -> None:
     """feed, report and dashboard: the manager's side."""
     p = sub.add_parser("feed", help="store manager: subscribe to the event feed, store and show it live")
-    p.add_argument("--db", default=None,
-                   help="where to store events: a SQLite file, or a postgresql:// URL (default from config)")
+    p.add_argument(
+        "--db", default=None, help="where to store events: a SQLite file, or a postgresql:// URL (default from config)"
+    )
     p.add_argument("--all-stores", action="store_true", help="subscribe to every store, not only this one")
-    p.add_argument("--copy-from", default=None, metavar="STORE",
-                   help="instead of subscribing: copy every event of this store (a SQLite file, or a "
-                        "postgresql:// URL) into --db, check the counts and exit; safe to run again")
+    p.add_argument(
+        "--copy-from",
+        default=None,
+        metavar="STORE",
+        help="instead of subscribing: copy every event of this store (a SQLite file, or a "
+        "postgresql:// URL) into --db, check the counts and exit; safe to run again",
+    )
     common(p)  # it only reads
     p.set_defaults(func=cmd_feed)
 
@@ -97,23 +103,41 @@ def _manager_commands(sub, common) -> None:
     # The dashboard's filters, with the same meaning (edge_app.manager.scope).
     p.add_argument("--till", default=None, help="only this till's events")
     p.add_argument("--cashier", default=None, help="only the events of this cashier (who was logged in at the alert)")
-    p.add_argument("--from-time", default=None, metavar="HH:MM",
-                   help="only events from this time of day on, each day (with --to-time before it: over midnight)")
+    p.add_argument(
+        "--from-time",
+        default=None,
+        metavar="HH:MM",
+        help="only events from this time of day on, each day (with --to-time before it: over midnight)",
+    )
     p.add_argument("--to-time", default=None, metavar="HH:MM", help="only events before this time of day, each day")
-    p.add_argument("--out", default=None,
-                   help="folder for report.md, report.html, report.json, per_till.csv, per_cashier.csv and the "
-                        "charts (default agecheck-report; with --json, written only when given)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write report.json's content to FILE (or print it: no FILE, or -) instead of the folder")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for report.md, report.html, report.json, per_till.csv, per_cashier.csv and the "
+        "charts (default agecheck-report; with --json, written only when given)",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="write report.json's content to FILE (or print it: no FILE, or -) instead of the folder",
+    )
     common(p)
     p.set_defaults(func=_delegate("edge_app.manager.report"))
 
     p = sub.add_parser("dashboard", help="store manager / head office: web dashboard over the feed's store")
-    p.add_argument("--db", default=None, help="the feed's store: SQLite file or postgresql:// URL (default from config)")
+    p.add_argument(
+        "--db", default=None, help="the feed's store: SQLite file or postgresql:// URL (default from config)"
+    )
     p.add_argument("--host", default=None, help="address to listen on (default dashboard.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default dashboard.port, 8050; 0 = any free port)")
-    p.add_argument("--hash-password", action="store_true",
-                   help="read a password (prompt or stdin) and print the hash for dashboard.password_hash")
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password (prompt or stdin) and print the hash for dashboard.password_hash",
+    )
     common(p)
     p.set_defaults(func=_delegate("edge_app.manager.dashboard"))
 
@@ -127,14 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
         # Built-in defaults are only safe where a wrong store/till id or broker cannot publish
         # anything in a store's name: the service and the cashier window need a real config.
         fallback = "then the built-in defaults" if defaults_ok else "one of them is required"
-        p.add_argument("--config", default=None,
-                       help=f"config.yaml (default: ${CONFIG_ENV}, then {SYSTEM_CONFIG}, {fallback})")
+        p.add_argument(
+            "--config", default=None, help=f"config.yaml (default: ${CONFIG_ENV}, then {SYSTEM_CONFIG}, {fallback})"
+        )
         p.set_defaults(defaults_ok=defaults_ok)
 
     p = sub.add_parser("faces", help="find, choose, align and quality-check the face(s) in photos")
     p.add_argument("photos", nargs="+", metavar="PHOTO")
-    p.add_argument("--save-crop", metavar="PATH",
-                   help="write the aligned crop here (a file for one photo, a folder for several); never by default")
+    p.add_argument(
+        "--save-crop",
+        metavar="PATH",
+        help="write the aligned crop here (a file for one photo, a folder for several); never by default",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     common(p)
     p.set_defaults(func=cmd_faces)
@@ -147,25 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("run", help="run the till service (camera, POS trigger, checks, MQTT events)")
-    p.add_argument("--demo", action="store_true",
-                   help="self-contained demo: own loopback broker, sample video, simulated POS")
+    p.add_argument(
+        "--demo", action="store_true", help="self-contained demo: own loopback broker, sample video, simulated POS"
+    )
     common(p, defaults_ok=False)  # except with --demo (its own broker): see main()
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("display", help="cashier alert window as its own process (subscribes to the local broker)")
-    p.add_argument("--password-file", default=None, metavar="PATH",
-                   help="broker password for the window (instead of display.mqtt_password_file)")
+    p.add_argument(
+        "--password-file",
+        default=None,
+        metavar="PATH",
+        help="broker password for the window (instead of display.mqtt_password_file)",
+    )
     common(p, defaults_ok=False)
     p.set_defaults(func=_delegate("edge_app.cashier.standalone"))
 
     _manager_commands(sub, common)
 
     p = sub.add_parser("bench", help="measure per-stage speed, latency, CPU and memory")
-    p.add_argument("--frames", type=int, default=300,
-                   help="frames for the per-stage figures (default 300; the other parts scale with it)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=300,
+        help="frames for the per-stage figures (default 300; the other parts scale with it)",
+    )
     p.add_argument("--images", default=None, help="folder of face photos instead of the sample photo")
-    p.add_argument("--float-model", default=None,
-                   help="float32 .tflite of the same model to compare (default: beside the int8 one)")
+    p.add_argument(
+        "--float-model",
+        default=None,
+        help="float32 .tflite of the same model to compare (default: beside the int8 one)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     common(p)
     p.set_defaults(func=_delegate("edge_app.devtools.bench"))
@@ -200,9 +240,12 @@ def main(argv: list[str] | None = None, filter_native: bool = True) -> int:
         if (exc.name or "").split(".")[0] not in TILL_LIBRARIES:
             raise
         # A manager-only install (requirements/manager.in) asked for a till's command.
-        print(f"agecheck {args.command}: needs the till's libraries ({exc.name} is not installed); this looks "
-              "like a manager-only install, which has feed, report and dashboard. Install agecheck with its "
-              "dependencies (pip install agecheck, or the Debian package) for this command.", file=sys.stderr)
+        print(
+            f"agecheck {args.command}: needs the till's libraries ({exc.name} is not installed); this looks "
+            "like a manager-only install, which has feed, report and dashboard. Install agecheck with its "
+            "dependencies (pip install agecheck, or the Debian package) for this command.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

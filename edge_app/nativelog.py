@@ -76,8 +76,9 @@ def install(show_noise: bool = False) -> bool:
     os.close(write_end)
     os.set_inheritable(real, False)
     sys.stderr.flush()
-    sys.stderr = open(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
-                      errors="backslashreplace", closefd=False)
+    sys.stderr = open(
+        real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace", closefd=False
+    )
     if faulthandler.is_enabled():
         faulthandler.enable(sys.stderr)
     _installed = True

@@ -16,8 +16,11 @@ import threading
 from collections.abc import Iterable
 
 
-def stop_on_signals(stop: threading.Event, signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
-                    log: logging.Logger | None = None) -> None:
+def stop_on_signals(
+    stop: threading.Event,
+    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+    log: logging.Logger | None = None,
+) -> None:
     """Install handlers that set `stop` (from a helper thread) when one of `signals` arrives."""
 
     def set_later(name: str) -> None:
@@ -26,8 +29,7 @@ def stop_on_signals(stop: threading.Event, signals: Iterable[signal.Signals] = (
         stop.set()
 
     def handler(signum, frame) -> None:  # noqa: ANN001 - the signal module's signature
-        threading.Thread(target=set_later, args=(signal.Signals(signum).name,), name="stop-signal",
-                         daemon=True).start()
+        threading.Thread(target=set_later, args=(signal.Signals(signum).name,), name="stop-signal", daemon=True).start()
 
     for sig in signals:
         signal.signal(sig, handler)

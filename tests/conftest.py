@@ -21,25 +21,27 @@ from pathlib import Path
 
 import pytest
 
-SCENARIO_FILES = frozenset({
-    "tests/test_deb.py",
-    "tests/test_wheel.py",
-    "tests/edge_app/cashier/test_isolated.py",
-    "tests/edge_app/cashier/test_standalone.py",
-    "tests/edge_app/cashier/test_window_manager.py",
-    "tests/edge_app/devtools/test_demo.py",
-    "tests/edge_app/manager/test_broker_persistence.py",
-    "tests/edge_app/manager/test_chain.py",
-    "tests/edge_app/manager/test_feed_faults.py",
-    "tests/edge_app/manager/test_feed_lock.py",
-    "tests/edge_app/till/test_broker_acl.py",
-    "tests/edge_app/till/test_broker_sessions.py",
-    "tests/edge_app/till/test_integrity_service.py",
-    "tests/edge_app/till/test_killed_scans.py",
-    "tests/edge_app/till/test_missed_scans.py",
-    "tests/edge_app/till/test_service_disk_full.py",
-    "tests/edge_app/till/test_service_process.py",
-})
+SCENARIO_FILES = frozenset(
+    {
+        "tests/test_deb.py",
+        "tests/test_wheel.py",
+        "tests/edge_app/cashier/test_isolated.py",
+        "tests/edge_app/cashier/test_standalone.py",
+        "tests/edge_app/cashier/test_window_manager.py",
+        "tests/edge_app/devtools/test_demo.py",
+        "tests/edge_app/manager/test_broker_persistence.py",
+        "tests/edge_app/manager/test_chain.py",
+        "tests/edge_app/manager/test_feed_faults.py",
+        "tests/edge_app/manager/test_feed_lock.py",
+        "tests/edge_app/till/test_broker_acl.py",
+        "tests/edge_app/till/test_broker_sessions.py",
+        "tests/edge_app/till/test_integrity_service.py",
+        "tests/edge_app/till/test_killed_scans.py",
+        "tests/edge_app/till/test_missed_scans.py",
+        "tests/edge_app/till/test_service_disk_full.py",
+        "tests/edge_app/till/test_service_process.py",
+    }
+)
 _ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -24,17 +24,22 @@ from tests.helpers import REPO, demo_checks
 
 pytestmark = pytest.mark.timeout(900)
 
-OWNED = [Path("/opt/agecheck"), Path("/etc/agecheck"), Path("/usr/bin/agecheck"),
-         Path("/lib/systemd/system/agecheck.service"), Path("/etc/xdg/autostart/agecheck-display.desktop"),
-         Path("/usr/share/agecheck"), Path("/usr/share/doc/agecheck")]
+OWNED = [
+    Path("/opt/agecheck"),
+    Path("/etc/agecheck"),
+    Path("/usr/bin/agecheck"),
+    Path("/lib/systemd/system/agecheck.service"),
+    Path("/etc/xdg/autostart/agecheck-display.desktop"),
+    Path("/usr/share/agecheck"),
+    Path("/usr/share/doc/agecheck"),
+]
 ENABLED = Path("/etc/systemd/system/multi-user.target.wants/agecheck.service")
 OUTBOX = Path("/var/lib/agecheck")
 SIZE_TARGET_MB = 500
 
 
 def sh(*cmd: str, env: dict | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **(env or {})})
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check:
         assert r.returncode == 0, f"{cmd}: {r.stdout}\n{r.stderr}"
     return r
@@ -65,17 +70,32 @@ def test_the_package_as_dpkg_deb_shows_it(deb):
     for script in ("postinst", "prerm", "postrm", "conffiles"):
         assert f" {script} " in info
     conffiles = subprocess.run(
-        ["sh", "-c", f"dpkg-deb --ctrl-tarfile '{deb}' | tar -xOf - ./conffiles"], capture_output=True, text=True,
-        check=True).stdout.split()
+        ["sh", "-c", f"dpkg-deb --ctrl-tarfile '{deb}' | tar -xOf - ./conffiles"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert "/etc/agecheck/config.yaml" in conffiles
     contents = sh("dpkg-deb", "--contents", str(deb)).stdout
-    for path in ("./etc/agecheck/config.yaml", "./lib/systemd/system/agecheck.service",
-                 "./etc/xdg/autostart/agecheck-display.desktop", "./usr/share/doc/agecheck/copyright",
-                 "/edge_app/data/models/age_resnet10_int8.tflite", "/edge_app/data/astronaut.png"):
+    for path in (
+        "./etc/agecheck/config.yaml",
+        "./lib/systemd/system/agecheck.service",
+        "./etc/xdg/autostart/agecheck-display.desktop",
+        "./usr/share/doc/agecheck/copyright",
+        "/edge_app/data/models/age_resnet10_int8.tflite",
+        "/edge_app/data/astronaut.png",
+    ):
         assert path in contents, path
     assert "./usr/bin/agecheck -> /opt/agecheck/venv/bin/agecheck" in contents
-    for left_out in ("site-packages/jax/", "site-packages/jaxlib/", "site-packages/skimage/", "site-packages/scipy/",
-                     "site-packages/pip/", "site-packages/training/", "__pycache__"):
+    for left_out in (
+        "site-packages/jax/",
+        "site-packages/jaxlib/",
+        "site-packages/skimage/",
+        "site-packages/scipy/",
+        "site-packages/pip/",
+        "site-packages/training/",
+        "__pycache__",
+    ):
         assert left_out not in contents, left_out
 
 
@@ -91,8 +111,9 @@ def test_install_verify_run_and_purge(deb, tmp_path):
         problems = [ln for ln in (verify.stdout + verify.stderr).splitlines() if "agecheck" in ln]
         assert verify.returncode == 0 and not problems, verify.stdout + verify.stderr
         # Its exposure as systemd rates it (tests/edge_app/till/test_systemd_unit.py: what and why).
-        security = sh("systemd-analyze", "security", "--offline=yes", "--no-pager",
-                      "/lib/systemd/system/agecheck.service")
+        security = sh(
+            "systemd-analyze", "security", "--offline=yes", "--no-pager", "/lib/systemd/system/agecheck.service"
+        )
         score = float(re.search(r"Overall exposure level for agecheck\.service: (\d+\.\d+)", security.stdout).group(1))
         assert score < MAX_EXPOSURE, security.stdout
 
@@ -119,8 +140,14 @@ def test_install_verify_run_and_purge(deb, tmp_path):
         assert r2.returncode == 2 and "store_id" in r2.stderr
 
         # A few checks of the demo on the lock-only runtime (no jax, no scikit-image in it).
-        demo = subprocess.Popen(["agecheck", "run", "--demo"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        demo = subprocess.Popen(
+            ["agecheck", "run", "--demo"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         checks, out, err = demo_checks(demo)
         assert len(checks) >= 2 and demo.returncode == 0, err
 

@@ -14,8 +14,13 @@ RUFF = Path(sys.executable).with_name("ruff")
 
 
 def ruff(cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(RUFF), "check", "--no-cache", "--output-format", "concise"], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(RUFF), "check", "--no-cache", "--output-format", "concise"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_ruff_passes():
@@ -30,8 +35,11 @@ def test_an_unused_or_misplaced_import_fails(tmp_path):
     times = tmp_path / "edge_app" / "core" / "times.py"
     text = times.read_text()
     # Two imports nothing uses, out of order, in a block apart from the module's sorted one.
-    times.write_text(text.replace("from __future__ import annotations\n",
-                                  "from __future__ import annotations\n\nimport zlib\nimport os\n", 1))
+    times.write_text(
+        text.replace(
+            "from __future__ import annotations\n", "from __future__ import annotations\n\nimport zlib\nimport os\n", 1
+        )
+    )
     r = ruff(tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "edge_app/core/times.py" in r.stdout

@@ -14,8 +14,23 @@ from tests.helpers import REPO
 LOCK = REPO / "requirements" / "till.lock"
 # What the runtime leaves out, with the reason in requirements/till-nodeps.in; and the [manager]
 # extra of setup.py (the dashboard and PostgreSQL run on a manager's computer, not the till).
-LEFT_OUT = {"jax", "jaxlib", "sentencepiece", "sounddevice", "scikit-image", "scipy", "ml-dtypes", "tensorflow",
-            "tensorflow-cpu", "opencv-contrib-python", "flask", "werkzeug", "waitress", "psycopg", "psycopg-binary"}
+LEFT_OUT = {
+    "jax",
+    "jaxlib",
+    "sentencepiece",
+    "sounddevice",
+    "scikit-image",
+    "scipy",
+    "ml-dtypes",
+    "tensorflow",
+    "tensorflow-cpu",
+    "opencv-contrib-python",
+    "flask",
+    "werkzeug",
+    "waitress",
+    "psycopg",
+    "psycopg-binary",
+}
 
 
 def norm(name: str) -> str:
@@ -60,8 +75,9 @@ def test_runtime_size_prints_each_package_and_the_total(tmp_path):
     assert r.returncode == 0, r.stderr
     assert re.search(r"^\s+3\.0 MB  blob 1\.0  MIT$", r.stdout, re.M), r.stdout
     assert re.search(r"^\s+\d+\.\d MB  venv total \(till runtime installed size\)$", r.stdout, re.M)
-    data = json.loads(subprocess.run(script + ["--json", str(venv)], capture_output=True, text=True,
-                                     timeout=120, check=True).stdout)
+    data = json.loads(
+        subprocess.run(script + ["--json", str(venv)], capture_output=True, text=True, timeout=120, check=True).stdout
+    )
     assert data["venv_total_mb"] >= 3.0 and [p["name"] for p in data["packages"]] == ["blob"]
     over = subprocess.run(script + ["--max-mb", "1", str(venv)], capture_output=True, text=True, timeout=120)
     assert over.returncode == 1 and "above the 1 MB target" in over.stderr

@@ -48,8 +48,10 @@ def _run(cmd: list, cwd: Path, env: dict, timeout: float = 600) -> str:
 @pytest.fixture(scope="module")
 def manager_venv(tmp_path_factory) -> tuple[Path, dict]:
     if not _index_reachable():
-        pytest.skip("the manager-only install is tested by installing from the package index (pypi.org), "
-                    "which this machine cannot reach")
+        pytest.skip(
+            "the manager-only install is tested by installing from the package index (pypi.org), "
+            "which this machine cannot reach"
+        )
     from tests.test_wheel import checkout_copy
 
     src = checkout_copy(tmp_path_factory.mktemp("checkout"))
@@ -71,11 +73,28 @@ def test_the_manager_install_is_small_and_has_no_vision(manager_venv):
     assert total <= LIMIT_MB
     installed = {norm(n) for n in re.findall(r"MB\s+(\S+) \S+$", out, re.M)}
     assert {"flask", "waitress", "psycopg", "paho-mqtt", "agecheck"} <= installed, installed
-    assert not installed & {"mediapipe", "opencv-contrib-python", "opencv-contrib-python-headless",
-                            "opencv-python", "tensorflow", "tensorflow-cpu", "ai-edge-litert", "numpy",
-                            "matplotlib", "jax", "pillow"}, installed
-    found = _run([venv / "bin" / "python", "-c", "import importlib.util as u, sys; "
-                  f"print([m for m in {NOT_WANTED!r} if u.find_spec(m)])"], venv, env)
+    assert not installed & {
+        "mediapipe",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+        "opencv-python",
+        "tensorflow",
+        "tensorflow-cpu",
+        "ai-edge-litert",
+        "numpy",
+        "matplotlib",
+        "jax",
+        "pillow",
+    }, installed
+    found = _run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            f"import importlib.util as u, sys; print([m for m in {NOT_WANTED!r} if u.find_spec(m)])",
+        ],
+        venv,
+        env,
+    )
     assert found.strip() == "[]", found
 
 
@@ -88,22 +107,43 @@ def test_feed_report_and_dashboard_run_there(manager_venv, tmp_path):
     agecheck = venv / "bin" / "agecheck"
     for command in ("feed", "report", "dashboard"):
         assert f"usage: agecheck {command}" in _run([agecheck, command, "--help"], tmp_path, env, 120)
-    out = _run([agecheck, "report", "--db", db, "--since", DAY, "--until", DAY, "--out", tmp_path / "week"],
-               tmp_path, env, 120)
+    out = _run(
+        [agecheck, "report", "--db", db, "--since", DAY, "--until", DAY, "--out", tmp_path / "week"], tmp_path, env, 120
+    )
     assert "ID checked on 60% of alerts (3 of 5)" in out
     assert (tmp_path / "week" / "report.html").is_file() and (tmp_path / "week" / "age_bands.svg").is_file()
     # Every manager module loads without the till's stack.
-    loaded = _run([venv / "bin" / "python", "-c", "import sys, edge_app.cli, edge_app.manager.feed, "
-                   "edge_app.manager.report, edge_app.manager.dashboard, edge_app.manager.copy; "
-                   f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({NOT_WANTED!r})))"], tmp_path, env)
+    loaded = _run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import sys, edge_app.cli, edge_app.manager.feed, "
+            "edge_app.manager.report, edge_app.manager.dashboard, edge_app.manager.copy; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({NOT_WANTED!r})))",
+        ],
+        tmp_path,
+        env,
+    )
     assert loaded.strip() == "[]", loaded
     # A till's command says what is missing instead of a traceback.
-    r = subprocess.run([str(agecheck), "estimate", str(REPO / "edge_app" / "data" / "astronaut.png")], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(agecheck), "estimate", str(REPO / "edge_app" / "data" / "astronaut.png")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "needs the till's libraries" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
-    dash = subprocess.Popen([str(agecheck), "dashboard", "--db", str(db), "--port", "0"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dash = subprocess.Popen(
+        [str(agecheck), "dashboard", "--db", str(db), "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in dash.stdout], daemon=True).start()
     try:
@@ -122,8 +162,11 @@ def test_feed_report_and_dashboard_run_there(manager_venv, tmp_path):
 def test_manager_requirements_are_in_step_with_setup_py():
     """Each line of requirements/manager.in is setup.py's own requirement, word for word."""
     setup = (REPO / "setup.py").read_text()
-    wanted = [line.strip() for line in (REPO / "requirements" / "manager.in").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    wanted = [
+        line.strip()
+        for line in (REPO / "requirements" / "manager.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert wanted
     for req in wanted:
         assert f'"{req}"' in setup, f"{req} (requirements/manager.in) is not a requirement in setup.py"

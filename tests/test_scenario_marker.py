@@ -17,9 +17,22 @@ def test_every_scenario_file_is_there():
 
 def test_not_scenario_leaves_out_the_scenario_files_only():
     def collected(*args: str) -> set[str]:
-        r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args,
-                            "tests/edge_app/till/test_killed_scans.py", "tests/edge_app/till/test_triggers.py"],
-                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                *args,
+                "tests/edge_app/till/test_killed_scans.py",
+                "tests/edge_app/till/test_triggers.py",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         return {line.split("::")[0] for line in r.stdout.splitlines() if "::" in line}
 
     assert collected("-m", "scenario") == {"tests/edge_app/till/test_killed_scans.py"}

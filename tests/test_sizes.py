@@ -28,8 +28,11 @@ def _sizes():
 
 
 def test_no_module_or_function_is_too_long():
-    over = [f"{name}: {n} lines (limit {limit}, allowed {ALLOWED.get(name)})"
-            for name, n, limit in _sizes() if n > max(limit, ALLOWED.get(name, 0))]
+    over = [
+        f"{name}: {n} lines (limit {limit}, allowed {ALLOWED.get(name)})"
+        for name, n, limit in _sizes()
+        if n > max(limit, ALLOWED.get(name, 0))
+    ]
     assert not over, "split these:\n" + "\n".join(over)
 
 

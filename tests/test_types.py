@@ -29,8 +29,9 @@ def test_strict_packages_refuse_what_the_rest_allows(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     # A strict package: an unannotated function, and a return that lies about its type.
     policy = tmp_path / "edge_app" / "core" / "policy.py"
-    policy.write_text(policy.read_text() + "\n\ndef _loose(x):\n    return x\n\n\n"
-                                           "def _wrong() -> int:\n    return 'seventeen'\n")
+    policy.write_text(
+        policy.read_text() + "\n\ndef _loose(x):\n    return x\n\n\ndef _wrong() -> int:\n    return 'seventeen'\n"
+    )
     # A lenient package: the same unannotated function is allowed there.
     banner = tmp_path / "edge_app" / "cashier" / "banner.py"
     banner.write_text(banner.read_text() + "\n\ndef _loose(x):\n    return x\n")

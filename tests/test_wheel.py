@@ -40,25 +40,30 @@ LEFT_OUT = ("skimage", "scipy", "jax", "jaxlib", "tensorflow", "sentencepiece", 
 # The [manager] extra (setup.py): not on a till, present on a manager's computer.
 MANAGER_EXTRA = ("flask", "werkzeug", "waitress", "psycopg")
 # The dashboard's package data (edge_app/manager/templates and static/ in the checkout).
-DASHBOARD_FILES = ("edge_app/manager/templates/dashboard.html", "edge_app/manager/static/chart.umd.min.js",
-                   "edge_app/manager/static/dashboard.js", "edge_app/manager/static/chart.js-LICENSE.md")
+DASHBOARD_FILES = (
+    "edge_app/manager/templates/dashboard.html",
+    "edge_app/manager/static/chart.umd.min.js",
+    "edge_app/manager/static/dashboard.js",
+    "edge_app/manager/static/chart.js-LICENSE.md",
+)
 
-GUARD = '''
+GUARD = """
 import importlib.abc, sys
 class _LeftOut(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in {left_out!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}} (not in the till runtime)", name=name)
 sys.meta_path.insert(0, _LeftOut())
-'''
+"""
 
 
 def checkout_copy(dest: Path) -> Path:
     """The files a clean checkout has (tracked, plus new files not yet committed)."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("needs the git checkout")
-    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    names = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in names:
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +75,12 @@ def checkout_copy(dest: Path) -> Path:
 def wheel(tmp_path_factory) -> Path:
     src = checkout_copy(tmp_path_factory.mktemp("checkout"))
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     shutil.rmtree(src)  # no checkout to fall back on from here
     (whl,) = out.glob("agecheck-*.whl")
@@ -81,11 +90,21 @@ def wheel(tmp_path_factory) -> Path:
 def make_venv(wheel: Path, root: Path, left_out: tuple[str, ...]) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     py = root / "bin" / "python"
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
-                        "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (site / "_till_only.py").write_text(GUARD.format(left_out=set(left_out)))
     shared = sysconfig.get_paths()["purelib"]
     (site / "zz_shared_libraries.pth").write_text(f"{shared}\nimport _till_only\n")
@@ -106,8 +125,14 @@ def manager_venv(wheel, tmp_path_factory) -> Path:
 
 def run(venv: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGECHECK_CONFIG")}
-    return subprocess.run([str(venv / "bin" / "agecheck"), *args], capture_output=True, text=True,
-                          cwd=venv.parent, env=env, timeout=timeout)
+    return subprocess.run(
+        [str(venv / "bin" / "agecheck"), *args],
+        capture_output=True,
+        text=True,
+        cwd=venv.parent,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def installed_photo(venv: Path) -> Path:
@@ -122,8 +147,13 @@ def test_the_wheel_holds_the_model_card_config_unit_photo_and_licences(wheel):
     assert not any("float32" in n for n in names)  # the comparison model stays in the checkout
     # Training runs from the checkout; a till's Python gets no top-level `training` package.
     assert not any(n.startswith("training/") for n in names), sorted(n for n in names if n.startswith("training/"))
-    assert "training" not in zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith(".dist-info/top_level.txt"))).decode().split()
+    assert (
+        "training"
+        not in zipfile.ZipFile(wheel)
+        .read(next(n for n in names if n.endswith(".dist-info/top_level.txt")))
+        .decode()
+        .split()
+    )
     assert any(n.endswith(".dist-info/LICENSE") or n.endswith("licenses/LICENSE") for n in names)
     assert any(n.endswith("NOTICE") for n in names)
     for name in DASHBOARD_FILES:
@@ -140,10 +170,19 @@ def test_the_wheel_holds_the_model_card_config_unit_photo_and_licences(wheel):
 
 def test_agecheck_comes_from_the_wheel_not_the_checkout(venv):
     py = venv / "bin" / "python"
-    r = subprocess.run([str(py), "-c", "import edge_app, edge_app.resources as r\n"
-                        "print(edge_app.__file__)\nprint(r.model_path())\nprint(r.path(r.EXAMPLE_CONFIG))\n"
-                        "print(r.path(r.SYSTEMD_UNIT))"],
-                       capture_output=True, text=True, cwd=venv.parent, timeout=120)
+    r = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import edge_app, edge_app.resources as r\n"
+            "print(edge_app.__file__)\nprint(r.model_path())\nprint(r.path(r.EXAMPLE_CONFIG))\n"
+            "print(r.path(r.SYSTEMD_UNIT))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=venv.parent,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     for line in r.stdout.splitlines():
         assert line.startswith(str(venv)), line
@@ -165,8 +204,14 @@ def test_estimate_and_faces_on_the_demo_photo(venv):
 
 def test_run_demo_makes_checks_and_stops_cleanly(venv):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGECHECK_CONFIG")}
-    proc = subprocess.Popen([str(venv / "bin" / "agecheck"), "run", "--demo"], cwd=venv.parent, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "agecheck"), "run", "--demo"],
+        cwd=venv.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checks, out, err = demo_checks(proc)
     assert len(checks) >= 2, err
     assert all(("APPROVE" in c or "CHECK ID" in c) and "age " in c for c in checks), checks
@@ -189,9 +234,14 @@ def test_the_dashboard_serves_its_page_and_chart_js_from_the_wheel(manager_venv,
     db = tmp_path / "feed.sqlite3"
     FeedStore(db).close()  # an empty store, as a new feed leaves it
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGECHECK_CONFIG")}
-    proc = subprocess.Popen([str(manager_venv / "bin" / "agecheck"), "dashboard", "--db", str(db), "--port", "0"],
-                            cwd=manager_venv.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [str(manager_venv / "bin" / "agecheck"), "dashboard", "--db", str(db), "--port", "0"],
+        cwd=manager_venv.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # the start-up line, once it listens (empty if it exited)

@@ -17,8 +17,7 @@ from edge_app.core import events, words
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "edge_app"
 TRAINING = REPO / "training"
-WORDS = {str(w) for w in (*words.Decision, *words.Answer, *words.IntegrityReason, *words.MissedReason,
-                          *words.AckVia)}
+WORDS = {str(w) for w in (*words.Decision, *words.Answer, *words.IntegrityReason, *words.MissedReason, *words.AckVia)}
 # Strings that happen to be one of the words but mean something else, with what they are.
 OTHER_WORD_MEANINGS = {
     ("devtools/screenshots.py", "click"): "xdotool's click command",
@@ -46,7 +45,10 @@ OTHER_MEANINGS = {
     ("transport/outbox.py", "seq"): "the outbox table's column",
     ("devtools/photos.py", "sharpness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
     ("devtools/photos.py", "brightness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
-    ("manager/render_data.py", "store_id"): "per_till.csv's and per_cashier.csv's first column (a list, not a key read)",
+    (
+        "manager/render_data.py",
+        "store_id",
+    ): "per_till.csv's and per_cashier.csv's first column (a list, not a key read)",
     ("manager/document.py", "store_id"): "a row of figures.cashier_rows (the report's figures, not an event)",
 }
 KEYED = re.compile(r"""(?:\[\s*|\.get\(\s*|getattr\([^,()]+,\s*)(["'])(\w+)\1""")
@@ -73,14 +75,20 @@ def test_decision_answer_and_reason_words_are_spelled_once():
         rel = path.relative_to(ROOT if path.is_relative_to(ROOT) else REPO).as_posix()
         if rel == "core/words.py":
             continue
-        found += [f"{rel}:{line}: {value!r}" for line, value in python_strings(path)
-                  if value in WORDS and (rel, value) not in OTHER_WORD_MEANINGS]
+        found += [
+            f"{rel}:{line}: {value!r}"
+            for line, value in python_strings(path)
+            if value in WORDS and (rel, value) not in OTHER_WORD_MEANINGS
+        ]
     for path in sources(".js", ".html"):
         if path.relative_to(ROOT).as_posix() in VENDORED:
             continue
         for line, text in enumerate(path.read_text().splitlines(), 1):
-            found += [f"{path.relative_to(ROOT)}:{line}: {m.group(2)!r}"
-                      for m in re.finditer(r"""(["'])(\w+)\1""", text) if m.group(2) in WORDS]
+            found += [
+                f"{path.relative_to(ROOT)}:{line}: {m.group(2)!r}"
+                for m in re.finditer(r"""(["'])(\w+)\1""", text)
+                if m.group(2) in WORDS
+            ]
     assert not found, "use edge_app.core.words instead of spelling the word again:\n" + "\n".join(found)
 
 
@@ -119,16 +127,24 @@ def test_event_topics_and_the_event_decoder_are_spelled_once():
         if rel == "core/events.py":
             continue
         if (rel, "topic") not in NOT_YET:
-            found += [f"{rel}:{line}: {value!r} (use events.event_leaf/event_topic)"
-                      for line, value in python_strings(path) if "events/" in value]
+            found += [
+                f"{rel}:{line}: {value!r} (use events.event_leaf/event_topic)"
+                for line, value in python_strings(path)
+                if "events/" in value
+            ]
         if (rel, "decoder") not in NOT_YET:
-            found += [f"{rel}:{line}: {text.strip()} (use events.decode_event)"
-                      for line, text in enumerate(path.read_text().splitlines(), 1) if HAND_DECODED.search(text)]
+            found += [
+                f"{rel}:{line}: {text.strip()} (use events.decode_event)"
+                for line, text in enumerate(path.read_text().splitlines(), 1)
+                if HAND_DECODED.search(text)
+            ]
     assert not found, "build event topics and decode events through edge_app.core.events:\n" + "\n".join(found)
 
 
 def test_the_topic_and_decoder_checks_catch_what_they_look_for(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text('t = f"events/{kind}"\nev = events.from_dict(json.loads(p))\nev = events.from_dict(events.decode(p))\n')
+    bad.write_text(
+        't = f"events/{kind}"\nev = events.from_dict(json.loads(p))\nev = events.from_dict(events.decode(p))\n'
+    )
     assert [v for _, v in python_strings(bad) if "events/" in v] == ["events/{kind}"]
     assert [n for n, t in enumerate(bad.read_text().splitlines(), 1) if HAND_DECODED.search(t)] == [2, 3]

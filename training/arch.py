@@ -110,9 +110,7 @@ def _down_block(x: keras.KerasTensor, block: str) -> keras.KerasTensor:
         raise ValueError(f"{block}: unexpected branch shapes {main.shape} vs {short.shape}")
     if (mh, mw) != (sh, sw):
         # Trailing rows/columns of zeros: top-left origin preserved, as in the ONNX Pad [..,1,1].
-        main = keras.layers.ZeroPadding2D(((0, sh - mh), (0, sw - mw)), name=f"{block}_main_pad")(
-            main
-        )
+        main = keras.layers.ZeroPadding2D(((0, sh - mh), (0, sw - mw)), name=f"{block}_main_pad")(main)
     if sc != mc:
         # Trailing zero channels. ZeroPadding2D pads the last two axes when told the data is
         # channels_first, so on an NHWC tensor ((0,0),(0,n)) pads W by 0 and C by n: one standard
@@ -132,9 +130,9 @@ def build_age_resnet(input_size: int = 64, num_classes: int = 101) -> keras.Mode
     config and becomes MUL+ADD in TFLite, both int8-friendly.
     """
     inputs = keras.Input((input_size, input_size, 3), dtype="float32", name="image")
-    x = keras.layers.Rescaling(
-        scale=PIXEL_SCALE, offset=[-m * PIXEL_SCALE for m in RGB_MEANS], name="normalize"
-    )(inputs)
+    x = keras.layers.Rescaling(scale=PIXEL_SCALE, offset=[-m * PIXEL_SCALE for m in RGB_MEANS], name="normalize")(
+        inputs
+    )
     x = _conv_bn(x, _SPEC["stem"])
     x = keras.layers.ReLU(name="stem_relu")(x)
     # ONNX MaxPool 3x3/2, no pads, ceil_mode=0 == Keras 'valid' (floor).

@@ -55,7 +55,9 @@ def read(path: Path) -> Predictions:
         raise CompareError(f"{path}: cannot read it ({exc.strerror})") from None
     need = {"file_name", "real_age", "pred", "decision", "p_over", "source"}
     if not rows or not need <= set(rows[0]):
-        raise CompareError(f"{path}: not a predictions CSV of training.evaluate (needs columns {', '.join(sorted(need))})")
+        raise CompareError(
+            f"{path}: not a predictions CSV of training.evaluate (needs columns {', '.join(sorted(need))})"
+        )
     keyed = {(r["source"], r["file_name"]): r for r in rows}
     keys = tuple(sorted(keyed))
 
@@ -66,7 +68,8 @@ def read(path: Path) -> Predictions:
         return float(r["pred"]) if r["pred"] and r["decision"] != Decision.NO_FACE else math.nan
 
     return Predictions(
-        name=path.stem, keys=keys,
+        name=path.stem,
+        keys=keys,
         age=np.array([float(keyed[k]["real_age"]) for k in keys]),
         p_over=np.array([p_over(keyed[k]) for k in keys]),
         pred=np.array([pred(keyed[k]) for k in keys]),
@@ -80,8 +83,15 @@ def pair(a: Predictions, b: Predictions) -> Predictions:
     if a.keys != b.keys:
         raise CompareError(f"{a.name} and {b.name} are not predictions on the same photos")
     face = (a.p_over >= 0) & (b.p_over >= 0)
-    return Predictions(f"mean({a.name}, {b.name})", a.keys, a.age, np.where(face, (a.p_over + b.p_over) / 2, -1.0),
-                       np.where(face, (a.pred + b.pred) / 2, math.nan), a.source, a.sex)
+    return Predictions(
+        f"mean({a.name}, {b.name})",
+        a.keys,
+        a.age,
+        np.where(face, (a.p_over + b.p_over) / 2, -1.0),
+        np.where(face, (a.pred + b.pred) / 2, math.nan),
+        a.source,
+        a.sex,
+    )
 
 
 @dataclass(frozen=True)
@@ -106,15 +116,22 @@ def at_minors(p: Predictions, k: int) -> Row:
     def share(mask: np.ndarray) -> float:
         return float(to_id[mask].mean()) if mask.any() else math.nan
 
-    return Row(int(approved[minor].sum()), int(minor.sum()), share(adult),
-               {s: share(adult & (p.source == s)) for s in sorted(set(p.source))},
-               share(adult & (p.sex == FEMALE)), share(adult & (p.sex == MALE)))
+    return Row(
+        int(approved[minor].sum()),
+        int(minor.sum()),
+        share(adult),
+        {s: share(adult & (p.source == s)) for s in sorted(set(p.source))},
+        share(adult & (p.sex == FEMALE)),
+        share(adult & (p.sex == MALE)),
+    )
 
 
 def mae(p: Predictions) -> dict[str, float]:
     face = ~np.isnan(p.pred)
-    return {s: float(np.abs(p.pred[face & (p.source == s)] - p.age[face & (p.source == s)]).mean())
-            for s in sorted(set(p.source))}
+    return {
+        s: float(np.abs(p.pred[face & (p.source == s)] - p.age[face & (p.source == s)]).mean())
+        for s in sorted(set(p.source))
+    }
 
 
 def table(cands: list[Predictions], minors: list[int]) -> str:
@@ -126,9 +143,11 @@ def table(cands: list[Predictions], minors: list[int]) -> str:
         lines.append(f"== {p.name}: MAE " + ", ".join(f"{s} {v:.2f}" for s, v in mae(p).items()))
         for k in minors:
             r = at_minors(p, k)
-            lines.append(f"  {r.minors_approved} of {r.minors} minors approved: 25+ sent to ID {pct(r.adults_to_id)} ["
-                         + ", ".join(f"{s} {pct(v)}" for s, v in r.per_source.items())
-                         + f"] women {pct(r.women)} / men {pct(r.men)}")
+            lines.append(
+                f"  {r.minors_approved} of {r.minors} minors approved: 25+ sent to ID {pct(r.adults_to_id)} ["
+                + ", ".join(f"{s} {pct(v)}" for s, v in r.per_source.items())
+                + f"] women {pct(r.women)} / men {pct(r.men)}"
+            )
     return "\n".join(lines)
 
 

@@ -45,7 +45,9 @@ def read_labels(path: Path, split: str | None = None) -> list[LabelledPhoto]:
         if not {"file_name", "real_age"} <= cols:
             raise LabelsError(f"{path} must have the columns file_name,real_age")
         if split and "split" not in cols:
-            raise LabelsError(f"--split given but {path} has no 'split' column (use the split.csv from training.prepare)")
+            raise LabelsError(
+                f"--split given but {path} has no 'split' column (use the split.csv from training.prepare)"
+            )
         keep = [c for c in (*GROUP_COLUMNS, "split") if c in cols]
         rows = []
         for i, r in enumerate(reader, start=2):
@@ -60,6 +62,7 @@ def read_labels(path: Path, split: str | None = None) -> list[LabelledPhoto]:
                 continue
             rows.append(LabelledPhoto(r["file_name"], age, {c: (r[c] or "").strip() for c in keep}))
         return rows
+
 
 # The `gender` coding of UTKFace's and All-Age-Faces' labels.csv (and so of prepare's split.csv).
 FEMALE, MALE = "1", "0"
@@ -114,8 +117,13 @@ def load_split(data: Path, split: str) -> Split:
                 # Caches made before prepare took several sources hold one unnamed source.
                 sources.append(r.get("source") or "default")
                 sexes.append((r.get("gender") or "").strip())
-    return Split(np.ascontiguousarray(crops[rows]), np.array(ages, np.float32), np.array(sources),
-                 np.array(sexes, dtype=object), np.array(rows, int))
+    return Split(
+        np.ascontiguousarray(crops[rows]),
+        np.array(ages, np.float32),
+        np.array(sources),
+        np.array(sexes, dtype=object),
+        np.array(rows, int),
+    )
 
 
 def split_rows_count(data: Path) -> int:
@@ -138,8 +146,9 @@ def band_index(ages: np.ndarray) -> np.ndarray:
     return out
 
 
-def cell_weights(split: Split, power: float, boost: dict[int, float],
-                 by_sex: bool = False) -> dict[tuple[str, str, int], float]:
+def cell_weights(
+    split: Split, power: float, boost: dict[int, float], by_sex: bool = False
+) -> dict[tuple[str, str, int], float]:
     """Sampling probability of each (source, sex, age band) cell. Each source gets a share that
     grows with the square root of its size (a small population is not drowned by a large one, nor
     repeated to exhaustion), and within a source each band a share that grows as count**power
@@ -158,7 +167,7 @@ def cell_weights(split: Split, power: float, boost: dict[int, float],
     for s in per_source:
         groups = sorted({g for (t, g, _) in counts if t == s})
         for g in groups:
-            cells = {b: n ** power * boost.get(b, 1.0) for (t, h, b), n in counts.items() if t == s and h == g}
+            cells = {b: n**power * boost.get(b, 1.0) for (t, h, b), n in counts.items() if t == s and h == g}
             z = sum(cells.values())
             for b, v in cells.items():
                 out[(s, g, b)] = src_share[s] / total / len(groups) * v / z

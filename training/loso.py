@@ -59,12 +59,15 @@ def figures(source: str, predictions: Path, threshold: float, val_minors_approve
     pred = np.array([float(r["pred"]) if r["pred"] not in ("", "nan") else np.nan for r in rows])
     minors, adults = is_minor(age), age >= 25
     return LeftOut(
-        source=source, photos=len(rows), minors=int(minors.sum()),
+        source=source,
+        photos=len(rows),
+        minors=int(minors.sum()),
         minors_approved=float(approved[minors].mean()) if minors.any() else float("nan"),
         adults=int(adults.sum()),
         adults_to_id=float((~approved[adults]).mean()) if adults.any() else float("nan"),
         mae=float(np.nanmean(np.abs(pred[det] - age[det]))) if det.any() else float("nan"),
-        threshold=threshold, minors_approved_val_fit=val_minors_approved,
+        threshold=threshold,
+        minors_approved_val_fit=val_minors_approved,
     )
 
 
@@ -76,13 +79,17 @@ def table(results: list[LeftOut]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        lines.append(f"| {r.source} | {r.photos} | {100 * r.minors_approved:.1f}% of {r.minors} | "
-                     f"{100 * r.adults_to_id:.1f}% of {r.adults} | {r.mae:.2f} | {r.threshold:.3f} | "
-                     f"{100 * r.minors_approved_val_fit:.1f}% |")
+        lines.append(
+            f"| {r.source} | {r.photos} | {100 * r.minors_approved:.1f}% of {r.minors} | "
+            f"{100 * r.adults_to_id:.1f}% of {r.adults} | {r.mae:.2f} | {r.threshold:.3f} | "
+            f"{100 * r.minors_approved_val_fit:.1f}% |"
+        )
     if results:
         worst = max(results, key=lambda r: r.minors_approved)
-        lines.append(f"\nworst left-out source: {worst.source}, {100 * worst.minors_approved:.1f}% of its 13-17 approved "
-                     f"(the decision was fitted to {100 * worst.minors_approved_val_fit:.1f}% on the others)")
+        lines.append(
+            f"\nworst left-out source: {worst.source}, {100 * worst.minors_approved:.1f}% of its 13-17 approved "
+            f"(the decision was fitted to {100 * worst.minors_approved_val_fit:.1f}% on the others)"
+        )
     return "\n".join(lines)
 
 
@@ -96,7 +103,7 @@ def _run(cmd: list[str], log: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(prog="python -m training.loso", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="training crops (the recipe's size)")
@@ -111,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minors-approved", type=float, default=0.015)
     ap.add_argument("--minors-approved-each", type=float, default=0.03)
     ap.add_argument("--input-size", type=int, default=112)
-    ap.add_argument("--record-in", type=Path, default=None,
-                    help="a model card (.json) to record the table in, under `carry_over` (the shipped card)")
+    ap.add_argument(
+        "--record-in",
+        type=Path,
+        default=None,
+        help="a model card (.json) to record the table in, under `carry_over` (the shipped card)",
+    )
     a = ap.parse_args(argv)
     py = sys.executable
     labels = a.labels or a.till_data / "split.csv"
@@ -125,25 +136,81 @@ def main(argv: list[str] | None = None) -> int:
         log = d / "log.txt"
         teacher = d / "teacher.npz"
         if not a.no_teacher and not teacher.exists():
-            _run([py, "-m", "training.teacher", "fit", "--data", str(a.data), "--leave-out", src,
-                  "--out", str(teacher)], log)
+            _run(
+                [py, "-m", "training.teacher", "fit", "--data", str(a.data), "--leave-out", src, "--out", str(teacher)],
+                log,
+            )
         run = d / "run"
         if not (run / "train.json").exists():
-            _run([py, "-m", "training.train", "--data", str(a.data), "--init", str(a.init), "--out", str(run),
-                  "--epochs", str(a.epochs), "--leave-out", src,
-                  *([] if a.no_teacher else ["--teacher", str(teacher)]), *extra], log)
+            _run(
+                [
+                    py,
+                    "-m",
+                    "training.train",
+                    "--data",
+                    str(a.data),
+                    "--init",
+                    str(a.init),
+                    "--out",
+                    str(run),
+                    "--epochs",
+                    str(a.epochs),
+                    "--leave-out",
+                    src,
+                    *([] if a.no_teacher else ["--teacher", str(teacher)]),
+                    *extra,
+                ],
+                log,
+            )
         model = d / "model_int8.tflite"
         if not model.exists():
-            _run([py, "-m", "training.export", "--data", str(a.till_data), "--model", str(run / "best.keras"),
-                  "--train-info", str(run / "train.json"), "--flip-average", "--input-size", str(a.input_size),
-                  "--out", str(model), "--calibrate", "--leave-out", src,
-                  "--minors-approved", str(a.minors_approved), "--minors-approved-each", str(a.minors_approved_each)],
-                 log)
+            _run(
+                [
+                    py,
+                    "-m",
+                    "training.export",
+                    "--data",
+                    str(a.till_data),
+                    "--model",
+                    str(run / "best.keras"),
+                    "--train-info",
+                    str(run / "train.json"),
+                    "--flip-average",
+                    "--input-size",
+                    str(a.input_size),
+                    "--out",
+                    str(model),
+                    "--calibrate",
+                    "--leave-out",
+                    src,
+                    "--minors-approved",
+                    str(a.minors_approved),
+                    "--minors-approved-each",
+                    str(a.minors_approved_each),
+                ],
+                log,
+            )
         preds = d / "test.csv"
         if not preds.exists():
-            _run([py, "-m", "training.evaluate", *sum((["--images", s] for s in a.images), []),
-                  "--labels", str(labels), "--split", "test", "--source", src, "--model", str(model),
-                  "--predictions", str(preds)], log)
+            _run(
+                [
+                    py,
+                    "-m",
+                    "training.evaluate",
+                    *sum((["--images", s] for s in a.images), []),
+                    "--labels",
+                    str(labels),
+                    "--split",
+                    "test",
+                    "--source",
+                    src,
+                    "--model",
+                    str(model),
+                    "--predictions",
+                    str(preds),
+                ],
+                log,
+            )
         card = ModelCard.read_beside(model)
         if card.decision is None:
             raise SystemExit(f"training.loso: {model}'s card has no decision; see {log}")
@@ -163,7 +230,7 @@ def record(card_path: Path, results: list[LeftOut], epochs: int, pooled: float, 
     """The left-out table in a model card: what a retailer's new camera may do to its gate."""
     carry_over = {
         "method": "leave-one-source-out: the recipe (teacher head, ResNet, export with the decision fitted on the other "
-                  "sources' validation) without one source, judged by training.evaluate on that source's test split",
+        "sources' validation) without one source, judged by training.evaluate on that source's test split",
         "schedule": f"{epochs} epochs (shorter than the shipped recipe's)" + (", teacher distilled" if teacher else ""),
         "decision_target": {"minors_approved_pooled": pooled, "minors_approved_each_source": each},
         "left_out": [asdict(r) for r in results],

@@ -93,9 +93,13 @@ def _read_onnx(onnx_path: Path) -> tuple[list[_ConvWeights], np.ndarray, np.ndar
             continue
         spec = CONV_SPECS[len(convs)]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        got = (list(attrs.get("kernel_shape", [])), list(attrs.get("strides", [1, 1])),
-               list(attrs.get("pads", [0, 0, 0, 0])), attrs.get("group", 1),
-               list(attrs.get("dilations", [1, 1])))
+        got = (
+            list(attrs.get("kernel_shape", [])),
+            list(attrs.get("strides", [1, 1])),
+            list(attrs.get("pads", [0, 0, 0, 0])),
+            attrs.get("group", 1),
+            list(attrs.get("dilations", [1, 1])),
+        )
         want = ([spec.kernel] * 2, [spec.stride] * 2, [spec.pad] * 4, 1, [1, 1])
         if got != want:
             raise ValueError(f"ONNX {node.name} {got} does not match Keras {spec.name} {want}")
@@ -125,8 +129,9 @@ def _read_onnx(onnx_path: Path) -> tuple[list[_ConvWeights], np.ndarray, np.ndar
 # --------------------------------------------------------------------------------------------
 
 
-def _bn_weights(scale: np.ndarray, shift: np.ndarray, mean: np.ndarray, var: np.ndarray,
-                eps: float) -> list[np.ndarray]:
+def _bn_weights(
+    scale: np.ndarray, shift: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float
+) -> list[np.ndarray]:
     """[gamma, beta, moving_mean, moving_variance] such that inference BN(x) == scale*x + shift.
 
     BN(x) = gamma*(x - mean)/sqrt(var + eps) + beta; with gamma = s*sqrt(var+eps) and
@@ -139,8 +144,7 @@ def _bn_weights(scale: np.ndarray, shift: np.ndarray, mean: np.ndarray, var: np.
     return [a.astype(np.float32) for a in (gamma, beta, mean64, var64)]
 
 
-def _head_weights(weight: np.ndarray, bias: np.ndarray,
-                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _head_weights(weight: np.ndarray, bias: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Widen the 81-class head (ages 0.25, 1..80) to classes meaning ages 0..num_classes-1.
 
     Class k copies ONNX class min(k, 80) (class 0, "0.25 years", becomes age 0). The ONNX class 80
@@ -155,7 +159,7 @@ def _head_weights(weight: np.ndarray, bias: np.ndarray,
     new_w = weight[:, src].astype(np.float32)
     new_b = bias[src].astype(np.float64)
     copies = num_classes - (ONNX_NUM_CLASSES - 1)
-    new_b[ONNX_NUM_CLASSES - 1:] -= math.log(copies)
+    new_b[ONNX_NUM_CLASSES - 1 :] -= math.log(copies)
     return new_w, new_b.astype(np.float32)
 
 
@@ -169,21 +173,22 @@ def _to_input(images: np.ndarray, input_size: int) -> np.ndarray:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected NHWC RGB images, got shape {images.shape}")
     if images.shape[1:3] != (input_size, input_size):
-        images = np.stack([cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA)
-                           for im in images])
+        images = np.stack([cv2.resize(im, (input_size, input_size), interpolation=cv2.INTER_AREA) for im in images])
     return images.astype(np.float32)
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Inference in small batches (2 shared CPU cores: keep memory and latency spikes small)."""
     x = _to_input(images, int(model.input.shape[1]))
-    outs = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-            for i in range(0, len(x), batch_size)]
+    outs = [
+        keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)
+    ]
     return np.concatenate(outs, axis=0)
 
 
-def port_onnx_weights(onnx_path: str | Path, calibration_images: np.ndarray | None,
-                      num_classes: int = 101, input_size: int = 64) -> keras.Model:
+def port_onnx_weights(
+    onnx_path: str | Path, calibration_images: np.ndarray | None, num_classes: int = 101, input_size: int = 64
+) -> keras.Model:
     """Build the Keras age ResNet and load the ONNX weights into it.
 
     calibration_images: optional NHWC RGB 0..255 faces (uint8 or float; a few hundred). When given,
@@ -201,7 +206,8 @@ def port_onnx_weights(onnx_path: str | Path, calibration_images: np.ndarray | No
         shift = cw.scale.astype(np.float64) * cw.bias + cw.shift
         n = cw.scale.shape[0]
         model.get_layer(f"{spec.name}_bn").set_weights(
-            _bn_weights(cw.scale, shift, np.zeros(n), np.full(n, 1.0 - BN_EPSILON), BN_EPSILON))
+            _bn_weights(cw.scale, shift, np.zeros(n), np.full(n, 1.0 - BN_EPSILON), BN_EPSILON)
+        )
     model.get_layer("logits").set_weights(list(_head_weights(fc_w, fc_b, num_classes)))
 
     if calibration_images is not None and len(calibration_images):
@@ -213,7 +219,7 @@ def port_onnx_weights(onnx_path: str | Path, calibration_images: np.ndarray | No
         sums = [np.zeros((2, s.filters)) for s in CONV_SPECS]
         totals = [0] * len(CONV_SPECS)
         for i in range(0, len(x), 64):
-            outs = probe(x[i:i + 64], training=False)
+            outs = probe(x[i : i + 64], training=False)
             for k, out in enumerate(outs):
                 f = keras.ops.convert_to_numpy(out).astype(np.float64).reshape(-1, sums[k].shape[1])
                 sums[k][0] += f.sum(axis=0)
@@ -223,8 +229,7 @@ def port_onnx_weights(onnx_path: str | Path, calibration_images: np.ndarray | No
             mean = acc[0] / total
             var = np.maximum(acc[1] / total - mean * mean, 0.0)
             shift = cw.scale.astype(np.float64) * cw.bias + cw.shift
-            model.get_layer(f"{spec.name}_bn").set_weights(
-                _bn_weights(cw.scale, shift, mean, var, BN_EPSILON))
+            model.get_layer(f"{spec.name}_bn").set_weights(_bn_weights(cw.scale, shift, mean, var, BN_EPSILON))
     return model
 
 
@@ -252,12 +257,13 @@ def onnx_reference(onnx_path: str | Path, images_nhwc_0_255: np.ndarray) -> np.n
     x = (x - np.asarray(RGB_MEANS, np.float32)) * np.float32(PIXEL_SCALE)
     x = np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))  # NHWC -> NCHW
     name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: x[i:i + 64]})[0] for i in range(0, len(x), 64)]
+    outs = [session.run(None, {name: x[i : i + 64]})[0] for i in range(0, len(x), 64)]
     return np.concatenate(outs, axis=0)
 
 
-def load_faces(images_dir: Path, labels_csv: Path, n: int, size: int = ONNX_INPUT_SIZE,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def load_faces(
+    images_dir: Path, labels_csv: Path, n: int, size: int = ONNX_INPUT_SIZE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """n labelled photos (seeded random pick from the CSV), resized whole to size x size, RGB.
 
     Kept in memory only: the dataset's licence forbids writing faces or crops into the project.
@@ -287,12 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, help="CSV with file_name,real_age")
     parser.add_argument("--n", type=int, default=300, help="photos used to calibrate and check")
     parser.add_argument("--num-classes", type=int, default=101)
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="input side of the saved model (default: the crop size of --calibrate-data, else 64); "
-                        "the net is fully convolutional, so the ported weights work at any size")
-    parser.add_argument("--calibrate-data", type=Path, default=None,
-                        help="dataset folder from training.prepare: calibrate the batch norms on "
-                        "512 of its aligned training crops (what fine-tuning will see)")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input side of the saved model (default: the crop size of --calibrate-data, else 64); "
+        "the net is fully convolutional, so the ported weights work at any size",
+    )
+    parser.add_argument(
+        "--calibrate-data",
+        type=Path,
+        default=None,
+        help="dataset folder from training.prepare: calibrate the batch norms on "
+        "512 of its aligned training crops (what fine-tuning will see)",
+    )
     args = parser.parse_args(argv)
 
     if args.images is not None:
@@ -330,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"widened {args.num_classes}-class head (ages 0..{args.num_classes - 1}) vs ONNX age:")
     print(f"  mean |dage| = {d.mean():.3f}, max |dage| = {d.max():.3f} years")
     if real_ages is not None:
-        print(f"  MAE vs labels: onnx {np.abs(ref_age - real_ages).mean():.2f}, "
-              f"widened {np.abs(wide_age - real_ages).mean():.2f}")
+        print(
+            f"  MAE vs labels: onnx {np.abs(ref_age - real_ages).mean():.2f}, "
+            f"widened {np.abs(wide_age - real_ages).mean():.2f}"
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     widened.save(args.out)

@@ -71,9 +71,14 @@ def read_sources_file(path: Path) -> list[Source]:
         reader = csv.DictReader(fh)
         missing = {"name", "images", "labels"} - set(reader.fieldnames or [])
         if missing:
-            raise LabelsError(f"{path}: sources file lacks column(s) {', '.join(sorted(missing))}; need name,images,labels")
-        return [Source(r["name"].strip(), path.parent / r["images"].strip(), path.parent / r["labels"].strip())
-                for r in reader if r["name"].strip()]
+            raise LabelsError(
+                f"{path}: sources file lacks column(s) {', '.join(sorted(missing))}; need name,images,labels"
+            )
+        return [
+            Source(r["name"].strip(), path.parent / r["images"].strip(), path.parent / r["labels"].strip())
+            for r in reader
+            if r["name"].strip()
+        ]
 
 
 def check_sources(sources: list[Source]) -> None:
@@ -92,9 +97,15 @@ def check_sources(sources: list[Source]) -> None:
 def label_rows(path: Path) -> list[dict]:
     """prepare's working rows: file_name, age, the optional columns it carries through, and the
     source's own split assignment (`own_split`, "" when its labels have no `split` column)."""
-    return [{"file_name": r.file_name, "age": r.real_age, **{c: r.columns.get(c, "") for c in EXTRA_COLUMNS},
-             "own_split": r.columns.get("split", "").lower()}
-            for r in read_labels(path)]
+    return [
+        {
+            "file_name": r.file_name,
+            "age": r.real_age,
+            **{c: r.columns.get(c, "") for c in EXTRA_COLUMNS},
+            "own_split": r.columns.get("split", "").lower(),
+        }
+        for r in read_labels(path)
+    ]
 
 
 def file_md5(path: Path) -> str:
@@ -197,7 +208,9 @@ def _align(source: Source, kept: list[dict], parts: Path, faces_cfg: FacesConfig
                     meta.append({**r, "detected": 0, "reason": "no face detected"})
                     continue
                 crops.append(res.aligned.crop)
-                meta.append({**r, "detected": 1, "reason": "; ".join(res.aligned.rejected), **asdict(res.aligned.quality)})
+                meta.append(
+                    {**r, "detected": 1, "reason": "; ".join(res.aligned.rejected), **asdict(res.aligned.quality)}
+                )
             _save_chunk(parts / f"part_{c // CHUNK:05d}.npz", crops, meta)
             done = min(c + CHUNK, len(kept))
             print(f"  {source.name}: aligned {done}/{len(kept)} ({time.time() - t0:.0f} s)", flush=True)
@@ -205,8 +218,16 @@ def _align(source: Source, kept: list[dict], parts: Path, faces_cfg: FacesConfig
         pipe.close()
 
 
-def _select(src: Source, out: Path, seen_md5: dict[str, str], n_sources: int,
-            faces_cfg: FacesConfig, seed: int, val: float, test: float) -> tuple[list[dict], list[dict], int]:
+def _select(
+    src: Source,
+    out: Path,
+    seen_md5: dict[str, str],
+    n_sources: int,
+    faces_cfg: FacesConfig,
+    seed: int,
+    val: float,
+    test: float,
+) -> tuple[list[dict], list[dict], int]:
     """One source's labelled photos de-duplicated (within it and against the sources before it,
     whose md5s `seen_md5` holds and gains this one's), split and aligned: (kept, dropped, labelled)."""
     rows = label_rows(src.labels)
@@ -247,7 +268,9 @@ def _gather(sources: list[Source], out: Path) -> tuple[np.ndarray, list[dict]]:
     crops = np.concatenate(all_crops)
     detected = sum(1 for m in all_meta if m["detected"])
     if detected != len(crops):
-        raise RuntimeError(f"cache {out} is inconsistent ({detected} faces, {len(crops)} crops); delete it and run again")
+        raise RuntimeError(
+            f"cache {out} is inconsistent ({detected} faces, {len(crops)} crops); delete it and run again"
+        )
     return crops, all_meta
 
 
@@ -258,8 +281,18 @@ def _write_tables(out: Path, detected: list[dict], rejected: list[dict], kept_al
         w = csv.writer(fh)
         w.writerow(["row", "file_name", "age", "md5", "split", "gate", "source", *extra])
         for i, m in enumerate(detected):
-            w.writerow([i, m["file_name"], m["age"], m["md5"], m["split"], m["reason"], m["source"],
-                        *(m.get(c, "") for c in extra)])
+            w.writerow(
+                [
+                    i,
+                    m["file_name"],
+                    m["age"],
+                    m["md5"],
+                    m["split"],
+                    m["reason"],
+                    m["source"],
+                    *(m.get(c, "") for c in extra),
+                ]
+            )
     with open(out / "rejected.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file_name", "age", "reason", "source"])
@@ -273,16 +306,28 @@ def _write_tables(out: Path, detected: list[dict], rejected: list[dict], kept_al
             w.writerow([r["file_name"], r["age"], r["md5"], r["split"], r["source"], *(r.get(c, "") for c in extra)])
 
 
-def _dataset_info(sources: list[Source], labelled: dict[str, int], kept_all: list[dict], detected: list[dict],
-                  seed: int, val: float, test: float, faces_cfg: FacesConfig) -> dict:
+def _dataset_info(
+    sources: list[Source],
+    labelled: dict[str, int],
+    kept_all: list[dict],
+    detected: list[dict],
+    seed: int,
+    val: float,
+    test: float,
+    faces_cfg: FacesConfig,
+) -> dict:
     """What dataset.json says of the folder: per source and in all."""
     per_source = {}
     for src in sources:
         det = [m for m in detected if m["source"] == src.name]
         uniq = sum(1 for r in kept_all if r["source"] == src.name)
         per_source[src.name] = {
-            "images": str(src.images), "labels": str(src.labels), "labelled": labelled[src.name],
-            "unique": uniq, "detected": len(det), "detection_rate": round(len(det) / max(1, uniq), 4),
+            "images": str(src.images),
+            "labels": str(src.labels),
+            "labelled": labelled[src.name],
+            "unique": uniq,
+            "detected": len(det),
+            "detection_rate": round(len(det) / max(1, uniq), 4),
             "per_split": {s: sum(1 for m in det if m["split"] == s) for s in SPLITS},
         }
     info = {
@@ -303,8 +348,9 @@ def _dataset_info(sources: list[Source], labelled: dict[str, int], kept_all: lis
     return info
 
 
-def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, test: float,
-                    faces_cfg: FacesConfig) -> Path:
+def prepare_sources(
+    sources: list[Source], cache: Path, seed: int, val: float, test: float, faces_cfg: FacesConfig
+) -> Path:
     """Align, de-duplicate and split every source; returns the dataset folder. Each source is
     split on its own (same seed), so every split holds every source in the same proportions and
     a source's split does not change when another source is added."""
@@ -332,14 +378,20 @@ def prepare_sources(sources: list[Source], cache: Path, seed: int, val: float, t
     return out
 
 
-def prepare(images: Path, labels: Path, cache: Path, seed: int, val: float, test: float, faces_cfg: FacesConfig) -> Path:
+def prepare(
+    images: Path, labels: Path, cache: Path, seed: int, val: float, test: float, faces_cfg: FacesConfig
+) -> Path:
     """One source: the folder and labels CSV this command always took."""
     return prepare_sources([Source(source_name(images), images, labels)], cache, seed, val, test, faces_cfg)
 
 
-def sources_from_args(images: list[Path], labels: list[Path], names: list[str], sources_file: Path | None) -> list[Source]:
+def sources_from_args(
+    images: list[Path], labels: list[Path], names: list[str], sources_file: Path | None
+) -> list[Source]:
     if len(images) != len(labels):
-        raise LabelsError(f"--images given {len(images)} time(s) and --labels {len(labels)}: give them in pairs, one pair per source")
+        raise LabelsError(
+            f"--images given {len(images)} time(s) and --labels {len(labels)}: give them in pairs, one pair per source"
+        )
     if names and len(names) != len(images):
         raise LabelsError(f"--name given {len(names)} time(s) for {len(images)} source(s): name every source or none")
     out = [Source(names[i] if names else source_name(im), im, lb) for i, (im, lb) in enumerate(zip(images, labels))]
@@ -353,10 +405,17 @@ def sources_from_args(images: list[Path], labels: list[Path], names: list[str], 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.prepare", description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=Path, action="append", default=[], help="folder of photos (once per source)")
-    ap.add_argument("--labels", type=Path, action="append", default=[], help="CSV with file_name,real_age (once per source)")
+    ap.add_argument(
+        "--labels", type=Path, action="append", default=[], help="CSV with file_name,real_age (once per source)"
+    )
     ap.add_argument("--name", action="append", default=[], help="name of each source (default: its folder's name)")
     ap.add_argument("--sources", type=Path, default=None, help="CSV with name,images,labels, one row per source")
-    ap.add_argument("--cache", type=Path, default=None, help="cache folder outside the repo (default $AGECHECK_CACHE or ~/.cache/agecheck)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder outside the repo (default $AGECHECK_CACHE or ~/.cache/agecheck)",
+    )
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--val", type=float, default=0.10)
     ap.add_argument("--test", type=float, default=0.15)

@@ -95,16 +95,18 @@ class FaceresTeacher:
             raise TeacherError(f"{self.model_json}: not a TF.js graph model ({exc})") from None
         weights = _read_weights(Path(self.model_json), manifest)
         graph_def = tf.compat.v1.GraphDef()
-        json_format.ParseDict({"node": topo["node"], "versions": topo.get("versions", {})}, graph_def,
-                              ignore_unknown_fields=True)
+        json_format.ParseDict(
+            {"node": topo["node"], "versions": topo.get("versions", {})}, graph_def, ignore_unknown_fields=True
+        )
         for node in graph_def.node:
             if node.op == "Const" and node.name in weights:
                 node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(weights[node.name]))
         outputs = [EMBEDDING_OUTPUT, OWN_AGE_OUTPUT, OWN_SEX_OUTPUT]
 
         def _import(x):
-            return tf.compat.v1.import_graph_def(graph_def, input_map={"input_1:0": x},
-                                                 return_elements=[o + ":0" for o in outputs])
+            return tf.compat.v1.import_graph_def(
+                graph_def, input_map={"input_1:0": x}, return_elements=[o + ":0" for o in outputs]
+            )
 
         self._fn = tf.compat.v1.wrap_function(_import, [tf.TensorSpec([None, EMBED_SIZE, EMBED_SIZE, 3], tf.float32)])
         self._names = ("embedding", "own_age", "own_male")
@@ -133,8 +135,7 @@ def teacher_faces_config():
     return FacesConfig(output_size=EMBED_SIZE, margin=EMBED_MARGIN)
 
 
-def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], batch: int = 32,
-                  log=print) -> Path:
+def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], batch: int = 32, log=print) -> Path:
     """Embeddings of every crop row of a prepared dataset (index.csv), from its photo re-aligned at
     the teacher's framing. Resumable: rows already embedded are kept. Faces the teacher's pass
     cannot find (rare: the framing differs) get a NaN row and no teacher target."""
@@ -202,8 +203,7 @@ def soft_targets(ages: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return (d / d.sum(1, keepdims=True)).astype(np.float32)
 
 
-def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0,
-             log=print) -> dict:
+def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0, log=print) -> dict:
     """A small MLP (1024-256-101) on the frozen embeddings, trained on the train split of every
     source but `leave_out`, its epoch chosen on the worst source's validation MAE (the left-out
     source is never seen). Writes `out` (.npz): the age distribution of every crop row (rows
@@ -225,10 +225,15 @@ def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 
     mu, sd = emb[ok].mean(0), emb[ok].std(0) + 1e-6
     x = np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32)
     keras.utils.set_random_seed(seed)
-    head = keras.Sequential([
-        keras.Input((emb.shape[1],)), keras.layers.Dropout(0.2), keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dropout(0.2), keras.layers.Dense(AGES, activation="softmax"),
-    ])
+    head = keras.Sequential(
+        [
+            keras.Input((emb.shape[1],)),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(AGES, activation="softmax"),
+        ]
+    )
     head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
     # Each source weighted equally, so the largest does not fit the head alone.
     w = np.zeros(len(rows), np.float32)
@@ -239,8 +244,7 @@ def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 
     ks = np.arange(AGES, dtype=np.float32)
     best, best_w, history = np.inf, None, []
     for ep in range(epochs):
-        head.fit(x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0,
-                 shuffle=True)
+        head.fit(x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0, shuffle=True)
         pred = head.predict(x[va], batch_size=1024, verbose=0) @ ks
         per = {s: float(np.abs(pred[src[va] == s] - age[va][src[va] == s]).mean()) for s in sorted(set(src[va]))}
         worst = max(per.values())
@@ -251,8 +255,13 @@ def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 
     head.set_weights(best_w)
     probs = np.full((len(rows), AGES), np.nan, np.float16)
     probs[ok] = head.predict(x[ok], batch_size=1024, verbose=0).astype(np.float16)
-    info = {"leave_out": leave_out or "", "val_worst_mae": best, "history": history,
-            "rows_with_target": int(ok.sum()), "rows": len(rows)}
+    info = {
+        "leave_out": leave_out or "",
+        "val_worst_mae": best,
+        "history": history,
+        "rows_with_target": int(ok.sum()),
+        "rows": len(rows),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, probs=probs, info=json.dumps(info))
     return info

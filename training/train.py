@@ -48,8 +48,14 @@ def soft_labels(ages, sigma):
     return d / tf.reduce_sum(d, axis=1, keepdims=True)
 
 
-def make_loss(sigma: float, l1_weight: float, over_young: float, gate_weight: float, distil: float = 0.0,
-              extra: Sequence[LossTerm] = ()):
+def make_loss(
+    sigma: float,
+    l1_weight: float,
+    over_young: float,
+    gate_weight: float,
+    distil: float = 0.0,
+    extra: Sequence[LossTerm] = (),
+):
     """Soft-label cross-entropy + L1 on the expectation, with over-estimating a face under the
     challenge age costing more than under-estimating it, + a term that pushes the probability
     of '25 or older' down for faces of 20 and younger (a minor approved is the costly error).
@@ -122,8 +128,12 @@ def augment_batch(x):
     z = tf.zeros([b])
     transforms = tf.stack([a0, a1, a2, b0, b1, b2, z, z], axis=1)
     x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="REFLECT",
+        images=x,
+        transforms=transforms,
+        output_shape=tf.shape(x)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
     )
     # Blur on a quarter of the images (focus, motion, low-resolution webcams).
     g = tf.constant([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -166,8 +176,16 @@ def jpeg_one(img):
     )
 
 
-def make_dataset(data: Split, batch: int, train: bool, seed: int, balance: float = 0.0,
-                 boost: dict[int, float] | None = None, by_sex: bool = False, teacher: np.ndarray | None = None):
+def make_dataset(
+    data: Split,
+    batch: int,
+    train: bool,
+    seed: int,
+    balance: float = 0.0,
+    boost: dict[int, float] | None = None,
+    by_sex: bool = False,
+    teacher: np.ndarray | None = None,
+):
     """Batches of (crop, (age, female[, teacher's 101 probabilities])). With balance > 0 the training stream samples (source,
     sex, age band) cells by `data.cell_weights` instead of in proportion to their size; it is
     endless, so fit() is given the number of steps an epoch."""
@@ -243,8 +261,11 @@ def val_figures(model, val: Split) -> dict:
     f["per_source"] = {}
     for src in val.sources():
         m = val.source == src
-        f["per_source"][src] = {**gate_figures(both[m], val.age[m]), "n": int(m.sum()),
-                                "sex_gap": sex_gap(both[m], val.age[m], val.sex[m])}
+        f["per_source"][src] = {
+            **gate_figures(both[m], val.age[m]),
+            "n": int(m.sum()),
+            "sex_gap": sex_gap(both[m], val.age[m], val.sex[m]),
+        }
     f["worst_mae_flip"] = max(v["mae"] for v in f["per_source"].values())
     return f
 
@@ -253,9 +274,13 @@ def parser() -> argparse.ArgumentParser:
     """The shipped recipe's options (training.recipes sets them; experiments add their own)."""
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
-    ap.add_argument("--init", type=Path, required=True,
-                    help="starting .keras model: from training.port, or a run's best.keras/last.keras "
-                    "(its crop size may differ from --data's; the net is rebuilt for the new size)")
+    ap.add_argument(
+        "--init",
+        type=Path,
+        required=True,
+        help="starting .keras model: from training.port, or a run's best.keras/last.keras "
+        "(its crop size may differ from --data's; the net is rebuilt for the new size)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="run folder for checkpoints and logs (outside the repo)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
@@ -265,21 +290,44 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--l1", type=float, default=0.05)
     ap.add_argument("--over-young", type=float, default=3.0, help="cost factor of over-estimating a face under 25")
     ap.add_argument("--gate", type=float, default=2.0, help="weight of the '20 or younger looks 25+' term")
-    ap.add_argument("--patience", type=int, default=100,
-                    help="early-stopping patience in epochs; the gains come at the low-LR end of the cosine "
-                    "schedule, so by default a 10-epoch run is not stopped early (best.keras still keeps the best)")
+    ap.add_argument(
+        "--patience",
+        type=int,
+        default=100,
+        help="early-stopping patience in epochs; the gains come at the low-LR end of the cosine "
+        "schedule, so by default a 10-epoch run is not stopped early (best.keras still keeps the best)",
+    )
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--balance", type=float, default=0.0,
-                    help="sample (source, age band) cells with weight count**BALANCE within a source and sources "
-                    "by the square root of their size (0: plain shuffling in proportion to the data)")
-    ap.add_argument("--boost-young", type=float, default=1.0,
-                    help="with --balance, extra sampling weight for the 13-17 and 18-24 bands")
-    ap.add_argument("--teacher", type=Path, default=None,
-                    help="teacher targets (.npz from `training.teacher fit` on this --data): distil its age distributions")
-    ap.add_argument("--distil", type=float, default=0.5,
-                    help="with --teacher, the teacher's share of each face's target distribution")
-    ap.add_argument("--leave-out", default=None,
-                    help="train without this source (leave-one-source-out); its validation crops are still scored")
+    ap.add_argument(
+        "--balance",
+        type=float,
+        default=0.0,
+        help="sample (source, age band) cells with weight count**BALANCE within a source and sources "
+        "by the square root of their size (0: plain shuffling in proportion to the data)",
+    )
+    ap.add_argument(
+        "--boost-young",
+        type=float,
+        default=1.0,
+        help="with --balance, extra sampling weight for the 13-17 and 18-24 bands",
+    )
+    ap.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="teacher targets (.npz from `training.teacher fit` on this --data): distil its age distributions",
+    )
+    ap.add_argument(
+        "--distil",
+        type=float,
+        default=0.5,
+        help="with --teacher, the teacher's share of each face's target distribution",
+    )
+    ap.add_argument(
+        "--leave-out",
+        default=None,
+        help="train without this source (leave-one-source-out); its validation crops are still scored",
+    )
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
     return ap
 
@@ -323,8 +371,12 @@ def optimizer(a: argparse.Namespace, steps: int):
 
     warm = max(1, steps // 2)
     sched = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=a.lr / 10, decay_steps=steps * a.epochs - warm, warmup_target=a.lr,
-        warmup_steps=warm, alpha=0.02)
+        initial_learning_rate=a.lr / 10,
+        decay_steps=steps * a.epochs - warm,
+        warmup_target=a.lr,
+        warmup_steps=warm,
+        alpha=0.02,
+    )
     return keras.optimizers.AdamW(learning_rate=sched, weight_decay=a.weight_decay, clipnorm=5.0)
 
 
@@ -336,9 +388,15 @@ def _val_gate_callback(va: Split):
     class ValGate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             f = val_figures(self.model, va)
-            logs.update({"val_mae": f["mae"], "val_minors_25": f["minors_at_25_plus"],
-                         "val_adults_u25": f["adults_under_25"], "val_mae_flip": f["mae_flip"],
-                         "val_worst_mae_flip": f["worst_mae_flip"]})
+            logs.update(
+                {
+                    "val_mae": f["mae"],
+                    "val_minors_25": f["minors_at_25_plus"],
+                    "val_adults_u25": f["adults_under_25"],
+                    "val_mae_flip": f["mae_flip"],
+                    "val_worst_mae_flip": f["worst_mae_flip"],
+                }
+            )
             for src, g in f["per_source"].items():
                 logs[f"val_mae_flip_{src}"] = g["mae"]
                 logs[f"val_sex_gap_{src}"] = g["sex_gap"]
@@ -353,9 +411,11 @@ def epoch_line(epoch: int, f: dict) -> str:
         f"{g['adults_under_25']:.1%}, women-men error {g['sex_gap']:+.2f} y"
         for src, g in f["per_source"].items()
     )
-    return (f"epoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}, worst source "
-            f"{f['worst_mae_flip']:.3f}), 13-17 at 25+ {f['minors_at_25_plus']:.3%}, "
-            f"25+ under 25 {f['adults_under_25']:.3%}; per source (flip-avg): {per}")
+    return (
+        f"epoch {epoch + 1}: val MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}, worst source "
+        f"{f['worst_mae_flip']:.3f}), 13-17 at 25+ {f['minors_at_25_plus']:.3%}, "
+        f"25+ under 25 {f['adults_under_25']:.3%}; per source (flip-avg): {per}"
+    )
 
 
 def callbacks(out: Path, va: Split, patience: int) -> list:
@@ -368,8 +428,9 @@ def callbacks(out: Path, va: Split, patience: int) -> list:
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         # Chosen on the worst source's validation MAE, not a pooled one: the largest source
         # would otherwise decide alone.
-        keras.callbacks.ModelCheckpoint(str(out / "best.keras"), monitor="val_worst_mae_flip", mode="min",
-                                        save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(out / "best.keras"), monitor="val_worst_mae_flip", mode="min", save_best_only=True
+        ),
         keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
         keras.callbacks.EarlyStopping(monitor="val_worst_mae_flip", mode="min", patience=patience),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
@@ -384,7 +445,9 @@ def write_info(a: argparse.Namespace, tr: Split, va: Split, device: str, elapsed
         "args": {k: str(v) for k, v in vars(a).items()},
         "train_images": len(tr),
         "val_images": len(va),
-        "sources": {s: {"train": int((tr.source == s).sum()), "val": int((va.source == s).sum())} for s in tr.sources()},
+        "sources": {
+            s: {"train": int((tr.source == s).sum()), "val": int((va.source == s).sum())} for s in tr.sources()
+        },
         "device": device,
         # A resumed run adds its time to the earlier part's.
         "train_seconds": round(prev.get("train_seconds", 0) + elapsed, 1),
@@ -419,8 +482,13 @@ def run(a: argparse.Namespace, extra: Sequence[LossTerm] = (), by_sex: bool = Fa
     model.compile(optimizer=optimizer(a, steps), loss=loss, jit_compile=False)
     boost = {band_number(b): a.boost_young for b in YOUNG_BANDS}
     t0 = time.time()
-    model.fit(make_dataset(tr, a.batch, True, a.seed, a.balance, boost, by_sex, teacher), epochs=a.epochs,
-              steps_per_epoch=steps, callbacks=callbacks(a.out, va, a.patience), verbose=2)
+    model.fit(
+        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, by_sex, teacher),
+        epochs=a.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks(a.out, va, a.patience),
+        verbose=2,
+    )
     device = "GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
     return write_info(a, tr, va, device, time.time() - t0)
 

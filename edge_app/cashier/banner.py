@@ -72,8 +72,11 @@ TITLES: dict[BannerKind, str] = {
     BannerKind.RECORDED: "Answer recorded",
     BannerKind.NOTICE: "",  # the notice's own words
 }
-DECISION_KIND: dict[Decision, BannerKind] = {Decision.APPROVE: BannerKind.OK, Decision.CHECK_ID: BannerKind.ASK_ID,
-                                             Decision.NO_FACE: BannerKind.NO_FACE}
+DECISION_KIND: dict[Decision, BannerKind] = {
+    Decision.APPROVE: BannerKind.OK,
+    Decision.CHECK_ID: BannerKind.ASK_ID,
+    Decision.NO_FACE: BannerKind.NO_FACE,
+}
 # An alert whose sale is done: still answerable (the record needs the answer), in a look of its
 # own so it is never read as the shopper in front of the cashier now.
 SALE_DONE_TITLE = "SALE DONE — answer for the record"
@@ -114,7 +117,7 @@ def _relative_luminance(colour: str) -> float:
         s = c / 255
         return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
 
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
     return 0.2126 * chan(r) + 0.7152 * chan(g) + 0.0722 * chan(b)
 
 
@@ -178,7 +181,7 @@ def item_text(item: Product | None) -> str:
     name = item.name.strip() if item.name and item.name.strip() else None
     label = name if name else (f"SKU {item.sku}" if item.sku else "")
     if len(label) > ITEM_CHARS:
-        label = label[:ITEM_CHARS - 1] + "…"
+        label = label[: ITEM_CHARS - 1] + "…"
     return f"{label} · {item.min_age}+" if label and item.min_age is not None else label
 
 
@@ -198,29 +201,60 @@ def banner_for(check: CheckEvent | None, alert: AlertEvent | None = None) -> Ban
     style = STYLES[kind]
     detail = " · ".join(t for t in (estimate_text(check, alert), _rule_text(check)) if t)
     txn = src.transaction_id
-    return Banner(kind, TITLES[kind], style.symbol, detail[:1].upper() + detail[1:],
-                  item_text(_product(check, alert)), txn if isinstance(txn, str) else None, style.bg, style.fg)
+    return Banner(
+        kind,
+        TITLES[kind],
+        style.symbol,
+        detail[:1].upper() + detail[1:],
+        item_text(_product(check, alert)),
+        txn if isinstance(txn, str) else None,
+        style.bg,
+        style.fg,
+    )
 
 
 def sale_done_banner(banner: Banner) -> Banner:
     """An alert whose sale is done: the same alert, answerable, in the grey look, saying what it
     had asked for."""
     detail = " · ".join(t for t in (f"Was: {banner.title}", banner.detail) if t)
-    return replace(banner, title=SALE_DONE_TITLE, symbol=SALE_DONE_STYLE.symbol, detail=detail,
-                   bg=SALE_DONE_STYLE.bg, fg=SALE_DONE_STYLE.fg, sale_done=True)
+    return replace(
+        banner,
+        title=SALE_DONE_TITLE,
+        symbol=SALE_DONE_STYLE.symbol,
+        detail=detail,
+        bg=SALE_DONE_STYLE.bg,
+        fg=SALE_DONE_STYLE.fg,
+        sale_done=True,
+    )
 
 
 def recorded_banner(answer: Answer, transaction_id: str | None) -> Banner:
     style = STYLES[BannerKind.RECORDED]
-    return Banner(BannerKind.RECORDED, TITLES[BannerKind.RECORDED], style.symbol, ANSWER_LABELS.get(answer, answer), "",
-                  transaction_id, style.bg, style.fg)
+    return Banner(
+        BannerKind.RECORDED,
+        TITLES[BannerKind.RECORDED],
+        style.symbol,
+        ANSWER_LABELS.get(answer, answer),
+        "",
+        transaction_id,
+        style.bg,
+        style.fg,
+    )
 
 
 def notice_banner(text: str) -> Banner:
     """A notice about the window itself ("NOT CONNECTED TO TILL till-01: check the login")."""
     style = STYLES[BannerKind.NOTICE]
-    return Banner(BannerKind.NOTICE, text, style.symbol, "Alerts cannot reach this window. Tell a supervisor.", "",
-                  None, style.bg, style.fg)
+    return Banner(
+        BannerKind.NOTICE,
+        text,
+        style.symbol,
+        "Alerts cannot reach this window. Tell a supervisor.",
+        "",
+        None,
+        style.bg,
+        style.fg,
+    )
 
 
 def waiting_text(n: int) -> str:
@@ -250,9 +284,18 @@ def layout(width: int, height: int) -> Layout:
     undo_h = max(30, round(height * 0.14))
     answers_h = max(48, round(height * 0.24))
     banner_h = height - status_h - undo_h - answers_h
-    return Layout(width=width, banner_h=banner_h, answers_y=banner_h, answers_h=answers_h,
-                  undo_y=banner_h + answers_h, undo_h=undo_h, status_y=height - status_h, status_h=status_h,
-                  button_w=width // 3, undo_x=width - max(90, width // 5))
+    return Layout(
+        width=width,
+        banner_h=banner_h,
+        answers_y=banner_h,
+        answers_h=answers_h,
+        undo_y=banner_h + answers_h,
+        undo_h=undo_h,
+        status_y=height - status_h,
+        status_h=status_h,
+        button_w=width // 3,
+        undo_x=width - max(90, width // 5),
+    )
 
 
 def button_lines(answer: Answer) -> list[str]:
@@ -325,8 +368,9 @@ class AlertQueue:
         key = alert.check_event_id or alert.event_id
         p = self._items.get(key)
         if p is None:
-            p = self._items[key] = Pending(key, alert=alert, added=now,
-                                           visible_from=now + self.alert_without_check_seconds, order=self._order())
+            p = self._items[key] = Pending(
+                key, alert=alert, added=now, visible_from=now + self.alert_without_check_seconds, order=self._order()
+            )
         else:
             p.alert = alert
         self._trim()
@@ -353,16 +397,19 @@ class AlertQueue:
             del self._items[p.key]
         return gone
 
-    def sale_done(self, transaction_id: str | None = None, *, alert_event_id: str | None = None,
-                  other_than: str | None = None) -> list[Pending]:
+    def sale_done(
+        self, transaction_id: str | None = None, *, alert_event_id: str | None = None, other_than: str | None = None
+    ) -> list[Pending]:
         """Mark alerts whose sale is over: those of a transaction, the one alert, or those of every
         transaction but the one now at the till (`other_than`). Returns the ones newly marked."""
         marked = []
         for p in self._items.values():
             txn = p.transaction_id
-            hit = ((transaction_id is not None and txn == transaction_id)
-                   or (alert_event_id is not None and p.alert_event_id == alert_event_id)
-                   or (other_than is not None and txn != other_than))
+            hit = (
+                (transaction_id is not None and txn == transaction_id)
+                or (alert_event_id is not None and p.alert_event_id == alert_event_id)
+                or (other_than is not None and txn != other_than)
+            )
             if hit and not p.sale_done:
                 p.sale_done = True
                 marked.append(p)

@@ -27,8 +27,9 @@ NOT_RECORDING = "NOT RECORDING"
 NOT_RECORDING_BG = "#000000"
 
 
-def fitted_font(root: tk.Misc, family: str, lines: list[str], width: int, line_height: int,
-                start: tkfont.Font) -> tkfont.Font:
+def fitted_font(
+    root: tk.Misc, family: str, lines: list[str], width: int, line_height: int, start: tkfont.Font
+) -> tkfont.Font:
     """A bold font of `family` in which every line is at most `width` pixels wide and at most
     `line_height` high: `start`'s size, smaller only as far as needed (the labels fit their
     buttons at every window size the config allows, instead of wrapping inside a word)."""
@@ -58,15 +59,22 @@ class Drawing:
     """The widgets of one window on `root`. `on_answer(answer)` and `on_undo()` are called on the
     Tk thread when the cashier taps an answer or Undo."""
 
-    def __init__(self, root: tk.Tk, cfg: DisplayConfig, on_answer: Callable[[Answer], None],
-                 on_undo: Callable[[], None]) -> None:
+    def __init__(
+        self, root: tk.Tk, cfg: DisplayConfig, on_answer: Callable[[Answer], None], on_undo: Callable[[], None]
+    ) -> None:
         self.root = root
         self.width, self.height = w, h = cfg.width, cfg.height
         self.layout = layout(w, h)
         self.family = "DejaVu Sans" if "DejaVu Sans" in tkfont.families(root) else "Helvetica"
-        self.fonts = {"symbol": self._font(0.2, 24), "title": self._font(0.1, 14), "detail": self._font(0.058, 11),
-                      "item": self._font(0.052, 10, bold=False), "waiting": self._font(0.05, 10),
-                      "button": self._font(0.06, 10), "status": self._font(0.045, 10, bold=False)}
+        self.fonts = {
+            "symbol": self._font(0.2, 24),
+            "title": self._font(0.1, 14),
+            "detail": self._font(0.058, 11),
+            "item": self._font(0.052, 10, bold=False),
+            "waiting": self._font(0.05, 10),
+            "button": self._font(0.06, 10),
+            "status": self._font(0.045, 10, bold=False),
+        }
         self.title_fonts: dict[tuple, tkfont.Font] = {}
         self.w: dict[str, Any] = {}
         self.buttons: dict[Answer, tk.Button] = {}
@@ -78,8 +86,12 @@ class Drawing:
 
     def _font(self, share: float, least: int, bold: bool = True) -> tkfont.Font:
         # Negative sizes are pixels, so the text keeps its proportion to the window (sized in pixels).
-        return tkfont.Font(self.root, family=self.family, size=-max(least, int(self.height * share)),
-                           weight="bold" if bold else "normal")
+        return tkfont.Font(
+            self.root,
+            family=self.family,
+            size=-max(least, int(self.height * share)),
+            weight="bold" if bold else "normal",
+        )
 
     def _build_banner(self) -> None:
         W, w, fonts = self.w, self.width, self.fonts
@@ -92,8 +104,9 @@ class Drawing:
         W["txn"] = tk.Label(W["top"], font=fonts["item"], anchor="w")
         W["txn"].pack(side="left", padx=8, pady=(4, 0))
         W["waiting"] = tk.Label(W["top"], font=fonts["waiting"], bg="#ffffff", fg="#000000", padx=8)
-        W["recording"] = tk.Label(W["top"], text=NOT_RECORDING, font=fonts["status"], bg=NOT_RECORDING_BG,
-                                  fg="#ffffff", padx=6)
+        W["recording"] = tk.Label(
+            W["top"], text=NOT_RECORDING, font=fonts["status"], bg=NOT_RECORDING_BG, fg="#ffffff", padx=6
+        )
         # The instruction: symbol and words side by side, in the middle of the banner.
         W["main"] = tk.Frame(W["banner"], bg="#000000")
         W["main"].pack(side="top", expand=True)
@@ -113,9 +126,14 @@ class Drawing:
         W["answers"] = tk.Frame(self.root, bg=ANSWERS_BG)
         W["answers"].place(x=0, y=box_.answers_y, width=self.width, height=box_.answers_h)
         lines = {a: button_lines(a) for a in ACK_ANSWERS}
-        self.fonts["button"] = fitted_font(self.root, self.family, [ln for ls in lines.values() for ln in ls],
-                                           box_.button_w - 2 * BUTTON_PAD - 12,
-                                           (box_.answers_h - 2 * BUTTON_PAD - 10) // 2, self.fonts["button"])
+        self.fonts["button"] = fitted_font(
+            self.root,
+            self.family,
+            [ln for ls in lines.values() for ln in ls],
+            box_.button_w - 2 * BUTTON_PAD - 12,
+            (box_.answers_h - 2 * BUTTON_PAD - 10) // 2,
+            self.fonts["button"],
+        )
         for col, answer in enumerate(ACK_ANSWERS):
             b = self._flat_button(W["answers"], "\n".join(lines[answer]), functools.partial(on_answer, answer))
             self._place_button(b, col)
@@ -127,12 +145,20 @@ class Drawing:
         # while there is nothing to undo) so the answers above it never move.
         W["undo"] = tk.Frame(self.root, bg=UNDO_BG)
         W["undo"].place(x=0, y=box_.undo_y, width=w, height=box_.undo_h)
-        W["undo_text"] = tk.Label(W["undo"], font=self.fonts["status"], bg=UNDO_BG, fg="#ffffff", anchor="w",
-                                  justify="left", wraplength=int(w * 0.7))
+        W["undo_text"] = tk.Label(
+            W["undo"],
+            font=self.fonts["status"],
+            bg=UNDO_BG,
+            fg="#ffffff",
+            anchor="w",
+            justify="left",
+            wraplength=int(w * 0.7),
+        )
         W["undo_text"].place(x=8, y=0, width=box_.undo_x - 12, height=box_.undo_h)
         W["undo_button"] = self._flat_button(W["undo"], "Undo", on_undo, bg="#ffffff")
-        self._undo_place = dict(x=box_.undo_x, y=BUTTON_PAD, width=w - box_.undo_x - BUTTON_PAD,
-                                height=box_.undo_h - 2 * BUTTON_PAD)
+        self._undo_place = dict(
+            x=box_.undo_x, y=BUTTON_PAD, width=w - box_.undo_x - BUTTON_PAD, height=box_.undo_h - 2 * BUTTON_PAD
+        )
         # The status line: always in its place, empty when there is nothing to say.
         W["status"] = tk.Label(self.root, font=self.fonts["status"], bg=ANSWERS_BG, fg="#ffffff", anchor="w", padx=8)
         W["status"].place(x=0, y=box_.status_y, width=w, height=box_.status_h)
@@ -141,14 +167,32 @@ class Drawing:
         """A button that looks the same under a resting pointer as anywhere else (no "active"
         colour that reads as pre-selected), never takes the focus, and shows a press by its
         sunken edge only."""
-        return tk.Button(parent, text=text, font=self.fonts["button"], bg=bg, fg="#000000", activebackground=bg,
-                         activeforeground="#000000", disabledforeground="#8a8a8a", relief="raised", overrelief="",
-                         bd=3, highlightthickness=0, takefocus=0, justify="center", command=command)
+        return tk.Button(
+            parent,
+            text=text,
+            font=self.fonts["button"],
+            bg=bg,
+            fg="#000000",
+            activebackground=bg,
+            activeforeground="#000000",
+            disabledforeground="#8a8a8a",
+            relief="raised",
+            overrelief="",
+            bd=3,
+            highlightthickness=0,
+            takefocus=0,
+            justify="center",
+            command=command,
+        )
 
     def _place_button(self, button: tk.Button, col: int) -> None:
         box_ = self.layout
-        button.place(x=col * box_.button_w + BUTTON_PAD, y=BUTTON_PAD, width=box_.button_w - 2 * BUTTON_PAD,
-                     height=box_.answers_h - 2 * BUTTON_PAD)
+        button.place(
+            x=col * box_.button_w + BUTTON_PAD,
+            y=BUTTON_PAD,
+            width=box_.button_w - 2 * BUTTON_PAD,
+            height=box_.answers_h - 2 * BUTTON_PAD,
+        )
 
     # -- painting ----------------------------------------------------------------------------------
     def paint(self, view: View, others: int, recent: Recent | None) -> None:
@@ -161,8 +205,14 @@ class Drawing:
         lines = b.title_lines
         key = tuple(lines)
         if key not in self.title_fonts:
-            self.title_fonts[key] = fitted_font(self.root, self.family, lines, self.title_width,
-                                                (self.layout.banner_h // 2) // len(lines), self.fonts["title"])
+            self.title_fonts[key] = fitted_font(
+                self.root,
+                self.family,
+                lines,
+                self.title_width,
+                (self.layout.banner_h // 2) // len(lines),
+                self.fonts["title"],
+            )
         W["title"].configure(text="\n".join(lines), bg=b.bg, fg=b.fg, font=self.title_fonts[key])
         W["detail"].configure(text=b.detail, bg=b.bg, fg=b.fg)
         W["item"].configure(text=b.item_text, bg=b.bg, fg=b.fg)
@@ -182,8 +232,10 @@ class Drawing:
             else:
                 btn.place_forget()
         if recent is not None:
-            W["undo_text"].configure(text=f"Recorded for sale {recent.ack.transaction_id or '–'}: "
-                                          f"{ANSWER_LABELS.get(recent.ack.answer, recent.ack.answer)}")
+            W["undo_text"].configure(
+                text=f"Recorded for sale {recent.ack.transaction_id or '–'}: "
+                f"{ANSWER_LABELS.get(recent.ack.answer, recent.ack.answer)}"
+            )
             W["undo_button"].place(**self._undo_place)
         else:
             W["undo_text"].configure(text="")
@@ -204,10 +256,18 @@ class Drawing:
         """The snapshot's fields for `view` on screen: its words, colours and where each part is."""
         r, b, W = self.root, view.banner, self.w
         return dict(
-            kind=b.kind, title=b.title, symbol=b.symbol, detail=b.detail, item=b.item_text,
-            waiting=W["waiting"].cget("text"), bg=b.bg, fg=b.fg,
+            kind=b.kind,
+            title=b.title,
+            symbol=b.symbol,
+            detail=b.detail,
+            item=b.item_text,
+            waiting=W["waiting"].cget("text"),
+            bg=b.bg,
+            fg=b.fg,
             geometry=(r.winfo_rootx(), r.winfo_rooty(), r.winfo_width(), r.winfo_height()),
-            title_box=box(W["title"]), symbol_box=box(W["symbol"]), banner_box=box(W["banner"]),
+            title_box=box(W["title"]),
+            symbol_box=box(W["symbol"]),
+            banner_box=box(W["banner"]),
             waiting_box=box(W["waiting"]) if W["waiting"].cget("text") else None,
             buttons={a: box(btn) for a, btn in self.buttons.items()} if view.pending else {},
             undo=box(W["undo_button"]) if undo else None,

@@ -83,9 +83,15 @@ class WindowProcess:
     """The window as a supervised child process. `on_ack(event)` stores each answer (it runs on
     this process's reader thread; if it raises, the window keeps the alert and says so)."""
 
-    def __init__(self, cfg: DisplayConfig, store_id: str, till_id: str,
-                 on_ack: Callable[[events.AckEvent], Any], history_path: str | None = None,
-                 give_up_after: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DisplayConfig,
+        store_id: str,
+        till_id: str,
+        on_ack: Callable[[events.AckEvent], Any],
+        history_path: str | None = None,
+        give_up_after: int | None = None,
+    ) -> None:
         self.cfg, self.store_id, self.till_id = cfg, store_id, till_id
         # After this many new windows in a row could not even open (the X display is gone: the
         # cashier logged out), stop trying and set `gone`; None: try for ever (the till service,
@@ -151,8 +157,9 @@ class WindowProcess:
         (no screen). After that, a window that dies is started again by itself."""
         first = threading.Event()
         errors: list[str] = []
-        self._supervisor = threading.Thread(target=self._supervise, args=(first, errors), name="cashier-window",
-                                            daemon=True)
+        self._supervisor = threading.Thread(
+            target=self._supervise, args=(first, errors), name="cashier-window", daemon=True
+        )
         self._supervisor.start()
         if not first.wait(timeout):
             self.shutdown()
@@ -197,8 +204,11 @@ class WindowProcess:
                 return
             failed_opens = 0 if opened else failed_opens + 1
             if self._give_up_after is not None and failed_opens >= self._give_up_after:
-                log.error("display: no cashier window could open %d times in a row (%s); giving up", failed_opens,
-                          error or f"exit code {code}")
+                log.error(
+                    "display: no cashier window could open %d times in a row (%s); giving up",
+                    failed_opens,
+                    error or f"exit code {code}",
+                )
                 self.gone.set()
                 return
             self.restarts += 1
@@ -210,9 +220,14 @@ class WindowProcess:
             quick_failures = 0 if (opened and lived >= LIVED_S) else quick_failures + 1
             delay = min(RESTART_MAX_S, RESTART_DELAY_S * 2 ** max(0, quick_failures - 1))
             if quick_failures <= 1 or quick_failures % 10 == 0:
-                log.error("display: the cashier window stopped (exit code %s%s); starting it again in %.0f s, with "
-                          "every unanswered alert%s", code, f": {error}" if error else "", delay,
-                          f" ({quick_failures} quick failures in a row)" if quick_failures > 1 else "")
+                log.error(
+                    "display: the cashier window stopped (exit code %s%s); starting it again in %.0f s, with "
+                    "every unanswered alert%s",
+                    code,
+                    f": {error}" if error else "",
+                    delay,
+                    f" ({quick_failures} quick failures in a row)" if quick_failures > 1 else "",
+                )
             self._stopping.wait(delay)
 
     def _run_child(self, first: threading.Event) -> tuple[int | None, bool, str | None]:
@@ -221,14 +236,19 @@ class WindowProcess:
         with self._lock:
             if self._stopping.is_set():  # shutdown() came while the last window was being replaced
                 return None, False, None
-            proc = subprocess.Popen([sys.executable, "-m", "edge_app.cashier.isolated", conf, self.store_id,
-                                     self.till_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                    bufsize=1, env=env,
-                                    # Its own process group: a Ctrl-C in the terminal reaches only
-                                    # the program, which stops its window itself. Ignoring SIGINT
-                                    # in the child alone left a window killed by a Ctrl-C that
-                                    # came while it was still starting up.
-                                    process_group=0)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_app.cashier.isolated", conf, self.store_id, self.till_id],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                env=env,
+                # Its own process group: a Ctrl-C in the terminal reaches only
+                # the program, which stops its window itself. Ignoring SIGINT
+                # in the child alone left a window killed by a Ctrl-C that
+                # came while it was still starting up.
+                process_group=0,
+            )
             self._child = proc
         opened, error = False, None
         assert proc.stdout is not None  # stdout=PIPE
@@ -318,7 +338,7 @@ class WindowProcess:
         except OSError as exc:
             log.warning("display: cannot read what the window was shown before (%s): %s", path, exc)
             return
-        for line in lines[-2 * HISTORY:]:
+        for line in lines[-2 * HISTORY :]:
             try:
                 ev = events.decode_event(line)
             except Exception:
@@ -335,8 +355,9 @@ class WindowProcess:
         hist = list(self._history.values())
         standing = answers.standing([e for e in hist if isinstance(e, events.AckEvent)])
         answered = {alert_id for alert_id, acks in standing.items() if acks}
-        answered_checks = {e.check_event_id for e in hist if isinstance(e, events.AlertEvent)
-                           and e.event_id in answered}
+        answered_checks = {
+            e.check_event_id for e in hist if isinstance(e, events.AlertEvent) and e.event_id in answered
+        }
         out: list[dict] = []
         for e in hist:
             if isinstance(e, events.AlertEvent) and e.event_id not in answered:

@@ -50,8 +50,9 @@ def display_config(cfg: Config, password_file: str | None = None) -> Config:
     d, m = cfg.display, cfg.mqtt
     pw_file = password_file or d.mqtt_password_file
     if pw_file:
-        m = dataclasses.replace(m, username=d.mqtt_username or m.username, password_file=pw_file,
-                                password_credential=None)
+        m = dataclasses.replace(
+            m, username=d.mqtt_username or m.username, password_file=pw_file, password_credential=None
+        )
     elif d.mqtt_username:
         m = dataclasses.replace(m, username=d.mqtt_username, password_file=None, password_credential=None)
     elif m.password_credential and not os.environ.get("CREDENTIALS_DIRECTORY"):
@@ -59,7 +60,8 @@ def display_config(cfg: Config, password_file: str | None = None) -> Config:
             "display.mqtt_password_file: the broker password in this config is the till service's systemd "
             f"credential (mqtt.password_credential: {m.password_credential}), which a desktop session cannot "
             "read; give the window a password file its user can read (display.mqtt_password_file, or "
-            "`agecheck display --password-file PATH`), see docs/cashier.md")
+            "`agecheck display --password-file PATH`), see docs/cashier.md"
+        )
     return dataclasses.replace(cfg, mqtt=m)
 
 
@@ -83,17 +85,25 @@ class AckLink:
         self.outbox = Outbox(cfg.display.outbox_path, cfg.outbox.max_events)
         self._on_event = on_event
         self._max_bytes = cfg.feed.max_payload_bytes
-        subs = [(events.event_leaf(k), SubscribeOptions(qos=1))
-                for k in (events.CheckEvent, events.AlertEvent, events.IntegrityEvent)]
+        subs = [
+            (events.event_leaf(k), SubscribeOptions(qos=1))
+            for k in (events.CheckEvent, events.AlertEvent, events.IntegrityEvent)
+        ]
         # The till's retained state: proof that this login may read the till's topics at all.
         subs.append((STATE_LEAF, SubscribeOptions(qos=1)))
         self.heard_till = threading.Event()
         # No-local: our own answers would come back otherwise.
         subs.append((events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
         try:
-            self.link = MqttLink(cfg, self.outbox, self._on_message, subs,
-                                 client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
-                                 session_expiry_s=self.SESSION_EXPIRY_S, name="display")
+            self.link = MqttLink(
+                cfg,
+                self.outbox,
+                self._on_message,
+                subs,
+                client_id=f"agecheck-display-{cfg.store_id}-{cfg.till_id}",
+                session_expiry_s=self.SESSION_EXPIRY_S,
+                name="display",
+            )
         except BaseException:
             self.outbox.close()
             raise
@@ -138,9 +148,11 @@ def _state_folder(path: str) -> None:
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"display.outbox_path: cannot create the folder {str(folder)!r} for the window's "
-                          f"answers ({exc.strerror}); point display.outbox_path at a folder this user can "
-                          "write") from None
+        raise ConfigError(
+            f"display.outbox_path: cannot create the folder {str(folder)!r} for the window's "
+            f"answers ({exc.strerror}); point display.outbox_path at a folder this user can "
+            "write"
+        ) from None
 
 
 def not_connected_text(till_id: str) -> str:
@@ -163,9 +175,13 @@ def watch_till(link: AckLink, display, till_id: str, timeout: float, stop: threa
             stop.wait(1.0)
             continue
         if not shown and link.link.subscribed.is_set():
-            log.error("display: %s (subscribed as %r, but nothing from the till in %.0f s: the broker's ACL must "
-                      "let this user read the till's topics, see docs/security.md)", not_connected_text(till_id),
-                      link.link.cfg.mqtt.username, timeout)
+            log.error(
+                "display: %s (subscribed as %r, but nothing from the till in %.0f s: the broker's ACL must "
+                "let this user read the till's topics, see docs/security.md)",
+                not_connected_text(till_id),
+                link.link.cfg.mqtt.username,
+                timeout,
+            )
             display.set_notice(not_connected_text(till_id))
             shown = True
 
@@ -188,8 +204,14 @@ def main(args, cfg: Config) -> int:
     # A screen that is gone for good (the cashier logged out; Debian keeps a session's processes
     # by default) ends this program rather than leaving it connected to the broker, retrying a
     # window, beside the next session's own `agecheck display` under the same client id.
-    display = WindowProcess(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ev: _publish(link, ev),
-                            history_path=history, give_up_after=GIVE_UP_AFTER)
+    display = WindowProcess(
+        cfg.display,
+        cfg.store_id,
+        cfg.till_id,
+        on_ack=lambda ev: _publish(link, ev),
+        history_path=history,
+        give_up_after=GIVE_UP_AFTER,
+    )
     try:
         display.start()
     except DisplayError as exc:
@@ -202,18 +224,26 @@ def main(args, cfg: Config) -> int:
     stop = threading.Event()
     stop_on_signals(stop, (signal.SIGTERM,))
     link.start()
-    watcher = threading.Thread(target=watch_till, args=(link, display, cfg.till_id,
-                                                        cfg.display.till_state_timeout_seconds, stop),
-                               name="till-watch", daemon=True)
+    watcher = threading.Thread(
+        target=watch_till,
+        args=(link, display, cfg.till_id, cfg.display.till_state_timeout_seconds, stop),
+        name="till-watch",
+        daemon=True,
+    )
     watcher.start()
-    print(f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "
-          f"{cfg.display.outbox_path} until the broker at {cfg.mqtt.host}:{cfg.mqtt.port} has them", flush=True)
+    print(
+        f"agecheck display: window ready for {cfg.store_id}/{cfg.till_id}; answers are kept in "
+        f"{cfg.display.outbox_path} until the broker at {cfg.mqtt.host}:{cfg.mqtt.port} has them",
+        flush=True,
+    )
     rc = 0
     try:
         while not stop.wait(0.5):
             if display.gone.is_set():
-                print(f"agecheck display: no window can open on {os.environ.get('DISPLAY')!r} any more; stopping",
-                      flush=True)
+                print(
+                    f"agecheck display: no window can open on {os.environ.get('DISPLAY')!r} any more; stopping",
+                    flush=True,
+                )
                 rc = 1
                 break
     except KeyboardInterrupt:

@@ -245,12 +245,15 @@ class CashierDisplay:
         from edge_app.cashier.drawing import Drawing, screen_position
 
         if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
-            raise DisplayError("no screen: $DISPLAY is not set (the alert window needs the till's X display, "
-                               "e.g. DISPLAY=:0)")
+            raise DisplayError(
+                "no screen: $DISPLAY is not set (the alert window needs the till's X display, e.g. DISPLAY=:0)"
+            )
         try:
             root = tk.Tk(className="agecheck")
         except tk.TclError as exc:
-            raise DisplayError(f"cannot open the alert window on display {os.environ.get('DISPLAY')!r}: {exc}") from None
+            raise DisplayError(
+                f"cannot open the alert window on display {os.environ.get('DISPLAY')!r}: {exc}"
+            ) from None
         self._root = root
         root.title(f"Age check – {self.till_id}")
         x, y = screen_position(root, self.cfg)
@@ -267,8 +270,9 @@ class CashierDisplay:
         self._drawing = Drawing(root, self.cfg, lambda a: self._answer(a, AckVia.CLICK), self._undo)
         # Geometry for the snapshot is only known once the window is mapped.
         root.bind("<Map>", lambda e: self._publish_snapshot() if e.widget is root else None, add="+")
-        root.bind("<Configure>", lambda e: self._publish_snapshot() if e.widget is root and self._view else None,
-                  add="+")
+        root.bind(
+            "<Configure>", lambda e: self._publish_snapshot() if e.widget is root and self._view else None, add="+"
+        )
         # Not managed, so no window manager keeps it on top: when another window covers it while
         # it shows something, it raises itself again (it still never takes the focus).
         root.bind("<Visibility>", self._on_visibility, add="+")
@@ -286,8 +290,12 @@ class CashierDisplay:
         return self._drawing
 
     def _on_visibility(self, event) -> None:
-        if (event.widget is self._root and self._view is not None and self.cfg.always_on_top
-                and str(event.state) != "VisibilityUnobscured"):
+        if (
+            event.widget is self._root
+            and self._view is not None
+            and self.cfg.always_on_top
+            and str(event.state) != "VisibilityUnobscured"
+        ):
             self._root.lift()
 
     def _watch_wake_pipe(self, root) -> bool:
@@ -344,7 +352,9 @@ class CashierDisplay:
                     changed = self._state.set_notice(ev) or changed
                     continue
                 try:
-                    changed = self._state.handle(ev, time.time(), time.monotonic(), recalled=what == "recall") or changed
+                    changed = (
+                        self._state.handle(ev, time.time(), time.monotonic(), recalled=what == "recall") or changed
+                    )
                 except Exception:  # one odd event must not take the window down
                     log.exception("display: could not show %s", events.describe(ev))
         except queue.Empty:
@@ -482,12 +492,21 @@ class CashierDisplay:
             shown = dict(
                 self._widgets.measure(v, undo=st.recent is not None, not_recording=st.not_recording is not None),
                 answerable=v.pending is not None and v.pending.alert is not None,
-                alert_event_id=v.pending.alert_event_id if v.pending else None, status=self._status_text,
-                transaction_id=v.banner.transaction_id, drawn_at=self._drawn_at,
+                alert_event_id=v.pending.alert_event_id if v.pending else None,
+                status=self._status_text,
+                transaction_id=v.banner.transaction_id,
+                drawn_at=self._drawn_at,
             )
-        self.snapshot = WindowSnapshot(visible=v is not None, last_ack=self.snapshot.last_ack,
-                                       taps_ignored=st.taps_ignored, last_tap=st.last_tap, expired=st.expired,
-                                       queued=len(st.alerts), not_recording=st.not_recording, **shown)
+        self.snapshot = WindowSnapshot(
+            visible=v is not None,
+            last_ack=self.snapshot.last_ack,
+            taps_ignored=st.taps_ignored,
+            last_tap=st.last_tap,
+            expired=st.expired,
+            queued=len(st.alerts),
+            not_recording=st.not_recording,
+            **shown,
+        )
         if self.on_snapshot is not None:
             try:
                 self.on_snapshot(self.snapshot)

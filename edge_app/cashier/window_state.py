@@ -140,8 +140,9 @@ class WindowState:
             return self._on_remote_ack(ev)
         if isinstance(ev, events.IntegrityEvent):
             # The till reports a sale over with this alert unanswered.
-            return bool(self.alerts.sale_done(alert_event_id=ev.alert_event_id)
-                        or self.alerts.sale_done(ev.transaction_id))
+            return bool(
+                self.alerts.sale_done(alert_event_id=ev.alert_event_id) or self.alerts.sale_done(ev.transaction_id)
+            )
         if is_stale(ev, wall_now, self.cfg.alert_expire_seconds):
             log.info("display: not showing %s %s: too old", ev.KIND, ev.event_id)
             return False
@@ -211,9 +212,12 @@ class WindowState:
         for p in self.alerts.expire(now):
             self.expired += 1
             _remember(self._done, p.key)
-            log.warning("display: alert %s (transaction %s) expired unanswered after %.0f s",
-                        p.alert_event_id or p.key, p.transaction_id,
-                        self.cfg.alert_expire_seconds)
+            log.warning(
+                "display: alert %s (transaction %s) expired unanswered after %.0f s",
+                p.alert_event_id or p.key,
+                p.transaction_id,
+                self.cfg.alert_expire_seconds,
+            )
         if self.approve is not None and now >= self.approve[1]:
             self.approve = None
         if self.recent is not None and now >= self.recent.until:
@@ -236,8 +240,9 @@ class WindowState:
             return shown
         if self.recent is not None:
             r = self.recent
-            return View((BannerKind.RECORDED, r.ack.event_id), recorded_banner(r.ack.answer, r.ack.transaction_id),
-                        None)
+            return View(
+                (BannerKind.RECORDED, r.ack.event_id), recorded_banner(r.ack.answer, r.ack.transaction_id), None
+            )
         if self.notice is not None:
             return View(("notice", self.notice), notice_banner(self.notice), None)
         return None
@@ -245,8 +250,15 @@ class WindowState:
     def next_change(self, now: float) -> float | None:
         """When what is shown changes by itself (monotonic): an approval or the Undo offer running
         out, a late alert showing, an alert expiring."""
-        due = [t for t in (self.approve[1] if self.approve else None, self.recent.until if self.recent else None,
-                           self.alerts.next_change(now)) if t is not None]
+        due = [
+            t
+            for t in (
+                self.approve[1] if self.approve else None,
+                self.recent.until if self.recent else None,
+                self.alerts.next_change(now),
+            )
+            if t is not None
+        ]
         return min(due) if due else None
 
     def others_waiting(self, view: View, now: float) -> int:
@@ -269,9 +281,14 @@ class WindowState:
         if alert is None:
             raise ValueError("an answer needs the alert registered")
         return events.AckEvent(
-            store_id=self.store_id, till_id=self.till_id, transaction_id=alert.transaction_id,
-            alert_event_id=alert.event_id, answer=answer, decision_time_s=round(now - p.added, 2),
-            check_event_id=alert.check_event_id, via=via,
+            store_id=self.store_id,
+            till_id=self.till_id,
+            transaction_id=alert.transaction_id,
+            alert_event_id=alert.event_id,
+            answer=answer,
+            decision_time_s=round(now - p.added, 2),
+            check_event_id=alert.check_event_id,
+            via=via,
         )
 
     def undo_ack(self, now: float) -> events.AckEvent | None:
@@ -281,10 +298,15 @@ class WindowState:
             return None
         a = r.ack
         return events.AckEvent(
-            store_id=self.store_id, till_id=self.till_id, transaction_id=a.transaction_id,
-            alert_event_id=a.alert_event_id, answer=Answer.UNDONE,
-            decision_time_s=round(now - r.pending.added, 2), check_event_id=a.check_event_id,
-            via=AckVia.CLICK, replaces_event_id=a.event_id,
+            store_id=self.store_id,
+            till_id=self.till_id,
+            transaction_id=a.transaction_id,
+            alert_event_id=a.alert_event_id,
+            answer=Answer.UNDONE,
+            decision_time_s=round(now - r.pending.added, 2),
+            check_event_id=a.check_event_id,
+            via=AckVia.CLICK,
+            replaces_event_id=a.event_id,
         )
 
     def sending(self, ack: events.AckEvent) -> None:

@@ -244,9 +244,9 @@ class DisplayConfig:
 # Settings that existed once: an old config.yaml naming one gets why it went, not just "unknown".
 RETIRED: dict[str, str] = {
     "display.take_focus": "removed: the window never takes the keyboard (answers are by touch or click, "
-                          "docs/cashier.md); delete the line",
+    "docs/cashier.md); delete the line",
     "display.key_delay_seconds": "removed with the keyboard answers (the window never gets keys, "
-                                 "docs/cashier.md); delete the line",
+    "docs/cashier.md); delete the line",
 }
 
 
@@ -435,14 +435,17 @@ def _check(cfg: Config) -> None:
         raise ConfigError(
             "triggers.pos_clock_max_skew_seconds: must be below triggers.max_scan_age_seconds "
             f"({cfg.triggers.pos_clock_max_skew_seconds:g} >= {cfg.triggers.max_scan_age_seconds:g}): a POS clock "
-            "behind by less than the skew bound but more than the scan age would make every scan stale")
+            "behind by less than the skew bound but more than the scan age would make every scan stale"
+        )
     if cfg.mqtt.password_file and cfg.mqtt.password_credential:
         raise ConfigError("mqtt.password_file: set either password_file or password_credential, not both")
     if cfg.triggers.http_token_file and cfg.triggers.http_token_credential:
         raise ConfigError("triggers.http_token_file: set either http_token_file or http_token_credential, not both")
     if cfg.display.mqtt_password_file and not (cfg.display.mqtt_username or cfg.mqtt.username):
-        raise ConfigError("display.mqtt_username: a password file is set for the window but no user name "
-                          "(set display.mqtt_username, or mqtt.username to share the till's)")
+        raise ConfigError(
+            "display.mqtt_username: a password file is set for the window but no user name "
+            "(set display.mqtt_username, or mqtt.username to share the till's)"
+        )
 
 
 def from_dict(data: dict | None, base_dir: Path | None = None) -> Config:

@@ -34,8 +34,10 @@ class _DepthLimitedLoader(yaml.SafeLoader):
         try:
             if self._depth > MAX_NESTING:
                 mark = self.peek_event().start_mark
-                raise ConfigError(f"nested more than {MAX_NESTING} levels deep at line {mark.line + 1}; "
-                                  "no setting is nested like that")
+                raise ConfigError(
+                    f"nested more than {MAX_NESTING} levels deep at line {mark.line + 1}; "
+                    "no setting is nested like that"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -49,14 +51,19 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             if key is None:
                 continue
             if key in seen:
-                raise ConfigError(f"setting {key!r} is given twice, at lines {seen[key]} and "
-                                  f"{key_node.start_mark.line + 1}; keep one")
+                raise ConfigError(
+                    f"setting {key!r} is given twice, at lines {seen[key]} and {key_node.start_mark.line + 1}; keep one"
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
 
-def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Mapping[str, str] | None = None,
-           system: Path | None = None) -> Path | None:
+def locate(
+    explicit: str | Path | None,
+    allow_defaults: bool,
+    environ: typing.Mapping[str, str] | None = None,
+    system: Path | None = None,
+) -> Path | None:
     """The config file to use: --config, then $AGECHECK_CONFIG, then /etc/agecheck/config.yaml.
     None (the built-in defaults) only when the caller says defaults are safe for its job;
     otherwise a ConfigError that lists every place looked at."""
@@ -68,8 +75,10 @@ def locate(explicit: str | Path | None, allow_defaults: bool, environ: typing.Ma
     if from_env:
         p = Path(from_env)
         if not p.is_file():
-            raise ConfigError(f"config: ${CONFIG_ENV} points at {str(p)!r}, which is not a file; "
-                              f"fix the variable or pass --config PATH")
+            raise ConfigError(
+                f"config: ${CONFIG_ENV} points at {str(p)!r}, which is not a file; "
+                f"fix the variable or pass --config PATH"
+            )
         return p
     if system.is_file():
         return system
@@ -117,8 +126,9 @@ def load(path: str | Path | None) -> Config:
     if data is None:
         # An empty file (or one of comments only) is most likely a failed copy or a truncated
         # write: running on every default would point the till at the wrong broker, silently.
-        raise ConfigError(f"config: {p} is empty (no settings, only blanks or comments); copy the shipped "
-                          "config.yaml and edit it")
+        raise ConfigError(
+            f"config: {p} is empty (no settings, only blanks or comments); copy the shipped config.yaml and edit it"
+        )
     return from_dict(data, p.resolve().parent)
 
 
@@ -136,8 +146,10 @@ def read_secret(file: str | None, credential: str | None, key: str) -> str | Non
     if credential:
         cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
         if not cred_dir:
-            raise ConfigError(f"{key}_credential: $CREDENTIALS_DIRECTORY is not set "
-                              f"(run under systemd with LoadCredential=, or use {key}_file)")
+            raise ConfigError(
+                f"{key}_credential: $CREDENTIALS_DIRECTORY is not set "
+                f"(run under systemd with LoadCredential=, or use {key}_file)"
+            )
         try:
             return (Path(cred_dir) / credential).read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -40,9 +40,27 @@ MAX_TS_AHEAD = timedelta(days=1)
 
 
 # a nested `trigger` or `item` included).
-_ID_FIELDS = frozenset({"event_id", "store_id", "till_id", "transaction_id", "publisher", "operator_id",
-                        "check_event_id", "alert_event_id", "replaces_event_id", "model_id", "age_band",
-                        "sku", "category", "source", "camera", "via", "rule"})
+_ID_FIELDS = frozenset(
+    {
+        "event_id",
+        "store_id",
+        "till_id",
+        "transaction_id",
+        "publisher",
+        "operator_id",
+        "check_event_id",
+        "alert_event_id",
+        "replaces_event_id",
+        "model_id",
+        "age_band",
+        "sku",
+        "category",
+        "source",
+        "camera",
+        "via",
+        "rule",
+    }
+)
 # A scan's two times in `trigger`: the till's receive time and the POS's own `ts` (a check and a
 # missed event carry both). Read leniently (TriggerInfo), but text no longer than a time.
 _SCAN_TIME_FIELDS = frozenset({"received_ts", "sent_ts"})
@@ -56,8 +74,10 @@ _BAND_NAMES = frozenset(name for name, _, _ in BANDS)
 # Words a kind's field must be one of, when present and not null (ack answers and missed reasons
 # are checked above, with their own messages).
 _WORDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("check", "decision"): tuple(Decision), ("alert", "decision"): tuple(Decision),
-    ("integrity", "decision"): tuple(Decision), ("integrity", "reason"): tuple(IntegrityReason),
+    ("check", "decision"): tuple(Decision),
+    ("alert", "decision"): tuple(Decision),
+    ("integrity", "decision"): tuple(Decision),
+    ("integrity", "reason"): tuple(IntegrityReason),
     ("integrity", "answer"): tuple(Answer),
 }
 
@@ -85,8 +105,9 @@ def check_scalar(where: str, name: str, value: Any) -> None:
             raise SchemaError(f"field {where!r} is not valid Unicode text (a lone surrogate)") from None
         if name in _SCAN_TIME_FIELDS:
             if len(value) > MAX_TS_CHARS or not value.isprintable():
-                raise SchemaError(f"field {where!r} is not a time: {len(value)} characters, at most {MAX_TS_CHARS} "
-                                  "printable ones")
+                raise SchemaError(
+                    f"field {where!r} is not a time: {len(value)} characters, at most {MAX_TS_CHARS} printable ones"
+                )
         elif name in _ID_FIELDS:
             if len(value) > MAX_ID_CHARS:
                 raise SchemaError(f"field {where!r} is {len(value)} characters, more than {MAX_ID_CHARS}")
@@ -150,8 +171,9 @@ def _validate_gate_rejections(counts: Any) -> None:
         raise SchemaError("check event: gate_rejections must be an object")
     for k, n in counts.items():
         if k not in GateReason._value2member_map_:
-            raise SchemaError(f"check event: gate_rejections keys must be among {', '.join(GateReason)}, "
-                              f"got {k[:40]!r}")
+            raise SchemaError(
+                f"check event: gate_rejections keys must be among {', '.join(GateReason)}, got {k[:40]!r}"
+            )
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_INT:
             raise SchemaError(f"check event: gate_rejections[{k!r}] must be a count")
 

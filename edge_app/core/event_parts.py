@@ -84,8 +84,11 @@ class Part:
 
     def to_dict(self) -> dict[str, Any]:
         """The part's JSON object: what is known, nothing written as null, then what came as it came."""
-        known = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
-                 if "read" in f.metadata and getattr(self, f.name) is not None}
+        known = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)  # type: ignore[arg-type]
+            if "read" in f.metadata and getattr(self, f.name) is not None
+        }
         return {**known, **self.extra}
 
 
@@ -130,8 +133,10 @@ class TriggerInfo(Part):
         # The scan's own keys are read here; every other one (a key neither knows included) is the
         # product's, so each is kept once.
         mine = cls._keys()
-        return cls(product=Product.from_dict({k: v for k, v in box.items() if k not in mine}),
-                   **cls._read({k: v for k, v in box.items() if k in mine}))
+        return cls(
+            product=Product.from_dict({k: v for k, v in box.items() if k not in mine}),
+            **cls._read({k: v for k, v in box.items() if k in mine}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), **self.product.to_dict()}

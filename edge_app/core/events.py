@@ -145,6 +145,7 @@ def validate(event: Any) -> dict[str, Any]:
     check_bounds(event, kind)
     return event
 
+
 # -- typed events --------------------------------------------------------------------------------
 # One frozen dataclass per kind: producers build these and each is validated once, when it is
 # built (`validate` on its wire dict: SchemaError names the problem); `to_dict`/`encode` write it
@@ -221,8 +222,11 @@ class Event:
             value = getattr(self, f.name)
             # A field the producer left out stays out while it has no value; one given a value
             # later (dataclasses.replace) is written.
-            if (f.name in ("extra", "absent") or (f.name in self.absent and value is None)
-                    or (value is None and f.metadata.get("omit_if_none"))):
+            if (
+                f.name in ("extra", "absent")
+                or (f.name in self.absent and value is None)
+                or (value is None and f.metadata.get("omit_if_none"))
+            ):
                 continue
             out[f.name] = _wire_value(value)
         return out
@@ -330,13 +334,14 @@ class MissedEvent(Event):
     detail: str = _wire(str)
 
 
-EVENT_TYPES: dict[str, type[Event]] = {c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent,
-                                                            MissedEvent)}
+EVENT_TYPES: dict[str, type[Event]] = {
+    c.KIND: c for c in (CheckEvent, AlertEvent, AckEvent, IntegrityEvent, MissedEvent)
+}
 EVENT_KINDS: tuple[str, ...] = tuple(EVENT_TYPES)
 # Required fields per kind, beyond the envelope, with the JSON types they must have.
 _REQUIRED: dict[str, dict[str, Any]] = {
-    kind: {f.name: f.metadata["wire"] for f in fields(cls) if "wire" in f.metadata}
-    for kind, cls in EVENT_TYPES.items()}
+    kind: {f.name: f.metadata["wire"] for f in fields(cls) if "wire" in f.metadata} for kind, cls in EVENT_TYPES.items()
+}
 
 
 def describe(obj: Any) -> str:
@@ -369,8 +374,9 @@ def from_dict(event: Any) -> Event:
     return cls(**kw, extra=extra, absent=frozenset(named.keys() - kw.keys()), checked=True)
 
 
-def decode_event(payload: bytes | bytearray | memoryview | str,
-                 limits: payloads.Limits = payloads.Limits(MAX_EVENT_BYTES)) -> Event:
+def decode_event(
+    payload: bytes | bytearray | memoryview | str, limits: payloads.Limits = payloads.Limits(MAX_EVENT_BYTES)
+) -> Event:
     """The typed event in a payload, read by the hardened parser (edge_app.core.payloads: size,
     depth and number limits) and validated: the one way bytes become an event. Raises
     payloads.PayloadError when the bytes are not a usable JSON object, SchemaError when the object

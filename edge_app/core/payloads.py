@@ -85,8 +85,9 @@ def parse(payload: bytes | bytearray | memoryview | str, limits: Limits) -> Any:
         raise PayloadError(f"{name} is not a JSON number")
 
     try:
-        return json.loads(text, parse_int=lambda s: number(s, int), parse_float=lambda s: number(s, float),
-                          parse_constant=constant)
+        return json.loads(
+            text, parse_int=lambda s: number(s, int), parse_float=lambda s: number(s, float), parse_constant=constant
+        )
     except PayloadError:
         raise
     except json.JSONDecodeError as exc:

@@ -107,7 +107,7 @@ def aggregate(ages: Sequence[float]) -> tuple[float, float]:
 
 def raw_p_over(probs: Probs, challenge_age: int) -> float:
     """The distribution's mass at or over the challenge age (class k is age k)."""
-    return float(np.clip(np.sum(probs[int(challenge_age):]), 0.0, 1.0))
+    return float(np.clip(np.sum(probs[int(challenge_age) :]), 0.0, 1.0))
 
 
 def calibrated_p_over(probs: Probs, gate: GateRule) -> float:
@@ -128,16 +128,47 @@ def age_interval(probs: Probs, level: float, temperature: float) -> tuple[float,
 
 
 def _no_face(n: int, min_frames: int, challenge: ChallengeRule) -> PolicyResult:
-    return PolicyResult(Decision.NO_FACE, None, None, None, None, None, n, challenge.legal_age, challenge.challenge_age,
-                        f"{n} usable face frame(s), need {max(1, min_frames)}")
+    return PolicyResult(
+        Decision.NO_FACE,
+        None,
+        None,
+        None,
+        None,
+        None,
+        n,
+        challenge.legal_age,
+        challenge.challenge_age,
+        f"{n} usable face frame(s), need {max(1, min_frames)}",
+    )
 
 
-def _verdict(ok: bool, measured: str, bound: str, age: float, low: float, high: float, spread: float, n: int,
-             challenge: ChallengeRule, p_over: float | None = None) -> PolicyResult:
+def _verdict(
+    ok: bool,
+    measured: str,
+    bound: str,
+    age: float,
+    low: float,
+    high: float,
+    spread: float,
+    n: int,
+    challenge: ChallengeRule,
+    p_over: float | None = None,
+) -> PolicyResult:
     """approve when `ok`, else check_id, with the comparison that decided it as the reason."""
     decision = Decision.APPROVE if ok else Decision.CHECK_ID
-    return PolicyResult(decision, round(age, 1), round(low, 1), round(high, 1), age_band(age), round(spread, 2), n,
-                        challenge.legal_age, challenge.challenge_age, f"{measured} {'>=' if ok else '<'} {bound}", p_over)
+    return PolicyResult(
+        decision,
+        round(age, 1),
+        round(low, 1),
+        round(high, 1),
+        age_band(age),
+        round(spread, 2),
+        n,
+        challenge.legal_age,
+        challenge.challenge_age,
+        f"{measured} {'>=' if ok else '<'} {bound}",
+        p_over,
+    )
 
 
 def decide(ages: Sequence[float], challenge: ChallengeRule, min_frames: int = 1) -> PolicyResult:
@@ -148,12 +179,26 @@ def decide(ages: Sequence[float], challenge: ChallengeRule, min_frames: int = 1)
         return _no_face(len(ages), min_frames, challenge)
     age, spread = aggregate(ages)
     unc = spread + challenge.margin_years
-    return _verdict(age - unc >= challenge.challenge_age, f"estimate {age:.1f} - {unc:.1f}",
-                    f"challenge age {challenge.challenge_age}", age, age - unc, age + unc, spread, len(ages), challenge)
+    return _verdict(
+        age - unc >= challenge.challenge_age,
+        f"estimate {age:.1f} - {unc:.1f}",
+        f"challenge age {challenge.challenge_age}",
+        age,
+        age - unc,
+        age + unc,
+        spread,
+        len(ages),
+        challenge,
+    )
 
 
-def decide_calibrated(ages: Sequence[float], probs: Sequence[Probs], challenge: ChallengeRule,
-                      rules: DecisionRules | None, min_frames: int = 1) -> PolicyResult:
+def decide_calibrated(
+    ages: Sequence[float],
+    probs: Sequence[Probs],
+    challenge: ChallengeRule,
+    rules: DecisionRules | None,
+    min_frames: int = 1,
+) -> PolicyResult:
     """The till's decision. When the card has a calibrated rule for this challenge age: approve
     only when P(age >= challenge age), from the frames' averaged distribution, clears the card's
     threshold (policy.margin_years does not apply: the threshold already holds the margin the
@@ -173,5 +218,15 @@ def decide_calibrated(ages: Sequence[float], probs: Sequence[Probs], challenge: 
     # the range is widened to contain it rather than shown beside it.
     low, high = min(low, age), max(high, age)
     # A probability that is not a number approves nobody (NaN >= t is false) and is not published.
-    return _verdict(p >= gate.threshold, f"P(age >= {challenge.challenge_age}) {p:.3f}", f"threshold {gate.threshold:.3f}",
-                    age, low, high, spread, len(ages), challenge, p if math.isfinite(p) else None)
+    return _verdict(
+        p >= gate.threshold,
+        f"P(age >= {challenge.challenge_age}) {p:.3f}",
+        f"threshold {gate.threshold:.3f}",
+        age,
+        low,
+        high,
+        spread,
+        len(ages),
+        challenge,
+        p if math.isfinite(p) else None,
+    )

@@ -42,12 +42,14 @@ class PosMessageError(ValueError):
         self.field = field
 
 
-def _object(topic: str, payload: bytes | bytearray | memoryview | str, max_bytes: int,
-            empty_is_object: bool = False) -> dict[str, Any]:
+def _object(
+    topic: str, payload: bytes | bytearray | memoryview | str, max_bytes: int, empty_is_object: bool = False
+) -> dict[str, Any]:
     raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else bytes(payload)
     if len(raw) > max_bytes:
-        raise PosMessageError(topic, f"payload is {len(raw)} bytes, more than the {max_bytes} allowed "
-                                     f"({_SIZE_SETTING})")
+        raise PosMessageError(
+            topic, f"payload is {len(raw)} bytes, more than the {max_bytes} allowed ({_SIZE_SETTING})"
+        )
     if empty_is_object and not raw.strip():
         raw = b"{}"
     try:
@@ -86,8 +88,9 @@ def _min_age(value: object, topic: str) -> int | None:
         return None
     lo, hi = MIN_AGE_RANGE
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PosMessageError(topic, "field 'min_age' must be a whole number of years or null, "
-                                     f"got {type(value).__name__}", "min_age")
+        raise PosMessageError(
+            topic, f"field 'min_age' must be a whole number of years or null, got {type(value).__name__}", "min_age"
+        )
     if not lo <= value <= hi:
         raise PosMessageError(topic, f"field 'min_age' must be between {lo} and {hi}, got {value}", "min_age")
     return value
@@ -118,8 +121,7 @@ class Item:
 
     def to_dict(self) -> dict[str, Any]:
         """The item's fields of a `pos/scan` object (None ones left out)."""
-        return _without_none({"sku": self.sku, "category": self.category, "min_age": self.min_age,
-                              "name": self.name})
+        return _without_none({"sku": self.sku, "category": self.category, "min_age": self.min_age, "name": self.name})
 
 
 class _Message:
@@ -152,8 +154,9 @@ class Scan(_Message):
     sent_at: float | None = None
 
     @classmethod
-    def from_payload(cls, payload: bytes | bytearray | memoryview | str, max_bytes: int,
-                     defaults: Item | None = None) -> Scan:
+    def from_payload(
+        cls, payload: bytes | bytearray | memoryview | str, max_bytes: int, defaults: Item | None = None
+    ) -> Scan:
         """The scan in a payload, or PosMessageError naming the problem. Unknown fields are
         ignored. With `defaults` (the local demo triggers) an empty payload or a missing field
         takes the default item's value and a transaction id is made up; from the POS every
@@ -179,8 +182,12 @@ class Scan(_Message):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this scan; PosMessageError when the till would refuse it."""
-        out = {**self.item.to_dict(), **_without_none({"transaction_id": self.transaction_id,
-                                                        "operator_id": self.operator_id, "ts": self.sent_ts})}
+        out = {
+            **self.item.to_dict(),
+            **_without_none(
+                {"transaction_id": self.transaction_id, "operator_id": self.operator_id, "ts": self.sent_ts}
+            ),
+        }
         self._read(out)
         return out
 

@@ -125,7 +125,6 @@ class LastCheck(_Document):
         return cls(**{f.name: getattr(check, f.name) for f in fields(cls)})
 
 
-
 @dataclass(frozen=True)
 class Quarantined(_Document):
     """The last inbound message the till could not use: when, on which topic, and why."""
@@ -133,7 +132,6 @@ class Quarantined(_Document):
     ts: str | None = _json(_STR)
     topic: str | None = _json(_STR)
     reason: str | None = _json(_STR)
-
 
 
 @dataclass(frozen=True)

@@ -77,21 +77,29 @@ class GateReason(StrEnum):
 
 DECISIONS: tuple[Decision, ...] = tuple(Decision)
 # The answers a cashier gives to an alert (Undo is a correction, not an answer).
-ACK_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED,
-                                   Answer.NO_ID_CHECK)
+ACK_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED, Answer.NO_ID_CHECK)
 # The answers that say ID was checked: an alert (or a transaction) with one standing is covered.
 COVERING_ANSWERS: tuple[Answer, ...] = (Answer.ID_CHECKED_OVER_AGE, Answer.ID_CHECKED_UNDER_AGE_REFUSED)
 
 # -- labels by reader ----------------------------------------------------------------------------
 # The feed's live table (short, upper case where the cashier was told to act).
-DECISION_SHORT: dict[Decision, str] = {Decision.APPROVE: "APPROVE", Decision.CHECK_ID: "CHECK ID",
-                                       Decision.NO_FACE: "NO FACE"}
+DECISION_SHORT: dict[Decision, str] = {
+    Decision.APPROVE: "APPROVE",
+    Decision.CHECK_ID: "CHECK ID",
+    Decision.NO_FACE: "NO FACE",
+}
 # The demo's hint to whoever plays the cashier.
-DECISION_HINT: dict[Decision, str] = {Decision.APPROVE: "OK to sell", Decision.CHECK_ID: "ask for ID",
-                                      Decision.NO_FACE: "ask for ID"}
+DECISION_HINT: dict[Decision, str] = {
+    Decision.APPROVE: "OK to sell",
+    Decision.CHECK_ID: "ask for ID",
+    Decision.NO_FACE: "ask for ID",
+}
 # The report's per-till table column titles.
-DECISION_COLUMN: dict[Decision, str] = {Decision.APPROVE: "approve", Decision.CHECK_ID: "check ID",
-                                        Decision.NO_FACE: "no face"}
+DECISION_COLUMN: dict[Decision, str] = {
+    Decision.APPROVE: "approve",
+    Decision.CHECK_ID: "check ID",
+    Decision.NO_FACE: "no face",
+}
 # The cashier window's buttons and the report's sentences.
 ANSWER_LABELS: dict[Answer, str] = {
     Answer.ID_CHECKED_OVER_AGE: "ID checked – over age",

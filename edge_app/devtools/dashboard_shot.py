@@ -74,22 +74,43 @@ def _decision(n: int, knocked: bool) -> Decision:
     return Decision.APPROVE
 
 
-def _check(rng: random.Random, till: str, cashier: str, at: datetime, n: int, seq: int,
-           knocked: bool) -> events.CheckEvent:
+def _check(
+    rng: random.Random, till: str, cashier: str, at: datetime, n: int, seq: int, knocked: bool
+) -> events.CheckEvent:
     decision = _decision(n, knocked)
-    age = None if decision == Decision.NO_FACE else rng.uniform(31, 62) if decision == Decision.APPROVE \
+    age = (
+        None
+        if decision == Decision.NO_FACE
+        else rng.uniform(31, 62)
+        if decision == Decision.APPROVE
         else rng.uniform(15, 24)
+    )
     sharp, bright, eyes = (rng.gauss(v, v * 0.04) for v in (KNOCKED_QUALITY if knocked else USUAL))
     return events.CheckEvent(
-        store_id=STORE, till_id=till, transaction_id=f"T-{till[-2:]}{seq:05d}", ts=iso_utc(at), operator_id=cashier,
-        publisher=till, seq=seq, trigger=events.TriggerInfo(LAGER, source="pos"),
-        frames_used=0 if age is None else 5, faces_seen=0 if age is None else 1, decision=decision, age=age,
-        age_low=None if age is None else age - 3.5, age_high=None if age is None else age + 3.5,
+        store_id=STORE,
+        till_id=till,
+        transaction_id=f"T-{till[-2:]}{seq:05d}",
+        ts=iso_utc(at),
+        operator_id=cashier,
+        publisher=till,
+        seq=seq,
+        trigger=events.TriggerInfo(LAGER, source="pos"),
+        frames_used=0 if age is None else 5,
+        faces_seen=0 if age is None else 1,
+        decision=decision,
+        age=age,
+        age_low=None if age is None else age - 3.5,
+        age_high=None if age is None else age + 3.5,
         age_band=None if age is None else age_band(age),
         p_over=None if age is None else (0.93 if decision == Decision.APPROVE else rng.uniform(0.05, 0.4)),
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25), model_id="age_resnet10_int8",
-        latency_ms=events.Latency(total=rng.uniform(90, 160)), camera="up", sharpness=round(sharp, 1),
-        brightness=round(bright, 1), eyes_px=None if age is None else round(eyes, 1))
+        policy=events.PolicyInfo(legal_age=18, challenge_age=25),
+        model_id="age_resnet10_int8",
+        latency_ms=events.Latency(total=rng.uniform(90, 160)),
+        camera="up",
+        sharpness=round(sharp, 1),
+        brightness=round(bright, 1),
+        eyes_px=None if age is None else round(eyes, 1),
+    )
 
 
 def _after_alert(rng: random.Random, check: events.CheckEvent, at: datetime, seq: int) -> list[events.Event]:
@@ -99,23 +120,54 @@ def _after_alert(rng: random.Random, check: events.CheckEvent, at: datetime, seq
     common = dict(store_id=STORE, till_id=till, transaction_id=check.transaction_id, publisher=till)
     # The alert names the cashier logged in (from the scan, like the check); the answer and the
     # integrity event are theirs through it.
-    alert = events.AlertEvent(**common, ts=iso_utc(at), seq=seq, operator_id=check.operator_id,
-                              check_event_id=check.event_id,
-                              decision=check.decision, age_band=check.age_band, item=LAGER, camera="up")
+    alert = events.AlertEvent(
+        **common,
+        ts=iso_utc(at),
+        seq=seq,
+        operator_id=check.operator_id,
+        check_event_id=check.event_id,
+        decision=check.decision,
+        age_band=check.age_band,
+        item=LAGER,
+        camera="up",
+    )
     roll = rng.random()
     if roll < 0.03:
-        return [alert, events.IntegrityEvent(
-            **common, ts=iso_utc(at + timedelta(seconds=40)), seq=seq + 1, alert_event_id=alert.event_id,
-            seconds_after_alert=40.0, check_event_id=check.event_id, decision=check.decision,
-            reason=IntegrityReason.UNANSWERED)]
+        return [
+            alert,
+            events.IntegrityEvent(
+                **common,
+                ts=iso_utc(at + timedelta(seconds=40)),
+                seq=seq + 1,
+                alert_event_id=alert.event_id,
+                seconds_after_alert=40.0,
+                check_event_id=check.event_id,
+                decision=check.decision,
+                reason=IntegrityReason.UNANSWERED,
+            ),
+        ]
     if roll < 0.07:
         return [alert]
-    answer = (Answer.NO_ID_CHECK if roll < 0.15 else Answer.ID_CHECKED_UNDER_AGE_REFUSED if roll < 0.3
-              else Answer.ID_CHECKED_OVER_AGE)
+    answer = (
+        Answer.NO_ID_CHECK
+        if roll < 0.15
+        else Answer.ID_CHECKED_UNDER_AGE_REFUSED
+        if roll < 0.3
+        else Answer.ID_CHECKED_OVER_AGE
+    )
     took = rng.uniform(2.0, 11.0)
-    return [alert, events.AckEvent(**common, ts=iso_utc(at + timedelta(seconds=took)), seq=seq + 1,
-                                   alert_event_id=alert.event_id, check_event_id=check.event_id, answer=answer,
-                                   decision_time_s=round(took, 1))]
+    return [
+        alert,
+        events.AckEvent(
+            **common,
+            ts=iso_utc(at + timedelta(seconds=took)),
+            seq=seq + 1,
+            alert_event_id=alert.event_id,
+            check_event_id=check.event_id,
+            answer=answer,
+            decision_time_s=round(took, 1),
+        ),
+    ]
 
 
 def simulated_events(now: datetime, seed: int = 7) -> list[events.Event]:
@@ -136,9 +188,17 @@ def simulated_events(now: datetime, seed: int = 7) -> list[events.Event]:
                 out += followed
                 seq += len(followed)
             at += EVERY  # evenly: an hour with more checks than usual would read as a departure
-    out.append(events.MissedEvent(store_id=STORE, till_id="till-02", transaction_id="T-0299999",
-                                  ts=iso_utc(now - timedelta(hours=5)), trigger=events.TriggerInfo(LAGER, source="pos"),
-                                  reason=MissedReason.QUEUE_FULL, detail="16 checks were already waiting"))
+    out.append(
+        events.MissedEvent(
+            store_id=STORE,
+            till_id="till-02",
+            transaction_id="T-0299999",
+            ts=iso_utc(now - timedelta(hours=5)),
+            trigger=events.TriggerInfo(LAGER, source="pos"),
+            reason=MissedReason.QUEUE_FULL,
+            detail="16 checks were already waiting",
+        )
+    )
     return sorted(out, key=lambda ev: ev.ts)
 
 
@@ -153,8 +213,9 @@ def fill_store(path: Path, now: datetime) -> int:
         last_seq = {ev.till_id: ev.seq for ev in evs if ev.seq is not None}
         for till in TILLS:
             heard = now - (SILENT_FOR if till == "till-03" else timedelta(seconds=20))
-            state = TillState(ts=iso_utc(heard), status="online", heartbeat_s=HEARTBEAT_S, camera="up",
-                              last_seq=last_seq[till])
+            state = TillState(
+                ts=iso_utc(heard), status="online", heartbeat_s=HEARTBEAT_S, camera="up", last_seq=last_seq[till]
+            )
             tills.keep(store.db, events.topic(STORE, till, tills.STATE_LEAF), state.encode(), iso_utc(heard))
         return len(evs)
     finally:
@@ -163,8 +224,12 @@ def fill_store(path: Path, now: datetime) -> int:
 
 def _serve(config: Path, db: Path) -> tuple[subprocess.Popen, str]:
     """The real `agecheck dashboard` on a free port, and the URL its start-up line gives."""
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "dashboard", "--config", str(config), "--db",
-                             str(db), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "dashboard", "--config", str(config), "--db", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     said = []
     for line in proc.stdout:  # ends when the dashboard exits: a failed start is said, not waited on
@@ -188,8 +253,14 @@ def _screenshot(url: str, out: Path, size: Size, timeout_s: float = 60.0) -> Non
         raise ShotError("Chromium is not installed: apt-get install chromium chromium-driver")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--hide-scrollbars", f"--window-size={size.width},{size.height}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={size.width},{size.height}",
+    ):
         opts.add_argument(arg)
     try:
         driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
@@ -205,8 +276,10 @@ def _screenshot(url: str, out: Path, size: Size, timeout_s: float = 60.0) -> Non
             time.sleep(0.1)
         time.sleep(0.5)  # Chart.js's entry animation
         # The viewport, not the window: what is saved is exactly `size`.
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": size.width, "height": size.height, "deviceScaleFactor": 1, "mobile": False})
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": size.width, "height": size.height, "deviceScaleFactor": 1, "mobile": False},
+        )
         driver.save_screenshot(str(out))
     finally:
         driver.quit()

@@ -51,13 +51,24 @@ def _face_report(path: str, res, rgb_shape, notes: list[str]) -> dict:
     faces = []
     for i, f in enumerate(res.faces):
         x, y, w, h = f.box
-        faces.append({"index": i + 1, "box": [round(x), round(y), round(w), round(h)], "score": round(f.score, 3),
-                      "chosen": i == res.chosen})
+        faces.append(
+            {
+                "index": i + 1,
+                "box": [round(x), round(y), round(w), round(h)],
+                "score": round(f.score, 3),
+                "chosen": i == res.chosen,
+            }
+        )
     out = {"file": path, "width": rgb_shape[1], "height": rgb_shape[0], "notes": notes, "faces": faces}
     if res.aligned is not None:
         q = res.aligned.quality
-        out["quality"] = {"iod_px": q.iod_px, "sharpness": q.sharpness, "yaw_deg": q.yaw_deg,
-                          "pitch_deg": q.pitch_deg, "brightness": q.brightness}
+        out["quality"] = {
+            "iod_px": q.iod_px,
+            "sharpness": q.sharpness,
+            "yaw_deg": q.yaw_deg,
+            "pitch_deg": q.pitch_deg,
+            "brightness": q.brightness,
+        }
         out["usable"] = res.aligned.ok
         out["rejected_because"] = list(res.aligned.rejected)
     return out
@@ -72,8 +83,10 @@ def _print_face_report(rep: dict) -> None:
         print(f"  face {f['index']}: box x={x} y={y} {w}x{h}, score {f['score']:.2f}{mark}")
     if "quality" in rep:
         q = rep["quality"]
-        print(f"  quality: eyes {q['iod_px']:.0f} px apart, sharpness {q['sharpness']:.0f}, "
-              f"yaw {q['yaw_deg']:.0f} deg, pitch {q['pitch_deg']:.0f} deg, brightness {q['brightness']:.0f}")
+        print(
+            f"  quality: eyes {q['iod_px']:.0f} px apart, sharpness {q['sharpness']:.0f}, "
+            f"yaw {q['yaw_deg']:.0f} deg, pitch {q['pitch_deg']:.0f} deg, brightness {q['brightness']:.0f}"
+        )
         if rep["usable"]:
             print("  gate: usable")
         else:
@@ -145,9 +158,11 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
             warn = "" if res.aligned.ok else f"  (the till would retry: {'; '.join(res.aligned.rejected)})"
             extra = f" [{'; '.join(notes)}]" if notes else ""
             p = "" if pol.p_over is None else f", P({cfg.policy.challenge_age}+) {pol.p_over:.2f}"
-            print(f"{photo}: age {est.age:.1f} (range {pol.age_low:.0f}-{pol.age_high:.0f}, band {pol.age_band}{p}), "
-                  f"{len(res.faces)} face(s) -> "
-                  f"{DECISION_SHORT[pol.decision]} under Challenge {cfg.policy.challenge_age}{warn}{extra}")
+            print(
+                f"{photo}: age {est.age:.1f} (range {pol.age_low:.0f}-{pol.age_high:.0f}, band {pol.age_band}{p}), "
+                f"{len(res.faces)} face(s) -> "
+                f"{DECISION_SHORT[pol.decision]} under Challenge {cfg.policy.challenge_age}{warn}{extra}"
+            )
         return rec, 0
 
     return _each_photo(args, cfg, one)

@@ -46,20 +46,42 @@ def _wait(pred, timeout=15.0):
 LAGER = events.Product(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
 
 
-def _events(decision: Decision, txn: str, camera: str = "up", low: float = 16.6,
-            high: float = 25.8) -> tuple[events.CheckEvent, events.AlertEvent | None]:
+def _events(
+    decision: Decision, txn: str, camera: str = "up", low: float = 16.6, high: float = 25.8
+) -> tuple[events.CheckEvent, events.AlertEvent | None]:
     age = None if decision == Decision.NO_FACE else (low + high) / 2
     check = events.CheckEvent(
-        store_id="store-001", till_id="till-01", transaction_id=txn,
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=txn,
         trigger=events.TriggerInfo(LAGER, source="pos"),
-        frames_used=0 if age is None else 3, faces_seen=0 if age is None else 1, decision=decision, age=age,
-        age_low=None if age is None else low, age_high=None if age is None else high,
-        age_band=None if age is None else "18-24", p_over=None if age is None else 0.3,
+        frames_used=0 if age is None else 3,
+        faces_seen=0 if age is None else 1,
+        decision=decision,
+        age=age,
+        age_low=None if age is None else low,
+        age_high=None if age is None else high,
+        age_band=None if age is None else "18-24",
+        p_over=None if age is None else 0.3,
         policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
-        model_id="example", latency_ms=events.Latency(total=100.0), camera=camera)
-    alert = None if decision == Decision.APPROVE else events.AlertEvent(
-        store_id="store-001", till_id="till-01", transaction_id=txn, check_event_id=check.event_id,
-        decision=decision, age_band=check.age_band, item=LAGER, camera=camera)
+        model_id="example",
+        latency_ms=events.Latency(total=100.0),
+        camera=camera,
+    )
+    alert = (
+        None
+        if decision == Decision.APPROVE
+        else events.AlertEvent(
+            store_id="store-001",
+            till_id="till-01",
+            transaction_id=txn,
+            check_event_id=check.event_id,
+            decision=decision,
+            age_band=check.age_band,
+            item=LAGER,
+            camera=camera,
+        )
+    )
     return check, alert
 
 
@@ -67,13 +89,14 @@ def banners(out: Path) -> Path:
     """Every state, one under the other: ask for ID, no face, camera down, OK, two alerts waiting,
     and the confirmation with Undo."""
     acks: queue.Queue = queue.Queue()
-    d = CashierDisplay(DisplayConfig(position="top-left", undo_seconds=60, approve_seconds=60), "store-001",
-                       "till-01", acks.put).start_in_thread()
+    d = CashierDisplay(
+        DisplayConfig(position="top-left", undo_seconds=60, approve_seconds=60), "store-001", "till-01", acks.put
+    ).start_in_thread()
     shots = []
     try:
+
         def shot(**want):
-            snap = _wait(lambda: (s := d.snapshot).drawn_at and all(getattr(s, k) == v for k, v in want.items())
-                         and s)
+            snap = _wait(lambda: (s := d.snapshot).drawn_at and all(getattr(s, k) == v for k, v in want.items()) and s)
             time.sleep(0.3)
             shots.append(_grab(d.snapshot.geometry))
             return snap
@@ -82,15 +105,18 @@ def banners(out: Path) -> Path:
             # Past the double-tap guard, as a cashier reading the next banner would be.
             _wait(lambda: (t := d.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S)
             x, y, w, h = snap.buttons[which]
-            subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
-                           check=True, timeout=15)
+            subprocess.run(
+                ["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"], check=True, timeout=15
+            )
             acks.get(timeout=10)
 
         d.post(*_events(Decision.APPROVE, "T-4000", low=31.2, high=44.9))
         shot(kind=BannerKind.OK)
-        for decision, txn, camera, kind in ((Decision.CHECK_ID, "T-4001", "up", BannerKind.ASK_ID),
-                                            (Decision.NO_FACE, "T-4002", "up", BannerKind.NO_FACE),
-                                            (Decision.NO_FACE, "T-4003", "down", BannerKind.CAMERA_DOWN)):
+        for decision, txn, camera, kind in (
+            (Decision.CHECK_ID, "T-4001", "up", BannerKind.ASK_ID),
+            (Decision.NO_FACE, "T-4002", "up", BannerKind.NO_FACE),
+            (Decision.NO_FACE, "T-4003", "down", BannerKind.CAMERA_DOWN),
+        ):
             d.post(*_events(decision, txn, camera))
             snap = shot(kind=kind, transaction_id=txn)
         answer(snap)  # T-4003 answered: T-4002 comes back on top, the Undo for T-4003 below it
@@ -113,18 +139,30 @@ def banners(out: Path) -> Path:
 def demo_window(out: Path, seconds: float = 60.0) -> Path:
     """The window as the demo shows it: the first alert it raises, else its first banner."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--demo"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--demo"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     first = None
     try:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            ids = subprocess.run(["xdotool", "search", "--onlyvisible", "--classname", "agecheck"],
-                                 capture_output=True, text=True, timeout=15).stdout.split()
+            ids = subprocess.run(
+                ["xdotool", "search", "--onlyvisible", "--classname", "agecheck"],
+                capture_output=True,
+                text=True,
+                timeout=15,
+            ).stdout.split()
             if ids:
-                geo = dict(line.split("=", 1) for line in subprocess.run(
-                    ["xdotool", "getwindowgeometry", "--shell", ids[-1]], capture_output=True, text=True,
-                    timeout=15).stdout.split())
+                geo = dict(
+                    line.split("=", 1)
+                    for line in subprocess.run(
+                        ["xdotool", "getwindowgeometry", "--shell", ids[-1]], capture_output=True, text=True, timeout=15
+                    ).stdout.split()
+                )
                 time.sleep(0.4)
                 img = _grab((int(geo["X"]), int(geo["Y"]), int(geo["WIDTH"]), int(geo["HEIGHT"])))
                 first = first or img
@@ -169,10 +207,17 @@ def _window_manager(display: str):
     if shutil.which("openbox") is None:
         print("screenshots: openbox is not installed; pictures without a window manager", file=sys.stderr)
         return None
-    wm = subprocess.Popen(["openbox"], env=dict(os.environ, DISPLAY=display), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-    _wait(lambda: "window id" in subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True,
-                                                text=True, timeout=15).stdout)
+    wm = subprocess.Popen(
+        ["openbox"], env=dict(os.environ, DISPLAY=display), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait(
+        lambda: (
+            "window id"
+            in subprocess.run(
+                ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True, text=True, timeout=15
+            ).stdout
+        )
+    )
     return wm
 
 

@@ -111,8 +111,13 @@ class LocalBroker:
     def start(self, timeout: float = 10.0) -> LocalBroker:
         # Its own session: a Ctrl-C in the terminal must not kill the broker before the service
         # has published `offline` through it.
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while not self._port_open():
             if self.proc.poll() is not None:
@@ -160,14 +165,14 @@ def paste(frame: np.ndarray, img: np.ndarray, x0: int, y0: int) -> None:
     fx0, fy0 = max(0, x0), max(0, y0)
     fx1, fy1 = min(frame.shape[1], x0 + w), min(frame.shape[0], y0 + h)
     if fx1 > fx0 and fy1 > fy0:
-        frame[fy0:fy1, fx0:fx1] = img[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+        frame[fy0:fy1, fx0:fx1] = img[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
 
 
 def background(width: int, height: int) -> np.ndarray:
     """A plain shop-ish backdrop (BGR): a vertical grey gradient with a counter edge."""
     g = np.linspace(150, 95, height, dtype=np.float32)[:, None]
     bg = np.repeat(np.repeat(g, width, axis=1)[:, :, None], 3, axis=2)
-    bg[int(height * 0.85):] = (60, 70, 80)
+    bg[int(height * 0.85) :] = (60, 70, 80)
     return bg.astype(np.uint8)
 
 
@@ -188,8 +193,14 @@ def mjpg_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWri
     return writer
 
 
-def make_demo_video(path: str | Path, seconds: float = 12.0, fps: float = 15.0, face_seconds: float = 8.0,
-                    width: int = 640, height: int = 480) -> Path:
+def make_demo_video(
+    path: str | Path,
+    seconds: float = 12.0,
+    fps: float = 15.0,
+    face_seconds: float = 8.0,
+    width: int = 640,
+    height: int = 480,
+) -> Path:
     """Write an MJPG .avi: the astronaut portrait (public domain, shipped in the package) swaying
     a little for `face_seconds`, then the empty backdrop for the rest."""
     portrait = demo_photo_bgr()
@@ -221,7 +232,9 @@ class Pos:
         self._scan_topic = events.topic(store_id, till_id, Scan.TOPIC)
         self._sale_topic = events.topic(store_id, till_id, Sale.TOPIC)
         self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-{name}-{till_id}-{os.getpid()}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-{name}-{till_id}-{os.getpid()}"
+        )
         self.client.on_connect = lambda *a: self.connected.set()
         # Asynchronous: a POS that starts before its broker connects when the broker comes up.
         self.client.connect_async(host, port)
@@ -247,8 +260,16 @@ class SimulatedPos:
     """Publishes `pos/scan` for an alcohol item every `every_s` seconds (new transaction each
     time) and the matching `pos/sale` `sale_after_s` later."""
 
-    def __init__(self, host: str, port: int, store_id: str, till_id: str, every_s: float = SCAN_EVERY_S,
-                 sale_after_s: float = SALE_AFTER_S, first_after_s: float = 2.0):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        store_id: str,
+        till_id: str,
+        every_s: float = SCAN_EVERY_S,
+        sale_after_s: float = SALE_AFTER_S,
+        first_after_s: float = 2.0,
+    ):
         self._where = (host, port, store_id, till_id)
         self.every_s, self.sale_after_s, self.first_after_s = every_s, sale_after_s, first_after_s
         self._pos: Pos | None = None
@@ -298,9 +319,23 @@ class Xvfb:
             raise FileNotFoundError("Xvfb is not installed: apt-get install xvfb")
         r, w = os.pipe()
         # -noreset: the server stays as it is when its last client (a window under test) closes.
-        self.proc = subprocess.Popen([binary, "-displayfd", str(w), "-screen", "0", f"{self.width}x{self.height}x24",
-                                      "-nolisten", "tcp", "-noreset"], pass_fds=(w,), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "-displayfd",
+                str(w),
+                "-screen",
+                "0",
+                f"{self.width}x{self.height}x24",
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ],
+            pass_fds=(w,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(w)
         try:
             self.display = ":" + self._read_display(r, time.monotonic() + timeout)
@@ -344,8 +379,7 @@ class SimulatedCashier:
     cashier display would; the others are left for the person at the window, or for the
     integrity check."""
 
-    def __init__(self, host: str, port: int, store_id: str, till_id: str, answer_every: int = 2,
-                 after_s: float = 1.5):
+    def __init__(self, host: str, port: int, store_id: str, till_id: str, answer_every: int = 2, after_s: float = 1.5):
         self._events = events
         self.store_id, self.till_id = store_id, till_id
         self.answer_every, self.after_s = answer_every, after_s
@@ -379,10 +413,16 @@ class SimulatedCashier:
         t.start()
 
     def _answer(self, alert: AlertEvent) -> None:
-        ack = self._events.AckEvent(store_id=self.store_id, till_id=self.till_id,
-                                    transaction_id=alert.transaction_id, alert_event_id=alert.event_id,
-                                    answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=self.after_s,
-                                    check_event_id=alert.check_event_id, via=AckVia.SIMULATED)
+        ack = self._events.AckEvent(
+            store_id=self.store_id,
+            till_id=self.till_id,
+            transaction_id=alert.transaction_id,
+            alert_event_id=alert.event_id,
+            answer=Answer.ID_CHECKED_OVER_AGE,
+            decision_time_s=self.after_s,
+            check_event_id=alert.check_event_id,
+            via=AckVia.SIMULATED,
+        )
         self.client.publish(self._ack_topic, ack.encode(), qos=1)
         self.answered += 1
 

@@ -44,22 +44,37 @@ def series(s: Summary) -> dict[str, Any]:
 
     def stacks(checked: list[int], no_check: list[int], unanswered: list[int]) -> list[dict]:
         # The alerts' outcomes, in the order the bars stack; the page draws what it is given.
-        return [{"name": name, "colour": colour, "values": values} for (name, colour), values
-                in zip(ALERT_OUTCOME_SERIES, (checked, no_check, unanswered))]
+        return [
+            {"name": name, "colour": colour, "values": values}
+            for (name, colour), values in zip(ALERT_OUTCOME_SERIES, (checked, no_check, unanswered))
+        ]
 
     return {
         "bucket": size,
-        "over_time": {"labels": [b.strftime(fmt) for b in buckets],
-                      "series": stacks(checked, no_check, unanswered)},
-        "per_till": {"labels": [f"{st}/{t}" if multi else t for st, t in tills],
-                     "series": stacks([r.id_checked_alerts for r in per_till],
-                                      [r.answered_alerts - r.id_checked_alerts for r in per_till],
-                                      [r.alerts - r.answered_alerts for r in per_till])},
+        "over_time": {"labels": [b.strftime(fmt) for b in buckets], "series": stacks(checked, no_check, unanswered)},
+        "per_till": {
+            "labels": [f"{st}/{t}" if multi else t for st, t in tills],
+            "series": stacks(
+                [r.id_checked_alerts for r in per_till],
+                [r.answered_alerts - r.id_checked_alerts for r in per_till],
+                [r.alerts - r.answered_alerts for r in per_till],
+            ),
+        },
         # Two series, each in one colour, so the legend's swatches are the bars' colours (one
         # series with a colour per bar gave the legend the first bar's red for the blue bars).
-        "bands": {"labels": BAND_NAMES, "shoppers": [s.bands[b] for b in BAND_NAMES],
-                  "series": [{"name": name, "colour": BAND_COLOURS[key],
-                              "values": [s.bands[b] if (b in MINOR_BANDS) == minor else None for b in BAND_NAMES]}
-                             for name, key, minor in (("under 18 (camera estimate)", "minor", True),
-                                                      ("18 and over (camera estimate)", "adult", False))]},
+        "bands": {
+            "labels": BAND_NAMES,
+            "shoppers": [s.bands[b] for b in BAND_NAMES],
+            "series": [
+                {
+                    "name": name,
+                    "colour": BAND_COLOURS[key],
+                    "values": [s.bands[b] if (b in MINOR_BANDS) == minor else None for b in BAND_NAMES],
+                }
+                for name, key, minor in (
+                    ("under 18 (camera estimate)", "minor", True),
+                    ("18 and over (camera estimate)", "adult", False),
+                )
+            ],
+        },
     }

@@ -19,22 +19,29 @@ OUTCOMES = ALERT_OUTCOME_SERIES
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", size: int = 12, weight: str = "normal") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
-            f'font-weight="{weight}" fill="{INK}">{escape(text)}</text>')
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}" '
+        f'font-weight="{weight}" fill="{INK}">{escape(text)}</text>'
+    )
 
 
 def _rect(x: float, y: float, w: float, h: float, colour: str, label: str) -> str:
     # data-value: what the bar stands for, for a reader of the SVG (and the tests) rather than a
     # measurement of pixels.
-    return (f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}" fill="{colour}" '
-            f'data-value={quoteattr(label)}><title>{escape(label)}</title></rect>')
+    return (
+        f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}" fill="{colour}" '
+        f"data-value={quoteattr(label)}><title>{escape(label)}</title></rect>"
+    )
 
 
 def _svg(width: int, height: int, title: str, body: list[str]) -> str:
-    return (f'<svg xmlns="{SVG_NS}" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" font-family="{FONT}" role="img" aria-label={quoteattr(title)}>'
-            f'<title>{escape(title)}</title><rect width="{width}" height="{height}" fill="#ffffff"/>'
-            + "".join(body) + "</svg>\n")
+    return (
+        f'<svg xmlns="{SVG_NS}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="{FONT}" role="img" aria-label={quoteattr(title)}>'
+        f'<title>{escape(title)}</title><rect width="{width}" height="{height}" fill="#ffffff"/>'
+        + "".join(body)
+        + "</svg>\n"
+    )
 
 
 def age_bands(s: Summary) -> str:
@@ -44,18 +51,24 @@ def age_bands(s: Summary) -> str:
     top_value = max(counts + [1])
     plot_h, slot = height - top - bottom, (width - left - 20) / len(BAND_NAMES)
     title = "Age-band mix of shoppers buying restricted items (red: under 18)"
-    body = [_text(width / 2, 24, title, "middle", 14, "bold"),
-            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="{INK}"/>']
+    body = [
+        _text(width / 2, 24, title, "middle", 14, "bold"),
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="{INK}"/>',
+    ]
     for i, (band, n) in enumerate(zip(BAND_NAMES, counts)):
         h = plot_h * n / top_value
         x = left + i * slot + slot * 0.15
         colour = BAND_COLOURS["minor" if band in MINOR_BANDS else "adult"]
-        body += [_rect(x, height - bottom - h, slot * 0.7, h, colour, f"{band}: {n}"),
-                 _text(x + slot * 0.35, height - bottom - h - 5, str(n), "middle"),
-                 _text(x + slot * 0.35, height - bottom + 18, band, "middle")]
-    body += [_text(width / 2, height - 16, "estimated age band", "middle"),
-             f'<text x="16" y="{top + plot_h / 2:.1f}" font-size="12" fill="{INK}" text-anchor="middle" '
-             f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">shoppers (transactions)</text>']
+        body += [
+            _rect(x, height - bottom - h, slot * 0.7, h, colour, f"{band}: {n}"),
+            _text(x + slot * 0.35, height - bottom - h - 5, str(n), "middle"),
+            _text(x + slot * 0.35, height - bottom + 18, band, "middle"),
+        ]
+    body += [
+        _text(width / 2, height - 16, "estimated age band", "middle"),
+        f'<text x="16" y="{top + plot_h / 2:.1f}" font-size="12" fill="{INK}" text-anchor="middle" '
+        f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">shoppers (transactions)</text>',
+    ]
     return _svg(width, height, title, body)
 
 
@@ -68,8 +81,9 @@ def id_checks(s: Summary) -> str:
     width, left, top, row = 700, 150, 60, 34
     height = top + row * max(len(tills), 1) + 50
     totals = [s.totals(t, st) for st, t in tills]
-    parts = [[r.id_checked_alerts, r.answered_alerts - r.id_checked_alerts, r.alerts - r.answered_alerts]
-             for r in totals]
+    parts = [
+        [r.id_checked_alerts, r.answered_alerts - r.id_checked_alerts, r.alerts - r.answered_alerts] for r in totals
+    ]
     scale = (width - left - 150) / max([r.alerts for r in totals] + [1])
     title = f"Were IDs checked? Alerts per till, {s.period.since} to {s.period.until}"
     body = [_text(width / 2, 22, title, "middle", 14, "bold")]
@@ -88,8 +102,10 @@ def id_checks(s: Summary) -> str:
     if not tills:
         body.append(_text(width / 2, top + row / 2, "no alerts in this period", "middle"))
     axis_y = top + row * max(len(tills), 1)
-    body += [f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="{INK}"/>',
-             _text(left + (width - left - 150) / 2, axis_y + 30, "alerts (ID check asked)", "middle")]
+    body += [
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="{INK}"/>',
+        _text(left + (width - left - 150) / 2, axis_y + 30, "alerts (ID check asked)", "middle"),
+    ]
     return _svg(width, height, title, body)
 
 

@@ -91,8 +91,9 @@ def copy_store(source: str | Path, dest: FeedStore) -> CopyCounts:
                     n += 1
                     if ev is None:
                         unreadable += 1
-                        dest.quarantine(topic, raw, f"copied from {src.target.label}, event {event_id}: {reason}",
-                                        received_at)
+                        dest.quarantine(
+                            topic, raw, f"copied from {src.target.label}, event {event_id}: {reason}", received_at
+                        )
                     elif dest.insert(ev, topic, raw, received_at):
                         new += 1
                     else:
@@ -106,8 +107,14 @@ def copy_store(source: str | Path, dest: FeedStore) -> CopyCounts:
                 with dest.db.transaction():
                     for row in rows:
                         q += 1
-                        q_new += dest.db.execute(f"INSERT INTO quarantine ({cols}) VALUES ({', '.join('?' * 8)})"
-                                                 " ON CONFLICT (digest) DO NOTHING", (*row[:7], bytes(row[7]))) == 1
+                        q_new += (
+                            dest.db.execute(
+                                f"INSERT INTO quarantine ({cols}) VALUES ({', '.join('?' * 8)})"
+                                " ON CONFLICT (digest) DO NOTHING",
+                                (*row[:7], bytes(row[7])),
+                            )
+                            == 1
+                        )
                 found += _present(dest.db, "quarantine", "digest", [r[0] for r in rows])
         return CopyCounts(n, new, dup, unreadable, q, q_new, found)
     finally:
@@ -121,13 +128,21 @@ def run(source: str, dest_path: str, max_payload_bytes: int) -> int:
         c = copy_store(source, dest)
     finally:
         dest.close()
-    print(f"agecheck feed: copied {target(source).label} into {dest.label}: {c.source_events} events "
-          f"({c.new_events} new, {c.already_there} already there"
-          f"{f', {c.unreadable} no longer readable, kept in the quarantine' if c.unreadable else ''}), "
-          f"{c.source_quarantined} quarantined message(s) ({c.new_quarantined} new)", flush=True)
+    print(
+        f"agecheck feed: copied {target(source).label} into {dest.label}: {c.source_events} events "
+        f"({c.new_events} new, {c.already_there} already there"
+        f"{f', {c.unreadable} no longer readable, kept in the quarantine' if c.unreadable else ''}), "
+        f"{c.source_quarantined} quarantined message(s) ({c.new_quarantined} new)",
+        flush=True,
+    )
     if not c.complete:
-        raise CopyIncomplete(f"checked: only {c.found_in_target} of the source's "
-                             f"{c.source_events + c.source_quarantined} rows are in {dest.label}; run it again")
-    print(f"agecheck feed: checked: all {c.source_events} events and {c.source_quarantined} quarantined "
-          f"message(s) of the source are in the target", flush=True)
+        raise CopyIncomplete(
+            f"checked: only {c.found_in_target} of the source's "
+            f"{c.source_events + c.source_quarantined} rows are in {dest.label}; run it again"
+        )
+    print(
+        f"agecheck feed: checked: all {c.source_events} events and {c.source_quarantined} quarantined "
+        f"message(s) of the source are in the target",
+        flush=True,
+    )
     return 0

@@ -15,7 +15,6 @@ default; any other address needs `dashboard.password_hash` (HTTP basic auth, a w
 hash), and the start-up line says who can open it.
 """
 
-
 from __future__ import annotations
 
 import getpass
@@ -50,8 +49,10 @@ def require_web_libraries() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise DashboardError(f"the dashboard needs {' and '.join(missing)}, which a till's install leaves out; "
-                             f"on the manager's computer install agecheck with its manager extra: {MANAGER_EXTRA}")
+        raise DashboardError(
+            f"the dashboard needs {' and '.join(missing)}, which a till's install leaves out; "
+            f"on the manager's computer install agecheck with its manager extra: {MANAGER_EXTRA}"
+        )
 
 
 def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
@@ -74,17 +75,27 @@ def create_app(db_url: str, cfg: Config, password_hash: str | None = None):
             abort(Response(f"{exc}\n", status=400, mimetype="text/plain"))
 
     def send(d: Download) -> Response:
-        return Response(d.body, mimetype=d.mimetype,
-                        headers={"Content-Disposition": f'attachment; filename="{d.filename}"'})
+        return Response(
+            d.body, mimetype=d.mimetype, headers={"Content-Disposition": f'attachment; filename="{d.filename}"'}
+        )
 
     app.add_url_rule("/", "index", lambda: render_template("dashboard.html", **site.page(filters())))
     # Small on purpose: the page asks this every few seconds and fetches itself again only when
     # the version moved.
-    app.add_url_rule("/live.json", "live_json", lambda: Response(
-        json.dumps({"version": site.version()}), mimetype="application/json", headers={"Cache-Control": "no-store"}))
-    for path, export in (("/summary.json", site.summary_json), ("/per_till.csv", site.per_till_csv),
-                         ("/per_cashier.csv", site.per_cashier_csv), ("/events.csv", site.events_csv),
-                         ("/events.json", site.events_json)):
+    app.add_url_rule(
+        "/live.json",
+        "live_json",
+        lambda: Response(
+            json.dumps({"version": site.version()}), mimetype="application/json", headers={"Cache-Control": "no-store"}
+        ),
+    )
+    for path, export in (
+        ("/summary.json", site.summary_json),
+        ("/per_till.csv", site.per_till_csv),
+        ("/per_cashier.csv", site.per_cashier_csv),
+        ("/events.csv", site.events_csv),
+        ("/events.json", site.events_json),
+    ):
         app.add_url_rule(path, export.__name__, lambda export=export: send(export(filters())))
     app.extensions["agecheck_db"] = site.db
     return app
@@ -97,10 +108,14 @@ def _password_check(username: str, password_hash: str):
 
     def check():
         auth = request.authorization
-        if not (auth and auth.username == username and auth.password
-                and check_password_hash(password_hash, auth.password)):
-            return Response("A password is needed to open the agecheck dashboard.\n", 401,
-                            {"WWW-Authenticate": 'Basic realm="agecheck dashboard"'})
+        if not (
+            auth and auth.username == username and auth.password and check_password_hash(password_hash, auth.password)
+        ):
+            return Response(
+                "A password is needed to open the agecheck dashboard.\n",
+                401,
+                {"WWW-Authenticate": 'Basic realm="agecheck dashboard"'},
+            )
         return None
 
     return check
@@ -140,9 +155,11 @@ def main(args, cfg: Config) -> int:
     port = args.port if args.port is not None else cfg.dashboard.port
     pw_hash = cfg.dashboard.password_hash
     if not is_loopback(host) and not pw_hash:
-        raise DashboardError(f"--host {host} lets other computers open the dashboard; set "
-                             "dashboard.password_hash in config.yaml first (make one with `agecheck dashboard "
-                             "--hash-password`), or leave the host at 127.0.0.1")
+        raise DashboardError(
+            f"--host {host} lets other computers open the dashboard; set "
+            "dashboard.password_hash in config.yaml first (make one with `agecheck dashboard "
+            "--hash-password`), or leave the host at 127.0.0.1"
+        )
     db = args.db or cfg.feed.db_path
     try:
         app = create_app(db, cfg, pw_hash)
@@ -154,11 +171,18 @@ def main(args, cfg: Config) -> int:
         server = create_server(app, host=host, port=port, threads=4)
     except OSError as exc:
         raise DashboardError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    who = ("only this computer can open it" if is_loopback(host)
-           else f"other computers can open it with user {cfg.dashboard.username!r} and the configured password")
+    who = (
+        "only this computer can open it"
+        if is_loopback(host)
+        else f"other computers can open it with user {cfg.dashboard.username!r} and the configured password"
+    )
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"agecheck dashboard: http://{shown_host}:{server.effective_port}/ read-only on "
-          f"{app.extensions['agecheck_db'].target.label}; {who} (Ctrl-C to stop)", flush=True)
+    print(
+        f"agecheck dashboard: http://{shown_host}:{server.effective_port}/ read-only on "
+        f"{app.extensions['agecheck_db'].target.label}; {who} (Ctrl-C to stop)",
+        flush=True,
+    )
+
     def _stop(*_):
         raise KeyboardInterrupt
 

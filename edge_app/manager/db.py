@@ -131,11 +131,27 @@ MIGRATIONS: list[list[str]] = [
 # it), with how each is stored: "text", "num" or "int". The other columns are the message's own
 # (kind, schema, topic, received_at, payload).
 EVENT_FIELD_COLUMNS: dict[str, str] = {
-    "event_id": "text", "ts": "text", "store_id": "text", "till_id": "text", "transaction_id": "text",
-    "decision": "text", "answer": "text", "age": "num", "age_low": "num", "age_high": "num",
-    "age_band": "text", "alert_event_id": "text", "decision_time_s": "num", "publisher": "text",
-    "seq": "int", "operator_id": "text", "replaces_event_id": "text", "camera": "text", "sharpness": "num",
-    "brightness": "num", "eyes_px": "num",
+    "event_id": "text",
+    "ts": "text",
+    "store_id": "text",
+    "till_id": "text",
+    "transaction_id": "text",
+    "decision": "text",
+    "answer": "text",
+    "age": "num",
+    "age_low": "num",
+    "age_high": "num",
+    "age_band": "text",
+    "alert_event_id": "text",
+    "decision_time_s": "num",
+    "publisher": "text",
+    "seq": "int",
+    "operator_id": "text",
+    "replaces_event_id": "text",
+    "camera": "text",
+    "sharpness": "num",
+    "brightness": "num",
+    "eyes_px": "num",
 }
 MESSAGE_COLUMNS = ("kind", "schema", "topic", "received_at", "payload")
 
@@ -169,8 +185,9 @@ def _permanent(exc: BaseException) -> bool:
     if isinstance(exc, (OverflowError, UnicodeEncodeError)):  # a value the driver cannot send at all
         return True
     if isinstance(exc, sqlite3.Error):
-        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
-                            sqlite3.InterfaceError)):
+        if isinstance(
+            exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+        ):
             return True
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF in _SQLITE_ROW_CODES
@@ -197,7 +214,9 @@ class Target:
             d = conninfo_to_dict(self.where)
         except Exception:  # no psycopg (said when connecting), or a malformed URL (ditto)
             return "postgresql://…"
-        return f"postgresql://{d.get('user', '')}@{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
+        return (
+            f"postgresql://{d.get('user', '')}@{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
+        )
 
 
 def target(db: str | Path) -> Target:
@@ -205,8 +224,10 @@ def target(db: str | Path) -> Target:
     if text.startswith(("postgresql://", "postgres://")):
         return Target("postgresql", text)
     if "://" in text:
-        raise StoreError(f"--db: {text.split('://')[0]}:// databases are not supported; give a SQLite file "
-                         "path or a postgresql:// URL")
+        raise StoreError(
+            f"--db: {text.split('://')[0]}:// databases are not supported; give a SQLite file "
+            "path or a postgresql:// URL"
+        )
     return Target("sqlite", text)
 
 
@@ -235,8 +256,10 @@ class Database:
         try:
             if self.read_only:
                 if not p.is_file():
-                    raise StoreError(f"{p}: does not exist; run `agecheck feed` first to collect events "
-                                     "(or pass --db to the feed's database)")
+                    raise StoreError(
+                        f"{p}: does not exist; run `agecheck feed` first to collect events "
+                        "(or pass --db to the feed's database)"
+                    )
                 con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False)
             else:
                 if p.parent and not p.parent.exists():
@@ -255,9 +278,11 @@ class Database:
             import psycopg
         except ImportError:
             # The [manager] extra (setup.py); a till's install leaves it out.
-            raise StoreError("a postgresql:// store needs psycopg 3, which a till's install leaves out; on the "
-                             "manager's computer install agecheck with its manager extra: "
-                             "pip install 'agecheck[manager]'") from None
+            raise StoreError(
+                "a postgresql:// store needs psycopg 3, which a till's install leaves out; on the "
+                "manager's computer install agecheck with its manager extra: "
+                "pip install 'agecheck[manager]'"
+            ) from None
         try:
             con = psycopg.connect(self.target.where, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
@@ -286,8 +311,9 @@ class Database:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
-            return self._run(lambda: [tuple(r) for r in self._con.execute(self._sql(sql), tuple(params)).fetchall()],
-                             sql)
+            return self._run(
+                lambda: [tuple(r) for r in self._con.execute(self._sql(sql), tuple(params)).fetchall()], sql
+            )
 
     def _run(self, fn, sql: str):
         if self._con is None or (self.dialect == "postgresql" and self._con.closed):
@@ -304,15 +330,23 @@ class Database:
         if self.dialect == "sqlite":
             rows = self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
         else:
-            rows = self.query("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
-                              " AND table_name = ?", (name,))
+            rows = self.query(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?",
+                (name,),
+            )
         return bool(rows)
 
     def columns(self, table: str) -> set[str]:
         if self.dialect == "sqlite":
             return {r[1] for r in self.query(f"PRAGMA table_info({table})")}
-        return {r[0] for r in self.query("SELECT column_name FROM information_schema.columns WHERE "
-                                         "table_schema = current_schema() AND table_name = ?", (table,))}
+        return {
+            r[0]
+            for r in self.query(
+                "SELECT column_name FROM information_schema.columns WHERE "
+                "table_schema = current_schema() AND table_name = ?",
+                (table,),
+            )
+        }
 
     # -- schema --------------------------------------------------------------------------------
     def migrate(self) -> int:
@@ -337,7 +371,7 @@ class Database:
             for stmt in steps:
                 if stmt.startswith(_ONLY):
                     only, stmt = stmt.split("\n", 1)
-                    if only[len(_ONLY):] != self.dialect:
+                    if only[len(_ONLY) :] != self.dialect:
                         continue
                 if stmt.startswith("ALTER TABLE events ADD COLUMN"):
                     col = stmt.split()[5]

@@ -75,26 +75,37 @@ class Feed:
     RETRY_FIRST_S = 0.5
     RETRY_MAX_S = 10.0
 
-    def __init__(self, cfg: Config, db_path: str | Path, all_stores: bool = False,
-                 out: TextIO = sys.stdout, tz: tzinfo | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        db_path: str | Path,
+        all_stores: bool = False,
+        out: TextIO = sys.stdout,
+        tz: tzinfo | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = FeedStore(db_path, cfg.feed.max_payload_bytes)
         self.topic = subscription(cfg, all_stores)
         # The events first: the link reports refusals in this order, and only theirs is fatal.
         self.topics = [self.topic, *tills.subscriptions("+" if all_stores else cfg.store_id)]
         self.client_id = cfg.feed.client_id or session_client_id(
-            cfg.mqtt, f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}")
+            cfg.mqtt, f"agecheck-feed-{'all-stores' if all_stores else cfg.store_id}"
+        )
         self.lock_path = session_lock_path(cfg, self.client_id)
         try:
             self._lock_fd: int | None = locks.take(self.lock_path)
         except locks.LockHeld as held:
             self.store.close()
-            raise FeedInUse(f"another feed on this machine already uses the broker session {self.client_id!r} at "
-                            f"{cfg.mqtt.host}:{cfg.mqtt.port} ({held.owner}): stop it, or give this one its own "
-                            "feed.client_id") from None
+            raise FeedInUse(
+                f"another feed on this machine already uses the broker session {self.client_id!r} at "
+                f"{cfg.mqtt.host}:{cfg.mqtt.port} ({held.owner}): stop it, or give this one its own "
+                "feed.client_id"
+            ) from None
         except OSError as exc:
             self.store.close()
-            raise FeedInUse(f"cannot lock the feed's broker session through {self.lock_path} ({exc.strerror})") from None
+            raise FeedInUse(
+                f"cannot lock the feed's broker session through {self.lock_path} ({exc.strerror})"
+            ) from None
         self.table = TablePrinter(out, tz, show_store=all_stores)
         # Set on the broker's SUBACK for the events: only from then on are events published to the
         # store kept for us (on a new session), so "subscribed" is reported then, not when asked for.
@@ -108,9 +119,18 @@ class Feed:
         # the broker keeps for feed.session_expiry_seconds; PUBACK only after the row is committed.
         # The MQTT thread only queues a message: waiting there on a database that is away would
         # stop the keepalives and lose the broker link too.
-        self.link = MqttLink(cfg, None, self._inbox.put, [(t, SubscribeOptions(qos=1)) for t in self.topics],
-                             client_id=self.client_id, session_expiry_s=cfg.feed.session_expiry_seconds,
-                             name="feed", manual_ack=True, prefix="", on_status=self._on_status)
+        self.link = MqttLink(
+            cfg,
+            None,
+            self._inbox.put,
+            [(t, SubscribeOptions(qos=1)) for t in self.topics],
+            client_id=self.client_id,
+            session_expiry_s=cfg.feed.session_expiry_seconds,
+            name="feed",
+            manual_ack=True,
+            prefix="",
+            on_status=self._on_status,
+        )
 
     def start(self) -> Feed:
         self._writer.start()
@@ -139,8 +159,9 @@ class Feed:
         """The connection's changes, said in the table (the link's paho thread)."""
         where = f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"
         if st.change is LinkChange.CONNECTED:
-            self.table.note(f"connected to {where} as {self.client_id} "
-                            f"({'resumed' if st.session_present else 'new'} session)")
+            self.table.note(
+                f"connected to {where} as {self.client_id} ({'resumed' if st.session_present else 'new'} session)"
+            )
         elif st.change is LinkChange.SUBSCRIBED:
             self._on_subscribed(dict(st.refused))
         elif st.change is LinkChange.LOST:
@@ -156,8 +177,10 @@ class Feed:
         if refused:
             # The events still flow; only silent tills and gaps at the end go unseen.
             topic, why = next(iter(refused.items()))
-            self.table.note(f"subscribed to {self.topic}; the broker refused {topic} ({why}), so "
-                            "silent tills and events missing at the end of a till's numbers are not shown")
+            self.table.note(
+                f"subscribed to {self.topic}; the broker refused {topic} ({why}), so "
+                "silent tills and events missing at the end of a till's numbers are not shown"
+            )
         else:
             self.table.note(f"subscribed to {self.topic} and the tills' state")
         self.subscribed.set()
@@ -210,8 +233,12 @@ class Feed:
                 raise
             except Exception:
                 digest = hashlib.sha256(msg.payload).hexdigest()[:16]
-                log.exception("feed: DROPPED a message on %s (%d bytes, sha256 %s…): it can be neither stored "
-                              "nor quarantined", msg.leaf, len(msg.payload), digest)
+                log.exception(
+                    "feed: DROPPED a message on %s (%d bytes, sha256 %s…): it can be neither stored nor quarantined",
+                    msg.leaf,
+                    len(msg.payload),
+                    digest,
+                )
                 msg.ack()
                 return None
 
@@ -220,8 +247,13 @@ class Feed:
         if self._unavailable_since is not None:
             return
         self._unavailable_since = time.monotonic()
-        log.error("feed: the event store cannot take messages (%s); the broker holds them meanwhile; retrying "
-                  "every %g-%g s until it can", exc, self.RETRY_FIRST_S, self.RETRY_MAX_S)
+        log.error(
+            "feed: the event store cannot take messages (%s); the broker holds them meanwhile; retrying "
+            "every %g-%g s until it can",
+            exc,
+            self.RETRY_FIRST_S,
+            self.RETRY_MAX_S,
+        )
 
     def _show(self, msg: Message, res: Stored) -> None:
         if res.status == "new":
@@ -247,8 +279,11 @@ def main(args, cfg: Config) -> int:
         # logs each one too when it starts.)
         print(f"agecheck feed: NOT SECURE: {warning}", file=sys.stderr, flush=True)
     c = feed.store.counts()
-    print(f"agecheck feed: {feed.store.label}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
-          f"connecting to {cfg.mqtt.host}:{cfg.mqtt.port} (Ctrl-C to stop)", flush=True)
+    print(
+        f"agecheck feed: {feed.store.label}: {c['events']} events stored so far, {c['quarantined']} quarantined; "
+        f"connecting to {cfg.mqtt.host}:{cfg.mqtt.port} (Ctrl-C to stop)",
+        flush=True,
+    )
     stop = threading.Event()
     stop_on_signals(stop, (signal.SIGTERM,))
     feed.start()
@@ -264,6 +299,9 @@ def main(args, cfg: Config) -> int:
         print(f"agecheck feed: stopped; the event store cannot be counted ({exc})", flush=True)
     feed.stop()
     if counts is not None:
-        print(f"agecheck feed: stopped; {counts['events']} events stored, {counts['duplicates']} duplicates "
-              f"ignored, {counts['quarantined']} quarantined", flush=True)
+        print(
+            f"agecheck feed: stopped; {counts['events']} events stored, {counts['duplicates']} duplicates "
+            f"ignored, {counts['quarantined']} quarantined",
+            flush=True,
+        )
     return 0

@@ -71,7 +71,7 @@ def fetch_events(db: Database, event_ids: Iterable[str]) -> dict[str, events.Eve
     ids = sorted(set(event_ids))
     out: dict[str, events.Event] = {}
     for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
+        part = ids[i : i + 500]
         rows = db.query(f"SELECT event_id, payload FROM events WHERE event_id IN ({', '.join('?' * len(part))})", part)
         for eid, payload in rows:
             ev = read_stored(eid, payload)
@@ -139,11 +139,19 @@ class TillDay:
 
     def figures(self) -> dict:
         """The figures as plain JSON values (report.json, the dashboard, CSV)."""
-        return {"checks": self.checks, **{d.value: self.decisions[d] for d in DECISIONS}, "alerts": self.alerts,
-                "alerts_answered": self.answered_alerts, "alerts_id_checked": self.id_checked_alerts,
-                "share_alerts_id_checked": self.share_id_checked,
-                **{f"answers_{a}": self.answers[a] for a in ACK_ANSWERS}, f"answers_{Answer.UNDONE}": self.undone,
-                "integrity": self.integrity, "missed": self.missed, "median_answer_s": self.median_decision_s}
+        return {
+            "checks": self.checks,
+            **{d.value: self.decisions[d] for d in DECISIONS},
+            "alerts": self.alerts,
+            "alerts_answered": self.answered_alerts,
+            "alerts_id_checked": self.id_checked_alerts,
+            "share_alerts_id_checked": self.share_id_checked,
+            **{f"answers_{a}": self.answers[a] for a in ACK_ANSWERS},
+            f"answers_{Answer.UNDONE}": self.undone,
+            "integrity": self.integrity,
+            "missed": self.missed,
+            "median_answer_s": self.median_decision_s,
+        }
 
 
 @dataclass
@@ -182,21 +190,24 @@ def open_db(path: str | Path) -> Database:
     except StoreError as exc:
         msg = str(exc)
         if "does not exist" in msg:
-            raise ReportInputError(f"--db: {str(path)!r} does not exist; run `agecheck feed` first to collect "
-                                   "events (or pass --db to the feed's database)") from None
+            raise ReportInputError(
+                f"--db: {str(path)!r} does not exist; run `agecheck feed` first to collect "
+                "events (or pass --db to the feed's database)"
+            ) from None
         raise ReportInputError(f"--db: {msg}") from None
     try:
         db.query("SELECT event_id, kind, ts, store_id, till_id, payload FROM events LIMIT 1")
     except StoreError as exc:
         db.close()
-        raise ReportInputError(f"--db: {db.target.label!r} is not a database written by `agecheck feed` ({exc})") from None
+        raise ReportInputError(
+            f"--db: {db.target.label!r} is not a database written by `agecheck feed` ({exc})"
+        ) from None
     return db
 
 
 def _optional_columns(db: Database) -> bool:
     """A feed database from before sequence numbers has no publisher/seq/operator columns."""
     return "operator_id" in db.columns("events")
-
 
 
 class _Reader:
@@ -233,11 +244,18 @@ def _standing_answers(db: Database, read: _Reader) -> tuple[dict[str, set[str]],
     after midnight or after the period (an alert counts as answered either way), and so may
     corrections (Undo): worked out over every ack stored, by the rule the till's integrity check
     uses (core.answers)."""
-    stand = standing(ev for eid, p in db.query(
-        "SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id IS NOT NULL", (events.AckEvent.KIND,))
-        if isinstance(ev := read(eid, p), events.AckEvent))
-    return ({alert: {a.answer for a in acks} for alert, acks in stand.items()},
-            {a.event_id for acks in stand.values() for a in acks})
+    stand = standing(
+        ev
+        for eid, p in db.query(
+            "SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id IS NOT NULL",
+            (events.AckEvent.KIND,),
+        )
+        if isinstance(ev := read(eid, p), events.AckEvent)
+    )
+    return (
+        {alert: {a.answer for a in acks} for alert, acks in stand.items()},
+        {a.event_id for acks in stand.values() for a in acks},
+    )
 
 
 def _alerts_of(db: Database, in_rows: list[events.Event]) -> dict[str, events.AlertEvent]:
@@ -245,8 +263,9 @@ def _alerts_of(db: Database, in_rows: list[events.Event]) -> dict[str, events.Al
     older ones an answer or integrity event of the period points back to."""
     alerts = {ev.event_id: ev for ev in in_rows if isinstance(ev, events.AlertEvent)}
     wanted = {ev.alert_event_id for ev in in_rows if isinstance(ev, (events.AckEvent, events.IntegrityEvent))}
-    alerts.update({k: v for k, v in fetch_events(db, wanted - alerts.keys()).items()
-                   if isinstance(v, events.AlertEvent)})
+    alerts.update(
+        {k: v for k, v in fetch_events(db, wanted - alerts.keys()).items() if isinstance(v, events.AlertEvent)}
+    )
     return alerts
 
 
@@ -257,12 +276,21 @@ class _Tally:
     cells: dict[tuple[str, str, date], TillDay] = field(default_factory=dict)
     by_cashier: dict[tuple[str, str], TillDay] = field(default_factory=dict)
     stores: set[str] = field(default_factory=set)
-    latest_check: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)  # shopper -> (ts, band, category)
+    latest_check: dict[str, tuple[str, str | None, str | None]] = field(
+        default_factory=dict
+    )  # shopper -> (ts, band, category)
     integrity: list[IntegrityLine] = field(default_factory=list)
     total: int = 0
 
-    def add(self, ev: events.Event, day: date, cashier: str | None, answers: Mapping[str, set[str]],
-            standing_ids: set[str], local: str) -> None:
+    def add(
+        self,
+        ev: events.Event,
+        day: date,
+        cashier: str | None,
+        answers: Mapping[str, set[str]],
+        standing_ids: set[str],
+        local: str,
+    ) -> None:
         self.total += 1
         self.stores.add(ev.store_id)
         cell = self.cells.setdefault((ev.store_id, ev.till_id, day), TillDay(ev.till_id, day, ev.store_id))
@@ -299,9 +327,12 @@ def _with_cctv_times(line: IntegrityLine, alerts: Mapping[str, events.AlertEvent
         return line
     alert_dt = local_dt(a.ts, tz)
     sale = alert_dt + timedelta(seconds=float(ev.seconds_after_alert)) if alert_dt else None
-    return dataclasses.replace(line, event=dataclasses.replace(ev, operator_id=a.operator_id),
-                               alert_local=_local_text(a.ts, tz),
-                               sale_local=sale.strftime("%Y-%m-%d %H:%M:%S") if sale else None)
+    return dataclasses.replace(
+        line,
+        event=dataclasses.replace(ev, operator_id=a.operator_id),
+        alert_local=_local_text(a.ts, tz),
+        sale_local=sale.strftime("%Y-%m-%d %H:%M:%S") if sale else None,
+    )
 
 
 def _gaps(db: Database, period: Period, tz: tzinfo | None, scope: Scope) -> list[Gap]:
@@ -318,8 +349,9 @@ def _gaps(db: Database, period: Period, tz: tzinfo | None, scope: Scope) -> list
     return out
 
 
-def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None = None, *,
-              scope: Scope | None = None) -> Summary:
+def summarize(
+    db: Database, period: Period, tz: tzinfo | None, store: str | None = None, *, scope: Scope | None = None
+) -> Summary:
     """The figures of `period` for the events `scope` admits (default: every event of `store`)."""
     scope = scope or Scope(store=store)
     read = _Reader()
@@ -340,8 +372,21 @@ def summarize(db: Database, period: Period, tz: tzinfo | None, store: str | None
     quarantined = sum(1 for (r,) in q if (d := local_day(r, tz)) is not None and period.since <= d <= period.until)
     gaps = _gaps(db, period, tz, scope)
     stores = tally.stores | {g.store_id for g in gaps}
-    return Summary(period, sorted(stores), tally.cells, bands, by_cat, no_estimate, integrity, quarantined,
-                   tally.total, gaps, read.unreadable, tally.by_cashier, scope)
+    return Summary(
+        period,
+        sorted(stores),
+        tally.cells,
+        bands,
+        by_cat,
+        no_estimate,
+        integrity,
+        quarantined,
+        tally.total,
+        gaps,
+        read.unreadable,
+        tally.by_cashier,
+        scope,
+    )
 
 
 def _count(cell: TillDay, ev: events.Event, answers: Mapping[str, set[str]], standing_ids: set[str]) -> None:
@@ -390,8 +435,13 @@ class IntegrityLine:
 
     def as_json(self) -> dict:
         """report.json's entry: the event's own fields and the report's local times."""
-        return {**self.event.to_dict(), "local": self.local, "day": self.day.isoformat(),
-                "alert_local": self.alert_local, "sale_local": self.sale_local}
+        return {
+            **self.event.to_dict(),
+            "local": self.local,
+            "day": self.day.isoformat(),
+            "alert_local": self.alert_local,
+            "sale_local": self.sale_local,
+        }
 
 
 @dataclass(frozen=True)
@@ -427,28 +477,37 @@ def attention(s: Summary) -> list[dict]:
     out = []
     for (store_id, till_id, operator_id), lines in groups.items():
         said_no = sum(1 for e in lines if e.no_id_check_answered)
-        moments = [Moment(e.alert_local, e.sale_local, e.local, e.event.transaction_id,
-                          integrity_reason(e.event.reason)) for e in lines]
+        moments = [
+            Moment(e.alert_local, e.sale_local, e.local, e.event.transaction_id, integrity_reason(e.event.reason))
+            for e in lines
+        ]
         out.append(Attention(store_id, till_id, operator_id, len(lines), len(lines) - said_no, said_no, moments))
     out.sort(key=lambda g: (-g.sales, g.store_id, g.till_id, g.operator_id or ""))
     return [dataclasses.asdict(g) for g in out]
 
 
-
 def headline(r: TillDay) -> dict:
     """What became of the alerts, the answer first: the share where ID was checked, then those
     never answered and those answered "no ID check" (the three add up to all alerts)."""
-    return {"alerts": r.alerts, "id_checked": r.id_checked_alerts, "share_id_checked": r.share(r.id_checked_alerts),
-            "not_answered": r.unanswered_alerts, "share_not_answered": r.share(r.unanswered_alerts),
-            "no_id_check_answered": r.no_id_check_alerts, "share_no_id_check_answered": r.share(r.no_id_check_alerts)}
+    return {
+        "alerts": r.alerts,
+        "id_checked": r.id_checked_alerts,
+        "share_id_checked": r.share(r.id_checked_alerts),
+        "not_answered": r.unanswered_alerts,
+        "share_not_answered": r.share(r.unanswered_alerts),
+        "no_id_check_answered": r.no_id_check_alerts,
+        "share_no_id_check_answered": r.share(r.no_id_check_alerts),
+    }
 
 
 def headline_text(r: TillDay) -> str:
     if not r.alerts:
         return "no alerts (no ID check was asked for)"
-    return (f"ID checked on {pct(r.share(r.id_checked_alerts))} of alerts ({r.id_checked_alerts} of {r.alerts}), "
-            f"{pct(r.share(r.unanswered_alerts))} not answered ({r.unanswered_alerts}), "
-            f"{pct(r.share(r.no_id_check_alerts))} answered “no ID check” ({r.no_id_check_alerts})")
+    return (
+        f"ID checked on {pct(r.share(r.id_checked_alerts))} of alerts ({r.id_checked_alerts} of {r.alerts}), "
+        f"{pct(r.share(r.unanswered_alerts))} not answered ({r.unanswered_alerts}), "
+        f"{pct(r.share(r.no_id_check_alerts))} answered “no ID check” ({r.no_id_check_alerts})"
+    )
 
 
 NO_CASHIER = "not sent by the POS"
@@ -463,9 +522,19 @@ def cashier_rows(s: Summary) -> list[dict]:
     for (store_id, cashier), r in sorted(s.cashiers.items(), key=lambda kv: (kv[0][0], kv[0][1] == "", kv[0][1])):
         if not (r.alerts or r.answers or r.undone or r.integrity):
             continue  # only checks approved: nothing to answer for
-        out.append({"store_id": store_id, "cashier": cashier or NO_CASHIER, "alerts": r.alerts,
-                    "alerts_answered": r.answered_alerts, "alerts_id_checked": r.id_checked_alerts,
-                    "share_alerts_id_checked": r.share_id_checked, f"answers_{Answer.NO_ID_CHECK}": r.answers[Answer.NO_ID_CHECK],
-                    "alerts_unanswered": r.unanswered_alerts, "median_answer_s": r.median_decision_s,
-                    "answers_undone": r.undone, "integrity": r.integrity})
+        out.append(
+            {
+                "store_id": store_id,
+                "cashier": cashier or NO_CASHIER,
+                "alerts": r.alerts,
+                "alerts_answered": r.answered_alerts,
+                "alerts_id_checked": r.id_checked_alerts,
+                "share_alerts_id_checked": r.share_id_checked,
+                f"answers_{Answer.NO_ID_CHECK}": r.answers[Answer.NO_ID_CHECK],
+                "alerts_unanswered": r.unanswered_alerts,
+                "median_answer_s": r.median_decision_s,
+                "answers_undone": r.undone,
+                "integrity": r.integrity,
+            }
+        )
     return out

@@ -74,9 +74,16 @@ class Figures:
         return self.alerts / self.checks if self.checks else None
 
     def as_json(self) -> dict:
-        return {"checks": self.checks, "usable_share": self.usable_share, "alert_rate": self.alert_rate,
-                "no_face_minutes": self.no_face_minutes, "camera_down_minutes": self.camera_down_minutes,
-                "sharpness": self.sharpness, "brightness": self.brightness, "eyes_px": self.eyes_px}
+        return {
+            "checks": self.checks,
+            "usable_share": self.usable_share,
+            "alert_rate": self.alert_rate,
+            "no_face_minutes": self.no_face_minutes,
+            "camera_down_minutes": self.camera_down_minutes,
+            "sharpness": self.sharpness,
+            "brightness": self.brightness,
+            "eyes_px": self.eyes_px,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,12 @@ class Hour:
     departures: tuple[str, ...]
 
     def as_json(self) -> dict:
-        return {"hour": self.start.strftime("%Y-%m-%d %H:00"), **self.figures.as_json(),
-                "usual": self.usual.as_json(), "departures": list(self.departures)}
+        return {
+            "hour": self.start.strftime("%Y-%m-%d %H:00"),
+            **self.figures.as_json(),
+            "usual": self.usual.as_json(),
+            "departures": list(self.departures),
+        }
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,13 @@ class TillHealth:
         return tuple(h for h in self.hours if h.departures)
 
     def as_json(self) -> dict:
-        return {"store_id": self.store_id, "till_id": self.till_id, "usual": self.usual.as_json(),
-                "departs": bool(self.departing), "hours": [h.as_json() for h in self.hours]}
+        return {
+            "store_id": self.store_id,
+            "till_id": self.till_id,
+            "usual": self.usual.as_json(),
+            "departs": bool(self.departing),
+            "hours": [h.as_json() for h in self.hours],
+        }
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -116,11 +132,15 @@ def _median(values: Iterable[float | None]) -> float | None:
 
 def figures(checks: list[_Check]) -> Figures:
     return Figures(
-        checks=len(checks), usable=sum(c.usable for c in checks), alerts=sum(c.alert for c in checks),
+        checks=len(checks),
+        usable=sum(c.usable for c in checks),
+        alerts=sum(c.alert for c in checks),
         no_face_minutes=len({c.minute for c in checks if not c.usable and not c.camera_down}),
         camera_down_minutes=len({c.minute for c in checks if c.camera_down}),
-        sharpness=_median(c.sharpness for c in checks), brightness=_median(c.brightness for c in checks),
-        eyes_px=_median(c.eyes_px for c in checks))
+        sharpness=_median(c.sharpness for c in checks),
+        brightness=_median(c.brightness for c in checks),
+        eyes_px=_median(c.eyes_px for c in checks),
+    )
 
 
 def _without(ordered: list[float], some: list[float]) -> float | None:
@@ -157,19 +177,32 @@ class _Totals:
 
 
 _PICK: dict[str, Callable[[_Check], float | None]] = {
-    "sharpness": lambda c: c.sharpness, "brightness": lambda c: c.brightness, "eyes_px": lambda c: c.eyes_px}
+    "sharpness": lambda c: c.sharpness,
+    "brightness": lambda c: c.brightness,
+    "eyes_px": lambda c: c.eyes_px,
+}
 
 
 def _totals(checks: list[_Check]) -> _Totals:
-    return _Totals(len(checks), sum(c.usable for c in checks), sum(c.alert for c in checks),
-                   {k: sorted(v for c in checks if (v := f(c)) is not None) for k, f in _PICK.items()})
+    return _Totals(
+        len(checks),
+        sum(c.usable for c in checks),
+        sum(c.alert for c in checks),
+        {k: sorted(v for c in checks if (v := f(c)) is not None) for k, f in _PICK.items()},
+    )
 
 
 def _others(t: _Totals, hour: list[_Check]) -> Figures:
     """The till's usual for one hour: its figures over every other hour of the scope."""
     med = {k: _without(t.ordered[k], [v for c in hour if (v := f(c)) is not None]) for k, f in _PICK.items()}
-    return Figures(checks=t.checks - len(hour), usable=t.usable - sum(c.usable for c in hour),
-                   alerts=t.alerts - sum(c.alert for c in hour), no_face_minutes=0, camera_down_minutes=0, **med)
+    return Figures(
+        checks=t.checks - len(hour),
+        usable=t.usable - sum(c.usable for c in hour),
+        alerts=t.alerts - sum(c.alert for c in hour),
+        no_face_minutes=0,
+        camera_down_minutes=0,
+        **med,
+    )
 
 
 def departures(h: Figures, usual: Figures) -> tuple[str, ...]:
@@ -206,24 +239,36 @@ def _read(db: Database, period: Period, tz: tzinfo | None, scope: Scope) -> dict
     have = db.columns("events")
     cols = ", ".join(c if c in have else f"NULL AS {c}" for c in _COLUMNS)  # a store from before migration 5
     where = ["kind = ?", "ts >= ?", "ts < ?"]
-    params: list = [events.CheckEvent.KIND, (period.since - timedelta(days=1)).isoformat(),
-                    (period.until + timedelta(days=2)).isoformat()]
+    params: list = [
+        events.CheckEvent.KIND,
+        (period.since - timedelta(days=1)).isoformat(),
+        (period.until + timedelta(days=2)).isoformat(),
+    ]
     for col, val in (("store_id", scope.store), ("till_id", scope.till), ("operator_id", scope.cashier)):
         if val:
             where.append(f"{col} = ?")
             params.append(val)
     out: dict[tuple[str, str], list[_Check]] = {}
     for ts, store, till, decision, _, camera, sharp, bright, eyes in db.query(
-            f"SELECT {cols} FROM events WHERE {' AND '.join(where)} ORDER BY ts", params):
+        f"SELECT {cols} FROM events WHERE {' AND '.join(where)} ORDER BY ts", params
+    ):
         dt = local_dt(ts, tz)
         if dt is None or not (period.since <= dt.date() <= period.until):
             continue
         if scope.hours is not None and not scope.hours.contains(dt):
             continue
         down = decision == Decision.NO_FACE and camera not in (None, "up")
-        out.setdefault((store, till), []).append(_Check(
-            dt.replace(second=0, microsecond=0), decision != Decision.NO_FACE, down, decision != Decision.APPROVE,
-            sharp, bright, eyes))
+        out.setdefault((store, till), []).append(
+            _Check(
+                dt.replace(second=0, microsecond=0),
+                decision != Decision.NO_FACE,
+                down,
+                decision != Decision.APPROVE,
+                sharp,
+                bright,
+                eyes,
+            )
+        )
     return out
 
 

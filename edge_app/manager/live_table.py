@@ -57,10 +57,7 @@ def gap_text(g: Gap, tz: tzinfo | None, with_store: bool = False) -> str:
         said = f"the till's state at {b:%H:%M}" if b else "the till's state"
         held = f"; {g.waiting} of them were still in its outbox" if g.waiting else ""
         return f"{who}: {how_many} not arrived after {after} ({said} says it numbered up to {g.before_seq - 1}{held})"
-    return (f"{who}: {how_many} missing {span} "
-            f"(numbers {g.after_seq + 1}-{g.before_seq - 1} never arrived)")
-
-
+    return f"{who}: {how_many} missing {span} (numbers {g.after_seq + 1}-{g.before_seq - 1} never arrived)"
 
 
 def local_time(ts: str, tz: tzinfo | None) -> str:
@@ -83,8 +80,14 @@ class TablePrinter:
         self.tz = tz
         self.show_store = show_store
         self.rows = 0
-        cols = [("time", 19), ("till", 10), ("kind", 9), ("decision / answer / why", 44), ("age", 13),
-                ("transaction", 18)]
+        cols = [
+            ("time", 19),
+            ("till", 10),
+            ("kind", 9),
+            ("decision / answer / why", 44),
+            ("age", 13),
+            ("transaction", 18),
+        ]
         if show_store:
             cols.insert(1, ("store", 12))
         self.cols = cols
@@ -109,8 +112,14 @@ class TablePrinter:
         age = ""
         if isinstance(ev, events.CheckEvent) and ev.age_band:
             age = ev.age_band + (f" ({ev.age:.0f})" if ev.age is not None else "")
-        values = [local_time(ev.ts, self.tz), ev.till_id, ev.KIND, outcome_text(ev, replaced), age,
-                  ev.transaction_id or "-"]
+        values = [
+            local_time(ev.ts, self.tz),
+            ev.till_id,
+            ev.KIND,
+            outcome_text(ev, replaced),
+            age,
+            ev.transaction_id or "-",
+        ]
         if self.show_store:
             values.insert(1, ev.store_id)
         self.out.write(self._line(values) + "\n")

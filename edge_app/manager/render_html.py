@@ -24,8 +24,11 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 # Our own marks in the text (document's module docstring), applied after escaping.
-_MARKS = ((re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"), (re.compile(r"`(.+?)`"), r"<code>\1</code>"),
-          (re.compile(r"(?<![\w*])\*(\S.*?)\*(?![\w*])"), r"<em>\1</em>"))
+_MARKS = (
+    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"`(.+?)`"), r"<code>\1</code>"),
+    (re.compile(r"(?<![\w*])\*(\S.*?)\*(?![\w*])"), r"<em>\1</em>"),
+)
 
 
 def inline(text: str) -> str:
@@ -62,6 +65,8 @@ def _block(b: Block, charts: dict[str, str]) -> str:
 def render_html(blocks: list[Block], title: str, charts: dict[str, str]) -> str:
     """`charts`: chart key -> its SVG text, put in the page as it is."""
     body = "\n".join(x for b in blocks if (x := _block(b, charts)))
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )

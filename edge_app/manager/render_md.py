@@ -8,8 +8,11 @@ from edge_app.manager.document import Block, Bullets, Chart, Heading, Para, Tabl
 
 def _table(t: Table) -> list[str]:
     align = ["---" if i < t.text_cols else "---:" for i in range(len(t.header))]
-    return ["| " + " | ".join(t.header) + " |", "|" + "|".join(align) + "|",
-            *("| " + " | ".join(r) + " |" for r in t.rows)]
+    return [
+        "| " + " | ".join(t.header) + " |",
+        "|" + "|".join(align) + "|",
+        *("| " + " | ".join(r) + " |" for r in t.rows),
+    ]
 
 
 def render_markdown(blocks: list[Block], chart_files: dict[str, str]) -> str:

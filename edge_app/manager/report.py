@@ -24,12 +24,25 @@ from edge_app.manager.scope import ReportInputError, Scope, parse_period, parse_
 DEFAULT_OUT = "agecheck-report"
 STDOUT = "-"
 # What write_folder writes (docs/manager.md names the same files).
-FILES = ("report.md", "report.html", "report.json", "per_till.csv", "per_cashier.csv",
-         *(name for name, _ in CHARTS.values()))
+FILES = (
+    "report.md",
+    "report.html",
+    "report.json",
+    "per_till.csv",
+    "per_cashier.csv",
+    *(name for name, _ in CHARTS.values()),
+)
 
 
-def collect(db_path: str, since: str | None, until: str | None, cfg: Config, store: str | None = None, *,
-            scope: Scope | None = None) -> tuple[Summary, str, tzinfo | None, str]:
+def collect(
+    db_path: str,
+    since: str | None,
+    until: str | None,
+    cfg: Config,
+    store: str | None = None,
+    *,
+    scope: Scope | None = None,
+) -> tuple[Summary, str, tzinfo | None, str]:
     """The summary of the period (and the database's label, the timezone and its name)."""
     scope = scope or Scope(store=store)
     tz, tz_name = report_timezone(cfg)
@@ -76,8 +89,16 @@ def write_folder(summary: Summary, label: str, tz: tzinfo | None, tz_name: str, 
     return report
 
 
-def build(db_path: str, out_dir: str | Path, since: str | None, until: str | None, cfg: Config,
-          store: str | None = None, *, scope: Scope | None = None) -> tuple[Path, Summary]:
+def build(
+    db_path: str,
+    out_dir: str | Path,
+    since: str | None,
+    until: str | None,
+    cfg: Config,
+    store: str | None = None,
+    *,
+    scope: Scope | None = None,
+) -> tuple[Path, Summary]:
     """The report's files in out_dir (write_folder), and the figures."""
     _out_folder(out_dir)  # refused before the database is read
     summary, label, tz, tz_name = collect(db_path, since, until, cfg, store, scope=scope)
@@ -86,8 +107,12 @@ def build(db_path: str, out_dir: str | Path, since: str | None, until: str | Non
 
 def scope_of(args) -> Scope:
     """The command's filters: --store, --till, --cashier, --from-time/--to-time."""
-    return Scope(store=args.store or None, till=args.till or None, cashier=args.cashier or None,
-                 hours=parse_time_of_day(args.from_time, args.to_time))
+    return Scope(
+        store=args.store or None,
+        till=args.till or None,
+        cashier=args.cashier or None,
+        hours=parse_time_of_day(args.from_time, args.to_time),
+    )
 
 
 def main(args, cfg: Config) -> int:
@@ -97,9 +122,11 @@ def main(args, cfg: Config) -> int:
     if json_to is None:
         report, s = build(db, args.out or DEFAULT_OUT, args.since, args.until, cfg, scope=scope)
         t = s.totals()
-        print(f"agecheck report: {report} and {report.with_suffix('.html').name} ({s.period.since} to "
-              f"{s.period.until}): {headline_text(t)}; {t.checks} checks, median answer {secs(t.median_decision_s)}, "
-              f"{t.integrity} integrity events, {sum(g.missing for g in s.gaps)} events missing")
+        print(
+            f"agecheck report: {report} and {report.with_suffix('.html').name} ({s.period.since} to "
+            f"{s.period.until}): {headline_text(t)}; {t.checks} checks, median answer {secs(t.median_decision_s)}, "
+            f"{t.integrity} integrity events, {sum(g.missing for g in s.gaps)} events missing"
+        )
         return 0
     # --json writes only where it is told: stdout ("-", the default) or the file named; the
     # folder of report.md and charts only when --out asks for it as well.
@@ -114,6 +141,8 @@ def main(args, cfg: Config) -> int:
         target.write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
         raise ReportInputError(f"--json: cannot write {json_to!r} ({exc.strerror})") from None
-    print(f"agecheck report: {', '.join([str(target), *written])} ({s.period.since} to {s.period.until}): "
-          f"{headline_text(s.totals())}")
+    print(
+        f"agecheck report: {', '.join([str(target), *written])} ({s.period.since} to {s.period.until}): "
+        f"{headline_text(s.totals())}"
+    )
     return 0

@@ -44,8 +44,9 @@ def _parse_day(value: str, flag: str) -> date:
     return day
 
 
-def parse_period(since: str | None, until: str | None, today: date,
-                 names: tuple[str, str] = ("--since", "--until")) -> Period:
+def parse_period(
+    since: str | None, until: str | None, today: date, names: tuple[str, str] = ("--since", "--until")
+) -> Period:
     """Both ends inclusive. Defaults: until = today, since = 6 days before until (one week).
     `names` are what the messages call the two ends (the report's flags, the dashboard's URL
     parameters)."""
@@ -54,8 +55,10 @@ def parse_period(since: str | None, until: str | None, today: date,
     if start > end:
         raise ReportInputError(f"{names[0]} {start.isoformat()} is after {names[1]} {end.isoformat()}; swap them")
     if (end - start).days + 1 > MAX_DAYS:
-        raise ReportInputError(f"{names[0]}/{names[1]}: {(end - start).days + 1} days asked for; a report covers "
-                               f"at most {MAX_DAYS} days, run one per year")
+        raise ReportInputError(
+            f"{names[0]}/{names[1]}: {(end - start).days + 1} days asked for; a report covers "
+            f"at most {MAX_DAYS} days, run one per year"
+        )
     return Period(start, end)
 
 
@@ -100,8 +103,9 @@ def _parse_clock(value: str, name: str) -> int:
     return h * 60 + m
 
 
-def parse_time_of_day(start: str | None, end: str | None, names: tuple[str, str] = ("--from-time", "--to-time")
-                      ) -> TimeOfDay | None:
+def parse_time_of_day(
+    start: str | None, end: str | None, names: tuple[str, str] = ("--from-time", "--to-time")
+) -> TimeOfDay | None:
     """None (the whole day) when neither is given; one end alone runs from midnight or to midnight."""
     if not start and not end:
         return None
@@ -109,8 +113,10 @@ def parse_time_of_day(start: str | None, end: str | None, names: tuple[str, str]
     hi = _parse_clock(end, names[1]) if end else 24 * 60
     if lo == hi or (lo, hi) == (0, 24 * 60):
         if lo == hi:
-            raise ReportInputError(f"{names[0]} and {names[1]} are both {TimeOfDay._text(lo)}; give a range, "
-                                   "or leave both empty for the whole day")
+            raise ReportInputError(
+                f"{names[0]} and {names[1]} are both {TimeOfDay._text(lo)}; give a range, "
+                "or leave both empty for the whole day"
+            )
         return None
     return TimeOfDay(lo, hi)
 
@@ -133,10 +139,13 @@ class Scope:
     hours: TimeOfDay | None = None
 
     def admits(self, ev: events.Event, local: datetime, cashier: str | None) -> bool:
-        return ((self.store is None or ev.store_id == self.store) and (self.till is None or ev.till_id == self.till)
-                and (self.cashier is None or cashier == self.cashier)
-                and (self.kind is None or ev.KIND == self.kind)
-                and (self.hours is None or self.hours.contains(local)))
+        return (
+            (self.store is None or ev.store_id == self.store)
+            and (self.till is None or ev.till_id == self.till)
+            and (self.cashier is None or cashier == self.cashier)
+            and (self.kind is None or ev.KIND == self.kind)
+            and (self.hours is None or self.hours.contains(local))
+        )
 
     @property
     def narrowed(self) -> bool:

@@ -63,18 +63,25 @@ class EventRow:
     @classmethod
     def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> EventRow:
         shown = isinstance(ev, (events.CheckEvent, events.AlertEvent))
-        return cls(time=local, store_id=ev.store_id, till_id=ev.till_id, kind=ev.KIND,
-                   decision=(ev.decision or "") if shown else "",
-                   answer=ev.answer if isinstance(ev, events.AckEvent) else "",
-                   outcome=outcome, reason=reason, operator_id=ev.operator_id or "",
-                   transaction_id=ev.transaction_id or "", age_band=(ev.age_band or "") if shown else "",
-                   seq=ev.seq if ev.seq is not None else "", event_id=ev.event_id)
+        return cls(
+            time=local,
+            store_id=ev.store_id,
+            till_id=ev.till_id,
+            kind=ev.KIND,
+            decision=(ev.decision or "") if shown else "",
+            answer=ev.answer if isinstance(ev, events.AckEvent) else "",
+            outcome=outcome,
+            reason=reason,
+            operator_id=ev.operator_id or "",
+            transaction_id=ev.transaction_id or "",
+            age_band=(ev.age_band or "") if shown else "",
+            seq=ev.seq if ev.seq is not None else "",
+            event_id=ev.event_id,
+        )
 
 
 EVENT_COLUMNS = [f.name for f in dataclasses.fields(EventRow)]
 KINDS = events.EVENT_KINDS
-
-
 
 
 # The URL's filter parameters, in the order the page and the download names use them.
@@ -108,14 +115,21 @@ class Filters:
 
     def query(self) -> dict[str, str]:
         h = self.scope.hours
-        values = {"since": self.period.since.isoformat(), "until": self.period.until.isoformat(),
-                  "store": self.store, "till": self.till, "cashier": self.cashier, "kind": self.kind,
-                  "time_from": h.start_text if h else None, "time_to": h.end_text if h else None}
+        values = {
+            "since": self.period.since.isoformat(),
+            "until": self.period.until.isoformat(),
+            "store": self.store,
+            "till": self.till,
+            "cashier": self.cashier,
+            "kind": self.kind,
+            "time_from": h.start_text if h else None,
+            "time_to": h.end_text if h else None,
+        }
         return {k: v for k, v in values.items() if v}
 
 
 def title_of(f: Filters, stores: list[str]) -> str:
-    """"store-042" when one store is shown (chosen, or the only one in the database), else "all
+    """ "store-042" when one store is shown (chosen, or the only one in the database), else "all
     stores"; then the till and the cashier when chosen."""
     store = f.store or (stores[0] if len(stores) == 1 else None)
     parts = [store or "all stores"]
@@ -139,13 +153,13 @@ def reason_in_words(ev: events.Event, linked: dict[str, events.Event]) -> str:
             return reason_in_words(check, linked)
         return _decision_words(ev.decision, None, None, ev.age, ev.camera) or ev.reason or ""
     if isinstance(ev, events.CheckEvent):
-        return (_decision_words(ev.decision, ev.policy.challenge_age, ev.p_over, ev.age, ev.camera)
-                or ev.reason or "")
+        return _decision_words(ev.decision, ev.policy.challenge_age, ev.p_over, ev.age, ev.camera) or ev.reason or ""
     return ""
 
 
-def _decision_words(decision: str, challenge: float | None, p_over: float | None, age: float | None,
-                    camera: str | None) -> str | None:
+def _decision_words(
+    decision: str, challenge: float | None, p_over: float | None, age: float | None, camera: str | None
+) -> str | None:
     if decision == Decision.NO_FACE and camera not in (None, "up"):
         return REASON_CAMERA_DOWN
     if decision not in DECISION_REASON:
@@ -179,8 +193,11 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
     out: list[dict] = []
     offset = 0
     while len(out) < limit:
-        rows = db.query(f"SELECT ts, event_id, payload FROM events WHERE {' AND '.join(where)}"
-                        " ORDER BY ts DESC, event_id LIMIT ? OFFSET ?", (*params, batch, offset))
+        rows = db.query(
+            f"SELECT ts, event_id, payload FROM events WHERE {' AND '.join(where)}"
+            " ORDER BY ts DESC, event_id LIMIT ? OFFSET ?",
+            (*params, batch, offset),
+        )
         offset += len(rows)
         evs = [ev for _, eid, payload in rows if (ev := read_stored(eid, payload)) is not None]
         # (an unreadable payload is logged by read_stored; the report lists it under "Data quality")
@@ -201,10 +218,12 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
             if not sc.admits(ev, dt, cashier):
                 continue
             # A correction (Undo) says which answer it took back, as the feed's live table does.
-            replaced = linked.get(ev.replaces_event_id) if isinstance(ev, events.AckEvent) and ev.replaces_event_id \
-                else None
-            row = EventRow.of(ev, dt.strftime("%Y-%m-%d %H:%M:%S"), outcome_text(ev, replaced),
-                              reason_in_words(ev, linked))
+            replaced = (
+                linked.get(ev.replaces_event_id) if isinstance(ev, events.AckEvent) and ev.replaces_event_id else None
+            )
+            row = EventRow.of(
+                ev, dt.strftime("%Y-%m-%d %H:%M:%S"), outcome_text(ev, replaced), reason_in_words(ev, linked)
+            )
             out.append(dataclasses.asdict(dataclasses.replace(row, operator_id=cashier or "")))
             if len(out) >= limit:
                 break
@@ -229,9 +248,17 @@ def _when(ts: str | None, tz: tzinfo | None) -> str:
 def _name(what: str, f: Filters) -> str:
     """agecheck-events-store-042-till-01-C-7-alert-1400-1600-2025-03-10-2025-03-16: what the file holds."""
     h = f.scope.hours
-    parts = ["agecheck", what, f.store or "all-stores", f.till, f.cashier, f.kind,
-             f"{h.start_text}-{h.end_text}".replace(":", "") if h else None,
-             f.period.since.isoformat(), f.period.until.isoformat()]
+    parts = [
+        "agecheck",
+        what,
+        f.store or "all-stores",
+        f.till,
+        f.cashier,
+        f.kind,
+        f"{h.start_text}-{h.end_text}".replace(":", "") if h else None,
+        f.period.since.isoformat(),
+        f.period.until.isoformat(),
+    ]
     # A cashier id is the POS's text: keep the file name to safe characters.
     return "-".join("".join(c if c.isalnum() or c in "-_." else "_" for c in p) for p in parts if p)
 
@@ -269,8 +296,11 @@ class Site:
         store, till, cashier = (a.get(k) or None for k in ("store", "till", "cashier"))
         # A store, till or cashier the database has never seen is a typing mistake or a link from
         # another database: say which ones it knows rather than show an empty page.
-        for name, value, known in (("store", store, self.stores), ("till", till, lambda: self.tills(store)),
-                                   ("cashier", cashier, lambda: self.cashiers(store))):
+        for name, value, known in (
+            ("store", store, self.stores),
+            ("till", till, lambda: self.tills(store)),
+            ("cashier", cashier, lambda: self.cashiers(store)),
+        ):
             if value is not None and value not in (k := known()):
                 where = f" in {store}" if store and name != "store" else ""
                 raise BadFilter(f"{name}: {value!r} has no events{where}; known: {', '.join(k) or 'none yet'}")
@@ -281,8 +311,12 @@ class Site:
 
     def tills(self, store: str | None) -> list[str]:
         if store:
-            return [r[0] for r in self.db.query(
-                "SELECT DISTINCT till_id FROM events WHERE store_id = ? ORDER BY till_id", (store,))]
+            return [
+                r[0]
+                for r in self.db.query(
+                    "SELECT DISTINCT till_id FROM events WHERE store_id = ? ORDER BY till_id", (store,)
+                )
+            ]
         return [r[0] for r in self.db.query("SELECT DISTINCT till_id FROM events ORDER BY till_id")]
 
     def cashiers(self, store: str | None) -> list[str]:
@@ -290,8 +324,12 @@ class Site:
         if "operator_id" not in self.db.columns("events"):
             return []  # a feed database from before cashiers were stored
         where = "operator_id IS NOT NULL" + (" AND store_id = ?" if store else "")
-        return [r[0] for r in self.db.query(
-            f"SELECT DISTINCT operator_id FROM events WHERE {where} ORDER BY operator_id", (store,) if store else ())]
+        return [
+            r[0]
+            for r in self.db.query(
+                f"SELECT DISTINCT operator_id FROM events WHERE {where} ORDER BY operator_id", (store,) if store else ()
+            )
+        ]
 
     def version(self) -> str:
         """Changes whenever an event (or a quarantined message) is stored, and when a till goes
@@ -309,22 +347,44 @@ class Site:
         ver = self.version()  # before the figures: a later poll sees anything stored while they were worked out
         s = self.summary(f)
         all_stores = self.stores()
-        return dict(f=f, s=s, data=to_json(s, self.tz), series=series(s),
-                    events=event_rows(self.db, f, self.tz, EVENT_LIMIT),
-                    health=till_health(self.db, f.period, self.tz, f.scope), hours_shown=HOURS_SHOWN,
-                    hearing=silent_now(self.db, f, self.today()), when=lambda ts: _when(ts, self.tz),
-                    event_limit=EVENT_LIMIT, stores=all_stores, tills=self.tills(f.store),
-                    cashiers=self.cashiers(f.store), kinds=KINDS, tz_name=self.tz_name, source=self.db.target.label,
-                    query=f.query(), title=title_of(f, all_stores), headline=headline_text(s.totals()),
-                    no_cashier=NO_CASHIER, version=ver, refresh_ms=int(self.cfg.dashboard.refresh_seconds * 1000))
+        return dict(
+            f=f,
+            s=s,
+            data=to_json(s, self.tz),
+            series=series(s),
+            events=event_rows(self.db, f, self.tz, EVENT_LIMIT),
+            health=till_health(self.db, f.period, self.tz, f.scope),
+            hours_shown=HOURS_SHOWN,
+            hearing=silent_now(self.db, f, self.today()),
+            when=lambda ts: _when(ts, self.tz),
+            event_limit=EVENT_LIMIT,
+            stores=all_stores,
+            tills=self.tills(f.store),
+            cashiers=self.cashiers(f.store),
+            kinds=KINDS,
+            tz_name=self.tz_name,
+            source=self.db.target.label,
+            query=f.query(),
+            title=title_of(f, all_stores),
+            headline=headline_text(s.totals()),
+            no_cashier=NO_CASHIER,
+            version=ver,
+            refresh_ms=int(self.cfg.dashboard.refresh_seconds * 1000),
+        )
 
     def summary_json(self, f: Filters) -> Download:
         s = self.summary(f)
         heard = silent_now(self.db, f, self.today())
-        body = json.dumps({**to_json(s, self.tz), "charts": series(s),
-                           "till_health": [h.as_json() for h in till_health(self.db, f.period, self.tz, f.scope)],
-                           "silent_tills": [dataclasses.asdict(t) for t in heard.silent] if heard else []},
-                          indent=2, ensure_ascii=False)
+        body = json.dumps(
+            {
+                **to_json(s, self.tz),
+                "charts": series(s),
+                "till_health": [h.as_json() for h in till_health(self.db, f.period, self.tz, f.scope)],
+                "silent_tills": [dataclasses.asdict(t) for t in heard.silent] if heard else [],
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
         return Download(body, "application/json", f"{_name('summary', f)}.json")
 
     def per_till_csv(self, f: Filters) -> Download:
@@ -341,5 +401,6 @@ class Site:
 
     def events_json(self, f: Filters) -> Download:
         body = {"filters": f.query(), "timezone": self.tz_name, "events": event_rows(self.db, f, self.tz, EXPORT_LIMIT)}
-        return Download(json.dumps(body, indent=2, ensure_ascii=False), "application/json",
-                        f"{_name('events', f)}.json")
+        return Download(
+            json.dumps(body, indent=2, ensure_ascii=False), "application/json", f"{_name('events', f)}.json"
+        )

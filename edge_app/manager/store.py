@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # Quarantined payloads are kept up to this size; the real size is stored next to them.
 QUARANTINE_KEEP_BYTES = 1024 * 1024
 
+
 class FeedDBError(UsageError):
     """The feed database cannot be opened or is not one of ours."""
 
@@ -63,8 +64,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Ev
         return None, f"topic {topic!r} is not an agecheck events topic"
     store, till, kind = parts
     if (store, till, kind) != (ev.store_id, ev.till_id, ev.KIND):
-        return None, (f"event says {ev.store_id}/{ev.till_id}/{ev.KIND} "
-                      f"but came on {store}/{till}/{kind}")
+        return None, (f"event says {ev.store_id}/{ev.till_id}/{ev.KIND} but came on {store}/{till}/{kind}")
     return ev, None
 
 
@@ -88,10 +88,15 @@ def _text(v: Any) -> str | None:
 
 
 _COLUMNS = (*EVENT_FIELD_COLUMNS, *MESSAGE_COLUMNS)
-_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
-           " ON CONFLICT (event_id) DO NOTHING")
-_AS_STORED = {"text": _text, "num": _num,
-              "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None}
+_INSERT = (
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+_AS_STORED = {
+    "text": _text,
+    "num": _num,
+    "int": lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None,
+}
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,13 @@ def gap_rows(db: Database, store: str | None = None) -> list[Gap]:
         "  LAG(seq) OVER (PARTITION BY store_id, publisher ORDER BY seq) AS prev_seq,"
         "  LAG(ts) OVER (PARTITION BY store_id, publisher ORDER BY seq) AS prev_ts"
         f" FROM events WHERE {where}) AS numbered WHERE seq > prev_seq + 1 ORDER BY store_id, publisher, seq",
-        (store,) if store else ())
+        (store,) if store else (),
+    )
     holes = [Gap(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6]) for r in rows]
-    ends = [Gap(t.store_id, t.till_id, t.till_id, t.after_seq, t.last_seq + 1, t.after_ts, t.state_ts, t.waiting)
-            for t in tills.trailing(db, store)]
+    ends = [
+        Gap(t.store_id, t.till_id, t.till_id, t.after_seq, t.last_seq + 1, t.after_ts, t.state_ts, t.waiting)
+        for t in tills.trailing(db, store)
+    ]
     return holes + ends
 
 
@@ -149,8 +157,10 @@ class FeedStore:
                 if missing:
                     # Another program's SQLite file (e.g. a till outbox) that also has `events`.
                     self.db.close()
-                    raise FeedDBError(f"{path}: cannot use it as the feed database (its events table has no "
-                                      f"{', '.join(sorted(missing))} column; is it another program's file?)")
+                    raise FeedDBError(
+                        f"{path}: cannot use it as the feed database (its events table has no "
+                        f"{', '.join(sorted(missing))} column; is it another program's file?)"
+                    )
             self.db.migrate()
         except StoreError as exc:
             msg = str(exc)
@@ -172,21 +182,28 @@ class FeedStore:
             return self.quarantine(topic, payload, reason or "unusable", received_at)
         if self.insert(ev, topic, payload, received_at):
             return Stored("new", ev, gap=self._gap_before(ev))
-        self.db.execute("INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
-                        " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1")
+        self.db.execute(
+            "INSERT INTO counters (name, value) VALUES ('duplicates', 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = counters.value + 1"
+        )
         return Stored("duplicate", ev)
 
     def insert(self, ev: events.Event, topic: str, payload: bytes, received_at: str) -> bool:
         """One checked event's row; False when its event_id is already stored (nothing counted:
         `add` counts the broker's duplicates, a copy between stores does not)."""
+
         # The columns some kinds have and others lack (a check's age, an ack's answer): from the
         # kind's field, else from what a newer producer sent beyond this build's fields, else NULL.
         def opt(name: str) -> Any:
             return getattr(ev, name) if hasattr(ev, name) else ev.extra.get(name)
 
         fields = [_AS_STORED[how](opt(col)) for col, how in EVENT_FIELD_COLUMNS.items()]
-        return self.db.execute(_INSERT, (*fields, ev.KIND, events.SCHEMA_VERSION, topic, received_at,
-                                         payload.decode("utf-8"))) == 1
+        return (
+            self.db.execute(
+                _INSERT, (*fields, ev.KIND, events.SCHEMA_VERSION, topic, received_at, payload.decode("utf-8"))
+            )
+            == 1
+        )
 
     def _gap_before(self, ev: events.Event) -> Gap | None:
         """The hole just below this event's number, when earlier events of its publisher are
@@ -194,8 +211,10 @@ class FeedStore:
         seq, pub = ev.seq, ev.publisher
         if seq is None or pub is None or seq <= 1:
             return None
-        rows = self.db.query("SELECT seq, ts FROM events WHERE store_id = ? AND publisher = ? AND seq < ?"
-                             " ORDER BY seq DESC LIMIT 1", (ev.store_id, pub, seq))
+        rows = self.db.query(
+            "SELECT seq, ts FROM events WHERE store_id = ? AND publisher = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
+            (ev.store_id, pub, seq),
+        )
         if not rows or rows[0][0] >= seq - 1:
             return None
         return Gap(ev.store_id, pub, ev.till_id, int(rows[0][0]), seq, rows[0][1], ev.ts)
@@ -224,8 +243,10 @@ class FeedStore:
     def acks_for(self, alert_event_id: str) -> list[events.AckEvent]:
         """Every ack stored for an alert (answers and corrections), oldest first; one whose payload
         no longer reads is left out (with a warning)."""
-        rows = self.db.query("SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id = ? ORDER BY ts",
-                             (events.AckEvent.KIND, alert_event_id))
+        rows = self.db.query(
+            "SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id = ? ORDER BY ts",
+            (events.AckEvent.KIND, alert_event_id),
+        )
         return [ev for eid, p in rows if isinstance(ev := read_stored(eid, p), events.AckEvent)]
 
     def answer_for(self, alert_event_id: str) -> Answer | None:

@@ -66,11 +66,13 @@ def keep(db: Database, topic: str, payload: bytes, received_at: str, retained: b
         if word not in (ONLINE, OFFLINE):
             log.warning("feed: %s: availability %r is neither online nor offline; ignored", topic, word[:40])
             return False
-        db.execute("INSERT INTO till_state (store_id, till_id, availability, availability_received_at)"
-                   " VALUES (?, ?, ?, ?) ON CONFLICT (store_id, till_id) DO UPDATE SET"
-                   " availability = excluded.availability,"
-                   " availability_received_at = excluded.availability_received_at",
-                   (store, till, word.decode(), received_at if not retained else None))
+        db.execute(
+            "INSERT INTO till_state (store_id, till_id, availability, availability_received_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (store_id, till_id) DO UPDATE SET"
+            " availability = excluded.availability,"
+            " availability_received_at = excluded.availability_received_at",
+            (store, till, word.decode(), received_at if not retained else None),
+        )
         return True
     try:
         st = TillState.decode(payload)
@@ -78,13 +80,24 @@ def keep(db: Database, topic: str, payload: bytes, received_at: str, retained: b
         log.warning("feed: %s: not a till state (%s); ignored", topic, exc)
         return False
     heard = _heard_at(received_at, st.ts, retained)
-    db.execute("INSERT INTO till_state (store_id, till_id, state_received_at, state_ts, heartbeat_s, last_seq,"
-               " outbox_depth, camera, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store_id, till_id)"
-               " DO UPDATE SET state_received_at = excluded.state_received_at, state_ts = excluded.state_ts,"
-               " heartbeat_s = excluded.heartbeat_s, last_seq = excluded.last_seq,"
-               " outbox_depth = excluded.outbox_depth, camera = excluded.camera, payload = excluded.payload",
-               (store, till, heard, st.ts, st.heartbeat_s, st.last_seq or None, st.outbox_depth, st.camera,
-                bytes(payload).decode("utf-8", "replace")))
+    db.execute(
+        "INSERT INTO till_state (store_id, till_id, state_received_at, state_ts, heartbeat_s, last_seq,"
+        " outbox_depth, camera, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store_id, till_id)"
+        " DO UPDATE SET state_received_at = excluded.state_received_at, state_ts = excluded.state_ts,"
+        " heartbeat_s = excluded.heartbeat_s, last_seq = excluded.last_seq,"
+        " outbox_depth = excluded.outbox_depth, camera = excluded.camera, payload = excluded.payload",
+        (
+            store,
+            till,
+            heard,
+            st.ts,
+            st.heartbeat_s,
+            st.last_seq or None,
+            st.outbox_depth,
+            st.camera,
+            bytes(payload).decode("utf-8", "replace"),
+        ),
+    )
     return True
 
 
@@ -112,9 +125,13 @@ def trailing(db: Database, store: str | None = None) -> list[Trailing]:
         "SELECT s.store_id, s.till_id, s.last_seq, s.state_ts, s.outbox_depth, e.seq, e.ts FROM till_state s"
         " JOIN events e ON e.store_id = s.store_id AND e.publisher = s.till_id AND e.seq = ("
         "  SELECT MAX(seq) FROM events m WHERE m.store_id = s.store_id AND m.publisher = s.till_id)"
-        f" WHERE {where} AND s.last_seq > e.seq ORDER BY s.store_id, s.till_id", (store,) if store else ())
-    return [Trailing(r[0], r[1], int(r[5]), r[6], int(r[2]), r[3] or r[6], min(int(r[4] or 0), int(r[2]) - int(r[5])))
-            for r in rows]
+        f" WHERE {where} AND s.last_seq > e.seq ORDER BY s.store_id, s.till_id",
+        (store,) if store else (),
+    )
+    return [
+        Trailing(r[0], r[1], int(r[5]), r[6], int(r[2]), r[3] or r[6], min(int(r[4] or 0), int(r[2]) - int(r[5])))
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -146,12 +163,15 @@ def hearing(db: Database, now: datetime, store: str | None = None, till: str | N
     one till is still told apart from a feed that hears nothing."""
     if not db.has_table("till_state"):
         return Hearing((), 0, 0, None)
-    last_event = {(r[0], r[1]): r[2] for r in db.query(
-        "SELECT store_id, till_id, MAX(received_at) FROM events GROUP BY store_id, till_id")}
+    last_event = {
+        (r[0], r[1]): r[2]
+        for r in db.query("SELECT store_id, till_id, MAX(received_at) FROM events GROUP BY store_id, till_id")
+    }
     heard: list[tuple[str, str, datetime | None, float, bool]] = []
     for st, t, state_at, beat, avail, avail_at in db.query(
-            "SELECT store_id, till_id, state_received_at, heartbeat_s, availability, availability_received_at"
-            " FROM till_state ORDER BY store_id, till_id"):
+        "SELECT store_id, till_id, state_received_at, heartbeat_s, availability, availability_received_at"
+        " FROM till_state ORDER BY store_id, till_id"
+    ):
         if beat is None and state_at is None:
             continue  # only an availability: no heartbeat to be late for
         times = [d for d in (parse_ts(x) for x in (state_at, avail_at, last_event.get((st, t)))) if d is not None]
@@ -166,5 +186,6 @@ def hearing(db: Database, now: datetime, store: str | None = None, till: str | N
         if off or (late and alive - {(st, t)}):
             gone = max(0.0, (now - last).total_seconds()) if last is not None else None
             silent.append(Silent(st, t, iso_utc(last) if last else None, gone, beat, off))
-    return Hearing(tuple(silent), len(alive & {(h[0], h[1]) for h in shown}), len(shown),
-                   iso_utc(latest) if latest else None)
+    return Hearing(
+        tuple(silent), len(alive & {(h[0], h[1]) for h in shown}), len(shown), iso_utc(latest) if latest else None
+    )

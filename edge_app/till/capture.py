@@ -208,16 +208,24 @@ class Capture:
         if not changed:
             if status == "down" and now - self._last_said >= self.remind_every_s:
                 self._last_said = now
-                log.warning("camera still down after %.0f s: %s (%s); still retrying",
-                            now - self._down_since, self.source.describe(), reason)
+                log.warning(
+                    "camera still down after %.0f s: %s (%s); still retrying",
+                    now - self._down_since,
+                    self.source.describe(),
+                    reason,
+                )
             return
         if status == "up":
             after = f", after {now - self._down_since:.0f} s down" if was == "down" else ""
             log.info("camera up: %s (%s%s)", self.source.describe(), reason, after)
         else:
             self._down_since = self._last_said = now
-            log.warning("camera down: %s (%s); retrying with back-off up to %.0f s",
-                        self.source.describe(), reason, self.cfg.reconnect_max_seconds)
+            log.warning(
+                "camera down: %s (%s); retrying with back-off up to %.0f s",
+                self.source.describe(),
+                reason,
+                self.cfg.reconnect_max_seconds,
+            )
         if self._on_status is not None:
             try:
                 self._on_status(status, reason)
@@ -244,9 +252,16 @@ class Capture:
                 return None, f"video file {p} not found"
             cap = cv2.VideoCapture(str(p))
         elif src.kind == "stream":
-            cap = cv2.VideoCapture(str(src.target), cv2.CAP_FFMPEG,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS,
-                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, _STREAM_TIMEOUT_MS])
+            cap = cv2.VideoCapture(
+                str(src.target),
+                cv2.CAP_FFMPEG,
+                [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                    _STREAM_TIMEOUT_MS,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                    _STREAM_TIMEOUT_MS,
+                ],
+            )
         else:
             cap = cv2.VideoCapture(src.target)
             if cap.isOpened():

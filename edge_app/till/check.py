@@ -127,16 +127,19 @@ def _quality(measured: list[Quality]) -> _QualityFigures:
     the gate measured, refused faces included, so a camera gone blurred or dark shows in them."""
     if not measured:
         return {}
-    return {"sharpness": round(statistics.median(q.sharpness for q in measured), 1),
-            "brightness": round(statistics.median(q.brightness for q in measured), 1),
-            "eyes_px": round(statistics.median(q.iod_px for q in measured), 1)}
+    return {
+        "sharpness": round(statistics.median(q.sharpness for q in measured), 1),
+        "brightness": round(statistics.median(q.brightness for q in measured), 1),
+        "eyes_px": round(statistics.median(q.iod_px for q in measured), 1),
+    }
 
 
 def _latency(ms: Mapping[str, float]) -> events.Latency:
     """The check's `latency_ms`: every stage _Tally times, to a tenth of a millisecond."""
     r = {k: round(v, 1) for k, v in ms.items()}
-    return events.Latency(queue=r["queue"], wait=r["wait"], faces=r["faces"], model=r["model"], policy=r["policy"],
-                          total=r["total"])
+    return events.Latency(
+        queue=r["queue"], wait=r["wait"], faces=r["faces"], model=r["model"], policy=r["policy"], total=r["total"]
+    )
 
 
 @dataclass
@@ -150,15 +153,22 @@ class _Tally:
     frames_seen: int = 0
     after: int = 0
     ms: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"queue": 0.0, "wait": 0.0, "faces": 0.0, "model": 0.0, "policy": 0.0,
-                                 "total": 0.0})
+        default_factory=lambda: {"queue": 0.0, "wait": 0.0, "faces": 0.0, "model": 0.0, "policy": 0.0, "total": 0.0}
+    )
 
 
 class CheckRunner:
     """Runs checks one at a time (the service has one worker thread)."""
 
-    def __init__(self, cfg: Config, buffer: FrameBuffer, pipeline: FacePipeline, model: AgeModel,
-                 camera_status: Callable[[], str] = lambda: "up", clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        cfg: Config,
+        buffer: FrameBuffer,
+        pipeline: FacePipeline,
+        model: AgeModel,
+        camera_status: Callable[[], str] = lambda: "up",
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.cfg = cfg
         self.buffer = buffer
         self.pipeline = pipeline
@@ -307,22 +317,31 @@ class CheckRunner:
         # not later on publish.
         product = trigger.product
         check = events.CheckEvent(
-            store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
+            store_id=cfg.store_id,
+            till_id=cfg.till_id,
+            transaction_id=trigger.scan.transaction_id,
             # Both times: the till's (it timed the check) and the POS's, as it sent it (its clock may be off).
-            trigger=events.TriggerInfo(product, source=trigger.source, received_ts=trigger.received_ts,
-                                       sent_ts=trigger.scan.sent_ts),
+            trigger=events.TriggerInfo(
+                product, source=trigger.source, received_ts=trigger.received_ts, sent_ts=trigger.scan.sent_ts
+            ),
             frames_seen=t.frames_seen,
             frames_used=res.frames_used,
             faces_seen=t.faces_seen,
-            age=res.age, age_low=res.age_low, age_high=res.age_high, age_band=res.age_band,
+            age=res.age,
+            age_low=res.age_low,
+            age_high=res.age_high,
+            age_band=res.age_band,
             spread=res.spread,
             p_over=res.p_over,
             decision=res.decision,
             reason=reason,
             policy=events.PolicyInfo(
-                legal_age=res.legal_age, challenge_age=res.challenge_age, margin_years=cfg.policy.margin_years,
+                legal_age=res.legal_age,
+                challenge_age=res.challenge_age,
+                margin_years=cfg.policy.margin_years,
                 min_frames=cfg.check.min_frames,
-                rule=PolicyRule.CALIBRATED if res.p_over is not None else PolicyRule.MARGIN),
+                rule=PolicyRule.CALIBRATED if res.p_over is not None else PolicyRule.MARGIN,
+            ),
             model_id=self.model.model_id,
             latency_ms=_latency(t.ms),
             camera=camera,
@@ -333,7 +352,9 @@ class CheckRunner:
         alert = None
         if res.decision != Decision.APPROVE:
             alert = events.AlertEvent(
-                store_id=cfg.store_id, till_id=cfg.till_id, transaction_id=trigger.scan.transaction_id,
+                store_id=cfg.store_id,
+                till_id=cfg.till_id,
+                transaction_id=trigger.scan.transaction_id,
                 check_event_id=check.event_id,
                 decision=res.decision,
                 age_band=res.age_band,

@@ -51,8 +51,12 @@ def _outcome_json(sub: Submission, wait_s: float) -> tuple[int, dict[str, Any]]:
         return 202, {"status": sub.status, "detail": "check still running"}
     except Exception as exc:  # the check itself failed; say so instead of hanging up
         return 500, {"status": "error", "detail": str(exc)}
-    return 200, {"status": sub.status, "detail": sub.detail, "check": outcome.check.to_dict(),
-                 "alert": outcome.alert.to_dict() if outcome.alert else None}
+    return 200, {
+        "status": sub.status,
+        "detail": sub.detail,
+        "check": outcome.check.to_dict(),
+        "alert": outcome.alert.to_dict() if outcome.alert else None,
+    }
 
 
 # Host headers the trigger answers: a web page that rebinds its own name to 127.0.0.1 (DNS
@@ -81,13 +85,18 @@ class _LimitedServer(ThreadingHTTPServer):
         assert isinstance(request, socket.socket)  # a TCP server's connection
         if not self._slots.acquire(blocking=False):
             self.refused += 1
-            body = json.dumps({"error": f"more than {self.max_connections} connections at once "
-                                        "(triggers.http_max_connections); try again"}).encode()
+            body = json.dumps(
+                {
+                    "error": f"more than {self.max_connections} connections at once "
+                    "(triggers.http_max_connections); try again"
+                }
+            ).encode()
             try:
                 request.settimeout(1.0)
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() +
-                                b"\r\n\r\n" + body)
+                request.sendall(
+                    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -139,9 +148,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _too_slow(self) -> None:
         if self._reading:
-            log.warning("http trigger: request from %s not complete within %g s "
-                        "(triggers.http_read_timeout_seconds); connection closed", self.client_address[0],
-                        self.settings.read_timeout_s)
+            log.warning(
+                "http trigger: request from %s not complete within %g s "
+                "(triggers.http_read_timeout_seconds); connection closed",
+                self.client_address[0],
+                self.settings.read_timeout_s,
+            )
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -181,9 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        self._reply(200 if self.path == "/" else 404,
-                    {"usage": "POST /scan, Content-Type: application/json, body "
-                              f"{{{', '.join(Scan.FIELDS)}}}, all optional"})
+        self._reply(
+            200 if self.path == "/" else 404,
+            {"usage": f"POST /scan, Content-Type: application/json, body {{{', '.join(Scan.FIELDS)}}}, all optional"},
+        )
 
     def do_POST(self) -> None:  # noqa: N802
         problem = self._header_problem()
@@ -196,8 +209,12 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the idle timeout, or the read deadline shut the socket
             body = b""
         if len(body) != length:
-            log.warning("http trigger: request from %s ended after %d of %d body bytes; no check started",
-                        self.client_address[0], len(body), length)
+            log.warning(
+                "http trigger: request from %s ended after %d of %d body bytes; no check started",
+                self.client_address[0],
+                len(body),
+                length,
+            )
             self.close_connection = True
             return
         self._reading = False
@@ -233,8 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
         # ASCII digits only: str.isdigit() also takes '²' (which int() refuses), and int()
         # of thousands of digits raises past this handler (Python's 4300-digit limit).
         if not (text.isascii() and text.isdigit()) or len(text) > 20:
-            return 400, (f"Content-Length must be a whole number of bytes, got {text[:40]!r}"
-                         f"{f' ({len(text)} characters)' if len(text) > 40 else ''}")
+            return 400, (
+                f"Content-Length must be a whole number of bytes, got {text[:40]!r}"
+                f"{f' ({len(text)} characters)' if len(text) > 40 else ''}"
+            )
         if len({v.strip() for v in given}) > 1:
             return 400, f"Content-Length is given {len(given)} times with different values"
         if int(text) > s.max_bytes:
@@ -258,10 +277,15 @@ class HttpTrigger:
     http_max_connections are served at once. One request per connection (HTTP/1.0)."""
 
     def __init__(self, port: int, submit: SubmitFn, cfg: TriggersConfig, wait_s: float, token: str | None = None):
-        settings = HttpSettings(submit=submit, wait_s=wait_s, defaults=default_item(cfg),
-                                max_bytes=cfg.max_payload_bytes, read_timeout_s=cfg.http_read_timeout_seconds,
-                                idle_timeout_s=cfg.http_idle_timeout_seconds,
-                                expected=f"Bearer {token}".encode() if token else None)
+        settings = HttpSettings(
+            submit=submit,
+            wait_s=wait_s,
+            defaults=default_item(cfg),
+            max_bytes=cfg.max_payload_bytes,
+            read_timeout_s=cfg.http_read_timeout_seconds,
+            idle_timeout_s=cfg.http_idle_timeout_seconds,
+            expected=f"Bearer {token}".encode() if token else None,
+        )
         # Loopback only, whatever the config says.
         self._server = _LimitedServer(("127.0.0.1", port), settings, cfg.http_max_connections)
         self._thread: threading.Thread | None = None

@@ -84,8 +84,14 @@ class CountedWarnings:
             self._timer.cancel()
             self._timer = None
         if self._counted:
-            self._log.warning("%d more message(s) quarantined in the last %.0f s, not logged one by one (after %d "
-                              "in full); the last: %s", self._counted, self.window_s, self.burst, self._last)
+            self._log.warning(
+                "%d more message(s) quarantined in the last %.0f s, not logged one by one (after %d "
+                "in full); the last: %s",
+                self._counted,
+                self.window_s,
+                self.burst,
+                self._last,
+            )
             self._counted = 0
 
 
@@ -94,9 +100,16 @@ class Inbound:
     ack, so it is acknowledged when its record is stored; anything else is acknowledged as soon
     as it is handled here (a quarantined message too: it is never delivered again)."""
 
-    def __init__(self, max_bytes: int, counts: Counter[Count], warnings: CountedWarnings, *,
-                 submit: Callable[[Scan, str, Callable[[], object]], object],
-                 on_sale: Callable[[Sale], object], on_ack: Callable[[events.AckEvent], object]) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        counts: Counter[Count],
+        warnings: CountedWarnings,
+        *,
+        submit: Callable[[Scan, str, Callable[[], object]], object],
+        on_sale: Callable[[Sale], object],
+        on_ack: Callable[[events.AckEvent], object],
+    ) -> None:
         self.max_bytes = max_bytes
         self.counts = counts
         self.log = warnings

@@ -47,6 +47,7 @@ from edge_app.till.plugins import Listener
 
 log = logging.getLogger(__name__)
 
+
 def _epoch(ts: Any) -> float | None:
     dt = parse_ts(ts)
     return dt.timestamp() if dt else None
@@ -83,8 +84,9 @@ class IntegrityTracker:
     # Answers that come before their alert (another path through the broker) wait this long.
     EARLY_ACK_SECONDS = 600.0
 
-    def __init__(self, store_id: str, till_id: str, grace_seconds: float,
-                 forget_after_seconds: float = 4 * 3600.0) -> None:
+    def __init__(
+        self, store_id: str, till_id: str, grace_seconds: float, forget_after_seconds: float = 4 * 3600.0
+    ) -> None:
         if grace_seconds < 0:
             raise ValueError("grace_seconds must be >= 0")
         self.store_id = store_id
@@ -182,7 +184,9 @@ class IntegrityTracker:
         answered_no = any(Answer.NO_ID_CHECK in a.answers for a in txn.alerts)
         assert txn.sold_at is not None
         return events.IntegrityEvent(
-            store_id=self.store_id, till_id=self.till_id, transaction_id=txn.transaction_id,
+            store_id=self.store_id,
+            till_id=self.till_id,
+            transaction_id=txn.transaction_id,
             alert_event_id=first.alert_event_id,
             check_event_id=first.check_event_id,
             decision=first.decision,
@@ -203,8 +207,11 @@ class IntegrityTracker:
         limit = now - self.forget_after_seconds
         for txn in list(self._txns.values()):
             if txn.due_at is None and txn.alerts and max(a.raised_at for a in txn.alerts) < limit:
-                log.info("integrity: forgetting transaction %s: no sale reported within %.0f s",
-                         txn.transaction_id, self.forget_after_seconds)
+                log.info(
+                    "integrity: forgetting transaction %s: no sale reported within %.0f s",
+                    txn.transaction_id,
+                    self.forget_after_seconds,
+                )
                 self._forget(txn)
         early_limit = now - self.EARLY_ACK_SECONDS
         for k in [k for k, (_, t) in self._early_acks.items() if t < early_limit]:
@@ -216,8 +223,13 @@ class IntegrityMonitor(Listener):
     integrity event to `publish` (the service's durable outbox). An event whose publish raises
     is kept and retried, so a full or failing outbox does not lose it."""
 
-    def __init__(self, tracker: IntegrityTracker, publish: Callable[[events.IntegrityEvent], object],
-                 interval_s: float = 0.5, max_payload_bytes: int = 4096) -> None:
+    def __init__(
+        self,
+        tracker: IntegrityTracker,
+        publish: Callable[[events.IntegrityEvent], object],
+        interval_s: float = 0.5,
+        max_payload_bytes: int = 4096,
+    ) -> None:
         self.tracker = tracker
         self._publish = publish
         self._interval = interval_s
@@ -255,8 +267,13 @@ class IntegrityMonitor(Listener):
         for ev in todo:
             try:
                 self._publish(ev)
-                log.warning("integrity: transaction %s sold %.1f s after alert %s with no ID check recorded (%s)",
-                            ev.transaction_id, ev.seconds_after_alert, ev.alert_event_id, ev.reason)
+                log.warning(
+                    "integrity: transaction %s sold %.1f s after alert %s with no ID check recorded (%s)",
+                    ev.transaction_id,
+                    ev.seconds_after_alert,
+                    ev.alert_event_id,
+                    ev.reason,
+                )
             except Exception:
                 log.exception("integrity: could not publish event %s; will retry", ev.event_id)
                 failed.append(ev)

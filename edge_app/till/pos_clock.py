@@ -123,8 +123,10 @@ class PosClock:
         if not skew.named:
             return None
         way = "ahead of" if skew.ahead_s > 0 else "behind"
-        return (f"the POS clock is {abs(skew.ahead_s):.0f} s {way} the till's (more than "
-                f"triggers.pos_clock_max_skew_seconds={self.bound_s:g}); scans are timed on the till's clock")
+        return (
+            f"the POS clock is {abs(skew.ahead_s):.0f} s {way} the till's (more than "
+            f"triggers.pos_clock_max_skew_seconds={self.bound_s:g}); scans are timed on the till's clock"
+        )
 
     def scan_age(self, sent_at: float, reading: ClockReading | None) -> tuple[float, str]:
         """How old a scan is on the till's clock, and how that was reached (for the `missed`
@@ -139,7 +141,10 @@ class PosClock:
     def log_change(self, change: ClockSkew, max_scan_age_s: float) -> None:
         """One log line for a change in what the POS clock says (skew named, moved, gone)."""
         if change.named:
-            log.warning("%s; a scan is stale when it is more than triggers.max_scan_age_seconds=%g late on "
-                        "that offset", self.describe(change), max_scan_age_s)
+            log.warning(
+                "%s; a scan is stale when it is more than triggers.max_scan_age_seconds=%g late on that offset",
+                self.describe(change),
+                max_scan_age_s,
+            )
         else:
             log.info("the POS clock is within %g s of the till's again (%+.1f s)", self.bound_s, change.ahead_s)

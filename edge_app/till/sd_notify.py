@@ -57,8 +57,12 @@ class WatchdogFeeder:
     watches has moved within `watchdog_seconds / 2`. A hung camera or check loop thus stops the
     pings and systemd restarts the service (WatchdogSec= in the unit)."""
 
-    def __init__(self, notifier: Notifier, heartbeats: dict[str, Callable[[], float]],
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        notifier: Notifier,
+        heartbeats: dict[str, Callable[[], float]],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.notifier = notifier
         self.heartbeats = heartbeats
         self.clock = clock
@@ -82,8 +86,11 @@ class WatchdogFeeder:
         now = self.clock()
         stale = self.stale(now)
         for name in set(stale) - self._stalled:
-            log.error("%s loop has not moved for more than %.0f s: no more watchdog pings, systemd will "
-                      "restart the service", name, self.stale_after)
+            log.error(
+                "%s loop has not moved for more than %.0f s: no more watchdog pings, systemd will restart the service",
+                name,
+                self.stale_after,
+            )
         for name in self._stalled - set(stale):
             log.warning("%s loop is moving again: watchdog pings resume", name)
         self._stalled = set(stale)

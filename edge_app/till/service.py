@@ -78,8 +78,10 @@ log = logging.getLogger(__name__)
 # cashier display. No-local on events/ack: answers from a standalone display reach the service,
 # its own (display inside the service) do not come back a second time.
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
-    (Scan.TOPIC, SubscribeOptions(qos=1)), (Sale.TOPIC, SubscribeOptions(qos=1)),
-    (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
+    (Scan.TOPIC, SubscribeOptions(qos=1)),
+    (Sale.TOPIC, SubscribeOptions(qos=1)),
+    (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)),
+)
 
 
 QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
@@ -91,9 +93,16 @@ def _tenths(seconds: float | None) -> float | None:
 
 
 class Service:
-    def __init__(self, cfg: Config, *, pipeline: FacePipeline | None = None, model: AgeModel | None = None,
-                 notifier: Notifier | None = None, stdin: TextIO | None = None,
-                 plugins: Sequence[PluginFactory] = ()):
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        pipeline: FacePipeline | None = None,
+        model: AgeModel | None = None,
+        notifier: Notifier | None = None,
+        stdin: TextIO | None = None,
+        plugins: Sequence[PluginFactory] = (),
+    ):
         self.cfg = cfg
         self.notifier = notifier or Notifier()
         self._stdin = stdin if stdin is not None else sys.stdin
@@ -117,25 +126,42 @@ class Service:
             self.outbox.close()
             raise
         self.counts: Counter[Count] = Counter()
-        self.inbound = Inbound(cfg.triggers.max_payload_bytes, self.counts, CountedWarnings(log),
-                               submit=self.submit, on_sale=self._on_sale, on_ack=self._on_remote_ack)
+        self.inbound = Inbound(
+            cfg.triggers.max_payload_bytes,
+            self.counts,
+            CountedWarnings(log),
+            submit=self.submit,
+            on_sale=self._on_sale,
+            on_ack=self._on_remote_ack,
+        )
         self.quarantine_log = self.inbound.log
         try:
             # A persistent session (stable client id, clean_start False, an expiry): scans the POS
             # publishes while the service restarts are kept by the broker and arrive afterwards.
             # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
-            self.link = MqttLink(cfg, self.outbox, lambda m: self.inbound.on_message(m.leaf, m.payload, m.ack),
-                                 SUBSCRIPTIONS,
-                                 presence=Presence(state.AVAILABILITY_LEAF, state.ONLINE, state.OFFLINE,
-                                                   state.STATE_LEAF, lambda: self.state().encode()),
-                                 session_expiry_s=cfg.mqtt.session_expiry_seconds, manual_ack=True)
+            self.link = MqttLink(
+                cfg,
+                self.outbox,
+                lambda m: self.inbound.on_message(m.leaf, m.payload, m.ack),
+                SUBSCRIPTIONS,
+                presence=Presence(
+                    state.AVAILABILITY_LEAF,
+                    state.ONLINE,
+                    state.OFFLINE,
+                    state.STATE_LEAF,
+                    lambda: self.state().encode(),
+                ),
+                session_expiry_s=cfg.mqtt.session_expiry_seconds,
+                manual_ack=True,
+            )
         except ConfigError:
             self.outbox.close()
             self._close_pipeline()
             raise
         self.capture = Capture(cfg.camera, on_status=self._on_camera)
-        self.checker = CheckRunner(cfg, self.capture.buffer, self.pipeline, self.model,
-                                   camera_status=lambda: self.capture.status)
+        self.checker = CheckRunner(
+            cfg, self.capture.buffer, self.pipeline, self.model, camera_status=lambda: self.capture.status
+        )
         self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
         self.pos_clock = PosClock(cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans)
         self._listeners: list[ServiceListener] = []
@@ -173,12 +199,14 @@ class Service:
     def publish_event(self, event: events.Event) -> None:
         if not isinstance(event, events.Event):
             # A plug-in handing a bare dict is a bug: refused before anything is stored.
-            raise events.SchemaError(f"publish_event takes a typed event (edge_app.core.events), "
-                                     f"not {type(event).__name__}")
+            raise events.SchemaError(
+                f"publish_event takes a typed event (edge_app.core.events), not {type(event).__name__}"
+            )
         self._tell(lambda one: one.on_publishing(event), events.describe(event))
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
-            events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id)
+            events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id
+        )
         if written:
             self.link.wake()
         self.published[event.KIND] += 1
@@ -191,8 +219,9 @@ class Service:
         """The outbox stopped or started taking writes again: say so in `state` and to systemd."""
         st = self.writer.status()
         if st.degraded:
-            self.notifier.status(f"NOT RECORDING: the outbox cannot write ({st.last_error}); "
-                                 f"{st.held} event(s) held in memory")
+            self.notifier.status(
+                f"NOT RECORDING: the outbox cannot write ({st.last_error}); {st.held} event(s) held in memory"
+            )
         else:
             self.notifier.status(f"recording again; camera {self.capture.status}")
         self.link.wake()
@@ -204,8 +233,9 @@ class Service:
         st = self.writer.status()
         return Recording(degraded=st.degraded, outbox_error=st.last_error)
 
-    def _tell(self, call: Callable[[ServiceListener], object], what: str,
-              listeners: Sequence[ServiceListener] | None = None) -> None:
+    def _tell(
+        self, call: Callable[[ServiceListener], object], what: str, listeners: Sequence[ServiceListener] | None = None
+    ) -> None:
         for listener in list(self._listeners if listeners is None else listeners):
             try:
                 call(listener)
@@ -247,13 +277,17 @@ class Service:
         if scan.sent_at is not None:
             age_s, why = self.pos_clock.scan_age(scan.sent_at, reading)
             if age_s > self.cfg.triggers.max_scan_age_seconds:
-                detail = (f"scan reached the till {age_s:.0f} s after the POS sent it{why} (more than "
-                          f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
-                          "is no longer in front of the camera")
+                detail = (
+                    f"scan reached the till {age_s:.0f} s after the POS sent it{why} (more than "
+                    f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
+                    "is no longer in front of the camera"
+                )
                 if reading is not None and reading.confirming:
-                    detail += (f"; if the POS clock is behind instead, {self.cfg.triggers.pos_clock_confirm_scans} "
-                               "scans in a row late by the same amount establish that "
-                               "(triggers.pos_clock_confirm_scans)")
+                    detail += (
+                        f"; if the POS clock is behind instead, {self.cfg.triggers.pos_clock_confirm_scans} "
+                        "scans in a row late by the same amount establish that "
+                        "(triggers.pos_clock_confirm_scans)"
+                    )
                 log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
                 self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
                 return Submission(SubmissionStatus.MISSED, detail)
@@ -269,37 +303,61 @@ class Service:
         fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
         if reused:
             self.counts[Count.SCANS_REUSED] += 1
-            log.info("repeat restricted scan (%s) in transaction %s: reusing its open check",
-                     item.sku, scan.transaction_id)
-            return Submission(SubmissionStatus.REUSED, f"transaction {scan.transaction_id} already has an open check", fut)
+            log.info(
+                "repeat restricted scan (%s) in transaction %s: reusing its open check", item.sku, scan.transaction_id
+            )
+            return Submission(
+                SubmissionStatus.REUSED, f"transaction {scan.transaction_id} already has an open check", fut
+            )
         try:
             self._queue.put_nowait((Trigger(scan, source, min_age, now, iso), fut))  # type: ignore[arg-type]
         except queue.Full:
             self.txns.close(scan.transaction_id)
-            log.error("%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
-                      QUEUE_MAX, item.sku, scan.transaction_id)
-            self._missed(scan, source, min_age, iso, MissedReason.QUEUE_FULL,
-                         f"{QUEUE_MAX} scans were already waiting for a check")
+            log.error(
+                "%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
+                QUEUE_MAX,
+                item.sku,
+                scan.transaction_id,
+            )
+            self._missed(
+                scan,
+                source,
+                min_age,
+                iso,
+                MissedReason.QUEUE_FULL,
+                f"{QUEUE_MAX} scans were already waiting for a check",
+            )
             fut.cancel()  # after the record: a repeat scan that reused this future waits for it
             return Submission(SubmissionStatus.BUSY, "too many checks waiting; ask for ID")
         self.counts[Count.SCANS_RESTRICTED] += 1
         return Submission(SubmissionStatus.STARTED, f"check started for {item.sku} (min age {min_age})", fut)
 
-    def _missed(self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason,
-                detail: str) -> None:
+    def _missed(
+        self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason, detail: str
+    ) -> None:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.missed[reason] += 1
-        trigger = events.TriggerInfo(applied_product(scan.item, min_age), source=source, received_ts=received_ts,
-                                     sent_ts=scan.sent_ts)
+        trigger = events.TriggerInfo(
+            applied_product(scan.item, min_age), source=source, received_ts=received_ts, sent_ts=scan.sent_ts
+        )
         try:
             # Built (and so validated) inside the try: one the schema refuses is logged, not raised.
-            self.publish_event(events.MissedEvent(
-                store_id=self.cfg.store_id, till_id=self.cfg.till_id, transaction_id=scan.transaction_id,
-                trigger=trigger, reason=reason, detail=detail, operator_id=scan.operator_id or None))
+            self.publish_event(
+                events.MissedEvent(
+                    store_id=self.cfg.store_id,
+                    till_id=self.cfg.till_id,
+                    transaction_id=scan.transaction_id,
+                    trigger=trigger,
+                    reason=reason,
+                    detail=detail,
+                    operator_id=scan.operator_id or None,
+                )
+            )
         except Exception:
-            log.exception("could not record the missed scan of %s in transaction %s", scan.item.sku,
-                          scan.transaction_id)
+            log.exception(
+                "could not record the missed scan of %s in transaction %s", scan.item.sku, scan.transaction_id
+            )
 
     # -- inputs ------------------------------------------------------------------------------------
     def _on_sale(self, sale: Sale) -> None:
@@ -363,8 +421,14 @@ class Service:
                 outcome = self.checker.run(trig, heartbeat=self._beat)
             except Exception as exc:  # one broken check must not end the service
                 log.exception("check for transaction %s failed", trig.scan.transaction_id)
-                self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, MissedReason.CHECK_FAILED,
-                             f"the check failed: {exc!r}"[:300])
+                self._missed(
+                    trig.scan,
+                    trig.source,
+                    trig.min_age,
+                    trig.received_ts,
+                    MissedReason.CHECK_FAILED,
+                    f"the check failed: {exc!r}"[:300],
+                )
                 fut.set_exception(exc)
                 continue
             self._deliver(outcome)
@@ -374,9 +438,17 @@ class Service:
         c = outcome.check
         self.last_check = LastCheck.of(c)
         age = f"age {c.age:.1f} ({c.age_band})" if c.age is not None else "no age"
-        log.info("check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms", c.event_id[:8],
-                 c.transaction_id, DECISION_SHORT[c.decision], age, c.frames_used, c.frames_seen,
-                 c.faces_seen, c.latency_ms.total)
+        log.info(
+            "check %s txn %s: %s, %s, %d/%d frames usable, %d face(s), %.0f ms",
+            c.event_id[:8],
+            c.transaction_id,
+            DECISION_SHORT[c.decision],
+            age,
+            c.frames_used,
+            c.frames_seen,
+            c.faces_seen,
+            c.latency_ms.total,
+        )
         for ev in (c, outcome.alert):
             if ev is None:
                 continue
@@ -403,15 +475,22 @@ class Service:
         if cfg.triggers.stdin:
             StdinTrigger(self._stdin, self.submit, cfg.triggers).start()
         self._attach_plugins()
-        log.info("agecheck %s running: store %s till %s, model %s, camera %s", __version__, cfg.store_id,
-                 cfg.till_id, self.model.model_id, cfg.camera.source)
+        log.info(
+            "agecheck %s running: store %s till %s, model %s, camera %s",
+            __version__,
+            cfg.store_id,
+            cfg.till_id,
+            self.model.model_id,
+            cfg.camera.source,
+        )
         self.notifier.ready(f"running; camera {self.capture.status}")
         return self
 
     def _attach_plugins(self) -> None:
         cfg = self.cfg
-        tracker = IntegrityTracker(cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds,
-                                   cfg.integrity.forget_after_seconds)
+        tracker = IntegrityTracker(
+            cfg.store_id, cfg.till_id, cfg.integrity.grace_seconds, cfg.integrity.forget_after_seconds
+        )
         monitor = IntegrityMonitor(tracker, self.publish_event, max_payload_bytes=cfg.triggers.max_payload_bytes)
         self.listen(monitor)
         monitor.start()
@@ -423,11 +502,14 @@ class Service:
 
     def run(self, stop: threading.Event) -> None:
         """Main loop (main thread): watchdog pings and periodic state until `stop` is set."""
-        feeder = WatchdogFeeder(self.notifier, {
-            "capture": lambda: self.capture.heartbeat,
-            "check": lambda: self.worker_heartbeat,
-            "mqtt-sender": lambda: self.link.heartbeat,
-        })
+        feeder = WatchdogFeeder(
+            self.notifier,
+            {
+                "capture": lambda: self.capture.heartbeat,
+                "check": lambda: self.worker_heartbeat,
+                "mqtt-sender": lambda: self.link.heartbeat,
+            },
+        )
         next_state = time.monotonic() + STATE_EVERY_S
         tick = min(1.0, feeder.period) if feeder.active else 1.0
         while not stop.wait(tick):
@@ -465,8 +547,14 @@ class Service:
             except queue.Empty:
                 break
             waiting += 1
-            self._missed(trig.scan, trig.source, trig.min_age, trig.received_ts, MissedReason.SHUTDOWN,
-                         "the service stopped before this scan's check could run")
+            self._missed(
+                trig.scan,
+                trig.source,
+                trig.min_age,
+                trig.received_ts,
+                MissedReason.SHUTDOWN,
+                "the service stopped before this scan's check could run",
+            )
             fut.cancel()
         if waiting:
             log.warning("%d scan(s) were still waiting for a check at shutdown; recorded as missed", waiting)

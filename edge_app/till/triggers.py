@@ -175,8 +175,10 @@ class StdinTrigger:
         if binary is not None:
             read = binary.readline
         else:
+
             def read(n: int) -> bytes:
                 return self._stream.readline(n).encode("utf-8", "surrogatepass")
+
         limit = self._max_bytes + 1
         while True:
             line = read(limit)

@@ -155,11 +155,21 @@ class MqttLink:
     still reach it.
     """
 
-    def __init__(self, cfg: Config, outbox: Outbox | None, on_message: Callable[[Message], None],
-                 subscriptions: Sequence[Subscription] = (), *, presence: Presence | None = None,
-                 client_id: str | None = None, session_expiry_s: int | None = None,
-                 name: str = "MQTT", manual_ack: bool = False, prefix: str | None = None,
-                 on_status: Callable[[LinkStatus], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        outbox: Outbox | None,
+        on_message: Callable[[Message], None],
+        subscriptions: Sequence[Subscription] = (),
+        *,
+        presence: Presence | None = None,
+        client_id: str | None = None,
+        session_expiry_s: int | None = None,
+        name: str = "MQTT",
+        manual_ack: bool = False,
+        prefix: str | None = None,
+        on_status: Callable[[LinkStatus], None] | None = None,
+    ):
         self.cfg = cfg
         self._manual_ack = manual_ack
         self.outbox = outbox
@@ -170,8 +180,9 @@ class MqttLink:
         self._session_expiry_s = session_expiry_s
         self._name = name  # how the log lines name this link
         self._prefix = events.topic(cfg.store_id, cfg.till_id, "") if prefix is None else prefix
-        self.client_id = client_id or cfg.mqtt.client_id or session_client_id(
-            cfg.mqtt, f"agecheck-{cfg.store_id}-{cfg.till_id}")
+        self.client_id = (
+            client_id or cfg.mqtt.client_id or session_client_id(cfg.mqtt, f"agecheck-{cfg.store_id}-{cfg.till_id}")
+        )
         self.client = make_client(cfg.mqtt, self.client_id)
         if manual_ack:
             self.client.manual_ack_set(True)
@@ -217,8 +228,9 @@ class MqttLink:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> MqttLink:
         m = self.cfg.mqtt
-        log.info("connecting to MQTT broker %s:%d as %s%s", m.host, m.port,
-                 self.client_id, " (TLS)" if m.tls.enabled else "")
+        log.info(
+            "connecting to MQTT broker %s:%d as %s%s", m.host, m.port, self.client_id, " (TLS)" if m.tls.enabled else ""
+        )
         for warning in self.trust_warnings:
             log.warning("%s: NOT SECURE: %s", self._name, warning)
         # connect_async + loop_start: an unreachable broker at start-up is retried like any
@@ -230,8 +242,7 @@ class MqttLink:
             if self._session_expiry_s is None:
                 self.client.connect_async(m.host, m.port, keepalive=m.keepalive, properties=props)
             else:
-                self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False,
-                                          properties=props)
+                self.client.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False, properties=props)
         self.client.loop_start()
         if self.outbox is not None:
             self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -261,8 +272,11 @@ class MqttLink:
         and disconnect. Undelivered events stay in the outbox for the next start."""
         deadline = time.monotonic() + flush_timeout
         with self._cond:
-            while self.outbox is not None and self._connected and (
-                    self._inflight or self.outbox.after(self._last_sent, 1)):
+            while (
+                self.outbox is not None
+                and self._connected
+                and (self._inflight or self.outbox.after(self._last_sent, 1))
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -273,8 +287,9 @@ class MqttLink:
         if self._sender is not None:
             self._sender.join(5)
         if self._connected and self._presence is not None:
-            info = self.client.publish(self._topic(self._presence.availability_leaf), self._presence.offline, qos=1,
-                                       retain=True)
+            info = self.client.publish(
+                self._topic(self._presence.availability_leaf), self._presence.offline, qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
@@ -320,17 +335,36 @@ class MqttLink:
             self._backed_off = True
         if error != self._logged_error:
             self._logged_error = error
-            self._tell(LinkStatus(LinkChange.FAILED, error + hint), logging.ERROR if lasting else logging.WARNING,
-                       "%s: broker %s:%d: %s%s%s; retrying every %d s at most", self._name, self.cfg.mqtt.host,
-                       self.cfg.mqtt.port, error, hint, self._waiting(), reconnect_max(self.cfg.mqtt))
+            self._tell(
+                LinkStatus(LinkChange.FAILED, error + hint),
+                logging.ERROR if lasting else logging.WARNING,
+                "%s: broker %s:%d: %s%s%s; retrying every %d s at most",
+                self._name,
+                self.cfg.mqtt.host,
+                self.cfg.mqtt.port,
+                error,
+                hint,
+                self._waiting(),
+                reconnect_max(self.cfg.mqtt),
+            )
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason_code: ReasonCode,
-                    properties: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             user = self.cfg.mqtt.username
-            self._failed(login_refused(reason_code), True,
-                         f" (as user {user!r}: check mqtt.username and the password)" if user else
-                         " (no mqtt.username is set: this broker wants a login)")
+            self._failed(
+                login_refused(reason_code),
+                True,
+                f" (as user {user!r}: check mqtt.username and the password)"
+                if user
+                else " (no mqtt.username is set: this broker wants a login)",
+            )
             return
         if self._backed_off:
             self.client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max(self.cfg.mqtt))
@@ -345,10 +379,18 @@ class MqttLink:
             self._cond.notify_all()
         again = " again" if self._ever_connected else ""
         self._ever_connected = True
-        self._tell(LinkStatus(LinkChange.CONNECTED, session_present=bool(flags.session_present)), logging.INFO,
-                   "%s: connected to broker %s:%d%s as %s (%s session)%s", self._name, self.cfg.mqtt.host,
-                   self.cfg.mqtt.port, again, self.client_id, "resumed" if flags.session_present else "new",
-                   "" if self.outbox is None else f"; outbox holds {self.outbox.depth()} event(s) to deliver")
+        self._tell(
+            LinkStatus(LinkChange.CONNECTED, session_present=bool(flags.session_present)),
+            logging.INFO,
+            "%s: connected to broker %s:%d%s as %s (%s session)%s",
+            self._name,
+            self.cfg.mqtt.host,
+            self.cfg.mqtt.port,
+            again,
+            self.client_id,
+            "resumed" if flags.session_present else "new",
+            "" if self.outbox is None else f"; outbox holds {self.outbox.depth()} event(s) to deliver",
+        )
         if self._presence is not None:
             self._publish_other(self._topic(self._presence.availability_leaf), self._presence.online, retain=True)
             self.publish_state()
@@ -357,19 +399,32 @@ class MqttLink:
         else:
             self.subscribed.set()  # a link that only delivers its outbox
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
-                      properties: Properties | None) -> None:
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         # One code per subscription, in their order.
-        refused = tuple((self._topic(leaf), str(rc)) for (leaf, _), rc in zip(self._subscriptions, reason_codes)
-                        if rc.is_failure)
+        refused = tuple(
+            (self._topic(leaf), str(rc)) for (leaf, _), rc in zip(self._subscriptions, reason_codes) if rc.is_failure
+        )
         status = LinkStatus(LinkChange.SUBSCRIBED, refused=refused)
         if refused:
-            self._tell(status, logging.ERROR, "%s: broker refused a subscription to %s; check the broker's ACL",
-                       self._name, ", ".join(f"{topic} ({why})" for topic, why in refused))
+            self._tell(
+                status,
+                logging.ERROR,
+                "%s: broker refused a subscription to %s; check the broker's ACL",
+                self._name,
+                ", ".join(f"{topic} ({why})" for topic, why in refused),
+            )
             return
         # Said once granted, not at connect: until then a message on these topics is dropped.
-        self._tell(status, logging.INFO, "%s: subscribed to %s", self._name,
-                   ", ".join(leaf for leaf, _ in self._subscriptions))
+        self._tell(
+            status, logging.INFO, "%s: subscribed to %s", self._name, ", ".join(leaf for leaf, _ in self._subscriptions)
+        )
         self.subscribed.set()
         self.publish_state()  # the state says whether scans can reach us
 
@@ -379,19 +434,32 @@ class MqttLink:
         exc = sys.exc_info()[1]
         self._failed(connect_error(exc, self.cfg.mqtt), lasting_failure(exc), "")
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
-                       properties: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self.subscribed.clear()
         with self._cond:
             was = self._connected
             self._connected = False
             self._cond.notify_all()
         if was and not self._stop.is_set():
-            self._tell(LinkStatus(LinkChange.LOST, str(reason_code)), logging.WARNING,
-                       "%s: lost the broker (%s)%s; reconnecting", self._name, reason_code, self._waiting())
+            self._tell(
+                LinkStatus(LinkChange.LOST, str(reason_code)),
+                logging.WARNING,
+                "%s: lost the broker (%s)%s; reconnecting",
+                self._name,
+                reason_code,
+                self._waiting(),
+            )
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode,
-                    properties: Properties) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
         with self._cond:
             if mid in self._other_mids:
                 self._other_mids.discard(mid)
@@ -403,7 +471,7 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         prefix = self._prefix
-        leaf = msg.topic[len(prefix):] if msg.topic.startswith(prefix) else msg.topic
+        leaf = msg.topic[len(prefix) :] if msg.topic.startswith(prefix) else msg.topic
         ack: Callable[[], object] = _no_ack
         if self._manual_ack:
             with self._cond:
@@ -446,8 +514,12 @@ class MqttLink:
         return done
 
     def _refused(self, seq: int) -> None:
-        log.error("MQTT broker refused outbox event #%d (check the broker's ACL for this till's events topics); "
-                  "it stays in the outbox and is retried in %.0f s", seq, REFUSED_RETRY_S)
+        log.error(
+            "MQTT broker refused outbox event #%d (check the broker's ACL for this till's events topics); "
+            "it stays in the outbox and is retried in %.0f s",
+            seq,
+            REFUSED_RETRY_S,
+        )
         self._last_sent = min(self._last_sent, seq - 1)
         self._hold_until = time.monotonic() + REFUSED_RETRY_S
 

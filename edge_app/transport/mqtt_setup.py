@@ -60,8 +60,10 @@ def password_file_warning(m: MQTTConfig) -> str | None:
         return None
     if not mode & (stat.S_IRWXG | stat.S_IRWXO):
         return None
-    return (f"the broker password file {m.password_file} can be read by other users of this machine "
-            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {m.password_file}")
+    return (
+        f"the broker password file {m.password_file} can be read by other users of this machine "
+        f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {m.password_file}"
+    )
 
 
 def trust_warnings(m: MQTTConfig) -> list[str]:
@@ -74,15 +76,21 @@ def trust_warnings(m: MQTTConfig) -> list[str]:
         return out
     where = f"broker {m.host}:{m.port} is not on this machine"
     if not m.tls.enabled:
-        out.append(f"{where} and mqtt.tls.enabled is false: estimated ages, the cashier's answers and the "
-                   "password cross the network readable and changeable by anyone on it")
+        out.append(
+            f"{where} and mqtt.tls.enabled is false: estimated ages, the cashier's answers and the "
+            "password cross the network readable and changeable by anyone on it"
+        )
     elif m.tls.insecure:
-        out.append("mqtt.tls.insecure is true: the broker's certificate is not checked against its name, so "
-                   "another machine can pose as the broker")
+        out.append(
+            "mqtt.tls.insecure is true: the broker's certificate is not checked against its name, so "
+            "another machine can pose as the broker"
+        )
     if not m.username:
-        out.append(f"{where} and no mqtt.username is set: that broker lets anonymous clients in, and any of "
-                   "them can publish forged scans, answers and events or read every check "
-                   "(see docs/security.md and deploy/mosquitto/agecheck-secure.conf)")
+        out.append(
+            f"{where} and no mqtt.username is set: that broker lets anonymous clients in, and any of "
+            "them can publish forged scans, answers and events or read every check "
+            "(see docs/security.md and deploy/mosquitto/agecheck-secure.conf)"
+        )
     return out
 
 
@@ -108,8 +116,9 @@ def make_client(m: MQTTConfig, client_id: str) -> mqtt.Client:
             if f and not Path(f).is_file():
                 raise ConfigError(f"mqtt.tls.{key}: file {f!r} does not exist")
         try:
-            client.tls_set(ca_certs=m.tls.ca_file, certfile=m.tls.cert_file, keyfile=m.tls.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(
+                ca_certs=m.tls.ca_file, certfile=m.tls.cert_file, keyfile=m.tls.key_file, cert_reqs=ssl.CERT_REQUIRED
+            )
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"mqtt.tls: cannot load the certificate files ({exc})") from None
         client.tls_insecure_set(m.tls.insecure)
@@ -145,26 +154,34 @@ def connect_error(exc: BaseException | None, m: MQTTConfig) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         msg = exc.verify_message or str(exc)
         if "mismatch" in msg.lower():
-            return (f"TLS: the broker's certificate is not valid for the name {m.host!r} ({msg}); set mqtt.host "
-                    "to a name the certificate holds, or give the broker a certificate for this name")
+            return (
+                f"TLS: the broker's certificate is not valid for the name {m.host!r} ({msg}); set mqtt.host "
+                "to a name the certificate holds, or give the broker a certificate for this name"
+            )
         if exc.verify_code in _UNTRUSTED_CA:
             ca = m.tls.ca_file or "the system's CA list"
-            return (f"TLS: the broker's certificate is not signed by a CA trusted here ({msg}); "
-                    f"mqtt.tls.ca_file must be the CA that signed it (now: {ca})")
+            return (
+                f"TLS: the broker's certificate is not signed by a CA trusted here ({msg}); "
+                f"mqtt.tls.ca_file must be the CA that signed it (now: {ca})"
+            )
         if exc.verify_code in _EXPIRED:
             return f"TLS: the broker's certificate is outside its validity dates ({msg}); check its dates and this PC's clock"
         return f"TLS: certificate verify failed: {msg}"
     if m.tls.enabled and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         # A plain MQTT listener reads our TLS hello as a broken MQTT packet and hangs up.
-        return (f"TLS: {where} did not answer in TLS (the connection was closed during the handshake: "
-                f"{exc}); is it the broker's plain MQTT port rather than its TLS listener?")
+        return (
+            f"TLS: {where} did not answer in TLS (the connection was closed during the handshake: "
+            f"{exc}); is it the broker's plain MQTT port rather than its TLS listener?"
+        )
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         if reason == "WRONG_VERSION_NUMBER":
             return f"TLS: {where} did not answer in TLS ({reason}); is it the broker's TLS listener?"
         if "CERTIFICATE" in reason:
-            return (f"TLS: the broker refused this till's client certificate ({reason}); check "
-                    "mqtt.tls.cert_file / key_file and the broker's require_certificate")
+            return (
+                f"TLS: the broker refused this till's client certificate ({reason}); check "
+                "mqtt.tls.cert_file / key_file and the broker's require_certificate"
+            )
         return f"TLS handshake with {where} failed ({reason})"
     if isinstance(exc, ConnectionRefusedError):
         return f"nothing accepts connections on {where} (connection refused): is the broker running?"

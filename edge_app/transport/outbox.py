@@ -87,8 +87,10 @@ def _take_lock(path: Path) -> tuple[int, bool]:
     try:
         return locks.take(lp), created
     except locks.LockHeld as held:
-        raise OutboxInUse(f"outbox {path} is in use by another process ({held.owner}): only one "
-                          "program may use an outbox; stop that one, or give this one its own outbox path") from None
+        raise OutboxInUse(
+            f"outbox {path} is in use by another process ({held.owner}): only one "
+            "program may use an outbox; stop that one, or give this one its own outbox path"
+        ) from None
     except OSError as exc:
         raise OutboxError(f"cannot lock outbox {path} through {lp} ({exc.strerror})") from None
 
@@ -146,8 +148,12 @@ class Outbox:
                 side = self.path.with_name(self.path.name + suffix)
                 if side.exists():
                     side.rename(aside.with_name(aside.name + suffix))
-            log.error("outbox %s is not a readable SQLite database (%s); moved it to %s and started an "
-                      "empty one", self.path, exc, aside)
+            log.error(
+                "outbox %s is not a readable SQLite database (%s); moved it to %s and started an empty one",
+                self.path,
+                exc,
+                aside,
+            )
             create_private(self.path)
             try:
                 self._db = self._open()
@@ -172,9 +178,11 @@ class Outbox:
         if now == self._ident:
             return
         if now is not None:
-            raise OutboxError(f"outbox {self.path} was replaced by another file while in use; events are not "
-                              "written into the old one or the new one (held in memory): move the new file "
-                              "away, or restart to use it")
+            raise OutboxError(
+                f"outbox {self.path} was replaced by another file while in use; events are not "
+                "written into the old one or the new one (held in memory): move the new file "
+                "away, or restart to use it"
+            )
         self._rebuild_deleted()
 
     def _rebuild_deleted(self) -> None:
@@ -190,16 +198,22 @@ class Outbox:
                 dest.close()
         except sqlite3.Error as exc:
             new.unlink(missing_ok=True)
-            raise OutboxError(f"outbox {self.path} was deleted while in use, and a new one cannot be written "
-                              f"({exc}); events are held in memory until it can") from None
+            raise OutboxError(
+                f"outbox {self.path} was deleted while in use, and a new one cannot be written "
+                f"({exc}); events are held in memory until it can"
+            ) from None
         # Closing the last connection to the deleted file removes its -wal and -shm by name, so the
         # rebuilt file opens with none of the old one's.
         self._db.close()
         os.rename(new, self.path)
         self._db = self._open()
         self._ident = self._file_ident()
-        log.error("outbox %s was deleted while in use: rebuilt at the same path with the %d undelivered "
-                  "event(s) and the numbering it had; nothing was lost", self.path, self._count())
+        log.error(
+            "outbox %s was deleted while in use: rebuilt at the same path with the %d undelivered "
+            "event(s) and the numbering it had; nothing was lost",
+            self.path,
+            self._count(),
+        )
 
     def _header(self) -> bytes:
         try:
@@ -210,8 +224,9 @@ class Outbox:
 
     def _header_is_ours(self) -> bool:
         head = self._header()
-        return head.startswith(SQLITE_MAGIC) and len(head) >= 72 and \
-            int.from_bytes(head[68:72], "big") == APPLICATION_ID
+        return (
+            head.startswith(SQLITE_MAGIC) and len(head) >= 72 and int.from_bytes(head[68:72], "big") == APPLICATION_ID
+        )
 
     def _check_ours(self) -> None:
         """Refuse (OutboxError) a file that is not an outbox this program made: outbox.path
@@ -221,8 +236,10 @@ class Outbox:
         head = self._header()
         if not head:
             return  # empty: nothing in it to lose (SQLite starts a new database there)
-        foreign = (f"{self.path} exists and is not an agecheck outbox; it is left untouched: point the setting "
-                   "at a new file, or move that file away")
+        foreign = (
+            f"{self.path} exists and is not an agecheck outbox; it is left untouched: point the setting "
+            "at a new file, or move that file away"
+        )
         if not head.startswith(SQLITE_MAGIC):
             raise OutboxError(foreign + " (it is not an SQLite database)")
         if self._header_is_ours():
@@ -241,8 +258,7 @@ class Outbox:
             raise OutboxError(foreign + f" (it cannot be read as one: {exc})") from None
         if not tables:
             return  # no tables at all: there is nothing in it to lose
-        if tables - {"events", "meta", "sqlite_sequence"} or cols != ["seq", "event_id", "topic", "payload",
-                                                                      "created"]:
+        if tables - {"events", "meta", "sqlite_sequence"} or cols != ["seq", "event_id", "topic", "payload", "created"]:
             raise OutboxError(foreign + " (it is another program's SQLite database)")
 
     @staticmethod
@@ -315,8 +331,7 @@ class Outbox:
             except _Full as full:
                 failed = full
                 self._space.relieve()
-        raise OutboxError(f"{failed}; the outbox writes again once {RESUME_FREE_BYTES // 1024} KB are "
-                          "free") from None
+        raise OutboxError(f"{failed}; the outbox writes again once {RESUME_FREE_BYTES // 1024} KB are free") from None
 
     def _put(self, topic: str, payload: bytes, event_id: str) -> list[str]:
         try:
@@ -325,7 +340,8 @@ class Outbox:
                 dropped = self._make_room()
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                    (event_id, topic, sqlite3.Binary(payload), time.time()))
+                    (event_id, topic, sqlite3.Binary(payload), time.time()),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -349,8 +365,7 @@ class Outbox:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT payload FROM events WHERE event_id = ?",
-                                       (event.event_id,)).fetchone()
+                row = self._db.execute("SELECT payload FROM events WHERE event_id = ?", (event.event_id,)).fetchone()
                 if row is not None:
                     self._db.execute("COMMIT")
                     return events.decode_event(bytes(row[0])), []
@@ -358,14 +373,19 @@ class Outbox:
                 seq = (int(got[0]) if got else 0) + 1
                 stored = event.numbered(seq, publisher)
                 payload = stored.encode()
-                self._db.execute("INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
-                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (seq,))
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES('publisher_seq', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (seq,),
+                )
                 undeleted = self._delete_undeleted()
                 self._depth -= undeleted
                 try:
                     dropped = self._make_room()
-                    self._db.execute("INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
-                                     (event.event_id, topic, sqlite3.Binary(payload), time.time()))
+                    self._db.execute(
+                        "INSERT INTO events(event_id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                        (event.event_id, topic, sqlite3.Binary(payload), time.time()),
+                    )
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._depth += undeleted
@@ -397,14 +417,21 @@ class Outbox:
             return []
         rows = self._db.execute("SELECT seq, event_id FROM events ORDER BY seq LIMIT ?", (excess,)).fetchall()
         self._db.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
-        self._db.execute("INSERT INTO meta(key, value) VALUES('dropped_total', ?) "
-                         "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (len(rows),))
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES('dropped_total', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            (len(rows),),
+        )
         return [r[1] for r in rows]
 
     def _log_dropped(self, dropped: list[str], event_id: str) -> None:
         for eid in dropped:
-            log.error("outbox full (%d events, outbox.max_events): dropped the oldest undelivered event %s "
-                      "to store %s", self.max_events, eid, event_id)
+            log.error(
+                "outbox full (%d events, outbox.max_events): dropped the oldest undelivered event %s to store %s",
+                self.max_events,
+                eid,
+                event_id,
+            )
 
     def last_seq(self) -> int:
         """The publisher sequence number of the newest event stored (0 before the first)."""
@@ -417,7 +444,8 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, event_id, topic, payload, created FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit)).fetchall()
+                (seq, limit),
+            ).fetchall()
         return [OutboxRow(int(r[0]), r[1], r[2], bytes(r[3]), float(r[4])) for r in rows]
 
     def delete(self, seq: int) -> None:
@@ -442,8 +470,12 @@ class Outbox:
                 now = time.monotonic()
                 if now - self._delete_logged >= LOG_EVERY_S:
                     self._delete_logged = now
-                    log.error("outbox %s: cannot remove %d delivered event(s) (%s); retrying with the next one",
-                              self.path, len(self._undeleted), exc)
+                    log.error(
+                        "outbox %s: cannot remove %d delivered event(s) (%s); retrying with the next one",
+                        self.path,
+                        len(self._undeleted),
+                        exc,
+                    )
                 return
             self._undeleted.clear()
             self._depth -= n

@@ -88,10 +88,14 @@ class SpaceGuard:
         done = self._checkpoint()
         if not self.low_space:
             self.low_space = True
-            log.warning("outbox %s: the disk is full; gave up the outbox's %d KB reserve%s; new events are held "
-                        "in memory until %d KB are free", self.path, RESERVE_BYTES // 1024,
-                        " to shrink its log" if done else " (its log still cannot be written back)",
-                        RESUME_FREE_BYTES // 1024)
+            log.warning(
+                "outbox %s: the disk is full; gave up the outbox's %d KB reserve%s; new events are held "
+                "in memory until %d KB are free",
+                self.path,
+                RESERVE_BYTES // 1024,
+                " to shrink its log" if done else " (its log still cannot be written back)",
+                RESUME_FREE_BYTES // 1024,
+            )
 
     def refusal(self) -> str | None:
         """Before storing an event after the reserve was given up: why it is refused, or None. The
@@ -100,8 +104,10 @@ class SpaceGuard:
             return None
         free = free_bytes(self.path.parent)
         if free < RESUME_FREE_BYTES or not self.take_reserve():
-            return (f"outbox {self.path}: the disk is full ({free // 1024} KB free; the outbox writes again once "
-                    f"{RESUME_FREE_BYTES // 1024} KB are free)")
+            return (
+                f"outbox {self.path}: the disk is full ({free // 1024} KB free; the outbox writes again once "
+                f"{RESUME_FREE_BYTES // 1024} KB are free)"
+            )
         self.low_space = False
         log.warning("outbox %s: %d KB free again; reserve taken back, storing events", self.path, free // 1024)
         return None

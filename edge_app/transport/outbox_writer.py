@@ -44,8 +44,14 @@ class OutboxWriter:
     When memory is full too, the OLDEST held event is dropped (the outbox's own rule) and
     counted in `held_dropped`."""
 
-    def __init__(self, outbox: Outbox, max_held: int, on_change: Callable[[], object] | None = None,
-                 retry_s: float = 2.0, log_every_s: float = LOG_EVERY_S) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        max_held: int,
+        on_change: Callable[[], object] | None = None,
+        retry_s: float = 2.0,
+        log_every_s: float = LOG_EVERY_S,
+    ) -> None:
         self.outbox = outbox
         self.max_held = max_held
         self._on_change = on_change
@@ -70,8 +76,9 @@ class OutboxWriter:
 
     def status(self) -> WriterStatus:
         with self._lock:
-            return WriterStatus(len(self._held), self.max_held, self._write_errors, self._held_dropped,
-                                self._last_error)
+            return WriterStatus(
+                len(self._held), self.max_held, self._write_errors, self._held_dropped, self._last_error
+            )
 
     def put_event(self, topic: str, event: events.Event, publisher: str) -> tuple[events.Event, list[str], bool]:
         """Store the event, or hold it. Returns the event (numbered when stored), the event ids
@@ -117,9 +124,13 @@ class OutboxWriter:
             stored[ev.event_id] = ev
             dropped += d
         if not self._held and self._failing_since is not None:
-            log.warning("outbox %s stores events again: %d event(s) held in memory for %.0f s are written%s",
-                        self.outbox.path, len(stored), time.monotonic() - self._failing_since,
-                        f"; {self._held_dropped} were lost when memory was full too" if self._held_dropped else "")
+            log.warning(
+                "outbox %s stores events again: %d event(s) held in memory for %.0f s are written%s",
+                self.outbox.path,
+                len(stored),
+                time.monotonic() - self._failing_since,
+                f"; {self._held_dropped} were lost when memory was full too" if self._held_dropped else "",
+            )
             self._failing_since = None
             self._last_error = None
             self._last_log = 0.0
@@ -137,12 +148,21 @@ class OutboxWriter:
             return
         first = not self._last_log
         self._last_log = now
-        lost = (f"; {self._dropped_since_log} oldest event(s) lost since the last message (memory full, "
-                f"outbox.memory_max_events={self.max_held})" if self._dropped_since_log else "")
+        lost = (
+            f"; {self._dropped_since_log} oldest event(s) lost since the last message (memory full, "
+            f"outbox.memory_max_events={self.max_held})"
+            if self._dropped_since_log
+            else ""
+        )
         self._dropped_since_log = 0
-        log.error("%s: %d event(s) held in memory (at most %d) and retried every %g s until it can write "
-                  "again%s", self._last_error if first else f"outbox {self.outbox.path} still cannot store events",
-                  len(self._held), self.max_held, self._retry_s, lost)
+        log.error(
+            "%s: %d event(s) held in memory (at most %d) and retried every %g s until it can write again%s",
+            self._last_error if first else f"outbox {self.outbox.path} still cannot store events",
+            len(self._held),
+            self.max_held,
+            self._retry_s,
+            lost,
+        )
 
     def _changed(self, was: bool, now: bool) -> None:
         if was != now and self._on_change is not None:
@@ -168,7 +188,11 @@ class OutboxWriter:
         with self._lock:
             left = [ev.event_id for _, ev, _ in self._held]
         if left:
-            log.error("outbox %s cannot store events (%s): %d event(s) held in memory are lost at shutdown: %s",
-                      self.outbox.path, self._last_error, len(left), ", ".join(left[:20]) +
-                      (" ..." if len(left) > 20 else ""))
+            log.error(
+                "outbox %s cannot store events (%s): %d event(s) held in memory are lost at shutdown: %s",
+                self.outbox.path,
+                self._last_error,
+                len(left),
+                ", ".join(left[:20]) + (" ..." if len(left) > 20 else ""),
+            )
         return len(left)

@@ -32,8 +32,7 @@ Record = Mapping[str, Any]
 
 
 def _floats(values: Any, what: str) -> tuple[float, ...]:
-    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in values):
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise CardError(f"{what} must be a list of numbers")
     return tuple(float(v) for v in values)
 
@@ -83,16 +82,27 @@ class CardDecision:
             level, temp = float(d["interval"]["level"]), float(d["interval"]["temperature"])
             if not (0 < level < 1 and math.isfinite(temp) and temp > 0):
                 raise CardError(f"interval level {level} / temperature {temp} out of range")
-            return cls(str(d["method"]), DecisionRules(gates, level, temp), _record(d["target"], "target"),
-                       _record(d["fit"], "fit"))
+            return cls(
+                str(d["method"]),
+                DecisionRules(gates, level, temp),
+                _record(d["target"], "target"),
+                _record(d["fit"], "fit"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise CardError(f"decision is malformed ({exc})") from None
 
     def to_dict(self) -> dict:
         return {
             "method": self.method,
-            "gates": [{"challenge_age": g.challenge_age, "raw": list(g.raw), "calibrated": list(g.calibrated),
-                       "threshold": g.threshold} for g in self.rules.gates],
+            "gates": [
+                {
+                    "challenge_age": g.challenge_age,
+                    "raw": list(g.raw),
+                    "calibrated": list(g.calibrated),
+                    "threshold": g.threshold,
+                }
+                for g in self.rules.gates
+            ],
             "target": copy.deepcopy(dict(self.target)),
             "interval": {"level": self.rules.interval_level, "temperature": self.rules.interval_temperature},
             "fit": copy.deepcopy(dict(self.fit)),
@@ -109,8 +119,13 @@ class CardDecision:
 def _gate(g: Mapping[str, Any]) -> GateRule:
     raw, cal = _floats(g["raw"], "gate raw"), _floats(g["calibrated"], "gate calibrated")
     thr = float(g["threshold"])
-    ok = (len(raw) == len(cal) >= 2 and all(b > a for a, b in zip(raw, raw[1:]))
-          and all(b >= a for a, b in zip(cal, cal[1:])) and all(0 <= v <= 1 for v in raw + cal) and 0 <= thr <= 1)
+    ok = (
+        len(raw) == len(cal) >= 2
+        and all(b > a for a, b in zip(raw, raw[1:]))
+        and all(b >= a for a, b in zip(cal, cal[1:]))
+        and all(0 <= v <= 1 for v in raw + cal)
+        and 0 <= thr <= 1
+    )
     if not ok:
         raise CardError(f"gate for challenge age {g.get('challenge_age')} is not a monotone map within 0..1")
     return GateRule(int(g["challenge_age"]), raw, cal, thr)
@@ -181,8 +196,7 @@ def _plain(cls, d: Any, what: str):
         v = d[f.name]
         if want is not None and (not isinstance(v, want) or (isinstance(v, bool) and f.type != "bool")):
             raise CardError(f"{what}.{f.name} must be {f.type}, got {v!r}")
-    return cls(**{n: (float(d[n]) if f.type == "float" else d[n]) for n, f in
-                  zip(names, dataclasses.fields(cls))})
+    return cls(**{n: (float(d[n]) if f.type == "float" else d[n]) for n, f in zip(names, dataclasses.fields(cls))})
 
 
 @dataclass(frozen=True)
@@ -276,10 +290,15 @@ def card_path(model_path: Path) -> Path:
 
 def _read(name: str, kind: str, v: Any) -> Any:
     """One top-level field from its JSON value, by the field's declared type."""
-    readers = {"CardInput | None": CardInput.from_dict, "CardOutput | None": CardOutput.from_dict,
-               "Alignment | None": Alignment.from_dict, "CardDecision | None": CardDecision.from_dict,
-               "AgeMap | None": AgeMap.from_dict, "Record | None": lambda x: _record(x, name),
-               "Record": lambda x: _record(x, name)}
+    readers = {
+        "CardInput | None": CardInput.from_dict,
+        "CardOutput | None": CardOutput.from_dict,
+        "Alignment | None": Alignment.from_dict,
+        "CardDecision | None": CardDecision.from_dict,
+        "AgeMap | None": AgeMap.from_dict,
+        "Record | None": lambda x: _record(x, name),
+        "Record": lambda x: _record(x, name),
+    }
     if kind in readers:
         return readers[kind](v)
     if kind == "tuple[int, ...] | None":

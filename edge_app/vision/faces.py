@@ -42,9 +42,7 @@ from edge_app.vision.mediapipe_import import import_mediapipe
 # symmetrised median of MediaPipe's keypoints on 400 UTKFace photos, so the crop reproduces the
 # dlib-chip framing the pretrained age net was trained on (a tighter crop costs it accuracy).
 TEMPLATE_VERSION = "mp-utk-v3"
-TEMPLATE = np.array(
-    [[0.302, 0.309], [0.698, 0.309], [0.500, 0.537], [0.500, 0.727]], dtype=np.float64
-)
+TEMPLATE = np.array([[0.302, 0.309], [0.698, 0.309], [0.500, 0.537], [0.500, 0.727]], dtype=np.float64)
 # The eyes set the geometry (they land on the template within a fraction of a pixel); nose and
 # mouth carry a small weight that only steadies the fit when an eye keypoint is noisy. Measured
 # with the pretrained net on 1,500 validation faces: MAE 4.88 with these weights, 4.90 with
@@ -58,6 +56,8 @@ _RETRY_PAD = 0.3
 # keypoints always come from a second, short-range look at a window of _REFINE_WINDOW x its box:
 # the same framing for a till frame and a training photo.
 _REFINE_WINDOW = 2.2
+
+
 def display_name(path: str | bytes | Path) -> str:
     """A file name that can always be printed: bytes that are not UTF-8 (kept by Python as
     surrogates) are shown as \\x escapes instead of making print() raise."""
@@ -88,8 +88,10 @@ def load_image(path: str | bytes | Path, max_pixels: int = 40_000_000) -> tuple[
     # No compressed photo of max_pixels is bigger than raw 16-bit RGBA of that size.
     max_bytes = max_pixels * 8 + (1 << 20)
     if st.st_size > max_bytes:
-        raise ImageError(f"{name}: file is {st.st_size / 1e6:.0f} MB, too big for an image of at most "
-                         f"{max_pixels / 1e6:.0f} MP (faces.max_image_pixels)")
+        raise ImageError(
+            f"{name}: file is {st.st_size / 1e6:.0f} MB, too big for an image of at most "
+            f"{max_pixels / 1e6:.0f} MP (faces.max_image_pixels)"
+        )
     try:
         with open(p, "rb") as f:
             data = f.read(max_bytes + 1)
@@ -232,15 +234,27 @@ def measure_quality(face: Face, crop: np.ndarray) -> Quality:
 def gate(q: Quality, cfg: FacesConfig) -> tuple[Rejection, ...]:
     checks = (
         (q.iod_px < cfg.min_iod_px, GateReason.TOO_SMALL, f"eyes {q.iod_px:.0f} px apart, need {cfg.min_iod_px:.0f}"),
-        (q.sharpness < cfg.min_sharpness, GateReason.BLURRED,
-         f"sharpness {q.sharpness:.0f}, need {cfg.min_sharpness:.0f}"),
+        (
+            q.sharpness < cfg.min_sharpness,
+            GateReason.BLURRED,
+            f"sharpness {q.sharpness:.0f}, need {cfg.min_sharpness:.0f}",
+        ),
         (abs(q.yaw_deg) > cfg.max_yaw_deg, GateReason.TURNED, f"yaw {q.yaw_deg:.0f} deg, limit {cfg.max_yaw_deg:.0f}"),
-        (abs(q.pitch_deg) > cfg.max_pitch_deg, GateReason.TILTED,
-         f"pitch {q.pitch_deg:.0f} deg, limit {cfg.max_pitch_deg:.0f}"),
-        (q.brightness < cfg.min_brightness, GateReason.TOO_DARK,
-         f"brightness {q.brightness:.0f}, need {cfg.min_brightness:.0f}"),
-        (q.brightness > cfg.max_brightness, GateReason.TOO_BRIGHT,
-         f"brightness {q.brightness:.0f}, limit {cfg.max_brightness:.0f}"),
+        (
+            abs(q.pitch_deg) > cfg.max_pitch_deg,
+            GateReason.TILTED,
+            f"pitch {q.pitch_deg:.0f} deg, limit {cfg.max_pitch_deg:.0f}",
+        ),
+        (
+            q.brightness < cfg.min_brightness,
+            GateReason.TOO_DARK,
+            f"brightness {q.brightness:.0f}, need {cfg.min_brightness:.0f}",
+        ),
+        (
+            q.brightness > cfg.max_brightness,
+            GateReason.TOO_BRIGHT,
+            f"brightness {q.brightness:.0f}, limit {cfg.max_brightness:.0f}",
+        ),
     )
     return tuple(Rejection(reason, f"{reason} ({measured})") for failed, reason, measured in checks if failed)
 
@@ -255,7 +269,9 @@ class FacePipeline:
         self.cfg = cfg
         fd = mp.solutions.face_detection.FaceDetection
         self._short = fd(model_selection=0, min_detection_confidence=cfg.min_confidence)
-        self._full = fd(model_selection=1, min_detection_confidence=cfg.min_confidence) if cfg.detector == "full" else None
+        self._full = (
+            fd(model_selection=1, min_detection_confidence=cfg.min_confidence) if cfg.detector == "full" else None
+        )
         self._lock = threading.Lock()
         self._dst = template_points(cfg.output_size, cfg.margin)
 
@@ -335,8 +351,9 @@ class FacePipeline:
         nothing."""
         return self._look_around(rgb, face.box) or face
 
-    def follow(self, rgb: np.ndarray, track: Track,
-               timings: dict[str, float] | None = None) -> tuple[FrameFaces, Track] | None:
+    def follow(
+        self, rgb: np.ndarray, track: Track, timings: dict[str, float] | None = None
+    ) -> tuple[FrameFaces, Track] | None:
         """The shopper of `track` in a new frame, by one short-range look at a window around
         where they were (the same look a full search ends with, without the full-range search
         before it); aligned and gated as in `process`. None when the track is lost: nothing in

@@ -133,5 +133,6 @@ def same_shopper(last: Face, found: Face) -> bool:
     side = box_side(last.box)
     (lx, ly), (fx, fy) = box_centre(last.box), box_centre(found.box)
     scale = box_side(found.box) / side
-    return (math.hypot(fx - lx, fy - ly) <= _FOLLOW_MAX_SHIFT * side
-            and 1 / _FOLLOW_MAX_SCALE <= scale <= _FOLLOW_MAX_SCALE)
+    return (
+        math.hypot(fx - lx, fy - ly) <= _FOLLOW_MAX_SHIFT * side and 1 / _FOLLOW_MAX_SCALE <= scale <= _FOLLOW_MAX_SCALE
+    )

@@ -52,8 +52,7 @@ class AgeModel:
     """One interpreter, loaded once; `predict` is serialised by a lock so the service's worker and
     a benchmark thread cannot interleave tensor writes."""
 
-    def __init__(self, path: str | Path, threads: int = 2, flip_average: bool | None = None,
-                 use_age_map: bool = True):
+    def __init__(self, path: str | Path, threads: int = 2, flip_average: bool | None = None, use_age_map: bool = True):
         self.path = Path(path)
         self.threads = threads
         if not self.path.is_file():

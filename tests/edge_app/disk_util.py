@@ -17,11 +17,14 @@ import pytest
 @contextlib.contextmanager
 def small_tmpfs(where: Path, size: str = "4m") -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the full-disk test ({r.stderr.strip() or r.returncode}); "
-                    "it needs root with CAP_SYS_ADMIN")
+        pytest.skip(
+            f"cannot mount a tmpfs for the full-disk test ({r.stderr.strip() or r.returncode}); "
+            "it needs root with CAP_SYS_ADMIN"
+        )
     try:
         yield where
     finally:

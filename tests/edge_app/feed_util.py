@@ -38,31 +38,57 @@ def _at(ts: str | None) -> dict:
     return {"ts": ts} if ts else {}
 
 
-def check_event(store="store-001", till="till-01", txn="T-1", decision="check_id", age=21.0,
-                ts: str | None = None, **extra) -> dict:
+def check_event(
+    store="store-001", till="till-01", txn="T-1", decision="check_id", age=21.0, ts: str | None = None, **extra
+) -> dict:
     """A check's wire dict (a test changes its keys to make a bad one)."""
     low, high = (None, None) if age is None else (age - 2.0, age + 2.0)
     band = None if age is None else age_band(age)
     return events.CheckEvent(
-        store_id=store, till_id=till, transaction_id=txn, **_at(ts),
+        store_id=store,
+        till_id=till,
+        transaction_id=txn,
+        **_at(ts),
         trigger=events.TriggerInfo(LAGER, source="pos"),
-        frames_used=5, faces_seen=1, decision=decision, age=age, age_low=low, age_high=high, age_band=band,
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0), model_id="age_resnet10_int8",
-        latency_ms=events.Latency(total=120.0), **extra,
+        frames_used=5,
+        faces_seen=1,
+        decision=decision,
+        age=age,
+        age_low=low,
+        age_high=high,
+        age_band=band,
+        policy=events.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0),
+        model_id="age_resnet10_int8",
+        latency_ms=events.Latency(total=120.0),
+        **extra,
     ).to_dict()
 
 
 def alert_event(check: dict, ts: str | None = None) -> dict:
     c = events.from_dict(check)
-    return events.AlertEvent(store_id=c.store_id, till_id=c.till_id, transaction_id=c.transaction_id, **_at(ts),
-                             check_event_id=c.event_id, decision=c.decision, age_band=c.age_band,
-                             item=c.trigger.product).to_dict()
+    return events.AlertEvent(
+        store_id=c.store_id,
+        till_id=c.till_id,
+        transaction_id=c.transaction_id,
+        **_at(ts),
+        check_event_id=c.event_id,
+        decision=c.decision,
+        age_band=c.age_band,
+        item=c.trigger.product,
+    ).to_dict()
 
 
 def ack_event(alert: dict, answer: str, seconds: float = 3.0, ts: str | None = None, **fields) -> dict:
-    return events.AckEvent(store_id=alert["store_id"], till_id=alert["till_id"],
-                           transaction_id=alert["transaction_id"], **_at(ts), alert_event_id=alert["event_id"],
-                           answer=answer, decision_time_s=seconds, **fields).to_dict()
+    return events.AckEvent(
+        store_id=alert["store_id"],
+        till_id=alert["till_id"],
+        transaction_id=alert["transaction_id"],
+        **_at(ts),
+        alert_event_id=alert["event_id"],
+        answer=answer,
+        decision_time_s=seconds,
+        **fields,
+    ).to_dict()
 
 
 def typed_check(**kw) -> events.CheckEvent:
@@ -107,8 +133,9 @@ class Collector:
     def __init__(self, port: int, topic: str, persistent: bool = False) -> None:
         self.messages: list[tuple[str, object]] = []
         self._cv = threading.Condition()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.time_ns()}",
-                             clean_session=not persistent)
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.time_ns()}", clean_session=not persistent
+        )
         self.c.reconnect_delay_set(1, 2)
         self.c.on_message = self._on_message
         subscribed = threading.Event()
@@ -156,8 +183,14 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict | None = None, cwd: Path | None = None) -> None:
         full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        self.p = subprocess.Popen([sys.executable, "-m", "edge_app.cli", *args], cwd=cwd or REPO, env=full_env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "edge_app.cli", *args],
+            cwd=cwd or REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self._cv = threading.Condition()
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -238,13 +271,15 @@ class Till:
 
     def store(self, evs: list[dict]) -> None:
         for ev in evs:
-            self.outbox.put_event(events.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"),
-                                  events.from_dict(ev), ev["till_id"])
+            self.outbox.put_event(
+                events.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"),
+                events.from_dict(ev),
+                ev["till_id"],
+            )
 
     def deliver(self, timeout: float = 60.0) -> None:
         """Connect, send everything stored, disconnect (a link is not started twice)."""
-        link = MqttLink(self.cfg, self.outbox, lambda m: None,
-                        client_id=f"test-{self.cfg.store_id}-{self.cfg.till_id}")
+        link = MqttLink(self.cfg, self.outbox, lambda m: None, client_id=f"test-{self.cfg.store_id}-{self.cfg.till_id}")
         link.start()
         try:
             wait_until(lambda: self.outbox.depth() == 0, timeout, f"{self.cfg.till_id}'s outbox delivered")

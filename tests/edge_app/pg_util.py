@@ -28,8 +28,10 @@ class PgServer:
     def __init__(self) -> None:
         self.initdb, self.pg_ctl = _bin("initdb"), _bin("pg_ctl")
         if not self.initdb or not self.pg_ctl:
-            pytest.skip("PostgreSQL is not installed (apt-get install postgresql); the chain-wide store is "
-                        "tested against a real server")
+            pytest.skip(
+                "PostgreSQL is not installed (apt-get install postgresql); the chain-wide store is "
+                "tested against a real server"
+            )
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="agecheck-pg-"))
         self.data = self.dir / "data"
@@ -45,10 +47,20 @@ class PgServer:
 
     def start(self) -> PgServer:
         if not self.data.exists():
-            self._run(self.initdb, "-D", str(self.data), "-U", "agecheck", "-A", "trust", "-E", "UTF8",
-                      "--no-sync")
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w", "-t", "60",
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+            self._run(self.initdb, "-D", str(self.data), "-U", "agecheck", "-A", "trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            self.pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         return self
 
     def stop(self) -> None:

@@ -27,8 +27,12 @@ def scmp_act_errno(code: int) -> int:
 
 
 class ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 def directives(unit: str) -> dict[str, list[str]]:
@@ -52,8 +56,9 @@ def expand(names: list[str], seen: set[str] | None = None) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        text = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            ["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, check=True
+        ).stdout
         members = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.strip().startswith("#")]
         calls |= expand(members, seen)
     return calls
@@ -75,8 +80,13 @@ def load(unit: str) -> None:
     lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(ArgCmp)]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(ArgCmp),
+    ]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     code = getattr(errno, d.get("SystemCallErrorNumber", ["EPERM"])[-1])
@@ -84,8 +94,12 @@ def load(unit: str) -> None:
     if d.get("MemoryDenyWriteExecute", ["no"])[-1] == "yes":
         ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
         wx = mmap.PROT_WRITE | mmap.PROT_EXEC
-        rules = [("mmap", 2, wx, wx), ("mprotect", 2, mmap.PROT_EXEC, mmap.PROT_EXEC),
-                 ("pkey_mprotect", 2, mmap.PROT_EXEC, mmap.PROT_EXEC), ("shmat", 2, SHM_EXEC, SHM_EXEC)]
+        rules = [
+            ("mmap", 2, wx, wx),
+            ("mprotect", 2, mmap.PROT_EXEC, mmap.PROT_EXEC),
+            ("pkey_mprotect", 2, mmap.PROT_EXEC, mmap.PROT_EXEC),
+            ("shmat", 2, SHM_EXEC, SHM_EXEC),
+        ]
         for name, arg, mask, value in rules:
             cmp = ArgCmp(arg, SCMP_CMP_MASKED_EQ, mask, value)
             nr = lib.seccomp_syscall_resolve_name(name.encode())
@@ -99,6 +113,7 @@ def load(unit: str) -> None:
             if nr >= 0:  # a call this architecture does not have
                 assert lib.seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 0, None) == 0, name
         assert lib.seccomp_load(ctx) == 0
+
 
 if __name__ == "__main__":
     unit, sep, *argv = sys.argv[1:]

@@ -62,7 +62,7 @@ def paste(frame: np.ndarray, img: np.ndarray, cx: int, cy: int, size: int) -> tu
     x0, y0 = cx - size // 2, cy - size // 2
     fx0, fy0 = max(0, x0), max(0, y0)
     fx1, fy1 = min(frame.shape[1], x0 + size), min(frame.shape[0], y0 + size)
-    frame[fy0:fy1, fx0:fx1] = s[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+    frame[fy0:fy1, fx0:fx1] = s[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
     return fx0, fy0, fx1 - fx0, fy1 - fy0
 
 
@@ -101,10 +101,8 @@ def service_config(tmp_path: Path, video: Path, broker=None, **sections) -> C.Co
     """A validated Config for a test service: the video as camera (looping), the test broker,
     an outbox in tmp_path; `sections` override whole config sections (dicts)."""
     data: dict = {
-        "camera": {"source": str(video), "loop": True, "fps": FPS, "buffer_seconds": 1.5,
-                   "reconnect_max_seconds": 0.5},
-        "mqtt": {"host": "127.0.0.1", "port": broker.port if broker else 1, "keepalive": 5,
-                 "reconnect_max_seconds": 1},
+        "camera": {"source": str(video), "loop": True, "fps": FPS, "buffer_seconds": 1.5, "reconnect_max_seconds": 0.5},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port if broker else 1, "keepalive": 5, "reconnect_max_seconds": 1},
         "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
         "integrity": {"grace_seconds": 0},
     }
@@ -123,8 +121,9 @@ class Recorder:
         self._cond = threading.Condition()
         self._topic = topic
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-recorder-{id(self)}",
-                                  clean_session=False)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-recorder-{id(self)}", clean_session=False
+        )
         self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self._topic, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()

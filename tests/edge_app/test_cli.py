@@ -15,7 +15,9 @@ from tests.helpers import MODEL, REPO, astronaut
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +117,15 @@ def test_non_utf8_file_names_are_processed(photos, tmp_path):
     with open(odd, "wb") as f:
         f.write(src)
     good = str(photos / "grey.png")
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", odd, good], capture_output=True, cwd=REPO,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "faces", odd, good], capture_output=True, cwd=REPO, timeout=300
+    )
     out, err = r.stdout.decode(), r.stderr.decode()
     assert r.returncode == 0, err
     assert "caf\\xe9-\\xff.png: 1 face(s)" in out and "grey.png: 1 face(s)" in out
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "estimate", "--json", odd], capture_output=True,
-                       cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "estimate", "--json", odd], capture_output=True, cwd=REPO, timeout=300
+    )
     assert r.returncode == 0, r.stderr.decode()
     [rep] = json.loads(r.stdout)
     assert rep["file"].endswith("caf\\xe9-\\xff.png") and rep["age"] > 0
@@ -138,14 +142,29 @@ def test_permission_errors_are_one_line_per_file(photos, tmp_path):
     os.chmod(unreadable, 0)
     os.chmod(locked, 0)
     try:
-        r = subprocess.run([*_without_root_powers(), sys.executable, "-m", "edge_app.cli", "faces",
-                            str(locked / "a.png"), str(unreadable), str(photos / "astronaut.png")],
-                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        r = subprocess.run(
+            [
+                *_without_root_powers(),
+                sys.executable,
+                "-m",
+                "edge_app.cli",
+                "faces",
+                str(locked / "a.png"),
+                str(unreadable),
+                str(photos / "astronaut.png"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
     finally:
         os.chmod(locked, 0o755)
     assert r.returncode == 1
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == [f"error: {locked / 'a.png'}: permission denied (cannot look at the file)",
-                      f"error: {unreadable}: permission denied (cannot read the file)"], r.stderr
+    assert errors == [
+        f"error: {locked / 'a.png'}: permission denied (cannot look at the file)",
+        f"error: {unreadable}: permission denied (cannot read the file)",
+    ], r.stderr
     assert "Traceback" not in r.stderr
     assert "astronaut.png: 1 face(s)" in r.stdout  # the batch went on

@@ -30,8 +30,11 @@ def test_shipped_config_is_valid():
         ({"faces": {"detector": "huge"}}, "faces.detector", "one of"),
         ({"camera": {"loop": "yes"}}, "camera.loop", "true or false"),
         ({"store_id": "Store 1"}, "store_id", "lower-case"),
-        ({"triggers": {"restricted_categories": [{"category": "alcohol", "min_age": "x"}]}},
-         "triggers.restricted_categories[0].min_age", "integer"),
+        (
+            {"triggers": {"restricted_categories": [{"category": "alcohol", "min_age": "x"}]}},
+            "triggers.restricted_categories[0].min_age",
+            "integer",
+        ),
         ({"camera": 5}, "camera", "mapping"),
         # Retired with the keyboard answers (issue 25): named, with why, not just "unknown".
         ({"display": {"key_delay_seconds": 0.7}}, "display.key_delay_seconds", "removed with the keyboard answers"),
@@ -51,7 +54,9 @@ def test_bad_values_name_the_key(data, key, words):
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,8 +114,8 @@ RUNTIME_BREAKERS = [
     ("mqtt:\n  host: ''\n", "mqtt.host: must not be empty"),
     ("mqtt:\n  host: '   '\n", "mqtt.host: must not be empty"),
     ("mqtt:\n  client_id: " + "x" * 70_000 + "\n", "mqtt.client_id: is 70000 characters long, at most 128"),
-    ("camera:\n  source: \"0\\n1\"\n", "camera.source: contains control characters"),
-    ("model:\n  path: \"a\\0b\"\n", "model.path: contains control characters"),
+    ('camera:\n  source: "0\\n1"\n', "camera.source: contains control characters"),
+    ('model:\n  path: "a\\0b"\n', "model.path: contains control characters"),
     (_deep_yaml(5000), "nested more than 32 levels deep at line 1"),
     ("mqtt:\n  port: " + "9" * 5000 + "\n", "holds a value that cannot be read"),
     ("feed:\n  timezone: Europe\n", "feed.timezone: 'Europe' is a region, not a timezone"),
@@ -123,14 +128,17 @@ RUNTIME_BREAKERS = [
     ("display:\n  mqtt_username: ''\n", "display.mqtt_username: must not be empty"),
     ("display:\n  mqtt_username: " + "u" * 300 + "\n", "display.mqtt_username: is 300 characters long, at most 256"),
     ("display:\n  mqtt_password_file: '  '\n", "display.mqtt_password_file: must not be empty"),
-    ("display:\n  outbox_path: \"a\\tb\"\n", "display.outbox_path: contains control characters"),
+    ('display:\n  outbox_path: "a\\tb"\n', "display.outbox_path: contains control characters"),
     ("outbox:\n  memory_max_events: .nan\n", "outbox.memory_max_events: must be an integer"),
     ("outbox:\n  memory_max_events: 5\n", "outbox.memory_max_events: must be between 10 and"),
 ]
 
 
-@pytest.mark.parametrize("content, words", RUNTIME_BREAKERS, ids=[w.split(":")[0] + "-" + str(i)
-                                                                  for i, (_, w) in enumerate(RUNTIME_BREAKERS)])
+@pytest.mark.parametrize(
+    "content, words",
+    RUNTIME_BREAKERS,
+    ids=[w.split(":")[0] + "-" + str(i) for i, (_, w) in enumerate(RUNTIME_BREAKERS)],
+)
 def test_values_that_broke_at_run_time_exit_2_with_one_line(tmp_path, content, words):
     p = tmp_path / "config.yaml"
     p.write_text(content)
@@ -176,7 +184,11 @@ def _yaml(path, store):
 
 
 def test_locate_tries_flag_then_variable_then_system_file(tmp_path):
-    flag, env, system = _yaml(tmp_path / "a.yaml", "a"), _yaml(tmp_path / "b.yaml", "b"), _yaml(tmp_path / "c.yaml", "c")
+    flag, env, system = (
+        _yaml(tmp_path / "a.yaml", "a"),
+        _yaml(tmp_path / "b.yaml", "b"),
+        _yaml(tmp_path / "c.yaml", "c"),
+    )
     environ = {F.CONFIG_ENV: str(env)}
     assert F.locate(str(flag), False, environ, system) == flag
     assert F.locate(None, False, environ, system) == env
@@ -203,15 +215,28 @@ def test_the_service_needs_a_config_the_photo_tools_do_not(tmp_path):
     if F.SYSTEM_CONFIG.exists():
         pytest.skip(f"{F.SYSTEM_CONFIG} exists on this machine")
     env = {k: v for k, v in os.environ.items() if k != F.CONFIG_ENV}
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "run"], capture_output=True, text=True,
-                       cwd=REPO, timeout=120, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "run"], capture_output=True, text=True, cwd=REPO, timeout=120, env=env
+    )
     assert r.returncode == 2 and "no config file found" in r.stderr and str(F.SYSTEM_CONFIG) in r.stderr
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
-                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=env,
+    )
     assert r.returncode == 1 and "file does not exist" in r.stderr  # ran, on the built-in defaults
     env[F.CONFIG_ENV] = str(_yaml(tmp_path / "env.yaml", "Bad Store"))
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
-                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=env,
+    )
     assert r.returncode == 2 and "store_id" in r.stderr  # the variable's file was the one read
 
 
@@ -225,8 +250,9 @@ def test_display_outbox_is_in_the_users_state_folder(tmp_path, monkeypatch):
     assert not hasattr(cfg.display, "take_focus") and cfg.display.till_state_timeout_seconds == 5.0
     monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")  # the XDG spec: only absolute paths count
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert C.from_dict({}).display.outbox_path == str(tmp_path / "home" / ".local" / "state" / "agecheck"
-                                                      / "display-outbox.sqlite3")
+    assert C.from_dict({}).display.outbox_path == str(
+        tmp_path / "home" / ".local" / "state" / "agecheck" / "display-outbox.sqlite3"
+    )
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "unit"))  # a systemd --user unit's own
     assert C.from_dict({}).display.outbox_path == str(tmp_path / "unit" / "display-outbox.sqlite3")
     assert C.from_dict({"display": {"outbox_path": "/var/tmp/x.sqlite3"}}).display.outbox_path == "/var/tmp/x.sqlite3"
@@ -241,8 +267,14 @@ def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path)
         F.load(F.locate(None, False, {F.CONFIG_ENV: str(p)}, tmp_path / "none.yaml"))
     env = {k: v for k, v in os.environ.items() if k != F.CONFIG_ENV}
     env[F.CONFIG_ENV] = str(p)
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "report", "--db", str(tmp_path / "none.sqlite3")],
-                       capture_output=True, text=True, cwd=REPO, timeout=120, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "report", "--db", str(tmp_path / "none.sqlite3")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=env,
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "nested more than 32 levels deep" in lines[0], r.stderr[-2000:]
 
@@ -250,8 +282,11 @@ def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path)
 def test_the_pos_clock_bound_must_be_below_the_scan_age():
     # A POS clock behind by more than the scan age but less than the skew bound could never be
     # told from late scans: every scan would be stale.
-    with pytest.raises(C.ConfigError, match=r"triggers.pos_clock_max_skew_seconds: must be below "
-                                          r"triggers.max_scan_age_seconds \(30 >= 20\)"):
+    with pytest.raises(
+        C.ConfigError,
+        match=r"triggers.pos_clock_max_skew_seconds: must be below "
+        r"triggers.max_scan_age_seconds \(30 >= 20\)",
+    ):
         C.from_dict({"triggers": {"max_scan_age_seconds": 20, "pos_clock_max_skew_seconds": 30}})
     cfg = C.from_dict({"triggers": {"pos_clock_max_skew_seconds": 8, "pos_clock_confirm_scans": 4}})
     assert (cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans) == (8.0, 4)

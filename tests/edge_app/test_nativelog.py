@@ -42,16 +42,19 @@ def test_at_debug_the_noise_is_shown_marked():
 
 
 def _child(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO, timeout=60,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, cwd=REPO, timeout=60, env={**os.environ, **env}
+    )
 
 
 def test_a_process_with_the_filter_passes_real_lines_even_when_it_aborts():
-    code = ("import os, sys\nfrom edge_app import nativelog\nnativelog.install()\n"
-            f"os.write(2, {b''.join(NOISE)!r})\n"
-            "os.write(2, b'F0000 check.cc:1] Check failed: the last words\\n')\n"
-            "print('python stderr', file=sys.stderr, flush=True)\n"
-            "os.abort()\n")
+    code = (
+        "import os, sys\nfrom edge_app import nativelog\nnativelog.install()\n"
+        f"os.write(2, {b''.join(NOISE)!r})\n"
+        "os.write(2, b'F0000 check.cc:1] Check failed: the last words\\n')\n"
+        "print('python stderr', file=sys.stderr, flush=True)\n"
+        "os.abort()\n"
+    )
     r = _child(code)
     assert r.returncode != 0
     err = r.stderr.decode()
@@ -70,7 +73,8 @@ def test_estimate_prints_no_native_chatter():
     assert "age " in r.stdout
     assert r.stderr == "", r.stderr
     # Without the filter the same run is noisy: the test above can fail.
-    raw = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**env, "AGECHECK_NATIVE_LOG": "all"})
+    raw = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=300, env={**env, "AGECHECK_NATIVE_LOG": "all"}
+    )
     assert "Created TensorFlow Lite XNNPACK delegate" in raw.stderr
     assert "inference_feedback_manager" in raw.stderr

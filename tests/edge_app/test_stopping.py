@@ -24,8 +24,9 @@ SCRIPT = textwrap.dedent("""
 
 def _run(module: str, function: str) -> int:
     try:
-        return subprocess.run([sys.executable, "-c", SCRIPT.format(module=module, function=function)],
-                              timeout=30).returncode
+        return subprocess.run(
+            [sys.executable, "-c", SCRIPT.format(module=module, function=function)], timeout=30
+        ).returncode
     except subprocess.TimeoutExpired:
         return -1  # deadlocked
 

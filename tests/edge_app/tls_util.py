@@ -27,6 +27,22 @@ def server_cert(d: Path, ca: tuple[Path, Path], san: str, expired: bool = False)
     _run(d, "req", *_EC, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=broker")
     (d / "san.ext").write_text(f"subjectAltName={san}\n")
     # -days -1: notAfter a day before notBefore (now): a certificate that has expired.
-    _run(d, "x509", "-req", "-in", "broker.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
-         "-out", "broker.crt", "-days", "-1" if expired else "2", "-extfile", "san.ext")
+    _run(
+        d,
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-out",
+        "broker.crt",
+        "-days",
+        "-1" if expired else "2",
+        "-extfile",
+        "san.ext",
+    )
     return d / "broker.crt", d / "broker.key"

@@ -26,8 +26,9 @@ WINDOW_MANAGERS = {"openbox": "openbox", "fluxbox": "fluxbox"}
 
 def _wm_running(display: str) -> bool:
     """An EWMH window manager names its check window on the root once it manages the screen."""
-    out = subprocess.run(["xprop", "-display", display, "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True,
-                         text=True, timeout=15)
+    out = subprocess.run(
+        ["xprop", "-display", display, "-root", "_NET_SUPPORTING_WM_CHECK"], capture_output=True, text=True, timeout=15
+    )
     return "window id" in out.stdout
 
 
@@ -47,8 +48,14 @@ def start_desktop(wm: str, width: int = 1280, height: int = 800):
     home = tempfile.mkdtemp(prefix=f"agecheck-{wm}-home-")
     env = {**os.environ, "DISPLAY": x.display, "HOME": home}
     env.pop("XDG_CONFIG_HOME", None)
-    proc = subprocess.Popen([wm], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [wm],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: proc.poll() is not None or _wm_running(x.display), timeout=30, what=f"{wm} to start")
         if proc.poll() is not None:
@@ -93,8 +100,9 @@ class KeyedPos:
     each key it receives."""
 
     def __init__(self, geometry: str = "1280x800+0+0") -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.keys: list[str] = []
         self.focused = False
         self._lock = threading.Lock()
@@ -103,8 +111,9 @@ class KeyedPos:
         if not self._ready.wait(30):
             self.close()
             raise RuntimeError("the POS stand-in window did not start")
-        self.window = wait_for(lambda: xdotool("search", "--onlyvisible", "--classname", "posmock").split(),
-                               what="the POS window")[0]
+        self.window = wait_for(
+            lambda: xdotool("search", "--onlyvisible", "--classname", "posmock").split(), what="the POS window"
+        )[0]
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -154,8 +163,10 @@ MODIFIERS = ("Alt_L", "Alt_R", "Control_L", "Control_R", "Shift_L", "Shift_R", "
 def all_keys_arrive(pos: KeyedPos, sent: list[str], what: str) -> None:
     """Every key typed reached the POS, in order, and nothing else did (a lone modifier, the Alt
     of an Alt-Tab the window manager took, aside)."""
+
     def got_keys():
         return [k for k in pos.keys if k not in MODIFIERS]
+
     try:
         wait_for(lambda: len(got_keys()) >= len(sent), timeout=10, what=f"the keys typed {what} to reach the POS")
     except AssertionError:

@@ -18,7 +18,9 @@ def start_xvfb(width: int = 1280, height: int = 800):
     """(process, ':N'); skips the test when Xvfb or xdotool is missing."""
     for tool, pkg in (("Xvfb", "xvfb"), ("xdotool", "xdotool")):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install {pkg}); the alert window is tested on a real X server")
+            pytest.skip(
+                f"{tool} is not installed (apt-get install {pkg}); the alert window is tested on a real X server"
+            )
     x = Xvfb(width, height).start()
     return x.proc, x.display
 
@@ -64,8 +66,10 @@ def tap(window, box: tuple[int, int, int, int]) -> None:
 
     from edge_app.cashier.window_state import DOUBLE_TAP_S
 
-    wait_until(lambda: (t := window.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S,
-               what="the double-tap guard to pass")
+    wait_until(
+        lambda: (t := window.snapshot.last_tap) is None or time.monotonic() - t >= DOUBLE_TAP_S,
+        what="the double-tap guard to pass",
+    )
     click(box)
 
 
@@ -78,7 +82,7 @@ def screenshot(box: tuple[int, int, int, int]):
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 def _colours(img) -> Counter:
@@ -129,8 +133,9 @@ class PosWindow:
         import sys
         import threading
 
-        self.proc = subprocess.Popen([sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.text = ""
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)

@@ -17,14 +17,34 @@ def _write(path, rows):
         w.writerow(COLUMNS)
         for name, age, p, sex in rows:
             face = p is not None
-            w.writerow([name, age, 30 if face else "", int(face), "approve" if face and p > 0.9 else
-                        ("check_id" if face else "no_face"), "" if p is None else p, "src", sex, "", ""])
+            w.writerow(
+                [
+                    name,
+                    age,
+                    30 if face else "",
+                    int(face),
+                    "approve" if face and p > 0.9 else ("check_id" if face else "no_face"),
+                    "" if p is None else p,
+                    "src",
+                    sex,
+                    "",
+                    "",
+                ]
+            )
     return path
 
 
 def test_adults_sent_to_id_when_k_minors_pass_and_ties_do_not_pass(tmp_path):
-    rows = [("m1", 15, 0.95, "1"), ("m2", 16, 0.80, "0"), ("m3", 14, 0.80, "1"), ("m4", 17, 0.10, "0"),
-            ("a1", 30, 0.99, "1"), ("a2", 40, 0.85, "0"), ("a3", 26, 0.50, "1"), ("a4", 33, None, "0")]
+    rows = [
+        ("m1", 15, 0.95, "1"),
+        ("m2", 16, 0.80, "0"),
+        ("m3", 14, 0.80, "1"),
+        ("m4", 17, 0.10, "0"),
+        ("a1", 30, 0.99, "1"),
+        ("a2", 40, 0.85, "0"),
+        ("a3", 26, 0.50, "1"),
+        ("a4", 33, None, "0"),
+    ]
     p = read(_write(tmp_path / "a.csv", rows))
     r0 = at_minors(p, 0)
     assert (r0.minors_approved, r0.minors) == (0, 4) and r0.adults_to_id == pytest.approx(3 / 4)

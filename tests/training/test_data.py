@@ -11,8 +11,12 @@ from training.data import FEMALE, MALE, Split, band_index, cell_weights
 
 def split(ages, sources, sexes=None) -> Split:
     n = len(ages)
-    return Split(np.zeros((n, 4, 4, 3), np.uint8), np.array(ages, np.float32), np.array(sources),
-                 None if sexes is None else np.array(sexes, dtype=object))
+    return Split(
+        np.zeros((n, 4, 4, 3), np.uint8),
+        np.array(ages, np.float32),
+        np.array(sources),
+        None if sexes is None else np.array(sexes, dtype=object),
+    )
 
 
 def test_cells_share_sources_by_square_root_and_lift_rare_bands():
@@ -37,7 +41,7 @@ def test_by_sex_gives_women_and_men_equal_shares():
     men = sum(v for (_, g, _), v in w.items() if g == MALE)
     women = sum(v for (_, g, _), v in w.items() if g == FEMALE)
     assert men == pytest.approx(0.5) and women == pytest.approx(0.5)
-    assert w[(("s", FEMALE, band_index(np.array([20]))[0]))] == pytest.approx(0.25)
+    assert w[("s", FEMALE, band_index(np.array([20]))[0])] == pytest.approx(0.25)
     # Without by_sex the same data samples men nine times as often as women of 30.
     plain = cell_weights(data, power=1.0, boost={})
     assert set(plain) == {("s", "", 2), ("s", "", 3)}

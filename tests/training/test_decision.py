@@ -28,7 +28,7 @@ def data(n=3000, seed=0):
 def test_isotonic_map_is_monotone_and_spans_0_to_1():
     rng = np.random.default_rng(1)
     raw = rng.random(500)
-    outcome = rng.random(500) < raw ** 2
+    outcome = rng.random(500) < raw**2
     xs, ys = fit_isotonic(raw, outcome, np.ones(500))
     assert xs[0] == 0.0 and xs[-1] == 1.0
     assert all(b > a for a, b in zip(xs, xs[1:])) and all(b >= a for a, b in zip(ys, ys[1:]))
@@ -45,8 +45,9 @@ def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():
     d = fit_decision(probs, ages, sources, minors_pooled=0.02, minors_each=0.03)
     minors_n = int(((ages >= 13) & (ages <= 17)).sum())
     assert d.fit["25"]["minors"] == minors_n
-    assert f"13-17 approved {100 * d.chosen(25)['minors_approved']:.2f}% of {minors_n}," in \
-        "\n".join(summary(d, ["a", "b"]))
+    assert f"13-17 approved {100 * d.chosen(25)['minors_approved']:.2f}% of {minors_n}," in "\n".join(
+        summary(d, ["a", "b"])
+    )
     rule = d.rules.gate(25)
     assert isinstance(rule, GateRule) and d.chosen(25)["threshold"] == rule.threshold
     p = np.array([calibrated_p_over(q, rule) for q in probs])
@@ -63,8 +64,9 @@ def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():
     assert abs(np.average(ages[band] >= 25, weights=w[band]) - np.average(p[band], weights=w[band])) < 0.03
     # The interval covers about its level (sources weighing the same, as fitted).
     t = d.rules.interval_temperature
-    cover = np.average([lo <= a <= hi for (lo, hi), a in ((age_interval(q, 0.8, t), a) for q, a in zip(probs, ages))],
-                       weights=w)
+    cover = np.average(
+        [lo <= a <= hi for (lo, hi), a in ((age_interval(q, 0.8, t), a) for q, a in zip(probs, ages))], weights=w
+    )
     assert abs(cover - 0.8) < 0.03
 
 

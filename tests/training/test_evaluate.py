@@ -17,8 +17,9 @@ from tests.helpers import MODEL, REPO, utk_sample
 
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.evaluate", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "training.evaluate", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,19 @@ def test_evaluate_interface_and_figures(tmp_path, photo_set):
     all_err = np.array([abs(float(row[2]) - float(row[1])) for row in rows.values()])
     assert "n                         25" in printed
     assert f"MAE                       {all_err.mean():.3f} years" in printed
-    for label in ("CS@5", "MAE by band", "0-12", "13-17", "18-24", "25-34", "35-49", "50-64", "65+",
-                  "13-17 estimated 25+", "25+ estimated under 25"):
+    for label in (
+        "CS@5",
+        "MAE by band",
+        "0-12",
+        "13-17",
+        "18-24",
+        "25-34",
+        "35-49",
+        "50-64",
+        "65+",
+        "13-17 estimated 25+",
+        "25+ estimated under 25",
+    ):
         assert label in printed, label
     assert f"detection rate            {100 * 24 / 25:.2f}%" in printed
     report = tmp_path / "pred_report"
@@ -89,8 +101,20 @@ def test_split_and_card_update(tmp_path, photo_set):
     model = tmp_path / "m.tflite"
     shutil.copy(MODEL, model)
     shutil.copy(MODEL.with_suffix(".json"), model.with_suffix(".json"))
-    r = evaluate("--images", str(images), "--labels", str(split), "--split", "test", "--model", str(model),
-                 "--predictions", str(tmp_path / "p.csv"), "--update-card", "--no-age-map")
+    r = evaluate(
+        "--images",
+        str(images),
+        "--labels",
+        str(split),
+        "--split",
+        "test",
+        "--model",
+        str(model),
+        "--predictions",
+        str(tmp_path / "p.csv"),
+        "--update-card",
+        "--no-age-map",
+    )
     assert r.returncode == 0, r.stderr
     n = sum(1 for i in range(len(names)) if i % 3 == 0)
     assert f"n                         {n}" in r.stdout and "raw estimate" in r.stdout
@@ -101,17 +125,23 @@ def test_split_and_card_update(tmp_path, photo_set):
 
 def test_bad_input_is_named(tmp_path, photo_set):
     images, labels, _ = photo_set
-    r = evaluate("--images", str(images), "--labels", str(tmp_path / "missing.csv"), "--predictions", str(tmp_path / "p.csv"))
+    r = evaluate(
+        "--images", str(images), "--labels", str(tmp_path / "missing.csv"), "--predictions", str(tmp_path / "p.csv")
+    )
     assert r.returncode == 2 and "--labels" in r.stderr and "does not exist" in r.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("name,age\na.jpg,3\n")
     r = evaluate("--images", str(images), "--labels", str(bad), "--predictions", str(tmp_path / "p.csv"))
     assert r.returncode != 0 and "file_name,real_age" in r.stderr
-    r = evaluate("--images", str(images), "--labels", str(labels), "--split", "test", "--predictions", str(tmp_path / "p.csv"))
+    r = evaluate(
+        "--images", str(images), "--labels", str(labels), "--split", "test", "--predictions", str(tmp_path / "p.csv")
+    )
     assert r.returncode != 0 and "split" in r.stderr
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a model")
-    r = evaluate("--images", str(images), "--labels", str(labels), "--model", str(junk), "--predictions", str(tmp_path / "p.csv"))
+    r = evaluate(
+        "--images", str(images), "--labels", str(labels), "--model", str(junk), "--predictions", str(tmp_path / "p.csv")
+    )
     assert r.returncode == 2 and "junk.tflite" in r.stderr and "not a usable TFLite model" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -124,8 +154,22 @@ def test_decision_column_agrees_with_agecheck_estimate(tmp_path, photo_set):
     with open(out, newline="") as fh:
         rows = {row["file_name"]: row for row in csv.DictReader(fh)}
     names = sorted(rows)
-    est = subprocess.run([sys.executable, "-m", "edge_app.cli", "estimate", "--json", "--model", str(MODEL),
-                          *[str(images / n) for n in names]], cwd=REPO, capture_output=True, text=True, timeout=300)
+    est = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_app.cli",
+            "estimate",
+            "--json",
+            "--model",
+            str(MODEL),
+            *[str(images / n) for n in names],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     by_file = {rec["file"].rsplit("/", 1)[-1]: rec for rec in json.loads(est.stdout)}
     assert set(by_file) == set(rows)
     for name, row in rows.items():
@@ -133,8 +177,11 @@ def test_decision_column_agrees_with_agecheck_estimate(tmp_path, photo_set):
         if row["decision"] != "no_face":
             assert abs(float(row["p_over"]) - by_file[name]["p_over"]) < 1e-3, name
             # The decision follows the card's threshold on p_over.
-            thr = next(g["threshold"] for g in json.loads(MODEL.with_suffix(".json").read_text())["decision"]["gates"]
-                       if g["challenge_age"] == 25)
+            thr = next(
+                g["threshold"]
+                for g in json.loads(MODEL.with_suffix(".json").read_text())["decision"]["gates"]
+                if g["challenge_age"] == 25
+            )
             assert (row["decision"] == "approve") == (float(row["p_over"]) >= thr), name
     assert {r["decision"] for r in rows.values()} >= {"no_face"}
 
@@ -149,11 +196,32 @@ def test_breakdown_by_source_sex_and_ethnicity(tmp_path, photo_set):
         for i, n in enumerate(names):
             w.writerow([n, ages[n], "a" if i % 2 else "b", i % 2, "" if i == 0 else i % 3])
     out = tmp_path / "pred.csv"
-    r = evaluate("--images", f"a={images}", "--images", f"b={images}", "--labels", str(rich), "--model", str(MODEL),
-                 "--predictions", str(out))
+    r = evaluate(
+        "--images",
+        f"a={images}",
+        "--images",
+        f"b={images}",
+        "--labels",
+        str(rich),
+        "--model",
+        str(MODEL),
+        "--predictions",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
-    for label in ("by source:", "by gender:", "by race:", "women", "men", "White", "Black", "Asian",
-                  "by gender within source:", "a / women", "b / men"):
+    for label in (
+        "by source:",
+        "by gender:",
+        "by race:",
+        "women",
+        "men",
+        "White",
+        "Black",
+        "Asian",
+        "by gender within source:",
+        "a / women",
+        "b / men",
+    ):
         assert label in r.stdout, label
     with open(out, newline="") as fh:
         header = next(csv.reader(fh))
@@ -171,8 +239,10 @@ def test_sent_to_id_at_the_same_ages_separates_age_mix_from_the_model():
     from training.evaluate import Prediction, breakdown, standardised_sent_to_id
 
     def people(sex, ages_and_sent):
-        return [Prediction(f"{sex}{i}", age, age, 1, "check_id" if sent else "approve", None, {"gender": sex})
-                for i, (age, sent) in enumerate(ages_and_sent)]
+        return [
+            Prediction(f"{sex}{i}", age, age, 1, "check_id" if sent else "approve", None, {"gender": sex})
+            for i, (age, sent) in enumerate(ages_and_sent)
+        ]
 
     # 25-29: half sent to ID; 40-49: none. Women are mostly 25-29, men mostly 40-49.
     women = people("1", [(26, True), (27, False)] * 8 + [(45, False)] * 4)

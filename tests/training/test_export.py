@@ -41,8 +41,10 @@ def test_shipped_int8_matches_shipped_float(real_crops):
     af = np.array([f.predict(c).age for c in crops])
     diff = np.abs(aq - af)
     mae_q, mae_f = np.abs(aq - ages).mean(), np.abs(af - ages).mean()
-    print(f"\nint8 vs float on {len(crops)} real faces: mean |d| {diff.mean():.3f}, max {diff.max():.2f}; "
-          f"MAE int8 {mae_q:.3f}, float {mae_f:.3f}")
+    print(
+        f"\nint8 vs float on {len(crops)} real faces: mean |d| {diff.mean():.3f}, max {diff.max():.2f}; "
+        f"MAE int8 {mae_q:.3f}, float {mae_f:.3f}"
+    )
     assert diff.mean() < 0.6
     assert abs(mae_q - mae_f) < 0.3
 
@@ -155,10 +157,29 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
     for name, secs in (("a", 10.0), ("b", 20.0)):
         (tmp_path / f"{name}.json").write_text(json.dumps({"train_seconds": secs}))
     out = tmp_path / "models" / "pair_int8.tflite"
-    assert main(["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
-                 "--data", str(data), "--out", str(out), "--representative", "100",
-                 "--train-info", str(tmp_path / "a.json"), "--train-info", str(tmp_path / "b.json"),
-                 "--minors-approved", "0.05"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tmp_path / "a.keras"),
+                "--model",
+                str(tmp_path / "b.keras"),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--representative",
+                "100",
+                "--train-info",
+                str(tmp_path / "a.json"),
+                "--train-info",
+                str(tmp_path / "b.json"),
+                "--minors-approved",
+                "0.05",
+            ]
+        )
+        == 0
+    )
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["members"] == 2 and card["flip_average"] is False
     # The calibrated decision, fitted on the validation crops, is one the till can load.
@@ -185,12 +206,23 @@ def write_dataset(data, crops, ages, n_train: int = 150) -> None:
     data.mkdir()
     np.save(data / "crops.npy", crops)
     splits = ["train"] * n_train + ["val"] * (len(crops) - n_train)
-    (data / "index.csv").write_text("row,age,split\n" + "".join(
-        f"{i},{age},{s}\n" for i, (age, s) in enumerate(zip(ages, splits))))
-    (data / "dataset.json").write_text(json.dumps({
-        "labelled": len(crops), "unique": len(crops), "detected": len(crops),
-        "per_split": {"train": n_train, "val": len(crops) - n_train}, "seed": 0,
-        "fractions": [0.8, 0.2, 0.0], "output_size": crops.shape[1], "margin": 0.0}))
+    (data / "index.csv").write_text(
+        "row,age,split\n" + "".join(f"{i},{age},{s}\n" for i, (age, s) in enumerate(zip(ages, splits)))
+    )
+    (data / "dataset.json").write_text(
+        json.dumps(
+            {
+                "labelled": len(crops),
+                "unique": len(crops),
+                "detected": len(crops),
+                "per_split": {"train": n_train, "val": len(crops) - n_train},
+                "seed": 0,
+                "fractions": [0.8, 0.2, 0.0],
+                "output_size": crops.shape[1],
+                "margin": 0.0,
+            }
+        )
+    )
 
 
 def saved_for_export(tmp_path, crops, ages, members: dict) -> list[str]:
@@ -237,8 +269,18 @@ def test_pair_of_two_crop_sizes_resizes_for_the_smaller(real_crops, two_members,
     small_data = tmp_path / "small_data"
     write_dataset(small_data, resized.astype(np.uint8), ages[150:190], n_train=30)
     with pytest.raises(SystemExit):
-        main(["--model", str(tmp_path / "big.keras"), "--model", str(tmp_path / "small.keras"),
-              "--data", str(small_data), "--out", str(tmp_path / "bad.tflite")])
+        main(
+            [
+                "--model",
+                str(tmp_path / "big.keras"),
+                "--model",
+                str(tmp_path / "small.keras"),
+                "--data",
+                str(small_data),
+                "--out",
+                str(tmp_path / "bad.tflite"),
+            ]
+        )
     err = capsys.readouterr().err
     assert f"holds {small_size} px crops, but the file takes {crops.shape[1]} px" in err
     assert f"prepare --size {crops.shape[1]}" in err and not (tmp_path / "bad.tflite").exists()
@@ -257,7 +299,9 @@ def test_export_cli_refuses_more_than_four_networks(tmp_path, capsys):
 
     (tmp_path / "a.keras").write_text("{}")
     with pytest.raises(SystemExit):
-        main(["--model", str(tmp_path / "a.keras")] * 5 + ["--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")])
+        main(
+            ["--model", str(tmp_path / "a.keras")] * 5 + ["--data", str(tmp_path), "--out", str(tmp_path / "m.tflite")]
+        )
     assert "--model: one to four networks, got 5" in capsys.readouterr().err
 
 
@@ -272,8 +316,17 @@ def test_export_cli_names_a_missing_or_unmatched_train_info(tmp_path, capsys):
         main(["--model", str(tmp_path / "a.keras"), "--train-info", str(tmp_path / "gone.json")] + base)
     assert "gone.json: no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--model", str(tmp_path / "a.keras"), "--model", str(tmp_path / "b.keras"),
-              "--train-info", str(tmp_path / "a.json")] + base)
+        main(
+            [
+                "--model",
+                str(tmp_path / "a.keras"),
+                "--model",
+                str(tmp_path / "b.keras"),
+                "--train-info",
+                str(tmp_path / "a.json"),
+            ]
+            + base
+        )
     assert "give one per --model (2), got 1" in capsys.readouterr().err
 
 

@@ -20,9 +20,19 @@ def _predictions(path, rows):
 def test_figures_count_the_tills_decisions_on_the_left_out_source(tmp_path):
     p = tmp_path / "test.csv"
     # 4 minors (one approved), 3 adults (one sent to ID, one without a face: also sent to ID).
-    _predictions(p, [(15, 24, 1, "approve"), (16, 17, 1, "check_id"), (14, 15, 1, "check_id"),
-                     (17, 19, 1, "check_id"), (30, 33, 1, "approve"), (40, 30, 1, "check_id"),
-                     (50, 20, 0, "no_face"), (20, 22, 1, "approve")])
+    _predictions(
+        p,
+        [
+            (15, 24, 1, "approve"),
+            (16, 17, 1, "check_id"),
+            (14, 15, 1, "check_id"),
+            (17, 19, 1, "check_id"),
+            (30, 33, 1, "approve"),
+            (40, 30, 1, "check_id"),
+            (50, 20, 0, "no_face"),
+            (20, 22, 1, "approve"),
+        ],
+    )
     f = figures("x", p, 0.81, 0.012)
     assert (f.minors, f.adults, f.photos) == (4, 3, 8)
     assert f.minors_approved == pytest.approx(0.25)
@@ -31,8 +41,10 @@ def test_figures_count_the_tills_decisions_on_the_left_out_source(tmp_path):
 
 
 def test_table_names_the_worst_left_out_source():
-    rows = [LeftOut("a", 100, 20, 0.05, 60, 0.2, 5.0, 0.8, 0.01),
-            LeftOut("b", 100, 20, 0.10, 60, 0.3, 6.0, 0.85, 0.015)]
+    rows = [
+        LeftOut("a", 100, 20, 0.05, 60, 0.2, 5.0, 0.8, 0.01),
+        LeftOut("b", 100, 20, 0.10, 60, 0.3, 6.0, 0.85, 0.015),
+    ]
     out = table(rows)
     assert "| a | 100 | 5.0% of 20 | 20.0% of 60 | 5.00 | 0.800 | 1.0% |" in out
     assert "worst left-out source: b, 10.0% of its 13-17 approved" in out
@@ -52,15 +64,41 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
         (d / "teacher.npz").write_bytes(b"x")
         (d / "run" / "train.json").write_text("{}")
         (d / "model_int8.tflite").write_bytes(b"x")
-        (d / "model_int8.json").write_text(json.dumps(
-            {"decision": {"method": "isotonic", "target": {}, "interval": {"level": 0.8, "temperature": 1.0},
-                          "gates": [{"challenge_age": 25, "raw": [0.0, 1.0], "calibrated": [0.0, 1.0], "threshold": 0.9}],
-                          "fit": {"25": {"chosen": {"threshold": 0.9, "minors_approved": 0.01}}}}}))
+        (d / "model_int8.json").write_text(
+            json.dumps(
+                {
+                    "decision": {
+                        "method": "isotonic",
+                        "target": {},
+                        "interval": {"level": 0.8, "temperature": 1.0},
+                        "gates": [{"challenge_age": 25, "raw": [0.0, 1.0], "calibrated": [0.0, 1.0], "threshold": 0.9}],
+                        "fit": {"25": {"chosen": {"threshold": 0.9, "minors_approved": 0.01}}},
+                    }
+                }
+            )
+        )
         _predictions(d / "test.csv", [(15, 20, 1, approved), (30, 30, 1, "approve")])
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"model_id": "m"}))
-    assert main(["--data", str(data), "--till-data", str(data), "--init", "x.keras", "--images", "a=.",
-                 "--out", str(tmp_path / "out"), "--record-in", str(card)]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(data),
+                "--till-data",
+                str(data),
+                "--init",
+                "x.keras",
+                "--images",
+                "a=.",
+                "--out",
+                str(tmp_path / "out"),
+                "--record-in",
+                str(card),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| a | 2 | 100.0% of 1 |" in out and "| b | 2 | 0.0% of 1 |" in out and "$ " not in out
     assert (tmp_path / "out" / "loso.md").read_text().startswith("| left out |")

@@ -73,8 +73,9 @@ def test_architecture_is_standard_and_round_trips(tmp_path: Path) -> None:
 
 
 @needs_shared
-def test_faithful_port_matches_onnx(faithful_uncalibrated: keras.Model, faces: np.ndarray,
-                                    onnx_probs: np.ndarray) -> None:
+def test_faithful_port_matches_onnx(
+    faithful_uncalibrated: keras.Model, faces: np.ndarray, onnx_probs: np.ndarray
+) -> None:
     probs = port.predict(faithful_uncalibrated, faces)
     assert probs.shape == onnx_probs.shape == (N_FACES, 81)
     assert np.abs(probs - onnx_probs).max() < 1e-3
@@ -84,14 +85,13 @@ def test_faithful_port_matches_onnx(faithful_uncalibrated: keras.Model, faces: n
 
 @needs_shared
 def test_calibrated_batch_norms_leave_inference_unchanged(
-        faithful_calibrated: keras.Model, faithful_uncalibrated: keras.Model, faces: np.ndarray,
-        onnx_probs: np.ndarray) -> None:
+    faithful_calibrated: keras.Model, faithful_uncalibrated: keras.Model, faces: np.ndarray, onnx_probs: np.ndarray
+) -> None:
     calibrated = port.predict(faithful_calibrated, faces)
     assert np.abs(calibrated - onnx_probs).max() < 1e-3
     assert np.abs(calibrated - port.predict(faithful_uncalibrated, faces)).max() < 1e-3
     # The moving statistics really are the conv outputs' statistics on the calibration faces.
-    conv_out = keras.Model(faithful_calibrated.input,
-                           faithful_calibrated.get_layer("s2b1_1_conv").output)
+    conv_out = keras.Model(faithful_calibrated.input, faithful_calibrated.get_layer("s2b1_1_conv").output)
     feats = port.predict(conv_out, faces).reshape(-1, 128).astype(np.float64)
     bn = faithful_calibrated.get_layer("s2b1_1_bn")
     np.testing.assert_allclose(bn.moving_mean.numpy(), feats.mean(axis=0), rtol=1e-3, atol=1e-3)
@@ -99,8 +99,7 @@ def test_calibrated_batch_norms_leave_inference_unchanged(
 
 
 @needs_shared
-def test_widened_head_keeps_onnx_behaviour(widened: keras.Model, faces: np.ndarray,
-                                           onnx_probs: np.ndarray) -> None:
+def test_widened_head_keeps_onnx_behaviour(widened: keras.Model, faces: np.ndarray, onnx_probs: np.ndarray) -> None:
     probs = port.predict(widened, faces)
     assert probs.shape == (N_FACES, 101)
     # Classes 0..79 keep their ONNX probabilities; 80..100 share the ONNX class-80 mass.

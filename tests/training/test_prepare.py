@@ -91,8 +91,23 @@ def test_prepare_refuses_cache_inside_repo(tmp_path):
 
     labels = tmp_path / "l.csv"
     labels.write_text("file_name,real_age\n")
-    r = subprocess.run([sys.executable, "-m", "training.prepare", "--images", str(tmp_path), "--labels", str(labels),
-                        "--cache", str(REPO / "cache")], capture_output=True, text=True, cwd=REPO, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.prepare",
+            "--images",
+            str(tmp_path),
+            "--labels",
+            str(labels),
+            "--cache",
+            str(REPO / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert r.returncode == 2 and "inside the repository" in r.stderr
 
 
@@ -139,8 +154,9 @@ def test_two_sources_split_by_group_within_each_source(tmp_path):
         assert got == {"train", "val", "test"}, (src, got)  # every source in every split
         assert {r["gender"] for r in split_rows if r["source"] == src} <= {"0", "1"}
     # Each source is split on its own: the UTKFace rows split as they would alone.
-    alone = prepare(utk / "images", sources[0].labels, tmp_path / "cache1", seed=5, val=0.2, test=0.3,
-                    faces_cfg=FacesConfig())
+    alone = prepare(
+        utk / "images", sources[0].labels, tmp_path / "cache1", seed=5, val=0.2, test=0.3, faces_cfg=FacesConfig()
+    )
     with open(alone / "split.csv", newline="") as fh:
         alone_split = {r["file_name"]: r["split"] for r in csv.DictReader(fh)}
     assert alone_split == {r["file_name"]: r["split"] for r in split_rows if r["source"] == "utkface"}
@@ -179,8 +195,16 @@ def test_sources_file_and_unpaired_arguments(tmp_path):
 
     (tmp_path / "imgs").mkdir()
     (tmp_path / "l.csv").write_text("file_name,real_age\n")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "training.prepare", *a, "--cache", str(tmp_path / "c")],  # noqa: E731
-                                    capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "training.prepare", *a, "--cache", str(tmp_path / "c")],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+
     r = run("--images", str(tmp_path / "imgs"), "--images", str(tmp_path / "imgs"), "--labels", str(tmp_path / "l.csv"))
     assert r.returncode == 2 and "in pairs" in r.stderr
     (tmp_path / "sources.csv").write_text("name,images,labels\nmine,imgs,nope.csv\n")

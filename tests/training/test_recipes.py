@@ -18,8 +18,15 @@ from training.export import parser as export_parser
 from training.recipes import three_sources as recipe
 from training.train import parser as train_parser
 
-PLACES = recipe.Places(Path("/data/sets"), Path("/w/age-v1.onnx"), Path("/w/faceres-deep.json"),
-                       Path("/cache"), Path("/runs"), Path("/models"), Path("/eval"))
+PLACES = recipe.Places(
+    Path("/data/sets"),
+    Path("/w/age-v1.onnx"),
+    Path("/w/faceres-deep.json"),
+    Path("/cache"),
+    Path("/runs"),
+    Path("/models"),
+    Path("/eval"),
+)
 # train.json args that are paths: the shipped run's were on another machine, so their names count.
 PATH_ARGS = ("data", "init", "out", "teacher")
 
@@ -56,14 +63,18 @@ def test_the_export_step_made_the_shipped_file_and_its_decision(card):
     assert f"representative set of {a.representative} training crops" in (card.quantization or "")
     assert a.calibrate == (card.age_map is not None) and "calibration" in (card.age_map_fit or {})
     assert card.decision is not None and card.decision.rules.interval_level == a.interval
-    assert dict(card.decision.target) == {"minors_approved_pooled": a.minors_approved,
-                                          "minors_approved_each_source": a.minors_approved_each}
+    assert dict(card.decision.target) == {
+        "minors_approved_pooled": a.minors_approved,
+        "minors_approved_each_source": a.minors_approved_each,
+    }
     assert a.train_info == [a.model[0].parent / "train.json"]
     # The export's crops are the till's size, prepared from the same sources as the training's.
     assert card.alignment is not None and a.data.name.startswith(
-        f"crops-{card.alignment.template_version}-{card.alignment.output_size}px-m{card.alignment.margin:g}-")
+        f"crops-{card.alignment.template_version}-{card.alignment.output_size}px-m{card.alignment.margin:g}-"
+    )
     assert Path(card.training["args"]["data"]).name == a.data.name.replace(
-        f"{card.input.size}px", f"{card.member_input_sizes[0]}px")
+        f"{card.input.size}px", f"{card.member_input_sizes[0]}px"
+    )
 
 
 def test_the_prepare_steps_take_the_cards_sources_in_its_order(card):
@@ -85,7 +96,7 @@ def test_the_evaluate_and_loso_steps_are_the_cards_figures(card):
     assert carry["schedule"].startswith(f"{loso[loso.index('--epochs') + 1]} epochs")
     assert carry["decision_target"] == dict(card.decision.target)
     # The left-out runs train with the shipped run's options (but their own epochs and teacher).
-    extra = loso[loso.index("--") + 1:]
+    extra = loso[loso.index("--") + 1 :]
     shipped = dict(zip(step("train").argv[::2], step("train").argv[1::2]))
     assert dict(zip(extra[::2], extra[1::2])).items() <= shipped.items()
 

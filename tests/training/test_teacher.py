@@ -17,8 +17,12 @@ import pytest
 
 from tests.helpers import utk_sample
 
-FACERES = Path(os.environ.get("AGECHECK_CACHE", Path.home() / ".cache" / "agecheck")) / "weights" / \
-    "human-models-3.0.4" / "faceres-deep.json"
+FACERES = (
+    Path(os.environ.get("AGECHECK_CACHE", Path.home() / ".cache" / "agecheck"))
+    / "weights"
+    / "human-models-3.0.4"
+    / "faceres-deep.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +71,20 @@ def test_weights_reader_unpacks_float16_and_uint8_shards(tmp_path):
     a = np.array([[0.5, -1.25], [2.0, 3.0]], np.float16)
     q = np.array([0, 128, 255], np.uint8)
     (tmp_path / "w.bin").write_bytes(a.tobytes() + q.tobytes())
-    manifest = [{"paths": ["w.bin"], "weights": [
-        {"name": "a", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "float16"}},
-        {"name": "q", "shape": [3], "dtype": "float32", "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0}},
-    ]}]
+    manifest = [
+        {
+            "paths": ["w.bin"],
+            "weights": [
+                {"name": "a", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "float16"}},
+                {
+                    "name": "q",
+                    "shape": [3],
+                    "dtype": "float32",
+                    "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0},
+                },
+            ],
+        }
+    ]
     w = _read_weights(tmp_path / "model.json", manifest)
     assert np.array_equal(w["a"], a.astype(np.float32))
     assert np.allclose(w["q"], [-1.0, 63.0, 126.5])
@@ -149,5 +163,8 @@ def test_distillation_moves_the_target_towards_the_teacher():
     # With the teacher, a prediction at its age (30) costs less than without it; a row the
     # teacher has no target for is scored on its label alone.
     assert float(distil(tf.constant(y), peaked(30))[0]) < float(plain(tf.constant(y[:, :2]), peaked(30))[0])
-    assert np.isclose(float(distil(tf.constant(no_teacher), peaked(22))[0]),
-                      float(plain(tf.constant(y[:, :2]), peaked(22))[0]), rtol=1e-4)
+    assert np.isclose(
+        float(distil(tf.constant(no_teacher), peaked(22))[0]),
+        float(plain(tf.constant(y[:, :2]), peaked(22))[0]),
+        rtol=1e-4,
+    )

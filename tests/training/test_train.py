@@ -77,8 +77,23 @@ def test_tiny_training_run_resumes(tmp_path):
     for name in ("index.csv", "dataset.json"):
         (big / name).write_bytes((data / name).read_bytes())
     run2 = tmp_path / "run2"
-    assert train_main(["--data", str(big), "--init", str(run / "last.keras"), "--out", str(run2),
-                       "--batch", "16", "--epochs", "1"]) == 0
+    assert (
+        train_main(
+            [
+                "--data",
+                str(big),
+                "--init",
+                str(run / "last.keras"),
+                "--out",
+                str(run2),
+                "--batch",
+                "16",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert keras.models.load_model(run2 / "best.keras", compile=False).input_shape == (None, size, size, 3)
     info = json.loads((run2 / "train.json").read_text())
     whole = json.loads((run / "train.json").read_text())["train_seconds"]

@@ -61,19 +61,31 @@ def parser() -> argparse.ArgumentParser:
     ap = train_parser()
     ap.prog = "python -m training.experiments.fairness"
     ap.description = __doc__.split("\n\n")[0]
-    ap.add_argument("--balance-sex", action="store_true",
-                    help="with --balance, give women and men of each source equal shares, each with its own bands")
-    ap.add_argument("--sex-bias", type=float, default=0.0,
-                    help="weight of the term that asks adult women's and men's mean signed errors to agree "
-                    "(needs the gender column that prepare keeps from the labels)")
-    ap.add_argument("--adult-gate", type=float, default=0.0,
-                    help="weight of the term that pushes P(challenge age or older) up for faces 3+ years over it")
+    ap.add_argument(
+        "--balance-sex",
+        action="store_true",
+        help="with --balance, give women and men of each source equal shares, each with its own bands",
+    )
+    ap.add_argument(
+        "--sex-bias",
+        type=float,
+        default=0.0,
+        help="weight of the term that asks adult women's and men's mean signed errors to agree "
+        "(needs the gender column that prepare keeps from the labels)",
+    )
+    ap.add_argument(
+        "--adult-gate",
+        type=float,
+        default=0.0,
+        help="weight of the term that pushes P(challenge age or older) up for faces 3+ years over it",
+    )
     return ap
 
 
 def loss_terms(a: argparse.Namespace) -> list[LossTerm]:
-    return ([sex_bias_term(a.sex_bias)] if a.sex_bias > 0 else []) + \
-        ([adult_gate_term(a.adult_gate)] if a.adult_gate > 0 else [])
+    return ([sex_bias_term(a.sex_bias)] if a.sex_bias > 0 else []) + (
+        [adult_gate_term(a.adult_gate)] if a.adult_gate > 0 else []
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

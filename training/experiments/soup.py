@@ -33,8 +33,10 @@ def average_weights(models) -> list[np.ndarray]:
     if any(s != shapes[0] for s in shapes[1:]):
         raise SoupError("the models do not share one architecture; cannot average them")
     per_model = [m.get_weights() for m in models]
-    return [np.mean([w[i].astype(np.float64) for w in per_model], axis=0).astype(per_model[0][i].dtype)
-            for i in range(len(per_model[0]))]
+    return [
+        np.mean([w[i].astype(np.float64) for w in per_model], axis=0).astype(per_model[0][i].dtype)
+        for i in range(len(per_model[0]))
+    ]
 
 
 def recalibrate_batch_norms(model, images: np.ndarray, batch: int = 128) -> None:
@@ -50,7 +52,7 @@ def recalibrate_batch_norms(model, images: np.ndarray, batch: int = 128) -> None
         probe = keras.Model(model.input, layer.input)
         acc, count = None, 0
         for i in range(0, len(x), batch):
-            f = keras.ops.convert_to_numpy(probe(x[i:i + batch], training=False)).astype(np.float64)
+            f = keras.ops.convert_to_numpy(probe(x[i : i + batch], training=False)).astype(np.float64)
             f = f.reshape(-1, f.shape[-1])
             s = np.stack([f.sum(axis=0), (f * f).sum(axis=0)])
             acc = s if acc is None else acc + s
@@ -63,8 +65,9 @@ def recalibrate_batch_norms(model, images: np.ndarray, batch: int = 128) -> None
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.experiments.soup", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", type=Path, nargs="+", required=True,
-                    help="two or more .keras models fine-tuned from the same start")
+    ap.add_argument(
+        "--models", type=Path, nargs="+", required=True, help="two or more .keras models fine-tuned from the same start"
+    )
     ap.add_argument("--data", type=Path, required=True, help="dataset folder from training.prepare")
     ap.add_argument("--out", type=Path, required=True, help=".keras file to write (outside the repo)")
     ap.add_argument("--bn-crops", type=int, default=2000, help="training crops used to re-measure the batch norms")
@@ -95,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("soup", val_figures(soup, val)))
     print(f"validation split ({len(val)} crops):")
     for name, f in rows:
-        print(f"  {name}: MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}), 13-17 at 25+ "
-              f"{100 * f['minors_at_25_plus']:.2f}%, 25+ under 25 {100 * f['adults_under_25']:.2f}%")
+        print(
+            f"  {name}: MAE {f['mae']:.3f} (flip-avg {f['mae_flip']:.3f}), 13-17 at 25+ "
+            f"{100 * f['minors_at_25_plus']:.2f}%, 25+ under 25 {100 * f['adults_under_25']:.2f}%"
+        )
 
     a.out.parent.mkdir(parents=True, exist_ok=True)
     soup.save(a.out)

@@ -34,10 +34,14 @@ def load(data: Path) -> dict[str, np.ndarray]:
     emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
     ok = np.isfinite(emb).all(1)
     mu, sd = emb[ok].mean(0), emb[ok].std(0) + 1e-6
-    return {"x": np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32), "ok": ok,
-            "age": np.array([float(r["age"]) for r in rows], np.float32),
-            "source": np.array([r.get("source") or "default" for r in rows]),
-            "split": np.array([r["split"] for r in rows]), "sex": np.array([r.get("gender", "") for r in rows])}
+    return {
+        "x": np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32),
+        "ok": ok,
+        "age": np.array([float(r["age"]) for r in rows], np.float32),
+        "source": np.array([r.get("source") or "default" for r in rows]),
+        "split": np.array([r["split"] for r in rows]),
+        "sex": np.array([r.get("gender", "") for r in rows]),
+    }
 
 
 def source_weights(d: dict[str, np.ndarray], train: np.ndarray) -> np.ndarray:
@@ -54,10 +58,19 @@ def fit(d: dict[str, np.ndarray], train: np.ndarray, w: np.ndarray, seed: int, e
 
     keras.utils.set_random_seed(seed)
     out = keras.layers.Dense(1, activation="sigmoid") if binary else keras.layers.Dense(AGES, activation="softmax")
-    head = keras.Sequential([keras.Input((d["x"].shape[1],)), keras.layers.Dropout(0.2),
-                             keras.layers.Dense(256, activation="relu"), keras.layers.Dropout(0.2), out])
-    head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3),
-                 loss="binary_crossentropy" if binary else "categorical_crossentropy")
+    head = keras.Sequential(
+        [
+            keras.Input((d["x"].shape[1],)),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dropout(0.2),
+            out,
+        ]
+    )
+    head.compile(
+        keras.optimizers.AdamW(1e-3, weight_decay=1e-3),
+        loss="binary_crossentropy" if binary else "categorical_crossentropy",
+    )
     y = (d["age"][train] >= CHALLENGE_AGE).astype(np.float32) if binary else soft_targets(d["age"][train])
     head.fit(d["x"][train], y, sample_weight=w[train], batch_size=128, epochs=epochs, verbose=0)
     p = head.predict(d["x"], batch_size=2048, verbose=0)
@@ -72,15 +85,18 @@ def report(name: str, d: dict[str, np.ndarray], p_over: np.ndarray, ks: list[int
     for k in ks:
         to_id = ~(p_over > ranked[k])
         parts = ", ".join(f"{s} {to_id[adult & (d['source'] == s)].mean():.1%}" for s in sorted(set(d["source"][val])))
-        lines.append(f"  {int((~to_id[minor]).sum())} of {int(minor.sum())} minors approved: 25+ sent to ID "
-                     f"{to_id[adult].mean():.1%} [{parts}] women {to_id[adult & (d['sex'] == '1')].mean():.1%} / "
-                     f"men {to_id[adult & (d['sex'] == '0')].mean():.1%}")
+        lines.append(
+            f"  {int((~to_id[minor]).sum())} of {int(minor.sum())} minors approved: 25+ sent to ID "
+            f"{to_id[adult].mean():.1%} [{parts}] women {to_id[adult & (d['sex'] == '1')].mean():.1%} / "
+            f"men {to_id[adult & (d['sex'] == '0')].mean():.1%}"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.experiments.teacher_probe",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m training.experiments.teacher_probe", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--data", type=Path, required=True, help="training.prepare folder with teacher embeddings")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=12)
@@ -99,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report(f"age heads, mean of {len(ages)} seeds", d, np.mean(ages, 0), a.minors)), flush=True)
     gate_rows = train & ((d["age"] < 21) | (d["age"] >= CHALLENGE_AGE))
     wb = np.where(d["age"] < 21, 3.0, 1.0).astype(np.float32) * source_weights(d, gate_rows)
-    print("\n".join(report("binary head 13-20 vs 25+", d, fit(d, gate_rows, wb, a.seeds[0], a.epochs, True),
-                           a.minors)), flush=True)
+    print(
+        "\n".join(report("binary head 13-20 vs 25+", d, fit(d, gate_rows, wb, a.seeds[0], a.epochs, True), a.minors)),
+        flush=True,
+    )
     ww = w.copy()
     ww[(d["sex"] == "1") & (d["age"] >= CHALLENGE_AGE)] *= 2
-    print("\n".join(report("age head, adult women weighted 2x", d, fit(d, train, ww, a.seeds[0], a.epochs, False),
-                           a.minors)), flush=True)
+    print(
+        "\n".join(
+            report("age head, adult women weighted 2x", d, fit(d, train, ww, a.seeds[0], a.epochs, False), a.minors)
+        ),
+        flush=True,
+    )
     return 0
 
 

@@ -29,8 +29,20 @@ TRAIN_SIZE = 96  # the network's crops; the file takes the till's 112 px (export
 TILL_SIZE = 112
 MARGIN = 0.0
 # `training.train` options of the shipped run (the card's training.args), shared with loso's runs.
-TRAIN_OPTIONS = ("--lr", "3e-4", "--gate", "2.0", "--over-young", "3.0", "--balance", "0.7",
-                 "--boost-young", "1.3", "--seed", "3")
+TRAIN_OPTIONS = (
+    "--lr",
+    "3e-4",
+    "--gate",
+    "2.0",
+    "--over-young",
+    "3.0",
+    "--balance",
+    "0.7",
+    "--boost-young",
+    "1.3",
+    "--seed",
+    "3",
+)
 EPOCHS = 10
 DISTIL = 0.5
 # The calibrated decision's targets: at most 1.5% of validation 13-17-year-olds approved over the
@@ -80,34 +92,114 @@ def steps(p: Places) -> tuple[Step, ...]:
     d112 = dataset_dir(p.cache, TILL_SIZE, MARGIN, SOURCES)
     init, teacher, run = p.runs / "init96-3src.keras", p.runs / "teacher-all.npz", p.runs / "d96s3"
     model = p.models / "age_resnet10_int8.tflite"
-    sources = sum((["--images", str(_images(p, s)), "--labels", str(p.datasets / s / "labels.csv")]
-                   for s in SOURCES), [])
+    sources = sum(
+        (["--images", str(_images(p, s)), "--labels", str(p.datasets / s / "labels.csv")] for s in SOURCES), []
+    )
     named = sum((["--images", f"{s}={_images(p, s)}"] for s in SOURCES), [])
     cache = ["--cache", str(p.cache)]
     targets = ["--minors-approved", str(MINORS_APPROVED), "--minors-approved-each", str(MINORS_APPROVED_EACH)]
     s = str
     return (
         Step("prepare", "training.prepare", (*sources, *cache, "--size", s(TRAIN_SIZE))),
-        Step("port", "training.port", ("--onnx", s(p.onnx), "--images", s(_images(p, SOURCES[0])),
-                                        "--labels", s(p.datasets / SOURCES[0] / "labels.csv"),
-                                        "--calibrate-data", s(d96), "--out", s(init))),
+        Step(
+            "port",
+            "training.port",
+            (
+                "--onnx",
+                s(p.onnx),
+                "--images",
+                s(_images(p, SOURCES[0])),
+                "--labels",
+                s(p.datasets / SOURCES[0] / "labels.csv"),
+                "--calibrate-data",
+                s(d96),
+                "--out",
+                s(init),
+            ),
+        ),
         Step("teacher-embed", "training.teacher", ("embed", "--model", s(p.teacher_model), "--data", s(d96), *named)),
         Step("teacher-fit", "training.teacher", ("fit", "--data", s(d96), "--out", s(teacher))),
-        Step("train", "training.train", ("--data", s(d96), "--init", s(init), "--out", s(run), "--epochs", s(EPOCHS),
-                                         *TRAIN_OPTIONS, "--teacher", s(teacher), "--distil", s(DISTIL))),
+        Step(
+            "train",
+            "training.train",
+            (
+                "--data",
+                s(d96),
+                "--init",
+                s(init),
+                "--out",
+                s(run),
+                "--epochs",
+                s(EPOCHS),
+                *TRAIN_OPTIONS,
+                "--teacher",
+                s(teacher),
+                "--distil",
+                s(DISTIL),
+            ),
+        ),
         Step("prepare-till", "training.prepare", (*sources, *cache, "--size", s(TILL_SIZE))),
-        Step("export", "training.export", ("--data", s(d112), "--input-size", s(TILL_SIZE),
-                                           "--model", s(run / "best.keras"), "--train-info", s(run / "train.json"),
-                                           "--flip-average", "--out", s(model),
-                                           "--float-out", s(p.models / "age_resnet10_float32.tflite"),
-                                           "--calibrate", *targets)),
-        Step("evaluate", "training.evaluate", (*named, "--labels", s(d112 / "split.csv"), "--split", "test",
-                                               "--model", s(model), "--predictions", s(p.evaluations / "test-int8.csv"),
-                                               "--update-card")),
-        Step("loso", "training.loso", ("--data", s(d96), "--till-data", s(d112), "--init", s(init), *named,
-                                       "--out", s(p.runs / "loso"), "--epochs", s(LOSO_EPOCHS), *targets,
-                                       "--record-in", s(model.with_suffix(".json")),
-                                       "--", *TRAIN_OPTIONS, "--distil", s(DISTIL))),
+        Step(
+            "export",
+            "training.export",
+            (
+                "--data",
+                s(d112),
+                "--input-size",
+                s(TILL_SIZE),
+                "--model",
+                s(run / "best.keras"),
+                "--train-info",
+                s(run / "train.json"),
+                "--flip-average",
+                "--out",
+                s(model),
+                "--float-out",
+                s(p.models / "age_resnet10_float32.tflite"),
+                "--calibrate",
+                *targets,
+            ),
+        ),
+        Step(
+            "evaluate",
+            "training.evaluate",
+            (
+                *named,
+                "--labels",
+                s(d112 / "split.csv"),
+                "--split",
+                "test",
+                "--model",
+                s(model),
+                "--predictions",
+                s(p.evaluations / "test-int8.csv"),
+                "--update-card",
+            ),
+        ),
+        Step(
+            "loso",
+            "training.loso",
+            (
+                "--data",
+                s(d96),
+                "--till-data",
+                s(d112),
+                "--init",
+                s(init),
+                *named,
+                "--out",
+                s(p.runs / "loso"),
+                "--epochs",
+                s(LOSO_EPOCHS),
+                *targets,
+                "--record-in",
+                s(model.with_suffix(".json")),
+                "--",
+                *TRAIN_OPTIONS,
+                "--distil",
+                s(DISTIL),
+            ),
+        ),
     )
 
 
@@ -121,14 +213,23 @@ def run(todo: tuple[Step, ...]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.recipes.three_sources",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--datasets", type=Path, default=Path("../shared/datasets"),
-                    help="folder with one folder per source (images/, labels.csv)")
+    ap = argparse.ArgumentParser(prog="python -m training.recipes.three_sources", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--datasets",
+        type=Path,
+        default=Path("../shared/datasets"),
+        help="folder with one folder per source (images/, labels.csv)",
+    )
     ap.add_argument("--onnx", type=Path, default=Path("../shared/weights/cydral-age-resnet10/age-v1.onnx"))
-    ap.add_argument("--teacher-model", type=Path, default=None,
-                    help="faceres-deep.json, the path `scripts/fetch-weights` prints (needed unless --dry-run)")
-    ap.add_argument("--cache", type=Path, default=None, help="crops cache (default $AGECHECK_CACHE or ~/.cache/agecheck)")
+    ap.add_argument(
+        "--teacher-model",
+        type=Path,
+        default=None,
+        help="faceres-deep.json, the path `scripts/fetch-weights` prints (needed unless --dry-run)",
+    )
+    ap.add_argument(
+        "--cache", type=Path, default=None, help="crops cache (default $AGECHECK_CACHE or ~/.cache/agecheck)"
+    )
     ap.add_argument("--runs", type=Path, default=Path.home() / "runs")
     ap.add_argument("--models", type=Path, default=Path("models"), help="where the model files and card are written")
     ap.add_argument("--evaluations", type=Path, default=Path.home() / "eval")
@@ -142,14 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.teacher_model is None and not a.dry_run:
         ap.error("--teacher-model: give faceres-deep.json (the path scripts/fetch-weights prints)")
-    places = Places(a.datasets, a.onnx, a.teacher_model or Path("FACERES_DEEP_JSON"), a.cache or default_cache(),
-                    a.runs, a.models, a.evaluations)
+    places = Places(
+        a.datasets,
+        a.onnx,
+        a.teacher_model or Path("FACERES_DEEP_JSON"),
+        a.cache or default_cache(),
+        a.runs,
+        a.models,
+        a.evaluations,
+    )
     todo = steps(places)
     names = [s.name for s in todo]
     if a.start is not None:
         if a.start not in names:
             ap.error(f"--from {a.start}: no such step (one of {', '.join(names)})")
-        todo = todo[names.index(a.start):]
+        todo = todo[names.index(a.start) :]
     if a.dry_run:
         for step in todo:
             print(f"# {step.name}\n{step.text()}")

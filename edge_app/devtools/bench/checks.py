@@ -40,9 +40,11 @@ def today_config(cfg):
     """The configuration of today's path: every frame searched in full, one frame after another,
     every camera frame decoded as it arrives."""
     return dataclasses.replace(
-        cfg, faces=dataclasses.replace(cfg.faces, full_search_every=1),
+        cfg,
+        faces=dataclasses.replace(cfg.faces, full_search_every=1),
         check=dataclasses.replace(cfg.check, parallel=False),
-        camera=dataclasses.replace(cfg.camera, keep_encoded=False))
+        camera=dataclasses.replace(cfg.camera, keep_encoded=False),
+    )
 
 
 def worst_case(cfg):
@@ -83,8 +85,11 @@ def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_n
             results = {}
             order = ("today", "new", "moved") if k % 2 == 0 else ("new", "today", "moved")
             for which in order:
-                c, model, frames = {"today": (old_cfg, model_today, decoded), "new": (new_cfg, model_new, kept),
-                                    "moved": (old_cfg, model_today, moved)}[which]
+                c, model, frames = {
+                    "today": (old_cfg, model_today, decoded),
+                    "new": (new_cfg, model_new, kept),
+                    "moved": (old_cfg, model_today, moved),
+                }[which]
                 now, iso = now_pair()
                 runner = CheckRunner(c, _buffer_at(frames, t0, now, cam.buffer_seconds), pipeline, model)
                 try:

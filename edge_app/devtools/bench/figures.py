@@ -58,8 +58,9 @@ def pct(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def dist_row(key: str, label: str, unit: str, values: list[float], target: str = "",
-             p95_max: float | None = None, note: str = "") -> Row:
+def dist_row(
+    key: str, label: str, unit: str, values: list[float], target: str = "", p95_max: float | None = None, note: str = ""
+) -> Row:
     if not values:
         return Row(key, label, unit, target=target, note=note or "no samples")
     r = Row(key, label, unit, statistics.median(values), pct(values, 95), len(values), target, None, note)
@@ -68,8 +69,16 @@ def dist_row(key: str, label: str, unit: str, values: list[float], target: str =
     return r
 
 
-def value_row(key: str, label: str, unit: str, value: float | None, target: str = "",
-              ok: Callable[[float], bool] | None = None, note: str = "", n: int = 1) -> Row:
+def value_row(
+    key: str,
+    label: str,
+    unit: str,
+    value: float | None,
+    target: str = "",
+    ok: Callable[[float], bool] | None = None,
+    note: str = "",
+    n: int = 1,
+) -> Row:
     if value is None:
         return Row(key, label, unit, target=target, note=note or "not measured")
     return Row(key, label, unit, value, None, n, target, ok(value) if ok else None, note)
@@ -96,8 +105,21 @@ def render(rows: list[Row], header: list[str]) -> str:
     for r in rows:
         met = "-" if r.ok is None else ("yes" if r.ok else "NO")
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        body.append([r.label, r.unit, _fmt(r.median), _fmt(r.p95), str(r.n) if r.n else "-", _fmt(r.today_median),
-                     _fmt(r.today_p95), ratio, r.target or "-", met, r.note])
+        body.append(
+            [
+                r.label,
+                r.unit,
+                _fmt(r.median),
+                _fmt(r.p95),
+                str(r.n) if r.n else "-",
+                _fmt(r.today_median),
+                _fmt(r.today_p95),
+                ratio,
+                r.target or "-",
+                met,
+                r.note,
+            ]
+        )
     widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols[:-1])]
     out = list(header)
 

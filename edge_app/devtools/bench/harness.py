@@ -28,8 +28,9 @@ _ROOT = Path(__file__).resolve().parents[3]
 def bench_config(cfg, video: Path, port: int, state_dir: Path, till_id: str, **camera: Any):
     """The user's config (or the defaults) pointed at the bench's video, broker and outbox."""
     c = demo_config(cfg, video, port, state_dir)
-    c = dataclasses.replace(c, till_id=till_id,
-                            outbox=dataclasses.replace(c.outbox, path=str(state_dir / f"outbox-{till_id}.sqlite3")))
+    c = dataclasses.replace(
+        c, till_id=till_id, outbox=dataclasses.replace(c.outbox, path=str(state_dir / f"outbox-{till_id}.sqlite3"))
+    )
     if camera:
         c = dataclasses.replace(c, camera=dataclasses.replace(c.camera, **camera))
     return c
@@ -81,8 +82,9 @@ class Listener:
             self.messages.append((t, msg.topic, bytes(msg.payload)))
             self.cond.notify_all()
 
-    def wait(self, pred: Callable[[float, str, bytes], bool], timeout: float,
-             start: int = 0) -> tuple[float, str, bytes] | None:
+    def wait(
+        self, pred: Callable[[float, str, bytes], bool], timeout: float, start: int = 0
+    ) -> tuple[float, str, bytes] | None:
         """The first message from index `start` on that satisfies pred, waiting up to timeout."""
         deadline = time.monotonic() + timeout
         i = start

@@ -73,8 +73,9 @@ def press_answer(display) -> None:
     if not box or not snap.answerable:
         return
     x, y, w, h = box
-    subprocess.run(["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"],
-                   capture_output=True, timeout=10)
+    subprocess.run(
+        ["xdotool", "mousemove", str(x + w // 2), str(y + h // 2), "click", "1"], capture_output=True, timeout=10
+    )
     deadline = time.monotonic() + 2
     while display.snapshot.alert_event_id == snap.alert_event_id and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -132,8 +133,9 @@ class _PublishClock(plugins.Listener):
         self.started.setdefault(event.event_id, time.monotonic())
 
 
-def _measure(cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, screen: str,
-             no_screen: str) -> LatencyFigures:
+def _measure(
+    cfg, video: Path, broker, tmp: Path, checks: int, pipeline, model, screen: str, no_screen: str
+) -> LatencyFigures:
     out = LatencyFigures(screen=screen)
     with_display = not no_screen
     if no_screen:

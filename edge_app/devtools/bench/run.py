@@ -53,16 +53,26 @@ def load_models(cfg, f32_path: Path) -> tuple[Any, Any, float, float | None, str
     model = AgeModel(cfg.model.path, cfg.model.threads)
     load_ms = (time.perf_counter() - t) * 1000
     if not f32_path.is_file():
-        return model, None, load_ms, None, (f"{f32_path} not found (write it with python -m training.export "
-                                             f"--float-out PATH, or pass --float-model)")
+        return (
+            model,
+            None,
+            load_ms,
+            None,
+            (f"{f32_path} not found (write it with python -m training.export --float-out PATH, or pass --float-model)"),
+        )
     t = time.perf_counter()
     # Same work per crop as the int8 model: its card may ask for flip averaging (two
     # invocations per crop), and the float32 file usually has no card of its own.
     model_f32 = AgeModel(f32_path, cfg.model.threads, flip_average=model.flip_average)
     f32_ms = (time.perf_counter() - t) * 1000
     if model_f32.input_size != model.input_size:
-        return model, None, load_ms, None, (f"{f32_path} takes {model_f32.input_size} px, the int8 model "
-                                             f"{model.input_size} px: not the same model")
+        return (
+            model,
+            None,
+            load_ms,
+            None,
+            (f"{f32_path} takes {model_f32.input_size} px, the int8 model {model.input_size} px: not the same model"),
+        )
     return model, model_f32, load_ms, f32_ms, ""
 
 
@@ -81,10 +91,12 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
     with tempfile.TemporaryDirectory(prefix="agecheck-bench-") as tmpname:
         tmp = Path(tmpname)
         cam = cfg.camera
-        video, source = make_video(images, tmp / "camera.avi", cam.fps, cam.width, cam.height, 8.0,
-                                   cfg.faces.max_image_pixels)
-        video30, _ = make_video(images, tmp / "camera30.avi", IDLE_FPS, cam.width, cam.height, 8.0,
-                                cfg.faces.max_image_pixels)
+        video, source = make_video(
+            images, tmp / "camera.avi", cam.fps, cam.width, cam.height, 8.0, cfg.faces.max_image_pixels
+        )
+        video30, _ = make_video(
+            images, tmp / "camera30.avi", IDLE_FPS, cam.width, cam.height, 8.0, cfg.faces.max_image_pixels
+        )
         f32_path = float_model_path(cfg, getattr(args, "float_model", None))
         model, model_f32, load_ms, f32_ms, f32_note = load_models(cfg, f32_path)
         # The model as a parallel check loads it (one thread fewer than the cores), beside
@@ -97,13 +109,31 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
                 svc = measure_service(cfg, video30, broker, tmp, idle_s, warm_checks=3)
                 svc_today = measure_service(today_config(cfg), video30, broker, tmp, idle_s, warm_checks=3)
                 lat = measure_latency(cfg, video, broker, tmp, checks, pipeline, model_new)
-        tconf = write_config(bench_config(cfg, video, 1, tmp, "bench-throughput", loop=True),
-                             tmp / "bench-throughput.yaml")
+        tconf = write_config(
+            bench_config(cfg, video, 1, tmp, "bench-throughput", loop=True), tmp / "bench-throughput.yaml"
+        )
         tp = {1: measure_throughput(tconf, cores[:1], tp_seconds)}
-        tp[2] = (measure_throughput(tconf, cores[:2], tp_seconds) if len(cores) >= 2
-                 else (None, "n/a: this process may use only one core"))
-    m = Measured(st, lat, svc, tp, model.model_id, model.flip_average, load_ms, f32_path, f32_ms, f32_note,
-                 model.card.members or 1, chk, svc_today, model_new.threads)
+        tp[2] = (
+            measure_throughput(tconf, cores[:2], tp_seconds)
+            if len(cores) >= 2
+            else (None, "n/a: this process may use only one core")
+        )
+    m = Measured(
+        st,
+        lat,
+        svc,
+        tp,
+        model.model_id,
+        model.flip_average,
+        load_ms,
+        f32_path,
+        f32_ms,
+        f32_note,
+        model.card.members or 1,
+        chk,
+        svc_today,
+        model_new.threads,
+    )
     meta = {
         "source": source,
         "frames": n_frames,
@@ -126,11 +156,14 @@ def run(args: argparse.Namespace, cfg) -> tuple[dict[str, Any], list[Row]]:
 def header(meta: dict[str, Any]) -> list[str]:
     """The lines above the table: what was measured, with what, on what, and how busy it was."""
     m = meta
-    return [f"agecheck bench: {m['frames']} frames of {m['source']}; {m['checks']} triggered checks",
-            f"model {m['model_id']} ({m['model_threads']} threads today, {m['model_threads_parallel']} beside the "
-            f"parallel face look), {m['cores']} CPU core(s), {m['date']}, "
-            f"1-min load average {m['load_avg_1min_at_start']} at the start, {m['load_avg_1min_at_end']} at the end; "
-            f"bench took {m['bench_seconds']:.0f} s", ""]
+    return [
+        f"agecheck bench: {m['frames']} frames of {m['source']}; {m['checks']} triggered checks",
+        f"model {m['model_id']} ({m['model_threads']} threads today, {m['model_threads_parallel']} beside the "
+        f"parallel face look), {m['cores']} CPU core(s), {m['date']}, "
+        f"1-min load average {m['load_avg_1min_at_start']} at the start, {m['load_avg_1min_at_end']} at the end; "
+        f"bench took {m['bench_seconds']:.0f} s",
+        "",
+    ]
 
 
 def main(args: argparse.Namespace, cfg) -> int:

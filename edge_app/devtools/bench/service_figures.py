@@ -64,15 +64,27 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     scfg = dataclasses.replace(scfg, logging=dataclasses.replace(scfg.logging, level="WARNING"))
     conf = write_config(scfg, tmp / "bench-service.yaml")
     root = events.topic(scfg.store_id, scfg.till_id, "")
-    listener = Listener(broker.host, broker.port, [root + AVAILABILITY_LEAF, root + STATE_LEAF,
-                                                   events.event_topic(scfg.store_id, scfg.till_id, events.CheckEvent)],
-                        "service")
+    listener = Listener(
+        broker.host,
+        broker.port,
+        [
+            root + AVAILABILITY_LEAF,
+            root + STATE_LEAF,
+            events.event_topic(scfg.store_id, scfg.till_id, events.CheckEvent),
+        ],
+        "service",
+    )
     pos = connected_pos(broker.host, broker.port, scfg.store_id, scfg.till_id)
     log_path = tmp / "bench-service.log"
     logf = open(log_path, "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--config", str(conf)],
-                            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+    )
     try:
         m = listener.wait(lambda t, topic, p: topic.endswith("/" + AVAILABILITY_LEAF) and p == ONLINE, CHILD_TIMEOUT_S)
         if m is None or proc.poll() is not None:

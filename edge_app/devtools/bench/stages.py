@@ -84,8 +84,13 @@ def run_stages(cfg, video: Path, n_frames: int, pipeline, model, model_f32, mode
         group.append((est.age, est.probs))
         if len(group) == cfg.check.max_frames:
             a = clock()
-            decide_calibrated([g[0] for g in group], [g[1] for g in group], challenge_rule(cfg.policy), model.rules,
-                              cfg.check.min_frames)
+            decide_calibrated(
+                [g[0] for g in group],
+                [g[1] for g in group],
+                challenge_rule(cfg.policy),
+                model.rules,
+                cfg.check.min_frames,
+            )
             f.aggregate.append((clock() - a) * 1000)
             group = []
     return f

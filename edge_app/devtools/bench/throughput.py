@@ -21,8 +21,19 @@ from edge_app.devtools.bench.harness import CHILD_TIMEOUT_S, child_env
 
 def measure_throughput(conf: Path, cores: list[int], seconds: float) -> tuple[float | None, str]:
     """(checks per second, note) from a worker pinned to `cores`; (None, why) when it failed."""
-    cmd = [sys.executable, "-m", "edge_app.devtools.bench", "--worker", "throughput", "--config", str(conf),
-           "--cores", ",".join(map(str, cores)), "--seconds", f"{seconds:.2f}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_app.devtools.bench",
+        "--worker",
+        "throughput",
+        "--config",
+        str(conf),
+        "--cores",
+        ",".join(map(str, cores)),
+        "--seconds",
+        f"{seconds:.2f}",
+    ]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S + seconds, env=child_env())
     except subprocess.TimeoutExpired:
@@ -74,8 +85,10 @@ def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
 
 def build_worker_parser() -> argparse.ArgumentParser:
     """The pinned child processes of the throughput figure (`agecheck bench` starts them)."""
-    ap = argparse.ArgumentParser(prog="python -m edge_app.devtools.bench",
-                                 description="a worker process of `agecheck bench` (run `agecheck bench` instead)")
+    ap = argparse.ArgumentParser(
+        prog="python -m edge_app.devtools.bench",
+        description="a worker process of `agecheck bench` (run `agecheck bench` instead)",
+    )
     ap.add_argument("--worker", choices=["throughput"], required=True)
     ap.add_argument("--config", default=None)
     ap.add_argument("--cores", default="0")

@@ -32,8 +32,9 @@ def photo_paths(folder: Path) -> list[Path]:
     return paths
 
 
-def photo_video(paths: list[Path], out: Path, fps: float, width: int, height: int, seconds_each: float,
-                max_pixels: int) -> tuple[Path, int]:
+def photo_video(
+    paths: list[Path], out: Path, fps: float, width: int, height: int, seconds_each: float, max_pixels: int
+) -> tuple[Path, int]:
     """An MJPG video showing each photo for `seconds_each`, swaying a little in front of the
     demo backdrop, like a shopper at the till. Returns the path and how many photos were used."""
     writer = mjpg_writer(out, fps, width, height)
@@ -47,8 +48,11 @@ def photo_video(paths: list[Path], out: Path, fps: float, width: int, height: in
             h, w = rgb.shape[:2]
             # As tall as the frame (a face photo then shows the head at a till-like size).
             s = min(width * 0.9 / w, height * 0.95 / h)
-            img = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (max(1, int(w * s)), max(1, int(h * s))),
-                             interpolation=cv2.INTER_AREA)
+            img = cv2.resize(
+                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                (max(1, int(w * s)), max(1, int(h * s))),
+                interpolation=cv2.INTER_AREA,
+            )
             used += 1
             for i in range(max(1, int(round(seconds_each * fps)))):
                 frame = bg.copy()
@@ -62,8 +66,9 @@ def photo_video(paths: list[Path], out: Path, fps: float, width: int, height: in
     return out, used
 
 
-def make_video(images: Path | None, out: Path, fps: float, width: int, height: int, seconds: float,
-               max_pixels: int) -> tuple[Path, str]:
+def make_video(
+    images: Path | None, out: Path, fps: float, width: int, height: int, seconds: float, max_pixels: int
+) -> tuple[Path, str]:
     """The bench's camera: the astronaut (default) or the photos of a folder, as a looping video."""
     if images is None:
         # The face stays in view the whole clip: every trigger finds the shopper at the till.

@@ -53,16 +53,27 @@ def test_the_launcher_starts_the_window_again_until_the_session_ends(tmp_path):
     config error) and then ends as on SIGTERM: it is started three times, and the launcher ends."""
     runs = tmp_path / "runs"
     fake = tmp_path / "agecheck"
-    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {runs}\nn=$(wc -l < {runs})\n"
-                    "[ \"$n\" -eq 1 ] && exit 1\n[ \"$n\" -eq 2 ] && exit 2\nexit 0\n")
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" >> {runs}\nn=$(wc -l < {runs})\n'
+        '[ "$n" -eq 1 ] && exit 1\n[ "$n" -eq 2 ] && exit 2\nexit 0\n'
+    )
     fake.chmod(0o755)
-    script = LAUNCHER.read_text().replace("/opt/agecheck/venv/bin/agecheck", str(fake)).replace(
-        "/etc/agecheck/NOT-CONFIGURED", str(tmp_path / "NOT-CONFIGURED")).replace("sleep 30", "sleep 0.1").replace(
-        "sleep 2", "sleep 0.1")
+    script = (
+        LAUNCHER.read_text()
+        .replace("/opt/agecheck/venv/bin/agecheck", str(fake))
+        .replace("/etc/agecheck/NOT-CONFIGURED", str(tmp_path / "NOT-CONFIGURED"))
+        .replace("sleep 30", "sleep 0.1")
+        .replace("sleep 2", "sleep 0.1")
+    )
     launcher = tmp_path / "agecheck-display"
     launcher.write_text(script)
     launcher.chmod(0o755)
-    out = subprocess.run([str(launcher)], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=60,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(launcher)],
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert runs.read_text().splitlines() == ["display --config /etc/agecheck/config.yaml"] * 3

@@ -37,13 +37,26 @@ def calibrated(decision: str, low: float, high: float, **kw) -> events.CheckEven
     return events.from_dict(c)
 
 
-@pytest.mark.parametrize("check, title, symbol, style", [
-    (calibrated("check_id", 16.6, 25.8), "ASK FOR ID", "✗", "ask_id"),
-    (calibrated("approve", 31.2, 44.9), "OK — no ID needed", "✓", "ok"),
-    (check(decision="no_face", age=None, camera="up"), "NO FACE SEEN — ASK FOR ID", "?", "no_face"),
-    (check(decision="no_face", age=None, camera="down"), "CAMERA DOWN — ASK FOR ID — tell a supervisor", "!", "camera_down"),
-    (check(decision="no_face", age=None, camera="starting"), "CAMERA DOWN — ASK FOR ID — tell a supervisor", "!", "camera_down"),
-])
+@pytest.mark.parametrize(
+    "check, title, symbol, style",
+    [
+        (calibrated("check_id", 16.6, 25.8), "ASK FOR ID", "✗", "ask_id"),
+        (calibrated("approve", 31.2, 44.9), "OK — no ID needed", "✓", "ok"),
+        (check(decision="no_face", age=None, camera="up"), "NO FACE SEEN — ASK FOR ID", "?", "no_face"),
+        (
+            check(decision="no_face", age=None, camera="down"),
+            "CAMERA DOWN — ASK FOR ID — tell a supervisor",
+            "!",
+            "camera_down",
+        ),
+        (
+            check(decision="no_face", age=None, camera="starting"),
+            "CAMERA DOWN — ASK FOR ID — tell a supervisor",
+            "!",
+            "camera_down",
+        ),
+    ],
+)
 def test_each_state_says_the_action_with_a_symbol(check, title, symbol, style):
     b = banner_for(check, alert_event(check))
     assert (b.title, b.symbol, b.kind, b.bg, b.fg) == (title, symbol, style, STYLES[style].bg, STYLES[style].fg)

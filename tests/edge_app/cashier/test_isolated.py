@@ -54,18 +54,27 @@ def test_a_new_window_does_not_show_an_old_shoppers_ok_again(xvfb):
         d.post(c1, a1)
         d.post(check_event(decision="approve", age=44.0, txn="T-2"))
         wait_for(lambda: d.snapshot.visible and d.snapshot.kind == BannerKind.OK, timeout=15, what="T-2's OK")
-        wait_for(lambda: d.snapshot.visible and d.snapshot.alert_event_id == a1.event_id, timeout=15,
-                 what="T-1's alert after the OK")
+        wait_for(
+            lambda: d.snapshot.visible and d.snapshot.alert_event_id == a1.event_id,
+            timeout=15,
+            what="T-1's alert after the OK",
+        )
         os.kill(d.pid, signal.SIGKILL)
         wait_for(lambda: d.restarts >= 1, timeout=20, what="the window to be started again")
         d.seen.clear()
-        wait_for(lambda: d.snapshot.visible and d.snapshot.alert_event_id == a1.event_id and d.snapshot.answerable,
-                 timeout=20, what="T-1's alert on the new window")
+        wait_for(
+            lambda: d.snapshot.visible and d.snapshot.alert_event_id == a1.event_id and d.snapshot.answerable,
+            timeout=20,
+            what="T-1's alert on the new window",
+        )
         assert [s.transaction_id for s in d.seen if s.kind == BannerKind.OK] == []
         # A new shopper's OK still shows on the new window.
         d.post(check_event(decision="approve", age=50.0, txn="T-3"))
-        wait_for(lambda: d.snapshot.visible and d.snapshot.kind == BannerKind.OK and d.snapshot.transaction_id == "T-3",
-                 timeout=15, what="T-3's OK")
+        wait_for(
+            lambda: d.snapshot.visible and d.snapshot.kind == BannerKind.OK and d.snapshot.transaction_id == "T-3",
+            timeout=15,
+            what="T-3's OK",
+        )
     finally:
         d.shutdown()
 
@@ -125,8 +134,16 @@ def _gone(pid: int) -> bool:
 
 def _start_parent(xvfb_display: str) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "DISPLAY": xvfb_display, "PYTHONPATH": str(REPO)}
-    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, start_new_session=True, cwd=str(REPO))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        cwd=str(REPO),
+    )
     line = parent.stdout.readline()
     assert line.startswith("CHILD "), (line, parent.stderr.read() if parent.poll() is not None else "")
     return parent, int(line.split()[1])

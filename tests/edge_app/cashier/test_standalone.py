@@ -40,8 +40,9 @@ def show_and_wait(pub: Publisher, decision: str, age, txn: str) -> dict:
     pub.event(c)
     pub.event(a)
     want = hex_rgb(STYLES[DECISION_KIND[decision]].bg)
-    wait_for(lambda: (b := window_box()) and banner_colour(b) == want, timeout=15,
-             what=f"the {decision} banner on screen")
+    wait_for(
+        lambda: (b := window_box()) and banner_colour(b) == want, timeout=15, what=f"the {decision} banner on screen"
+    )
     return a
 
 
@@ -65,9 +66,12 @@ def outbox_rows(path) -> int:
 def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
     outbox = tmp_path / "display-outbox.sqlite3"
     with Broker(persistent=True) as broker:
-        cfg = write_config(tmp_path / "config.yaml", broker.port,
-                           display={"position": "top-left", "outbox_path": str(outbox), "undo_seconds": 1},
-                           mqtt={"host": "127.0.0.1", "port": broker.port, "reconnect_max_seconds": 1})
+        cfg = write_config(
+            tmp_path / "config.yaml",
+            broker.port,
+            display={"position": "top-left", "outbox_path": str(outbox), "undo_seconds": 1},
+            mqtt={"host": "127.0.0.1", "port": broker.port, "reconnect_max_seconds": 1},
+        )
         acks = Collector(broker.port, ACK_TOPIC, persistent=True)
         proc = Proc(["display", "--config", str(cfg)])
         pub = None
@@ -95,8 +99,9 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
             press(3)
             wait_for(lambda: outbox.exists() and outbox_rows(outbox) == 1, what="the answer kept in the outbox")
             broker.start()
-            ack2 = acks.wait_for(lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a2["event_id"],
-                                 timeout=20)
+            ack2 = acks.wait_for(
+                lambda t, b: isinstance(b, dict) and b.get("alert_event_id") == a2["event_id"], timeout=20
+            )
             assert ack2["answer"] == "no_id_check" and ack2["transaction_id"] == "T-2"
             wait_for(lambda: outbox_rows(outbox) == 0, what="the outbox to drain")
 
@@ -110,7 +115,10 @@ def test_standalone_display_over_a_broker_restart(xvfb, tmp_path):
             assert ack3["answer"] == "id_checked_under_age_refused"
             # Numbered by the window's own outbox, apart from the till's events, across the restart.
             assert [(a["publisher"], a["seq"]) for a in (ack1, ack2, ack3)] == [
-                ("till-01:display", 1), ("till-01:display", 2), ("till-01:display", 3)]
+                ("till-01:display", 1),
+                ("till-01:display", 2),
+                ("till-01:display", 3),
+            ]
         finally:
             if pub:
                 pub.close()
@@ -131,8 +139,9 @@ def test_display_without_a_screen_says_so(tmp_path):
 
 def mosquitto_password_file(path, user: str, password: str):
     try:
-        subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), user, password], check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["mosquitto_passwd", "-c", "-b", str(path), user, password], check=True, capture_output=True, timeout=30
+        )
     except FileNotFoundError:
         pytest.skip("mosquitto_passwd is not installed (it comes with mosquitto)")
     path.chmod(0o644)  # mosquitto runs as root here and reads it either way
@@ -151,11 +160,12 @@ def test_standalone_display_from_a_desktop_session(xvfb, tmp_path):
     broker = Broker(extra_config=(f"password_file {pwfile}",))
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
     with broker:
-        cfg = write_config(tmp_path / "config.yaml", broker.port,
-                           mqtt={"host": "127.0.0.1", "port": broker.port, "username": "till",
-                                 "password_credential": "mqtt-password"},
-                           display={"position": "top-left", "mqtt_username": "cashier-display",
-                                    "mqtt_password_file": str(secret)})
+        cfg = write_config(
+            tmp_path / "config.yaml",
+            broker.port,
+            mqtt={"host": "127.0.0.1", "port": broker.port, "username": "till", "password_credential": "mqtt-password"},
+            display={"position": "top-left", "mqtt_username": "cashier-display", "mqtt_password_file": str(secret)},
+        )
         env = {"XDG_STATE_HOME": str(state), "CREDENTIALS_DIRECTORY": "", "STATE_DIRECTORY": ""}
         proc = Proc(["display", "--config", str(cfg)], env=env)
         try:
@@ -172,11 +182,14 @@ def test_standalone_display_from_a_desktop_session(xvfb, tmp_path):
 
 def test_standalone_display_says_how_to_give_it_a_password(xvfb, tmp_path):
     """The till's credential alone: a one-line message naming the fix, exit 2, no window."""
-    cfg = write_config(tmp_path / "config.yaml", 1883,
-                       mqtt={"host": "127.0.0.1", "port": 1883, "username": "till",
-                             "password_credential": "mqtt-password"})
-    proc = Proc(["display", "--config", str(cfg)], env={"CREDENTIALS_DIRECTORY": "",
-                                                         "XDG_STATE_HOME": str(tmp_path / "state")})
+    cfg = write_config(
+        tmp_path / "config.yaml",
+        1883,
+        mqtt={"host": "127.0.0.1", "port": 1883, "username": "till", "password_credential": "mqtt-password"},
+    )
+    proc = Proc(
+        ["display", "--config", str(cfg)], env={"CREDENTIALS_DIRECTORY": "", "XDG_STATE_HOME": str(tmp_path / "state")}
+    )
     assert proc.p.wait(timeout=30) == 2
     proc.stop()
     assert "display.mqtt_password_file" in proc.output and "--password-file" in proc.output
@@ -185,8 +198,10 @@ def test_standalone_display_says_how_to_give_it_a_password(xvfb, tmp_path):
     # no broker, which it waits for like any other outage).
     pw = tmp_path / "pw"
     pw.write_text("x")
-    proc = Proc(["display", "--config", str(cfg), "--password-file", str(pw)],
-                env={"CREDENTIALS_DIRECTORY": "", "XDG_STATE_HOME": str(tmp_path / "state")})
+    proc = Proc(
+        ["display", "--config", str(cfg), "--password-file", str(pw)],
+        env={"CREDENTIALS_DIRECTORY": "", "XDG_STATE_HOME": str(tmp_path / "state")},
+    )
     try:
         proc.wait_line("window ready")
     finally:
@@ -236,8 +251,9 @@ def test_trust_warnings_cover_the_windows_own_login(tmp_path):
     # The same broker with the window given only a password file (no user anywhere): anonymous.
     got = trust_warnings(display_config(C.from_dict({"mqtt": remote}), password_file=str(pw)).mqtt)
     assert len(got) == 1 and "no mqtt.username" in got[0]
-    plain = C.from_dict({"mqtt": {"host": "10.1.2.3"}, "display": {"mqtt_username": "window",
-                                                                   "mqtt_password_file": str(pw)}})
+    plain = C.from_dict(
+        {"mqtt": {"host": "10.1.2.3"}, "display": {"mqtt_username": "window", "mqtt_password_file": str(pw)}}
+    )
     assert any("tls.enabled is false" in w for w in trust_warnings(display_config(plain).mqtt))
 
 
@@ -252,9 +268,14 @@ def test_the_window_shrugs_off_bad_messages_from_the_broker(xvfb, mqtt_broker, t
     from edge_app.core import events
     from edge_app.core.events import AlertEvent, CheckEvent
 
-    cfg = C.from_dict({"store_id": "store-001", "till_id": "till-01",
-                       "mqtt": {"host": "127.0.0.1", "port": mqtt_broker.port},
-                       "display": {"position": "top-left", "outbox_path": str(tmp_path / "display.sqlite3")}})
+    cfg = C.from_dict(
+        {
+            "store_id": "store-001",
+            "till_id": "till-01",
+            "mqtt": {"host": "127.0.0.1", "port": mqtt_broker.port},
+            "display": {"position": "top-left", "outbox_path": str(tmp_path / "display.sqlite3")},
+        }
+    )
     display = CashierDisplay(cfg.display, cfg.store_id, cfg.till_id, on_ack=lambda ack: None).start_in_thread()
     heard: list[events.Event] = []
     link = AckLink(cfg, lambda ev: (heard.append(ev), display.on_event(ev)))
@@ -270,7 +291,9 @@ def test_the_window_shrugs_off_bad_messages_from_the_broker(xvfb, mqtt_broker, t
             events.encode(no_item): "missing field 'item'",
             events.encode({**a, "schema": 2}): "unknown schema version 2",
             events.encode({**a, "decision": 7}): "field 'decision' has the wrong type",
-            events.encode({**a, "item": {**a["item"], "name": "Lager\x1b[2J"}}): "item name contains control characters",
+            events.encode(
+                {**a, "item": {**a["item"], "name": "Lager\x1b[2J"}}
+            ): "item name contains control characters",
         }
         topic = "agecheck/v1/store-001/till-01/events/alert"
         with caplog.at_level("WARNING", logger="edge_app.cashier.standalone"):
@@ -278,8 +301,11 @@ def test_the_window_shrugs_off_bad_messages_from_the_broker(xvfb, mqtt_broker, t
                 pub.raw(topic, payload)
             pub.event(c)
             pub.event(a)
-            snap = wait_for(lambda: (s := display.snapshot).alert_event_id == a["event_id"]
-                            and s.drawn_at and s, timeout=15, what="the good alert on screen")
+            snap = wait_for(
+                lambda: (s := display.snapshot).alert_event_id == a["event_id"] and s.drawn_at and s,
+                timeout=15,
+                what="the good alert on screen",
+            )
         assert snap.kind == "ask_id" and snap.transaction_id == "T-good" and "Lager 4x440ml" in snap.item
         logged = [r.getMessage() for r in caplog.records if "quarantined a message on events/alert" in r.getMessage()]
         assert len(logged) == len(bad), logged
@@ -323,12 +349,23 @@ def test_a_login_the_acl_does_not_let_read_the_till_says_not_connected(xvfb, tmp
     broker = Broker(extra_config=(f"password_file {users}", f"acl_file {acl}"))
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
     with broker:
-        cfg = write_config(tmp_path / "config.yaml", broker.port,
-                           mqtt={"host": "127.0.0.1", "port": broker.port, "username": "till-01",
-                                 "password_credential": "mqtt-password"},
-                           display={"position": "top-left", "mqtt_username": "till-01-display",
-                                    "mqtt_password_file": str(secret), "till_state_timeout_seconds": 2,
-                                    "outbox_path": str(tmp_path / "outbox.sqlite3")})
+        cfg = write_config(
+            tmp_path / "config.yaml",
+            broker.port,
+            mqtt={
+                "host": "127.0.0.1",
+                "port": broker.port,
+                "username": "till-01",
+                "password_credential": "mqtt-password",
+            },
+            display={
+                "position": "top-left",
+                "mqtt_username": "till-01-display",
+                "mqtt_password_file": str(secret),
+                "till_state_timeout_seconds": 2,
+                "outbox_path": str(tmp_path / "outbox.sqlite3"),
+            },
+        )
         proc = Proc(["display", "--config", str(cfg)], env={"CREDENTIALS_DIRECTORY": ""})
         till = Publisher(broker.port, username="till-01", password="till-pass")
         try:
@@ -361,8 +398,11 @@ def test_standalone_display_ends_when_its_screen_is_gone(tmp_path, mqtt_broker):
         pytest.skip("Xvfb is not installed (apt-get install xvfb)")
     x = Xvfb(1280, 800).start()  # its own X server: this test takes it away
     try:
-        cfg = write_config(tmp_path / "config.yaml", mqtt_broker.port,
-                           display={"position": "top-left", "outbox_path": str(tmp_path / "outbox.sqlite3")})
+        cfg = write_config(
+            tmp_path / "config.yaml",
+            mqtt_broker.port,
+            display={"position": "top-left", "outbox_path": str(tmp_path / "outbox.sqlite3")},
+        )
         proc = Proc(["display", "--config", str(cfg)], env={"DISPLAY": x.display})
         try:
             proc.wait_line("display: subscribed")

@@ -45,8 +45,7 @@ def make_window(**cfg) -> CashierDisplay:
             raise OSError("disk full")
         acks.put(ev)
 
-    conf = DisplayConfig(enabled=True, width=640, height=300, position="top-left", approve_seconds=1.0,
-                         **cfg)
+    conf = DisplayConfig(enabled=True, width=640, height=300, position="top-left", approve_seconds=1.0, **cfg)
     d = CashierDisplay(conf, "store-001", "till-01", on_ack).start_in_thread()
     d.acks = acks
     d.failures = failures
@@ -68,8 +67,9 @@ def laid_out(s: WindowSnapshot) -> bool:
     return w >= 100 and all(b[3] > 1 and y < b[1] < y + h for b in s.buttons.values())
 
 
-def shown(d: CashierDisplay, answerable: bool | None = None, alert: events.AlertEvent | None = None,
-          **want) -> WindowSnapshot:
+def shown(
+    d: CashierDisplay, answerable: bool | None = None, alert: events.AlertEvent | None = None, **want
+) -> WindowSnapshot:
     def ok():
         s = d.snapshot
         if not s.visible or not laid_out(s) or s.drawn_at is None:
@@ -81,6 +81,7 @@ def shown(d: CashierDisplay, answerable: bool | None = None, alert: events.Alert
         if any(getattr(s, k) != v for k, v in want.items()):
             return None
         return s
+
     return wait_for(ok, what=f"the banner on screen ({answerable=}, {want})")
 
 
@@ -128,9 +129,12 @@ def test_each_banner_state_on_screen(window, tmp_path):
     """Colour, symbol and words of every state, read back from the X server."""
     symbols = {}
     for decision, camera, style, title, symbol in STATES:
-        c = check_event(decision=decision, age=None if decision == "no_face" else (19.0 if decision == "check_id"
-                                                                                   else 44.0),
-                        txn=f"T-{style}", camera=camera)
+        c = check_event(
+            decision=decision,
+            age=None if decision == "no_face" else (19.0 if decision == "check_id" else 44.0),
+            txn=f"T-{style}",
+            camera=camera,
+        )
         window.post(c, None if decision == "approve" else alert_event(c))
         bg, fg = hex_rgb(STYLES[style].bg), hex_rgb(STYLES[style].fg)
         snap = shown(window, kind=style)
@@ -140,8 +144,11 @@ def test_each_banner_state_on_screen(window, tmp_path):
         colour, share = dominant(img)
         assert colour == bg and share > 0.5, (style, colour, share)
         # The words and the symbol are really drawn in the text colour.
-        wait_for(lambda: 0.04 < share_of(screenshot(window.snapshot.title_box), fg) < 0.7, timeout=5,
-                 what=f"the {style} title in {fg}")
+        wait_for(
+            lambda: 0.04 < share_of(screenshot(window.snapshot.title_box), fg) < 0.7,
+            timeout=5,
+            what=f"the {style} title in {fg}",
+        )
         sym = screenshot(window.snapshot.symbol_box)
         assert 0.02 < share_of(sym, fg) < 0.7, style
         symbols[style] = np.all(np.asarray(sym) == fg, axis=2)
@@ -158,7 +165,7 @@ def test_each_banner_state_on_screen(window, tmp_path):
             shown(window, kind="recorded")
     # Four different shapes: the symbol alone tells the states apart.
     masks = list(symbols.values())
-    assert all(a.shape != b.shape or (a != b).mean() > 0.02 for i, a in enumerate(masks) for b in masks[i + 1:])
+    assert all(a.shape != b.shape or (a != b).mean() > 0.02 for i, a in enumerate(masks) for b in masks[i + 1 :])
 
 
 def test_typing_into_the_pos_never_answers(xvfb):
@@ -316,11 +323,19 @@ def test_an_alert_answered_elsewhere_leaves_the_list(window):
     _, a1 = post_alert(window, txn="T-910")
     _, a2 = post_alert(window, txn="T-911")
     shown(window, alert=a2, waiting="+1 more alert waiting")
-    other = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-911", alert_event_id=a2.event_id,
-                            answer="id_checked_over_age", decision_time_s=2.0)
+    other = events.AckEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id="T-911",
+        alert_event_id=a2.event_id,
+        answer="id_checked_over_age",
+        decision_time_s=2.0,
+    )
     window.on_event(other)
     shown(window, alert=a1, waiting="")
-    window.on_event(dataclasses.replace(alert_event(check_event(txn="T-911")), event_id=a2.event_id))  # redelivered: not back
+    window.on_event(
+        dataclasses.replace(alert_event(check_event(txn="T-911")), event_id=a2.event_id)
+    )  # redelivered: not back
     # Kept: nothing must change, and a change that does not come sends no event to wait on;
     # this is a few of the window's polls.
     time.sleep(0.3)
@@ -358,8 +373,7 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     c = check_event(decision="check_id", age=19.0, txn="T-norec")
     window.post(c, alert_event(c))
     snap = shown(window, answerable=True, not_recording="No space left on device")
-    wait_for(lambda: window.snapshot.recording_box and window.snapshot.recording_box[2] > 1,
-             what="the mark laid out")
+    wait_for(lambda: window.snapshot.recording_box and window.snapshot.recording_box[2] > 1, what="the mark laid out")
     snap = window.snapshot
     mark, banner = snap.recording_box, snap.banner_box
     # Small, inside the banner's top line.
@@ -375,8 +389,9 @@ def test_not_recording_mark_while_the_outbox_cannot_write(window):
     assert window.acks.get(timeout=5).answer == "id_checked_over_age"
 
     window.set_recording(Recording(degraded=False, outbox_error=None))
-    wait_for(lambda: window.snapshot.not_recording is None and window.snapshot.recording_box is None,
-             what="the mark gone")
+    wait_for(
+        lambda: window.snapshot.not_recording is None and window.snapshot.recording_box is None, what="the mark gone"
+    )
     c2 = check_event(decision="check_id", age=19.0, txn="T-rec")
     window.post(c2, alert_event(c2))
     snap = shown(window, answerable=True, alert=None, transaction_id="T-rec")
@@ -393,8 +408,15 @@ def test_the_window_takes_typed_events_only(window):
         window.post(c, alert_event(c).to_dict())
     with pytest.raises(TypeError, match="Recording"):
         window.set_recording({"degraded": True, "outbox_error": "disk full"})
-    window.on_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-typed",
-                                          alert_event_id=c.event_id, seconds_after_alert=1.0))  # not for the window
+    window.on_event(
+        events.IntegrityEvent(
+            store_id="store-001",
+            till_id="till-01",
+            transaction_id="T-typed",
+            alert_event_id=c.event_id,
+            seconds_after_alert=1.0,
+        )
+    )  # not for the window
     a = alert_event(c)
     window.post(c, a)
     snap = shown(window, answerable=True, alert=a)

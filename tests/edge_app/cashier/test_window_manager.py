@@ -55,8 +55,9 @@ def pos(desktop):
 @pytest.fixture
 def window(desktop):
     acks: queue.Queue = queue.Queue()
-    conf = DisplayConfig(enabled=True, width=640, height=300, position="top-right", approve_seconds=2.0,
-                         undo_seconds=2.0)
+    conf = DisplayConfig(
+        enabled=True, width=640, height=300, position="top-right", approve_seconds=2.0, undo_seconds=2.0
+    )
     # In its own process, supervised, as the till service and `agecheck display` run it.
     d = WindowProcess(conf, "store-001", "till-01", acks.put).start()
     d.acks = acks
@@ -72,6 +73,7 @@ def on_screen(d: CashierDisplay, **want):
         if not s.visible or s.drawn_at is None or not s.geometry or s.geometry[2] < 100:
             return None
         return s if all(getattr(s, k) == v for k, v in want.items()) else None
+
     return wait_for(ok, timeout=15, what=f"the banner on screen ({want})")
 
 

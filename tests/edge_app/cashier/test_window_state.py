@@ -88,8 +88,14 @@ def test_an_approval_does_not_cover_the_same_sale_s_alert():
 def test_an_answer_given_on_another_display_takes_the_alert_off():
     s = state()
     alert = raise_alert(s, 0.0)
-    other = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-1",
-                            alert_event_id=alert.event_id, answer=Answer.NO_ID_CHECK, decision_time_s=2.0)
+    other = events.AckEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id="T-1",
+        alert_event_id=alert.event_id,
+        answer=Answer.NO_ID_CHECK,
+        decision_time_s=2.0,
+    )
     assert s.handle(other, time.time(), 1.0)
     assert s.view(1.0) is None
     assert not s.handle(alert, time.time(), 2.0)  # redelivered: answered already

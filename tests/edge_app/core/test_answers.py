@@ -11,8 +11,16 @@ from edge_app.core.words import Answer
 
 
 def ack(alert_id: str, answer: str, ts: str, replaces: events.AckEvent | None = None) -> events.AckEvent:
-    ev = events.AckEvent(store_id="s", till_id="t", transaction_id="T-1", alert_event_id=alert_id, answer=answer,
-                         decision_time_s=1.0, ts=ts, replaces_event_id=replaces.event_id if replaces else None)
+    ev = events.AckEvent(
+        store_id="s",
+        till_id="t",
+        transaction_id="T-1",
+        alert_event_id=alert_id,
+        answer=answer,
+        decision_time_s=1.0,
+        ts=ts,
+        replaces_event_id=replaces.event_id if replaces else None,
+    )
     return ev
 
 

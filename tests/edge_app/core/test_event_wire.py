@@ -13,52 +13,106 @@ from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityR
 CHECK_ID = "6f1c2b9e-3d4a-4e5f-8a7b-1c2d3e4f5a6b"
 ALERT_ID = "7a2d3c0f-4e5b-4f60-9b8c-2d3e4f5a6b7c"
 ACK_ID = "8b3e4d10-5f6c-4071-8c9d-3e4f5a6b7c8d"
-ENVELOPE = dict(store_id="store-001", till_id="till-01", transaction_id="T-1", ts="2026-03-01T12:00:01.250Z",
-                operator_id="op-7")
+ENVELOPE = dict(
+    store_id="store-001", till_id="till-01", transaction_id="T-1", ts="2026-03-01T12:00:01.250Z", operator_id="op-7"
+)
 LAGER = events.Product(sku="501", category="alcohol", min_age=18, name="Lager 4x440ml")
 
 
 def check() -> events.CheckEvent:
     return events.CheckEvent(
-        **ENVELOPE, event_id=CHECK_ID,
-        trigger=events.TriggerInfo(LAGER, source="pos", received_ts="2026-03-01T12:00:00.000Z",
-                                   sent_ts="2026-03-01T11:59:59.900Z"),
-        frames_seen=6, frames_used=3, faces_seen=1, age=23.4, age_low=19.0, age_high=28.1, age_band="18-24",
-        spread=1.2, p_over=0.41, decision=Decision.CHECK_ID, reason="p 0.41 < 0.8; faces rejected as blurred x2",
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED, margin_years=0.0,
-                                 min_frames=3),
+        **ENVELOPE,
+        event_id=CHECK_ID,
+        trigger=events.TriggerInfo(
+            LAGER, source="pos", received_ts="2026-03-01T12:00:00.000Z", sent_ts="2026-03-01T11:59:59.900Z"
+        ),
+        frames_seen=6,
+        frames_used=3,
+        faces_seen=1,
+        age=23.4,
+        age_low=19.0,
+        age_high=28.1,
+        age_band="18-24",
+        spread=1.2,
+        p_over=0.41,
+        decision=Decision.CHECK_ID,
+        reason="p 0.41 < 0.8; faces rejected as blurred x2",
+        policy=events.PolicyInfo(
+            legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED, margin_years=0.0, min_frames=3
+        ),
         model_id="age_resnet10_int8",
         latency_ms=events.Latency(queue=0.4, wait=10.0, faces=35.2, model=40.1, policy=0.2, total=86.3),
-        camera="up", gate_rejections={GateReason.BLURRED: 2, GateReason.TOO_DARK: 1})
+        camera="up",
+        gate_rejections={GateReason.BLURRED: 2, GateReason.TOO_DARK: 1},
+    )
 
 
 def alert() -> events.AlertEvent:
-    return events.AlertEvent(**ENVELOPE, event_id=ALERT_ID, check_event_id=CHECK_ID, decision=Decision.CHECK_ID,
-                             age_band="18-24", age=23.4, item=LAGER, reason="p 0.41 < 0.8", camera="up")
+    return events.AlertEvent(
+        **ENVELOPE,
+        event_id=ALERT_ID,
+        check_event_id=CHECK_ID,
+        decision=Decision.CHECK_ID,
+        age_band="18-24",
+        age=23.4,
+        item=LAGER,
+        reason="p 0.41 < 0.8",
+        camera="up",
+    )
 
 
 def ack() -> events.AckEvent:
-    return events.AckEvent(**ENVELOPE, event_id=ACK_ID, alert_event_id=ALERT_ID, answer=Answer.ID_CHECKED_OVER_AGE,
-                           decision_time_s=3.5, check_event_id=CHECK_ID, via=AckVia.CLICK)
+    return events.AckEvent(
+        **ENVELOPE,
+        event_id=ACK_ID,
+        alert_event_id=ALERT_ID,
+        answer=Answer.ID_CHECKED_OVER_AGE,
+        decision_time_s=3.5,
+        check_event_id=CHECK_ID,
+        via=AckVia.CLICK,
+    )
 
 
 def undo() -> events.AckEvent:
-    return events.AckEvent(**ENVELOPE, event_id="9c4f5e21-6071-4182-9dae-4f5a6b7c8d9e", alert_event_id=ALERT_ID,
-                           answer=Answer.UNDONE, decision_time_s=5.0, replaces_event_id=ACK_ID, via=AckVia.KEY)
+    return events.AckEvent(
+        **ENVELOPE,
+        event_id="9c4f5e21-6071-4182-9dae-4f5a6b7c8d9e",
+        alert_event_id=ALERT_ID,
+        answer=Answer.UNDONE,
+        decision_time_s=5.0,
+        replaces_event_id=ACK_ID,
+        via=AckVia.KEY,
+    )
 
 
 def integrity() -> events.IntegrityEvent:
-    return events.IntegrityEvent(**ENVELOPE, event_id="ad506f32-7182-4293-aebf-5a6b7c8d9eaf", alert_event_id=ALERT_ID,
-                                 seconds_after_alert=12.5, check_event_id=CHECK_ID, decision=Decision.CHECK_ID,
-                                 reason=IntegrityReason.UNANSWERED, answer=None, alert_count=1,
-                                 alert_event_ids=(ALERT_ID,), grace_seconds=10.0)
+    return events.IntegrityEvent(
+        **ENVELOPE,
+        event_id="ad506f32-7182-4293-aebf-5a6b7c8d9eaf",
+        alert_event_id=ALERT_ID,
+        seconds_after_alert=12.5,
+        check_event_id=CHECK_ID,
+        decision=Decision.CHECK_ID,
+        reason=IntegrityReason.UNANSWERED,
+        answer=None,
+        alert_count=1,
+        alert_event_ids=(ALERT_ID,),
+        grace_seconds=10.0,
+    )
 
 
 def missed() -> events.MissedEvent:
-    return events.MissedEvent(**ENVELOPE, event_id="be617043-8293-43a4-bfc0-6b7c8d9eafb0",
-                              trigger=events.TriggerInfo(events.Product(sku="501", category="alcohol", min_age=18),
-                                                         source="pos", received_ts="2026-03-01T12:00:00.000Z"),
-                              reason=MissedReason.STALE, detail="scan 12 s old")
+    return events.MissedEvent(
+        **ENVELOPE,
+        event_id="be617043-8293-43a4-bfc0-6b7c8d9eafb0",
+        trigger=events.TriggerInfo(
+            events.Product(sku="501", category="alcohol", min_age=18),
+            source="pos",
+            received_ts="2026-03-01T12:00:00.000Z",
+        ),
+        reason=MissedReason.STALE,
+        detail="scan 12 s old",
+    )
 
 
 WIRE = {
@@ -85,5 +139,6 @@ def test_each_kind_reads_back_as_the_event_that_wrote_it(make):
 
 def test_numbering_adds_only_seq_and_publisher():
     numbered = missed().numbered(4, "till-01").encode()
-    assert numbered == WIRE[missed].replace(b'"operator_id":"op-7",', b'"operator_id":"op-7","publisher":"till-01",') \
-        .replace(b'"schema":1,', b'"schema":1,"seq":4,')
+    assert numbered == WIRE[missed].replace(
+        b'"operator_id":"op-7",', b'"operator_id":"op-7","publisher":"till-01",'
+    ).replace(b'"schema":1,', b'"schema":1,"seq":4,')

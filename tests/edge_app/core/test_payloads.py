@@ -19,21 +19,24 @@ from edge_app.till.triggers import parse_scan
 L = Limits(max_bytes=65536)
 
 
-@pytest.mark.parametrize("payload, words", [
-    (b"[" * 2048 + b"]" * 2048, "nested more than 32 levels"),
-    (b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels"),
-    (b"9" * 5001, "a number of 5001 characters"),
-    (b'{"x": -' + b"1" * 41 + b"}", "a number of 42 characters"),
-    (b'{"x": 1.' + b"5" * 60 + b"}", "a number of 62 characters"),
-    (b"NaN", "NaN is not a JSON number"),
-    (b"[-Infinity]", "-Infinity is not a JSON number"),
-    (b'{"age": 1e999}', "out of range"),
-    (b"\xff\xfe", "not UTF-8"),
-    (b"{", "not valid JSON"),
-    (b"", "not valid JSON"),
-    (b'"\\"' * 20000, "not valid JSON"),  # many escaped quotes: linear, not quadratic
-    (b"x" * 70000, "more than the 65536 allowed"),
-])
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        (b"[" * 2048 + b"]" * 2048, "nested more than 32 levels"),
+        (b'{"a":' * 40 + b"1" + b"}" * 40, "nested more than 32 levels"),
+        (b"9" * 5001, "a number of 5001 characters"),
+        (b'{"x": -' + b"1" * 41 + b"}", "a number of 42 characters"),
+        (b'{"x": 1.' + b"5" * 60 + b"}", "a number of 62 characters"),
+        (b"NaN", "NaN is not a JSON number"),
+        (b"[-Infinity]", "-Infinity is not a JSON number"),
+        (b'{"age": 1e999}', "out of range"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'"\\"' * 20000, "not valid JSON"),  # many escaped quotes: linear, not quadratic
+        (b"x" * 70000, "more than the 65536 allowed"),
+    ],
+)
 def test_refused_with_the_reason(payload, words):
     with pytest.raises(PayloadError, match=words.replace("(", r"\(").replace(".", r"\.")):
         parse(payload, L)
@@ -59,16 +62,42 @@ _json_values = st.recursive(
     max_leaves=20,
 )
 # Raw bytes, JSON-looking text built from the pieces that break naive parsers, and real JSON.
-_nasty = st.lists(st.sampled_from(['[', ']', '{', '}', '"', '\\', ':', ',', '1', '9' * 50, '-', '.', 'e',
-                                   'NaN', 'Infinity', 'null', '"sku"', '"transaction_id"', '\x00', '\udcff',
-                                   '\u2028']), max_size=200).map("".join)
+_nasty = st.lists(
+    st.sampled_from(
+        [
+            "[",
+            "]",
+            "{",
+            "}",
+            '"',
+            "\\",
+            ":",
+            ",",
+            "1",
+            "9" * 50,
+            "-",
+            ".",
+            "e",
+            "NaN",
+            "Infinity",
+            "null",
+            '"sku"',
+            '"transaction_id"',
+            "\x00",
+            "\udcff",
+            "\u2028",
+        ]
+    ),
+    max_size=200,
+).map("".join)
 _payloads = st.one_of(
     st.binary(max_size=2048),
     _nasty.map(lambda s: s.encode("utf-8", "surrogatepass")),
     _json_values.map(lambda v: json.dumps(v).encode()),
     st.integers(0, 5000).map(lambda n: b"[" * n + b"]" * n),
-    st.dictionaries(st.sampled_from(["sku", "category", "transaction_id", "min_age", "ts"]), _json_values,
-                    max_size=5).map(lambda d: json.dumps(d).encode()),
+    st.dictionaries(
+        st.sampled_from(["sku", "category", "transaction_id", "min_age", "ts"]), _json_values, max_size=5
+    ).map(lambda d: json.dumps(d).encode()),
 )
 _FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -107,4 +136,3 @@ def test_fuzz_feed_check_message_never_raises(payload, topic):
     if ev is not None:
         events.validate(ev)
         events.encode(ev)
-

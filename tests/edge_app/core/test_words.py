@@ -19,12 +19,15 @@ def test_every_decision_has_a_label(table):
     assert all(isinstance(v, str) and v for v in table.values())
 
 
-@pytest.mark.parametrize("table, wanted", [
-    (words.ANSWER_LABELS, set(Answer)),
-    (words.ANSWER_COLUMN, set(Answer)),
-    (words.ANSWER_SHORT, set(words.ACK_ANSWERS)),
-    (words.ANSWER_PHRASE, set(words.ACK_ANSWERS)),
-])
+@pytest.mark.parametrize(
+    "table, wanted",
+    [
+        (words.ANSWER_LABELS, set(Answer)),
+        (words.ANSWER_COLUMN, set(Answer)),
+        (words.ANSWER_SHORT, set(words.ACK_ANSWERS)),
+        (words.ANSWER_PHRASE, set(words.ACK_ANSWERS)),
+    ],
+)
 def test_every_answer_has_a_label(table, wanted):
     assert set(table) == wanted
 
@@ -43,11 +46,14 @@ def test_a_word_is_the_plain_string_on_the_wire_and_back():
     assert f"answers_{Answer.UNDONE}" == "answers_undone"
 
 
-@pytest.mark.parametrize("ts, want", [
-    ("2026-03-01T12:00:00.123Z", datetime(2026, 3, 1, 12, 0, 0, 123000, UTC)),
-    ("2026-03-01T13:00:00+01:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),
-    ("2026-03-01T12:00:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),  # no offset: UTC
-])
+@pytest.mark.parametrize(
+    "ts, want",
+    [
+        ("2026-03-01T12:00:00.123Z", datetime(2026, 3, 1, 12, 0, 0, 123000, UTC)),
+        ("2026-03-01T13:00:00+01:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),
+        ("2026-03-01T12:00:00", datetime(2026, 3, 1, 12, 0, tzinfo=UTC)),  # no offset: UTC
+    ],
+)
 def test_parse_ts_reads_every_producers_times_as_aware(ts, want):
     got = parse_ts(ts)
     assert got == want and got.tzinfo is not None

@@ -38,10 +38,16 @@ def alert_on_screen():
 
 class Demo:
     def __init__(self, tmp, env) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--demo"], cwd=tmp,
-                                     env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **env},
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=(tmp / "demo.log").open("wb"), text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_app.cli", "run", "--demo"],
+            cwd=tmp,
+            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=(tmp / "demo.log").open("wb"),
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -60,8 +66,11 @@ class Demo:
 def test_demo_shows_the_window_and_the_whole_loop(xvfb, tmp_path):
     demo = Demo(tmp_path, {"DISPLAY": xvfb})
     try:
-        wait_until(lambda: demo.has("the cashier window is on display") or demo.proc.poll() is not None, 120,
-                   "the demo to start")
+        wait_until(
+            lambda: demo.has("the cashier window is on display") or demo.proc.poll() is not None,
+            120,
+            "the demo to start",
+        )
         assert demo.proc.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
         # The empty-till part of the demo video raises alerts; one of every two is answered by the
         # simulated cashier, the window shows the others with their answer buttons.

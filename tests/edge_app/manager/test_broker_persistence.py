@@ -37,8 +37,11 @@ def test_a_broker_sigkill_loses_nothing_it_acknowledged(tmp_path):
         feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
         try:
             feed.wait_line("connected to", timeout=30)
-            wait_until(lambda: _count(db) == 99, timeout=60,
-                       what=f"the 99 acknowledged events after the broker's SIGKILL (have {_count(db)})")
+            wait_until(
+                lambda: _count(db) == 99,
+                timeout=60,
+                what=f"the 99 acknowledged events after the broker's SIGKILL (have {_count(db)})",
+            )
             assert "resumed session" in feed.output
         finally:
             assert feed.stop() == 0, feed.output

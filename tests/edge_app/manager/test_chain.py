@@ -57,8 +57,7 @@ def test_the_bridge_file_keeps_the_store_brokers_queue_limits():
     """Both files set the queue; Mosquitto keeps the one read last, so they must agree."""
     store = dict(_options(DEPLOY / "agecheck-store.conf"))
     bridge = dict(_options(DEPLOY / "agecheck-bridge.conf"))
-    for key in ("persistence", "autosave_on_changes", "autosave_interval", "max_queued_messages",
-                "max_queued_bytes"):
+    for key in ("persistence", "autosave_on_changes", "autosave_interval", "max_queued_messages", "max_queued_bytes"):
         assert bridge[key] == store[key], key
     assert bridge["cleansession"] == bridge["local_cleansession"] == "false"
     assert bridge["topic"] == "agecheck/v1/store-042/+/events/# out 1"
@@ -77,8 +76,7 @@ class _Log:
         self.mark = len(self.text())
 
     def wait_for(self, needles: list[str], timeout: float = 30.0) -> None:
-        wait_until(lambda: all(n in self.text()[self.mark:] for n in needles), timeout,
-                   f"{needles} in {self.path}")
+        wait_until(lambda: all(n in self.text()[self.mark :] for n in needles), timeout, f"{needles} in {self.path}")
 
 
 def test_a_week_of_two_stores_reaches_postgresql_through_bridges_exactly_once(tmp_path):
@@ -88,8 +86,9 @@ def test_a_week_of_two_stores_reaches_postgresql_through_bridges_exactly_once(tm
         headoffice = Broker(persistent=True, extra_config=store_config())
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    stores = {s: Broker(persistent=True, extra_config=store_config() + bridge_config(s, headoffice.port))
-              for s in STORES}
+    stores = {
+        s: Broker(persistent=True, extra_config=store_config() + bridge_config(s, headoffice.port)) for s in STORES
+    }
     week = {(s, t): week_of(t, SALES, store=s) for s in STORES for t in TILLS}
     sent = {ev["event_id"] for evs in week.values() for ev in evs}
     thirds = [(0, 100), (100, 200), (200, 300)]  # each till's 300 events in three parts
@@ -147,15 +146,19 @@ def test_a_week_of_two_stores_reaches_postgresql_through_bridges_exactly_once(tm
                 till.close()
             if feed:
                 assert feed.stop() == 0, feed.output
-            logs = {name: b.log_path.read_text(errors="replace") if b.log_path.exists() else ""
-                    for name, b in [("head office", headoffice), *stores.items()]}
+            logs = {
+                name: b.log_path.read_text(errors="replace") if b.log_path.exists() else ""
+                for name, b in [("head office", headoffice), *stores.items()]
+            }
             for broker in [headoffice, *stores.values()]:
                 broker.close()
 
         with psycopg.connect(url) as con:
             rows = con.execute("SELECT event_id FROM events").fetchall()
-            per_till = con.execute("SELECT store_id, publisher, COUNT(DISTINCT seq), MIN(seq), MAX(seq), COUNT(*)"
-                                   " FROM events GROUP BY store_id, publisher ORDER BY 1, 2").fetchall()
+            per_till = con.execute(
+                "SELECT store_id, publisher, COUNT(DISTINCT seq), MIN(seq), MAX(seq), COUNT(*)"
+                " FROM events GROUP BY store_id, publisher ORDER BY 1, 2"
+            ).fetchall()
         ro = open_store(url, read_only=True)
         gaps = gap_rows(ro)
         ro.close()

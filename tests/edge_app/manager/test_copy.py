@@ -47,9 +47,14 @@ def test_a_sqlite_store_moves_to_postgresql_and_the_copy_can_run_again(pg, tmp_p
 
     code, out = agecheck("feed", "--config", cfg, "--db", url, "--copy-from", str(src))
     assert code == 0, out
-    assert (f"{n_events} events ({n_events} new, 0 already there), {n_quarantined} quarantined message(s) "
-            f"({n_quarantined} new)") in out
-    assert f"checked: all {n_events} events and {n_quarantined} quarantined message(s) of the source are in the target" in out
+    assert (
+        f"{n_events} events ({n_events} new, 0 already there), {n_quarantined} quarantined message(s) "
+        f"({n_quarantined} new)"
+    ) in out
+    assert (
+        f"checked: all {n_events} events and {n_quarantined} quarantined message(s) of the source are in the target"
+        in out
+    )
     assert pg_count(url, "SELECT COUNT(*) FROM events") == n_events
 
     # The history reads the same from the server: every figure of the report.

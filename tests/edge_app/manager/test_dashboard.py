@@ -33,9 +33,15 @@ def at(hms: str, day: str = DAY) -> str:
 
 
 def integrity(alert: dict, reason: str, ts: str, secs: float = 30.0) -> dict:
-    return events.IntegrityEvent(store_id=alert["store_id"], till_id=alert["till_id"], ts=ts,
-                                 transaction_id=alert["transaction_id"], alert_event_id=alert["event_id"],
-                                 seconds_after_alert=secs, reason=reason).to_dict()
+    return events.IntegrityEvent(
+        store_id=alert["store_id"],
+        till_id=alert["till_id"],
+        ts=ts,
+        transaction_id=alert["transaction_id"],
+        alert_event_id=alert["event_id"],
+        seconds_after_alert=secs,
+        reason=reason,
+    ).to_dict()
 
 
 def two_stores(db: Path) -> None:
@@ -43,8 +49,9 @@ def two_stores(db: Path) -> None:
     answered and sold, one ID checked; its events 5-16 never arrived (a gap). store-042 till-02:
     2 clean checks. store-043 till-01 (same till name, another store): 1 alert, ID checked."""
     a_evs: list[dict] = []
-    for i, (hms, answer) in enumerate([("14:02:00", "no_id_check"), ("14:20:00", None),
-                                       ("15:00:00", "id_checked_over_age")]):
+    for i, (hms, answer) in enumerate(
+        [("14:02:00", "no_id_check"), ("14:20:00", None), ("15:00:00", "id_checked_over_age")]
+    ):
         c = check_event(store="store-042", till="till-01", txn=f"T-42-{i}", age=19.0, ts=at(hms), operator_id="C-7")
         a = alert_event(c, ts=at(hms))
         a["operator_id"] = "C-7"
@@ -55,8 +62,15 @@ def two_stores(db: Path) -> None:
             a_evs.append(integrity(a, "answered_no_id_check" if answer else "unanswered", at(hms[:6] + "40")))
     a_evs.sort(key=lambda e: e["ts"])
     a_evs = numbered(a_evs, "till-01", skip=set(range(5, 17)))
-    b_evs = numbered([check_event(store="store-042", till="till-02", txn=f"T-B-{i}", decision="approve", age=40.0,
-                                  ts=at(f"11:0{i}:00")) for i in range(2)], "till-02")
+    b_evs = numbered(
+        [
+            check_event(
+                store="store-042", till="till-02", txn=f"T-B-{i}", decision="approve", age=40.0, ts=at(f"11:0{i}:00")
+            )
+            for i in range(2)
+        ],
+        "till-02",
+    )
     c = check_event(store="store-043", till="till-01", txn="T-43-1", age=22.0, ts=at("16:00:00"))
     a = alert_event(c, ts=at("16:00:00"))
     c_evs = numbered([c, a, ack_event(a, "id_checked_over_age", 2.0, ts=at("16:00:05"))], "till-01")
@@ -95,7 +109,8 @@ def test_pages_and_exports_without_a_browser(feed_db):
     assert per[("store-042", "till-01")]["integrity"] == 2
     att = data["needs_attention"]
     assert [(g["store_id"], g["till_id"], g["operator_id"], g["sales"]) for g in att] == [
-        ("store-042", "till-01", "C-7", 2)]
+        ("store-042", "till-01", "C-7", 2)
+    ]
     # Each integrity entry names the cashier logged in when its alert was shown (the till's
     # integrity event itself does not carry one).
     assert [(e["operator_id"], e["kind"]) for e in data["integrity_events"]] == [("C-7", "integrity")] * 2
@@ -104,7 +119,10 @@ def test_pages_and_exports_without_a_browser(feed_db):
     assert [g["missing"] for g in data["missing_events"]] == [12]
     assert data["missing_events"][0]["text"].startswith("till-01: 12 events missing on 2025-03-14 between 14:0")
     assert data["charts"]["bucket"] == "day" and data["charts"]["per_till"]["labels"] == [
-        "store-042/till-01", "store-042/till-02", "store-043/till-01"]
+        "store-042/till-01",
+        "store-042/till-02",
+        "store-043/till-01",
+    ]
     only = json.loads(client.get(f"/summary.json?since={DAY}&until={DAY}&store=store-043").data)
     assert [t["store_id"] for t in only["per_till"]] == ["store-043"] and only["needs_attention"] == []
     bad = client.get("/?since=2025-02-30")
@@ -159,18 +177,26 @@ def _browser(download_dir: Path):
     chromium = shutil.which("chromium")
     driver_bin = shutil.which("chromedriver")
     if not chromium or not driver_bin:
-        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver); the dashboard is "
-                    "tested in a real headless browser")
+        pytest.skip(
+            "Chromium is not installed (apt-get install chromium chromium-driver); the dashboard is "
+            "tested in a real headless browser"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2200",
-                "--disable-gpu"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,2200",
+        "--disable-gpu",
+    ):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False}
+    )
     return webdriver.Chrome(service=Service(driver_bin), options=opts)
 
 
@@ -203,8 +229,10 @@ def test_dashboard_in_a_headless_browser(tmp_path, feed_db):
         url = re.search(r"http://\S+/", line).group(0)
         driver = _browser(downloads)
         driver.get(f"{url}?since={DAY}&until={DAY}")
-        _wait(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn",
-              what="the charts to be drawn")
+        _wait(
+            lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn",
+            what="the charts to be drawn",
+        )
 
         # Needs attention comes first, with the cashier and the CCTV times.
         sections = [e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "section, h2 + div, table")]
@@ -218,15 +246,19 @@ def test_dashboard_in_a_headless_browser(tmp_path, feed_db):
 
         # Per store and till: two till-01 rows, one per store.
         per_till = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#per-till tr")][1:-1]
-        assert [r.split()[:2] for r in per_till] == [["store-042", "till-01"], ["store-042", "till-02"],
-                                                     ["store-043", "till-01"]]
+        assert [r.split()[:2] for r in per_till] == [
+            ["store-042", "till-01"],
+            ["store-042", "till-02"],
+            ["store-043", "till-01"],
+        ]
         assert per_till[0].split()[2:5] == ["3", "3", "33%"]
 
         # The charts are drawn by Chart.js (served from the package) with the page's figures.
         drawn = driver.execute_script(
             "return ['chart-over-time','chart-per-till','chart-bands'].map(function(id){"
             " var c = Chart.getChart(document.getElementById(id));"
-            " return c ? c.data.datasets.map(function(d){return d.data.reduce(function(a,b){return a+b;},0);}) : null;});")
+            " return c ? c.data.datasets.map(function(d){return d.data.reduce(function(a,b){return a+b;},0);}) : null;});"
+        )
         assert drawn[0] == [2, 1, 1] and drawn[1] == [2, 1, 1]  # ID checked, no ID check, not answered
         canvas = driver.find_element(By.ID, "chart-per-till")
         img = Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")
@@ -260,7 +292,11 @@ def test_dashboard_in_a_headless_browser(tmp_path, feed_db):
         driver.find_element(By.ID, "export-csv").click()
         csv_file = _wait(lambda: _downloaded(downloads, ".csv"), what="the CSV download")[0]
         got = list(csv.DictReader(io.StringIO(csv_file.read_text())))
-        assert len(got) == 2 and {r["kind"] for r in got} == {"integrity"} and {r["store_id"] for r in got} == {"store-042"}
+        assert (
+            len(got) == 2
+            and {r["kind"] for r in got} == {"integrity"}
+            and {r["store_id"] for r in got} == {"store-042"}
+        )
         assert {r["reason"] for r in got} == {"cashier answered no ID check", "alert not answered"}
         driver.find_element(By.ID, "export-json").click()
         json_file = _wait(lambda: _downloaded(downloads, ".json"), what="the JSON download")[0]
@@ -282,17 +318,27 @@ def with_cashier_c9(db: Path) -> None:
     day an alert left unanswered."""
     two_stores(db)
     evs = []
-    for hms, answer, p_over, age in [("18:30:00", "id_checked_under_age_refused", 0.153, 17.0),
-                                     ("19:00:00", "no_id_check", 0.4, 20.0)]:
-        c = check_event(store="store-042", till="till-02", txn=f"T-C9-{hms[:2]}", age=age, ts=at(hms),
-                        operator_id="C-9", p_over=p_over)
+    for hms, answer, p_over, age in [
+        ("18:30:00", "id_checked_under_age_refused", 0.153, 17.0),
+        ("19:00:00", "no_id_check", 0.4, 20.0),
+    ]:
+        c = check_event(
+            store="store-042",
+            till="till-02",
+            txn=f"T-C9-{hms[:2]}",
+            age=age,
+            ts=at(hms),
+            operator_id="C-9",
+            p_over=p_over,
+        )
         a = alert_event(c, ts=at(hms))
         a["operator_id"] = "C-9"
         evs += [c, a, ack_event(a, answer, 5.0 if p_over < 0.2 else 2.0, ts=at(hms[:6] + "05"))]
         if answer == "no_id_check":
             evs.append(integrity(a, "answered_no_id_check", at(hms[:6] + "40")))
-    c = check_event(store="store-042", till="till-02", txn="T-C9-next", age=21.0, ts=at("10:00:00", NEXT_DAY),
-                    operator_id="C-9")
+    c = check_event(
+        store="store-042", till="till-02", txn="T-C9-next", age=21.0, ts=at("10:00:00", NEXT_DAY), operator_id="C-9"
+    )
     a = alert_event(c, ts=at("10:00:00", NEXT_DAY))
     a["operator_id"] = "C-9"
     evs += [c, a]
@@ -311,22 +357,26 @@ def filter_db(tmp_path_factory) -> Path:
 
 def test_bad_filter_values_get_a_message(filter_db):
     client = create_app(str(filter_db), from_dict({"feed": {"timezone": "UTC"}})).test_client()
-    for query, message in [("time_from=25:00", "time_from: '25:00' is not a time of day; use HH:MM"),
-                           ("time_from=10:00&time_to=10:00", "time_from and time_to are both 10:00"),
-                           ("cashier=C-99", "cashier: 'C-99' has no events; known: C-7, C-9"),
-                           ("store=store-043&cashier=C-7", "cashier: 'C-7' has no events in store-043; known: none yet"),
-                           ("store=store-9", "store: 'store-9' has no events; known: store-042, store-043"),
-                           ("till=till-7", "till: 'till-7' has no events; known: till-01, till-02"),
-                           ("kind=alarm", "kind: 'alarm' is not one of check, alert, ack, integrity, missed")]:
+    for query, message in [
+        ("time_from=25:00", "time_from: '25:00' is not a time of day; use HH:MM"),
+        ("time_from=10:00&time_to=10:00", "time_from and time_to are both 10:00"),
+        ("cashier=C-99", "cashier: 'C-99' has no events; known: C-7, C-9"),
+        ("store=store-043&cashier=C-7", "cashier: 'C-7' has no events in store-043; known: none yet"),
+        ("store=store-9", "store: 'store-9' has no events; known: store-042, store-043"),
+        ("till=till-7", "till: 'till-7' has no events; known: till-01, till-02"),
+        ("kind=alarm", "kind: 'alarm' is not one of check, alert, ack, integrity, missed"),
+    ]:
         for path in ("/", "/summary.json", "/events.csv", "/per_cashier.csv"):
             r = client.get(f"{path}?since={DAY}&until={DAY}&{query}")
             assert r.status_code == 400 and r.mimetype == "text/plain", (path, query)
             assert message in r.data.decode(), (path, query, r.data)
             assert "Traceback" not in r.data.decode()
     # The calendar's ends: refused in words, not a 500 (the figures read a day either side).
-    for query, message in [("since=9999-12-31", "since: '9999-12-31' is out of range"),
-                           ("since=0001-01-01&until=2025-01-01", "since: '0001-01-01' is out of range"),
-                           ("until=0001-01-02", "until: '0001-01-02' is out of range")]:
+    for query, message in [
+        ("since=9999-12-31", "since: '9999-12-31' is out of range"),
+        ("since=0001-01-01&until=2025-01-01", "since: '0001-01-01' is out of range"),
+        ("until=0001-01-02", "until: '0001-01-02' is out of range"),
+    ]:
         for path in ("/", "/summary.json", "/events.csv", "/events.json", "/per_till.csv", "/per_cashier.csv"):
             r = client.get(f"{path}?{query}")
             assert r.status_code == 400 and message in r.data.decode(), (path, query, r.status_code, r.data[:200])
@@ -340,8 +390,12 @@ def test_reasons_in_words_and_answers_carry_their_cashier(filter_db):
     assert by[("check", "18:30:00")]["reason"] == "looked under 25: 15% sure over 25"
     assert by[("alert", "18:30:00")]["reason"] == "looked under 25: 15% sure over 25"
     # Without a probability (the margin rule), the estimate.
-    assert json.loads(client.get(f"/events.json?since={DAY}&until={DAY}&store=store-043&kind=check").data)[
-        "events"][0]["reason"] == "looked under 25: estimated 22"
+    assert (
+        json.loads(client.get(f"/events.json?since={DAY}&until={DAY}&store=store-043&kind=check").data)["events"][0][
+            "reason"
+        ]
+        == "looked under 25: estimated 22"
+    )
     # Answers (the window sends no cashier) carry the cashier their alert was shown to.
     assert by[("ack", "18:30:05")]["operator_id"] == "C-9" and by[("integrity", "19:00:40")]["operator_id"] == "C-9"
     c7 = json.loads(client.get(f"/events.json?since={DAY}&until={DAY}&cashier=C-7&kind=ack").data)["events"]
@@ -356,7 +410,7 @@ def test_the_title_names_the_one_store(tmp_path):
     st.close()
     client = create_app(str(db), from_dict({"feed": {"timezone": "UTC"}})).test_client()
     page = client.get(f"/?since={DAY}&until={DAY}").data.decode()
-    assert "<h1 id=\"title\">Age checks: store-001</h1>" in page and "all stores</h1>" not in page
+    assert '<h1 id="title">Age checks: store-001</h1>' in page and "all stores</h1>" not in page
 
 
 def _page_figures(driver) -> dict:
@@ -365,22 +419,29 @@ def _page_figures(driver) -> dict:
     from selenium.webdriver.common.by import By
 
     def rows(css):
-        return [[c.text for c in r.find_elements(By.CSS_SELECTOR, "td, th")] for r in driver.find_elements(By.CSS_SELECTOR, css)]
+        return [
+            [c.text for c in r.find_elements(By.CSS_SELECTOR, "td, th")]
+            for r in driver.find_elements(By.CSS_SELECTOR, css)
+        ]
 
     charts = driver.execute_script(
         "return ['chart-over-time','chart-per-till','chart-bands'].map(function(id){"
         " var c = Chart.getChart(document.getElementById(id));"
-        " return c.data.datasets.map(function(d){return d.data.reduce(function(a,b){return a+(b||0);},0);});});")
+        " return c.data.datasets.map(function(d){return d.data.reduce(function(a,b){return a+(b||0);},0);});});"
+    )
     return {
         "headline": driver.find_element(By.ID, "headline").text,
         "per_till": [(r[0], r[1], r[3]) for r in rows("#per-till tr")[1:-1]],  # store, till, alerts
         "per_cashier": [(r[1], r[2], r[4]) for r in rows("#per-cashier tr.cashier-row")],  # cashier, alerts, ID checked
         "attention": [(r[2], r[3]) for r in rows("#needs-attention tr.attention-row")],  # cashier, sales
-        "over_time": charts[0], "per_till_chart": charts[1], "bands": sum(charts[2]),
+        "over_time": charts[0],
+        "per_till_chart": charts[1],
+        "bands": sum(charts[2]),
         "events": sorted({(r[1], r[2], r[3]) for r in rows("tr.event-row")}),  # store, till, kind
         "n_events": len(rows("tr.event-row")),
-        "exports": {e.get_attribute("id"): e.get_attribute("href")
-                    for e in driver.find_elements(By.CSS_SELECTOR, ".exports a")},
+        "exports": {
+            e.get_attribute("id"): e.get_attribute("href") for e in driver.find_elements(By.CSS_SELECTOR, ".exports a")
+        },
     }
 
 
@@ -392,8 +453,7 @@ def _fetch(url: str) -> bytes:
 
 
 def _dashboard(tmp_path: Path, db: Path, refresh: float = 10.0) -> tuple[Proc, str]:
-    cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"},
-                       dashboard={"refresh_seconds": refresh})
+    cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"}, dashboard={"refresh_seconds": refresh})
     dash = Proc(["dashboard", "--config", str(cfg), "--db", str(db), "--port", "0"])
     line = dash.lines[dash.wait_line("agecheck dashboard: http://", timeout=60)]
     return dash, re.search(r"http://\S+/", line).group(0)
@@ -402,8 +462,10 @@ def _dashboard(tmp_path: Path, db: Path, refresh: float = 10.0) -> tuple[Proc, s
 def _drawn(driver):
     from selenium.webdriver.common.by import By
 
-    _wait(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn",
-          what="the charts to be drawn")
+    _wait(
+        lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-charts") == "drawn",
+        what="the charts to be drawn",
+    )
 
 
 def test_every_filter_changes_every_figure_in_a_browser(tmp_path, filter_db):
@@ -419,10 +481,14 @@ def test_every_filter_changes_every_figure_in_a_browser(tmp_path, filter_db):
         driver.get(f"{url}?since={DAY}&until={DAY}")
         _drawn(driver)
         base = _page_figures(driver)
-        assert base["headline"].startswith("ID checked on 50% of alerts (3 of 6), 17% not answered (1), "
-                                           "33% answered “no ID check” (2)")
-        assert base["per_till"] == [("store-042", "till-01", "3"), ("store-042", "till-02", "2"),
-                                    ("store-043", "till-01", "1")]
+        assert base["headline"].startswith(
+            "ID checked on 50% of alerts (3 of 6), 17% not answered (1), 33% answered “no ID check” (2)"
+        )
+        assert base["per_till"] == [
+            ("store-042", "till-01", "3"),
+            ("store-042", "till-02", "2"),
+            ("store-043", "till-01", "1"),
+        ]
         assert base["per_cashier"] == [("C-7", "3", "33%"), ("C-9", "2", "50%"), ("not sent by the POS", "1", "100%")]
         assert base["attention"] == [("C-7", "2"), ("C-9", "1")]
         assert base["over_time"] == base["per_till_chart"] == [3, 2, 1] and base["bands"] == 8
@@ -447,32 +513,60 @@ def test_every_filter_changes_every_figure_in_a_browser(tmp_path, filter_db):
 
         expected = {
             (("store", "store-043"),): dict(
-                headline="ID checked on 100% of alerts (1 of 1)", per_till=[("store-043", "till-01", "1")],
-                per_cashier=[("not sent by the POS", "1", "100%")], attention=[], over_time=[1, 0, 0], bands=1,
-                events=[("store-043", "till-01", k) for k in ("ack", "alert", "check")]),
+                headline="ID checked on 100% of alerts (1 of 1)",
+                per_till=[("store-043", "till-01", "1")],
+                per_cashier=[("not sent by the POS", "1", "100%")],
+                attention=[],
+                over_time=[1, 0, 0],
+                bands=1,
+                events=[("store-043", "till-01", k) for k in ("ack", "alert", "check")],
+            ),
             (("till", "till-02"),): dict(
-                headline="ID checked on 50% of alerts (1 of 2)", per_till=[("store-042", "till-02", "2")],
-                per_cashier=[("C-9", "2", "50%")], attention=[("C-9", "1")], over_time=[1, 1, 0], bands=4,
-                events=[("store-042", "till-02", k) for k in ("ack", "alert", "check", "integrity")]),
+                headline="ID checked on 50% of alerts (1 of 2)",
+                per_till=[("store-042", "till-02", "2")],
+                per_cashier=[("C-9", "2", "50%")],
+                attention=[("C-9", "1")],
+                over_time=[1, 1, 0],
+                bands=4,
+                events=[("store-042", "till-02", k) for k in ("ack", "alert", "check", "integrity")],
+            ),
             (("cashier", "C-7"),): dict(
-                headline="ID checked on 33% of alerts (1 of 3)", per_till=[("store-042", "till-01", "3")],
-                per_cashier=[("C-7", "3", "33%")], attention=[("C-7", "2")], over_time=[1, 1, 1], bands=3,
-                events=[("store-042", "till-01", k) for k in ("ack", "alert", "check", "integrity")]),
+                headline="ID checked on 33% of alerts (1 of 3)",
+                per_till=[("store-042", "till-01", "3")],
+                per_cashier=[("C-7", "3", "33%")],
+                attention=[("C-7", "2")],
+                over_time=[1, 1, 1],
+                bands=3,
+                events=[("store-042", "till-01", k) for k in ("ack", "alert", "check", "integrity")],
+            ),
             (("kind", "alert"),): dict(
-                headline=base["headline"].split(".")[0], per_till=base["per_till"], per_cashier=base["per_cashier"],
-                attention=[], over_time=[3, 2, 1], bands=0,
-                events=[(st, t, "alert") for st, t, _ in base["per_till"]]),
+                headline=base["headline"].split(".")[0],
+                per_till=base["per_till"],
+                per_cashier=base["per_cashier"],
+                attention=[],
+                over_time=[3, 2, 1],
+                bands=0,
+                events=[(st, t, "alert") for st, t, _ in base["per_till"]],
+            ),
             (("since", NEXT_DAY), ("until", NEXT_DAY)): dict(
                 headline="ID checked on 0% of alerts (0 of 1), 100% not answered (1)",
-                per_till=[("store-042", "till-02", "1")], per_cashier=[("C-9", "1", "0%")], attention=[],
-                over_time=[0, 0, 1], bands=1, events=[("store-042", "till-02", k) for k in ("alert", "check")]),
+                per_till=[("store-042", "till-02", "1")],
+                per_cashier=[("C-9", "1", "0%")],
+                attention=[],
+                over_time=[0, 0, 1],
+                bands=1,
+                events=[("store-042", "till-02", k) for k in ("alert", "check")],
+            ),
             (("time_from", "14:00"), ("time_to", "16:30")): dict(
                 headline="ID checked on 50% of alerts (2 of 4)",
                 per_till=[("store-042", "till-01", "3"), ("store-043", "till-01", "1")],
-                per_cashier=[("C-7", "3", "33%"), ("not sent by the POS", "1", "100%")], attention=[("C-7", "2")],
-                over_time=[2, 1, 1], bands=4,
+                per_cashier=[("C-7", "3", "33%"), ("not sent by the POS", "1", "100%")],
+                attention=[("C-7", "2")],
+                over_time=[2, 1, 1],
+                bands=4,
                 events=[(st, "till-01", k) for st in ("store-042", "store-043") for k in ("ack", "alert", "check")]
-                + [("store-042", "till-01", "integrity")]),
+                + [("store-042", "till-01", "integrity")],
+            ),
         }
         for form, want in expected.items():
             got = choose(**dict(form))
@@ -546,6 +640,7 @@ def test_the_page_updates_itself_keeping_filters_and_scroll(tmp_path):
             for ev in (c, a):
                 assert st.add(event_topic(ev), events.encode(ev)).status == "new"
         st.close()
+
         def updated():
             # The page may poll between two of the four inserts and update twice: wait for the
             # state with all four, read when no swap is in the middle.
@@ -592,7 +687,8 @@ def test_the_page_fits_800_px_and_the_legends_match_their_bars(tmp_path, filter_
         # Nothing hidden in a table's own scroll box either: every table fits as a whole.
         assert driver.execute_script(
             "return Array.from(document.querySelectorAll('.wide')).every(function(w){"
-            " return w.scrollWidth <= w.clientWidth;});")
+            " return w.scrollWidth <= w.clientWidth;});"
+        )
         driver.save_screenshot(str(tmp_path / "dashboard-800.png"))
 
         # Every legend swatch is the colour of its bars.
@@ -601,7 +697,8 @@ def test_the_page_fits_800_px_and_the_legends_match_their_bars(tmp_path, filter_
             " var c = Chart.getChart(document.getElementById(id));"
             " return c.legend.legendItems.map(function(it){"
             "  var d = c.data.datasets[it.datasetIndex];"
-            "  return [it.text, it.fillStyle, d.backgroundColor];});});")
+            "  return [it.text, it.fillStyle, d.backgroundColor];});});"
+        )
         for chart in legends:
             for text, swatch, bars in chart:
                 assert isinstance(bars, str) and swatch == bars, (text, swatch, bars)
@@ -618,7 +715,8 @@ def test_the_page_fits_800_px_and_the_legends_match_their_bars(tmp_path, filter_
             _drawn(driver)
             clipped = driver.execute_script(
                 "return ['per-till','per-cashier'].filter(function(id){"
-                " var w = document.getElementById(id).parentElement; return w.scrollWidth > w.clientWidth;});")
+                " var w = document.getElementById(id).parentElement; return w.scrollWidth > w.clientWidth;});"
+            )
             assert clipped == [], (w, clipped)
 
         # Wide: the per-till and per-cashier tables side by side.
@@ -626,21 +724,33 @@ def test_the_page_fits_800_px_and_the_legends_match_their_bars(tmp_path, filter_
         driver.get(f"{url}?since={DAY}&until={DAY}")
         _drawn(driver)
         driver.save_screenshot(str(tmp_path / "dashboard-wide.png"))
-        till_box, cashier_box = (driver.execute_script(
-            "var r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right];", driver.find_element(By.ID, i))
-            for i in ("per-till", "per-cashier"))
+        till_box, cashier_box = (
+            driver.execute_script(
+                "var r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right];",
+                driver.find_element(By.ID, i),
+            )
+            for i in ("per-till", "per-cashier")
+        )
         assert abs(till_box[1] - cashier_box[1]) < 5 and cashier_box[0] >= till_box[2]
         assert driver.execute_script(
             "return Array.from(document.querySelectorAll('.wide')).every(function(w){"
-            " return w.scrollWidth <= w.clientWidth;});")
+            " return w.scrollWidth <= w.clientWidth;});"
+        )
     finally:
         if driver is not None:
             driver.quit()
         dash.stop()
 
 
-FILTER_QUERIES = ["", "store=store-043", "till=till-02", "cashier=C-7", "kind=alert", "time_from=14:00&time_to=16:30",
-                  "cashier=C-9&kind=ack"]
+FILTER_QUERIES = [
+    "",
+    "store=store-043",
+    "till=till-02",
+    "cashier=C-7",
+    "kind=alert",
+    "time_from=14:00&time_to=16:30",
+    "cashier=C-9&kind=ack",
+]
 
 
 def test_the_filters_read_alike_from_postgresql(tmp_path, filter_db):

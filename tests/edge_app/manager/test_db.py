@@ -75,9 +75,11 @@ def test_an_old_sqlite_feed_file_is_upgraded_in_place(tmp_path):
     con = sqlite3.connect(db)
     con.executescript(MIGRATIONS[0][0].format(real="REAL", serial="", blob="BLOB") + ";")
     old = check_event(txn="T-old")
-    con.execute("INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, topic, received_at, payload)"
-                " VALUES (?,?,?,?,?,?,?,?,?)", (old["event_id"], "check", 1, old["ts"], "store-001", "till-01",
-                                                event_topic(old), old["ts"], json.dumps(old)))
+    con.execute(
+        "INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, topic, received_at, payload)"
+        " VALUES (?,?,?,?,?,?,?,?,?)",
+        (old["event_id"], "check", 1, old["ts"], "store-001", "till-01", event_topic(old), old["ts"], json.dumps(old)),
+    )
     con.commit()
     con.close()
     st = FeedStore(db)
@@ -123,8 +125,14 @@ def test_the_feed_writes_two_stores_into_postgresql(pg, tmp_path):
             pub.close()
             feed.wait_line("resumed session", timeout=30, after=mark)
             pub = Publisher(broker.port)
-            late = check_event(store="store-043", till="till-02", txn="late", decision="approve", age=50.0,
-                               ts="2025-03-14T12:00:00.000Z")
+            late = check_event(
+                store="store-043",
+                till="till-02",
+                txn="late",
+                decision="approve",
+                age=50.0,
+                ts="2025-03-14T12:00:00.000Z",
+            )
             pub.event(late)
             wait_until(lambda: count() == 7, timeout=30, what="the event after the broker restart")
         finally:
@@ -138,7 +146,9 @@ def test_the_feed_writes_two_stores_into_postgresql(pg, tmp_path):
     with psycopg.connect(url) as con:
         assert con.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events").fetchone() == (7, 7)
         assert dict(con.execute("SELECT store_id, COUNT(*) FROM events GROUP BY store_id").fetchall()) == {
-            "store-042": 3, "store-043": 4}
+            "store-042": 3,
+            "store-043": 4,
+        }
 
     cfgd = from_dict({"feed": {"timezone": "UTC"}})
     report, s = build(url, tmp_path / "out", "2025-03-14", "2025-03-14", cfgd)

@@ -84,15 +84,21 @@ def test_table_is_readable():
     tp.event(events.from_dict(c))
     tp.event(events.from_dict(ack_event(alert_event(c), "id_checked_over_age", seconds=2.34)))
     lines = out.getvalue().splitlines()
-    assert lines[0].split() [:3] == ["time", "till", "kind"]
+    assert lines[0].split()[:3] == ["time", "till", "kind"]
     assert "CHECK ID" in lines[2] and "18-24 (19)" in lines[2] and "T-77" in lines[2] and "till-01" in lines[2]
     assert "ID ok, over age (2.3s)" in lines[3]
 
 
 def correction(ack: dict, answer: str = Answer.UNDONE) -> dict:
-    return events.AckEvent(store_id=ack["store_id"], till_id=ack["till_id"], transaction_id=ack["transaction_id"],
-                           alert_event_id=ack["alert_event_id"], answer=answer, decision_time_s=4.0,
-                           replaces_event_id=ack["event_id"]).to_dict()
+    return events.AckEvent(
+        store_id=ack["store_id"],
+        till_id=ack["till_id"],
+        transaction_id=ack["transaction_id"],
+        alert_event_id=ack["alert_event_id"],
+        answer=answer,
+        decision_time_s=4.0,
+        replaces_event_id=ack["event_id"],
+    ).to_dict()
 
 
 def test_store_reads_a_correction(tmp_path):
@@ -111,8 +117,9 @@ def test_store_reads_a_correction(tmp_path):
     assert st.answer_for(a["event_id"]) == "id_checked_under_age_refused"
     assert st.acks_for(a["event_id"]) == [events.from_dict(x) for x in (first, undo, again)]
     st.close()
-    assert db_query(tmp_path / "feed.sqlite3", "SELECT replaces_event_id FROM events WHERE event_id = ?",
-                    undo["event_id"]) == [(first["event_id"],)]
+    assert db_query(
+        tmp_path / "feed.sqlite3", "SELECT replaces_event_id FROM events WHERE event_id = ?", undo["event_id"]
+    ) == [(first["event_id"],)]
 
 
 def test_a_stored_payload_that_no_longer_reads_is_left_out_with_a_warning(tmp_path, caplog):
@@ -125,8 +132,9 @@ def test_a_stored_payload_that_no_longer_reads_is_left_out_with_a_warning(tmp_pa
         st.add(event_topic(ev), events.encode(ev))
     assert st.answer_for(a["event_id"]) == "no_id_check"
     # Rows another build (or a hand) left behind: a schema this build does not read, and no JSON at all.
-    st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?",
-                  (json.dumps({**later, "schema": 2}), later["event_id"]))
+    st.db.execute(
+        "UPDATE events SET payload = ? WHERE event_id = ?", (json.dumps({**later, "schema": 2}), later["event_id"])
+    )
     st.db.execute("UPDATE events SET payload = ? WHERE event_id = ?", ("{not json", c["event_id"]))
     with caplog.at_level(logging.WARNING, logger="edge_app.manager.store"):
         assert st.acks_for(a["event_id"]) == [events.from_dict(first)]
@@ -207,8 +215,9 @@ def test_feed_dedupes_across_broker_restart(tmp_path):
             for ev in first:
                 pub.event(ev)
             pub.raw("agecheck/v1/store-001/till-01/events/check", b'{"event_id": ')  # malformed
-            pub.raw("agecheck/v1/store-001/till-01/events/check",
-                    json.dumps({**check_event(), "schema": 99}).encode())  # a future schema
+            pub.raw(
+                "agecheck/v1/store-001/till-01/events/check", json.dumps({**check_event(), "schema": 99}).encode()
+            )  # a future schema
             pub.event(check_event(store="store-002"))  # another store: not subscribed
             wait_until(lambda: _count(db) == 3 and _count(db, "quarantine") == 2, what="first events stored")
 
@@ -285,8 +294,10 @@ def test_poison_messages_are_quarantined_and_the_feed_goes_on(tmp_path):
             after = [check_event(txn=f"T-after-{i}") for i in range(3)]
             for ev in after:
                 pub.event(ev)
-            wait_until(lambda: _count(db) == 3 and _count(db, "quarantine") == len(POISON),
-                       what="the events after the poison stored")
+            wait_until(
+                lambda: _count(db) == 3 and _count(db, "quarantine") == len(POISON),
+                what="the events after the poison stored",
+            )
             # Acknowledged: a restart of the feed does not get them again.
             assert feed.stop() == 0
             feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
@@ -297,12 +308,20 @@ def test_poison_messages_are_quarantined_and_the_feed_goes_on(tmp_path):
             pub.close()
             feed.stop()
     assert {r[0] for r in db_query(db, "SELECT transaction_id FROM events")} == {
-        "T-after-0", "T-after-1", "T-after-2", "T-later"}
+        "T-after-0",
+        "T-after-1",
+        "T-after-2",
+        "T-later",
+    }
     rows = db_query(db, "SELECT reason, times FROM quarantine ORDER BY id")
     assert [t for _, t in rows] == [1] * len(POISON)  # never redelivered
     reasons = " | ".join(r for r, _ in rows)
-    for words in ("nested more than 32 levels", "a number of 5001 characters", "NaN is not a JSON number",
-                  "out of range"):
+    for words in (
+        "nested more than 32 levels",
+        "a number of 5001 characters",
+        "NaN is not a JSON number",
+        "out of range",
+    ):
         assert words in reasons, reasons
     assert "Traceback" not in feed.output
 

@@ -90,9 +90,11 @@ def test_forged_events_are_quarantined_and_the_good_ones_after_them_stored(tmp_p
             good = [check_event(txn=f"T-good-{i}") for i in range(5)]
             for ev in good:
                 pub.event(ev)
-            wait_until(lambda: store.events() == 5 and store.quarantined() == 25, timeout=60,
-                       what=f"5 good events stored and 25 quarantined (have {store.events()}, "
-                            f"{store.quarantined()})")
+            wait_until(
+                lambda: store.events() == 5 and store.quarantined() == 25,
+                timeout=60,
+                what=f"5 good events stored and 25 quarantined (have {store.events()}, {store.quarantined()})",
+            )
             assert feed.stop() == 0
             # Acknowledged: a new feed gets none of them again, and goes on storing.
             feed = Proc(["feed", "--config", str(cfg), "--db", store_url])
@@ -110,8 +112,14 @@ def test_forged_events_are_quarantined_and_the_good_ones_after_them_stored(tmp_p
         reasons = " | ".join(r[0] for r in db.query("SELECT reason FROM quarantine"))
     finally:
         db.close()
-    for words in ("NUL character", "outside a 64-bit integer", "outside 0 to 130", "not an ISO 8601 time",
-                  "decision must be one of", "more than 128"):
+    for words in (
+        "NUL character",
+        "outside a 64-bit integer",
+        "outside 0 to 130",
+        "not an ISO 8601 time",
+        "decision must be one of",
+        "more than 128",
+    ):
         assert words in reasons, reasons
     assert "Traceback" not in feed.output
 
@@ -132,11 +140,17 @@ def _feed_holds_and_recovers(tmp_path, store_url: str, cut, restore, n: int = 30
             for i in range(n):
                 pub.event(check_event(txn=f"T-away-{i}"))
             # The fault has been met (worded as today's feed does, or as the feed before issue 26 did).
-            wait_until(lambda: any(w in feed.output for w in ("cannot take messages", "could not store a message")),
-                       timeout=60, what="the feed meeting the fault")
+            wait_until(
+                lambda: any(w in feed.output for w in ("cannot take messages", "could not store a message")),
+                timeout=60,
+                what="the feed meeting the fault",
+            )
             restore()
-            wait_until(lambda: store.events() == n + 1, timeout=90,
-                       what=f"all {n} events stored after the cause went (have {store.events() - 1})")
+            wait_until(
+                lambda: store.events() == n + 1,
+                timeout=90,
+                what=f"all {n} events stored after the cause went (have {store.events() - 1})",
+            )
             feed.wait_line("the event store takes messages again", timeout=10)
             assert feed.p.poll() is None, "the feed stopped"
         finally:
@@ -158,8 +172,7 @@ def test_a_full_disk_under_the_sqlite_store_is_said_once_and_the_feed_recovers(t
     with small_tmpfs(tmp_path / "disk", "4m") as disk:
         filler = Filler(disk)
         try:
-            feed = _feed_holds_and_recovers(tmp_path, str(disk / "feed.sqlite3"), filler.fill, filler.release,
-                                            n=40)
+            feed = _feed_holds_and_recovers(tmp_path, str(disk / "feed.sqlite3"), filler.fill, filler.release, n=40)
         finally:
             filler.release()
     assert "full" in feed.output
@@ -195,8 +208,10 @@ def test_postgresql_tells_a_refused_row_from_an_unavailable_store():
         db.migrate()
         ev = check_event()
         row = ("x-1", "check", 1, ev["ts"], "store-001", "till-01", "t", ev["ts"], "{}")
-        insert = ("INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, topic, received_at, payload,"
-                  " transaction_id, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+        insert = (
+            "INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, topic, received_at, payload,"
+            " transaction_id, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        )
         db.execute(insert, (*row, "T-1", 2**62))  # seq is 64 bits wide now (it was 32 on PostgreSQL)
         with pytest.raises(RowRejected, match="NUL"):
             db.execute(insert, ("x-2", *row[1:], "T-\x00", 1))
@@ -217,8 +232,10 @@ def test_a_feed_store_quarantines_what_the_database_refuses(tmp_path):
     from edge_app.manager.store import FeedStore
 
     st = FeedStore(tmp_path / "feed.sqlite3")
-    st.db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.transaction_id = 'T-refused'"
-                  " BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END")
+    st.db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.transaction_id = 'T-refused'"
+        " BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+    )
     ev = check_event(txn="T-refused")
     res = st.keep(event_topic(ev), events.encode(ev))
     assert res.status == "quarantined" and "refused by the test trigger" in res.reason

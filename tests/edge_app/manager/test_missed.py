@@ -24,19 +24,28 @@ DAY = "2025-03-14"
 
 def missed_event(txn: str, reason: str, ts: str) -> dict:
     return events.MissedEvent(
-        store_id="store-001", till_id="till-01", transaction_id=txn, ts=ts,
-        trigger=events.TriggerInfo(events.Product(sku="5000112637922", category="alcohol", min_age=18), source="pos",
-                                   received_ts=ts),
-        reason=reason, detail=f"test: {reason}", operator_id="C-3").to_dict()
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=txn,
+        ts=ts,
+        trigger=events.TriggerInfo(
+            events.Product(sku="5000112637922", category="alcohol", min_age=18), source="pos", received_ts=ts
+        ),
+        reason=reason,
+        detail=f"test: {reason}",
+        operator_id="C-3",
+    ).to_dict()
 
 
 def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
     outbox = Outbox(tmp_path / "outbox.sqlite3", 1000)
     stored = []
-    for ev in [check_event(txn="T-1", ts=f"{DAY}T10:00:00.000Z"),
-               missed_event("T-2", "stale", f"{DAY}T10:01:00.000Z"),
-               check_event(txn="T-3", ts=f"{DAY}T10:02:00.000Z"),
-               missed_event("T-4", "queue_full", f"{DAY}T10:03:00.000Z")]:
+    for ev in [
+        check_event(txn="T-1", ts=f"{DAY}T10:00:00.000Z"),
+        missed_event("T-2", "stale", f"{DAY}T10:01:00.000Z"),
+        check_event(txn="T-3", ts=f"{DAY}T10:02:00.000Z"),
+        missed_event("T-4", "queue_full", f"{DAY}T10:03:00.000Z"),
+    ]:
         numbered, _ = outbox.put_event(event_topic(ev), events.from_dict(ev), "till-01")
         stored.append(numbered)
     outbox.close()
@@ -68,9 +77,11 @@ def test_missed_events_are_numbered_stored_counted_and_listed(tmp_path):
     rows = json.loads(r.data)["events"]
     assert sorted((e["transaction_id"], e["reason"], e["outcome"], e["operator_id"]) for e in rows) == [
         ("T-2", "scan too old when it reached the till", "NOT CHECKED: stale", "C-3"),
-        ("T-4", "till busy: too many checks waiting", "NOT CHECKED: queue_full", "C-3")]  # the reason in words
+        ("T-4", "till busy: too many checks waiting", "NOT CHECKED: queue_full", "C-3"),
+    ]  # the reason in words
     assert outcome_text(stored[1]) == "NOT CHECKED: stale"
     page = client.get(f"/?since={DAY}&until={DAY}")
     assert page.status_code == 200
     assert "Restricted scans not checked (missed: stale, till busy or stopping, check failed): 2." in page.get_data(
-        as_text=True)
+        as_text=True
+    )

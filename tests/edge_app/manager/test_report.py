@@ -40,10 +40,12 @@ def store_day(db: Path) -> None:
     for txn, age in [("T-101", 34), ("T-102", 41), ("T-103", 52), ("T-104", 29), ("T-105", 38), ("T-106", 67)]:
         evs.append(check_event(txn=txn, decision="approve", age=age, ts=t()))
     evs.append(check_event(txn="T-101", decision="approve", age=35, ts=t()))  # a second scan, same shopper
-    for txn, age, answer, secs, cashier in [("T-107", 19, "id_checked_over_age", 2.0, "C-1"),
-                                            ("T-108", 16, "id_checked_under_age_refused", 4.0, "C-1"),
-                                            ("T-109", 22, "no_id_check", 6.0, "C-2"),
-                                            ("T-110", None, None, None, "C-2")]:
+    for txn, age, answer, secs, cashier in [
+        ("T-107", 19, "id_checked_over_age", 2.0, "C-1"),
+        ("T-108", 16, "id_checked_under_age_refused", 4.0, "C-1"),
+        ("T-109", 22, "no_id_check", 6.0, "C-2"),
+        ("T-110", None, None, None, "C-2"),
+    ]:
         c = check_event(txn=txn, decision="check_id" if age else "no_face", age=age, ts=t(), operator_id=cashier)
         a = alert_event(c, ts=c["ts"])
         a["operator_id"] = cashier
@@ -55,10 +57,17 @@ def store_day(db: Path) -> None:
         if answer:
             evs.append(ack_event(a, answer, secs, ts=t()))
         if answer in (None, "no_id_check"):
-            evs.append(events.IntegrityEvent(
-                store_id="store-001", till_id="till-01", transaction_id=txn, ts=t(), alert_event_id=a["event_id"],
-                seconds_after_alert=30.0,
-                reason=IntegrityReason.ANSWERED_NO_ID_CHECK if answer else IntegrityReason.UNANSWERED).to_dict())
+            evs.append(
+                events.IntegrityEvent(
+                    store_id="store-001",
+                    till_id="till-01",
+                    transaction_id=txn,
+                    ts=t(),
+                    alert_event_id=a["event_id"],
+                    seconds_after_alert=30.0,
+                    reason=IntegrityReason.ANSWERED_NO_ID_CHECK if answer else IntegrityReason.UNANSWERED,
+                ).to_dict()
+            )
     for txn, age in [("T-201", 45), ("T-202", 27), ("T-203", 31), ("T-204", 58)]:
         evs.append(check_event(till="till-02", txn=txn, decision="approve", age=age, ts=t()))
     c = check_event(till="till-02", txn="T-205", decision="check_id", age=23, ts=at("23:59:00"))
@@ -98,8 +107,7 @@ def test_report_figures_per_till(report):
     assert row(md, "till-01")[1:] == ["11", "7", "3", "1", "4", "3", "1", "1", "1", "2", "2", "75%", "4.0 s"]
     # The alert was answered after midnight: answered, but the answer belongs to the next day.
     assert row(md, "till-02")[1:] == ["5", "4", "1", "0", "1", "0", "0", "0", "0", "0", "0", "100%", "–"]
-    assert row(md, "**all tills**")[1:] == ["16", "11", "4", "1", "5", "3", "1", "1", "1", "2", "2", "80%",
-                                            "4.0 s"]
+    assert row(md, "**all tills**")[1:] == ["16", "11", "4", "1", "5", "3", "1", "1", "1", "2", "2", "80%", "4.0 s"]
     assert "2 taken back by the cashier (Undo)" in md
     assert row(md, DAY)[1] == "till-01"  # the per-day table
     assert "2025-03-13" not in md and "T-099" not in md
@@ -168,15 +176,18 @@ def test_report_days_follow_the_timezone(tmp_path):
     assert "No events were stored for this period" in (tmp_path / "utc" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("since, until, message", [
-    ("2025-02-30", None, "--since: '2025-02-30' is not a date; use YYYY-MM-DD"),
-    ("14/03/2025", None, "--since: '14/03/2025' is not a date"),
-    (None, "yesterday", "--until: 'yesterday' is not a date"),
-    ("2025-03-15", "2025-03-14", "--since 2025-03-15 is after --until 2025-03-14"),
-    ("2020-01-01", "2025-01-01", "at most 366 days"),
-    ("9999-12-30", "2025-01-01", "--since: '9999-12-30' is out of range; use a date from 1970-01-01 to 9998-12-31"),
-    (None, "0001-01-03", "--until: '0001-01-03' is out of range"),
-])
+@pytest.mark.parametrize(
+    "since, until, message",
+    [
+        ("2025-02-30", None, "--since: '2025-02-30' is not a date; use YYYY-MM-DD"),
+        ("14/03/2025", None, "--since: '14/03/2025' is not a date"),
+        (None, "yesterday", "--until: 'yesterday' is not a date"),
+        ("2025-03-15", "2025-03-14", "--since 2025-03-15 is after --until 2025-03-14"),
+        ("2020-01-01", "2025-01-01", "at most 366 days"),
+        ("9999-12-30", "2025-01-01", "--since: '9999-12-30' is out of range; use a date from 1970-01-01 to 9998-12-31"),
+        (None, "0001-01-03", "--until: '0001-01-03' is out of range"),
+    ],
+)
 def test_bad_dates(since, until, message):
     with pytest.raises(ReportInputError, match=re.escape(message)):
         parse_period(since, until, today=__import__("datetime").date(2025, 3, 20))
@@ -193,13 +204,28 @@ def test_report_command(tmp_path):
     db = tmp_path / "feed.sqlite3"
     store_day(db)
     cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"})
-    ok = Proc(["report", "--config", str(cfg), "--db", str(db), "--since", DAY, "--until", DAY,
-               "--out", str(tmp_path / "out")])
+    ok = Proc(
+        [
+            "report",
+            "--config",
+            str(cfg),
+            "--db",
+            str(db),
+            "--since",
+            DAY,
+            "--until",
+            DAY,
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert ok.p.wait(timeout=60) == 0, ok.output
     ok.stop()
     # The headline leads with the share of alerts where ID was checked (3 of 5), not "answered".
-    assert ("ID checked on 60% of alerts (3 of 5), 20% not answered (1), 20% answered “no ID check” (1); "
-            "16 checks, median answer 4.0 s, 2 integrity events, 0 events missing") in ok.output
+    assert (
+        "ID checked on 60% of alerts (3 of 5), 20% not answered (1), 20% answered “no ID check” (1); "
+        "16 checks, median answer 4.0 s, 2 integrity events, 0 events missing"
+    ) in ok.output
     assert (tmp_path / "out" / "report.md").is_file() and (tmp_path / "out" / "per_cashier.csv").is_file()
 
     bad = Proc(["report", "--db", str(tmp_path / "missing.sqlite3"), "--since", DAY, "--until", DAY])
@@ -218,21 +244,35 @@ def test_report_command(tmp_path):
 def test_the_headline_leads_with_id_checks_and_cashiers_have_a_table(report):
     path, md, _ = report
     summary_part = md.split("## Summary")[1].split("\n- ")[0]
-    assert ("**ID was checked on 60% of alerts** (3 of 5). **20% were not answered** (1) and "
-            "**20% were answered “no ID check”** (1).") in summary_part
+    assert (
+        "**ID was checked on 60% of alerts** (3 of 5). **20% were not answered** (1) and "
+        "**20% were answered “no ID check”** (1)."
+    ) in summary_part
     assert "answered by the cashier" not in md  # the old headline counted "no ID check" as done
     # store | cashier | alerts answered ID-checked no-ID-check not-answered median undone
     cashiers = md.split("## Per cashier")[1].split("\n## ")[0]
-    lines = {c[1]: c for c in ([x.strip() for x in line.strip().strip("|").split("|")]
-                               for line in cashiers.splitlines() if line.startswith("| store-001"))}
+    lines = {
+        c[1]: c
+        for c in (
+            [x.strip() for x in line.strip().strip("|").split("|")]
+            for line in cashiers.splitlines()
+            if line.startswith("| store-001")
+        )
+    }
     assert lines["C-1"][2:] == ["2", "2", "100%", "0", "0", "3.0 s", "0"]
     # C-2's answers taken back with Undo are theirs too (an answer carries its alert's cashier).
     assert lines["C-2"][2:] == ["2", "1", "0%", "1", "1", "6.0 s", "2"]
     assert lines["not sent by the POS"][2:] == ["1", "1", "100%", "0", "0", "–", "0"]
     data = json.loads((path.parent / "report.json").read_text())
-    assert data["headline"] == {"alerts": 5, "id_checked": 3, "share_id_checked": 0.6, "not_answered": 1,
-                                "share_not_answered": 0.2, "no_id_check_answered": 1,
-                                "share_no_id_check_answered": 0.2}
+    assert data["headline"] == {
+        "alerts": 5,
+        "id_checked": 3,
+        "share_id_checked": 0.6,
+        "not_answered": 1,
+        "share_not_answered": 0.2,
+        "no_id_check_answered": 1,
+        "share_no_id_check_answered": 0.2,
+    }
     assert [c["cashier"] for c in data["per_cashier"]] == ["C-1", "C-2", "not sent by the POS"]
     csv_lines = (path.parent / "per_cashier.csv").read_text().splitlines()
     assert csv_lines[0].startswith("store_id,cashier,alerts,alerts_answered,alerts_id_checked")
@@ -255,8 +295,17 @@ def test_the_scope_narrows_every_figure(tmp_path):
     def figures(**kw):
         s = summarize(con, day, dt.UTC, scope=Scope(**kw))
         t = s.totals()
-        return (t.checks, t.alerts, t.id_checked_alerts, sum(t.answers.values()), t.undone, t.integrity,
-                sum(s.bands.values()), sorted(c for _, c in s.cashiers), len(s.integrity_events))
+        return (
+            t.checks,
+            t.alerts,
+            t.id_checked_alerts,
+            sum(t.answers.values()),
+            t.undone,
+            t.integrity,
+            sum(s.bands.values()),
+            sorted(c for _, c in s.cashiers),
+            len(s.integrity_events),
+        )
 
     assert figures() == (16, 5, 3, 3, 2, 2, 14, ["", "C-1", "C-2"], 2)
     assert figures(till="till-02") == (5, 1, 1, 0, 0, 0, 5, [""], 0)
@@ -269,12 +318,15 @@ def test_the_scope_narrows_every_figure(tmp_path):
     con.close()
 
 
-@pytest.mark.parametrize("start, end, message", [
-    ("25:00", None, "--from-time: '25:00' is not a time of day; use HH:MM"),
-    ("9", None, "--from-time: '9' is not a time of day"),
-    (None, "12:60", "--to-time: '12:60' is not a time of day"),
-    ("10:00", "10:00", "are both 10:00; give a range"),
-])
+@pytest.mark.parametrize(
+    "start, end, message",
+    [
+        ("25:00", None, "--from-time: '25:00' is not a time of day; use HH:MM"),
+        ("9", None, "--from-time: '9' is not a time of day"),
+        (None, "12:60", "--to-time: '12:60' is not a time of day"),
+        ("10:00", "10:00", "are both 10:00; give a range"),
+    ],
+)
 def test_bad_times_of_day(start, end, message):
     from edge_app.manager.scope import parse_time_of_day
 

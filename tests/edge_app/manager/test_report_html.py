@@ -31,8 +31,11 @@ def out(tmp_path_factory) -> Path:
 
 def bars(svg: ET.Element) -> dict[str, float]:
     """data-value "label: n" -> the bar's drawn length (height or width)."""
-    return {r.get("data-value"): (float(r.get("height")), float(r.get("width")))
-            for r in svg.iter(f"{SVG}rect") if r.get("data-value")}
+    return {
+        r.get("data-value"): (float(r.get("height")), float(r.get("width")))
+        for r in svg.iter(f"{SVG}rect")
+        if r.get("data-value")
+    }
 
 
 def test_the_folder_holds_what_the_docs_name(out):
@@ -118,8 +121,10 @@ def test_the_html_report_is_one_self_contained_file(out):
     assert not {"script", "link", "img", "iframe", "object", "embed"} & set(tags)
     assert all(not ({"src", "href", "xlink:href", "srcset"} & a.keys()) for _, a in page.tags)
     assert not re.search(r"url\(|@import|https?:|//[a-z]", text, re.I)
-    assert "ID was checked on 60% of alerts (3 of 5). 20% were not answered (1) and 20% were answered " \
-           "“no ID check” (1)." in page.paragraphs
+    assert (
+        "ID was checked on 60% of alerts (3 of 5). 20% were not answered (1) and 20% were answered "
+        "“no ID check” (1)." in page.paragraphs
+    )
     cashiers = {r[1]: r[2:] for r in page.tables["per-cashier"][1:]}
     assert cashiers["C-1"] == ["2", "2", "100%", "0", "0", "3.0 s", "0"]
     assert cashiers["C-2"] == ["2", "1", "0%", "1", "1", "6.0 s", "2"]
@@ -172,8 +177,7 @@ def test_chromium_opens_the_file_fetches_nothing_and_draws_the_charts(out):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=800,1200",
-                "--disable-gpu"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=800,1200", "--disable-gpu"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
     try:
@@ -181,7 +185,8 @@ def test_chromium_opens_the_file_fetches_nothing_and_draws_the_charts(out):
         assert driver.title == f"Age-check report: {DAY}"
         assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
         sizes = driver.execute_script(
-            "return [...document.querySelectorAll('figure svg')].map(s => s.getBoundingClientRect().width)")
+            "return [...document.querySelectorAll('figure svg')].map(s => s.getBoundingClientRect().width)"
+        )
         assert len(sizes) == 2 and all(w > 300 for w in sizes)
         # At 800 px (a tablet) the page does not run off the side: wide tables scroll in their box.
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 800

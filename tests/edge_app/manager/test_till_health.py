@@ -39,14 +39,33 @@ def _checks(till: str, hour: int, cashier: str, n: int = 6, no_face: int = 0, al
         ts = f"{DAY}T{hour:02d}:{i * 10:02d}:00.000Z"
         txn = f"T-{till}-{hour}-{i}"
         if i < no_face:
-            out.append(check_event(till=till, txn=txn, decision="no_face", age=None, ts=ts, operator_id=cashier,
-                                   camera="up", **{k: v for k, v in q.items() if k != "eyes_px"}))
+            out.append(
+                check_event(
+                    till=till,
+                    txn=txn,
+                    decision="no_face",
+                    age=None,
+                    ts=ts,
+                    operator_id=cashier,
+                    camera="up",
+                    **{k: v for k, v in q.items() if k != "eyes_px"},
+                )
+            )
             continue
         decision = "check_id" if i < no_face + alerts else "approve"
         # A little spread, as real measures have.
-        out.append(check_event(till=till, txn=txn, decision=decision, age=30.0 if decision == "approve" else 21.0,
-                               ts=ts, operator_id=cashier, camera="up",
-                               **{k: round(v * (1 + 0.02 * (i % 3 - 1)), 1) for k, v in q.items()}))
+        out.append(
+            check_event(
+                till=till,
+                txn=txn,
+                decision=decision,
+                age=30.0 if decision == "approve" else 21.0,
+                ts=ts,
+                operator_id=cashier,
+                camera="up",
+                **{k: round(v * (1 + 0.02 * (i % 3 - 1)), 1) for k, v in q.items()},
+            )
+        )
     return out
 
 
@@ -97,10 +116,11 @@ def test_a_store_from_before_gains_the_columns_filled_from_its_payloads(kind, tm
         monkeypatch.setattr(dbmod, "MIGRATIONS", dbmod.MIGRATIONS[:4])
         old = dbmod.open_store(url)
         assert old.migrate() == 4 and "sharpness" not in old.columns("events")
-        old.execute("INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, decision, topic, received_at,"
-                    " payload) VALUES (?, 'check', 1, ?, ?, ?, 'no_face', ?, ?, ?)",
-                    (c["event_id"], c["ts"], c["store_id"], c["till_id"], event_topic(c), c["ts"],
-                     events.encode(c).decode()))
+        old.execute(
+            "INSERT INTO events (event_id, kind, schema, ts, store_id, till_id, decision, topic, received_at,"
+            " payload) VALUES (?, 'check', 1, ?, ?, ?, 'no_face', ?, ?, ?)",
+            (c["event_id"], c["ts"], c["store_id"], c["till_id"], event_topic(c), c["ts"], events.encode(c).decode()),
+        )
         old.close()
         monkeypatch.undo()
         st = FeedStore(url)
@@ -140,11 +160,17 @@ def _health(driver) -> dict:
 
     marks = [e.get_attribute("data-till") for e in driver.find_elements(By.CSS_SELECTOR, "#health-marks li.departs")]
     rows = driver.find_elements(By.CSS_SELECTOR, "#health tr.health-row")
-    return {"marks": marks, "text": driver.find_element(By.ID, "till-health").text,
-            "tills": sorted({r.get_attribute("data-till") for r in rows}),
-            "departing_rows": [(r.get_attribute("data-till"), r.find_elements(By.TAG_NAME, "td")[1].text)
-                               for r in rows if "departs" in r.get_attribute("class")],
-            "hours": len(rows)}
+    return {
+        "marks": marks,
+        "text": driver.find_element(By.ID, "till-health").text,
+        "tills": sorted({r.get_attribute("data-till") for r in rows}),
+        "departing_rows": [
+            (r.get_attribute("data-till"), r.find_elements(By.TAG_NAME, "td")[1].text)
+            for r in rows
+            if "departs" in r.get_attribute("class")
+        ],
+        "hours": len(rows),
+    }
 
 
 def test_the_health_panel_marks_the_departing_till_and_follows_the_filters(tmp_path, health_db):
@@ -167,8 +193,9 @@ def test_the_health_panel_marks_the_departing_till_and_follows_the_filters(tmp_p
         # The panel fits a tablet like the rest of the page.
         width = driver.execute_script("return document.documentElement.clientWidth;")
         assert driver.execute_script("return document.getElementById('health').getBoundingClientRect().right;") <= width
-        assert driver.execute_script("var w = document.getElementById('health').parentElement;"
-                                     " return w.scrollWidth <= w.clientWidth;")
+        assert driver.execute_script(
+            "var w = document.getElementById('health').parentElement; return w.scrollWidth <= w.clientWidth;"
+        )
         driver.find_element(By.ID, "till-health").screenshot(str(tmp_path / "till-health.png"))
 
         def choose(**form) -> dict:
@@ -205,8 +232,14 @@ def test_the_health_panel_marks_the_departing_till_and_follows_the_filters(tmp_p
 
 
 def _state(store: str, till: str, last_seq: int, heartbeat: float, depth: int = 0) -> bytes:
-    return TillState(ts=iso_utc(datetime.now(UTC)), status="online", heartbeat_s=heartbeat, camera="up",
-                     last_seq=last_seq, outbox_depth=depth).encode()
+    return TillState(
+        ts=iso_utc(datetime.now(UTC)),
+        status="online",
+        heartbeat_s=heartbeat,
+        camera="up",
+        last_seq=last_seq,
+        outbox_depth=depth,
+    ).encode()
 
 
 def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
@@ -218,8 +251,9 @@ def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
 
     db = tmp_path / "feed.sqlite3"
     today = datetime.now(UTC)
-    cfg = write_config(tmp_path / "config.yaml", mqtt_broker.port, feed={"timezone": "UTC"},
-                       dashboard={"refresh_seconds": 1})
+    cfg = write_config(
+        tmp_path / "config.yaml", mqtt_broker.port, feed={"timezone": "UTC"}, dashboard={"refresh_seconds": 1}
+    )
     feed = Proc(["feed", "--config", str(cfg), "--db", str(db)])
     pub = Publisher(mqtt_broker.port)
     dash = driver = None
@@ -257,9 +291,13 @@ def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
         assert _db_rows(db, "SELECT COUNT(*) FROM events WHERE till_id = 'till-01'") == [(4,)]
         # A till that says it went offline is shown so at once.
         pub.raw("agecheck/v1/store-001/till-02/availability", b"offline", retain=True)
-        _wait(lambda: any("till-02: offline" in e.text
-                          for e in driver.find_elements(By.CSS_SELECTOR, "#silent-tills li.silent-till")),
-              what="till-02 shown offline")
+        _wait(
+            lambda: any(
+                "till-02: offline" in e.text
+                for e in driver.find_elements(By.CSS_SELECTOR, "#silent-tills li.silent-till")
+            ),
+            what="till-02 shown offline",
+        )
     finally:
         if driver is not None:
             driver.quit()
@@ -286,8 +324,11 @@ def test_no_till_heard_is_the_feed_s_silence(tmp_path):
     st = FeedStore(db)
     old = iso_utc(datetime.now(UTC) - timedelta(hours=2))
     for till in ("till-01", "till-02"):
-        st.add(f"agecheck/v1/store-001/{till}/state",
-               TillState(ts=old, heartbeat_s=30.0, last_seq=0).encode(), received_at=old)
+        st.add(
+            f"agecheck/v1/store-001/{till}/state",
+            TillState(ts=old, heartbeat_s=30.0, last_seq=0).encode(),
+            received_at=old,
+        )
     st.close()
     client = create_app(str(db), from_dict({"feed": {"timezone": "UTC"}})).test_client()
     page = client.get("/").data.decode()
@@ -318,7 +359,7 @@ class _SubPathProxy:
                     self.send_error(404, "outside the proxied sub-path")
                     return
                 try:
-                    with urllib.request.urlopen(upstream + self.path[len(prefix):], timeout=30) as r:
+                    with urllib.request.urlopen(upstream + self.path[len(prefix) :], timeout=30) as r:
                         status, headers, body = r.status, r.headers, r.read()
                 except urllib.error.HTTPError as exc:
                     status, headers, body = exc.code, exc.headers, exc.read()
@@ -365,8 +406,10 @@ def test_the_page_works_under_a_proxy_sub_path(tmp_path):
         got = json.loads(_get(driver.find_element(By.ID, "export-json").get_attribute("href")))  # through the proxy
         assert got["filters"]["since"] == DAY and got["events"]
         _store(db, [check_event(till="till-02", txn="T-proxy", ts=f"{DAY}T15:00:00.000Z", camera="up")])
-        _wait(lambda: int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) >= 1,
-              what="the page to update itself through the proxy")
+        _wait(
+            lambda: int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) >= 1,
+            what="the page to update itself through the proxy",
+        )
         old = driver.find_element(By.ID, "live")
         driver.find_element(By.ID, "apply").click()
         _wait(lambda: _stale(old), what="the filtered page")
@@ -402,15 +445,18 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     evs = numbered([check_event(txn=f"T-{i}", ts=f"{DAY}T10:0{i}:00.000Z") for i in range(6)], "till-01")
     _store(db, evs[:4])
     st = FeedStore(db)
-    st.add("agecheck/v1/store-001/till-01/state",
-           TillState(ts=f"{DAY}T10:09:00.000Z", heartbeat_s=30.0, last_seq=6, outbox_depth=0).encode())
+    st.add(
+        "agecheck/v1/store-001/till-01/state",
+        TillState(ts=f"{DAY}T10:09:00.000Z", heartbeat_s=30.0, last_seq=6, outbox_depth=0).encode(),
+    )
     st.close()
     ro = open_db(db)
     s = summarize(ro, Period(datetime(2025, 3, 14).date(), datetime(2025, 3, 14).date()), UTC)
     assert [(g.after_seq, g.before_seq, g.missing, g.waiting) for g in s.gaps] == [(4, 7, 2, 0)]
     md = render_markdown(document(s, str(db), "UTC"), {})
-    assert ("till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered "
-            "up to 6)") in md
+    assert (
+        "till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered up to 6)"
+    ) in md
     ro.close()
     _store(db, evs[4:])
     ro = open_db(db)
@@ -447,10 +493,16 @@ def test_the_health_panel_reads_alike_from_postgresql(health_db):
         lite = create_app(str(health_db), cfg).test_client()
         departs = {}
         for q in ("", "&cashier=C-2", "&time_from=10:00&time_to=15:00", "&till=till-02", "&kind=alert"):
-            a, b = (json.loads(c.get(f"/summary.json?since={DAY}&until={DAY}{q}").data)["till_health"]
-                    for c in (lite, post))
+            a, b = (
+                json.loads(c.get(f"/summary.json?since={DAY}&until={DAY}{q}").data)["till_health"] for c in (lite, post)
+            )
             assert a == b, q
             departs[q] = [h["till_id"] for h in a if h["departs"]]
-        assert departs == {"": ["till-01"], "&cashier=C-2": ["till-01"], "&time_from=10:00&time_to=15:00": ["till-01"],
-                           "&till=till-02": [], "&kind=alert": []}
+        assert departs == {
+            "": ["till-01"],
+            "&cashier=C-2": ["till-01"],
+            "&time_from=10:00&time_to=15:00": ["till-01"],
+            "&till=till-02": [],
+            "&kind=alert": [],
+        }
         post.application.extensions["agecheck_db"].close()

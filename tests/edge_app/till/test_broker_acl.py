@@ -46,8 +46,23 @@ def make_certs(d: Path) -> dict[str, Path]:
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=agecheck test CA")
     run("req", *ec, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost")
     (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "broker.crt", "-days", "2", "-extfile", "san.ext")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "broker.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
     return {"cafile": d / "ca.crt", "certfile": d / "broker.crt", "keyfile": d / "broker.key"}
 
 
@@ -58,8 +73,12 @@ def secure_broker(d: Path, acl: Path | None = None, users: dict[str, str] = USER
         pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
     passwd = d / "passwd"
     for i, (user, pw) in enumerate(users.items()):
-        subprocess.run(["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwd), user, pw],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(passwd), user, pw],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
     certs = make_certs(d)
     tls_port = free_port()
     lines = []
@@ -90,8 +109,9 @@ class Client:
     """A paho MQTT 5 client over TLS with a user's password; publish() returns the PUBACK reason."""
 
     def __init__(self, port: int, ca: Path, user: str | None, pw: str | None = None) -> None:
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{time.time_ns()}",
-                             protocol=mqtt.MQTTv5)
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{user}-{time.time_ns()}", protocol=mqtt.MQTTv5
+        )
         self.c.tls_set(ca_certs=str(ca))
         if user:
             self.c.username_pw_set(user, pw)
@@ -156,18 +176,32 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         (tmp_path / f"{user}.pw").chmod(0o600)  # a password file open to others is warned about
 
     def cfg_for(user: str) -> dict:
-        return {"host": "127.0.0.1", "port": tls_port, "username": user, "password_file": str(tmp_path / f"{user}.pw"),
-                "reconnect_max_seconds": 1, "tls": {"enabled": True, "ca_file": str(ca)}}
+        return {
+            "host": "127.0.0.1",
+            "port": tls_port,
+            "username": user,
+            "password_file": str(tmp_path / f"{user}.pw"),
+            "reconnect_max_seconds": 1,
+            "tls": {"enabled": True, "ca_file": str(ca)},
+        }
 
-    till_cfg = from_dict({
-        "mqtt": cfg_for("till-01"),
-        "camera": {"source": str(blank_video(tmp_path / "blank.avi")), "loop": True, "fps": 15,
-                   "width": 320, "height": 240},
-        "check": {"time_budget_ms": 400, "extra_frames": 2},
-        "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
-        "integrity": {"grace_seconds": 0.5},
-        "model": {"path": str(MODEL), "threads": 1},
-    }, REPO)
+    till_cfg = from_dict(
+        {
+            "mqtt": cfg_for("till-01"),
+            "camera": {
+                "source": str(blank_video(tmp_path / "blank.avi")),
+                "loop": True,
+                "fps": 15,
+                "width": 320,
+                "height": 240,
+            },
+            "check": {"time_budget_ms": 400, "extra_frames": 2},
+            "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+            "integrity": {"grace_seconds": 0.5},
+            "model": {"path": str(MODEL), "threads": 1},
+        },
+        REPO,
+    )
     feed_cfg = from_dict({"mqtt": cfg_for("feed")}, REPO)
     db = tmp_path / "feed.sqlite3"
     service = feed = None
@@ -177,9 +211,14 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         # sessions on the login, so a second client on it would take the feed's session over.
         feed_user = Client(tls_port, ca, "feed", USERS["feed"])
         clients.append(feed_user)
-        forged_early = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-ACL",
-                                       alert_event_id=str(uuid.uuid4()), answer=Answer.ID_CHECKED_OVER_AGE,
-                                       decision_time_s=2.0)
+        forged_early = events.AckEvent(
+            store_id="store-001",
+            till_id="till-01",
+            transaction_id="T-ACL",
+            alert_event_id=str(uuid.uuid4()),
+            answer=Answer.ID_CHECKED_OVER_AGE,
+            decision_time_s=2.0,
+        )
         rc = feed_user.publish(f"{ROOT}/till-01/events/ack", forged_early.encode())
         assert rc.is_failure and "authori" in str(rc).lower(), rc
         assert feed_user.publish(f"{ROOT}/till-01/events/check", b"{}").is_failure
@@ -198,17 +237,27 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         assert anonymous.connack.is_failure, anonymous.connack  # no anonymous access at all
 
         def stored(kind: str, txn: str) -> list[dict]:
-            return [json.loads(r[0]) for r in db_query(
-                db, "SELECT payload FROM events WHERE kind = ? AND transaction_id = ?", kind, txn)]
+            return [
+                json.loads(r[0])
+                for r in db_query(db, "SELECT payload FROM events WHERE kind = ? AND transaction_id = ?", kind, txn)
+            ]
 
-        assert not pos.publish(f"{ROOT}/till-01/pos/scan", json.dumps(
-            {"sku": "5000112637922", "category": "alcohol", "transaction_id": "T-ACL"})).is_failure
+        assert not pos.publish(
+            f"{ROOT}/till-01/pos/scan",
+            json.dumps({"sku": "5000112637922", "category": "alcohol", "transaction_id": "T-ACL"}),
+        ).is_failure
         wait_until(lambda: stored("alert", "T-ACL"), timeout=30, what="the alert in the feed")
         alert = stored("alert", "T-ACL")[0]
 
         # Forged answers: from another till's login and the POS's (the feed's, above). All refused.
-        forged = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-ACL",
-                                 alert_event_id=alert["event_id"], answer=Answer.ID_CHECKED_OVER_AGE, decision_time_s=2.0)
+        forged = events.AckEvent(
+            store_id="store-001",
+            till_id="till-01",
+            transaction_id="T-ACL",
+            alert_event_id=alert["event_id"],
+            answer=Answer.ID_CHECKED_OVER_AGE,
+            decision_time_s=2.0,
+        )
         for who in (other_till, pos):
             rc = who.publish(f"{ROOT}/till-01/events/ack", forged.encode())
             assert rc.is_failure and "authori" in str(rc).lower(), (who, rc)
@@ -220,8 +269,9 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         assert not other_till.subscribe(f"{ROOT}/till-01/events/#").is_failure
         assert not other_till.subscribe(f"{ROOT}/till-02/state").is_failure
 
-        assert not pos.publish(f"{ROOT}/till-01/pos/sale", json.dumps(
-            {"transaction_id": "T-ACL", "ts": now_iso()})).is_failure
+        assert not pos.publish(
+            f"{ROOT}/till-01/pos/sale", json.dumps({"transaction_id": "T-ACL", "ts": now_iso()})
+        ).is_failure
         wait_until(lambda: stored("integrity", "T-ACL"), timeout=20, what="the integrity event in the feed")
         ev = events.validate(stored("integrity", "T-ACL")[0])
         assert ev["alert_event_id"] == alert["event_id"] and ev["reason"] == "unanswered"
@@ -229,8 +279,11 @@ def test_shipped_acl_refuses_a_forged_ack_and_the_integrity_event_is_still_publi
         # A sentinel on till-02's own topic, published after the integrity event: once it is
         # back, anything of till-01's that the broker would have let through would be here too.
         assert not other_till.publish(f"{ROOT}/till-02/state", b"sentinel").is_failure
-        wait_until(lambda: (f"{ROOT}/till-02/state", b"sentinel") in other_till.messages, timeout=10,
-                   what="till-02's own message back")
+        wait_until(
+            lambda: (f"{ROOT}/till-02/state", b"sentinel") in other_till.messages,
+            timeout=10,
+            what="till-02's own message back",
+        )
         assert [t for t, _ in other_till.messages if "/till-01/" in t] == []
         assert service.state().security_warnings == ()
     finally:

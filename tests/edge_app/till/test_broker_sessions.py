@@ -37,8 +37,9 @@ class Session:
     """A paho MQTT 5 client over TLS on a user's login, with a client id and clean start of the
     test's choosing."""
 
-    def __init__(self, port: int, ca: Path, user: str, client_id: str, clean_start: bool,
-                 subscribe: str | None = None) -> None:
+    def __init__(
+        self, port: int, ca: Path, user: str, client_id: str, clean_start: bool, subscribe: str | None = None
+    ) -> None:
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.c.tls_set(ca_certs=str(ca))
         self.c.username_pw_set(user, USERS_ALL[user])
@@ -88,12 +89,15 @@ class Session:
 USERS_ALL = {**USERS, WINDOW_USER: "pw-till-01-display"}
 
 
-@pytest.mark.parametrize("victim, client_id, topic, publisher", [
-    ("till-01", "agecheck-store-001-till-01", f"{ROOT}/till-01/pos/scan", "pos"),  # the till's old default id
-    ("till-01", "till-01", f"{ROOT}/till-01/pos/scan", "pos"),  # its id now: its login
-    ("feed", "agecheck-feed-store-001", f"{ROOT}/till-01/events/check", "till-01"),
-    (WINDOW_USER, "agecheck-display-store-001-till-01", f"{ROOT}/till-01/events/alert", "till-01"),
-])
+@pytest.mark.parametrize(
+    "victim, client_id, topic, publisher",
+    [
+        ("till-01", "agecheck-store-001-till-01", f"{ROOT}/till-01/pos/scan", "pos"),  # the till's old default id
+        ("till-01", "till-01", f"{ROOT}/till-01/pos/scan", "pos"),  # its id now: its login
+        ("feed", "agecheck-feed-store-001", f"{ROOT}/till-01/events/check", "till-01"),
+        (WINDOW_USER, "agecheck-display-store-001-till-01", f"{ROOT}/till-01/events/alert", "till-01"),
+    ],
+)
 def test_another_user_cannot_take_a_programs_session(tmp_path, victim, client_id, topic, publisher):
     broker, port = secure_broker(tmp_path, acl=acl_with_window_block(tmp_path), users=USERS_ALL)
     ca = tmp_path / "ca.crt"

@@ -19,11 +19,17 @@ def _frame(i: int, t: float) -> Frame:
     return Frame(i, t, np.zeros((4, 4, 3), np.uint8))
 
 
-@pytest.mark.parametrize("text, kind, target", [
-    ("0", "device", 0), (" 2 ", "device", 2), ("/dev/video1", "device", "/dev/video1"),
-    ("rtsp://cam.local/stream", "stream", "rtsp://cam.local/stream"),
-    ("http://10.0.0.5/mjpg", "stream", "http://10.0.0.5/mjpg"), ("demo.avi", "file", "demo.avi"),
-])
+@pytest.mark.parametrize(
+    "text, kind, target",
+    [
+        ("0", "device", 0),
+        (" 2 ", "device", 2),
+        ("/dev/video1", "device", "/dev/video1"),
+        ("rtsp://cam.local/stream", "stream", "rtsp://cam.local/stream"),
+        ("http://10.0.0.5/mjpg", "stream", "http://10.0.0.5/mjpg"),
+        ("demo.avi", "file", "demo.avi"),
+    ],
+)
 def test_parse_source(text, kind, target):
     s = parse_source(text)
     assert (s.kind, s.target) == (kind, target)
@@ -75,8 +81,10 @@ def test_video_file_fills_the_buffer_at_the_camera_rate(tmp_path):
 def test_camera_vanishes_and_comes_back(tmp_path):
     video = astronaut_video(tmp_path / "cam.avi", seconds=0.5)
     changes: list[tuple[str, str]] = []
-    cap = Capture(CameraConfig(source=str(video), loop=True, fps=FPS, reconnect_max_seconds=0.5),
-                  on_status=lambda s, r: changes.append((s, r))).start()
+    cap = Capture(
+        CameraConfig(source=str(video), loop=True, fps=FPS, reconnect_max_seconds=0.5),
+        on_status=lambda s, r: changes.append((s, r)),
+    ).start()
     try:
         wait_until(lambda: cap.status == "up", 10, "camera up")
         hidden = video.rename(tmp_path / "unplugged.avi")
@@ -173,8 +181,9 @@ def test_an_mjpg_source_is_kept_encoded_and_decoded_when_asked(tmp_path, keep_en
         assert ok
         decoded.append(img)
     ref.release()
-    cap = Capture(CameraConfig(source=str(video), loop=False, fps=FPS, buffer_seconds=2.0,
-                               keep_encoded=keep_encoded)).start()
+    cap = Capture(
+        CameraConfig(source=str(video), loop=False, fps=FPS, buffer_seconds=2.0, keep_encoded=keep_encoded)
+    ).start()
     try:
         wait_until(lambda: cap.frames_read >= 15, 10, "the clip played")
         frames = cap.buffer.between(0, time.monotonic())[:15]

@@ -83,8 +83,13 @@ def test_adult_face_gives_a_plausible_age_and_a_valid_event(tmp_path, cfg, pipel
     assert 15 <= ev["age"] <= 70, ev["age"]
     assert ev["age_low"] <= ev["age"] <= ev["age_high"]
     assert ev["faces_seen"] == 1 and cfg.check.min_frames <= ev["frames_used"] <= cfg.check.max_frames
-    assert ev["trigger"] == {"source": "pos", "sku": "5010677850100", "category": "alcohol", "min_age": 18,
-                             "received_ts": ev["trigger"]["received_ts"]}
+    assert ev["trigger"] == {
+        "source": "pos",
+        "sku": "5010677850100",
+        "category": "alcohol",
+        "min_age": 18,
+        "received_ts": ev["trigger"]["received_ts"],
+    }
     assert ev["policy"]["challenge_age"] == 25 and ev["model_id"] == model.model_id
     lat = ev["latency_ms"]
     assert set(lat) == {"queue", "wait", "faces", "model", "policy", "total"}
@@ -131,8 +136,14 @@ def test_camera_down_is_no_face_and_says_so(cfg, pipeline, model):
     trig = Trigger(Scan(Item("1", "alcohol"), "T-2"), "pos", 18, now, iso)
     c = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, time_budget_ms=200))
     out = CheckRunner(c, FrameBuffer(1.5, FPS), pipeline, model, camera_status=lambda: "down").run(trig)
-    assert out.check.to_dict()["decision"] == "no_face" and out.check.to_dict()["camera"] == "down" and out.alert.to_dict()["camera"] == "down"
-    assert "name" not in out.check.to_dict()["trigger"] and "operator_id" not in out.check.to_dict()  # only when the POS sends them
+    assert (
+        out.check.to_dict()["decision"] == "no_face"
+        and out.check.to_dict()["camera"] == "down"
+        and out.alert.to_dict()["camera"] == "down"
+    )
+    assert (
+        "name" not in out.check.to_dict()["trigger"] and "operator_id" not in out.check.to_dict()
+    )  # only when the POS sends them
     assert out.check.to_dict()["reason"].startswith("camera down")
 
 
@@ -181,8 +192,15 @@ def _clear_cut(cfg):
 
 
 def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline, model):
-    out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
-               max_frames=6, extra_frames=0)
+    out = _run(
+        _clear_cut(cfg),
+        pipeline,
+        model,
+        astronaut_video(tmp_path / "a.avi"),
+        agree_frames=3,
+        max_frames=6,
+        extra_frames=0,
+    )
     ev = out.check.to_dict()
     assert ev["decision"] == "check_id"
     assert ev["frames_used"] == 3 and ev["frames_seen"] == 3  # stopped as soon as three agreed
@@ -190,14 +208,28 @@ def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline,
 
 
 def test_without_early_decision_every_buffered_frame_counts(tmp_path, cfg, pipeline, model):
-    out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=0,
-               max_frames=6, extra_frames=0)
+    out = _run(
+        _clear_cut(cfg),
+        pipeline,
+        model,
+        astronaut_video(tmp_path / "a.avi"),
+        agree_frames=0,
+        max_frames=6,
+        extra_frames=0,
+    )
     assert out.check.to_dict()["frames_used"] == 6 and out.check.to_dict()["frames_seen"] == 6
 
 
 def test_extra_frames_are_still_taken_after_the_scan_when_configured(tmp_path, cfg, pipeline, model):
-    out = _run(_clear_cut(cfg), pipeline, model, astronaut_video(tmp_path / "a.avi"), agree_frames=3,
-               max_frames=8, extra_frames=2)
+    out = _run(
+        _clear_cut(cfg),
+        pipeline,
+        model,
+        astronaut_video(tmp_path / "a.avi"),
+        agree_frames=3,
+        max_frames=8,
+        extra_frames=2,
+    )
     ev = out.check.to_dict()
     # Two frames newer than the scan had to arrive (the camera runs at 15 fps) before deciding:
     # the second comes at least a frame interval after the scan. (latency_ms.wait may round to
@@ -232,8 +264,11 @@ def _buffered(video, n: int = 15):
 
 
 def _runner(cfg, buf, pipeline, *, parallel: bool, full_search_every: int, **check):
-    c = dataclasses.replace(cfg, check=dataclasses.replace(cfg.check, parallel=parallel, **check),
-                            faces=dataclasses.replace(cfg.faces, full_search_every=full_search_every))
+    c = dataclasses.replace(
+        cfg,
+        check=dataclasses.replace(cfg.check, parallel=parallel, **check),
+        faces=dataclasses.replace(cfg.faces, full_search_every=full_search_every),
+    )
     from edge_app.till.check import model_threads
 
     return CheckRunner(c, buf, pipeline, AgeModel(c.model.path, model_threads(c)))
@@ -246,8 +281,9 @@ def test_parallel_frames_give_the_sequential_decision(tmp_path, cfg, pipeline, a
     buf, trig = _buffered(astronaut_video(tmp_path / "a.avi"))
     out = {}
     for parallel in (False, True):
-        runner = _runner(cfg, buf, pipeline, parallel=parallel, full_search_every=5, agree_frames=agree_frames,
-                         max_frames=5)
+        runner = _runner(
+            cfg, buf, pipeline, parallel=parallel, full_search_every=5, agree_frames=agree_frames, max_frames=5
+        )
         try:
             out[parallel] = runner.run(trig)
         finally:
@@ -266,8 +302,9 @@ def test_a_followed_check_decides_as_full_searches_do(tmp_path, cfg, pipeline):
     buf, trig = _buffered(astronaut_video(tmp_path / "a.avi"))
     got = {}
     for every in (1, 5):
-        runner = _runner(_clear_cut(cfg), buf, pipeline, parallel=False, full_search_every=every, agree_frames=0,
-                         max_frames=5)
+        runner = _runner(
+            _clear_cut(cfg), buf, pipeline, parallel=False, full_search_every=every, agree_frames=0, max_frames=5
+        )
         got[every] = runner.run(trig)
     full, followed = got[1].check.to_dict(), got[5].check.to_dict()
     assert full["decision"] == followed["decision"] == "check_id"

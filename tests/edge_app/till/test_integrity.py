@@ -15,16 +15,28 @@ T0 = 1_700_000_000.0
 
 
 def alert(txn: str | None = "T-1", decision: str = "check_id") -> events.AlertEvent:
-    ev = events.AlertEvent(store_id="store-001", till_id="till-01", transaction_id=txn,
-                           check_event_id="c-" + str(txn), decision=decision, age_band="18-24",
-                           item=events.Product(sku="5000", category="alcohol"))
+    ev = events.AlertEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=txn,
+        check_event_id="c-" + str(txn),
+        decision=decision,
+        age_band="18-24",
+        item=events.Product(sku="5000", category="alcohol"),
+    )
     return ev
 
 
 def ack(alert_ev: events.AlertEvent, answer: str, replaces: events.AckEvent | None = None) -> events.AckEvent:
-    ev = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id=alert_ev.transaction_id,
-                         alert_event_id=alert_ev.event_id, answer=answer, decision_time_s=2.0,
-                         replaces_event_id=replaces.event_id if replaces else None)
+    ev = events.AckEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=alert_ev.transaction_id,
+        alert_event_id=alert_ev.event_id,
+        answer=answer,
+        decision_time_s=2.0,
+        replaces_event_id=replaces.event_id if replaces else None,
+    )
     return ev
 
 
@@ -174,8 +186,14 @@ def test_ack_before_alert_is_kept():
 def test_an_ack_with_a_word_that_is_no_answer_never_reaches_the_tracker():
     # Refused when it is built, in the process as on the wire: the tracker sees only Answers.
     with pytest.raises(events.SchemaError, match="answer must be one of"):
-        events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-1",
-                        alert_event_id=alert().event_id, answer="id_checked_probably", decision_time_s=1.0)
+        events.AckEvent(
+            store_id="store-001",
+            till_id="till-01",
+            transaction_id="T-1",
+            alert_event_id=alert().event_id,
+            answer="id_checked_probably",
+            decision_time_s=1.0,
+        )
 
 
 def test_the_service_listener_takes_typed_alerts_and_acks():
@@ -183,8 +201,15 @@ def test_the_service_listener_takes_typed_alerts_and_acks():
     a = alert()
     tr.on_event(a)
     tr.on_event(ack(a, "no_id_check"))
-    tr.on_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-1",
-                                      alert_event_id=a.event_id, seconds_after_alert=1.0))  # not for the tracker
+    tr.on_event(
+        events.IntegrityEvent(
+            store_id="store-001",
+            till_id="till-01",
+            transaction_id="T-1",
+            alert_event_id=a.event_id,
+            seconds_after_alert=1.0,
+        )
+    )  # not for the tracker
     assert tr.open_alerts == 1
     out = tr.on_sale("T-1")
     assert len(out) == 1 and out[0].reason == "answered_no_id_check" and out[0].alert_event_id == a.event_id
@@ -255,18 +280,21 @@ def test_monitor_retries_a_failed_publish():
     assert mon.on_sale_payload(b"not json") is None  # logged and dropped
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"{", "not valid JSON"),
-    (b"\xff\xfe", "not UTF-8"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b"{}", "missing field 'transaction_id'"),
-    (b'{"transaction_id": ""}', "is empty"),
-    (b'{"transaction_id": true}', "must be text"),
-    (b'{"transaction_id": {"a": 1}}', "must be text"),
-    (b'{"transaction_id": "T", "ts": 5}', "'ts' must be text"),
-    (b'{"transaction_id": "' + b"x" * 200 + b'"}', "longer than 128"),
-    (b'{"transaction_id": "T", "pad": "' + b"x" * 5000 + b'"}', "more than the 4096 allowed"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"{", "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"{}", "missing field 'transaction_id'"),
+        (b'{"transaction_id": ""}', "is empty"),
+        (b'{"transaction_id": true}', "must be text"),
+        (b'{"transaction_id": {"a": 1}}', "must be text"),
+        (b'{"transaction_id": "T", "ts": 5}', "'ts' must be text"),
+        (b'{"transaction_id": "' + b"x" * 200 + b'"}', "longer than 128"),
+        (b'{"transaction_id": "T", "pad": "' + b"x" * 5000 + b'"}', "more than the 4096 allowed"),
+    ],
+)
 def test_sale_errors(payload, message):
     with pytest.raises(PosMessageError, match=message):
         Sale.from_payload(payload, 4096)

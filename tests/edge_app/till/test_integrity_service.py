@@ -44,16 +44,24 @@ def blank_video(path: Path) -> Path:
 def service_config(tmp: Path, port: int, display: bool):
     if not MODEL.is_file():
         pytest.skip(f"the shipped model {MODEL} is missing")
-    return from_dict({
-        "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_max_seconds": 1},
-        "camera": {"source": str(blank_video(tmp / "blank.avi")), "loop": True, "fps": 15,
-                   "width": 320, "height": 240},
-        "check": {"time_budget_ms": 400, "extra_frames": 2},
-        "outbox": {"path": str(tmp / "outbox.sqlite3")},
-        "integrity": {"grace_seconds": 0.5},
-        "display": {"enabled": display, "position": "top-left"},
-        "model": {"path": str(MODEL), "threads": 1},
-    }, REPO)
+    return from_dict(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_max_seconds": 1},
+            "camera": {
+                "source": str(blank_video(tmp / "blank.avi")),
+                "loop": True,
+                "fps": 15,
+                "width": 320,
+                "height": 240,
+            },
+            "check": {"time_budget_ms": 400, "extra_frames": 2},
+            "outbox": {"path": str(tmp / "outbox.sqlite3")},
+            "integrity": {"grace_seconds": 0.5},
+            "display": {"enabled": display, "position": "top-left"},
+            "model": {"path": str(MODEL), "threads": 1},
+        },
+        REPO,
+    )
 
 
 class Till:
@@ -97,6 +105,7 @@ class Till:
             if want.get("kind") is None and s.alert_event_id != alert["event_id"]:
                 return None
             return s if all(getattr(s, k) == v for k, v in want.items()) else None
+
         return wait_for(ok, timeout=10, what=f"the window showing {alert['transaction_id']} {want}")
 
     def answer(self, alert: dict, answer: str) -> None:
@@ -106,8 +115,10 @@ class Till:
         self.pub.raw(f"{POS}/sale", Sale(txn, pos_ts=now_iso()).encode())
 
     def stored(self, kind: str, txn: str) -> list[dict]:
-        return [json.loads(r[0]) for r in db_query(
-            self.db, "SELECT payload FROM events WHERE kind = ? AND transaction_id = ?", kind, txn)]
+        return [
+            json.loads(r[0])
+            for r in db_query(self.db, "SELECT payload FROM events WHERE kind = ? AND transaction_id = ?", kind, txn)
+        ]
 
     def close(self) -> None:
         self.pub.close()

@@ -31,8 +31,13 @@ KILLS = 10
 
 
 def _start(cfg_path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
-                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
@@ -40,9 +45,14 @@ def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
         pytest.skip(f"the shipped model {MODEL} is missing")
 
     data = {
-        "store_id": "store-001", "till_id": "till-01",
-        "camera": {"source": str(astronaut_video(tmp_path / "cam.avi")), "loop": True, "fps": 10,
-                   "reconnect_max_seconds": 0.5},
+        "store_id": "store-001",
+        "till_id": "till-01",
+        "camera": {
+            "source": str(astronaut_video(tmp_path / "cam.avi")),
+            "loop": True,
+            "fps": 10,
+            "reconnect_max_seconds": 0.5,
+        },
         # Each check waits for 6 fresh frames (~0.6 s), longer than the POS takes between scans:
         # scans queue up, so every kill finds some waiting for their check.
         "check": {"extra_frames": 6, "time_budget_ms": 3000},
@@ -62,13 +72,19 @@ def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
     def records() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for txn, kind in feed.store.db.query(
-                "SELECT transaction_id, kind FROM events WHERE kind IN ('check', 'missed')"):
+            "SELECT transaction_id, kind FROM events WHERE kind IN ('check', 'missed')"
+        ):
             out.setdefault(txn, []).append(kind)
         return out
 
     def up(mark: int, what: str) -> None:
-        rec.wait_for(lambda m: any(t.endswith("/state") and json.loads(p).get("mqtt_subscribed") is True
-                                   for t, p, _ in m[mark:]), 120, what)
+        rec.wait_for(
+            lambda m: any(
+                t.endswith("/state") and json.loads(p).get("mqtt_subscribed") is True for t, p, _ in m[mark:]
+            ),
+            120,
+            what,
+        )
 
     sent: list[str] = []
     stop = threading.Event()

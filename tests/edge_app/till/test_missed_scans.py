@@ -24,8 +24,13 @@ RESTARTS = 10
 
 
 def _start(cfg_path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
-                            cwd=REPO, stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _records(rec: Recorder) -> dict[str, list[dict]]:
@@ -63,8 +68,9 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
 
     def scan(txn: str, ts: datetime | None = None, name: str | None = None, operator_id: str | None = None) -> None:
         sent_at = (ts or datetime.now(UTC)).timestamp()
-        pos.raw(f"{ROOT}/pos/scan",
-                Scan(Item("5010677850100", "alcohol", name=name), txn, operator_id, sent_at).encode())
+        pos.raw(
+            f"{ROOT}/pos/scan", Scan(Item("5010677850100", "alcohol", name=name), txn, operator_id, sent_at).encode()
+        )
         sent.append(txn)
 
     def pos_loop() -> None:
@@ -82,14 +88,18 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0, log.read_text()[-3000:]
             # Down: the POS goes on scanning; the broker keeps them in the service's session.
-            rec.wait_for(lambda m: any(t.endswith("/availability") and p == b"offline" for t, p, _ in m[mark:]),
-                         30, "offline")
+            rec.wait_for(
+                lambda m: any(t.endswith("/availability") and p == b"offline" for t, p, _ in m[mark:]), 30, "offline"
+            )
             down_from = len(sent)
             stop.wait(1.0)
             mark = len(rec.messages)  # the old process says nothing after `offline`
             proc = _start(cfg_path, log)
-            rec.wait_for(lambda m: any(t.endswith("/state") and subscribed(p) for t, p, _ in m[mark:]), 120,
-                         f"the service back after restart {n + 1}")
+            rec.wait_for(
+                lambda m: any(t.endswith("/state") and subscribed(p) for t, p, _ in m[mark:]),
+                120,
+                f"the service back after restart {n + 1}",
+            )
             while_down.extend(sent[down_from:])
         stop.set()
         pos_thread.join(10)

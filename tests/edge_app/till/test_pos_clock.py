@@ -40,8 +40,13 @@ def test_a_skewed_pos_clock_is_named_and_scans_are_checked_on_the_tills_clock(tm
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     log = tmp_path / "service.log"
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)], cwd=REPO,
-                            stdin=subprocess.DEVNULL, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     pos = Publisher(mqtt_broker.port)
 
     def state() -> dict:
@@ -69,8 +74,14 @@ def test_a_skewed_pos_clock_is_named_and_scans_are_checked_on_the_tills_clock(tm
         for i in range(3):
             time.sleep(2.6)
             scan(f"B-bread-{i}", BREAD, -60)
-        st = json.loads(rec.wait_last("state", lambda p: (json.loads(p).get("pos_clock_skew") or "").find("behind") > 0,
-                                      30, "state naming the POS clock behind"))
+        st = json.loads(
+            rec.wait_last(
+                "state",
+                lambda p: (json.loads(p).get("pos_clock_skew") or "").find("behind") > 0,
+                30,
+                "state naming the POS clock behind",
+            )
+        )
         assert -61 <= st["pos_clock_ahead_s"] <= -59 and "60 s behind the till's" in st["pos_clock_skew"], st
         # Now a scan from that POS is checked, with both times recorded.
         scan("B-checked", LAGER, -60)
@@ -88,8 +99,14 @@ def test_a_skewed_pos_clock_is_named_and_scans_are_checked_on_the_tills_clock(tm
         # Plainly skew (a scan cannot arrive before it was sent): named at once, the scan checked.
         scan("A-checked", LAGER, 120)
         assert record("A-checked")["kind"] == "check"
-        st = json.loads(rec.wait_last("state", lambda p: (json.loads(p).get("pos_clock_skew") or "").find("ahead") > 0,
-                                      30, "state naming the POS clock ahead"))
+        st = json.loads(
+            rec.wait_last(
+                "state",
+                lambda p: (json.loads(p).get("pos_clock_skew") or "").find("ahead") > 0,
+                30,
+                "state naming the POS clock ahead",
+            )
+        )
         assert 119 <= st["pos_clock_ahead_s"] <= 121, st
         # Before, a clock ahead hid this one's 30 s at the broker (its age read -90 s): checked on
         # whoever stood at the till by then.

@@ -75,17 +75,26 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     # stops nothing.
     order: list[tuple[str, str]] = []
     svc.listen(Calls(on_publishing=lambda ev: 1 / 0))
-    svc.listen(Calls(on_publishing=lambda ev: order.append(("publishing", ev.event_id)),
-                     on_event=lambda ev: order.append(("stored", ev.event_id))))
+    svc.listen(
+        Calls(
+            on_publishing=lambda ev: order.append(("publishing", ev.event_id)),
+            on_event=lambda ev: order.append(("stored", ev.event_id)),
+        )
+    )
     rec.wait_last("availability", lambda p: p == b"online", what="online")
     rec.wait_last("state", lambda p: TillState.decode(p).camera == "up", what="camera up in state")
     wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 10, "subscribed, video")
 
-    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [
-        scan("T-bread", sku="123", category="bakery"),  # not restricted: no check
-        scan("T-1"),
-        scan("T-1", sku="999"),  # second bottle in the same basket: reuses the open check
-    ])
+    publish(
+        mqtt_broker.host,
+        mqtt_broker.port,
+        f"{ROOT}/pos/scan",
+        [
+            scan("T-bread", sku="123", category="bakery"),  # not restricted: no check
+            scan("T-1"),
+            scan("T-1", sku="999"),  # second bottle in the same basket: reuses the open check
+        ],
+    )
     checks = rec.wait_events("check", 1)
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-2")])
     checks = rec.wait_events("check", 2)
@@ -107,11 +116,15 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
         events.validate(a)
     # Local listeners too. They are told after the event is in the outbox and the sender woken,
     # so a subscriber can have a check before they do: wait rather than look once.
-    wait_until(lambda: {e.event_id for e in seen} >= {c["event_id"] for c in checks}, 5,
-               "local listeners told of both checks")
+    wait_until(
+        lambda: {e.event_id for e in seen} >= {c["event_id"] for c in checks}, 5, "local listeners told of both checks"
+    )
     # The listener that keeps `order` is told after `seen`'s.
-    wait_until(lambda: {i for w, i in order if w == "stored"} >= {c["event_id"] for c in checks}, 5,
-               "the ordering listener told of both checks")
+    wait_until(
+        lambda: {i for w, i in order if w == "stored"} >= {c["event_id"] for c in checks},
+        5,
+        "the ordering listener told of both checks",
+    )
     # Told the typed event as the outbox numbered it.
     assert all(isinstance(e, events.Event) and e.publisher == "till-01" and e.seq >= 1 for e in seen)
     assert "failed on check event" in caplog.text and "ZeroDivisionError" in caplog.text
@@ -127,9 +140,14 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     assert set(json.loads(raw)) == STATE_KEYS and set(json.loads(raw)["last_check"]) == LAST_CHECK_KEYS
     state = TillState.decode(raw)
     assert state.model_id == svc.model.model_id and state.version and state.status == "online"
-    assert state.last_check == LastCheck(event_id=checks[1]["event_id"], ts=checks[1]["ts"], transaction_id="T-2",
-                                         decision=checks[1]["decision"], age=checks[1]["age"],
-                                         age_band=checks[1]["age_band"])
+    assert state.last_check == LastCheck(
+        event_id=checks[1]["event_id"],
+        ts=checks[1]["ts"],
+        transaction_id="T-2",
+        decision=checks[1]["decision"],
+        age=checks[1]["age"],
+        age_band=checks[1]["age_band"],
+    )
     assert state.mqtt_subscribed and state.camera == "up"
     wait_until(lambda: svc.outbox.depth() == 0, 10, "outbox drained")
     assert svc.counts["scans_reused"] == 1
@@ -139,10 +157,10 @@ def test_pos_scan_to_check_event_end_to_end(tmp_path, mqtt_broker, start_service
     rec.close()
 
 
-def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mqtt_broker, start_service,
-                                                                      caplog):
-    cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
-                         triggers={"max_payload_bytes": 8192})
+def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mqtt_broker, start_service, caplog):
+    cfg = service_config(
+        tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker, triggers={"max_payload_bytes": 8192}
+    )
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
     wait_until(lambda: svc.link.subscribed.is_set() and svc.capture.status == "up", 10, "service up")
@@ -166,11 +184,20 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [scan("T-good")])
         checks = rec.wait_events("check", 1)
     assert [c["transaction_id"] for c in checks] == ["T-good"]
-    for words in ["not valid JSON", "missing field 'sku'", "'transaction_id' must be text",
-                  "'min_age' must be a whole number", "not UTF-8", "more than the 8192 allowed",
-                  "pos/sale: payload must be a JSON object", "pos/sale: field 'transaction_id' must be text",
-                  "nested more than 32 levels", "a number of 5001 characters", "NaN is not a JSON number",
-                  "events/ack: JSON nested more than"]:
+    for words in [
+        "not valid JSON",
+        "missing field 'sku'",
+        "'transaction_id' must be text",
+        "'min_age' must be a whole number",
+        "not UTF-8",
+        "more than the 8192 allowed",
+        "pos/sale: payload must be a JSON object",
+        "pos/sale: field 'transaction_id' must be text",
+        "nested more than 32 levels",
+        "a number of 5001 characters",
+        "NaN is not a JSON number",
+        "events/ack: JSON nested more than",
+    ]:
         assert words in caplog.text, words
     assert caplog.text.count("message quarantined") >= 13
     assert "a" * 100 not in caplog.text  # a huge payload is previewed, not dumped
@@ -182,8 +209,7 @@ def test_malformed_pos_messages_are_dropped_and_the_service_goes_on(tmp_path, mq
     rec.close()
 
 
-def test_a_flood_of_bad_pos_messages_is_logged_as_a_count_not_a_line_each(tmp_path, mqtt_broker, start_service,
-                                                                          caplog):
+def test_a_flood_of_bad_pos_messages_is_logged_as_a_count_not_a_line_each(tmp_path, mqtt_broker, start_service, caplog):
     cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker)
     svc = start_service(cfg)
     if hasattr(svc, "quarantine_log"):  # (so that the test reads the same on the code before it)
@@ -193,8 +219,9 @@ def test_a_flood_of_bad_pos_messages_is_logged_as_a_count_not_a_line_each(tmp_pa
     with caplog.at_level(logging.WARNING, logger="edge_app.till.service"):
         publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/scan", [b"{not json %d" % i for i in range(n)])
         wait_until(lambda: svc.counts["messages_quarantined"] == n, 60, "every bad message quarantined")
-        wait_until(lambda: "more message(s) quarantined" in caplog.text or len(caplog.records) >= n, 10,
-                   "the count line")
+        wait_until(
+            lambda: "more message(s) quarantined" in caplog.text or len(caplog.records) >= n, 10, "the count line"
+        )
     lines = [r.getMessage() for r in caplog.records if "quarantined" in r.getMessage()]
     # Before: 2,000 lines. Now 20 in full, then one count per window.
     assert len(lines) <= 20 + 2, len(lines)
@@ -246,23 +273,22 @@ def test_broker_outage_during_checks_loses_nothing_and_keeps_order(tmp_path, mqt
 def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_broker, start_service):
     video = astronaut_video(tmp_path / "cam.avi", seconds=0.6)
     port = free_port()
-    cfg = service_config(tmp_path, video, mqtt_broker, triggers={"http_port": port},
-                         check={"time_budget_ms": 600})
+    cfg = service_config(tmp_path, video, mqtt_broker, triggers={"http_port": port}, check={"time_budget_ms": 600})
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
     rec.wait_last("state", lambda p: TillState.decode(p).camera == "up", what="camera up")
 
     def http_scan(txn: str) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}),
-                     headers={"Content-Type": "application/json"})
+        conn.request(
+            "POST", "/scan", body=json.dumps({"transaction_id": txn}), headers={"Content-Type": "application/json"}
+        )
         r = conn.getresponse()
         assert r.status == 200
         return json.loads(r.read())
 
     hidden = video.rename(tmp_path / "unplugged.avi")
-    state = TillState.decode(rec.wait_last("state", lambda p: TillState.decode(p).camera == "down",
-                                           what="camera down"))
+    state = TillState.decode(rec.wait_last("state", lambda p: TillState.decode(p).camera == "down", what="camera down"))
     assert "not found" in state.camera_detail
     down = http_scan("T-down")
     assert down["check"]["decision"] == "no_face" and down["check"]["camera"] == "down"
@@ -279,8 +305,7 @@ def test_camera_vanishes_and_returns_state_goes_down_then_up(tmp_path, mqtt_brok
 
 
 def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_broker, start_service, caplog):
-    cfg = service_config(tmp_path, empty_video(tmp_path / "empty.avi"), mqtt_broker,
-                         check={"time_budget_ms": 400})
+    cfg = service_config(tmp_path, empty_video(tmp_path / "empty.avi"), mqtt_broker, check={"time_budget_ms": 400})
     rec = Recorder(mqtt_broker.host, mqtt_broker.port)
     svc = start_service(cfg)
     heard = []
@@ -291,13 +316,21 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     assert alerts["T-9"]["decision"] == "no_face"
 
     # T-8: a standalone cashier display answers on the broker; the service hears it.
-    ack = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-8",
-                          alert_event_id=alerts["T-8"]["event_id"], answer=Answer.ID_CHECKED_OVER_AGE,
-                          decision_time_s=2.5).to_dict()
+    ack = events.AckEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id="T-8",
+        alert_event_id=alerts["T-8"]["event_id"],
+        answer=Answer.ID_CHECKED_OVER_AGE,
+        decision_time_s=2.5,
+    ).to_dict()
     publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/events/ack", [events.encode(ack), b"{nope"])
-    wait_until(lambda: any(isinstance(e, events.AckEvent) and e.event_id == ack["event_id"] for e in heard), 10, "the remote ack")
-    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale",
-            [Sale("T-8").encode(), Sale("T-9").encode()])
+    wait_until(
+        lambda: any(isinstance(e, events.AckEvent) and e.event_id == ack["event_id"] for e in heard),
+        10,
+        "the remote ack",
+    )
+    publish(mqtt_broker.host, mqtt_broker.port, f"{ROOT}/pos/sale", [Sale("T-8").encode(), Sale("T-9").encode()])
     integ = rec.wait_events("integrity", 1)[0]
     events.validate(integ)
     assert integ["alert_event_id"] == alerts["T-9"]["event_id"] and integ["transaction_id"] == "T-9"
@@ -305,8 +338,14 @@ def test_sale_on_an_unanswered_alert_becomes_an_integrity_event(tmp_path, mqtt_b
     assert [e["transaction_id"] for e in rec.events("integrity")] == ["T-9"]  # T-8 had its ID check
     assert "events/ack: not valid JSON" in caplog.text and "message quarantined" in caplog.text
     # An answer given on the service's own display goes out once and does not echo back in.
-    own = events.AckEvent(store_id="store-001", till_id="till-01", transaction_id="T-9",
-                          alert_event_id=alerts["T-9"]["event_id"], answer=Answer.NO_ID_CHECK, decision_time_s=9.0)
+    own = events.AckEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id="T-9",
+        alert_event_id=alerts["T-9"]["event_id"],
+        answer=Answer.NO_ID_CHECK,
+        decision_time_s=9.0,
+    )
     svc.publish_event(own)
     rec.wait_for(lambda m: any(own.event_id.encode() in p for _, p, _ in m), 10, "our own ack on the broker")
     # A malformed ack sent after it: once the service has quarantined that, the broker has given it
@@ -324,8 +363,9 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     svc = start_service(cfg)
     ids = []
     for i in range(12):
-        ev = events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id=f"T{i}", alert_event_id="a",
-                                   seconds_after_alert=1)
+        ev = events.IntegrityEvent(
+            store_id="store-001", till_id="till-01", transaction_id=f"T{i}", alert_event_id="a", seconds_after_alert=1
+        )
         svc.publish_event(ev)
         ids.append(ev.event_id)
     st = svc.state()
@@ -335,8 +375,15 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     with pytest.raises(events.SchemaError):
         svc.publish_event({"kind": "check"})  # a plug-in bug is refused, not stored
     with pytest.raises(events.SchemaError, match="seconds_after_alert"):  # a typed one that breaks the schema too
-        svc.publish_event(events.IntegrityEvent(store_id="store-001", till_id="till-01", transaction_id="T-x",
-                                                alert_event_id="a", seconds_after_alert="soon"))
+        svc.publish_event(
+            events.IntegrityEvent(
+                store_id="store-001",
+                till_id="till-01",
+                transaction_id="T-x",
+                alert_event_id="a",
+                seconds_after_alert="soon",
+            )
+        )
     assert [r.event_id for r in svc.outbox.after(0, 20)] == ids[2:]
 
 
@@ -363,6 +410,8 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     for ev in rows:
         events.validate(ev)
     got = {(ev["transaction_id"], ev["reason"]) for ev in rows}
-    assert got == ({(f"Q-{i}", "shutdown") for i in range(QUEUE_MAX)} | {(f"Q-{QUEUE_MAX}", "queue_full"),
-                   (f"Q-{QUEUE_MAX + 1}", "queue_full"), ("Q-stale", "stale")})
+    assert got == (
+        {(f"Q-{i}", "shutdown") for i in range(QUEUE_MAX)}
+        | {(f"Q-{QUEUE_MAX}", "queue_full"), (f"Q-{QUEUE_MAX + 1}", "queue_full"), ("Q-stale", "stale")}
+    )
     assert {ev["kind"] for ev in rows} == {"missed"} and rows[0]["trigger"]["sku"] == "5010677850100"

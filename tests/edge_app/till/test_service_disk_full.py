@@ -45,22 +45,31 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         # be an approval, or an unanswered alert would hold the screen: the astronaut sits near
         # the Challenge 25 threshold (either decision), so the challenge is the legal age itself,
         # where no calibrated gate is fitted and the age rule approves her whatever the frame.
-        cfg = service_config(tmp_path, astronaut_video(tmp_path / "cam.avi"), mqtt_broker,
-                             outbox={"path": str(disk / "outbox.sqlite3")},
-                             policy={"legal_age": 18, "challenge_age": 18},
-                             display={"enabled": True, "position": "top-left", "approve_seconds": 60})
+        cfg = service_config(
+            tmp_path,
+            astronaut_video(tmp_path / "cam.avi"),
+            mqtt_broker,
+            outbox={"path": str(disk / "outbox.sqlite3")},
+            policy={"legal_age": 18, "challenge_age": 18},
+            display={"enabled": True, "position": "top-left", "approve_seconds": 60},
+        )
         rec = Recorder(mqtt_broker.host, mqtt_broker.port)
         windows = []
-        svc = Service(cfg, pipeline=parts[0], model=parts[1],
-                      plugins=(lambda s: windows.append(window_attach(s)) or windows[-1],)).start()
+        svc = Service(
+            cfg, pipeline=parts[0], model=parts[1], plugins=(lambda s: windows.append(window_attach(s)) or windows[-1],)
+        ).start()
         window = windows[0]
         filler = Filler(disk)
         try:
             shown: list = []  # what the cashier's window would have been told
-            svc.listen(Calls(on_event=lambda ev: shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent))
-                             else None))
-            wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 20,
-                       "subscribed, video")
+            svc.listen(
+                Calls(
+                    on_event=lambda ev: (
+                        shown.append(ev) if isinstance(ev, (events.CheckEvent, events.AlertEvent)) else None
+                    )
+                )
+            )
+            wait_until(lambda: svc.link.subscribed.is_set() and len(svc.capture.buffer) >= 10, 20, "subscribed, video")
             assert svc.submit(Scan(Item("5010677850100", "alcohol"), "T-before"), "pos").result.result(30)
             rec.wait_events("check", 1)
             _state(rec, lambda s: s.degraded is False and s.outbox_write_errors == 0, "recording")
@@ -75,12 +84,19 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
             st = _state(rec, lambda s: s.degraded and s.outbox_held >= 1, "degraded in state")
             assert st.outbox_write_errors >= 1 and "full" in st.outbox_error, st
             assert st.outbox_held_dropped == 0
-            wait_until(lambda: window.snapshot.transaction_id == txns[-1]
-                       and (window.snapshot.recording_box or (0, 0, 0))[2] > 1, 10,
-                       "the last check on screen with the NOT RECORDING mark")
+            wait_until(
+                lambda: (
+                    window.snapshot.transaction_id == txns[-1] and (window.snapshot.recording_box or (0, 0, 0))[2] > 1
+                ),
+                10,
+                "the last check on screen with the NOT RECORDING mark",
+            )
             assert "full" in window.snapshot.not_recording
-            wait_until(lambda: dominant(screenshot(window.snapshot.recording_box))[0]
-                       == hex_rgb(NOT_RECORDING_BG), 10, "the mark painted")
+            wait_until(
+                lambda: dominant(screenshot(window.snapshot.recording_box))[0] == hex_rgb(NOT_RECORDING_BG),
+                10,
+                "the mark painted",
+            )
             held = svc.writer.status().held
             answered = {e.event_id for e in shown if e.transaction_id in txns}
             assert held >= 1 and len(answered) >= len(txns)
@@ -90,11 +106,15 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         finally:
             filler.release()
         try:
-            rec.wait_for(lambda m: answered <= {e["event_id"] for e in rec.events()}, 30,
-                         "every answered event at the broker")
+            rec.wait_for(
+                lambda m: answered <= {e["event_id"] for e in rec.events()}, 30, "every answered event at the broker"
+            )
             st = _state(rec, lambda s: s.degraded is False and s.outbox_held == 0, "recording again")
-            wait_until(lambda: window.snapshot.not_recording is None
-                       and window.snapshot.recording_box is None, 10, "the mark gone")
+            wait_until(
+                lambda: window.snapshot.not_recording is None and window.snapshot.recording_box is None,
+                10,
+                "the mark gone",
+            )
             assert st.outbox_held_dropped == 0 and st.outbox_error is None
             assert st.outbox_write_errors >= 1  # the count stays: something happened today
             # Numbered in order with no hole: the feed sees no gap.
@@ -103,8 +123,7 @@ def test_full_disk_loses_nothing_answered_and_says_so(tmp_path, mqtt_broker, par
         finally:
             svc.stop()
             rec.close()
-    assert not [r for r in caplog.records if r.exc_info], \
-        [r.getMessage() for r in caplog.records if r.exc_info]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
     full = [r for r in caplog.records if r.levelno >= logging.ERROR and "held in memory" in r.getMessage()]
     assert len(full) == 1, [r.getMessage() for r in full]
     assert any("stores events again" in r.getMessage() for r in caplog.records)

@@ -30,16 +30,24 @@ ROOT = "agecheck/v1/store-001/till-01"
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
-                                                          "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY")
+    }
     env.update(extra)
     return env
 
 
 def _start(cfg_path: Path, log: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
-                            cwd=REPO, env=_env(**env), stdin=subprocess.DEVNULL, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
+        cwd=REPO,
+        env=_env(**env),
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_http(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
@@ -61,8 +69,9 @@ def _wait_http(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90
 
 def _scan(port: int, txn: str) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/scan", body=json.dumps({"transaction_id": txn}),
-                     headers={"Content-Type": "application/json"})
+    conn.request(
+        "POST", "/scan", body=json.dumps({"transaction_id": txn}), headers={"Content-Type": "application/json"}
+    )
     r = conn.getresponse()
     body = json.loads(r.read())
     assert r.status == 200, body
@@ -122,8 +131,9 @@ def test_sigkill_with_events_in_the_outbox_then_restart_delivers_them(tmp_path, 
     threading.Thread(target=listen, daemon=True).start()
     proc = _start(cfg_path, log, NOTIFY_SOCKET=sock_path, WATCHDOG_USEC="2000000")
     try:
-        got = rec.wait_for(lambda m: {json.loads(p)["event_id"] for _, p, _ in m} >= set(want), 90,
-                           "the events from the killed run")
+        got = rec.wait_for(
+            lambda m: {json.loads(p)["event_id"] for _, p, _ in m} >= set(want), 90, "the events from the killed run"
+        )
         delivered = [json.loads(p)["event_id"] for _, p, _ in got]
         assert [e for e in dict.fromkeys(delivered) if e in stored] == stored  # oldest first
         wait_until(lambda: any(n.startswith("READY=1") for n in notes), 30, "READY=1")
@@ -146,12 +156,18 @@ def test_sigkill_with_events_in_the_outbox_then_restart_delivers_them(tmp_path, 
     rec.close()
 
 
-@pytest.mark.parametrize("section, key, words", [
-    ({"mqtt": {"username": "till", "password_credential": "mqtt-password"}}, "mqtt.password_credential",
-     "CREDENTIALS_DIRECTORY is not set"),
-    ({"model": {"path": "/nonexistent/model.tflite"}}, "model.path", "does not exist"),
-    ({"faces": {"output_size": 64}}, "faces.output_size", "does not match the model's input size"),
-])
+@pytest.mark.parametrize(
+    "section, key, words",
+    [
+        (
+            {"mqtt": {"username": "till", "password_credential": "mqtt-password"}},
+            "mqtt.password_credential",
+            "CREDENTIALS_DIRECTORY is not set",
+        ),
+        ({"model": {"path": "/nonexistent/model.tflite"}}, "model.path", "does not exist"),
+        ({"faces": {"output_size": 64}}, "faces.output_size", "does not match the model's input size"),
+    ],
+)
 def test_service_config_problems_name_the_key(tmp_path, monkeypatch, section, key, words):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     cfg = service_config(tmp_path, tmp_path / "none.avi", None, **section)
@@ -182,17 +198,30 @@ def test_outbox_and_http_port_problems_name_the_key(tmp_path):
 def test_bad_config_file_exits_2_with_one_line(tmp_path):
     bad = tmp_path / "config.yaml"
     bad.write_text("camera:\n  sorce: 0\n")
-    r = subprocess.run([sys.executable, "-m", "edge_app.cli", "run", "--config", str(bad)], cwd=REPO,
-                       env=_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(bad)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "camera.sorce" in lines[0] and "did you mean 'source'" in lines[0]
 
 
 def test_demo_runs_with_nothing_configured_and_stops_on_ctrl_c(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "edge_app.cli", "run", "--demo"], cwd=tmp_path,
-                            env=_env(PYTHONPATH=str(REPO)), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=(tmp_path / "demo.log").open("wb"), text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--demo"],
+        cwd=tmp_path,
+        env=_env(PYTHONPATH=str(REPO)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "demo.log").open("wb"),
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
 
     def read() -> None:
@@ -202,8 +231,7 @@ def test_demo_runs_with_nothing_configured_and_stops_on_ctrl_c(tmp_path):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        wait_until(lambda: sum(" check " in ln for ln in lines) >= 2 or proc.poll() is not None, 120,
-                   "two demo checks")
+        wait_until(lambda: sum(" check " in ln for ln in lines) >= 2 or proc.poll() is not None, 120, "two demo checks")
         assert proc.poll() is None, (tmp_path / "demo.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group

@@ -67,8 +67,9 @@ def exposure(unit_text: str, tmp_path) -> float:
         pytest.skip("systemd-analyze is not installed")
     unit = tmp_path / "agecheck.service"
     unit.write_text(unit_text.replace("/opt/agecheck/venv/bin/agecheck", sys.executable))
-    r = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [analyze, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
+    )
     found = re.search(r"Overall exposure level for agecheck\.service: (\d+\.\d+)", r.stdout)
     assert found, r.stdout + r.stderr
     return float(found.group(1))
@@ -83,7 +84,9 @@ def test_the_units_exposure_is_below_the_bound(tmp_path):
     score = exposure(UNIT.read_text(), tmp_path)
     assert score < MAX_EXPOSURE, score
     # The installer's drop-in for a broker on another machine keeps it there.
-    with_broker = UNIT.read_text().replace("IPAddressAllow=localhost", "IPAddressAllow=localhost\nIPAddressAllow=192.0.2.10")
+    with_broker = UNIT.read_text().replace(
+        "IPAddressAllow=localhost", "IPAddressAllow=localhost\nIPAddressAllow=192.0.2.10"
+    )
     assert exposure(with_broker, tmp_path) < MAX_EXPOSURE
 
 
@@ -109,7 +112,12 @@ def test_the_till_runs_under_the_units_system_call_filter(tmp_path):
     assert aff.returncode != 0 and "PermissionError" in aff.stderr, aff.stderr
     est = run(sys.executable, "-m", "edge_app.cli", "estimate", str(REPO / "edge_app" / "data" / "astronaut.png"))
     assert est.returncode == 0 and "1 face(s)" in est.stdout, est.stdout + est.stderr
-    demo = subprocess.Popen([*sandbox, sys.executable, "-m", "edge_app.cli", "run", "--demo"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        [*sandbox, sys.executable, "-m", "edge_app.cli", "run", "--demo"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checks, out, err = demo_checks(demo)
     assert len(checks) >= 2 and demo.returncode == 0, out[-2000:] + err[-2000:]

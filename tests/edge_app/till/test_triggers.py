@@ -22,51 +22,72 @@ from edge_app.till.triggers import StdinTrigger, Submission, TransactionMemory, 
 from tests.edge_app.feed_util import check_event
 from tests.helpers import wait_until
 
-CFG = TriggersConfig(restricted_categories=(RestrictedItem("alcohol", 18), RestrictedItem("knives", 18)),
-                     restricted_skus=("5000000000001",), max_payload_bytes=512)
+CFG = TriggersConfig(
+    restricted_categories=(RestrictedItem("alcohol", 18), RestrictedItem("knives", 18)),
+    restricted_skus=("5000000000001",),
+    max_payload_bytes=512,
+)
 
 
 def test_valid_scan_accepts_numeric_codes_and_ignores_extra_fields():
-    s = parse_scan(b'{"sku": 5010677850100, "category": "Alcohol", "transaction_id": 77, '
-                   b'"min_age": 21, "name": "Lager", "price": 4.5}', 512)
+    s = parse_scan(
+        b'{"sku": 5010677850100, "category": "Alcohol", "transaction_id": 77, '
+        b'"min_age": 21, "name": "Lager", "price": 4.5}',
+        512,
+    )
     assert s == Scan(Item("5010677850100", "Alcohol", 21, "Lager"), "77")
 
 
 def test_scan_carries_an_optional_name_and_operator():
-    s = parse_scan(b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": " Red wine 75cl ", '
-                   b'"operator_id": 1042}', 512)
+    s = parse_scan(
+        b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": " Red wine 75cl ", "operator_id": 1042}',
+        512,
+    )
     assert s.item.name == "Red wine 75cl" and s.operator_id == "1042"
     s = parse_scan(b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": null}', 512)
     assert s.item.name is None and s.operator_id is None
 
 
-@pytest.mark.parametrize("payload, words", [
-    (b"{not json", "not valid JSON"),
-    (b"", "not valid JSON"),
-    (b"\xff\xfe\x00", "not UTF-8"),
-    (b'["sku"]', "must be a JSON object, got list"),
-    (b'{"category": "alcohol", "transaction_id": "T1"}', "missing field 'sku'"),
-    (b'{"sku": "1", "category": "alcohol"}', "missing field 'transaction_id'"),
-    (b'{"sku": "1", "transaction_id": "T1"}', "missing field 'category'"),
-    (b'{"sku": ["1"], "category": "alcohol", "transaction_id": "T1"}', "'sku' must be text, got list"),
-    (b'{"sku": "1", "category": true, "transaction_id": "T1"}', "'category' must be text, got bool"),
-    (b'{"sku": "1", "category": "alcohol", "transaction_id": "  "}', "'transaction_id' is empty"),
-    (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": "18"}', "'min_age' must be a whole"),
-    (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": 0}', "between 1 and 99"),
-    (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": 18.5}', "'min_age' must be a whole"),
-    (b'{"sku": "1\\u0000", "category": "alcohol", "transaction_id": "T1"}', "control characters"),
-    (json.dumps({"sku": "x" * 200, "category": "alcohol", "transaction_id": "T1"}).encode(), "longer than 128"),
-    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": "Gin\x1b[31m"}).encode(),
-     "'name' contains control characters"),
-    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": "y" * 129}).encode(),
-     "'name' is longer than 128"),
-    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": ["Gin"]}).encode(),
-     "'name' must be text, got list"),
-    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "operator_id": "a\nb"}).encode(),
-     "'operator_id' contains control characters"),
-    (json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "pad": "x" * 600}).encode(),
-     "more than the 512 allowed"),
-])
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"\xff\xfe\x00", "not UTF-8"),
+        (b'["sku"]', "must be a JSON object, got list"),
+        (b'{"category": "alcohol", "transaction_id": "T1"}', "missing field 'sku'"),
+        (b'{"sku": "1", "category": "alcohol"}', "missing field 'transaction_id'"),
+        (b'{"sku": "1", "transaction_id": "T1"}', "missing field 'category'"),
+        (b'{"sku": ["1"], "category": "alcohol", "transaction_id": "T1"}', "'sku' must be text, got list"),
+        (b'{"sku": "1", "category": true, "transaction_id": "T1"}', "'category' must be text, got bool"),
+        (b'{"sku": "1", "category": "alcohol", "transaction_id": "  "}', "'transaction_id' is empty"),
+        (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": "18"}', "'min_age' must be a whole"),
+        (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": 0}', "between 1 and 99"),
+        (b'{"sku": "1", "category": "alcohol", "transaction_id": "T1", "min_age": 18.5}', "'min_age' must be a whole"),
+        (b'{"sku": "1\\u0000", "category": "alcohol", "transaction_id": "T1"}', "control characters"),
+        (json.dumps({"sku": "x" * 200, "category": "alcohol", "transaction_id": "T1"}).encode(), "longer than 128"),
+        (
+            json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": "Gin\x1b[31m"}).encode(),
+            "'name' contains control characters",
+        ),
+        (
+            json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": "y" * 129}).encode(),
+            "'name' is longer than 128",
+        ),
+        (
+            json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "name": ["Gin"]}).encode(),
+            "'name' must be text, got list",
+        ),
+        (
+            json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "operator_id": "a\nb"}).encode(),
+            "'operator_id' contains control characters",
+        ),
+        (
+            json.dumps({"sku": "1", "category": "alcohol", "transaction_id": "T1", "pad": "x" * 600}).encode(),
+            "more than the 512 allowed",
+        ),
+    ],
+)
 def test_malformed_scans_are_refused_with_a_clear_reason(payload, words):
     with pytest.raises(PosMessageError) as ei:
         parse_scan(payload, 512)
@@ -116,6 +137,7 @@ def _done_submit(calls):
         fut: Future = Future()
         fut.set_result(SimpleNamespace(check=events.from_dict(check_event(decision="approve", age=40.0)), alert=None))
         return Submission("started", "check started", fut)
+
     return submit
 
 
@@ -179,12 +201,18 @@ def test_stdin_trigger_survives_poison_lines(caplog):
 
 # -- the HTTP trigger against hostile clients (raw sockets) --------------------------------------
 
-HOSTILE = TriggersConfig(max_payload_bytes=512, http_max_connections=3, http_idle_timeout_seconds=0.5,
-                         http_read_timeout_seconds=1.5)
+HOSTILE = TriggersConfig(
+    max_payload_bytes=512, http_max_connections=3, http_idle_timeout_seconds=0.5, http_read_timeout_seconds=1.5
+)
 
 
-def _request(body: bytes = b'{"transaction_id": "R1"}', length: str | None = "auto",
-             ctype: str | None = "application/json", host: str = "127.0.0.1", extra: str = "") -> bytes:
+def _request(
+    body: bytes = b'{"transaction_id": "R1"}',
+    length: str | None = "auto",
+    ctype: str | None = "application/json",
+    host: str = "127.0.0.1",
+    extra: str = "",
+) -> bytes:
     head = f"POST /scan HTTP/1.1\r\nHost: {host}\r\n"
     if ctype is not None:
         head += f"Content-Type: {ctype}\r\n"
@@ -226,17 +254,20 @@ def hostile_http():
     trig.stop()
 
 
-@pytest.mark.parametrize("data, status, words", [
-    (_request(length="-1"), 400, b"whole number"),
-    (_request(length=None), 411, b"Content-Length is required"),
-    (_request(length="abc"), 400, b"whole number"),
-    (_request(length="200000000"), 413, b"more than the 512 allowed"),
-    (_request(ctype="text/plain"), 415, b"application/json"),
-    (_request(ctype=None), 415, b"application/json"),
-    (_request(ctype="application/x-www-form-urlencoded"), 415, b"application/json"),
-    (_request(host="evil.example:8765"), 403, b"not this machine"),
-    (_request(length=None, extra="Transfer-Encoding: chunked\r\n"), 411, b"Transfer-Encoding"),
-])
+@pytest.mark.parametrize(
+    "data, status, words",
+    [
+        (_request(length="-1"), 400, b"whole number"),
+        (_request(length=None), 411, b"Content-Length is required"),
+        (_request(length="abc"), 400, b"whole number"),
+        (_request(length="200000000"), 413, b"more than the 512 allowed"),
+        (_request(ctype="text/plain"), 415, b"application/json"),
+        (_request(ctype=None), 415, b"application/json"),
+        (_request(ctype="application/x-www-form-urlencoded"), 415, b"application/json"),
+        (_request(host="evil.example:8765"), 403, b"not this machine"),
+        (_request(length=None, extra="Transfer-Encoding: chunked\r\n"), 411, b"Transfer-Encoding"),
+    ],
+)
 def test_http_trigger_refuses_bad_requests_without_starting_a_check(hostile_http, data, status, words):
     trig, calls = hostile_http
     got, body, _ = _talk(trig.port, data)
@@ -246,11 +277,14 @@ def test_http_trigger_refuses_bad_requests_without_starting_a_check(hostile_http
     assert _talk(trig.port, _request())[0] == 200 and len(calls) == 1
 
 
-@pytest.mark.parametrize("data, words", [
-    (_request(length="9" * 5000), b"(5000 characters)"),  # used to get no answer and a traceback
-    (_request().replace(b"Content-Length: 24", b"Content-Length: \xb2"), b"whole number"),  # latin-1 '²'
-    (_request(extra="Content-Length: 5\r\n"), b"different values"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (_request(length="9" * 5000), b"(5000 characters)"),  # used to get no answer and a traceback
+        (_request().replace(b"Content-Length: 24", b"Content-Length: \xb2"), b"whole number"),  # latin-1 '²'
+        (_request(extra="Content-Length: 5\r\n"), b"different values"),
+    ],
+)
 def test_a_broken_content_length_gets_a_400_not_a_traceback(hostile_http, caplog, data, words):
     trig, calls = hostile_http
     got, body, _ = _talk(trig.port, data)
@@ -303,7 +337,6 @@ def test_silent_and_dripping_connections_are_closed(hostile_http):
 def test_connection_limit_answers_503_and_recovers():
     import dataclasses
     import socket
-
 
     calls: list = []
     # Timeouts far longer than the test, so the held connections keep their slots until closed.

@@ -36,8 +36,13 @@ def _presence(state=TillState) -> Presence:
 def _link(tmp_path, port, state=None, messages=None):
     box = Outbox(tmp_path / "o.sqlite3", 10_000)
     got = messages if messages is not None else []
-    link = MqttLink(_cfg(port), box, lambda m: got.append((m.leaf, m.payload)), SUBSCRIPTIONS,
-                    presence=_presence(state or (lambda: TillState(camera="up"))))
+    link = MqttLink(
+        _cfg(port),
+        box,
+        lambda m: got.append((m.leaf, m.payload)),
+        SUBSCRIPTIONS,
+        presence=_presence(state or (lambda: TillState(camera="up"))),
+    )
     return link, box
 
 
@@ -57,8 +62,9 @@ def test_online_state_and_last_will(tmp_path, mqtt_broker):
         assert TillState.decode(rec.wait_last("state", lambda p: True)) == TillState(camera="up", outbox_depth=0)
         # Cut the TCP connection under paho's feet: the broker must publish the Last Will.
         link.client.socket().shutdown(socket.SHUT_RDWR)
-        rec.wait_for(lambda m: any(t.endswith("/availability") and p == b"offline" for t, p, _ in m),
-                     what="Last Will offline")
+        rec.wait_for(
+            lambda m: any(t.endswith("/availability") and p == b"offline" for t, p, _ in m), what="Last Will offline"
+        )
         rec.wait_last("availability", lambda p: p == b"online", what="online again after reconnect")
     finally:
         link.stop()
@@ -108,6 +114,7 @@ def test_scan_and_sale_messages_reach_the_handler(tmp_path, mqtt_broker):
     try:
         assert link.subscribed.wait(10), "no SUBACK for the POS topics"
         from tests.edge_app.service_util import publish
+
         publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/scan", [b"hello"])
         publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/sale", [b"bye"])
         wait_until(lambda: len(got) == 2, 10, "two messages")
@@ -132,12 +139,15 @@ def test_password_from_file_or_systemd_credential(tmp_path, monkeypatch):
     assert read_password(MQTTConfig(password_credential="mqtt-password")) is None
 
 
-@pytest.mark.parametrize("m, key, words", [
-    (MQTTConfig(username="u", password_file="/nonexistent/pw"), "mqtt.password_file", "cannot read"),
-    (MQTTConfig(username="u", password_credential="nope"), "mqtt.password_credential", "cannot read credential"),
-    (MQTTConfig(password_credential="mqtt-password"), "mqtt.username", "no username"),
-    (MQTTConfig(tls=TLSConfig(enabled=True, ca_file="/nonexistent/ca.pem")), "mqtt.tls.ca_file", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "m, key, words",
+    [
+        (MQTTConfig(username="u", password_file="/nonexistent/pw"), "mqtt.password_file", "cannot read"),
+        (MQTTConfig(username="u", password_credential="nope"), "mqtt.password_credential", "cannot read credential"),
+        (MQTTConfig(password_credential="mqtt-password"), "mqtt.username", "no username"),
+        (MQTTConfig(tls=TLSConfig(enabled=True, ca_file="/nonexistent/ca.pem")), "mqtt.tls.ca_file", "does not exist"),
+    ],
+)
 def test_broker_credential_problems_name_the_key(tmp_path, monkeypatch, m, key, words):
     cred = tmp_path / "creds"
     cred.mkdir()
@@ -160,9 +170,11 @@ def test_event_refused_by_the_broker_stays_in_the_outbox_until_allowed(tmp_path,
 
     monkeypatch.setattr(M, "REFUSED_RETRY_S", 0.5)
     acl = tmp_path / "acl"
-    acl.write_text("topic readwrite agecheck/v1/store-001/till-01/availability\n"
-                   "topic readwrite agecheck/v1/store-001/till-01/state\n"
-                   "topic read agecheck/#\n")  # events/#: not allowed to publish
+    acl.write_text(
+        "topic readwrite agecheck/v1/store-001/till-01/availability\n"
+        "topic readwrite agecheck/v1/store-001/till-01/state\n"
+        "topic read agecheck/#\n"
+    )  # events/#: not allowed to publish
     with Broker(extra_config=(f"acl_file {acl}",)) as broker:
         rec = Recorder(broker.host, broker.port, topic=TOPIC)
         link, box = _link(tmp_path, broker.port)
@@ -181,17 +193,23 @@ def test_event_refused_by_the_broker_stays_in_the_outbox_until_allowed(tmp_path,
             box.close()
 
 
-@pytest.mark.parametrize("mqtt_cfg, expected", [
-    ({"host": "127.0.0.1"}, []),
-    ({"host": "localhost"}, []),
-    ({"host": "::1"}, []),
-    ({"host": "127.0.0.53"}, []),
-    ({"host": "broker.store.lan", "username": "till-01", "tls": {"enabled": True, "ca_file": None}}, []),
-    ({"host": "192.168.1.20", "username": "till-01"}, ["mqtt.tls.enabled is false"]),
-    ({"host": "broker.store.lan", "tls": {"enabled": True}}, ["no mqtt.username"]),
-    ({"host": "10.0.0.5"}, ["mqtt.tls.enabled is false", "no mqtt.username"]),
-    ({"host": "10.0.0.5", "username": "t", "tls": {"enabled": True, "insecure": True}}, ["mqtt.tls.insecure is true"]),
-])
+@pytest.mark.parametrize(
+    "mqtt_cfg, expected",
+    [
+        ({"host": "127.0.0.1"}, []),
+        ({"host": "localhost"}, []),
+        ({"host": "::1"}, []),
+        ({"host": "127.0.0.53"}, []),
+        ({"host": "broker.store.lan", "username": "till-01", "tls": {"enabled": True, "ca_file": None}}, []),
+        ({"host": "192.168.1.20", "username": "till-01"}, ["mqtt.tls.enabled is false"]),
+        ({"host": "broker.store.lan", "tls": {"enabled": True}}, ["no mqtt.username"]),
+        ({"host": "10.0.0.5"}, ["mqtt.tls.enabled is false", "no mqtt.username"]),
+        (
+            {"host": "10.0.0.5", "username": "t", "tls": {"enabled": True, "insecure": True}},
+            ["mqtt.tls.insecure is true"],
+        ),
+    ],
+)
 def test_trust_warnings_for_a_broker_elsewhere(mqtt_cfg, expected):
     from edge_app.config import from_dict
 
@@ -202,6 +220,7 @@ def test_trust_warnings_for_a_broker_elsewhere(mqtt_cfg, expected):
 
 
 # -- errors that name their cause ------------------------------------------------------------------
+
 
 def _errors(caplog, words: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "edge_app.transport.mqtt" and words in r.getMessage()]
@@ -216,8 +235,9 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
     passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "till-01", "right"], check=True,
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwd), "till-01", "right"], check=True, capture_output=True, timeout=30
+    )
     try:
         broker = Broker(extra_config=("allow_anonymous false", f"password_file {passwd}")).start()
     except FileNotFoundError as exc:
@@ -225,25 +245,33 @@ def test_wrong_password_backs_off_logs_once_and_says_so_in_state(tmp_path, caplo
     pw = tmp_path / "till-pw"
     pw.write_text("wrong\n")
     pw.chmod(0o600)
-    cfg = C.from_dict({"mqtt": {"port": broker.port, "username": "till-01", "password_file": str(pw),
-                                "reconnect_max_seconds": 3}}, REPO)
+    cfg = C.from_dict(
+        {"mqtt": {"port": broker.port, "username": "till-01", "password_file": str(pw), "reconnect_max_seconds": 3}},
+        REPO,
+    )
     box = Outbox(tmp_path / "o.sqlite3", 100)
-    link = MqttLink(cfg, box, lambda m: None, SUBSCRIPTIONS,
-                    presence=_presence(lambda: TillState(mqtt_error=link.error)))
+    link = MqttLink(
+        cfg, box, lambda m: None, SUBSCRIPTIONS, presence=_presence(lambda: TillState(mqtt_error=link.error))
+    )
     assert link.trust_warnings == []  # a 0600 password file on a loopback broker: nothing to say
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
     link.start()
     try:
         # When the link logged the first refusal, not when this thread noticed it: a late poll
         # would shorten the interval measured below.
-        first = wait_until(lambda: next((r.created for r in caplog.records if "refused the login" in r.getMessage()),
-                                        None), 10, "the first refused login")
+        first = wait_until(
+            lambda: next((r.created for r in caplog.records if "refused the login" in r.getMessage()), None),
+            10,
+            "the first refused login",
+        )
         wait_until(lambda: link.connect_failures >= 3, 20, "two more refused logins")
         # Backed off to the maximum at the first refusal: without it paho retries after 1 s, then 2 s.
         assert time.time() - first >= 2 * 3 - 0.5
         # Mosquitto answers a wrong password with "Not authorized" (MQTT 5 reason 0x87).
-        assert link.error in ("broker refused the login: not authorized",
-                              "broker refused the login: bad user name or password"), link.error
+        assert link.error in (
+            "broker refused the login: not authorized",
+            "broker refused the login: bad user name or password",
+        ), link.error
         assert TillState.decode(link._presence.state()).mqtt_error == link.error
         assert not link.connected
         lines = _errors(caplog, "refused the login")
@@ -274,27 +302,39 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path, caplog):
     assert trust_warnings(cfg.mqtt) == []
 
 
-@pytest.mark.parametrize("case, words", [
-    ("other CA", "not signed by a CA trusted here"),
-    ("other name", "not valid for the name '127.0.0.1'"),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("other CA", "not signed by a CA trusted here"),
+        ("other name", "not valid for the name '127.0.0.1'"),
+    ],
+)
 def test_tls_failure_names_the_check_that_failed(tmp_path, caplog, case, words):
     from edge_app.devtools.sim import free_port
     from tests.edge_app.broker_util import Broker
     from tests.edge_app.tls_util import make_ca, server_cert
 
     broker_ca = make_ca(tmp_path, "broker-ca")
-    cert, key = server_cert(tmp_path, broker_ca, "DNS:localhost,IP:127.0.0.1" if case == "other CA"
-                             else "DNS:broker.store.example")
+    cert, key = server_cert(
+        tmp_path, broker_ca, "DNS:localhost,IP:127.0.0.1" if case == "other CA" else "DNS:broker.store.example"
+    )
     trusted = make_ca(tmp_path, "till-ca")[0] if case == "other CA" else broker_ca[0]
     tls_port = free_port()
     try:
-        broker = Broker(extra_config=(f"listener {tls_port} 127.0.0.1", f"cafile {broker_ca[0]}",
-                                           f"certfile {cert}", f"keyfile {key}")).start()
+        broker = Broker(
+            extra_config=(
+                f"listener {tls_port} 127.0.0.1",
+                f"cafile {broker_ca[0]}",
+                f"certfile {cert}",
+                f"keyfile {key}",
+            )
+        ).start()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    cfg = C.from_dict({"mqtt": {"port": tls_port, "reconnect_max_seconds": 2,
-                                "tls": {"enabled": True, "ca_file": str(trusted)}}}, REPO)
+    cfg = C.from_dict(
+        {"mqtt": {"port": tls_port, "reconnect_max_seconds": 2, "tls": {"enabled": True, "ca_file": str(trusted)}}},
+        REPO,
+    )
     box = Outbox(tmp_path / "o.sqlite3", 100)
     link = MqttLink(cfg, box, lambda m: None, SUBSCRIPTIONS, presence=_presence())
     caplog.set_level(logging.INFO, logger="edge_app.transport.mqtt")
@@ -316,7 +356,8 @@ def test_connect_errors_in_words():
     m = MQTTConfig(host="broker.lan", port=8883)
     assert "connection refused" in connect_error(ConnectionRefusedError(111, "Connection refused"), m)
     assert "cannot resolve the broker's name 'broker.lan'" in connect_error(
-        socket.gaierror(-2, "Name or service not known"), m)
+        socket.gaierror(-2, "Name or service not known"), m
+    )
     wrong_port = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
     wrong_port.reason = "WRONG_VERSION_NUMBER"
     assert "did not answer in TLS" in connect_error(wrong_port, m)
@@ -333,16 +374,27 @@ def test_manual_ack_holds_messages_until_acked_and_never_stalls(tmp_path, mqtt_b
     def session(got):
         box = Outbox(tmp_path / f"o{len(boxes)}.sqlite3", 100)
         boxes.append(box)
-        return MqttLink(_cfg(mqtt_broker.port), box, lambda m: got.append((m.payload, m.ack)), SUBSCRIPTIONS,
-                        client_id="manual-ack-test", session_expiry_s=60, manual_ack=True).start()
+        return MqttLink(
+            _cfg(mqtt_broker.port),
+            box,
+            lambda m: got.append((m.payload, m.ack)),
+            SUBSCRIPTIONS,
+            client_id="manual-ack-test",
+            session_expiry_s=60,
+            manual_ack=True,
+        ).start()
 
     boxes: list[Outbox] = []
     first: list = []
     link = session(first)
     try:
         assert link.subscribed.wait(10)
-        publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/scan",
-                [str(i).encode() for i in range(40)])
+        publish(
+            mqtt_broker.host,
+            mqtt_broker.port,
+            "agecheck/v1/store-001/till-01/pos/scan",
+            [str(i).encode() for i in range(40)],
+        )
         publish(mqtt_broker.host, mqtt_broker.port, "agecheck/v1/store-001/till-01/pos/sale", [b"sale"])
         wait_until(lambda: len(first) == 41, 10, "all 41 messages with none acknowledged")
         for _, ack in first[:10]:

@@ -118,12 +118,15 @@ def _feed_database(path):
     FeedStore(path).close()
 
 
-@pytest.mark.parametrize("make, why", [
-    (lambda p: p.write_bytes(b"this is not a database" * 100), "not an SQLite database"),
-    (lambda p: p.write_text("notes I did not want moved\n"), "not an SQLite database"),
-    (_another_programs_sqlite, "another program's SQLite database"),
-    (_feed_database, "another program's SQLite database"),
-])
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (lambda p: p.write_bytes(b"this is not a database" * 100), "not an SQLite database"),
+        (lambda p: p.write_text("notes I did not want moved\n"), "not an SQLite database"),
+        (_another_programs_sqlite, "another program's SQLite database"),
+        (_feed_database, "another program's SQLite database"),
+    ],
+)
 def test_a_file_it_did_not_create_is_never_touched(tmp_path, make, why):
     path = tmp_path / "o.sqlite3"
     make(path)
@@ -199,12 +202,10 @@ def test_events_are_numbered_per_publisher_across_restarts(tmp_path):
 def _numbered(box: Outbox, txns: list[str]) -> list[events.Event]:
     from tests.edge_app.feed_util import typed_check
 
-    return [box.put_event("agecheck/v1/store-001/till-01/events/check", typed_check(txn=t), "till-01")[0]
-            for t in txns]
+    return [box.put_event("agecheck/v1/store-001/till-01/events/check", typed_check(txn=t), "till-01")[0] for t in txns]
 
 
-def test_a_deleted_outbox_is_rebuilt_with_what_it_held_and_nothing_is_written_into_the_deleted_file(
-        tmp_path, caplog):
+def test_a_deleted_outbox_is_rebuilt_with_what_it_held_and_nothing_is_written_into_the_deleted_file(tmp_path, caplog):
     path = tmp_path / "outbox.sqlite3"
     box = Outbox(path, 100)
     first = _numbered(box, ["T-1", "T-2", "T-3"])
@@ -246,8 +247,9 @@ def test_a_second_program_on_one_outbox_is_refused_naming_the_first(tmp_path):
         print("open", flush=True)
         sys.stdin.readline()
     """)
-    other = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert other.stdout.readline().strip() == "open"
         with pytest.raises(OutboxInUse, match=rf"outbox {path} is in use by another process \(pid {other.pid}, "):

@@ -17,8 +17,14 @@ TOPIC = "agecheck/v1/store-001/till-01/events/check"
 
 
 def _event(txn: str) -> events.MissedEvent:
-    return events.MissedEvent(store_id="store-001", till_id="till-01", transaction_id=txn, trigger=events.TriggerInfo(source="pos"),
-                              reason="stale", detail="x" * 600)
+    return events.MissedEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=txn,
+        trigger=events.TriggerInfo(source="pos"),
+        reason="stale",
+        detail="x" * 600,
+    )
 
 
 def test_full_disk_holds_events_in_memory_and_writes_them_when_space_returns(tmp_path, caplog):

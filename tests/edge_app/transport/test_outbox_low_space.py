@@ -18,8 +18,14 @@ MB = 1 << 20
 
 
 def _event(txn: str) -> events.MissedEvent:
-    return events.MissedEvent(store_id="store-001", till_id="till-01", transaction_id=txn, trigger=events.TriggerInfo(source="pos"),
-                              reason="stale", detail="x" * 600)
+    return events.MissedEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=txn,
+        trigger=events.TriggerInfo(source="pos"),
+        reason="stale",
+        detail="x" * 600,
+    )
 
 
 def _txns(box: Outbox) -> list[str]:
@@ -58,6 +64,7 @@ def test_a_full_disk_recovers_when_1_mb_comes_back(tmp_path, caplog):
             # 1 MB comes back (the rest stays taken).
             size = filler.path.stat().st_size
             import os
+
             os.truncate(filler.path, size - MB)
             assert free_bytes(disk) >= MB
             wait_until(lambda: writer.status().held == 0, 15, "the held events to be written")

@@ -36,8 +36,7 @@ def test_the_shipped_cards_typed_parts():
 
 def test_an_empty_card_is_a_file_without_one():
     card = ModelCard.from_dict({})
-    assert card.model_id is None and card.decision is None and card.to_dict() == {"flip_average": False,
-                                                                                   "metrics": {}}
+    assert card.model_id is None and card.decision is None and card.to_dict() == {"flip_average": False, "metrics": {}}
 
 
 def test_replace_makes_a_new_card_and_leaves_the_old():
@@ -46,17 +45,20 @@ def test_replace_makes_a_new_card_and_leaves_the_old():
     assert card.carry_over is None and new.to_dict()["carry_over"] == {"worst": None}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"age_map": {"x": [0, 50, 40], "y": [0, 1, 2]}}, "age_map needs increasing x"),
-    ({"age_map": {"x": [0, 1]}}, "age_map must be an object with exactly the keys x and y"),
-    ({"flip_average": "yes"}, "flip_average must be bool"),
-    ({"size_bytes": 1.5}, "size_bytes must be int"),
-    ({"members": True}, "members must be int"),
-    ({"input": {"size": 112}}, "input must be an object with the keys size, layout"),
-    ({"member_input_sizes": [96, "x"]}, "member_input_sizes must be a list of whole numbers"),
-    ({"metrics": []}, "metrics must be a JSON object"),
-    ({"modle_id": "typo"}, "unknown key\\(s\\) modle_id"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"age_map": {"x": [0, 50, 40], "y": [0, 1, 2]}}, "age_map needs increasing x"),
+        ({"age_map": {"x": [0, 1]}}, "age_map must be an object with exactly the keys x and y"),
+        ({"flip_average": "yes"}, "flip_average must be bool"),
+        ({"size_bytes": 1.5}, "size_bytes must be int"),
+        ({"members": True}, "members must be int"),
+        ({"input": {"size": 112}}, "input must be an object with the keys size, layout"),
+        ({"member_input_sizes": [96, "x"]}, "member_input_sizes must be a list of whole numbers"),
+        ({"metrics": []}, "metrics must be a JSON object"),
+        ({"modle_id": "typo"}, "unknown key\\(s\\) modle_id"),
+    ],
+)
 def test_a_bad_part_is_named(change, message):
     raw = json.loads(MODEL.with_suffix(".json").read_text())
     with pytest.raises(CardError, match=message):

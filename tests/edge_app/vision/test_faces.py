@@ -234,7 +234,7 @@ def _stage(photo: np.ndarray, x: int, y: int, size: int, canvas: np.ndarray | No
     frame = np.ascontiguousarray(background(640, 480)[:, :, ::-1]) if canvas is None else canvas.copy()
     s = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
     x0, y0, x1, y1 = max(0, x), max(0, y), min(640, x + size), min(480, y + size)
-    frame[y0:y1, x0:x1] = s[y0 - y:y1 - y, x0 - x:x1 - x]
+    frame[y0:y1, x0:x1] = s[y0 - y : y1 - y, x0 - x : x1 - x]
     return frame
 
 
@@ -281,9 +281,11 @@ def test_a_followed_face_moving_across_frames_keeps_the_alignment_of_a_full_sear
                 gap.append(_eye_error(got, full.faces[full.chosen].keypoints[:2], base.iod))
                 assert got.aligned.ok == full.aligned.ok, (got.aligned.rejected, full.aligned.rejected)
         assert follower.full_searches == 1 and follower.lost == 0
-    print(f"\neye error / IOD: full search mean {np.mean(err_full):.3f} max {max(err_full):.3f}; "
-          f"followed mean {np.mean(err_followed):.3f} max {max(err_followed):.3f}; "
-          f"followed vs full mean {np.mean(gap):.3f}")
+    print(
+        f"\neye error / IOD: full search mean {np.mean(err_full):.3f} max {max(err_full):.3f}; "
+        f"followed mean {np.mean(err_followed):.3f} max {max(err_followed):.3f}; "
+        f"followed vs full mean {np.mean(gap):.3f}"
+    )
     assert len(err_followed) >= 5 * 7
     assert np.mean(err_followed) <= np.mean(err_full) * 1.25 + 0.01
     assert max(err_followed) < 0.12

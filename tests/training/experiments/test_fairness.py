@@ -29,12 +29,13 @@ def test_sex_bias_term_costs_a_gap_between_women_and_men():
     # Without the term, both batches cost nearly the same (same absolute errors).
     assert abs(float(tf.reduce_mean(plain(y, alike))) - float(tf.reduce_mean(plain(y, apart)))) < 0.3
     gap_cost = float(tf.reduce_mean(fair(y, apart))) - float(tf.reduce_mean(plain(y, apart)))
-    assert gap_cost == pytest.approx(0.3 * 4.0 ** 2, rel=0.05)  # women -5 vs men -1: a 4-year gap
+    assert gap_cost == pytest.approx(0.3 * 4.0**2, rel=0.05)  # women -5 vs men -1: a 4-year gap
     assert float(tf.reduce_mean(fair(y, alike))) == pytest.approx(float(tf.reduce_mean(plain(y, alike))), abs=0.05)
     # Faces whose sex is not given (-1) and ages outside the adult range do not enter the gap.
     unknown = tf.constant([[30.0, -1.0], [30.0, 0.0], [12.0, 1.0], [40.0, 0.0]])
     assert float(tf.reduce_mean(fair(unknown, apart))) == pytest.approx(
-        float(tf.reduce_mean(plain(unknown, apart))), abs=1e-5)
+        float(tf.reduce_mean(plain(unknown, apart))), abs=1e-5
+    )
     # A plain age vector (no sex) still works, and then the term is off.
     ages = tf.constant([30.0, 30.0, 40.0, 40.0])
     assert float(tf.reduce_mean(fair(ages, apart))) == pytest.approx(float(tf.reduce_mean(plain(ages, apart))))

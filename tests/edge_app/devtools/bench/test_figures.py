@@ -29,8 +29,10 @@ def test_rows_judge_targets_and_say_why_a_figure_is_missing():
 
 
 def test_the_table_aligns_columns_and_shows_misses():
-    rows = [dist_row("a", "short", "ms", [1.0, 2.0, 3.0], "p95 <= 2", 2.0),
-            na_row("b", "a much longer label", "x", "no float32 model")]
+    rows = [
+        dist_row("a", "short", "ms", [1.0, 2.0, 3.0], "p95 <= 2", 2.0),
+        na_row("b", "a much longer label", "x", "no float32 model"),
+    ]
     lines = render(rows, ["title", ""]).splitlines()
     assert lines[:2] == ["title", ""] and len(lines) == 6
     head, rule, first, second = lines[2:]

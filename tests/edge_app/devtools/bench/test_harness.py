@@ -17,10 +17,18 @@ def test_wait_check_returns_the_decoded_check_of_its_transaction(mqtt_broker):
     try:
         other, ours = check_event(txn="T-other"), check_event(txn="T-ours")
         before = time.monotonic()
-        publish(mqtt_broker.host, mqtt_broker.port, events.event_topic("store-001", "till-01", events.AlertEvent),
-                [events.encode(alert_event(ours))])
-        publish(mqtt_broker.host, mqtt_broker.port, events.event_topic("store-001", "till-01", events.CheckEvent),
-                [events.encode(other), events.encode(ours)])
+        publish(
+            mqtt_broker.host,
+            mqtt_broker.port,
+            events.event_topic("store-001", "till-01", events.AlertEvent),
+            [events.encode(alert_event(ours))],
+        )
+        publish(
+            mqtt_broker.host,
+            mqtt_broker.port,
+            events.event_topic("store-001", "till-01", events.CheckEvent),
+            [events.encode(other), events.encode(ours)],
+        )
         got = listener.wait_check("T-ours", 10)
         assert got is not None and isinstance(got.event, events.CheckEvent)
         assert got.event.event_id == ours["event_id"] and got.event.to_dict() == ours

@@ -24,9 +24,15 @@ def test_the_bench_answers_an_alert_by_click(xvfb):
         c = check_event(decision="check_id", age=19.0, txn="bench-0001")
         a = alert_event(c)
         d.post(c, a)
-        wait_for(lambda: (s := d.snapshot).answerable and s.alert_event_id == a.event_id
-                 and s.drawn_at and all(b[3] > 1 for b in s.buttons.values()),
-                 what="the alert drawn with its buttons")
+        wait_for(
+            lambda: (
+                (s := d.snapshot).answerable
+                and s.alert_event_id == a.event_id
+                and s.drawn_at
+                and all(b[3] > 1 for b in s.buttons.values())
+            ),
+            what="the alert drawn with its buttons",
+        )
         press_answer(d)
         ack = acks.get(timeout=5)
         assert (ack.alert_event_id, ack.answer, ack.via) == (a.event_id, "id_checked_over_age", "click")

@@ -21,9 +21,30 @@ from edge_app.devtools.bench.figures import Row, render
 from tests.edge_app.service_util import REPO
 
 FRAMES = 12
-ROWS = ["detect", "follow", "align", "infer", "aggregate", "publish", "face_path", "face_path_full", "face_path_today",
-        "follow_eyes", "infer_f32", "int8_speedup", "trigger_decision", "check_worst", "pos_to_event",
-        "trigger_visible", "throughput_1", "throughput_2", "idle_cpu", "rss", "model_load", "startup"]
+ROWS = [
+    "detect",
+    "follow",
+    "align",
+    "infer",
+    "aggregate",
+    "publish",
+    "face_path",
+    "face_path_full",
+    "face_path_today",
+    "follow_eyes",
+    "infer_f32",
+    "int8_speedup",
+    "trigger_decision",
+    "check_worst",
+    "pos_to_event",
+    "trigger_visible",
+    "throughput_1",
+    "throughput_2",
+    "idle_cpu",
+    "rss",
+    "model_load",
+    "startup",
+]
 OPTIONAL = {"infer_f32", "int8_speedup", "trigger_visible", "throughput_2"}  # may say why they are n/a
 ONLY_WITH_FLOAT32 = {"infer_warm", "model_load_f32"}
 # Only where the machine has more than two cores would the model keep model.threads beside the look.
@@ -37,8 +58,13 @@ BESIDE_TODAY = ["follow", "face_path", "face_path_full", "check_worst", "idle_cp
 def result():
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    out = subprocess.run([sys.executable, "-m", "edge_app.cli", "bench", "--frames", str(FRAMES), "--json"],
-                         cwd=REPO, capture_output=True, text=True, timeout=400)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", "bench", "--frames", str(FRAMES), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
