@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from edge_app.core.bands import age_band
 from edge_app.core.state import TillState
 from edge_app.core.times import iso_utc
 from edge_app.core.words import Answer, Decision, IntegrityReason, MissedReason
+from edge_app.devtools.browser import BrowserMissing, headless_chromium
 from edge_app.manager import tills
 from edge_app.manager.store import FeedStore
 
@@ -243,27 +243,13 @@ def _serve(config: Path, db: Path) -> tuple[subprocess.Popen, str]:
 def _screenshot(url: str, out: Path, size: Size, timeout_s: float = 60.0) -> None:
     """Headless Chromium (Debian's chromium and chromium-driver, through selenium) at `size`,
     once the page says its charts are drawn."""
-    from selenium import webdriver  # deferred: a dev dependency, needed only here
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
+    from selenium.common.exceptions import WebDriverException  # deferred: a dev dependency, needed only here
     from selenium.webdriver.common.by import By
 
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        raise ShotError("Chromium is not installed: apt-get install chromium chromium-driver")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--window-size={size.width},{size.height}",
-    ):
-        opts.add_argument(arg)
     try:
-        driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+        driver = headless_chromium(size.width, size.height, None, "--hide-scrollbars")
+    except BrowserMissing as exc:
+        raise ShotError(str(exc)) from None
     except WebDriverException as exc:
         raise ShotError(f"headless Chromium did not start: {exc.msg}") from None
     try:

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from PIL import Image
 from edge_app.config import from_dict
 from edge_app.core import events
 from edge_app.core.words import Answer
+from edge_app.devtools.browser import BrowserMissing, headless_chromium
 from edge_app.manager.chart_data import bucket_size
 from edge_app.manager.dashboard import create_app, hash_password
 from edge_app.manager.scope import Period
@@ -174,30 +174,10 @@ def test_other_computers_need_a_password(tmp_path, feed_db):
 
 # -- in a real browser ---------------------------------------------------------------------------
 def _browser(download_dir: Path):
-    chromium = shutil.which("chromium")
-    driver_bin = shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        pytest.skip(
-            "Chromium is not installed (apt-get install chromium chromium-driver); the dashboard is "
-            "tested in a real headless browser"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,2200",
-        "--disable-gpu",
-    ):
-        opts.add_argument(arg)
-    opts.add_experimental_option(
-        "prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False}
-    )
-    return webdriver.Chrome(service=Service(driver_bin), options=opts)
+    try:
+        return headless_chromium(1400, 2200, download_dir)
+    except BrowserMissing as exc:
+        pytest.skip(f"{exc}; the dashboard is tested in a real headless browser")
 
 
 def _wait(pred, timeout: float = 20.0, what: str = "condition"):

@@ -6,7 +6,6 @@ real headless Chromium opening it from disk fetches nothing and draws the charts
 from __future__ import annotations
 
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_app.config import from_dict
+from edge_app.devtools.browser import BrowserMissing, headless_chromium
 from edge_app.manager.report import FILES, build
 from tests.edge_app.feed_util import Proc, write_config
 from tests.edge_app.manager.test_report import DAY, store_day
@@ -169,17 +169,10 @@ def test_the_report_command_narrows_like_the_dashboard(tmp_path):
 
 
 def test_chromium_opens_the_file_fetches_nothing_and_draws_the_charts(out):
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=800,1200", "--disable-gpu"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    try:
+        driver = headless_chromium(800, 1200)
+    except BrowserMissing as exc:
+        pytest.skip(str(exc))
     try:
         driver.get((out / "report.html").as_uri())
         assert driver.title == f"Age-check report: {DAY}"
