@@ -52,7 +52,7 @@ class TeacherError(ValueError):
 _DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 
 
-def _read_weights(model_json: Path, manifest: list[dict]) -> dict[str, np.ndarray]:
+def read_weights(model_json: Path, manifest: list[dict]) -> dict[str, np.ndarray]:
     """The named tensors of a TF.js weights manifest (float32 shards, optionally quantised)."""
     out = {}
     for group in manifest:
@@ -93,7 +93,7 @@ class FaceresTeacher:
             manifest = spec["weightsManifest"]
         except (OSError, ValueError, KeyError) as exc:
             raise TeacherError(f"{self.model_json}: not a TF.js graph model ({exc})") from None
-        weights = _read_weights(Path(self.model_json), manifest)
+        weights = read_weights(Path(self.model_json), manifest)
         graph_def = tf.compat.v1.GraphDef()
         json_format.ParseDict(
             {"node": topo["node"], "versions": topo.get("versions", {})}, graph_def, ignore_unknown_fields=True

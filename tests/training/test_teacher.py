@@ -66,7 +66,7 @@ def test_import_reads_real_faces_as_the_published_network(teacher_and_faces):
 
 
 def test_weights_reader_unpacks_float16_and_uint8_shards(tmp_path):
-    from training.teacher import TeacherError, _read_weights
+    from training.teacher import TeacherError, read_weights
 
     a = np.array([[0.5, -1.25], [2.0, 3.0]], np.float16)
     q = np.array([0, 128, 255], np.uint8)
@@ -85,12 +85,12 @@ def test_weights_reader_unpacks_float16_and_uint8_shards(tmp_path):
             ],
         }
     ]
-    w = _read_weights(tmp_path / "model.json", manifest)
+    w = read_weights(tmp_path / "model.json", manifest)
     assert np.array_equal(w["a"], a.astype(np.float32))
     assert np.allclose(w["q"], [-1.0, 63.0, 126.5])
     manifest[0]["weights"].pop()
     with pytest.raises(TeacherError, match="bytes"):
-        _read_weights(tmp_path / "model.json", manifest)
+        read_weights(tmp_path / "model.json", manifest)
 
 
 def test_teacher_refuses_a_file_that_is_not_a_graph_model(tmp_path):
