@@ -143,7 +143,7 @@ def figures(checks: list[_Check]) -> Figures:
     )
 
 
-def without(ordered: list[float], some: list[float]) -> float | None:
+def median_without(ordered: list[float], some: list[float]) -> float | None:
     """The median of `ordered` (sorted) once `some` of its values are taken out, without copying
     it: each hour's usual is the till's other hours, and a year has thousands of hours."""
     n = len(ordered) - len(some)
@@ -194,7 +194,7 @@ def _totals(checks: list[_Check]) -> _Totals:
 
 def _others(t: _Totals, hour: list[_Check]) -> Figures:
     """The till's usual for one hour: its figures over every other hour of the scope."""
-    med = {k: without(t.ordered[k], [v for c in hour if (v := f(c)) is not None]) for k, f in _PICK.items()}
+    med = {k: median_without(t.ordered[k], [v for c in hour if (v := f(c)) is not None]) for k, f in _PICK.items()}
     return Figures(
         checks=t.checks - len(hour),
         usable=t.usable - sum(c.usable for c in hour),

@@ -470,7 +470,7 @@ def test_an_hour_s_usual_is_the_median_of_the_till_s_other_hours():
     import random
     import statistics
 
-    from edge_app.manager.health import without
+    from edge_app.manager.health import median_without
 
     rng = random.Random(7)
     for _ in range(2000):
@@ -479,7 +479,7 @@ def test_an_hour_s_usual_is_the_median_of_the_till_s_other_hours():
         rest = list(values)
         for v in some:
             rest.remove(v)
-        assert without(values, some) == (round(statistics.median(rest), 1) if rest else None), (values, some)
+        assert median_without(values, some) == (round(statistics.median(rest), 1) if rest else None), (values, some)
 
 
 def test_the_health_panel_reads_alike_from_postgresql(health_db):
