@@ -101,10 +101,7 @@ def _run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"training.loso: step failed (exit {done.returncode}); see {log}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training.loso", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="training crops (the recipe's size)")
     ap.add_argument("--till-data", type=Path, required=True, help="the till's crops (export and decision fit)")
@@ -124,98 +121,115 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a model card (.json) to record the table in, under `carry_over` (the shipped card)",
     )
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _train_cmd(a: argparse.Namespace, src: str, run: Path, teacher: Path, extra: list[str]) -> list[str]:
+    """Training without `src` (and with its teacher, unless --no-teacher)."""
+    return [
+        sys.executable,
+        "-m",
+        "training.train",
+        "--data",
+        str(a.data),
+        "--init",
+        str(a.init),
+        "--out",
+        str(run),
+        "--epochs",
+        str(a.epochs),
+        "--leave-out",
+        src,
+        *([] if a.no_teacher else ["--teacher", str(teacher)]),
+        *extra,
+    ]
+
+
+def _export_cmd(a: argparse.Namespace, src: str, run: Path, model: Path) -> list[str]:
+    """The till's file, its decision fitted without `src`."""
+    return [
+        sys.executable,
+        "-m",
+        "training.export",
+        "--data",
+        str(a.till_data),
+        "--model",
+        str(run / "best.keras"),
+        "--train-info",
+        str(run / "train.json"),
+        "--flip-average",
+        "--input-size",
+        str(a.input_size),
+        "--out",
+        str(model),
+        "--calibrate",
+        "--leave-out",
+        src,
+        "--minors-approved",
+        str(a.minors_approved),
+        "--minors-approved-each",
+        str(a.minors_approved_each),
+    ]
+
+
+def _evaluate_cmd(a: argparse.Namespace, src: str, labels: Path, model: Path, preds: Path) -> list[str]:
+    """The file judged on `src`'s test split."""
+    return [
+        sys.executable,
+        "-m",
+        "training.evaluate",
+        *sum((["--images", s] for s in a.images), []),
+        "--labels",
+        str(labels),
+        "--split",
+        "test",
+        "--source",
+        src,
+        "--model",
+        str(model),
+        "--predictions",
+        str(preds),
+    ]
+
+
+def _leave_out(a: argparse.Namespace, src: str, labels: Path, extra: list[str]) -> LeftOut:
+    """The recipe without `src`, each step skipped when its output is there already, judged on
+    `src`'s test split."""
     py = sys.executable
+    d = a.out / src
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / "log.txt"
+    teacher = d / "teacher.npz"
+    if not a.no_teacher and not teacher.exists():
+        _run(
+            [py, "-m", "training.teacher", "fit", "--data", str(a.data), "--leave-out", src, "--out", str(teacher)],
+            log,
+        )
+    run = d / "run"
+    if not (run / "train.json").exists():
+        _run(_train_cmd(a, src, run, teacher, extra), log)
+    model = d / "model_int8.tflite"
+    if not model.exists():
+        _run(_export_cmd(a, src, run, model), log)
+    preds = d / "test.csv"
+    if not preds.exists():
+        _run(_evaluate_cmd(a, src, labels, model, preds), log)
+    card = ModelCard.read_beside(model)
+    if card.decision is None:
+        raise SystemExit(f"training.loso: {model}'s card has no decision; see {log}")
+    chosen = card.decision.chosen(int(CHALLENGE))
+    return figures(src, preds, chosen["threshold"], chosen["minors_approved"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    a = _parser().parse_args(argv)
     labels = a.labels or a.till_data / "split.csv"
     info = json.loads((a.data / "dataset.json").read_text())
     sources = a.source or sorted(info["sources"])
-    results = []
-    for src in sources:
-        d = a.out / src
-        d.mkdir(parents=True, exist_ok=True)
-        log = d / "log.txt"
-        teacher = d / "teacher.npz"
-        if not a.no_teacher and not teacher.exists():
-            _run(
-                [py, "-m", "training.teacher", "fit", "--data", str(a.data), "--leave-out", src, "--out", str(teacher)],
-                log,
-            )
-        run = d / "run"
-        if not (run / "train.json").exists():
-            _run(
-                [
-                    py,
-                    "-m",
-                    "training.train",
-                    "--data",
-                    str(a.data),
-                    "--init",
-                    str(a.init),
-                    "--out",
-                    str(run),
-                    "--epochs",
-                    str(a.epochs),
-                    "--leave-out",
-                    src,
-                    *([] if a.no_teacher else ["--teacher", str(teacher)]),
-                    *extra,
-                ],
-                log,
-            )
-        model = d / "model_int8.tflite"
-        if not model.exists():
-            _run(
-                [
-                    py,
-                    "-m",
-                    "training.export",
-                    "--data",
-                    str(a.till_data),
-                    "--model",
-                    str(run / "best.keras"),
-                    "--train-info",
-                    str(run / "train.json"),
-                    "--flip-average",
-                    "--input-size",
-                    str(a.input_size),
-                    "--out",
-                    str(model),
-                    "--calibrate",
-                    "--leave-out",
-                    src,
-                    "--minors-approved",
-                    str(a.minors_approved),
-                    "--minors-approved-each",
-                    str(a.minors_approved_each),
-                ],
-                log,
-            )
-        preds = d / "test.csv"
-        if not preds.exists():
-            _run(
-                [
-                    py,
-                    "-m",
-                    "training.evaluate",
-                    *sum((["--images", s] for s in a.images), []),
-                    "--labels",
-                    str(labels),
-                    "--split",
-                    "test",
-                    "--source",
-                    src,
-                    "--model",
-                    str(model),
-                    "--predictions",
-                    str(preds),
-                ],
-                log,
-            )
-        card = ModelCard.read_beside(model)
-        if card.decision is None:
-            raise SystemExit(f"training.loso: {model}'s card has no decision; see {log}")
-        chosen = card.decision.chosen(int(CHALLENGE))
-        results.append(figures(src, preds, chosen["threshold"], chosen["minors_approved"]))
+    results = [_leave_out(a, src, labels, extra) for src in sources]
     report = table(results)
     print(report)
     (a.out / "loso.md").write_text(report + "\n")

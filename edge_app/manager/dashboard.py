@@ -26,9 +26,9 @@ import sys
 
 from edge_app.config import Config
 from edge_app.errors import UsageError
-from edge_app.manager.figures import open_db
 from edge_app.manager.scope import ReportInputError
 from edge_app.manager.site import BadFilter, Download, Filters, Site
+from edge_app.manager.store_reader import open_db
 
 # Flask, waitress and psycopg are the [manager] extra (setup.py): a till's runtime leaves them out.
 MANAGER_EXTRA = "pip install 'agecheck[manager]'"

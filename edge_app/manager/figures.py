@@ -1,7 +1,7 @@
 """The manager's figures, and how they are defined: what `agecheck report` writes and
 `agecheck dashboard` shows, read from the event store written by `agecheck feed` (SQLite or
 PostgreSQL) for a period and a scope (`edge_app.manager.scope`). Rendering them is the render_*
-modules' job.
+modules' job, reading the store `edge_app.manager.store_reader`'s.
 
 * per till and per day (calendar days in feed.timezone, or this machine's timezone): checks and
   their decisions, alerts, answers (by kind), integrity events, the share of alerts that got an
@@ -23,20 +23,20 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
-from pathlib import Path
 
 from edge_app.core import events
-from edge_app.core.answers import covered, standing
+from edge_app.core.answers import covered
 from edge_app.core.bands import BANDS
 from edge_app.core.times import local_dt
 from edge_app.core.words import ACK_ANSWERS, DECISIONS, Answer, IntegrityReason
-from edge_app.manager.db import Database, StoreError, open_store
+from edge_app.manager.db import Database
 from edge_app.manager.live_table import integrity_reason
-from edge_app.manager.scope import Period, ReportInputError, Scope
-from edge_app.manager.store import Gap, gap_rows, read_stored
+from edge_app.manager.scope import Period, Scope
+from edge_app.manager.store import Gap, gap_rows
+from edge_app.manager.store_reader import Reader, alerts_of, optional_columns, period_events, standing_answers
 
 BAND_NAMES = [b[0] for b in BANDS]
 # The bands drawn red in the age-band charts (report and dashboard): shoppers under 18.
@@ -63,21 +63,6 @@ def cashier_of(ev: events.Event, alerts: Mapping[str, events.AlertEvent]) -> str
         if a is not None:
             return a.operator_id
     return ev.operator_id
-
-
-def fetch_events(db: Database, event_ids: Iterable[str]) -> dict[str, events.Event]:
-    """Stored events by id (the alerts an answer or an integrity event points to), read in
-    batches; unreadable ones are left out (read_stored logs them)."""
-    ids = sorted(set(event_ids))
-    out: dict[str, events.Event] = {}
-    for i in range(0, len(ids), 500):
-        part = ids[i : i + 500]
-        rows = db.query(f"SELECT event_id, payload FROM events WHERE event_id IN ({', '.join('?' * len(part))})", part)
-        for eid, payload in rows:
-            ev = read_stored(eid, payload)
-            if ev is not None:
-                out[eid] = ev
-    return out
 
 
 def local_day(ts: str, tz: tzinfo | None) -> date | None:
@@ -183,92 +168,6 @@ class Summary:
         return sorted({k[:2] for k in self.rows})
 
 
-def open_db(path: str | Path) -> Database:
-    """The feed's store, read-only (a SQLite file or a postgresql:// URL)."""
-    try:
-        db = open_store(path, read_only=True)
-    except StoreError as exc:
-        msg = str(exc)
-        if "does not exist" in msg:
-            raise ReportInputError(
-                f"--db: {str(path)!r} does not exist; run `agecheck feed` first to collect "
-                "events (or pass --db to the feed's database)"
-            ) from None
-        raise ReportInputError(f"--db: {msg}") from None
-    try:
-        db.query("SELECT event_id, kind, ts, store_id, till_id, payload FROM events LIMIT 1")
-    except StoreError as exc:
-        db.close()
-        raise ReportInputError(
-            f"--db: {db.target.label!r} is not a database written by `agecheck feed` ({exc})"
-        ) from None
-    return db
-
-
-def _optional_columns(db: Database) -> bool:
-    """A feed database from before sequence numbers has no publisher/seq/operator columns."""
-    return "operator_id" in db.columns("events")
-
-
-class _Reader:
-    """Each stored payload decoded once into its typed event; one that no longer validates is left
-    out of every figure (read_stored logs it) and listed under "Data quality"."""
-
-    def __init__(self) -> None:
-        self.decoded: dict[str, events.Event | None] = {}
-        self.unreadable: list[str] = []
-
-    def __call__(self, event_id: str, payload: str) -> events.Event | None:
-        if event_id not in self.decoded:
-            self.decoded[event_id] = read_stored(event_id, payload)
-            if self.decoded[event_id] is None:
-                self.unreadable.append(event_id)
-        return self.decoded[event_id]
-
-
-def _period_events(db: Database, period: Period, scope: Scope, read: _Reader) -> list[events.Event]:
-    # A coarse filter on the UTC date (a local day can start the previous UTC day); the exact
-    # local days are picked in Python.
-    where = ["ts >= ?", "ts < ?"]
-    params = [(period.since - timedelta(days=1)).isoformat(), (period.until + timedelta(days=2)).isoformat()]
-    for col, val in (("store_id", scope.store), ("till_id", scope.till)):
-        if val:
-            where.append(f"{col} = ?")
-            params.append(val)
-    rows = db.query(f"SELECT event_id, payload FROM events WHERE {' AND '.join(where)} ORDER BY ts", params)
-    return [ev for eid, p in rows if (ev := read(eid, p)) is not None]
-
-
-def _standing_answers(db: Database, read: _Reader) -> tuple[dict[str, set[str]], set[str]]:
-    """Per alert, the answers that stand, and the ids of those answer events. Answers may come
-    after midnight or after the period (an alert counts as answered either way), and so may
-    corrections (Undo): worked out over every ack stored, by the rule the till's integrity check
-    uses (core.answers)."""
-    stand = standing(
-        ev
-        for eid, p in db.query(
-            "SELECT event_id, payload FROM events WHERE kind = ? AND alert_event_id IS NOT NULL",
-            (events.AckEvent.KIND,),
-        )
-        if isinstance(ev := read(eid, p), events.AckEvent)
-    )
-    return (
-        {alert: {a.answer for a in acks} for alert, acks in stand.items()},
-        {a.event_id for acks in stand.values() for a in acks},
-    )
-
-
-def _alerts_of(db: Database, in_rows: list[events.Event]) -> dict[str, events.AlertEvent]:
-    """What an integrity line and a cashier need of an alert: those of the rows, and the few
-    older ones an answer or integrity event of the period points back to."""
-    alerts = {ev.event_id: ev for ev in in_rows if isinstance(ev, events.AlertEvent)}
-    wanted = {ev.alert_event_id for ev in in_rows if isinstance(ev, (events.AckEvent, events.IntegrityEvent))}
-    alerts.update(
-        {k: v for k, v in fetch_events(db, wanted - alerts.keys()).items() if isinstance(v, events.AlertEvent)}
-    )
-    return alerts
-
-
 @dataclass
 class _Tally:
     """The figures being counted, event by event."""
@@ -336,7 +235,7 @@ def _with_cctv_times(line: IntegrityLine, alerts: Mapping[str, events.AlertEvent
 
 
 def _gaps(db: Database, period: Period, tz: tzinfo | None, scope: Scope) -> list[Gap]:
-    if not _optional_columns(db):
+    if not optional_columns(db):
         return []
     out = []
     for g in gap_rows(db, scope.store):
@@ -354,10 +253,10 @@ def summarize(
 ) -> Summary:
     """The figures of `period` for the events `scope` admits (default: every event of `store`)."""
     scope = scope or Scope(store=store)
-    read = _Reader()
-    answers, standing_ids = _standing_answers(db, read)
-    in_rows = _period_events(db, period, scope, read)
-    alerts = _alerts_of(db, in_rows)
+    read = Reader()
+    answers, standing_ids = standing_answers(db, read)
+    in_rows = period_events(db, period, scope, read)
+    alerts = alerts_of(db, in_rows)
     tally = _Tally()
     for ev in in_rows:
         dt = local_dt(ev.ts, tz)

@@ -15,11 +15,12 @@ from pathlib import Path
 from edge_app.config import Config
 from edge_app.manager.charts import CHARTS, draw_all
 from edge_app.manager.document import document, title
-from edge_app.manager.figures import Summary, headline_text, open_db, secs, summarize
+from edge_app.manager.figures import Summary, headline_text, secs, summarize
 from edge_app.manager.render_data import PER_CASHIER_CSV, PER_TILL_CSV, to_json, write_csv
 from edge_app.manager.render_html import render_html
 from edge_app.manager.render_md import render_markdown
 from edge_app.manager.scope import ReportInputError, Scope, parse_period, parse_time_of_day, report_timezone
+from edge_app.manager.store_reader import open_db
 
 DEFAULT_OUT = "agecheck-report"
 STDOUT = "-"

@@ -26,12 +26,13 @@ from edge_app.core.words import (
 )
 from edge_app.manager.chart_data import series
 from edge_app.manager.db import Database
-from edge_app.manager.figures import NO_CASHIER, Summary, cashier_of, fetch_events, headline_text, summarize
+from edge_app.manager.figures import NO_CASHIER, Summary, cashier_of, headline_text, summarize
 from edge_app.manager.health import HOURS_SHOWN, till_health
 from edge_app.manager.live_table import integrity_reason, outcome_text
 from edge_app.manager.render_data import PER_CASHIER_CSV, PER_TILL_CSV, to_json, write_csv
 from edge_app.manager.scope import Period, ReportInputError, Scope, parse_period, parse_time_of_day, report_timezone
 from edge_app.manager.store import read_stored
+from edge_app.manager.store_reader import fetch_events
 from edge_app.manager.tills import Hearing, hearing
 
 EVENT_LIMIT = 1000  # rows in the page's event list (exports take the same filters, up to EXPORT_LIMIT)

@@ -236,7 +236,7 @@ def test_breakdown_by_source_sex_and_ethnicity(tmp_path, photo_set):
 def test_sent_to_id_at_the_same_ages_separates_age_mix_from_the_model():
     """Women and men sent to ID at the same rate within every age band, but the women younger:
     the plain share differs, the share at the same ages does not."""
-    from training.evaluate import Prediction, breakdown, standardised_sent_to_id
+    from training.evaluate_figures import Prediction, breakdown, standardised_sent_to_id
 
     def people(sex, ages_and_sent):
         return [
@@ -261,7 +261,7 @@ def test_sent_to_id_at_the_same_ages_separates_age_mix_from_the_model():
 def test_quality_gate_refusals_are_counted_per_source():
     """A minor the model approves but the gate refuses is caught at the till (it asks for ID):
     the figures count the refusals per source and the approvals left after the gate."""
-    from training.evaluate import Prediction, breakdown, metrics
+    from training.evaluate_figures import Prediction, breakdown, metrics
 
     preds = [
         Prediction("a1", 15, 26, 1, "approve", 0.9, {"source": "a"}, "blurred"),

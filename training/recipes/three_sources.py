@@ -86,18 +86,52 @@ def _images(p: Places, s: str) -> Path:
     return p.datasets / s / "images"
 
 
+@dataclass(frozen=True)
+class _Made:
+    """What the steps make and hand on to one another, and the options several of them share."""
+
+    d96: Path  # the network's crops
+    d112: Path  # the till's crops
+    init: Path
+    teacher: Path
+    run: Path
+    model: Path
+    sources: tuple[str, ...]  # --images/--labels per source
+    named: tuple[str, ...]  # --images SOURCE=FOLDER per source
+    cache: tuple[str, ...]
+    targets: tuple[str, ...]  # the decision's targets
+
+
+def _made(p: Places) -> _Made:
+    return _Made(
+        d96=dataset_dir(p.cache, TRAIN_SIZE, MARGIN, SOURCES),
+        d112=dataset_dir(p.cache, TILL_SIZE, MARGIN, SOURCES),
+        init=p.runs / "init96-3src.keras",
+        teacher=p.runs / "teacher-all.npz",
+        run=p.runs / "d96s3",
+        model=p.models / "age_resnet10_int8.tflite",
+        sources=tuple(
+            sum(
+                (["--images", str(_images(p, s)), "--labels", str(p.datasets / s / "labels.csv")] for s in SOURCES),
+                [],
+            )
+        ),
+        named=tuple(sum((["--images", f"{s}={_images(p, s)}"] for s in SOURCES), [])),
+        cache=("--cache", str(p.cache)),
+        targets=("--minors-approved", str(MINORS_APPROVED), "--minors-approved-each", str(MINORS_APPROVED_EACH)),
+    )
+
+
 def steps(p: Places) -> tuple[Step, ...]:
     """The recipe's commands in order."""
-    d96 = dataset_dir(p.cache, TRAIN_SIZE, MARGIN, SOURCES)
-    d112 = dataset_dir(p.cache, TILL_SIZE, MARGIN, SOURCES)
-    init, teacher, run = p.runs / "init96-3src.keras", p.runs / "teacher-all.npz", p.runs / "d96s3"
-    model = p.models / "age_resnet10_int8.tflite"
-    sources = sum(
-        (["--images", str(_images(p, s)), "--labels", str(p.datasets / s / "labels.csv")] for s in SOURCES), []
-    )
-    named = sum((["--images", f"{s}={_images(p, s)}"] for s in SOURCES), [])
-    cache = ["--cache", str(p.cache)]
-    targets = ["--minors-approved", str(MINORS_APPROVED), "--minors-approved-each", str(MINORS_APPROVED_EACH)]
+    m = _made(p)
+    return (*_training_steps(p, m), *_file_steps(p, m))
+
+
+def _training_steps(p: Places, m: _Made) -> tuple[Step, ...]:
+    """From the photos to the trained network: crops, the ported start, the teacher, training."""
+    d96, init, teacher, run = m.d96, m.init, m.teacher, m.run
+    sources, named, cache = m.sources, m.named, m.cache
     s = str
     return (
         Step("prepare", "training.prepare", (*sources, *cache, "--size", s(TRAIN_SIZE))),
@@ -139,6 +173,16 @@ def steps(p: Places) -> tuple[Step, ...]:
             ),
         ),
         Step("prepare-till", "training.prepare", (*sources, *cache, "--size", s(TILL_SIZE))),
+    )
+
+
+def _file_steps(p: Places, m: _Made) -> tuple[Step, ...]:
+    """From the trained network to the shipped file: export with the decision, its evaluation,
+    and the leave-one-source-out table recorded in its card."""
+    d96, d112, init, run, model = m.d96, m.d112, m.init, m.run, m.model
+    named, targets = m.named, m.targets
+    s = str
+    return (
         Step(
             "export",
             "training.export",

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 
 from edge_app.devtools import dashboard_shot
-from edge_app.manager.figures import open_db
 from edge_app.manager.health import till_health
 from edge_app.manager.scope import Scope, parse_period
+from edge_app.manager.store_reader import open_db
 from edge_app.manager.tills import hearing
 
 NOW = datetime(2025, 3, 14, 15, 30, tzinfo=UTC)

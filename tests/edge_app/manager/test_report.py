@@ -284,8 +284,9 @@ def test_the_scope_narrows_every_figure(tmp_path):
     and the integrity list: one definition (scope.Scope) for the report and the dashboard."""
     import datetime as dt
 
-    from edge_app.manager.figures import open_db, summarize
+    from edge_app.manager.figures import summarize
     from edge_app.manager.scope import Period, Scope, parse_time_of_day
+    from edge_app.manager.store_reader import open_db
 
     db = tmp_path / "feed.sqlite3"
     store_day(db)

@@ -436,10 +436,11 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
     """The report's missing events take the hole a till's state shows after its last stored event;
     when the events arrive the hole closes (worked out from what is stored)."""
     from edge_app.manager.document import document
-    from edge_app.manager.figures import open_db, summarize
+    from edge_app.manager.figures import summarize
     from edge_app.manager.render_md import render_markdown
     from edge_app.manager.scope import Period
     from edge_app.manager.store import gap_rows
+    from edge_app.manager.store_reader import open_db
 
     db = tmp_path / "feed.sqlite3"
     evs = numbered([check_event(txn=f"T-{i}", ts=f"{DAY}T10:0{i}:00.000Z") for i in range(6)], "till-01")
