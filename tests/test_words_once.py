@@ -42,7 +42,7 @@ OTHER_MEANINGS = {
     ("vision/model.py", "decision"): "the model card's calibrated decision block",
     ("vision/model.py", "model_id"): "the model card's id",
     ("devtools/bench/run.py", "model_id"): "the bench's own report header",
-    ("transport/outbox.py", "seq"): "the outbox table's column",
+    ("transport/outbox_file.py", "seq"): "the outbox table's column",
     ("devtools/photos.py", "sharpness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
     ("devtools/photos.py", "brightness"): "the photo tool's JSON of the quality gate's measures (faces.Quality)",
     (

@@ -32,9 +32,11 @@ from edge_app.core import events, payloads
 from edge_app.core.state import STATE_LEAF
 from edge_app.errors import UsageError
 from edge_app.stopping import stop_on_signals
-from edge_app.transport.mqtt import Message, MqttLink
+from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.mqtt_messages import Message
 from edge_app.transport.mqtt_setup import read_password
-from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox import Outbox
+from edge_app.transport.outbox_file import OutboxError
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ No alert is lost on screen: unanswered alerts wait in an `AlertQueue` (the newes
 count of the others), each until it is answered here or on another display, or expires.
 
 `CashierDisplay.post()`/`on_event()` may be called from any thread (a queue whose writers wake
-the Tk thread through a pipe it watches); everything Tk happens on the display's own thread.
+the Tk thread through a pipe it watches, `edge_app.cashier.wake`); everything Tk happens on the display's own thread.
 Run it with `run()` on the main thread, or `start_in_thread()` inside the service (`attach`).
 
 Privacy: events carry no image and neither does this window; nothing visual is written anywhere.
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from edge_app.cashier.wake import WakePipe
 from edge_app.cashier.window_state import View, WindowSnapshot, WindowState
 from edge_app.config import DisplayConfig
 from edge_app.core import events
@@ -80,10 +81,7 @@ class CashierDisplay:
         self.till_id = till_id
         self._on_ack = on_ack
         self._q: queue.Queue = queue.Queue()
-        # (read, write) ends of the wake-up pipe while the Tk thread watches it; the lock keeps
-        # a writer from using a closed (possibly reused) descriptor.
-        self._wake_fds: tuple[int, int] | None = None
-        self._wake_lock = threading.Lock()
+        self._wake = WakePipe()
         self._closing = False
         self._poll_ms = POLL_MS
         self._ready = threading.Event()
@@ -154,12 +152,7 @@ class CashierDisplay:
 
     def _put(self, item: tuple[str, Any]) -> None:
         self._q.put(item)
-        with self._wake_lock:
-            if self._wake_fds is not None:
-                try:
-                    os.write(self._wake_fds[1], b"\0")
-                except BlockingIOError:
-                    pass  # the pipe is full of wake-ups already: the Tk thread is on its way
+        self._wake.poke()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         if not self._ready.wait(timeout):
@@ -216,16 +209,7 @@ class CashierDisplay:
         """Drop every Tk object on the Tk thread: Tcl aborts the process when an interpreter is
         freed by another thread (e.g. when the garbage collector runs there later)."""
         root = self._root
-        with self._wake_lock:
-            fds, self._wake_fds = self._wake_fds, None
-        if fds is not None:
-            if root is not None:
-                try:
-                    root.tk.deletefilehandler(fds[0])
-                except Exception:
-                    pass
-            for fd in fds:
-                os.close(fd)
+        self._wake.close(root)
         self._root = None
         self._drawing = None
         if root is not None:
@@ -281,7 +265,7 @@ class CashierDisplay:
         root.withdraw()  # idle: nothing on screen
         root.update_idletasks()
         self.window_id = int(root.wm_frame(), 16)
-        self._poll_ms = SAFETY_POLL_MS if self._watch_wake_pipe(root) else POLL_MS
+        self._poll_ms = SAFETY_POLL_MS if self._wake.watch(root, self._drain) else POLL_MS
         root.after(self._poll_ms, self._poll)
 
     @property
@@ -297,32 +281,6 @@ class CashierDisplay:
             and str(event.state) != "VisibilityUnobscured"
         ):
             self._root.lift()
-
-    def _watch_wake_pipe(self, root) -> bool:
-        """Let posted events wake the Tk thread at once instead of waiting for the next poll."""
-        import tkinter as tk  # deferred as in _build: only the window's own thread loads Tk
-
-        r, w = os.pipe()
-        try:
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            root.tk.createfilehandler(r, tk.READABLE, self._on_wake)
-        except (AttributeError, tk.TclError, OSError):  # Tk without file handlers: poll only
-            os.close(r)
-            os.close(w)
-            return False
-        with self._wake_lock:
-            self._wake_fds = (r, w)
-        self._on_wake(r, 0)  # anything posted while the window was being built
-        return True
-
-    def _on_wake(self, fd: int, mask: int) -> None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        self._drain()
 
     def _poll(self) -> None:
         self._drain()

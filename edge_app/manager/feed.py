@@ -36,7 +36,8 @@ from edge_app.manager.live_table import TablePrinter, gap_text
 from edge_app.manager.store import FeedStore, Stored
 from edge_app.stopping import stop_on_signals
 from edge_app.transport import locks
-from edge_app.transport.mqtt import LinkChange, LinkStatus, Message, MqttLink
+from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.mqtt_messages import LinkChange, LinkStatus, Message
 from edge_app.transport.mqtt_setup import session_client_id, trust_warnings
 
 log = logging.getLogger(__name__)

@@ -25,47 +25,37 @@ from __future__ import annotations
 
 import argparse
 import logging
-import queue
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import TextIO
-
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app import __version__
 from edge_app.config import Config, ConfigError
 from edge_app.config.files import require_model_file
-from edge_app.core import events, state
+from edge_app.core import events
 from edge_app.core.pos import Sale, Scan
 from edge_app.core.state import HEARTBEAT_S, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
 from edge_app.core.words import DECISION_SHORT, MissedReason
 from edge_app.stopping import stop_on_signals
+from edge_app.till.broker_link import till_link
 from edge_app.till.capture import Capture
 from edge_app.till.check import CheckOutcome, CheckRunner, load_model, model_threads, require_model_crops
 from edge_app.till.http_trigger import HttpTrigger, start_http_trigger
 from edge_app.till.inbound import Count, CountedWarnings, Inbound
+from edge_app.till.intake import Intake
 from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
 from edge_app.till.plugins import PluginFactory, ServiceListener
-from edge_app.till.pos_clock import ClockReading, PosClock
 from edge_app.till.sd_notify import Notifier, WatchdogFeeder
 from edge_app.till.triggers import (
-    Outcome,
     StdinTrigger,
     Submission,
-    SubmissionStatus,
-    TransactionMemory,
-    Trigger,
-    applied_product,
-    now_pair,
-    restriction,
 )
-from edge_app.transport.mqtt import MqttLink, Presence, Subscription
-from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox import Outbox
+from edge_app.transport.outbox_file import OutboxError
 from edge_app.transport.outbox_writer import OutboxWriter
 from edge_app.vision.faces import FacePipeline
 from edge_app.vision.mediapipe_import import import_mediapipe
@@ -74,17 +64,6 @@ from edge_app.vision.model import AgeModel
 log = logging.getLogger(__name__)
 
 
-# What the till hears on the broker: scans and sales from the POS, and answers from a standalone
-# cashier display. No-local on events/ack: answers from a standalone display reach the service,
-# its own (display inside the service) do not come back a second time.
-SUBSCRIPTIONS: tuple[Subscription, ...] = (
-    (Scan.TOPIC, SubscribeOptions(qos=1)),
-    (Sale.TOPIC, SubscribeOptions(qos=1)),
-    (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)),
-)
-
-
-QUEUE_MAX = 16  # scans waiting for the check worker; a POS cannot scan faster than checks run for long
 STATE_EVERY_S = HEARTBEAT_S  # the retained state is refreshed this often (outbox depth) besides on changes
 
 
@@ -126,6 +105,7 @@ class Service:
             self.outbox.close()
             raise
         self.counts: Counter[Count] = Counter()
+        self.intake = Intake(cfg, self.counts, self.publish_event, lambda: self.link.publish_state())
         self.inbound = Inbound(
             cfg.triggers.max_payload_bytes,
             self.counts,
@@ -136,23 +116,11 @@ class Service:
         )
         self.quarantine_log = self.inbound.log
         try:
-            # A persistent session (stable client id, clean_start False, an expiry): scans the POS
-            # publishes while the service restarts are kept by the broker and arrive afterwards.
-            # manual_ack: a scan is acknowledged to the broker when its record is stored (submit).
-            self.link = MqttLink(
+            self.link = till_link(
                 cfg,
                 self.outbox,
                 lambda m: self.inbound.on_message(m.leaf, m.payload, m.ack),
-                SUBSCRIPTIONS,
-                presence=Presence(
-                    state.AVAILABILITY_LEAF,
-                    state.ONLINE,
-                    state.OFFLINE,
-                    state.STATE_LEAF,
-                    lambda: self.state().encode(),
-                ),
-                session_expiry_s=cfg.mqtt.session_expiry_seconds,
-                manual_ack=True,
+                lambda: self.state().encode(),
             )
         except ConfigError:
             self.outbox.close()
@@ -162,28 +130,21 @@ class Service:
         self.checker = CheckRunner(
             cfg, self.capture.buffer, self.pipeline, self.model, camera_status=lambda: self.capture.status
         )
-        self.txns = TransactionMemory(cfg.triggers.reuse_seconds)
-        self.pos_clock = PosClock(cfg.triggers.pos_clock_max_skew_seconds, cfg.triggers.pos_clock_confirm_scans)
         self._listeners: list[ServiceListener] = []
         self._plugins = tuple(plugins)
         # Every event goes through the writer: on a full disk it holds events in memory instead
         # of losing what the cashier was already shown.
         self.writer = OutboxWriter(self.outbox, cfg.outbox.memory_max_events, on_change=self._on_recording)
         self.published: Counter[str] = Counter()  # events by kind
-        self.missed: Counter[MissedReason] = Counter()
         self.last_check: LastCheck | None = None
         self.started_ts = now_iso()
         self.worker_heartbeat = time.monotonic()
-        self._queue: queue.Queue[tuple[Trigger, Future[Outcome]]] = queue.Queue(maxsize=QUEUE_MAX)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._closers: list[Callable[[], object]] = []
         self.http: HttpTrigger | None = None
         self._full_reported = False
         self._stopped = False
-        # Cleared at shutdown (under the lock) so that no scan is queued after the queue is drained.
-        self._accepting = True
-        self._accepting_lock = threading.Lock()
 
     def listen(self, listener: ServiceListener) -> None:
         """Tell `listener` what the service publishes and hears (edge_app.till.plugins says what
@@ -243,125 +204,14 @@ class Service:
                 log.exception("listener %r failed on %s", listener, what)
 
     def submit(self, scan: Scan, source: str, ack: Callable[[], object] | None = None) -> Submission:
-        """Start a check for `scan`, or record why none runs. `ack` is called once the scan
-        needs nothing more from whoever sent it: its record is stored (or it needs none)."""
-        sub = self._submit(scan, source)
-        if ack is not None:
-            if sub.status in (SubmissionStatus.STARTED, SubmissionStatus.REUSED) and sub.result is not None:
-                # The future resolves only after the check or `missed` event is stored (_work,
-                # stop); a repeat scan of an open check waits for that same record.
-                sub.result.add_done_callback(lambda _f: ack())
-            else:
-                ack()  # not restricted, or its `missed` event is already stored
-        return sub
-
-    def _read_pos_clock(self, scan: Scan, source: str) -> ClockReading | None:
-        """Every POS scan with a `ts` tells the till about the POS clock, restricted or not; a
-        change in what it says (skew named, moved, gone) is logged once and put in `state`."""
-        if source != "pos" or scan.sent_at is None:
-            return None
-        reading, change = self.pos_clock.observe(scan.sent_at, time.time())
-        if change is not None:
-            self.pos_clock.log_change(change, self.cfg.triggers.max_scan_age_seconds)
-            self.link.publish_state()
-        return reading
-
-    def _submit(self, scan: Scan, source: str) -> Submission:
-        item = scan.item
-        reading = self._read_pos_clock(scan, source)
-        min_age = restriction(item, self.cfg.triggers, self.cfg.policy.legal_age)
-        if min_age is None:
-            log.debug("scan of %s (%s) in %s: not age restricted", item.sku, item.category, scan.transaction_id)
-            return Submission(SubmissionStatus.NOT_RESTRICTED, f"{item.sku} ({item.category}) is not age restricted")
-        now, iso = now_pair()
-        if scan.sent_at is not None:
-            age_s, why = self.pos_clock.scan_age(scan.sent_at, reading)
-            if age_s > self.cfg.triggers.max_scan_age_seconds:
-                detail = (
-                    f"scan reached the till {age_s:.0f} s after the POS sent it{why} (more than "
-                    f"triggers.max_scan_age_seconds={self.cfg.triggers.max_scan_age_seconds:g}); the shopper "
-                    "is no longer in front of the camera"
-                )
-                if reading is not None and reading.confirming:
-                    detail += (
-                        f"; if the POS clock is behind instead, {self.cfg.triggers.pos_clock_confirm_scans} "
-                        "scans in a row late by the same amount establish that "
-                        "(triggers.pos_clock_confirm_scans)"
-                    )
-                log.warning("scan of %s in transaction %s not checked: %s", item.sku, scan.transaction_id, detail)
-                self._missed(scan, source, min_age, iso, MissedReason.STALE, detail)
-                return Submission(SubmissionStatus.MISSED, detail)
-        with self._accepting_lock:
-            if not self._accepting:
-                detail = "the service is stopping"
-                self._missed(scan, source, min_age, iso, MissedReason.SHUTDOWN, detail)
-                return Submission(SubmissionStatus.MISSED, detail)
-            return self._enqueue(scan, source, min_age, now, iso)
-
-    def _enqueue(self, scan: Scan, source: str, min_age: int, now: float, iso: str) -> Submission:
-        item = scan.item
-        fut, reused = self.txns.open_or_reuse(scan.transaction_id, now)
-        if reused:
-            self.counts[Count.SCANS_REUSED] += 1
-            log.info(
-                "repeat restricted scan (%s) in transaction %s: reusing its open check", item.sku, scan.transaction_id
-            )
-            return Submission(
-                SubmissionStatus.REUSED, f"transaction {scan.transaction_id} already has an open check", fut
-            )
-        try:
-            self._queue.put_nowait((Trigger(scan, source, min_age, now, iso), fut))  # type: ignore[arg-type]
-        except queue.Full:
-            self.txns.close(scan.transaction_id)
-            log.error(
-                "%d scans already wait for a check: scan of %s in transaction %s not checked (ask for ID)",
-                QUEUE_MAX,
-                item.sku,
-                scan.transaction_id,
-            )
-            self._missed(
-                scan,
-                source,
-                min_age,
-                iso,
-                MissedReason.QUEUE_FULL,
-                f"{QUEUE_MAX} scans were already waiting for a check",
-            )
-            fut.cancel()  # after the record: a repeat scan that reused this future waits for it
-            return Submission(SubmissionStatus.BUSY, "too many checks waiting; ask for ID")
-        self.counts[Count.SCANS_RESTRICTED] += 1
-        return Submission(SubmissionStatus.STARTED, f"check started for {item.sku} (min age {min_age})", fut)
-
-    def _missed(
-        self, scan: Scan, source: str, min_age: int, received_ts: str, reason: MissedReason, detail: str
-    ) -> None:
-        """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
-        saying why (never raises: it runs on the MQTT thread and in shutdown)."""
-        self.missed[reason] += 1
-        trigger = events.TriggerInfo(
-            applied_product(scan.item, min_age), source=source, received_ts=received_ts, sent_ts=scan.sent_ts
-        )
-        try:
-            # Built (and so validated) inside the try: one the schema refuses is logged, not raised.
-            self.publish_event(
-                events.MissedEvent(
-                    store_id=self.cfg.store_id,
-                    till_id=self.cfg.till_id,
-                    transaction_id=scan.transaction_id,
-                    trigger=trigger,
-                    reason=reason,
-                    detail=detail,
-                    operator_id=scan.operator_id or None,
-                )
-            )
-        except Exception:
-            log.exception(
-                "could not record the missed scan of %s in transaction %s", scan.item.sku, scan.transaction_id
-            )
+        """Start a check for `scan`, or record why none runs (edge_app.till.intake). `ack` is
+        called once the scan needs nothing more from whoever sent it: its record is stored (or it
+        needs none)."""
+        return self.intake.submit(scan, source, ack)
 
     # -- inputs ------------------------------------------------------------------------------------
     def _on_sale(self, sale: Sale) -> None:
-        self.txns.close(sale.transaction_id)
+        self.intake.txns.close(sale.transaction_id)
         self._tell(lambda one: one.on_sale(sale), f"the sale of {sale.transaction_id}")
 
     def _on_remote_ack(self, ack: events.AckEvent) -> None:
@@ -398,9 +248,9 @@ class Service:
             last_seq=self.outbox.last_seq(),
             checks=self.published[events.CheckEvent.KIND],
             messages_quarantined=self.counts[Count.MESSAGES_QUARANTINED],
-            scans_missed={r: self.missed[r] for r in MissedReason},
-            pos_clock_ahead_s=_tenths(self.pos_clock.ahead_s),
-            pos_clock_skew=self.pos_clock.describe(),
+            scans_missed={r: self.intake.missed[r] for r in MissedReason},
+            pos_clock_ahead_s=_tenths(self.intake.pos_clock.ahead_s),
+            pos_clock_skew=self.intake.pos_clock.describe(),
             last_quarantined=self.inbound.last_quarantined,
             last_check=self.last_check,
             started=self.started_ts,
@@ -413,15 +263,15 @@ class Service:
     def _work(self) -> None:
         while not self._stop.is_set():
             self._beat()
-            try:
-                trig, fut = self._queue.get(timeout=0.5)
-            except queue.Empty:
+            waiting = self.intake.next(timeout=0.5)
+            if waiting is None:
                 continue
+            trig, fut = waiting
             try:
                 outcome = self.checker.run(trig, heartbeat=self._beat)
             except Exception as exc:  # one broken check must not end the service
                 log.exception("check for transaction %s failed", trig.scan.transaction_id)
-                self._missed(
+                self.intake.record_missed(
                     trig.scan,
                     trig.source,
                     trig.min_age,
@@ -538,24 +388,7 @@ class Service:
             self._worker.join(self.cfg.check.time_budget_ms / 1000 + 5)
             self._worker = None
         self.checker.close()
-        with self._accepting_lock:
-            self._accepting = False
-        waiting = 0
-        while True:
-            try:
-                trig, fut = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            waiting += 1
-            self._missed(
-                trig.scan,
-                trig.source,
-                trig.min_age,
-                trig.received_ts,
-                MissedReason.SHUTDOWN,
-                "the service stopped before this scan's check could run",
-            )
-            fut.cancel()
+        waiting = self.intake.close()
         if waiting:
             log.warning("%d scan(s) were still waiting for a check at shutdown; recorded as missed", waiting)
         self.quarantine_log.flush()

@@ -3,8 +3,9 @@ an outbox to the broker. What it subscribes to (below a topic prefix, by default
 whether it keeps a retained availability (with a Last Will) and state for its caller (`Presence`),
 whether it delivers an outbox at all, and who is told of its connection (`LinkStatus`) are the
 caller's: the till service, the standalone cashier display and the manager's feed (subscriber-only:
-no outbox, no presence) each say their own. It knows no message's meaning. The client it drives
-(login, TLS, the words for a failed connect) is built by `edge_app.transport.mqtt_setup`.
+no outbox, no presence) each say their own (edge_app.transport.mqtt_messages). It knows no
+message's meaning. The client it drives (login, TLS, the words for a failed connect) is built by
+`edge_app.transport.mqtt_setup`.
 
 Delivery rule: an outbox row is handed to paho only while connected, at most WINDOW at a time,
 oldest first, and deleted from the outbox only when its PUBACK arrives. After a reconnect paho
@@ -25,17 +26,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.config import Config
 from edge_app.core import events
+from edge_app.transport.mqtt_messages import InboundAck, LinkChange, LinkStatus, Message, Presence, Subscription, no_ack
 from edge_app.transport.mqtt_setup import (
     connect_error,
     connect_properties,
@@ -58,83 +57,6 @@ REFUSED_RETRY_S = 10.0  # pause after the broker refuses an event (ACL) before s
 # the window keeps sales and cashier answers flowing meanwhile. When it is full the broker only
 # waits (checks finish and acknowledge on their own), it does not drop anything.
 RECEIVE_MAX = 100
-
-# A subscription: a leaf below the till's topic (or a topic pattern) and its MQTT options.
-Subscription = tuple[str, SubscribeOptions]
-
-
-@dataclass(frozen=True)
-class Presence:
-    """What a link that speaks for a program keeps retained on the broker: its availability
-    (`online` while connected; `offline` as its Last Will and when it stops) and its state
-    document, built by `state()` each time the link publishes it."""
-
-    availability_leaf: str
-    online: bytes
-    offline: bytes
-    state_leaf: str
-    state: Callable[[], bytes]
-
-
-@dataclass(frozen=True)
-class Message:
-    """One inbound message as the link hands it to its caller: `leaf` is the topic below the
-    link's prefix (the whole topic when it is not below it); `retained` says the broker handed a
-    stored retained message to a new subscription (not one just published); `ack()` tells the
-    broker we are done with it (does nothing without manual_ack)."""
-
-    leaf: str
-    payload: bytes
-    ack: Callable[[], object]
-    retained: bool = False
-
-
-class LinkChange(Enum):
-    CONNECTED = "connected"  # session_present: whether the broker kept our session
-    SUBSCRIBED = "subscribed"  # refused: the subscriptions the broker refused (the rest are granted)
-    LOST = "lost"  # detail: the broker's or paho's reason
-    FAILED = "failed"  # detail: why, in words; told once per cause, not once per attempt
-
-
-@dataclass(frozen=True)
-class LinkStatus:
-    """What happened to the connection, for a caller that tells its own user (the feed's table)."""
-
-    change: LinkChange
-    detail: str = ""
-    session_present: bool = False
-    refused: tuple[tuple[str, str], ...] = ()  # (topic, reason) per refused subscription
-
-
-def _no_ack() -> None:
-    """The `ack` a link without manual_ack hands its callback: paho acknowledged the message."""
-
-
-class InboundAck:
-    """Acknowledges one inbound message to the broker, once, whichever thread calls it first.
-    Not sent when the broker has since forgotten our session (it will not redeliver the message
-    then, and its packet id may belong to another message now)."""
-
-    __slots__ = ("_link", "mid", "qos", "_generation", "_done", "_lock")
-
-    def __init__(self, link: MqttLink, mid: int, qos: int, generation: int):
-        self._link = link
-        self.mid = mid
-        self.qos = qos
-        self._generation = generation
-        self._done = False
-        self._lock = threading.Lock()
-
-    def __call__(self, *_ignored: object) -> None:  # *_ignored: usable as a Future done-callback
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._link._ack(self)
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
 
 class MqttLink:
@@ -472,11 +394,11 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         prefix = self._prefix
         leaf = msg.topic[len(prefix) :] if msg.topic.startswith(prefix) else msg.topic
-        ack: Callable[[], object] = _no_ack
+        ack: Callable[[], object] = no_ack
         if self._manual_ack:
             with self._cond:
                 gen = self._generation
-            ack = InboundAck(self, msg.mid, msg.qos, gen)
+            ack = InboundAck(self._ack, msg.mid, msg.qos, gen)
         try:
             self._on_message_cb(Message(leaf, bytes(msg.payload), ack, bool(msg.retain)))
         except Exception:  # a bad message must never take paho's thread down with it
@@ -488,7 +410,7 @@ class MqttLink:
         if ack.qos == 0:
             return
         with self._cond:
-            ok = self._connected and ack._generation >= self._session_generation
+            ok = self._connected and ack.generation >= self._session_generation
         if not ok:
             # Disconnected: the broker redelivers it on the next connection (a duplicate the
             # handler recognises). Session forgotten: there is nothing left to acknowledge.

@@ -16,9 +16,10 @@ A corrupt file moved aside starts a new count at 1.
 
 On a nearly full disk the outbox keeps its own write-ahead log bounded and refuses new events
 until space is free again, rather than letting the log grow into every byte freed: its guard,
-with the space reserve beside the file, is `edge_app.transport.outbox_space`. In the till
-service `edge_app.transport.outbox_writer` sits in front of it, holding events in memory while
-it cannot write.
+with the space reserve beside the file, is `edge_app.transport.outbox_space`. The file itself
+(its lock, telling ours from someone else's, opening it) and the errors are
+`edge_app.transport.outbox_file`. In the till service `edge_app.transport.outbox_writer` sits in
+front of it, holding events in memory while it cannot write.
 """
 
 from __future__ import annotations
@@ -35,64 +36,27 @@ from pathlib import Path
 from typing import TypeVar
 
 from edge_app.core import events
-from edge_app.transport import locks
 from edge_app.transport.files import create_private
-from edge_app.transport.outbox_space import RESUME_FREE_BYTES, WAL_MAX_BYTES, SpaceGuard, is_full
+from edge_app.transport.outbox_file import (
+    OutboxError,
+    check_ours,
+    header_is_ours,
+    is_corrupt,
+    lock_path,
+    open_db,
+    take_lock,
+)
+from edge_app.transport.outbox_space import RESUME_FREE_BYTES, SpaceGuard, is_full
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-
 # A write failure (disk full) is logged at most this often, not once per event.
 LOG_EVERY_S = 60.0
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# Stamped in the SQLite header (offset 68) of every outbox this program creates: "AgOb".
-APPLICATION_ID = 0x41674F62
-
-
-class OutboxError(RuntimeError):
-    """The outbox file cannot be used; the message names the file and the reason."""
 
 
 class _Full(OutboxError):
     """A write failed for lack of space (inside the outbox: it makes space and tries again)."""
-
-
-class OutboxInUse(OutboxError):
-    """Another process already has this outbox open (its lock file names it)."""
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
-
-
-def _take_lock(path: Path) -> tuple[int, bool]:
-    """An exclusive lock on `<outbox>.lock` (locks.take). Two services (or windows) on one outbox
-    would number events twice and knock each other off the broker under one client id; the
-    second is refused, naming the first."""
-    lp = lock_path(path)
-    created = not lp.exists()
-    try:
-        return locks.take(lp), created
-    except locks.LockHeld as held:
-        raise OutboxInUse(
-            f"outbox {path} is in use by another process ({held.owner}): only one "
-            "program may use an outbox; stop that one, or give this one its own outbox path"
-        ) from None
-    except OSError as exc:
-        raise OutboxError(f"cannot lock outbox {path} through {lp} ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -117,7 +81,7 @@ class Outbox:
             raise OutboxError(f"cannot create the folder for outbox {self.path} ({exc.strerror})") from None
         # Before anything reads or moves the file: a second instance must not touch the first's.
         self._lock_fd: int | None
-        self._lock_fd, lock_created = _take_lock(self.path)
+        self._lock_fd, lock_created = take_lock(self.path)
         try:
             self._init_file()
         except BaseException:
@@ -134,11 +98,11 @@ class Outbox:
     def _init_file(self) -> None:
         created = create_private(self.path)
         if not created:
-            self._check_ours()
+            check_ours(self.path)
         try:
-            self._db = self._open()
+            self._db = open_db(self.path)
         except sqlite3.DatabaseError as exc:
-            if not self._is_corrupt(exc) or not self._header_is_ours():
+            if not is_corrupt(exc) or not header_is_ours(self.path):
                 raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
             # Our own file, damaged: keep it for inspection rather than deleting what might
             # still be read, and start a new one so the till keeps recording.
@@ -156,7 +120,7 @@ class Outbox:
             )
             create_private(self.path)
             try:
-                self._db = self._open()
+                self._db = open_db(self.path)
             except sqlite3.DatabaseError as exc2:
                 raise OutboxError(f"cannot open outbox {self.path} ({exc2})") from None
         self._ident = self._file_ident()
@@ -206,7 +170,7 @@ class Outbox:
         # rebuilt file opens with none of the old one's.
         self._db.close()
         os.rename(new, self.path)
-        self._db = self._open()
+        self._db = open_db(self.path)
         self._ident = self._file_ident()
         log.error(
             "outbox %s was deleted while in use: rebuilt at the same path with the %d undelivered "
@@ -214,87 +178,6 @@ class Outbox:
             self.path,
             self._count(),
         )
-
-    def _header(self) -> bytes:
-        try:
-            with open(self.path, "rb") as f:
-                return f.read(100)
-        except OSError as exc:
-            raise OutboxError(f"cannot read outbox {self.path} ({exc.strerror})") from None
-
-    def _header_is_ours(self) -> bool:
-        head = self._header()
-        return (
-            head.startswith(SQLITE_MAGIC) and len(head) >= 72 and int.from_bytes(head[68:72], "big") == APPLICATION_ID
-        )
-
-    def _check_ours(self) -> None:
-        """Refuse (OutboxError) a file that is not an outbox this program made: outbox.path
-        pointing at someone's file must never get that file renamed, rewritten or extended."""
-        if self.path.is_dir():
-            raise OutboxError(f"outbox {self.path} is a folder; point the setting at a file")
-        head = self._header()
-        if not head:
-            return  # empty: nothing in it to lose (SQLite starts a new database there)
-        foreign = (
-            f"{self.path} exists and is not an agecheck outbox; it is left untouched: point the setting "
-            "at a new file, or move that file away"
-        )
-        if not head.startswith(SQLITE_MAGIC):
-            raise OutboxError(foreign + " (it is not an SQLite database)")
-        if self._header_is_ours():
-            return
-        # application_id 0: an outbox from before the id was stamped, or another program's
-        # SQLite file. Ours has exactly our tables with our columns.
-        try:
-            # immutable: no locks, no -wal/-shm files created beside someone else's database.
-            db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, timeout=10)
-            try:
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                cols = [r[1] for r in db.execute("PRAGMA table_info(events)")]
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as exc:
-            raise OutboxError(foreign + f" (it cannot be read as one: {exc})") from None
-        if not tables:
-            return  # no tables at all: there is nothing in it to lose
-        if tables - {"events", "meta", "sqlite_sequence"} or cols != ["seq", "event_id", "topic", "payload", "created"]:
-            raise OutboxError(foreign + " (it is another program's SQLite database)")
-
-    @staticmethod
-    def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
-        text = str(exc).lower()
-        return "not a database" in text or "malformed" in text or "corrupt" in text
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(str(self.path), timeout=10, isolation_level=None, check_same_thread=False)
-        except sqlite3.OperationalError as exc:
-            raise OutboxError(f"cannot open outbox {self.path} ({exc})") from None
-        try:
-            if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                # Before WAL mode is switched on, so that on a new file the stamp is written to the
-                # database file itself at once (not to the WAL, where a SIGKILL before the first
-                # checkpoint would leave the file looking like nobody's).
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise OutboxError(f"outbox {self.path}: the file system does not support SQLite WAL mode")
-            # FULL: every commit is fsync'ed to the WAL before put() returns.
-            db.execute("PRAGMA synchronous=FULL")
-            # A bounded log (see WAL_MAX_BYTES): the default (1000 pages, never truncated) grew
-            # into every byte freed on a nearly full disk.
-            page = int(db.execute("PRAGMA page_size").fetchone()[0])
-            db.execute(f"PRAGMA wal_autocheckpoint = {max(8, WAL_MAX_BYTES // page)}")
-            db.execute(f"PRAGMA journal_size_limit = {WAL_MAX_BYTES}")
-            db.executescript(_SCHEMA)
-            row = db.execute("PRAGMA quick_check").fetchone()
-            if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"database disk image is malformed ({row[0] if row else 'no answer'})")
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     def _count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])

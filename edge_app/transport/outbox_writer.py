@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_app.core import events
-from edge_app.transport.outbox import LOG_EVERY_S, Outbox, OutboxError
+from edge_app.transport.outbox import LOG_EVERY_S, Outbox
+from edge_app.transport.outbox_file import OutboxError
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,11 @@ def table(cfg, m: Measured) -> list[Row]:
 
 def _face_path_rows(cfg, m: Measured) -> list[Row]:
     """Each stage of a frame's path, and the path whole: followed frames beside full searches."""
+    return [*_stage_rows(cfg, m), *_whole_path_rows(cfg, m.stages)]
+
+
+def _stage_rows(cfg, m: Measured) -> list[Row]:
+    """Each stage of a frame's path on its own, from the face search to the published event."""
     st = m.stages
     rows: list[Row] = []
     usable = f"{st.usable}/{st.frames} frames with a usable face"
@@ -91,6 +96,13 @@ def _face_path_rows(cfg, m: Measured) -> list[Row]:
         )
     )
     rows.append(dist_row("publish", "publish (outbox + MQTT to a subscriber)", "ms/event", m.latency.publish))
+    return rows
+
+
+def _whole_path_rows(cfg, st: StageFigures) -> list[Row]:
+    """The face path whole (detect + align + infer): followed frames and a check's full searches
+    beside today's path, and how far a followed frame's crop is from a full search's."""
+    rows: list[Row] = []
     today_path = dist_row(
         "face_path_today",
         "detect + align + infer, full search",

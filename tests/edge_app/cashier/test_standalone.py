@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from edge_app.cashier.banner import DECISION_KIND, STYLES
-from edge_app.transport.mqtt import Message
+from edge_app.transport.mqtt_messages import Message
 from tests.edge_app.broker_util import Broker
 from tests.edge_app.feed_util import Collector, Proc, Publisher, alert_event, check_event, write_config
 from tests.edge_app.x11_util import click, dominant, hex_rgb, screenshot, wait_for, xdotool, xvfb  # noqa: F401

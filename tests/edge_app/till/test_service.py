@@ -393,7 +393,7 @@ def test_scans_that_get_no_check_leave_a_missed_event(tmp_path, parts):
     and never queued. Every one of them is a schema-valid `missed` event in the outbox."""
     from datetime import datetime, timedelta
 
-    from edge_app.till.service import QUEUE_MAX
+    from edge_app.till.intake import QUEUE_MAX
 
     cfg = service_config(tmp_path, empty_video(tmp_path / "e.avi"), None, triggers={"max_scan_age_seconds": 20})
     svc = Service(cfg, pipeline=parts[0], model=parts[1])

@@ -15,8 +15,9 @@ import pytest
 from edge_app import config as C
 from edge_app.config import ConfigError, MQTTConfig, TLSConfig
 from edge_app.core.state import AVAILABILITY_LEAF, OFFLINE, ONLINE, STATE_LEAF, TillState
-from edge_app.till.service import SUBSCRIPTIONS
-from edge_app.transport.mqtt import MqttLink, Presence
+from edge_app.till.broker_link import SUBSCRIPTIONS
+from edge_app.transport.mqtt import MqttLink
+from edge_app.transport.mqtt_messages import Presence
 from edge_app.transport.mqtt_setup import connect_error, login_refused, make_client, read_password, trust_warnings
 from edge_app.transport.outbox import Outbox
 from tests.edge_app.service_util import REPO, Recorder, retained, wait_until

@@ -14,7 +14,8 @@ import textwrap
 import pytest
 
 from edge_app.core import events
-from edge_app.transport.outbox import Outbox, OutboxError
+from edge_app.transport.outbox import Outbox
+from edge_app.transport.outbox_file import OutboxError
 from tests.edge_app.service_util import REPO
 
 
@@ -237,7 +238,7 @@ def test_a_replaced_outbox_file_is_refused_and_left_alone(tmp_path):
 
 
 def test_a_second_program_on_one_outbox_is_refused_naming_the_first(tmp_path):
-    from edge_app.transport.outbox import OutboxInUse
+    from edge_app.transport.outbox_file import OutboxInUse
 
     path = tmp_path / "outbox.sqlite3"
     code = textwrap.dedent(f"""
