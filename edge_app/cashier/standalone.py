@@ -28,7 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge_app.cashier.isolated import WindowProcess
 from edge_app.cashier.window import DisplayError
 from edge_app.config import Config, ConfigError
-from edge_app.core import events, payloads
+from edge_app.core import events, payloads, topics
 from edge_app.core.state import STATE_LEAF
 from edge_app.errors import UsageError
 from edge_app.stopping import stop_on_signals
@@ -88,14 +88,14 @@ class AckLink:
         self._on_event = on_event
         self._max_bytes = cfg.feed.max_payload_bytes
         subs = [
-            (events.event_leaf(k), SubscribeOptions(qos=1))
+            (topics.event_leaf(k), SubscribeOptions(qos=1))
             for k in (events.CheckEvent, events.AlertEvent, events.IntegrityEvent)
         ]
         # The till's retained state: proof that this login may read the till's topics at all.
         subs.append((STATE_LEAF, SubscribeOptions(qos=1)))
         self.heard_till = threading.Event()
         # No-local: our own answers would come back otherwise.
-        subs.append((events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
+        subs.append((topics.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)))
         try:
             self.link = MqttLink(
                 cfg,
@@ -116,7 +116,7 @@ class AckLink:
 
     def publish(self, ack: events.AckEvent) -> None:
         """Store the answer durably (raises if it cannot be stored) and wake the sender."""
-        topic = events.event_topic(ack.store_id, ack.till_id, ack)
+        topic = topics.event_topic(ack.store_id, ack.till_id, ack)
         # Its own numbering, apart from the till's: the window has its own outbox.
         self.outbox.put_event(topic, ack, display_publisher(ack.till_id))
         self.link.wake()

@@ -27,47 +27,11 @@ from edge_app.core.times import now_iso
 from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason
 
 SCHEMA_VERSION = 1
-TOPIC_ROOT = "agecheck/v1"
 # Why a restricted scan got no check (a `missed` event's `reason`; edge_app.core.words.MissedReason).
 MISSED_REASONS: tuple[MissedReason, ...] = tuple(MissedReason)
 # What `decode_event` takes when the caller has no configured limit of its own (an outbox reading
 # back what it stored, the dev tools watching their own till): the most any feed may be set to take.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
-
-
-def topic(store_id: str, till_id: str, leaf: str) -> str:
-    return f"{TOPIC_ROOT}/{store_id}/{till_id}/{leaf}"
-
-
-def event_leaf(kind: str | Event | type[Event] | None = None) -> str:
-    """The leaf below a till's topic that events of a kind (a kind word, an event or its class)
-    are published on, "events/check"; with no kind, the pattern for all of them, "events/#"."""
-    if kind is None:
-        return "events/#"
-    word = kind if isinstance(kind, str) else kind.KIND
-    if word not in EVENT_KINDS:
-        raise ValueError(f"unknown event kind {word!r}")
-    return f"events/{word}"
-
-
-def event_topic(store_id: str, till_id: str, kind: str | Event | type[Event] | None = None) -> str:
-    """The full topic of `event_leaf(kind)` for one till."""
-    return topic(store_id, till_id, event_leaf(kind))
-
-
-def event_subscription(store_id: str = "+", till_id: str = "+") -> str:
-    """The subscription to every kind of event of the tills it names ("+" for all): one topic
-    level per kind, so nothing published deeper is delivered."""
-    return topic(store_id, till_id, "events/+")
-
-
-def parse_event_topic(name: str) -> tuple[str, str, str] | None:
-    """(store_id, till_id, kind word) of an event topic, or None when `name` is not one."""
-    parts = name.split("/")
-    root = TOPIC_ROOT.split("/")
-    if len(parts) != len(root) + 4 or parts[: len(root)] != root or parts[len(root) + 2] != "events":
-        return None
-    return parts[len(root)], parts[len(root) + 1], parts[len(root) + 3]
 
 
 def encode(event: dict[str, Any] | Event) -> bytes:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.bands import age_band
 from edge_app.core.state import TillState
 from edge_app.core.times import iso_utc
@@ -209,14 +209,14 @@ def fill_store(path: Path, now: datetime) -> int:
     try:
         evs = simulated_events(now)
         for ev in evs:
-            store.add(events.event_topic(ev.store_id, ev.till_id, ev), ev.encode(), received_at=ev.ts)
+            store.add(topics.event_topic(ev.store_id, ev.till_id, ev), ev.encode(), received_at=ev.ts)
         last_seq = {ev.till_id: ev.seq for ev in evs if ev.seq is not None}
         for till in TILLS:
             heard = now - (SILENT_FOR if till == "till-03" else timedelta(seconds=20))
             state = TillState(
                 ts=iso_utc(heard), status="online", heartbeat_s=HEARTBEAT_S, camera="up", last_seq=last_seq[till]
             )
-            tills.keep(store.db, events.topic(STORE, till, tills.STATE_LEAF), state.encode(), iso_utc(heard))
+            tills.keep(store.db, topics.topic(STORE, till, tills.STATE_LEAF), state.encode(), iso_utc(heard))
         return len(evs)
     finally:
         store.close()

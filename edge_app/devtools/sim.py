@@ -33,7 +33,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from edge_app import resources
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.events import AlertEvent
 from edge_app.core.pos import Item, Sale, Scan
 from edge_app.core.words import AckVia, Answer
@@ -229,8 +229,8 @@ class Pos:
     has accepted the connection."""
 
     def __init__(self, host: str, port: int, store_id: str, till_id: str, name: str = "pos"):
-        self._scan_topic = events.topic(store_id, till_id, Scan.TOPIC)
-        self._sale_topic = events.topic(store_id, till_id, Sale.TOPIC)
+        self._scan_topic = topics.topic(store_id, till_id, Scan.TOPIC)
+        self._sale_topic = topics.topic(store_id, till_id, Sale.TOPIC)
         self.connected = threading.Event()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-{name}-{till_id}-{os.getpid()}"
@@ -383,8 +383,8 @@ class SimulatedCashier:
         self._events = events
         self.store_id, self.till_id = store_id, till_id
         self.answer_every, self.after_s = answer_every, after_s
-        self._alert_topic = events.event_topic(store_id, till_id, events.AlertEvent)
-        self._ack_topic = events.event_topic(store_id, till_id, events.AckEvent)
+        self._alert_topic = topics.event_topic(store_id, till_id, events.AlertEvent)
+        self._ack_topic = topics.event_topic(store_id, till_id, events.AckEvent)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"agecheck-demo-cashier-{till_id}")
         self.client.on_connect = lambda c, *a: c.subscribe(self._alert_topic, qos=1)
         self.client.on_message = self._on_message

@@ -28,7 +28,7 @@ from typing import TextIO
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.config import Config
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.errors import UsageError
 from edge_app.manager import tills
 from edge_app.manager.db import StoreError, StoreUnavailable
@@ -59,7 +59,7 @@ def session_lock_path(cfg: Config, client_id: str) -> Path:
 
 
 def subscription(cfg: Config, all_stores: bool) -> str:
-    return events.event_subscription("+" if all_stores else cfg.store_id)
+    return topics.event_subscription("+" if all_stores else cfg.store_id)
 
 
 class Feed:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_app.core import events, payloads
+from edge_app.core import events, payloads, topics
 from edge_app.core.answers import current_answer
 from edge_app.core.times import now_iso
 from edge_app.core.words import Answer
@@ -59,7 +59,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Ev
         return None, f"malformed JSON: {exc}"
     except events.SchemaError as exc:
         return None, f"invalid event: {exc}"
-    parts = events.parse_event_topic(topic)
+    parts = topics.parse_event_topic(topic)
     if parts is None:
         return None, f"topic {topic!r} is not an agecheck events topic"
     store, till, kind = parts

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from edge_app.core import events, payloads
+from edge_app.core import payloads, topics
 from edge_app.core.state import AVAILABILITY_LEAF, HEARTBEAT_S, OFFLINE, ONLINE, STATE_LEAF, TillState
 from edge_app.core.times import iso_utc, parse_ts
 from edge_app.manager.db import Database
@@ -30,12 +30,12 @@ LEAVES = (STATE_LEAF, AVAILABILITY_LEAF)
 
 def subscriptions(store_id: str = "+") -> list[str]:
     """The retained topics of every till of a store ("+": of every store) the feed listens to."""
-    return [events.topic(store_id, "+", leaf) for leaf in LEAVES]
+    return [topics.topic(store_id, "+", leaf) for leaf in LEAVES]
 
 
 def parse_topic(name: str) -> tuple[str, str, str] | None:
     """(store_id, till_id, leaf) of a till's state or availability topic, else None."""
-    root = events.TOPIC_ROOT.split("/")
+    root = topics.TOPIC_ROOT.split("/")
     parts = name.split("/")
     if len(parts) != len(root) + 3 or parts[: len(root)] != root or parts[-1] not in LEAVES:
         return None

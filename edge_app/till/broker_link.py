@@ -9,7 +9,7 @@ from collections.abc import Callable
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_app.config import Config
-from edge_app.core import events, state
+from edge_app.core import events, state, topics
 from edge_app.core.pos import Sale, Scan
 from edge_app.transport.mqtt import MqttLink
 from edge_app.transport.mqtt_messages import Message, Presence, Subscription
@@ -20,7 +20,7 @@ from edge_app.transport.outbox import Outbox
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     (Scan.TOPIC, SubscribeOptions(qos=1)),
     (Sale.TOPIC, SubscribeOptions(qos=1)),
-    (events.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)),
+    (topics.event_leaf(events.AckEvent), SubscribeOptions(qos=1, noLocal=True)),
 )
 
 

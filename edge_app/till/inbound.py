@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TypeVar
 
-from edge_app.core import events, payloads
+from edge_app.core import events, payloads, topics
 from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.core.state import Quarantined
 from edge_app.core.times import now_iso
@@ -136,7 +136,7 @@ class Inbound:
             sale = self._parse_pos(Sale.from_payload, payload)
             if sale is not None:
                 self._on_sale(sale)
-        elif leaf == events.event_leaf(events.AckEvent):
+        elif leaf == topics.event_leaf(events.AckEvent):
             self._remote_ack(payload)
         else:
             log.warning("message on unexpected topic %s dropped", leaf)
@@ -165,7 +165,7 @@ class Inbound:
             if not isinstance(ev, events.AckEvent):
                 raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
         except (payloads.PayloadError, events.SchemaError) as exc:
-            self.quarantine(events.event_leaf(events.AckEvent), str(exc), payload)
+            self.quarantine(topics.event_leaf(events.AckEvent), str(exc), payload)
             return
         self.counts[Count.ACKS_RECEIVED] += 1
         self._on_ack(ev)

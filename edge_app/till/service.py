@@ -35,7 +35,7 @@ from typing import TextIO
 from edge_app import __version__
 from edge_app.config import Config, ConfigError
 from edge_app.config.files import require_model_file
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.pos import Sale, Scan
 from edge_app.core.state import HEARTBEAT_S, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
@@ -166,7 +166,7 @@ class Service:
         self._tell(lambda one: one.on_publishing(event), events.describe(event))
         # Numbered by the outbox (publisher = this till) so the feed can tell when some never arrive.
         stored, dropped, written = self.writer.put_event(
-            events.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id
+            topics.event_topic(self.cfg.store_id, self.cfg.till_id, event), event, self.cfg.till_id
         )
         if written:
             self.link.wake()

@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_app.config import Config
-from edge_app.core import events
+from edge_app.core import topics
 from edge_app.transport.mqtt_messages import InboundAck, LinkChange, LinkStatus, Message, Presence, Subscription, no_ack
 from edge_app.transport.mqtt_setup import (
     connect_error,
@@ -101,7 +101,7 @@ class MqttLink:
         self._subscriptions = tuple(subscriptions)
         self._session_expiry_s = session_expiry_s
         self._name = name  # how the log lines name this link
-        self._prefix = events.topic(cfg.store_id, cfg.till_id, "") if prefix is None else prefix
+        self._prefix = topics.topic(cfg.store_id, cfg.till_id, "") if prefix is None else prefix
         self.client_id = (
             client_id or cfg.mqtt.client_id or session_client_id(cfg.mqtt, f"agecheck-{cfg.store_id}-{cfg.till_id}")
         )

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from edge_app.config import from_dict
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.bands import age_band
 from edge_app.transport.mqtt import MqttLink
 from edge_app.transport.outbox import Outbox
@@ -101,7 +101,7 @@ def typed_alert(check: events.CheckEvent, ts: str | None = None) -> events.Alert
 
 
 def event_topic(ev: dict) -> str:
-    return events.topic(ev["store_id"], ev["till_id"], f"events/{ev['kind']}")
+    return topics.topic(ev["store_id"], ev["till_id"], f"events/{ev['kind']}")
 
 
 class Publisher:
@@ -272,7 +272,7 @@ class Till:
     def store(self, evs: list[dict]) -> None:
         for ev in evs:
             self.outbox.put_event(
-                events.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"),
+                topics.topic(self.cfg.store_id, ev["till_id"], f"events/{ev['kind']}"),
                 events.from_dict(ev),
                 ev["till_id"],
             )

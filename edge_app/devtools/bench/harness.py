@@ -16,7 +16,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import yaml
 
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.devtools.demo import demo_config
 from edge_app.devtools.sim import Pos
 
@@ -102,7 +102,7 @@ class Listener:
 
     def wait_check(self, txn: str, timeout: float, start: int = 0) -> CheckArrival | None:
         """The check event of transaction `txn`, from index `start` on, decoded once."""
-        leaf = "/" + events.event_leaf(events.CheckEvent)
+        leaf = "/" + topics.event_leaf(events.CheckEvent)
         found: list[events.CheckEvent] = []
 
         def is_it(t: float, topic: str, payload: bytes) -> bool:

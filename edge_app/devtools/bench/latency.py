@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_app.cashier.isolated import attach
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.words import Answer
 from edge_app.devtools.bench.harness import Listener, bench_config, connected_pos
 from edge_app.devtools.sim import Xvfb
@@ -142,7 +142,7 @@ def _measure(
         out.display_note = f"n/a: {no_screen}"
     lcfg = bench_config(cfg, video, broker.port, tmp, "bench-latency", loop=True)
     lcfg = dataclasses.replace(lcfg, display=dataclasses.replace(lcfg.display, enabled=with_display))
-    listener = Listener(broker.host, broker.port, [events.event_topic(lcfg.store_id, lcfg.till_id)], "latency")
+    listener = Listener(broker.host, broker.port, [topics.event_topic(lcfg.store_id, lcfg.till_id)], "latency")
     pos = connected_pos(broker.host, broker.port, lcfg.store_id, lcfg.till_id)
     service = None
     try:

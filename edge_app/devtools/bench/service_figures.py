@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.state import AVAILABILITY_LEAF, ONLINE, STATE_LEAF, TillState
 from edge_app.devtools.bench.harness import (
     CHILD_TIMEOUT_S,
@@ -63,14 +63,14 @@ def measure_service(cfg, video30: Path, broker, tmp: Path, idle_s: float, warm_c
     scfg = bench_config(cfg, video30, broker.port, tmp, "bench-service", fps=IDLE_FPS, loop=True)
     scfg = dataclasses.replace(scfg, logging=dataclasses.replace(scfg.logging, level="WARNING"))
     conf = write_config(scfg, tmp / "bench-service.yaml")
-    root = events.topic(scfg.store_id, scfg.till_id, "")
+    root = topics.topic(scfg.store_id, scfg.till_id, "")
     listener = Listener(
         broker.host,
         broker.port,
         [
             root + AVAILABILITY_LEAF,
             root + STATE_LEAF,
-            events.event_topic(scfg.store_id, scfg.till_id, events.CheckEvent),
+            topics.event_topic(scfg.store_id, scfg.till_id, events.CheckEvent),
         ],
         "service",
     )

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.core.words import Answer, Decision, GateReason, MissedReason, PolicyRule
 from tests.edge_app.feed_util import ack_event, alert_event, check_event
 
@@ -284,12 +284,12 @@ def test_a_check_and_a_missed_event_read_their_trigger_and_total():
 
 # -- topics and the one decoder ------------------------------------------------------------------------
 def test_each_kind_has_one_topic_leaf():
-    assert events.event_leaf(events.AckEvent) == "events/ack"
-    assert events.event_leaf("check") == events.event_leaf(events.from_dict(check_event())) == "events/check"
-    assert events.event_leaf() == "events/#"
-    assert events.event_topic("store-001", "till-01", events.AlertEvent) == "agecheck/v1/store-001/till-01/events/alert"
+    assert topics.event_leaf(events.AckEvent) == "events/ack"
+    assert topics.event_leaf("check") == topics.event_leaf(events.from_dict(check_event())) == "events/check"
+    assert topics.event_leaf() == "events/#"
+    assert topics.event_topic("store-001", "till-01", events.AlertEvent) == "agecheck/v1/store-001/till-01/events/alert"
     with pytest.raises(ValueError, match="unknown event kind 'rumour'"):
-        events.event_leaf("rumour")
+        topics.event_leaf("rumour")
 
 
 def test_decode_event_reads_bytes_into_the_typed_event():

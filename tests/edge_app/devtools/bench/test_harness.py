@@ -6,27 +6,27 @@ from __future__ import annotations
 
 import time
 
-from edge_app.core import events
+from edge_app.core import events, topics
 from edge_app.devtools.bench.harness import Listener
 from tests.edge_app.feed_util import alert_event, check_event
 from tests.edge_app.service_util import publish
 
 
 def test_wait_check_returns_the_decoded_check_of_its_transaction(mqtt_broker):
-    listener = Listener(mqtt_broker.host, mqtt_broker.port, [events.event_topic("store-001", "till-01")], "test")
+    listener = Listener(mqtt_broker.host, mqtt_broker.port, [topics.event_topic("store-001", "till-01")], "test")
     try:
         other, ours = check_event(txn="T-other"), check_event(txn="T-ours")
         before = time.monotonic()
         publish(
             mqtt_broker.host,
             mqtt_broker.port,
-            events.event_topic("store-001", "till-01", events.AlertEvent),
+            topics.event_topic("store-001", "till-01", events.AlertEvent),
             [events.encode(alert_event(ours))],
         )
         publish(
             mqtt_broker.host,
             mqtt_broker.port,
-            events.event_topic("store-001", "till-01", events.CheckEvent),
+            topics.event_topic("store-001", "till-01", events.CheckEvent),
             [events.encode(other), events.encode(ours)],
         )
         got = listener.wait_check("T-ours", 10)
