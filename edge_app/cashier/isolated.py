@@ -41,7 +41,7 @@ from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window import CashierDisplay, DisplayError
 from edge_app.cashier.window_state import WindowSnapshot
 from edge_app.config import ConfigError, DisplayConfig
-from edge_app.core import answers, events
+from edge_app.core import answers, event_bounds, events
 from edge_app.core.pos import Sale
 from edge_app.core.state import Recording
 
@@ -285,7 +285,7 @@ class WindowProcess:
         try:
             ack = events.from_dict(wire)
             if not isinstance(ack, events.AckEvent):
-                raise events.SchemaError(f"a {ack.KIND} from the window, not an ack")
+                raise event_bounds.SchemaError(f"a {ack.KIND} from the window, not an ack")
             self._on_ack(ack)
             with self._lock:
                 self._remember(ack)

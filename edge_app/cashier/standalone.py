@@ -28,7 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge_app.cashier.isolated import WindowProcess
 from edge_app.cashier.window import DisplayError
 from edge_app.config import Config, ConfigError
-from edge_app.core import events, payloads, topics
+from edge_app.core import event_bounds, events, payloads, topics
 from edge_app.core.state import STATE_LEAF
 from edge_app.errors import UsageError
 from edge_app.stopping import stop_on_signals
@@ -137,7 +137,7 @@ class AckLink:
             return
         try:
             ev = events.decode_event(payload, payloads.Limits(self._max_bytes))
-        except (payloads.PayloadError, events.SchemaError) as exc:
+        except (payloads.PayloadError, event_bounds.SchemaError) as exc:
             # Acknowledged all the same (returning normally): a redelivery would fail again.
             log.warning("display: quarantined a message on %s: %s (%d bytes)", leaf, exc, len(payload))
             return

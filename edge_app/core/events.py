@@ -1,5 +1,5 @@
 """Event schema: the kinds of JSON document published over MQTT (docs/design.md, "Events over
-MQTT") as typed events, their topics, and the one way a wire dict or payload becomes an event
+MQTT") as typed events, and the one way a wire dict or payload becomes an event
 (`validate`, `from_dict`, `decode_event`). Their nested parts are `edge_app.core.event_parts`, the
 bounds on every value `edge_app.core.event_bounds`. Never an image, crop or embedding."""
 
@@ -13,16 +13,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from edge_app.core import payloads
-
-# An event's parts and the error a bad one raises are read as `events.Product`, `events.SchemaError`
-# by the programs: named here on purpose (the `X as X` form tells mypy so), defined in their modules.
-from edge_app.core.event_bounds import MAX_INT, check_ack, check_bounds, check_pos_text, check_scalar
-from edge_app.core.event_bounds import SchemaError as SchemaError
-from edge_app.core.event_parts import Latency as Latency
-from edge_app.core.event_parts import Part
-from edge_app.core.event_parts import PolicyInfo as PolicyInfo
-from edge_app.core.event_parts import Product as Product
-from edge_app.core.event_parts import TriggerInfo as TriggerInfo
+from edge_app.core.event_bounds import MAX_INT, SchemaError, check_ack, check_bounds, check_pos_text, check_scalar
+from edge_app.core.event_parts import Latency, Part, PolicyInfo, Product, TriggerInfo
 from edge_app.core.times import now_iso
 from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason
 

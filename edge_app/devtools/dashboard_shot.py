@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from edge_app.core import events, topics
+from edge_app.core import event_parts, events, topics
 from edge_app.core.bands import age_band
 from edge_app.core.state import TillState
 from edge_app.core.times import iso_utc
@@ -42,7 +42,7 @@ HOURS = 48
 KNOCKED = timedelta(hours=2)  # till-01's camera, this long before now
 SILENT_FOR = timedelta(minutes=40)  # till-03
 HEARTBEAT_S = 60.0
-LAGER = events.Product(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
+LAGER = event_parts.Product(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
 USUAL = (205.0, 125.0, 62.0)  # sharpness, brightness, eyes_px
 KNOCKED_QUALITY = (70.0, 95.0, 29.0)
 
@@ -94,7 +94,7 @@ def _check(
         operator_id=cashier,
         publisher=till,
         seq=seq,
-        trigger=events.TriggerInfo(LAGER, source="pos"),
+        trigger=event_parts.TriggerInfo(LAGER, source="pos"),
         frames_used=0 if age is None else 5,
         faces_seen=0 if age is None else 1,
         decision=decision,
@@ -103,9 +103,9 @@ def _check(
         age_high=None if age is None else age + 3.5,
         age_band=None if age is None else age_band(age),
         p_over=None if age is None else (0.93 if decision == Decision.APPROVE else rng.uniform(0.05, 0.4)),
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25),
+        policy=event_parts.PolicyInfo(legal_age=18, challenge_age=25),
         model_id="age_resnet10_int8",
-        latency_ms=events.Latency(total=rng.uniform(90, 160)),
+        latency_ms=event_parts.Latency(total=rng.uniform(90, 160)),
         camera="up",
         sharpness=round(sharp, 1),
         brightness=round(bright, 1),
@@ -194,7 +194,7 @@ def simulated_events(now: datetime, seed: int = 7) -> list[events.Event]:
             till_id="till-02",
             transaction_id="T-0299999",
             ts=iso_utc(now - timedelta(hours=5)),
-            trigger=events.TriggerInfo(LAGER, source="pos"),
+            trigger=event_parts.TriggerInfo(LAGER, source="pos"),
             reason=MissedReason.QUEUE_FULL,
             detail="16 checks were already waiting",
         )

@@ -21,7 +21,7 @@ from edge_app.cashier.banner import BannerKind
 from edge_app.cashier.window import CashierDisplay
 from edge_app.cashier.window_state import DOUBLE_TAP_S
 from edge_app.config import DisplayConfig
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.core.words import Answer, Decision, PolicyRule
 from edge_app.devtools.sim import Xvfb
 
@@ -43,7 +43,7 @@ def _wait(pred, timeout=15.0):
     raise RuntimeError("the window did not show what was expected in time")
 
 
-LAGER = events.Product(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
+LAGER = event_parts.Product(sku="5010677850100", category="alcohol", min_age=18, name="Lager 4x440ml")
 
 
 def _events(
@@ -54,7 +54,7 @@ def _events(
         store_id="store-001",
         till_id="till-01",
         transaction_id=txn,
-        trigger=events.TriggerInfo(LAGER, source="pos"),
+        trigger=event_parts.TriggerInfo(LAGER, source="pos"),
         frames_used=0 if age is None else 3,
         faces_seen=0 if age is None else 1,
         decision=decision,
@@ -63,9 +63,9 @@ def _events(
         age_high=None if age is None else high,
         age_band=None if age is None else "18-24",
         p_over=None if age is None else 0.3,
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
+        policy=event_parts.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
         model_id="example",
-        latency_ms=events.Latency(total=100.0),
+        latency_ms=event_parts.Latency(total=100.0),
         camera=camera,
     )
     alert = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_app.core import events, payloads, topics
+from edge_app.core import event_bounds, events, payloads, topics
 from edge_app.core.answers import current_answer
 from edge_app.core.times import now_iso
 from edge_app.core.words import Answer
@@ -57,7 +57,7 @@ def check_message(topic: str, payload: bytes, max_bytes: int) -> tuple[events.Ev
         ev = events.decode_event(payload, payloads.Limits(max_bytes))
     except payloads.PayloadError as exc:
         return None, f"malformed JSON: {exc}"
-    except events.SchemaError as exc:
+    except event_bounds.SchemaError as exc:
         return None, f"invalid event: {exc}"
     parts = topics.parse_event_topic(topic)
     if parts is None:
@@ -74,7 +74,7 @@ def read_stored(event_id: str, payload: str) -> events.Event | None:
     store written by another build, or edited by hand): a reader leaves that row out and goes on."""
     try:
         return events.decode_event(payload)
-    except ValueError as exc:  # payloads.PayloadError or events.SchemaError: both say what is wrong
+    except ValueError as exc:  # payloads.PayloadError or event_bounds.SchemaError: both say what is wrong
         log.warning("event store: event %s left out: its stored payload is not a valid event (%s)", event_id, exc)
         return None
 

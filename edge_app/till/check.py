@@ -31,7 +31,7 @@ from typing import TypedDict
 import cv2
 
 from edge_app.config import Config, ConfigError, PolicyConfig
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.core.policy import ChallengeRule, PolicyResult, Probs, decide_calibrated
 from edge_app.core.words import Decision, GateReason, PolicyRule
 from edge_app.till.capture import Frame, FrameBuffer, FrameError
@@ -134,10 +134,10 @@ def _quality(measured: list[Quality]) -> _QualityFigures:
     }
 
 
-def _latency(ms: Mapping[str, float]) -> events.Latency:
+def _latency(ms: Mapping[str, float]) -> event_parts.Latency:
     """The check's `latency_ms`: every stage _Tally times, to a tenth of a millisecond."""
     r = {k: round(v, 1) for k, v in ms.items()}
-    return events.Latency(
+    return event_parts.Latency(
         queue=r["queue"], wait=r["wait"], faces=r["faces"], model=r["model"], policy=r["policy"], total=r["total"]
     )
 
@@ -321,7 +321,7 @@ class CheckRunner:
             till_id=cfg.till_id,
             transaction_id=trigger.scan.transaction_id,
             # Both times: the till's (it timed the check) and the POS's, as it sent it (its clock may be off).
-            trigger=events.TriggerInfo(
+            trigger=event_parts.TriggerInfo(
                 product, source=trigger.source, received_ts=trigger.received_ts, sent_ts=trigger.scan.sent_ts
             ),
             frames_seen=t.frames_seen,
@@ -335,7 +335,7 @@ class CheckRunner:
             p_over=res.p_over,
             decision=res.decision,
             reason=reason,
-            policy=events.PolicyInfo(
+            policy=event_parts.PolicyInfo(
                 legal_age=res.legal_age,
                 challenge_age=res.challenge_age,
                 margin_years=cfg.policy.margin_years,

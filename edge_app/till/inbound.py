@@ -14,7 +14,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TypeVar
 
-from edge_app.core import events, payloads, topics
+from edge_app.core import event_bounds, events, payloads, topics
 from edge_app.core.pos import PosMessageError, Sale, Scan
 from edge_app.core.state import Quarantined
 from edge_app.core.times import now_iso
@@ -163,8 +163,8 @@ class Inbound:
         try:
             ev = events.decode_event(payload, payloads.Limits(self.max_bytes))
             if not isinstance(ev, events.AckEvent):
-                raise events.SchemaError(f"a {ev.KIND!r} event on the ack topic")
-        except (payloads.PayloadError, events.SchemaError) as exc:
+                raise event_bounds.SchemaError(f"a {ev.KIND!r} event on the ack topic")
+        except (payloads.PayloadError, event_bounds.SchemaError) as exc:
             self.quarantine(topics.event_leaf(events.AckEvent), str(exc), payload)
             return
         self.counts[Count.ACKS_RECEIVED] += 1

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from edge_app.config import Config
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.core.pos import Scan
 from edge_app.core.words import MissedReason
 from edge_app.till.inbound import Count
@@ -158,7 +158,7 @@ class Intake:
         """Every restricted scan leaves a record: one that gets no check becomes a `missed` event
         saying why (never raises: it runs on the MQTT thread and in shutdown)."""
         self.missed[reason] += 1
-        trigger = events.TriggerInfo(
+        trigger = event_parts.TriggerInfo(
             applied_product(scan.item, min_age), source=source, received_ts=received_ts, sent_ts=scan.sent_ts
         )
         try:

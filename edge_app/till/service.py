@@ -35,7 +35,7 @@ from typing import TextIO
 from edge_app import __version__
 from edge_app.config import Config, ConfigError
 from edge_app.config.files import require_model_file
-from edge_app.core import events, topics
+from edge_app.core import event_bounds, events, topics
 from edge_app.core.pos import Sale, Scan
 from edge_app.core.state import HEARTBEAT_S, LastCheck, Recording, TillState
 from edge_app.core.times import now_iso
@@ -160,7 +160,7 @@ class Service:
     def publish_event(self, event: events.Event) -> None:
         if not isinstance(event, events.Event):
             # A plug-in handing a bare dict is a bug: refused before anything is stored.
-            raise events.SchemaError(
+            raise event_bounds.SchemaError(
                 f"publish_event takes a typed event (edge_app.core.events), not {type(event).__name__}"
             )
         self._tell(lambda one: one.on_publishing(event), events.describe(event))

@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Literal, Protocol, TextIO
 
 from edge_app.config import TriggersConfig
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.core.pos import Item, PosMessageError, Scan
 from edge_app.core.times import now_iso
 
@@ -37,7 +37,7 @@ class Trigger:
     received_ts: str  # the same moment as UTC ISO 8601, for the event
 
     @property
-    def product(self) -> events.Product:
+    def product(self) -> event_parts.Product:
         """The item as the events describe it: its `min_age` is the age this check applies."""
         return applied_product(self.scan.item, self.min_age)
 
@@ -80,10 +80,10 @@ def parse_scan(payload: bytes | str, max_bytes: int, defaults: Item | None = Non
     return Scan.from_payload(payload, max_bytes, defaults)
 
 
-def applied_product(item: Item, min_age: int) -> events.Product:
+def applied_product(item: Item, min_age: int) -> event_parts.Product:
     """What a check or missed event says about a scanned item: the POS's description with the
     legal age the till applied (which may be higher than the POS's own `min_age`)."""
-    return events.Product(sku=item.sku, category=item.category, min_age=min_age, name=item.name or None)
+    return event_parts.Product(sku=item.sku, category=item.category, min_age=min_age, name=item.name or None)
 
 
 def restriction(item: Item, cfg: TriggersConfig, default_age: int) -> int | None:

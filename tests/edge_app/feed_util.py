@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from edge_app.config import from_dict
-from edge_app.core import events, topics
+from edge_app.core import event_parts, events, topics
 from edge_app.core.bands import age_band
 from edge_app.transport.mqtt import MqttLink
 from edge_app.transport.outbox import Outbox
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 WEEK_START = datetime(2025, 3, 10, 8, 0, tzinfo=UTC)
 
 
-LAGER = events.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")
+LAGER = event_parts.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")
 
 
 def _at(ts: str | None) -> dict:
@@ -49,7 +49,7 @@ def check_event(
         till_id=till,
         transaction_id=txn,
         **_at(ts),
-        trigger=events.TriggerInfo(LAGER, source="pos"),
+        trigger=event_parts.TriggerInfo(LAGER, source="pos"),
         frames_used=5,
         faces_seen=1,
         decision=decision,
@@ -57,9 +57,9 @@ def check_event(
         age_low=low,
         age_high=high,
         age_band=band,
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0),
+        policy=event_parts.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0),
         model_id="age_resnet10_int8",
-        latency_ms=events.Latency(total=120.0),
+        latency_ms=event_parts.Latency(total=120.0),
         **extra,
     ).to_dict()
 

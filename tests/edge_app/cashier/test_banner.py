@@ -19,7 +19,7 @@ from edge_app.cashier.banner import (
     recorded_banner,
     waiting_text,
 )
-from edge_app.core import events
+from edge_app.core import event_bounds, events
 from edge_app.core.event_parts import Product
 from edge_app.core.words import Decision
 from tests.edge_app.feed_util import check_event, typed_check
@@ -117,7 +117,7 @@ def test_item_name_rather_than_sku():
 def test_unknown_decision_asks_for_id_and_recorded_banner():
     # No check holds a word it does not know: one is refused when it is built, so the banner is
     # never handed one to mistake for an approval.
-    with pytest.raises(events.SchemaError, match="decision must be one of"):
+    with pytest.raises(event_bounds.SchemaError, match="decision must be one of"):
         dataclasses.replace(check(), decision="maybe")
     with pytest.raises(ValueError):
         banner_for(None, None)

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.core.words import AckVia, Answer, Decision, GateReason, IntegrityReason, MissedReason, PolicyRule
 
 CHECK_ID = "6f1c2b9e-3d4a-4e5f-8a7b-1c2d3e4f5a6b"
@@ -16,14 +16,14 @@ ACK_ID = "8b3e4d10-5f6c-4071-8c9d-3e4f5a6b7c8d"
 ENVELOPE = dict(
     store_id="store-001", till_id="till-01", transaction_id="T-1", ts="2026-03-01T12:00:01.250Z", operator_id="op-7"
 )
-LAGER = events.Product(sku="501", category="alcohol", min_age=18, name="Lager 4x440ml")
+LAGER = event_parts.Product(sku="501", category="alcohol", min_age=18, name="Lager 4x440ml")
 
 
 def check() -> events.CheckEvent:
     return events.CheckEvent(
         **ENVELOPE,
         event_id=CHECK_ID,
-        trigger=events.TriggerInfo(
+        trigger=event_parts.TriggerInfo(
             LAGER, source="pos", received_ts="2026-03-01T12:00:00.000Z", sent_ts="2026-03-01T11:59:59.900Z"
         ),
         frames_seen=6,
@@ -37,11 +37,11 @@ def check() -> events.CheckEvent:
         p_over=0.41,
         decision=Decision.CHECK_ID,
         reason="p 0.41 < 0.8; faces rejected as blurred x2",
-        policy=events.PolicyInfo(
+        policy=event_parts.PolicyInfo(
             legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED, margin_years=0.0, min_frames=3
         ),
         model_id="age_resnet10_int8",
-        latency_ms=events.Latency(queue=0.4, wait=10.0, faces=35.2, model=40.1, policy=0.2, total=86.3),
+        latency_ms=event_parts.Latency(queue=0.4, wait=10.0, faces=35.2, model=40.1, policy=0.2, total=86.3),
         camera="up",
         gate_rejections={GateReason.BLURRED: 2, GateReason.TOO_DARK: 1},
     )
@@ -105,8 +105,8 @@ def missed() -> events.MissedEvent:
     return events.MissedEvent(
         **ENVELOPE,
         event_id="be617043-8293-43a4-bfc0-6b7c8d9eafb0",
-        trigger=events.TriggerInfo(
-            events.Product(sku="501", category="alcohol", min_age=18),
+        trigger=event_parts.TriggerInfo(
+            event_parts.Product(sku="501", category="alcohol", min_age=18),
             source="pos",
             received_ts="2026-03-01T12:00:00.000Z",
         ),

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from edge_app.core import events, topics
+from edge_app.core import event_bounds, event_parts, events, topics
 from edge_app.core.words import Answer, Decision, GateReason, MissedReason, PolicyRule
 from tests.edge_app.feed_util import ack_event, alert_event, check_event
 
@@ -19,7 +19,7 @@ def ack(**changes) -> dict:
     return {**ack_event(alert_event(check_event()), Answer.ID_CHECKED_OVER_AGE, seconds=1.5), **changes}
 
 
-def missed(trigger: events.TriggerInfo, **fields) -> events.MissedEvent:
+def missed(trigger: event_parts.TriggerInfo, **fields) -> events.MissedEvent:
     return events.MissedEvent(
         store_id="s",
         till_id="t",
@@ -48,14 +48,14 @@ def test_a_plain_ack_and_a_correction_are_valid():
     ],
 )
 def test_bad_corrections_are_refused(extra, message):
-    with pytest.raises(events.SchemaError, match=message):
+    with pytest.raises(event_bounds.SchemaError, match=message):
         events.validate(ack(**extra))
 
 
 def test_a_correction_cannot_name_itself():
     ev = ack()
     ev["replaces_event_id"] = ev["event_id"]
-    with pytest.raises(events.SchemaError, match="names the event itself"):
+    with pytest.raises(event_bounds.SchemaError, match="names the event itself"):
         events.validate(ev)
 
 
@@ -85,7 +85,7 @@ def test_bad_pos_text_is_refused(field, value, message):
     else:
         c[field] = a[field] = value
     for ev in (c, a):
-        with pytest.raises(events.SchemaError, match=message):
+        with pytest.raises(event_bounds.SchemaError, match=message):
             events.validate(ev)
 
 
@@ -95,7 +95,7 @@ def test_a_typed_check_writes_null_for_an_unknown_value_and_leaves_out_an_absent
         store_id="store-001",
         till_id="till-01",
         transaction_id="T-1",
-        trigger=events.TriggerInfo(events.Product(sku="501"), source="pos"),
+        trigger=event_parts.TriggerInfo(event_parts.Product(sku="501"), source="pos"),
         frames_used=3,
         faces_seen=1,
         age=23.4,
@@ -104,9 +104,9 @@ def test_a_typed_check_writes_null_for_an_unknown_value_and_leaves_out_an_absent
         age_band="18-24",
         p_over=None,
         decision=Decision.CHECK_ID,
-        policy=events.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
+        policy=event_parts.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
         model_id="m1",
-        latency_ms=events.Latency(total=120.5),
+        latency_ms=event_parts.Latency(total=120.5),
         gate_rejections={},
     )
     assert '"p_over":null' in typed.encode().decode() and "operator_id" not in typed.to_dict()
@@ -124,7 +124,7 @@ def test_a_typed_check_writes_null_for_an_unknown_value_and_leaves_out_an_absent
             store_id="s", till_id="t", transaction_id="T-2", alert_event_id=str(uuid.uuid4()), seconds_after_alert=3
         ).to_dict(),
         lambda: {
-            **missed(events.TriggerInfo(source="pos"), detail="12 s old", operator_id="op-7").to_dict(),
+            **missed(event_parts.TriggerInfo(source="pos"), detail="12 s old", operator_id="op-7").to_dict(),
             "seq": 4,
             "publisher": "t",
         },
@@ -160,12 +160,12 @@ def test_from_dict_gives_the_kinds_own_class_with_its_fields():
     ],
 )
 def test_from_dict_names_what_is_wrong(bad, message):
-    with pytest.raises(events.SchemaError, match=message):
+    with pytest.raises(event_bounds.SchemaError, match=message):
         events.from_dict(bad)
 
 
 def test_a_typed_event_is_validated_when_built():
-    with pytest.raises(events.SchemaError, match="answer must be one of"):
+    with pytest.raises(event_bounds.SchemaError, match="answer must be one of"):
         events.AckEvent(
             store_id="s",
             till_id="t",
@@ -174,11 +174,11 @@ def test_a_typed_event_is_validated_when_built():
             answer="maybe",
             decision_time_s=1.0,
         )
-    with pytest.raises(events.SchemaError, match="reason must be one of"):
+    with pytest.raises(event_bounds.SchemaError, match="reason must be one of"):
         events.MissedEvent(
-            store_id="s", till_id="t", transaction_id=None, trigger=events.TriggerInfo(), reason="bored", detail=""
+            store_id="s", till_id="t", transaction_id=None, trigger=event_parts.TriggerInfo(), reason="bored", detail=""
         )
-    with pytest.raises(events.SchemaError, match="field 'trigger' must be a TriggerInfo"):
+    with pytest.raises(event_bounds.SchemaError, match="field 'trigger' must be a TriggerInfo"):
         events.MissedEvent(
             store_id="s",
             till_id="t",
@@ -200,9 +200,9 @@ def test_words_are_held_as_their_members():
 
 
 def test_gate_rejections_are_counts_of_gate_words():
-    with pytest.raises(events.SchemaError, match="gate_rejections keys must be among"):
+    with pytest.raises(event_bounds.SchemaError, match="gate_rejections keys must be among"):
         events.validate(check_event(gate_rejections={"sleepy": 1}))
-    with pytest.raises(events.SchemaError, match=re.escape("gate_rejections['blurred'] must be a count")):
+    with pytest.raises(event_bounds.SchemaError, match=re.escape("gate_rejections['blurred'] must be a count")):
         events.validate(check_event(gate_rejections={"blurred": -1}))
 
 
@@ -210,39 +210,46 @@ def test_gate_rejections_are_counts_of_gate_words():
 def test_the_item_and_the_rule_are_read_as_attributes():
     c = events.from_dict(check_event())
     a = events.from_dict(alert_event(check_event()))
-    assert c.trigger.product == a.item == events.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")
-    assert c.policy == events.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0)
+    assert (
+        c.trigger.product
+        == a.item
+        == event_parts.Product(sku="5000112637922", category="alcohol", name="Lager 4x440ml")
+    )
+    assert c.policy == event_parts.PolicyInfo(legal_age=18, challenge_age=25, margin_years=0.0)
     assert not c.policy.calibrated
-    m = events.from_dict(missed(events.TriggerInfo(events.Product(sku="9"), source="pos")).to_dict())
+    m = events.from_dict(missed(event_parts.TriggerInfo(event_parts.Product(sku="9"), source="pos")).to_dict())
     assert m.trigger.product.sku == "9" and m.trigger.product.min_age is None
 
 
 @pytest.mark.parametrize(
     "box, want",
     [
-        ({"sku": 5010677850100, "min_age": "18", "name": 7}, events.Product(sku="5010677850100")),  # a numeric barcode
-        ({"sku": True, "min_age": True, "category": ["alcohol"]}, events.Product()),
-        ("not an object", events.Product()),
-        (None, events.Product()),
+        (
+            {"sku": 5010677850100, "min_age": "18", "name": 7},
+            event_parts.Product(sku="5010677850100"),
+        ),  # a numeric barcode
+        ({"sku": True, "min_age": True, "category": ["alcohol"]}, event_parts.Product()),
+        ("not an object", event_parts.Product()),
+        (None, event_parts.Product()),
     ],
 )
 def test_an_odd_item_reads_as_what_is_usable(box, want):
-    got = events.Product.from_dict(box)
-    assert got == want and got.known == (want != events.Product())
+    got = event_parts.Product.from_dict(box)
+    assert got == want and got.known == (want != event_parts.Product())
 
 
 def test_an_odd_policy_reads_as_what_is_usable():
-    got = events.PolicyInfo.from_dict({"legal_age": "18", "challenge_age": 25.0, "rule": 1, "min_frames": 2.5})
-    assert got == events.PolicyInfo(challenge_age=25.0)
-    assert events.PolicyInfo.from_dict([]) == events.PolicyInfo()
+    got = event_parts.PolicyInfo.from_dict({"legal_age": "18", "challenge_age": 25.0, "rule": 1, "min_frames": 2.5})
+    assert got == event_parts.PolicyInfo(challenge_age=25.0)
+    assert event_parts.PolicyInfo.from_dict([]) == event_parts.PolicyInfo()
 
 
 def test_an_item_written_through_its_class_is_the_same_json():
     lager = {"sku": "501", "category": "alcohol", "min_age": 18, "name": "Lager"}
-    assert events.Product.from_dict(lager).to_dict() == lager
-    assert events.Product(sku="501", category="alcohol").to_dict() == {"sku": "501", "category": "alcohol"}
+    assert event_parts.Product.from_dict(lager).to_dict() == lager
+    assert event_parts.Product(sku="501", category="alcohol").to_dict() == {"sku": "501", "category": "alcohol"}
     pol = {"legal_age": 18, "challenge_age": 25, "margin_years": 0.0, "min_frames": 3, "rule": PolicyRule.MARGIN}
-    assert events.PolicyInfo.from_dict(pol).to_dict() == pol
+    assert event_parts.PolicyInfo.from_dict(pol).to_dict() == pol
     # Readers leave the wire alone: the event's dict is still the one it was read from.
     d = events.validate(alert_event(check_event()))
     typed = events.from_dict(d)
@@ -259,27 +266,30 @@ def test_the_trigger_is_read_and_written_through_one_class():
         "category": "alcohol",
         "min_age": 18,
     }
-    info = events.TriggerInfo.from_dict(wire)
-    assert info == events.TriggerInfo(
-        events.Product(sku="501", category="alcohol", min_age=18),
+    info = event_parts.TriggerInfo.from_dict(wire)
+    assert info == event_parts.TriggerInfo(
+        event_parts.Product(sku="501", category="alcohol", min_age=18),
         source="pos",
         received_ts=wire["received_ts"],
         sent_ts=wire["sent_ts"],
     )
     assert info.to_dict() == wire
     # What the POS did not say stays out of the JSON (no nulls), as it did before the class.
-    assert events.TriggerInfo(events.Product(sku="9"), source="http").to_dict() == {"source": "http", "sku": "9"}
-    assert events.TriggerInfo.from_dict({"source": 3, "received_ts": None}) == events.TriggerInfo()
-    assert events.TriggerInfo.from_dict("nope") == events.TriggerInfo()
+    assert event_parts.TriggerInfo(event_parts.Product(sku="9"), source="http").to_dict() == {
+        "source": "http",
+        "sku": "9",
+    }
+    assert event_parts.TriggerInfo.from_dict({"source": 3, "received_ts": None}) == event_parts.TriggerInfo()
+    assert event_parts.TriggerInfo.from_dict("nope") == event_parts.TriggerInfo()
 
 
 def test_a_check_and_a_missed_event_read_their_trigger_and_total():
     c = events.from_dict(check_event())
     assert c.trigger.source == "pos" and c.trigger.product.sku == "5000112637922"
     assert c.latency_ms.total == 120.0
-    assert dataclasses.replace(c, latency_ms=events.Latency(queue=1.0)).latency_ms.total is None
-    m = events.from_dict(missed(events.TriggerInfo(source="stdin", sent_ts="x")).to_dict())
-    assert m.trigger == events.TriggerInfo(source="stdin", sent_ts="x")
+    assert dataclasses.replace(c, latency_ms=event_parts.Latency(queue=1.0)).latency_ms.total is None
+    m = events.from_dict(missed(event_parts.TriggerInfo(source="stdin", sent_ts="x")).to_dict())
+    assert m.trigger == event_parts.TriggerInfo(source="stdin", sent_ts="x")
 
 
 # -- topics and the one decoder ------------------------------------------------------------------------
@@ -311,7 +321,7 @@ def test_decode_event_names_what_is_wrong(payload, error, message):
     from edge_app.core import payloads
 
     with pytest.raises(
-        {"PayloadError": payloads.PayloadError, "SchemaError": events.SchemaError}[error], match=message
+        {"PayloadError": payloads.PayloadError, "SchemaError": event_bounds.SchemaError}[error], match=message
     ):
         events.decode_event(payload)
 
@@ -356,7 +366,7 @@ def _with(**changes) -> dict:
     ],
 )
 def test_values_outside_their_bounds_are_refused_with_the_field_named(bad, message):
-    with pytest.raises(events.SchemaError, match=re.escape(message)):
+    with pytest.raises(event_bounds.SchemaError, match=re.escape(message)):
         events.validate(bad)
 
 

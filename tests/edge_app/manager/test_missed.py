@@ -10,7 +10,7 @@ import io
 import json
 
 from edge_app.config import from_dict
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.manager.dashboard import create_app
 from edge_app.manager.db import open_store
 from edge_app.manager.live_table import outcome_text
@@ -28,8 +28,8 @@ def missed_event(txn: str, reason: str, ts: str) -> dict:
         till_id="till-01",
         transaction_id=txn,
         ts=ts,
-        trigger=events.TriggerInfo(
-            events.Product(sku="5000112637922", category="alcohol", min_age=18), source="pos", received_ts=ts
+        trigger=event_parts.TriggerInfo(
+            event_parts.Product(sku="5000112637922", category="alcohol", min_age=18), source="pos", received_ts=ts
         ),
         reason=reason,
         detail=f"test: {reason}",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_app.config import from_dict
-from edge_app.core import events
+from edge_app.core import event_bounds, events
 from edge_app.core.state import TillState
 from edge_app.core.times import iso_utc
 from edge_app.manager import db as dbmod
@@ -100,7 +100,7 @@ def test_the_quality_figures_are_bounded_on_the_wire():
     ok = events.from_dict(check_event(sharpness=180.5, brightness=120.0, eyes_px=64.0))
     assert (ok.sharpness, ok.brightness, ok.eyes_px) == (180.5, 120.0, 64.0)
     assert "sharpness" not in check_event()  # absent when not measured, not null
-    with pytest.raises(events.SchemaError, match="'brightness' is 300, outside 0 to 255"):
+    with pytest.raises(event_bounds.SchemaError, match="'brightness' is 300, outside 0 to 255"):
         events.from_dict(check_event(brightness=300))
 
 

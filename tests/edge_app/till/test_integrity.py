@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from edge_app.core import events
+from edge_app.core import event_bounds, event_parts, events
 from edge_app.core.pos import PosMessageError, Sale
 from edge_app.core.words import Answer
 from edge_app.till.integrity import IntegrityMonitor, IntegrityTracker
@@ -22,7 +22,7 @@ def alert(txn: str | None = "T-1", decision: str = "check_id") -> events.AlertEv
         check_event_id="c-" + str(txn),
         decision=decision,
         age_band="18-24",
-        item=events.Product(sku="5000", category="alcohol"),
+        item=event_parts.Product(sku="5000", category="alcohol"),
     )
     return ev
 
@@ -185,7 +185,7 @@ def test_ack_before_alert_is_kept():
 
 def test_an_ack_with_a_word_that_is_no_answer_never_reaches_the_tracker():
     # Refused when it is built, in the process as on the wire: the tracker sees only Answers.
-    with pytest.raises(events.SchemaError, match="answer must be one of"):
+    with pytest.raises(event_bounds.SchemaError, match="answer must be one of"):
         events.AckEvent(
             store_id="store-001",
             till_id="till-01",

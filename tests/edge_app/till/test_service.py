@@ -14,7 +14,7 @@ from datetime import UTC
 import pytest
 
 from edge_app.config.files import load
-from edge_app.core import events
+from edge_app.core import event_bounds, events
 from edge_app.core.pos import Item, Sale, Scan
 from edge_app.core.state import LastCheck, TillState
 from edge_app.core.times import parse_ts
@@ -372,9 +372,9 @@ def test_full_outbox_shows_in_the_state(tmp_path, mqtt_broker, start_service, ca
     assert st.outbox_full and st.outbox_depth == 10 and st.outbox_dropped == 2
     assert [r.event_id for r in svc.outbox.after(0, 20)] == ids[2:]
     assert f"dropped the oldest undelivered event {ids[0]}" in caplog.text
-    with pytest.raises(events.SchemaError):
+    with pytest.raises(event_bounds.SchemaError):
         svc.publish_event({"kind": "check"})  # a plug-in bug is refused, not stored
-    with pytest.raises(events.SchemaError, match="seconds_after_alert"):  # a typed one that breaks the schema too
+    with pytest.raises(event_bounds.SchemaError, match="seconds_after_alert"):  # a typed one that breaks the schema too
         svc.publish_event(
             events.IntegrityEvent(
                 store_id="store-001",

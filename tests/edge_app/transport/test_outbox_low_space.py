@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from edge_app.core import events
+from edge_app.core import event_parts, events
 from edge_app.transport.outbox import Outbox
 from edge_app.transport.outbox_space import WAL_MAX_BYTES
 from edge_app.transport.outbox_writer import OutboxWriter
@@ -22,7 +22,7 @@ def _event(txn: str) -> events.MissedEvent:
         store_id="store-001",
         till_id="till-01",
         transaction_id=txn,
-        trigger=events.TriggerInfo(source="pos"),
+        trigger=event_parts.TriggerInfo(source="pos"),
         reason="stale",
         detail="x" * 600,
     )
