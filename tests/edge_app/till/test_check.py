@@ -191,16 +191,21 @@ def _clear_cut(cfg):
     return dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, challenge_age=40, margin_years=20))
 
 
-def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline, model):
-    out = _run(
+def _run_clear_cut(tmp_path, cfg, pipeline, model, *, agree_frames: int, max_frames: int, extra_frames: int):
+    """The astronaut video under the clear-cut policy, with the frame settings under test."""
+    return _run(
         _clear_cut(cfg),
         pipeline,
         model,
         astronaut_video(tmp_path / "a.avi"),
-        agree_frames=3,
-        max_frames=6,
-        extra_frames=0,
+        agree_frames=agree_frames,
+        max_frames=max_frames,
+        extra_frames=extra_frames,
     )
+
+
+def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline, model):
+    out = _run_clear_cut(tmp_path, cfg, pipeline, model, agree_frames=3, max_frames=6, extra_frames=0)
     ev = out.check.to_dict()
     assert ev["decision"] == "check_id"
     assert ev["frames_used"] == 3 and ev["frames_seen"] == 3  # stopped as soon as three agreed
@@ -208,28 +213,12 @@ def test_frames_that_agree_decide_early_from_the_buffer(tmp_path, cfg, pipeline,
 
 
 def test_without_early_decision_every_buffered_frame_counts(tmp_path, cfg, pipeline, model):
-    out = _run(
-        _clear_cut(cfg),
-        pipeline,
-        model,
-        astronaut_video(tmp_path / "a.avi"),
-        agree_frames=0,
-        max_frames=6,
-        extra_frames=0,
-    )
+    out = _run_clear_cut(tmp_path, cfg, pipeline, model, agree_frames=0, max_frames=6, extra_frames=0)
     assert out.check.to_dict()["frames_used"] == 6 and out.check.to_dict()["frames_seen"] == 6
 
 
 def test_extra_frames_are_still_taken_after_the_scan_when_configured(tmp_path, cfg, pipeline, model):
-    out = _run(
-        _clear_cut(cfg),
-        pipeline,
-        model,
-        astronaut_video(tmp_path / "a.avi"),
-        agree_frames=3,
-        max_frames=8,
-        extra_frames=2,
-    )
+    out = _run_clear_cut(tmp_path, cfg, pipeline, model, agree_frames=3, max_frames=8, extra_frames=2)
     ev = out.check.to_dict()
     # Two frames newer than the scan had to arrive (the camera runs at 15 fps) before deciding:
     # the second comes at least a frame interval after the scan. (latency_ms.wait may round to
