@@ -22,6 +22,7 @@ import yaml
 from edge_app.config import from_dict
 from edge_app.core import event_parts, events, topics
 from edge_app.core.bands import age_band
+from edge_app.manager.store import FeedStore
 from edge_app.transport.mqtt import MqttLink
 from edge_app.transport.outbox import Outbox
 from tests.helpers import wait_until  # noqa: F401  (re-exported: the feed tests import it from here)
@@ -102,6 +103,14 @@ def typed_alert(check: events.CheckEvent, ts: str | None = None) -> events.Alert
 
 def event_topic(ev: dict) -> str:
     return topics.topic(ev["store_id"], ev["till_id"], f"events/{ev['kind']}")
+
+
+def store_events(db: str | Path, evs: list[dict]) -> None:
+    """Store the events in a feed store under their topics, as the feed does: each must be new to it."""
+    st = FeedStore(db)
+    for ev in evs:
+        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
+    st.close()
 
 
 class Publisher:

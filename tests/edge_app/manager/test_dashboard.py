@@ -22,7 +22,16 @@ from edge_app.manager.chart_data import bucket_size
 from edge_app.manager.dashboard import create_app, hash_password
 from edge_app.manager.scope import Period
 from edge_app.manager.store import FeedStore
-from tests.edge_app.feed_util import Proc, ack_event, alert_event, check_event, event_topic, numbered, write_config
+from tests.edge_app.feed_util import (
+    Proc,
+    ack_event,
+    alert_event,
+    check_event,
+    event_topic,
+    numbered,
+    store_events,
+    write_config,
+)
 from tests.helpers import wait_until
 
 DAY = "2025-03-14"
@@ -74,10 +83,7 @@ def two_stores(db: Path) -> None:
     c = check_event(store="store-043", till="till-01", txn="T-43-1", age=22.0, ts=at("16:00:00"))
     a = alert_event(c, ts=at("16:00:00"))
     c_evs = numbered([c, a, ack_event(a, "id_checked_over_age", 2.0, ts=at("16:00:05"))], "till-01")
-    st = FeedStore(db)
-    for ev in a_evs + b_evs + c_evs:
-        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
-    st.close()
+    store_events(db, a_evs + b_evs + c_evs)
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +144,7 @@ def test_the_dashboard_honours_the_cashiers_undo(tmp_path):
     a = alert_event(c, ts=at("10:00:00"))
     wrong = ack_event(a, "id_checked_over_age", 0.4, ts=at("10:00:01"))
     undo = ack_event(a, Answer.UNDONE, 2.0, ts=at("10:00:03"), replaces_event_id=wrong["event_id"])
-    st = FeedStore(tmp_path / "feed.sqlite3")
-    for ev in (c, a, wrong, undo):
-        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
-    st.close()
+    store_events(tmp_path / "feed.sqlite3", [c, a, wrong, undo])
     client = create_app(str(tmp_path / "feed.sqlite3"), from_dict({"feed": {"timezone": "UTC"}})).test_client()
     t = json.loads(client.get(f"/summary.json?since={DAY}&until={DAY}").data)["totals"]
     assert (t["alerts"], t["alerts_answered"], t["alerts_id_checked"]) == (1, 0, 0)
@@ -322,10 +325,7 @@ def with_cashier_c9(db: Path) -> None:
     a = alert_event(c, ts=at("10:00:00", NEXT_DAY))
     a["operator_id"] = "C-9"
     evs += [c, a]
-    st = FeedStore(db)
-    for ev in evs:
-        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
-    st.close()
+    store_events(db, evs)
 
 
 @pytest.fixture(scope="module")
@@ -448,11 +448,32 @@ def _drawn(driver):
     )
 
 
+def _filter(driver, url: str, **form: str) -> None:
+    """Open the day's page, fill the form as a manager does, press Show, wait for the new page
+    drawn, and check the filters are kept in its URL (shareable)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(f"{url}?since={DAY}&until={DAY}")
+    _drawn(driver)
+    for name, value in form.items():
+        el = driver.find_element(By.NAME, name)
+        if el.tag_name == "select":
+            Select(el).select_by_value(value)
+        else:  # date and time inputs: typed values depend on the locale, so set them
+            driver.execute_script("arguments[0].value = arguments[1];", el, value)
+    old = driver.find_element(By.ID, "live")
+    driver.find_element(By.ID, "apply").click()
+    _wait(lambda: _stale(old), what="the new page")
+    _drawn(driver)
+    for name, value in form.items():
+        assert f"{name}={value.replace(':', '%3A')}" in driver.current_url, (name, driver.current_url)
+
+
 def test_every_filter_changes_every_figure_in_a_browser(tmp_path, filter_db):
     """Each filter, chosen in the page's form, narrows the headline, both tables, the three charts,
     needs attention, the event list and every export, and stays in the URL."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     dash, url = _dashboard(tmp_path, filter_db)
     driver = None
@@ -474,21 +495,7 @@ def test_every_filter_changes_every_figure_in_a_browser(tmp_path, filter_db):
         assert base["over_time"] == base["per_till_chart"] == [3, 2, 1] and base["bands"] == 8
 
         def choose(**form):
-            """Fill the form as a manager does, press Show, wait for the new page."""
-            driver.get(f"{url}?since={DAY}&until={DAY}")
-            _drawn(driver)
-            for name, value in form.items():
-                el = driver.find_element(By.NAME, name)
-                if el.tag_name == "select":
-                    Select(el).select_by_value(value)
-                else:  # date and time inputs: typed values depend on the locale, so set them
-                    driver.execute_script("arguments[0].value = arguments[1];", el, value)
-            old = driver.find_element(By.ID, "live")
-            driver.find_element(By.ID, "apply").click()
-            _wait(lambda: _stale(old), what="the new page")
-            _drawn(driver)
-            for name, value in form.items():  # kept in the URL: shareable
-                assert f"{name}={value.replace(':', '%3A')}" in driver.current_url, (name, driver.current_url)
+            _filter(driver, url, **form)
             return _page_figures(driver)
 
         expected = {

@@ -23,8 +23,8 @@ from edge_app.core.times import iso_utc
 from edge_app.manager import db as dbmod
 from edge_app.manager.dashboard import create_app
 from edge_app.manager.store import FeedStore
-from tests.edge_app.feed_util import Proc, Publisher, check_event, event_topic, numbered, write_config
-from tests.edge_app.manager.test_dashboard import _browser, _drawn, _stale, _wait
+from tests.edge_app.feed_util import Proc, Publisher, check_event, event_topic, numbered, store_events, write_config
+from tests.edge_app.manager.test_dashboard import _browser, _drawn, _filter, _stale, _wait
 
 DAY = "2025-03-14"
 USUAL = {"sharpness": 210.0, "brightness": 125.0, "eyes_px": 62.0}
@@ -82,17 +82,10 @@ def a_day_with_a_moved_camera() -> list[dict]:
     return evs
 
 
-def _store(db: str | Path, evs: list[dict]) -> None:
-    st = FeedStore(db)
-    for ev in evs:
-        assert st.add(event_topic(ev), events.encode(ev)).status == "new"
-    st.close()
-
-
 @pytest.fixture(scope="module")
 def health_db(tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("health") / "feed.sqlite3"
-    _store(db, a_day_with_a_moved_camera())
+    store_events(db, a_day_with_a_moved_camera())
     return db
 
 
@@ -175,7 +168,6 @@ def _health(driver) -> dict:
 
 def test_the_health_panel_marks_the_departing_till_and_follows_the_filters(tmp_path, health_db):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"})
     dash = Proc(["dashboard", "--config", str(cfg), "--db", str(health_db), "--port", "0"])
@@ -199,18 +191,7 @@ def test_the_health_panel_marks_the_departing_till_and_follows_the_filters(tmp_p
         driver.find_element(By.ID, "till-health").screenshot(str(tmp_path / "till-health.png"))
 
         def choose(**form) -> dict:
-            driver.get(f"{url}?since={DAY}&until={DAY}")
-            _drawn(driver)
-            for name, value in form.items():
-                el = driver.find_element(By.NAME, name)
-                if el.tag_name == "select":
-                    Select(el).select_by_value(value)
-                else:
-                    driver.execute_script("arguments[0].value = arguments[1];", el, value)
-            old = driver.find_element(By.ID, "live")
-            driver.find_element(By.ID, "apply").click()
-            _wait(lambda: _stale(old), what="the new page")
-            _drawn(driver)
+            _filter(driver, url, **form)
             return _health(driver)
 
         only_two = choose(till="till-02")
@@ -390,7 +371,7 @@ def test_the_page_works_under_a_proxy_sub_path(tmp_path):
     from selenium.webdriver.common.by import By
 
     db = tmp_path / "feed.sqlite3"
-    _store(db, a_day_with_a_moved_camera())
+    store_events(db, a_day_with_a_moved_camera())
     cfg = write_config(tmp_path / "config.yaml", 1883, feed={"timezone": "UTC"}, dashboard={"refresh_seconds": 1})
     dash = Proc(["dashboard", "--config", str(cfg), "--db", str(db), "--port", "0"])
     proxy = driver = None
@@ -405,7 +386,7 @@ def test_the_page_works_under_a_proxy_sub_path(tmp_path):
         assert hrefs and all(h.startswith(proxy.url) for h in hrefs), hrefs
         got = json.loads(_get(driver.find_element(By.ID, "export-json").get_attribute("href")))  # through the proxy
         assert got["filters"]["since"] == DAY and got["events"]
-        _store(db, [check_event(till="till-02", txn="T-proxy", ts=f"{DAY}T15:00:00.000Z", camera="up")])
+        store_events(db, [check_event(till="till-02", txn="T-proxy", ts=f"{DAY}T15:00:00.000Z", camera="up")])
         _wait(
             lambda: int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-updates")) >= 1,
             what="the page to update itself through the proxy",
@@ -444,7 +425,7 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
 
     db = tmp_path / "feed.sqlite3"
     evs = numbered([check_event(txn=f"T-{i}", ts=f"{DAY}T10:0{i}:00.000Z") for i in range(6)], "till-01")
-    _store(db, evs[:4])
+    store_events(db, evs[:4])
     st = FeedStore(db)
     st.add(
         "agecheck/v1/store-001/till-01/state",
@@ -459,7 +440,7 @@ def test_the_report_shows_a_gap_at_the_end_until_the_events_arrive(tmp_path):
         "till-01: 2 events not arrived after 2025-03-14 10:03 (the till's state at 10:09 says it numbered up to 6)"
     ) in md
     ro.close()
-    _store(db, evs[4:])
+    store_events(db, evs[4:])
     ro = open_db(db)
     assert gap_rows(ro) == []
     ro.close()
@@ -489,7 +470,7 @@ def test_the_health_panel_reads_alike_from_postgresql(health_db):
     cfg = from_dict({"feed": {"timezone": "UTC"}})
     with PgServer() as pg:
         url = pg.create_db("health")
-        _store(url, a_day_with_a_moved_camera())
+        store_events(url, a_day_with_a_moved_camera())
         post = create_app(url, cfg).test_client()
         lite = create_app(str(health_db), cfg).test_client()
         departs = {}
