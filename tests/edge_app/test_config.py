@@ -53,9 +53,10 @@ def test_bad_values_name_the_key(data, key, words):
     assert words in msg
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`agecheck ARGS` from the repository, in this environment or in `env` when given."""
     return subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-m", "edge_app.cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120, env=env
     )
 
 
@@ -215,28 +216,12 @@ def test_the_service_needs_a_config_the_photo_tools_do_not(tmp_path):
     if F.SYSTEM_CONFIG.exists():
         pytest.skip(f"{F.SYSTEM_CONFIG} exists on this machine")
     env = {k: v for k, v in os.environ.items() if k != F.CONFIG_ENV}
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "run"], capture_output=True, text=True, cwd=REPO, timeout=120, env=env
-    )
+    r = _run_cli("run", env=env)
     assert r.returncode == 2 and "no config file found" in r.stderr and str(F.SYSTEM_CONFIG) in r.stderr
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        env=env,
-    )
+    r = _run_cli("faces", str(tmp_path / "none.png"), env=env)
     assert r.returncode == 1 and "file does not exist" in r.stderr  # ran, on the built-in defaults
     env[F.CONFIG_ENV] = str(_yaml(tmp_path / "env.yaml", "Bad Store"))
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "faces", str(tmp_path / "none.png")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        env=env,
-    )
+    r = _run_cli("faces", str(tmp_path / "none.png"), env=env)
     assert r.returncode == 2 and "store_id" in r.stderr  # the variable's file was the one read
 
 
@@ -267,14 +252,7 @@ def test_a_config_found_through_the_variable_gets_the_same_depth_limit(tmp_path)
         F.load(F.locate(None, False, {F.CONFIG_ENV: str(p)}, tmp_path / "none.yaml"))
     env = {k: v for k, v in os.environ.items() if k != F.CONFIG_ENV}
     env[F.CONFIG_ENV] = str(p)
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_app.cli", "report", "--db", str(tmp_path / "none.sqlite3")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        env=env,
-    )
+    r = _run_cli("report", "--db", str(tmp_path / "none.sqlite3"), env=env)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "nested more than 32 levels deep" in lines[0], r.stderr[-2000:]
 
