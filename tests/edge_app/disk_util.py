@@ -1,6 +1,6 @@
 """A real small file system that fills up: a tmpfs of a few megabytes mounted for one test (the
 tests run as root; where mounting is not allowed the test is skipped with the reason), and a
-filler file that takes every free byte until it is removed."""
+filler file that takes every free byte until it is removed, and events big enough to fill it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from edge_app.core import event_parts, events
 
 
 @contextlib.contextmanager
@@ -69,3 +71,15 @@ def leave_free(filler: Filler, free: int) -> None:
 def free_bytes(folder: Path) -> int:
     st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
+
+
+def bulky_event(txn: str) -> events.MissedEvent:
+    """A missed-scan event of about 1 KB (its detail padded), so that a few hundred fill a small disk."""
+    return events.MissedEvent(
+        store_id="store-001",
+        till_id="till-01",
+        transaction_id=txn,
+        trigger=event_parts.TriggerInfo(source="pos"),
+        reason="stale",
+        detail="x" * 600,
+    )

@@ -7,24 +7,13 @@ from __future__ import annotations
 
 import logging
 
-from edge_app.core import event_parts, events
+from edge_app.core import events
 from edge_app.transport.outbox import Outbox
 from edge_app.transport.outbox_writer import OutboxWriter
-from tests.edge_app.disk_util import Filler, small_tmpfs
+from tests.edge_app.disk_util import Filler, bulky_event, small_tmpfs
 from tests.helpers import wait_until
 
 TOPIC = "agecheck/v1/store-001/till-01/events/check"
-
-
-def _event(txn: str) -> events.MissedEvent:
-    return events.MissedEvent(
-        store_id="store-001",
-        till_id="till-01",
-        transaction_id=txn,
-        trigger=event_parts.TriggerInfo(source="pos"),
-        reason="stale",
-        detail="x" * 600,
-    )
 
 
 def test_full_disk_holds_events_in_memory_and_writes_them_when_space_returns(tmp_path, caplog):
@@ -35,14 +24,14 @@ def test_full_disk_holds_events_in_memory_and_writes_them_when_space_returns(tmp
         writer = OutboxWriter(box, max_held=1000, retry_s=0.2)
         writer._on_change = lambda: changes.append(writer.status().degraded)
         writer.start()
-        before = [_event(f"T-{i}") for i in range(3)]
+        before = [bulky_event(f"T-{i}") for i in range(3)]
         for ev in before:
             assert writer.put_event(TOPIC, ev, "till-01")[2]
         delivered = box.after(0, 10)
         filler = Filler(disk)
         try:
             filler.fill()
-            held = [_event(f"H-{i}") for i in range(40)]
+            held = [bulky_event(f"H-{i}") for i in range(40)]
             results = [writer.put_event(TOPIC, ev, "till-01") for ev in held]
             # Some may still fit in space SQLite had already taken; from the first refusal on,
             # everything waits in memory, in order.
@@ -81,7 +70,7 @@ def test_memory_bound_drops_the_oldest_and_counts_it(tmp_path, caplog):
         filler = Filler(disk)
         try:
             filler.fill()
-            evs = [_event(f"M-{i}") for i in range(60)]
+            evs = [bulky_event(f"M-{i}") for i in range(60)]
             written = [ev.transaction_id for ev in evs if writer.put_event(TOPIC, ev, "till-01")[2]]
             st = writer.status()
             assert st.held == 10 and st.held_dropped == 60 - len(written) - 10

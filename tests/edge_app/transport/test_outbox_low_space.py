@@ -6,26 +6,15 @@ from __future__ import annotations
 
 import logging
 
-from edge_app.core import event_parts, events
+from edge_app.core import events
 from edge_app.transport.outbox import Outbox
 from edge_app.transport.outbox_space import WAL_MAX_BYTES
 from edge_app.transport.outbox_writer import OutboxWriter
-from tests.edge_app.disk_util import Filler, free_bytes, leave_free, small_tmpfs
+from tests.edge_app.disk_util import Filler, bulky_event, free_bytes, leave_free, small_tmpfs
 from tests.helpers import wait_until
 
 TOPIC = "agecheck/v1/store-001/till-01/events/missed"
 MB = 1 << 20
-
-
-def _event(txn: str) -> events.MissedEvent:
-    return events.MissedEvent(
-        store_id="store-001",
-        till_id="till-01",
-        transaction_id=txn,
-        trigger=event_parts.TriggerInfo(source="pos"),
-        reason="stale",
-        detail="x" * 600,
-    )
 
 
 def _txns(box: Outbox) -> list[str]:
@@ -39,7 +28,7 @@ def test_with_1_mb_free_240_events_are_all_stored_and_the_wal_stays_bounded(tmp_
         filler = Filler(disk)
         try:
             leave_free(filler, MB)
-            written = [writer.put_event(TOPIC, _event(f"T-{i}"), "till-01")[2] for i in range(240)]
+            written = [writer.put_event(TOPIC, bulky_event(f"T-{i}"), "till-01")[2] for i in range(240)]
             wait_until(lambda: writer.status().held == 0, 10, "every event stored")
             assert _txns(box) == [f"T-{i}" for i in range(240)], f"{written.count(False)} of 240 held"
             wal = disk / "outbox.sqlite3-wal"
@@ -58,7 +47,7 @@ def test_a_full_disk_recovers_when_1_mb_comes_back(tmp_path, caplog):
         filler = Filler(disk)
         try:
             filler.fill()
-            results = [writer.put_event(TOPIC, _event(f"H-{i}"), "till-01")[2] for i in range(240)]
+            results = [writer.put_event(TOPIC, bulky_event(f"H-{i}"), "till-01")[2] for i in range(240)]
             assert not all(results)
             assert writer.status().degraded
             # 1 MB comes back (the rest stays taken).
