@@ -11,6 +11,7 @@ import pytest
 
 from edge_app.core import event_bounds, event_parts, events, topics
 from edge_app.core.words import Answer, Decision, GateReason, MissedReason, PolicyRule
+from tests.edge_app.core.test_event_wire import check as pinned_check
 from tests.edge_app.feed_util import ack_event, alert_event, check_event
 
 
@@ -91,21 +92,11 @@ def test_bad_pos_text_is_refused(field, value, message):
 
 # -- typed events (each kind's bytes are pinned in test_event_wire.py) -------------------------------
 def test_a_typed_check_writes_null_for_an_unknown_value_and_leaves_out_an_absent_operator():
-    typed = events.CheckEvent(
-        store_id="store-001",
-        till_id="till-01",
-        transaction_id="T-1",
-        trigger=event_parts.TriggerInfo(event_parts.Product(sku="501"), source="pos"),
-        frames_used=3,
-        faces_seen=1,
-        age=23.4,
-        age_low=19.0,
-        age_high=28.1,
-        age_band="18-24",
+    # The wire test's check, its operator and probability unknown, no face refused, one latency.
+    typed = dataclasses.replace(
+        pinned_check(),
+        operator_id=None,
         p_over=None,
-        decision=Decision.CHECK_ID,
-        policy=event_parts.PolicyInfo(legal_age=18, challenge_age=25, rule=PolicyRule.CALIBRATED),
-        model_id="m1",
         latency_ms=event_parts.Latency(total=120.5),
         gate_rejections={},
     )
