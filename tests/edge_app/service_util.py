@@ -1,5 +1,6 @@
 """Helpers for the till-service tests: real face videos played through OpenCV, a real MQTT
-subscriber that records what the service publishes, and a config pointing at both.
+subscriber that records what the service publishes, a config pointing at both, and `agecheck
+run` started as a process of its own.
 
 Videos are written to the test's tmp_path (never the repo); UTKFace photos are read in place
 from the shared folder and skipped with a reason when it is absent.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -109,6 +112,17 @@ def service_config(tmp_path: Path, video: Path, broker=None, **sections) -> C.Co
     for k, v in sections.items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
     return C.from_dict(data, REPO)
+
+
+def start_service(cfg_path: Path, log: Path) -> subprocess.Popen:
+    """`agecheck run` on the config file, its output appended to `log` (which outlives restarts)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 class Recorder:

@@ -10,11 +10,8 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,21 +20,11 @@ from edge_app.config import from_dict
 from edge_app.core.pos import Item, Scan
 from edge_app.manager.feed import Feed
 from tests.edge_app.feed_util import Publisher
-from tests.edge_app.service_util import REPO, Recorder, astronaut_video, wait_until
+from tests.edge_app.service_util import REPO, Recorder, astronaut_video, start_service, wait_until
 
 ROOT = "agecheck/v1/store-001/till-01"
 MODEL = REPO / "models" / "age_resnet10_int8.tflite"
 KILLS = 10
-
-
-def _start(cfg_path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
@@ -97,7 +84,7 @@ def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
             sent.append(f"K-{i}")
             i += 1
 
-    proc = _start(cfg_path, log)
+    proc = start_service(cfg_path, log)
     pos_thread = threading.Thread(target=pos_loop, daemon=True)
     held_at_kill: list[int] = []  # scans sent but not yet recorded when each process was killed
     try:
@@ -113,7 +100,7 @@ def test_no_scan_lost_across_sigkills(tmp_path, mqtt_broker):
             assert proc.wait(10) == -signal.SIGKILL
             held_at_kill.append(len(set(sent) - set(records())))
             mark = len(rec.messages)
-            proc = _start(cfg_path, log)
+            proc = start_service(cfg_path, log)
             up(mark, f"the service back after kill {n + 1}")
         stop.set()
         pos_thread.join(10)

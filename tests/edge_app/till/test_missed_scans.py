@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import yaml
 
 from edge_app.core.pos import Item, Scan
 from tests.edge_app.feed_util import Publisher
-from tests.edge_app.service_util import REPO, Recorder, astronaut_video, wait_until
+from tests.edge_app.service_util import REPO, Recorder, astronaut_video, start_service, wait_until
 
 ROOT = "agecheck/v1/store-001/till-01"
 RESTARTS = 10
-
-
-def _start(cfg_path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge_app.cli", "run", "--config", str(cfg_path)],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _records(rec: Recorder) -> dict[str, list[dict]]:
@@ -58,7 +45,7 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
     def subscribed(p: bytes) -> bool:
         return json.loads(p).get("mqtt_subscribed") is True
 
-    proc = _start(cfg_path, log)
+    proc = start_service(cfg_path, log)
     rec.wait_last("state", subscribed, 120, "the service subscribed")
 
     sent: list[str] = []
@@ -94,7 +81,7 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
             down_from = len(sent)
             stop.wait(1.0)
             mark = len(rec.messages)  # the old process says nothing after `offline`
-            proc = _start(cfg_path, log)
+            proc = start_service(cfg_path, log)
             rec.wait_for(
                 lambda m: any(t.endswith("/state") and subscribed(p) for t, p, _ in m[mark:]),
                 120,
@@ -109,7 +96,7 @@ def test_every_scan_has_a_record_across_restarts(tmp_path, mqtt_broker):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         scan("R-stale", datetime.now(UTC) - timedelta(seconds=600), name="Lager 4x440ml", operator_id="C-7")
-        proc = _start(cfg_path, log)
+        proc = start_service(cfg_path, log)
         wait_until(lambda: set(sent) <= set(_records(rec)), 180, "a record for every scan")
     finally:
         stop.set()
