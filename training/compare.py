@@ -23,10 +23,10 @@ import numpy as np
 
 from edge_app.core.policy import is_minor
 from edge_app.core.words import Decision
+from training.calibrate import CHALLENGE
+from training.data import FEMALE, MALE
 
-CHALLENGE_AGE = 25
-FEMALE = "1"  # the `gender` column's word for a woman, as prepare writes it (UTKFace's coding)
-MALE = "0"
+CHALLENGE_AGE = int(CHALLENGE)
 
 
 class CompareError(ValueError):
@@ -134,20 +134,28 @@ def mae(p: Predictions) -> dict[str, float]:
     }
 
 
-def table(cands: list[Predictions], minors: list[int]) -> str:
-    def pct(x: float) -> str:
-        return "–" if math.isnan(x) else f"{100 * x:.1f}%"
+def _pct(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.1f}%"
 
+
+def minors_lines(p: Predictions, minors: list[int]) -> list[str]:
+    """One line per k: adults sent to ID with k minors let through, per source, women and men."""
+    lines = []
+    for k in minors:
+        r = at_minors(p, k)
+        lines.append(
+            f"  {r.minors_approved} of {r.minors} minors approved: 25+ sent to ID {_pct(r.adults_to_id)} ["
+            + ", ".join(f"{s} {_pct(v)}" for s, v in r.per_source.items())
+            + f"] women {_pct(r.women)} / men {_pct(r.men)}"
+        )
+    return lines
+
+
+def table(cands: list[Predictions], minors: list[int]) -> str:
     lines = []
     for p in cands:
         lines.append(f"== {p.name}: MAE " + ", ".join(f"{s} {v:.2f}" for s, v in mae(p).items()))
-        for k in minors:
-            r = at_minors(p, k)
-            lines.append(
-                f"  {r.minors_approved} of {r.minors} minors approved: 25+ sent to ID {pct(r.adults_to_id)} ["
-                + ", ".join(f"{s} {pct(v)}" for s, v in r.per_source.items())
-                + f"] women {pct(r.women)} / men {pct(r.men)}"
-            )
+        lines += minors_lines(p, minors)
     return "\n".join(lines)
 
 

@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.core.policy import is_minor
+from training.compare import CHALLENGE_AGE, Predictions, minors_lines
 from training.teacher import AGES, EMBEDDINGS_FILE, soft_targets
-
-CHALLENGE_AGE = 25
 
 
 def load(data: Path) -> dict[str, np.ndarray]:
@@ -78,19 +76,19 @@ def fit(d: dict[str, np.ndarray], train: np.ndarray, w: np.ndarray, seed: int, e
 
 
 def report(name: str, d: dict[str, np.ndarray], p_over: np.ndarray, ks: list[int]) -> list[str]:
+    """Adults sent to ID with k validation minors let through (rows the teacher saw a face in)."""
     val = d["ok"] & (d["split"] == "val")
-    minor, adult = val & is_minor(d["age"]), val & (d["age"] >= CHALLENGE_AGE)
-    ranked = np.sort(p_over[minor])[::-1]
-    lines = [f"== {name}"]
-    for k in ks:
-        to_id = ~(p_over > ranked[k])
-        parts = ", ".join(f"{s} {to_id[adult & (d['source'] == s)].mean():.1%}" for s in sorted(set(d["source"][val])))
-        lines.append(
-            f"  {int((~to_id[minor]).sum())} of {int(minor.sum())} minors approved: 25+ sent to ID "
-            f"{to_id[adult].mean():.1%} [{parts}] women {to_id[adult & (d['sex'] == '1')].mean():.1%} / "
-            f"men {to_id[adult & (d['sex'] == '0')].mean():.1%}"
-        )
-    return lines
+    rows = np.flatnonzero(val)
+    p = Predictions(
+        name,
+        tuple(str(i) for i in rows),
+        d["age"][val].astype(float),
+        p_over[val],
+        np.full(len(rows), np.nan),
+        d["source"][val],
+        d["sex"][val],
+    )
+    return [f"== {name}", *minors_lines(p, ks)]
 
 
 def main(argv: list[str] | None = None) -> int:
