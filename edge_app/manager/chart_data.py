@@ -31,34 +31,27 @@ def series(s: Summary) -> dict[str, Any]:
     size = bucket_size(s.period)
     buckets = sorted({bucket_of(d, size) for d in s.period.days})
     idx = {b: i for i, b in enumerate(buckets)}
-    checked, no_check, unanswered = [0] * len(buckets), [0] * len(buckets), [0] * len(buckets)
+    over_time = [[0] * len(buckets) for _ in ALERT_OUTCOME_SERIES]
     for (_, _, day), r in s.rows.items():
         i = idx[bucket_of(day, size)]
-        checked[i] += r.id_checked_alerts
-        no_check[i] += r.answered_alerts - r.id_checked_alerts
-        unanswered[i] += r.alerts - r.answered_alerts
+        for counts, n in zip(over_time, r.outcomes):
+            counts[i] += n
     fmt = {"day": "%a %d %b", "week": "w/c %d %b", "month": "%b %Y"}[size]
-    multi = len(s.store_ids) > 1
-    tills = s.tills
-    per_till = [s.totals(t, st) for st, t in tills]
+    per_till = [s.totals(t, st).outcomes for st, t in s.tills]
 
-    def stacks(checked: list[int], no_check: list[int], unanswered: list[int]) -> list[dict]:
+    def stacks(per_outcome: list[list[int]]) -> list[dict]:
         # The alerts' outcomes, in the order the bars stack; the page draws what it is given.
         return [
             {"name": name, "colour": colour, "values": values}
-            for (name, colour), values in zip(ALERT_OUTCOME_SERIES, (checked, no_check, unanswered))
+            for (name, colour), values in zip(ALERT_OUTCOME_SERIES, per_outcome)
         ]
 
     return {
         "bucket": size,
-        "over_time": {"labels": [b.strftime(fmt) for b in buckets], "series": stacks(checked, no_check, unanswered)},
+        "over_time": {"labels": [b.strftime(fmt) for b in buckets], "series": stacks(over_time)},
         "per_till": {
-            "labels": [f"{st}/{t}" if multi else t for st, t in tills],
-            "series": stacks(
-                [r.id_checked_alerts for r in per_till],
-                [r.answered_alerts - r.id_checked_alerts for r in per_till],
-                [r.alerts - r.answered_alerts for r in per_till],
-            ),
+            "labels": s.till_labels,
+            "series": stacks([list(column) for column in zip(*per_till)] or [[] for _ in ALERT_OUTCOME_SERIES]),
         },
         # Two series, each in one colour, so the legend's swatches are the bars' colours (one
         # series with a colour per bar gave the legend the first bar's red for the blue bars).

@@ -75,15 +75,12 @@ def age_bands(s: Summary) -> str:
 def id_checks(s: Summary) -> str:
     """One bar per till, stacked: alerts with ID checked, answered "no ID check", not answered;
     the same size for a day or a year, so the till that sells without checks is the long red one."""
-    multi = len(s.store_ids) > 1
     tills = s.tills
-    labels = [f"{st}/{t}" if multi else t for st, t in tills]
+    labels = s.till_labels
     width, left, top, row = 700, 150, 60, 34
     height = top + row * max(len(tills), 1) + 50
     totals = [s.totals(t, st) for st, t in tills]
-    parts = [
-        [r.id_checked_alerts, r.answered_alerts - r.id_checked_alerts, r.alerts - r.answered_alerts] for r in totals
-    ]
+    parts = [r.outcomes for r in totals]
     scale = (width - left - 150) / max([r.alerts for r in totals] + [1])
     title = f"Were IDs checked? Alerts per till, {s.period.since} to {s.period.until}"
     body = [_text(width / 2, 22, title, "middle", 14, "bold")]

@@ -74,9 +74,7 @@ def _id_row(store: str, till: str, r: TillDay) -> list:
         store,
         till,
         r.alerts,
-        r.id_checked_alerts,
-        r.answered_alerts - r.id_checked_alerts,
-        r.alerts - r.answered_alerts,
+        *r.outcomes,
         pct(r.share_id_checked),
     ]
 

@@ -103,6 +103,12 @@ class TillDay:
         """Alerts answered, but with no answer saying ID was checked ("no ID check")."""
         return self.answered_alerts - self.id_checked_alerts
 
+    @property
+    def outcomes(self) -> tuple[int, int, int]:
+        """The alerts by what became of them, in outcomes.ALERT_OUTCOME_SERIES's order: ID checked,
+        answered "no ID check", not answered (together, every alert)."""
+        return self.id_checked_alerts, self.no_id_check_alerts, self.unanswered_alerts
+
     def share(self, n: int) -> float | None:
         return n / self.alerts if self.alerts else None
 
@@ -166,6 +172,12 @@ class Summary:
     def tills(self) -> list[tuple[str, str]]:
         """(store, till) pairs: till-01 of two stores are two tills."""
         return sorted({k[:2] for k in self.rows})
+
+    @property
+    def till_labels(self) -> list[str]:
+        """The tills' names in `tills` order, with their store when the figures cover more than one."""
+        multi = len(self.store_ids) > 1
+        return [f"{st}/{t}" if multi else t for st, t in self.tills]
 
 
 @dataclass
