@@ -223,6 +223,14 @@ def _state(store: str, till: str, last_seq: int, heartbeat: float, depth: int = 
     ).encode()
 
 
+def _silent_lines(driver) -> list[str]:
+    """The silent-till lines as shown, read in one script call: the page replaces the list while it
+    updates itself, and an element found a moment earlier can be gone when its text is read."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#silent-tills li.silent-till')].map(e => e.innerText)"
+    )
+
+
 def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
     """Two tills publish their events and states through a real broker to the real feed; till-01
     stops (no Last Will: a cut cable) after its state numbered three events that never arrived.
@@ -260,7 +268,7 @@ def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not silent:
             pub.raw("agecheck/v1/store-001/till-02/state", _state("store-001", "till-02", 2, beat), retain=True)
-            silent = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#silent-tills li.silent-till")]
+            silent = _silent_lines(driver)
             time.sleep(0.3)
         assert silent and "till-01: silent" in silent[0] and "every 1 s" in silent[0], silent
         assert all("till-02" not in s for s in silent)
@@ -272,13 +280,7 @@ def test_a_silent_till_is_shown_before_its_next_event(tmp_path, mqtt_broker):
         assert _db_rows(db, "SELECT COUNT(*) FROM events WHERE till_id = 'till-01'") == [(4,)]
         # A till that says it went offline is shown so at once.
         pub.raw("agecheck/v1/store-001/till-02/availability", b"offline", retain=True)
-        _wait(
-            lambda: any(
-                "till-02: offline" in e.text
-                for e in driver.find_elements(By.CSS_SELECTOR, "#silent-tills li.silent-till")
-            ),
-            what="till-02 shown offline",
-        )
+        _wait(lambda: any("till-02: offline" in line for line in _silent_lines(driver)), what="till-02 shown offline")
     finally:
         if driver is not None:
             driver.quit()
