@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from edge_app.devtools.sim import Xvfb
-from tests.edge_app.x11_util import wait_for, xdotool
+from tests.edge_app.x11_util import move_pointer, wait_for, xdotool
 
 # The window managers the tests run under, with the Debian package that brings each.
 WINDOW_MANAGERS = {"openbox": "openbox", "fluxbox": "fluxbox"}
@@ -95,11 +95,21 @@ root.mainloop()
 
 
 class KeyedPos:
-    """The POS stand-in: a full-height window in its own process, given the focus through the
-    window manager (_NET_ACTIVE_WINDOW, as a click or the WM's focus-on-map would), that reports
-    each key it receives."""
+    """The POS stand-in: a window over most of the screen in its own process, given the focus
+    through the window manager (_NET_ACTIVE_WINDOW, as a click or the WM's focus-on-map would),
+    that reports each key it receives.
 
-    def __init__(self, geometry: str = "1280x800+0+0") -> None:
+    It opens with the pointer parked outside it. The stand-in is a Tk program, and Tk claims the
+    focus by itself when its window appears under the pointer while the focus is on the root
+    window (where fluxbox leaves it when no window has it); when the pointer later leaves that
+    window, Tk hands the focus to PointerRoot (tkFocus.c, its LeaveNotify case). Under fluxbox that
+    made the POS lose its keyboard as the pointer moved onto the alert window, now and then,
+    whichever window the pointer moved to: a quirk of the stand-in's toolkit, which a focus log
+    showed (PointerRoot set while `xdotool mousemove` ran, before any click), not of the alert
+    window. Parked outside, the POS gets the focus only from the window manager."""
+
+    def __init__(self, geometry: str = "1280x760+0+0", park: tuple[int, int] = (640, 790)) -> None:
+        move_pointer(*park)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -172,4 +182,51 @@ def all_keys_arrive(pos: KeyedPos, sent: list[str], what: str) -> None:
     except AssertionError:
         pass  # said below, with the keys that did arrive
     got = [k for k in pos.take_keys() if k not in MODIFIERS]
-    assert got == sent, f"keys typed {what}: the POS got {got}, not {sent}"
+    assert got == sent, f"keys typed {what}: the POS got {got}, not {sent}; {desktop_state(pos)}"
+
+
+def keyboard_grabbed(display: str) -> bool:
+    """Whether another client holds an active keyboard grab (a window manager mid Alt-Tab):
+    XGrabKeyboard answers AlreadyGrabbed then."""
+    import ctypes
+
+    x11 = ctypes.CDLL("libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
+    x11.XDefaultRootWindow.restype = ctypes.c_ulong
+    x11.XGrabKeyboard.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_ulong,
+    ]
+    x11.XUngrabKeyboard.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    dpy = x11.XOpenDisplay(display.encode())
+    if not dpy:
+        raise RuntimeError(f"cannot open display {display}")
+    try:
+        status = x11.XGrabKeyboard(dpy, x11.XDefaultRootWindow(dpy), 0, 1, 1, 0)  # GrabModeAsync, CurrentTime
+        if status == 0:  # GrabSuccess
+            x11.XUngrabKeyboard(dpy, 0)
+        return status == 1  # AlreadyGrabbed
+    finally:
+        x11.XCloseDisplay(dpy)
+
+
+def desktop_state(pos: KeyedPos) -> str:
+    """Where the keyboard is, for a failure message: the focused window, the POS's own view of its
+    focus, and whether a client holds a keyboard grab."""
+    focus = xdotool("getwindowfocus", "-f")
+    try:
+        name = xdotool("getwindowname", focus) if focus else ""
+    except RuntimeError:
+        name = "?"
+    display = os.environ.get("DISPLAY", "")
+    return (
+        f"X focus on window {focus or 'none'} ({name!r}), POS window {pos.window}, POS says focused={pos.focused}, "
+        f"keyboard grabbed by a client: {keyboard_grabbed(display)}"
+    )

@@ -51,12 +51,16 @@ def xdotool(*args: str) -> str:
 def click(box: tuple[int, int, int, int]) -> None:
     """A real left click in the middle of box=(x, y, w, h)."""
     x, y, w, h = box
-    cx, cy = x + w // 2, y + h // 2
+    move_pointer(x + w // 2, y + h // 2)
+    xdotool("click", "1")
+
+
+def move_pointer(x: int, y: int) -> None:
+    """The pointer moved to (x, y), once it is there."""
     # --sync waits for the pointer to move, forever when it is there already.
     here = dict(kv.split(":") for kv in xdotool("getmouselocation").split()[:2])
-    if (int(here["x"]), int(here["y"])) != (cx, cy):
-        xdotool("mousemove", "--sync", str(cx), str(cy))
-    xdotool("click", "1")
+    if (int(here["x"]), int(here["y"])) != (x, y):
+        xdotool("mousemove", "--sync", str(x), str(y))
 
 
 def tap(window, box: tuple[int, int, int, int]) -> None:

@@ -1,5 +1,5 @@
 """The cashier window on a till's desktop: Xvfb with a real window manager (openbox on its default
-settings, and fluxbox), a full-height POS window beside it that has the focus, and xdotool typing
+settings, and fluxbox), a POS window over most of the screen beside it that has the focus, and xdotool typing
 digits, Enter and a barcode at scanner speed before, during and after every kind of banner. What
 the cashier types or scans must always reach the POS, and nothing typed may ever be recorded as an
 answer: the window can never hold the keyboard."""
