@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -117,7 +118,7 @@ def _after_alert(rng: random.Random, check: events.CheckEvent, at: datetime, seq
     """The alert of a check that asked for ID, and what followed it: an answer, or (unanswered) the
     sale as an integrity event, or nothing yet."""
     till = check.till_id
-    common = dict(store_id=STORE, till_id=till, transaction_id=check.transaction_id, publisher=till)
+    common: dict[str, Any] = dict(store_id=STORE, till_id=till, transaction_id=check.transaction_id, publisher=till)
     # The alert names the cashier logged in (from the scan, like the check); the answer and the
     # integrity event are theirs through it.
     alert = events.AlertEvent(

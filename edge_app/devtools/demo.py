@@ -21,7 +21,7 @@ from typing import TextIO
 from edge_app.cashier.isolated import attach
 from edge_app.config import Config, ConfigError, MQTTConfig, TLSConfig
 from edge_app.core import events
-from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT
+from edge_app.core.words import ACK_VIA_LABELS, DECISION_HINT, DECISION_SHORT, AckVia
 from edge_app.devtools.sim import (
     SALE_AFTER_S,
     SCAN_EVERY_S,
@@ -61,7 +61,7 @@ class Printer(Listener):
             # `via` is optional and free: another display may send a word this build has no label for.
             line = (
                 f"{clock} answer     txn {ev.transaction_id}  {ev.answer}  "
-                f"({ACK_VIA_LABELS.get(ev.via, ev.via or 'another display')})"
+                f"({ACK_VIA_LABELS[ev.via] if isinstance(ev.via, AckVia) else ev.via or 'another display'})"
             )
         elif isinstance(ev, events.IntegrityEvent):
             line = (

@@ -142,7 +142,8 @@ def run_estimate(args: argparse.Namespace, cfg: Config) -> int:
                 print(f"{photo}: no face found -> {DECISION_SHORT[pol.decision]} (ask for ID)")
             return {"file": photo, "faces": 0, **pol.as_dict(), "error": "no face found"}, 1
         est = model.predict(res.aligned.crop)
-        pol = decide_calibrated([est.age], [est.probs], challenge_rule(cfg.policy), model.rules)
+        probs = [] if est.probs is None else [est.probs]  # the model always gives them; the type says maybe
+        pol = decide_calibrated([est.age], probs, challenge_rule(cfg.policy), model.rules)
         rec = {
             "file": photo,
             "faces": len(res.faces),

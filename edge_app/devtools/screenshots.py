@@ -188,8 +188,10 @@ def main(argv: list[str]) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"screenshots: no private screen to draw on: {exc}", file=sys.stderr)
         return 2
-    os.environ["DISPLAY"] = xs.display  # always a private screen: nothing else in the picture
-    wm = _window_manager(xs.display)
+    display = xs.display
+    assert display is not None, "Xvfb.start() sets the display"
+    os.environ["DISPLAY"] = display  # always a private screen: nothing else in the picture
+    wm = _window_manager(display)
     try:
         for p in (banners(out), demo_window(out)):
             print(f"wrote {p}")

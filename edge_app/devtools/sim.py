@@ -187,7 +187,7 @@ def demo_photo_bgr() -> np.ndarray:
 
 def mjpg_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
     """An open OpenCV writer of an MJPG .avi (a codec every OpenCV build can write and read)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write an MJPG video to {path}")
     return writer

@@ -84,7 +84,7 @@ def id_checks(s: Summary) -> str:
     scale = (width - left - 150) / max([r.alerts for r in totals] + [1])
     title = f"Were IDs checked? Alerts per till, {s.period.since} to {s.period.until}"
     body = [_text(width / 2, 22, title, "middle", 14, "bold")]
-    x = left
+    x: float = left
     for name, colour in OUTCOMES:  # the legend, one line under the title
         body += [f'<rect x="{x}" y="34" width="12" height="12" fill="{colour}"/>', _text(x + 16, 44, name, size=11)]
         x += 24 + 7 * len(name)

@@ -293,7 +293,7 @@ class Database:
             con.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         return con
 
-    def _errors(self) -> tuple[type[BaseException], ...]:
+    def _errors(self) -> tuple[type[Exception], ...]:
         if self.dialect == "sqlite":
             return (sqlite3.Error,)
         import psycopg
@@ -318,9 +318,10 @@ class Database:
     def _run(self, fn, sql: str):
         if self._con is None or (self.dialect == "postgresql" and self._con.closed):
             self._connect()
+        errors: tuple[type[Exception], ...] = (*self._errors(), OverflowError, UnicodeEncodeError)
         try:
             return fn()
-        except (*self._errors(), OverflowError, UnicodeEncodeError) as exc:
+        except errors as exc:
             if self.dialect == "postgresql" and self._con.closed:
                 self._con = None  # reconnect next time
             kind = RowRejected if _permanent(exc) else StoreUnavailable

@@ -53,14 +53,14 @@ def secs(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f} s"
 
 
-def cashier_of(ev: events.Event, alerts: Mapping[str, events.AlertEvent]) -> str | None:
+def cashier_of(ev: events.Event, alerts: Mapping[str, events.Event]) -> str | None:
     """Who was at the till for this event: an answer's own operator when the window sent one,
     else (answers and integrity events) the cashier logged in when the alert was shown."""
     if isinstance(ev, events.AckEvent) and ev.operator_id:
         return ev.operator_id
     if isinstance(ev, (events.AckEvent, events.IntegrityEvent)):
         a = alerts.get(ev.alert_event_id)
-        if a is not None:
+        if isinstance(a, events.AlertEvent):
             return a.operator_id
     return ev.operator_id
 

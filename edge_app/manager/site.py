@@ -63,19 +63,19 @@ class EventRow:
 
     @classmethod
     def of(cls, ev: events.Event, local: str, outcome: str, reason: str) -> EventRow:
-        shown = isinstance(ev, (events.CheckEvent, events.AlertEvent))
+        shown = ev if isinstance(ev, (events.CheckEvent, events.AlertEvent)) else None
         return cls(
             time=local,
             store_id=ev.store_id,
             till_id=ev.till_id,
             kind=ev.KIND,
-            decision=(ev.decision or "") if shown else "",
+            decision=(shown.decision or "") if shown else "",
             answer=ev.answer if isinstance(ev, events.AckEvent) else "",
             outcome=outcome,
             reason=reason,
             operator_id=ev.operator_id or "",
             transaction_id=ev.transaction_id or "",
-            age_band=(ev.age_band or "") if shown else "",
+            age_band=(shown.age_band or "") if shown else "",
             seq=ev.seq if ev.seq is not None else "",
             event_id=ev.event_id,
         )
@@ -215,7 +215,7 @@ def event_rows(db: Database, f: Filters, tz: tzinfo | None, limit: int) -> list[
             dt = local_dt(ev.ts, tz)
             if dt is None or not (f.period.since <= dt.date() <= f.period.until):
                 continue
-            cashier = cashier_of(ev, linked)  # type: ignore[arg-type]  (an alert id names an alert)
+            cashier = cashier_of(ev, linked)
             if not sc.admits(ev, dt, cashier):
                 continue
             # A correction (Undo) says which answer it took back, as the feed's live table does.

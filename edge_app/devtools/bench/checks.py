@@ -81,7 +81,7 @@ def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_n
             kept = cap.buffer.between(t0 - cfg.check.lookback_seconds, t0)
             # Today's capture decoded every frame as it arrived: its runner gets them decoded.
             decoded = [Frame(f.index, f.t, f.bgr()) for f in kept]
-            moved = [Frame(f.index, f.t, np.ascontiguousarray(np.roll(f.image, (1, 1), axis=(0, 1)))) for f in decoded]
+            moved = [Frame(f.index, f.t, np.ascontiguousarray(np.roll(f.bgr(), (1, 1), axis=(0, 1)))) for f in decoded]
             results = {}
             order = ("today", "new", "moved") if k % 2 == 0 else ("new", "today", "moved")
             for which in order:
@@ -99,7 +99,8 @@ def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_n
                 ms = res.check.latency_ms
                 results[which] = res
                 if which != "moved":
-                    (out.today if which == "today" else out.new).append(ms.total - ms.queue)
+                    # A finished check has timed both (Latency's fields are optional on the wire).
+                    (out.today if which == "today" else out.new).append((ms.total or 0.0) - (ms.queue or 0.0))
             a, b = results["today"].check, results["new"].check
             out.compared += 1
             out.same_decision += a.decision == b.decision

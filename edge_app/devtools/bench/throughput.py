@@ -73,7 +73,7 @@ def throughput_worker(cfg, cores: list[int], seconds: float) -> dict[str, Any]:
                 while time.monotonic() - t0 < seconds or n < 3:
                     now, iso = now_pair()
                     out = runner.run(Trigger(Scan(Item("bench", "alcohol"), f"T{n}"), "pos", 18, now, iso))
-                    frames += out.check.frames_seen
+                    frames += out.check.frames_seen or 0
                     n += 1
             finally:
                 runner.close()
