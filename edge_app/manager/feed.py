@@ -257,7 +257,8 @@ class Feed:
         )
 
     def _show(self, msg: Message, res: Stored) -> None:
-        if res.status == "new" and res.event is not None:  # a new event is always decoded
+        if res.status == "new":
+            assert res.event is not None, "the store decodes every new event"
             replaces = res.event.replaces_event_id if isinstance(res.event, events.AckEvent) else None
             self.table.event(res.event, self.store.event(replaces) if replaces else None)
             if res.gap is not None:

@@ -99,16 +99,18 @@ class KeyedPos:
     through the window manager (_NET_ACTIVE_WINDOW, as a click or the WM's focus-on-map would),
     that reports each key it receives.
 
-    It opens with the pointer parked outside it. The stand-in is a Tk program, and Tk claims the
-    focus by itself when its window appears under the pointer while the focus is on the root
-    window (where fluxbox leaves it when no window has it); when the pointer later leaves that
-    window, Tk hands the focus to PointerRoot (tkFocus.c, its LeaveNotify case). Under fluxbox that
-    made the POS lose its keyboard as the pointer moved onto the alert window, now and then,
-    whichever window the pointer moved to: a quirk of the stand-in's toolkit, which a focus log
-    showed (PointerRoot set while `xdotool mousemove` ran, before any click), not of the alert
-    window. Parked outside, the POS gets the focus only from the window manager."""
+    It opens with the pointer parked outside it (below it, clear of a title bar). The stand-in is a
+    Tk program, and Tk claims the focus by itself whenever the pointer enters its window while the
+    focus is on the root window (where fluxbox leaves it when no window has it), as when the window
+    opens under the pointer; when the pointer later leaves that window, or a window appears over it
+    under the pointer, Tk hands the focus to PointerRoot (tkFocus.c, its Enter/LeaveNotify cases).
+    Under fluxbox that made the POS lose its keyboard now and then as the pointer moved onto the
+    alert window, or the alert window opened under a pointer left there by an earlier test: a
+    quirk of the stand-in's toolkit, which a focus log showed (PointerRoot set while `xdotool
+    mousemove` ran, before any click), not of the alert window. Parked outside, the POS gets the
+    focus only from the window manager, and Tk never claims it."""
 
-    def __init__(self, geometry: str = "1280x760+0+0", park: tuple[int, int] = (640, 790)) -> None:
+    def __init__(self, geometry: str = "1280x760+0+0", park: tuple[int, int] = (640, 797)) -> None:
         move_pointer(*park)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _POS_SCRIPT, geometry], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -212,21 +214,22 @@ def keyboard_grabbed(display: str) -> bool:
         status = x11.XGrabKeyboard(dpy, x11.XDefaultRootWindow(dpy), 0, 1, 1, 0)  # GrabModeAsync, CurrentTime
         if status == 0:  # GrabSuccess
             x11.XUngrabKeyboard(dpy, 0)
-        return status == 1  # AlreadyGrabbed
+        return status in (1, 4)  # AlreadyGrabbed, GrabFrozen
     finally:
         x11.XCloseDisplay(dpy)
 
 
 def desktop_state(pos: KeyedPos) -> str:
     """Where the keyboard is, for a failure message: the focused window, the POS's own view of its
-    focus, and whether a client holds a keyboard grab."""
-    focus = xdotool("getwindowfocus", "-f")
+    focus, and whether a client holds a keyboard grab. Never raises: it must not hide the failure
+    it describes."""
     try:
+        focus = xdotool("getwindowfocus", "-f")
         name = xdotool("getwindowname", focus) if focus else ""
-    except RuntimeError:
-        name = "?"
-    display = os.environ.get("DISPLAY", "")
+        grabbed = str(keyboard_grabbed(os.environ.get("DISPLAY", "")))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return f"(the desktop's state could not be read: {exc})"
     return (
         f"X focus on window {focus or 'none'} ({name!r}), POS window {pos.window}, POS says focused={pos.focused}, "
-        f"keyboard grabbed by a client: {keyboard_grabbed(display)}"
+        f"keyboard grabbed by a client: {grabbed}"
     )

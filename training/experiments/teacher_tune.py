@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,8 +96,9 @@ def build_teacher(backbone, seed: int):
 
 
 def dataset(split: Split, batch: int, train: bool, seed: int):
-    """(crop, soft age target, weight): each source weighted equally in training so the largest
-    does not fit the network alone; light augmentation (flip, shift, brightness)."""
+    """(crop, soft age target, weight): each source weighted by the inverse square root of its
+    size in training (as the frozen head is), so the largest does not fit the network alone; light
+    augmentation (flip, contrast, brightness)."""
     import tensorflow as tf
 
     y = soft_targets(split.age)
@@ -180,8 +182,15 @@ def run(a: argparse.Namespace, log=print) -> dict:
     model = build_teacher(build_backbone(a.model, a.size, tr.x.shape[1]), a.seed)
     state_path = a.out / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"done": 0, "history": []}
+    args = {k: str(v) for k, v in vars(a).items()}
     if state["done"]:
-        model.load_weights(a.out / "last.weights.h5")
+        changed = sorted(k for k, v in state["args"].items() if k != "epochs" and args.get(k) != v)
+        if changed:
+            raise TeacherError(
+                f"{a.out} holds a run with other options ({', '.join(changed)}): resume it with the same "
+                "options (only --epochs may grow), or give another --out"
+            )
+        model.load_weights(a.out / f"epoch{state['done']}.weights.h5")
         log(f"resuming after epoch {state['done']} from {a.out}")
     for epoch in range(state["done"] + 1, a.epochs + 2):
         probe = epoch == 1  # stage 1: the head alone on the frozen backbone
@@ -196,13 +205,15 @@ def run(a: argparse.Namespace, log=print) -> dict:
         f = gate_figures(predict(model, va.x), va)
         f.update(epoch=epoch, stage="probe" if probe else "fine-tune", seconds=round(time.time() - t0))
         log(_line(epoch, f))
-        model.save_weights(a.out / "last.weights.h5")
-        best = min([h["score"] for h in state["history"]], default=math.inf)
-        if f["score"] < best:
-            model.save_weights(a.out / "best.weights.h5")
-        state = {"done": epoch, "history": state["history"] + [f], "args": {k: str(v) for k, v in vars(a).items()}}
-        state_path.write_text(json.dumps(state, indent=1))
-    model.load_weights(a.out / "best.weights.h5")
+        # Each epoch's weights under their own name, the state written last and renamed into
+        # place: a run stopped at any moment resumes from the last epoch the state names.
+        model.save_weights(a.out / f"epoch{epoch}.weights.h5")
+        state = {"done": epoch, "history": state["history"] + [f], "args": args}
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, state_path)
+    best = min(state["history"], key=lambda h: h["score"])
+    model.load_weights(a.out / f"epoch{best['epoch']}.weights.h5")
     write_targets(model, a.data, a.out / "targets.npz", state, log, limit=a.limit)
     return state
 
@@ -216,7 +227,7 @@ def write_targets(model, data: Path, out: Path, state: dict, log=print, limit: i
     for i in range(0, n, 2048):
         probs[i : i + 2048] = predict(model, np.asarray(crops[i : min(n, i + 2048)])).astype(np.float16)
         log(f"  targets: {min(n, i + 2048)}/{n} rows")
-    best = min(state["history"], key=lambda h: h["score"])
+    best = min(state["history"], key=lambda h: h["score"])  # the epoch whose weights were loaded
     info = {"fine_tuned": True, "best_epoch": best["epoch"], "val": best, "rows": n, "rows_with_target": n}
     np.savez(out, probs=probs, info=json.dumps(info))
     log(f"teacher targets: {out} (epoch {best['epoch']})")

@@ -100,7 +100,8 @@ def measure_checks(cfg, video: Path, checks: int, pipeline, model_today, model_n
                 results[which] = res
                 if which != "moved":
                     # A finished check has timed both (Latency's fields are optional on the wire).
-                    (out.today if which == "today" else out.new).append((ms.total or 0.0) - (ms.queue or 0.0))
+                    assert ms.total is not None and ms.queue is not None, f"check {k} was not timed"
+                    (out.today if which == "today" else out.new).append(ms.total - ms.queue)
             a, b = results["today"].check, results["new"].check
             out.compared += 1
             out.same_decision += a.decision == b.decision

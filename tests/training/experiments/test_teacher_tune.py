@@ -75,8 +75,13 @@ def test_a_tiny_run_checkpoints_resumes_and_writes_targets_for_train(faceres, tm
     assert "resuming after epoch 2" in printed and "epoch 3:" in printed and "epoch 1:" in printed.split("resuming")[0]
     state = json.loads((out / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert all((out / f"epoch{e}.weights.h5").is_file() for e in (1, 2, 3))
     probs = load_targets(out / "targets.npz", n)
     assert probs.shape == (n, AGES) and np.allclose(probs.sum(1), 1, atol=1e-2)
+    # Resuming under other options would mix two runs: refused, with the option named.
+    changed = [*common[:-4], "--size", "48", "--batch", "32"]
+    assert main([*changed, "--epochs", "3"]) == 2
+    assert "other options (size)" in capsys.readouterr().err
 
 
 def test_a_file_that_is_not_the_network_is_named(tmp_path, capsys):
