@@ -172,3 +172,15 @@ def cell_weights(
             for b, v in cells.items():
                 out[(s, g, b)] = src_share[s] / total / len(groups) * v / z
     return out
+
+
+def source_weights(sources: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """A weight per photo, n_s ** -power for a source of n_s photos, scaled to a mean of 1. With
+    power 1 each source's photos together weigh the same (the decision's fit); with 0.5 (the
+    teacher's heads) a larger source still counts more, by the square root of its size."""
+    sources = np.asarray(sources)
+    w = np.ones(len(sources), float)
+    for s in set(sources.tolist()):
+        m = sources == s
+        w[m] = float(m.sum()) ** -power
+    return w * len(sources) / w.sum()

@@ -20,18 +20,9 @@ import numpy as np
 
 from edge_app.core.policy import age_interval, is_minor, raw_p_over
 from edge_app.vision.card import CardDecision, ModelCard, card_path
+from training.data import source_weights
 
 CHALLENGE_AGES = (21, 25)  # Challenge 21 and Challenge 25; the item's legal age never exceeds these here
-
-
-def source_weights(sources: np.ndarray) -> np.ndarray:
-    """Each source's photos together weigh the same."""
-    sources = np.asarray(sources)
-    w = np.ones(len(sources), float)
-    for s in set(sources.tolist()):
-        m = sources == s
-        w[m] = 1.0 / m.sum()
-    return w * len(sources) / w.sum()
 
 
 def fit_isotonic(raw: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> tuple[list[float], list[float]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import LabelsError
+from training.data import LabelsError, source_weights
 
 EMBED_SIZE = 224
 # Keras 'caffe' preprocessing the network was trained with: BGR, minus the ImageNet means.
@@ -235,12 +235,10 @@ def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 
         ]
     )
     head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
-    # Each source weighted equally, so the largest does not fit the head alone.
+    # Sources weighted by the inverse square root of their size, so the largest does not fit the
+    # head alone.
     w = np.zeros(len(rows), np.float32)
-    for s in set(src[tr]):
-        m = tr & (src == s)
-        w[m] = m.sum() ** -0.5
-    w[tr] *= tr.sum() / w[tr].sum()
+    w[tr] = source_weights(src[tr], power=0.5)
     ks = np.arange(AGES, dtype=np.float32)
     best, best_w, history = np.inf, None, []
     for ep in range(epochs):

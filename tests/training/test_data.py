@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.data import FEMALE, MALE, Split, band_index, cell_weights
+from training.data import FEMALE, MALE, Split, band_index, cell_weights, source_weights
 
 
 def split(ages, sources, sexes=None) -> Split:
@@ -52,3 +52,14 @@ def test_female_reads_the_labels_coding_and_unknown():
     np.testing.assert_array_equal(data.female(), [1.0, 0.0, -1.0])
     assert split([30], ["s"]).female().tolist() == [-1.0]  # a cache without a gender column
     assert data.take(2).sex.tolist() == [FEMALE, MALE]
+
+
+def test_source_weights_make_each_source_count_the_same():
+    w = source_weights(np.array(["a"] * 90 + ["b"] * 10))
+    assert np.isclose(w[:90].sum(), w[90:].sum())
+
+
+def test_source_weights_at_half_power_count_a_source_by_the_root_of_its_size():
+    """The teacher heads' weighting: 90 photos weigh 3 times as much as 10, not 9 times."""
+    w = source_weights(np.array(["a"] * 90 + ["b"] * 10), power=0.5)
+    assert np.isclose(w[:90].sum() / w[90:].sum(), 3.0) and np.isclose(w.mean(), 1.0)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_app.core.policy import GateRule, age_interval, calibrated_p_over
-from training.decision import choose_threshold, fit_decision, fit_isotonic, source_weights, summary
+from training.data import source_weights
+from training.decision import choose_threshold, fit_decision, fit_isotonic, summary
 
 
 def dists(ages: np.ndarray, bias: np.ndarray, sd: float, rng) -> np.ndarray:
@@ -33,11 +34,6 @@ def test_isotonic_map_is_monotone_and_spans_0_to_1():
     assert xs[0] == 0.0 and xs[-1] == 1.0
     assert all(b > a for a, b in zip(xs, xs[1:])) and all(b >= a for a, b in zip(ys, ys[1:]))
     assert ys[0] < 0.2 and ys[-1] > 0.8
-
-
-def test_source_weights_make_each_source_count_the_same():
-    w = source_weights(np.array(["a"] * 90 + ["b"] * 10))
-    assert np.isclose(w[:90].sum(), w[90:].sum())
 
 
 def test_fitted_decision_meets_its_target_on_its_data_and_is_calibrated():

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from training.compare import CHALLENGE_AGE, Predictions, minors_lines
+from training.data import source_weights
 from training.teacher import AGES, EMBEDDINGS_FILE, soft_targets
 
 
@@ -42,12 +43,11 @@ def load(data: Path) -> dict[str, np.ndarray]:
     }
 
 
-def source_weights(d: dict[str, np.ndarray], train: np.ndarray) -> np.ndarray:
+def weights_on(d: dict[str, np.ndarray], train: np.ndarray) -> np.ndarray:
+    """The head's sample weights: zero off `train`, sources by the inverse square root of their size on it."""
     w = np.zeros(len(train), np.float32)
-    for s in set(d["source"][train]):
-        m = train & (d["source"] == s)
-        w[m] = m.sum() ** -0.5
-    return w * train.sum() / w[train].sum()
+    w[train] = source_weights(d["source"][train], power=0.5)
+    return w
 
 
 def fit(d: dict[str, np.ndarray], train: np.ndarray, w: np.ndarray, seed: int, epochs: int, binary: bool) -> np.ndarray:
@@ -105,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     d = load(a.data)
     train = d["ok"] & (d["split"] == "train")
-    w = source_weights(d, train)
+    w = weights_on(d, train)
     ages = []
     for seed in a.seeds:
         ages.append(fit(d, train, w, seed, a.epochs, binary=False))
         print("\n".join(report(f"age head, seed {seed}", d, ages[-1], a.minors)), flush=True)
     print("\n".join(report(f"age heads, mean of {len(ages)} seeds", d, np.mean(ages, 0), a.minors)), flush=True)
     gate_rows = train & ((d["age"] < 21) | (d["age"] >= CHALLENGE_AGE))
-    wb = np.where(d["age"] < 21, 3.0, 1.0).astype(np.float32) * source_weights(d, gate_rows)
+    wb = np.where(d["age"] < 21, 3.0, 1.0).astype(np.float32) * weights_on(d, gate_rows)
     print(
         "\n".join(report("binary head 13-20 vs 25+", d, fit(d, gate_rows, wb, a.seeds[0], a.epochs, True), a.minors)),
         flush=True,

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app.core.policy import is_minor
-from training.data import FEMALE, MALE, LabelsError, Split, load_split, split_rows_count
+from training.compare import CHALLENGE_AGE, Predictions, at_minors, mae
+from training.data import LabelsError, Split, load_split, source_weights, split_rows_count
 from training.teacher import AGES, BGR_MEANS, TeacherError, read_weights, soft_targets
 
 BLOCKS = 13
@@ -97,17 +97,13 @@ def build_teacher(backbone, seed: int):
 
 def dataset(split: Split, batch: int, train: bool, seed: int):
     """(crop, soft age target, weight): each source weighted by the inverse square root of its
-    size in training (as the frozen head is), so the largest does not fit the network alone; light
+    size in training (`training.data.source_weights`, as the frozen head is), so the largest does not fit the network alone; light
     augmentation (flip, contrast, brightness)."""
     import tensorflow as tf
 
     y = soft_targets(split.age)
-    wt = np.ones(len(split), np.float32)
-    if train:
-        for s in split.sources():
-            m = split.source == s
-            wt[m] = m.sum() ** -0.5
-        wt *= len(wt) / wt.sum()
+    wt = source_weights(split.source, power=0.5) if train else np.ones(len(split))
+    wt = wt.astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((split.x, y, wt))
     if train:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
@@ -138,18 +134,21 @@ def predict(model, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 def gate_figures(probs: np.ndarray, va: Split, minors: tuple[int, ...] = (3, 6, 12)) -> dict:
     """Validation MAE per source and adults (25+) sent to ID when k minors pass, scoring by P(25+)."""
-    ks = np.arange(AGES, dtype=np.float32)
-    pred = probs @ ks
-    p_over = probs[:, 25:].sum(1)
-    minor, adult = is_minor(va.age), va.age >= 25
-    ranked = np.sort(p_over[minor])[::-1]
-    f: dict = {"mae": {s: float(np.abs(pred - va.age)[va.source == s].mean()) for s in va.sources()}}
+    p = Predictions(
+        "teacher",
+        tuple(str(r) for r in va.row),
+        va.age.astype(float),
+        probs[:, CHALLENGE_AGE:].sum(1),
+        probs @ np.arange(AGES, dtype=np.float32),
+        va.source,
+        va.sex,
+    )
+    f: dict = {"mae": mae(p)}
     for k in minors:
-        to_id = ~(p_over > ranked[k])
-        f[f"adults_to_id_at_{k}"] = float(to_id[adult].mean())
+        row = at_minors(p, k)
+        f[f"adults_to_id_at_{k}"] = row.adults_to_id
         if k == minors[0]:
-            f["women"] = float(to_id[adult & (va.sex == FEMALE)].mean())
-            f["men"] = float(to_id[adult & (va.sex == MALE)].mean())
+            f["women"], f["men"] = row.women, row.men
     f["score"] = float(np.mean([f[f"adults_to_id_at_{k}"] for k in minors]))
     return f
 
