@@ -211,7 +211,7 @@ def decide_calibrated(
     age, spread = aggregate(ages)
     mean = np.mean(np.stack([np.asarray(p, np.float64) for p in probs]), axis=0)
     # Decided on the figure that is published, so a record's p_over can always be checked against
-    # the card's threshold: an isotonic map has plateaus, and faces land exactly on the threshold.
+    # the card's threshold: faces land exactly on the threshold (a map's flat ends, old cards' steps).
     p = round(calibrated_p_over(mean, gate), P_OVER_DIGITS)
     low, high = age_interval(mean, rules.interval_level, rules.interval_temperature)
     # The interval is of the raw distribution; the shown estimate is the card's mapped age, so

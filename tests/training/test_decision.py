@@ -78,3 +78,31 @@ def test_a_stricter_target_gives_a_higher_threshold():
     probs, ages, sources = data(seed=2)
     p = np.array([q[25:].sum() for q in probs])
     assert choose_threshold(p, ages, sources, 0.005, 0.005) >= choose_threshold(p, ages, sources, 0.05, 0.05)
+
+
+def test_the_map_keeps_the_networks_ranking_between_its_end_knots():
+    # A step fit puts a minor whose score sits among adults' on one plateau with them, and no
+    # threshold can then pass the adults above the minor without the minor: the centred fit keeps
+    # every face's rank, so the threshold can fall just above the minor.
+    rng = np.random.default_rng(3)
+    raw = np.sort(rng.random(400))
+    outcome = rng.random(400) < raw
+    xs, ys = fit_isotonic(raw, outcome, np.ones(400))
+    cal = np.interp(raw, xs, ys)
+    inside = (raw > xs[1]) & (raw < xs[-2])
+    assert inside.sum() > 300
+    assert np.all(np.diff(cal[inside]) > 0)
+
+
+def test_the_threshold_can_pass_one_minor_and_keep_out_the_next():
+    # Two minors among adults' scores (0.80 and 0.86), the target one of the two. With steps both
+    # share a plateau with the adults between them, so the threshold had to clear both and send
+    # those adults to ID; centred, it lands just above the lower minor.
+    raw = np.concatenate([np.linspace(0.01, 0.4, 60), [0.80, 0.86], np.linspace(0.70, 0.99, 40)])
+    ages = np.concatenate([np.full(60, 10.0), [16.0, 15.0], np.full(40, 40.0)])
+    xs, ys = fit_isotonic(raw, ages >= 25, np.ones(len(raw)))
+    cal = np.interp(raw, xs, ys)
+    t = choose_threshold(cal, ages, np.array(["a"] * len(raw)), 0.5, 0.5)
+    approved = cal >= t
+    assert approved[60:62].tolist() == [False, True]
+    assert approved[62:][raw[62:] > 0.80].all()
