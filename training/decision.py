@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from edge_app.core.policy import age_interval, is_minor, raw_p_over
-from edge_app.vision.card import CardDecision, ModelCard, card_path
+from edge_app.vision.card import CardDecision, CardError, ModelCard, card_path
 from training.data import source_weights
 
 CHALLENGE_AGES = (21, 25)  # Challenge 21 and Challenge 25; the item's legal age never exceeds these here
+CARRY_OVER_CHALLENGE = 25  # the challenge age training.loso measures the left-out margin at
 
 
 def fit_isotonic(raw: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> tuple[list[float], list[float]]:
@@ -114,8 +115,12 @@ def fit_decision(
     minors_pooled: float,
     minors_each: float,
     level: float = 0.8,
+    margin: float = 0.0,
 ) -> CardDecision:
-    """The card's decision, with the validation figures it was chosen on."""
+    """The card's decision, with the validation figures it was chosen on. `margin` is added to
+    the Challenge 25 threshold: what the worst source left out of training needed on top of the
+    validation fit (training.loso measures it at 25 only, and a margin on one calibrated
+    probability says nothing of another's)."""
     probs, ages, sources = np.asarray(probs, float), np.asarray(ages, float), np.asarray(sources)
     w = source_weights(sources)
     gates, fit = [], {}
@@ -125,12 +130,15 @@ def fit_decision(
         raw = np.array([raw_p_over(q, c) for q in probs])
         xs, ys = fit_isotonic(raw, ages >= c, w)
         cal = np.interp(raw, xs, ys)
-        thr = choose_threshold(cal, ages, sources, minors_pooled, minors_each, c)
+        fitted = choose_threshold(cal, ages, sources, minors_pooled, minors_each, c)
+        add = margin if c == CARRY_OVER_CHALLENGE else 0.0
+        thr = min(1.0, fitted + add) if add > 0 else fitted
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
         fit[str(c)] = {
             "minors": minors,
             "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
+            **({"fitted_threshold": fitted, "margin": add} if add > 0 else {}),
         }
     temp = fit_temperature(probs, ages, w, level)
     return CardDecision.from_dict(
@@ -156,6 +164,11 @@ def summary(decision: CardDecision, sources: list[str]) -> list[str]:
         if c == "on":
             continue
         ch = f["chosen"]
+        if "margin" in f:
+            lines.append(
+                f"challenge {c}: threshold {f['fitted_threshold']:.3f} fitted on validation, "
+                f"+{f['margin']:.3f} carry-over margin (training.loso's worst left-out source)"
+            )
         per = "; ".join(
             f"{s} {100 * ch[f'{s}:minors_approved']:.1f}% / {100 * ch[f'{s}:adults_to_id']:.1f}%" for s in sources
         )
@@ -171,7 +184,9 @@ def summary(decision: CardDecision, sources: list[str]) -> list[str]:
     return lines
 
 
-def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, level: float) -> CardDecision:
+def fit_for_model(
+    model_path: Path, data: Path, pooled: float, each: float, level: float, margin: float = 0.0
+) -> CardDecision:
     """The decision block for a TFLite file, from its distributions on the validation crops."""
     from edge_app.vision.model import AgeModel
     from training.data import load_split
@@ -181,9 +196,20 @@ def fit_for_model(model_path: Path, data: Path, pooled: float, each: float, leve
     if model.input_size != val.x.shape[1]:
         raise ValueError(f"{data} holds {val.x.shape[1]} px crops but {model_path} takes {model.input_size} px")
     probs = np.stack([model.predict(c).probs for c in val.x])
-    decision = fit_decision(probs, val.age, val.source, pooled, each, level)
+    decision = fit_decision(probs, val.age, val.source, pooled, each, level, margin)
     print("\n".join(summary(decision, val.sources())))
     return decision
+
+
+def carry_over_margin(card: ModelCard) -> float:
+    """The margin recorded by `training.loso --record-in`; CardError when there is none."""
+    value = (card.carry_over or {}).get("margin_needed")
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise CardError(
+            f"card {card.model_id!r} has no carry-over margin (carry_over.margin_needed); run training.loso with "
+            "--record-in on this card first"
+        )
+    return float(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,19 +229,35 @@ def main(argv: list[str] | None = None) -> int:
         "--minors-approved-each", type=float, default=None, help="the same in each source (default: the same)"
     )
     ap.add_argument("--interval", type=float, default=0.8, help="level of the age interval shown to the cashier")
+    ap.add_argument(
+        "--carry-over-margin",
+        action="store_true",
+        help="add to the Challenge 25 threshold the margin the card's carry_over (training.loso --record-in) "
+        "says its worst left-out source needed",
+    )
+    ap.add_argument(
+        "--same-in",
+        type=Path,
+        action="append",
+        default=[],
+        help="another model card to get the same decision (the float build's: export gives it the int8 file's)",
+    )
     a = ap.parse_args(argv)
-    for p, flag in ((a.model, "--model"), (a.data / "index.csv", "--data")):
+    for p, flag in ((a.model, "--model"), (a.data / "index.csv", "--data"), *((c, "--same-in") for c in a.same_in)):
         if not p.exists():
             ap.error(f"{flag}: {p} does not exist")
     each = a.minors_approved if a.minors_approved_each is None else a.minors_approved_each
     cp = card_path(a.model)
     try:  # CardError (a ValueError) names a card that cannot be read
         card = ModelCard.read_beside(a.model)
-        decision = fit_for_model(a.model, a.data, a.minors_approved, each, a.interval)
+        others = [ModelCard.read(c) for c in a.same_in]
+        margin = carry_over_margin(card) if a.carry_over_margin else 0.0
+        decision = fit_for_model(a.model, a.data, a.minors_approved, each, a.interval, margin)
     except ValueError as exc:
         ap.error(str(exc))
-    card.replace(decision=decision).write(cp)
-    print(f"decision recorded in {cp}")
+    for path, c in ((cp, card), *zip(a.same_in, others)):
+        c.replace(decision=decision).write(path)
+        print(f"decision recorded in {path}")
     return 0
 
 

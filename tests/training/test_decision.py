@@ -4,10 +4,12 @@ the interval temperature, on synthetic distributions whose truth is known."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_app.core.policy import GateRule, age_interval, calibrated_p_over
+from edge_app.vision.card import CardError, ModelCard
 from training.data import source_weights
-from training.decision import choose_threshold, fit_decision, fit_isotonic, summary
+from training.decision import carry_over_margin, choose_threshold, fit_decision, fit_isotonic, summary
 
 
 def dists(ages: np.ndarray, bias: np.ndarray, sd: float, rng) -> np.ndarray:
@@ -106,3 +108,24 @@ def test_the_threshold_can_pass_one_minor_and_keep_out_the_next():
     approved = cal >= t
     assert approved[60:62].tolist() == [False, True]
     assert approved[62:][raw[62:] > 0.80].all()
+
+
+def test_a_carry_over_margin_raises_the_challenge_25_threshold_only():
+    probs, ages, sources = data(seed=4)
+    plain = fit_decision(probs, ages, sources, 0.02, 0.03)
+    held = fit_decision(probs, ages, sources, 0.02, 0.03, margin=0.05)
+    assert held.rules.gate(25).threshold == pytest.approx(plain.rules.gate(25).threshold + 0.05)
+    assert held.rules.gate(21).threshold == plain.rules.gate(21).threshold
+    f = held.fit["25"]
+    assert f["fitted_threshold"] == plain.rules.gate(25).threshold and f["margin"] == 0.05
+    # The validation figures are those of the threshold the till applies, not of the fitted one.
+    assert f["chosen"]["threshold"] == held.rules.gate(25).threshold
+    assert f["chosen"]["adults_to_id"] > plain.chosen(25)["adults_to_id"]
+    assert any("+0.050 carry-over margin" in line for line in summary(held, ["a", "b"]))
+
+
+def test_the_carry_over_margin_must_be_in_the_card(tmp_path):
+    card = ModelCard.from_dict({"model_id": "m"})
+    with pytest.raises(CardError, match="no carry-over margin.*training.loso"):
+        carry_over_margin(card)
+    assert carry_over_margin(card.replace(carry_over={"margin_needed": 0.049})) == 0.049

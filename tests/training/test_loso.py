@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 
-from training.loso import LeftOut, figures, main, table
+from training.loso import LeftOut, figures, main, table, threshold_for
 
 
-def _predictions(path, rows):
+def _predictions(path, rows, p_over=None):
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file_name", "real_age", "pred", "detected", "decision", "p_over", "source", "gate"])
         for i, (age, pred, det, decision) in enumerate(rows):
-            w.writerow([f"{i}.jpg", age, pred, det, decision, "0.5", "x", ""])
+            p = "" if decision == "no_face" else (p_over[i] if p_over else "0.5")
+            w.writerow([f"{i}.jpg", age, pred, det, decision, p, "x", ""])
 
 
 def test_figures_count_the_tills_decisions_on_the_left_out_source(tmp_path):
@@ -40,14 +42,36 @@ def test_figures_count_the_tills_decisions_on_the_left_out_source(tmp_path):
     assert f.mae == pytest.approx((9 + 1 + 1 + 2 + 3 + 10 + 2) / 7)  # faces found only
 
 
+def test_the_margin_is_what_the_left_out_minors_needed_above_the_fitted_threshold(tmp_path):
+    # 20 minors: at most 5% may pass, so 1; the fitted 0.80 passed 3 of them (0.95, 0.90, 0.85).
+    p = tmp_path / "test.csv"
+    minors = [0.95, 0.90, 0.85] + [0.5] * 17
+    rows = [(15, 20, 1, "approve" if q >= 0.80 else "check_id") for q in minors] + [(40, 40, 0, "no_face")]
+    _predictions(p, rows, [str(q) for q in minors] + [""])
+    f = figures("x", p, 0.80, 0.01)
+    assert f.minors_approved == pytest.approx(0.15)
+    assert f.threshold_needed == pytest.approx(0.900001)  # just above the second minor, as the till compares
+    assert f.margin_needed == pytest.approx(0.100001)
+
+
+def test_no_margin_when_the_left_out_minors_stay_within_the_target():
+    p_over = np.array([0.95, 0.3, 0.2, -1.0] + [0.1] * 16)
+    minors = np.ones(20, bool)
+    assert threshold_for(p_over, minors, 0.05) == pytest.approx(0.300001)
+    assert threshold_for(np.array([-1.0, -1.0]), np.ones(2, bool), 0.05) == 0.0  # no face: never approved
+    f = LeftOut("a", 1, 1, 0.0, 1, 0.0, 1.0, 0.9, 0.0, 0.3, 0.0)
+    assert f.margin_needed == 0.0
+
+
 def test_table_names_the_worst_left_out_source():
     rows = [
-        LeftOut("a", 100, 20, 0.05, 60, 0.2, 5.0, 0.8, 0.01),
-        LeftOut("b", 100, 20, 0.10, 60, 0.3, 6.0, 0.85, 0.015),
+        LeftOut("a", 100, 20, 0.05, 60, 0.2, 5.0, 0.8, 0.01, 0.8, 0.0),
+        LeftOut("b", 100, 20, 0.10, 60, 0.3, 6.0, 0.85, 0.015, 0.9, 0.05),
     ]
     out = table(rows)
-    assert "| a | 100 | 5.0% of 20 | 20.0% of 60 | 5.00 | 0.800 | 1.0% |" in out
+    assert "| a | 100 | 5.0% of 20 | 20.0% of 60 | 5.00 | 0.800 | 1.0% | 0.800 (+0.000) |" in out
     assert "worst left-out source: b, 10.0% of its 13-17 approved" in out
+    assert "the largest margin needed: +0.050" in out
 
 
 def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
@@ -77,7 +101,8 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
                 }
             )
         )
-        _predictions(d / "test.csv", [(15, 20, 1, approved), (30, 30, 1, "approve")])
+        p_minor = "0.95" if approved == "approve" else "0.2"
+        _predictions(d / "test.csv", [(15, 20, 1, approved), (30, 30, 1, "approve")], [p_minor, "0.95"])
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"model_id": "m"}))
     assert (
@@ -104,4 +129,6 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
     assert (tmp_path / "out" / "loso.md").read_text().startswith("| left out |")
     carry = json.loads(card.read_text())["carry_over"]
     assert [r["source"] for r in carry["left_out"]] == ["a", "b"] and carry["worst"]["source"] == "a"
+    # a's one minor passed at 0.95 against the fitted 0.9: keeping it out needed 0.950001.
+    assert carry["margin_needed"] == pytest.approx(0.050001) and carry["left_out_target"] == 0.05
     assert json.loads(card.read_text())["model_id"] == "m"  # the rest of the card is kept

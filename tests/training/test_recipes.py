@@ -101,6 +101,18 @@ def test_the_evaluate_and_loso_steps_are_the_cards_figures(card):
     assert dict(zip(extra[::2], extra[1::2])).items() <= shipped.items()
 
 
+def test_the_decision_step_holds_the_carry_over_margin_the_card_records(card):
+    names = [s.name for s in recipe.steps(PLACES)]
+    # The margin comes from loso's table, and evaluate judges the file as it then decides.
+    assert names.index("loso") < names.index("decision") < names.index("evaluate")
+    argv = step("decision").argv
+    assert "--carry-over-margin" in argv and argv[argv.index("--model") + 1].endswith(card.file)
+    fit = card.decision.fit["25"]
+    margin = (card.carry_over or {})["margin_needed"]
+    assert fit["margin"] == margin > 0
+    assert card.decision.rules.gate(25).threshold == pytest.approx(fit["fitted_threshold"] + margin)
+
+
 def test_dry_run_prints_every_step_and_from_starts_later(capsys):
     assert recipe.main(["--dry-run", "--runs", "/runs", "--cache", "/cache"]) == 0
     out = capsys.readouterr().out
@@ -110,7 +122,7 @@ def test_dry_run_prints_every_step_and_from_starts_later(capsys):
     train = next(c for c in commands if c[2] == "training.train")
     assert vars(train_parser().parse_args(train[3:]))["out"] == Path("/runs/d96s3")
     assert recipe.main(["--dry-run", "--from", "export"]) == 0
-    assert re.findall(r"^# (\S+)$", capsys.readouterr().out, re.M) == ["export", "evaluate", "loso"]
+    assert re.findall(r"^# (\S+)$", capsys.readouterr().out, re.M) == ["export", "loso", "decision", "evaluate"]
 
 
 def test_bad_use_names_the_problem(capsys):

@@ -1,7 +1,7 @@
 """three_sources: the recipe of the shipped model (`age_resnet10_int8-ed2a0481`), step by step:
 prepare the 96 px crops, port the CC0 network, embed and fit the teacher, train, prepare the
-till's 112 px crops, export with the decision fit, evaluate on the test split, and the
-leave-one-source-out carry-over. Run from the repository root; each step is a `python -m
+till's 112 px crops, export with the decision fit, the leave-one-source-out carry-over, the
+decision fitted again with the carry-over margin, and the evaluation on the test split. Run from the repository root; each step is a `python -m
 training...` command, resumable as that command is (docs/model.md, "Training pipeline").
 
     python -m training.recipes.three_sources --dry-run              # print the commands
@@ -27,7 +27,7 @@ from training.prepare import dataset_dir, default_cache
 SOURCES = ("utkface", "aaf-train", "appa-real")
 TRAIN_SIZE = 96  # the network's crops; the file takes the till's 112 px (export --input-size)
 TILL_SIZE = 112
-MARGIN = 0.0
+CROP_MARGIN = 0.0  # prepare's --margin (the crop around the aligned face), part of the cache folder's name
 # `training.train` options of the shipped run (the card's training.args), shared with loso's runs.
 TRAIN_OPTIONS = (
     "--lr",
@@ -104,8 +104,8 @@ class _Made:
 
 def _made(p: Places) -> _Made:
     return _Made(
-        d96=dataset_dir(p.cache, TRAIN_SIZE, MARGIN, SOURCES),
-        d112=dataset_dir(p.cache, TILL_SIZE, MARGIN, SOURCES),
+        d96=dataset_dir(p.cache, TRAIN_SIZE, CROP_MARGIN, SOURCES),
+        d112=dataset_dir(p.cache, TILL_SIZE, CROP_MARGIN, SOURCES),
         init=p.runs / "init96-3src.keras",
         teacher=p.runs / "teacher-all.npz",
         run=p.runs / "d96s3",
@@ -176,9 +176,29 @@ def _training_steps(p: Places, m: _Made) -> tuple[Step, ...]:
     )
 
 
+def _decision_step(p: Places, m: _Made) -> Step:
+    """The decision fitted again on validation, with the margin loso recorded in the card; the
+    float build's card gets the same decision, as export gives it."""
+    return Step(
+        "decision",
+        "training.decision",
+        (
+            "--model",
+            str(m.model),
+            "--data",
+            str(m.d112),
+            *m.targets,
+            "--carry-over-margin",
+            "--same-in",
+            str(p.models / "age_resnet10_float32.json"),
+        ),
+    )
+
+
 def _file_steps(p: Places, m: _Made) -> tuple[Step, ...]:
-    """From the trained network to the shipped file: export with the decision, its evaluation,
-    and the leave-one-source-out table recorded in its card."""
+    """From the trained network to the shipped file: export with the decision, the
+    leave-one-source-out table recorded in its card, the decision fitted again with the margin
+    that table asks for, and the evaluation of the file as it then decides."""
     d96, d112, init, run, model = m.d96, m.d112, m.init, m.run, m.model
     named, targets = m.named, m.targets
     s = str
@@ -205,22 +225,6 @@ def _file_steps(p: Places, m: _Made) -> tuple[Step, ...]:
             ),
         ),
         Step(
-            "evaluate",
-            "training.evaluate",
-            (
-                *named,
-                "--labels",
-                s(d112 / "split.csv"),
-                "--split",
-                "test",
-                "--model",
-                s(model),
-                "--predictions",
-                s(p.evaluations / "test-int8.csv"),
-                "--update-card",
-            ),
-        ),
-        Step(
             "loso",
             "training.loso",
             (
@@ -242,6 +246,23 @@ def _file_steps(p: Places, m: _Made) -> tuple[Step, ...]:
                 *TRAIN_OPTIONS,
                 "--distil",
                 s(DISTIL),
+            ),
+        ),
+        _decision_step(p, m),
+        Step(
+            "evaluate",
+            "training.evaluate",
+            (
+                *named,
+                "--labels",
+                s(d112 / "split.csv"),
+                "--split",
+                "test",
+                "--model",
+                s(model),
+                "--predictions",
+                s(p.evaluations / "test-int8.csv"),
+                "--update-card",
             ),
         ),
     )
