@@ -120,7 +120,7 @@ def test_dry_run_prints_every_step_and_from_starts_later(capsys):
     commands = [shlex.split(line) for line in out.splitlines() if line.startswith("python -m ")]
     assert [c[2] for c in commands] == [s.module for s in recipe.steps(PLACES)]
     train = next(c for c in commands if c[2] == "training.train")
-    assert vars(train_parser().parse_args(train[3:]))["out"] == Path("/runs/d96s3")
+    assert vars(train_parser().parse_args(train[3:]))["out"] == Path("/runs/d96t1")
     assert recipe.main(["--dry-run", "--from", "export"]) == 0
     assert re.findall(r"^# (\S+)$", capsys.readouterr().out, re.M) == ["export", "loso", "decision", "evaluate"]
 

@@ -2,6 +2,6 @@
 `--dry-run`, prints them). A recipe names its options once; its tests check them against the card
 of the model it made, so the script and the shipped card cannot drift apart unnoticed.
 
-- `three_sources`: the shipped `age_resnet10_int8-ed2a0481` (UTKFace + All-Age-Faces + APPA-REAL,
+- `three_sources`: the shipped `age_resnet10_int8-2a2e422d` (UTKFace + All-Age-Faces + APPA-REAL,
   one 96 px ResNet-10 distilled from faceres-deep, in a 112 px file).
 """

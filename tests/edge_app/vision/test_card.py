@@ -26,7 +26,7 @@ def test_the_shipped_cards_load_and_round_trip(path, tmp_path):
 
 def test_the_shipped_cards_typed_parts():
     card = ModelCard.read(MODEL.with_suffix(".json"))
-    assert card.model_id == "age_resnet10_int8-ed2a0481" and card.file == MODEL.name
+    assert card.model_id == "age_resnet10_int8-2a2e422d" and card.file == MODEL.name
     assert card.input is not None and card.input.size == 112 and card.flip_average is True
     assert card.alignment is not None and len(card.alignment.template) == 4
     assert card.decision is not None and card.decision.rules.gate(25) is not None
