@@ -27,37 +27,47 @@ CARRY_OVER_CHALLENGE = 25  # the challenge age training.loso measures the left-o
 
 
 def fit_isotonic(raw: np.ndarray, outcome: np.ndarray, weights: np.ndarray) -> tuple[list[float], list[float]]:
-    """Centred isotonic fit of outcome on raw, as piecewise-linear knots: scipy's PAVA, then one
-    knot per run of equal fitted values at the run's weighted mean raw value (centred isotonic
-    regression, Oron & Flournoy 2017), linear between knots; raw 0 and 1 are pinned to the first
-    and last value.
+    """Centred isotonic fit of outcome on raw, as piecewise-linear knots: faces with one raw
+    score pooled into one point, scipy's PAVA, then one knot per run of equal fitted values at
+    the run's weighted mean raw value (centred isotonic regression, Oron & Flournoy 2017), linear
+    between knots; flat from raw 0 to the first centre and from the last centre to raw 1.
 
     Why centred: PAVA's steps put a minor whose raw score sits among adults on one plateau with
     them, and a threshold cannot split faces with one value. With the steps the shipped network's
     validation faces took 136 distinct calibrated values (their raw scores 3,086), so the strictest
-    thresholds could pass 3 or 6 minors and nothing between. Between its first and last knot this
-    map is strictly increasing, so it keeps the network's ranking of faces."""
+    thresholds could pass 3 or 6 minors and nothing between. Between its first and last centre
+    this map is strictly increasing, so it keeps the network's ranking of faces. Why pooled: int8
+    outputs tie, and PAVA on single rows would split faces of one score by their order."""
     from scipy.optimize import isotonic_regression
 
-    order = np.argsort(raw, kind="stable")
-    x, y, w = raw[order], outcome[order].astype(float), weights[order]
+    keep = np.asarray(weights, float) > 0
+    if not keep.any():
+        raise ValueError("no face with a positive weight to fit the calibration on")
+    x, inverse = np.unique(np.asarray(raw, float)[keep], return_inverse=True)
+    w_rows = np.asarray(weights, float)[keep]
+    w = np.bincount(inverse, weights=w_rows)
+    y = np.bincount(inverse, weights=w_rows * np.asarray(outcome, float)[keep]) / w
     fit = isotonic_regression(y, weights=w, increasing=True)
     vals, starts = fit.x, list(fit.blocks[:-1])
     # Runs of blocks with the same value (PAVA does not merge equal neighbours) become one knot.
     runs = [s for i, s in enumerate(starts) if i == 0 or vals[s] != vals[starts[i - 1]]] + [len(x)]
-    xs, ys = [0.0], [round(float(vals[0]), 6)]
+    knots: list[list[float]] = []  # [centre, value, weight]
     for b0, b1 in zip(runs[:-1], runs[1:]):
-        centre = round(float(np.average(x[b0:b1], weights=w[b0:b1])) if w[b0:b1].sum() > 0 else x[b0], 6)
-        if centre > xs[-1]:  # knots strictly increasing after rounding, as the card requires
-            xs.append(centre)
-            ys.append(round(float(vals[b0]), 6))
+        centre, value, weight = round(float(np.average(x[b0:b1], weights=w[b0:b1])), 6), float(vals[b0]), w[b0:b1].sum()
+        if knots and centre <= knots[-1][0]:
+            # Two centres one after rounding (the card wants strictly increasing knots): one knot
+            # with their weighted mean value.
+            c, v, vw = knots[-1]
+            knots[-1] = [c, (v * vw + value * weight) / (vw + weight), vw + weight]
         else:
-            ys[-1] = round(float(vals[b0]), 6)
+            knots.append([centre, value, weight])
+    xs, ys = [k[0] for k in knots], [k[1] for k in knots]
+    if xs[0] > 0.0:
+        xs, ys = [0.0, *xs], [ys[0], *ys]
     if xs[-1] < 1.0:
-        xs.append(1.0)
-        ys.append(ys[-1])
-    ys = np.maximum.accumulate(np.clip(ys, 0, 1))
-    return xs, [float(v) for v in ys]
+        xs, ys = [*xs, 1.0], [*ys, ys[-1]]
+    ys = np.maximum.accumulate(np.clip(np.round(ys, 6), 0, 1))
+    return [float(v) for v in xs], [float(v) for v in ys]
 
 
 def gate_table(p: np.ndarray, ages: np.ndarray, sources: np.ndarray, thresholds, challenge_age: int = 25) -> list[dict]:
@@ -115,10 +125,10 @@ def fit_decision(
     minors_pooled: float,
     minors_each: float,
     level: float = 0.8,
-    margin: float = 0.0,
+    margin: float | None = None,
 ) -> CardDecision:
-    """The card's decision, with the validation figures it was chosen on. `margin` is added to
-    the Challenge 25 threshold: what the worst source left out of training needed on top of the
+    """The card's decision, with the validation figures it was chosen on. `margin` (None: not
+    asked for, and not recorded) is added to the Challenge 25 threshold, at most up to 1: what the worst source left out of training needed on top of the
     validation fit (training.loso measures it at 25 only, and a margin on one calibrated
     probability says nothing of another's)."""
     probs, ages, sources = np.asarray(probs, float), np.asarray(ages, float), np.asarray(sources)
@@ -131,14 +141,16 @@ def fit_decision(
         xs, ys = fit_isotonic(raw, ages >= c, w)
         cal = np.interp(raw, xs, ys)
         fitted = choose_threshold(cal, ages, sources, minors_pooled, minors_each, c)
-        add = margin if c == CARRY_OVER_CHALLENGE else 0.0
-        thr = min(1.0, fitted + add) if add > 0 else fitted
+        held = margin is not None and c == CARRY_OVER_CHALLENGE
+        # A fitted threshold over 1 (no threshold meets the target) is never lowered to 1.
+        thr = max(fitted, min(1.0, fitted + margin)) if held and margin is not None else fitted
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
         fit[str(c)] = {
             "minors": minors,
             "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
-            **({"fitted_threshold": fitted, "margin": add} if add > 0 else {}),
+            # The margin actually applied (capped at 1), so threshold = fitted_threshold + margin.
+            **({"fitted_threshold": fitted, "margin": round(thr - fitted, 6)} if held else {}),
         }
     temp = fit_temperature(probs, ages, w, level)
     return CardDecision.from_dict(
@@ -185,7 +197,7 @@ def summary(decision: CardDecision, sources: list[str]) -> list[str]:
 
 
 def fit_for_model(
-    model_path: Path, data: Path, pooled: float, each: float, level: float, margin: float = 0.0
+    model_path: Path, data: Path, pooled: float, each: float, level: float, margin: float | None = None
 ) -> CardDecision:
     """The decision block for a TFLite file, from its distributions on the validation crops."""
     from edge_app.vision.model import AgeModel
@@ -203,11 +215,16 @@ def fit_for_model(
 
 def carry_over_margin(card: ModelCard) -> float:
     """The margin recorded by `training.loso --record-in`; CardError when there is none."""
-    value = (card.carry_over or {}).get("margin_needed")
-    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+    carry = card.carry_over or {}
+    if "margin_needed" not in carry:
         raise CardError(
             f"card {card.model_id!r} has no carry-over margin (carry_over.margin_needed); run training.loso with "
             "--record-in on this card first"
+        )
+    value = carry["margin_needed"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise CardError(
+            f"card {card.model_id!r}: carry_over.margin_needed is {value!r}, not a number from 0 to below 1"
         )
     return float(value)
 
@@ -251,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # CardError (a ValueError) names a card that cannot be read
         card = ModelCard.read_beside(a.model)
         others = [ModelCard.read(c) for c in a.same_in]
-        margin = carry_over_margin(card) if a.carry_over_margin else 0.0
+        margin = carry_over_margin(card) if a.carry_over_margin else None
         decision = fit_for_model(a.model, a.data, a.minors_approved, each, a.interval, margin)
     except ValueError as exc:
         ap.error(str(exc))

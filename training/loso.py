@@ -31,6 +31,10 @@ from edge_app.vision.card import ModelCard
 from training.calibrate import CHALLENGE
 
 
+class LosoError(ValueError):
+    """A left-out run's output cannot be read as the table needs; the message names the file."""
+
+
 @dataclass(frozen=True)
 class LeftOut:
     """The figures of one left-out source, as the till decides on its test split."""
@@ -74,9 +78,11 @@ def figures(
     with open(predictions, newline="") as fh:
         rows = list(csv.DictReader(fh))
     age = np.array([float(r["real_age"]) for r in rows])
-    p_over = np.array(
-        [float(r["p_over"]) if r["p_over"] and r["decision"] != Decision.NO_FACE.value else -1.0 for r in rows]
-    )
+    face = np.array([r["decision"] != Decision.NO_FACE.value for r in rows])
+    if any(f and not r["p_over"] for f, r in zip(face, rows)):
+        # Decided by the age-margin rule (a card without a calibrated gate): no margin can be read.
+        raise LosoError(f"{predictions}: faces without p_over, so the file's card has no calibrated decision")
+    p_over = np.array([float(r["p_over"]) if f else -1.0 for f, r in zip(face, rows)])
     approved = np.array([r["decision"] == Decision.APPROVE.value for r in rows])
     det = np.array([r["detected"] == "1" for r in rows])
     pred = np.array([float(r["pred"]) if r["pred"] not in ("", "nan") else np.nan for r in rows])
@@ -256,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     labels = a.labels or a.till_data / "split.csv"
     info = json.loads((a.data / "dataset.json").read_text())
     sources = a.source or sorted(info["sources"])
-    results = [_leave_out(a, src, labels, extra) for src in sources]
+    try:
+        results = [_leave_out(a, src, labels, extra) for src in sources]
+    except LosoError as exc:
+        raise SystemExit(f"training.loso: {exc}") from None
     report = table(results)
     print(report)
     (a.out / "loso.md").write_text(report + "\n")

@@ -129,3 +129,24 @@ def test_the_carry_over_margin_must_be_in_the_card(tmp_path):
     with pytest.raises(CardError, match="no carry-over margin.*training.loso"):
         carry_over_margin(card)
     assert carry_over_margin(card.replace(carry_over={"margin_needed": 0.049})) == 0.049
+    for bad in (-0.1, 1.2, "0.05", True):
+        with pytest.raises(CardError, match=f"margin_needed is {bad!r}, not a number"):
+            carry_over_margin(card.replace(carry_over={"margin_needed": bad}))
+
+
+def test_faces_with_one_raw_score_are_one_point_whatever_their_order():
+    # int8 outputs tie: three faces at 0.2 (one of them 25+) must map to 1/3 in any order.
+    raw = np.array([0.2, 0.2, 0.2, 0.9])
+    for outcome in ([1, 0, 0, 1], [0, 0, 1, 1]):
+        xs, ys = fit_isotonic(raw, np.array(outcome), np.ones(4))
+        assert np.interp(0.2, xs, ys) == pytest.approx(1 / 3, abs=1e-6)
+    xs, ys = fit_isotonic(np.ones(60), np.r_[np.zeros(40), np.ones(20)], np.ones(60))
+    assert np.interp(1.0, xs, ys) == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_a_margin_never_lowers_a_threshold_and_is_recorded_when_asked():
+    probs, ages, sources = data(seed=5)
+    none_meets = fit_decision(probs, ages, sources, 0.0, 0.0, margin=0.05)  # no threshold keeps every minor out
+    assert none_meets.rules.gate(25).threshold >= none_meets.fit["25"]["fitted_threshold"]
+    zero = fit_decision(probs, ages, sources, 0.02, 0.03, margin=0.0)
+    assert zero.fit["25"]["margin"] == 0.0 and "margin" not in fit_decision(probs, ages, sources, 0.02, 0.03).fit["25"]

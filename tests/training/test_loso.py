@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from training.loso import LeftOut, figures, main, table, threshold_for
+from training.loso import LeftOut, LosoError, figures, main, table, threshold_for
 
 
 def _predictions(path, rows, p_over=None):
@@ -61,6 +61,13 @@ def test_no_margin_when_the_left_out_minors_stay_within_the_target():
     assert threshold_for(np.array([-1.0, -1.0]), np.ones(2, bool), 0.05) == 0.0  # no face: never approved
     f = LeftOut("a", 1, 1, 0.0, 1, 0.0, 1.0, 0.9, 0.0, 0.3, 0.0)
     assert f.margin_needed == 0.0
+
+
+def test_faces_decided_without_a_calibrated_figure_stop_the_table(tmp_path):
+    p = tmp_path / "test.csv"
+    _predictions(p, [(15, 24, 1, "approve"), (30, 33, 1, "approve")], ["", ""])
+    with pytest.raises(LosoError, match="test.csv: faces without p_over"):
+        figures("x", p, 0.8, 0.01)
 
 
 def test_table_names_the_worst_left_out_source():
