@@ -141,16 +141,16 @@ def fit_decision(
         xs, ys = fit_isotonic(raw, ages >= c, w)
         cal = np.interp(raw, xs, ys)
         fitted = choose_threshold(cal, ages, sources, minors_pooled, minors_each, c)
-        held = margin is not None and c == CARRY_OVER_CHALLENGE
+        add = margin if c == CARRY_OVER_CHALLENGE else None
         # A fitted threshold over 1 (no threshold meets the target) is never lowered to 1.
-        thr = max(fitted, min(1.0, fitted + margin)) if held and margin is not None else fitted
+        thr = fitted if add is None else max(fitted, min(1.0, fitted + add))
         gates.append({"challenge_age": c, "raw": xs, "calibrated": ys, "threshold": thr})
         fit[str(c)] = {
             "minors": minors,
             "chosen": {**gate_table(cal, ages, sources, [thr], c)[0], "threshold": thr},  # exact, as in "gates"
             "curve": gate_table(cal, ages, sources, grid, c),
             # The margin actually applied (capped at 1), so threshold = fitted_threshold + margin.
-            **({"fitted_threshold": fitted, "margin": round(thr - fitted, 6)} if held else {}),
+            **({"fitted_threshold": fitted, "margin": round(thr - fitted, 6)} if add is not None else {}),
         }
     temp = fit_temperature(probs, ages, w, level)
     return CardDecision.from_dict(

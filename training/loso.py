@@ -52,8 +52,8 @@ class LeftOut:
     minors_approved_val_fit: float
     # The lowest threshold that would have approved at most the left-out target (5%) of this
     # source's minors, and how far above the fitted one it lies: the margin a new camera asked for.
-    threshold_needed: float = float("nan")
-    margin_needed: float = float("nan")
+    threshold_needed: float
+    margin_needed: float
 
 
 LEFT_OUT_TARGET = 0.05  # issue 24: at most 5% of an unseen source's 13-17-year-olds approved
