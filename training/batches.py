@@ -92,8 +92,9 @@ def make_dataset(
     boost: dict[int, float] | None = None,
     by_sex: bool = False,
     teacher: np.ndarray | None = None,
+    hints: np.ndarray | None = None,
 ):
-    """Batches of (crop, (age, female[, teacher's 101 probabilities])). With balance > 0 the training stream samples (source,
+    """Batches of (crop, (age, female[, teacher's 101 probabilities][, teacher's embedding])). With balance > 0 the training stream samples (source,
     sex, age band) cells by `data.cell_weights` instead of in proportion to their size; it is
     endless, so fit() is given the number of steps an epoch."""
     import tensorflow as tf
@@ -101,6 +102,8 @@ def make_dataset(
     target = np.stack([data.age, data.female()], axis=1).astype(np.float32)
     if teacher is not None:
         target = np.concatenate([target, teacher.astype(np.float32)], axis=1)
+    if hints is not None:
+        target = np.concatenate([target, hints.astype(np.float32)], axis=1)
     if train and balance > 0:
         weights = cell_weights(data, balance, boost or {}, by_sex=by_sex)
         bands = band_index(data.age)

@@ -21,6 +21,7 @@ from training.arch import expected_age
 from training.batches import make_dataset
 from training.calibrate import CHALLENGE, gate_figures
 from training.data import FEMALE, MALE, Split, band_number, load_split, split_rows_count
+from training.hint import hint_trainer, load_hints, on_net, with_hint_loss
 from training.teacher import load_targets
 
 AGES = 101  # classes 0..100
@@ -207,6 +208,13 @@ def parser() -> argparse.ArgumentParser:
         help="with --teacher, the teacher's share of each face's target distribution",
     )
     ap.add_argument(
+        "--hint",
+        type=float,
+        default=0.0,
+        help="weight of feature distillation: the pooled features learn to predict the teacher's "
+        "embedding (teacher-embeddings.npz in --data, from `training.teacher embed`); 0: off",
+    )
+    ap.add_argument(
         "--leave-out",
         default=None,
         help="train without this source (leave-one-source-out); its validation crops are still scored",
@@ -215,9 +223,9 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_data(a: argparse.Namespace) -> tuple[Split, Split, np.ndarray | None]:
-    """The training and validation crops of the run (and the teacher's targets of the training
-    crops), without a left-out source and cut to --limit."""
+def load_data(a: argparse.Namespace) -> tuple[Split, Split, np.ndarray | None, np.ndarray | None]:
+    """The training and validation crops of the run, the teacher's targets and (with --hint) its
+    standardised embeddings of the training crops, without a left-out source and cut to --limit."""
     tr = load_split(a.data, "train")
     va = load_split(a.data, "val")
     teacher = None
@@ -231,10 +239,12 @@ def load_data(a: argparse.Namespace) -> tuple[Split, Split, np.ndarray | None]:
         # The left-out source must not choose the checkpoint either.
         va = va.where(va.source != a.leave_out)
         teacher = teacher[keep] if teacher is not None else None
+    hints = load_hints(a.data, tr.row) if a.hint > 0 else None
     if a.limit:
         tr, va = tr.take(a.limit), va.take(max(64, a.limit // 4))
         teacher = teacher[: a.limit] if teacher is not None else None
-    return tr, va, teacher
+        hints = hints[: a.limit] if hints is not None else None
+    return tr, va, teacher, hints
 
 
 def start_model(a: argparse.Namespace, size: int, on_gpu: bool):
@@ -301,20 +311,29 @@ def epoch_line(epoch: int, f: dict) -> str:
     )
 
 
-def callbacks(out: Path, va: Split, patience: int) -> list:
+def callbacks(out: Path, va: Split, patience: int, net=None) -> list:
+    """Validation, checkpoints, resumption, early stopping and the log. With `net` (fit() trains a
+    wrapper around it: --hint), validation and the checkpoints work on `net`, the network the till
+    will run; resumption restores the whole wrapper."""
     import keras
 
-    return [
+    on_the_net = [
         _val_gate_callback(va),
-        # Kept after the run, so a later call with more --epochs continues from the last epoch
-        # (weights, optimizer state, epoch counter) instead of starting over.
-        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         # Chosen on the worst source's validation MAE, not a pooled one: the largest source
         # would otherwise decide alone.
         keras.callbacks.ModelCheckpoint(
             str(out / "best.keras"), monitor="val_worst_mae_flip", mode="min", save_best_only=True
         ),
         keras.callbacks.ModelCheckpoint(str(out / "last.keras")),
+    ]
+    if net is not None:
+        on_the_net = [on_net(cb, net) for cb in on_the_net]
+    return [
+        on_the_net[0],
+        # Kept after the run, so a later call with more --epochs continues from the last epoch
+        # (weights, optimizer state, epoch counter) instead of starting over.
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        *on_the_net[1:],
         keras.callbacks.EarlyStopping(monitor="val_worst_mae_flip", mode="min", patience=patience),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
     ]
@@ -356,20 +375,24 @@ def run(a: argparse.Namespace, extra: Sequence[LossTerm] = (), by_sex: bool = Fa
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     a.out.mkdir(parents=True, exist_ok=True)
-    tr, va, teacher = load_data(a)
+    tr, va, teacher, hints = load_data(a)
     counts = ", ".join(f"{s} {int((tr.source == s).sum())}/{int((va.source == s).sum())}" for s in tr.sources())
     print(f"train {len(tr)}, val {len(va)} ({counts}), device {'GPU' if gpus else 'CPU'}", flush=True)
     model = start_model(a, int(tr.x.shape[1]), bool(gpus))
     steps = len(tr) // a.batch
     loss = make_loss(a.sigma, a.l1, a.over_young, a.gate, a.distil if teacher is not None else 0.0, extra)
-    model.compile(optimizer=optimizer(a, steps), loss=loss, jit_compile=False)
+    net, fitted = model, model
+    if hints is not None:
+        fitted = hint_trainer(net, hints.shape[1])
+        loss = with_hint_loss(loss, 2 + (AGES if teacher is not None else 0), AGES, a.hint)
+    fitted.compile(optimizer=optimizer(a, steps), loss=loss, jit_compile=False)
     boost = {band_number(b): a.boost_young for b in YOUNG_BANDS}
     t0 = time.time()
-    model.fit(
-        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, by_sex, teacher),
+    fitted.fit(
+        make_dataset(tr, a.batch, True, a.seed, a.balance, boost, by_sex, teacher, hints),
         epochs=a.epochs,
         steps_per_epoch=steps,
-        callbacks=callbacks(a.out, va, a.patience),
+        callbacks=callbacks(a.out, va, a.patience, net if fitted is not net else None),
         verbose=2,
     )
     device = "GPU" if gpus else f"CPU ({os.cpu_count()} cores)"
