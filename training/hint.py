@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data import split_rows_count
 from training.teacher import EMBEDDINGS_FILE, TeacherError
 
 HINT_LAYER = "hint"
@@ -24,14 +25,16 @@ def load_hints(data: Path, rows: np.ndarray) -> np.ndarray:
     rows the teacher could not embed stay NaN and get no hint."""
     path = data / EMBEDDINGS_FILE
     try:
-        z = np.load(path)
-        emb, done = z["embedding"], z["done"]
+        with np.load(path) as z:
+            emb, done = z["embedding"], z["done"]
     except (OSError, KeyError, ValueError) as exc:
         raise TeacherError(f"{path}: no teacher embeddings; run `training.teacher embed` on {data} ({exc})") from None
     if not done.all():
         raise TeacherError(f"{path}: {int((~done).sum())} rows not embedded yet; run `training.teacher embed` again")
-    if len(emb) <= int(rows.max(initial=-1)):
-        raise TeacherError(f"{path} holds {len(emb)} rows, fewer than {data}'s index: embed this dataset")
+    n_rows = split_rows_count(data)
+    if len(emb) != n_rows:
+        # Left over from before the dataset was prepared again: every row would get another face's.
+        raise TeacherError(f"{path} holds {len(emb)} rows, the dataset {n_rows}: run `training.teacher embed` on it")
     e = emb[rows].astype(np.float32)
     ok = np.isfinite(e).all(1)
     if not ok.any():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from training.batches import make_dataset
 from training.calibrate import CHALLENGE, gate_figures
 from training.data import FEMALE, MALE, Split, band_number, load_split, split_rows_count
 from training.hint import hint_trainer, load_hints, on_net, with_hint_loss
-from training.teacher import load_targets
+from training.teacher import TeacherError, load_targets
 
 AGES = 101  # classes 0..100
 CHALLENGE_AGE = int(CHALLENGE)  # one challenge age for the loss and the validation figures
@@ -154,6 +155,20 @@ def val_figures(model, val: Split) -> dict:
     return f
 
 
+class TrainError(ValueError):
+    """A run that cannot start as asked; the message names the option or file and why."""
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0 (0 turns it off)")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """The shipped recipe's options (training.recipes sets them; experiments add their own)."""
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
@@ -209,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--hint",
-        type=float,
+        type=_weight,
         default=0.0,
         help="weight of feature distillation: the pooled features learn to predict the teacher's "
         "embedding (teacher-embeddings.npz in --data, from `training.teacher embed`); 0: off",
@@ -233,7 +248,7 @@ def load_data(a: argparse.Namespace) -> tuple[Split, Split, np.ndarray | None, n
         teacher = load_targets(a.teacher, split_rows_count(a.data))[tr.row]
     if a.leave_out:
         if a.leave_out not in tr.sources():
-            raise SystemExit(f"training.train: --leave-out {a.leave_out}: no such source in {a.data}")
+            raise TrainError(f"--leave-out {a.leave_out}: no such source in {a.data}")
         keep = tr.source != a.leave_out
         tr = tr.where(keep)
         # The left-out source must not choose the checkpoint either.
@@ -375,6 +390,7 @@ def run(a: argparse.Namespace, extra: Sequence[LossTerm] = (), by_sex: bool = Fa
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     a.out.mkdir(parents=True, exist_ok=True)
+    check_resumable(a)
     tr, va, teacher, hints = load_data(a)
     counts = ", ".join(f"{s} {int((tr.source == s).sum())}/{int((va.source == s).sum())}" for s in tr.sources())
     print(f"train {len(tr)}, val {len(va)} ({counts}), device {'GPU' if gpus else 'CPU'}", flush=True)
@@ -399,8 +415,28 @@ def run(a: argparse.Namespace, extra: Sequence[LossTerm] = (), by_sex: bool = Fa
     return write_info(a, tr, va, device, time.time() - t0)
 
 
+def check_resumable(a: argparse.Namespace) -> None:
+    """A run folder's backup holds the model fit() trained: with --hint a wrapper with one more
+    layer. Resuming it with --hint turned on or off would fail deep inside Keras; say so first.
+    Records the shape in started.json for the next call."""
+    started = a.out / "started.json"
+    hint = a.hint > 0
+    if (a.out / "backup").exists() and started.is_file():
+        before = json.loads(started.read_text()).get("hint", False)
+        if before != hint:
+            was = "with" if before else "without"
+            raise TrainError(
+                f"{a.out} holds a run trained {was} --hint: resume it with the same options, or give another --out"
+            )
+    started.write_text(json.dumps({"hint": hint}))
+
+
 def main(argv: list[str] | None = None) -> int:
-    info = run(parser().parse_args(argv))
+    try:
+        info = run(parser().parse_args(argv))
+    except (TrainError, TeacherError) as exc:
+        print(f"training.train: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(info, indent=2))
     return 0
 

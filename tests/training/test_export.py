@@ -154,8 +154,10 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
     write_dataset(data, crops, ages)
     a.save(tmp_path / "a.keras")
     b.save(tmp_path / "b.keras")
+    # One member learnt the teacher's embedding, the other its distributions: the card names both.
+    learnt = {"a": {"teacher": "None", "hint": "1.0"}, "b": {"teacher": "teacher.npz", "hint": "0.0"}}
     for name, secs in (("a", 10.0), ("b", 20.0)):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"train_seconds": secs}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"train_seconds": secs, "args": learnt[name]}))
     out = tmp_path / "models" / "pair_int8.tflite"
     assert (
         main(
@@ -191,6 +193,8 @@ def test_export_cli_writes_one_file_for_a_pair(real_crops, two_members, tmp_path
     assert "mirror" in card["architecture"]
     assert card["training"]["train_seconds"] == 30.0 and len(card["training"]["members"]) == 2
     assert card["parameters"] == a.count_params() + b.count_params()
+    used = card["distilled_from"]["used_as"]
+    assert "(train --distil)" in used and "(train --hint)" in used and "VGGFace2" in card["distilled_from"]["network"]
 
     q = AgeModel(out)
     check = crops[150:]

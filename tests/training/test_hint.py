@@ -15,9 +15,12 @@ from tests.training.test_teacher import FACERES
 from tests.training.test_train import ONNX
 
 
-def _embeddings(folder, emb, done=None):
+def _embeddings(folder, emb, done=None, rows=None):
+    """An embeddings file beside an index of `rows` crops (as many as embedded unless given)."""
     from training.teacher import EMBEDDINGS_FILE
 
+    rows = len(emb) if rows is None else rows
+    (folder / "index.csv").write_text("row,age,split\n" + "".join(f"{i},30,train\n" for i in range(rows)))
     done = np.ones(len(emb), bool) if done is None else done
     np.savez(folder / EMBEDDINGS_FILE, embedding=emb.astype(np.float16), done=done)
 
@@ -46,9 +49,25 @@ def test_a_missing_or_unfinished_embeddings_file_is_named(tmp_path):
     _embeddings(tmp_path, np.zeros((5, 4)), done=np.array([1, 1, 0, 1, 0], bool))
     with pytest.raises(TeacherError, match="2 rows not embedded yet"):
         load_hints(tmp_path, np.arange(3))
-    _embeddings(tmp_path, np.zeros((5, 4)))
-    with pytest.raises(TeacherError, match="holds 5 rows"):
-        load_hints(tmp_path, np.arange(9))
+    # Left over from an earlier preparation of the folder: refused, not read row by row.
+    _embeddings(tmp_path, np.zeros((5, 4)), rows=9)
+    with pytest.raises(TeacherError, match="holds 5 rows, the dataset 9"):
+        load_hints(tmp_path, np.arange(3))
+
+
+def test_a_run_folder_is_resumed_only_as_it_was_trained(tmp_path, capsys):
+    """Its backup holds the wrapper (or not): switching --hint on or off is refused by name, and
+    a weight below 0 is no weight."""
+    from training.train import main, parser
+
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "started.json").write_text('{"hint": false}')
+    args = ["--data", str(tmp_path / "nowhere"), "--init", str(tmp_path / "x.keras"), "--out", str(tmp_path)]
+    assert main([*args, "--hint", "1.0"]) == 2
+    assert f"{tmp_path} holds a run trained without --hint: resume it with the same options" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser().parse_args([*args, "--hint", "-1"])
+    assert "-1 is below 0" in capsys.readouterr().err
 
 
 def test_the_hint_costs_its_weighted_error_only_where_there_is_an_embedding():
