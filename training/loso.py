@@ -20,6 +20,7 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -271,17 +272,27 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "loso.md").write_text(report + "\n")
     (a.out / "loso.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     if a.record_in:
-        record(a.record_in, results, a.epochs, a.minors_approved, a.minors_approved_each, not a.no_teacher)
+        record(a.record_in, results, a.epochs, a.minors_approved, a.minors_approved_each, not a.no_teacher, extra)
         print(f"recorded in {a.record_in} under carry_over")
     return 0
 
 
-def record(card_path: Path, results: list[LeftOut], epochs: int, pooled: float, each: float, teacher: bool) -> None:
-    """The left-out table in a model card: what a retailer's new camera may do to its gate."""
+def record(
+    card_path: Path,
+    results: list[LeftOut],
+    epochs: int,
+    pooled: float,
+    each: float,
+    teacher: bool,
+    train_options: Sequence[str] = (),
+) -> None:
+    """The left-out table in a model card: what a retailer's new camera may do to its gate, and
+    the training options its runs had (to tell it is the shipped recipe's)."""
     carry_over = {
         "method": "leave-one-source-out: the recipe (teacher head, ResNet, export with the decision fitted on the other "
         "sources' validation) without one source, judged by training.evaluate on that source's test split",
         "schedule": f"{epochs} epochs (shorter than the shipped recipe's)" + (", teacher distilled" if teacher else ""),
+        "train_options": " ".join(train_options),
         "decision_target": {"minors_approved_pooled": pooled, "minors_approved_each_source": each},
         "left_out": [asdict(r) for r in results],
         "worst": asdict(max(results, key=lambda r: r.minors_approved)) if results else None,

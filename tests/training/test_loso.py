@@ -127,6 +127,9 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
                 str(tmp_path / "out"),
                 "--record-in",
                 str(card),
+                "--",
+                "--distil",
+                "1.0",
             ]
         )
         == 0
@@ -138,4 +141,5 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
     assert [r["source"] for r in carry["left_out"]] == ["a", "b"] and carry["worst"]["source"] == "a"
     # a's one minor passed at 0.95 against the fitted 0.9: keeping it out needed 0.950001.
     assert carry["margin_needed"] == pytest.approx(0.050001) and carry["left_out_target"] == 0.05
+    assert carry["train_options"] == "--distil 1.0"  # what the folds' training runs were given
     assert json.loads(card.read_text())["model_id"] == "m"  # the rest of the card is kept
