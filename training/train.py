@@ -418,11 +418,12 @@ def run(a: argparse.Namespace, extra: Sequence[LossTerm] = (), by_sex: bool = Fa
 def check_resumable(a: argparse.Namespace) -> None:
     """A run folder's backup holds the model fit() trained: with --hint a wrapper with one more
     layer. Resuming it with --hint turned on or off would fail deep inside Keras; say so first.
-    Records the shape in started.json for the next call."""
+    Records which in started.json for the next call."""
     started = a.out / "started.json"
     hint = a.hint > 0
-    if (a.out / "backup").exists() and started.is_file():
-        before = json.loads(started.read_text()).get("hint", False)
+    if (a.out / "backup").exists():
+        # A backup older than started.json was made before --hint existed: without it.
+        before = json.loads(started.read_text()).get("hint", False) if started.is_file() else False
         if before != hint:
             was = "with" if before else "without"
             raise TrainError(

@@ -65,6 +65,10 @@ def test_a_run_folder_is_resumed_only_as_it_was_trained(tmp_path, capsys):
     args = ["--data", str(tmp_path / "nowhere"), "--init", str(tmp_path / "x.keras"), "--out", str(tmp_path)]
     assert main([*args, "--hint", "1.0"]) == 2
     assert f"{tmp_path} holds a run trained without --hint: resume it with the same options" in capsys.readouterr().err
+    # A backup made before started.json existed was made without the hint.
+    (tmp_path / "started.json").unlink()
+    assert main([*args, "--hint", "1.0"]) == 2
+    assert "trained without --hint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser().parse_args([*args, "--hint", "-1"])
     assert "-1 is below 0" in capsys.readouterr().err

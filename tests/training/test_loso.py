@@ -84,6 +84,13 @@ def test_faces_decided_without_a_calibrated_figure_stop_the_table(tmp_path):
         read_decided(p)
 
 
+def test_recording_in_a_card_needs_every_source(tmp_path, capsys):
+    argv = ["--data", str(tmp_path), "--till-data", str(tmp_path), "--init", "x.keras", "--images", "a=."]
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path), "--source", "a", "--record-in", str(tmp_path / "card.json")])
+    assert "--record-in records all left-out sources: leave out --source" in capsys.readouterr().err
+
+
 def test_table_names_the_worst_left_out_source():
     rows = [
         LeftOut("a", 100, 20, 0.05, 60, 0.2, 5.0, 0.8, 0.01, 30, 0.0, 0.8, 0.0, 0.05, 0.25),
@@ -110,7 +117,8 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
         d = tmp_path / "out" / src
         (d / "run").mkdir(parents=True)
         (d / "teacher.npz").write_bytes(b"x")
-        (d / "run" / "train.json").write_text("{}")
+        args = {"epochs": "2", "distil": "1.0", "out": str(d / "run")}
+        (d / "run" / "train.json").write_text(json.dumps({"args": args}))
         (d / "model_int8.tflite").write_bytes(b"x")
         (d / "model_int8.json").write_text(
             json.dumps(
@@ -145,9 +153,8 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
                 str(tmp_path / "out"),
                 "--record-in",
                 str(card),
-                "--",
-                "--distil",
-                "1.0",
+                "--epochs",
+                "5",  # not what the folds had: the card says what they had
             ]
         )
         == 0
@@ -162,5 +169,5 @@ def test_loso_on_a_tiny_fixture_resumes_from_finished_steps(tmp_path, capsys):
     assert carry["margin_needed"] == pytest.approx(0.050001) and carry["left_out_target"] == 0.05
     assert [r["minors_approved_with_margin"] for r in carry["left_out"]] == [0.0, 0.0]
     assert "validation" in carry["margin_from"]
-    assert carry["train_options"] == "--distil 1.0"  # what the folds' training runs were given
+    assert carry["fold_training"]["a"] == {"epochs": "2", "distil": "1.0"} and carry["schedule"].startswith("2 epochs")
     assert json.loads(card.read_text())["model_id"] == "m"  # the rest of the card is kept

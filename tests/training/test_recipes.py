@@ -101,6 +101,12 @@ def test_the_evaluate_and_loso_steps_are_the_cards_figures(card):
     extra = loso[loso.index("--") + 1 :]
     shipped = dict(zip(step("train").argv[::2], step("train").argv[1::2]))
     assert dict(zip(extra[::2], extra[1::2])).items() <= shipped.items()
+    # And the card's left-out networks were trained with those options (their own train.json).
+    given = vars(train_parser().parse_args(["--data", "d", "--init", "i", "--out", "o", *extra]))
+    keys = [k.lstrip("-").replace("-", "_") for k in extra[::2]]
+    assert len(carry["fold_training"]) == len(card.training["sources"])
+    for fold in carry["fold_training"].values():
+        assert {k: fold[k] for k in keys} == {k: str(given[k]) for k in keys}
 
 
 def test_the_decision_step_holds_the_carry_over_margin_the_card_records(card):
