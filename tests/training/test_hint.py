@@ -10,9 +10,8 @@ import csv
 import numpy as np
 import pytest
 
-from tests.helpers import utk_sample
 from tests.training.test_teacher import FACERES
-from tests.training.test_train import ONNX
+from tests.training.test_train import ONNX, tiny_dataset
 
 
 def _embeddings(folder, emb, done=None, rows=None):
@@ -116,24 +115,11 @@ def test_a_run_with_the_hint_trains_the_backbone_and_saves_the_plain_network(tmp
         pytest.skip(f"pretrained weights not found ({ONNX}, {FACERES}): run scripts/fetch-weights")
     import keras
 
-    from edge_app.config import FacesConfig
-    from training.port import port_onnx_weights
-    from training.prepare import prepare
     from training.teacher import FaceresTeacher, embed_dataset
     from training.train import main as train_main
 
-    labels = tmp_path / "labels.csv"
-    with open(labels, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file_name", "real_age"])
-        for path, age in utk_sample(60, seed=8):
-            w.writerow([path.name, age])
-    images = utk_sample(1)[0][0].parent
-    data = prepare(images, labels, tmp_path / "cache", seed=1, val=0.3, test=0.1, faces_cfg=FacesConfig())
+    data, images, init = tiny_dataset(tmp_path, 60, seed=8)
     embed_dataset(FaceresTeacher(FACERES), data, {"utkface": images}, log=lambda *_: None)
-    crops = np.load(data / "crops.npy")
-    init = tmp_path / "init.keras"
-    port_onnx_weights(ONNX, crops[:32].astype(np.float32), input_size=crops.shape[1]).save(init)
 
     def run(name, *extra):
         out = tmp_path / name

@@ -35,24 +35,33 @@ def test_loss_is_asymmetric_for_the_young():
     assert abs(float(loss(y, peaked(50))[0]) - float(loss(y, peaked(30))[0])) < 0.2
 
 
-def test_tiny_training_run_resumes(tmp_path):
-    if not ONNX.exists():
-        pytest.skip(f"pretrained weights not found at {ONNX}")
+def tiny_dataset(tmp_path, n: int, seed: int):
+    """A prepared dataset of `n` real UTKFace photos and the CC0 network ported for its crops:
+    what a tiny real training run needs. Returns (dataset folder, photo folder, init .keras)."""
     from training.port import port_onnx_weights
     from training.prepare import prepare
-    from training.train import main as train_main
 
     labels = tmp_path / "labels.csv"
     with open(labels, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file_name", "real_age"])
-        for path, age in utk_sample(90, seed=5):
+        for path, age in utk_sample(n, seed=seed):
             w.writerow([path.name, age])
     images = utk_sample(1)[0][0].parent
     data = prepare(images, labels, tmp_path / "cache", seed=1, val=0.3, test=0.1, faces_cfg=FacesConfig())
     crops = np.load(data / "crops.npy")
     init = tmp_path / "init.keras"
     port_onnx_weights(ONNX, crops[:32].astype(np.float32), input_size=crops.shape[1]).save(init)
+    return data, images, init
+
+
+def test_tiny_training_run_resumes(tmp_path):
+    if not ONNX.exists():
+        pytest.skip(f"pretrained weights not found at {ONNX}")
+    from training.train import main as train_main
+
+    data, _, init = tiny_dataset(tmp_path, 90, seed=5)
+    crops = np.load(data / "crops.npy")
     run = tmp_path / "run"
     args = ["--data", str(data), "--init", str(init), "--out", str(run), "--batch", "16", "--epochs", "1"]
     assert train_main(args) == 0
