@@ -133,14 +133,16 @@ def figures(
     needed = threshold_for(val.p_over, val_minors, target)
     margin = round(max(0.0, needed - threshold), P_OVER_DIGITS)
     det = test.detected
+    # Threshold 0 raises nothing: the decisions as the fold's file made them.
+    minors_now, adults_now = test.shares(0.0)
     minors_with, adults_with = test.shares(threshold + margin)
     return LeftOut(
         source=source,
         photos=len(test.age),
         minors=int(minors.sum()),
-        minors_approved=test.shares(0.0)[0],
+        minors_approved=minors_now,
         adults=int(adults.sum()),
-        adults_to_id=test.shares(0.0)[1],
+        adults_to_id=adults_now,
         mae=float(np.nanmean(np.abs(test.pred[det] - test.age[det]))) if det.any() else float("nan"),
         threshold=threshold,
         minors_approved_val_fit=val_minors_approved,
