@@ -126,6 +126,13 @@ def load_split(data: Path, split: str) -> Split:
     )
 
 
+def index_rows(data: Path) -> np.ndarray:
+    """The crop rows index.csv lists (all splits): every row of a prepared folder, only those with
+    a face in a teacher-framed one (training.experiments.teacher_frames)."""
+    with open(data / "index.csv", newline="") as fh:
+        return np.array([int(r["row"]) for r in csv.DictReader(fh)], int)
+
+
 def split_rows_count(data: Path) -> int:
     """How many crop rows a cache holds (all splits)."""
     with open(data / "index.csv", newline="") as fh:

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,17 +136,45 @@ def teacher_faces_config():
     return FacesConfig(output_size=EMBED_SIZE, margin=EMBED_MARGIN)
 
 
-def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], batch: int = 32, log=print) -> Path:
-    """Embeddings of every crop row of a prepared dataset (index.csv), from its photo re-aligned at
-    the teacher's framing. Resumable: rows already embedded are kept. Faces the teacher's pass
-    cannot find (rare: the framing differs) get a NaN row and no teacher target."""
-    from edge_app.vision.faces import FacePipeline, ImageError, load_image
-
+def read_rows(data: Path, images: dict[str, Path]) -> list[dict]:
+    """The crop rows of a prepared dataset (index.csv), checked to have photos for every source."""
     with open(data / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     missing = sorted({r.get("source") or "default" for r in rows} - set(images))
     if missing:
         raise TeacherError(f"no --images for source(s) {', '.join(missing)} of {data}")
+    return rows
+
+
+def teacher_framed(rows: list[dict], images: dict[str, Path], todo: np.ndarray):
+    """(row number, the photo re-aligned at the teacher's framing or None) for each row with `todo`
+    set: the till's detector, alignment and template at EMBED_SIZE px and EMBED_MARGIN. None where
+    that pass finds no face (rare: the framing differs) or the photo cannot be read."""
+    from edge_app.vision.faces import FacePipeline, ImageError, load_image
+
+    pipe = FacePipeline(teacher_faces_config())
+    try:
+        for i, r in enumerate(rows):
+            if not todo[i]:
+                continue
+            crop = None
+            try:
+                rgb, _ = load_image(images[r.get("source") or "default"] / r["file_name"])
+                res = pipe.process(rgb)
+                if res.aligned is not None:
+                    crop = res.aligned.crop
+            except ImageError:
+                pass
+            yield i, crop
+    finally:
+        pipe.close()
+
+
+def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], batch: int = 32, log=print) -> Path:
+    """Embeddings of every crop row of a prepared dataset (index.csv), from its photo re-aligned at
+    the teacher's framing. Resumable: rows already embedded are kept. Faces the teacher's pass
+    cannot find get a NaN row and no teacher target."""
+    rows = read_rows(data, images)
     out_path = data / EMBEDDINGS_FILE
     emb = np.full((len(rows), 1024), np.nan, np.float16)
     done = np.zeros(len(rows), bool)
@@ -153,7 +182,6 @@ def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], 
         z = np.load(out_path)
         if len(z["embedding"]) == len(rows):
             emb, done = z["embedding"].copy(), z["done"].copy()
-    pipe = FacePipeline(teacher_faces_config())
     t0, pending, idx = time.time(), [], []
 
     def flush():
@@ -162,29 +190,18 @@ def embed_dataset(teacher: FaceresTeacher, data: Path, images: dict[str, Path], 
             pending.clear()
             idx.clear()
 
-    try:
-        for i, r in enumerate(rows):
-            if done[i]:
-                continue
-            src = r.get("source") or "default"
-            try:
-                rgb, _ = load_image(images[src] / r["file_name"])
-                res = pipe.process(rgb)
-                if res.aligned is not None:
-                    pending.append(res.aligned.crop)
-                    idx.append(i)
-            except ImageError:
-                pass
-            done[i] = True
-            if len(pending) >= batch:
-                flush()
-            if (i + 1) % 2000 == 0:
-                flush()
-                _save_embeddings(out_path, emb, done)
-                log(f"  embedded {i + 1}/{len(rows)} ({time.time() - t0:.0f} s)")
-        flush()
-    finally:
-        pipe.close()
+    for i, crop in teacher_framed(rows, images, ~done):
+        if crop is not None:
+            pending.append(crop)
+            idx.append(i)
+        done[i] = True
+        if len(pending) >= batch:
+            flush()
+        if (i + 1) % 2000 == 0:
+            flush()
+            _save_embeddings(out_path, emb, done)
+            log(f"  embedded {i + 1}/{len(rows)} ({time.time() - t0:.0f} s)")
+    flush()
     _save_embeddings(out_path, emb, done)
     return out_path
 
@@ -203,29 +220,49 @@ def soft_targets(ages: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return (d / d.sum(1, keepdims=True)).astype(np.float32)
 
 
-def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0, log=print) -> dict:
+@dataclass
+class Head:
+    """The age head fitted on the frozen embeddings (each dimension standardised over the rows
+    that have one), with that standardisation and its training record."""
+
+    model: Any
+    mean: np.ndarray
+    scale: np.ndarray
+    info: dict
+
+    def inputs(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows with an embedding, the standardised embeddings; zeros where none)."""
+        ok = np.isfinite(emb).all(1)
+        return ok, np.where(ok[:, None], (np.nan_to_num(emb) - self.mean) / self.scale, 0).astype(np.float32)
+
+    def on_raw_embeddings(self) -> list[np.ndarray]:
+        """The head's weights with the standardisation folded into its first layer, so that a
+        network can put it straight on the backbone's embedding (teacher_tune's start)."""
+        w1, b1, w2, b2 = self.model.get_weights()
+        return [w1 / self.scale[:, None], b1 - (self.mean / self.scale) @ w1, w2, b2]
+
+
+def train_head(data: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0, log=print) -> Head:
     """A small MLP (1024-256-101) on the frozen embeddings, trained on the train split of every
     source but `leave_out`, its epoch chosen on the worst source's validation MAE (the left-out
-    source is never seen). Writes `out` (.npz): the age distribution of every crop row (rows
-    without an embedding: NaN) and the head's validation figures."""
+    source is never seen)."""
     import keras
 
-    z = np.load(data / EMBEDDINGS_FILE)
-    emb = z["embedding"].astype(np.float32)
+    emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
     with open(data / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     age = np.array([float(r["age"]) for r in rows], np.float32)
     src = np.array([r.get("source") or "default" for r in rows])
     split = np.array([r["split"] for r in rows])
-    ok = np.isfinite(emb).all(1)
     if leave_out and leave_out not in set(src):
         raise TeacherError(f"--leave-out {leave_out}: no such source in {data} ({', '.join(sorted(set(src)))})")
+    ok = np.isfinite(emb).all(1)
+    head = Head(None, emb[ok].mean(0), emb[ok].std(0) + 1e-6, {})
+    _, x = head.inputs(emb)
     use = ok & (src != (leave_out or "\0"))
     tr, va = use & (split == "train"), use & (split == "val")
-    mu, sd = emb[ok].mean(0), emb[ok].std(0) + 1e-6
-    x = np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32)
     keras.utils.set_random_seed(seed)
-    head = keras.Sequential(
+    head.model = keras.Sequential(
         [
             keras.Input((emb.shape[1],)),
             keras.layers.Dropout(0.2),
@@ -234,7 +271,7 @@ def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 
             keras.layers.Dense(AGES, activation="softmax"),
         ]
     )
-    head.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
+    head.model.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
     # Sources weighted by the inverse square root of their size, so the largest does not fit the
     # head alone.
     w = np.zeros(len(rows), np.float32)
@@ -242,27 +279,37 @@ def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 
     ks = np.arange(AGES, dtype=np.float32)
     best, best_w, history = np.inf, None, []
     for ep in range(epochs):
-        head.fit(x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0, shuffle=True)
-        pred = head.predict(x[va], batch_size=1024, verbose=0) @ ks
+        head.model.fit(
+            x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0, shuffle=True
+        )
+        pred = head.model.predict(x[va], batch_size=1024, verbose=0) @ ks
         per = {s: float(np.abs(pred[src[va] == s] - age[va][src[va] == s]).mean()) for s in sorted(set(src[va]))}
         worst = max(per.values())
         history.append({"epoch": ep + 1, "val_mae": per})
         log(f"  head epoch {ep + 1}: val MAE " + ", ".join(f"{s} {v:.2f}" for s, v in per.items()))
         if worst < best:
-            best, best_w = worst, head.get_weights()
-    head.set_weights(best_w)
-    probs = np.full((len(rows), AGES), np.nan, np.float16)
-    probs[ok] = head.predict(x[ok], batch_size=1024, verbose=0).astype(np.float16)
-    info = {
+            best, best_w = worst, head.model.get_weights()
+    head.model.set_weights(best_w)
+    head.info = {
         "leave_out": leave_out or "",
         "val_worst_mae": best,
         "history": history,
         "rows_with_target": int(ok.sum()),
         "rows": len(rows),
     }
+    return head
+
+
+def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0, log=print) -> dict:
+    """`train_head`, then write `out` (.npz): the age distribution of every crop row (rows without
+    an embedding: NaN) and the head's validation figures."""
+    head = train_head(data, leave_out, epochs, seed, log)
+    ok, x = head.inputs(np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32))
+    probs = np.full((len(ok), AGES), np.nan, np.float16)
+    probs[ok] = head.model.predict(x[ok], batch_size=1024, verbose=0).astype(np.float16)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, probs=probs, info=json.dumps(info))
-    return info
+    np.savez(out, probs=probs, info=json.dumps(head.info))
+    return head.info
 
 
 def load_targets(path: Path, n_rows: int) -> np.ndarray:
@@ -276,7 +323,7 @@ def load_targets(path: Path, n_rows: int) -> np.ndarray:
     return probs
 
 
-def _images_arg(values: list[str]) -> dict[str, Path]:
+def images_arg(values: list[str]) -> dict[str, Path]:
     out = {}
     for v in values:
         name, sep, path = v.partition("=")
@@ -301,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         if a.cmd == "embed":
-            path = embed_dataset(FaceresTeacher(a.model), a.data, _images_arg(a.images))
+            path = embed_dataset(FaceresTeacher(a.model), a.data, images_arg(a.images))
             print(f"embeddings: {path}")
         else:
             info = fit_head(a.data, a.out, a.leave_out, a.epochs)

@@ -168,3 +168,21 @@ def test_distillation_moves_the_target_towards_the_teacher():
         float(plain(tf.constant(y[:, :2]), peaked(22))[0]),
         rtol=1e-4,
     )
+
+
+def test_the_head_reads_raw_embeddings_once_its_standardisation_is_folded_in(tmp_path):
+    from training.teacher import EMBEDDINGS_FILE, train_head
+
+    data = _fake_dataset(tmp_path)
+    head = train_head(data, epochs=2, log=lambda *_: None)
+    emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
+    ok, x = head.inputs(emb)
+    want = head.model.predict(x[ok][:50], verbose=0)
+    w1, b1, w2, b2 = head.on_raw_embeddings()
+    hidden = np.maximum(emb[ok][:50] @ w1 + b1, 0)
+    logits = hidden @ w2 + b2
+    got = np.exp(logits - logits.max(1, keepdims=True))
+    got /= got.sum(1, keepdims=True)
+    assert np.abs(got - want).max() < 1e-4
+    # The standardisation is not the identity here, so the fold is doing the work.
+    assert np.abs(head.scale - 1).max() > 0.1 and np.abs(head.mean).max() > 0.1
