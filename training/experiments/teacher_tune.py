@@ -32,9 +32,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_app.core.policy import is_minor
 from training.compare import CHALLENGE_AGE, Predictions, at_minors, mae
-from training.data import LabelsError, Split, load_split, source_weights, split_rows_count
-from training.teacher import AGES, BGR_MEANS, TeacherError, read_weights, soft_targets
+from training.data import LabelsError, Split, index_rows, load_split, source_weights
+from training.teacher import (
+    AGES,
+    BGR_MEANS,
+    EMBEDDINGS_FILE,
+    TeacherError,
+    read_weights,
+    soft_targets,
+    train_head,
+)
 
 BLOCKS = 13
 STRIDE_2 = {2, 4, 6, 12}  # depthwise blocks that halve the map (MobileNet v1)
@@ -144,22 +153,51 @@ def gate_figures(probs: np.ndarray, va: Split, minors: tuple[int, ...] = (3, 6, 
         va.sex,
     )
     f: dict = {"mae": mae(p)}
-    for k in minors:
+    usable = [k for k in minors if k < int(is_minor(va.age).sum())]
+    for k in usable:
         row = at_minors(p, k)
         f[f"adults_to_id_at_{k}"] = row.adults_to_id
-        if k == minors[0]:
+        if k == usable[0]:
             f["women"], f["men"] = row.women, row.men
-    f["score"] = float(np.mean([f[f"adults_to_id_at_{k}"] for k in minors]))
+    # A validation split with too few minors for any point of the gate (a smoke test's) ranks its
+    # epochs by the worst source's MAE instead.
+    f["score"] = float(np.mean([f[f"adults_to_id_at_{k}"] for k in usable])) if usable else max(f["mae"].values())
     return f
 
 
 def _line(epoch: int, f: dict) -> str:
     mae = ", ".join(f"{s} {v:.2f}" for s, v in f["mae"].items())
     at = ", ".join(f"{k.rsplit('_', 1)[1]} minors {100 * v:.1f}%" for k, v in f.items() if k.startswith("adults_to_id"))
-    return (
-        f"epoch {epoch}: val MAE {mae}; adults to ID at {at}; women/men {100 * f['women']:.1f}/"
-        f"{100 * f['men']:.1f}%; score {100 * f['score']:.2f}"
-    )
+    sexes = f"; women/men {100 * f['women']:.1f}/{100 * f['men']:.1f}%" if "women" in f else ""
+    return f"epoch {epoch}: val MAE {mae}; adults to ID at {at or 'no point (too few minors)'}{sexes}; score {100 * f['score']:.2f}"
+
+
+def check_same_faces(model, tr: Split, head_from: Path, n: int = 16) -> None:
+    """TeacherError unless the backbone reads the first `n` training crops as `head_from`'s
+    embeddings of the same rows: a head fitted on other rows or another framing (the till's crops,
+    not the teacher's) would start the fine-tuning from a wrong head without a word."""
+    import keras
+
+    try:
+        emb = np.load(head_from / EMBEDDINGS_FILE)["embedding"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise TeacherError(f"--head-from {head_from}: no embeddings from `training.teacher embed` ({exc})") from None
+    rows = tr.row[: min(n, len(tr))]
+    if rows.max() >= len(emb):
+        raise TeacherError(f"--head-from {head_from}: its {len(emb)} embeddings do not cover these crops' rows")
+    # Centred on the file's mean: pooled ReLU features are all positive, so raw cosines of two
+    # different faces are high too.
+    centre = np.nanmean(emb.astype(np.float32), axis=0)
+    ref = emb[rows].astype(np.float32) - centre
+    got = keras.Model(model.input, model.get_layer("embedding").output).predict(tr.x[: len(rows)], verbose=0) - centre
+    cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1) + 1e-9)
+    ok = np.isfinite(ref).all(1)
+    lowest = float(cos[ok].min()) if ok.any() else float("nan")
+    if not lowest >= 0.99:  # NaN (no embedded row) fails too
+        raise TeacherError(
+            f"--head-from {head_from}: its embeddings are not these crops' (lowest cosine {lowest:.3f} over "
+            f"{ok.sum()} rows): give the dataset folder these teacher-framed crops were made from"
+        )
 
 
 def learning_rate(a: argparse.Namespace, epoch: int) -> float:
@@ -192,17 +230,27 @@ def run(a: argparse.Namespace, log=print) -> dict:
         model.load_weights(a.out / f"epoch{state['done']}.weights.h5")
         log(f"resuming after epoch {state['done']} from {a.out}")
     for epoch in range(state["done"] + 1, a.epochs + 2):
-        probe = epoch == 1  # stage 1: the head alone on the frozen backbone
-        for layer in model.layers:
-            layer.trainable = probe is False or layer.name in ("head_hidden", "age")
-        model.compile(
-            keras.optimizers.AdamW(learning_rate(a, epoch), weight_decay=a.weight_decay),
-            loss="categorical_crossentropy",
-        )
         t0 = time.time()
-        model.fit(dataset(tr, a.batch, True, a.seed + epoch), epochs=1, verbose=2)
+        if epoch == 1 and a.head_from:
+            # Stage 1 from the frozen embeddings already computed: the head `training.teacher fit`
+            # would make (30 epochs, its epoch chosen on validation), not one probe epoch.
+            stage = "head from embeddings"
+            check_same_faces(model, tr, a.head_from)
+            head = train_head(a.head_from, epochs=a.head_epochs, seed=a.seed, log=log)
+            model.get_layer("head_hidden").set_weights(head.on_raw_embeddings()[:2])
+            model.get_layer("age").set_weights(head.on_raw_embeddings()[2:])
+        else:
+            probe = epoch == 1  # stage 1: the head alone on the frozen backbone
+            stage = "probe" if probe else "fine-tune"
+            for layer in model.layers:
+                layer.trainable = probe is False or layer.name in ("head_hidden", "age")
+            model.compile(
+                keras.optimizers.AdamW(learning_rate(a, epoch), weight_decay=a.weight_decay),
+                loss="categorical_crossentropy",
+            )
+            model.fit(dataset(tr, a.batch, True, a.seed + epoch), epochs=1, verbose=2)
         f = gate_figures(predict(model, va.x), va)
-        f.update(epoch=epoch, stage="probe" if probe else "fine-tune", seconds=round(time.time() - t0))
+        f.update(epoch=epoch, stage=stage, seconds=round(time.time() - t0))
         log(_line(epoch, f))
         # Each epoch's weights under their own name, the state written last and renamed into
         # place: a run stopped at any moment resumes from the last epoch the state names.
@@ -221,13 +269,25 @@ def write_targets(model, data: Path, out: Path, state: dict, log=print, limit: i
     """Every crop row's flip-averaged age distribution, in `training.teacher fit`'s file format
     (with `limit`, the first rows only: a smoke test's file, which train will refuse)."""
     crops = np.load(data / "crops.npy", mmap_mode="r")
-    n = min(split_rows_count(data), limit or math.inf)
-    probs = np.zeros((n, AGES), np.float16)
+    n = min(len(crops), limit or math.inf)
+    # A teacher-framed folder (teacher_frames) lists only the rows whose face its pass found; the
+    # others get no target (NaN), as `training.teacher fit` leaves them.
+    listed = np.zeros(len(crops), bool)
+    listed[index_rows(data)] = True
+    probs = np.full((n, AGES), np.nan, np.float16)
     for i in range(0, n, 2048):
-        probs[i : i + 2048] = predict(model, np.asarray(crops[i : min(n, i + 2048)])).astype(np.float16)
-        log(f"  targets: {min(n, i + 2048)}/{n} rows")
+        j = min(n, i + 2048)
+        rows = np.flatnonzero(listed[i:j]) + i
+        probs[rows] = predict(model, np.asarray(crops[rows])).astype(np.float16)
+        log(f"  targets: {j}/{n} rows")
     best = min(state["history"], key=lambda h: h["score"])  # the epoch whose weights were loaded
-    info = {"fine_tuned": True, "best_epoch": best["epoch"], "val": best, "rows": n, "rows_with_target": n}
+    info = {
+        "fine_tuned": True,
+        "best_epoch": best["epoch"],
+        "val": best,
+        "rows": n,
+        "rows_with_target": int(listed[:n].sum()),
+    }
     np.savez(out, probs=probs, info=json.dumps(info))
     log(f"teacher targets: {out} (epoch {best['epoch']})")
 
@@ -249,6 +309,14 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="use only this many training crops (smoke tests)")
+    ap.add_argument(
+        "--head-from",
+        type=Path,
+        default=None,
+        help="a dataset folder with the same rows and the frozen teacher's embeddings (training.teacher embed): "
+        "start from the head fitted on them instead of a probe epoch",
+    )
+    ap.add_argument("--head-epochs", type=int, default=30, help="epochs of that head (its best on validation kept)")
     return ap
 
 
