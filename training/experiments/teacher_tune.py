@@ -8,12 +8,16 @@ in two stages (linear probe, then fine-tune), which keeps more of the pretrained
 fine-tuning from a random head: the head is first fitted with the backbone frozen, then everything
 trains at a small learning rate.
 
-The network reads the cached till crops (the framing and pixels the student sees), scaled up to
-`--size` inside the model. Batch-norm is folded into the convolutions in the published graph, so
-the rebuild has none: nothing is re-estimated on our small batches.
+The network reads the cached crops of `--data`, scaled to `--size` inside the model: the till's
+crops (the framing and pixels the student sees), or better the teacher's own framing at 224 px
+(`teacher_frames`), where `--head-from` replaces the probe epoch by the head `training.teacher
+fit` makes on the frozen embeddings of the same rows. Batch-norm is folded into the convolutions
+in the published graph, so the rebuild has none: nothing is re-estimated on our small batches.
 
     python -m training.experiments.teacher_tune --model .../faceres-deep.json --data CACHE_DATASET_DIR \
         --out RUN_DIR [--epochs 3] [--size 160]
+    python -m training.experiments.teacher_tune --model .../faceres-deep.json --data FRAMES_DIR \
+        --head-from CACHE_DATASET_DIR --out RUN_DIR --size 224 [--epochs 2] [--lr 3e-5]
 
 It checkpoints after every epoch and resumes from RUN_DIR; at the end it writes RUN_DIR/targets.npz
 (the age distribution of every crop row, flip-averaged) for `training.train --teacher`. The epoch
@@ -237,8 +241,9 @@ def run(a: argparse.Namespace, log=print) -> dict:
             stage = "head from embeddings"
             check_same_faces(model, tr, a.head_from)
             head = train_head(a.head_from, epochs=a.head_epochs, seed=a.seed, log=log)
-            model.get_layer("head_hidden").set_weights(head.on_raw_embeddings()[:2])
-            model.get_layer("age").set_weights(head.on_raw_embeddings()[2:])
+            weights = head.on_raw_embeddings()
+            model.get_layer("head_hidden").set_weights(weights[:2])
+            model.get_layer("age").set_weights(weights[2:])
         else:
             probe = epoch == 1  # stage 1: the head alone on the frozen backbone
             stage = "probe" if probe else "fine-tune"
