@@ -126,6 +126,11 @@ def load_split(data: Path, split: str) -> Split:
     )
 
 
+def inside_repository(path: Path) -> bool:
+    """Whether `path` lies in this checkout: face crops and caches must stay outside it."""
+    return path.resolve().is_relative_to(Path(__file__).resolve().parent.parent)
+
+
 def index_rows(data: Path) -> np.ndarray:
     """The crop rows index.csv lists (all splits): every row of a prepared folder, only those with
     a face in a teacher-framed one (training.experiments.teacher_frames)."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge_app.config import FacesConfig
 from edge_app.vision.faces import TEMPLATE_VERSION, FacePipeline, ImageError, load_image
-from training.data import LabelsError, read_labels
+from training.data import LabelsError, inside_repository, read_labels
 
 CHUNK = 1000
 SPLITS = ("train", "val", "test")
@@ -422,8 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=FacesConfig.output_size, help="crop side in pixels")
     a = ap.parse_args(argv)
     cache = a.cache or default_cache()
-    repo = Path(__file__).resolve().parent.parent
-    if cache.resolve().is_relative_to(repo):
+    if inside_repository(cache):
         ap.error(f"--cache: {cache} is inside the repository; face crops must stay outside it")
     try:
         sources = sources_from_args(a.images, a.labels, a.name, a.sources)

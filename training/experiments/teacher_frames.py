@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import LabelsError
+from training.data import LabelsError, inside_repository
 from training.teacher import EMBED_MARGIN, EMBED_SIZE, TeacherError, images_arg, read_rows, teacher_framed
 
 DONE_FILE = "frames-done.npz"
@@ -56,7 +56,7 @@ def frame_dataset(data: Path, images: dict[str, Path], out: Path, log=print) -> 
     rows = read_rows(data, images)
     if out.resolve() == data.resolve():
         raise TeacherError(f"--out {out} is the --data folder: give a folder of its own")
-    if out.resolve().is_relative_to(Path(__file__).resolve().parents[2]):
+    if inside_repository(out):
         raise TeacherError(f"--out {out} is inside the repository; face crops must stay outside it")
     # Crops are stored by position, and the copied index.csv keeps the row numbers: they must agree.
     if [int(r["row"]) for r in rows] != list(range(len(rows))):
