@@ -9,7 +9,12 @@ distribution into the ResNet's targets. The teacher never runs at the till.
 
     python -m training.teacher embed --model .../faceres-deep.json --data CACHE_DATASET_DIR \
         --images utkface=DIR --images aaf-train=DIR --images appa-real=DIR
-    python -m training.teacher fit --data CACHE_DATASET_DIR [--leave-out SOURCE] --out teacher.npz
+    python -m training.teacher fit --data CACHE_DATASET_DIR [--leave-out SOURCE] --out teacher.npz \
+        [--own-head .../faceres-deep.json] [--heads N]
+
+`--own-head` starts the head from the network's own IMDB-Wiki age head (same shape) instead of
+at random; `--heads N` averages N heads of successive seeds (the strict end of the gate moves by
+several points from one seed to the next).
 
 The weights are read from the package's TF.js graph files (model.json + .bin) into a TensorFlow
 graph: no `tensorflowjs` package, nothing downloaded.
@@ -242,10 +247,39 @@ class Head:
         return [w1 / self.scale[:, None], b1 - (self.mean / self.scale) @ w1, w2, b2]
 
 
-def train_head(data: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0, log=print) -> Head:
+def own_head_weights(model_json: Path) -> list[np.ndarray]:
+    """faceres-deep's own age head (IMDB-Wiki: 1024-256 ReLU, then 100 classes for ages 1..100)
+    as the weights of our head's shape on the raw embedding, with a near-empty class for age 0.
+    Its first layer already reads age and sex from the embedding, learnt from far more faces than
+    our sources hold, so a head started from it needs less of our data to find them."""
+    try:
+        manifest = json.loads(Path(model_json).read_text())["weightsManifest"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise TeacherError(f"{model_json}: not a TF.js graph model ({exc})") from None
+    w = read_weights(Path(model_json), manifest)
+    try:
+        w1, b1, w2, b2 = (w[k] for k in ("feats/kernel", "feats/bias", "age_pred/kernel", "age_pred/bias"))
+    except KeyError as exc:
+        raise TeacherError(f"{model_json}: no own age head ({exc.args[0]} missing): not faceres-deep") from None
+    if w1.shape != (1024, 256) or w2.shape != (256, AGES - 1):
+        raise TeacherError(f"{model_json}: its age head is {w1.shape} then {w2.shape}, not 1024-256-100")
+    w2 = np.concatenate([w2[:, :1], w2], 1)
+    b2 = np.concatenate([[b2.min() - 5.0], b2]).astype(np.float32)
+    return [w1, b1, w2, b2]
+
+
+def train_head(
+    data: Path,
+    leave_out: str | None = None,
+    epochs: int = 30,
+    seed: int = 0,
+    log=print,
+    start: list[np.ndarray] | None = None,
+) -> Head:
     """A small MLP (1024-256-101) on the frozen embeddings, trained on the train split of every
     source but `leave_out`, its epoch chosen on the worst source's validation MAE (the left-out
-    source is never seen)."""
+    source is never seen). `start`: weights on the raw embedding to begin from (`own_head_weights`),
+    else a random start."""
     import keras
 
     emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
@@ -256,6 +290,8 @@ def train_head(data: Path, leave_out: str | None = None, epochs: int = 30, seed:
     split = np.array([r["split"] for r in rows])
     if leave_out and leave_out not in set(src):
         raise TeacherError(f"--leave-out {leave_out}: no such source in {data} ({', '.join(sorted(set(src)))})")
+    if epochs < (0 if start is not None else 1):
+        raise TeacherError(f"--epochs {epochs}: a head from a random start needs at least one epoch")
     ok = np.isfinite(emb).all(1)
     head = Head(None, emb[ok].mean(0), emb[ok].std(0) + 1e-6, {})
     _, x = head.inputs(emb)
@@ -271,6 +307,10 @@ def train_head(data: Path, leave_out: str | None = None, epochs: int = 30, seed:
             keras.layers.Dense(AGES, activation="softmax"),
         ]
     )
+    if start is not None:
+        # The inputs are standardised: fold the standardisation into the start's first layer.
+        w1, b1, w2, b2 = start
+        head.model.set_weights([w1 * head.scale[:, None], b1 + head.mean @ w1, w2, b2])
     head.model.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
     # Sources weighted by the inverse square root of their size, so the largest does not fit the
     # head alone.
@@ -278,15 +318,17 @@ def train_head(data: Path, leave_out: str | None = None, epochs: int = 30, seed:
     w[tr] = source_weights(src[tr], power=0.5)
     ks = np.arange(AGES, dtype=np.float32)
     best, best_w, history = np.inf, None, []
-    for ep in range(epochs):
-        head.model.fit(
-            x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0, shuffle=True
-        )
+    # A started head is itself a candidate (epoch 0): training must beat it on validation.
+    for ep in range(0 if start is not None else 1, epochs + 1):
+        if ep:
+            head.model.fit(
+                x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0, shuffle=True
+            )
         pred = head.model.predict(x[va], batch_size=1024, verbose=0) @ ks
         per = {s: float(np.abs(pred[src[va] == s] - age[va][src[va] == s]).mean()) for s in sorted(set(src[va]))}
         worst = max(per.values())
-        history.append({"epoch": ep + 1, "val_mae": per})
-        log(f"  head epoch {ep + 1}: val MAE " + ", ".join(f"{s} {v:.2f}" for s, v in per.items()))
+        history.append({"epoch": ep, "val_mae": per})
+        log(f"  head epoch {ep}: val MAE " + ", ".join(f"{s} {v:.2f}" for s, v in per.items()))
         if worst < best:
             best, best_w = worst, head.model.get_weights()
     head.model.set_weights(best_w)
@@ -300,16 +342,48 @@ def train_head(data: Path, leave_out: str | None = None, epochs: int = 30, seed:
     return head
 
 
-def fit_head(data: Path, out: Path, leave_out: str | None = None, epochs: int = 30, seed: int = 0, log=print) -> dict:
-    """`train_head`, then write `out` (.npz): the age distribution of every crop row (rows without
-    an embedding: NaN) and the head's validation figures."""
-    head = train_head(data, leave_out, epochs, seed, log)
-    ok, x = head.inputs(np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32))
+def fit_head(
+    data: Path,
+    out: Path,
+    leave_out: str | None = None,
+    epochs: int = 30,
+    seed: int = 0,
+    log=print,
+    heads: int = 1,
+    start: list[np.ndarray] | None = None,
+) -> dict:
+    """`train_head` (`heads` times, seeds `seed`, `seed`+1, ...; their distributions averaged),
+    then write `out` (.npz): the age distribution of every crop row (rows without an embedding:
+    NaN) and the heads' validation figures."""
+    if heads < 1:
+        raise TeacherError(f"--heads {heads}: needs at least one head")
+    emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
+    total, infos = None, []
+    for i in range(heads):
+        if heads > 1:
+            log(f"head {i + 1} of {heads} (seed {seed + i})")
+        head = train_head(data, leave_out, epochs, seed + i, log, start)
+        ok, x = head.inputs(emb)
+        p = head.model.predict(x[ok], batch_size=1024, verbose=0)
+        total = p if total is None else total + p
+        infos.append(head.info)
     probs = np.full((len(ok), AGES), np.nan, np.float16)
-    probs[ok] = head.model.predict(x[ok], batch_size=1024, verbose=0).astype(np.float16)
+    probs[ok] = (total / heads).astype(np.float16)
+    info = (
+        dict(infos[0])
+        if heads == 1
+        else {
+            "leave_out": leave_out or "",
+            "val_worst_mae": float(np.mean([h["val_worst_mae"] for h in infos])),  # each head's own, averaged
+            "heads": infos,
+            "rows_with_target": infos[0]["rows_with_target"],
+            "rows": infos[0]["rows"],
+        }
+    )
+    info["start"] = "faceres-deep's own IMDB-Wiki age head" if start is not None else "random"
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, probs=probs, info=json.dumps(head.info))
-    return head.info
+    np.savez(out, probs=probs, info=json.dumps(info))
+    return info
 
 
 def load_targets(path: Path, n_rows: int) -> np.ndarray:
@@ -345,13 +419,22 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", type=Path, required=True, help="targets file (.npz) for train --teacher")
     f.add_argument("--leave-out", default=None, help="a source the head must not see (leave-one-source-out)")
     f.add_argument("--epochs", type=int, default=30)
+    f.add_argument(
+        "--own-head",
+        type=Path,
+        default=None,
+        metavar="FACERES_DEEP_JSON",
+        help="start the head from the network's own IMDB-Wiki age head (faceres-deep.json) instead of at random",
+    )
+    f.add_argument("--heads", type=int, default=1, help="fit this many heads (seeds 0, 1, ...) and average them")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "embed":
             path = embed_dataset(FaceresTeacher(a.model), a.data, images_arg(a.images))
             print(f"embeddings: {path}")
         else:
-            info = fit_head(a.data, a.out, a.leave_out, a.epochs)
+            start = own_head_weights(a.own_head) if a.own_head else None
+            info = fit_head(a.data, a.out, a.leave_out, a.epochs, heads=a.heads, start=start)
             print(f"teacher targets: {a.out} (worst-source validation MAE {info['val_worst_mae']:.2f})")
     except (TeacherError, LabelsError) as exc:
         print(f"training.teacher: {exc}", file=sys.stderr)

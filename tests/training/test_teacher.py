@@ -186,3 +186,68 @@ def test_the_head_reads_raw_embeddings_once_its_standardisation_is_folded_in(tmp
     assert np.abs(got - want).max() < 1e-4
     # The standardisation is not the identity here, so the fold is doing the work.
     assert np.abs(head.scale - 1).max() > 0.1 and np.abs(head.mean).max() > 0.1
+
+
+def test_the_own_head_start_is_the_networks_own_age_head_on_real_faces(teacher_and_faces, tmp_path):
+    """`own_head_weights` put on the raw embeddings of real faces gives the network's own
+    IMDB-Wiki age distribution (ages 1..100, almost nothing at 0); and a head started from it
+    (standardised inputs, the standardisation folded into the start) reads the same before any
+    training, so `fit --own-head` begins where the published head is."""
+    from training.teacher import EMBEDDINGS_FILE, own_head_weights, train_head
+
+    teacher, crops, ages, _ = teacher_and_faces
+    out = teacher.run(crops)
+    w1, b1, w2, b2 = own_head_weights(FACERES)
+    logits = np.maximum(out["embedding"] @ w1 + b1, 0) @ w2 + b2
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    assert probs.shape == (len(crops), 101)
+    assert probs[:, 0].max() < 1e-2
+    published = probs[:, 1:] / probs[:, 1:].sum(1, keepdims=True)
+    assert np.abs(published - out["own_age"]).max() < 1e-4
+
+    n = len(crops)
+    with open(tmp_path / "index.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "file_name", "age", "split", "source"])
+        for i in range(n):
+            w.writerow([i, f"{i}.jpg", ages[i], "val" if i % 3 == 0 else "train", "utkface"])
+    np.savez(tmp_path / EMBEDDINGS_FILE, embedding=out["embedding"], done=np.ones(n, bool))
+    head = train_head(tmp_path, epochs=0, log=lambda *_: None, start=[w1, b1, w2, b2])
+    ok, x = head.inputs(out["embedding"])
+    assert ok.all()
+    assert np.abs(head.model.predict(x, verbose=0) - probs).max() < 1e-3
+    assert head.info["history"][0]["epoch"] == 0
+
+
+def test_fit_averages_its_heads_and_records_each(tmp_path):
+    from training.teacher import TeacherError, fit_head, load_targets, train_head
+
+    data = _fake_dataset(tmp_path)
+    info = fit_head(data, tmp_path / "t.npz", epochs=2, log=lambda *_: None, heads=2)
+    assert len(info["heads"]) == 2 and info["start"] == "random"
+    emb = np.load(data / "teacher-embeddings.npz")["embedding"].astype(np.float32)
+    each = []
+    for seed in (0, 1):
+        head = train_head(data, epochs=2, seed=seed, log=lambda *_: None)
+        ok, x = head.inputs(emb)
+        each.append(head.model.predict(x[ok], verbose=0))
+    got = load_targets(tmp_path / "t.npz", 600)
+    assert np.abs(got[ok] - (each[0] + each[1]) / 2).max() < 2e-3
+    assert np.abs(each[0] - each[1]).max() > 1e-2  # the seeds differ, so the mean is a mean
+    with pytest.raises(TeacherError, match="at least one head"):
+        fit_head(data, tmp_path / "t0.npz", heads=0)
+    with pytest.raises(TeacherError, match="at least one epoch"):
+        fit_head(data, tmp_path / "t0.npz", epochs=0)
+
+
+def test_own_head_of_a_graph_without_one_is_refused_by_name(tmp_path, capsys):
+    from training.teacher import main
+
+    bad = tmp_path / "model.json"
+    bad.write_text(json.dumps({"modelTopology": {"node": []}, "weightsManifest": []}))
+    (tmp_path / "d").mkdir()
+    data = _fake_dataset(tmp_path / "d")
+    assert main(["fit", "--data", str(data), "--out", str(tmp_path / "t.npz"), "--own-head", str(bad)]) == 2
+    assert "no own age head" in capsys.readouterr().err
+    assert not (tmp_path / "t.npz").exists()
