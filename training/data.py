@@ -106,42 +106,54 @@ class Split:
         return np.select([self.sex == FEMALE, self.sex == MALE], [1.0, 0.0], -1.0).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Index:
+    """A prepared folder's index.csv, column by column: one entry per crop row it lists (every row
+    of a `training.prepare` folder; the rows with a face in a teacher-framed one). `records` keeps
+    each line whole, for a command that copies it."""
+
+    row: np.ndarray
+    age: np.ndarray
+    source: np.ndarray
+    split: np.ndarray
+    sex: np.ndarray  # "1" female, "0" male, "" not given
+    records: tuple[dict[str, str], ...]
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+def read_index(data: Path) -> Index:
+    with open(data / "index.csv", newline="") as fh:
+        records = tuple(csv.DictReader(fh))
+    return Index(
+        np.array([int(r["row"]) for r in records], int),
+        np.array([float(r["age"]) for r in records], np.float32),
+        # Caches made before prepare took several sources hold one unnamed source.
+        np.array([r.get("source") or "default" for r in records]),
+        np.array([r["split"] for r in records]),
+        np.array([(r.get("gender") or "").strip() for r in records], dtype=object),
+        records,
+    )
+
+
 def load_split(data: Path, split: str) -> Split:
     crops = np.load(data / "crops.npy", mmap_mode="r")
-    rows, ages, sources, sexes = [], [], [], []
-    with open(data / "index.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            if r["split"] == split:
-                rows.append(int(r["row"]))
-                ages.append(float(r["age"]))
-                # Caches made before prepare took several sources hold one unnamed source.
-                sources.append(r.get("source") or "default")
-                sexes.append((r.get("gender") or "").strip())
+    index = read_index(data)
+    pick = index.split == split
+    rows = index.row[pick]
     return Split(
         np.ascontiguousarray(crops[rows]),
-        np.array(ages, np.float32),
-        np.array(sources),
-        np.array(sexes, dtype=object),
-        np.array(rows, int),
+        index.age[pick],
+        index.source[pick],
+        index.sex[pick],
+        rows,
     )
 
 
 def inside_repository(path: Path) -> bool:
     """Whether `path` lies in this checkout: face crops and caches must stay outside it."""
     return path.resolve().is_relative_to(Path(__file__).resolve().parent.parent)
-
-
-def index_rows(data: Path) -> np.ndarray:
-    """The crop rows index.csv lists (all splits): every row of a prepared folder, only those with
-    a face in a teacher-framed one (training.experiments.teacher_frames)."""
-    with open(data / "index.csv", newline="") as fh:
-        return np.array([int(r["row"]) for r in csv.DictReader(fh)], int)
-
-
-def split_rows_count(data: Path) -> int:
-    """How many crop rows a cache holds (all splits)."""
-    with open(data / "index.csv", newline="") as fh:
-        return sum(1 for _ in csv.DictReader(fh))
 
 
 def band_number(name: str) -> int:

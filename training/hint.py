@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import split_rows_count
+from training.data import read_index
 from training.teacher import EMBEDDINGS_FILE, TeacherError
 
 HINT_LAYER = "hint"
@@ -31,7 +31,7 @@ def load_hints(data: Path, rows: np.ndarray) -> np.ndarray:
         raise TeacherError(f"{path}: no teacher embeddings; run `training.teacher embed` on {data} ({exc})") from None
     if not done.all():
         raise TeacherError(f"{path}: {int((~done).sum())} rows not embedded yet; run `training.teacher embed` again")
-    n_rows = split_rows_count(data)
+    n_rows = len(read_index(data))
     if len(emb) != n_rows:
         # Left over from before the dataset was prepared again: every row would get another face's.
         raise TeacherError(f"{path} holds {len(emb)} rows, the dataset {n_rows}: run `training.teacher embed` on it")

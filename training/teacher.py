@@ -23,7 +23,6 @@ graph: no `tensorflowjs` package, nothing downloaded.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import LabelsError, source_weights
+from training.data import LabelsError, read_index, source_weights
 
 EMBED_SIZE = 224
 # Keras 'caffe' preprocessing the network was trained with: BGR, minus the ImageNet means.
@@ -143,8 +142,7 @@ def teacher_faces_config():
 
 def read_rows(data: Path, images: dict[str, Path]) -> list[dict]:
     """The crop rows of a prepared dataset (index.csv), checked to have photos for every source."""
-    with open(data / "index.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = list(read_index(data).records)
     missing = sorted({r.get("source") or "default" for r in rows} - set(images))
     if missing:
         raise TeacherError(f"no --images for source(s) {', '.join(missing)} of {data}")
@@ -283,11 +281,8 @@ def train_head(
     import keras
 
     emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
-    with open(data / "index.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    age = np.array([float(r["age"]) for r in rows], np.float32)
-    src = np.array([r.get("source") or "default" for r in rows])
-    split = np.array([r["split"] for r in rows])
+    index = read_index(data)
+    age, src, split = index.age, index.source, index.split
     if leave_out and leave_out not in set(src):
         raise TeacherError(f"--leave-out {leave_out}: no such source in {data} ({', '.join(sorted(set(src)))})")
     if epochs < (0 if start is not None else 1):
@@ -314,7 +309,7 @@ def train_head(
     head.model.compile(keras.optimizers.AdamW(1e-3, weight_decay=1e-3), loss="categorical_crossentropy")
     # Sources weighted by the inverse square root of their size, so the largest does not fit the
     # head alone.
-    w = np.zeros(len(rows), np.float32)
+    w = np.zeros(len(index), np.float32)
     w[tr] = source_weights(src[tr], power=0.5)
     ks = np.arange(AGES, dtype=np.float32)
     best, best_w, history = np.inf, None, []
@@ -337,7 +332,7 @@ def train_head(
         "val_worst_mae": best,
         "history": history,
         "rows_with_target": int(ok.sum()),
-        "rows": len(rows),
+        "rows": len(index),
     }
     return head
 

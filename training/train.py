@@ -21,7 +21,7 @@ import numpy as np
 from training.arch import expected_age
 from training.batches import make_dataset
 from training.calibrate import CHALLENGE, gate_figures
-from training.data import FEMALE, MALE, Split, band_number, load_split, split_rows_count
+from training.data import FEMALE, MALE, Split, band_number, load_split, read_index
 from training.hint import hint_trainer, load_hints, on_net, with_hint_loss
 from training.teacher import TeacherError, load_targets
 
@@ -245,7 +245,7 @@ def load_data(a: argparse.Namespace) -> tuple[Split, Split, np.ndarray | None, n
     va = load_split(a.data, "val")
     teacher = None
     if a.teacher:
-        teacher = load_targets(a.teacher, split_rows_count(a.data))[tr.row]
+        teacher = load_targets(a.teacher, len(read_index(a.data)))[tr.row]
     if a.leave_out:
         if a.leave_out not in tr.sources():
             raise TrainError(f"--leave-out {a.leave_out}: no such source in {a.data}")

@@ -17,29 +17,27 @@ when k validation minors pass, women and men apart.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from training.compare import CHALLENGE_AGE, Predictions, minors_lines
-from training.data import source_weights
+from training.data import read_index, source_weights
 from training.teacher import AGES, EMBEDDINGS_FILE, soft_targets
 
 
 def load(data: Path) -> dict[str, np.ndarray]:
-    with open(data / "index.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    index = read_index(data)
     emb = np.load(data / EMBEDDINGS_FILE)["embedding"].astype(np.float32)
     ok = np.isfinite(emb).all(1)
     mu, sd = emb[ok].mean(0), emb[ok].std(0) + 1e-6
     return {
         "x": np.where(ok[:, None], (np.nan_to_num(emb) - mu) / sd, 0).astype(np.float32),
         "ok": ok,
-        "age": np.array([float(r["age"]) for r in rows], np.float32),
-        "source": np.array([r.get("source") or "default" for r in rows]),
-        "split": np.array([r["split"] for r in rows]),
-        "sex": np.array([r.get("gender", "") for r in rows]),
+        "age": index.age,
+        "source": index.source,
+        "split": index.split,
+        "sex": index.sex,
     }
 
 

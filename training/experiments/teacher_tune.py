@@ -38,7 +38,7 @@ import numpy as np
 
 from edge_app.core.policy import is_minor
 from training.compare import CHALLENGE_AGE, Predictions, at_minors, mae
-from training.data import LabelsError, Split, index_rows, load_split, source_weights
+from training.data import LabelsError, Split, load_split, read_index, source_weights
 from training.teacher import (
     AGES,
     BGR_MEANS,
@@ -283,7 +283,7 @@ def write_targets(model, data: Path, out: Path, state: dict, log=print, limit: i
     # A teacher-framed folder (teacher_frames) lists only the rows whose face its pass found; the
     # others get no target (NaN), as `training.teacher fit` leaves them.
     listed = np.zeros(len(crops), bool)
-    listed[index_rows(data)] = True
+    listed[read_index(data).row] = True
     probs = np.full((n, AGES), np.nan, np.float16)
     for i in range(0, n, 2048):
         j = min(n, i + 2048)
