@@ -106,11 +106,12 @@ class Split:
         return np.select([self.sex == FEMALE, self.sex == MALE], [1.0, 0.0], -1.0).astype(np.float32)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Index:
     """A prepared folder's index.csv, column by column: one entry per crop row it lists (every row
-    of a `training.prepare` folder; the rows with a face in a teacher-framed one). `records` keeps
-    each line whole, for a command that copies it."""
+    of a `training.prepare` folder, in order, so there an entry's position is its crop row; only
+    the rows with a face in a teacher-framed one). `records` keeps each line whole, for a command
+    that copies it."""
 
     row: np.ndarray
     age: np.ndarray
@@ -124,17 +125,23 @@ class Index:
 
 
 def read_index(data: Path) -> Index:
-    with open(data / "index.csv", newline="") as fh:
-        records = tuple(csv.DictReader(fh))
-    return Index(
-        np.array([int(r["row"]) for r in records], int),
-        np.array([float(r["age"]) for r in records], np.float32),
-        # Caches made before prepare took several sources hold one unnamed source.
-        np.array([r.get("source") or "default" for r in records]),
-        np.array([r["split"] for r in records]),
-        np.array([(r.get("gender") or "").strip() for r in records], dtype=object),
-        records,
-    )
+    path = data / "index.csv"
+    try:
+        with open(path, newline="") as fh:
+            records = tuple(csv.DictReader(fh))
+        return Index(
+            np.array([int(r["row"]) for r in records], int),
+            np.array([float(r["age"]) for r in records], np.float32),
+            # Caches made before prepare took several sources hold one unnamed source.
+            np.array([r.get("source") or "default" for r in records], dtype=str),
+            np.array([r["split"] for r in records], dtype=str),
+            np.array([(r.get("gender") or "").strip() for r in records], dtype=object),
+            records,
+        )
+    except OSError as exc:
+        raise LabelsError(f"{path}: cannot read it ({exc.strerror}): give a folder from training.prepare") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise LabelsError(f"{path}: not an index of training.prepare ({type(exc).__name__}: {exc})") from None
 
 
 def load_split(data: Path, split: str) -> Split:

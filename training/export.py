@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from edge_app.vision.card import ModelCard, card_path
 from edge_app.vision.faces import TEMPLATE, TEMPLATE_VERSION
 from edge_app.vision.model import AgeModel
 from training.calibrate import fit_age_map
-from training.data import load_split
+from training.data import LabelsError, load_split
 from training.decision import fit_decision, summary
 from training.train import chain_seconds
 
@@ -358,6 +359,14 @@ def float_card(card: ModelCard, path: Path) -> ModelCard:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except LabelsError as exc:
+        print(f"training.export: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     ap = parser()
     a = ap.parse_args(argv)
     check_args(ap, a)

@@ -48,7 +48,7 @@ from training.arch import (
     build_age_resnet,
     expected_age,
 )
-from training.data import read_labels
+from training.data import LabelsError, read_labels
 
 # --------------------------------------------------------------------------------------------
 # Reading the ONNX graph
@@ -286,6 +286,14 @@ def load_faces(
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except LabelsError as exc:
+        print(f"training.port: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--onnx", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="where to save the widened .keras")

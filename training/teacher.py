@@ -95,10 +95,9 @@ class FaceresTeacher:
         try:
             spec = json.loads(Path(self.model_json).read_text())
             topo = spec["modelTopology"]
-            manifest = spec["weightsManifest"]
+            weights = read_weights(Path(self.model_json), spec["weightsManifest"])
         except (OSError, ValueError, KeyError) as exc:
             raise TeacherError(f"{self.model_json}: not a TF.js graph model ({exc})") from None
-        weights = read_weights(Path(self.model_json), manifest)
         graph_def = tf.compat.v1.GraphDef()
         json_format.ParseDict(
             {"node": topo["node"], "versions": topo.get("versions", {})}, graph_def, ignore_unknown_fields=True
@@ -251,10 +250,9 @@ def own_head_weights(model_json: Path) -> list[np.ndarray]:
     Its first layer already reads age and sex from the embedding, learnt from far more faces than
     our sources hold, so a head started from it needs less of our data to find them."""
     try:
-        manifest = json.loads(Path(model_json).read_text())["weightsManifest"]
+        w = read_weights(Path(model_json), json.loads(Path(model_json).read_text())["weightsManifest"])
     except (OSError, ValueError, KeyError) as exc:
         raise TeacherError(f"{model_json}: not a TF.js graph model ({exc})") from None
-    w = read_weights(Path(model_json), manifest)
     try:
         w1, b1, w2, b2 = (w[k] for k in ("feats/kernel", "feats/bias", "age_pred/kernel", "age_pred/bias"))
     except KeyError as exc:
@@ -264,6 +262,12 @@ def own_head_weights(model_json: Path) -> list[np.ndarray]:
     w2 = np.concatenate([w2[:, :1], w2], 1)
     b2 = np.concatenate([[b2.min() - 5.0], b2]).astype(np.float32)
     return [w1, b1, w2, b2]
+
+
+def source_mae(probs: np.ndarray, age: np.ndarray, source: np.ndarray) -> dict[str, float]:
+    """Mean absolute error of the distributions' expected ages, per source."""
+    pred = probs @ np.arange(AGES, dtype=np.float32)
+    return {s: float(np.abs(pred[source == s] - age[source == s]).mean()) for s in sorted(set(source))}
 
 
 def train_head(
@@ -285,8 +289,10 @@ def train_head(
     age, src, split = index.age, index.source, index.split
     if leave_out and leave_out not in set(src):
         raise TeacherError(f"--leave-out {leave_out}: no such source in {data} ({', '.join(sorted(set(src)))})")
-    if epochs < (0 if start is not None else 1):
-        raise TeacherError(f"--epochs {epochs}: a head from a random start needs at least one epoch")
+    if epochs < 0 or (epochs == 0 and start is None):
+        raise TeacherError(
+            f"--epochs {epochs}: needs at least one epoch (none only for a started head, to keep its start)"
+        )
     ok = np.isfinite(emb).all(1)
     head = Head(None, emb[ok].mean(0), emb[ok].std(0) + 1e-6, {})
     _, x = head.inputs(emb)
@@ -311,24 +317,23 @@ def train_head(
     # head alone.
     w = np.zeros(len(index), np.float32)
     w[tr] = source_weights(src[tr], power=0.5)
-    ks = np.arange(AGES, dtype=np.float32)
-    best, best_w, history = np.inf, None, []
+    best, best_w, best_ep, history = np.inf, None, 0, []
     # A started head is itself a candidate (epoch 0): training must beat it on validation.
     for ep in range(0 if start is not None else 1, epochs + 1):
         if ep:
             head.model.fit(
                 x[tr], soft_targets(age[tr]), sample_weight=w[tr], batch_size=128, epochs=1, verbose=0, shuffle=True
             )
-        pred = head.model.predict(x[va], batch_size=1024, verbose=0) @ ks
-        per = {s: float(np.abs(pred[src[va] == s] - age[va][src[va] == s]).mean()) for s in sorted(set(src[va]))}
+        per = source_mae(head.model.predict(x[va], batch_size=1024, verbose=0), age[va], src[va])
         worst = max(per.values())
         history.append({"epoch": ep, "val_mae": per})
         log(f"  head epoch {ep}: val MAE " + ", ".join(f"{s} {v:.2f}" for s, v in per.items()))
         if worst < best:
-            best, best_w = worst, head.model.get_weights()
+            best, best_w, best_ep = worst, head.model.get_weights(), ep
     head.model.set_weights(best_w)
     head.info = {
         "leave_out": leave_out or "",
+        "epoch": best_ep,
         "val_worst_mae": best,
         "history": history,
         "rows_with_target": int(ok.sum()),
@@ -364,17 +369,20 @@ def fit_head(
         infos.append(head.info)
     probs = np.full((len(ok), AGES), np.nan, np.float16)
     probs[ok] = (total / heads).astype(np.float16)
-    info = (
-        dict(infos[0])
-        if heads == 1
-        else {
+    info = dict(infos[0])
+    if heads > 1:
+        # The averaged heads' own validation figures (each head's are in `heads`).
+        index = read_index(data)
+        va = ok & (index.split == "val") & (index.source != (leave_out or "\0"))
+        per = source_mae(probs[va].astype(np.float32), index.age[va], index.source[va])
+        info = {
             "leave_out": leave_out or "",
-            "val_worst_mae": float(np.mean([h["val_worst_mae"] for h in infos])),  # each head's own, averaged
+            "val_mae": per,
+            "val_worst_mae": max(per.values()),
             "heads": infos,
             "rows_with_target": infos[0]["rows_with_target"],
             "rows": infos[0]["rows"],
         }
-    )
     info["start"] = "faceres-deep's own IMDB-Wiki age head" if start is not None else "random"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, probs=probs, info=json.dumps(info))

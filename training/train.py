@@ -21,7 +21,7 @@ import numpy as np
 from training.arch import expected_age
 from training.batches import make_dataset
 from training.calibrate import CHALLENGE, gate_figures
-from training.data import FEMALE, MALE, Split, band_number, load_split, read_index
+from training.data import FEMALE, MALE, LabelsError, Split, band_number, load_split, read_index
 from training.hint import hint_trainer, load_hints, on_net, with_hint_loss
 from training.teacher import TeacherError, load_targets
 
@@ -435,7 +435,7 @@ def check_resumable(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         info = run(parser().parse_args(argv))
-    except (TrainError, TeacherError) as exc:
+    except (TrainError, TeacherError, LabelsError) as exc:
         print(f"training.train: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2))

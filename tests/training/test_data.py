@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.data import FEMALE, MALE, Split, band_index, cell_weights, source_weights
+from training.data import FEMALE, MALE, LabelsError, Split, band_index, cell_weights, read_index, source_weights
 
 
 def split(ages, sources, sexes=None) -> Split:
@@ -63,3 +63,18 @@ def test_source_weights_at_half_power_count_a_source_by_the_root_of_its_size():
     """The teacher heads' weighting: 90 photos weigh 3 times as much as 10, not 9 times."""
     w = source_weights(np.array(["a"] * 90 + ["b"] * 10), power=0.5)
     assert np.isclose(w[:90].sum() / w[90:].sum(), 3.0) and np.isclose(w.mean(), 1.0)
+
+
+def test_read_index_reads_columns_and_names_a_folder_it_cannot_use(tmp_path):
+    (tmp_path / "index.csv").write_text(
+        "row,file_name,age,split,source,gender\n0,a.jpg,17,val,utkface,1 \n1,b.jpg,30.5,train,,\n"
+    )
+    index = read_index(tmp_path)
+    assert len(index) == 2 and list(index.row) == [0, 1]
+    assert list(index.source) == ["utkface", "default"] and list(index.sex) == ["1", ""]
+    assert index.age.dtype == np.float32 and index.records[1]["file_name"] == "b.jpg"
+    with pytest.raises(LabelsError, match="cannot read it"):
+        read_index(tmp_path / "missing")
+    (tmp_path / "index.csv").write_text("row,file_name,split\n0,a.jpg,val\n")
+    with pytest.raises(LabelsError, match=r"index.csv: not an index of training.prepare \(KeyError"):
+        read_index(tmp_path)

@@ -188,39 +188,119 @@ def test_the_head_reads_raw_embeddings_once_its_standardisation_is_folded_in(tmp
     assert np.abs(head.scale - 1).max() > 0.1 and np.abs(head.mean).max() > 0.1
 
 
-def test_the_own_head_start_is_the_networks_own_age_head_on_real_faces(teacher_and_faces, tmp_path):
-    """`own_head_weights` put on the raw embeddings of real faces gives the network's own
-    IMDB-Wiki age distribution (ages 1..100, almost nothing at 0); and a head started from it
-    (standardised inputs, the standardisation folded into the start) reads the same before any
-    training, so `fit --own-head` begins where the published head is."""
-    from training.teacher import EMBEDDINGS_FILE, own_head_weights, train_head
+@pytest.fixture(scope="module")
+def real_embeddings(teacher_and_faces, tmp_path_factory):
+    """The real faces' embeddings as a prepared folder (every third face in validation), with the
+    network's own head's distributions (ages 0..100) from `own_head_weights`."""
+    from training.teacher import EMBEDDINGS_FILE, own_head_weights
 
     teacher, crops, ages, _ = teacher_and_faces
     out = teacher.run(crops)
-    w1, b1, w2, b2 = own_head_weights(FACERES)
+    start = own_head_weights(FACERES)
+    w1, b1, w2, b2 = start
     logits = np.maximum(out["embedding"] @ w1 + b1, 0) @ w2 + b2
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    assert probs.shape == (len(crops), 101)
+    folder = tmp_path_factory.mktemp("real-embeddings")
+    with open(folder / "index.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["row", "file_name", "age", "split", "source"])
+        for i, age in enumerate(ages):
+            w.writerow([i, f"{i}.jpg", age, "val" if i % 3 == 0 else "train", "utkface"])
+    np.savez(folder / EMBEDDINGS_FILE, embedding=out["embedding"], done=np.ones(len(ages), bool))
+    return folder, out, start, probs
+
+
+def _relabel(folder: Path, to: Path, train_age: float) -> Path:
+    """A copy of `folder` whose training faces are all labelled `train_age`."""
+    import shutil
+
+    to.mkdir()
+    shutil.copy(folder / "teacher-embeddings.npz", to)
+    with open(folder / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(to / "index.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "age": train_age if r["split"] == "train" else r["age"]})
+    return to
+
+
+def test_the_own_head_start_is_the_networks_own_age_head_on_real_faces(real_embeddings):
+    """`own_head_weights` on the raw embeddings of real faces gives the network's own IMDB-Wiki
+    age distribution (ages 1..100, almost nothing at 0); and a head started from it (standardised
+    inputs, the standardisation folded into the start) reads the same before any training, so
+    `fit --own-head` begins where the published head is."""
+    from training.teacher import train_head
+
+    folder, out, start, probs = real_embeddings
+    assert probs.shape == (len(out["embedding"]), 101)
     assert probs[:, 0].max() < 1e-2
     published = probs[:, 1:] / probs[:, 1:].sum(1, keepdims=True)
     assert np.abs(published - out["own_age"]).max() < 1e-4
-
-    n = len(crops)
-    with open(tmp_path / "index.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["row", "file_name", "age", "split", "source"])
-        for i in range(n):
-            w.writerow([i, f"{i}.jpg", ages[i], "val" if i % 3 == 0 else "train", "utkface"])
-    np.savez(tmp_path / EMBEDDINGS_FILE, embedding=out["embedding"], done=np.ones(n, bool))
-    head = train_head(tmp_path, epochs=0, log=lambda *_: None, start=[w1, b1, w2, b2])
+    head = train_head(folder, epochs=0, log=lambda *_: None, start=start)
     ok, x = head.inputs(out["embedding"])
     assert ok.all()
+    # Not the identity: without the fold the head would read these inputs differently.
+    assert np.abs(head.scale - 1).max() > 0.1
     assert np.abs(head.model.predict(x, verbose=0) - probs).max() < 1e-3
-    assert head.info["history"][0]["epoch"] == 0
+    assert head.info["epoch"] == 0
 
 
-def test_fit_averages_its_heads_and_records_each(tmp_path):
+def test_a_started_head_is_kept_when_training_only_makes_it_worse(real_embeddings, tmp_path):
+    """Training faces all labelled 90 pull the head away from the validation faces' ages: the
+    start (epoch 0) stays the chosen head, unchanged; with true labels training is taken."""
+    from training.teacher import train_head
+
+    folder, out, start, probs = real_embeddings
+    wrong = _relabel(folder, tmp_path / "wrong", 90.0)
+    head = train_head(wrong, epochs=3, log=lambda *_: None, start=start)
+    assert head.info["epoch"] == 0
+    assert [h["epoch"] for h in head.info["history"]] == [0, 1, 2, 3]
+    _, x = head.inputs(out["embedding"])
+    assert np.abs(head.model.predict(x, verbose=0) - probs).max() < 1e-3
+    moved = head.info["history"][3]["val_mae"]["utkface"]
+    assert moved > head.info["val_worst_mae"]  # training really did move it, for the worse
+
+
+def test_fit_cli_starts_from_the_own_head_and_averages_heads(real_embeddings, tmp_path):
+    from training.teacher import load_targets, main, source_mae
+
+    folder, out, _, _ = real_embeddings
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(folder),
+                "--out",
+                str(tmp_path / "t.npz"),
+                "--own-head",
+                str(FACERES),
+                "--heads",
+                "2",
+                "--epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
+    info = json.loads(str(np.load(tmp_path / "t.npz")["info"]))
+    assert info["start"] == "faceres-deep's own IMDB-Wiki age head"
+    assert len(info["heads"]) == 2 and all(h["history"][0]["epoch"] == 0 for h in info["heads"])
+    # The recorded figure is the averaged heads' own, not a mean of each head's.
+    probs = load_targets(tmp_path / "t.npz", len(out["embedding"]))
+    with open(folder / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    va = np.array([r["split"] == "val" for r in rows])
+    ages = np.array([float(r["age"]) for r in rows])
+    want = source_mae(probs[va], ages[va], np.array(["utkface"] * int(va.sum())))
+    assert abs(info["val_mae"]["utkface"] - want["utkface"]) < 0.05
+    assert info["val_worst_mae"] == max(info["val_mae"].values())
+
+
+def test_fit_averages_its_heads(tmp_path):
     from training.teacher import TeacherError, fit_head, load_targets, train_head
 
     data = _fake_dataset(tmp_path)
@@ -246,8 +326,9 @@ def test_own_head_of_a_graph_without_one_is_refused_by_name(tmp_path, capsys):
 
     bad = tmp_path / "model.json"
     bad.write_text(json.dumps({"modelTopology": {"node": []}, "weightsManifest": []}))
-    (tmp_path / "d").mkdir()
-    data = _fake_dataset(tmp_path / "d")
-    assert main(["fit", "--data", str(data), "--out", str(tmp_path / "t.npz"), "--own-head", str(bad)]) == 2
+    assert main(["fit", "--data", str(tmp_path), "--out", str(tmp_path / "t.npz"), "--own-head", str(bad)]) == 2
     assert "no own age head" in capsys.readouterr().err
-    assert not (tmp_path / "t.npz").exists()
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"modelTopology": {}, "weightsManifest": [{"paths": ["none.bin"], "weights": []}]}))
+    assert main(["fit", "--data", str(tmp_path), "--out", str(tmp_path / "t.npz"), "--own-head", str(short)]) == 2
+    assert "not a TF.js graph model" in capsys.readouterr().err
