@@ -24,7 +24,7 @@ import numpy as np
 from edge_app.core.policy import is_minor
 from edge_app.core.words import Decision
 from training.calibrate import CHALLENGE
-from training.data import FEMALE, MALE
+from training.data import FEMALE, MALE, per_source_mae
 
 CHALLENGE_AGE = int(CHALLENGE)
 
@@ -127,11 +127,7 @@ def at_minors(p: Predictions, k: int) -> Row:
 
 
 def mae(p: Predictions) -> dict[str, float]:
-    face = ~np.isnan(p.pred)
-    return {
-        s: float(np.abs(p.pred[face & (p.source == s)] - p.age[face & (p.source == s)]).mean())
-        for s in sorted(set(p.source))
-    }
+    return per_source_mae(p.pred, p.age, p.source)
 
 
 def _pct(x: float) -> str:

@@ -163,6 +163,14 @@ def inside_repository(path: Path) -> bool:
     return path.resolve().is_relative_to(Path(__file__).resolve().parent.parent)
 
 
+def per_source_mae(pred: np.ndarray, age: np.ndarray, source: np.ndarray) -> dict[str, float]:
+    """Mean absolute error of estimated ages per source (a NaN estimate, no face, is left out)."""
+    face = ~np.isnan(pred)
+    return {
+        s: float(np.abs(pred[face & (source == s)] - age[face & (source == s)]).mean()) for s in sorted(set(source))
+    }
+
+
 def band_number(name: str) -> int:
     """The index `band_index` gives the band called `name` ("13-17")."""
     return [b[0] for b in BANDS].index(name)

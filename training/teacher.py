@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import LabelsError, read_index, source_weights
+from training.data import LabelsError, per_source_mae, read_index, source_weights
 
 EMBED_SIZE = 224
 # Keras 'caffe' preprocessing the network was trained with: BGR, minus the ImageNet means.
@@ -266,8 +266,7 @@ def own_head_weights(model_json: Path) -> list[np.ndarray]:
 
 def source_mae(probs: np.ndarray, age: np.ndarray, source: np.ndarray) -> dict[str, float]:
     """Mean absolute error of the distributions' expected ages, per source."""
-    pred = probs @ np.arange(AGES, dtype=np.float32)
-    return {s: float(np.abs(pred[source == s] - age[source == s]).mean()) for s in sorted(set(source))}
+    return per_source_mae(probs @ np.arange(AGES, dtype=np.float32), age, source)
 
 
 def train_head(
